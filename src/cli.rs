@@ -1,0 +1,114 @@
+//! The command line (clap), as PRODUCT.md §8 describes it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "opsflow", version, about = "The DevOps stage of a file-based multi-agent workflow")]
+pub struct Cli {
+    /// The workspace directory (normally the repository root)
+    #[arg(short = 'C', long = "dir", global = true, default_value = ".", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The config file, relative to the workspace (default: project-config.json)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Act as this agent instead of the configured one
+    #[arg(long, global = true, value_name = "NAME")]
+    pub agent: Option<String>,
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More logging (repeat for more)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scaffold a workspace that validates (existing files are kept)
+    Init {
+        /// Where to create it (default: the workspace directory)
+        dir: Option<PathBuf>,
+    },
+    /// Check every workflow file and list every problem
+    Validate {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where the workflow stands: nodes, owned tasks and what blocks them
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read and write tasks.json safely (under its lock, keeping every other byte)
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+    /// Copy the built-in sample workspace to DIR and run the whole pipeline there
+    Demo {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// List tasks
+    List(ListArgs),
+    /// Append a task
+    Add(AddArgs),
+    /// Change fields of a task
+    Update(UpdateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only tasks this runner owns (its agent name or alias, and a DevOps type)
+    #[arg(long)]
+    pub mine: bool,
+    #[arg(long, value_name = "S")]
+    pub status: Option<String>,
+    #[arg(long, value_name = "A")]
+    pub agent: Option<String>,
+    #[arg(long = "type", value_name = "T")]
+    pub kind: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    #[arg(long)]
+    pub title: String,
+    #[arg(long)]
+    pub agent: String,
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: String,
+    /// The task id (default: the next free TASK-NNN)
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Set a field: `key=text` sets a string, `key:=json` sets any JSON value
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    pub id: String,
+    /// Set a field: `key=text` sets a string, `key:=json` sets any JSON value
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Remove a field
+    #[arg(long = "unset", value_name = "KEY")]
+    pub unset: Vec<String>,
+}

@@ -1,0 +1,251 @@
+//! `opsflow tasks list|add|update`: the safe way for agents and scripts to use `tasks.json`.
+//!
+//! `list` reads through the span scanner, so filtering 100,000 tasks decodes only the
+//! matches. `add` and `update` go through the store: under the lock, checked against the
+//! task schema, touching only the entry they edit.
+
+use std::io::{self, BufWriter, Write};
+
+use anyhow::{Context, bail};
+use serde_json::{Map, Value};
+
+use super::require_valid_config;
+use crate::Exit;
+use crate::cli::{AddArgs, ListArgs, TasksCommand, UpdateArgs};
+use crate::schema::SchemaName;
+use crate::store::edit::FieldOp;
+use crate::store::json;
+use crate::store::tasks::{self, LayoutError, TaskEdits};
+use crate::store::{StoreError, file};
+use crate::workspace::Workspace;
+use crate::workspace::diagnostic::{Diagnostic, Kind};
+
+pub fn run(ws: &Workspace, command: &TasksCommand) -> anyhow::Result<Exit> {
+    require_valid_config(ws)?;
+    match command {
+        TasksCommand::List(args) => list(ws, args),
+        TasksCommand::Add(args) => add(ws, args),
+        TasksCommand::Update(args) => update(ws, args),
+    }
+}
+
+/// Where a layout error is, as users read it.
+pub fn layout_diagnostic(file: &str, text: &str, error: LayoutError) -> Diagnostic {
+    match error {
+        LayoutError::Syntax(e) => {
+            let (line, column) = json::line_col(text, e.offset);
+            Diagnostic::new(file, Kind::Syntax, format!("invalid JSON: {}", e.message)).at(line, column)
+        }
+        LayoutError::Shape(message) => Diagnostic::new(file, Kind::Schema, message).pointer(""),
+    }
+}
+
+fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
+    let file = &ws.config.paths.tasks;
+    let text = match ws.read_text(file) {
+        Ok(text) => text.unwrap_or_default(),
+        Err(diagnostic) => {
+            eprintln!("{diagnostic}");
+            return Ok(Exit::Invalid);
+        }
+    };
+    let mut matched = Vec::new();
+    if !text.is_empty() {
+        let scanned = tasks::scan(&text, |head| {
+            let keep = (!args.mine || crate::workflow::owns(&ws.config, head.agent.as_deref(), head.kind.as_deref()))
+                && args.status.as_deref().is_none_or(|s| head.status.as_deref() == Some(s))
+                && args.agent.as_deref().is_none_or(|a| head.agent.as_deref() == Some(a))
+                && args.kind.as_deref().is_none_or(|t| head.kind.as_deref() == Some(t));
+            if keep {
+                matched.push(head.span);
+            }
+        });
+        if let Err(error) = scanned {
+            eprintln!("{}", layout_diagnostic(file, &text, error));
+            return Ok(Exit::Invalid);
+        }
+    }
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    if args.json {
+        // Each entry as the file has it, re-serialized compactly: one document, one task a line.
+        out.write_all(b"[")?;
+        for (i, span) in matched.iter().enumerate() {
+            out.write_all(if i == 0 { b"\n  " } else { b",\n  " })?;
+            let value: Value = serde_json::from_str(span.of(&text))?;
+            serde_json::to_writer(&mut out, &value)?;
+        }
+        out.write_all(if matched.is_empty() { b"]\n" } else { b"\n]\n" })?;
+    } else {
+        let rows: Vec<[String; 5]> = matched
+            .iter()
+            .map(|span| {
+                let value: Value = serde_json::from_str(span.of(&text)).unwrap_or(Value::Null);
+                let field = |key: &str| value.get(key).and_then(Value::as_str).unwrap_or("-").to_owned();
+                [field("id"), field("status"), field("type"), field("agent"), field("title")]
+            })
+            .collect();
+        let mut widths = [2, 6, 4, 5, 5];
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let header = ["ID", "STATUS", "TYPE", "AGENT", "TITLE"].map(str::to_owned);
+        for row in std::iter::once(&header).chain(&rows) {
+            let line = format!(
+                "{:w0$}  {:w1$}  {:w2$}  {:w3$}  {}",
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3]
+            );
+            writeln!(out, "{}", line.trim_end())?;
+        }
+    }
+    out.flush()?;
+    Ok(Exit::Ok)
+}
+
+/// `key=text` sets a string, `key:=json` any JSON value.
+fn parse_assignment(assignment: &str) -> anyhow::Result<(String, Value)> {
+    let (key, value) = assignment.split_once('=').with_context(|| format!("`--set {assignment}`: expected KEY=VALUE or KEY:=JSON"))?;
+    let (key, value) = match key.strip_suffix(':') {
+        Some(key) => {
+            let parsed = serde_json::from_str(value).with_context(|| format!("`--set {assignment}`: the value after `:=` is not JSON"))?;
+            (key, parsed)
+        }
+        None => (key, Value::String(value.to_owned())),
+    };
+    if key.is_empty() {
+        bail!("`--set {assignment}`: the key is empty");
+    }
+    Ok((key.to_owned(), value))
+}
+
+/// Schema problems of one task, as one message.
+fn check_task(ws: &Workspace, task: &Value, what: &str) -> Result<(), StoreError> {
+    let problems = ws.schemas.validate(SchemaName::Task, &ws.config.paths.tasks, task);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|d| format!("  at {}: {}", if d.pointer.as_deref().unwrap_or("").is_empty() { "the task" } else { d.pointer.as_deref().unwrap_or("") }, d.message))
+        .collect();
+    Err(StoreError::Refused(format!("{what} would not be a valid task, so nothing was written:\n{}", lines.join("\n"))))
+}
+
+fn next_free_id(heads: &[tasks::TaskHead<'_>]) -> String {
+    let highest = heads
+        .iter()
+        .filter_map(|h| h.id.as_deref()?.strip_prefix("TASK-")?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    format!("TASK-{:03}", highest + 1)
+}
+
+fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
+    let mut fields = Map::new();
+    fields.insert("title".into(), args.title.clone().into());
+    fields.insert("agent".into(), args.agent.clone().into());
+    fields.insert("type".into(), args.kind.clone().into());
+    fields.insert("status".into(), "pending".into());
+    for assignment in &args.set {
+        let (key, value) = parse_assignment(assignment)?;
+        if key == "id" {
+            bail!("use --id to choose the id");
+        }
+        fields.insert(key, value);
+    }
+    let file = ws.config.paths.tasks.clone();
+    let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let mut chosen_id = String::new();
+    file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
+        let heads = match current {
+            Some(text) => tasks::heads(text).map_err(|e| StoreError::Invalid(layout_diagnostic(&file, text, e)))?.1,
+            None => Vec::new(),
+        };
+        let id = match &args.id {
+            Some(id) if heads.iter().any(|h| h.id.as_deref() == Some(id)) => {
+                return Err(StoreError::Refused(format!("a task with the id `{id}` already exists")));
+            }
+            Some(id) => id.clone(),
+            None => next_free_id(&heads),
+        };
+        let mut task = Map::new();
+        task.insert("id".into(), id.clone().into());
+        task.extend(fields.clone());
+        let task = Value::Object(task);
+        check_task(ws, &task, &format!("task `{id}`"))?;
+        chosen_id = id;
+        let new = match current {
+            Some(text) => tasks::apply(text, &TaskEdits { updates: vec![], appends: vec![task] })
+                .map_err(|e| StoreError::Refused(format!("{file}: {e}")))?,
+            None => tasks::new_file(&[task]),
+        };
+        Ok(Some(new))
+    })?;
+    println!("{chosen_id}");
+    Ok(Exit::Ok)
+}
+
+fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
+    let mut ops = Vec::new();
+    for assignment in &args.set {
+        let (key, value) = parse_assignment(assignment)?;
+        if key == "id" && value != Value::String(args.id.clone()) {
+            bail!("the id of a task cannot be changed");
+        }
+        ops.push(FieldOp::Set(key, value));
+    }
+    for key in &args.unset {
+        if key == "id" {
+            bail!("the id of a task cannot be removed");
+        }
+        ops.push(FieldOp::Remove(key.clone()));
+    }
+    if ops.is_empty() {
+        bail!("nothing to change: give --set KEY=VALUE or --unset KEY");
+    }
+    let file = ws.config.paths.tasks.clone();
+    let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let outcome = file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
+        let Some(text) = current else {
+            return Err(StoreError::Refused(format!("{file} does not exist")));
+        };
+        let (_, heads) = tasks::heads(text).map_err(|e| StoreError::Invalid(layout_diagnostic(&file, text, e)))?;
+        let head = tasks::find(&heads, &args.id).map_err(|e| StoreError::Refused(format!("{file}: {e}")))?;
+        let before = head.value(text);
+        let Some(mut fields) = before.as_object().cloned() else {
+            return Err(StoreError::Refused(format!("{file}: task `{}` is not an object", args.id)));
+        };
+        for op in &ops {
+            match op {
+                FieldOp::Set(key, value) => fields.insert(key.clone(), value.clone()),
+                FieldOp::Remove(key) => fields.shift_remove(key),
+            };
+        }
+        if before.as_object() == Some(&fields) {
+            return Ok(None);
+        }
+        let now = crate::time::now_rfc3339();
+        fields.insert("updated_at".into(), now.clone().into());
+        check_task(ws, &Value::Object(fields), &format!("task `{}`", args.id))?;
+        let mut all_ops = ops.clone();
+        all_ops.push(FieldOp::Set("updated_at".into(), now.into()));
+        let edits = TaskEdits { updates: vec![(args.id.clone(), all_ops)], appends: vec![] };
+        tasks::apply(text, &edits).map(Some).map_err(|e| StoreError::Refused(format!("{file}: {e}")))
+    })?;
+    match outcome {
+        file::Outcome::Unchanged => println!("{}: unchanged", args.id),
+        file::Outcome::Written { .. } => println!("{}: updated", args.id),
+    }
+    Ok(Exit::Ok)
+}
+

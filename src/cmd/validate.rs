@@ -1,0 +1,32 @@
+//! `opsflow validate [--json]`: every problem in the workspace, exit 0 or 2.
+
+use serde_json::json;
+
+use super::print_json;
+use crate::Exit;
+use crate::validate::validate_workspace;
+use crate::workspace::Workspace;
+
+pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
+    let report = validate_workspace(ws);
+    let ok = report.diagnostics.is_empty();
+    if as_json {
+        print_json(&json!({
+            "ok": ok,
+            "workspace": ws.root,
+            "checked": report.checked,
+            "diagnostics": report.diagnostics,
+        }))?;
+    } else {
+        for diagnostic in &report.diagnostics {
+            println!("{diagnostic}");
+        }
+        let files = report.diagnostics.iter().map(|d| d.file.as_str()).collect::<std::collections::BTreeSet<_>>().len();
+        if ok {
+            println!("ok: {} files valid", report.checked.len());
+        } else {
+            println!("{} problems in {files} of {} files", report.diagnostics.len(), report.checked.len());
+        }
+    }
+    Ok(if ok { Exit::Ok } else { Exit::Invalid })
+}

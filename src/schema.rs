@@ -1,0 +1,163 @@
+//! The JSON Schemas every input is checked against: embedded at build time, overridable per file.
+//!
+//! `schemas/*.json` are compiled into the binary; a file of the same name in the workspace's
+//! schemas directory replaces one. Each schema is compiled at most once per [`Schemas`]
+//! (once per process for the command line, once per reload for the daemon). Validation
+//! returns every error as a [`Diagnostic`] with the instance's JSON Pointer and the rule.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::workspace::diagnostic::{Diagnostic, Kind};
+use crate::workspace::read;
+
+/// The schemas opsflow knows, one per kind of file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaName {
+    Config,
+    Tasks,
+    /// One entry of `tasks.json`: `tasks.schema.json#/$defs/task`.
+    Task,
+    State,
+    Workflow,
+    QaReport,
+    QaTestReport,
+    Approval,
+    RollbackDecision,
+    DeploymentReport,
+    CompletionSignal,
+}
+
+const ALL: [SchemaName; 11] = [
+    SchemaName::Config,
+    SchemaName::Tasks,
+    SchemaName::Task,
+    SchemaName::State,
+    SchemaName::Workflow,
+    SchemaName::QaReport,
+    SchemaName::QaTestReport,
+    SchemaName::Approval,
+    SchemaName::RollbackDecision,
+    SchemaName::DeploymentReport,
+    SchemaName::CompletionSignal,
+];
+
+/// The built-in schema files, by name.
+pub const EMBEDDED: &[(&str, &str)] = &[
+    ("project-config.schema.json", include_str!("../schemas/project-config.schema.json")),
+    ("tasks.schema.json", include_str!("../schemas/tasks.schema.json")),
+    ("state.schema.json", include_str!("../schemas/state.schema.json")),
+    ("workflow.schema.json", include_str!("../schemas/workflow.schema.json")),
+    ("qa-report.schema.json", include_str!("../schemas/qa-report.schema.json")),
+    ("qa-test-report.schema.json", include_str!("../schemas/qa-test-report.schema.json")),
+    ("approval.schema.json", include_str!("../schemas/approval.schema.json")),
+    ("rollback-decision.schema.json", include_str!("../schemas/rollback-decision.schema.json")),
+    ("devops-output-schema.json", include_str!("../schemas/devops-output-schema.json")),
+    ("stage-completion-signal.schema.json", include_str!("../schemas/stage-completion-signal.schema.json")),
+];
+
+impl SchemaName {
+    pub fn file(self) -> &'static str {
+        match self {
+            SchemaName::Config => "project-config.schema.json",
+            SchemaName::Tasks | SchemaName::Task => "tasks.schema.json",
+            SchemaName::State => "state.schema.json",
+            SchemaName::Workflow => "workflow.schema.json",
+            SchemaName::QaReport => "qa-report.schema.json",
+            SchemaName::QaTestReport => "qa-test-report.schema.json",
+            SchemaName::Approval => "approval.schema.json",
+            SchemaName::RollbackDecision => "rollback-decision.schema.json",
+            SchemaName::DeploymentReport => "devops-output-schema.json",
+            SchemaName::CompletionSignal => "stage-completion-signal.schema.json",
+        }
+    }
+
+    fn index(self) -> usize {
+        ALL.iter().position(|&n| n == self).expect("every name is in ALL")
+    }
+}
+
+/// The schemas of one workspace, compiled on first use.
+pub struct Schemas {
+    /// The workspace's schemas directory and how it is shown to users.
+    override_dir: PathBuf,
+    override_label: String,
+    limit: u64,
+    compiled: [OnceLock<Result<jsonschema::Validator, Diagnostic>>; ALL.len()],
+}
+
+impl Schemas {
+    pub fn new(override_dir: PathBuf, override_label: &str, limit: u64) -> Schemas {
+        Schemas { override_dir, override_label: override_label.to_owned(), limit, compiled: Default::default() }
+    }
+
+    /// The source of a schema file: the workspace's override, else the embedded one.
+    pub fn source(&self, file: &str) -> Result<(String, String), Diagnostic> {
+        let label = format!("{}/{file}", self.override_label.trim_end_matches('/'));
+        if let Some(text) = read::read_text(&self.override_dir.join(file), &label, self.limit)? {
+            return Ok((label, text));
+        }
+        let (_, text) = EMBEDDED.iter().find(|(name, _)| *name == file).expect("every schema file is embedded");
+        Ok((format!("(built-in) schemas/{file}"), (*text).to_owned()))
+    }
+
+    fn compile(&self, name: SchemaName) -> Result<jsonschema::Validator, Diagnostic> {
+        let (label, text) = self.source(name.file())?;
+        let mut schema = read::parse_json(&label, &text)?;
+        if name == SchemaName::Task {
+            // One task on its own: the definition, with the file's `$defs` beside it for its `$ref`s.
+            let defs = schema.get("$defs").cloned().unwrap_or(Value::Null);
+            schema = serde_json::json!({
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "$defs": defs,
+                "$ref": "#/$defs/task",
+            });
+        }
+        jsonschema::draft202012::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .map_err(|e| Diagnostic::new(&label, Kind::Schema, format!("is not a valid JSON Schema: {e}")))
+    }
+
+    /// Every way `value` (from `file`) breaks the schema; empty when it is valid.
+    pub fn validate(&self, name: SchemaName, file: &str, value: &Value) -> Vec<Diagnostic> {
+        let validator = match self.compiled[name.index()].get_or_init(|| self.compile(name)) {
+            Ok(validator) => validator,
+            Err(broken) => {
+                let mut error = broken.clone();
+                error.message = format!("{} (so {file} cannot be checked)", error.message);
+                return vec![error];
+            }
+        };
+        validator.iter_errors(value).map(|error| schema_diagnostic(file, &error)).collect()
+    }
+}
+
+fn schema_diagnostic(file: &str, error: &jsonschema::ValidationError<'_>) -> Diagnostic {
+    let pointer = error.instance_path().to_string();
+    let schema_path = error.schema_path().to_string();
+    let mut message = error.to_string();
+    if schema_path.contains("/$defs/duration/") && error.instance().is_number() {
+        let n = error.instance();
+        message = format!(
+            "expected a duration with a unit, found the bare number {n}; write it as a string such as \"{n}s\", \"{n}ms\" or \"{n}m\""
+        );
+    }
+    Diagnostic::new(file, Kind::Schema, message).pointer(pointer).rule(error.kind().keyword().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_embedded_schema_compiles() {
+        let schemas = Schemas::new(PathBuf::from("/nonexistent"), "schemas", 1 << 20);
+        for name in ALL {
+            let compiled = schemas.compiled[name.index()].get_or_init(|| schemas.compile(name));
+            assert!(compiled.is_ok(), "{name:?}: {:?}", compiled.as_ref().err());
+        }
+    }
+}

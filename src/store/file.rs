@@ -1,0 +1,304 @@
+//! Locked, atomic, re-checked replacement of a whole file.
+//!
+//! Writers that cooperate take an exclusive `File::lock` on a sidecar `<file>.lock`; the lock
+//! dies with its holder, so a killed writer never blocks the next one. The new content goes
+//! to a temporary file in the same directory, is fsynced, and replaces the old one with an
+//! atomic exchange (`renameat2(RENAME_EXCHANGE)`); the file that was swapped out is then
+//! compared with the one that was read. If a writer that ignores the lock replaced or
+//! changed the file in the meantime, the exchange is undone and the edit is redone on what
+//! is there now, so that writer's change is never lost. The directory is fsynced last.
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::workspace::diagnostic::Diagnostic;
+use crate::workspace::read;
+
+/// How many times an edit is redone when another writer keeps changing the file.
+const MAX_ATTEMPTS: usize = 50;
+const TEMP_SUFFIX: &str = ".opsflow-tmp";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {action}: {source}")]
+    Io { path: PathBuf, action: &'static str, source: io::Error },
+    #[error("{0}")]
+    Invalid(Diagnostic),
+    #[error("{path}: another writer changed the file during each of {attempts} attempts; nothing was written")]
+    Contended { path: PathBuf, attempts: usize },
+    /// The edit itself was refused (no such task, a duplicate id, an invalid field).
+    #[error("{0}")]
+    Refused(String),
+}
+
+fn io_error(path: &Path, action: &'static str) -> impl FnOnce(io::Error) -> StoreError + use<> {
+    let path = path.to_owned();
+    move |source| StoreError::Io { path, action, source }
+}
+
+/// What [`modify`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Unchanged,
+    Written { attempts: usize },
+}
+
+/// The sidecar lock file of `path`.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+/// Takes the exclusive sidecar lock of `path`, waiting for the current holder.
+pub fn lock(path: &Path) -> Result<File, StoreError> {
+    let lock_path = lock_path(path);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_error(&lock_path, "cannot open the lock file"))?;
+    file.lock().map_err(io_error(&lock_path, "cannot lock"))?;
+    Ok(file)
+}
+
+/// Identity of a file version: a rename changes the inode, a write the size or mtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Version {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+fn version_of(path: &Path) -> Result<Option<Version>, StoreError> {
+    match fs::metadata(path) {
+        Ok(m) => Ok(Some(Version { dev: m.dev(), ino: m.ino(), size: m.size(), mtime: m.mtime(), mtime_nsec: m.mtime_nsec() })),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(path, "cannot stat")(e)),
+    }
+}
+
+/// Reads `path` under its lock, lets `edit` compute the new content from the current one
+/// (`None`: the file does not exist), and replaces the file atomically.
+///
+/// `edit` may run more than once: when another writer changes the file between the read and
+/// the replace, the edit is redone on the new content. Returning `Ok(None)` writes nothing.
+pub fn modify<F>(path: &Path, label: &str, limit: u64, mut edit: F) -> Result<Outcome, StoreError>
+where
+    F: FnMut(Option<&str>) -> Result<Option<String>, StoreError>,
+{
+    let _lock = lock(path)?;
+    remove_stale_temps(path);
+    for attempt in 1..=MAX_ATTEMPTS {
+        let before = version_of(path)?;
+        let current = match before {
+            None => None,
+            Some(_) => match read::read_bytes(path, label, limit).map_err(StoreError::Invalid)? {
+                Some(bytes) => Some(read::check_text(label, bytes).map_err(StoreError::Invalid)?),
+                None => continue,
+            },
+        };
+        let Some(new) = edit(current.as_deref())? else { return Ok(Outcome::Unchanged) };
+        if current.as_deref() == Some(new.as_str()) {
+            return Ok(Outcome::Unchanged);
+        }
+        let temp = TempFile::write(path, new.as_bytes())?;
+        // The cheap re-check: the file as read is still the file on disk.
+        if version_of(path)? != before {
+            continue;
+        }
+        match before {
+            None => match rename_noreplace(&temp.path, path) {
+                Ok(()) => temp.persisted(),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_error(path, "cannot move the new file into place")(e)),
+            },
+            Some(read_version) => match rename_exchange(&temp.path, path) {
+                Ok(()) => {
+                    // `temp.path` now holds what was displaced: it must be what was read.
+                    if version_of(&temp.path)? != Some(read_version) {
+                        rename_exchange(&temp.path, path).map_err(io_error(path, "cannot restore the other writer's file"))?;
+                        continue;
+                    }
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)) => {
+                    // Filesystems without the exchange get a plain rename after the re-check.
+                    fs::rename(&temp.path, path).map_err(io_error(path, "cannot move the new file into place"))?;
+                    temp.persisted();
+                }
+                Err(e) => return Err(io_error(path, "cannot move the new file into place")(e)),
+            },
+        }
+        sync_dir(path)?;
+        return Ok(Outcome::Written { attempts: attempt });
+    }
+    Err(StoreError::Contended { path: path.to_owned(), attempts: MAX_ATTEMPTS })
+}
+
+/// Replaces a whole file atomically, without the sidecar lock: for files only opsflow writes
+/// (artifacts, reports), where the instance lock already keeps other runners out.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(io_error(parent, "cannot create the directory"))?;
+    }
+    let temp = TempFile::write(path, bytes)?;
+    fs::rename(&temp.path, path).map_err(io_error(path, "cannot move the new file into place"))?;
+    temp.persisted();
+    sync_dir(path)
+}
+
+fn sync_dir(path: &Path) -> Result<(), StoreError> {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir, "cannot sync the directory"))
+}
+
+/// A temporary file beside its target, removed on drop unless it was moved into place.
+struct TempFile {
+    path: PathBuf,
+    keep: bool,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl TempFile {
+    fn write(target: &Path, bytes: &[u8]) -> Result<TempFile, StoreError> {
+        let name = target.file_name().unwrap_or_default().to_string_lossy();
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = target.with_file_name(format!(".{name}.{}.{n}{TEMP_SUFFIX}", std::process::id()));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_error(&path, "cannot create a temporary file"))?;
+        let temp = TempFile { path, keep: false };
+        if let Ok(metadata) = fs::metadata(target) {
+            // Keep the target's permissions; best effort, the content matters more.
+            let _ = file.set_permissions(metadata.permissions());
+        }
+        file.write_all(bytes).map_err(io_error(&temp.path, "cannot write the temporary file"))?;
+        file.sync_all().map_err(io_error(&temp.path, "cannot sync the temporary file"))?;
+        Ok(temp)
+    }
+
+    fn persisted(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Removes temporary files of `target` left by writers that were killed (their pid is gone).
+fn remove_stale_temps(target: &Path) {
+    let Some(dir) = target.parent() else { return };
+    let prefix = format!(".{}.", target.file_name().unwrap_or_default().to_string_lossy());
+    let Ok(entries) = fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Some(middle) = name.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(TEMP_SUFFIX)) else { continue };
+        let Some(pid) = middle.split('.').next().and_then(|pid| pid.parse::<i32>().ok()) else { continue };
+        if !crate::process_alive(pid) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
+    let (from, to) = (c_path(from)?, c_path(to)?);
+    // SAFETY: both pointers are NUL-terminated strings that outlive the call.
+    let result =
+        unsafe { libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), flags) };
+    if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+fn rename_exchange(a: &Path, b: &Path) -> io::Result<()> {
+    renameat2(a, b, libc::RENAME_EXCHANGE)
+}
+
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    match renameat2(from, to, libc::RENAME_NOREPLACE) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)) => {
+            if to.exists() {
+                return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+            }
+            fs::rename(from, to)
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modify_creates_replaces_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.json");
+        let outcome = modify(&path, "f.json", 1 << 20, |current| {
+            assert!(current.is_none());
+            Ok(Some("1".into()))
+        })
+        .unwrap();
+        assert_eq!(outcome, Outcome::Written { attempts: 1 });
+        let outcome = modify(&path, "f.json", 1 << 20, |current| Ok(Some(format!("{}2", current.unwrap())))).unwrap();
+        assert_eq!(outcome, Outcome::Written { attempts: 1 });
+        assert_eq!(fs::read_to_string(&path).unwrap(), "12");
+        let same = modify(&path, "f.json", 1 << 20, |current| Ok(current.map(str::to_owned))).unwrap();
+        assert_eq!(same, Outcome::Unchanged);
+        let mut names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["f.json", "f.json.lock"]);
+    }
+
+    #[test]
+    fn a_change_by_another_writer_between_read_and_replace_is_redone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.txt");
+        fs::write(&path, "a").unwrap();
+        let mut calls = 0;
+        let outcome = modify(&path, "f.txt", 1 << 20, |current| {
+            calls += 1;
+            if calls == 1 {
+                // A writer that ignores the lock replaces the file while the edit is computed.
+                let other = dir.path().join("other");
+                fs::write(&other, "b").unwrap();
+                fs::rename(&other, &path).unwrap();
+            }
+            Ok(Some(format!("{}+", current.unwrap())))
+        })
+        .unwrap();
+        assert_eq!(outcome, Outcome::Written { attempts: 2 });
+        assert_eq!(fs::read_to_string(&path).unwrap(), "b+");
+    }
+
+    #[test]
+    fn errors_leave_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.txt");
+        fs::write(&path, "\u{feff}x").unwrap();
+        assert!(matches!(modify(&path, "f.txt", 1 << 20, |_| Ok(Some("y".into()))), Err(StoreError::Invalid(_))));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+}

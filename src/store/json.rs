@@ -1,0 +1,483 @@
+//! A validating JSON scanner that works on byte spans instead of building a tree.
+//!
+//! The store edits `tasks.json` and `state.json` by splicing new bytes into the original
+//! text, so it needs to know where each value starts and ends, not what the whole file
+//! means. Every function here takes the text and a byte offset and returns offsets; nothing
+//! allocates per value. Walking the members of every task this way visits each byte once,
+//! which is what keeps `tasks list --mine` on a 100,000-task file fast and small.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// Deeper nesting than this is refused rather than risking the stack.
+const MAX_DEPTH: usize = 256;
+
+/// A half-open byte range `[start, end)` in the scanned text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Span {
+    pub fn of<'t>(&self, text: &'t str) -> &'t str {
+        &text[self.start..self.end]
+    }
+}
+
+/// A syntax error at a byte offset; [`SyntaxError::line_col`] turns it into what users read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub offset: usize,
+    pub message: String,
+}
+
+impl SyntaxError {
+    fn new(offset: usize, message: impl Into<String>) -> Self {
+        SyntaxError { offset, message: message.into() }
+    }
+}
+
+impl fmt::Display for SyntaxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at byte {}", self.message, self.offset)
+    }
+}
+
+/// One-based line and column (in characters) of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let mut col_end = offset;
+    while !text.is_char_boundary(col_end) {
+        col_end -= 1;
+    }
+    let column = text[line_start..col_end].chars().count() + 1;
+    (line, column)
+}
+
+/// One member of an object: the key (with its quotes) and the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    pub key: Span,
+    pub value: Span,
+}
+
+impl Member {
+    /// The key's text, unescaped only when it has escapes.
+    pub fn key<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        decode_string(self.key.of(text))
+    }
+
+    /// True when the key is `name`; cheap for the common case of a key without escapes.
+    pub fn key_is(&self, text: &str, name: &str) -> bool {
+        let raw = self.key.of(text);
+        let inner = &raw[1..raw.len() - 1];
+        if inner.contains('\\') { decode_string(raw) == name } else { inner == name }
+    }
+}
+
+pub fn skip_ws(text: &str, mut pos: usize) -> usize {
+    let bytes = text.as_bytes();
+    while pos < bytes.len() && matches!(bytes[pos], b' ' | b'\t' | b'\n' | b'\r') {
+        pos += 1;
+    }
+    pos
+}
+
+/// Checks that `text` is exactly one JSON value surrounded by whitespace and returns its span.
+pub fn root(text: &str) -> Result<Span, SyntaxError> {
+    let start = skip_ws(text, 0);
+    if start == text.len() {
+        return Err(SyntaxError::new(start, "expected a JSON value, found end of file"));
+    }
+    let end = value_end(text, start)?;
+    let rest = skip_ws(text, end);
+    if rest != text.len() {
+        return Err(SyntaxError::new(rest, "expected end of file after the JSON value"));
+    }
+    Ok(Span { start, end })
+}
+
+/// The end of the value that starts at `pos` (which must not be whitespace).
+pub fn value_end(text: &str, pos: usize) -> Result<usize, SyntaxError> {
+    value_end_depth(text, pos, 0)
+}
+
+fn value_end_depth(text: &str, pos: usize, depth: usize) -> Result<usize, SyntaxError> {
+    let bytes = text.as_bytes();
+    let Some(&first) = bytes.get(pos) else {
+        return Err(SyntaxError::new(pos, "expected a value, found end of file"));
+    };
+    match first {
+        b'"' => string_end(text, pos),
+        b'{' | b'[' => {
+            if depth >= MAX_DEPTH {
+                return Err(SyntaxError::new(pos, format!("nesting deeper than {MAX_DEPTH} levels")));
+            }
+            if first == b'{' {
+                let mut members = Members::with_depth(text, pos, depth + 1);
+                for member in &mut members {
+                    member?;
+                }
+                Ok(members.end)
+            } else {
+                let mut elements = Elements::with_depth(text, pos, depth + 1);
+                for element in &mut elements {
+                    element?;
+                }
+                Ok(elements.end)
+            }
+        }
+        b't' => literal_end(text, pos, "true"),
+        b'f' => literal_end(text, pos, "false"),
+        b'n' => literal_end(text, pos, "null"),
+        b'-' | b'0'..=b'9' => number_end(text, pos),
+        _ => Err(SyntaxError::new(pos, format!("expected a value, found {}", describe(text, pos)))),
+    }
+}
+
+fn describe(text: &str, pos: usize) -> String {
+    match text[pos..].chars().next() {
+        None => "end of file".to_owned(),
+        Some(c) if c.is_control() => format!("control character U+{:04X}", c as u32),
+        Some(c) => format!("`{c}`"),
+    }
+}
+
+fn literal_end(text: &str, pos: usize, literal: &str) -> Result<usize, SyntaxError> {
+    if text[pos..].starts_with(literal) {
+        Ok(pos + literal.len())
+    } else {
+        Err(SyntaxError::new(pos, format!("expected `{literal}`")))
+    }
+}
+
+fn number_end(text: &str, pos: usize) -> Result<usize, SyntaxError> {
+    let bytes = text.as_bytes();
+    let mut i = pos;
+    if bytes[i] == b'-' {
+        i += 1;
+    }
+    let digits = |mut i: usize| {
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        i
+    };
+    match bytes.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i = digits(i),
+        _ => return Err(SyntaxError::new(i, "expected a digit")),
+    }
+    if bytes.get(i) == Some(&b'.') {
+        let after = digits(i + 1);
+        if after == i + 1 {
+            return Err(SyntaxError::new(after, "expected a digit after the decimal point"));
+        }
+        i = after;
+    }
+    if matches!(bytes.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(bytes.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let after = digits(i);
+        if after == i {
+            return Err(SyntaxError::new(after, "expected a digit in the exponent"));
+        }
+        i = after;
+    }
+    Ok(i)
+}
+
+/// The end (after the closing quote) of the string that starts at `pos`.
+pub fn string_end(text: &str, pos: usize) -> Result<usize, SyntaxError> {
+    let bytes = text.as_bytes();
+    if bytes.get(pos) != Some(&b'"') {
+        return Err(SyntaxError::new(pos, format!("expected a string, found {}", describe(text, pos))));
+    }
+    let mut i = pos + 1;
+    loop {
+        // The hot loop: most bytes are plain.
+        while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\\' && bytes[i] >= 0x20 {
+            i += 1;
+        }
+        match bytes.get(i) {
+            None => return Err(SyntaxError::new(pos, "string is not closed before the end of file")),
+            Some(b'"') => return Ok(i + 1),
+            Some(b'\\') => {
+                match bytes.get(i + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                    Some(b'u') => {
+                        let hex = bytes.get(i + 2..i + 6);
+                        if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                            return Err(SyntaxError::new(i, "expected four hex digits after \\u"));
+                        }
+                        i += 6;
+                    }
+                    _ => return Err(SyntaxError::new(i, "invalid escape in string")),
+                }
+            }
+            Some(_) => {
+                let message = if bytes[i] == b'\n' {
+                    "string is not closed before the end of the line".to_owned()
+                } else {
+                    format!("control character U+{:04X} inside a string", bytes[i])
+                };
+                return Err(SyntaxError::new(i, message));
+            }
+        }
+    }
+}
+
+/// The value of a JSON string literal (with its quotes), borrowed when it has no escapes.
+pub fn decode_string(raw: &str) -> Cow<'_, str> {
+    let inner = &raw[1..raw.len() - 1];
+    if !inner.contains('\\') {
+        return Cow::Borrowed(inner);
+    }
+    // The scanner already checked the escapes, so this only fails on lone surrogates.
+    Cow::Owned(serde_json::from_str::<String>(raw).unwrap_or_else(|_| inner.to_owned()))
+}
+
+/// Iterates the members of the object that starts at `pos`; `end` is valid once it is exhausted.
+pub struct Members<'t> {
+    text: &'t str,
+    pos: usize,
+    state: ListState,
+    depth: usize,
+    pub end: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ListState {
+    First,
+    Next,
+    Done,
+}
+
+impl<'t> Members<'t> {
+    pub fn new(text: &'t str, pos: usize) -> Self {
+        Self::with_depth(text, pos, 1)
+    }
+
+    fn with_depth(text: &'t str, pos: usize, depth: usize) -> Self {
+        Members { text, pos: pos + 1, state: ListState::First, depth, end: pos }
+    }
+
+    fn fail(&mut self, error: SyntaxError) -> Option<Result<Member, SyntaxError>> {
+        self.state = ListState::Done;
+        Some(Err(error))
+    }
+}
+
+impl Iterator for Members<'_> {
+    type Item = Result<Member, SyntaxError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let text = self.text;
+        let bytes = text.as_bytes();
+        let mut pos = skip_ws(text, self.pos);
+        match self.state {
+            ListState::Done => return None,
+            ListState::First => {
+                if bytes.get(pos) == Some(&b'}') {
+                    self.state = ListState::Done;
+                    self.end = pos + 1;
+                    return None;
+                }
+            }
+            ListState::Next => match bytes.get(pos) {
+                Some(b',') => pos = skip_ws(text, pos + 1),
+                Some(b'}') => {
+                    self.state = ListState::Done;
+                    self.end = pos + 1;
+                    return None;
+                }
+                _ => {
+                    let found = describe(text, pos);
+                    return self.fail(SyntaxError::new(pos, format!("expected `,` or `}}`, found {found}")));
+                }
+            },
+        }
+        if bytes.get(pos) != Some(&b'"') {
+            let found = describe(text, pos);
+            return self.fail(SyntaxError::new(pos, format!("expected a quoted key, found {found}")));
+        }
+        let key_end = match string_end(text, pos) {
+            Ok(end) => end,
+            Err(e) => return self.fail(e),
+        };
+        let colon = skip_ws(text, key_end);
+        if bytes.get(colon) != Some(&b':') {
+            let found = describe(text, colon);
+            return self.fail(SyntaxError::new(colon, format!("expected `:` after the key, found {found}")));
+        }
+        let value_start = skip_ws(text, colon + 1);
+        let value_end = match value_end_depth(text, value_start, self.depth) {
+            Ok(end) => end,
+            Err(e) => return self.fail(e),
+        };
+        self.pos = value_end;
+        self.state = ListState::Next;
+        Some(Ok(Member { key: Span { start: pos, end: key_end }, value: Span { start: value_start, end: value_end } }))
+    }
+}
+
+/// Iterates the elements of the array that starts at `pos`; `end` is valid once it is exhausted.
+pub struct Elements<'t> {
+    text: &'t str,
+    pos: usize,
+    state: ListState,
+    depth: usize,
+    pub end: usize,
+}
+
+impl<'t> Elements<'t> {
+    pub fn new(text: &'t str, pos: usize) -> Self {
+        Self::with_depth(text, pos, 1)
+    }
+
+    fn with_depth(text: &'t str, pos: usize, depth: usize) -> Self {
+        Elements { text, pos: pos + 1, state: ListState::First, depth, end: pos }
+    }
+}
+
+impl Iterator for Elements<'_> {
+    type Item = Result<Span, SyntaxError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let text = self.text;
+        let bytes = text.as_bytes();
+        let mut pos = skip_ws(text, self.pos);
+        match self.state {
+            ListState::Done => return None,
+            ListState::First => {
+                if bytes.get(pos) == Some(&b']') {
+                    self.state = ListState::Done;
+                    self.end = pos + 1;
+                    return None;
+                }
+            }
+            ListState::Next => match bytes.get(pos) {
+                Some(b',') => pos = skip_ws(text, pos + 1),
+                Some(b']') => {
+                    self.state = ListState::Done;
+                    self.end = pos + 1;
+                    return None;
+                }
+                _ => {
+                    self.state = ListState::Done;
+                    let found = describe(text, pos);
+                    return Some(Err(SyntaxError::new(pos, format!("expected `,` or `]`, found {found}"))));
+                }
+            },
+        }
+        match value_end_depth(text, pos, self.depth) {
+            Ok(end) => {
+                self.pos = end;
+                self.state = ListState::Next;
+                Some(Ok(Span { start: pos, end }))
+            }
+            Err(e) => {
+                self.state = ListState::Done;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Collects the members of the object at `pos`, or says what else is there.
+pub fn object_members(text: &str, pos: usize) -> Result<(Vec<Member>, usize), SyntaxError> {
+    if text.as_bytes().get(pos) != Some(&b'{') {
+        return Err(SyntaxError::new(pos, format!("expected an object, found {}", describe(text, pos))));
+    }
+    let mut members = Members::new(text, pos);
+    let list = (&mut members).collect::<Result<Vec<_>, _>>()?;
+    Ok((list, members.end))
+}
+
+/// The last member named `name` of the object at `pos` (JSON parsers keep the last duplicate).
+pub fn find_member(text: &str, pos: usize, name: &str) -> Result<Option<Member>, SyntaxError> {
+    let (members, _) = object_members(text, pos)?;
+    Ok(members.into_iter().rev().find(|m| m.key_is(text, name)))
+}
+
+/// The span of the value a JSON Pointer names, if it exists. Used to give schema errors a line.
+pub fn resolve_pointer(text: &str, pointer: &str) -> Option<Span> {
+    let mut span = root(text).ok()?;
+    if pointer.is_empty() {
+        return Some(span);
+    }
+    for token in pointer.strip_prefix('/')?.split('/') {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        span = match text.as_bytes()[span.start] {
+            b'{' => find_member(text, span.start, &token).ok()??.value,
+            b'[' => {
+                let index: usize = token.parse().ok()?;
+                Elements::new(text, span.start).nth(index)?.ok()?
+            }
+            _ => return None,
+        };
+    }
+    Some(span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_what_serde_json_accepts() {
+        let cases = [
+            r#"{"a": [1, -2.5e+3, true, false, null, "x\"y\u00e9"], "b": {}}"#,
+            "[]",
+            "  \"just a string\"  ",
+            "0",
+            r#"{"emoji": "🚀", "esc": "\ud83d\ude80"}"#,
+        ];
+        for case in cases {
+            assert!(root(case).is_ok(), "{case}");
+            assert!(serde_json::from_str::<serde_json::Value>(case).is_ok());
+        }
+    }
+
+    #[test]
+    fn rejects_what_serde_json_rejects_with_an_offset() {
+        let cases = [
+            ("{\"a\": 1,}", 8),
+            ("[1 2]", 3),
+            ("{\"a\" 1}", 5),
+            ("[01]", 2),
+            ("\"abc", 0),
+            ("{\"a\": tru}", 6),
+            ("[1.]", 3),
+            ("{} {}", 3),
+            ("", 0),
+            ("\"a\tb\"", 2),
+        ];
+        for (case, offset) in cases {
+            let error = root(case).unwrap_err();
+            assert_eq!(error.offset, offset, "{case}: {error}");
+            assert!(serde_json::from_str::<serde_json::Value>(case).is_err(), "{case}");
+        }
+    }
+
+    #[test]
+    fn refuses_deep_nesting_without_overflowing_the_stack() {
+        let deep = "[".repeat(100_000);
+        assert!(root(&deep).unwrap_err().message.contains("nesting"));
+    }
+
+    #[test]
+    fn members_and_pointers_give_spans() {
+        let text = "{\n  \"tasks\": [\n    {\"id\": \"A\", \"x\\u0041\": 1}\n  ]\n}";
+        let span = resolve_pointer(text, "/tasks/0/xA").unwrap();
+        assert_eq!(span.of(text), "1");
+        assert_eq!(line_col(text, span.start), (3, 28));
+        assert!(resolve_pointer(text, "/tasks/1").is_none());
+    }
+}

@@ -1,0 +1,14 @@
+//! The store: locked, atomic, byte-preserving edits of `tasks.json` and `state.json`.
+//!
+//! [`json`] scans JSON as byte spans, [`edit`] splices changes into the original text,
+//! [`tasks`] knows the task list's shape, and [`file`] replaces files under a sidecar lock
+//! with a re-check against writers that ignore it.
+//!
+//! Architecture invariant: only the store writes `tasks.json` and `state.json`.
+
+pub mod edit;
+pub mod file;
+pub mod json;
+pub mod tasks;
+
+pub use file::{Outcome, StoreError};

@@ -1,0 +1,292 @@
+//! Checking the whole workspace: every workflow file, every problem, not only the first.
+//!
+//! Each file is read defensively (size, encoding, conflict markers, symlinks), parsed, and
+//! checked against its schema; `tasks.json` also gets the checks a schema cannot express
+//! (unique ids, known `depends_on`, no cycles). Problems in one file never stop the others.
+
+use std::collections::HashMap;
+use std::fs;
+
+use serde_json::Value;
+
+use crate::schema::SchemaName;
+use crate::workspace::Workspace;
+use crate::workspace::diagnostic::{Diagnostic, Kind};
+use crate::workspace::read;
+
+/// What `validate` found.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Files that exist and were checked, in order.
+    pub checked: Vec<String>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// A JSON input, loaded and checked.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The parsed value when the file exists and parses (even if the schema rejects parts).
+    pub value: Option<Value>,
+    pub text: Option<String>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Loaded {
+    fn failed(diagnostic: Diagnostic) -> Loaded {
+        Loaded { diagnostics: vec![diagnostic], ..Loaded::default() }
+    }
+}
+
+/// Reads, parses and schema-checks a JSON file; a missing file gives an empty `Loaded`.
+pub fn load_json(ws: &Workspace, relative: &str, schema: SchemaName) -> Loaded {
+    let text = match ws.read_text(relative) {
+        Ok(Some(text)) => text,
+        Ok(None) => return Loaded::default(),
+        Err(diagnostic) => return Loaded::failed(diagnostic),
+    };
+    let value = match read::parse_json(relative, &text) {
+        Ok(value) => value,
+        Err(diagnostic) => return Loaded { text: Some(text), ..Loaded::failed(diagnostic) },
+    };
+    let diagnostics = ws.schemas.validate(schema, relative, &value).into_iter().map(|d| d.locate_in(&text)).collect();
+    Loaded { value: Some(value), text: Some(text), diagnostics }
+}
+
+/// Loads `tasks.json` with the schema and the cross-entry checks.
+pub fn load_tasks(ws: &Workspace) -> Loaded {
+    let relative = ws.config.paths.tasks.clone();
+    let mut loaded = load_json(ws, &relative, SchemaName::Tasks);
+    if let (Some(value), Some(text)) = (&loaded.value, &loaded.text) {
+        let (prefix, tasks) = match value {
+            Value::Array(tasks) => ("", tasks),
+            Value::Object(map) => match map.get("tasks") {
+                Some(Value::Array(tasks)) => ("/tasks", tasks),
+                _ => return loaded,
+            },
+            _ => return loaded,
+        };
+        let found = task_graph_problems(&relative, prefix, tasks);
+        loaded.diagnostics.extend(found.into_iter().map(|d| d.locate_in(text)));
+    }
+    loaded
+}
+
+/// Duplicate ids, `depends_on` naming unknown tasks, and dependency cycles.
+fn task_graph_problems(file: &str, prefix: &str, tasks: &[Value]) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    let id_of = |task: &Value| task.get("id").and_then(Value::as_str).map(str::to_owned);
+    let mut index_of: HashMap<String, usize> = HashMap::new();
+    for (index, task) in tasks.iter().enumerate() {
+        let Some(id) = id_of(task) else { continue };
+        if let Some(&first) = index_of.get(&id) {
+            problems.push(
+                Diagnostic::new(file, Kind::DuplicateId, format!("duplicate task id `{id}` (also used at {prefix}/{first})"))
+                    .pointer(format!("{prefix}/{index}/id")),
+            );
+        } else {
+            index_of.insert(id, index);
+        }
+    }
+    let deps = |task: &Value| -> Vec<String> {
+        task.get("depends_on")
+            .and_then(Value::as_array)
+            .map(|list| list.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    for (index, task) in tasks.iter().enumerate() {
+        for (k, dep) in deps(task).iter().enumerate() {
+            if !index_of.contains_key(dep) {
+                problems.push(
+                    Diagnostic::new(file, Kind::UnknownDependency, format!("depends on `{dep}`, which no task in this file has as its id"))
+                        .pointer(format!("{prefix}/{index}/depends_on/{k}")),
+                );
+            }
+        }
+    }
+    // Depth-first search for cycles, iterative so a long chain cannot overflow the stack.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
+    let mut marks = vec![Mark::New; tasks.len()];
+    for root in 0..tasks.len() {
+        if marks[root] != Mark::New {
+            continue;
+        }
+        let mut stack: Vec<(usize, Vec<usize>)> = Vec::new();
+        let children = |i: usize| deps(&tasks[i]).iter().filter_map(|d| index_of.get(d).copied()).rev().collect::<Vec<_>>();
+        marks[root] = Mark::Open;
+        stack.push((root, children(root)));
+        while let Some((node, pending)) = stack.last_mut() {
+            let node = *node;
+            match pending.pop() {
+                Some(next) if marks[next] == Mark::New => {
+                    marks[next] = Mark::Open;
+                    stack.push((next, children(next)));
+                }
+                Some(next) if marks[next] == Mark::Open => {
+                    let start = stack.iter().position(|(n, _)| *n == next).expect("an open node is on the stack");
+                    let mut names: Vec<String> = stack[start..].iter().map(|(n, _)| id_of(&tasks[*n]).unwrap_or_default()).collect();
+                    names.push(id_of(&tasks[next]).unwrap_or_default());
+                    problems.push(
+                        Diagnostic::new(file, Kind::DependencyCycle, format!("dependency cycle: {}", names.join(" -> ")))
+                            .pointer(format!("{prefix}/{next}/depends_on")),
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    marks[node] = Mark::Done;
+                    stack.pop();
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// A markdown input, loaded and checked.
+#[derive(Debug, Default)]
+pub struct LoadedMarkdown {
+    pub doc: Option<read::MarkdownDoc>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Reads a markdown file and checks its front matter against `schema` when given.
+pub fn load_markdown(ws: &Workspace, relative: &str, schema: Option<SchemaName>) -> LoadedMarkdown {
+    let text = match ws.read_text(relative) {
+        Ok(Some(text)) => text,
+        Ok(None) => return LoadedMarkdown::default(),
+        Err(diagnostic) => return LoadedMarkdown { doc: None, diagnostics: vec![diagnostic] },
+    };
+    let doc = match read::parse_markdown(relative, &text) {
+        Ok(doc) => doc,
+        Err(diagnostic) => return LoadedMarkdown { doc: None, diagnostics: vec![diagnostic] },
+    };
+    let mut diagnostics = Vec::new();
+    if let Some(schema) = schema {
+        match &doc.front_matter {
+            Some(front_matter) => {
+                for mut d in ws.schemas.validate(schema, relative, front_matter) {
+                    d.message = format!("front matter: {}", d.message);
+                    diagnostics.push(d);
+                }
+            }
+            None => diagnostics.push(
+                Diagnostic::new(relative, Kind::FrontMatter, "has no front matter; it needs a `---` block at the top")
+                    .at(1, 1),
+            ),
+        }
+    }
+    LoadedMarkdown { doc: Some(doc), diagnostics }
+}
+
+/// The schema an artifact's front matter is checked against, from its file name.
+pub fn artifact_schema(file_name: &str) -> Option<SchemaName> {
+    let stem = file_name.strip_suffix(".md")?;
+    if stem.starts_with("R17-rollback-decision") {
+        Some(SchemaName::RollbackDecision)
+    } else if stem.contains("-approval") {
+        Some(SchemaName::Approval)
+    } else {
+        None
+    }
+}
+
+/// Markdown files directly in `dir` (relative), sorted by name.
+fn markdown_files(ws: &Workspace, dir: &str) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(ws.path(dir))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.file_type().is_ok_and(|t| !t.is_dir()))
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".md"))
+        .collect();
+    names.sort();
+    names.into_iter().map(|name| format!("{}/{name}", dir.trim_end_matches('/'))).collect()
+}
+
+/// Checks every workflow file in the workspace.
+pub fn validate_workspace(ws: &Workspace) -> Report {
+    let mut report = Report::default();
+    let paths = &ws.config.paths;
+    if ws.path(&ws.config_label).exists() {
+        report.checked.push(ws.config_label.clone());
+    }
+    report.diagnostics.extend(ws.config_problems.iter().cloned());
+
+    let note = |report: &mut Report, file: &str, exists: bool, diagnostics: Vec<Diagnostic>| {
+        if exists || !diagnostics.is_empty() {
+            report.checked.push(file.to_owned());
+        }
+        report.diagnostics.extend(diagnostics);
+    };
+
+    let tasks = load_tasks(ws);
+    note(&mut report, &paths.tasks, tasks.text.is_some(), tasks.diagnostics);
+    for (file, schema) in [
+        (&paths.state, SchemaName::State),
+        (&paths.workflow, SchemaName::Workflow),
+        (&paths.qa_test_report, SchemaName::QaTestReport),
+        (&paths.deployment_report, SchemaName::DeploymentReport),
+        (&paths.completion_signal, SchemaName::CompletionSignal),
+    ] {
+        let loaded = load_json(ws, file, schema);
+        note(&mut report, file, loaded.text.is_some(), loaded.diagnostics);
+    }
+    for file in markdown_files(ws, &paths.qa_reports) {
+        let Some(unit) = file.rsplit('/').next().and_then(|n| n.strip_prefix("QA-Report-")).and_then(|n| n.strip_suffix(".md"))
+        else {
+            continue;
+        };
+        let mut loaded = load_markdown(ws, &file, Some(SchemaName::QaReport));
+        if let Some(front_unit) = loaded.doc.as_ref().and_then(|d| d.front_matter.as_ref()).and_then(|f| f.get("unit_id")).and_then(Value::as_str)
+            && front_unit != unit
+            && loaded.diagnostics.is_empty()
+        {
+            loaded.diagnostics.push(
+                Diagnostic::new(&file, Kind::Schema, format!("front matter `unit_id` is `{front_unit}` but the file name says `{unit}`"))
+                    .pointer("/unit_id"),
+            );
+        }
+        note(&mut report, &file, true, loaded.diagnostics);
+    }
+    for dir in [&paths.artifacts, &paths.deployments] {
+        for file in markdown_files(ws, dir) {
+            let name = file.rsplit('/').next().unwrap_or_default();
+            let loaded = load_markdown(ws, &file, artifact_schema(name));
+            note(&mut report, &file, true, loaded.diagnostics);
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn graph_problems_are_each_reported() {
+        let tasks = [
+            json!({"id": "A", "depends_on": ["B"]}),
+            json!({"id": "B", "depends_on": ["C", "Z"]}),
+            json!({"id": "C", "depends_on": ["A"]}),
+            json!({"id": "A"}),
+        ];
+        let problems = task_graph_problems("t.json", "/tasks", &tasks);
+        let kinds: Vec<_> = problems.iter().map(|d| (d.kind, d.pointer.clone().unwrap())).collect();
+        assert_eq!(
+            kinds,
+            [
+                (Kind::DuplicateId, "/tasks/3/id".to_owned()),
+                (Kind::UnknownDependency, "/tasks/1/depends_on/1".to_owned()),
+                (Kind::DependencyCycle, "/tasks/0/depends_on".to_owned()),
+            ]
+        );
+        assert_eq!(problems[2].message, "dependency cycle: A -> B -> C -> A");
+    }
+}

@@ -1,0 +1,101 @@
+//! Problems found in workspace files, as data.
+//!
+//! Loading never stops at the first problem: every check returns [`Diagnostic`]s, and
+//! `validate`, `status` and the engine decide what to do with them. A diagnostic names the
+//! file (relative to the workspace) and the place: a line and column for syntax, the JSON
+//! Pointer and the rule broken for schema errors, nothing for whole-file problems.
+
+use std::fmt;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// The file could not be read at all.
+    Io,
+    TooLarge,
+    InvalidUtf8,
+    ByteOrderMark,
+    ConflictMarkers,
+    /// A symlink (or a path from a file) that leads outside the workspace.
+    OutsideWorkspace,
+    Syntax,
+    FrontMatter,
+    Schema,
+    DuplicateId,
+    UnknownDependency,
+    DependencyCycle,
+    Config,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    /// The file, relative to the workspace, with `/` separators.
+    pub file: String,
+    pub kind: Kind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+    /// The JSON Pointer of the offending value, for schema and data errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    /// The schema keyword that failed, for schema errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn new(file: impl Into<String>, kind: Kind, message: impl Into<String>) -> Self {
+        Diagnostic { file: file.into(), kind, line: None, column: None, pointer: None, rule: None, message: message.into() }
+    }
+
+    pub fn at(mut self, line: usize, column: usize) -> Self {
+        self.line = Some(line);
+        self.column = Some(column);
+        self
+    }
+
+    pub fn pointer(mut self, pointer: impl Into<String>) -> Self {
+        self.pointer = Some(pointer.into());
+        self
+    }
+
+    pub fn rule(mut self, rule: impl Into<String>) -> Self {
+        self.rule = Some(rule.into());
+        self
+    }
+
+    /// Gives a pointer diagnostic a line and column from the text it points into.
+    pub fn locate_in(mut self, text: &str) -> Self {
+        if let Some(pointer) = &self.pointer
+            && self.line.is_none()
+            && let Some(span) = crate::store::json::resolve_pointer(text, pointer)
+        {
+            let (line, column) = crate::store::json::line_col(text, span.start);
+            self = self.at(line, column);
+        }
+        self
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let (Some(line), Some(column)) = (self.line, self.column) {
+            write!(f, ":{line}:{column}")?;
+        }
+        write!(f, ": ")?;
+        if let Some(pointer) = &self.pointer {
+            let shown = if pointer.is_empty() { "the top level" } else { pointer };
+            write!(f, "at {shown}: ")?;
+        }
+        write!(f, "{}", self.message)?;
+        if let Some(rule) = &self.rule {
+            write!(f, " (schema rule `{rule}`)")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,179 @@
+//! Reading workspace files defensively: size, encoding, conflict markers, symlinks, syntax.
+//!
+//! Every file here may have been written by a careless agent or left by a half-finished
+//! `git checkout`. Each check turns into a [`Diagnostic`] that names the file and the place;
+//! nothing in this module writes.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::diagnostic::{Diagnostic, Kind};
+use crate::store::json;
+
+/// Reads `path` (shown to users as `label`) if it exists, refusing files over `limit` bytes.
+pub fn read_bytes(path: &Path, label: &str, limit: u64) -> Result<Option<Vec<u8>>, Diagnostic> {
+    let file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Diagnostic::new(label, Kind::Io, format!("cannot open: {e}"))),
+    };
+    let io_error = |e: io::Error| Diagnostic::new(label, Kind::Io, format!("cannot read: {e}"));
+    let metadata = file.metadata().map_err(io_error)?;
+    if metadata.is_dir() {
+        return Err(Diagnostic::new(label, Kind::Io, "is a directory, expected a file"));
+    }
+    if metadata.len() > limit {
+        return Err(too_large(label, metadata.len(), limit));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    // Read one byte past the limit so a file that grows while it is read is still caught.
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(io_error)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(label, bytes.len() as u64, limit));
+    }
+    Ok(Some(bytes))
+}
+
+fn too_large(label: &str, size: u64, limit: u64) -> Diagnostic {
+    Diagnostic::new(
+        label,
+        Kind::TooLarge,
+        format!("file is {size} bytes, over the limit of {limit} bytes (raise `limits.max_file_bytes` if this is intended)"),
+    )
+}
+
+/// Turns bytes into text, refusing a byte-order mark, invalid UTF-8 and git conflict markers.
+pub fn check_text(label: &str, bytes: Vec<u8>) -> Result<String, Diagnostic> {
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        return Err(Diagnostic::new(label, Kind::ByteOrderMark, "starts with a UTF-8 byte-order mark; save the file as UTF-8 without BOM")
+            .at(1, 1));
+    }
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let prefix = std::str::from_utf8(&e.as_bytes()[..valid]).expect("valid up to here");
+            let (line, column) = json::line_col(prefix, valid);
+            return Err(Diagnostic::new(
+                label,
+                Kind::InvalidUtf8,
+                format!("invalid UTF-8 at byte {valid}: the file is not UTF-8 text (binary or another encoding)"),
+            )
+            .at(line, column));
+        }
+    };
+    if let Some(line) = conflict_marker_line(&text) {
+        return Err(Diagnostic::new(
+            label,
+            Kind::ConflictMarkers,
+            "has unresolved git conflict markers (`<<<<<<<`); finish the merge before opsflow reads it",
+        )
+        .at(line, 1));
+    }
+    Ok(text)
+}
+
+/// The line of the first git conflict marker, if any.
+fn conflict_marker_line(text: &str) -> Option<usize> {
+    text.lines().position(|line| {
+        ["<<<<<<<", ">>>>>>>", "|||||||"].iter().any(|marker| {
+            line.strip_prefix(marker).is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+        })
+    })
+    .map(|index| index + 1)
+}
+
+/// Reads and checks a text file; `Ok(None)` when it does not exist.
+pub fn read_text(path: &Path, label: &str, limit: u64) -> Result<Option<String>, Diagnostic> {
+    read_bytes(path, label, limit)?.map(|bytes| check_text(label, bytes)).transpose()
+}
+
+/// Parses JSON text, with the line and column of a syntax error.
+pub fn parse_json(label: &str, text: &str) -> Result<Value, Diagnostic> {
+    serde_json::from_str(text).map_err(|e| {
+        let message = e.to_string();
+        // serde_json appends " at line L column C"; the diagnostic carries those separately.
+        let message = message.rfind(" at line ").map_or(message.as_str(), |i| &message[..i]).to_owned();
+        Diagnostic::new(label, Kind::Syntax, format!("invalid JSON: {message}")).at(e.line(), e.column())
+    })
+}
+
+/// A markdown file split into its front matter (as JSON) and body.
+#[derive(Debug, Clone)]
+pub struct MarkdownDoc {
+    /// The front matter as the JSON value of its YAML; `None` when the file has none.
+    pub front_matter: Option<Value>,
+    pub body: String,
+    /// The one-based line of the file where `body` starts.
+    pub body_line: usize,
+}
+
+/// Splits and parses YAML front matter.
+///
+/// `gray_matter` finds the front matter and parses the YAML. Two of its habits need a guard:
+/// an opening `---` that is never closed is silently treated as "no front matter" (a
+/// half-written file would look like a plain document), and a body line ending in `---`
+/// is taken as an excerpt separator, so the body is taken from the text here instead.
+pub fn parse_markdown(label: &str, text: &str) -> Result<MarkdownDoc, Diagnostic> {
+    let mut lines = text.split_inclusive('\n');
+    let opens = lines.next().is_some_and(|first| first.trim_end() == "---");
+    if !opens {
+        return Ok(MarkdownDoc { front_matter: None, body: text.to_owned(), body_line: 1 });
+    }
+    let mut offset = text.find('\n').map_or(text.len(), |i| i + 1);
+    let mut close = None;
+    for (index, line) in lines.enumerate() {
+        if line.trim_end() == "---" {
+            close = Some((index + 2, offset + line.len()));
+            break;
+        }
+        offset += line.len();
+    }
+    let Some((close_line, body_start)) = close else {
+        return Err(Diagnostic::new(label, Kind::FrontMatter, "front matter opened with `---` is never closed by a second `---` line")
+            .at(1, 1));
+    };
+    let matter = gray_matter::Matter::<gray_matter::engine::YAML>::new();
+    let parsed = matter.parse::<Value>(text).map_err(|e| {
+        Diagnostic::new(label, Kind::FrontMatter, format!("front matter is not valid YAML: {e}")).at(2, 1)
+    })?;
+    let front_matter = match parsed.data {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(value) => value,
+    };
+    Ok(MarkdownDoc { front_matter: Some(front_matter), body: text[body_start..].to_owned(), body_line: close_line + 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn front_matter_and_body() {
+        let doc = parse_markdown("a.md", "---\nstatus: approved\nn: 3\n---\n# Title\n\ntext ---\n---\nmore\n").unwrap();
+        assert_eq!(doc.front_matter.unwrap(), serde_json::json!({"status": "approved", "n": 3}));
+        assert_eq!(doc.body, "# Title\n\ntext ---\n---\nmore\n");
+        assert_eq!(doc.body_line, 5);
+    }
+
+    #[test]
+    fn unclosed_front_matter_is_an_error() {
+        let error = parse_markdown("a.md", "---\nstatus: approved\n").unwrap_err();
+        assert_eq!(error.kind, Kind::FrontMatter);
+    }
+
+    #[test]
+    fn no_front_matter_is_fine() {
+        let doc = parse_markdown("a.md", "# Title\n---\n").unwrap();
+        assert!(doc.front_matter.is_none());
+    }
+
+    #[test]
+    fn conflict_markers_are_found_by_line() {
+        assert_eq!(conflict_marker_line("a\n<<<<<<< HEAD\nb\n=======\nc\n>>>>>>> x\n"), Some(2));
+        assert_eq!(conflict_marker_line("Title\n=======\n"), None);
+    }
+}
