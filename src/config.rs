@@ -51,7 +51,10 @@ pub struct AgentConfig {
 
 impl Default for AgentConfig {
     fn default() -> Self {
-        AgentConfig { name: "DevOps-Engineer".to_owned(), aliases: vec!["devops".to_owned(), "DEVOPS_ENGINEER_AGENT".to_owned()] }
+        AgentConfig {
+            name: "DevOps-Engineer".to_owned(),
+            aliases: vec!["devops".to_owned(), "DEVOPS_ENGINEER_AGENT".to_owned()],
+        }
     }
 }
 
@@ -133,7 +136,9 @@ impl Config {
         let text = match read::read_text(path, label, DEFAULT_MAX_FILE_BYTES) {
             Ok(Some(text)) => text,
             Ok(None) if !required => return (Config::default(), Vec::new()),
-            Ok(None) => return (Config::default(), vec![Diagnostic::new(label, Kind::Io, "config file does not exist")]),
+            Ok(None) => {
+                return (Config::default(), vec![Diagnostic::new(label, Kind::Io, "config file does not exist")]);
+            }
             Err(diagnostic) => return (Config::default(), vec![diagnostic]),
         };
         match Config::parse(label, &text, schemas) {
@@ -192,7 +197,8 @@ pub fn relative_inside(path: &str) -> Result<(), String> {
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a duration such as \"500ms\", \"30s\" or \"5m\""))?;
+    let value: f64 =
+        number.parse().map_err(|_| format!("`{text}` is not a duration such as \"500ms\", \"30s\" or \"5m\""))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" => value,

@@ -80,8 +80,12 @@ fn task_graph_problems(file: &str, prefix: &str, tasks: &[Value]) -> Vec<Diagnos
         let Some(id) = id_of(task) else { continue };
         if let Some(&first) = index_of.get(&id) {
             problems.push(
-                Diagnostic::new(file, Kind::DuplicateId, format!("duplicate task id `{id}` (also used at {prefix}/{first})"))
-                    .pointer(format!("{prefix}/{index}/id")),
+                Diagnostic::new(
+                    file,
+                    Kind::DuplicateId,
+                    format!("duplicate task id `{id}` (also used at {prefix}/{first})"),
+                )
+                .pointer(format!("{prefix}/{index}/id")),
             );
         } else {
             index_of.insert(id, index);
@@ -97,8 +101,12 @@ fn task_graph_problems(file: &str, prefix: &str, tasks: &[Value]) -> Vec<Diagnos
         for (k, dep) in deps(task).iter().enumerate() {
             if !index_of.contains_key(dep) {
                 problems.push(
-                    Diagnostic::new(file, Kind::UnknownDependency, format!("depends on `{dep}`, which no task in this file has as its id"))
-                        .pointer(format!("{prefix}/{index}/depends_on/{k}")),
+                    Diagnostic::new(
+                        file,
+                        Kind::UnknownDependency,
+                        format!("depends on `{dep}`, which no task in this file has as its id"),
+                    )
+                    .pointer(format!("{prefix}/{index}/depends_on/{k}")),
                 );
             }
         }
@@ -116,7 +124,8 @@ fn task_graph_problems(file: &str, prefix: &str, tasks: &[Value]) -> Vec<Diagnos
             continue;
         }
         let mut stack: Vec<(usize, Vec<usize>)> = Vec::new();
-        let children = |i: usize| deps(&tasks[i]).iter().filter_map(|d| index_of.get(d).copied()).rev().collect::<Vec<_>>();
+        let children =
+            |i: usize| deps(&tasks[i]).iter().filter_map(|d| index_of.get(d).copied()).rev().collect::<Vec<_>>();
         marks[root] = Mark::Open;
         stack.push((root, children(root)));
         while let Some((node, pending)) = stack.last_mut() {
@@ -128,11 +137,16 @@ fn task_graph_problems(file: &str, prefix: &str, tasks: &[Value]) -> Vec<Diagnos
                 }
                 Some(next) if marks[next] == Mark::Open => {
                     let start = stack.iter().position(|(n, _)| *n == next).expect("an open node is on the stack");
-                    let mut names: Vec<String> = stack[start..].iter().map(|(n, _)| id_of(&tasks[*n]).unwrap_or_default()).collect();
+                    let mut names: Vec<String> =
+                        stack[start..].iter().map(|(n, _)| id_of(&tasks[*n]).unwrap_or_default()).collect();
                     names.push(id_of(&tasks[next]).unwrap_or_default());
                     problems.push(
-                        Diagnostic::new(file, Kind::DependencyCycle, format!("dependency cycle: {}", names.join(" -> ")))
-                            .pointer(format!("{prefix}/{next}/depends_on")),
+                        Diagnostic::new(
+                            file,
+                            Kind::DependencyCycle,
+                            format!("dependency cycle: {}", names.join(" -> ")),
+                        )
+                        .pointer(format!("{prefix}/{next}/depends_on")),
                     );
                 }
                 Some(_) => {}
@@ -237,18 +251,28 @@ pub fn validate_workspace(ws: &Workspace) -> Report {
         note(&mut report, file, loaded.text.is_some(), loaded.diagnostics);
     }
     for file in markdown_files(ws, &paths.qa_reports) {
-        let Some(unit) = file.rsplit('/').next().and_then(|n| n.strip_prefix("QA-Report-")).and_then(|n| n.strip_suffix(".md"))
+        let Some(unit) =
+            file.rsplit('/').next().and_then(|n| n.strip_prefix("QA-Report-")).and_then(|n| n.strip_suffix(".md"))
         else {
             continue;
         };
         let mut loaded = load_markdown(ws, &file, Some(SchemaName::QaReport));
-        if let Some(front_unit) = loaded.doc.as_ref().and_then(|d| d.front_matter.as_ref()).and_then(|f| f.get("unit_id")).and_then(Value::as_str)
+        if let Some(front_unit) = loaded
+            .doc
+            .as_ref()
+            .and_then(|d| d.front_matter.as_ref())
+            .and_then(|f| f.get("unit_id"))
+            .and_then(Value::as_str)
             && front_unit != unit
             && loaded.diagnostics.is_empty()
         {
             loaded.diagnostics.push(
-                Diagnostic::new(&file, Kind::Schema, format!("front matter `unit_id` is `{front_unit}` but the file name says `{unit}`"))
-                    .pointer("/unit_id"),
+                Diagnostic::new(
+                    &file,
+                    Kind::Schema,
+                    format!("front matter `unit_id` is `{front_unit}` but the file name says `{unit}`"),
+                )
+                .pointer("/unit_id"),
             );
         }
         note(&mut report, &file, true, loaded.diagnostics);

@@ -34,7 +34,8 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
     let nodes: serde_json::Map<String, serde_json::Value> =
         BUILT_IN_NODES.iter().map(|name| ((*name).to_owned(), json!({"status": "pending"}))).collect();
     let state = json!({"workflow": "devops", "current_nodes": [], "nodes": nodes});
-    let pretty = |value: &serde_json::Value| format!("{}\n", serde_json::to_string_pretty(value).expect("a Value serializes"));
+    let pretty =
+        |value: &serde_json::Value| format!("{}\n", serde_json::to_string_pretty(value).expect("a Value serializes"));
     let files: Vec<(&str, String)> = vec![
         ("project-config.json", pretty(&config)),
         ("docs/workflow/tasks.json", crate::store::tasks::new_file(&[])),
@@ -46,7 +47,10 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
         ("ARTIFACTS/qa-engineer/.gitkeep", String::new()),
         ("ARTIFACTS/devops-engineer/.gitkeep", String::new()),
         ("ARTIFACTS/system/.gitkeep", String::new()),
-        (".opsflow/.gitignore", "# opsflow's runtime state: audit log, run logs, locks, local environments\n*\n".to_owned()),
+        (
+            ".opsflow/.gitignore",
+            "# opsflow's runtime state: audit log, run logs, locks, local environments\n*\n".to_owned(),
+        ),
         (".gitignore", "# opsflow's sidecar lock files\n*.lock\n".to_owned()),
     ];
     for (relative, content) in files {
@@ -58,7 +62,9 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
         file::write_atomic(&path, content.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
         println!("created  {relative}");
     }
-    if dir.join(".gitignore").exists() && !fs::read_to_string(dir.join(".gitignore")).unwrap_or_default().contains(".lock") {
+    if dir.join(".gitignore").exists()
+        && !fs::read_to_string(dir.join(".gitignore")).unwrap_or_default().contains(".lock")
+    {
         println!("note: add `*.lock` to .gitignore so opsflow's sidecar lock files stay out of git");
     }
     let ws = crate::workspace::Workspace::open(dir, None, None)?;

@@ -77,7 +77,10 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
         _ => ("", Vec::new()),
     };
     let status_of = |id: &str| {
-        list.iter().find(|t| t.get("id").and_then(Value::as_str) == Some(id)).and_then(|t| t.get("status")).and_then(Value::as_str)
+        list.iter()
+            .find(|t| t.get("id").and_then(Value::as_str) == Some(id))
+            .and_then(|t| t.get("status"))
+            .and_then(Value::as_str)
     };
     let text = |task: &Value, key: &str| task.get(key).and_then(Value::as_str).map(str::to_owned);
     let mut owned = Vec::new();
@@ -91,7 +94,9 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
             .diagnostics
             .iter()
             .enumerate()
-            .filter(|(_, d)| d.pointer.as_deref().is_some_and(|p| p == pointer || p.starts_with(&format!("{pointer}/"))))
+            .filter(|(_, d)| {
+                d.pointer.as_deref().is_some_and(|p| p == pointer || p.starts_with(&format!("{pointer}/")))
+            })
             .map(|(i, d)| {
                 entry_problems[i] = true;
                 d.to_string()
@@ -148,7 +153,9 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
 }
 
 fn is_foreign_entry_problem(diagnostic: &Diagnostic, prefix: &str, list: &[Value], ws: &Workspace) -> bool {
-    let Some(rest) = diagnostic.pointer.as_deref().and_then(|p| p.strip_prefix(prefix)).and_then(|p| p.strip_prefix('/')) else {
+    let Some(rest) =
+        diagnostic.pointer.as_deref().and_then(|p| p.strip_prefix(prefix)).and_then(|p| p.strip_prefix('/'))
+    else {
         return false;
     };
     let Some(index) = rest.split('/').next().and_then(|i| i.parse::<usize>().ok()) else { return false };

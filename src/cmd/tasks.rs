@@ -114,10 +114,12 @@ fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
 
 /// `key=text` sets a string, `key:=json` any JSON value.
 fn parse_assignment(assignment: &str) -> anyhow::Result<(String, Value)> {
-    let (key, value) = assignment.split_once('=').with_context(|| format!("`--set {assignment}`: expected KEY=VALUE or KEY:=JSON"))?;
+    let (key, value) =
+        assignment.split_once('=').with_context(|| format!("`--set {assignment}`: expected KEY=VALUE or KEY:=JSON"))?;
     let (key, value) = match key.strip_suffix(':') {
         Some(key) => {
-            let parsed = serde_json::from_str(value).with_context(|| format!("`--set {assignment}`: the value after `:=` is not JSON"))?;
+            let parsed = serde_json::from_str(value)
+                .with_context(|| format!("`--set {assignment}`: the value after `:=` is not JSON"))?;
             (key, parsed)
         }
         None => (key, Value::String(value.to_owned())),
@@ -136,17 +138,24 @@ fn check_task(ws: &Workspace, task: &Value, what: &str) -> Result<(), StoreError
     }
     let lines: Vec<String> = problems
         .iter()
-        .map(|d| format!("  at {}: {}", if d.pointer.as_deref().unwrap_or("").is_empty() { "the task" } else { d.pointer.as_deref().unwrap_or("") }, d.message))
+        .map(|d| {
+            format!(
+                "  at {}: {}",
+                if d.pointer.as_deref().unwrap_or("").is_empty() {
+                    "the task"
+                } else {
+                    d.pointer.as_deref().unwrap_or("")
+                },
+                d.message
+            )
+        })
         .collect();
     Err(StoreError::Refused(format!("{what} would not be a valid task, so nothing was written:\n{}", lines.join("\n"))))
 }
 
 fn next_free_id(heads: &[tasks::TaskHead<'_>]) -> String {
-    let highest = heads
-        .iter()
-        .filter_map(|h| h.id.as_deref()?.strip_prefix("TASK-")?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0);
+    let highest =
+        heads.iter().filter_map(|h| h.id.as_deref()?.strip_prefix("TASK-")?.parse::<u64>().ok()).max().unwrap_or(0);
     format!("TASK-{:03}", highest + 1)
 }
 
@@ -248,4 +257,3 @@ fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
     }
     Ok(Exit::Ok)
 }
-

@@ -35,13 +35,7 @@ pub struct Style {
 impl Style {
     pub fn detect(text: &str) -> Style {
         let newline = if text.contains("\r\n") { "\r\n" } else { "\n" };
-        let unit = text
-            .lines()
-            .skip(1)
-            .map(leading_ws)
-            .find(|ws| !ws.is_empty())
-            .unwrap_or("  ")
-            .to_owned();
+        let unit = text.lines().skip(1).map(leading_ws).find(|ws| !ws.is_empty()).unwrap_or("  ").to_owned();
         Style { newline, unit, multiline: text.trim().contains('\n') }
     }
 }
@@ -73,7 +67,9 @@ fn unit_between<'a>(inner: &'a str, outer: &str, style: &'a Style) -> &'a str {
 
 /// Renders a value to sit at `indent`: pretty with `unit` when multi-line, compact inline.
 pub fn render(value: &Value, multiline: bool, unit: &str, indent: &str, newline: &str) -> String {
-    if !multiline || !matches!(value, Value::Object(m) if !m.is_empty()) && !matches!(value, Value::Array(a) if !a.is_empty()) {
+    if !multiline
+        || !matches!(value, Value::Object(m) if !m.is_empty()) && !matches!(value, Value::Array(a) if !a.is_empty())
+    {
         return serde_json::to_string(value).expect("a Value always serializes");
     }
     let mut out = Vec::new();
@@ -196,7 +192,12 @@ fn removal_splices(members: &[Member], removed: &[bool]) -> Vec<Splice> {
 }
 
 /// The splices that add `values` at the end of the array starting at `array_start`.
-pub fn append_elements(text: &str, array_start: usize, values: &[Value], style: &Style) -> Result<Vec<Splice>, SyntaxError> {
+pub fn append_elements(
+    text: &str,
+    array_start: usize,
+    values: &[Value],
+    style: &Style,
+) -> Result<Vec<Splice>, SyntaxError> {
     if values.is_empty() {
         return Ok(Vec::new());
     }
@@ -300,7 +301,8 @@ mod tests {
     fn inline_objects_stay_inline() {
         let text = "[{\"a\":1,\"b\":2}]";
         let style = Style::detect(text);
-        let out = apply(text, edit_object(text, 1, &[set("c", json!(3)), FieldOp::Remove("a".into())], &style).unwrap());
+        let out =
+            apply(text, edit_object(text, 1, &[set("c", json!(3)), FieldOp::Remove("a".into())], &style).unwrap());
         assert_eq!(out, "[{\"b\":2,\"c\":3}]");
     }
 
@@ -316,7 +318,10 @@ mod tests {
             edit(text, &[remove("a"), remove("b"), remove("c"), remove("d"), set("e", json!(5))]),
             "{\n  \"e\": 5\n}"
         );
-        assert_eq!(edit(text, &[remove("d"), set("e", json!(5))]), "{\n  \"a\": 1,\n  \"b\": 2,\n  \"c\": 3,\n  \"e\": 5\n}");
+        assert_eq!(
+            edit(text, &[remove("d"), set("e", json!(5))]),
+            "{\n  \"a\": 1,\n  \"b\": 2,\n  \"c\": 3,\n  \"e\": 5\n}"
+        );
     }
 
     #[test]

@@ -80,7 +80,13 @@ struct Version {
 
 fn version_of(path: &Path) -> Result<Option<Version>, StoreError> {
     match fs::metadata(path) {
-        Ok(m) => Ok(Some(Version { dev: m.dev(), ino: m.ino(), size: m.size(), mtime: m.mtime(), mtime_nsec: m.mtime_nsec() })),
+        Ok(m) => Ok(Some(Version {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+        })),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_error(path, "cannot stat")(e)),
     }
@@ -125,7 +131,8 @@ where
                 Ok(()) => {
                     // `temp.path` now holds what was displaced: it must be what was read.
                     if version_of(&temp.path)? != Some(read_version) {
-                        rename_exchange(&temp.path, path).map_err(io_error(path, "cannot restore the other writer's file"))?;
+                        rename_exchange(&temp.path, path)
+                            .map_err(io_error(path, "cannot restore the other writer's file"))?;
                         continue;
                     }
                 }
@@ -221,14 +228,16 @@ fn remove_stale_temps(target: &Path) {
 }
 
 fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
 fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
     let (from, to) = (c_path(from)?, c_path(to)?);
     // SAFETY: both pointers are NUL-terminated strings that outlive the call.
-    let result =
-        unsafe { libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), flags) };
+    let result = unsafe {
+        libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), flags)
+    };
     if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 

@@ -208,19 +208,17 @@ pub fn string_end(text: &str, pos: usize) -> Result<usize, SyntaxError> {
         match bytes.get(i) {
             None => return Err(SyntaxError::new(pos, "string is not closed before the end of file")),
             Some(b'"') => return Ok(i + 1),
-            Some(b'\\') => {
-                match bytes.get(i + 1) {
-                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
-                    Some(b'u') => {
-                        let hex = bytes.get(i + 2..i + 6);
-                        if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                            return Err(SyntaxError::new(i, "expected four hex digits after \\u"));
-                        }
-                        i += 6;
+            Some(b'\\') => match bytes.get(i + 1) {
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                Some(b'u') => {
+                    let hex = bytes.get(i + 2..i + 6);
+                    if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                        return Err(SyntaxError::new(i, "expected four hex digits after \\u"));
                     }
-                    _ => return Err(SyntaxError::new(i, "invalid escape in string")),
+                    i += 6;
                 }
-            }
+                _ => return Err(SyntaxError::new(i, "invalid escape in string")),
+            },
             Some(_) => {
                 let message = if bytes[i] == b'\n' {
                     "string is not closed before the end of the line".to_owned()

@@ -122,8 +122,8 @@ pub fn scan<'t>(text: &'t str, mut visit: impl FnMut(TaskHead<'t>)) -> Result<La
                 }
             }
             check_trailing(text, pos)?;
-            let array_start =
-                array_start.ok_or_else(|| LayoutError::Shape("the top-level object has no `tasks` array".to_owned()))?;
+            let array_start = array_start
+                .ok_or_else(|| LayoutError::Shape("the top-level object has no `tasks` array".to_owned()))?;
             Ok(Layout { array_start, wrapped: true })
         }
         _ => {
@@ -222,17 +222,21 @@ pub fn apply(text: &str, edits: &TaskEdits) -> Result<String, EditError> {
         if text.as_bytes()[head.span.start] != b'{' {
             return Err(EditError::NotAnObject { id: id.clone(), index: head.index });
         }
-        splices.extend(edit::edit_object(text, head.span.start, ops, &style).map_err(|e| EditError::Layout(e.to_string()))?);
+        splices.extend(
+            edit::edit_object(text, head.span.start, ops, &style).map_err(|e| EditError::Layout(e.to_string()))?,
+        );
     }
     splices.extend(
-        edit::append_elements(text, layout.array_start, &edits.appends, &style).map_err(|e| EditError::Layout(e.to_string()))?,
+        edit::append_elements(text, layout.array_start, &edits.appends, &style)
+            .map_err(|e| EditError::Layout(e.to_string()))?,
     );
     Ok(edit::apply(text, splices))
 }
 
 /// A fresh `tasks.json` holding `tasks`, in the wrapped form with two-space indentation.
 pub fn new_file(tasks: &[Value]) -> String {
-    let mut text = serde_json::to_string_pretty(&serde_json::json!({ "tasks": tasks })).expect("a Value always serializes");
+    let mut text =
+        serde_json::to_string_pretty(&serde_json::json!({ "tasks": tasks })).expect("a Value always serializes");
     text.push('\n');
     text
 }
@@ -272,9 +276,10 @@ mod tests {
             appends: vec![json!({"id": "C"})],
         };
         let out = apply(FILE, &edits).unwrap();
-        let expected = FILE
-            .replace("\"status\":\"done\"", "\"status\":\"failed\"")
-            .replace("\"x\": {\"nested\": [\"ok\"]}\n    }", "\"x\": {\"nested\": [\"ok\"]}\n    },\n    {\n        \"id\": \"C\"\n    }");
+        let expected = FILE.replace("\"status\":\"done\"", "\"status\":\"failed\"").replace(
+            "\"x\": {\"nested\": [\"ok\"]}\n    }",
+            "\"x\": {\"nested\": [\"ok\"]}\n    },\n    {\n        \"id\": \"C\"\n    }",
+        );
         assert_eq!(out, expected);
     }
 

@@ -49,7 +49,15 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(file: impl Into<String>, kind: Kind, message: impl Into<String>) -> Self {
-        Diagnostic { file: file.into(), kind, line: None, column: None, pointer: None, rule: None, message: message.into() }
+        Diagnostic {
+            file: file.into(),
+            kind,
+            line: None,
+            column: None,
+            pointer: None,
+            rule: None,
+            message: message.into(),
+        }
     }
 
     pub fn at(mut self, line: usize, column: usize) -> Self {

@@ -39,7 +39,8 @@ impl Workspace {
         };
         let config_label = label_of(&root, &config_path);
         let default_paths = config::Paths::default();
-        let bootstrap = Schemas::new(root.join(&default_paths.schemas), &default_paths.schemas, config::DEFAULT_MAX_FILE_BYTES);
+        let bootstrap =
+            Schemas::new(root.join(&default_paths.schemas), &default_paths.schemas, config::DEFAULT_MAX_FILE_BYTES);
         let (mut config, config_problems) = Config::load(&config_path, &config_label, &bootstrap, required);
         if let Some(agent) = agent
             && agent != config.agent.name
@@ -47,7 +48,9 @@ impl Workspace {
             config.agent.name = agent.to_owned();
             config.agent.aliases.clear();
         }
-        let schemas = if config.paths.schemas == default_paths.schemas && config.limits.max_file_bytes == config::DEFAULT_MAX_FILE_BYTES {
+        let schemas = if config.paths.schemas == default_paths.schemas
+            && config.limits.max_file_bytes == config::DEFAULT_MAX_FILE_BYTES
+        {
             bootstrap
         } else {
             Schemas::new(root.join(&config.paths.schemas), &config.paths.schemas, config.limits.max_file_bytes)
@@ -79,7 +82,10 @@ impl Workspace {
             Ok(resolved) => Err(Diagnostic::new(
                 relative,
                 Kind::OutsideWorkspace,
-                format!("leads outside the workspace (to {}) through a symlink; opsflow does not follow it", resolved.display()),
+                format!(
+                    "leads outside the workspace (to {}) through a symlink; opsflow does not follow it",
+                    resolved.display()
+                ),
             )),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {

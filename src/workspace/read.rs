@@ -41,15 +41,21 @@ fn too_large(label: &str, size: u64, limit: u64) -> Diagnostic {
     Diagnostic::new(
         label,
         Kind::TooLarge,
-        format!("file is {size} bytes, over the limit of {limit} bytes (raise `limits.max_file_bytes` if this is intended)"),
+        format!(
+            "file is {size} bytes, over the limit of {limit} bytes (raise `limits.max_file_bytes` if this is intended)"
+        ),
     )
 }
 
 /// Turns bytes into text, refusing a byte-order mark, invalid UTF-8 and git conflict markers.
 pub fn check_text(label: &str, bytes: Vec<u8>) -> Result<String, Diagnostic> {
     if bytes.starts_with(b"\xEF\xBB\xBF") {
-        return Err(Diagnostic::new(label, Kind::ByteOrderMark, "starts with a UTF-8 byte-order mark; save the file as UTF-8 without BOM")
-            .at(1, 1));
+        return Err(Diagnostic::new(
+            label,
+            Kind::ByteOrderMark,
+            "starts with a UTF-8 byte-order mark; save the file as UTF-8 without BOM",
+        )
+        .at(1, 1));
     }
     let text = match String::from_utf8(bytes) {
         Ok(text) => text,
@@ -78,12 +84,13 @@ pub fn check_text(label: &str, bytes: Vec<u8>) -> Result<String, Diagnostic> {
 
 /// The line of the first git conflict marker, if any.
 fn conflict_marker_line(text: &str) -> Option<usize> {
-    text.lines().position(|line| {
-        ["<<<<<<<", ">>>>>>>", "|||||||"].iter().any(|marker| {
-            line.strip_prefix(marker).is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+    text.lines()
+        .position(|line| {
+            ["<<<<<<<", ">>>>>>>", "|||||||"]
+                .iter()
+                .any(|marker| line.strip_prefix(marker).is_some_and(|rest| rest.is_empty() || rest.starts_with(' ')))
         })
-    })
-    .map(|index| index + 1)
+        .map(|index| index + 1)
 }
 
 /// Reads and checks a text file; `Ok(None)` when it does not exist.
@@ -133,8 +140,12 @@ pub fn parse_markdown(label: &str, text: &str) -> Result<MarkdownDoc, Diagnostic
         offset += line.len();
     }
     let Some((close_line, body_start)) = close else {
-        return Err(Diagnostic::new(label, Kind::FrontMatter, "front matter opened with `---` is never closed by a second `---` line")
-            .at(1, 1));
+        return Err(Diagnostic::new(
+            label,
+            Kind::FrontMatter,
+            "front matter opened with `---` is never closed by a second `---` line",
+        )
+        .at(1, 1));
     };
     let matter = gray_matter::Matter::<gray_matter::engine::YAML>::new();
     let parsed = matter.parse::<Value>(text).map_err(|e| {
