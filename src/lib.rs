@@ -8,7 +8,9 @@
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod exec;
 pub mod schema;
+pub mod sha256;
 pub mod store;
 pub mod time;
 pub mod validate;

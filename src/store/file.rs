@@ -28,7 +28,7 @@ pub enum StoreError {
     #[error("{path}: {action}: {source}")]
     Io { path: PathBuf, action: &'static str, source: io::Error },
     #[error("{0}")]
-    Invalid(Diagnostic),
+    Invalid(Box<Diagnostic>),
     #[error("{path}: another writer changed the file during each of {attempts} attempts; nothing was written")]
     Contended { path: PathBuf, attempts: usize },
     /// The edit itself was refused (no such task, a duplicate id, an invalid field).
@@ -107,8 +107,8 @@ where
         let before = version_of(path)?;
         let current = match before {
             None => None,
-            Some(_) => match read::read_bytes(path, label, limit).map_err(StoreError::Invalid)? {
-                Some(bytes) => Some(read::check_text(label, bytes).map_err(StoreError::Invalid)?),
+            Some(_) => match read::read_bytes(path, label, limit).map_err(|d| StoreError::Invalid(Box::new(d)))? {
+                Some(bytes) => Some(read::check_text(label, bytes).map_err(|d| StoreError::Invalid(Box::new(d)))?),
                 None => continue,
             },
         };

@@ -34,10 +34,11 @@ pub struct Diagnostic {
     /// The file, relative to the workspace, with `/` separators.
     pub file: String,
     pub kind: Kind,
+    /// One-based; `u32` keeps a diagnostic small enough to travel in a `Result`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<usize>,
+    pub line: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub column: Option<usize>,
+    pub column: Option<u32>,
     /// The JSON Pointer of the offending value, for schema and data errors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pointer: Option<String>,
@@ -61,8 +62,8 @@ impl Diagnostic {
     }
 
     pub fn at(mut self, line: usize, column: usize) -> Self {
-        self.line = Some(line);
-        self.column = Some(column);
+        self.line = Some(u32::try_from(line).unwrap_or(u32::MAX));
+        self.column = Some(u32::try_from(column).unwrap_or(u32::MAX));
         self
     }
 

@@ -1,0 +1,254 @@
+//! Running one step: `sh -c` in its own process group, with a timeout, logged and masked.
+//!
+//! Values from workflow files reach commands only as `OPSFLOW_*` environment variables; the
+//! command string itself comes from the config, which humans write. Output (stdout and
+//! stderr, interleaved by line) is masked for secrets and written to
+//! `.opsflow/runs/<run_id>/<step>.log`. On timeout the whole process group gets SIGTERM,
+//! then SIGKILL after a grace period, so no grandchild is left behind.
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::secrets::Secrets;
+
+/// How long a process group gets between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How many trailing output lines a result keeps for reports.
+const TAIL_LINES: usize = 20;
+
+/// Where and how the steps of one run execute.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    pub run_dir: PathBuf,
+    pub workspace: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub secrets: Secrets,
+    pub default_timeout: Duration,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepResult {
+    pub name: String,
+    pub command: String,
+    pub success: bool,
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    pub duration_ms: u64,
+    /// The log file, relative to the workspace.
+    pub log: String,
+    /// The last lines of output, masked.
+    pub tail: String,
+}
+
+impl StepResult {
+    /// One line for a report: what ran and how it ended.
+    pub fn summary(&self) -> String {
+        if self.success {
+            format!("{} passed in {} ms", self.name, self.duration_ms)
+        } else if self.timed_out {
+            format!("{} timed out after {} ms (log: {})", self.name, self.duration_ms, self.log)
+        } else {
+            let code = self.exit_code.map_or("a signal".to_owned(), |c| format!("exit code {c}"));
+            format!("{} failed with {code} (log: {})", self.name, self.log)
+        }
+    }
+}
+
+impl Runner {
+    /// Runs `command` with `sh -c` in `cwd` (default: the workspace).
+    pub fn run(
+        &self,
+        step: &str,
+        command: &str,
+        cwd: Option<&Path>,
+        timeout: Option<Duration>,
+        extra_env: &[(String, String)],
+    ) -> StepResult {
+        let started = Instant::now();
+        let log_path = self.log_path(step);
+        let log_label = log_path.strip_prefix(&self.workspace).unwrap_or(&log_path).to_string_lossy().into_owned();
+        let timeout = timeout.unwrap_or(self.default_timeout);
+        let fail = |message: String| StepResult {
+            name: step.to_owned(),
+            command: self.secrets.mask(command),
+            success: false,
+            exit_code: None,
+            timed_out: false,
+            duration_ms: started.elapsed().as_millis() as u64,
+            log: log_label.clone(),
+            tail: self.secrets.mask(&message),
+        };
+        let log = match fs::create_dir_all(&self.run_dir).and_then(|()| File::create(&log_path)) {
+            Ok(file) => Arc::new(Mutex::new(file)),
+            Err(e) => return fail(format!("cannot create the log {}: {e}", log_path.display())),
+        };
+        let _ = writeln!(log.lock().expect("log lock"), "$ {}", self.secrets.mask(command));
+        let mut child = match Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .current_dir(cwd.unwrap_or(&self.workspace))
+            .envs(self.env.iter().cloned())
+            .envs(extra_env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => return fail(format!("cannot start sh: {e}")),
+        };
+        let pid = child.id() as i32;
+        let tail = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+        let readers: Vec<_> = [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as _),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|stream| {
+            let (log, tail, secrets) = (Arc::clone(&log), Arc::clone(&tail), self.secrets.clone());
+            thread::spawn(move || {
+                for line in BufReader::new(stream).split(b'\n').map_while(Result::ok) {
+                    let line = secrets.mask(&String::from_utf8_lossy(&line));
+                    let _ = writeln!(log.lock().expect("log lock"), "{line}");
+                    let mut tail = tail.lock().expect("tail lock");
+                    if tail.len() == TAIL_LINES {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line);
+                }
+            })
+        })
+        .collect();
+        let (sender, receiver) = mpsc::channel();
+        let waiter = thread::spawn(move || {
+            let status = child.wait();
+            let _ = sender.send(());
+            status
+        });
+        let timed_out = receiver.recv_timeout(timeout).is_err();
+        if timed_out {
+            kill_group(pid, libc::SIGTERM);
+            if receiver.recv_timeout(KILL_GRACE).is_err() {
+                kill_group(pid, libc::SIGKILL);
+            }
+        }
+        let status = waiter.join().expect("the waiter thread does not panic");
+        // The group may still hold the pipes open (a background grandchild); end it so the
+        // readers see end of file.
+        kill_group(pid, libc::SIGKILL);
+        for reader in readers {
+            let _ = reader.join();
+        }
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let (exit_code, success) = match &status {
+            Ok(status) => (status.code(), status.success() && !timed_out),
+            Err(_) => (None, false),
+        };
+        let mut log = log.lock().expect("log lock");
+        let ending = match (&status, timed_out) {
+            (_, true) => format!("timed out after {} ms; process group killed", timeout.as_millis()),
+            (Ok(status), _) => match (status.code(), status.signal()) {
+                (Some(code), _) => format!("exit code {code}"),
+                (None, Some(signal)) => format!("killed by signal {signal}"),
+                _ => "ended".to_owned(),
+            },
+            (Err(e), _) => format!("cannot wait: {e}"),
+        };
+        let _ = writeln!(log, "# {ending} ({duration_ms} ms)");
+        let tail = tail.lock().expect("tail lock").iter().cloned().collect::<Vec<_>>().join("\n");
+        StepResult {
+            name: step.to_owned(),
+            command: self.secrets.mask(command),
+            success,
+            exit_code,
+            timed_out,
+            duration_ms,
+            log: log_label,
+            tail,
+        }
+    }
+
+    fn log_path(&self, step: &str) -> PathBuf {
+        let safe: String =
+            step.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+        let mut path = self.run_dir.join(format!("{safe}.log"));
+        let mut n = 2;
+        while path.exists() {
+            path = self.run_dir.join(format!("{safe}-{n}.log"));
+            n += 1;
+        }
+        path
+    }
+}
+
+fn kill_group(pgid: i32, signal: i32) {
+    // SAFETY: killpg only sends a signal; a group that is gone yields ESRCH, which is fine.
+    unsafe {
+        libc::killpg(pgid, signal);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runner(dir: &Path) -> Runner {
+        Runner {
+            run_dir: dir.join("run"),
+            workspace: dir.to_owned(),
+            env: vec![("OPSFLOW_UNIT_ID".into(), "$(touch pwned)".into())],
+            secrets: Secrets::from_vars([("X_TOKEN".to_owned(), "s3cr3t-value".to_owned())], &[]),
+            default_timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn output_is_logged_and_masked_and_values_stay_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let result = runner(dir.path()).run(
+            "echo step",
+            "echo \"unit=$OPSFLOW_UNIT_ID\"; echo s3cr3t-value >&2; exit 3",
+            None,
+            None,
+            &[],
+        );
+        assert!(!result.success);
+        assert_eq!(result.exit_code, Some(3));
+        let log = fs::read_to_string(dir.path().join(&result.log)).unwrap();
+        assert!(log.contains("unit=$(touch pwned)"), "{log}");
+        assert!(log.contains("***") && !log.contains("s3cr3t-value"), "{log}");
+        assert!(!dir.path().join("pwned").exists());
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let result = runner(dir.path()).run(
+            "sleepy",
+            "sleep 30 & echo $! > bg.pid; sleep 30",
+            None,
+            Some(Duration::from_millis(300)),
+            &[],
+        );
+        assert!(result.timed_out && !result.success);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let pid: i32 = fs::read_to_string(dir.path().join("bg.pid")).unwrap().trim().parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while crate::process_alive(pid) && Instant::now() < deadline {
+            thread::yield_now();
+        }
+        // A zombie still answers kill(0); its state in /proc says whether it is really gone.
+        let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(state.is_empty() || state.contains(") Z"), "background child survived: {state}");
+    }
+}

@@ -1,0 +1,202 @@
+//! The `local` provider: releases in directories, switched by atomic symlink swaps.
+//!
+//! Layout under the environment's `path`:
+//! - `recreate`: `releases/<version>/` and `current -> releases/<version>`.
+//! - `blue-green`: `slots/blue/`, `slots/green/` and `active -> slots/<side>`; a release is
+//!   copied into the idle slot, health-checked there, and only then does `active` switch.
+//!
+//! `releases.json` records every deployment (version, slot, status `good`/`bad`) so that a
+//! rollback can find the last good release and skip bad ones. A symlink is swapped by creating
+//! it under a temporary name and renaming it over the old one, which is atomic.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    Recreate,
+    BlueGreen,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Deployment {
+    pub version: String,
+    /// The directory of the release, relative to the environment root.
+    pub dir: String,
+    pub status: String,
+    pub deployed_at: String,
+    pub run_id: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct History {
+    pub deployments: Vec<Deployment>,
+}
+
+pub struct LocalEnv {
+    pub root: PathBuf,
+    pub strategy: Strategy,
+}
+
+impl LocalEnv {
+    pub fn new(root: PathBuf, strategy: Strategy) -> LocalEnv {
+        LocalEnv { root, strategy }
+    }
+
+    /// The link that says what is live: `current` or `active`.
+    pub fn live_link(&self) -> PathBuf {
+        self.root.join(match self.strategy {
+            Strategy::Recreate => "current",
+            Strategy::BlueGreen => "active",
+        })
+    }
+
+    /// Creates the directory layout (idempotent).
+    pub fn prepare(&self) -> io::Result<()> {
+        match self.strategy {
+            Strategy::Recreate => fs::create_dir_all(self.root.join("releases")),
+            Strategy::BlueGreen => {
+                fs::create_dir_all(self.root.join("slots/blue"))?;
+                fs::create_dir_all(self.root.join("slots/green"))
+            }
+        }
+    }
+
+    /// Where the live link points now, relative to the root.
+    pub fn live_dir(&self) -> Option<String> {
+        fs::read_link(self.live_link()).ok().map(|p| p.to_string_lossy().into_owned())
+    }
+
+    pub fn history(&self) -> History {
+        fs::read_to_string(self.root.join("releases.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save_history(&self, history: &History) -> io::Result<()> {
+        let text = serde_json::to_string_pretty(history).map_err(io::Error::other)? + "\n";
+        crate::store::file::write_atomic(&self.root.join("releases.json"), text.as_bytes()).map_err(io::Error::other)
+    }
+
+    /// The version live now, from the history.
+    pub fn live_version(&self) -> Option<String> {
+        let live = self.live_dir()?;
+        self.history().deployments.iter().rev().find(|d| d.dir == live && d.status == "good").map(|d| d.version.clone())
+    }
+
+    /// Stages `source` as a new release and returns the directory (relative to the root) it
+    /// went to. Nothing live changes yet.
+    pub fn stage(&self, version: &str, source: &Path) -> io::Result<String> {
+        self.prepare()?;
+        let dir = match self.strategy {
+            Strategy::Recreate => format!("releases/{version}"),
+            Strategy::BlueGreen => {
+                let live = self.live_dir();
+                if live.as_deref() == Some("slots/blue") { "slots/green".to_owned() } else { "slots/blue".to_owned() }
+            }
+        };
+        let target = self.root.join(&dir);
+        // Copy beside the target, then swap it in, so a half-copied release is never visible.
+        let staging = self.root.join(format!(".staging-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&staging);
+        copy_tree(source, &staging)?;
+        if target.exists() {
+            let trash = self.root.join(format!(".trash-{}", std::process::id()));
+            fs::rename(&target, &trash)?;
+            fs::rename(&staging, &target)?;
+            fs::remove_dir_all(&trash)?;
+        } else {
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            fs::rename(&staging, &target)?;
+        }
+        Ok(dir)
+    }
+
+    /// Points the live link at `dir` atomically.
+    pub fn switch(&self, dir: &str) -> io::Result<()> {
+        let link = self.live_link();
+        let temp = self.root.join(format!(".link-{}", std::process::id()));
+        let _ = fs::remove_file(&temp);
+        symlink(dir, &temp)?;
+        fs::rename(&temp, &link)?;
+        fs::File::open(&self.root).and_then(|d| d.sync_all())
+    }
+
+    /// Records a deployment's outcome.
+    pub fn record(&self, deployment: Deployment) -> io::Result<()> {
+        let mut history = self.history();
+        history.deployments.push(deployment);
+        self.save_history(&history)
+    }
+
+    /// Marks the latest deployment of `dir` as bad, so rollback skips it.
+    pub fn mark_bad(&self, dir: &str) -> io::Result<()> {
+        let mut history = self.history();
+        if let Some(d) = history.deployments.iter_mut().rev().find(|d| d.dir == dir) {
+            d.status = "bad".to_owned();
+        }
+        self.save_history(&history)
+    }
+
+    /// The last good deployment other than the live one, whose directory still exists.
+    pub fn rollback_target(&self) -> Option<Deployment> {
+        let live = self.live_dir();
+        let history = self.history();
+        history
+            .deployments
+            .iter()
+            .rev()
+            .filter(|d| d.status == "good" && Some(&d.dir) != live.as_ref())
+            .find(|d| self.root.join(&d.dir).is_dir())
+            .cloned()
+    }
+}
+
+/// Copies a directory tree (files and directories; symlinks are copied as links).
+pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if kind.is_symlink() {
+            symlink(fs::read_link(entry.path())?, &target)?;
+        } else {
+            fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blue_green_alternates_slots_and_switches_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("src");
+        fs::create_dir_all(&source).unwrap();
+        fs::write(source.join("index.html"), "v1").unwrap();
+        let env = LocalEnv::new(dir.path().join("env"), Strategy::BlueGreen);
+        let first = env.stage("1", &source).unwrap();
+        assert_eq!(first, "slots/blue");
+        env.switch(&first).unwrap();
+        fs::write(source.join("index.html"), "v2").unwrap();
+        let second = env.stage("2", &source).unwrap();
+        assert_eq!(second, "slots/green");
+        assert_eq!(fs::read_to_string(env.live_link().join("index.html")).unwrap(), "v1");
+        env.switch(&second).unwrap();
+        assert_eq!(fs::read_to_string(env.live_link().join("index.html")).unwrap(), "v2");
+    }
+}

@@ -1,0 +1,9 @@
+//! Execution: real processes for every step, checks, and the deployment providers.
+//!
+//! Architecture invariant: values from workflow files reach commands only as environment
+//! variables (`OPSFLOW_*`), never spliced into a command string.
+
+pub mod checks;
+pub mod command;
+pub mod local;
+pub mod secrets;
