@@ -25,7 +25,16 @@ pub struct Config {
     pub agent: AgentConfig,
     pub paths: Paths,
     pub limits: Limits,
-    /// The whole file as written, for the sections the engine reads.
+    pub devops: Devops,
+    pub gates: Gates,
+    pub release: Release,
+    pub dev: Dev,
+    pub ci: Ci,
+    /// Environments by name (`staging`, `production`, ...), in the file's order.
+    pub environments: serde_json::Map<String, Value>,
+    pub feedback: Value,
+    pub secrets: Vec<String>,
+    /// The whole file as written.
     #[serde(skip)]
     pub raw: Value,
 }
@@ -37,6 +46,14 @@ impl Default for Config {
             agent: AgentConfig::default(),
             paths: Paths::default(),
             limits: Limits::default(),
+            devops: Devops::default(),
+            gates: Gates::default(),
+            release: Release::default(),
+            dev: Dev::default(),
+            ci: Ci::default(),
+            environments: serde_json::Map::new(),
+            feedback: Value::Null,
+            secrets: Vec::new(),
             raw: Value::Object(Default::default()),
         }
     }
@@ -126,6 +143,128 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits { max_file_bytes: DEFAULT_MAX_FILE_BYTES }
+    }
+}
+
+/// `devops`: how the runner behaves. Durations stay strings until used (the schema checked them).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Devops {
+    pub poll_interval: String,
+    pub debounce: String,
+    pub require_human_approval: bool,
+    pub approvers: Vec<String>,
+    pub monitoring_period: String,
+    pub monitoring_interval: String,
+    pub auto_rollback_enabled: bool,
+    pub rollback_triggers: RollbackTriggers,
+    pub verification_timeout: String,
+    pub shutdown_grace: String,
+}
+
+impl Default for Devops {
+    fn default() -> Self {
+        Devops {
+            poll_interval: "5m".into(),
+            debounce: "50ms".into(),
+            require_human_approval: true,
+            approvers: Vec::new(),
+            monitoring_period: "60m".into(),
+            monitoring_interval: "60s".into(),
+            auto_rollback_enabled: true,
+            rollback_triggers: RollbackTriggers::default(),
+            verification_timeout: "5m".into(),
+            shutdown_grace: "30s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct RollbackTriggers {
+    pub error_rate: f64,
+    pub latency_p95_ratio: f64,
+    pub response_time_p99: Option<f64>,
+    pub health_check_failures: u32,
+    pub failure_limit: u32,
+}
+
+impl Default for RollbackTriggers {
+    fn default() -> Self {
+        RollbackTriggers {
+            error_rate: 5.0,
+            latency_p95_ratio: 2.0,
+            response_time_p99: None,
+            health_check_failures: 3,
+            failure_limit: 0,
+        }
+    }
+}
+
+/// `gates`: the thresholds of PRODUCT.md §4.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct Gates {
+    pub unit_pass_rate: f64,
+    pub regression_pass_rate: f64,
+    pub coverage_min: f64,
+    pub coverage_action: String,
+    pub max_critical: u64,
+    pub max_high: u64,
+}
+
+impl Default for Gates {
+    fn default() -> Self {
+        Gates {
+            unit_pass_rate: 100.0,
+            regression_pass_rate: 95.0,
+            coverage_min: 80.0,
+            coverage_action: "warn".into(),
+            max_critical: 0,
+            max_high: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct Release {
+    pub build: Option<String>,
+    pub artifacts: Vec<String>,
+    pub git_tag: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct Dev {
+    pub tools: Vec<DevTool>,
+    pub setup: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct DevTool {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct Ci {
+    pub output: String,
+    pub provider: String,
+}
+
+impl Default for Ci {
+    fn default() -> Self {
+        Ci { output: ".github/workflows/opsflow.yml".into(), provider: "github".into() }
+    }
+}
+
+impl Devops {
+    /// A configured duration; the schema already checked the syntax, so this only falls back
+    /// on a value it let through that cannot be a duration.
+    pub fn duration(value: &str, default: Duration) -> Duration {
+        parse_duration(value).unwrap_or(default)
     }
 }
 

@@ -5,10 +5,13 @@
 //! valid) to [`store`] (locked, byte-preserving edits of `tasks.json` and `state.json`).
 //! [`validate`] checks the whole workspace; [`cmd`] holds one module per command.
 
+pub mod audit;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod engine;
 pub mod exec;
+pub mod render;
 pub mod schema;
 pub mod sha256;
 pub mod store;

@@ -177,7 +177,9 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
     let mut chosen_id = String::new();
     file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
         let heads = match current {
-            Some(text) => tasks::heads(text).map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?.1,
+            Some(text) => {
+                tasks::heads(text).map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?.1
+            }
             None => Vec::new(),
         };
         let id = match &args.id {
@@ -228,7 +230,8 @@ fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
         let Some(text) = current else {
             return Err(StoreError::Refused(format!("{file} does not exist")));
         };
-        let (_, heads) = tasks::heads(text).map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
+        let (_, heads) =
+            tasks::heads(text).map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
         let head = tasks::find(&heads, &args.id).map_err(|e| StoreError::Refused(format!("{file}: {e}")))?;
         let before = head.value(text);
         let Some(mut fields) = before.as_object().cloned() else {

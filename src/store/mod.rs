@@ -9,6 +9,7 @@
 pub mod edit;
 pub mod file;
 pub mod json;
+pub mod state;
 pub mod tasks;
 
 pub use file::{Outcome, StoreError};

@@ -1,5 +1,7 @@
 //! The workflow: the built-in DevOps nodes and the rule that says which tasks this runner owns.
 
+pub mod graph;
+
 use crate::config::Config;
 
 /// The ten nodes of the built-in DevOps workflow, in their natural order.

@@ -1,0 +1,358 @@
+//! Gates (PRODUCT.md §4): QA approval, staging and production thresholds, human approval.
+//!
+//! A gate is a list of [`Check`]s; each says what it looked at and why it failed. A missing
+//! figure fails the check that needs it, naming the figure and the file. Nothing here writes.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::artifacts::{self, Artifact};
+use crate::config::Config;
+use crate::schema::SchemaName;
+use crate::sha256;
+use crate::validate::{load_json, load_markdown};
+use crate::workspace::Workspace;
+use crate::workspace::diagnostic::Diagnostic;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Check {
+    pub gate: &'static str,
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+    /// A failed check that only warns (coverage with `coverage_action: warn`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
+}
+
+impl Check {
+    fn new(gate: &'static str, name: &str, passed: bool, detail: impl Into<String>) -> Check {
+        Check { gate, name: name.to_owned(), passed, detail: detail.into(), warning: false }
+    }
+
+    pub fn blocks(&self) -> bool {
+        !self.passed && !self.warning
+    }
+}
+
+/// The QA evidence for one unit.
+#[derive(Debug, Default)]
+pub struct QaEvidence {
+    pub markdown: Option<Artifact>,
+    /// `qa-test-report.json` when it is for this unit (or names no unit).
+    pub report: Option<(String, Value, String)>,
+}
+
+impl QaEvidence {
+    /// Inputs read, with their sha256, for the audit log.
+    pub fn inputs(&self) -> Vec<(String, String)> {
+        let mut inputs = Vec::new();
+        if let Some(md) = &self.markdown {
+            inputs.push((md.file.clone(), md.sha256.clone()));
+        }
+        if let Some((file, _, sha)) = &self.report {
+            inputs.push((file.clone(), sha.clone()));
+        }
+        inputs
+    }
+}
+
+/// Reads the QA report markdown and JSON for `unit`. Invalid files are errors.
+pub fn load_qa(ws: &Workspace, unit: &str) -> Result<QaEvidence, Vec<Diagnostic>> {
+    let mut evidence = QaEvidence::default();
+    let md_file = format!("{}/QA-Report-{unit}.md", ws.config.paths.qa_reports.trim_end_matches('/'));
+    let md = load_markdown(ws, &md_file, Some(SchemaName::QaReport));
+    if !md.diagnostics.is_empty() {
+        return Err(md.diagnostics);
+    }
+    if let Some(doc) = md.doc {
+        let text = ws.read_text(&md_file).ok().flatten().unwrap_or_default();
+        evidence.markdown = Some(Artifact {
+            file: md_file,
+            front_matter: doc.front_matter.unwrap_or(Value::Null),
+            body: doc.body,
+            sha256: sha256::hex(text.as_bytes()),
+        });
+    }
+    let json_file = ws.config.paths.qa_test_report.clone();
+    let loaded = load_json(ws, &json_file, SchemaName::QaTestReport);
+    if !loaded.diagnostics.is_empty() {
+        return Err(loaded.diagnostics);
+    }
+    if let (Some(value), Some(text)) = (loaded.value, loaded.text) {
+        let for_unit = value.get("unit_id").and_then(Value::as_str).is_none_or(|u| u == unit);
+        if for_unit {
+            evidence.report = Some((json_file, value, sha256::hex(text.as_bytes())));
+        }
+    }
+    Ok(evidence)
+}
+
+/// The outcome of the QA approval gate.
+pub struct QaVerdict {
+    pub checks: Vec<Check>,
+    /// Set when QA rejected the unit: the work goes back to QA, not to a fix task.
+    pub rejected: Option<String>,
+}
+
+pub fn qa_gate(ws: &Workspace, unit: &str, evidence: &QaEvidence) -> QaVerdict {
+    const GATE: &str = "qa";
+    let mut checks = Vec::new();
+    let mut rejected = None;
+    if evidence.markdown.is_none() && evidence.report.is_none() {
+        checks.push(Check::new(
+            GATE,
+            "QA report",
+            false,
+            format!(
+                "no QA report for unit {unit}: looked for {}/QA-Report-{unit}.md and {}",
+                ws.config.paths.qa_reports, ws.config.paths.qa_test_report
+            ),
+        ));
+    }
+    if let Some(md) = &evidence.markdown {
+        let status = md.field("status").unwrap_or("missing");
+        let passed = status == "approved";
+        if matches!(status, "rejected" | "changes_requested") {
+            rejected = Some(format!("{} says `status: {status}`", md.file));
+        }
+        checks.push(Check::new(GATE, "QA report approved", passed, format!("{}: status {status}", md.file)));
+        if let Some(bugs) = md.front_matter.get("blocking_bugs").and_then(Value::as_array).filter(|b| !b.is_empty()) {
+            checks.push(Check::new(
+                GATE,
+                "no blocking bugs",
+                false,
+                format!("{}: {} blocking bugs", md.file, bugs.len()),
+            ));
+        }
+    }
+    if let Some((file, report, _)) = &evidence.report {
+        let recommendation = report.get("recommendation").and_then(Value::as_str).unwrap_or("missing");
+        if matches!(recommendation, "reject" | "needs_fixes") {
+            rejected.get_or_insert_with(|| format!("{file} recommends `{recommendation}`"));
+        }
+        checks.push(Check::new(
+            GATE,
+            "QA recommends deployment",
+            recommendation == "approve_for_deployment",
+            format!("{file}: recommendation {recommendation}"),
+        ));
+        let bugs = report.get("blocking_bugs").and_then(Value::as_array).map_or(0, Vec::len);
+        checks.push(Check::new(GATE, "no blocking bugs", bugs == 0, format!("{file}: {bugs} blocking bugs")));
+    }
+    QaVerdict { checks, rejected }
+}
+
+/// A figure from the QA JSON report, or why it is missing.
+fn figure(report: Option<&(String, Value, String)>, pointer: &str, name: &str) -> Result<f64, String> {
+    let Some((file, value, _)) = report else {
+        return Err(format!("figure `{name}` is missing: there is no qa-test-report.json for this unit"));
+    };
+    match value.pointer(pointer) {
+        Some(Value::Number(n)) => n.as_f64().ok_or_else(|| format!("figure `{name}` in {file} is not a number")),
+        Some(Value::Bool(b)) => Ok(if *b { 1.0 } else { 0.0 }),
+        _ => Err(format!("figure `{name}` is missing in {file}")),
+    }
+}
+
+fn pass_rate(report: Option<&(String, Value, String)>, suite: &str) -> Result<(f64, f64, f64), String> {
+    let passed = figure(report, &format!("/test_results/{suite}/passed"), &format!("test_results.{suite}.passed"))?;
+    let failed = figure(report, &format!("/test_results/{suite}/failed"), &format!("test_results.{suite}.failed"))?;
+    if passed + failed == 0.0 {
+        return Err(format!("no {suite} tests ran (test_results.{suite} has 0 passed and 0 failed)"));
+    }
+    Ok((passed * 100.0 / (passed + failed), passed, failed))
+}
+
+fn threshold_check(gate: &'static str, name: &str, result: Result<(bool, String), String>) -> Check {
+    match result {
+        Ok((passed, detail)) => Check::new(gate, name, passed, detail),
+        Err(missing) => Check::new(gate, name, false, missing),
+    }
+}
+
+/// The staging thresholds (seed 000's quality-gate table).
+pub fn staging_gate(config: &Config, evidence: &QaEvidence) -> Vec<Check> {
+    const GATE: &str = "staging";
+    let gates = &config.gates;
+    let report = evidence.report.as_ref();
+    let mut checks = vec![
+        threshold_check(
+            GATE,
+            "unit tests pass",
+            pass_rate(report, "unit").map(|(rate, passed, failed)| {
+                (
+                    rate >= gates.unit_pass_rate,
+                    format!("{rate:.1}% ({passed} passed, {failed} failed), need {}%", gates.unit_pass_rate),
+                )
+            }),
+        ),
+        threshold_check(
+            GATE,
+            "smoke tests pass",
+            figure(report, "/test_results/smoke/failed", "test_results.smoke.failed")
+                .map(|f| (f == 0.0, format!("{f} failed"))),
+        ),
+        threshold_check(
+            GATE,
+            "sanity tests pass",
+            figure(report, "/test_results/sanity/failed", "test_results.sanity.failed")
+                .map(|f| (f == 0.0, format!("{f} failed"))),
+        ),
+        threshold_check(
+            GATE,
+            "code review approved",
+            figure(report, "/code_review/approved", "code_review.approved")
+                .map(|a| (a == 1.0, format!("approved: {}", a == 1.0))),
+        ),
+        threshold_check(
+            GATE,
+            "no critical security findings",
+            figure(report, "/security/critical", "security.critical").map(|c| {
+                (c <= gates.max_critical as f64, format!("{c} critical, at most {} allowed", gates.max_critical))
+            }),
+        ),
+        threshold_check(
+            GATE,
+            "lint clean",
+            figure(report, "/static_analysis/lint_errors", "static_analysis.lint_errors")
+                .map(|n| (n == 0.0, format!("{n} lint errors"))),
+        ),
+        threshold_check(
+            GATE,
+            "type check clean",
+            figure(report, "/static_analysis/type_errors", "static_analysis.type_errors")
+                .map(|n| (n == 0.0, format!("{n} type errors"))),
+        ),
+    ];
+    let mut coverage = threshold_check(
+        GATE,
+        "coverage",
+        figure(report, "/coverage/line_percent", "coverage.line_percent")
+            .map(|c| (c >= gates.coverage_min, format!("{c}% line coverage, need {}%", gates.coverage_min))),
+    );
+    coverage.warning = !coverage.passed && gates.coverage_action != "block";
+    checks.push(coverage);
+    checks
+}
+
+/// The production thresholds that come from the QA report.
+pub fn production_quality(config: &Config, evidence: &QaEvidence) -> Vec<Check> {
+    const GATE: &str = "production";
+    let gates = &config.gates;
+    let report = evidence.report.as_ref();
+    vec![
+        threshold_check(
+            GATE,
+            "regression tests pass",
+            pass_rate(report, "regression").map(|(rate, passed, failed)| {
+                (
+                    rate >= gates.regression_pass_rate,
+                    format!("{rate:.1}% ({passed} passed, {failed} failed), need {}%", gates.regression_pass_rate),
+                )
+            }),
+        ),
+        threshold_check(
+            GATE,
+            "performance benchmarks met",
+            figure(report, "/performance/benchmarks_met", "performance.benchmarks_met")
+                .map(|m| (m == 1.0, format!("benchmarks_met: {}", m == 1.0))),
+        ),
+        threshold_check(
+            GATE,
+            "no critical security findings",
+            figure(report, "/security/critical", "security.critical").map(|c| {
+                (c <= gates.max_critical as f64, format!("{c} critical, at most {} allowed", gates.max_critical))
+            }),
+        ),
+        threshold_check(
+            GATE,
+            "no high security findings",
+            figure(report, "/security/high", "security.high")
+                .map(|h| (h <= gates.max_high as f64, format!("{h} high, at most {} allowed", gates.max_high))),
+        ),
+    ]
+}
+
+/// Where a human's approval stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Approval {
+    Missing,
+    Pending,
+    Approved,
+    Hold,
+    Rejected,
+}
+
+/// The approval file of an environment: R12 for production.
+pub fn approval_file_name(environment: &str) -> String {
+    if environment == "production" {
+        "R12-prod-approval.md".to_owned()
+    } else {
+        format!("R12-{environment}-approval.md")
+    }
+}
+
+/// Reads the approval for `environment`, `unit` and `version`.
+pub fn human_approval(
+    ws: &Workspace,
+    environment: &str,
+    unit: &str,
+    version: &str,
+) -> Result<(Check, Approval, Option<Artifact>), Vec<Diagnostic>> {
+    const GATE: &str = "approval";
+    let name = approval_file_name(environment);
+    let Some(artifact) = artifacts::find(ws, &name, Some(unit))? else {
+        let detail = format!(
+            "waiting for a human: no {}/{name} for unit {unit} (opsflow writes the request once every other gate passes)",
+            ws.config.paths.artifacts
+        );
+        return Ok((Check::new(GATE, "human approval", false, detail), Approval::Missing, None));
+    };
+    let file = artifact.file.clone();
+    let fail =
+        |approval: Approval, detail: String| Check::new(GATE, "human approval", approval == Approval::Approved, detail);
+    if let Some(v) = artifact.field("version")
+        && v != version
+    {
+        let check = fail(Approval::Pending, format!("{file} approves version {v}, not {version}"));
+        return Ok((check, Approval::Pending, Some(artifact)));
+    }
+    let ticks = artifacts::ticks(&artifact.body);
+    let status = artifact.field("status").unwrap_or("pending");
+    let approval = if ticks.hold || status == "hold" {
+        Approval::Hold
+    } else if status == "rejected" {
+        Approval::Rejected
+    } else if status == "approved" || ticks.approved {
+        Approval::Approved
+    } else {
+        Approval::Pending
+    };
+    let approvers = &ws.config.devops.approvers;
+    let approved_by = artifact.field("approved_by").unwrap_or("").trim().to_owned();
+    let (approval, detail) = match approval {
+        Approval::Approved if !approvers.is_empty() && approved_by.is_empty() => (
+            Approval::Pending,
+            format!(
+                "{file} is marked approved but `approved_by` is empty; it must name one of devops.approvers ({})",
+                approvers.join(", ")
+            ),
+        ),
+        Approval::Approved if !approvers.is_empty() && !approvers.contains(&approved_by) => (
+            Approval::Pending,
+            format!("{file} is approved by `{approved_by}`, who is not in devops.approvers ({})", approvers.join(", ")),
+        ),
+        Approval::Approved => {
+            let by = if approved_by.is_empty() { "a ticked box".to_owned() } else { approved_by };
+            (Approval::Approved, format!("{file}: approved by {by}"))
+        }
+        Approval::Hold => (Approval::Hold, format!("{file}: on hold")),
+        Approval::Rejected => (Approval::Rejected, format!("{file}: rejected")),
+        other => {
+            (other, format!("waiting for a human: {file} is not approved yet (status {status}, no ticked `Approved`)"))
+        }
+    };
+    Ok((fail(approval, detail), approval, Some(artifact)))
+}

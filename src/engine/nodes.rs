@@ -1,0 +1,776 @@
+//! The ten node actions. Each reads its inputs, does its work through `exec`, and writes its
+//! artifacts through `render`; the engine around it handles claims, gates and transitions.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+use super::artifacts::{self, Artifact};
+use super::deploy::{self, DeployReport, EnvConfig, Monitoring, RollbackReport};
+use crate::exec::command::{Runner, StepResult};
+use crate::exec::local::copy_tree;
+use crate::render::Renderer;
+use crate::schema::SchemaName;
+use crate::sha256;
+use crate::store::file::write_atomic;
+use crate::workflow::graph::{Action, Node};
+use crate::workspace::Workspace;
+
+/// How a node ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Design, setup and build nodes.
+    Done,
+    Deployed,
+    RolledBack {
+        reason: String,
+    },
+    Failed {
+        step: String,
+        reason: String,
+        log: String,
+    },
+}
+
+/// A node's failure before it could finish.
+#[derive(Debug)]
+pub struct NodeError {
+    pub step: String,
+    pub reason: String,
+    pub log: String,
+}
+
+impl NodeError {
+    pub fn new(step: &str, reason: impl Into<String>) -> NodeError {
+        NodeError { step: step.to_owned(), reason: reason.into(), log: String::new() }
+    }
+
+    fn from_step(step: &StepResult) -> NodeError {
+        NodeError { step: step.name.clone(), reason: step.summary(), log: step.log.clone() }
+    }
+}
+
+/// Everything one node execution needs and produces.
+pub struct NodeRun<'a> {
+    pub ws: &'a Workspace,
+    pub renderer: &'a Renderer,
+    pub runner: Runner,
+    pub node: &'a Node,
+    pub task: &'a Value,
+    pub run_id: String,
+    pub unit_id: String,
+    pub version: String,
+    pub inputs: Vec<Artifact>,
+    pub artifacts: Vec<String>,
+    /// Nodes besides this one that the run completed (verification after a production deploy).
+    pub also_completed: Vec<String>,
+    pub summary: String,
+    pub deploy: Option<DeployReport>,
+}
+
+impl NodeRun<'_> {
+    fn env_vars(&self, environment: &str) -> Vec<(String, String)> {
+        vec![("OPSFLOW_ENV".into(), environment.to_owned())]
+    }
+
+    /// The fields every template can use.
+    fn base_context(&self) -> Value {
+        let config = &self.ws.config;
+        let task_field = |key: &str| self.task.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+        let inputs: Vec<Value> = self
+            .inputs
+            .iter()
+            .map(|a| {
+                let outline = artifacts::outline(&a.body);
+                json!({"file": a.file, "sha256": a.sha256, "headings": outline.headings, "items": outline.items})
+            })
+            .collect();
+        let environments: Vec<Value> = config
+            .environments
+            .iter()
+            .map(|(name, env)| {
+                let mut env = env.clone();
+                if let Some(map) = env.as_object_mut() {
+                    map.insert("name".into(), name.clone().into());
+                    map.entry("strategy").or_insert_with(|| Value::String(String::new()));
+                    map.entry("path").or_insert_with(|| Value::String(String::new()));
+                    map.entry("health_checks").or_insert_with(|| json!([]));
+                    map.entry("smoke_tests").or_insert_with(|| json!([]));
+                }
+                env
+            })
+            .collect();
+        json!({
+            "project": config.project.clone().unwrap_or_default(),
+            "agent": config.agent.name,
+            "node": self.node.name,
+            "run_id": self.run_id,
+            "generated_at": crate::time::now_rfc3339(),
+            "unit_id": self.unit_id,
+            "version": self.version,
+            "task": {"id": task_field("id"), "title": task_field("title"), "type": task_field("type"), "priority": task_field("priority")},
+            "inputs": inputs,
+            "environments": environments,
+            "gates": config.gates,
+            "devops": {
+                "require_human_approval": config.devops.require_human_approval,
+                "approvers": config.devops.approvers,
+                "monitoring_period": config.devops.monitoring_period,
+                "monitoring_interval": config.devops.monitoring_interval,
+                "auto_rollback_enabled": config.devops.auto_rollback_enabled,
+                "rollback_triggers": config.devops.rollback_triggers,
+            },
+            "release": config.release,
+            "dev": config.dev,
+            "ci": config.ci,
+            "feedback": feedback_list(&config.feedback),
+        })
+    }
+
+    /// Where an artifact goes: its plain name, unless that file belongs to another unit.
+    fn artifact_path(&self, name: &str) -> String {
+        let dir = self.ws.config.paths.artifacts.trim_end_matches('/');
+        let plain = format!("{dir}/{name}");
+        let other_unit = self
+            .ws
+            .read_text(&plain)
+            .ok()
+            .flatten()
+            .and_then(|text| crate::workspace::read::parse_markdown(&plain, &text).ok())
+            .and_then(|doc| doc.front_matter)
+            .and_then(|fm| fm.get("unit_id").and_then(Value::as_str).map(str::to_owned))
+            .is_some_and(|unit| !self.unit_id.is_empty() && unit != self.unit_id);
+        if other_unit {
+            let stem = name.strip_suffix(".md").unwrap_or(name);
+            format!("{dir}/{stem}-{}.md", self.unit_id)
+        } else {
+            plain
+        }
+    }
+
+    /// Renders and writes a markdown artifact; returns its path.
+    pub fn write_markdown(
+        &mut self,
+        name: &str,
+        relative: Option<String>,
+        status: &str,
+        extra: Value,
+    ) -> Result<String, NodeError> {
+        let template = if name.starts_with("Deploy-") { "Deploy-report.md" } else { name };
+        let mut context = self.base_context();
+        merge(&mut context, extra);
+        let mut front = Map::new();
+        front.insert("node".into(), self.node.name.clone().into());
+        if !self.unit_id.is_empty() {
+            front.insert("unit_id".into(), self.unit_id.clone().into());
+        }
+        if !self.version.is_empty() {
+            front.insert("version".into(), self.version.clone().into());
+        }
+        front.insert("status".into(), status.into());
+        front.insert("run_id".into(), self.run_id.clone().into());
+        front.insert("generated_at".into(), crate::time::now_rfc3339().into());
+        front.insert("generated_by".into(), self.ws.config.agent.name.clone().into());
+        let inputs: Vec<Value> = self.inputs.iter().map(|a| json!({"file": a.file, "sha256": a.sha256})).collect();
+        front.insert("inputs".into(), inputs.into());
+        let tags: Vec<Value> = [Some("opsflow"), name.split('-').next(), Some(self.node.name.as_str())]
+            .into_iter()
+            .flatten()
+            .map(|t| Value::String(t.to_owned()))
+            .collect();
+        front.insert("tags".into(), tags.into());
+        let text =
+            self.renderer.markdown(template, &front, &context).map_err(|e| NodeError::new("render", e.to_string()))?;
+        let relative = relative.unwrap_or_else(|| self.artifact_path(name));
+        self.write(&relative, &text)?;
+        Ok(relative)
+    }
+
+    fn write(&mut self, relative: &str, text: &str) -> Result<(), NodeError> {
+        let path = self.ws.inside(relative).map_err(|d| NodeError::new("write", d.to_string()))?;
+        let masked = self.runner.secrets.mask(text);
+        write_atomic(&path, masked.as_bytes()).map_err(|e| NodeError::new("write", e.to_string()))?;
+        if !self.artifacts.iter().any(|a| a == relative) {
+            self.artifacts.push(relative.to_owned());
+        }
+        Ok(())
+    }
+
+    fn run_step(&self, step: &str, command: &str, env: &[(String, String)]) -> Result<StepResult, NodeError> {
+        let result = self.runner.run(step, command, None, None, env);
+        if result.success { Ok(result) } else { Err(NodeError::from_step(&result)) }
+    }
+}
+
+fn feedback_list(feedback: &Value) -> Vec<Value> {
+    match feedback {
+        Value::Array(items) => items.iter().map(|item| channel(item, None)).collect(),
+        Value::Object(map) => map.iter().map(|(name, item)| channel(item, Some(name))).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn channel(item: &Value, name: Option<&str>) -> Value {
+    let mut out = Map::new();
+    let text = |v: Option<&Value>| match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) if !other.is_null() => other.to_string(),
+        _ => String::new(),
+    };
+    let obj = item.as_object();
+    let field = |key: &str| obj.and_then(|o| o.get(key));
+    out.insert("name".into(), Value::String(name.map(str::to_owned).unwrap_or_else(|| text(field("name")))));
+    out.insert("type".into(), Value::String(text(field("type"))));
+    let target =
+        if item.is_string() { text(Some(item)) } else { text(field("url").or(field("target")).or(field("command"))) };
+    out.insert("target".into(), Value::String(target));
+    out.insert("description".into(), Value::String(text(field("description"))));
+    Value::Object(out)
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    if let (Some(base), Value::Object(extra)) = (base.as_object_mut(), extra) {
+        base.extend(extra);
+    }
+}
+
+/// The release directory of a version: `<artifacts>/R06-release-artifacts/<version>`.
+pub fn release_dir(ws: &Workspace, version: &str) -> String {
+    format!("{}/R06-release-artifacts/{version}", ws.config.paths.artifacts.trim_end_matches('/'))
+}
+
+/// Checks a release directory against its `SHA256SUMS`: every listed file matches and no
+/// file is unlisted. Returns the listed files.
+pub fn verify_release(dir: &Path) -> Result<Vec<(String, String)>, String> {
+    let sums = fs::read_to_string(dir.join("SHA256SUMS")).map_err(|e| format!("{}/SHA256SUMS: {e}", dir.display()))?;
+    let mut listed = Vec::new();
+    for line in sums.lines().filter(|l| !l.trim().is_empty()) {
+        let (hash, file) = line.split_once("  ").ok_or_else(|| format!("SHA256SUMS: malformed line {line:?}"))?;
+        if file.contains("..") || file.starts_with('/') {
+            return Err(format!("SHA256SUMS names a path outside the release: {file}"));
+        }
+        let actual = sha256::file_hex(&dir.join(file)).map_err(|e| format!("{file}: {e}"))?;
+        if actual != hash {
+            return Err(format!(
+                "{file} does not match SHA256SUMS (expected {hash}, found {actual}): the release was changed after it was built"
+            ));
+        }
+        listed.push((file.to_owned(), hash.to_owned()));
+    }
+    let mut present = Vec::new();
+    collect_files(dir, dir, &mut present).map_err(|e| e.to_string())?;
+    if let Some(extra) = present.iter().find(|f| *f != "SHA256SUMS" && !listed.iter().any(|(l, _)| l == *f)) {
+        return Err(format!(
+            "{extra} is in the release but not in SHA256SUMS: the release was changed after it was built"
+        ));
+    }
+    Ok(listed)
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            collect_files(root, &path, out)?;
+        } else {
+            out.push(path.strip_prefix(root).unwrap_or(&path).to_string_lossy().replace('\\', "/"));
+        }
+    }
+    out.sort();
+    Ok(())
+}
+
+/// Runs the node's action.
+pub fn run(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
+    match run.node.action {
+        Action::EnvironmentDesign => environment_design(run),
+        Action::DevEnvironmentSetup => dev_environment_setup(run),
+        Action::CiPipelineSetup => ci_pipeline_setup(run),
+        Action::StagingEnvironmentSetup => staging_environment_setup(run),
+        Action::BuildRelease => build_release(run),
+        Action::DeployToStaging => deploy_to(run, "staging"),
+        Action::DeployToProduction => deploy_to(run, "production"),
+        Action::PostDeployVerification => verification(run, "production"),
+        Action::RollbackDeployment => rollback_deployment(run),
+        Action::DeploymentAndContinuousFeedback => feedback(run),
+    }
+}
+
+fn environment_design(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
+    for name in ["INFRA04-env-specs.md", "INFRA05-iac-design.md", "INFRA06-deployment-strategy.md"] {
+        run.write_markdown(name, None, "completed", json!({}))?;
+    }
+    run.summary = format!(
+        "designed {} environments from the config and {} input documents",
+        run.ws.config.environments.len(),
+        run.inputs.len()
+    );
+    Ok(Outcome::Done)
+}
+
+fn dev_environment_setup(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
+    let env = run.env_vars("dev");
+    let mut tools = Vec::new();
+    for tool in run.ws.config.dev.tools.clone() {
+        let step = run.runner.run(&format!("tool-{}", tool.name), &tool.version, None, None, &env);
+        let version = step.tail.lines().next().unwrap_or("").trim().to_owned();
+        tools.push(json!({"name": tool.name, "command": step.command, "found": step.success, "version": version, "log": step.log}));
+        if !step.success {
+            let mut error = NodeError::from_step(&step);
+            error.reason = format!("the dev tool `{}` is not available: {}", tool.name, step.summary());
+            return Err(error);
+        }
+    }
+    let setup = match run.ws.config.dev.setup.clone() {
+        Some(command) => {
+            let step = run.run_step("setup", &command, &env)?;
+            json!({"command": step.command, "summary": step.summary(), "log": step.log})
+        }
+        None => Value::Null,
+    };
+    let extra = json!({"tools": tools, "setup": setup});
+    run.write_markdown("INFRA08-dev-env.md", None, "completed", extra.clone())?;
+    run.write_markdown("INFRA09-tooling-setup.md", None, "completed", extra)?;
+    run.summary = format!("checked {} dev tools", tools.len());
+    Ok(Outcome::Done)
+}
+
+const PIPELINE_MARKER: &str = "# Generated by opsflow";
+
+fn ci_pipeline_setup(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
+    let output = run.ws.config.ci.output.clone();
+    let path = run.ws.inside(&output).map_err(|d| NodeError::new("pipeline", d.to_string()))?;
+    if let Ok(existing) = fs::read_to_string(&path)
+        && !existing.starts_with(PIPELINE_MARKER)
+    {
+        return Err(NodeError::new(
+            "pipeline",
+            format!(
+                "{output} exists and was not generated by opsflow; move it away or set `ci.output` to another file"
+            ),
+        ));
+    }
+    let context = run.base_context();
+    let pipeline =
+        run.renderer.plain("ci-pipeline.yml", &context).map_err(|e| NodeError::new("render", e.to_string()))?;
+    run.write(
+        &output,
+        &format!("{PIPELINE_MARKER} ({}); edit templates/ci-pipeline.yml.hbs to change it\n{pipeline}", run.node.name),
+    )?;
+    let extra = json!({"pipeline_file": output});
+    run.write_markdown("INFRA10-ci-pipeline.md", None, "completed", extra.clone())?;
+    run.write_markdown("INFRA11-quality-gates.md", None, "completed", extra)?;
+    run.summary = format!("wrote the CI pipeline {output}");
+    Ok(Outcome::Done)
+}
+
+fn staging_environment_setup(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
+    let env = EnvConfig::load(&run.ws.config, "staging").map_err(|e| NodeError::new("environment", e))?;
+    let vars = run.env_vars("staging");
+    let mut steps = Vec::new();
+    if let Some(local) = env.local(&run.ws.root) {
+        local
+            .prepare()
+            .map_err(|e| NodeError::new("prepare", format!("cannot create {}: {e}", local.root.display())))?;
+    }
+    if let Some((command, timeout)) = env.command("provision") {
+        let step = run.runner.run("provision", &command, None, timeout, &vars);
+        if !step.success {
+            return Err(NodeError::from_step(&step));
+        }
+        steps.push(json!({"name": step.name, "summary": step.summary(), "log": step.log}));
+    }
+    // Health checks need a release; before the first deploy there is none to check.
+    let live = env.local(&run.ws.root).is_none_or(|local| local.live_dir().is_some());
+    let mut health = Vec::new();
+    if live {
+        for spec in &env.health_checks {
+            let result =
+                crate::exec::checks::run_check(&run.runner, "health", spec, &env.check_dir(&run.ws.root), &vars);
+            if !result.passed {
+                return Err(NodeError::new(
+                    "health",
+                    format!("staging health check `{}` failed: {}", result.name, result.detail),
+                ));
+            }
+            health.push(result);
+        }
+    }
+    let extra = json!({
+        "environment": env_context(&env),
+        "steps": steps,
+        "health": health,
+        "health_checked": live,
+    });
+    run.write_markdown("INFRA12-staging-env.md", None, "completed", extra.clone())?;
+    run.write_markdown("INFRA13-monitoring-setup.md", None, "completed", extra)?;
+    run.summary = "staging environment ready".to_owned();
+    Ok(Outcome::Done)
+}
+
+fn env_context(env: &EnvConfig) -> Value {
+    json!({
+        "name": env.name,
+        "provider": env.provider,
+        "strategy": env.strategy(),
+        "path": env.path.clone().unwrap_or_default(),
+        "health_checks": env.health_checks.iter().map(|c| json!({"name": c.name, "target": c.command.clone().or(c.http.clone()).unwrap_or_default()})).collect::<Vec<_>>(),
+        "smoke_tests": env.smoke_tests.iter().map(|c| json!({"name": c.name, "target": c.command.clone().or(c.http.clone()).unwrap_or_default()})).collect::<Vec<_>>(),
+        "metrics": env.metrics.is_some(),
+    })
+}
+
+fn build_release(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
+    let version = run.version.clone();
+    let mut vars = run.env_vars("build");
+    let release = run.ws.config.release.clone();
+    let mut steps = Vec::new();
+    if let Some(build) = &release.build {
+        let step = run.run_step("build", build, &vars)?;
+        steps.push(json!({"name": step.name, "summary": step.summary(), "log": step.log}));
+    }
+    if release.artifacts.is_empty() {
+        return Err(NodeError::new("collect", "`release.artifacts` lists nothing to release"));
+    }
+    let relative = release_dir(run.ws, &version);
+    let target = run.ws.path(&relative);
+    let staging = run.ws.root.join(format!(".opsflow/build-{}", run.run_id));
+    let _ = fs::remove_dir_all(&staging);
+    for entry in &release.artifacts {
+        crate::config::relative_inside(entry)
+            .map_err(|why| NodeError::new("collect", format!("`release.artifacts` entry {why}")))?;
+        let source =
+            run.ws.inside(entry.trim_end_matches('/')).map_err(|d| NodeError::new("collect", d.to_string()))?;
+        let copied = if source.is_dir() {
+            if entry.ends_with('/') {
+                copy_tree(&source, &staging)
+            } else {
+                copy_tree(&source, &staging.join(source.file_name().unwrap_or_default()))
+            }
+        } else if source.is_file() {
+            fs::create_dir_all(&staging)
+                .and_then(|()| fs::copy(&source, staging.join(source.file_name().unwrap_or_default())).map(|_| ()))
+        } else {
+            return Err(NodeError::new(
+                "collect",
+                format!("release artifact `{entry}` does not exist after the build"),
+            ));
+        };
+        copied.map_err(|e| NodeError::new("collect", format!("cannot copy `{entry}`: {e}")))?;
+    }
+    let mut files = Vec::new();
+    collect_files(&staging, &staging, &mut files).map_err(|e| NodeError::new("checksum", e.to_string()))?;
+    let mut sums = String::new();
+    let mut listed = Vec::new();
+    for file in &files {
+        let hash = sha256::file_hex(&staging.join(file)).map_err(|e| NodeError::new("checksum", e.to_string()))?;
+        sums.push_str(&format!("{hash}  {file}\n"));
+        listed.push(json!({"file": file, "sha256": hash}));
+    }
+    fs::write(staging.join("SHA256SUMS"), &sums).map_err(|e| NodeError::new("checksum", e.to_string()))?;
+    if target.exists() {
+        // A version is immutable: the same content is fine, different content is refused.
+        let existing = fs::read_to_string(target.join("SHA256SUMS")).unwrap_or_default();
+        let _ = fs::remove_dir_all(&staging);
+        if existing != sums {
+            return Err(NodeError::new(
+                "collect",
+                format!(
+                    "{relative} already exists with different content; a released version is immutable, so bump the version"
+                ),
+            ));
+        }
+    } else {
+        fs::create_dir_all(target.parent().expect("a release dir has a parent"))
+            .map_err(|e| NodeError::new("collect", e.to_string()))?;
+        fs::rename(&staging, &target)
+            .map_err(|e| NodeError::new("collect", format!("cannot move the release into {relative}: {e}")))?;
+    }
+    let mut tag = Value::Null;
+    if release.git_tag {
+        vars.push(("OPSFLOW_VERSION".into(), version.clone()));
+        let step = run.runner.run(
+            "git-tag",
+            "if git rev-parse -q --verify \"refs/tags/v$OPSFLOW_VERSION\" >/dev/null; then \
+               test \"$(git rev-list -n 1 \"v$OPSFLOW_VERSION\")\" = \"$(git rev-parse HEAD)\" || \
+               { echo \"tag v$OPSFLOW_VERSION exists on another commit\" >&2; exit 1; }; \
+             else git tag -a \"v$OPSFLOW_VERSION\" -m \"Release $OPSFLOW_VERSION\"; fi && git rev-parse HEAD",
+            None,
+            None,
+            &vars,
+        );
+        if !step.success {
+            return Err(NodeError::from_step(&step));
+        }
+        tag = json!({"name": format!("v{version}"), "commit": step.tail.lines().last().unwrap_or("").trim()});
+    }
+    run.artifacts.push(format!("{relative}/"));
+    let extra = json!({"release_dir": relative, "files": listed, "steps": steps, "tag": tag});
+    run.write_markdown("R07-version-tag.md", None, "completed", extra)?;
+    run.summary = format!("built release {version}: {} files in {relative}", files.len());
+    Ok(Outcome::Done)
+}
+
+fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeError> {
+    let env = EnvConfig::load(&run.ws.config, environment).map_err(|e| NodeError::new("environment", e))?;
+    let relative = release_dir(run.ws, &run.version);
+    let dir = run.ws.path(&relative);
+    verify_release(&dir).map_err(|e| NodeError::new("checksums", e))?;
+    let mut vars = run.env_vars(environment);
+    vars.push(("OPSFLOW_VERSION".into(), run.version.clone()));
+    // The release is deployed from a copy without SHA256SUMS, checked again just before.
+    let payload = run.ws.root.join(format!(".opsflow/payload-{}", run.run_id));
+    let _ = fs::remove_dir_all(&payload);
+    copy_tree(&dir, &payload).map_err(|e| NodeError::new("stage", e.to_string()))?;
+    let _ = fs::remove_file(payload.join("SHA256SUMS"));
+    let report = deploy::deploy(&run.runner, &run.ws.root, &env, &run.version, &payload, &vars);
+    let _ = fs::remove_dir_all(&payload);
+    let success = report.success;
+    run.deploy = Some(report.clone());
+    let status = if success { "success" } else { "failed" };
+    let extra = json!({"deploy": report, "environment": env_context(&env), "release_dir": relative});
+    if environment == "staging" {
+        run.write_markdown("R08-staging-deploy.md", None, status, extra.clone())?;
+        run.write_markdown("R09-smoke-tests.md", None, status, extra)?;
+    } else {
+        run.write_markdown("R13-prod-deploy.md", None, status, extra.clone())?;
+        run.write_markdown("R14-monitoring-active.md", None, status, extra)?;
+    }
+    if !success {
+        let step = report.failed_step.clone().unwrap_or_else(|| "deploy".to_owned());
+        if environment == "production" {
+            write_reports(run, &env, &report, None, "failed")?;
+        }
+        return Ok(Outcome::Failed { step, reason: report.reason.clone(), log: report.failed_log() });
+    }
+    if environment == "staging" {
+        run.summary = format!("deployed {} to staging ({})", run.version, report.strategy);
+        return Ok(Outcome::Deployed);
+    }
+    // Production goes straight on to verification in the same run.
+    let verified = verify(run, &env, &vars)?;
+    run.also_completed.push("Post_Deploy_Verification".to_owned());
+    match verified {
+        Ok(monitoring) => {
+            write_reports(run, &env, &report, Some(&monitoring), "success")?;
+            run.summary = format!("deployed {} to production ({}) and verified it", run.version, report.strategy);
+            Ok(Outcome::Deployed)
+        }
+        Err((monitoring, rollback)) => {
+            write_reports(
+                run,
+                &env,
+                &report,
+                Some(&monitoring),
+                if rollback.is_some() { "rolled_back" } else { "failed" },
+            )?;
+            match rollback {
+                Some(rollback) if rollback.success => {
+                    run.summary = format!("rolled back {} in production: {}", run.version, monitoring.reason);
+                    Ok(Outcome::RolledBack { reason: monitoring.reason })
+                }
+                Some(rollback) => {
+                    Ok(Outcome::Failed { step: "rollback".into(), reason: rollback.detail, log: String::new() })
+                }
+                None => Ok(Outcome::Failed {
+                    step: "verification".into(),
+                    reason: format!("{}; automatic rollback is off, so R17 asks a human to decide", monitoring.reason),
+                    log: String::new(),
+                }),
+            }
+        }
+    }
+}
+
+/// Monitors production; on failure writes R17 and, with `auto_rollback_enabled`, rolls back
+/// and writes R18.
+#[allow(clippy::type_complexity)]
+fn verify(
+    run: &mut NodeRun<'_>,
+    env: &EnvConfig,
+    vars: &[(String, String)],
+) -> Result<Result<Monitoring, (Monitoring, Option<RollbackReport>)>, NodeError> {
+    let monitoring = deploy::monitor(&run.runner, env, &run.ws.config.devops, vars);
+    let status = if monitoring.healthy { "success" } else { "failed" };
+    let extra = json!({"monitoring": monitoring, "environment": env_context(env)});
+    run.write_markdown("R15-verification-result.md", None, status, extra.clone())?;
+    run.write_markdown("R16-health-check.md", None, status, extra)?;
+    if monitoring.healthy {
+        return Ok(Ok(monitoring));
+    }
+    let auto = run.ws.config.devops.auto_rollback_enabled;
+    let decision = if auto { "rollback" } else { "pending" };
+    write_rollback_decision(run, decision, &monitoring.reason)?;
+    if !auto {
+        return Ok(Err((monitoring, None)));
+    }
+    let migrated = run.deploy.as_ref().is_some_and(|d| d.migrated);
+    let rollback = deploy::rollback(&run.runner, env, vars, migrated);
+    let status = if rollback.success { "success" } else { "failed" };
+    run.write_markdown(
+        "R18-rollback-result.md",
+        None,
+        status,
+        json!({"rollback": rollback, "reason": monitoring.reason}),
+    )?;
+    Ok(Err((monitoring, Some(rollback))))
+}
+
+fn write_rollback_decision(run: &mut NodeRun<'_>, decision: &str, reason: &str) -> Result<(), NodeError> {
+    // R17's front matter is the contract humans answer in, so it carries the decision fields.
+    let mut front = Map::new();
+    front.insert("decision".into(), decision.into());
+    front.insert("reason".into(), reason.into());
+    front.insert("unit_id".into(), run.unit_id.clone().into());
+    front.insert("version".into(), run.version.clone().into());
+    front.insert("node".into(), run.node.name.clone().into());
+    front.insert("run_id".into(), run.run_id.clone().into());
+    front.insert("generated_at".into(), crate::time::now_rfc3339().into());
+    let mut context = run.base_context();
+    merge(&mut context, json!({"decision": decision, "reason": reason}));
+    let text = run
+        .renderer
+        .markdown("R17-rollback-decision.md", &front, &context)
+        .map_err(|e| NodeError::new("render", e.to_string()))?;
+    let relative = run.artifact_path("R17-rollback-decision.md");
+    run.write(&relative, &text)
+}
+
+fn write_reports(
+    run: &mut NodeRun<'_>,
+    env: &EnvConfig,
+    report: &DeployReport,
+    monitoring: Option<&Monitoring>,
+    status: &str,
+) -> Result<(), NodeError> {
+    let method = match report.strategy.as_str() {
+        "blue-green" => "blue-green",
+        "canary" => "canary",
+        "rolling" => "rolling",
+        _ => "direct",
+    };
+    let smoke_status = if report.smoke.iter().all(|s| s.passed) && report.failed_step.as_deref() != Some("smoke") {
+        "passed"
+    } else {
+        "failed"
+    };
+    let service_status = match (status, monitoring.map(|m| m.healthy)) {
+        ("success", _) => "healthy",
+        (_, Some(true)) => "degraded",
+        _ => "unhealthy",
+    };
+    let health_url = env.health_checks.iter().find_map(|c| c.http.clone()).unwrap_or_default();
+    let resources = match env.local(&run.ws.root) {
+        Some(local) => vec![format!(
+            "{}/{}",
+            local.root.strip_prefix(&run.ws.root).unwrap_or(&local.root).display(),
+            report.target
+        )],
+        None => vec![format!("{} via `commands.deploy`", env.name)],
+    };
+    let extra = json!({
+        "report_status": status,
+        "environment_name": if matches!(env.name.as_str(), "production" | "staging" | "dev") { env.name.clone() } else { "production".into() },
+        "deployment_method": method,
+        "deployed_at": crate::time::now_rfc3339(),
+        "region": if env.provider == "local" { "local" } else { "configured by command" },
+        "resources": resources,
+        "service_status": service_status,
+        "health_check_url": health_url,
+        "migrated": report.migrated,
+        "migration_status": if report.failed_step.as_deref() == Some("migrate") { "failed" } else { "success" },
+        "metrics_enabled": if env.metrics.is_some() { "enabled" } else { "disabled" },
+        "alerting_enabled": if env.health_checks.is_empty() { "disabled" } else { "enabled" },
+        "smoke_status": smoke_status,
+        "smoke_tests_run": report.smoke.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+        "secrets_management": if run.ws.config.secrets.is_empty() { "environment variables, masked in every output" } else { "named environment variables, masked in every output" },
+        "rollback_plan": match env.local(&run.ws.root) {
+            Some(_) => format!("switch back to the last good release ({}); releases marked bad are skipped", report.previous_version.clone().unwrap_or_else(|| "none: take the environment down".into())),
+            None => "run `commands.rollback` (and `commands.migrate_down` when the deploy migrated)".to_owned(),
+        },
+        "known_issues": if status == "success" { Vec::<String>::new() } else { vec![report.reason.clone()] },
+        "next_steps": if status == "success" { vec!["Post-deploy monitoring passed; record the deployed product and feedback channels".to_owned()] } else { vec!["Fix the failure named in the escalation, then re-run the deployment".to_owned()] },
+        "deploy": report,
+        "monitoring": monitoring,
+    });
+    let mut context = run.base_context();
+    merge(&mut context, extra.clone());
+    let value = run
+        .renderer
+        .json("deployment-report.json", &context, run.ws, SchemaName::DeploymentReport)
+        .map_err(|e| NodeError::new("report", e.to_string()))?;
+    let mut value = value;
+    run.runner.secrets.mask_json(&mut value);
+    let report_file = run.ws.config.paths.deployment_report.clone();
+    run.write(&report_file, &format!("{}\n", serde_json::to_string_pretty(&value).expect("a Value serializes")))?;
+    let deploy_md = format!("{}/Deploy-{}.md", run.ws.config.paths.deployments.trim_end_matches('/'), run.unit_id);
+    let name = format!("Deploy-{}.md", run.unit_id);
+    run.write_markdown(&name, Some(deploy_md), status, extra)?;
+    Ok(())
+}
+
+fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeError> {
+    let env = EnvConfig::load(&run.ws.config, environment).map_err(|e| NodeError::new("environment", e))?;
+    let mut vars = run.env_vars(environment);
+    vars.push(("OPSFLOW_VERSION".into(), run.version.clone()));
+    match verify(run, &env, &vars)? {
+        Ok(monitoring) => {
+            run.summary = monitoring.reason;
+            Ok(Outcome::Done)
+        }
+        Err((monitoring, Some(rollback))) if rollback.success => Ok(Outcome::RolledBack { reason: monitoring.reason }),
+        Err((monitoring, rollback)) => Ok(Outcome::Failed {
+            step: "verification".into(),
+            reason: rollback.map_or(monitoring.reason, |r| r.detail),
+            log: String::new(),
+        }),
+    }
+}
+
+fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
+    let environment = run.task.get("environment").and_then(Value::as_str).unwrap_or("production").to_owned();
+    let env = EnvConfig::load(&run.ws.config, &environment).map_err(|e| NodeError::new("environment", e))?;
+    let decision = run.inputs.iter().find(|a| a.file.contains("R17-rollback-decision")).cloned();
+    let reason = decision
+        .as_ref()
+        .and_then(|d| d.field("reason").map(str::to_owned))
+        .unwrap_or_else(|| "requested by a task".to_owned());
+    let vars = run.env_vars(&environment);
+    let rollback = deploy::rollback(&run.runner, &env, &vars, false);
+    let status = if rollback.success { "success" } else { "failed" };
+    run.write_markdown("R18-rollback-result.md", None, status, json!({"rollback": rollback, "reason": reason}))?;
+    if rollback.success {
+        run.summary = format!("rolled back {environment}: {}", rollback.detail);
+        Ok(Outcome::Done)
+    } else {
+        Ok(Outcome::Failed { step: "rollback".into(), reason: rollback.detail, log: String::new() })
+    }
+}
+
+fn feedback(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
+    let mut running = Vec::new();
+    for name in run.ws.config.environments.keys() {
+        let Ok(env) = EnvConfig::load(&run.ws.config, name) else { continue };
+        let (live, version) = match env.local(&run.ws.root) {
+            Some(local) => (local.live_dir().unwrap_or_default(), local.live_version().unwrap_or_default()),
+            None => ("see the environment's own records".to_owned(), String::new()),
+        };
+        running.push(json!({"environment": name, "provider": env.provider, "strategy": env.strategy(), "live": live, "version": version}));
+    }
+    let extra = json!({"running": running});
+    run.write_markdown("D22-deployed-product.md", None, "completed", extra.clone())?;
+    run.write_markdown("D23-feedback-channels.md", None, "completed", extra)?;
+    run.summary = format!(
+        "recorded {} environments and {} feedback channels",
+        running.len(),
+        feedback_list(&run.ws.config.feedback).len()
+    );
+    Ok(Outcome::Done)
+}
+
+/// Makes a run directory path for a run id.
+pub fn run_dir(ws: &Workspace, run_id: &str) -> PathBuf {
+    ws.path(&ws.config.paths.runtime).join("runs").join(run_id)
+}

@@ -1,0 +1,185 @@
+//! Recording what the engine decided: task and node transitions, fix tasks, human requests,
+//! the completion signal. Every write goes through the store and happens only when it changes
+//! something, so a pass with nothing new writes no file.
+
+use serde_json::{Map, Value, json};
+
+use crate::render::Renderer;
+use crate::schema::SchemaName;
+use crate::sha256;
+use crate::store::edit::FieldOp;
+use crate::store::file::{self, StoreError};
+use crate::store::state::{self, StateEdit};
+use crate::store::tasks::{self, TaskEdits};
+use crate::workspace::Workspace;
+
+/// The marker opsflow leaves on tasks it blocked, so it knows to re-check them. A task that a
+/// human or another agent set `blocked` has no marker and is left alone.
+pub const BLOCKED_BY: &str = "opsflow";
+
+fn refused(file: &str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Refused(format!("{file}: {error}"))
+}
+
+/// Edits one task, provided its status is still one of `expect` (another writer may have
+/// moved it since it was read); returns false when it had moved and nothing was written.
+pub fn edit_task(
+    ws: &Workspace,
+    id: &str,
+    expect: &[&str],
+    ops: Vec<FieldOp>,
+    appends: Vec<Value>,
+) -> Result<bool, StoreError> {
+    let file = ws.config.paths.tasks.clone();
+    let path = ws.inside(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
+    let mut applied = true;
+    file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
+        let Some(text) = current else { return Err(refused(&file, "the file disappeared")) };
+        let (_, heads) = tasks::heads(text).map_err(|e| refused(&file, format!("{e:?}")))?;
+        let head = tasks::find(&heads, id).map_err(|e| refused(&file, e))?;
+        let status = head.status.as_deref().unwrap_or_default();
+        if !expect.is_empty() && !expect.contains(&status) {
+            applied = false;
+            return Ok(None);
+        }
+        // Skip appends that are already there (a fix task filed on an earlier pass).
+        let existing: Vec<String> = heads.iter().filter_map(|h| h.id.as_deref().map(str::to_owned)).collect();
+        let appends: Vec<Value> = appends
+            .iter()
+            .filter(|t| !t.get("id").and_then(Value::as_str).is_some_and(|i| existing.iter().any(|e| e == i)))
+            .cloned()
+            .collect();
+        let edits = TaskEdits { updates: vec![(id.to_owned(), ops.clone())], appends };
+        tasks::apply(text, &edits).map(Some).map_err(|e| refused(&file, e))
+    })?;
+    Ok(applied)
+}
+
+/// Edits one node of `state.json`.
+pub fn edit_state(ws: &Workspace, workflow: &str, change: &StateEdit) -> Result<(), StoreError> {
+    let file = ws.config.paths.state.clone();
+    let path = ws.inside(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
+    file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
+        state::apply(current, workflow, change).map(Some).map_err(|e| refused(&file, e))
+    })?;
+    Ok(())
+}
+
+/// The `current_nodes` after `node` finished: without it, plus its next nodes that are not
+/// completed yet, in order and without duplicates.
+pub fn next_current_nodes(state: &Value, node: &str, next: &[String]) -> Vec<String> {
+    let mut current: Vec<String> = state
+        .get("current_nodes")
+        .and_then(Value::as_array)
+        .map(|list| list.iter().filter_map(Value::as_str).filter(|n| *n != node).map(str::to_owned).collect())
+        .unwrap_or_default();
+    for name in next {
+        let done = state.pointer(&format!("/nodes/{name}/status")).and_then(Value::as_str) == Some("completed");
+        if !done && !current.contains(name) {
+            current.push(name.clone());
+        }
+    }
+    current
+}
+
+/// A human-in-the-loop entry, in seed 000's escalation format.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HumanRequest {
+    pub agent: String,
+    pub task_id: String,
+    pub node: String,
+    pub unit_id: String,
+    pub severity: &'static str,
+    pub issue: String,
+    pub impact: String,
+    pub actions: Vec<String>,
+    pub status: String,
+    pub help_needed: String,
+    pub contacts: String,
+    pub raised_at: String,
+    pub run_id: String,
+}
+
+/// Appends a request to `human-requests.md` unless one for the same task and reason is there.
+/// Returns whether it was appended.
+pub fn append_human_request(
+    ws: &Workspace,
+    renderer: &Renderer,
+    request: &HumanRequest,
+    reason_key: &str,
+) -> Result<bool, StoreError> {
+    let key = &sha256::hex(format!("{}\n{}\n{reason_key}", request.task_id, request.node).as_bytes())[..16];
+    let marker = format!("<!-- opsflow:request {key} -->");
+    let body = renderer
+        .markdown("human-request.md", &Map::new(), &json!(request))
+        .map_err(|e| StoreError::Refused(e.to_string()))?;
+    // The renderer always writes front matter; a request entry is a fragment of a file.
+    let entry = body.strip_prefix("---\n---\n").unwrap_or(&body).to_owned();
+    let file = ws.config.paths.human_requests.clone();
+    let path = ws.inside(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| StoreError::Io {
+            path: parent.to_owned(),
+            action: "cannot create",
+            source: e,
+        })?;
+    }
+    let mut appended = false;
+    file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
+        let current = current.unwrap_or("# Human requests\n");
+        if current.contains(&marker) {
+            return Ok(None);
+        }
+        appended = true;
+        let separator = if current.ends_with('\n') { "\n" } else { "\n\n" };
+        Ok(Some(format!("{current}{separator}{marker}\n{entry}")))
+    })?;
+    Ok(appended)
+}
+
+/// The fix task filed for a failure: for Task-Coder, high priority, pointing at the log.
+pub fn fix_task(task: &Value, node: &str, step: &str, reason: &str, log: &str) -> Value {
+    let id = task.get("id").and_then(Value::as_str).unwrap_or("task");
+    let mut fix = Map::new();
+    fix.insert("id".into(), format!("FIX-{id}").into());
+    fix.insert("title".into(), format!("Fix the failure of {node} for {id}: {step}").into());
+    fix.insert("agent".into(), "Task-Coder".into());
+    fix.insert("type".into(), "bug_fix".into());
+    fix.insert("status".into(), "pending".into());
+    fix.insert("priority".into(), "high".into());
+    fix.insert("source_task".into(), id.into());
+    for key in ["unit_id", "version"] {
+        if let Some(value) = task.get(key) {
+            fix.insert(key.into(), value.clone());
+        }
+    }
+    fix.insert("details".into(), json!({"node": node, "failed_step": step, "reason": reason, "log": log}));
+    Value::Object(fix)
+}
+
+/// Writes `stage-completion-signal.json`, validated against its schema first.
+pub fn write_signal(
+    ws: &Workspace,
+    renderer: &Renderer,
+    unit: &str,
+    status: &str,
+    artifacts: &[String],
+    message: &str,
+) -> Result<String, String> {
+    let context = json!({
+        "agent": ws.config.agent.name,
+        "unit_id": unit,
+        "status": status,
+        "completed_at": crate::time::now_rfc3339(),
+        "artifacts": artifacts,
+        "message": message,
+    });
+    let value = renderer
+        .json("stage-completion-signal.json", &context, ws, SchemaName::CompletionSignal)
+        .map_err(|e| e.to_string())?;
+    let file = ws.config.paths.completion_signal.clone();
+    let path = ws.inside(&file).map_err(|d| d.to_string())?;
+    let text = format!("{}\n", serde_json::to_string_pretty(&value).expect("a Value serializes"));
+    file::write_atomic(&path, text.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(file)
+}

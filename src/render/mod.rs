@@ -1,0 +1,205 @@
+//! Rendering artifacts from handlebars templates; front matter from data, by code.
+//!
+//! Templates live in `templates/<artifact>.hbs`, embedded at build time; a file of the same
+//! name in the workspace's templates directory overrides one. Strict mode: a template that
+//! names a missing field fails instead of printing nothing. Three registries differ only in
+//! how `{{value}}` is escaped:
+//! - markdown: values are made inert (newlines collapsed, markdown punctuation escaped), so a
+//!   task title can never forge a heading, a link or a ticked `- [x] Approved` box;
+//! - JSON: values are JSON-string-escaped, and the output is parsed and checked against its
+//!   schema before anything is written;
+//! - plain: for files such as the CI pipeline, whose values come from the config only.
+//!
+//! Architecture invariant: `render` does no process or network IO; it reads templates only.
+
+use handlebars::Handlebars;
+use serde_json::{Map, Value};
+
+use crate::schema::SchemaName;
+use crate::workspace::Workspace;
+use crate::workspace::diagnostic::{Diagnostic, Kind};
+
+/// The built-in templates, by file name.
+pub const TEMPLATES: &[(&str, &str)] = &[
+    ("INFRA04-env-specs.md.hbs", include_str!("../../templates/INFRA04-env-specs.md.hbs")),
+    ("INFRA05-iac-design.md.hbs", include_str!("../../templates/INFRA05-iac-design.md.hbs")),
+    ("INFRA06-deployment-strategy.md.hbs", include_str!("../../templates/INFRA06-deployment-strategy.md.hbs")),
+    ("INFRA08-dev-env.md.hbs", include_str!("../../templates/INFRA08-dev-env.md.hbs")),
+    ("INFRA09-tooling-setup.md.hbs", include_str!("../../templates/INFRA09-tooling-setup.md.hbs")),
+    ("INFRA10-ci-pipeline.md.hbs", include_str!("../../templates/INFRA10-ci-pipeline.md.hbs")),
+    ("INFRA11-quality-gates.md.hbs", include_str!("../../templates/INFRA11-quality-gates.md.hbs")),
+    ("ci-pipeline.yml.hbs", include_str!("../../templates/ci-pipeline.yml.hbs")),
+    ("INFRA12-staging-env.md.hbs", include_str!("../../templates/INFRA12-staging-env.md.hbs")),
+    ("INFRA13-monitoring-setup.md.hbs", include_str!("../../templates/INFRA13-monitoring-setup.md.hbs")),
+    ("R07-version-tag.md.hbs", include_str!("../../templates/R07-version-tag.md.hbs")),
+    ("R08-staging-deploy.md.hbs", include_str!("../../templates/R08-staging-deploy.md.hbs")),
+    ("R09-smoke-tests.md.hbs", include_str!("../../templates/R09-smoke-tests.md.hbs")),
+    ("R12-prod-approval.md.hbs", include_str!("../../templates/R12-prod-approval.md.hbs")),
+    ("R13-prod-deploy.md.hbs", include_str!("../../templates/R13-prod-deploy.md.hbs")),
+    ("R14-monitoring-active.md.hbs", include_str!("../../templates/R14-monitoring-active.md.hbs")),
+    ("R15-verification-result.md.hbs", include_str!("../../templates/R15-verification-result.md.hbs")),
+    ("R16-health-check.md.hbs", include_str!("../../templates/R16-health-check.md.hbs")),
+    ("R17-rollback-decision.md.hbs", include_str!("../../templates/R17-rollback-decision.md.hbs")),
+    ("R18-rollback-result.md.hbs", include_str!("../../templates/R18-rollback-result.md.hbs")),
+    ("D22-deployed-product.md.hbs", include_str!("../../templates/D22-deployed-product.md.hbs")),
+    ("D23-feedback-channels.md.hbs", include_str!("../../templates/D23-feedback-channels.md.hbs")),
+    ("Deploy-report.md.hbs", include_str!("../../templates/Deploy-report.md.hbs")),
+    ("deployment-report.json.hbs", include_str!("../../templates/deployment-report.json.hbs")),
+    ("stage-completion-signal.json.hbs", include_str!("../../templates/stage-completion-signal.json.hbs")),
+    ("human-request.md.hbs", include_str!("../../templates/human-request.md.hbs")),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("template {template}: {message}")]
+    Template { template: String, message: String },
+    #[error("template {template} produced invalid output: {problems}")]
+    Invalid { template: String, problems: String },
+}
+
+pub struct Renderer {
+    markdown: Handlebars<'static>,
+    json: Handlebars<'static>,
+    plain: Handlebars<'static>,
+}
+
+/// Makes a value inert inside markdown: one line, markdown punctuation escaped.
+pub fn markdown_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if c.is_control() => {}
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '|' | '!' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes a value for the inside of a JSON string literal.
+pub fn json_escape(value: &str) -> String {
+    let quoted = serde_json::to_string(value).expect("a string always serializes");
+    quoted[1..quoted.len() - 1].to_owned()
+}
+
+impl Renderer {
+    /// Loads the templates: the workspace's overrides first, then the built-in ones.
+    pub fn new(ws: &Workspace) -> Result<Renderer, Vec<Diagnostic>> {
+        let mut registries = [Handlebars::new(), Handlebars::new(), Handlebars::new()];
+        registries[0].register_escape_fn(markdown_escape);
+        registries[1].register_escape_fn(json_escape);
+        registries[2].register_escape_fn(handlebars::no_escape);
+        let mut problems = Vec::new();
+        let dir = ws.config.paths.templates.trim_end_matches('/');
+        for (file, built_in) in TEMPLATES {
+            let relative = format!("{dir}/{file}");
+            let (label, source) = match ws.read_text(&relative) {
+                Ok(Some(text)) => (relative, text),
+                Ok(None) => (format!("(built-in) templates/{file}"), (*built_in).to_owned()),
+                Err(diagnostic) => {
+                    problems.push(diagnostic);
+                    continue;
+                }
+            };
+            let name = file.strip_suffix(".hbs").expect("template files end in .hbs");
+            let registry = if name.ends_with(".json") {
+                &mut registries[1]
+            } else if name.ends_with(".md") {
+                &mut registries[0]
+            } else {
+                &mut registries[2]
+            };
+            registry.set_strict_mode(true);
+            if let Err(e) = registry.register_template_string(name, source) {
+                problems.push(Diagnostic::new(label, Kind::Syntax, format!("template does not compile: {e}")));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let [markdown, json, plain] = registries;
+        Ok(Renderer { markdown, json, plain })
+    }
+
+    /// A markdown artifact: front matter from `front` (by code), body from the template.
+    pub fn markdown(&self, template: &str, front: &Map<String, Value>, context: &Value) -> Result<String, RenderError> {
+        let body = self
+            .markdown
+            .render(template, context)
+            .map_err(|e| RenderError::Template { template: template.to_owned(), message: e.to_string() })?;
+        Ok(format!("{}{}", front_matter(front), body))
+    }
+
+    /// A JSON document, parsed and checked against `schema` before it is returned.
+    pub fn json(
+        &self,
+        template: &str,
+        context: &Value,
+        ws: &Workspace,
+        schema: SchemaName,
+    ) -> Result<Value, RenderError> {
+        let text = self
+            .json
+            .render(template, context)
+            .map_err(|e| RenderError::Template { template: template.to_owned(), message: e.to_string() })?;
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| RenderError::Invalid { template: template.to_owned(), problems: format!("not JSON: {e}") })?;
+        let problems = ws.schemas.validate(schema, template, &value);
+        if !problems.is_empty() {
+            let problems = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            return Err(RenderError::Invalid { template: template.to_owned(), problems });
+        }
+        Ok(value)
+    }
+
+    /// A plain text file (no escaping; for templates fed from the config only).
+    pub fn plain(&self, template: &str, context: &Value) -> Result<String, RenderError> {
+        self.plain
+            .render(template, context)
+            .map_err(|e| RenderError::Template { template: template.to_owned(), message: e.to_string() })
+    }
+}
+
+/// YAML front matter from data: each value is written as JSON, which is valid YAML, so no
+/// value can break out of its line or forge another key.
+pub fn front_matter(fields: &Map<String, Value>) -> String {
+    let mut out = String::from("---\n");
+    for (key, value) in fields {
+        let key = if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            key.clone()
+        } else {
+            serde_json::to_string(key).expect("a string always serializes")
+        };
+        out.push_str(&format!("{key}: {}\n", serde_json::to_string(value).expect("a Value always serializes")));
+    }
+    out.push_str("---\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_values_cannot_forge_markdown() {
+        let evil = "x\n- [x] Approved\n# Heading <script>";
+        let escaped = markdown_escape(evil);
+        assert!(!escaped.contains('\n'));
+        assert_eq!(crate::engine::artifacts::ticks(&format!("- {escaped}\n")), Default::default());
+    }
+
+    #[test]
+    fn front_matter_round_trips_through_yaml() {
+        let mut fields = Map::new();
+        fields.insert("title".into(), Value::String("a: b\n---\nstatus: approved".into()));
+        fields.insert("inputs".into(), serde_json::json!([{"file": "x.md", "sha256": "ab"}]));
+        let text = format!("{}body\n", front_matter(&fields));
+        let doc = crate::workspace::read::parse_markdown("t.md", &text).unwrap();
+        assert_eq!(doc.front_matter.unwrap(), Value::Object(fields));
+        assert_eq!(doc.body, "body\n");
+    }
+}
