@@ -54,11 +54,30 @@ pub enum Command {
     /// Read and write tasks.json safely (under its lock, keeping every other byte)
     #[command(subcommand)]
     Tasks(TasksCommand),
+    /// Reconcile until nothing more is runnable, then exit
+    Run {
+        /// Print the plan (tasks, nodes, gates and why) and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The workflow graph with the current position
+    Graph {
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
+    },
     /// Copy the built-in sample workspace to DIR and run the whole pipeline there
     Demo {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Mermaid,
+    Dot,
 }
 
 #[derive(Debug, Subcommand)]

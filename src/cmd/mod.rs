@@ -1,6 +1,9 @@
 //! One module per command; [`dispatch`] opens the workspace and calls the right one.
 
+mod demo;
+mod graph;
 mod init;
+mod run;
 mod status;
 mod tasks;
 mod validate;
@@ -18,9 +21,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Validate { json } => validate::run(&open()?, *json),
         Command::Status { json } => status::run(&open()?, *json),
         Command::Tasks(command) => tasks::run(&open()?, command),
-        Command::Demo { .. } => {
-            bail!("the demo runs the workflow engine (`opsflow run`), which this build does not have yet")
-        }
+        Command::Run { dry_run, json } => run::run(&open()?, *dry_run, *json),
+        Command::Graph { format } => graph::run(&open()?, *format),
+        Command::Demo { dir } => demo::run(dir.as_deref()),
     }
 }
 

@@ -26,7 +26,7 @@ pub struct Check {
 }
 
 impl Check {
-    fn new(gate: &'static str, name: &str, passed: bool, detail: impl Into<String>) -> Check {
+    pub fn new(gate: &'static str, name: &str, passed: bool, detail: impl Into<String>) -> Check {
         Check { gate, name: name.to_owned(), passed, detail: detail.into(), warning: false }
     }
 

@@ -1,7 +1,855 @@
 //! The engine: find owned work, check gates, run nodes, record everything.
+//!
+//! `run` reconciles until a pass changes nothing: it reads `tasks.json` afresh on every pass
+//! (state is truth, nothing is cached between passes), picks the first owned task that may
+//! run, claims it, runs its node and records the result; a blocked task is recorded once and
+//! re-checked on every later pass. A pass with nothing new writes no file.
 
 pub mod artifacts;
 pub mod deploy;
 pub mod gates;
 pub mod nodes;
 pub mod record;
+
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::Exit;
+use crate::audit::Audit;
+use crate::exec::command::Runner;
+use crate::exec::secrets::Secrets;
+use crate::render::Renderer;
+use crate::store::edit::FieldOp;
+use crate::store::state::StateEdit;
+use crate::validate::{load_json, load_tasks};
+use crate::workflow::graph::{Action, Graph, Node};
+use crate::workflow::{FINISHED_STATUSES, owns};
+use crate::workspace::Workspace;
+use crate::workspace::diagnostic::Diagnostic;
+use gates::{Approval, Check};
+use nodes::{NodeRun, Outcome};
+use record::{BLOCKED_BY, HumanRequest};
+
+/// The most passes one `run` makes; each pass that acts finishes a task, so this is only a
+/// guard against a workflow that keeps creating work for itself.
+const MAX_PASSES: usize = 1000;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    pub dry_run: bool,
+}
+
+/// What one `run` did, for the command line.
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub ran: Vec<Ran>,
+    pub blocked: Vec<Blocked>,
+    pub waiting: Vec<Waiting>,
+    pub problems: Vec<Diagnostic>,
+    /// `--dry-run` only: what would run.
+    pub plan: Vec<Planned>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ran {
+    pub task: String,
+    pub node: String,
+    pub outcome: String,
+    pub run_id: String,
+    pub duration_ms: u64,
+    pub summary: String,
+    pub artifacts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Blocked {
+    pub task: String,
+    pub node: String,
+    pub reason: String,
+    pub checks: Vec<Check>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Waiting {
+    pub task: String,
+    pub on: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Planned {
+    pub task: String,
+    pub node: String,
+    pub checks: Vec<Check>,
+}
+
+impl Summary {
+    /// PRODUCT.md §8: failures first, then invalid input, then waiting on a gate.
+    pub fn exit(&self) -> Exit {
+        if self.ran.iter().any(|r| r.outcome == "failed" || r.outcome == "rolled_back") {
+            Exit::Failed
+        } else if !self.problems.is_empty() {
+            Exit::Invalid
+        } else if !self.blocked.is_empty() {
+            Exit::Waiting
+        } else {
+            Exit::Ok
+        }
+    }
+}
+
+/// Whether a task may run now.
+enum Readiness {
+    Ready { inputs: Vec<artifacts::Artifact>, checks: Vec<Check>, version: String },
+    Blocked { checks: Vec<Check>, reason: String, qa_rejected: Option<String>, request_approval: bool },
+    Invalid(Vec<Diagnostic>),
+}
+
+pub struct Engine<'w> {
+    ws: &'w Workspace,
+    graph: Graph,
+    renderer: Renderer,
+    audit: Audit,
+    secrets: Secrets,
+    options: Options,
+}
+
+impl<'w> Engine<'w> {
+    pub fn new(ws: &'w Workspace, options: Options) -> Result<Engine<'w>, Vec<Diagnostic>> {
+        let graph = Graph::load(ws)?;
+        let renderer = Renderer::new(ws)?;
+        let secrets = Secrets::from_env(&ws.config.secrets);
+        let runtime = ws.path(&ws.config.paths.runtime);
+        let audit =
+            Audit { path: runtime.join("audit.jsonl"), agent: ws.config.agent.name.clone(), secrets: secrets.clone() };
+        Ok(Engine { ws, graph, renderer, audit, secrets, options })
+    }
+
+    /// Reconciles until nothing more is runnable.
+    pub fn run(&self) -> Summary {
+        let mut summary = Summary::default();
+        for _ in 0..MAX_PASSES {
+            let acted = self.pass(&mut summary);
+            if !acted || self.options.dry_run {
+                break;
+            }
+        }
+        summary
+    }
+
+    /// One pass; returns whether it ran a node (and so another pass may find more to do).
+    fn pass(&self, summary: &mut Summary) -> bool {
+        summary.blocked.clear();
+        summary.waiting.clear();
+        summary.plan.clear();
+        summary.problems.clear();
+        let loaded = load_tasks(self.ws);
+        let Some(tasks_value) = loaded.value.clone() else {
+            summary.problems.extend(loaded.diagnostics);
+            return false;
+        };
+        let (prefix, list) = match &tasks_value {
+            Value::Array(list) => ("", list.clone()),
+            Value::Object(map) => ("/tasks", map.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default()),
+            _ => return false,
+        };
+        let state = load_json(self.ws, &self.ws.config.paths.state, crate::schema::SchemaName::State);
+        if !state.diagnostics.is_empty() {
+            // Nothing runs on an invalid state.json: every node transition would edit it.
+            summary.problems.extend(state.diagnostics);
+            return false;
+        }
+        let state = state.value.unwrap_or(Value::Null);
+        let status_of = |id: &str| {
+            list.iter()
+                .find(|t| t.get("id").and_then(Value::as_str) == Some(id))
+                .and_then(|t| t.get("status"))
+                .and_then(Value::as_str)
+        };
+        for (index, task) in list.iter().enumerate() {
+            let agent = task.get("agent").and_then(Value::as_str);
+            let kind = task.get("type").and_then(Value::as_str);
+            if !owns(&self.ws.config, agent, kind) {
+                continue;
+            }
+            let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let status = task.get("status").and_then(Value::as_str).unwrap_or_default();
+            let ours_blocked =
+                status == "blocked" && task.get("blocked_by").and_then(Value::as_str) == Some(BLOCKED_BY);
+            if status != "pending" && !ours_blocked {
+                continue;
+            }
+            let pointer = format!("{prefix}/{index}");
+            let entry_problems: Vec<Diagnostic> = loaded
+                .diagnostics
+                .iter()
+                .filter(|d| d.pointer.as_deref().is_some_and(|p| p == pointer || p.starts_with(&format!("{pointer}/"))))
+                .cloned()
+                .collect();
+            if !entry_problems.is_empty() {
+                summary.problems.extend(entry_problems);
+                continue;
+            }
+            let waiting_on: Vec<String> = task
+                .get("depends_on")
+                .and_then(Value::as_array)
+                .map(|deps| {
+                    deps.iter()
+                        .filter_map(Value::as_str)
+                        .filter(|dep| !status_of(dep).is_some_and(|s| FINISHED_STATUSES.contains(&s)))
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !waiting_on.is_empty() {
+                summary.waiting.push(Waiting { task: id, on: waiting_on });
+                continue;
+            }
+            let node = match self.graph.node_for_task(task) {
+                Ok(node) => node,
+                Err(why) => {
+                    let file = &self.ws.config.paths.tasks;
+                    summary
+                        .problems
+                        .push(Diagnostic::new(file, crate::workspace::diagnostic::Kind::Schema, why).pointer(pointer));
+                    continue;
+                }
+            };
+            match self.readiness(task, node) {
+                Readiness::Invalid(problems) => summary.problems.extend(problems),
+                Readiness::Blocked { checks, reason, qa_rejected, request_approval } => {
+                    if !self.options.dry_run {
+                        self.block(task, node, &reason, qa_rejected.as_deref(), request_approval, &checks);
+                    }
+                    summary.blocked.push(Blocked { task: id, node: node.name.clone(), reason, checks });
+                }
+                Readiness::Ready { inputs, checks, version } => {
+                    if self.options.dry_run {
+                        summary.plan.push(Planned { task: id, node: node.name.clone(), checks });
+                        continue;
+                    }
+                    if let Some(ran) = self.execute(task, status, node, inputs, checks, version, &state) {
+                        summary.ran.push(ran);
+                        return true;
+                    }
+                }
+            }
+        }
+        summary.problems.extend(loaded.diagnostics.into_iter().filter(|d| {
+            // Problems inside other agents' entries are theirs; file-level ones hold everyone.
+            let entry = d.pointer.as_deref().and_then(|p| p.strip_prefix(prefix)).and_then(|p| p.strip_prefix('/'));
+            entry.is_none()
+        }));
+        false
+    }
+
+    fn unit_and_version(&self, task: &Value) -> (String, String) {
+        let unit = task.get("unit_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let version = task.get("version").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| {
+            // The version of the newest release, from R07.
+            artifacts::find(self.ws, "R07-version-tag.md", (!unit.is_empty()).then_some(unit.as_str()))
+                .ok()
+                .flatten()
+                .and_then(|a| a.field("version").map(str::to_owned))
+                .unwrap_or_default()
+        });
+        (unit, version)
+    }
+
+    /// Inputs, gates and approvals of `node` for `task`.
+    fn readiness(&self, task: &Value, node: &Node) -> Readiness {
+        let (unit, version) = self.unit_and_version(task);
+        let unit_ref = (!unit.is_empty()).then_some(unit.as_str());
+        let mut checks = Vec::new();
+        let mut inputs = Vec::new();
+        let mut problems = Vec::new();
+        let needs_version = matches!(
+            node.action,
+            Action::BuildRelease
+                | Action::DeployToStaging
+                | Action::DeployToProduction
+                | Action::PostDeployVerification
+        );
+        if needs_version && version.is_empty() {
+            checks.push(Check::new(
+                "inputs",
+                "version",
+                false,
+                "the task has no `version` and there is no R07-version-tag.md to take it from",
+            ));
+        }
+        if (node.action.deploys() || node.action == Action::PostDeployVerification) && unit.is_empty() {
+            checks.push(Check::new(
+                "inputs",
+                "unit",
+                false,
+                "the task has no `unit_id`, so no QA report can approve it",
+            ));
+        }
+        for input in &node.inputs {
+            if input.starts_with("R06-release-artifacts") {
+                if !version.is_empty() {
+                    let dir = nodes::release_dir(self.ws, &version);
+                    let present = self.ws.path(&dir).join("SHA256SUMS").is_file();
+                    checks.push(Check::new(
+                        "inputs",
+                        input,
+                        present,
+                        if present {
+                            format!("{dir}/ present")
+                        } else {
+                            format!("{dir}/SHA256SUMS is missing: build the release first")
+                        },
+                    ));
+                }
+                continue;
+            }
+            if input.starts_with("R12-") || input.starts_with("R08-") {
+                continue; // Read by the production gate below.
+            }
+            match artifacts::find(self.ws, input, unit_ref) {
+                Ok(Some(artifact)) => {
+                    if input.starts_with("R17-") && artifact.field("decision") != Some("rollback") {
+                        checks.push(Check::new(
+                            "inputs",
+                            input,
+                            false,
+                            format!("{} does not say `decision: rollback`", artifact.file),
+                        ));
+                    }
+                    inputs.push(artifact);
+                }
+                Ok(None) => checks.push(Check::new(
+                    "inputs",
+                    input,
+                    false,
+                    format!("input {}/{input} is missing", self.ws.config.paths.artifacts),
+                )),
+                Err(diagnostics) => problems.extend(diagnostics),
+            }
+        }
+        let mut qa_rejected = None;
+        let mut request_approval = false;
+        if node.action.deploys() && !unit.is_empty() {
+            match gates::load_qa(self.ws, &unit) {
+                Err(diagnostics) => problems.extend(diagnostics),
+                Ok(evidence) => {
+                    let verdict = gates::qa_gate(self.ws, &unit, &evidence);
+                    qa_rejected = verdict.rejected;
+                    checks.extend(verdict.checks);
+                    inputs.extend(evidence.markdown.clone());
+                    let environment = if node.action == Action::DeployToStaging { "staging" } else { "production" };
+                    if node.action == Action::DeployToStaging {
+                        checks.extend(gates::staging_gate(&self.ws.config, &evidence));
+                    } else {
+                        checks.extend(gates::production_quality(&self.ws.config, &evidence));
+                        checks.extend(self.production_readiness(&unit, &version, &mut inputs, &mut problems));
+                    }
+                    match deploy::EnvConfig::load(&self.ws.config, environment) {
+                        Ok(env) => {
+                            let needs_approval = env.requires_approval
+                                || (environment == "production" && self.ws.config.devops.require_human_approval);
+                            if needs_approval {
+                                match gates::human_approval(self.ws, environment, &unit, &version) {
+                                    Ok((check, approval, artifact)) => {
+                                        request_approval =
+                                            approval == Approval::Missing && checks.iter().all(|c| !c.blocks());
+                                        checks.push(check);
+                                        inputs.extend(artifact);
+                                    }
+                                    Err(diagnostics) => problems.extend(diagnostics),
+                                }
+                            }
+                        }
+                        Err(why) => checks.push(Check::new("inputs", "environment", false, why)),
+                    }
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Readiness::Invalid(problems);
+        }
+        let failed: Vec<&Check> = checks.iter().filter(|c| c.blocks()).collect();
+        if failed.is_empty() {
+            Readiness::Ready { inputs, checks, version }
+        } else {
+            let reason = failed.iter().map(|c| format!("{}: {}", c.name, c.detail)).collect::<Vec<_>>().join("; ");
+            Readiness::Blocked { checks, reason, qa_rejected, request_approval }
+        }
+    }
+
+    /// The production checks that are not QA figures: staging succeeded for this version, a
+    /// rollback path exists, monitoring is configured.
+    fn production_readiness(
+        &self,
+        unit: &str,
+        version: &str,
+        inputs: &mut Vec<artifacts::Artifact>,
+        problems: &mut Vec<Diagnostic>,
+    ) -> Vec<Check> {
+        let mut checks = Vec::new();
+        match artifacts::find(self.ws, "R08-staging-deploy.md", Some(unit)) {
+            Ok(Some(r08)) => {
+                let ok = r08.field("status") == Some("success") && r08.field("version") == Some(version);
+                let detail = format!(
+                    "{}: status {}, version {}",
+                    r08.file,
+                    r08.field("status").unwrap_or("?"),
+                    r08.field("version").unwrap_or("?")
+                );
+                checks.push(Check::new("production", "staging deployment of this version succeeded", ok, detail));
+                inputs.push(r08);
+            }
+            Ok(None) => checks.push(Check::new(
+                "production",
+                "staging deployment of this version succeeded",
+                false,
+                format!("no R08-staging-deploy.md for unit {unit}: deploy {version} to staging first"),
+            )),
+            Err(diagnostics) => problems.extend(diagnostics),
+        }
+        match deploy::EnvConfig::load(&self.ws.config, "production") {
+            Ok(env) => {
+                let (has_path, detail) = match env.local(&self.ws.root) {
+                    Some(local) => match (local.live_dir(), local.rollback_target()) {
+                        (_, Some(target)) => {
+                            (true, format!("the previous good release {} stays on disk", target.version))
+                        }
+                        (None, None) => (true, "first deployment: rolling back takes the environment down".to_owned()),
+                        (Some(live), None) => {
+                            (false, format!("{live} is live but no earlier good release is kept to roll back to"))
+                        }
+                    },
+                    None => match env.command("rollback") {
+                        Some(_) => (true, "`commands.rollback` is configured".to_owned()),
+                        None => (false, "`environments.production.commands.rollback` is not set".to_owned()),
+                    },
+                };
+                checks.push(Check::new("production", "rollback path exists", has_path, detail));
+                let monitored = !env.health_checks.is_empty();
+                checks.push(Check::new(
+                    "production",
+                    "monitoring configured",
+                    monitored,
+                    if monitored {
+                        format!("{} health checks", env.health_checks.len())
+                    } else {
+                        "`environments.production.health_checks` is empty".to_owned()
+                    },
+                ));
+            }
+            Err(why) => checks.push(Check::new("production", "environment", false, why)),
+        }
+        checks
+    }
+
+    /// Records a block: task `blocked` with the reason, one human request, the approval
+    /// request when only a human is missing. Writes nothing if it was already recorded.
+    fn block(
+        &self,
+        task: &Value,
+        node: &Node,
+        reason: &str,
+        qa_rejected: Option<&str>,
+        request_approval: bool,
+        checks: &[Check],
+    ) {
+        let id = task.get("id").and_then(Value::as_str).unwrap_or_default();
+        let (unit, version) = self.unit_and_version(task);
+        let same = task.get("status").and_then(Value::as_str) == Some("blocked")
+            && task.get("blocked_reason").and_then(Value::as_str) == Some(reason);
+        let run_id = new_run_id();
+        if request_approval {
+            self.write_approval_request(task, node, &unit, &version, checks, &run_id);
+        }
+        if same {
+            return;
+        }
+        let ops = vec![
+            FieldOp::Set("status".into(), "blocked".into()),
+            FieldOp::Set("blocked_reason".into(), reason.into()),
+            FieldOp::Set("blocked_by".into(), BLOCKED_BY.into()),
+            FieldOp::Set("updated_at".into(), crate::time::now_rfc3339().into()),
+        ];
+        let current = task.get("status").and_then(Value::as_str).unwrap_or_default();
+        match record::edit_task(self.ws, id, &[current], ops, Vec::new()) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!("cannot record that {id} is blocked: {e}");
+                return;
+            }
+        }
+        self.audit.record(&run_id, "blocked", id, reason, &[]);
+        let _ = record::edit_state(
+            self.ws,
+            &self.graph.name,
+            &StateEdit {
+                node: node.name.clone(),
+                fields: vec![FieldOp::Set("status".into(), "blocked".into())],
+                current_nodes: None,
+            },
+        );
+        let (severity, issue, help, contacts) = match qa_rejected {
+            Some(why) => (
+                "HIGH",
+                format!("QA rejected unit {unit}: {why}"),
+                "QA to re-test and approve the unit, or close the task".to_owned(),
+                "QA-Engineer",
+            ),
+            None if request_approval => (
+                "HIGH",
+                format!("{} for unit {unit} version {version} waits for a human approval", node.name),
+                format!(
+                    "approve or hold in {}/{}",
+                    self.ws.config.paths.artifacts,
+                    gates::approval_file_name("production")
+                ),
+                "devops.approvers",
+            ),
+            None => (
+                "HIGH",
+                format!("{} for unit {unit} is blocked by its gates", node.name),
+                "resolve the failed checks listed below".to_owned(),
+                "Product-Manager",
+            ),
+        };
+        let mut actions: Vec<String> =
+            checks.iter().filter(|c| c.blocks()).map(|c| format!("{}: {}", c.name, c.detail)).collect();
+        actions.insert(0, "Deployment blocked; nothing was deployed".to_owned());
+        let request = HumanRequest {
+            agent: self.ws.config.agent.name.clone(),
+            task_id: id.to_owned(),
+            node: node.name.clone(),
+            unit_id: unit.clone(),
+            severity,
+            issue,
+            impact: format!("{} cannot run until this is resolved", node.name),
+            actions,
+            status: "blocked".into(),
+            help_needed: help,
+            contacts: contacts.into(),
+            raised_at: crate::time::now_rfc3339(),
+            run_id: run_id.clone(),
+        };
+        if let Err(e) = record::append_human_request(self.ws, &self.renderer, &request, reason) {
+            tracing::error!("cannot append to {}: {e}", self.ws.config.paths.human_requests);
+        }
+        if node.action.deploys()
+            && let Err(e) = record::write_signal(self.ws, &self.renderer, &unit, "blocked", &[], &request.issue)
+        {
+            tracing::error!("cannot write the completion signal: {e}");
+        }
+    }
+
+    /// Writes R12 once: from then on the file is the human's and is never overwritten.
+    fn write_approval_request(
+        &self,
+        task: &Value,
+        node: &Node,
+        unit: &str,
+        version: &str,
+        checks: &[Check],
+        run_id: &str,
+    ) {
+        let name = gates::approval_file_name("production");
+        let relative = format!("{}/{name}", self.ws.config.paths.artifacts.trim_end_matches('/'));
+        let Ok(path) = self.ws.inside(&relative) else { return };
+        if path.exists() || path.symlink_metadata().is_ok() {
+            return;
+        }
+        let mut front = serde_json::Map::new();
+        front.insert("status".into(), "pending".into());
+        front.insert("approved_by".into(), Value::Null);
+        front.insert("unit_id".into(), unit.into());
+        front.insert("version".into(), version.into());
+        front.insert("node".into(), node.name.clone().into());
+        front.insert("run_id".into(), run_id.into());
+        front.insert("generated_at".into(), crate::time::now_rfc3339().into());
+        let context = json!({
+            "unit_id": unit,
+            "version": version,
+            "task": {"id": task.get("id").and_then(Value::as_str).unwrap_or_default(), "title": task.get("title").and_then(Value::as_str).unwrap_or_default()},
+            "checks": checks.iter().filter(|c| c.passed).collect::<Vec<_>>(),
+            "approvers": self.ws.config.devops.approvers,
+        });
+        let text = match self.renderer.markdown("R12-prod-approval.md", &front, &context) {
+            Ok(text) => self.secrets.mask(&text),
+            Err(e) => {
+                tracing::error!("cannot render the approval request: {e}");
+                return;
+            }
+        };
+        if let Some(parent) = path.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        // create_new: a human's file that appeared meanwhile is never replaced.
+        let created = std::fs::OpenOptions::new().write(true).create_new(true).open(&path).and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        });
+        match created {
+            Ok(()) => self.audit.record(run_id, "approval_requested", &relative, "every other gate passed", &[]),
+            Err(e) => tracing::warn!("cannot write the approval request {relative}: {e}"),
+        }
+    }
+
+    /// Claims, runs and records one task. `None` when another writer moved the task first.
+    #[allow(clippy::too_many_arguments)]
+    fn execute(
+        &self,
+        task: &Value,
+        status: &str,
+        node: &Node,
+        inputs: Vec<artifacts::Artifact>,
+        checks: Vec<Check>,
+        version: String,
+        state: &Value,
+    ) -> Option<Ran> {
+        let started = Instant::now();
+        let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let run_id = new_run_id();
+        let now = crate::time::now_rfc3339();
+        let claim = vec![
+            FieldOp::Set("status".into(), "in_progress".into()),
+            FieldOp::Set("claimed_by".into(), self.ws.config.agent.name.clone().into()),
+            FieldOp::Set("claimed_at".into(), now.clone().into()),
+            FieldOp::Set("run_id".into(), run_id.clone().into()),
+            FieldOp::Set("updated_at".into(), now.clone().into()),
+            FieldOp::Remove("blocked_reason".into()),
+            FieldOp::Remove("blocked_by".into()),
+        ];
+        match record::edit_task(self.ws, &id, &[status], claim, Vec::new()) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                tracing::error!("cannot claim {id}: {e}");
+                return None;
+            }
+        }
+        let input_hashes: Vec<(String, String)> = inputs.iter().map(|a| (a.file.clone(), a.sha256.clone())).collect();
+        let gate_summary = checks
+            .iter()
+            .map(|c| format!("{}: {}", c.name, if c.passed { "pass" } else { "warn" }))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.audit.record(
+            &run_id,
+            "claimed",
+            &id,
+            &format!("{} runs; gates: {gate_summary}", node.name),
+            &input_hashes,
+        );
+        let _ = record::edit_state(
+            self.ws,
+            &self.graph.name,
+            &StateEdit {
+                node: node.name.clone(),
+                fields: vec![
+                    FieldOp::Set("status".into(), "in_progress".into()),
+                    FieldOp::Set("started_at".into(), now.into()),
+                    FieldOp::Set("run_id".into(), run_id.clone().into()),
+                    FieldOp::Set("task".into(), id.clone().into()),
+                ],
+                current_nodes: None,
+            },
+        );
+        let (unit, _) = self.unit_and_version(task);
+        let runner = Runner {
+            run_dir: nodes::run_dir(self.ws, &run_id),
+            workspace: self.ws.root.clone(),
+            env: vec![
+                ("OPSFLOW_VERSION".into(), version.clone()),
+                ("OPSFLOW_UNIT_ID".into(), unit.clone()),
+                ("OPSFLOW_TASK_ID".into(), id.clone()),
+                ("OPSFLOW_RUN_ID".into(), run_id.clone()),
+                ("OPSFLOW_WORKSPACE".into(), self.ws.root.to_string_lossy().into_owned()),
+            ],
+            secrets: self.secrets.clone(),
+            default_timeout: crate::config::Devops::duration(
+                &self.ws.config.devops.verification_timeout,
+                std::time::Duration::from_secs(300),
+            ),
+        };
+        let mut run = NodeRun {
+            ws: self.ws,
+            renderer: &self.renderer,
+            runner,
+            node,
+            task,
+            run_id: run_id.clone(),
+            unit_id: unit.clone(),
+            version,
+            inputs,
+            artifacts: Vec::new(),
+            also_completed: Vec::new(),
+            summary: String::new(),
+            deploy: None,
+        };
+        let outcome =
+            nodes::run(&mut run).unwrap_or_else(|e| Outcome::Failed { step: e.step, reason: e.reason, log: e.log });
+        self.finish(task, node, &mut run, &outcome, state);
+        let label = match &outcome {
+            Outcome::Done => "done",
+            Outcome::Deployed => "deployed",
+            Outcome::RolledBack { .. } => "rolled_back",
+            Outcome::Failed { .. } => "failed",
+        };
+        Some(Ran {
+            task: id,
+            node: node.name.clone(),
+            outcome: label.to_owned(),
+            run_id,
+            duration_ms: started.elapsed().as_millis() as u64,
+            summary: self.secrets.mask(&run.summary),
+            artifacts: run.artifacts.clone(),
+        })
+    }
+
+    /// Records the end of a node: task, state, fix task, human request, signal, audit.
+    fn finish(&self, task: &Value, node: &Node, run: &mut NodeRun<'_>, outcome: &Outcome, state: &Value) {
+        let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let now = crate::time::now_rfc3339();
+        let (task_status, node_status) = match outcome {
+            Outcome::Done => ("done", "completed"),
+            Outcome::Deployed => ("deployed", "completed"),
+            Outcome::RolledBack { .. } => ("rolled_back", "failed"),
+            Outcome::Failed { .. } => ("failed", "failed"),
+        };
+        let mut summary = run.summary.clone();
+        let mut appends = Vec::new();
+        let mut outcome_value =
+            json!({"status": task_status, "run_id": run.run_id, "finished_at": now, "artifacts": run.artifacts});
+        match outcome {
+            Outcome::Failed { step, reason, log } => {
+                summary = format!("{} failed at `{step}`: {reason}", node.name);
+                outcome_value["failed_step"] = json!(step);
+                outcome_value["log"] = json!(log);
+                appends.push(record::fix_task(task, &node.name, step, reason, log));
+            }
+            Outcome::RolledBack { reason } => {
+                outcome_value["rollback_reason"] = json!(reason);
+                appends.push(record::fix_task(task, &node.name, "verification", reason, ""));
+            }
+            _ => {}
+        }
+        let summary = self.secrets.mask(&summary);
+        run.summary = summary.clone();
+        outcome_value["summary"] = json!(summary);
+        self.secrets.mask_json(&mut outcome_value);
+        let ops = vec![
+            FieldOp::Set("status".into(), task_status.into()),
+            FieldOp::Set("outcome".into(), outcome_value),
+            FieldOp::Set("updated_at".into(), now.clone().into()),
+        ];
+        if let Err(e) = record::edit_task(self.ws, &id, &["in_progress"], ops, appends) {
+            tracing::error!("cannot record the end of {id}: {e}");
+        }
+        // state.json: this node (and any it completed on the way) and the current position.
+        let mut completed = vec![node.name.clone()];
+        completed.extend(run.also_completed.iter().cloned());
+        let mut current = state.clone();
+        for (i, name) in completed.iter().enumerate() {
+            let last = i + 1 == completed.len();
+            let next = self.graph.node(name).map(|n| n.next.clone()).unwrap_or_default();
+            let current_nodes = (node_status == "completed").then(|| record::next_current_nodes(&current, name, &next));
+            if let Some(list) = &current_nodes {
+                current["current_nodes"] = json!(list);
+                current["nodes"][name.as_str()]["status"] = json!("completed");
+            }
+            let mut fields = vec![FieldOp::Set(
+                "status".into(),
+                if last || node_status == "completed" { node_status.into() } else { "completed".into() },
+            )];
+            fields.push(FieldOp::Set(
+                if node_status == "completed" { "completed_at".into() } else { "failed_at".into() },
+                now.clone().into(),
+            ));
+            fields.push(FieldOp::Set("run_id".into(), run.run_id.clone().into()));
+            if name == &node.name {
+                fields.push(FieldOp::Set("outputs".into(), json!(run.artifacts)));
+            }
+            if let Err(e) =
+                record::edit_state(self.ws, &self.graph.name, &StateEdit { node: name.clone(), fields, current_nodes })
+            {
+                tracing::error!("cannot update {}: {e}", self.ws.config.paths.state);
+            }
+        }
+        let (unit, _) = self.unit_and_version(task);
+        let failed = matches!(outcome, Outcome::Failed { .. } | Outcome::RolledBack { .. });
+        if failed {
+            let (step, reason, log) = match outcome {
+                Outcome::Failed { step, reason, log } => (step.clone(), reason.clone(), log.clone()),
+                Outcome::RolledBack { reason } => ("verification".to_owned(), reason.clone(), String::new()),
+                _ => unreachable!("only failures get here"),
+            };
+            let request = HumanRequest {
+                agent: self.ws.config.agent.name.clone(),
+                task_id: id.clone(),
+                node: node.name.clone(),
+                unit_id: unit.clone(),
+                severity: if node.action == Action::DeployToProduction { "CRITICAL" } else { "HIGH" },
+                issue: self.secrets.mask(&format!("{} failed at `{step}`: {reason}", node.name)),
+                impact: if matches!(outcome, Outcome::RolledBack { .. }) {
+                    "the release was rolled back; the previous release serves users".to_owned()
+                } else {
+                    format!("{} did not complete; later nodes wait", node.name)
+                },
+                actions: vec![
+                    format!("ran {} (run {})", node.name, run.run_id),
+                    if log.is_empty() {
+                        "see the artifacts listed in the task's outcome".to_owned()
+                    } else {
+                        format!("log: {log}")
+                    },
+                    format!("filed fix task FIX-{id} for Task-Coder"),
+                ],
+                status: if matches!(outcome, Outcome::RolledBack { .. }) {
+                    "rolled back".into()
+                } else {
+                    "failed".into()
+                },
+                help_needed: "fix the failure, then set the task back to `pending` to retry".into(),
+                contacts: "Task-Coder, Product-Manager".into(),
+                raised_at: now.clone(),
+                run_id: run.run_id.clone(),
+            };
+            if let Err(e) =
+                record::append_human_request(self.ws, &self.renderer, &request, &format!("{step}: {reason}"))
+            {
+                tracing::error!("cannot append to {}: {e}", self.ws.config.paths.human_requests);
+            }
+        }
+        let signal_status = if failed {
+            Some("failed")
+        } else if node.action == Action::DeployToProduction
+            || node.next.is_empty() && node.action == Action::DeploymentAndContinuousFeedback
+        {
+            Some("completed")
+        } else {
+            None
+        };
+        if let Some(signal_status) = signal_status {
+            match record::write_signal(self.ws, &self.renderer, &unit, signal_status, &run.artifacts, &run.summary) {
+                Ok(file) => run.artifacts.push(file),
+                Err(e) => tracing::error!("cannot write the completion signal: {e}"),
+            }
+        }
+        let inputs: Vec<(String, String)> = run.inputs.iter().map(|a| (a.file.clone(), a.sha256.clone())).collect();
+        self.audit.record(&run.run_id, task_status, &id, &run.summary, &inputs);
+    }
+}
+
+/// A run id: the UTC time and a short random-enough suffix (pid, nanoseconds, a counter).
+pub fn new_run_id() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let stamp = crate::time::rfc3339(now.as_secs() as i64).replace(['-', ':'], "");
+    let mix = now.subsec_nanos()
+        ^ std::process::id().rotate_left(16)
+        ^ COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9);
+    format!("{stamp}-{:06x}", mix & 0xFF_FFFF)
+}

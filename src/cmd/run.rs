@@ -1,0 +1,59 @@
+//! `opsflow run [--dry-run] [--json]`: reconcile until nothing more is runnable, then exit.
+
+use super::{print_json, require_valid_config};
+use crate::Exit;
+use crate::engine::{Engine, Options, Summary};
+use crate::workspace::Workspace;
+
+pub fn run(ws: &Workspace, dry_run: bool, as_json: bool) -> anyhow::Result<Exit> {
+    require_valid_config(ws)?;
+    let _lock = if dry_run { None } else { Some(crate::instance::acquire(ws).map_err(anyhow::Error::msg)?) };
+    let engine = match Engine::new(ws, Options { dry_run }) {
+        Ok(engine) => engine,
+        Err(problems) => {
+            for problem in &problems {
+                eprintln!("{problem}");
+            }
+            return Ok(Exit::Invalid);
+        }
+    };
+    let summary = engine.run();
+    if as_json {
+        print_json(&summary)?;
+    } else {
+        print_summary(&summary, dry_run);
+    }
+    Ok(summary.exit())
+}
+
+pub fn print_summary(summary: &Summary, dry_run: bool) {
+    for ran in &summary.ran {
+        println!("{:<12} {:<36} {:<12} {:>6} ms  {}", ran.task, ran.node, ran.outcome, ran.duration_ms, ran.summary);
+    }
+    if dry_run {
+        if summary.plan.is_empty() {
+            println!("plan: nothing would run now");
+        }
+        for planned in &summary.plan {
+            println!("would run  {:<12} {}", planned.task, planned.node);
+            for check in &planned.checks {
+                println!("    {} {}: {}", if check.passed { "pass" } else { "warn" }, check.name, check.detail);
+            }
+        }
+    }
+    for blocked in &summary.blocked {
+        println!("blocked    {:<12} {}", blocked.task, blocked.node);
+        for check in blocked.checks.iter().filter(|c| c.blocks()) {
+            println!("    fail {}: {}", check.name, check.detail);
+        }
+    }
+    for waiting in &summary.waiting {
+        println!("waiting    {:<12} on {}", waiting.task, waiting.on.join(", "));
+    }
+    for problem in &summary.problems {
+        println!("problem    {problem}");
+    }
+    if summary.ran.is_empty() && summary.blocked.is_empty() && summary.problems.is_empty() && !dry_run {
+        println!("nothing to do");
+    }
+}

@@ -1,0 +1,68 @@
+//! One runner per agent per workspace: an exclusive lock in `.opsflow/locks/`.
+//!
+//! The lock is `File::lock` on `instance-<agent>.lock`, so it dies with its holder (a killed
+//! runner never blocks the next). The holder writes its pid, host and start time into the
+//! file, which is how a refused second runner can say who holds it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+
+use crate::workspace::Workspace;
+
+/// Held for as long as this runner lives.
+pub struct InstanceLock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+/// Takes the instance lock of this agent, or says who holds it.
+pub fn acquire(ws: &Workspace) -> Result<InstanceLock, String> {
+    let runtime = ws.path(&ws.config.paths.runtime);
+    ensure_runtime_dir(&runtime).map_err(|e| format!("cannot create {}: {e}", runtime.display()))?;
+    let agent: String = ws
+        .config
+        .agent
+        .name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    let path = runtime.join("locks").join(format!("instance-{agent}.lock"));
+    fs::create_dir_all(path.parent().expect("has a parent")).map_err(|e| e.to_string())?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let holder = if holder.is_empty() { "another process".to_owned() } else { holder.to_owned() };
+            return Err(format!(
+                "another opsflow runner for agent {} already works in this workspace ({holder}; lock {})",
+                ws.config.agent.name,
+                path.display()
+            ));
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(format!("cannot lock {}: {e}", path.display())),
+    }
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let info = format!("pid {} on host {} since {}\n", std::process::id(), host.trim(), crate::time::now_rfc3339());
+    let _ = file.set_len(0).and_then(|()| file.seek(SeekFrom::Start(0))).and_then(|_| file.write_all(info.as_bytes()));
+    Ok(InstanceLock { _file: file, path })
+}
+
+/// Creates the runtime directory with a `.gitignore` that keeps it out of git.
+pub fn ensure_runtime_dir(runtime: &std::path::Path) -> std::io::Result<()> {
+    fs::create_dir_all(runtime)?;
+    let ignore = runtime.join(".gitignore");
+    if !ignore.exists() {
+        fs::write(ignore, "# opsflow's runtime state: audit log, run logs, locks, local environments\n*\n")?;
+    }
+    Ok(())
+}
