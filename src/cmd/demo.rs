@@ -103,7 +103,7 @@ fn print_nodes(ws: &Workspace, first: &Summary, second: &Summary) -> anyhow::Res
     for node in &graph.nodes {
         let status =
             state.pointer(&format!("/nodes/{}/status", node.name)).and_then(Value::as_str).unwrap_or("pending");
-        let ran = first.ran.iter().chain(&second.ran).filter(|r| r.node == node.name).last();
+        let ran = first.ran.iter().chain(&second.ran).rfind(|r| r.node == node.name);
         let time = ran.map(|r| format!("{} ms", r.duration_ms)).unwrap_or_else(|| "-".into());
         let artifacts = ran
             .map(|r| {
