@@ -113,7 +113,9 @@ impl DeployReport {
 
     /// The log of the failed step, if it ran a command.
     pub fn failed_log(&self) -> String {
-        self.steps.iter().rev().find(|s| !s.success).map(|s| s.log.clone()).unwrap_or_default()
+        let check = self.health.iter().chain(&self.smoke).find(|c| !c.passed).map(|c| c.log.clone());
+        let step = self.steps.iter().rev().find(|s| !s.success).map(|s| s.log.clone());
+        check.or(step).unwrap_or_default()
     }
 }
 

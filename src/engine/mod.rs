@@ -218,8 +218,14 @@ impl<'w> Engine<'w> {
             };
             match self.readiness(task, node) {
                 Readiness::Invalid(problems) => summary.problems.extend(problems),
-                Readiness::Blocked { checks, reason, qa_rejected, request_approval } => {
+                Readiness::Blocked { mut checks, mut reason, qa_rejected, request_approval } => {
                     if !self.options.dry_run {
+                        if request_approval && self.write_approval_request(task, node, &checks) {
+                            // The request exists now: record the reason every later pass will see.
+                            if let Readiness::Blocked { checks: now, reason: why, .. } = self.readiness(task, node) {
+                                (checks, reason) = (now, why);
+                            }
+                        }
                         self.block(task, node, &reason, qa_rejected.as_deref(), request_approval, &checks);
                     }
                     summary.blocked.push(Blocked { task: id, node: node.name.clone(), reason, checks });
@@ -460,9 +466,6 @@ impl<'w> Engine<'w> {
         let same = task.get("status").and_then(Value::as_str) == Some("blocked")
             && task.get("blocked_reason").and_then(Value::as_str) == Some(reason);
         let run_id = new_run_id();
-        if request_approval {
-            self.write_approval_request(task, node, &unit, &version, checks, &run_id);
-        }
         if same {
             return;
         }
@@ -544,28 +547,23 @@ impl<'w> Engine<'w> {
     }
 
     /// Writes R12 once: from then on the file is the human's and is never overwritten.
-    fn write_approval_request(
-        &self,
-        task: &Value,
-        node: &Node,
-        unit: &str,
-        version: &str,
-        checks: &[Check],
-        run_id: &str,
-    ) {
+    /// Returns whether it wrote the file.
+    fn write_approval_request(&self, task: &Value, node: &Node, checks: &[Check]) -> bool {
+        let (unit, version) = self.unit_and_version(task);
+        let run_id = new_run_id();
         let name = gates::approval_file_name("production");
         let relative = format!("{}/{name}", self.ws.config.paths.artifacts.trim_end_matches('/'));
-        let Ok(path) = self.ws.inside(&relative) else { return };
+        let Ok(path) = self.ws.inside(&relative) else { return false };
         if path.exists() || path.symlink_metadata().is_ok() {
-            return;
+            return false;
         }
         let mut front = serde_json::Map::new();
         front.insert("status".into(), "pending".into());
         front.insert("approved_by".into(), Value::Null);
-        front.insert("unit_id".into(), unit.into());
-        front.insert("version".into(), version.into());
+        front.insert("unit_id".into(), unit.clone().into());
+        front.insert("version".into(), version.clone().into());
         front.insert("node".into(), node.name.clone().into());
-        front.insert("run_id".into(), run_id.into());
+        front.insert("run_id".into(), run_id.clone().into());
         front.insert("generated_at".into(), crate::time::now_rfc3339().into());
         let context = json!({
             "unit_id": unit,
@@ -578,7 +576,7 @@ impl<'w> Engine<'w> {
             Ok(text) => self.secrets.mask(&text),
             Err(e) => {
                 tracing::error!("cannot render the approval request: {e}");
-                return;
+                return false;
             }
         };
         if let Some(parent) = path.parent() {
@@ -591,8 +589,14 @@ impl<'w> Engine<'w> {
             f.sync_all()
         });
         match created {
-            Ok(()) => self.audit.record(run_id, "approval_requested", &relative, "every other gate passed", &[]),
-            Err(e) => tracing::warn!("cannot write the approval request {relative}: {e}"),
+            Ok(()) => {
+                self.audit.record(&run_id, "approval_requested", &relative, "every other gate passed", &[]);
+                true
+            }
+            Err(e) => {
+                tracing::warn!("cannot write the approval request {relative}: {e}");
+                false
+            }
         }
     }
 

@@ -39,6 +39,8 @@ pub struct CheckResult {
     pub attempts: u32,
     pub duration_ms: u64,
     pub detail: String,
+    /// The log of the last attempt, for command checks.
+    pub log: String,
 }
 
 /// Runs one check, retrying up to `retries` times `interval` apart.
@@ -56,16 +58,22 @@ pub fn run_check(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let (kind, target, passed, detail) = match (&spec.command, &spec.http) {
+        let (kind, target, passed, detail, log) = match (&spec.command, &spec.http) {
             (Some(command), _) => {
                 let result = runner.run(&format!("{step_prefix}-{}", spec.name), command, Some(cwd), timeout, env);
-                ("command", runner.secrets.mask(command), result.success, result.summary())
+                ("command", runner.secrets.mask(command), result.success, result.summary(), result.log)
             }
             (None, Some(url)) => {
                 let (passed, detail) = http_check(url, spec, timeout.unwrap_or(Duration::from_secs(10)));
-                ("http", url.clone(), passed, runner.secrets.mask(&detail))
+                ("http", url.clone(), passed, runner.secrets.mask(&detail), String::new())
             }
-            (None, None) => ("command", String::new(), false, "the check has neither `command` nor `http`".to_owned()),
+            (None, None) => (
+                "command",
+                String::new(),
+                false,
+                "the check has neither `command` nor `http`".to_owned(),
+                String::new(),
+            ),
         };
         if passed || attempts >= attempts_allowed {
             return CheckResult {
@@ -76,6 +84,7 @@ pub fn run_check(
                 attempts,
                 duration_ms: started.elapsed().as_millis() as u64,
                 detail,
+                log,
             };
         }
         std::thread::sleep(interval);

@@ -1,0 +1,526 @@
+//! The engine end to end on the sample workspace: gates, approvals, deployments, failures,
+//! hostile values, and the rule that a pass with nothing new writes nothing.
+
+use std::fs;
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use crate::util::{Workspace, task};
+
+const QA_JSON: &str = "ARTIFACTS/qa-engineer/qa-test-report.json";
+const QA_MD: &str = "QA/QA-Report-UNIT-001.md";
+const APPROVAL: &str = "docs/workflow/artifacts/R12-prod-approval.md";
+const REQUESTS: &str = "docs/workflow/human-requests.md";
+const CONFIG: &str = "project-config.json";
+
+fn json_file(ws: &Workspace, relative: &str) -> Value {
+    serde_json::from_slice(&ws.read(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
+fn edit_json(ws: &Workspace, relative: &str, edit: impl FnOnce(&mut Value)) {
+    let mut value = json_file(ws, relative);
+    edit(&mut value);
+    ws.write(relative, serde_json::to_string_pretty(&value).unwrap());
+}
+
+fn status_of(ws: &Workspace, id: &str) -> String {
+    task(&ws.tasks(), id)["status"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Snapshot without the runtime lock file, whose holder line is rewritten by every runner.
+fn files(ws: &Workspace) -> std::collections::BTreeMap<PathBuf, crate::util::Entry> {
+    let mut snapshot = ws.snapshot();
+    snapshot.retain(|path, _| !path.starts_with(".opsflow/locks"));
+    snapshot
+}
+
+fn approve(ws: &Workspace, by: &str) {
+    let text = ws.read_string(APPROVAL);
+    let signed = text.replacen("status: \"pending\"", "status: \"approved\"", 1).replacen(
+        "approved_by: null",
+        &format!("approved_by: \"{by}\""),
+        1,
+    );
+    assert_ne!(signed, text, "the approval request has the fields a human edits:\n{text}");
+    ws.write(APPROVAL, signed);
+}
+
+fn deployed_to_production(ws: &Workspace) -> bool {
+    ws.join(".opsflow/envs/production/active").exists()
+}
+
+#[test]
+fn build_staging_then_production_waits_for_approval_then_ships() {
+    let ws = Workspace::new().sample();
+    let first = ws.run(&["run"]);
+    first.status(3);
+    assert!(first.stdout().contains("blocked    DEVOPS-007"), "{}", first.stdout());
+    for id in ["DEVOPS-001", "DEVOPS-002", "DEVOPS-003", "DEVOPS-004", "DEVOPS-005"] {
+        assert_eq!(status_of(&ws, id), "done", "{id}");
+    }
+    assert_eq!(status_of(&ws, "DEVOPS-006"), "deployed");
+    let production = task(&ws.tasks(), "DEVOPS-007").clone();
+    assert_eq!(production["status"], "blocked");
+    assert_eq!(production["blocked_by"], "opsflow");
+    assert!(production["blocked_reason"].as_str().unwrap().contains("waiting for a human"), "{production}");
+    assert!(!deployed_to_production(&ws));
+    assert_eq!(
+        fs::read_to_string(ws.join(".opsflow/envs/staging/current/index.html")).unwrap(),
+        ws.read_string("app/index.html")
+    );
+
+    // The request is written once, for a human to edit.
+    let request = ws.read_string(APPROVAL);
+    assert!(
+        request.starts_with("---\nstatus: \"pending\"\napproved_by: null\nunit_id: \"UNIT-001\"\nversion: \"1.0.0\"\n"),
+        "{request}"
+    );
+    assert!(request.contains("\n- [ ] Approved\n- [ ] Hold\n"));
+    assert_eq!(ws.read_string(REQUESTS).matches("## Escalation Request").count(), 1);
+
+    // Nothing new: the second pass writes nothing at all.
+    let before = files(&ws);
+    ws.run(&["run"]).status(3);
+    assert_eq!(files(&ws), before, "a pass with nothing new wrote files");
+
+    approve(&ws, "alice");
+    let second = ws.run(&["run"]);
+    second.status(0);
+    assert_eq!(status_of(&ws, "DEVOPS-007"), "deployed");
+    assert_eq!(status_of(&ws, "DEVOPS-008"), "done");
+    assert_eq!(status_of(&ws, "DEVOPS-009"), "done");
+    assert!(task(&ws.tasks(), "DEVOPS-007").get("blocked_reason").is_none());
+    assert!(deployed_to_production(&ws));
+    let state = json_file(&ws, "docs/workflow/state.json");
+    assert_eq!(state["current_nodes"], json!([]));
+    for node in ["Deploy_To_Production", "Post_Deploy_Verification", "Deployment_And_Continuous_Feedback"] {
+        assert_eq!(state["nodes"][node]["status"], "completed", "{node}");
+    }
+    let report = json_file(&ws, "ARTIFACTS/devops-engineer/deployment-report.json");
+    assert_eq!(report["deployment_summary"]["status"], "success");
+    assert_eq!(report["deployment_summary"]["deployment_method"], "blue-green");
+    let signal = json_file(&ws, "ARTIFACTS/system/stage-completion-signal.json");
+    assert_eq!(
+        (signal["status"].as_str(), signal["next_agent"].as_str()),
+        (Some("completed"), Some("Product-Manager"))
+    );
+    // Every output validates against its schema.
+    ws.run(&["validate"]).status(0);
+    // The human's approval file was never touched by opsflow after the human edited it.
+    assert!(ws.read_string(APPROVAL).contains("approved_by: \"alice\""));
+    let before = files(&ws);
+    ws.run(&["run"]).status(0);
+    assert_eq!(files(&ws), before, "a finished workflow was written again");
+}
+
+/// Runs the sample until production and returns the workspace, for gate cases.
+fn at_production_gate(edit: impl FnOnce(&Workspace)) -> (Workspace, crate::util::Run) {
+    let ws = Workspace::new().sample();
+    edit(&ws);
+    let run = ws.run(&["run"]);
+    (ws, run)
+}
+
+#[test]
+fn each_staging_gate_blocks_alone_and_names_the_figure() {
+    let cases: [(&str, fn(&mut Value), &str); 8] = [
+        ("/test_results/unit/failed", |r| r["test_results"]["unit"]["failed"] = json!(1), "unit tests pass"),
+        (
+            "/test_results/smoke/failed",
+            |r| r["test_results"]["smoke"]["failed"] = json!(2),
+            "smoke tests pass: 2 failed",
+        ),
+        (
+            "/test_results/sanity/failed",
+            |r| r["test_results"]["sanity"]["failed"] = json!(1),
+            "sanity tests pass: 1 failed",
+        ),
+        (
+            "/code_review/approved",
+            |r| r["code_review"]["approved"] = json!(false),
+            "code review approved: approved: false",
+        ),
+        ("/security/critical", |r| r["security"]["critical"] = json!(1), "no critical security findings: 1 critical"),
+        (
+            "/static_analysis/lint_errors",
+            |r| r["static_analysis"]["lint_errors"] = json!(4),
+            "lint clean: 4 lint errors",
+        ),
+        (
+            "/static_analysis/type_errors",
+            |r| r["static_analysis"]["type_errors"] = json!(1),
+            "type check clean: 1 type errors",
+        ),
+        (
+            "missing figure",
+            |r| {
+                r["test_results"].as_object_mut().unwrap().remove("smoke");
+            },
+            "figure `test_results.smoke.failed` is missing in ARTIFACTS/qa-engineer/qa-test-report.json",
+        ),
+    ];
+    for (what, edit, expected) in cases {
+        let (ws, run) = at_production_gate(|ws| edit_json(ws, QA_JSON, edit));
+        run.status(3);
+        let staging = task(&ws.tasks(), "DEVOPS-006").clone();
+        assert_eq!(staging["status"], "blocked", "{what}");
+        let reason = staging["blocked_reason"].as_str().unwrap();
+        assert!(reason.contains(expected), "{what}: {reason}");
+        assert_eq!(reason.matches(';').count(), 0, "{what}: only one check should fail: {reason}");
+        assert!(!ws.join(".opsflow/envs/staging/current").exists(), "{what}: staging was deployed");
+    }
+}
+
+#[test]
+fn coverage_warns_by_default_and_blocks_when_configured() {
+    let (ws, run) = at_production_gate(|ws| edit_json(ws, QA_JSON, |r| r["coverage"]["line_percent"] = json!(50.0)));
+    run.status(3);
+    assert_eq!(status_of(&ws, "DEVOPS-006"), "deployed", "coverage_action warn must not block");
+    let (ws, run) = at_production_gate(|ws| {
+        edit_json(ws, QA_JSON, |r| r["coverage"]["line_percent"] = json!(50.0));
+        edit_json(ws, CONFIG, |c| c["gates"]["coverage_action"] = json!("block"));
+    });
+    run.status(3);
+    let reason = task(&ws.tasks(), "DEVOPS-006")["blocked_reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("coverage: 50% line coverage, need 80%"), "{reason}");
+}
+
+#[test]
+fn each_production_gate_blocks_alone() {
+    let cases: [(&str, fn(&mut Value), &str); 4] = [
+        (
+            "regression",
+            |r| r["test_results"]["regression"] = json!({"passed": 90, "failed": 10, "skipped": 0}),
+            "regression tests pass: 90.0%",
+        ),
+        ("benchmarks", |r| r["performance"]["benchmarks_met"] = json!(false), "performance benchmarks met"),
+        ("high findings", |r| r["security"]["high"] = json!(2), "no high security findings: 2 high"),
+        (
+            "missing figure",
+            |r| {
+                r.as_object_mut().unwrap().remove("performance");
+            },
+            "figure `performance.benchmarks_met` is missing",
+        ),
+    ];
+    for (what, edit, expected) in cases {
+        let (ws, run) = at_production_gate(|ws| edit_json(ws, QA_JSON, edit));
+        run.status(3);
+        assert_eq!(status_of(&ws, "DEVOPS-006"), "deployed", "{what}: staging is not gated on this");
+        let reason = task(&ws.tasks(), "DEVOPS-007")["blocked_reason"].as_str().unwrap().to_owned();
+        assert!(reason.contains(expected), "{what}: {reason}");
+        assert!(reason.contains("human approval"), "{what}: the approval is still missing too: {reason}");
+        // Production is not ready, so no approval request is written yet.
+        assert!(!ws.join(APPROVAL).exists(), "{what}: the approval request was written while a gate fails");
+        assert!(!deployed_to_production(&ws));
+    }
+}
+
+#[test]
+fn qa_rejection_escalates_to_qa_without_a_fix_task() {
+    let (ws, run) = at_production_gate(|ws| {
+        let md = ws.read_string(QA_MD).replacen("status: approved", "status: rejected", 1);
+        ws.write(QA_MD, md);
+    });
+    run.status(3);
+    let staging = task(&ws.tasks(), "DEVOPS-006").clone();
+    assert_eq!(staging["status"], "blocked");
+    assert!(staging["blocked_reason"].as_str().unwrap().contains("status rejected"), "{staging}");
+    let requests = ws.read_string(REQUESTS);
+    assert!(requests.contains("QA rejected unit UNIT-001"), "{requests}");
+    assert!(requests.contains("**Contacts Notified:** QA-Engineer"), "{requests}");
+    assert!(!ws.tasks().iter().any(|t| t["type"] == "bug_fix"), "a QA rejection files no fix task");
+
+    // QA re-approves: the task opsflow blocked runs on the next pass.
+    let md = ws.read_string(QA_MD).replacen("status: rejected", "status: approved", 1);
+    ws.write(QA_MD, md);
+    ws.run(&["run"]).status(3);
+    assert_eq!(status_of(&ws, "DEVOPS-006"), "deployed");
+}
+
+#[test]
+fn blocking_bugs_and_disagreeing_reports_block() {
+    let (ws, run) = at_production_gate(|ws| edit_json(ws, QA_JSON, |r| r["blocking_bugs"] = json!([{"id": "BUG-1"}])));
+    run.status(3);
+    assert!(task(&ws.tasks(), "DEVOPS-006")["blocked_reason"].as_str().unwrap().contains("1 blocking bugs"));
+    // Both reports exist, so both must approve.
+    let (ws, run) = at_production_gate(|ws| edit_json(ws, QA_JSON, |r| r["recommendation"] = json!("needs_fixes")));
+    run.status(3);
+    assert!(task(&ws.tasks(), "DEVOPS-006")["blocked_reason"].as_str().unwrap().contains("recommendation needs_fixes"));
+}
+
+fn approval_case(front: &str, body: &str) -> (Workspace, crate::util::Run) {
+    let ws = Workspace::new().sample();
+    ws.run(&["run"]).status(3);
+    ws.write(APPROVAL, format!("---\n{front}---\n{body}"));
+    let run = ws.run(&["run"]);
+    (ws, run)
+}
+
+#[test]
+fn approvals_that_do_not_count() {
+    let cases = [
+        ("status: approved\napproved_by: mallory\n", "", "approved by `mallory`, who is not in devops.approvers"),
+        ("status: approved\napproved_by: alice\nversion: \"2.0.0\"\n", "", "approves version 2.0.0, not 1.0.0"),
+        ("status: pending\napproved_by: alice\n", "```\n- [x] Approved\n```\n", "is not approved yet"),
+        ("status: pending\napproved_by: alice\n", "> - [x] Approved\n", "is not approved yet"),
+        ("status: pending\napproved_by: alice\n", "- [x] Approved\n- [x] Hold\n", "on hold"),
+        ("status: approved\n", "", "`approved_by` is empty"),
+        (
+            "status: approved\napproved_by: alice\nunit_id: UNIT-999\n",
+            "",
+            "no docs/workflow/artifacts/R12-prod-approval.md for unit UNIT-001",
+        ),
+    ];
+    for (front, body, expected) in cases {
+        let (ws, run) = approval_case(front, body);
+        run.status(3);
+        let reason = task(&ws.tasks(), "DEVOPS-007")["blocked_reason"].as_str().unwrap().to_owned();
+        assert!(reason.contains(expected), "{front}{body}: {reason}");
+        assert!(!deployed_to_production(&ws), "{front}{body}: production shipped");
+    }
+}
+
+#[test]
+fn a_ticked_box_by_an_approver_ships() {
+    let (ws, run) =
+        approval_case("status: pending\napproved_by: alice\n", "Looks good.\n\n- [x] Approved\n- [ ] Hold\n");
+    run.status(0);
+    assert_eq!(status_of(&ws, "DEVOPS-007"), "deployed");
+}
+
+#[test]
+fn a_tampered_release_is_refused_by_checksum() {
+    let ws = Workspace::new().sample();
+    ws.run(&["run"]).status(3);
+    ws.write("docs/workflow/artifacts/R06-release-artifacts/1.0.0/index.html", "<h1>tampered</h1>");
+    approve(&ws, "alice");
+    let run = ws.run(&["run"]);
+    run.status(1);
+    let production = task(&ws.tasks(), "DEVOPS-007").clone();
+    assert_eq!(production["status"], "failed");
+    assert!(
+        production["outcome"]["summary"].as_str().unwrap().contains("index.html does not match SHA256SUMS"),
+        "{production}"
+    );
+    assert!(!deployed_to_production(&ws));
+    let fix = task(&ws.tasks(), "FIX-DEVOPS-007").clone();
+    assert_eq!(
+        (fix["agent"].as_str(), fix["type"].as_str(), fix["priority"].as_str()),
+        (Some("Task-Coder"), Some("bug_fix"), Some("high"))
+    );
+    assert_eq!(fix["source_task"], "DEVOPS-007");
+    assert_eq!(json_file(&ws, "ARTIFACTS/system/stage-completion-signal.json")["status"], "failed");
+    let requests = ws.read_string(REQUESTS);
+    assert!(requests.contains("**Severity:** CRITICAL"), "{requests}");
+    // Nothing is filed twice on later passes.
+    let before = files(&ws);
+    ws.run(&["run"]).status(0);
+    assert_eq!(files(&ws), before);
+}
+
+#[test]
+fn a_failing_smoke_test_fails_staging_restores_nothing_and_files_one_fix_task() {
+    let ws = Workspace::new().sample();
+    edit_json(&ws, CONFIG, |c| {
+        c["environments"]["staging"]["smoke_tests"] =
+            json!([{"name": "always-fails", "command": "echo broken >&2; exit 7"}])
+    });
+    let run = ws.run(&["run"]);
+    run.status(1);
+    let staging = task(&ws.tasks(), "DEVOPS-006").clone();
+    assert_eq!(staging["status"], "failed");
+    assert_eq!(staging["outcome"]["failed_step"], "smoke");
+    let log = staging["outcome"]["log"].as_str().unwrap().to_owned();
+    assert!(ws.read_string(&log).contains("broken"), "the log {log} has the command's output");
+    assert_eq!(ws.tasks().iter().filter(|t| t["type"] == "bug_fix").count(), 1);
+    let r08 = ws.read_string("docs/workflow/artifacts/R08-staging-deploy.md");
+    assert!(r08.contains("status: \"failed\""), "{r08}");
+    // The failed release is marked bad in the environment's history.
+    let history = json_file(&ws, ".opsflow/envs/staging/releases.json");
+    assert_eq!(history["deployments"][0]["status"], "bad");
+    let before = files(&ws);
+    ws.run(&["run"]).status(0);
+    assert_eq!(files(&ws), before, "a failed task is not retried or re-filed");
+}
+
+#[test]
+fn errors_during_monitoring_roll_production_back() {
+    let ws = Workspace::new().sample();
+    // Healthy for the pre-switch check, then failing for good.
+    let check = "n=$(cat \"$OPSFLOW_WORKSPACE/probe\" 2>/dev/null || echo 0); n=$((n+1)); echo $n > \"$OPSFLOW_WORKSPACE/probe\"; test $n -le 1";
+    edit_json(&ws, CONFIG, |c| {
+        c["environments"]["production"]["health_checks"] = json!([{"name": "probe", "command": check}]);
+        c["devops"]["monitoring_interval"] = json!("50ms");
+    });
+    ws.run(&["run"]).status(3);
+    approve(&ws, "alice");
+    let run = ws.run(&["run"]);
+    run.status(1);
+    let production = task(&ws.tasks(), "DEVOPS-007").clone();
+    assert_eq!(production["status"], "rolled_back", "{production}");
+    assert!(production["outcome"]["rollback_reason"].as_str().unwrap().contains("3 consecutive failed health checks"));
+    let r17 = ws.read_string("docs/workflow/artifacts/R17-rollback-decision.md");
+    assert!(r17.starts_with("---\ndecision: \"rollback\"\nreason: \"3 consecutive failed health checks"), "{r17}");
+    let r18 = ws.read_string("docs/workflow/artifacts/R18-rollback-result.md");
+    assert!(r18.contains("status: \"success\""), "{r18}");
+    assert!(!deployed_to_production(&ws), "the first release was taken down");
+    let report = json_file(&ws, "ARTIFACTS/devops-engineer/deployment-report.json");
+    assert_eq!(report["deployment_summary"]["status"], "rolled_back");
+    assert_eq!(task(&ws.tasks(), "FIX-DEVOPS-007")["agent"], "Task-Coder");
+    ws.run(&["validate"]).status(0);
+}
+
+#[test]
+fn hostile_values_never_run_as_code_and_outputs_stay_valid() {
+    let ws = Workspace::new().sample();
+    let evil_title = "Deploy $(touch pwned-title) `touch pwned-tick` \"quoted\"\n- [x] Approved";
+    let evil_version = "1.0.0$(touch pwned-version)`id`";
+    edit_json(&ws, "docs/workflow/tasks.json", |t| {
+        for task in t["tasks"].as_array_mut().unwrap() {
+            if task["agent"] == "DevOps-Engineer" {
+                task["title"] = json!(evil_title);
+                if task.get("version").is_some() {
+                    task["version"] = json!(evil_version);
+                }
+            }
+        }
+    });
+    edit_json(&ws, CONFIG, |c| c["release"]["git_tag"] = json!(false));
+    let run = ws.run(&["run"]);
+    run.status(3);
+    approve(&ws, "alice");
+    ws.run(&["run"]).status(0);
+    for name in ["pwned-title", "pwned-tick", "pwned-version"] {
+        assert!(!ws.join(name).exists(), "{name} was created: a value ran as code");
+    }
+    assert_eq!(json_file(&ws, "ARTIFACTS/devops-engineer/deployment-report.json")["version"], evil_version);
+    // The title's forged checkbox did not become a checkbox in the request.
+    let request = ws.read_string(APPROVAL);
+    assert_eq!(request.matches("- [x] Approved").count(), 0, "{request}");
+    ws.run(&["validate"]).status(0);
+}
+
+#[test]
+fn a_unit_id_that_climbs_out_is_refused_before_anything_is_written() {
+    let ws = Workspace::new().sample();
+    edit_json(&ws, "docs/workflow/tasks.json", |t| t["tasks"][2]["unit_id"] = json!("../../etc"));
+    let before = files(&ws);
+    let run = ws.run(&["run"]);
+    assert_eq!(run.code(), Some(2), "{}", run.stdout());
+    assert!(run.stdout().contains("/tasks/2/unit_id"), "{}", run.stdout());
+    assert_eq!(task(&ws.tasks(), "DEVOPS-001")["status"], "pending");
+    let after = files(&ws);
+    let changed: Vec<_> =
+        after.keys().filter(|k| before.get(*k) != after.get(*k) && !k.starts_with(".opsflow")).collect();
+    assert!(changed.iter().all(|k| !k.to_string_lossy().contains("etc")), "{changed:?}");
+}
+
+#[test]
+fn tasks_a_human_blocked_are_left_alone() {
+    let ws = Workspace::new().sample();
+    edit_json(&ws, "docs/workflow/tasks.json", |t| {
+        t["tasks"][2]["status"] = json!("blocked");
+        t["tasks"][2]["blocked_reason"] = json!("waiting for the architect");
+    });
+    ws.run(&["run"]).status(0);
+    let design = task(&ws.tasks(), "DEVOPS-001").clone();
+    assert_eq!(
+        (design["status"].as_str(), design["blocked_reason"].as_str()),
+        (Some("blocked"), Some("waiting for the architect"))
+    );
+    assert!(!ws.join("docs/workflow/artifacts/INFRA04-env-specs.md").exists());
+}
+
+#[test]
+fn a_broken_tasks_file_blocks_everything_and_is_not_touched() {
+    let ws = Workspace::new().sample();
+    let broken = "{\"tasks\": [ {\"id\": \"DEVOPS-001\", ";
+    ws.write("docs/workflow/tasks.json", broken);
+    let run = ws.run(&["run"]);
+    run.status(2);
+    assert!(run.stdout().contains("docs/workflow/tasks.json:1:"), "{}", run.stdout());
+    assert_eq!(ws.read_string("docs/workflow/tasks.json"), broken);
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_changes_nothing() {
+    let ws = Workspace::new().sample();
+    let before = ws.snapshot();
+    let run = ws.run(&["run", "--dry-run"]);
+    run.status(0);
+    assert!(run.stdout().contains("would run  DEVOPS-001   Environment_Design"), "{}", run.stdout());
+    assert!(run.stdout().contains("waiting    DEVOPS-002   on DEVOPS-001"), "{}", run.stdout());
+    assert_eq!(ws.snapshot(), before);
+}
+
+#[test]
+fn git_tags_the_release_in_a_real_repository() {
+    let ws = Workspace::new().sample();
+    edit_json(&ws, CONFIG, |c| c["release"]["git_tag"] = json!(true));
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git").current_dir(ws.path()).args(args).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    git(&["init", "-q"]);
+    git(&["-c", "user.email=t@example.com", "-c", "user.name=t", "add", "-A"]);
+    git(&["-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "sample"]);
+    let run = ws
+        .command(&["run"])
+        .env("GIT_AUTHOR_NAME", "opsflow")
+        .env("GIT_AUTHOR_EMAIL", "o@example.com")
+        .env("GIT_COMMITTER_NAME", "opsflow")
+        .env("GIT_COMMITTER_EMAIL", "o@example.com")
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(3), "{}", String::from_utf8_lossy(&run.stdout));
+    assert_eq!(git(&["tag", "--list"]).trim(), "v1.0.0");
+    assert_eq!(git(&["rev-list", "-n", "1", "v1.0.0"]), git(&["rev-parse", "HEAD"]));
+    let r07 = ws.read_string("docs/workflow/artifacts/R07-version-tag.md");
+    assert!(r07.contains("Git tag: v1.0.0 on "), "{r07}");
+}
+
+#[test]
+fn graph_shows_the_current_position() {
+    let ws = Workspace::new().sample();
+    let mermaid = ws.run(&["graph"]);
+    mermaid.status(0);
+    assert!(mermaid.stdout().contains("class Environment_Design current"), "{}", mermaid.stdout());
+    assert!(mermaid.stdout().contains("Build_Release --> Deploy_To_Staging"));
+    let dot = ws.run(&["graph", "--format", "dot"]);
+    assert!(
+        dot.stdout().contains(
+            "\"Environment_Design\" [label=\"Environment_Design\\npending\", style=\"rounded,bold\", color=orange];"
+        ),
+        "{}",
+        dot.stdout()
+    );
+}
+
+#[test]
+fn the_demo_runs_the_whole_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("demo");
+    let out =
+        std::process::Command::new(crate::util::opsflow_bin()).args(["demo", "--dir"]).arg(&target).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("signs docs/workflow/artifacts/R12-prod-approval.md as `demo`"), "{stdout}");
+    for node in [
+        "Environment_Design",
+        "Build_Release",
+        "Deploy_To_Staging",
+        "Deploy_To_Production",
+        "Post_Deploy_Verification",
+        "Deployment_And_Continuous_Feedback",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(node) && l.contains(" ms "))
+            .unwrap_or_else(|| panic!("no table row for {node}:\n{stdout}"));
+        assert!(line.contains("completed"), "{line}");
+    }
+    assert!(target.join(".opsflow/envs/production/active/index.html").exists());
+}
