@@ -32,6 +32,13 @@ use gates::{Approval, Check};
 use nodes::{NodeRun, Outcome};
 use record::{BLOCKED_BY, HumanRequest};
 
+/// Marks a task made up for a current node of `state.json` that no task stands for.
+const FROM_STATE: &str = "from_state";
+
+fn from_state(task: &Value) -> bool {
+    task.get(FROM_STATE) == Some(&Value::Bool(true))
+}
+
 /// The most passes one `run` makes; each pass that acts finishes a task, so this is only a
 /// guard against a workflow that keeps creating work for itself.
 const MAX_PASSES: usize = 1000;
@@ -216,30 +223,47 @@ impl<'w> Engine<'w> {
                     continue;
                 }
             };
-            match self.readiness(task, node) {
-                Readiness::Invalid(problems) => summary.problems.extend(problems),
-                Readiness::Blocked { mut checks, mut reason, qa_rejected, request_approval } => {
-                    if !self.options.dry_run {
-                        if request_approval && self.write_approval_request(task, node, &checks) {
-                            // The request exists now: record the reason every later pass will see.
-                            if let Readiness::Blocked { checks: now, reason: why, .. } = self.readiness(task, node) {
-                                (checks, reason) = (now, why);
-                            }
-                        }
-                        self.block(task, node, &reason, qa_rejected.as_deref(), request_approval, &checks);
-                    }
-                    summary.blocked.push(Blocked { task: id, node: node.name.clone(), reason, checks });
+            if self.consider(task, status, node, &state, summary) {
+                return true;
+            }
+        }
+        // Current nodes of state.json that no owned task stands for run on their own.
+        for name in state.get("current_nodes").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str)
+        {
+            let Some(node) = self.graph.node(name) else { continue };
+            if node.owner.as_deref().is_some_and(|owner| !self.ws.config.is_own_agent(owner)) {
+                continue;
+            }
+            let entry = state.pointer(&format!("/nodes/{name}")).cloned().unwrap_or(json!({}));
+            let status = entry.get("status").and_then(Value::as_str).unwrap_or("pending");
+            let ours_blocked =
+                status == "blocked" && entry.get("blocked_by").and_then(Value::as_str) == Some(BLOCKED_BY);
+            if status != "pending" && !ours_blocked {
+                continue;
+            }
+            let covered = list.iter().any(|t| {
+                owns(&self.ws.config, t.get("agent").and_then(Value::as_str), t.get("type").and_then(Value::as_str))
+                    && self.graph.node_for_task(t).is_ok_and(|n| n.name == name)
+                    && matches!(t.get("status").and_then(Value::as_str), Some("pending" | "in_progress" | "blocked"))
+            });
+            if covered {
+                continue;
+            }
+            let mut task = json!({
+                "id": format!("state-{name}"),
+                "title": format!("{name} (a current node of state.json)"),
+                "agent": self.ws.config.agent.name,
+                "type": node.task_types.first().cloned().unwrap_or_default(),
+                "status": status,
+                FROM_STATE: true,
+            });
+            for key in ["unit_id", "version", "environment", "blocked_reason"] {
+                if let Some(value) = entry.get(key) {
+                    task[key] = value.clone();
                 }
-                Readiness::Ready { inputs, checks, version } => {
-                    if self.options.dry_run {
-                        summary.plan.push(Planned { task: id, node: node.name.clone(), checks });
-                        continue;
-                    }
-                    if let Some(ran) = self.execute(task, status, node, inputs, checks, version, &state) {
-                        summary.ran.push(ran);
-                        return true;
-                    }
-                }
+            }
+            if self.consider(&task, status, node, &state, summary) {
+                return true;
             }
         }
         summary.problems.extend(loaded.diagnostics.into_iter().filter(|d| {
@@ -247,6 +271,38 @@ impl<'w> Engine<'w> {
             let entry = d.pointer.as_deref().and_then(|p| p.strip_prefix(prefix)).and_then(|p| p.strip_prefix('/'));
             entry.is_none()
         }));
+        false
+    }
+
+    /// Decides about one task (or a current node standing in for one): blocks it, or runs it.
+    /// Returns whether it ran a node.
+    fn consider(&self, task: &Value, status: &str, node: &Node, state: &Value, summary: &mut Summary) -> bool {
+        let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        match self.readiness(task, node) {
+            Readiness::Invalid(problems) => summary.problems.extend(problems),
+            Readiness::Blocked { mut checks, mut reason, qa_rejected, request_approval } => {
+                if !self.options.dry_run {
+                    if request_approval && self.write_approval_request(task, node, &checks) {
+                        // The request exists now: record the reason every later pass will see.
+                        if let Readiness::Blocked { checks: now, reason: why, .. } = self.readiness(task, node) {
+                            (checks, reason) = (now, why);
+                        }
+                    }
+                    self.block(task, node, &reason, qa_rejected.as_deref(), request_approval, &checks);
+                }
+                summary.blocked.push(Blocked { task: id, node: node.name.clone(), reason, checks });
+            }
+            Readiness::Ready { inputs, checks, version } => {
+                if self.options.dry_run {
+                    summary.plan.push(Planned { task: id, node: node.name.clone(), checks });
+                    return false;
+                }
+                if let Some(ran) = self.execute(task, status, node, inputs, checks, version, state) {
+                    summary.ran.push(ran);
+                    return true;
+                }
+            }
+        }
         false
     }
 
@@ -476,23 +532,27 @@ impl<'w> Engine<'w> {
             FieldOp::Set("updated_at".into(), crate::time::now_rfc3339().into()),
         ];
         let current = task.get("status").and_then(Value::as_str).unwrap_or_default();
-        match record::edit_task(self.ws, id, &[current], ops, Vec::new()) {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => {
-                tracing::error!("cannot record that {id} is blocked: {e}");
-                return;
+        if !from_state(task) {
+            match record::edit_task(self.ws, Some(id), &[current], ops, Vec::new()) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::error!("cannot record that {id} is blocked: {e}");
+                    return;
+                }
             }
         }
         self.audit.record(&run_id, "blocked", id, reason, &[]);
+        let mut fields = vec![FieldOp::Set("status".into(), "blocked".into())];
+        if from_state(task) {
+            // The node stands for itself: its entry carries what a task would.
+            fields.push(FieldOp::Set("blocked_reason".into(), reason.into()));
+            fields.push(FieldOp::Set("blocked_by".into(), BLOCKED_BY.into()));
+        }
         let _ = record::edit_state(
             self.ws,
             &self.graph.name,
-            &StateEdit {
-                node: node.name.clone(),
-                fields: vec![FieldOp::Set("status".into(), "blocked".into())],
-                current_nodes: None,
-            },
+            &StateEdit { node: node.name.clone(), fields, current_nodes: None },
         );
         let (severity, issue, help, contacts) = match qa_rejected {
             Some(why) => (
@@ -625,12 +685,14 @@ impl<'w> Engine<'w> {
             FieldOp::Remove("blocked_reason".into()),
             FieldOp::Remove("blocked_by".into()),
         ];
-        match record::edit_task(self.ws, &id, &[status], claim, Vec::new()) {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
-                tracing::error!("cannot claim {id}: {e}");
-                return None;
+        if !from_state(task) {
+            match record::edit_task(self.ws, Some(&id), &[status], claim, Vec::new()) {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    tracing::error!("cannot claim {id}: {e}");
+                    return None;
+                }
             }
         }
         let input_hashes: Vec<(String, String)> = inputs.iter().map(|a| (a.file.clone(), a.sha256.clone())).collect();
@@ -656,6 +718,8 @@ impl<'w> Engine<'w> {
                     FieldOp::Set("started_at".into(), now.into()),
                     FieldOp::Set("run_id".into(), run_id.clone().into()),
                     FieldOp::Set("task".into(), id.clone().into()),
+                    FieldOp::Remove("blocked_reason".into()),
+                    FieldOp::Remove("blocked_by".into()),
                 ],
                 current_nodes: None,
             },
@@ -748,7 +812,8 @@ impl<'w> Engine<'w> {
             FieldOp::Set("outcome".into(), outcome_value),
             FieldOp::Set("updated_at".into(), now.clone().into()),
         ];
-        if let Err(e) = record::edit_task(self.ws, &id, &["in_progress"], ops, appends) {
+        let task_id = (!from_state(task)).then_some(id.as_str());
+        if let Err(e) = record::edit_task(self.ws, task_id, &["in_progress"], ops, appends) {
             tracing::error!("cannot record the end of {id}: {e}");
         }
         // state.json: this node (and any it completed on the way) and the current position.

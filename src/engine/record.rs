@@ -21,11 +21,12 @@ fn refused(file: &str, error: impl std::fmt::Display) -> StoreError {
     StoreError::Refused(format!("{file}: {error}"))
 }
 
-/// Edits one task, provided its status is still one of `expect` (another writer may have
-/// moved it since it was read); returns false when it had moved and nothing was written.
+/// Edits one task (when `id` is given), provided its status is still one of `expect` (another
+/// writer may have moved it since it was read), and appends `appends` that are not there yet;
+/// returns false when the task had moved and nothing was written.
 pub fn edit_task(
     ws: &Workspace,
-    id: &str,
+    id: Option<&str>,
     expect: &[&str],
     ops: Vec<FieldOp>,
     appends: Vec<Value>,
@@ -36,21 +37,29 @@ pub fn edit_task(
     file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
         let Some(text) = current else { return Err(refused(&file, "the file disappeared")) };
         let (_, heads) = tasks::heads(text).map_err(|e| refused(&file, format!("{e:?}")))?;
-        let head = tasks::find(&heads, id).map_err(|e| refused(&file, e))?;
-        let status = head.status.as_deref().unwrap_or_default();
-        if !expect.is_empty() && !expect.contains(&status) {
-            applied = false;
-            return Ok(None);
+        let mut updates = Vec::new();
+        if let Some(id) = id {
+            let head = tasks::find(&heads, id).map_err(|e| refused(&file, e))?;
+            let status = head.status.as_deref().unwrap_or_default();
+            if !expect.is_empty() && !expect.contains(&status) {
+                applied = false;
+                return Ok(None);
+            }
+            updates.push((id.to_owned(), ops.clone()));
         }
         // Skip appends that are already there (a fix task filed on an earlier pass).
-        let existing: Vec<String> = heads.iter().filter_map(|h| h.id.as_deref().map(str::to_owned)).collect();
         let appends: Vec<Value> = appends
             .iter()
-            .filter(|t| !t.get("id").and_then(Value::as_str).is_some_and(|i| existing.iter().any(|e| e == i)))
+            .filter(|t| {
+                let new_id = t.get("id").and_then(Value::as_str);
+                !heads.iter().any(|h| h.id.as_deref().is_some() && h.id.as_deref() == new_id)
+            })
             .cloned()
             .collect();
-        let edits = TaskEdits { updates: vec![(id.to_owned(), ops.clone())], appends };
-        tasks::apply(text, &edits).map(Some).map_err(|e| refused(&file, e))
+        if updates.is_empty() && appends.is_empty() {
+            return Ok(None);
+        }
+        tasks::apply(text, &TaskEdits { updates, appends }).map(Some).map_err(|e| refused(&file, e))
     })?;
     Ok(applied)
 }

@@ -524,3 +524,53 @@ fn the_demo_runs_the_whole_pipeline() {
     }
     assert!(target.join(".opsflow/envs/production/active/index.html").exists());
 }
+
+#[test]
+fn current_nodes_without_a_task_run_from_state_json() {
+    let ws = Workspace::new().sample();
+    ws.write("docs/workflow/tasks.json", "{\"tasks\": []}\n");
+    let run = ws.run(&["run"]);
+    run.status(0);
+    let state = json_file(&ws, "docs/workflow/state.json");
+    for node in ["Environment_Design", "Dev_Environment_Setup", "CI_Pipeline_Setup", "Staging_Environment_Setup"] {
+        assert_eq!(state["nodes"][node]["status"], "completed", "{node}: {}", run.stdout());
+    }
+    assert_eq!(state["current_nodes"], json!([]));
+    assert_eq!(state["nodes"]["Build_Release"]["status"], "pending", "not a next node of anything that ran");
+    assert!(ws.join("docs/workflow/artifacts/INFRA13-monitoring-setup.md").exists());
+    assert_eq!(ws.read_string("docs/workflow/tasks.json"), "{\"tasks\": []}\n", "no task was made up in tasks.json");
+}
+
+#[test]
+fn workflow_json_redefines_the_graph_with_the_built_in_actions() {
+    let ws = Workspace::new().sample();
+    ws.write(
+        "docs/workflow/workflow.json",
+        serde_json::to_string_pretty(&json!({
+            "name": "lean",
+            "nodes": [{
+                "name": "Plan_Infrastructure",
+                "action": "Environment_Design",
+                "task_types": ["infrastructure_plan"],
+                "inputs": ["INFRA01-requirements.md"],
+                "outputs": ["INFRA04-env-specs.md"],
+                "next": []
+            }]
+        }))
+        .unwrap(),
+    );
+    ws.write(
+        "docs/workflow/tasks.json",
+        serde_json::to_string_pretty(&json!({"tasks": [
+            {"id": "P-1", "title": "Plan", "agent": "devops", "type": "infrastructure_plan", "status": "pending"}
+        ]}))
+        .unwrap(),
+    );
+    ws.write("docs/workflow/state.json", "{\"workflow\": \"lean\", \"current_nodes\": [], \"nodes\": {}}\n");
+    ws.run(&["run"]).status(0);
+    assert_eq!(status_of(&ws, "P-1"), "done");
+    let state = json_file(&ws, "docs/workflow/state.json");
+    assert_eq!(state["nodes"]["Plan_Infrastructure"]["status"], "completed");
+    let graph = ws.run(&["graph"]);
+    assert!(graph.stdout().contains("%% workflow: lean"), "{}", graph.stdout());
+}
