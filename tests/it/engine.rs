@@ -574,3 +574,82 @@ fn workflow_json_redefines_the_graph_with_the_built_in_actions() {
     let graph = ws.run(&["graph"]);
     assert!(graph.stdout().contains("%% workflow: lean"), "{}", graph.stdout());
 }
+
+/// Every file the pipeline writes, with times, run ids, hashes, durations and temporary paths
+/// redacted, as snapshots.
+fn assert_artifacts_snapshot(ws: &Workspace, case: &str, files: &[&str]) {
+    let filters = vec![
+        (r"\d{8}T\d{6}Z-[0-9a-f]{6}", "[run-id]"),
+        (r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", "[time]"),
+        (r"[0-9a-f]{64}", "[sha256]"),
+        (r"\d+ ms", "[n] ms"),
+        (r"\| \d+ \| (yes|no) \|", "| [n] | $1 |"),
+        (r"/tmp/opsflow-it-[A-Za-z0-9_]+", "[workspace]"),
+        (r"git version [0-9.]+", "git version [n]"),
+    ];
+    insta::with_settings!({filters => filters, prepend_module_to_snapshot => false, omit_expression => true}, {
+        for file in files {
+            let name = format!("{case}__{}", file.rsplit('/').next().unwrap());
+            insta::assert_snapshot!(name, ws.read_string(file));
+        }
+    });
+}
+
+#[test]
+fn rendered_artifacts_match_their_snapshots() {
+    let ws = Workspace::new().sample();
+    ws.run(&["run"]).status(3);
+    assert_artifacts_snapshot(&ws, "blocked", &[APPROVAL, REQUESTS, "ARTIFACTS/system/stage-completion-signal.json"]);
+    approve(&ws, "alice");
+    ws.run(&["run"]).status(0);
+    let dir = "docs/workflow/artifacts";
+    let mut files: Vec<String> = ws
+        .list_dir(dir)
+        .into_iter()
+        .filter(|name| {
+            name.ends_with(".md")
+                && !["INFRA01", "INFRA02", "INFRA03", "R04", "D21", "R12"].iter().any(|p| name.starts_with(p))
+        })
+        .map(|name| format!("{dir}/{name}"))
+        .collect();
+    files.extend(
+        [
+            "docs/workflow/deployments/Deploy-UNIT-001.md",
+            "ARTIFACTS/devops-engineer/deployment-report.json",
+            "ARTIFACTS/system/stage-completion-signal.json",
+            ".github/workflows/opsflow.yml",
+            "docs/workflow/artifacts/R06-release-artifacts/1.0.0/SHA256SUMS",
+        ]
+        .map(str::to_owned),
+    );
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    assert_eq!(files.len(), 23, "{files:?}");
+    assert_artifacts_snapshot(&ws, "shipped", &files);
+}
+
+#[test]
+fn rollback_artifacts_match_their_snapshots() {
+    let ws = Workspace::new().sample();
+    let check = "n=$(cat \"$OPSFLOW_WORKSPACE/probe\" 2>/dev/null || echo 0); n=$((n+1)); echo $n > \"$OPSFLOW_WORKSPACE/probe\"; test $n -le 1";
+    edit_json(&ws, CONFIG, |c| {
+        c["environments"]["production"]["health_checks"] = json!([{"name": "probe", "command": check}]);
+        c["devops"]["monitoring_interval"] = json!("50ms");
+    });
+    ws.run(&["run"]).status(3);
+    approve(&ws, "alice");
+    ws.run(&["run"]).status(1);
+    assert_artifacts_snapshot(
+        &ws,
+        "rolled_back",
+        &[
+            "docs/workflow/artifacts/R17-rollback-decision.md",
+            "docs/workflow/artifacts/R18-rollback-result.md",
+            "ARTIFACTS/devops-engineer/deployment-report.json",
+            REQUESTS,
+        ],
+    );
+    let fix = task(&ws.tasks(), "FIX-DEVOPS-007").clone();
+    insta::with_settings!({filters => vec![(r"\d{8}T\d{6}Z-[0-9a-f]{6}", "[run-id]")], prepend_module_to_snapshot => false, omit_expression => true}, {
+        insta::assert_snapshot!("rolled_back__fix_task", serde_json::to_string_pretty(&fix).unwrap());
+    });
+}
