@@ -586,6 +586,7 @@ fn assert_artifacts_snapshot(ws: &Workspace, case: &str, files: &[&str]) {
         (r"\| \d+ \| (yes|no) \|", "| [n] | $1 |"),
         (r"/tmp/opsflow-it-[A-Za-z0-9_]+", "[workspace]"),
         (r"git version [0-9.]+", "git version [n]"),
+        (r"opsflow:request [0-9a-f]{16}", "opsflow:request [key]"),
     ];
     insta::with_settings!({filters => filters, prepend_module_to_snapshot => false, omit_expression => true}, {
         for file in files {
