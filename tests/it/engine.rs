@@ -114,6 +114,9 @@ fn build_staging_then_production_waits_for_approval_then_ships() {
     assert_eq!(files(&ws), before, "a finished workflow was written again");
 }
 
+/// A gate case: what it is, how it edits the QA report, what the blocked reason must say.
+type GateCase = (&'static str, fn(&mut Value), &'static str);
+
 /// Runs the sample until production and returns the workspace, for gate cases.
 fn at_production_gate(edit: impl FnOnce(&Workspace)) -> (Workspace, crate::util::Run) {
     let ws = Workspace::new().sample();
@@ -124,7 +127,7 @@ fn at_production_gate(edit: impl FnOnce(&Workspace)) -> (Workspace, crate::util:
 
 #[test]
 fn each_staging_gate_blocks_alone_and_names_the_figure() {
-    let cases: [(&str, fn(&mut Value), &str); 8] = [
+    let cases: [GateCase; 8] = [
         ("/test_results/unit/failed", |r| r["test_results"]["unit"]["failed"] = json!(1), "unit tests pass"),
         (
             "/test_results/smoke/failed",
@@ -188,7 +191,7 @@ fn coverage_warns_by_default_and_blocks_when_configured() {
 
 #[test]
 fn each_production_gate_blocks_alone() {
-    let cases: [(&str, fn(&mut Value), &str); 4] = [
+    let cases: [GateCase; 4] = [
         (
             "regression",
             |r| r["test_results"]["regression"] = json!({"passed": 90, "failed": 10, "skipped": 0}),
