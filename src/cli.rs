@@ -62,6 +62,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The daemon: watch the workspace and reconcile on every change
+    Watch {
+        /// Serve /healthz and Prometheus /metrics on this address (default: nowhere)
+        #[arg(long, value_name = "ADDR")]
+        http: Option<std::net::SocketAddr>,
+    },
     /// The workflow graph with the current position
     Graph {
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod exec;
 pub mod instance;

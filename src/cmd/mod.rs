@@ -7,6 +7,7 @@ mod run;
 mod status;
 mod tasks;
 mod validate;
+mod watch;
 
 use anyhow::bail;
 
@@ -22,6 +23,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Status { json } => status::run(&open()?, *json),
         Command::Tasks(command) => tasks::run(&open()?, command),
         Command::Run { dry_run, json } => run::run(&open()?, *dry_run, *json),
+        Command::Watch { http } => watch::run(&cli, *http),
         Command::Graph { format } => graph::run(&open()?, *format),
         Command::Demo { dir } => demo::run(dir.as_deref()),
     }

@@ -8,7 +8,7 @@ use crate::workspace::Workspace;
 pub fn run(ws: &Workspace, dry_run: bool, as_json: bool) -> anyhow::Result<Exit> {
     require_valid_config(ws)?;
     let _lock = if dry_run { None } else { Some(crate::instance::acquire(ws).map_err(anyhow::Error::msg)?) };
-    let engine = match Engine::new(ws, Options { dry_run }) {
+    let engine = match Engine::new(ws, Options { dry_run, ..Options::default() }) {
         Ok(engine) => engine,
         Err(problems) => {
             for problem in &problems {

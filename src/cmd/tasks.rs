@@ -14,6 +14,7 @@ use crate::Exit;
 use crate::cli::{AddArgs, ListArgs, TasksCommand, UpdateArgs};
 use crate::schema::SchemaName;
 use crate::store::edit::FieldOp;
+use crate::store::file::Content;
 use crate::store::json;
 use crate::store::tasks::{self, LayoutError, TaskEdits};
 use crate::store::{StoreError, file};
@@ -153,12 +154,6 @@ fn check_task(ws: &Workspace, task: &Value, what: &str) -> Result<(), StoreError
     Err(StoreError::Refused(format!("{what} would not be a valid task, so nothing was written:\n{}", lines.join("\n"))))
 }
 
-fn next_free_id(heads: &[tasks::TaskHead<'_>]) -> String {
-    let highest =
-        heads.iter().filter_map(|h| h.id.as_deref()?.strip_prefix("TASK-")?.parse::<u64>().ok()).max().unwrap_or(0);
-    format!("TASK-{:03}", highest + 1)
-}
-
 fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
     let mut fields = Map::new();
     fields.insert("title".into(), args.title.clone().into());
@@ -176,18 +171,26 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
     let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
     let mut chosen_id = String::new();
     file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
-        let heads = match current {
-            Some(text) => {
-                tasks::heads(text).map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?.1
-            }
-            None => Vec::new(),
+        // One pass that keeps only what `add` needs: whether the id is taken, the highest TASK-N.
+        let mut taken = false;
+        let mut highest = 0;
+        let layout = match current {
+            Some(text) => Some(
+                tasks::scan(text, |head| {
+                    let Some(id) = head.id.as_deref() else { return };
+                    taken |= args.id.as_deref() == Some(id);
+                    if let Some(n) = id.strip_prefix("TASK-").and_then(|n| n.parse::<u64>().ok()) {
+                        highest = highest.max(n);
+                    }
+                })
+                .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?,
+            ),
+            None => None,
         };
         let id = match &args.id {
-            Some(id) if heads.iter().any(|h| h.id.as_deref() == Some(id)) => {
-                return Err(StoreError::Refused(format!("a task with the id `{id}` already exists")));
-            }
+            Some(id) if taken => return Err(StoreError::Refused(format!("a task with the id `{id}` already exists"))),
             Some(id) => id.clone(),
-            None => next_free_id(&heads),
+            None => format!("TASK-{:03}", highest + 1),
         };
         let mut task = Map::new();
         task.insert("id".into(), id.clone().into());
@@ -195,10 +198,12 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
         let task = Value::Object(task);
         check_task(ws, &task, &format!("task `{id}`"))?;
         chosen_id = id;
-        let new = match current {
-            Some(text) => tasks::apply(text, &TaskEdits { updates: vec![], appends: vec![task] })
-                .map_err(|e| StoreError::Refused(format!("{file}: {e}")))?,
-            None => tasks::new_file(&[task]),
+        let new = match (current, layout) {
+            (Some(text), Some(layout)) => Content::Spliced(
+                tasks::splices_for(text, layout, &[], &TaskEdits { updates: vec![], appends: vec![task] })
+                    .map_err(|e| StoreError::Refused(format!("{file}: {e}")))?,
+            ),
+            _ => Content::Whole(tasks::new_file(&[task])),
         };
         Ok(Some(new))
     })?;
@@ -230,8 +235,8 @@ fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
         let Some(text) = current else {
             return Err(StoreError::Refused(format!("{file} does not exist")));
         };
-        let (_, heads) =
-            tasks::heads(text).map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
+        let (layout, heads) = tasks::scan_ids(text, &[args.id.as_str()])
+            .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
         let head = tasks::find(&heads, &args.id).map_err(|e| StoreError::Refused(format!("{file}: {e}")))?;
         let before = head.value(text);
         let Some(mut fields) = before.as_object().cloned() else {
@@ -252,7 +257,9 @@ fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
         let mut all_ops = ops.clone();
         all_ops.push(FieldOp::Set("updated_at".into(), now.into()));
         let edits = TaskEdits { updates: vec![(args.id.clone(), all_ops)], appends: vec![] };
-        tasks::apply(text, &edits).map(Some).map_err(|e| StoreError::Refused(format!("{file}: {e}")))
+        tasks::splices_for(text, layout, &heads, &edits)
+            .map(|splices| Some(Content::Spliced(splices)))
+            .map_err(|e| StoreError::Refused(format!("{file}: {e}")))
     })?;
     match outcome {
         file::Outcome::Unchanged => println!("{}: unchanged", args.id),

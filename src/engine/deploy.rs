@@ -305,6 +305,8 @@ pub struct Monitoring {
     pub samples: Vec<Sample>,
     pub healthy: bool,
     pub reason: String,
+    /// Cut short by a shutdown: neither healthy nor a reason to roll back.
+    pub interrupted: bool,
 }
 
 /// Samples the health checks every `monitoring_interval` for `monitoring_period`; fails at
@@ -336,13 +338,27 @@ pub fn monitor(runner: &Runner, env: &EnvConfig, devops: &Devops, vars: &[(Strin
                 samples,
                 healthy: false,
                 reason: format!("{consecutive} consecutive failed health checks (trigger: {threshold}): {detail}"),
+                interrupted: false,
             };
         }
         let next = interval * samples.len() as u32;
         if next > period {
             break;
         }
-        std::thread::sleep(next.saturating_sub(started.elapsed()));
+        while started.elapsed() < next {
+            if runner.abort.load(std::sync::atomic::Ordering::SeqCst) {
+                let count = samples.len();
+                return Monitoring {
+                    period_ms: period.as_millis() as u64,
+                    interval_ms: interval.as_millis() as u64,
+                    samples,
+                    healthy: false,
+                    reason: format!("monitoring interrupted by shutdown after {count} samples"),
+                    interrupted: true,
+                };
+            }
+            std::thread::sleep((next - started.elapsed().min(next)).min(Duration::from_millis(100)));
+        }
     }
     let count = samples.len();
     Monitoring {
@@ -351,6 +367,7 @@ pub fn monitor(runner: &Runner, env: &EnvConfig, devops: &Devops, vars: &[(Strin
         samples,
         healthy: true,
         reason: format!("{count} samples over the monitoring period, no rollback trigger fired"),
+        interrupted: false,
     }
 }
 

@@ -5,12 +5,15 @@
 //! run, claims it, runs its node and records the result; a blocked task is recorded once and
 //! re-checked on every later pass. A pass with nothing new writes no file.
 
+pub mod analysis;
 pub mod artifacts;
 pub mod deploy;
 pub mod gates;
 pub mod nodes;
 pub mod record;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -43,9 +46,24 @@ fn from_state(task: &Value) -> bool {
 /// guard against a workflow that keeps creating work for itself.
 const MAX_PASSES: usize = 1000;
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     pub dry_run: bool,
+    pub cancel: Cancel,
+}
+
+/// How a daemon stops the engine: `stop` lets the running node finish and starts no other;
+/// `abort` (after the grace period) also kills the running commands.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel {
+    pub stop: Arc<AtomicBool>,
+    pub abort: Arc<AtomicBool>,
+}
+
+impl Cancel {
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
 }
 
 /// What one `run` did, for the command line.
@@ -137,6 +155,9 @@ impl<'w> Engine<'w> {
     pub fn run(&self) -> Summary {
         let mut summary = Summary::default();
         for _ in 0..MAX_PASSES {
+            if self.options.cancel.stopping() {
+                break;
+            }
             let acted = self.pass(&mut summary);
             if !acted || self.options.dry_run {
                 break;
@@ -295,6 +316,9 @@ impl<'w> Engine<'w> {
             Readiness::Ready { inputs, checks, version } => {
                 if self.options.dry_run {
                     summary.plan.push(Planned { task: id, node: node.name.clone(), checks });
+                    return false;
+                }
+                if self.options.cancel.stopping() {
                     return false;
                 }
                 if let Some(ran) = self.execute(task, status, node, inputs, checks, version, state) {
@@ -740,6 +764,7 @@ impl<'w> Engine<'w> {
                 &self.ws.config.devops.verification_timeout,
                 std::time::Duration::from_secs(300),
             ),
+            abort: Arc::clone(&self.options.cancel.abort),
         };
         let mut run = NodeRun {
             ws: self.ws,

@@ -574,6 +574,9 @@ fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeEr
                 Some(rollback) => {
                     Ok(Outcome::Failed { step: "rollback".into(), reason: rollback.detail, log: String::new() })
                 }
+                None if monitoring.interrupted => {
+                    Ok(Outcome::Failed { step: "verification".into(), reason: monitoring.reason, log: String::new() })
+                }
                 None => Ok(Outcome::Failed {
                     step: "verification".into(),
                     reason: format!("{}; automatic rollback is off, so R17 asks a human to decide", monitoring.reason),
@@ -599,6 +602,10 @@ fn verify(
     run.write_markdown("R16-health-check.md", None, status, extra)?;
     if monitoring.healthy {
         return Ok(Ok(monitoring));
+    }
+    if monitoring.interrupted {
+        // A shutdown is no evidence against the release: nothing is rolled back.
+        return Ok(Err((monitoring, None)));
     }
     let auto = run.ws.config.devops.auto_rollback_enabled;
     let decision = if auto { "rollback" } else { "pending" };

@@ -8,7 +8,7 @@ use crate::render::Renderer;
 use crate::schema::SchemaName;
 use crate::sha256;
 use crate::store::edit::FieldOp;
-use crate::store::file::{self, StoreError};
+use crate::store::file::{self, Content, StoreError};
 use crate::store::state::{self, StateEdit};
 use crate::store::tasks::{self, TaskEdits};
 use crate::workspace::Workspace;
@@ -36,7 +36,9 @@ pub fn edit_task(
     let mut applied = true;
     file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
         let Some(text) = current else { return Err(refused(&file, "the file disappeared")) };
-        let (_, heads) = tasks::heads(text).map_err(|e| refused(&file, format!("{e:?}")))?;
+        let mut wanted: Vec<&str> = appends.iter().filter_map(|t| t.get("id").and_then(Value::as_str)).collect();
+        wanted.extend(id);
+        let (layout, heads) = tasks::scan_ids(text, &wanted).map_err(|e| refused(&file, format!("{e:?}")))?;
         let mut updates = Vec::new();
         if let Some(id) = id {
             let head = tasks::find(&heads, id).map_err(|e| refused(&file, e))?;
@@ -52,14 +54,16 @@ pub fn edit_task(
             .iter()
             .filter(|t| {
                 let new_id = t.get("id").and_then(Value::as_str);
-                !heads.iter().any(|h| h.id.as_deref().is_some() && h.id.as_deref() == new_id)
+                !heads.iter().any(|h| h.id.is_some() && h.id.as_deref() == new_id)
             })
             .cloned()
             .collect();
         if updates.is_empty() && appends.is_empty() {
             return Ok(None);
         }
-        tasks::apply(text, &TaskEdits { updates, appends }).map(Some).map_err(|e| refused(&file, e))
+        tasks::splices_for(text, layout, &heads, &TaskEdits { updates, appends })
+            .map(|splices| Some(Content::Spliced(splices)))
+            .map_err(|e| refused(&file, e))
     })?;
     Ok(applied)
 }

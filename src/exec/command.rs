@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -31,6 +32,8 @@ pub struct Runner {
     pub env: Vec<(String, String)>,
     pub secrets: Secrets,
     pub default_timeout: Duration,
+    /// Set on shutdown once the grace period is over: running commands are killed.
+    pub abort: Arc<AtomicBool>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -61,6 +64,18 @@ impl StepResult {
     }
 }
 
+/// The standard output of a step whose output is data (a metrics command), as it came:
+/// unmasked, so secrets in it must be masked before anything derived from it is written.
+#[derive(Debug, Clone, Default)]
+pub struct CapturedStdout {
+    pub bytes: Vec<u8>,
+    /// The output was longer than [`STDOUT_CAPTURE_LIMIT`]; `bytes` holds its beginning.
+    pub truncated: bool,
+}
+
+/// The most standard output [`Runner::run_capturing_stdout`] keeps.
+pub const STDOUT_CAPTURE_LIMIT: usize = 4 * 1024 * 1024;
+
 impl Runner {
     /// Runs `command` with `sh -c` in `cwd` (default: the workspace).
     pub fn run(
@@ -70,6 +85,34 @@ impl Runner {
         cwd: Option<&Path>,
         timeout: Option<Duration>,
         extra_env: &[(String, String)],
+    ) -> StepResult {
+        self.run_inner(step, command, cwd, timeout, extra_env, None)
+    }
+
+    /// Like [`Runner::run`] (logged, masked, time-limited), and also keeps the whole standard
+    /// output, not only the tail, for steps whose output is data.
+    pub fn run_capturing_stdout(
+        &self,
+        step: &str,
+        command: &str,
+        cwd: Option<&Path>,
+        timeout: Option<Duration>,
+        extra_env: &[(String, String)],
+    ) -> (StepResult, CapturedStdout) {
+        let capture = Arc::new(Mutex::new(CapturedStdout::default()));
+        let result = self.run_inner(step, command, cwd, timeout, extra_env, Some(Arc::clone(&capture)));
+        let captured = std::mem::take(&mut *capture.lock().expect("capture lock"));
+        (result, captured)
+    }
+
+    fn run_inner(
+        &self,
+        step: &str,
+        command: &str,
+        cwd: Option<&Path>,
+        timeout: Option<Duration>,
+        extra_env: &[(String, String)],
+        capture: Option<Arc<Mutex<CapturedStdout>>>,
     ) -> StepResult {
         let started = Instant::now();
         let log_path = self.log_path(step);
@@ -112,11 +155,21 @@ impl Runner {
             child.stderr.take().map(|s| Box::new(s) as _),
         ]
         .into_iter()
-        .flatten()
-        .map(|stream| {
+        .enumerate()
+        .filter_map(|(index, stream)| Some((stream?, if index == 0 { capture.clone() } else { None })))
+        .map(|(stream, capture)| {
             let (log, tail, secrets) = (Arc::clone(&log), Arc::clone(&tail), self.secrets.clone());
             thread::spawn(move || {
                 for line in BufReader::new(stream).split(b'\n').map_while(Result::ok) {
+                    if let Some(capture) = &capture {
+                        let mut capture = capture.lock().expect("capture lock");
+                        if capture.bytes.len() + line.len() < STDOUT_CAPTURE_LIMIT {
+                            capture.bytes.extend_from_slice(&line);
+                            capture.bytes.push(b'\n');
+                        } else {
+                            capture.truncated = true;
+                        }
+                    }
                     let line = secrets.mask(&String::from_utf8_lossy(&line));
                     let _ = writeln!(log.lock().expect("log lock"), "{line}");
                     let mut tail = tail.lock().expect("tail lock");
@@ -134,7 +187,22 @@ impl Runner {
             let _ = sender.send(());
             status
         });
-        let timed_out = receiver.recv_timeout(timeout).is_err();
+        // Wait in slices so that an abort (shutdown past its grace period) is noticed.
+        let deadline = Instant::now() + timeout;
+        let mut aborted = false;
+        let timed_out = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match receiver.recv_timeout(left.min(Duration::from_millis(100))) {
+                Ok(()) => break false,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break false,
+                Err(mpsc::RecvTimeoutError::Timeout) if self.abort.load(Ordering::SeqCst) => {
+                    aborted = true;
+                    break true;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if left.is_zero() => break true,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        };
         if timed_out {
             kill_group(pid, libc::SIGTERM);
             if receiver.recv_timeout(KILL_GRACE).is_err() {
@@ -155,6 +223,7 @@ impl Runner {
         };
         let mut log = log.lock().expect("log lock");
         let ending = match (&status, timed_out) {
+            (_, true) if aborted => "aborted by shutdown; process group killed".to_owned(),
             (_, true) => format!("timed out after {} ms; process group killed", timeout.as_millis()),
             (Ok(status), _) => match (status.code(), status.signal()) {
                 (Some(code), _) => format!("exit code {code}"),
@@ -208,6 +277,7 @@ mod tests {
             env: vec![("OPSFLOW_UNIT_ID".into(), "$(touch pwned)".into())],
             secrets: Secrets::from_vars([("X_TOKEN".to_owned(), "s3cr3t-value".to_owned())], &[]),
             default_timeout: Duration::from_secs(10),
+            abort: Arc::default(),
         }
     }
 
@@ -227,6 +297,19 @@ mod tests {
         assert!(log.contains("unit=$(touch pwned)"), "{log}");
         assert!(log.contains("***") && !log.contains("s3cr3t-value"), "{log}");
         assert!(!dir.path().join("pwned").exists());
+    }
+
+    #[test]
+    fn captured_stdout_is_whole_and_apart_from_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let (result, stdout) =
+            runner(dir.path()).run_capturing_stdout("data", "seq 1 30; echo noise >&2; printf 'last'", None, None, &[]);
+        assert!(result.success, "{}", result.summary());
+        let text = String::from_utf8(stdout.bytes).unwrap();
+        assert_eq!(text.lines().count(), 31, "{text}");
+        assert!(text.starts_with("1\n2\n") && text.ends_with("30\nlast\n") && !text.contains("noise"), "{text}");
+        assert!(!stdout.truncated);
+        assert_eq!(result.tail.lines().count(), TAIL_LINES);
     }
 
     #[test]

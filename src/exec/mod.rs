@@ -6,4 +6,5 @@
 pub mod checks;
 pub mod command;
 pub mod local;
+pub mod metrics;
 pub mod secrets;

@@ -245,6 +245,21 @@ pub fn append_elements(
     }
 }
 
+/// Writes `text` with `splices` applied to `out`, piece by piece, without building the result
+/// in memory first.
+pub fn write_spliced(text: &str, splices: &[Splice], out: &mut impl std::io::Write) -> std::io::Result<()> {
+    let mut order: Vec<&Splice> = splices.iter().collect();
+    order.sort_by_key(|s| (s.start, s.end));
+    let mut at = 0;
+    for splice in order {
+        debug_assert!(splice.start >= at, "overlapping splices");
+        out.write_all(&text.as_bytes()[at..splice.start])?;
+        out.write_all(splice.with.as_bytes())?;
+        at = splice.end;
+    }
+    out.write_all(&text.as_bytes()[at..])
+}
+
 /// Applies non-overlapping splices to `text`.
 pub fn apply(text: &str, mut splices: Vec<Splice>) -> String {
     splices.sort_by_key(|s| (s.start, s.end));

@@ -41,6 +41,20 @@ fn io_error(path: &Path, action: &'static str) -> impl FnOnce(io::Error) -> Stor
     move |source| StoreError::Io { path, action, source }
 }
 
+/// The new content of a file: whole, or as splices into the content that was read (written
+/// piece by piece, so a large file is never copied in memory).
+#[derive(Debug, Clone)]
+pub enum Content {
+    Whole(String),
+    Spliced(Vec<super::edit::Splice>),
+}
+
+impl From<String> for Content {
+    fn from(whole: String) -> Content {
+        Content::Whole(whole)
+    }
+}
+
 /// What [`modify`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -97,9 +111,10 @@ fn version_of(path: &Path) -> Result<Option<Version>, StoreError> {
 ///
 /// `edit` may run more than once: when another writer changes the file between the read and
 /// the replace, the edit is redone on the new content. Returning `Ok(None)` writes nothing.
-pub fn modify<F>(path: &Path, label: &str, limit: u64, mut edit: F) -> Result<Outcome, StoreError>
+pub fn modify<F, C>(path: &Path, label: &str, limit: u64, mut edit: F) -> Result<Outcome, StoreError>
 where
-    F: FnMut(Option<&str>) -> Result<Option<String>, StoreError>,
+    F: FnMut(Option<&str>) -> Result<Option<C>, StoreError>,
+    C: Into<Content>,
 {
     let _lock = lock(path)?;
     remove_stale_temps(path);
@@ -113,10 +128,16 @@ where
             },
         };
         let Some(new) = edit(current.as_deref())? else { return Ok(Outcome::Unchanged) };
-        if current.as_deref() == Some(new.as_str()) {
-            return Ok(Outcome::Unchanged);
-        }
-        let temp = TempFile::write(path, new.as_bytes())?;
+        let new = new.into();
+        let temp = match (&new, current.as_deref()) {
+            (Content::Whole(whole), Some(current)) if whole == current => return Ok(Outcome::Unchanged),
+            (Content::Spliced(splices), _) if splices.is_empty() => return Ok(Outcome::Unchanged),
+            (Content::Whole(whole), _) => TempFile::write(path, |out| out.write_all(whole.as_bytes()))?,
+            (Content::Spliced(splices), current) => {
+                let current = current.unwrap_or_default();
+                TempFile::write(path, |out| super::edit::write_spliced(current, splices, out))?
+            }
+        };
         // The cheap re-check: the file as read is still the file on disk.
         if version_of(path)? != before {
             continue;
@@ -156,7 +177,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(io_error(parent, "cannot create the directory"))?;
     }
-    let temp = TempFile::write(path, bytes)?;
+    let temp = TempFile::write(path, |out| out.write_all(bytes))?;
     fs::rename(&temp.path, path).map_err(io_error(path, "cannot move the new file into place"))?;
     temp.persisted();
     sync_dir(path)
@@ -179,7 +200,7 @@ struct TempFile {
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl TempFile {
-    fn write(target: &Path, bytes: &[u8]) -> Result<TempFile, StoreError> {
+    fn write(target: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> Result<TempFile, StoreError> {
         let name = target.file_name().unwrap_or_default().to_string_lossy();
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let path = target.with_file_name(format!(".{name}.{}.{n}{TEMP_SUFFIX}", std::process::id()));
@@ -193,7 +214,7 @@ impl TempFile {
             // Keep the target's permissions; best effort, the content matters more.
             let _ = file.set_permissions(metadata.permissions());
         }
-        file.write_all(bytes).map_err(io_error(&temp.path, "cannot write the temporary file"))?;
+        fill(&mut file).map_err(io_error(&temp.path, "cannot write the temporary file"))?;
         file.sync_all().map_err(io_error(&temp.path, "cannot sync the temporary file"))?;
         Ok(temp)
     }
@@ -267,7 +288,7 @@ mod tests {
         let path = dir.path().join("f.json");
         let outcome = modify(&path, "f.json", 1 << 20, |current| {
             assert!(current.is_none());
-            Ok(Some("1".into()))
+            Ok(Some("1".to_owned()))
         })
         .unwrap();
         assert_eq!(outcome, Outcome::Written { attempts: 1 });
@@ -307,7 +328,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.txt");
         fs::write(&path, "\u{feff}x").unwrap();
-        assert!(matches!(modify(&path, "f.txt", 1 << 20, |_| Ok(Some("y".into()))), Err(StoreError::Invalid(_))));
+        assert!(matches!(modify(&path, "f.txt", 1 << 20, |_| Ok(Some("y".to_owned()))), Err(StoreError::Invalid(_))));
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 }

@@ -209,16 +209,37 @@ pub fn find<'t>(heads: &'t [TaskHead<'t>], id: &str) -> Result<&'t TaskHead<'t>,
     Ok(first)
 }
 
-/// Applies `edits` to the text of `tasks.json`, touching nothing else.
-pub fn apply(text: &str, edits: &TaskEdits) -> Result<String, EditError> {
-    let (layout, heads) = heads(text).map_err(|e| match e {
+/// The heads of the entries whose id is one of `ids` (every occurrence, so duplicates show),
+/// in one pass that keeps nothing else.
+pub fn scan_ids<'t>(text: &'t str, ids: &[&str]) -> Result<(Layout, Vec<TaskHead<'t>>), LayoutError> {
+    let mut found = Vec::new();
+    let layout = scan(text, |head| {
+        if head.id.as_deref().is_some_and(|id| ids.contains(&id)) {
+            found.push(head);
+        }
+    })?;
+    Ok((layout, found))
+}
+
+fn layout_error(error: LayoutError) -> EditError {
+    match error {
         LayoutError::Syntax(e) => EditError::Layout(e.to_string()),
         LayoutError::Shape(s) => EditError::Layout(s),
-    })?;
+    }
+}
+
+/// The splices that apply `edits` to the text of `tasks.json`, given the layout and the heads
+/// of (at least) the edited entries.
+pub fn splices_for(
+    text: &str,
+    layout: Layout,
+    heads: &[TaskHead<'_>],
+    edits: &TaskEdits,
+) -> Result<Vec<Splice>, EditError> {
     let style = Style::detect(text);
     let mut splices: Vec<Splice> = Vec::new();
     for (id, ops) in &edits.updates {
-        let head = find(&heads, id)?;
+        let head = find(heads, id)?;
         if text.as_bytes()[head.span.start] != b'{' {
             return Err(EditError::NotAnObject { id: id.clone(), index: head.index });
         }
@@ -230,7 +251,19 @@ pub fn apply(text: &str, edits: &TaskEdits) -> Result<String, EditError> {
         edit::append_elements(text, layout.array_start, &edits.appends, &style)
             .map_err(|e| EditError::Layout(e.to_string()))?,
     );
-    Ok(edit::apply(text, splices))
+    Ok(splices)
+}
+
+/// The splices that apply `edits`, in one scan of the file.
+pub fn splices(text: &str, edits: &TaskEdits) -> Result<Vec<Splice>, EditError> {
+    let ids: Vec<&str> = edits.updates.iter().map(|(id, _)| id.as_str()).collect();
+    let (layout, heads) = scan_ids(text, &ids).map_err(layout_error)?;
+    splices_for(text, layout, &heads, edits)
+}
+
+/// Applies `edits` to the text of `tasks.json`, touching nothing else.
+pub fn apply(text: &str, edits: &TaskEdits) -> Result<String, EditError> {
+    Ok(edit::apply(text, splices(text, edits)?))
 }
 
 /// A fresh `tasks.json` holding `tasks`, in the wrapped form with two-space indentation.

@@ -28,13 +28,32 @@ pub fn read_bytes(path: &Path, label: &str, limit: u64) -> Result<Option<Vec<u8>
     if metadata.len() > limit {
         return Err(too_large(label, metadata.len(), limit));
     }
-    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    let mut bytes = Vec::with_capacity(metadata.len() as usize + 1);
+    advise_huge_pages(&mut bytes);
     // Read one byte past the limit so a file that grows while it is read is still caught.
     file.take(limit + 1).read_to_end(&mut bytes).map_err(io_error)?;
     if bytes.len() as u64 > limit {
         return Err(too_large(label, bytes.len() as u64, limit));
     }
     Ok(Some(bytes))
+}
+
+/// Asks for transparent huge pages for a large read buffer: a 25 MB `tasks.json` then costs a
+/// dozen page faults instead of six thousand. Only advice; the read works either way.
+fn advise_huge_pages(buffer: &mut Vec<u8>) {
+    const HUGE: usize = 2 * 1024 * 1024;
+    if buffer.capacity() < 2 * HUGE {
+        return;
+    }
+    let start = buffer.as_mut_ptr() as usize;
+    let aligned = start.next_multiple_of(HUGE);
+    let end = (start + buffer.capacity()) / HUGE * HUGE;
+    if end > aligned {
+        // SAFETY: the range lies inside the vector's own allocation; madvise only advises.
+        unsafe {
+            libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_HUGEPAGE);
+        }
+    }
 }
 
 fn too_large(label: &str, size: u64, limit: u64) -> Diagnostic {
@@ -84,6 +103,11 @@ pub fn check_text(label: &str, bytes: Vec<u8>) -> Result<String, Diagnostic> {
 
 /// The line of the first git conflict marker, if any.
 fn conflict_marker_line(text: &str) -> Option<usize> {
+    // Fast path for the common case: a substring search is an order of magnitude quicker than
+    // walking every line of a large file.
+    if !["<<<<<<<", ">>>>>>>", "|||||||"].iter().any(|marker| text.contains(marker)) {
+        return None;
+    }
     text.lines()
         .position(|line| {
             ["<<<<<<<", ">>>>>>>", "|||||||"]

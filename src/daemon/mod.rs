@@ -1,0 +1,237 @@
+//! The daemon behind `opsflow watch`: a watcher, a reconciler and an HTTP server under one
+//! supervisor.
+//!
+//! Each worker is an async task with its context, its channels and a `CancellationToken`;
+//! [`run`] alone decides when the program ends. The reconciler is level-triggered: events
+//! only say "look again", every reconcile reads what it needs, and a periodic resync every
+//! `devops.poll_interval` catches anything the watcher missed. Reconciles run the same engine
+//! as `opsflow run`, on a blocking thread.
+//!
+//! Shutdown: the token is cancelled, the engine stops starting nodes, a running node gets
+//! `devops.shutdown_grace` to finish, after which its commands are killed (a symlink switch is
+//! atomic, so no environment is left half-switched); then the locks are released.
+
+pub mod http;
+pub mod metrics;
+pub mod watcher;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::Exit;
+use crate::config::Devops;
+use crate::engine::{Cancel, Engine, Options, Summary};
+use crate::workspace::Workspace;
+use metrics::Metrics;
+use watcher::Hint;
+
+/// What `opsflow watch` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub dir: PathBuf,
+    pub config_file: Option<PathBuf>,
+    pub agent: Option<String>,
+    pub http: Option<SocketAddr>,
+}
+
+/// Handles a test or the command line can use while the daemon runs.
+#[derive(Debug, Clone, Default)]
+pub struct Handles {
+    pub metrics: Arc<Metrics>,
+    /// The address the HTTP server bound (resolves port 0).
+    pub http_address: Arc<std::sync::OnceLock<SocketAddr>>,
+}
+
+/// Runs the daemon until `shutdown` completes. Startup problems (an invalid config, another
+/// runner holding the instance lock) are errors; everything after startup is reported and
+/// survived.
+pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Output = ()>) -> anyhow::Result<Exit> {
+    let ws = Workspace::open(&settings.dir, settings.config_file.as_deref(), settings.agent.as_deref())?;
+    if !ws.config_problems.is_empty() {
+        for problem in &ws.config_problems {
+            eprintln!("{problem}");
+        }
+        anyhow::bail!("{} is invalid; the daemon does not start on an invalid config", ws.config_label);
+    }
+    let lock = crate::instance::acquire(&ws).map_err(anyhow::Error::msg)?;
+    let grace = Devops::duration(&ws.config.devops.shutdown_grace, Duration::from_secs(30));
+    let cancel = CancellationToken::new();
+    let engine_cancel = Cancel::default();
+    let metrics = Arc::clone(&handles.metrics);
+    metrics.alive.store(true, Ordering::SeqCst);
+
+    let (hint_tx, hint_rx) = mpsc::channel(256);
+    let watcher = tokio::spawn(watcher::run(
+        ws.root.clone(),
+        ws.config.paths.runtime.clone(),
+        hint_tx,
+        Arc::clone(&metrics),
+        cancel.clone(),
+    ));
+    let http = match settings.http {
+        Some(address) => {
+            let listener = http::bind(address).await?;
+            let bound = listener.local_addr()?;
+            let _ = handles.http_address.set(bound);
+            tracing::info!("serving /healthz and /metrics on http://{bound}");
+            Some(tokio::spawn(http::serve(listener, Arc::clone(&metrics), cancel.clone())))
+        }
+        None => None,
+    };
+    let mut reconciler = tokio::spawn(reconcile_loop(
+        settings,
+        ws,
+        hint_rx,
+        Arc::clone(&metrics),
+        cancel.clone(),
+        engine_cancel.clone(),
+    ));
+
+    let mut exit = Exit::Ok;
+    tokio::select! {
+        _ = shutdown => tracing::info!("shutting down"),
+        ended = &mut reconciler => {
+            // The loop only ends on its own when something is badly wrong.
+            tracing::error!("the reconcile loop ended: {ended:?}");
+            exit = Exit::Invalid;
+        }
+    }
+    cancel.cancel();
+    engine_cancel.stop.store(true, Ordering::SeqCst);
+    if !reconciler.is_finished() && tokio::time::timeout(grace, &mut reconciler).await.is_err() {
+        tracing::warn!("the running step did not finish within the grace period of {grace:?}; stopping it");
+        engine_cancel.abort.store(true, Ordering::SeqCst);
+        let _ = reconciler.await;
+    }
+    metrics.alive.store(false, Ordering::SeqCst);
+    match watcher.await {
+        Ok(Err(e)) => tracing::error!("the file watcher failed: {e}"),
+        Err(e) => tracing::error!("the file watcher panicked: {e}"),
+        Ok(Ok(())) => {}
+    }
+    if let Some(http) = http {
+        let _ = http.await;
+    }
+    drop(lock);
+    Ok(exit)
+}
+
+/// Waits for hints or the resync timer, debounces, and reconciles.
+async fn reconcile_loop(
+    settings: Settings,
+    ws: Workspace,
+    mut hints: mpsc::Receiver<Hint>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+    engine_cancel: Cancel,
+) {
+    let mut current = Arc::new(ws);
+    let mut reported_config: Option<String> = None;
+    // The first reconcile happens at once: work may be waiting from before the start.
+    let mut due = true;
+    let mut retry_after_settle = false;
+    loop {
+        let poll = Devops::duration(&current.config.devops.poll_interval, Duration::from_secs(300));
+        let debounce = Devops::duration(&current.config.devops.debounce, Duration::from_millis(50));
+        if !due {
+            let wait = if retry_after_settle { debounce } else { poll };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                hint = hints.recv() => match hint {
+                    Some(hint) => tracing::debug!("hint: {hint:?}"),
+                    None => return,
+                },
+                _ = tokio::time::sleep(wait) => tracing::debug!("{}", if retry_after_settle { "re-reading after the files settled" } else { "periodic resync" }),
+            }
+            // Debounce: wait until nothing has changed for `debounce`, so a file written in
+            // several steps, or a checkout of many files, is read once, settled.
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    next = tokio::time::timeout(debounce, hints.recv()) => match next {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => return,
+                        Err(_) => break,
+                    },
+                }
+            }
+        }
+        due = false;
+        let started = Instant::now();
+        let job = {
+            let settings = settings.clone();
+            let previous = Arc::clone(&current);
+            let engine_cancel = engine_cancel.clone();
+            tokio::task::spawn_blocking(move || reconcile_once(&settings, previous, engine_cancel))
+        };
+        let Ok(outcome) = job.await else {
+            tracing::error!("a reconcile panicked");
+            metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let ok = outcome.summary.problems.is_empty() && outcome.config_problem.is_none();
+        if let Some(problem) = &outcome.config_problem {
+            if reported_config.as_ref() != Some(problem) {
+                tracing::error!("{problem}; the last good config stays in force");
+                reported_config = Some(problem.clone());
+            }
+        } else {
+            reported_config = None;
+        }
+        for problem in &outcome.summary.problems {
+            tracing::warn!("{problem}");
+        }
+        for ran in &outcome.summary.ran {
+            tracing::info!("{} {} {}: {}", ran.task, ran.node, ran.outcome, ran.summary);
+        }
+        // A file that is still being written may look invalid; read it again once it settles.
+        retry_after_settle = !ok && !retry_after_settle;
+        metrics.record(&outcome.summary, started.elapsed().as_secs_f64(), outcome.tasks_by_status, ok);
+        current = outcome.workspace;
+    }
+}
+
+struct Reconciled {
+    summary: Summary,
+    workspace: Arc<Workspace>,
+    config_problem: Option<String>,
+    tasks_by_status: BTreeMap<String, u64>,
+}
+
+/// One reconcile with the latest config (or the last good one) and the same engine as `run`.
+fn reconcile_once(settings: &Settings, previous: Arc<Workspace>, cancel: Cancel) -> Reconciled {
+    let (workspace, config_problem) =
+        match Workspace::open(&settings.dir, settings.config_file.as_deref(), settings.agent.as_deref()) {
+            Ok(ws) if ws.config_problems.is_empty() => (Arc::new(ws), None),
+            Ok(ws) => {
+                let problems = ws.config_problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                (previous, Some(format!("{} is invalid: {problems}", ws.config_label)))
+            }
+            Err(e) => (previous, Some(format!("cannot open the workspace: {e:#}"))),
+        };
+    let summary = match Engine::new(&workspace, Options { dry_run: false, cancel }) {
+        Ok(engine) => engine.run(),
+        Err(problems) => Summary { problems, ..Summary::default() },
+    };
+    let tasks_by_status = owned_tasks_by_status(&workspace);
+    Reconciled { summary, workspace, config_problem, tasks_by_status }
+}
+
+fn owned_tasks_by_status(ws: &Workspace) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    let Ok(Some(text)) = ws.read_text(&ws.config.paths.tasks) else { return counts };
+    let _ = crate::store::tasks::scan(&text, |head| {
+        if crate::workflow::owns(&ws.config, head.agent.as_deref(), head.kind.as_deref()) {
+            *counts.entry(head.status.as_deref().unwrap_or("").to_owned()).or_default() += 1;
+        }
+    });
+    counts
+}
