@@ -59,7 +59,11 @@ fn init_logging(cli: &cli::Cli) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_env("OPSFLOW_LOG").unwrap_or_else(|_| EnvFilter::new(format!("opsflow={level}")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match cli.log_format {
         cli::LogFormat::Text => builder.try_init(),
         cli::LogFormat::Json => builder.json().try_init(),

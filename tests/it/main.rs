@@ -14,5 +14,6 @@ mod bad_input;
 mod cli;
 mod concurrency;
 mod crash;
+mod engine;
 mod store;
 mod util;
