@@ -34,6 +34,9 @@ pub fn run(ws: &Workspace, command: &TasksCommand) -> anyhow::Result<Exit> {
 pub fn layout_diagnostic(file: &str, text: &str, error: LayoutError) -> Diagnostic {
     match error {
         LayoutError::Syntax(e) => {
+            if let Some(conflict) = crate::workspace::read::conflict_diagnostic(file, text) {
+                return conflict;
+            }
             let (line, column) = json::line_col(text, e.offset);
             Diagnostic::new(file, Kind::Syntax, format!("invalid JSON: {}", e.message)).at(line, column)
         }

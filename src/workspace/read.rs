@@ -90,24 +90,30 @@ pub fn check_text(label: &str, bytes: Vec<u8>) -> Result<String, Diagnostic> {
             .at(line, column));
         }
     };
-    if let Some(line) = conflict_marker_line(&text) {
-        return Err(Diagnostic::new(
-            label,
-            Kind::ConflictMarkers,
-            "has unresolved git conflict markers (`<<<<<<<`); finish the merge before opsflow reads it",
-        )
-        .at(line, 1));
+    // A JSON file with conflict markers never parses (a line cannot start inside a JSON
+    // string), so for JSON the markers are looked for only when parsing fails, to say why.
+    if !label.ends_with(".json")
+        && let Some(diagnostic) = conflict_diagnostic(label, &text)
+    {
+        return Err(diagnostic);
     }
     Ok(text)
 }
 
+/// The diagnostic for unresolved git conflict markers in `text`, if it has any.
+pub fn conflict_diagnostic(label: &str, text: &str) -> Option<Diagnostic> {
+    conflict_marker_line(text).map(|line| {
+        Diagnostic::new(
+            label,
+            Kind::ConflictMarkers,
+            "has unresolved git conflict markers (`<<<<<<<`); finish the merge before opsflow reads it",
+        )
+        .at(line, 1)
+    })
+}
+
 /// The line of the first git conflict marker, if any.
 fn conflict_marker_line(text: &str) -> Option<usize> {
-    // Fast path for the common case: a substring search is an order of magnitude quicker than
-    // walking every line of a large file.
-    if !["<<<<<<<", ">>>>>>>", "|||||||"].iter().any(|marker| text.contains(marker)) {
-        return None;
-    }
     text.lines()
         .position(|line| {
             ["<<<<<<<", ">>>>>>>", "|||||||"]
@@ -125,6 +131,9 @@ pub fn read_text(path: &Path, label: &str, limit: u64) -> Result<Option<String>,
 /// Parses JSON text, with the line and column of a syntax error.
 pub fn parse_json(label: &str, text: &str) -> Result<Value, Diagnostic> {
     serde_json::from_str(text).map_err(|e| {
+        if let Some(conflict) = conflict_diagnostic(label, text) {
+            return conflict;
+        }
         let message = e.to_string();
         // serde_json appends " at line L column C"; the diagnostic carries those separately.
         let message = message.rfind(" at line ").map_or(message.as_str(), |i| &message[..i]).to_owned();
