@@ -56,17 +56,17 @@ fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
     let mut matched = Vec::new();
     if !text.is_empty() {
         let scanned = tasks::scan(&text, |head| {
-            let keep = (!args.mine || crate::workflow::owns(&ws.config, head.agent.as_deref(), head.kind.as_deref()))
+            (!args.mine || crate::workflow::owns(&ws.config, head.agent.as_deref(), head.kind.as_deref()))
                 && args.status.as_deref().is_none_or(|s| head.status.as_deref() == Some(s))
                 && args.agent.as_deref().is_none_or(|a| head.agent.as_deref() == Some(a))
-                && args.kind.as_deref().is_none_or(|t| head.kind.as_deref() == Some(t));
-            if keep {
-                matched.push(head.span);
-            }
+                && args.kind.as_deref().is_none_or(|t| head.kind.as_deref() == Some(t))
         });
-        if let Err(error) = scanned {
-            eprintln!("{}", layout_diagnostic(file, &text, error));
-            return Ok(Exit::Invalid);
+        match scanned {
+            Ok((_, heads)) => matched.extend(heads.into_iter().map(|head| head.span)),
+            Err(error) => {
+                eprintln!("{}", layout_diagnostic(file, &text, error));
+                return Ok(Exit::Invalid);
+            }
         }
     }
     let stdout = io::stdout();
@@ -174,22 +174,23 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
     let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
     let mut chosen_id = String::new();
     file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
-        // One pass that keeps only what `add` needs: whether the id is taken, the highest TASK-N.
-        let mut taken = false;
-        let mut highest = 0;
-        let layout = match current {
-            Some(text) => Some(
-                tasks::scan(text, |head| {
-                    let Some(id) = head.id.as_deref() else { return };
-                    taken |= args.id.as_deref() == Some(id);
-                    if let Some(n) = id.strip_prefix("TASK-").and_then(|n| n.parse::<u64>().ok()) {
-                        highest = highest.max(n);
-                    }
+        // One pass that keeps only what `add` needs: the entries with its id or a TASK-N id.
+        let (layout, relevant) = match current {
+            Some(text) => {
+                let (layout, relevant) = tasks::scan(text, |head| {
+                    head.id.as_deref().is_some_and(|id| args.id.as_deref() == Some(id) || id.starts_with("TASK-"))
                 })
-                .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?,
-            ),
-            None => None,
+                .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
+                (Some(layout), relevant)
+            }
+            None => (None, Vec::new()),
         };
+        let taken = relevant.iter().any(|head| head.id.as_deref() == args.id.as_deref());
+        let highest = relevant
+            .iter()
+            .filter_map(|head| head.id.as_deref()?.strip_prefix("TASK-")?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
         let id = match &args.id {
             Some(id) if taken => return Err(StoreError::Refused(format!("a task with the id `{id}` already exists"))),
             Some(id) => id.clone(),

@@ -124,6 +124,10 @@ pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Out
     Ok(exit)
 }
 
+/// The longest a stream of changes can postpone a reconcile, in debounce periods (500 ms
+/// with the default debounce of 50 ms).
+const MAX_DEBOUNCE_PERIODS: u32 = 10;
+
 /// Waits for hints or the resync timer, debounces, and reconciles.
 async fn reconcile_loop(
     settings: Settings,
@@ -152,12 +156,18 @@ async fn reconcile_loop(
                 _ = tokio::time::sleep(wait) => tracing::debug!("{}", if retry_after_settle { "re-reading after the files settled" } else { "periodic resync" }),
             }
             // Debounce: wait until nothing has changed for `debounce`, so a file written in
-            // several steps, or a checkout of many files, is read once, settled.
+            // several steps, or a checkout of many files, is read once, settled. But for no
+            // more than MAX_DEBOUNCE_PERIODS periods: a file written all the time (an app's
+            // log, a dev server's output) must not postpone every reconcile for as long as
+            // it is written.
+            let settle_by = tokio::time::Instant::now() + debounce * MAX_DEBOUNCE_PERIODS;
             loop {
+                let quiet_until = (tokio::time::Instant::now() + debounce).min(settle_by);
                 tokio::select! {
                     _ = cancel.cancelled() => return,
-                    next = tokio::time::timeout(debounce, hints.recv()) => match next {
-                        Ok(Some(_)) => continue,
+                    next = tokio::time::timeout_at(quiet_until, hints.recv()) => match next {
+                        Ok(Some(_)) if tokio::time::Instant::now() < settle_by => continue,
+                        Ok(Some(_)) => break,
                         Ok(None) => return,
                         Err(_) => break,
                     },
@@ -228,10 +238,13 @@ fn reconcile_once(settings: &Settings, previous: Arc<Workspace>, cancel: Cancel)
 fn owned_tasks_by_status(ws: &Workspace) -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();
     let Ok(Some(text)) = ws.read_text(&ws.config.paths.tasks) else { return counts };
-    let _ = crate::store::tasks::scan(&text, |head| {
-        if crate::workflow::owns(&ws.config, head.agent.as_deref(), head.kind.as_deref()) {
+    let owned = crate::store::tasks::scan(&text, |head| {
+        crate::workflow::owns(&ws.config, head.agent.as_deref(), head.kind.as_deref())
+    });
+    if let Ok((_, heads)) = owned {
+        for head in heads {
             *counts.entry(head.status.as_deref().unwrap_or("").to_owned()).or_default() += 1;
         }
-    });
+    }
     counts
 }

@@ -436,18 +436,16 @@ impl Analysis {
             Outcome::Ok
         };
 
-        let mut detail = seen.join(", ");
+        // What was seen apart from the breaches, which a Failed reason names first.
+        let mut context = seen.join(", ");
         let mut add = |part: String| {
-            if !detail.is_empty() {
-                detail.push_str("; ");
+            if !context.is_empty() {
+                context.push_str("; ");
             }
-            detail.push_str(&part);
+            context.push_str(&part);
         };
-        if !breaches.is_empty() {
-            add(breaches.join(", "));
-        }
-        if !missing.is_empty() {
-            add(format!("no data: {}", missing.join("; ")));
+        for missing in &missing {
+            add(format!("missing {missing}"));
         }
         if nothing_judged {
             add("nothing to judge: no metrics trigger applies and no health check ran".to_owned());
@@ -462,6 +460,7 @@ impl Analysis {
         if let Some(source) = measurement.metrics.as_ref().map(|s| s.source.as_str()).filter(|s| !s.is_empty()) {
             add(format!("source: {source}"));
         }
+        let detail = if breaches.is_empty() { context.clone() } else { format!("{}; {context}", breaches.join(", ")) };
         self.records.push(Record { index, outcome, detail: detail.clone(), measurement });
 
         let verdict = if self.health_streak >= self.thresholds.health_check_failures {
@@ -480,7 +479,7 @@ impl Analysis {
                     if self.failures > self.thresholds.failure_limit {
                         Verdict::Failed {
                             reason: format!(
-                                "{} at {at} ({} breaching measurement{}, failure_limit {}; {detail})",
+                                "{} at {at} ({} breaching measurement{}, failure_limit {}; {context})",
                                 breaches.join(", "),
                                 self.failures,
                                 plural(self.failures),

@@ -63,26 +63,31 @@ fn string_value<'t>(text: &'t str, member: &Member) -> Option<Cow<'t, str>> {
 
 /// Every entry's head, in order, once the whole file is known to be a valid task list.
 pub fn heads(text: &str) -> Result<(Layout, Vec<TaskHead<'_>>), LayoutError> {
-    let mut out = Vec::new();
-    let layout = scan(text, |head| out.push(head))?;
-    Ok((layout, out))
+    scan(text, |_| true)
 }
 
 fn syntax(offset: usize, message: &str) -> SyntaxError {
     SyntaxError { offset, message: message.to_owned() }
 }
 
-/// One pass over the whole file: checks its syntax and shape and calls `visit` with each
-/// entry's head. Heads arrive before the end of the file is checked, so act on them only
-/// once this returns `Ok`.
-pub fn scan<'t>(text: &'t str, mut visit: impl FnMut(TaskHead<'t>)) -> Result<Layout, LayoutError> {
+/// Files larger than this are scanned by two threads (see [`scan_array`]).
+const PARALLEL_MIN_BYTES: usize = 4 * 1024 * 1024;
+
+/// One pass over the whole file: checks its syntax and shape, and returns the heads of the
+/// entries `keep` accepts, in order. `keep` sees every entry (and may be called from two
+/// threads); nothing is returned unless the whole file is valid.
+pub fn scan<'t>(
+    text: &'t str,
+    keep: impl Fn(&TaskHead<'t>) -> bool + Sync,
+) -> Result<(Layout, Vec<TaskHead<'t>>), LayoutError> {
     let bytes = text.as_bytes();
     let start = json::skip_ws(text, 0);
+    let mut kept = Vec::new();
     match bytes.get(start) {
         Some(b'[') => {
-            let end = scan_array(text, start, &mut visit)?;
+            let end = scan_array(text, start, &keep, &mut kept)?;
             check_trailing(text, end)?;
-            Ok(Layout { array_start: start, wrapped: false })
+            Ok((Layout { array_start: start, wrapped: false }, kept))
         }
         Some(b'{') => {
             let mut array_start = None;
@@ -106,7 +111,7 @@ pub fn scan<'t>(text: &'t str, mut visit: impl FnMut(TaskHead<'t>)) -> Result<La
                             return Err(LayoutError::Shape("the `tasks` key appears twice".to_owned()));
                         }
                         array_start = Some(value);
-                        scan_array(text, value, &mut visit)?
+                        scan_array(text, value, &keep, &mut kept)?
                     } else {
                         json::value_end(text, value)?
                     };
@@ -124,7 +129,7 @@ pub fn scan<'t>(text: &'t str, mut visit: impl FnMut(TaskHead<'t>)) -> Result<La
             check_trailing(text, pos)?;
             let array_start = array_start
                 .ok_or_else(|| LayoutError::Shape("the top-level object has no `tasks` array".to_owned()))?;
-            Ok(Layout { array_start, wrapped: true })
+            Ok((Layout { array_start, wrapped: true }, kept))
         }
         _ => {
             json::root(text)?;
@@ -138,15 +143,29 @@ fn check_trailing(text: &str, end: usize) -> Result<(), SyntaxError> {
     if rest == text.len() { Ok(()) } else { Err(syntax(rest, "expected end of file after the JSON value")) }
 }
 
-/// Walks the array at `start` in one pass, entry members included; returns its end.
-fn scan_array<'t>(text: &'t str, start: usize, visit: &mut impl FnMut(TaskHead<'t>)) -> Result<usize, SyntaxError> {
+/// How a walk over the entries of the task array ended.
+enum Walk {
+    /// Reached the closing bracket; the array ends before this offset.
+    Closed(usize),
+    /// Reached `stop_at` as the start of an entry, after this many entries.
+    Stopped(usize),
+}
+
+/// Walks the entries of the task array from the entry starting at `pos` (the `index`-th),
+/// entry members included, until the closing bracket or the entry starting at `stop_at`.
+fn walk<'t>(
+    text: &'t str,
+    mut pos: usize,
+    mut index: usize,
+    stop_at: Option<usize>,
+    keep: &(impl Fn(&TaskHead<'t>) -> bool + Sync),
+    kept: &mut Vec<TaskHead<'t>>,
+) -> Result<Walk, SyntaxError> {
     let bytes = text.as_bytes();
-    let mut pos = json::skip_ws(text, start + 1);
-    if bytes.get(pos) == Some(&b']') {
-        return Ok(pos + 1);
-    }
-    let mut index = 0;
     loop {
+        if stop_at == Some(pos) {
+            return Ok(Walk::Stopped(index));
+        }
         let mut head = TaskHead { index, ..TaskHead::default() };
         let end = if bytes.get(pos) == Some(&b'{') {
             let mut members = json::Members::new(text, pos);
@@ -167,15 +186,86 @@ fn scan_array<'t>(text: &'t str, start: usize, visit: &mut impl FnMut(TaskHead<'
             json::value_end(text, pos)?
         };
         head.span = Span { start: pos, end };
-        visit(head);
+        if keep(&head) {
+            kept.push(head);
+        }
         pos = json::skip_ws(text, end);
         match bytes.get(pos) {
             Some(b',') => pos = json::skip_ws(text, pos + 1),
-            Some(b']') => return Ok(pos + 1),
+            Some(b']') => return Ok(Walk::Closed(pos + 1)),
             _ => return Err(syntax(pos, "expected `,` or `]` in the task list")),
         }
         index += 1;
     }
+}
+
+/// A likely start of an entry at or after `from`: a `{` that follows `}` and `,` with only
+/// whitespace between. Only a guess: the text could be inside a string.
+fn entry_boundary_after(text: &str, from: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let limit = (from + 1024 * 1024).min(bytes.len());
+    let mut at = from;
+    while at < limit {
+        let comma = at + bytes[at..limit].iter().position(|&b| b == b',')?;
+        let before = bytes[..comma].iter().rposition(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))?;
+        let after = json::skip_ws(text, comma + 1);
+        if bytes[before] == b'}' && bytes.get(after) == Some(&b'{') {
+            return Some(after);
+        }
+        at = comma + 1;
+    }
+    None
+}
+
+/// Walks the array at `start` in one pass, entry members included; returns its end.
+///
+/// A large array is split between two threads: the second starts at a guessed entry boundary
+/// in the middle, the first walks from the beginning. The second thread's work counts only if
+/// the first one reaches the guessed offset as the start of an entry, which is exactly the
+/// state the second one assumed; otherwise the first walks on to the end alone. Either way
+/// every byte is validated by a walk that started from a known state.
+fn scan_array<'t>(
+    text: &'t str,
+    start: usize,
+    keep: &(impl Fn(&TaskHead<'t>) -> bool + Sync),
+    kept: &mut Vec<TaskHead<'t>>,
+) -> Result<usize, SyntaxError> {
+    let bytes = text.as_bytes();
+    let first = json::skip_ws(text, start + 1);
+    if bytes.get(first) == Some(&b']') {
+        return Ok(first + 1);
+    }
+    let guess = (text.len() - start >= PARALLEL_MIN_BYTES)
+        .then(|| entry_boundary_after(text, start + (text.len() - start) / 2))
+        .flatten()
+        .filter(|&guess| guess > first);
+    let Some(guess) = guess else {
+        return match walk(text, first, 0, None, keep, kept)? {
+            Walk::Closed(end) => Ok(end),
+            Walk::Stopped(_) => unreachable!("no stop was asked for"),
+        };
+    };
+    std::thread::scope(|scope| {
+        let second = scope.spawn(|| {
+            let mut found = Vec::new();
+            let walked = walk(text, guess, 0, None, keep, &mut found);
+            (walked, found)
+        });
+        match walk(text, first, 0, Some(guess), keep, kept)? {
+            Walk::Closed(end) => Ok(end),
+            Walk::Stopped(count) => {
+                let (walked, found) = second.join().expect("the scanning thread does not panic");
+                kept.extend(found.into_iter().map(|mut head| {
+                    head.index += count;
+                    head
+                }));
+                match walked? {
+                    Walk::Closed(end) => Ok(end),
+                    Walk::Stopped(_) => unreachable!("no stop was asked for"),
+                }
+            }
+        }
+    })
 }
 
 /// Edits to apply to `tasks.json` in one write.
@@ -212,13 +302,7 @@ pub fn find<'t>(heads: &'t [TaskHead<'t>], id: &str) -> Result<&'t TaskHead<'t>,
 /// The heads of the entries whose id is one of `ids` (every occurrence, so duplicates show),
 /// in one pass that keeps nothing else.
 pub fn scan_ids<'t>(text: &'t str, ids: &[&str]) -> Result<(Layout, Vec<TaskHead<'t>>), LayoutError> {
-    let mut found = Vec::new();
-    let layout = scan(text, |head| {
-        if head.id.as_deref().is_some_and(|id| ids.contains(&id)) {
-            found.push(head);
-        }
-    })?;
-    Ok((layout, found))
+    scan(text, |head| head.id.as_deref().is_some_and(|id| ids.contains(&id)))
 }
 
 fn layout_error(error: LayoutError) -> EditError {
@@ -314,6 +398,60 @@ mod tests {
             "\"x\": {\"nested\": [\"ok\"]}\n    },\n    {\n        \"id\": \"C\"\n    }",
         );
         assert_eq!(out, expected);
+    }
+
+    /// A task list over the parallel threshold whose descriptions contain text that looks like
+    /// an entry boundary (`}, {`), so some guesses land inside strings.
+    fn big_list(entries: usize) -> String {
+        let mut text = String::from("{\"tasks\": [\n");
+        for i in 0..entries {
+            let agent = if i % 7 == 0 { "DevOps-Engineer" } else { "Backend" };
+            let description =
+                if i % 2 == 0 { "looks like }, { a boundary" } else { "plain text with an escape \\\" and more" };
+            text.push_str(&format!(
+                "  {{\"id\": \"T-{i}\", \"agent\": \"{agent}\", \"type\": \"deployment_x\", \"status\": \"pending\", \"description\": \"{description} {}\"}}{}\n",
+                "x".repeat(i % 300),
+                if i + 1 == entries { "" } else { "," }
+            ));
+        }
+        text.push_str("]}\n");
+        text
+    }
+
+    #[test]
+    fn the_two_thread_scan_agrees_with_a_parser() {
+        let text = big_list(40_000);
+        assert!(text.len() > PARALLEL_MIN_BYTES, "{}", text.len());
+        let (_, kept) = scan(&text, |head| head.agent.as_deref() == Some("DevOps-Engineer")).unwrap();
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        let expected: Vec<(usize, String)> = parsed["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t["agent"] == "DevOps-Engineer")
+            .map(|(i, t)| (i, t["id"].as_str().unwrap().to_owned()))
+            .collect();
+        let found: Vec<(usize, String)> = kept.iter().map(|h| (h.index, h.id.clone().unwrap().into_owned())).collect();
+        assert_eq!(found, expected);
+        for head in &kept {
+            assert_eq!(head.value(&text)["id"], head.id.as_deref().unwrap());
+        }
+    }
+
+    #[test]
+    fn the_two_thread_scan_finds_errors_in_either_half() {
+        let text = big_list(40_000);
+        let broken_late = text.replacen("\"T-39990\", \"agent\"", "\"T-39990\" \"agent\"", 1);
+        assert!(matches!(scan(&broken_late, |_| true), Err(LayoutError::Syntax(_))));
+        let broken_early = text.replacen("\"T-10\", \"agent\"", "\"T-10\" \"agent\"", 1);
+        assert!(matches!(scan(&broken_early, |_| true), Err(LayoutError::Syntax(_))));
+        let truncated = &text[..text.len() - 10];
+        assert!(matches!(scan(truncated, |_| true), Err(LayoutError::Syntax(_))));
+        // A boundary-looking sequence inside a string just before the middle makes the guess wrong.
+        let (_, all) = scan(&text, |_| true).unwrap();
+        assert_eq!(all.len(), 40_000);
+        assert!(all.iter().enumerate().all(|(i, h)| h.index == i));
     }
 
     #[test]
