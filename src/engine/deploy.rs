@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::analysis::{Analysis, AnalysisSpec, Baseline, Health, Measurement, Plan, Thresholds, Verdict};
 use crate::config::{Config, Devops};
+use crate::exec::metrics::{self, MetricsSpec};
 use crate::exec::checks::{CheckResult, CheckSpec, run_check};
 use crate::exec::command::{Runner, StepResult};
 use crate::exec::local::{Deployment, LocalEnv, Strategy};
@@ -289,12 +291,12 @@ fn rollback_command(
     }
 }
 
-/// One sample of the monitoring period.
+/// One measurement of the monitoring period, for reports.
 #[derive(Debug, Clone, Serialize)]
-pub struct Sample {
+pub struct Row {
     pub at_ms: u64,
-    pub healthy: bool,
-    pub consecutive_failures: u32,
+    /// `ok`, `breached`, `unhealthy` or `no_data`.
+    pub outcome: String,
     pub detail: String,
 }
 
@@ -302,73 +304,86 @@ pub struct Sample {
 pub struct Monitoring {
     pub period_ms: u64,
     pub interval_ms: u64,
-    pub samples: Vec<Sample>,
+    pub samples: Vec<Row>,
+    /// `passed`, `failed`, `inconclusive` or `interrupted`.
+    pub verdict: String,
     pub healthy: bool,
     pub reason: String,
     /// Cut short by a shutdown: neither healthy nor a reason to roll back.
     pub interrupted: bool,
 }
 
-/// Samples the health checks every `monitoring_interval` for `monitoring_period`; fails at
-/// `rollback_triggers.health_check_failures` consecutive failures.
-pub fn monitor(runner: &Runner, env: &EnvConfig, devops: &Devops, vars: &[(String, String)]) -> Monitoring {
-    let period = Devops::duration(&devops.monitoring_period, Duration::from_secs(3600));
-    let interval =
-        Devops::duration(&devops.monitoring_interval, Duration::from_secs(60)).max(Duration::from_millis(10));
-    let threshold = devops.rollback_triggers.health_check_failures.max(1);
+/// Watches a fresh deployment for `monitoring_period`: metrics (against `baseline`) and
+/// health checks every `monitoring_interval`, judged by [`Analysis`] with the triggers of
+/// `devops.rollback_triggers`. Never passes without data.
+pub fn monitor(runner: &Runner, env: &EnvConfig, config: &Config, baseline: Option<&Baseline>, vars: &[(String, String)]) -> Monitoring {
+    let devops = &config.devops;
+    let plan = Plan::monitoring(devops);
+    let period_ms = Devops::duration(&devops.monitoring_period, Duration::from_secs(3600)).as_millis() as u64;
+    let interval_ms = plan.interval.as_millis() as u64;
+    let done = |verdict: &str, reason: String, samples: Vec<Row>| Monitoring {
+        period_ms,
+        interval_ms,
+        samples,
+        verdict: verdict.to_owned(),
+        healthy: verdict == "passed",
+        reason,
+        interrupted: verdict == "interrupted",
+    };
+    let spec = match env.metrics.as_ref().map(MetricsSpec::from_value).transpose() {
+        Ok(spec) => spec,
+        Err(e) => return done("inconclusive", format!("`environments.{}.metrics` cannot be used: {e}", env.name), Vec::new()),
+    };
+    let analysis_spec = match AnalysisSpec::for_environment(config, &env.name) {
+        Ok(spec) => spec,
+        Err(e) => return done("inconclusive", e, Vec::new()),
+    };
+    let thresholds = Thresholds::new(&devops.rollback_triggers, analysis_spec.as_ref());
+    let mut analysis = Analysis::new(plan, thresholds, spec.as_ref(), baseline);
     let started = Instant::now();
     let check_dir = env.check_dir(&runner.workspace);
-    let mut samples = Vec::new();
-    let mut consecutive = 0;
-    loop {
-        let (results, failure) = run_checks(runner, "monitor", &env.health_checks, &check_dir, vars);
-        let healthy = failure.is_none();
-        consecutive = if healthy { 0 } else { consecutive + 1 };
-        let detail = failure.unwrap_or_else(|| format!("{} health checks passed", results.len()));
-        samples.push(Sample {
-            at_ms: started.elapsed().as_millis() as u64,
-            healthy,
-            consecutive_failures: consecutive,
-            detail: detail.clone(),
-        });
-        if consecutive >= threshold {
-            return Monitoring {
-                period_ms: period.as_millis() as u64,
-                interval_ms: interval.as_millis() as u64,
-                samples,
-                healthy: false,
-                reason: format!("{consecutive} consecutive failed health checks (trigger: {threshold}): {detail}"),
-                interrupted: false,
-            };
-        }
-        let next = interval * samples.len() as u32;
-        if next > period {
-            break;
-        }
-        while started.elapsed() < next {
-            if runner.abort.load(std::sync::atomic::Ordering::SeqCst) {
-                let count = samples.len();
-                return Monitoring {
-                    period_ms: period.as_millis() as u64,
-                    interval_ms: interval.as_millis() as u64,
-                    samples,
-                    healthy: false,
-                    reason: format!("monitoring interrupted by shutdown after {count} samples"),
-                    interrupted: true,
-                };
+    let mut interrupted = false;
+    let verdict = analysis.run(
+        |_| Measurement {
+            metrics: spec.as_ref().map(|spec| metrics::sample(runner, spec, vars)),
+            health: (!env.health_checks.is_empty()).then(|| {
+                let (results, failure) = run_checks(runner, "monitor", &env.health_checks, &check_dir, vars);
+                Health { passed: failure.is_none(), detail: failure.unwrap_or_else(|| format!("{} health checks passed", results.len())) }
+            }),
+        },
+        |due| {
+            while started.elapsed() < due {
+                if runner.abort.load(std::sync::atomic::Ordering::SeqCst) {
+                    interrupted = true;
+                    return false;
+                }
+                std::thread::sleep((due - started.elapsed().min(due)).min(Duration::from_millis(100)));
             }
-            std::thread::sleep((next - started.elapsed().min(next)).min(Duration::from_millis(100)));
-        }
+            true
+        },
+    );
+    let rows = analysis
+        .records()
+        .iter()
+        .map(|record| Row {
+            at_ms: plan.due(record.index).as_millis() as u64,
+            outcome: serde_json::to_value(record.outcome).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            detail: runner.secrets.mask(&record.detail),
+        })
+        .collect();
+    let reason = runner.secrets.mask(verdict.text());
+    match verdict {
+        _ if interrupted => done("interrupted", format!("monitoring interrupted by shutdown: {reason}"), rows),
+        Verdict::Passed { .. } => done("passed", reason, rows),
+        Verdict::Failed { .. } => done("failed", reason, rows),
+        Verdict::Inconclusive { .. } | Verdict::Continue => done("inconclusive", reason, rows),
     }
-    let count = samples.len();
-    Monitoring {
-        period_ms: period.as_millis() as u64,
-        interval_ms: interval.as_millis() as u64,
-        samples,
-        healthy: true,
-        reason: format!("{count} samples over the monitoring period, no rollback trigger fired"),
-        interrupted: false,
-    }
+}
+
+/// A baseline for the analysis: one metrics sample taken before the deploy.
+pub fn baseline(runner: &Runner, env: &EnvConfig, vars: &[(String, String)]) -> Option<Baseline> {
+    let spec = MetricsSpec::from_value(env.metrics.as_ref()?).ok()?;
+    Some(Baseline::new(metrics::sample(runner, &spec, vars)))
 }
 
 /// What a rollback did.

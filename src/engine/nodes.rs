@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
+use super::analysis::Baseline;
 use super::artifacts::{self, Artifact};
 use super::deploy::{self, DeployReport, EnvConfig, Monitoring, RollbackReport};
 use crate::exec::command::{Runner, StepResult};
@@ -525,6 +526,8 @@ fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeEr
     let _ = fs::remove_dir_all(&payload);
     copy_tree(&dir, &payload).map_err(|e| NodeError::new("stage", e.to_string()))?;
     let _ = fs::remove_file(payload.join("SHA256SUMS"));
+    // The baseline the analysis compares against is read before anything changes.
+    let baseline = if environment == "production" { deploy::baseline(&run.runner, &env, &vars) } else { None };
     let report = deploy::deploy(&run.runner, &run.ws.root, &env, &run.version, &payload, &vars);
     let _ = fs::remove_dir_all(&payload);
     let success = report.success;
@@ -550,7 +553,7 @@ fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeEr
         return Ok(Outcome::Deployed);
     }
     // Production goes straight on to verification in the same run.
-    let verified = verify(run, &env, &vars)?;
+    let verified = verify(run, &env, baseline.as_ref(), &vars)?;
     run.also_completed.push("Post_Deploy_Verification".to_owned());
     match verified {
         Ok(monitoring) => {
@@ -593,9 +596,10 @@ fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeEr
 fn verify(
     run: &mut NodeRun<'_>,
     env: &EnvConfig,
+    baseline: Option<&Baseline>,
     vars: &[(String, String)],
 ) -> Result<Result<Monitoring, (Monitoring, Option<RollbackReport>)>, NodeError> {
-    let monitoring = deploy::monitor(&run.runner, env, &run.ws.config.devops, vars);
+    let monitoring = deploy::monitor(&run.runner, env, &run.ws.config, baseline, vars);
     let status = if monitoring.healthy { "success" } else { "failed" };
     let extra = json!({"monitoring": monitoring, "environment": env_context(env)});
     run.write_markdown("R15-verification-result.md", None, status, extra.clone())?;
@@ -722,7 +726,7 @@ fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, Nod
     let env = EnvConfig::load(&run.ws.config, environment).map_err(|e| NodeError::new("environment", e))?;
     let mut vars = run.env_vars(environment);
     vars.push(("OPSFLOW_VERSION".into(), run.version.clone()));
-    match verify(run, &env, &vars)? {
+    match verify(run, &env, None, &vars)? {
         Ok(monitoring) => {
             run.summary = monitoring.reason;
             Ok(Outcome::Done)

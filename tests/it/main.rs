@@ -14,6 +14,8 @@ mod bad_input;
 mod cli;
 mod concurrency;
 mod crash;
+mod daemon;
 mod engine;
+mod metrics;
 mod store;
 mod util;

@@ -1,0 +1,878 @@
+//! `opsflow watch`, the daemon, on temporary workspaces: in-process (`opsflow::daemon::run` on
+//! a runtime the test builds, stopped by a oneshot the test fires, its figures read through
+//! [`Handles`]) and as a real process (its address read from its `-v` log, stopped by
+//! SIGTERM, scraped over loopback).
+//!
+//! Every test waits for what a user would see (a task's status in `tasks.json`, a file, a line
+//! on stderr, a figure on `/metrics`) with a deadline; none sleeps and hopes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use opsflow::Exit;
+use opsflow::daemon::{Handles, Settings};
+use serde_json::{Value, json};
+
+use crate::util::{TASKS, Workspace, is_rfc3339_utc, task, wait_for_exit, wait_until};
+
+const STATE: &str = "docs/workflow/state.json";
+const CONFIG: &str = "project-config.json";
+const APPROVAL: &str = "docs/workflow/artifacts/R12-prod-approval.md";
+
+/// Long enough for a loaded two-core CI machine; the tests finish far sooner when it is not.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+// --- workspaces ---------------------------------------------------------------------------
+
+fn json_file(ws: &Workspace, relative: &str) -> Value {
+    serde_json::from_slice(&ws.read(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
+/// Rewrites a JSON file in place (truncate and write), as most scripts and agents do.
+fn edit_json(ws: &Workspace, relative: &str, edit: impl FnOnce(&mut Value)) {
+    let mut value = json_file(ws, relative);
+    edit(&mut value);
+    ws.write(relative, serde_json::to_string_pretty(&value).unwrap());
+}
+
+/// Writes `contents` to a temporary name beside `relative`, then renames it over `relative`,
+/// as vim and most editors save.
+fn save_by_rename(ws: &Workspace, relative: &str, temporary_name: &str, contents: &[u8]) {
+    let target = ws.join(relative);
+    let temporary = target.with_file_name(temporary_name);
+    std::fs::write(&temporary, contents).unwrap();
+    std::fs::rename(&temporary, &target).unwrap();
+}
+
+/// The sample workspace with no owned task and no current node: nothing to do until a test
+/// writes work, so each reconcile is quick.
+fn quiet_workspace() -> Workspace {
+    let ws = Workspace::new().sample();
+    ws.write(TASKS, "{\"tasks\": []}\n");
+    edit_json(&ws, STATE, |state| state["current_nodes"] = json!([]));
+    ws
+}
+
+/// A task for the configured DevOps agent (or an alias) that runs `Environment_Design`.
+fn design_task(id: &str, agent: &str) -> Value {
+    json!({
+        "id": id,
+        "title": format!("Design the environments ({id})"),
+        "agent": agent,
+        "type": "infrastructure_design",
+        "status": "pending",
+        "priority": "high",
+        "unit_id": "UNIT-001"
+    })
+}
+
+fn status(ws: &Workspace, id: &str) -> Option<String> {
+    ws.tasks().iter().find(|t| t["id"] == id).and_then(|t| t["status"].as_str()).map(str::to_owned)
+}
+
+#[track_caller]
+fn wait_for_status(ws: &Workspace, id: &str, expected: &str) {
+    wait_until(DEADLINE, &format!("{id} to be `{expected}`"), || status(ws, id).as_deref() == Some(expected));
+}
+
+/// Every file under `dir` whose name ends with `.opsflow-tmp`.
+fn temporary_files(dir: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".opsflow-tmp"))
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
+
+/// Polls `condition` until it holds or `within` has passed; unlike `wait_until` it returns
+/// `false` instead of failing, for a condition that is retried with a new attempt.
+fn holds_within(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + within;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+// --- HTTP and the Prometheus text format --------------------------------------------------
+
+struct Response {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+/// A plain HTTP/1.1 GET over a std `TcpStream`, independent of the product's HTTP code.
+fn http_get(address: SocketAddr, path: &str) -> Response {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect to {address}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).unwrap_or_else(|e| panic!("read the response to GET {path}: {e}"));
+    let text = String::from_utf8(bytes).expect("the response is UTF-8");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no end of headers in {text:?}"));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("status line: {head}"));
+    Response { status, head: head.to_owned(), body: body.to_owned() }
+}
+
+/// One sample of the exposition: `series` is the name with its labels as written.
+fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .find(|(name, _)| *name == series)
+        .map(|(_, value)| value.parse().unwrap_or_else(|e| panic!("{series} has the value {value:?}: {e}")))
+}
+
+fn is_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Label names and values of one sample, in order.
+type Labels = Vec<(String, String)>;
+
+/// Parses `{a="x",b="y"}` (escapes `\\`, `\"`, `\n`) and returns the labels and the rest.
+fn parse_labels(text: &str) -> Result<(Labels, &str), String> {
+    let mut labels = Vec::new();
+    let mut rest = text.strip_prefix('{').ok_or("labels must start with `{`")?;
+    loop {
+        if let Some(after) = rest.strip_prefix('}') {
+            return Ok((labels, after));
+        }
+        let (name, after) = rest.split_once("=\"").ok_or_else(|| format!("no `=\"` in labels at {rest:?}"))?;
+        if !is_label_name(name) {
+            return Err(format!("invalid label name {name:?}"));
+        }
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, '\\')) => value.push('\\'),
+                    Some((_, '"')) => value.push('"'),
+                    Some((_, 'n')) => value.push('\n'),
+                    other => return Err(format!("invalid escape {other:?} in label {name}")),
+                },
+                Some((i, '"')) => break i,
+                Some((_, c)) => value.push(c),
+                None => return Err(format!("label {name} is not closed")),
+            }
+        };
+        labels.push((name.to_owned(), value));
+        rest = &after[end + 1..];
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+    }
+}
+
+/// Checks the Prometheus text exposition format 0.0.4: every sample is `name{labels} value`
+/// (an optional timestamp after it), its family has exactly one `# TYPE` line before its first
+/// sample, a family's lines are not interleaved with another's, and no series repeats.
+/// Returns the families and their types.
+fn check_exposition(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut types: BTreeMap<String, String> = BTreeMap::new();
+    let mut finished: BTreeSet<String> = BTreeSet::new();
+    let mut current: Option<String> = None;
+    let mut series = BTreeSet::new();
+    if !text.ends_with('\n') {
+        return Err("the exposition does not end with a newline".into());
+    }
+    for (number, line) in text.lines().enumerate() {
+        let at = |why: String| format!("line {}: {why}: {line:?}", number + 1);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let family = if let Some(comment) = line.strip_prefix('#') {
+            let words: Vec<&str> = comment.trim_start().splitn(3, ' ').collect();
+            match words.as_slice() {
+                ["TYPE", name, kind] => {
+                    if !is_metric_name(name) {
+                        return Err(at(format!("invalid metric name {name:?}")));
+                    }
+                    if !["counter", "gauge", "histogram", "summary", "untyped"].contains(kind) {
+                        return Err(at(format!("unknown type {kind:?}")));
+                    }
+                    if types.insert((*name).to_owned(), (*kind).to_owned()).is_some() {
+                        return Err(at(format!("a second TYPE line for {name}")));
+                    }
+                    (*name).to_owned()
+                }
+                ["TYPE", ..] => return Err(at("a TYPE line needs a name and a type".into())),
+                ["HELP", name, ..] if !is_metric_name(name) => {
+                    return Err(at(format!("invalid metric name {name:?}")));
+                }
+                ["HELP", name, ..] => (*name).to_owned(),
+                _ => continue, // A plain comment.
+            }
+        } else {
+            let name_end = line.find(['{', ' ']).ok_or_else(|| at("no value".into()))?;
+            let name = &line[..name_end];
+            if !is_metric_name(name) {
+                return Err(at(format!("invalid metric name {name:?}")));
+            }
+            let (labels, rest) = if line[name_end..].starts_with('{') {
+                parse_labels(&line[name_end..]).map_err(at)?
+            } else {
+                (Vec::new(), &line[name_end..])
+            };
+            let mut fields = rest.split_whitespace();
+            let value = fields.next().ok_or_else(|| at("no value".into()))?;
+            if value.parse::<f64>().is_err() && !["NaN", "+Inf", "-Inf"].contains(&value) {
+                return Err(at(format!("the value {value:?} is not a number")));
+            }
+            if let Some(timestamp) = fields.next()
+                && timestamp.parse::<i64>().is_err()
+            {
+                return Err(at(format!("the timestamp {timestamp:?} is not an integer")));
+            }
+            if fields.next().is_some() {
+                return Err(at("text after the value and timestamp".into()));
+            }
+            // `_sum`, `_count` and `_bucket` samples belong to their summary or histogram.
+            let family = ["_sum", "_count", "_bucket"]
+                .iter()
+                .filter_map(|suffix| name.strip_suffix(suffix))
+                .find(|base| types.get(*base).is_some_and(|kind| kind == "summary" || kind == "histogram"))
+                .unwrap_or(name)
+                .to_owned();
+            if !types.contains_key(&family) {
+                return Err(at(format!("a sample of {family} before its # TYPE line")));
+            }
+            if !series.insert((name.to_owned(), labels)) {
+                return Err(at("a series that repeats".into()));
+            }
+            family
+        };
+        if current.as_deref() != Some(family.as_str()) {
+            if finished.contains(&family) {
+                return Err(at(format!("the lines of {family} are interleaved with another family's")));
+            }
+            if let Some(previous) = current.replace(family) {
+                finished.insert(previous);
+            }
+        }
+    }
+    Ok(types)
+}
+
+// --- the daemon in-process ----------------------------------------------------------------
+
+/// `opsflow::daemon::run` on a current-thread runtime of its own (as `opsflow watch` builds
+/// it), on a thread of its own, until [`InProcess::stop`] fires its shutdown.
+struct InProcess {
+    handles: Handles,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<anyhow::Result<Exit>>>,
+}
+
+impl InProcess {
+    /// Starts the daemon and waits until its watcher reports a change to a probe file.
+    fn start(ws: &Workspace, http: bool) -> InProcess {
+        let settings = Settings {
+            dir: ws.path().to_owned(),
+            config_file: None,
+            agent: None,
+            http: http.then(|| "127.0.0.1:0".parse().unwrap()),
+        };
+        let handles = Handles::default();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = {
+            let handles = handles.clone();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                runtime.block_on(opsflow::daemon::run(settings, handles, async {
+                    let _ = stopped.await;
+                }))
+            })
+        };
+        let mut daemon = InProcess { handles, stop: Some(stop), thread: Some(thread) };
+        daemon.wait_watching(ws);
+        daemon
+    }
+
+    fn metrics(&self) -> &opsflow::daemon::metrics::Metrics {
+        &self.handles.metrics
+    }
+
+    fn reconciles(&self) -> u64 {
+        self.metrics().reconciles.load(Ordering::SeqCst)
+    }
+
+    fn address(&self) -> SocketAddr {
+        *self.handles.http_address.get().expect("the daemon serves HTTP")
+    }
+
+    /// Writes a probe file until the watcher counts an event: from then on no change is
+    /// missed. A daemon that failed to start fails the test with its error.
+    fn wait_watching(&mut self, ws: &Workspace) {
+        let end = Instant::now() + DEADLINE;
+        for attempt in 0.. {
+            if self.thread.as_ref().is_some_and(JoinHandle::is_finished) {
+                let ended = self.thread.take().unwrap().join().expect("the daemon thread does not panic");
+                panic!("the daemon ended before it watched: {ended:?}");
+            }
+            ws.write("watch-probe.txt", format!("{attempt}\n"));
+            if holds_within(Duration::from_millis(200), || self.metrics().watcher_events.load(Ordering::SeqCst) > 0) {
+                return;
+            }
+            assert!(Instant::now() < end, "the watcher reported no event within {DEADLINE:?}");
+        }
+    }
+
+    /// Waits until no reconcile has ended for `quiet`, and returns the number of reconciles.
+    fn settle(&self, quiet: Duration) -> u64 {
+        let mut seen = self.reconciles();
+        let mut since = Instant::now();
+        wait_until(DEADLINE, &format!("no reconcile for {quiet:?}"), || {
+            let now = self.reconciles();
+            if now != seen {
+                (seen, since) = (now, Instant::now());
+            }
+            since.elapsed() >= quiet
+        });
+        seen
+    }
+
+    /// Fires the shutdown and waits for `run` to return; also says how long that took.
+    fn stop(mut self, deadline: Duration) -> (Exit, Duration) {
+        let started = Instant::now();
+        let _ = self.stop.take().unwrap().send(());
+        let thread = self.thread.take().unwrap();
+        wait_until(deadline, "the in-process daemon to return after its shutdown", || thread.is_finished());
+        let took = started.elapsed();
+        let exit = thread.join().expect("the daemon thread does not panic").expect("the daemon ends without an error");
+        (exit, took)
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        // A failed test still stops its daemon (dropping the sender is a shutdown too).
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+// --- the daemon as a process --------------------------------------------------------------
+
+/// `opsflow -v watch` as a child process, its stderr collected as it comes.
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    reader: Option<JoinHandle<()>>,
+    address: Option<SocketAddr>,
+}
+
+impl Daemon {
+    /// Starts `opsflow [global] -v watch [--http 127.0.0.1:0]` and waits until it watches
+    /// (and, with `http`, until it says where it listens).
+    fn start(ws: &Workspace, global: &[&str], http: bool) -> Daemon {
+        let mut args = global.to_vec();
+        args.extend(["-v", "watch"]);
+        if http {
+            args.extend(["--http", "127.0.0.1:0"]);
+        }
+        let mut child =
+            ws.command(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn opsflow watch");
+        let log = Arc::new(Mutex::new(String::new()));
+        let reader = {
+            let log = Arc::clone(&log);
+            let stderr = child.stderr.take().unwrap();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            })
+        };
+        let mut daemon = Daemon { child, log, reader: Some(reader), address: None };
+        wait_until(DEADLINE, "`opsflow watch` to say that it watches", || {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!("`opsflow watch` exited with {status} before it watched:\n{}", daemon.log());
+            }
+            daemon.log().contains("watching ")
+        });
+        if http {
+            let log = daemon.log();
+            let address = log
+                .lines()
+                .find_map(|line| line.split_once("on http://").map(|(_, address)| address.trim()))
+                .unwrap_or_else(|| panic!("no `on http://ADDR` line in the log:\n{log}"));
+            daemon.address = Some(address.parse().unwrap_or_else(|e| panic!("the address {address:?}: {e}")));
+        }
+        daemon
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn get(&self, path: &str) -> Response {
+        http_get(self.address.expect("started with --http"), path)
+    }
+
+    fn metric(&self, series: &str) -> f64 {
+        let exposition = self.get("/metrics").body;
+        sample(&exposition, series).unwrap_or_else(|| panic!("no sample {series} in /metrics:\n{exposition}"))
+    }
+
+    /// Sends SIGTERM and waits for the exit; also says how long it took.
+    fn terminate(&mut self, deadline: Duration) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        // SAFETY: a plain kill(2) of our own child, which has not been waited for yet.
+        assert_eq!(unsafe { libc::kill(self.pid(), libc::SIGTERM) }, 0, "send SIGTERM");
+        let status = wait_for_exit(&mut self.child, deadline, "`opsflow watch` after SIGTERM");
+        let took = started.elapsed();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        (status, took)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+// --- tests --------------------------------------------------------------------------------
+
+#[test]
+fn tasks_written_while_watching_are_claimed_and_done() {
+    let ws = quiet_workspace();
+    let daemon = InProcess::start(&ws, false);
+
+    // An agent rewrites the whole file in place (truncate and write), with an alias as agent.
+    ws.write(TASKS, serde_json::to_string_pretty(&json!({"tasks": [design_task("DEVOPS-100", "devops")]})).unwrap());
+    wait_for_status(&ws, "DEVOPS-100", "done");
+    let done = task(&ws.tasks(), "DEVOPS-100").clone();
+    assert_eq!(done["claimed_by"], "DevOps-Engineer", "{done:#}");
+    assert!(is_rfc3339_utc(done["claimed_at"].as_str().unwrap_or_default()), "{done:#}");
+    assert_eq!(done["run_id"], done["outcome"]["run_id"], "{done:#}");
+    let artifacts = done["outcome"]["artifacts"].as_array().unwrap();
+    assert!(artifacts.contains(&json!("docs/workflow/artifacts/INFRA04-env-specs.md")), "{done:#}");
+    let specs = ws.read_string("docs/workflow/artifacts/INFRA04-env-specs.md");
+    assert!(specs.contains(&format!("run_id: {}", done["run_id"])), "{specs}");
+
+    // Another agent uses the safe writer.
+    ws.run(&[
+        "tasks",
+        "add",
+        "--id",
+        "DEVOPS-101",
+        "--title",
+        "Check the dev tools again",
+        "--agent",
+        "DevOps-Engineer",
+        "--type",
+        "infrastructure_dev_env",
+        "--set",
+        "unit_id=UNIT-001",
+    ])
+    .status(0);
+    wait_for_status(&ws, "DEVOPS-101", "done");
+    assert_eq!(task(&ws.tasks(), "DEVOPS-101")["claimed_by"], "DevOps-Engineer");
+
+    let (exit, _) = daemon.stop(DEADLINE);
+    assert_eq!(exit, Exit::Ok);
+}
+
+#[test]
+fn an_approval_saved_by_rename_ships_production() {
+    let ws = Workspace::new().sample();
+    let mut daemon = Daemon::start(&ws, &[], true);
+    wait_until(DEADLINE, "production to wait for its approval", || {
+        status(&ws, "DEVOPS-007").as_deref() == Some("blocked") && ws.join(APPROVAL).exists()
+    });
+    assert_eq!(status(&ws, "DEVOPS-006").as_deref(), Some("deployed"));
+    assert!(!ws.join(".opsflow/envs/production/active").exists());
+
+    // The human saves the request like vim: a new file, renamed over the old one. Its
+    // temporary name is one the watcher ignores, so only the rename can wake the daemon.
+    let request = ws.read_string(APPROVAL);
+    let signed = request.replacen("status: \"pending\"", "status: \"approved\"", 1).replacen(
+        "approved_by: null",
+        "approved_by: \"alice\"",
+        1,
+    );
+    assert_ne!(signed, request, "the request has the fields a human edits:\n{request}");
+    save_by_rename(&ws, APPROVAL, ".R12-prod-approval.md.swp", signed.as_bytes());
+
+    wait_for_status(&ws, "DEVOPS-007", "deployed");
+    wait_for_status(&ws, "DEVOPS-009", "done");
+    assert_eq!(status(&ws, "DEVOPS-008").as_deref(), Some("done"));
+    assert_eq!(
+        std::fs::read_to_string(ws.join(".opsflow/envs/production/active/index.html")).unwrap(),
+        ws.read_string("app/index.html")
+    );
+    assert_eq!(ws.read_string(APPROVAL), signed, "opsflow touched the human's approval");
+    // Figures are recorded when a reconcile ends, just after its last write.
+    wait_until(DEADLINE, "the production deployment on /metrics", || {
+        sample(
+            &daemon.get("/metrics").body,
+            "opsflow_deployments_total{environment=\"production\",outcome=\"deployed\"}",
+        ) == Some(1.0)
+    });
+
+    let (status, _) = daemon.terminate(DEADLINE);
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+}
+
+#[test]
+fn a_broken_tasks_file_is_reported_left_alone_and_its_fix_is_picked_up() {
+    let ws = quiet_workspace();
+    let daemon = Daemon::start(&ws, &[], true);
+    wait_until(DEADLINE, "the first reconcile", || daemon.metric("opsflow_reconciles_total") >= 1.0);
+    let last_success = daemon.metric("opsflow_last_successful_reconcile_timestamp_seconds");
+    assert!(last_success > 0.0);
+
+    // An agent killed in the middle of a truncate-and-write leaves half a file.
+    let fixed =
+        serde_json::to_string_pretty(&json!({"tasks": [design_task("DEVOPS-100", "DevOps-Engineer")]})).unwrap();
+    let broken = &fixed[..fixed.len() / 2];
+    ws.write(TASKS, broken);
+    wait_until(DEADLINE, "the broken tasks.json to be reported", || {
+        daemon.log().contains("docs/workflow/tasks.json:") && daemon.metric("opsflow_reconcile_errors_total") >= 1.0
+    });
+    let log = daemon.log();
+    let report = log.lines().find(|l| l.contains("docs/workflow/tasks.json:")).unwrap();
+    assert!(report.contains("invalid JSON"), "{report}");
+    // It is read again once settled; still broken, still not touched.
+    wait_until(DEADLINE, "a second look at the broken file", || daemon.metric("opsflow_reconcile_errors_total") >= 2.0);
+    assert_eq!(ws.read_string(TASKS), broken, "the broken file was written to");
+    assert_eq!(daemon.get("/healthz").status, 200);
+    assert_eq!(daemon.metric("opsflow_up"), 1.0);
+    assert_eq!(
+        daemon.metric("opsflow_last_successful_reconcile_timestamp_seconds"),
+        last_success,
+        "a reconcile on a broken file counted as successful"
+    );
+
+    // The agent writes the file again, this time by rename.
+    save_by_rename(&ws, TASKS, "tasks.json.new", fixed.as_bytes());
+    wait_for_status(&ws, "DEVOPS-100", "done");
+    wait_until(DEADLINE, "a successful reconcile after the fix", || {
+        daemon.metric("opsflow_last_successful_reconcile_timestamp_seconds") > last_success
+    });
+}
+
+#[test]
+fn a_config_change_takes_effect_and_an_invalid_one_keeps_the_last_good() {
+    let ws = quiet_workspace();
+    ws.write(TASKS, serde_json::to_string_pretty(&json!({"tasks": [design_task("DEVOPS-100", "ops-bot")]})).unwrap());
+    let daemon = Daemon::start(&ws, &[], true);
+    wait_until(DEADLINE, "the first reconcile", || daemon.metric("opsflow_reconciles_total") >= 1.0);
+    assert_eq!(status(&ws, "DEVOPS-100").as_deref(), Some("pending"), "`ops-bot` is not one of this runner's names");
+
+    // Without a restart, `ops-bot` becomes an alias: its task runs.
+    edit_json(&ws, CONFIG, |c| c["agent"]["aliases"] = json!(["devops", "ops-bot"]));
+    wait_for_status(&ws, "DEVOPS-100", "done");
+
+    // An invalid config (a bare number for a duration) that would also drop the alias.
+    edit_json(&ws, CONFIG, |c| {
+        c["devops"]["poll_interval"] = json!(300);
+        c["agent"]["aliases"] = json!(["devops"]);
+    });
+    wait_until(DEADLINE, "the invalid config to be reported", || daemon.log().contains("bare number 300"));
+    let log = daemon.log();
+    let report = log.lines().find(|l| l.contains("bare number 300")).unwrap().to_owned();
+    assert!(report.contains("project-config.json"), "{report}");
+    assert!(report.contains("/devops/poll_interval"), "{report}");
+    assert!(report.contains("\"300s\""), "the report suggests a unit: {report}");
+    assert!(report.contains("the last good config stays in force"), "{report}");
+    // The last good config, with the alias, still decides: a new `ops-bot` task runs. (The
+    // agent edits the file itself: `opsflow tasks add` refuses to work on an invalid config.)
+    let mut tasks = json_file(&ws, TASKS);
+    let mut dev_tools = design_task("DEVOPS-101", "ops-bot");
+    dev_tools["type"] = json!("infrastructure_dev_env");
+    tasks["tasks"].as_array_mut().unwrap().push(dev_tools);
+    save_by_rename(&ws, TASKS, "tasks.json.tmp", serde_json::to_string_pretty(&tasks).unwrap().as_bytes());
+    wait_for_status(&ws, "DEVOPS-101", "done");
+    assert_eq!(daemon.get("/healthz").status, 200);
+    assert_eq!(daemon.log().matches("bare number 300").count(), 1, "reported once, not on every reconcile");
+
+    // A valid config with another alias takes over.
+    edit_json(&ws, CONFIG, |c| {
+        c["devops"]["poll_interval"] = json!("300s");
+        c["agent"]["aliases"] = json!(["devops", "release-bot"]);
+    });
+    ws.run(&[
+        "tasks",
+        "add",
+        "--id",
+        "DEVOPS-102",
+        "--title",
+        "Staging",
+        "--agent",
+        "release-bot",
+        "--type",
+        "infrastructure_staging",
+        "--set",
+        "unit_id=UNIT-001",
+    ])
+    .status(0);
+    wait_for_status(&ws, "DEVOPS-102", "done");
+}
+
+#[test]
+fn a_second_runner_for_the_same_agent_is_refused_and_names_the_holder() {
+    let ws = quiet_workspace();
+    let mut first = Daemon::start(&ws, &[], false);
+    let holder = format!("pid {} on host ", first.pid());
+
+    for command in [&["watch"][..], &["run"][..]] {
+        let second = ws.run(command);
+        second.status(2);
+        let stderr = second.stderr();
+        assert!(stderr.contains("another opsflow runner for agent DevOps-Engineer"), "{command:?}: {stderr}");
+        assert!(stderr.contains(&holder), "{command:?} names the holder ({holder}): {stderr}");
+        assert!(stderr.contains(" since "), "{command:?}: {stderr}");
+    }
+
+    // A runner for another agent shares the workspace.
+    ws.run(&["--agent", "Release-Bot", "run"]).status(0);
+    let mut other = Daemon::start(&ws, &["--agent", "Release-Bot"], false);
+    let (status, _) = other.terminate(DEADLINE);
+    assert_eq!(status.code(), Some(0), "{}", other.log());
+
+    // The lock dies with its holder.
+    let (status, _) = first.terminate(DEADLINE);
+    assert_eq!(status.code(), Some(0), "{}", first.log());
+    ws.run(&["run"]).status(0);
+}
+
+/// A staging smoke test that writes its pid and then sleeps: a deploy that is still running
+/// when the daemon is told to stop.
+fn with_a_slow_staging_deploy(ws: &Workspace, grace: &str) {
+    edit_json(ws, CONFIG, |c| {
+        c["devops"]["shutdown_grace"] = json!(grace);
+        c["environments"]["staging"]["smoke_tests"] =
+            json!([{"name": "slow", "command": "echo $$ > \"$OPSFLOW_WORKSPACE/smoke.pid\"; exec sleep 30"}]);
+    });
+}
+
+fn smoke_pid(ws: &Workspace) -> Option<i32> {
+    std::fs::read_to_string(ws.join("smoke.pid")).ok().and_then(|s| s.trim().parse().ok())
+}
+
+/// What a stop in the middle of the staging deploy leaves: the running step killed (its
+/// process gone), no temporary file, the environment whole, and the task not left running.
+fn assert_clean_after_an_aborted_deploy(ws: &Workspace, sleeper: i32) {
+    wait_until(Duration::from_secs(5), "the smoke test's process to be gone", || !opsflow::process_alive(sleeper));
+    assert_eq!(temporary_files(ws.path()), Vec::<String>::new(), "temporary files were left behind");
+    // The product ends the interrupted task `failed` at the step it stopped; the step's log
+    // says why. (The outcome's summary says "timed out after N ms", which is misleading.)
+    let staging = task(&ws.tasks(), "DEVOPS-006").clone();
+    assert_eq!(
+        (staging["status"].as_str(), staging["outcome"]["failed_step"].as_str()),
+        (Some("failed"), Some("smoke"))
+    );
+    let log = ws.read_string(staging["outcome"]["log"].as_str().expect("the outcome names the step's log"));
+    assert!(log.contains("# aborted by shutdown; process group killed"), "{log}");
+    let state = json_file(ws, STATE);
+    assert_eq!(state["nodes"]["Deploy_To_Staging"]["status"], "failed", "{state:#}");
+    assert_eq!(status(ws, "DEVOPS-007").as_deref(), Some("pending"), "no work started after the stop");
+    // Recreate switches `current` by an atomic rename: it is absent or a whole release.
+    let current = ws.join(".opsflow/envs/staging/current");
+    if current.symlink_metadata().is_ok() {
+        assert!(current.join("index.html").is_file() && current.join("style.css").is_file());
+    }
+}
+
+#[test]
+fn sigterm_during_a_deploy_exits_0_after_the_grace_period_and_leaves_a_clean_state() {
+    let ws = Workspace::new().sample();
+    with_a_slow_staging_deploy(&ws, "2s");
+    let mut daemon = Daemon::start(&ws, &[], false);
+    wait_until(DEADLINE, "the staging smoke test to run", || smoke_pid(&ws).is_some());
+    let sleeper = smoke_pid(&ws).unwrap();
+    assert_eq!(status(&ws, "DEVOPS-006").as_deref(), Some("in_progress"));
+
+    let (status, took) = daemon.terminate(DEADLINE);
+    let log = daemon.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    // The step gets the grace period to finish, then is killed at once.
+    assert!(took >= Duration::from_secs(2), "stopped after {took:?}, before the grace period of 2s ended");
+    assert!(took < Duration::from_secs(6), "stopped after {took:?}, long after the grace period of 2s");
+    assert!(log.contains("did not finish within the grace period"), "{log}");
+    assert_clean_after_an_aborted_deploy(&ws, sleeper);
+    // The instance lock went with the process.
+    let next = ws.run(&["run", "--json"]);
+    assert!(!next.stderr().contains("another opsflow runner"), "{}", next.stderr());
+}
+
+#[test]
+fn an_in_process_shutdown_during_a_deploy_returns_ok_after_the_grace_period() {
+    let ws = Workspace::new().sample();
+    with_a_slow_staging_deploy(&ws, "1s");
+    let daemon = InProcess::start(&ws, false);
+    wait_until(DEADLINE, "the staging smoke test to run", || smoke_pid(&ws).is_some());
+    let sleeper = smoke_pid(&ws).unwrap();
+    let (exit, took) = daemon.stop(DEADLINE);
+    assert_eq!(exit, Exit::Ok);
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(5), "stopped after {took:?}");
+    assert_clean_after_an_aborted_deploy(&ws, sleeper);
+}
+
+#[test]
+fn a_checkout_of_500_files_costs_a_few_reconciles_and_every_change_is_seen() {
+    let ws = quiet_workspace();
+    let daemon = InProcess::start(&ws, false);
+    let before = daemon.settle(Duration::from_millis(300));
+    let events_before = daemon.metrics().watcher_events.load(Ordering::SeqCst);
+
+    // Like a checkout: 500 files written one after the other, tasks.json among them.
+    let tasks =
+        serde_json::to_string_pretty(&json!({"tasks": [design_task("DEVOPS-100", "DevOps-Engineer")]})).unwrap();
+    for n in 0..500 {
+        if n == 250 {
+            ws.write(TASKS, &tasks);
+        } else {
+            ws.write(&format!("docs/workflow/artifacts/note-{n:03}.md"), format!("# Note {n}\n"));
+        }
+    }
+    wait_for_status(&ws, "DEVOPS-100", "done");
+    daemon.settle(Duration::from_millis(300));
+    // A reconcile still running is counted when it ends, and a stop waits for it.
+    let metrics = Arc::clone(&daemon.handles.metrics);
+    let (exit, _) = daemon.stop(DEADLINE);
+    assert_eq!(exit, Exit::Ok);
+    let after = metrics.reconciles.load(Ordering::SeqCst);
+    let events = metrics.watcher_events.load(Ordering::SeqCst) - events_before;
+    let rescans = metrics.watcher_rescans.load(Ordering::SeqCst);
+    assert!(
+        (1..=5).contains(&(after - before)),
+        "{} reconciles for one burst of 500 files ({events} events, {rescans} rescans)",
+        after - before
+    );
+}
+
+/// Regression: the debounce waited for a quiet moment with no upper bound, so a file written
+/// every 20 ms (an application's log in the repository, a dev server) postponed every
+/// reconcile, and the resync too, for as long as it kept writing.
+#[test]
+fn a_file_written_continuously_does_not_starve_the_reconciler() {
+    let ws = quiet_workspace();
+    let daemon = InProcess::start(&ws, false);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut log = std::fs::File::create(ws.join("app/server.log")).unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                writeln!(log, "GET / 200").unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        ws.write(
+            TASKS,
+            serde_json::to_string_pretty(&json!({"tasks": [design_task("DEVOPS-100", "devops")]})).unwrap(),
+        );
+        // Within a few debounce periods, not after the writer stops.
+        let claimed = holds_within(Duration::from_secs(3), || status(&ws, "DEVOPS-100").as_deref() == Some("done"));
+        stop.store(true, Ordering::SeqCst);
+        writer.join().unwrap();
+        assert!(claimed, "the task was not run while a log file was being written");
+    });
+    daemon.stop(DEADLINE);
+}
+
+#[test]
+fn healthz_and_metrics_are_served_over_loopback() {
+    let ws = Workspace::new().sample();
+    let daemon = InProcess::start(&ws, true);
+    let address = daemon.address();
+    // Figures are recorded when a reconcile ends, just after its last write.
+    wait_until(DEADLINE, "/metrics to show production blocked", || {
+        sample(&http_get(address, "/metrics").body, "opsflow_tasks{status=\"blocked\"}") == Some(1.0)
+    });
+    assert!(address.ip().is_loopback(), "{address}");
+
+    let health = http_get(address, "/healthz");
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    assert_eq!(http_get(address, "/nothing-here").status, 404);
+
+    let metrics = http_get(address, "/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{}", metrics.head);
+    let text = metrics.body;
+    let types = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    for (name, kind) in [
+        ("opsflow_reconciles_total", "counter"),
+        ("opsflow_tasks", "gauge"),
+        ("opsflow_gate_blocks", "gauge"),
+        ("opsflow_last_successful_reconcile_timestamp_seconds", "gauge"),
+        ("opsflow_watcher_errors_total", "counter"),
+        ("opsflow_deployments_total", "counter"),
+        ("opsflow_rollbacks_total", "counter"),
+    ] {
+        assert_eq!(types.get(name).map(String::as_str), Some(kind), "{name}\n{text}");
+    }
+    assert!(sample(&text, "opsflow_reconciles_total").unwrap() >= 1.0);
+    assert_eq!(sample(&text, "opsflow_watcher_errors_total"), Some(0.0));
+    // Where the sample workspace stands: five setup and build tasks done, staging deployed,
+    // production blocked on its approval, verification and feedback waiting.
+    assert_eq!(sample(&text, "opsflow_tasks{status=\"done\"}"), Some(5.0), "{text}");
+    assert_eq!(sample(&text, "opsflow_tasks{status=\"deployed\"}"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "opsflow_tasks{status=\"blocked\"}"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "opsflow_tasks{status=\"pending\"}"), Some(2.0), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("opsflow_gate_blocks{gate=") && !l.ends_with(" 0")),
+        "the approval gate holds production back:\n{text}"
+    );
+    assert_eq!(
+        sample(&text, "opsflow_deployments_total{environment=\"staging\",outcome=\"deployed\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    let last = sample(&text, "opsflow_last_successful_reconcile_timestamp_seconds").unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(last > now - 60.0 && last <= now + 1.0, "last successful reconcile at {last}, now {now}");
+
+    // The checker itself catches what a scraper would reject.
+    for bad in [
+        "opsflow_x 1\n",
+        "# TYPE opsflow_x counter\nopsflow_x one\n",
+        "# TYPE opsflow_x counter\nopsflow_x{a=\"1} 1\n",
+        "# TYPE a gauge\n# TYPE b gauge\na 1\nb 1\na{x=\"y\"} 2\n",
+        "# TYPE opsflow_x counter\nopsflow_x 1\nopsflow_x 2\n",
+    ] {
+        assert!(check_exposition(bad).is_err(), "accepted {bad:?}");
+    }
+    daemon.stop(DEADLINE);
+}
