@@ -13,10 +13,10 @@ use serde_json::{Map, Value};
 
 use super::analysis::{Analysis, AnalysisSpec, Baseline, Health, Measurement, Plan, Thresholds, Verdict};
 use crate::config::{Config, Devops};
-use crate::exec::metrics::{self, MetricsSpec};
 use crate::exec::checks::{CheckResult, CheckSpec, run_check};
 use crate::exec::command::{Runner, StepResult};
 use crate::exec::local::{Deployment, LocalEnv, Strategy};
+use crate::exec::metrics::{self, MetricsSpec};
 
 /// One environment from the config.
 #[derive(Debug, Clone, Deserialize)]
@@ -316,7 +316,13 @@ pub struct Monitoring {
 /// Watches a fresh deployment for `monitoring_period`: metrics (against `baseline`) and
 /// health checks every `monitoring_interval`, judged by [`Analysis`] with the triggers of
 /// `devops.rollback_triggers`. Never passes without data.
-pub fn monitor(runner: &Runner, env: &EnvConfig, config: &Config, baseline: Option<&Baseline>, vars: &[(String, String)]) -> Monitoring {
+pub fn monitor(
+    runner: &Runner,
+    env: &EnvConfig,
+    config: &Config,
+    baseline: Option<&Baseline>,
+    vars: &[(String, String)],
+) -> Monitoring {
     let devops = &config.devops;
     let plan = Plan::monitoring(devops);
     let period_ms = Devops::duration(&devops.monitoring_period, Duration::from_secs(3600)).as_millis() as u64;
@@ -332,7 +338,9 @@ pub fn monitor(runner: &Runner, env: &EnvConfig, config: &Config, baseline: Opti
     };
     let spec = match env.metrics.as_ref().map(MetricsSpec::from_value).transpose() {
         Ok(spec) => spec,
-        Err(e) => return done("inconclusive", format!("`environments.{}.metrics` cannot be used: {e}", env.name), Vec::new()),
+        Err(e) => {
+            return done("inconclusive", format!("`environments.{}.metrics` cannot be used: {e}", env.name), Vec::new());
+        }
     };
     let analysis_spec = match AnalysisSpec::for_environment(config, &env.name) {
         Ok(spec) => spec,
@@ -348,7 +356,10 @@ pub fn monitor(runner: &Runner, env: &EnvConfig, config: &Config, baseline: Opti
             metrics: spec.as_ref().map(|spec| metrics::sample(runner, spec, vars)),
             health: (!env.health_checks.is_empty()).then(|| {
                 let (results, failure) = run_checks(runner, "monitor", &env.health_checks, &check_dir, vars);
-                Health { passed: failure.is_none(), detail: failure.unwrap_or_else(|| format!("{} health checks passed", results.len())) }
+                Health {
+                    passed: failure.is_none(),
+                    detail: failure.unwrap_or_else(|| format!("{} health checks passed", results.len())),
+                }
             }),
         },
         |due| {
@@ -367,7 +378,10 @@ pub fn monitor(runner: &Runner, env: &EnvConfig, config: &Config, baseline: Opti
         .iter()
         .map(|record| Row {
             at_ms: plan.due(record.index).as_millis() as u64,
-            outcome: serde_json::to_value(record.outcome).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            outcome: serde_json::to_value(record.outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
             detail: runner.secrets.mask(&record.detail),
         })
         .collect();

@@ -363,7 +363,9 @@ fn errors_during_monitoring_roll_production_back() {
     run.status(1);
     let production = task(&ws.tasks(), "DEVOPS-007").clone();
     assert_eq!(production["status"], "rolled_back", "{production}");
-    assert!(production["outcome"]["rollback_reason"].as_str().unwrap().contains("health checks failed 3 times in a row"));
+    assert!(
+        production["outcome"]["rollback_reason"].as_str().unwrap().contains("health checks failed 3 times in a row")
+    );
     let r17 = ws.read_string("docs/workflow/artifacts/R17-rollback-decision.md");
     assert!(r17.starts_with("---\ndecision: \"rollback\"\nreason: \"health checks failed 3 times in a row"), "{r17}");
     let r18 = ws.read_string("docs/workflow/artifacts/R18-rollback-result.md");
