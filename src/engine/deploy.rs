@@ -1,9 +1,20 @@
-//! Deploying a release to an environment, verifying it, and rolling it back.
+//! Deploying a release to an environment, watching it, and rolling it back.
 //!
-//! `local` environments keep releases on disk and switch symlinks (see `exec::local`);
-//! `command` environments run the configured commands. Either way: health checks before the
-//! switch where the strategy allows it (blue-green), smoke tests after, and a failed release
-//! is marked bad and the previous one restored.
+//! Two providers:
+//! - `local` keeps releases on disk and switches symlinks (see `exec::local`): `recreate`
+//!   (`releases/<version>/`, `current`) or `blue-green` (slots, `active`, the idle slot is
+//!   health-checked before the switch). `keep_releases` old releases are kept.
+//! - `command` runs the configured commands with a strategy: `direct` (one `deploy`),
+//!   `rolling` (`deploy` once per batch, each batch verified before the next), `canary`
+//!   (`deploy`, then `set_weight` through `canary_steps` with an analysis after each step,
+//!   then `promote`) and `blue-green` (`deploy` to the idle side, check it, `switch`, keep
+//!   the old side for an instant switch back).
+//!
+//! Every step is written to the rollout [`Journal`] before it runs, so a pause (an
+//! inconclusive analysis) can resume exactly where it stopped and an interrupted run can be
+//! undone. A failed step undoes what the rollout did: traffic back (`set_weight 0`, a switch
+//! back, or `rollback`), then `migrate_down` when the deploy ran `migrate` (code first, so the
+//! new code never runs on the old schema).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,11 +23,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::analysis::{Analysis, AnalysisSpec, Baseline, Health, Measurement, Plan, Thresholds, Verdict};
+use super::journal::Journal;
 use crate::config::{Config, Devops};
 use crate::exec::checks::{CheckResult, CheckSpec, run_check};
 use crate::exec::command::{Runner, StepResult};
-use crate::exec::local::{Deployment, LocalEnv, Strategy};
+use crate::exec::local::{Deployment, History, LocalEnv, Strategy};
 use crate::exec::metrics::{self, MetricsSpec};
+use crate::workspace::Workspace;
 
 /// One environment from the config.
 #[derive(Debug, Clone, Deserialize)]
@@ -31,14 +44,27 @@ pub struct EnvConfig {
     #[serde(default)]
     pub requires_approval: bool,
     #[serde(default)]
+    pub keep_releases: Option<usize>,
+    #[serde(default)]
+    pub batches: Option<u32>,
+    #[serde(default)]
+    pub canary_steps: Vec<u32>,
+    #[serde(default)]
     pub commands: Map<String, Value>,
     #[serde(default)]
     pub health_checks: Vec<CheckSpec>,
+    /// Blue-green (`command`): checks of the idle side before the switch; default the
+    /// health checks. Both run with `OPSFLOW_SLOT` naming the idle side.
+    #[serde(default)]
+    pub preview_checks: Vec<CheckSpec>,
     #[serde(default)]
     pub smoke_tests: Vec<CheckSpec>,
     #[serde(default)]
     pub metrics: Option<Value>,
 }
+
+/// Releases a `local` environment keeps when `keep_releases` is not set.
+pub const DEFAULT_KEEP_RELEASES: usize = 5;
 
 impl EnvConfig {
     pub fn load(config: &Config, name: &str) -> Result<EnvConfig, String> {
@@ -84,6 +110,64 @@ impl EnvConfig {
             None => self.path.as_ref().map_or_else(|| workspace.to_owned(), |p| workspace.join(p)),
         }
     }
+
+    /// The file of the deploy lock of this environment.
+    pub fn lock_path(&self, ws: &Workspace) -> PathBuf {
+        let local = self.local(&ws.root).map(|l| l.root);
+        crate::exec::deploy_lock::lock_path(&ws.path(&ws.config.paths.runtime), &self.name, local.as_deref())
+    }
+
+    /// The deployment history of a `command` environment (a `local` one keeps its own in
+    /// its directory): `.opsflow/envs/<name>/releases.json`.
+    fn command_history_path(&self, ws: &Workspace) -> PathBuf {
+        ws.path(&ws.config.paths.runtime).join("envs").join(&self.name).join("releases.json")
+    }
+
+    /// Every deployment recorded for this environment, oldest first.
+    pub fn history(&self, ws: &Workspace) -> History {
+        match self.local(&ws.root) {
+            Some(local) => local.history(),
+            None => History::load(&self.command_history_path(ws)),
+        }
+    }
+
+    fn record(&self, ws: &Workspace, deployment: Deployment) {
+        let result = match self.local(&ws.root) {
+            Some(local) => local.record(deployment),
+            None => {
+                let path = self.command_history_path(ws);
+                let mut history = History::load(&path);
+                history.deployments.push(deployment);
+                history.save(&path)
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!("cannot record the deployment of {} in its history: {e}", self.name);
+        }
+    }
+
+    fn mark(&self, ws: &Workspace, run_id: &str, status: &str) {
+        let path = match self.local(&ws.root) {
+            Some(local) => local.root.join("releases.json"),
+            None => self.command_history_path(ws),
+        };
+        let mut history = History::load(&path);
+        if let Some(d) = history.deployments.iter_mut().rev().find(|d| d.run_id == run_id) {
+            d.status = status.to_owned();
+            let _ = history.save(&path);
+        }
+    }
+}
+
+/// The analysis after one canary step, rolling batch or the monitoring period.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageAnalysis {
+    /// `canary step 2 of 3 (50%)`, `batch 1 of 4`.
+    pub stage: String,
+    /// `passed`, `failed`, `inconclusive` or `interrupted`.
+    pub verdict: String,
+    pub reason: String,
+    pub samples: Vec<Row>,
 }
 
 /// What a deployment did.
@@ -94,7 +178,8 @@ pub struct DeployReport {
     pub strategy: String,
     pub version: String,
     pub previous_version: Option<String>,
-    /// Where the release went (relative to the environment for `local`).
+    /// Where the release went (relative to the environment for `local`, the side for
+    /// blue-green).
     pub target: String,
     pub success: bool,
     pub failed_step: Option<String>,
@@ -104,6 +189,16 @@ pub struct DeployReport {
     pub health: Vec<CheckResult>,
     pub smoke: Vec<CheckResult>,
     pub migrated: bool,
+    /// One entry per canary step or rolling batch that was analysed.
+    pub analyses: Vec<StageAnalysis>,
+    /// The traffic weight at the end, in percent (canary, rolling).
+    pub weight: u32,
+    /// Set when the rollout paused for a human: (stage, reason).
+    pub paused: Option<(String, String)>,
+    /// Releases removed by `keep_releases`.
+    pub pruned: Vec<String>,
+    /// Set when the deploy lock was taken over from a holder that had died.
+    pub stale_lock: Option<String>,
 }
 
 impl DeployReport {
@@ -133,92 +228,159 @@ fn run_checks(
     (results, failure)
 }
 
-/// Deploys `release_dir` as `version` to `env`.
-pub fn deploy(
-    runner: &Runner,
-    workspace: &Path,
-    env: &EnvConfig,
-    version: &str,
-    release_dir: &Path,
-    extra_env: &[(String, String)],
-) -> DeployReport {
+/// A rollout in progress: what it deploys, where, and its journal.
+pub struct Rollout<'a> {
+    pub ws: &'a Workspace,
+    pub runner: &'a Runner,
+    pub env: &'a EnvConfig,
+    /// `OPSFLOW_ENV`, `OPSFLOW_VERSION` and the like.
+    pub vars: Vec<(String, String)>,
+    pub journal: Journal,
+}
+
+impl Rollout<'_> {
+    fn save(&mut self) {
+        if let Err(e) = self.journal.save(self.ws) {
+            tracing::error!("{e}");
+        }
+    }
+
+    fn cwd(&self) -> Option<PathBuf> {
+        self.env.path.as_ref().map(|p| self.ws.root.join(p))
+    }
+
+    fn baseline(&self) -> Option<Baseline> {
+        self.journal.baseline.clone().map(Baseline::new)
+    }
+
+    /// Runs `commands.<name>` as step `step`; the journal notes first that the environment
+    /// may change. `Err` carries the reason.
+    fn command(
+        &mut self,
+        report: &mut DeployReport,
+        name: &str,
+        step: &str,
+        extra: &[(String, String)],
+    ) -> Result<(), String> {
+        let Some((command, timeout)) = self.env.command(name) else {
+            return Err(format!("`environments.{}.commands.{name}` is not set", self.env.name));
+        };
+        self.journal.changed = true;
+        self.save();
+        let mut vars = self.vars.clone();
+        vars.extend(extra.iter().cloned());
+        let cwd = self.cwd();
+        let result = self.runner.run(step, &command, cwd.as_deref(), timeout, &vars);
+        let ok = result.success;
+        let summary = result.summary();
+        report.steps.push(result);
+        if ok { Ok(()) } else { Err(summary) }
+    }
+}
+
+/// Deploys `release_dir` with the environment's provider and strategy, from the step the
+/// journal says is next (0 for a new rollout).
+pub fn deploy(rollout: &mut Rollout<'_>, release_dir: &Path) -> DeployReport {
+    let env = rollout.env;
     let mut report = DeployReport {
         environment: env.name.clone(),
         provider: env.provider.clone(),
         strategy: env.strategy().to_owned(),
-        version: version.to_owned(),
+        version: rollout.journal.version.clone(),
+        previous_version: rollout.journal.previous_version.clone(),
+        migrated: rollout.journal.migrated,
+        weight: rollout.journal.weight,
         success: true,
         ..DeployReport::default()
     };
-    let mut vars = extra_env.to_vec();
-    vars.push(("OPSFLOW_RELEASE_DIR".into(), release_dir.to_string_lossy().into_owned()));
-    if let Some(local) = env.local(workspace) {
-        deploy_local(runner, env, &local, version, release_dir, &mut vars, &mut report);
+    rollout.vars.push(("OPSFLOW_RELEASE_DIR".into(), release_dir.to_string_lossy().into_owned()));
+    if let Some(local) = env.local(&rollout.ws.root) {
+        deploy_local(rollout, &local, release_dir, &mut report);
     } else {
-        deploy_command(runner, workspace, env, &mut vars, &mut report);
+        if report.previous_version.is_none() {
+            let history = env.history(rollout.ws);
+            report.previous_version =
+                history.deployments.iter().rev().find(|d| d.status == "good").map(|d| d.version.clone());
+            rollout.journal.previous_version = report.previous_version.clone();
+        }
+        if let Some(previous) = &report.previous_version {
+            rollout.vars.push(("OPSFLOW_PREVIOUS_VERSION".into(), previous.clone()));
+        }
+        deploy_command(rollout, &mut report);
     }
     report
 }
 
-fn deploy_local(
-    runner: &Runner,
-    env: &EnvConfig,
-    local: &LocalEnv,
-    version: &str,
-    release_dir: &Path,
-    vars: &mut Vec<(String, String)>,
-    report: &mut DeployReport,
-) {
+fn deploy_local(rollout: &mut Rollout<'_>, local: &LocalEnv, release_dir: &Path, report: &mut DeployReport) {
+    let env = rollout.env;
+    let runner = rollout.runner;
+    let version = rollout.journal.version.clone();
     let previous_dir = local.live_dir();
     report.previous_version = local.live_version();
+    rollout.journal.previous_version = report.previous_version.clone();
     if let Some(previous) = &report.previous_version {
-        vars.push(("OPSFLOW_PREVIOUS_VERSION".into(), previous.clone()));
+        rollout.vars.push(("OPSFLOW_PREVIOUS_VERSION".into(), previous.clone()));
     }
-    let dir = match local.stage(version, release_dir) {
+    let vars = rollout.vars.clone();
+    let dir = match local.stage(&version, release_dir) {
         Ok(dir) => dir,
         Err(e) => return report.fail("stage", format!("cannot copy the release into {}: {e}", local.root.display())),
     };
     report.target = dir.clone();
-    let record = |status: &str| {
-        let _ = local.record(Deployment {
-            version: version.to_owned(),
+    rollout.journal.slot = Some(dir.clone());
+    rollout.journal.previous_slot = previous_dir.clone();
+    let run_id = rollout.journal.run_id.clone();
+    env.record(
+        rollout.ws,
+        Deployment {
+            version: version.clone(),
             dir: dir.clone(),
-            status: status.to_owned(),
+            status: "deploying".to_owned(),
             deployed_at: crate::time::now_rfc3339(),
-            run_id: runner.run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        });
-    };
+            run_id: run_id.clone(),
+            migrated: false,
+        },
+    );
+    let mark = |status: &str| env.mark(rollout.ws, &run_id, status);
     if local.strategy == Strategy::BlueGreen {
         // Health-check the idle side before any traffic moves to it.
-        let (health, failure) = run_checks(runner, "health", &env.health_checks, &local.root.join(&dir), vars);
+        let (health, failure) = run_checks(runner, "health", &env.health_checks, &local.root.join(&dir), &vars);
         report.health = health;
         if let Some(failure) = failure {
-            record("bad");
+            mark("bad");
             return report.fail("health", format!("{failure}; the new side was not switched in"));
         }
     }
+    rollout.journal.changed = true;
+    rollout.journal.switched = true;
+    rollout.save();
     if let Err(e) = local.switch(&dir) {
-        record("bad");
+        mark("bad");
         return report.fail("switch", format!("cannot switch to {dir}: {e}"));
     }
     let check_dir = env.check_dir(&runner.workspace);
     if local.strategy == Strategy::Recreate {
-        let (health, failure) = run_checks(runner, "health", &env.health_checks, &check_dir, vars);
+        let (health, failure) = run_checks(runner, "health", &env.health_checks, &check_dir, &vars);
         report.health = health;
         if let Some(failure) = failure {
-            record("bad");
+            mark("bad");
             restore(local, previous_dir.as_deref(), report);
             return report.fail("health", failure);
         }
     }
-    let (smoke, failure) = run_checks(runner, "smoke", &env.smoke_tests, &check_dir, vars);
+    let (smoke, failure) = run_checks(runner, "smoke", &env.smoke_tests, &check_dir, &vars);
     report.smoke = smoke;
     if let Some(failure) = failure {
-        record("bad");
+        mark("bad");
         restore(local, previous_dir.as_deref(), report);
         return report.fail("smoke", failure);
     }
-    record("good");
+    mark("good");
+    let keep = env.keep_releases.unwrap_or(DEFAULT_KEEP_RELEASES);
+    match local.prune(keep) {
+        Ok(pruned) => report.pruned = pruned,
+        Err(e) => tracing::warn!("cannot remove old releases of {}: {e}", env.name),
+    }
 }
 
 fn restore(local: &LocalEnv, previous: Option<&str>, report: &mut DeployReport) {
@@ -229,69 +391,331 @@ fn restore(local: &LocalEnv, previous: Option<&str>, report: &mut DeployReport) 
     }
 }
 
-fn deploy_command(
-    runner: &Runner,
-    workspace: &Path,
-    env: &EnvConfig,
-    vars: &mut [(String, String)],
-    report: &mut DeployReport,
-) {
-    let cwd = env.path.as_ref().map(|p| workspace.join(p));
-    let Some((deploy, timeout)) = env.command("deploy") else {
-        return report.fail("deploy", format!("`environments.{}.commands.deploy` is not set", env.name));
-    };
-    if let Some((migrate, timeout)) = env.command("migrate") {
-        let step = runner.run("migrate", &migrate, cwd.as_deref(), timeout, vars);
-        let ok = step.success;
-        report.steps.push(step);
-        if !ok {
-            return report.fail("migrate", "the migration failed".to_owned());
+/// One canary step or rolling batch: its label, the traffic weight it reaches, and the
+/// variables its command gets.
+type Stage = (String, u32, Vec<(String, String)>);
+
+/// The stages of a staged strategy.
+fn stages(env: &EnvConfig) -> Vec<Stage> {
+    match env.strategy() {
+        "canary" => {
+            let steps = &env.canary_steps;
+            steps
+                .iter()
+                .enumerate()
+                .map(|(i, weight)| {
+                    (
+                        format!("canary step {} of {} ({weight}%)", i + 1, steps.len()),
+                        *weight,
+                        vec![("OPSFLOW_WEIGHT".to_owned(), weight.to_string())],
+                    )
+                })
+                .collect()
         }
-        report.migrated = true;
-    }
-    let step = runner.run("deploy", &deploy, cwd.as_deref(), timeout, vars);
-    let ok = step.success;
-    let summary = step.summary();
-    report.steps.push(step);
-    if !ok {
-        rollback_command(runner, env, cwd.as_deref(), vars, report);
-        return report.fail("deploy", summary);
-    }
-    let check_dir = env.check_dir(workspace);
-    for (prefix, specs) in [("health", &env.health_checks), ("smoke", &env.smoke_tests)] {
-        let (results, failure) = run_checks(runner, prefix, specs, &check_dir, vars);
-        if prefix == "health" {
-            report.health = results;
-        } else {
-            report.smoke = results;
+        "rolling" => {
+            let batches = env.batches.unwrap_or(1).max(1);
+            (1..=batches)
+                .map(|batch| {
+                    let weight = (100 * batch).div_ceil(batches);
+                    (
+                        format!("batch {batch} of {batches}"),
+                        weight,
+                        vec![
+                            ("OPSFLOW_BATCH".to_owned(), batch.to_string()),
+                            ("OPSFLOW_BATCHES".to_owned(), batches.to_string()),
+                            ("OPSFLOW_WEIGHT".to_owned(), weight.to_string()),
+                        ],
+                    )
+                })
+                .collect()
         }
+        _ => Vec::new(),
+    }
+}
+
+fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
+    let env = rollout.env;
+    let strategy = env.strategy().to_owned();
+    let run_id = rollout.journal.run_id.clone();
+    if rollout.journal.next_step == 0 && !rollout.journal.changed {
+        env.record(
+            rollout.ws,
+            Deployment {
+                version: rollout.journal.version.clone(),
+                dir: String::new(),
+                status: "deploying".to_owned(),
+                deployed_at: crate::time::now_rfc3339(),
+                run_id: run_id.clone(),
+                migrated: false,
+            },
+        );
+    }
+    if strategy == "blue-green" {
+        return deploy_blue_green(rollout, report);
+    }
+    if strategy == "canary" && env.canary_steps.is_empty() {
+        return report.fail("canary", format!("`environments.{}.canary_steps` is empty", env.name));
+    }
+    let fresh = rollout.journal.next_step == 0 && !rollout.journal.changed;
+    if fresh {
+        if env.command("migrate").is_some() {
+            rollout.journal.migrated = true;
+            report.migrated = true;
+            if let Err(why) = rollout.command(report, "migrate", "migrate", &[]) {
+                undo(rollout, report);
+                env.mark(rollout.ws, &run_id, "bad");
+                return report.fail("migrate", format!("the migration failed: {why}"));
+            }
+        }
+        // Canary: the new version starts with no traffic; each step then moves traffic.
+        let first = if strategy == "canary" { vec![("OPSFLOW_WEIGHT".to_owned(), "0".to_owned())] } else { vec![] };
+        if strategy != "rolling"
+            && let Err(why) = rollout.command(report, "deploy", "deploy", &first)
+        {
+            undo(rollout, report);
+            env.mark(rollout.ws, &run_id, "bad");
+            return report.fail("deploy", why);
+        }
+    }
+    let stages = stages(env);
+    let check_dir = env.check_dir(&rollout.ws.root);
+    for (index, (label, weight, extra)) in stages.iter().enumerate().skip(rollout.journal.next_step) {
+        let (command, step) = if strategy == "canary" { ("set_weight", "set-weight") } else { ("deploy", "deploy") };
+        if let Err(why) = rollout.command(report, command, step, extra) {
+            undo(rollout, report);
+            env.mark(rollout.ws, &run_id, "bad");
+            return report.fail(step, format!("{label}: {why}"));
+        }
+        rollout.journal.weight = *weight;
+        report.weight = *weight;
+        rollout.save();
+        let mut vars = rollout.vars.clone();
+        vars.extend(extra.iter().cloned());
+        let (health, failure) = run_checks(rollout.runner, "health", &env.health_checks, &check_dir, &vars);
+        report.health = health;
         if let Some(failure) = failure {
-            rollback_command(runner, env, cwd.as_deref(), vars, report);
-            return report.fail(prefix, failure);
+            undo(rollout, report);
+            env.mark(rollout.ws, &run_id, "bad");
+            return report.fail("health", format!("{label}: {failure}"));
+        }
+        let baseline = rollout.baseline();
+        let plan = Plan::step(
+            AnalysisSpec::for_environment(&rollout.ws.config, &env.name).ok().flatten().as_ref(),
+            &rollout.ws.config.devops,
+        );
+        let judged = analyse(rollout.runner, env, &rollout.ws.config, baseline.as_ref(), &vars, plan, "analysis");
+        report.analyses.push(StageAnalysis {
+            stage: label.clone(),
+            verdict: judged.verdict.clone(),
+            reason: judged.reason.clone(),
+            samples: judged.rows.clone(),
+        });
+        rollout.journal.next_step = index + 1;
+        rollout.save();
+        match judged.verdict.as_str() {
+            "passed" => {}
+            "failed" => {
+                undo(rollout, report);
+                env.mark(rollout.ws, &run_id, "bad");
+                return report.fail("analysis", format!("{label}: {}", judged.reason));
+            }
+            // Inconclusive or interrupted: the rollout stays where it is and a human decides.
+            _ => {
+                report.paused = Some((label.clone(), judged.reason.clone()));
+                report.success = false;
+                return;
+            }
         }
     }
+    if strategy == "canary" && env.command("promote").is_some() {
+        let full = [("OPSFLOW_WEIGHT".to_owned(), "100".to_owned())];
+        if let Err(why) = rollout.command(report, "promote", "promote", &full) {
+            undo(rollout, report);
+            env.mark(rollout.ws, &run_id, "bad");
+            return report.fail("promote", why);
+        }
+        rollout.journal.weight = 100;
+        report.weight = 100;
+    }
+    if strategy == "direct" {
+        let (health, failure) = run_checks(rollout.runner, "health", &env.health_checks, &check_dir, &rollout.vars);
+        report.health = health;
+        if let Some(failure) = failure {
+            undo(rollout, report);
+            env.mark(rollout.ws, &run_id, "bad");
+            return report.fail("health", failure);
+        }
+    }
+    let (smoke, failure) = run_checks(rollout.runner, "smoke", &env.smoke_tests, &check_dir, &rollout.vars);
+    report.smoke = smoke;
+    if let Some(failure) = failure {
+        undo(rollout, report);
+        env.mark(rollout.ws, &run_id, "bad");
+        return report.fail("smoke", failure);
+    }
+    env.mark(rollout.ws, &run_id, "good");
 }
 
-fn rollback_command(
-    runner: &Runner,
-    env: &EnvConfig,
-    cwd: Option<&Path>,
-    vars: &[(String, String)],
-    report: &mut DeployReport,
-) {
-    if report.migrated
-        && let Some((down, timeout)) = env.command("migrate_down")
-    {
-        report.steps.push(runner.run("migrate-down", &down, cwd, timeout, vars));
-    }
-    if let Some((rollback, timeout)) = env.command("rollback") {
-        let step = runner.run("rollback", &rollback, cwd, timeout, vars);
-        report.restored_previous = step.success;
-        report.steps.push(step);
-    }
+fn other_side(side: &str) -> &'static str {
+    if side == "blue" { "green" } else { "blue" }
 }
 
-/// One measurement of the monitoring period, for reports.
+fn deploy_blue_green(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
+    let env = rollout.env;
+    let run_id = rollout.journal.run_id.clone();
+    let history = env.history(rollout.ws);
+    let live =
+        history.deployments.iter().rev().find(|d| d.status == "good" && !d.dir.is_empty()).map(|d| d.dir.clone());
+    let idle = other_side(live.as_deref().unwrap_or("green")).to_owned();
+    rollout.journal.slot = Some(idle.clone());
+    rollout.journal.previous_slot = live.clone();
+    report.target = idle.clone();
+    let mut sides = vec![("OPSFLOW_SLOT".to_owned(), idle.clone())];
+    if let Some(live) = &live {
+        sides.push(("OPSFLOW_PREVIOUS_SLOT".to_owned(), live.clone()));
+    }
+    let path = env.command_history_path(rollout.ws);
+    let mut recorded = History::load(&path);
+    if let Some(d) = recorded.deployments.iter_mut().rev().find(|d| d.run_id == run_id) {
+        d.dir = idle.clone();
+        let _ = recorded.save(&path);
+    }
+    if env.command("migrate").is_some() {
+        rollout.journal.migrated = true;
+        report.migrated = true;
+        if let Err(why) = rollout.command(report, "migrate", "migrate", &sides) {
+            undo(rollout, report);
+            env.mark(rollout.ws, &run_id, "bad");
+            return report.fail("migrate", format!("the migration failed: {why}"));
+        }
+    }
+    if let Err(why) = rollout.command(report, "deploy", "deploy", &sides) {
+        undo(rollout, report);
+        env.mark(rollout.ws, &run_id, "bad");
+        return report.fail("deploy", format!("{why}; the {idle} side was not switched in"));
+    }
+    let mut vars = rollout.vars.clone();
+    vars.extend(sides.iter().cloned());
+    let check_dir = env.check_dir(&rollout.ws.root);
+    let preview = if env.preview_checks.is_empty() { &env.health_checks } else { &env.preview_checks };
+    let (health, failure) = run_checks(rollout.runner, "preview", preview, &check_dir, &vars);
+    report.health = health;
+    if let Some(failure) = failure {
+        // Nothing was switched: the live side never saw the new release.
+        undo(rollout, report);
+        env.mark(rollout.ws, &run_id, "bad");
+        return report.fail("health", format!("{failure}; the {idle} side was not switched in"));
+    }
+    rollout.journal.switched = true;
+    if let Err(why) = rollout.command(report, "switch", "switch", &sides) {
+        undo(rollout, report);
+        env.mark(rollout.ws, &run_id, "bad");
+        return report.fail("switch", why);
+    }
+    let (health, failure) = run_checks(rollout.runner, "health", &env.health_checks, &check_dir, &vars);
+    report.health.extend(health);
+    if let Some(failure) = failure {
+        undo(rollout, report);
+        env.mark(rollout.ws, &run_id, "bad");
+        return report.fail("health", failure);
+    }
+    let (smoke, failure) = run_checks(rollout.runner, "smoke", &env.smoke_tests, &check_dir, &vars);
+    report.smoke = smoke;
+    if let Some(failure) = failure {
+        undo(rollout, report);
+        env.mark(rollout.ws, &run_id, "bad");
+        return report.fail("smoke", failure);
+    }
+    env.mark(rollout.ws, &run_id, "good");
+}
+
+/// Undoes what a `command` rollout did, as its journal records it: traffic back first, then
+/// `migrate_down`. Sets `restored_previous` when the traffic went back.
+fn undo(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
+    let steps = undo_steps(rollout.runner, rollout.env, &rollout.journal, &rollout.vars);
+    report.restored_previous = steps.restored;
+    report.steps.extend(steps.steps);
+}
+
+struct Undone {
+    restored: bool,
+    steps: Vec<StepResult>,
+    detail: String,
+}
+
+fn undo_steps(runner: &Runner, env: &EnvConfig, journal: &Journal, vars: &[(String, String)]) -> Undone {
+    let cwd = env.path.as_ref().map(|p| runner.workspace.join(p));
+    let mut steps = Vec::new();
+    let mut run = |name: &str, step: &str, extra: Vec<(String, String)>| -> Option<bool> {
+        let (command, timeout) = env.command(name)?;
+        let mut all = vars.to_vec();
+        all.extend(extra);
+        let result = runner.run(step, &command, cwd.as_deref(), timeout, &all);
+        let ok = result.success;
+        steps.push(result);
+        Some(ok)
+    };
+    let mut detail = Vec::new();
+    let restored = match env.strategy() {
+        "blue-green" if !journal.switched => {
+            detail.push("traffic never left the old side".to_owned());
+            true
+        }
+        "blue-green" if journal.previous_slot.is_some() && env.command("switch").is_some() => {
+            let back = journal.previous_slot.clone().unwrap_or_default();
+            let ok = run("switch", "switch-back", vec![("OPSFLOW_SLOT".to_owned(), back.clone())]).unwrap_or(false);
+            detail.push(if ok {
+                format!("switched back to the {back} side")
+            } else {
+                format!("switching back to the {back} side failed")
+            });
+            ok
+        }
+        strategy => {
+            if strategy == "canary" && journal.weight > 0 && env.command("set_weight").is_some() {
+                let ok = run("set_weight", "set-weight-0", vec![("OPSFLOW_WEIGHT".to_owned(), "0".to_owned())])
+                    .unwrap_or(false);
+                detail.push(if ok {
+                    "canary weight set back to 0%".to_owned()
+                } else {
+                    "setting the canary weight back to 0% failed".to_owned()
+                });
+            }
+            match run("rollback", "rollback", Vec::new()) {
+                Some(true) => {
+                    detail.push("`rollback` restored the previous release".to_owned());
+                    true
+                }
+                Some(false) => {
+                    detail.push("`rollback` failed".to_owned());
+                    false
+                }
+                None if !journal.changed => true,
+                None => {
+                    detail.push(format!("`environments.{}.commands.rollback` is not set", env.name));
+                    false
+                }
+            }
+        }
+    };
+    let mut migrated_back = true;
+    if journal.migrated {
+        match run("migrate_down", "migrate-down", Vec::new()) {
+            Some(ok) => {
+                migrated_back = ok;
+                detail.push(if ok {
+                    "`migrate_down` reverted the migration".to_owned()
+                } else {
+                    "`migrate_down` failed".to_owned()
+                });
+            }
+            None => detail.push("the deploy migrated but `commands.migrate_down` is not set".to_owned()),
+        }
+    }
+    Undone { restored: restored && migrated_back, steps, detail: detail.join("; ") }
+}
+
+/// One measurement of an analysis, for reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub at_ms: u64,
@@ -300,53 +724,42 @@ pub struct Row {
     pub detail: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Monitoring {
-    pub period_ms: u64,
-    pub interval_ms: u64,
-    pub samples: Vec<Row>,
+/// The end of one analysis, for reports.
+struct Judged {
     /// `passed`, `failed`, `inconclusive` or `interrupted`.
-    pub verdict: String,
-    pub healthy: bool,
-    pub reason: String,
-    /// Cut short by a shutdown: neither healthy nor a reason to roll back.
-    pub interrupted: bool,
+    verdict: String,
+    reason: String,
+    rows: Vec<Row>,
 }
 
-/// Watches a fresh deployment for `monitoring_period`: metrics (against `baseline`) and
-/// health checks every `monitoring_interval`, judged by [`Analysis`] with the triggers of
-/// `devops.rollback_triggers`. Never passes without data.
-pub fn monitor(
+/// Runs one analysis of `env` to its verdict: metrics (against `baseline`) and health checks
+/// every `plan.interval`, judged with the triggers of `devops.rollback_triggers`. A shutdown
+/// ends it `interrupted`; a metrics config that cannot be used is `inconclusive`.
+fn analyse(
     runner: &Runner,
     env: &EnvConfig,
     config: &Config,
     baseline: Option<&Baseline>,
     vars: &[(String, String)],
-) -> Monitoring {
-    let devops = &config.devops;
-    let plan = Plan::monitoring(devops);
-    let period_ms = Devops::duration(&devops.monitoring_period, Duration::from_secs(3600)).as_millis() as u64;
-    let interval_ms = plan.interval.as_millis() as u64;
-    let done = |verdict: &str, reason: String, samples: Vec<Row>| Monitoring {
-        period_ms,
-        interval_ms,
-        samples,
-        verdict: verdict.to_owned(),
-        healthy: verdict == "passed",
-        reason,
-        interrupted: verdict == "interrupted",
-    };
+    plan: Plan,
+    prefix: &str,
+) -> Judged {
+    let judged = |verdict: &str, reason: String, rows: Vec<Row>| Judged { verdict: verdict.to_owned(), reason, rows };
     let spec = match env.metrics.as_ref().map(MetricsSpec::from_value).transpose() {
         Ok(spec) => spec,
         Err(e) => {
-            return done("inconclusive", format!("`environments.{}.metrics` cannot be used: {e}", env.name), Vec::new());
+            return judged(
+                "inconclusive",
+                format!("`environments.{}.metrics` cannot be used: {e}", env.name),
+                Vec::new(),
+            );
         }
     };
     let analysis_spec = match AnalysisSpec::for_environment(config, &env.name) {
         Ok(spec) => spec,
-        Err(e) => return done("inconclusive", e, Vec::new()),
+        Err(e) => return judged("inconclusive", e, Vec::new()),
     };
-    let thresholds = Thresholds::new(&devops.rollback_triggers, analysis_spec.as_ref());
+    let thresholds = Thresholds::new(&config.devops.rollback_triggers, analysis_spec.as_ref());
     let mut analysis = Analysis::new(plan, thresholds, spec.as_ref(), baseline);
     let started = Instant::now();
     let check_dir = env.check_dir(&runner.workspace);
@@ -355,7 +768,7 @@ pub fn monitor(
         |_| Measurement {
             metrics: spec.as_ref().map(|spec| metrics::sample(runner, spec, vars)),
             health: (!env.health_checks.is_empty()).then(|| {
-                let (results, failure) = run_checks(runner, "monitor", &env.health_checks, &check_dir, vars);
+                let (results, failure) = run_checks(runner, prefix, &env.health_checks, &check_dir, vars);
                 Health {
                     passed: failure.is_none(),
                     detail: failure.unwrap_or_else(|| format!("{} health checks passed", results.len())),
@@ -387,10 +800,47 @@ pub fn monitor(
         .collect();
     let reason = runner.secrets.mask(verdict.text());
     match verdict {
-        _ if interrupted => done("interrupted", format!("monitoring interrupted by shutdown: {reason}"), rows),
-        Verdict::Passed { .. } => done("passed", reason, rows),
-        Verdict::Failed { .. } => done("failed", reason, rows),
-        Verdict::Inconclusive { .. } | Verdict::Continue => done("inconclusive", reason, rows),
+        _ if interrupted => judged("interrupted", format!("interrupted by shutdown: {reason}"), rows),
+        Verdict::Passed { .. } => judged("passed", reason, rows),
+        Verdict::Failed { .. } => judged("failed", reason, rows),
+        Verdict::Inconclusive { .. } | Verdict::Continue => judged("inconclusive", reason, rows),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Monitoring {
+    pub period_ms: u64,
+    pub interval_ms: u64,
+    pub samples: Vec<Row>,
+    /// `passed`, `failed`, `inconclusive` or `interrupted`.
+    pub verdict: String,
+    pub healthy: bool,
+    pub reason: String,
+    /// Cut short by a shutdown: neither healthy nor a reason to roll back.
+    pub interrupted: bool,
+}
+
+/// Watches a fresh deployment for `monitoring_period`: metrics (against `baseline`) and
+/// health checks every `monitoring_interval`, judged by [`Analysis`] with the triggers of
+/// `devops.rollback_triggers`. Never passes without data.
+pub fn monitor(
+    runner: &Runner,
+    env: &EnvConfig,
+    config: &Config,
+    baseline: Option<&Baseline>,
+    vars: &[(String, String)],
+) -> Monitoring {
+    let devops = &config.devops;
+    let plan = Plan::monitoring(devops);
+    let judged = analyse(runner, env, config, baseline, vars, plan, "monitor");
+    Monitoring {
+        period_ms: Devops::duration(&devops.monitoring_period, Duration::from_secs(3600)).as_millis() as u64,
+        interval_ms: plan.interval.as_millis() as u64,
+        samples: judged.rows,
+        healthy: judged.verdict == "passed",
+        interrupted: judged.verdict == "interrupted",
+        verdict: judged.verdict,
+        reason: judged.reason,
     }
 }
 
@@ -408,16 +858,29 @@ pub struct RollbackReport {
     pub restored: Option<String>,
     pub success: bool,
     pub detail: String,
+    pub migrated_down: bool,
     pub health: Vec<CheckResult>,
     pub steps: Vec<StepResult>,
 }
 
-/// Restores the last good release (skipping bad ones) and verifies it.
-pub fn rollback(runner: &Runner, env: &EnvConfig, vars: &[(String, String)], migrated: bool) -> RollbackReport {
+/// Restores the last good release (skipping bad ones) and verifies it. `journal` is the
+/// rollout being undone when there is one (a monitoring failure, a paused or interrupted
+/// rollout); without it (a human's later R17), the environment's history says what is live
+/// and whether its deploy migrated.
+pub fn rollback(
+    ws: &Workspace,
+    runner: &Runner,
+    env: &EnvConfig,
+    vars: &[(String, String)],
+    journal: Option<&Journal>,
+) -> RollbackReport {
     let mut report = RollbackReport { environment: env.name.clone(), ..RollbackReport::default() };
+    let history = env.history(ws);
     if let Some(local) = env.local(&runner.workspace) {
         report.from = local.live_dir();
-        if let Some(live) = &report.from {
+        if let Some(run_id) = journal.map(|j| j.run_id.as_str()) {
+            env.mark(ws, run_id, "bad");
+        } else if let Some(live) = &report.from {
             let _ = local.mark_bad(live);
         }
         match local.rollback_target() {
@@ -437,29 +900,64 @@ pub fn rollback(runner: &Runner, env: &EnvConfig, vars: &[(String, String)], mig
             }
         }
     } else {
-        let cwd = env.path.as_ref().map(|p| runner.workspace.join(p));
-        if migrated && let Some((down, timeout)) = env.command("migrate_down") {
-            report.steps.push(runner.run("migrate-down", &down, cwd.as_deref(), timeout, vars));
-        }
-        let Some((command, timeout)) = env.command("rollback") else {
-            report.detail = format!("`environments.{}.commands.rollback` is not set", env.name);
-            return report;
+        // Without a journal, the live deployment is the newest good one in the history.
+        let live = history.deployments.iter().rev().find(|d| d.status == "good");
+        let fallback;
+        let journal = match journal {
+            Some(journal) => journal,
+            None => {
+                let previous = live.and_then(|l| {
+                    history.deployments.iter().rev().find(|d| d.status == "good" && d.run_id != l.run_id)
+                });
+                fallback = Journal {
+                    environment: env.name.clone(),
+                    task: String::new(),
+                    node: String::new(),
+                    unit_id: String::new(),
+                    version: live.map(|l| l.version.clone()).unwrap_or_default(),
+                    run_id: live.map(|l| l.run_id.clone()).unwrap_or_default(),
+                    agent: String::new(),
+                    pid: 0,
+                    provider: env.provider.clone(),
+                    strategy: env.strategy().to_owned(),
+                    phase: super::journal::Phase::Verifying,
+                    changed: true,
+                    migrated: live.is_some_and(|l| l.migrated),
+                    next_step: 0,
+                    weight: 100,
+                    slot: live.map(|l| l.dir.clone()).filter(|d| !d.is_empty()),
+                    previous_slot: previous.map(|p| p.dir.clone()).filter(|d| !d.is_empty()),
+                    previous_version: previous.map(|p| p.version.clone()),
+                    switched: true,
+                    baseline: None,
+                    pause: None,
+                    started_at: String::new(),
+                    updated_at: String::new(),
+                };
+                &fallback
+            }
         };
-        let step = runner.run("rollback", &command, cwd.as_deref(), timeout, vars);
-        let ok = step.success;
-        report.detail = step.summary();
-        report.steps.push(step);
-        if !ok {
+        report.from = Some(journal.version.clone());
+        let undone = undo_steps(runner, env, journal, vars);
+        report.steps = undone.steps;
+        report.migrated_down = journal.migrated && undone.restored;
+        report.detail = undone.detail;
+        if !journal.run_id.is_empty() {
+            env.mark(ws, &journal.run_id, "bad");
+        }
+        if !undone.restored {
             return report;
         }
-        report.restored = Some("previous release".to_owned());
+        report.restored = Some(journal.previous_version.clone().unwrap_or_else(|| "the previous release".to_owned()));
     }
     let (health, failure) =
         run_checks(runner, "rollback-health", &env.health_checks, &env.check_dir(&runner.workspace), vars);
     report.health = health;
     report.success = failure.is_none();
-    report.detail = failure.unwrap_or_else(|| {
-        format!("restored {} and its health checks pass", report.restored.clone().unwrap_or_default())
-    });
+    let done = if report.detail.is_empty() { String::new() } else { format!(" ({})", report.detail) };
+    report.detail = match failure {
+        Some(failure) => format!("restored {}{done}, but {failure}", report.restored.clone().unwrap_or_default()),
+        None => format!("restored {}{done} and its health checks pass", report.restored.clone().unwrap_or_default()),
+    };
     report
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::artifacts::{self, Artifact};
+use super::journal::Journal;
 use crate::config::Config;
 use crate::schema::SchemaName;
 use crate::sha256;
@@ -355,4 +356,69 @@ pub fn human_approval(
         }
     };
     Ok((fail(approval, detail), approval, Some(artifact)))
+}
+
+/// What a human decided about a paused rollout, in R17.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// No usable decision yet; the text says why (empty while R17 still says `pending`).
+    Pending(String),
+    Rollback {
+        by: String,
+        reason: String,
+    },
+    Proceed {
+        by: String,
+        reason: String,
+    },
+}
+
+/// Reads the decision about the paused rollout `journal` from R17 of its unit.
+///
+/// A decision counts when the front matter says `decision: rollback` or `decision: proceed`,
+/// its `unit_id`/`version` (when present) are the rollout's, and its `pause_id` (when
+/// present) is this pause's, so a decision about an earlier pause never counts twice.
+/// `proceed` sends more traffic to a release the data could not judge, so like an approval
+/// it must be `decided_by` one of `devops.approvers` when that list is set; `rollback` is
+/// always allowed.
+pub fn rollout_decision(ws: &Workspace, journal: &Journal) -> Result<(Decision, Option<Artifact>), Vec<Diagnostic>> {
+    let unit = (!journal.unit_id.is_empty()).then_some(journal.unit_id.as_str());
+    let Some(artifact) = artifacts::find(ws, "R17-rollback-decision.md", unit)? else {
+        let why = format!("no R17-rollback-decision.md for unit {}", journal.unit_id);
+        return Ok((Decision::Pending(why), None));
+    };
+    let file = artifact.file.clone();
+    let field = |key: &str| artifact.field(key).unwrap_or("").trim().to_owned();
+    let pause_id = journal.pause.as_ref().map(|p| p.id.as_str()).unwrap_or_default();
+    let pending = |why: String| Ok((Decision::Pending(why), Some(artifact.clone())));
+    if let Some(version) = artifact.field("version")
+        && version != journal.version
+    {
+        return pending(format!("{file} decides about version {version}, not {}", journal.version));
+    }
+    if let Some(id) = artifact.field("pause_id")
+        && id != pause_id
+    {
+        return pending(format!("{file} answers an earlier pause ({id}), not this one ({pause_id})"));
+    }
+    let by = field("decided_by");
+    let reason = field("reason");
+    let decision = match field("decision").as_str() {
+        "rollback" => Decision::Rollback { by: if by.is_empty() { "a human".into() } else { by }, reason },
+        "proceed" => {
+            let approvers = &ws.config.devops.approvers;
+            if !approvers.is_empty() && !approvers.contains(&by) {
+                return pending(format!(
+                    "{file} says proceed, but `decided_by` ({}) is not one of devops.approvers ({})",
+                    if by.is_empty() { "empty" } else { &by },
+                    approvers.join(", ")
+                ));
+            }
+            Decision::Proceed { by: if by.is_empty() { "a human".into() } else { by }, reason }
+        }
+        // Untouched: the request opsflow wrote still waits.
+        "pending" | "" => return pending(String::new()),
+        other => return pending(format!("{file} says `decision: {other}`; waiting for rollback or proceed")),
+    };
+    Ok((decision, Some(artifact)))
 }

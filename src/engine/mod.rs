@@ -9,6 +9,7 @@ pub mod analysis;
 pub mod artifacts;
 pub mod deploy;
 pub mod gates;
+pub mod journal;
 pub mod nodes;
 pub mod record;
 
@@ -24,6 +25,7 @@ use crate::audit::Audit;
 use crate::exec::command::Runner;
 use crate::exec::secrets::Secrets;
 use crate::render::Renderer;
+use crate::sha256;
 use crate::store::edit::FieldOp;
 use crate::store::state::StateEdit;
 use crate::validate::{load_json, load_tasks};
@@ -31,6 +33,7 @@ use crate::workflow::graph::{Action, Graph, Node};
 use crate::workflow::{FINISHED_STATUSES, owns};
 use crate::workspace::Workspace;
 use crate::workspace::diagnostic::Diagnostic;
+use artifacts::Artifact;
 use gates::{Approval, Check};
 use nodes::{NodeRun, Outcome};
 use record::{BLOCKED_BY, HumanRequest};
@@ -116,7 +119,7 @@ impl Summary {
             Exit::Failed
         } else if !self.problems.is_empty() {
             Exit::Invalid
-        } else if !self.blocked.is_empty() {
+        } else if !self.blocked.is_empty() || self.ran.iter().any(|r| r.outcome == "blocked") {
             Exit::Waiting
         } else {
             Exit::Ok
@@ -154,6 +157,9 @@ impl<'w> Engine<'w> {
     /// Reconciles until nothing more is runnable.
     pub fn run(&self) -> Summary {
         let mut summary = Summary::default();
+        if !self.options.dry_run {
+            self.recover(&mut summary);
+        }
         for _ in 0..MAX_PASSES {
             if self.options.cancel.stopping() {
                 break;
@@ -189,6 +195,9 @@ impl<'w> Engine<'w> {
             return false;
         }
         let state = state.value.unwrap_or(Value::Null);
+        if !self.options.dry_run && self.file_requested_rollbacks(&list) {
+            return true;
+        }
         let status_of = |id: &str| {
             list.iter()
                 .find(|t| t.get("id").and_then(Value::as_str) == Some(id))
@@ -343,8 +352,94 @@ impl<'w> Engine<'w> {
         (unit, version)
     }
 
+    /// The environment a node of `task` changes, if it changes one.
+    fn environment_of(&self, task: &Value, node: &Node) -> Option<String> {
+        match node.action {
+            Action::DeployToStaging => Some("staging".to_owned()),
+            Action::DeployToProduction | Action::PostDeployVerification => Some("production".to_owned()),
+            Action::RollbackDeployment => {
+                let unit = task.get("unit_id").and_then(Value::as_str);
+                let from_decision = artifacts::find(self.ws, "R17-rollback-decision.md", unit)
+                    .ok()
+                    .flatten()
+                    .and_then(|a| a.field("environment").map(str::to_owned));
+                Some(
+                    task.get("environment")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                        .or(from_decision)
+                        .unwrap_or_else(|| "production".to_owned()),
+                )
+            }
+            _ => None,
+        }
+    }
+
+    /// What the environment of `task` says before any gate: busy (its deploy lock is held,
+    /// another task's rollout is unfinished), or this task's own rollout is paused and waits
+    /// for, or has, a human's decision. `None`: nothing in the way, check the gates.
+    fn environment_readiness(&self, task: &Value, node: &Node) -> Option<Result<Readiness, (Check, Artifact)>> {
+        let name = self.environment_of(task, node)?;
+        let env = deploy::EnvConfig::load(&self.ws.config, &name).ok()?;
+        let blocked = |reason: String| {
+            let check = Check::new("environment", &name, false, reason.clone());
+            Some(Ok(Readiness::Blocked { checks: vec![check], reason, qa_rejected: None, request_approval: false }))
+        };
+        let lock = env.lock_path(self.ws);
+        if let Some(holder) = crate::exec::deploy_lock::holder(&lock) {
+            let held =
+                crate::exec::deploy_lock::DeployLockError::Held { environment: name.clone(), holder, path: lock };
+            return blocked(held.to_string());
+        }
+        let journal = match journal::Journal::load(self.ws, &name) {
+            Ok(Some(journal)) => journal,
+            Ok(None) => return None,
+            Err(why) => return blocked(why),
+        };
+        let id = task.get("id").and_then(Value::as_str).unwrap_or_default();
+        if journal.task != id || journal.phase != journal::Phase::Paused {
+            return blocked(nodes::other_rollout(&env, &journal));
+        }
+        let waiting = nodes::pause_reason(&journal);
+        match gates::rollout_decision(self.ws, &journal) {
+            Err(problems) => Some(Ok(Readiness::Invalid(problems))),
+            Ok((gates::Decision::Pending(why), _)) => {
+                blocked(if why.is_empty() { waiting } else { format!("{waiting}; {why}") })
+            }
+            Ok((gates::Decision::Rollback { by, .. }, artifact)) => {
+                // Rolling back needs no gate: it only returns to what ran before.
+                let check = Check::new("decision", "rollout decision", true, format!("{by} decided to roll back"));
+                Some(Ok(Readiness::Ready {
+                    inputs: artifact.into_iter().collect(),
+                    checks: vec![check],
+                    version: journal.version.clone(),
+                }))
+            }
+            Ok((gates::Decision::Proceed { by, .. }, Some(artifact))) => {
+                let check = Check::new("decision", "rollout decision", true, format!("{by} decided to proceed"));
+                Some(Err((check, artifact)))
+            }
+            Ok((gates::Decision::Proceed { .. }, None)) => blocked(waiting),
+        }
+    }
+
     /// Inputs, gates and approvals of `node` for `task`.
     fn readiness(&self, task: &Value, node: &Node) -> Readiness {
+        let decided = match self.environment_readiness(task, node) {
+            Some(Ok(readiness)) => return readiness,
+            Some(Err(decided)) => Some(decided),
+            None => None,
+        };
+        let mut readiness = self.gate_readiness(task, node);
+        if let (Some((check, artifact)), Readiness::Ready { inputs, checks, .. }) = (decided, &mut readiness) {
+            checks.push(check);
+            inputs.push(artifact);
+        }
+        readiness
+    }
+
+    /// The inputs and gates of `node` for `task`.
+    fn gate_readiness(&self, task: &Value, node: &Node) -> Readiness {
         let (unit, version) = self.unit_and_version(task);
         let unit_ref = (!unit.is_empty()).then_some(unit.as_str());
         let mut checks = Vec::new();
@@ -749,38 +844,8 @@ impl<'w> Engine<'w> {
             },
         );
         let (unit, _) = self.unit_and_version(task);
-        let runner = Runner {
-            run_dir: nodes::run_dir(self.ws, &run_id),
-            workspace: self.ws.root.clone(),
-            env: vec![
-                ("OPSFLOW_VERSION".into(), version.clone()),
-                ("OPSFLOW_UNIT_ID".into(), unit.clone()),
-                ("OPSFLOW_TASK_ID".into(), id.clone()),
-                ("OPSFLOW_RUN_ID".into(), run_id.clone()),
-                ("OPSFLOW_WORKSPACE".into(), self.ws.root.to_string_lossy().into_owned()),
-            ],
-            secrets: self.secrets.clone(),
-            default_timeout: crate::config::Devops::duration(
-                &self.ws.config.devops.verification_timeout,
-                std::time::Duration::from_secs(300),
-            ),
-            abort: Arc::clone(&self.options.cancel.abort),
-        };
-        let mut run = NodeRun {
-            ws: self.ws,
-            renderer: &self.renderer,
-            runner,
-            node,
-            task,
-            run_id: run_id.clone(),
-            unit_id: unit.clone(),
-            version,
-            inputs,
-            artifacts: Vec::new(),
-            also_completed: Vec::new(),
-            summary: String::new(),
-            deploy: None,
-        };
+        let mut run = self.node_run(task, node, &run_id, &unit, version);
+        run.inputs = inputs;
         let outcome =
             nodes::run(&mut run).unwrap_or_else(|e| Outcome::Failed { step: e.step, reason: e.reason, log: e.log });
         self.finish(task, node, &mut run, &outcome, state);
@@ -789,6 +854,7 @@ impl<'w> Engine<'w> {
             Outcome::Deployed => "deployed",
             Outcome::RolledBack { .. } => "rolled_back",
             Outcome::Failed { .. } => "failed",
+            Outcome::Blocked { .. } => "blocked",
         };
         Some(Ran {
             task: id,
@@ -801,15 +867,271 @@ impl<'w> Engine<'w> {
         })
     }
 
+    /// Finds this agent's runs that were cut off (`kill -9`, a crash) and records each as
+    /// `failed` with reason `interrupted`: an unfinished rollout journal that no live runner
+    /// holds (the environment is rolled back when `auto_rollback_enabled` and the rollout had
+    /// changed it), and an owned task still `in_progress` under this agent's name. The
+    /// instance lock guarantees that no other runner of this agent is alive, so such a task
+    /// has no run behind it. A step's process group left running is ended first.
+    fn recover(&self, summary: &mut Summary) {
+        let agent = self.ws.config.agent.name.clone();
+        let mut recovered = Vec::new();
+        for journal in journal::Journal::all(self.ws) {
+            if journal.agent != agent || journal.phase == journal::Phase::Paused {
+                continue;
+            }
+            let Ok(env) = deploy::EnvConfig::load(&self.ws.config, &journal.environment) else { continue };
+            let holder = crate::exec::deploy_lock::Holder {
+                agent: agent.clone(),
+                run_id: journal.run_id.clone(),
+                task: journal.task.clone(),
+            };
+            // A live runner holds the lock while its rollout runs.
+            let Ok(_lock) = crate::exec::deploy_lock::acquire(&env.lock_path(self.ws), &env.name, &holder) else {
+                continue;
+            };
+            if let Some(ran) = self.recover_run(&journal.task, Some((&journal, &env))) {
+                summary.ran.push(ran);
+            }
+            journal::Journal::remove(self.ws, &env.name);
+            recovered.push(journal.task.clone());
+        }
+        let loaded = load_tasks(self.ws);
+        let list = match &loaded.value {
+            Some(Value::Array(list)) => list.clone(),
+            Some(Value::Object(map)) => map.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        for task in &list {
+            let field = |key: &str| task.get(key).and_then(Value::as_str);
+            let id = field("id").unwrap_or_default();
+            if field("status") != Some("in_progress")
+                || field("claimed_by") != Some(agent.as_str())
+                || !owns(&self.ws.config, field("agent"), field("type"))
+                || recovered.iter().any(|r| r == id)
+            {
+                continue;
+            }
+            if let Some(ran) = self.recover_run(id, None) {
+                summary.ran.push(ran);
+            }
+        }
+    }
+
+    /// Records one interrupted run as failed, after ending what it left running and, with
+    /// its journal and `auto_rollback_enabled`, rolling back what it changed.
+    fn recover_run(&self, id: &str, rollout: Option<(&journal::Journal, &deploy::EnvConfig)>) -> Option<Ran> {
+        let started = Instant::now();
+        let loaded = load_tasks(self.ws);
+        let list = match &loaded.value {
+            Some(Value::Array(list)) => list.clone(),
+            Some(Value::Object(map)) => map.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let task = list.iter().find(|t| t.get("id").and_then(Value::as_str) == Some(id)).cloned();
+        let Some(task) = task.filter(|t| t.get("status").and_then(Value::as_str) == Some("in_progress")) else {
+            // The run had recorded its end; only its journal was left.
+            return None;
+        };
+        let node = self.graph.node_for_task(&task).ok()?;
+        let old_run = task.get("run_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let mut notes = Vec::new();
+        if !old_run.is_empty()
+            && let Some(group) = crate::exec::command::kill_leftover_group(&nodes::run_dir(self.ws, &old_run), &old_run)
+        {
+            notes.push(format!("ended its process group {group}, still running"));
+        }
+        let (unit, version) = self.unit_and_version(&task);
+        let run_id = new_run_id();
+        let mut run = self.node_run(&task, node, &run_id, &unit, version);
+        if let Some((journal, env)) = rollout {
+            if !journal.changed {
+                notes.push(format!("{} had not been changed yet", env.name));
+            } else if self.ws.config.devops.auto_rollback_enabled {
+                let vars = vec![
+                    ("OPSFLOW_ENV".to_owned(), env.name.clone()),
+                    ("OPSFLOW_VERSION".to_owned(), journal.version.clone()),
+                ];
+                let rollback = deploy::rollback(self.ws, &run.runner, env, &vars, Some(journal));
+                notes.push(format!(
+                    "{} rolled back: {}",
+                    env.name,
+                    if rollback.success {
+                        rollback.detail.clone()
+                    } else {
+                        format!("the rollback failed: {}", rollback.detail)
+                    }
+                ));
+                if let Err(e) = nodes::write_rollback_result(&mut run, &rollback, "the run was interrupted", "") {
+                    tracing::error!("cannot write R18: {e:?}");
+                }
+            } else {
+                notes.push(format!(
+                    "{} may be half changed (auto_rollback_enabled is off): check it, then roll back or redeploy",
+                    env.name
+                ));
+            }
+        }
+        let reason = format!(
+            "interrupted: run {old_run} was cut off before it finished (its runner is gone){}",
+            if notes.is_empty() { String::new() } else { format!("; {}", notes.join("; ")) }
+        );
+        tracing::warn!("{id}: {reason}");
+        let outcome = Outcome::Failed { step: "interrupted".into(), reason, log: String::new() };
+        let state = load_json(self.ws, &self.ws.config.paths.state, crate::schema::SchemaName::State)
+            .value
+            .unwrap_or(Value::Null);
+        self.finish(&task, node, &mut run, &outcome, &state);
+        Some(Ran {
+            task: id.to_owned(),
+            node: node.name.clone(),
+            outcome: "failed".to_owned(),
+            run_id,
+            duration_ms: started.elapsed().as_millis() as u64,
+            summary: self.secrets.mask(&run.summary),
+            artifacts: run.artifacts.clone(),
+        })
+    }
+
+    /// Files a Rollback_Deployment task for every R17 in which a human asked for a rollback
+    /// (`decision: rollback`) that nothing has carried out: not opsflow's own record of an
+    /// automatic rollback (`decided_by` is this agent), not a paused rollout's decision (its
+    /// task acts on it), not one an R18 names by its `decision_sha256`. The task id carries
+    /// the file's hash, so one request files one task. Returns whether it filed one.
+    fn file_requested_rollbacks(&self, list: &[Value]) -> bool {
+        let dir = self.ws.config.paths.artifacts.trim_end_matches('/').to_owned();
+        let Ok(entries) = std::fs::read_dir(self.ws.path(&dir)) else { return false };
+        let mut names: Vec<String> =
+            entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        let front = |name: &str| -> Option<(Value, String)> {
+            let file = format!("{dir}/{name}");
+            let text = self.ws.read_text(&file).ok().flatten()?;
+            let doc = crate::workspace::read::parse_markdown(&file, &text).ok()?;
+            Some((doc.front_matter?, sha256::hex(text.as_bytes())))
+        };
+        let carried_out: Vec<String> = names
+            .iter()
+            .filter(|n| n.starts_with("R18-rollback-result") && n.ends_with(".md"))
+            .filter_map(|n| front(n))
+            .filter_map(|(fm, _)| fm.get("decision_sha256").and_then(Value::as_str).map(str::to_owned))
+            .collect();
+        let journals = journal::Journal::all(self.ws);
+        let mut appends = Vec::new();
+        for name in names.iter().filter(|n| n.starts_with("R17-rollback-decision") && n.ends_with(".md")) {
+            let Some((fm, sha)) = front(name) else { continue };
+            let field = |key: &str| fm.get(key).and_then(Value::as_str).map(str::trim).unwrap_or_default().to_owned();
+            let unit = field("unit_id");
+            if field("decision") != "rollback"
+                || field("decided_by") == self.ws.config.agent.name
+                || unit.is_empty()
+                || crate::workspace::check_path_component(&unit).is_err()
+                || carried_out.contains(&sha)
+                || journals.iter().any(|j| j.unit_id == unit)
+            {
+                continue;
+            }
+            let id = format!("ROLLBACK-{unit}-{}", &sha[..8]);
+            if list.iter().any(|t| t.get("id").and_then(Value::as_str) == Some(id.as_str())) {
+                continue;
+            }
+            let now = crate::time::now_rfc3339();
+            let mut task = json!({
+                "id": id,
+                "title": format!("Roll back unit {unit} as {dir}/{name} asks"),
+                "agent": self.ws.config.agent.name,
+                "type": "deployment_rollback",
+                "status": "pending",
+                "priority": "critical",
+                "unit_id": unit,
+                "node": "Rollback_Deployment",
+                "source": format!("{dir}/{name}"),
+                "created_at": now,
+                "updated_at": now,
+            });
+            for key in ["version", "environment"] {
+                let value = field(key);
+                if !value.is_empty() {
+                    task[key] = json!(value);
+                }
+            }
+            self.audit.record(
+                &new_run_id(),
+                "rollback_requested",
+                &id,
+                &format!("{dir}/{name} says decision: rollback"),
+                &[(format!("{dir}/{name}"), sha.clone())],
+            );
+            appends.push(task);
+        }
+        if appends.is_empty() {
+            return false;
+        }
+        match record::edit_task(self.ws, None, &[], Vec::new(), appends) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!("cannot file the requested rollback: {e}");
+                false
+            }
+        }
+    }
+
+    /// Everything a node execution of `task` needs, for run `run_id`.
+    fn node_run<'a>(
+        &'a self,
+        task: &'a Value,
+        node: &'a Node,
+        run_id: &str,
+        unit: &str,
+        version: String,
+    ) -> NodeRun<'a> {
+        let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let runner = Runner {
+            run_dir: nodes::run_dir(self.ws, run_id),
+            workspace: self.ws.root.clone(),
+            env: vec![
+                ("OPSFLOW_VERSION".into(), version.clone()),
+                ("OPSFLOW_UNIT_ID".into(), unit.to_owned()),
+                ("OPSFLOW_TASK_ID".into(), id),
+                ("OPSFLOW_RUN_ID".into(), run_id.to_owned()),
+                ("OPSFLOW_WORKSPACE".into(), self.ws.root.to_string_lossy().into_owned()),
+            ],
+            secrets: self.secrets.clone(),
+            default_timeout: crate::config::Devops::duration(
+                &self.ws.config.devops.verification_timeout,
+                std::time::Duration::from_secs(300),
+            ),
+            abort: Arc::clone(&self.options.cancel.abort),
+        };
+        NodeRun {
+            ws: self.ws,
+            renderer: &self.renderer,
+            runner,
+            node,
+            task,
+            run_id: run_id.to_owned(),
+            unit_id: unit.to_owned(),
+            version,
+            inputs: Vec::new(),
+            artifacts: Vec::new(),
+            also_completed: Vec::new(),
+            summary: String::new(),
+            deploy: None,
+        }
+    }
+
     /// Records the end of a node: task, state, fix task, human request, signal, audit.
     fn finish(&self, task: &Value, node: &Node, run: &mut NodeRun<'_>, outcome: &Outcome, state: &Value) {
+        if let Outcome::Blocked { reason, escalate } = outcome {
+            return self.finish_blocked(task, node, run, reason, *escalate);
+        }
         let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
         let now = crate::time::now_rfc3339();
         let (task_status, node_status) = match outcome {
             Outcome::Done => ("done", "completed"),
             Outcome::Deployed => ("deployed", "completed"),
             Outcome::RolledBack { .. } => ("rolled_back", "failed"),
-            Outcome::Failed { .. } => ("failed", "failed"),
+            Outcome::Failed { .. } | Outcome::Blocked { .. } => ("failed", "failed"),
         };
         let mut summary = run.summary.clone();
         let mut appends = Vec::new();
@@ -933,6 +1255,78 @@ impl<'w> Engine<'w> {
         }
         let inputs: Vec<(String, String)> = run.inputs.iter().map(|a| (a.file.clone(), a.sha256.clone())).collect();
         self.audit.record(&run.run_id, task_status, &id, &run.summary, &inputs);
+    }
+
+    /// Records a node that stopped to wait after it was claimed: the task goes back to
+    /// `blocked` (by opsflow, so every pass checks it again), the node too; a paused rollout
+    /// also gets one human request and a `blocked` completion signal.
+    fn finish_blocked(&self, task: &Value, node: &Node, run: &mut NodeRun<'_>, reason: &str, escalate: bool) {
+        let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let now = crate::time::now_rfc3339();
+        let reason = self.secrets.mask(reason);
+        if run.summary.is_empty() {
+            run.summary = reason.clone();
+        }
+        let summary = self.secrets.mask(&run.summary);
+        run.summary = summary.clone();
+        let outcome = json!({"status": "blocked", "run_id": run.run_id, "finished_at": now, "artifacts": run.artifacts, "summary": summary});
+        let ops = vec![
+            FieldOp::Set("status".into(), "blocked".into()),
+            FieldOp::Set("blocked_reason".into(), reason.clone().into()),
+            FieldOp::Set("blocked_by".into(), BLOCKED_BY.into()),
+            FieldOp::Set("outcome".into(), outcome),
+            FieldOp::Set("updated_at".into(), now.clone().into()),
+        ];
+        let task_id = (!from_state(task)).then_some(id.as_str());
+        if let Err(e) = record::edit_task(self.ws, task_id, &["in_progress"], ops, Vec::new()) {
+            tracing::error!("cannot record that {id} waits: {e}");
+        }
+        let mut fields = vec![
+            FieldOp::Set("status".into(), "blocked".into()),
+            FieldOp::Set("run_id".into(), run.run_id.clone().into()),
+        ];
+        if from_state(task) {
+            fields.push(FieldOp::Set("blocked_reason".into(), reason.clone().into()));
+            fields.push(FieldOp::Set("blocked_by".into(), BLOCKED_BY.into()));
+        }
+        if let Err(e) = record::edit_state(
+            self.ws,
+            &self.graph.name,
+            &StateEdit { node: node.name.clone(), fields, current_nodes: None },
+        ) {
+            tracing::error!("cannot update {}: {e}", self.ws.config.paths.state);
+        }
+        let (unit, version) = self.unit_and_version(task);
+        if escalate {
+            let request = HumanRequest {
+                agent: self.ws.config.agent.name.clone(),
+                task_id: id.clone(),
+                node: node.name.clone(),
+                unit_id: unit.clone(),
+                severity: "CRITICAL",
+                issue: format!("the rollout of {unit} version {version} is paused: {reason}"),
+                impact: "the new release serves part or all of the traffic until a human decides".to_owned(),
+                actions: vec![
+                    format!("ran {} (run {})", node.name, run.run_id),
+                    "paused the rollout where it stood; nothing was rolled back or promoted".to_owned(),
+                    format!("artifacts: {}", run.artifacts.join(", ")),
+                ],
+                status: "paused".into(),
+                help_needed: "set `decision: rollback` or `decision: proceed` (with `decided_by` and `reason`) in the R17 file named above".into(),
+                contacts: "devops.approvers".into(),
+                raised_at: now.clone(),
+                run_id: run.run_id.clone(),
+            };
+            if let Err(e) = record::append_human_request(self.ws, &self.renderer, &request, &reason) {
+                tracing::error!("cannot append to {}: {e}", self.ws.config.paths.human_requests);
+            }
+            match record::write_signal(self.ws, &self.renderer, &unit, "blocked", &run.artifacts, &run.summary) {
+                Ok(file) => run.artifacts.push(file),
+                Err(e) => tracing::error!("cannot write the completion signal: {e}"),
+            }
+        }
+        let inputs: Vec<(String, String)> = run.inputs.iter().map(|a| (a.file.clone(), a.sha256.clone())).collect();
+        self.audit.record(&run.run_id, if escalate { "paused" } else { "blocked" }, &id, &reason, &inputs);
     }
 }
 

@@ -8,8 +8,11 @@ use serde_json::{Map, Value, json};
 
 use super::analysis::Baseline;
 use super::artifacts::{self, Artifact};
-use super::deploy::{self, DeployReport, EnvConfig, Monitoring, RollbackReport};
+use super::deploy::{self, DeployReport, EnvConfig, Monitoring, RollbackReport, Rollout};
+use super::gates::{self, Decision};
+use super::journal::{Journal, Pause, Phase};
 use crate::exec::command::{Runner, StepResult};
+use crate::exec::deploy_lock::{self, DeployLock, DeployLockError, Holder};
 use crate::exec::local::copy_tree;
 use crate::render::Renderer;
 use crate::schema::SchemaName;
@@ -31,6 +34,12 @@ pub enum Outcome {
         step: String,
         reason: String,
         log: String,
+    },
+    /// The node could not go on and waits: a rollout paused for a human's decision
+    /// (`escalate`: a human request is filed), or the environment is busy.
+    Blocked {
+        reason: String,
+        escalate: bool,
     },
 }
 
@@ -71,6 +80,10 @@ pub struct NodeRun<'a> {
 }
 
 impl NodeRun<'_> {
+    pub fn task_id(&self) -> String {
+        self.task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned()
+    }
+
     fn env_vars(&self, environment: &str) -> Vec<(String, String)> {
         vec![("OPSFLOW_ENV".into(), environment.to_owned())]
     }
@@ -158,6 +171,18 @@ impl NodeRun<'_> {
         status: &str,
         extra: Value,
     ) -> Result<String, NodeError> {
+        self.write_markdown_with(name, relative, status, extra, Map::new())
+    }
+
+    /// [`NodeRun::write_markdown`] with more front matter fields.
+    pub fn write_markdown_with(
+        &mut self,
+        name: &str,
+        relative: Option<String>,
+        status: &str,
+        extra: Value,
+        fields: Map<String, Value>,
+    ) -> Result<String, NodeError> {
         let template = if name.starts_with("Deploy-") { "Deploy-report.md" } else { name };
         let mut context = self.base_context();
         merge(&mut context, extra);
@@ -170,6 +195,7 @@ impl NodeRun<'_> {
             front.insert("version".into(), self.version.clone().into());
         }
         front.insert("status".into(), status.into());
+        front.extend(fields);
         front.insert("run_id".into(), self.run_id.clone().into());
         front.insert("generated_at".into(), crate::time::now_rfc3339().into());
         front.insert("generated_by".into(), self.ws.config.agent.name.clone().into());
@@ -516,23 +542,49 @@ fn build_release(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
 
 fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeError> {
     let env = EnvConfig::load(&run.ws.config, environment).map_err(|e| NodeError::new("environment", e))?;
+    let lock = match lock_environment(run, &env)? {
+        Ok(lock) => lock,
+        Err(held) => return Ok(Outcome::Blocked { reason: held, escalate: false }),
+    };
+    let mut vars = run.env_vars(environment);
+    vars.push(("OPSFLOW_VERSION".into(), run.version.clone()));
+    let journal = match Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e))? {
+        Some(journal) if journal.task == run.task_id() && journal.phase == Phase::Paused => {
+            match resume_paused(run, &env, journal, &vars)? {
+                Resumed::Finished(outcome) => return Ok(outcome),
+                Resumed::Continue(journal) => *journal,
+            }
+        }
+        Some(journal) => return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false }),
+        None => new_journal(run, &env, Phase::Deploying),
+    };
     let relative = release_dir(run.ws, &run.version);
     let dir = run.ws.path(&relative);
     verify_release(&dir).map_err(|e| NodeError::new("checksums", e))?;
-    let mut vars = run.env_vars(environment);
-    vars.push(("OPSFLOW_VERSION".into(), run.version.clone()));
     // The release is deployed from a copy without SHA256SUMS, checked again just before.
     let payload = run.ws.root.join(format!(".opsflow/payload-{}", run.run_id));
     let _ = fs::remove_dir_all(&payload);
     copy_tree(&dir, &payload).map_err(|e| NodeError::new("stage", e.to_string()))?;
     let _ = fs::remove_file(payload.join("SHA256SUMS"));
-    // The baseline the analysis compares against is read before anything changes.
-    let baseline = if environment == "production" { deploy::baseline(&run.runner, &env, &vars) } else { None };
-    let report = deploy::deploy(&run.runner, &run.ws.root, &env, &run.version, &payload, &vars);
+    let mut journal = journal;
+    if journal.next_step == 0 && !journal.changed {
+        // The baseline the analyses compare against is read before anything changes.
+        journal.baseline = deploy::baseline(&run.runner, &env, &vars).map(|b| b.sample);
+    }
+    journal.save(run.ws).map_err(|e| NodeError::new("journal", e))?;
+    let mut rollout = Rollout { ws: run.ws, runner: &run.runner, env: &env, vars: vars.clone(), journal };
+    let mut report = deploy::deploy(&mut rollout, &payload);
+    let mut journal = rollout.journal;
     let _ = fs::remove_dir_all(&payload);
-    let success = report.success;
+    report.stale_lock = lock.previous_holder.clone();
     run.deploy = Some(report.clone());
-    let status = if success { "success" } else { "failed" };
+    let status = if report.paused.is_some() {
+        "paused"
+    } else if report.success {
+        "success"
+    } else {
+        "failed"
+    };
     let extra = json!({"deploy": report, "environment": env_context(&env), "release_dir": relative});
     if environment == "staging" {
         run.write_markdown("R08-staging-deploy.md", None, status, extra.clone())?;
@@ -541,101 +593,315 @@ fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeEr
         run.write_markdown("R13-prod-deploy.md", None, status, extra.clone())?;
         run.write_markdown("R14-monitoring-active.md", None, status, extra)?;
     }
-    if !success {
+    if let Some((stage, reason)) = report.paused.clone() {
+        return pause(run, &env, journal, &stage, &reason);
+    }
+    if !report.success {
+        Journal::remove(run.ws, &env.name);
         let step = report.failed_step.clone().unwrap_or_else(|| "deploy".to_owned());
         if environment == "production" {
             write_reports(run, &env, &report, None, "failed")?;
         }
         return Ok(Outcome::Failed { step, reason: report.reason.clone(), log: report.failed_log() });
     }
-    if environment == "staging" {
-        run.summary = format!("deployed {} to staging ({})", run.version, report.strategy);
+    if environment != "production" {
+        Journal::remove(run.ws, &env.name);
+        run.summary = format!("deployed {} to {environment} ({})", run.version, report.strategy);
         return Ok(Outcome::Deployed);
     }
     // Production goes straight on to verification in the same run.
-    let verified = verify(run, &env, baseline.as_ref(), &vars)?;
+    journal.phase = Phase::Verifying;
+    journal.save(run.ws).map_err(|e| NodeError::new("journal", e))?;
+    let verified = verify(run, &env, &mut journal, &vars)?;
     run.also_completed.push("Post_Deploy_Verification".to_owned());
-    match verified {
-        Ok(monitoring) => {
+    let outcome = match verified {
+        Verified::Passed(monitoring) => {
             write_reports(run, &env, &report, Some(&monitoring), "success")?;
             run.summary = format!("deployed {} to production ({}) and verified it", run.version, report.strategy);
-            Ok(Outcome::Deployed)
+            Outcome::Deployed
         }
-        Err((monitoring, rollback)) => {
-            write_reports(
-                run,
-                &env,
-                &report,
-                Some(&monitoring),
-                if rollback.is_some() { "rolled_back" } else { "failed" },
-            )?;
-            match rollback {
-                Some(rollback) if rollback.success => {
-                    run.summary = format!("rolled back {} in production: {}", run.version, monitoring.reason);
-                    Ok(Outcome::RolledBack { reason: monitoring.reason })
-                }
-                Some(rollback) => {
-                    Ok(Outcome::Failed { step: "rollback".into(), reason: rollback.detail, log: String::new() })
-                }
-                None if monitoring.interrupted => {
-                    Ok(Outcome::Failed { step: "verification".into(), reason: monitoring.reason, log: String::new() })
-                }
-                None => Ok(Outcome::Failed {
-                    step: "verification".into(),
-                    reason: format!("{}; automatic rollback is off, so R17 asks a human to decide", monitoring.reason),
-                    log: String::new(),
-                }),
+        Verified::Paused(monitoring) => {
+            run.also_completed.clear();
+            write_reports(run, &env, &report, Some(&monitoring), "failed")?;
+            let reason = monitoring.reason.clone();
+            return pause(run, &env, journal, "monitoring period", &reason);
+        }
+        Verified::Interrupted(monitoring) => {
+            write_reports(run, &env, &report, Some(&monitoring), "failed")?;
+            Outcome::Failed { step: "verification".into(), reason: monitoring.reason, log: String::new() }
+        }
+        Verified::RolledBack(monitoring, rollback) => {
+            write_reports(run, &env, &report, Some(&monitoring), "rolled_back")?;
+            if rollback.success {
+                run.summary = format!("rolled back {} in production: {}", run.version, monitoring.reason);
+                Outcome::RolledBack { reason: monitoring.reason }
+            } else {
+                Outcome::Failed { step: "rollback".into(), reason: rollback.detail, log: String::new() }
             }
+        }
+    };
+    Journal::remove(run.ws, &env.name);
+    Ok(outcome)
+}
+
+/// Takes the deploy lock of `env`; `Ok(Err(..))` names the live holder that refuses it.
+fn lock_environment(run: &NodeRun<'_>, env: &EnvConfig) -> Result<Result<DeployLock, String>, NodeError> {
+    let holder = Holder { agent: run.ws.config.agent.name.clone(), run_id: run.run_id.clone(), task: run.task_id() };
+    match deploy_lock::acquire(&env.lock_path(run.ws), &env.name, &holder) {
+        Ok(lock) => {
+            if let Some(previous) = &lock.previous_holder {
+                tracing::warn!("took over the deploy lock of {} left by a holder that died ({previous})", env.name);
+            }
+            Ok(Ok(lock))
+        }
+        Err(held @ DeployLockError::Held { .. }) => Ok(Err(held.to_string())),
+        Err(e) => Err(NodeError::new("lock", e.to_string())),
+    }
+}
+
+/// Why a deploy to `env` waits for another task's unfinished rollout.
+pub fn other_rollout(env: &EnvConfig, journal: &Journal) -> String {
+    match &journal.pause {
+        Some(pause) => format!(
+            "{} has a paused rollout of task {} (version {}) waiting for a decision in {}",
+            env.name, journal.task, journal.version, pause.decision_file
+        ),
+        None => format!(
+            "{} has an unfinished rollout of task {} (version {}, run {})",
+            env.name, journal.task, journal.version, journal.run_id
+        ),
+    }
+}
+
+/// The `blocked_reason` of a task whose rollout paused: the same text on every pass, so that
+/// waiting writes nothing.
+pub fn pause_reason(journal: &Journal) -> String {
+    match &journal.pause {
+        Some(pause) => format!(
+            "rollout paused at {}: {}; decide in {} (`decision: rollback` or `decision: proceed`)",
+            pause.stage, pause.reason, pause.decision_file
+        ),
+        None => format!("rollout of {} to {} paused", journal.version, journal.environment),
+    }
+}
+
+fn new_journal(run: &NodeRun<'_>, env: &EnvConfig, phase: Phase) -> Journal {
+    let now = crate::time::now_rfc3339();
+    Journal {
+        environment: env.name.clone(),
+        task: run.task_id(),
+        node: run.node.name.clone(),
+        unit_id: run.unit_id.clone(),
+        version: run.version.clone(),
+        run_id: run.run_id.clone(),
+        agent: run.ws.config.agent.name.clone(),
+        pid: std::process::id(),
+        provider: env.provider.clone(),
+        strategy: env.strategy().to_owned(),
+        phase,
+        changed: phase != Phase::Deploying,
+        migrated: false,
+        next_step: 0,
+        weight: 0,
+        slot: None,
+        previous_slot: None,
+        previous_version: None,
+        switched: false,
+        baseline: None,
+        pause: None,
+        started_at: now.clone(),
+        updated_at: now,
+    }
+}
+
+/// Pauses a rollout for a human: the journal keeps where it stopped, R17 asks for the
+/// decision (`decision: pending`), and the task waits (`blocked`, re-checked every pass).
+fn pause(
+    run: &mut NodeRun<'_>,
+    env: &EnvConfig,
+    mut journal: Journal,
+    stage: &str,
+    reason: &str,
+) -> Result<Outcome, NodeError> {
+    let decision_file = run.artifact_path("R17-rollback-decision.md");
+    let id = format!("{}-{}", run.run_id, journal.next_step);
+    journal.phase = Phase::Paused;
+    journal.pause = Some(Pause {
+        id: id.clone(),
+        stage: stage.to_owned(),
+        reason: run.runner.secrets.mask(reason),
+        at: crate::time::now_rfc3339(),
+        decision_file: decision_file.clone(),
+    });
+    journal.save(run.ws).map_err(|e| NodeError::new("journal", e))?;
+    let mut front = Map::new();
+    front.insert("pause_id".into(), id.into());
+    front.insert("environment".into(), env.name.clone().into());
+    front.insert("stage".into(), stage.into());
+    front.insert("decided_by".into(), Value::Null);
+    write_rollback_decision(run, "pending", reason, front)?;
+    run.summary =
+        format!("paused {} in {} at {stage}: waiting for a decision in {decision_file}", run.version, env.name);
+    Ok(Outcome::Blocked { reason: pause_reason(&journal), escalate: true })
+}
+
+/// How a paused rollout goes on.
+enum Resumed {
+    /// The decision ended it (rolled back, or accepted after the monitoring period), or it
+    /// still waits.
+    Finished(Outcome),
+    /// `proceed` at a canary step or rolling batch: deploy on from the journal.
+    Continue(Box<Journal>),
+}
+
+/// Acts on the human's decision about a paused rollout.
+fn resume_paused(
+    run: &mut NodeRun<'_>,
+    env: &EnvConfig,
+    mut journal: Journal,
+    vars: &[(String, String)],
+) -> Result<Resumed, NodeError> {
+    let (decision, artifact) = gates::rollout_decision(run.ws, &journal)
+        .map_err(|d| NodeError::new("decision", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
+    let decision_sha = artifact.as_ref().map(|a| a.sha256.clone()).unwrap_or_default();
+    if let Some(artifact) = artifact
+        && !run.inputs.iter().any(|a| a.file == artifact.file)
+    {
+        run.inputs.push(artifact);
+    }
+    let stage = journal.pause.as_ref().map(|p| p.stage.clone()).unwrap_or_default();
+    match decision {
+        Decision::Pending(_) => {
+            Ok(Resumed::Finished(Outcome::Blocked { reason: pause_reason(&journal), escalate: false }))
+        }
+        Decision::Rollback { by, reason } => {
+            let why = format!("{by} decided to roll back at {stage}: {reason}");
+            let rollback = deploy::rollback(run.ws, &run.runner, env, vars, Some(&journal));
+            write_rollback_result(run, &rollback, &why, &decision_sha)?;
+            Journal::remove(run.ws, &env.name);
+            patch_report(run, "rolled_back", &why);
+            Ok(Resumed::Finished(if rollback.success {
+                run.summary = format!("rolled back {} in {}: {why}", journal.version, env.name);
+                Outcome::RolledBack { reason: why }
+            } else {
+                Outcome::Failed { step: "rollback".into(), reason: rollback.detail, log: String::new() }
+            }))
+        }
+        Decision::Proceed { by, reason } if journal.phase == Phase::Paused && stage == "monitoring period" => {
+            let why = format!("{by} decided to proceed after the monitoring period: {reason}");
+            Journal::remove(run.ws, &env.name);
+            patch_report(run, "success", &why);
+            run.also_completed.push("Post_Deploy_Verification".to_owned());
+            run.summary = format!("{} stays in {}: {why}", journal.version, env.name);
+            Ok(Resumed::Finished(Outcome::Deployed))
+        }
+        Decision::Proceed { by, reason } => {
+            tracing::info!("{by} decided to proceed with {} in {} after {stage}: {reason}", journal.version, env.name);
+            journal.phase = Phase::Deploying;
+            journal.pause = None;
+            Ok(Resumed::Continue(Box::new(journal)))
         }
     }
 }
 
+/// What the monitoring of a production release came to.
+enum Verified {
+    Passed(Monitoring),
+    /// Inconclusive, or failed with `auto_rollback_enabled` off: a human decides.
+    Paused(Monitoring),
+    /// Cut short by a shutdown: neither a pass nor a reason to roll back.
+    Interrupted(Monitoring),
+    RolledBack(Monitoring, RollbackReport),
+}
+
 /// Monitors production; on failure writes R17 and, with `auto_rollback_enabled`, rolls back
 /// and writes R18.
-#[allow(clippy::type_complexity)]
 fn verify(
     run: &mut NodeRun<'_>,
     env: &EnvConfig,
-    baseline: Option<&Baseline>,
+    journal: &mut Journal,
     vars: &[(String, String)],
-) -> Result<Result<Monitoring, (Monitoring, Option<RollbackReport>)>, NodeError> {
-    let monitoring = deploy::monitor(&run.runner, env, &run.ws.config, baseline, vars);
+) -> Result<Verified, NodeError> {
+    let baseline = journal.baseline.clone().map(Baseline::new);
+    let monitoring = deploy::monitor(&run.runner, env, &run.ws.config, baseline.as_ref(), vars);
     let status = if monitoring.healthy { "success" } else { "failed" };
     let extra = json!({"monitoring": monitoring, "environment": env_context(env)});
     run.write_markdown("R15-verification-result.md", None, status, extra.clone())?;
     run.write_markdown("R16-health-check.md", None, status, extra)?;
     if monitoring.healthy {
-        return Ok(Ok(monitoring));
+        return Ok(Verified::Passed(monitoring));
     }
     if monitoring.interrupted {
-        // A shutdown is no evidence against the release: nothing is rolled back.
-        return Ok(Err((monitoring, None)));
+        return Ok(Verified::Interrupted(monitoring));
     }
-    let auto = run.ws.config.devops.auto_rollback_enabled;
-    let decision = if auto { "rollback" } else { "pending" };
-    write_rollback_decision(run, decision, &monitoring.reason)?;
-    if !auto {
-        return Ok(Err((monitoring, None)));
+    if monitoring.verdict == "inconclusive" || !run.ws.config.devops.auto_rollback_enabled {
+        return Ok(Verified::Paused(monitoring));
     }
-    let migrated = run.deploy.as_ref().is_some_and(|d| d.migrated);
-    let rollback = deploy::rollback(&run.runner, env, vars, migrated);
+    let mut front = Map::new();
+    front.insert("environment".into(), env.name.clone().into());
+    front.insert("decided_by".into(), run.ws.config.agent.name.clone().into());
+    write_rollback_decision(run, "rollback", &monitoring.reason, front)?;
+    let rollback = deploy::rollback(run.ws, &run.runner, env, vars, Some(journal));
+    write_rollback_result(run, &rollback, &monitoring.reason, "")?;
+    Ok(Verified::RolledBack(monitoring, rollback))
+}
+
+pub fn write_rollback_result(
+    run: &mut NodeRun<'_>,
+    rollback: &RollbackReport,
+    reason: &str,
+    decision_sha256: &str,
+) -> Result<(), NodeError> {
     let status = if rollback.success { "success" } else { "failed" };
-    run.write_markdown(
+    let mut front = Map::new();
+    front.insert("environment".into(), rollback.environment.clone().into());
+    if !decision_sha256.is_empty() {
+        front.insert("decision_sha256".into(), decision_sha256.into());
+    }
+    run.write_markdown_with(
         "R18-rollback-result.md",
         None,
         status,
-        json!({"rollback": rollback, "reason": monitoring.reason}),
+        json!({"rollback": rollback, "reason": reason}),
+        front,
     )?;
-    Ok(Err((monitoring, Some(rollback))))
+    Ok(())
 }
 
-fn write_rollback_decision(run: &mut NodeRun<'_>, decision: &str, reason: &str) -> Result<(), NodeError> {
+/// Records in `deployment-report.json` what became of the release after the report was
+/// written, when the report is this unit's and version's.
+fn patch_report(run: &mut NodeRun<'_>, status: &str, why: &str) {
+    let file = run.ws.config.paths.deployment_report.clone();
+    let Ok(Some(text)) = run.ws.read_text(&file) else { return };
+    let Ok(mut report) = serde_json::from_str::<Value>(&text) else { return };
+    if report.get("unit_id").and_then(Value::as_str) != Some(run.unit_id.as_str())
+        || report.get("version").and_then(Value::as_str) != Some(run.version.as_str())
+    {
+        return;
+    }
+    report["deployment_summary"]["status"] = json!(status);
+    if let Some(issues) = report.get_mut("known_issues").and_then(Value::as_array_mut) {
+        issues.push(json!(why));
+    }
+    report["run_id"] = json!(run.run_id);
+    if run.ws.schemas.validate(SchemaName::DeploymentReport, &file, &report).is_empty() {
+        let _ = run.write(&file, &format!("{}\n", serde_json::to_string_pretty(&report).expect("a Value serializes")));
+    }
+}
+
+fn write_rollback_decision(
+    run: &mut NodeRun<'_>,
+    decision: &str,
+    reason: &str,
+    fields: Map<String, Value>,
+) -> Result<(), NodeError> {
     // R17's front matter is the contract humans answer in, so it carries the decision fields.
     let mut front = Map::new();
     front.insert("decision".into(), decision.into());
-    front.insert("reason".into(), reason.into());
+    front.insert("reason".into(), run.runner.secrets.mask(reason).into());
     front.insert("unit_id".into(), run.unit_id.clone().into());
     front.insert("version".into(), run.version.clone().into());
+    front.extend(fields);
     front.insert("node".into(), run.node.name.clone().into());
     front.insert("run_id".into(), run.run_id.clone().into());
     front.insert("generated_at".into(), crate::time::now_rfc3339().into());
@@ -724,35 +990,111 @@ fn write_reports(
 
 fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeError> {
     let env = EnvConfig::load(&run.ws.config, environment).map_err(|e| NodeError::new("environment", e))?;
+    // A production deploy verifies its release in the same run; a verification task for the
+    // same version then has nothing left to watch.
+    let unit = (!run.unit_id.is_empty()).then_some(run.unit_id.clone());
+    if let Ok(Some(r15)) = artifacts::find(run.ws, "R15-verification-result.md", unit.as_deref())
+        && r15.field("version") == Some(run.version.as_str())
+        && r15.field("status") == Some("success")
+    {
+        run.summary = format!(
+            "{} was verified in {environment} by run {} ({})",
+            run.version,
+            r15.field("run_id").unwrap_or("?"),
+            r15.file
+        );
+        run.inputs.push(r15);
+        return Ok(Outcome::Done);
+    }
+    let _lock = match lock_environment(run, &env)? {
+        Ok(lock) => lock,
+        Err(held) => return Ok(Outcome::Blocked { reason: held, escalate: false }),
+    };
     let mut vars = run.env_vars(environment);
     vars.push(("OPSFLOW_VERSION".into(), run.version.clone()));
-    match verify(run, &env, None, &vars)? {
-        Ok(monitoring) => {
-            run.summary = monitoring.reason;
-            Ok(Outcome::Done)
+    let mut journal = match Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e))? {
+        Some(journal) if journal.task == run.task_id() && journal.phase == Phase::Paused => {
+            return match resume_paused(run, &env, journal, &vars)? {
+                Resumed::Finished(Outcome::Deployed) => Ok(Outcome::Done),
+                Resumed::Finished(outcome) => Ok(outcome),
+                // Only the monitoring period pauses a verification.
+                Resumed::Continue(_) => Ok(Outcome::Done),
+            };
         }
-        Err((monitoring, Some(rollback))) if rollback.success => Ok(Outcome::RolledBack { reason: monitoring.reason }),
-        Err((monitoring, rollback)) => Ok(Outcome::Failed {
-            step: "verification".into(),
-            reason: rollback.map_or(monitoring.reason, |r| r.detail),
-            log: String::new(),
-        }),
-    }
+        Some(journal) => return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false }),
+        None => {
+            let mut journal = new_journal(run, &env, Phase::Verifying);
+            let history = env.history(run.ws);
+            let live = history.deployments.iter().rev().find(|d| d.status == "good");
+            if let Some(live) = live {
+                journal.run_id = live.run_id.clone();
+                journal.migrated = live.migrated;
+                journal.slot = Some(live.dir.clone()).filter(|d| !d.is_empty());
+            }
+            journal.save(run.ws).map_err(|e| NodeError::new("journal", e))?;
+            journal
+        }
+    };
+    let outcome = match verify(run, &env, &mut journal, &vars)? {
+        Verified::Passed(monitoring) => {
+            run.summary = monitoring.reason;
+            Outcome::Done
+        }
+        Verified::Paused(monitoring) => {
+            let reason = monitoring.reason.clone();
+            return pause(run, &env, journal, "monitoring period", &reason);
+        }
+        Verified::Interrupted(monitoring) => {
+            Outcome::Failed { step: "verification".into(), reason: monitoring.reason, log: String::new() }
+        }
+        Verified::RolledBack(monitoring, rollback) if rollback.success => {
+            Outcome::RolledBack { reason: monitoring.reason }
+        }
+        Verified::RolledBack(_, rollback) => {
+            Outcome::Failed { step: "rollback".into(), reason: rollback.detail, log: String::new() }
+        }
+    };
+    Journal::remove(run.ws, &env.name);
+    Ok(outcome)
 }
 
+/// Rollback_Deployment: a human asked for it in R17 (`decision: rollback`), outside any
+/// paused rollout.
 fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
-    let environment = run.task.get("environment").and_then(Value::as_str).unwrap_or("production").to_owned();
-    let env = EnvConfig::load(&run.ws.config, &environment).map_err(|e| NodeError::new("environment", e))?;
     let decision = run.inputs.iter().find(|a| a.file.contains("R17-rollback-decision")).cloned();
+    let environment = run
+        .task
+        .get("environment")
+        .and_then(Value::as_str)
+        .or_else(|| decision.as_ref().and_then(|d| d.field("environment")))
+        .unwrap_or("production")
+        .to_owned();
+    let env = EnvConfig::load(&run.ws.config, &environment).map_err(|e| NodeError::new("environment", e))?;
+    let _lock = match lock_environment(run, &env)? {
+        Ok(lock) => lock,
+        Err(held) => return Ok(Outcome::Blocked { reason: held, escalate: false }),
+    };
+    if let Some(journal) = Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e))? {
+        return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false });
+    }
+    let by = decision
+        .as_ref()
+        .and_then(|d| d.field("decided_by"))
+        .filter(|b| !b.trim().is_empty())
+        .unwrap_or("a human")
+        .to_owned();
     let reason = decision
         .as_ref()
         .and_then(|d| d.field("reason").map(str::to_owned))
         .unwrap_or_else(|| "requested by a task".to_owned());
-    let vars = run.env_vars(&environment);
-    let rollback = deploy::rollback(&run.runner, &env, &vars, false);
-    let status = if rollback.success { "success" } else { "failed" };
-    run.write_markdown("R18-rollback-result.md", None, status, json!({"rollback": rollback, "reason": reason}))?;
+    let why = format!("{by} asked for a rollback: {reason}");
+    let mut vars = run.env_vars(&environment);
+    vars.push(("OPSFLOW_VERSION".into(), run.version.clone()));
+    let rollback = deploy::rollback(run.ws, &run.runner, &env, &vars, None);
+    let sha = decision.as_ref().map(|d| d.sha256.clone()).unwrap_or_default();
+    write_rollback_result(run, &rollback, &why, &sha)?;
     if rollback.success {
+        patch_report(run, "rolled_back", &why);
         run.summary = format!("rolled back {environment}: {}", rollback.detail);
         Ok(Outcome::Done)
     } else {

@@ -149,6 +149,10 @@ impl Runner {
             Err(e) => return fail(format!("cannot start sh: {e}")),
         };
         let pid = child.id() as i32;
+        // Written down so that a runner killed with `kill -9` can have its orphaned group
+        // ended by the next one (see `kill_leftover_group`).
+        let marker = self.run_dir.join(RUNNING_MARKER);
+        let _ = fs::write(&marker, format!("{pid}\n"));
         let tail = Arc::new(Mutex::new(std::collections::VecDeque::new()));
         let readers: Vec<_> = [
             child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
@@ -213,6 +217,7 @@ impl Runner {
         // The group may still hold the pipes open (a background grandchild); end it so the
         // readers see end of file.
         kill_group(pid, libc::SIGKILL);
+        let _ = fs::remove_file(&marker);
         for reader in readers {
             let _ = reader.join();
         }
@@ -257,6 +262,30 @@ impl Runner {
         }
         path
     }
+}
+
+/// The file in a run directory that names the process group of the step running now.
+const RUNNING_MARKER: &str = "running.pgid";
+
+/// Ends the process group a dead runner left running in `run_dir`, if any: the group named by
+/// its marker, and only if its leader still carries `OPSFLOW_RUN_ID=<run_id>` in its
+/// environment (a recycled pid is left alone). Returns the group it ended.
+pub fn kill_leftover_group(run_dir: &Path, run_id: &str) -> Option<i32> {
+    let marker = run_dir.join(RUNNING_MARKER);
+    let pgid: i32 = fs::read_to_string(&marker).ok()?.trim().parse().ok()?;
+    let _ = fs::remove_file(&marker);
+    let environ = fs::read(format!("/proc/{pgid}/environ")).ok()?;
+    let wanted = format!("OPSFLOW_RUN_ID={run_id}");
+    if !environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes()) {
+        return None;
+    }
+    kill_group(pgid, libc::SIGTERM);
+    let deadline = Instant::now() + KILL_GRACE;
+    while crate::process_alive(pgid) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    kill_group(pgid, libc::SIGKILL);
+    Some(pgid)
 }
 
 fn kill_group(pgid: i32, signal: i32) {

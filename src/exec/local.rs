@@ -31,11 +31,31 @@ pub struct Deployment {
     pub status: String,
     pub deployed_at: String,
     pub run_id: String,
+    /// Whether the deploy ran `migrate`, so that undoing it runs `migrate_down`.
+    #[serde(default)]
+    pub migrated: bool,
 }
 
+/// `releases.json`: every deployment of an environment, oldest first. Statuses: `deploying`
+/// (not finished yet), `good`, `bad`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct History {
     pub deployments: Vec<Deployment>,
+}
+
+impl History {
+    /// The history at `path`; empty when the file is missing or unreadable.
+    pub fn load(path: &Path) -> History {
+        fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+    }
+
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let text = serde_json::to_string_pretty(self).map_err(io::Error::other)? + "\n";
+        crate::store::file::write_atomic(path, text.as_bytes()).map_err(io::Error::other)
+    }
 }
 
 pub struct LocalEnv {
@@ -73,15 +93,11 @@ impl LocalEnv {
     }
 
     pub fn history(&self) -> History {
-        fs::read_to_string(self.root.join("releases.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default()
+        History::load(&self.root.join("releases.json"))
     }
 
     pub fn save_history(&self, history: &History) -> io::Result<()> {
-        let text = serde_json::to_string_pretty(history).map_err(io::Error::other)? + "\n";
-        crate::store::file::write_atomic(&self.root.join("releases.json"), text.as_bytes()).map_err(io::Error::other)
+        history.save(&self.root.join("releases.json"))
     }
 
     /// The version live now, from the history.
@@ -157,6 +173,45 @@ impl LocalEnv {
             .filter(|d| d.status == "good" && Some(&d.dir) != live.as_ref())
             .find(|d| self.root.join(&d.dir).is_dir())
             .cloned()
+    }
+}
+
+impl LocalEnv {
+    /// Removes release directories beyond the `keep` newest (`recreate` only: blue-green has
+    /// its two slots). Never removes the live release or the one a rollback would restore.
+    /// Returns the directories removed, relative to the root.
+    pub fn prune(&self, keep: usize) -> io::Result<Vec<String>> {
+        if self.strategy != Strategy::Recreate {
+            return Ok(Vec::new());
+        }
+        let history = self.history();
+        let live = self.live_dir();
+        let target = self.rollback_target().map(|d| d.dir);
+        // Newest first, each directory once.
+        let mut newest: Vec<&str> = Vec::new();
+        for d in history.deployments.iter().rev() {
+            if !newest.contains(&d.dir.as_str()) {
+                newest.push(&d.dir);
+            }
+        }
+        let protected = |dir: &str| Some(dir) == live.as_deref() || Some(dir) == target.as_deref();
+        let mut kept = newest.iter().filter(|d| protected(d)).count();
+        let mut removed = Vec::new();
+        for dir in newest {
+            if protected(dir) {
+                continue;
+            }
+            if kept < keep {
+                kept += 1;
+                continue;
+            }
+            let path = self.root.join(dir);
+            if dir.starts_with("releases/") && !dir.contains("..") && path.is_dir() {
+                fs::remove_dir_all(&path)?;
+                removed.push(dir.to_owned());
+            }
+        }
+        Ok(removed)
     }
 }
 

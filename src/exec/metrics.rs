@@ -175,7 +175,8 @@ impl MetricsSpec {
 }
 
 /// One reading of the metrics.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Sample {
     /// Percent of requests that failed.
     pub error_rate: Option<f64>,

@@ -5,6 +5,7 @@
 
 pub mod checks;
 pub mod command;
+pub mod deploy_lock;
 pub mod local;
 pub mod metrics;
 pub mod secrets;

@@ -1,0 +1,148 @@
+//! The rollout journal: what a deployment has done to an environment so far, on disk.
+//!
+//! One file per environment, `.opsflow/rollouts/<environment>.json`, written (atomically)
+//! before the first change to the environment and after every step, and removed when the
+//! rollout ends. It serves two purposes:
+//!
+//! - **Pause.** An inconclusive analysis pauses the rollout (`phase: paused`): the journal
+//!   keeps the step to resume from, the baseline and whether the deploy migrated, so that a
+//!   human's `decision: proceed` in R17 resumes exactly there and `decision: rollback` undoes
+//!   exactly what was done.
+//! - **Interruption.** A journal whose phase is `deploying` or `verifying` while no runner holds
+//!   the environment's deploy lock belongs to a run that was cut off (`kill -9`, a crash, a
+//!   power loss). The next run finds it, marks the task `failed` with reason `interrupted`,
+//!   and rolls the environment back when `auto_rollback_enabled`.
+
+use std::fs;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::exec::metrics::Sample;
+use crate::store::file::write_atomic;
+use crate::workspace::Workspace;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Commands are changing the environment.
+    Deploying,
+    /// The release is live and being watched (the monitoring period).
+    Verifying,
+    /// Waiting for a human's decision in R17.
+    Paused,
+}
+
+/// Why and where a rollout paused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pause {
+    /// Names this pause; the R17 that asks for the decision carries it as `pause_id`.
+    pub id: String,
+    /// `canary step 2 of 3 (50%)`, `batch 1 of 4`, `monitoring period`.
+    pub stage: String,
+    pub reason: String,
+    pub at: String,
+    /// The R17 file that asks for the decision, relative to the workspace.
+    pub decision_file: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Journal {
+    pub environment: String,
+    pub task: String,
+    pub node: String,
+    #[serde(default)]
+    pub unit_id: String,
+    pub version: String,
+    /// The run that started the rollout; a resumed rollout keeps it.
+    pub run_id: String,
+    pub agent: String,
+    pub pid: u32,
+    pub provider: String,
+    pub strategy: String,
+    pub phase: Phase,
+    /// Whether anything in the environment changed yet (a command ran, a link moved).
+    #[serde(default)]
+    pub changed: bool,
+    /// Whether `migrate` ran, so a rollback runs `migrate_down`.
+    #[serde(default)]
+    pub migrated: bool,
+    /// The canary step or rolling batch to do next (from 0).
+    #[serde(default)]
+    pub next_step: usize,
+    /// The traffic weight set last (canary, rolling), in percent.
+    #[serde(default)]
+    pub weight: u32,
+    /// Blue-green: the side being deployed, and the side that served before.
+    #[serde(default)]
+    pub slot: Option<String>,
+    #[serde(default)]
+    pub previous_slot: Option<String>,
+    #[serde(default)]
+    pub previous_version: Option<String>,
+    /// Blue-green: whether traffic was switched to the new side.
+    #[serde(default)]
+    pub switched: bool,
+    /// The metrics before the deploy, for the p95 trigger.
+    #[serde(default)]
+    pub baseline: Option<Sample>,
+    #[serde(default)]
+    pub pause: Option<Pause>,
+    pub started_at: String,
+    pub updated_at: String,
+}
+
+impl Journal {
+    pub fn path(ws: &Workspace, environment: &str) -> PathBuf {
+        let safe: String = environment
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .collect();
+        ws.path(&ws.config.paths.runtime).join("rollouts").join(format!("{safe}.json"))
+    }
+
+    /// The journal of `environment`, if there is one. A journal that cannot be read is an
+    /// error: a rollout may be half done, so nothing may deploy there until a human looks.
+    pub fn load(ws: &Workspace, environment: &str) -> Result<Option<Journal>, String> {
+        let path = Journal::path(ws, environment);
+        match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+                format!(
+                    "the rollout journal {} cannot be read ({e}); remove it once the environment is known to be sound",
+                    path.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read the rollout journal {}: {e}", path.display())),
+        }
+    }
+
+    /// Every journal in the workspace (unreadable ones are skipped; `load` reports them).
+    pub fn all(ws: &Workspace) -> Vec<Journal> {
+        let dir = ws.path(&ws.config.paths.runtime).join("rollouts");
+        let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+        let mut journals: Vec<Journal> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .filter_map(|e| fs::read_to_string(e.path()).ok())
+            .filter_map(|text| serde_json::from_str(&text).ok())
+            .collect();
+        journals.sort_by(|a, b| a.environment.cmp(&b.environment));
+        journals
+    }
+
+    pub fn save(&mut self, ws: &Workspace) -> Result<(), String> {
+        self.updated_at = crate::time::now_rfc3339();
+        let path = Journal::path(ws, &self.environment);
+        if let Some(parent) = path.parent() {
+            crate::instance::ensure_runtime_dir(&ws.path(&ws.config.paths.runtime)).map_err(|e| e.to_string())?;
+            fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        let text = serde_json::to_string_pretty(self).expect("a journal serializes") + "\n";
+        write_atomic(&path, text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    pub fn remove(ws: &Workspace, environment: &str) {
+        let _ = fs::remove_file(Journal::path(ws, environment));
+    }
+}
