@@ -199,6 +199,8 @@ pub struct DeployReport {
     pub pruned: Vec<String>,
     /// Set when the deploy lock was taken over from a holder that had died.
     pub stale_lock: Option<String>,
+    /// What undoing a failed rollout did, when it had changed the environment.
+    pub rollback: Option<RollbackReport>,
 }
 
 impl DeployReport {
@@ -632,9 +634,54 @@ fn deploy_blue_green(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
 /// Undoes what a `command` rollout did, as its journal records it: traffic back first, then
 /// `migrate_down`. Sets `restored_previous` when the traffic went back.
 fn undo(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
-    let steps = undo_steps(rollout.runner, rollout.env, &rollout.journal, &rollout.vars);
-    report.restored_previous = steps.restored;
-    report.steps.extend(steps.steps);
+    let journal = &rollout.journal;
+    let undone = undo_steps(rollout.runner, rollout.env, journal, &rollout.vars);
+    report.restored_previous = undone.restored;
+    report.steps.extend(undone.steps.iter().cloned());
+    if !journal.changed {
+        return;
+    }
+    // Verified the way every rollback is: the health checks of what serves now.
+    let mut rollback = RollbackReport {
+        environment: rollout.env.name.clone(),
+        from: Some(journal.version.clone()),
+        restored: undone
+            .restored
+            .then(|| journal.previous_version.clone().unwrap_or_else(|| "the previous release".to_owned())),
+        success: false,
+        detail: undone.detail,
+        migrated_down: journal.migrated && undone.restored,
+        health: Vec::new(),
+        steps: undone.steps,
+    };
+    verify_rollback(rollout.runner, rollout.env, &rollout.vars, &mut rollback, undone.restored);
+    report.rollback = Some(rollback);
+}
+
+/// Runs the health checks after a rollback and says how it ended.
+fn verify_rollback(
+    runner: &Runner,
+    env: &EnvConfig,
+    vars: &[(String, String)],
+    report: &mut RollbackReport,
+    restored: bool,
+) {
+    if !restored {
+        return;
+    }
+    let (health, failure) =
+        run_checks(runner, "rollback-health", &env.health_checks, &env.check_dir(&runner.workspace), vars);
+    report.health = health;
+    report.success = failure.is_none();
+    let what = report.restored.clone().unwrap_or_default();
+    let done = if report.detail.is_empty() { String::new() } else { format!(" ({})", report.detail) };
+    report.detail = match failure {
+        Some(failure) => format!("restored {what}{done}, but {failure}"),
+        None if report.health.is_empty() => {
+            format!("restored {what}{done}; no health check is configured to verify it")
+        }
+        None => format!("restored {what}{done} and its health checks pass"),
+    };
 }
 
 struct Undone {
@@ -950,14 +997,6 @@ pub fn rollback(
         }
         report.restored = Some(journal.previous_version.clone().unwrap_or_else(|| "the previous release".to_owned()));
     }
-    let (health, failure) =
-        run_checks(runner, "rollback-health", &env.health_checks, &env.check_dir(&runner.workspace), vars);
-    report.health = health;
-    report.success = failure.is_none();
-    let done = if report.detail.is_empty() { String::new() } else { format!(" ({})", report.detail) };
-    report.detail = match failure {
-        Some(failure) => format!("restored {}{done}, but {failure}", report.restored.clone().unwrap_or_default()),
-        None => format!("restored {}{done} and its health checks pass", report.restored.clone().unwrap_or_default()),
-    };
+    verify_rollback(runner, env, vars, &mut report, true);
     report
 }

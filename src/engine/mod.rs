@@ -593,13 +593,17 @@ impl<'w> Engine<'w> {
         match deploy::EnvConfig::load(&self.ws.config, "production") {
             Ok(env) => {
                 let (has_path, detail) = match env.local(&self.ws.root) {
-                    Some(local) => match (local.live_dir(), local.rollback_target()) {
-                        (_, Some(target)) => {
+                    // After the switch, what is live now is what a rollback restores.
+                    Some(local) => match (local.live_dir(), local.live_version(), local.rollback_target()) {
+                        (_, Some(live), _) => (true, format!("the live good release {live} stays on disk")),
+                        (_, None, Some(target)) => {
                             (true, format!("the previous good release {} stays on disk", target.version))
                         }
-                        (None, None) => (true, "first deployment: rolling back takes the environment down".to_owned()),
-                        (Some(live), None) => {
-                            (false, format!("{live} is live but no earlier good release is kept to roll back to"))
+                        (None, None, None) => {
+                            (true, "first deployment: rolling back takes the environment down".to_owned())
+                        }
+                        (Some(live), None, None) => {
+                            (false, format!("{live} is live but no good release is kept to roll back to"))
                         }
                     },
                     None => match env.command("rollback") {

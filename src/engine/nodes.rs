@@ -599,6 +599,24 @@ fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeEr
     if !report.success {
         Journal::remove(run.ws, &env.name);
         let step = report.failed_step.clone().unwrap_or_else(|| "deploy".to_owned());
+        // An analysis that fails is a rollback decision, recorded as such (R17, R18).
+        if step == "analysis"
+            && let Some(rollback) = report.rollback.clone()
+        {
+            let mut front = Map::new();
+            front.insert("environment".into(), env.name.clone().into());
+            front.insert("decided_by".into(), run.ws.config.agent.name.clone().into());
+            write_rollback_decision(run, "rollback", &report.reason, front)?;
+            write_rollback_result(run, &rollback, &report.reason, "")?;
+            if environment == "production" {
+                write_reports(run, &env, &report, None, "rolled_back")?;
+            }
+            if rollback.success {
+                run.summary = format!("rolled back {} in {environment}: {}", run.version, report.reason);
+                return Ok(Outcome::RolledBack { reason: report.reason.clone() });
+            }
+            return Ok(Outcome::Failed { step: "rollback".into(), reason: rollback.detail, log: report.failed_log() });
+        }
         if environment == "production" {
             write_reports(run, &env, &report, None, "failed")?;
         }

@@ -48,9 +48,16 @@ pub struct StepResult {
     pub log: String,
     /// The last lines of output, masked.
     pub tail: String,
+    /// [`StepResult::summary`], for reports and templates.
+    pub summary: String,
 }
 
 impl StepResult {
+    fn summarized(mut self) -> StepResult {
+        self.summary = self.summary();
+        self
+    }
+
     /// One line for a report: what ran and how it ended.
     pub fn summary(&self) -> String {
         if self.success {
@@ -118,15 +125,19 @@ impl Runner {
         let log_path = self.log_path(step);
         let log_label = log_path.strip_prefix(&self.workspace).unwrap_or(&log_path).to_string_lossy().into_owned();
         let timeout = timeout.unwrap_or(self.default_timeout);
-        let fail = |message: String| StepResult {
-            name: step.to_owned(),
-            command: self.secrets.mask(command),
-            success: false,
-            exit_code: None,
-            timed_out: false,
-            duration_ms: started.elapsed().as_millis() as u64,
-            log: log_label.clone(),
-            tail: self.secrets.mask(&message),
+        let fail = |message: String| {
+            StepResult {
+                name: step.to_owned(),
+                command: self.secrets.mask(command),
+                success: false,
+                exit_code: None,
+                timed_out: false,
+                duration_ms: started.elapsed().as_millis() as u64,
+                log: log_label.clone(),
+                tail: self.secrets.mask(&message),
+                summary: String::new(),
+            }
+            .summarized()
         };
         let log = match fs::create_dir_all(&self.run_dir).and_then(|()| File::create(&log_path)) {
             Ok(file) => Arc::new(Mutex::new(file)),
@@ -248,7 +259,9 @@ impl Runner {
             duration_ms,
             log: log_label,
             tail,
+            summary: String::new(),
         }
+        .summarized()
     }
 
     fn log_path(&self, step: &str) -> PathBuf {

@@ -10,32 +10,32 @@ use crate::util::{Workspace, task};
 
 const QA_JSON: &str = "ARTIFACTS/qa-engineer/qa-test-report.json";
 const QA_MD: &str = "QA/QA-Report-UNIT-001.md";
-const APPROVAL: &str = "docs/workflow/artifacts/R12-prod-approval.md";
-const REQUESTS: &str = "docs/workflow/human-requests.md";
-const CONFIG: &str = "project-config.json";
+pub(crate) const APPROVAL: &str = "docs/workflow/artifacts/R12-prod-approval.md";
+pub(crate) const REQUESTS: &str = "docs/workflow/human-requests.md";
+pub(crate) const CONFIG: &str = "project-config.json";
 
-fn json_file(ws: &Workspace, relative: &str) -> Value {
+pub(crate) fn json_file(ws: &Workspace, relative: &str) -> Value {
     serde_json::from_slice(&ws.read(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
 }
 
-fn edit_json(ws: &Workspace, relative: &str, edit: impl FnOnce(&mut Value)) {
+pub(crate) fn edit_json(ws: &Workspace, relative: &str, edit: impl FnOnce(&mut Value)) {
     let mut value = json_file(ws, relative);
     edit(&mut value);
     ws.write(relative, serde_json::to_string_pretty(&value).unwrap());
 }
 
-fn status_of(ws: &Workspace, id: &str) -> String {
+pub(crate) fn status_of(ws: &Workspace, id: &str) -> String {
     task(&ws.tasks(), id)["status"].as_str().unwrap_or_default().to_owned()
 }
 
 /// Snapshot without the runtime lock file, whose holder line is rewritten by every runner.
-fn files(ws: &Workspace) -> std::collections::BTreeMap<PathBuf, crate::util::Entry> {
+pub(crate) fn files(ws: &Workspace) -> std::collections::BTreeMap<PathBuf, crate::util::Entry> {
     let mut snapshot = ws.snapshot();
     snapshot.retain(|path, _| !path.starts_with(".opsflow/locks"));
     snapshot
 }
 
-fn approve(ws: &Workspace, by: &str) {
+pub(crate) fn approve(ws: &Workspace, by: &str) {
     let text = ws.read_string(APPROVAL);
     let signed = text.replacen("status: \"pending\"", "status: \"approved\"", 1).replacen(
         "approved_by: null",

@@ -17,5 +17,6 @@ mod crash;
 mod daemon;
 mod engine;
 mod metrics;
+mod rollout;
 mod store;
 mod util;

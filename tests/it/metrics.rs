@@ -39,6 +39,22 @@ pub(crate) enum Mode {
     Silent = 2,
     /// Every connection is closed without an answer.
     Down = 3,
+    /// Alive (health 200) but serving errors: `/stats` and `/metrics` as in `Failing`, as a
+    /// bad canary does while its health endpoint still answers.
+    Degraded = 4,
+}
+
+impl Mode {
+    fn parse(text: &str) -> Option<Mode> {
+        Some(match text.trim() {
+            "healthy" => Mode::Healthy,
+            "failing" => Mode::Failing,
+            "silent" => Mode::Silent,
+            "down" => Mode::Down,
+            "degraded" => Mode::Degraded,
+            _ => return None,
+        })
+    }
 }
 
 /// The traffic the app pretends to have served: each scrape of `/metrics` stands for 100
@@ -58,7 +74,7 @@ impl Traffic {
     fn serve(&mut self, mode: Mode) {
         let (ok, errors, duration, first_bucket) = match mode {
             Mode::Healthy => (100, 0, 0.03, 0),
-            Mode::Failing => (60, 40, 0.8, 4),
+            Mode::Failing | Mode::Degraded => (60, 40, 0.8, 4),
             Mode::Silent | Mode::Down => return,
         };
         self.ok += ok;
@@ -89,6 +105,10 @@ impl Traffic {
 pub(crate) struct TestApp {
     pub address: SocketAddr,
     mode: Arc<AtomicU8>,
+    /// When set, a file whose content (`healthy`, `failing`, `silent`, `down`, `degraded`)
+    /// overrides the mode at each request: what a deploy command writes when the version it
+    /// rolls out changes how the app behaves.
+    mode_file: Arc<Mutex<Option<std::path::PathBuf>>>,
     stop: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
 }
@@ -100,8 +120,9 @@ impl TestApp {
         let mode_cell = Arc::new(AtomicU8::new(mode as u8));
         let stop = Arc::new(AtomicBool::new(false));
         let traffic = Arc::new(Mutex::new(Traffic::default()));
+        let mode_file: Arc<Mutex<Option<std::path::PathBuf>>> = Arc::default();
         let acceptor = {
-            let (mode, stop) = (Arc::clone(&mode_cell), Arc::clone(&stop));
+            let (mode, stop, file) = (Arc::clone(&mode_cell), Arc::clone(&stop), Arc::clone(&mode_file));
             thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -109,11 +130,22 @@ impl TestApp {
                     }
                     let Ok(stream) = stream else { continue };
                     let (mode, traffic) = (Arc::clone(&mode), Arc::clone(&traffic));
-                    thread::spawn(move || handle(stream, mode_of(&mode), &traffic));
+                    let from_file = file
+                        .lock()
+                        .unwrap()
+                        .as_ref()
+                        .and_then(|path| std::fs::read_to_string(path).ok())
+                        .and_then(|text| Mode::parse(&text));
+                    thread::spawn(move || handle(stream, from_file.unwrap_or_else(|| mode_of(&mode)), &traffic));
                 }
             })
         };
-        TestApp { address, mode: mode_cell, stop, acceptor: Some(acceptor) }
+        TestApp { address, mode: mode_cell, mode_file, stop, acceptor: Some(acceptor) }
+    }
+
+    /// Lets the file at `path` override the mode from now on (see `mode_file`).
+    pub fn follow(&self, path: &std::path::Path) {
+        *self.mode_file.lock().unwrap() = Some(path.to_owned());
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -141,6 +173,7 @@ fn mode_of(cell: &AtomicU8) -> Mode {
         0 => Mode::Healthy,
         1 => Mode::Failing,
         2 => Mode::Silent,
+        4 => Mode::Degraded,
         _ => Mode::Down,
     }
 }
@@ -172,7 +205,7 @@ fn handle(mut stream: TcpStream, mode: Mode, traffic: &Mutex<Traffic>) {
     match (path.as_str(), mode) {
         ("/health", Mode::Failing) => respond(&mut stream, "500 Internal Server Error", "text/plain", "failing"),
         ("/health", _) => respond(&mut stream, "200 OK", "text/plain", "ok"),
-        ("/stats", Mode::Healthy | Mode::Failing) => {
+        ("/stats", Mode::Healthy | Mode::Failing | Mode::Degraded) => {
             let (error_rate, p95, p99) = if mode == Mode::Healthy { (0.4, 42.0, 80.0) } else { (37.5, 900.0, 1500.0) };
             let body = json!({
                 "error_rate": error_rate,
@@ -190,7 +223,7 @@ fn handle(mut stream: TcpStream, mode: Mode, traffic: &Mutex<Traffic>) {
                 second.len()
             );
         }
-        ("/metrics", Mode::Healthy | Mode::Failing) => {
+        ("/metrics", Mode::Healthy | Mode::Failing | Mode::Degraded) => {
             let mut traffic = traffic.lock().unwrap();
             traffic.serve(mode);
             respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &traffic.exposition());
@@ -316,7 +349,7 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 
 /// Calls `probe` until it returns a value, failing the test with `what` at the deadline.
 #[track_caller]
-fn poll<T>(deadline: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn poll<T>(deadline: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     let end = Instant::now() + deadline;
     loop {
         if let Some(value) = probe() {
@@ -510,7 +543,7 @@ fn analysis_of_real_http_samples_fails_on_errors_and_pauses_on_silence() {
 }
 
 /// PromQL for the figures of the test app, over a window of a few scrapes.
-fn prometheus_spec(prometheus: &Prometheus) -> MetricsSpec {
+pub(crate) fn prometheus_spec(prometheus: &Prometheus) -> MetricsSpec {
     spec(json!({
         "prometheus": prometheus.url,
         "error_rate": r#"100 * sum(rate(http_requests_total{code="500"}[5s])) / sum(rate(http_requests_total[5s]))"#,
@@ -520,7 +553,7 @@ fn prometheus_spec(prometheus: &Prometheus) -> MetricsSpec {
     }))
 }
 
-fn has_error_rate(sample: &Sample) -> bool {
+pub(crate) fn has_error_rate(sample: &Sample) -> bool {
     sample.error_rate.is_some() && sample.latency_p95_ms.is_some()
 }
 
