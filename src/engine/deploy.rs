@@ -691,6 +691,7 @@ struct Undone {
 }
 
 fn undo_steps(runner: &Runner, env: &EnvConfig, journal: &Journal, vars: &[(String, String)]) -> Undone {
+    let runner = &runner.detached();
     let cwd = env.path.as_ref().map(|p| runner.workspace.join(p));
     let mut steps = Vec::new();
     let mut run = |name: &str, step: &str, extra: Vec<(String, String)>| -> Option<bool> {

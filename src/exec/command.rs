@@ -84,6 +84,12 @@ pub struct CapturedStdout {
 pub const STDOUT_CAPTURE_LIMIT: usize = 4 * 1024 * 1024;
 
 impl Runner {
+    /// The same runner, deaf to a shutdown's abort: for undoing a rollout, which must run to
+    /// its end (each command still has its timeout) so no environment is left half-switched.
+    pub fn detached(&self) -> Runner {
+        Runner { abort: Arc::default(), ..self.clone() }
+    }
+
     /// Runs `command` with `sh -c` in `cwd` (default: the workspace).
     pub fn run(
         &self,

@@ -631,3 +631,32 @@ fn prometheus_sees_errors_rise_during_the_monitoring_period_and_production_rolls
     assert_eq!(calls(&ws), ["deploy 1.0.0", "rollback"]);
     assert!(ws.read_string(R17).contains("error_rate"));
 }
+
+#[test]
+fn with_auto_rollback_off_a_failing_monitoring_period_waits_for_a_human() {
+    let app = TestApp::start(Mode::Healthy);
+    let ws = approved_for_production(json!({
+        "provider": "command",
+        "strategy": "direct",
+        "commands": {
+            "deploy": format!("{}; {}", log("deploy $OPSFLOW_VERSION"), app_mode("degraded")),
+            "rollback": format!("{}; {}", log("rollback"), app_mode("healthy")),
+        },
+        "health_checks": [{"name": "api", "http": app.url("/health")}],
+        "metrics": {"http": app.url("/stats"), "error_rate": "/error_rate"},
+    }));
+    app.follow(&ws.join("app-mode"));
+    edit_json(&ws, CONFIG, |c| c["devops"]["auto_rollback_enabled"] = json!(false));
+    ws.run(&["run"]).status(3);
+    assert_eq!(calls(&ws), ["deploy 1.0.0"], "nothing was rolled back without a human");
+    let reason = task(&ws.tasks(), "DEVOPS-007")["blocked_reason"].as_str().unwrap().to_owned();
+    assert!(
+        reason.starts_with("rollout paused at monitoring period: error_rate 37.5% is above the trigger 5%"),
+        "{reason}"
+    );
+    assert!(ws.read_string(R17).starts_with("---\ndecision: \"pending\"\n"));
+    decide(&ws, "rollback", "alice", "errors");
+    ws.run(&["run"]).status(1);
+    assert_eq!(calls(&ws), ["deploy 1.0.0", "rollback"]);
+    assert_eq!(status_of(&ws, "DEVOPS-007"), "rolled_back");
+}
