@@ -588,6 +588,7 @@ fn assert_artifacts_snapshot(ws: &Workspace, case: &str, files: &[&str]) {
         (r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", "[time]"),
         (r"[0-9a-f]{64}", "[sha256]"),
         (r"\d+ ms", "[n] ms"),
+        (r#""duration_ms": \d+"#, "\"duration_ms\": [n]"),
         (r"\| \d+ \| (yes|no) \|", "| [n] | $1 |"),
         (r"/tmp/opsflow-it-[A-Za-z0-9_]+", "[workspace]"),
         (r"git version [0-9.]+", "git version [n]"),
