@@ -900,18 +900,18 @@ impl<'w> Engine<'w> {
             journal::Journal::remove(self.ws, &env.name);
             recovered.push(journal.task.clone());
         }
-        let loaded = load_tasks(self.ws);
-        let list = match &loaded.value {
-            Some(Value::Array(list)) => list.clone(),
-            Some(Value::Object(map)) => map.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default(),
-            _ => Vec::new(),
+        // Only owned tasks in progress are decoded; the scan skips the rest of the list.
+        let Ok(Some(text)) = self.ws.read_text(&self.ws.config.paths.tasks) else { return };
+        let Ok((_, heads)) = crate::store::tasks::scan(&text, |head| {
+            head.status.as_deref() == Some("in_progress")
+                && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())
+        }) else {
+            return;
         };
-        for task in &list {
-            let field = |key: &str| task.get(key).and_then(Value::as_str);
-            let id = field("id").unwrap_or_default();
-            if field("status") != Some("in_progress")
-                || field("claimed_by") != Some(agent.as_str())
-                || !owns(&self.ws.config, field("agent"), field("type"))
+        for head in heads {
+            let task = head.value(&text);
+            let id = head.id.as_deref().unwrap_or_default();
+            if task.get("claimed_by").and_then(Value::as_str) != Some(agent.as_str())
                 || recovered.iter().any(|r| r == id)
             {
                 continue;
