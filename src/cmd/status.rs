@@ -19,8 +19,63 @@ struct Status {
     current_nodes: Vec<String>,
     nodes: Vec<NodeStatus>,
     tasks: Vec<TaskStatus>,
+    /// Rollouts in progress or paused (`.opsflow/rollouts/`).
+    rollouts: Vec<Rollout>,
+    /// The last ends of runs in the audit log, newest last.
+    last_runs: Vec<Value>,
     /// Problems with the files status read.
     diagnostics: Vec<Diagnostic>,
+}
+
+#[derive(Debug, Serialize)]
+struct Rollout {
+    environment: String,
+    task: String,
+    version: String,
+    strategy: String,
+    phase: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting_for: Option<String>,
+}
+
+/// How many ends of runs `status` shows.
+const LAST_RUNS: usize = 10;
+/// How much of the audit log's end `status` reads to find them.
+const AUDIT_TAIL_BYTES: u64 = 256 * 1024;
+
+/// The last `LAST_RUNS` task ends recorded in the audit log (its last `AUDIT_TAIL_BYTES`).
+fn last_runs(ws: &Workspace) -> Vec<Value> {
+    use std::io::{Read, Seek, SeekFrom};
+    let path = ws.path(&ws.config.paths.runtime).join("audit.jsonl");
+    let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
+    let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = length.saturating_sub(AUDIT_TAIL_BYTES);
+    let mut tail = Vec::new();
+    if file.seek(SeekFrom::Start(start)).and_then(|_| file.read_to_end(&mut tail)).is_err() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&tail);
+    // A read that starts mid-file starts mid-line: the first line is skipped.
+    let lines = text.lines().skip(usize::from(start > 0));
+    let ends: Vec<Value> = lines
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|entry| {
+            matches!(
+                entry.get("event").and_then(Value::as_str),
+                Some("done" | "deployed" | "failed" | "rolled_back" | "paused")
+            )
+        })
+        .map(|entry| {
+            serde_json::json!({
+                "time": entry.get("time"),
+                "run_id": entry.get("run_id"),
+                "task": entry.get("subject"),
+                "outcome": entry.get("event"),
+                "summary": entry.get("reason"),
+            })
+        })
+        .collect();
+    ends[ends.len().saturating_sub(LAST_RUNS)..].to_vec()
 }
 
 #[derive(Debug, Serialize)]
@@ -134,6 +189,17 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
             .map(|(d, _)| d.clone()),
     );
 
+    let rollouts = crate::engine::journal::Journal::all(ws)
+        .into_iter()
+        .map(|j| Rollout {
+            environment: j.environment,
+            task: j.task,
+            version: j.version,
+            strategy: j.strategy,
+            phase: serde_json::to_value(j.phase).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            waiting_for: j.pause.map(|p| format!("a decision in {} ({}: {})", p.decision_file, p.stage, p.reason)),
+        })
+        .collect();
     let status = Status {
         workspace: ws.root.display().to_string(),
         agent: ws.config.agent.name.clone(),
@@ -141,6 +207,8 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
         current_nodes,
         nodes,
         tasks: owned,
+        rollouts,
+        last_runs: last_runs(ws),
         diagnostics,
     };
     let invalid = !status.diagnostics.is_empty() || status.tasks.iter().any(|t| !t.problems.is_empty());
@@ -195,6 +263,31 @@ fn print_text(status: &Status) {
         }
         for problem in &task.problems {
             println!("      problem: {problem}");
+        }
+    }
+    if !status.rollouts.is_empty() {
+        println!("\nrollouts");
+        for rollout in &status.rollouts {
+            println!(
+                "  {}  {} {} ({}, task {})",
+                rollout.environment, rollout.phase, rollout.version, rollout.strategy, rollout.task
+            );
+            if let Some(waiting) = &rollout.waiting_for {
+                println!("      waiting for {waiting}");
+            }
+        }
+    }
+    if !status.last_runs.is_empty() {
+        println!("\nlast runs");
+        let field = |run: &Value, key: &str| run.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+        for run in &status.last_runs {
+            println!(
+                "  {}  {:<12} {:<11} {}",
+                field(run, "time"),
+                field(run, "task"),
+                field(run, "outcome"),
+                field(run, "summary")
+            );
         }
     }
     if !status.diagnostics.is_empty() {

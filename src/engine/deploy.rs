@@ -464,9 +464,7 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
             rollout.journal.migrated = true;
             report.migrated = true;
             if let Err(why) = rollout.command(report, "migrate", "migrate", &[]) {
-                undo(rollout, report);
-                env.mark(rollout.ws, &run_id, "bad");
-                return report.fail("migrate", format!("the migration failed: {why}"));
+                return give_up(rollout, report, "migrate", format!("the migration failed: {why}"));
             }
         }
         // Canary: the new version starts with no traffic; each step then moves traffic.
@@ -474,9 +472,7 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
         if strategy != "rolling"
             && let Err(why) = rollout.command(report, "deploy", "deploy", &first)
         {
-            undo(rollout, report);
-            env.mark(rollout.ws, &run_id, "bad");
-            return report.fail("deploy", why);
+            return give_up(rollout, report, "deploy", why);
         }
     }
     let stages = stages(env);
@@ -484,9 +480,7 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
     for (index, (label, weight, extra)) in stages.iter().enumerate().skip(rollout.journal.next_step) {
         let (command, step) = if strategy == "canary" { ("set_weight", "set-weight") } else { ("deploy", "deploy") };
         if let Err(why) = rollout.command(report, command, step, extra) {
-            undo(rollout, report);
-            env.mark(rollout.ws, &run_id, "bad");
-            return report.fail(step, format!("{label}: {why}"));
+            return give_up(rollout, report, step, format!("{label}: {why}"));
         }
         rollout.journal.weight = *weight;
         report.weight = *weight;
@@ -496,9 +490,7 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
         let (health, failure) = run_checks(rollout.runner, "health", &env.health_checks, &check_dir, &vars);
         report.health = health;
         if let Some(failure) = failure {
-            undo(rollout, report);
-            env.mark(rollout.ws, &run_id, "bad");
-            return report.fail("health", format!("{label}: {failure}"));
+            return give_up(rollout, report, "health", format!("{label}: {failure}"));
         }
         let baseline = rollout.baseline();
         let plan = Plan::step(
@@ -517,9 +509,7 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
         match judged.verdict.as_str() {
             "passed" => {}
             "failed" => {
-                undo(rollout, report);
-                env.mark(rollout.ws, &run_id, "bad");
-                return report.fail("analysis", format!("{label}: {}", judged.reason));
+                return give_up(rollout, report, "analysis", format!("{label}: {}", judged.reason));
             }
             // Inconclusive or interrupted: the rollout stays where it is and a human decides.
             _ => {
@@ -532,9 +522,7 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
     if strategy == "canary" && env.command("promote").is_some() {
         let full = [("OPSFLOW_WEIGHT".to_owned(), "100".to_owned())];
         if let Err(why) = rollout.command(report, "promote", "promote", &full) {
-            undo(rollout, report);
-            env.mark(rollout.ws, &run_id, "bad");
-            return report.fail("promote", why);
+            return give_up(rollout, report, "promote", why);
         }
         rollout.journal.weight = 100;
         report.weight = 100;
@@ -543,17 +531,13 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
         let (health, failure) = run_checks(rollout.runner, "health", &env.health_checks, &check_dir, &rollout.vars);
         report.health = health;
         if let Some(failure) = failure {
-            undo(rollout, report);
-            env.mark(rollout.ws, &run_id, "bad");
-            return report.fail("health", failure);
+            return give_up(rollout, report, "health", failure);
         }
     }
     let (smoke, failure) = run_checks(rollout.runner, "smoke", &env.smoke_tests, &check_dir, &rollout.vars);
     report.smoke = smoke;
     if let Some(failure) = failure {
-        undo(rollout, report);
-        env.mark(rollout.ws, &run_id, "bad");
-        return report.fail("smoke", failure);
+        return give_up(rollout, report, "smoke", failure);
     }
     env.mark(rollout.ws, &run_id, "good");
 }
@@ -586,15 +570,11 @@ fn deploy_blue_green(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
         rollout.journal.migrated = true;
         report.migrated = true;
         if let Err(why) = rollout.command(report, "migrate", "migrate", &sides) {
-            undo(rollout, report);
-            env.mark(rollout.ws, &run_id, "bad");
-            return report.fail("migrate", format!("the migration failed: {why}"));
+            return give_up(rollout, report, "migrate", format!("the migration failed: {why}"));
         }
     }
     if let Err(why) = rollout.command(report, "deploy", "deploy", &sides) {
-        undo(rollout, report);
-        env.mark(rollout.ws, &run_id, "bad");
-        return report.fail("deploy", format!("{why}; the {idle} side was not switched in"));
+        return give_up(rollout, report, "deploy", format!("{why}; the {idle} side was not switched in"));
     }
     let mut vars = rollout.vars.clone();
     vars.extend(sides.iter().cloned());
@@ -604,31 +584,31 @@ fn deploy_blue_green(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
     report.health = health;
     if let Some(failure) = failure {
         // Nothing was switched: the live side never saw the new release.
-        undo(rollout, report);
-        env.mark(rollout.ws, &run_id, "bad");
-        return report.fail("health", format!("{failure}; the {idle} side was not switched in"));
+        return give_up(rollout, report, "health", format!("{failure}; the {idle} side was not switched in"));
     }
     rollout.journal.switched = true;
     if let Err(why) = rollout.command(report, "switch", "switch", &sides) {
-        undo(rollout, report);
-        env.mark(rollout.ws, &run_id, "bad");
-        return report.fail("switch", why);
+        return give_up(rollout, report, "switch", why);
     }
     let (health, failure) = run_checks(rollout.runner, "health", &env.health_checks, &check_dir, &vars);
     report.health.extend(health);
     if let Some(failure) = failure {
-        undo(rollout, report);
-        env.mark(rollout.ws, &run_id, "bad");
-        return report.fail("health", failure);
+        return give_up(rollout, report, "health", failure);
     }
     let (smoke, failure) = run_checks(rollout.runner, "smoke", &env.smoke_tests, &check_dir, &vars);
     report.smoke = smoke;
     if let Some(failure) = failure {
-        undo(rollout, report);
-        env.mark(rollout.ws, &run_id, "bad");
-        return report.fail("smoke", failure);
+        return give_up(rollout, report, "smoke", failure);
     }
     env.mark(rollout.ws, &run_id, "good");
+}
+
+/// Ends a failed `command` rollout: undoes it, marks the release bad, and records the failed
+/// step and why.
+fn give_up(rollout: &mut Rollout<'_>, report: &mut DeployReport, step: &str, reason: String) {
+    undo(rollout, report);
+    rollout.env.mark(rollout.ws, &rollout.journal.run_id, "bad");
+    report.fail(step, reason);
 }
 
 /// Undoes what a `command` rollout did, as its journal records it: traffic back first, then

@@ -165,6 +165,10 @@ fn inconclusive_metrics_pause_the_canary_until_a_human_decides_to_proceed() {
     assert!(r17.contains("pause_id: "), "{r17}");
     let requests = ws.read_string("docs/workflow/human-requests.md");
     assert!(requests.contains("is paused"), "a human request says the rollout is paused:\n{requests}");
+    let status = ws.run(&["status"]);
+    let shown = status.stdout();
+    assert!(shown.contains("production  paused 1.0.0 (canary, task DEVOPS-007)"), "{shown}");
+    assert!(shown.contains("waiting for a decision in docs/workflow/artifacts/R17-rollback-decision.md"), "{shown}");
 
     // Waiting writes nothing.
     let before = files(&ws);
