@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Exit;
 use crate::config::Devops;
 use crate::engine::{Cancel, Engine, Options, Summary};
+use crate::render::{Fingerprint, Renderer};
 use crate::workspace::Workspace;
 use metrics::Metrics;
 use watcher::Hint;
@@ -138,6 +139,7 @@ async fn reconcile_loop(
     engine_cancel: Cancel,
 ) {
     let mut current = Arc::new(ws);
+    let mut templates: Option<Templates> = None;
     let mut reported_config: Option<String> = None;
     // The first reconcile happens at once: work may be waiting from before the start.
     let mut due = true;
@@ -180,7 +182,8 @@ async fn reconcile_loop(
             let settings = settings.clone();
             let previous = Arc::clone(&current);
             let engine_cancel = engine_cancel.clone();
-            tokio::task::spawn_blocking(move || reconcile_once(&settings, previous, engine_cancel))
+            let templates = templates.take();
+            tokio::task::spawn_blocking(move || reconcile_once(&settings, previous, templates, engine_cancel))
         };
         let Ok(outcome) = job.await else {
             tracing::error!("a reconcile panicked");
@@ -206,18 +209,40 @@ async fn reconcile_loop(
         retry_after_settle = !ok && !retry_after_settle;
         metrics.record(&outcome.summary, started.elapsed().as_secs_f64(), outcome.tasks_by_status, ok);
         current = outcome.workspace;
+        templates = outcome.templates;
+        release_freed_memory();
     }
 }
+
+/// A reconcile allocates several times the size of `tasks.json` and frees it all; glibc keeps
+/// freed memory for reuse, so without this an idle daemon would hold the peak of its last
+/// reconcile.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Templates compiled by an earlier reconcile, and what they were compiled from.
+type Templates = (Fingerprint, Arc<Renderer>);
 
 struct Reconciled {
     summary: Summary,
     workspace: Arc<Workspace>,
+    templates: Option<Templates>,
     config_problem: Option<String>,
     tasks_by_status: BTreeMap<String, u64>,
 }
 
 /// One reconcile with the latest config (or the last good one) and the same engine as `run`.
-fn reconcile_once(settings: &Settings, previous: Arc<Workspace>, cancel: Cancel) -> Reconciled {
+fn reconcile_once(
+    settings: &Settings,
+    previous: Arc<Workspace>,
+    templates: Option<Templates>,
+    cancel: Cancel,
+) -> Reconciled {
     let (workspace, config_problem) =
         match Workspace::open(&settings.dir, settings.config_file.as_deref(), settings.agent.as_deref()) {
             Ok(ws) if ws.config_problems.is_empty() => (Arc::new(ws), None),
@@ -227,12 +252,25 @@ fn reconcile_once(settings: &Settings, previous: Arc<Workspace>, cancel: Cancel)
             }
             Err(e) => (previous, Some(format!("cannot open the workspace: {e:#}"))),
         };
-    let summary = match Engine::new(&workspace, Options { dry_run: false, cancel }) {
-        Ok(engine) => engine.run(),
-        Err(problems) => Summary { problems, ..Summary::default() },
+    // Compiling every template costs more than a reconcile with nothing to do: the compiled
+    // ones are kept while the template files stay the same.
+    let fingerprint = Fingerprint::of(&workspace);
+    let renderer = match templates {
+        Some((kept, renderer)) if kept == fingerprint => Ok(renderer),
+        _ => Renderer::new(&workspace).map(Arc::new),
+    };
+    let (summary, templates) = match renderer {
+        Ok(renderer) => {
+            let templates = Some((fingerprint, Arc::clone(&renderer)));
+            match Engine::with_renderer(&workspace, Options { dry_run: false, cancel }, renderer) {
+                Ok(engine) => (engine.run(), templates),
+                Err(problems) => (Summary { problems, ..Summary::default() }, templates),
+            }
+        }
+        Err(problems) => (Summary { problems, ..Summary::default() }, None),
     };
     let tasks_by_status = owned_tasks_by_status(&workspace);
-    Reconciled { summary, workspace, config_problem, tasks_by_status }
+    Reconciled { summary, workspace, templates, config_problem, tasks_by_status }
 }
 
 fn owned_tasks_by_status(ws: &Workspace) -> BTreeMap<String, u64> {

@@ -137,7 +137,7 @@ enum Readiness {
 pub struct Engine<'w> {
     ws: &'w Workspace,
     graph: Graph,
-    renderer: Renderer,
+    renderer: Arc<Renderer>,
     audit: Audit,
     secrets: Secrets,
     options: Options,
@@ -145,8 +145,18 @@ pub struct Engine<'w> {
 
 impl<'w> Engine<'w> {
     pub fn new(ws: &'w Workspace, options: Options) -> Result<Engine<'w>, Vec<Diagnostic>> {
+        let renderer = Arc::new(Renderer::new(ws)?);
+        Engine::with_renderer(ws, options, renderer)
+    }
+
+    /// An engine that uses templates compiled earlier (a daemon keeps them while the
+    /// template files stay the same; see `render::Fingerprint`).
+    pub fn with_renderer(
+        ws: &'w Workspace,
+        options: Options,
+        renderer: Arc<Renderer>,
+    ) -> Result<Engine<'w>, Vec<Diagnostic>> {
         let graph = Graph::load(ws)?;
-        let renderer = Renderer::new(ws)?;
         let secrets = Secrets::from_env(&ws.config.secrets);
         let runtime = ws.path(&ws.config.paths.runtime);
         let audit =
@@ -178,14 +188,14 @@ impl<'w> Engine<'w> {
         summary.waiting.clear();
         summary.plan.clear();
         summary.problems.clear();
-        let loaded = load_tasks(self.ws);
-        let Some(tasks_value) = loaded.value.clone() else {
+        let mut loaded = load_tasks(self.ws);
+        let Some(tasks_value) = loaded.value.take() else {
             summary.problems.extend(loaded.diagnostics);
             return false;
         };
-        let (prefix, list) = match &tasks_value {
-            Value::Array(list) => ("", list.clone()),
-            Value::Object(map) => ("/tasks", map.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default()),
+        let (prefix, list): (&str, &[Value]) = match &tasks_value {
+            Value::Array(list) => ("", list),
+            Value::Object(map) => ("/tasks", map.get("tasks").and_then(Value::as_array).map_or(&[], Vec::as_slice)),
             _ => return false,
         };
         let state = load_json(self.ws, &self.ws.config.paths.state, crate::schema::SchemaName::State);
@@ -195,7 +205,7 @@ impl<'w> Engine<'w> {
             return false;
         }
         let state = state.value.unwrap_or(Value::Null);
-        if !self.options.dry_run && self.file_requested_rollbacks(&list) {
+        if !self.options.dry_run && self.file_requested_rollbacks(list) {
             return true;
         }
         let status_of = |id: &str| {

@@ -86,6 +86,32 @@ pub fn json_escape(value: &str) -> String {
     quoted[1..quoted.len() - 1].to_owned()
 }
 
+/// What the compiled templates depend on: the templates directory and, for each built-in
+/// template, the identity of its workspace override (size, modification time, inode) or its
+/// absence. Equal fingerprints mean a compiled [`Renderer`] can be used again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    dir: String,
+    max_file_bytes: u64,
+    overrides: Vec<Option<(u64, std::time::SystemTime, u64)>>,
+}
+
+impl Fingerprint {
+    pub fn of(ws: &Workspace) -> Fingerprint {
+        use std::os::unix::fs::MetadataExt;
+        let dir = ws.config.paths.templates.trim_end_matches('/').to_owned();
+        let root = ws.root.join(&dir);
+        let overrides = TEMPLATES
+            .iter()
+            .map(|(file, _)| {
+                let meta = std::fs::metadata(root.join(file)).ok()?;
+                Some((meta.len(), meta.modified().ok()?, meta.ino()))
+            })
+            .collect();
+        Fingerprint { dir, max_file_bytes: ws.config.limits.max_file_bytes, overrides }
+    }
+}
+
 impl Renderer {
     /// Loads the templates: the workspace's overrides first, then the built-in ones.
     pub fn new(ws: &Workspace) -> Result<Renderer, Vec<Diagnostic>> {

@@ -876,3 +876,31 @@ fn healthz_and_metrics_are_served_over_loopback() {
     }
     daemon.stop(DEADLINE);
 }
+
+/// Compiled templates are kept between reconciles; a template override saved while the
+/// daemon runs must still take effect on the next reconcile.
+#[test]
+fn a_template_override_saved_while_watching_takes_effect() {
+    let ws = quiet_workspace();
+    let daemon = InProcess::start(&ws, false);
+    ws.write(
+        TASKS,
+        serde_json::to_string_pretty(&json!({"tasks": [design_task("DEVOPS-100", "DevOps-Engineer")]})).unwrap(),
+    );
+    wait_for_status(&ws, "DEVOPS-100", "done");
+    let specs = "docs/workflow/artifacts/INFRA04-env-specs.md";
+    assert!(!ws.read_string(specs).contains("House layout"));
+    // A reconcile uses the templates as they were when it started: wait for the one that
+    // runs the nodes after Environment_Design to end.
+    daemon.settle(Duration::from_millis(300));
+
+    std::fs::create_dir_all(ws.join("templates")).unwrap();
+    save_by_rename(&ws, "templates/INFRA04-env-specs.md.hbs", ".INFRA04.swp", b"# House layout for {{unit_id}}\n");
+    let mut tasks = json_file(&ws, TASKS);
+    tasks["tasks"].as_array_mut().unwrap().push(design_task("DEVOPS-101", "DevOps-Engineer"));
+    save_by_rename(&ws, TASKS, "tasks.json.tmp", serde_json::to_string_pretty(&tasks).unwrap().as_bytes());
+    wait_for_status(&ws, "DEVOPS-101", "done");
+    let text = ws.read_string(specs);
+    assert!(text.contains("# House layout for UNIT-001"), "the new template was used:\n{text}");
+    daemon.stop(DEADLINE);
+}
