@@ -73,33 +73,60 @@ pub fn load_tasks(ws: &Workspace) -> Loaded {
 
 /// Duplicate ids, `depends_on` naming unknown tasks, and dependency cycles.
 fn task_graph_problems(file: &str, prefix: &str, tasks: &[Value]) -> Vec<Diagnostic> {
+    let ids: Vec<(usize, Option<&str>)> =
+        tasks.iter().enumerate().map(|(index, task)| (index, task.get("id").and_then(Value::as_str))).collect();
+    let (first, mut problems) = duplicate_ids(file, prefix, &ids);
+    let entries: Vec<(usize, &Value)> = tasks.iter().enumerate().collect();
+    problems.extend(dependency_problems(file, prefix, &entries, &first));
+    problems
+}
+
+/// The first entry of each id, and a problem for every later entry with the same id.
+fn duplicate_ids<'t>(
+    file: &str,
+    prefix: &str,
+    ids: &[(usize, Option<&'t str>)],
+) -> (HashMap<&'t str, usize>, Vec<Diagnostic>) {
     let mut problems = Vec::new();
-    let id_of = |task: &Value| task.get("id").and_then(Value::as_str).map(str::to_owned);
-    let mut index_of: HashMap<String, usize> = HashMap::new();
-    for (index, task) in tasks.iter().enumerate() {
-        let Some(id) = id_of(task) else { continue };
-        if let Some(&first) = index_of.get(&id) {
+    let mut first: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
+    for &(index, id) in ids {
+        let Some(id) = id else { continue };
+        if let Some(&earlier) = first.get(id) {
             problems.push(
                 Diagnostic::new(
                     file,
                     Kind::DuplicateId,
-                    format!("duplicate task id `{id}` (also used at {prefix}/{first})"),
+                    format!("duplicate task id `{id}` (also used at {prefix}/{earlier})"),
                 )
                 .pointer(format!("{prefix}/{index}/id")),
             );
         } else {
-            index_of.insert(id, index);
+            first.insert(id, index);
         }
     }
+    (first, problems)
+}
+
+/// `depends_on` entries naming no task, and dependency cycles, among `entries` (entry index
+/// in the file, entry); `first` gives the entry of every id in the file. Every dependency of
+/// an entry that is in the file must be among `entries` for its cycles to be found.
+fn dependency_problems(
+    file: &str,
+    prefix: &str,
+    entries: &[(usize, &Value)],
+    first: &HashMap<&str, usize>,
+) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
     let deps = |task: &Value| -> Vec<String> {
         task.get("depends_on")
             .and_then(Value::as_array)
             .map(|list| list.iter().filter_map(Value::as_str).map(str::to_owned).collect())
             .unwrap_or_default()
     };
-    for (index, task) in tasks.iter().enumerate() {
+    let id_of = |task: &Value| task.get("id").and_then(Value::as_str).map(str::to_owned);
+    for (index, task) in entries {
         for (k, dep) in deps(task).iter().enumerate() {
-            if !index_of.contains_key(dep) {
+            if !first.contains_key(dep.as_str()) {
                 problems.push(
                     Diagnostic::new(
                         file,
@@ -112,20 +139,27 @@ fn task_graph_problems(file: &str, prefix: &str, tasks: &[Value]) -> Vec<Diagnos
         }
     }
     // Depth-first search for cycles, iterative so a long chain cannot overflow the stack.
+    // Nodes are positions in `entries`.
+    let position: HashMap<usize, usize> = entries.iter().enumerate().map(|(at, (index, _))| (*index, at)).collect();
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
         Open,
         Done,
     }
-    let mut marks = vec![Mark::New; tasks.len()];
-    for root in 0..tasks.len() {
+    let mut marks = vec![Mark::New; entries.len()];
+    let children = |at: usize| {
+        deps(entries[at].1)
+            .iter()
+            .filter_map(|d| first.get(d.as_str()).and_then(|index| position.get(index)).copied())
+            .rev()
+            .collect::<Vec<_>>()
+    };
+    for root in 0..entries.len() {
         if marks[root] != Mark::New {
             continue;
         }
         let mut stack: Vec<(usize, Vec<usize>)> = Vec::new();
-        let children =
-            |i: usize| deps(&tasks[i]).iter().filter_map(|d| index_of.get(d).copied()).rev().collect::<Vec<_>>();
         marks[root] = Mark::Open;
         stack.push((root, children(root)));
         while let Some((node, pending)) = stack.last_mut() {
@@ -138,15 +172,15 @@ fn task_graph_problems(file: &str, prefix: &str, tasks: &[Value]) -> Vec<Diagnos
                 Some(next) if marks[next] == Mark::Open => {
                     let start = stack.iter().position(|(n, _)| *n == next).expect("an open node is on the stack");
                     let mut names: Vec<String> =
-                        stack[start..].iter().map(|(n, _)| id_of(&tasks[*n]).unwrap_or_default()).collect();
-                    names.push(id_of(&tasks[next]).unwrap_or_default());
+                        stack[start..].iter().map(|(n, _)| id_of(entries[*n].1).unwrap_or_default()).collect();
+                    names.push(id_of(entries[next].1).unwrap_or_default());
                     problems.push(
                         Diagnostic::new(
                             file,
                             Kind::DependencyCycle,
                             format!("dependency cycle: {}", names.join(" -> ")),
                         )
-                        .pointer(format!("{prefix}/{next}/depends_on")),
+                        .pointer(format!("{prefix}/{}/depends_on", entries[next].0)),
                     );
                 }
                 Some(_) => {}
@@ -158,6 +192,85 @@ fn task_graph_problems(file: &str, prefix: &str, tasks: &[Value]) -> Vec<Diagnos
         }
     }
     problems
+}
+
+/// `tasks.json` as the engine reads it on every pass: without decoding the whole file.
+#[derive(Debug, Default)]
+pub struct TaskList {
+    /// Whether the file is a task list that can be acted on; when not, nothing may run and
+    /// `diagnostics` says why (nothing at all when the file does not exist).
+    pub readable: bool,
+    /// `/tasks` or `` (a bare array): entry `i` is at `{prefix}/{i}`.
+    pub prefix: &'static str,
+    /// The status of every entry, by id (the first entry of an id).
+    pub statuses: HashMap<String, String>,
+    /// The entries `keep` selected, decoded: (entry index, entry).
+    pub kept: Vec<(usize, Value)>,
+    /// Problems of the file as a whole (no pointer into an entry) and of the kept entries
+    /// and what they depend on; the pointers say which.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Reads `tasks.json` with the span scanner (every byte checked as JSON, no tree built) and
+/// decodes and checks only the entries `keep` selects: the task schema, their `depends_on`,
+/// cycles through them. Duplicate ids are found among all entries. The cost of a pass thus
+/// grows with the entries an agent owns, not with the file. A file that is not a task list
+/// goes through the full loader, so its problems read exactly as `validate` says them.
+pub fn load_task_list(ws: &Workspace, keep: impl Fn(&crate::store::tasks::TaskHead<'_>) -> bool + Sync) -> TaskList {
+    let relative = ws.config.paths.tasks.clone();
+    let text = match ws.read_text(&relative) {
+        Ok(Some(text)) => text,
+        Ok(None) => return TaskList::default(),
+        Err(diagnostic) => return TaskList { diagnostics: vec![diagnostic], ..TaskList::default() },
+    };
+    let Ok((layout, heads)) = crate::store::tasks::scan(&text, |_| true) else {
+        return TaskList { diagnostics: load_tasks(ws).diagnostics, ..TaskList::default() };
+    };
+    let prefix = if layout.wrapped { "/tasks" } else { "" };
+    let file = relative.as_str();
+    let ids: Vec<(usize, Option<&str>)> = heads.iter().map(|h| (h.index, h.id.as_deref())).collect();
+    let (first, mut diagnostics) = duplicate_ids(file, prefix, &ids);
+    let mut statuses = HashMap::with_capacity(first.len());
+    for head in &heads {
+        if let Some(id) = head.id.as_deref()
+            && first.get(id) == Some(&head.index)
+        {
+            statuses.insert(id.to_owned(), head.status.as_deref().unwrap_or_default().to_owned());
+        }
+    }
+    let kept: Vec<(usize, Value)> = heads.iter().filter(|h| keep(h)).map(|h| (h.index, h.value(&text))).collect();
+    for (index, task) in &kept {
+        diagnostics.extend(ws.schemas.validate(SchemaName::Task, file, task).into_iter().map(|mut d| {
+            d.pointer = Some(format!("{prefix}/{index}{}", d.pointer.as_deref().unwrap_or("")));
+            d
+        }));
+    }
+    // What the kept entries depend on, directly or not, decoded for the cycle search.
+    let mut reached: Vec<(usize, Value)> = Vec::new();
+    let mut seen: std::collections::HashSet<usize> = kept.iter().map(|(i, _)| *i).collect();
+    let mut queue: Vec<usize> = Vec::new();
+    let dependencies = |task: &Value| -> Vec<usize> {
+        task.get("depends_on")
+            .and_then(Value::as_array)
+            .map(|list| list.iter().filter_map(Value::as_str).filter_map(|d| first.get(d).copied()).collect())
+            .unwrap_or_default()
+    };
+    for (_, task) in &kept {
+        queue.extend(dependencies(task));
+    }
+    while let Some(index) = queue.pop() {
+        if !seen.insert(index) {
+            continue;
+        }
+        let Some(head) = heads.get(index).filter(|h| h.index == index) else { continue };
+        let task = head.value(&text);
+        queue.extend(dependencies(&task));
+        reached.push((index, task));
+    }
+    let entries: Vec<(usize, &Value)> = kept.iter().chain(&reached).map(|(i, t)| (*i, t)).collect();
+    diagnostics.extend(dependency_problems(file, prefix, &entries, &first));
+    let diagnostics = diagnostics.into_iter().map(|d| d.locate_in(&text)).collect();
+    TaskList { readable: true, prefix, statuses, kept, diagnostics }
 }
 
 /// A markdown input, loaded and checked.

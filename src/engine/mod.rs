@@ -28,7 +28,7 @@ use crate::render::Renderer;
 use crate::sha256;
 use crate::store::edit::FieldOp;
 use crate::store::state::StateEdit;
-use crate::validate::{load_json, load_tasks};
+use crate::validate::{load_json, load_task_list, load_tasks};
 use crate::workflow::graph::{Action, Graph, Node};
 use crate::workflow::{FINISHED_STATUSES, owns};
 use crate::workspace::Workspace;
@@ -188,16 +188,15 @@ impl<'w> Engine<'w> {
         summary.waiting.clear();
         summary.plan.clear();
         summary.problems.clear();
-        let mut loaded = load_tasks(self.ws);
-        let Some(tasks_value) = loaded.value.take() else {
+        // Only owned entries are decoded and checked: a pass costs what this agent owns,
+        // not the size of the file.
+        let loaded = load_task_list(self.ws, |head| owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref()));
+        if !loaded.readable {
             summary.problems.extend(loaded.diagnostics);
             return false;
-        };
-        let (prefix, list): (&str, &[Value]) = match &tasks_value {
-            Value::Array(list) => ("", list),
-            Value::Object(map) => ("/tasks", map.get("tasks").and_then(Value::as_array).map_or(&[], Vec::as_slice)),
-            _ => return false,
-        };
+        }
+        let prefix = loaded.prefix;
+        let owned = &loaded.kept;
         let state = load_json(self.ws, &self.ws.config.paths.state, crate::schema::SchemaName::State);
         if !state.diagnostics.is_empty() {
             // Nothing runs on an invalid state.json: every node transition would edit it.
@@ -205,21 +204,11 @@ impl<'w> Engine<'w> {
             return false;
         }
         let state = state.value.unwrap_or(Value::Null);
-        if !self.options.dry_run && self.file_requested_rollbacks(list) {
+        if !self.options.dry_run && self.file_requested_rollbacks(&|id| loaded.statuses.contains_key(id)) {
             return true;
         }
-        let status_of = |id: &str| {
-            list.iter()
-                .find(|t| t.get("id").and_then(Value::as_str) == Some(id))
-                .and_then(|t| t.get("status"))
-                .and_then(Value::as_str)
-        };
-        for (index, task) in list.iter().enumerate() {
-            let agent = task.get("agent").and_then(Value::as_str);
-            let kind = task.get("type").and_then(Value::as_str);
-            if !owns(&self.ws.config, agent, kind) {
-                continue;
-            }
+        let status_of = |id: &str| loaded.statuses.get(id).map(String::as_str);
+        for (index, task) in owned {
             let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
             let status = task.get("status").and_then(Value::as_str).unwrap_or_default();
             let ours_blocked =
@@ -281,9 +270,8 @@ impl<'w> Engine<'w> {
             if status != "pending" && !ours_blocked {
                 continue;
             }
-            let covered = list.iter().any(|t| {
-                owns(&self.ws.config, t.get("agent").and_then(Value::as_str), t.get("type").and_then(Value::as_str))
-                    && self.graph.node_for_task(t).is_ok_and(|n| n.name == name)
+            let covered = owned.iter().any(|(_, t)| {
+                self.graph.node_for_task(t).is_ok_and(|n| n.name == name)
                     && matches!(t.get("status").and_then(Value::as_str), Some("pending" | "in_progress" | "blocked"))
             });
             if covered {
@@ -1012,7 +1000,7 @@ impl<'w> Engine<'w> {
     /// automatic rollback (`decided_by` is this agent), not a paused rollout's decision (its
     /// task acts on it), not one an R18 names by its `decision_sha256`. The task id carries
     /// the file's hash, so one request files one task. Returns whether it filed one.
-    fn file_requested_rollbacks(&self, list: &[Value]) -> bool {
+    fn file_requested_rollbacks(&self, exists: &dyn Fn(&str) -> bool) -> bool {
         let dir = self.ws.config.paths.artifacts.trim_end_matches('/').to_owned();
         let Ok(entries) = std::fs::read_dir(self.ws.path(&dir)) else { return false };
         let mut names: Vec<String> =
@@ -1046,7 +1034,7 @@ impl<'w> Engine<'w> {
                 continue;
             }
             let id = format!("ROLLBACK-{unit}-{}", &sha[..8]);
-            if list.iter().any(|t| t.get("id").and_then(Value::as_str) == Some(id.as_str())) {
+            if exists(&id) {
                 continue;
             }
             let now = crate::time::now_rfc3339();

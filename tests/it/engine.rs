@@ -660,3 +660,36 @@ fn rollback_artifacts_match_their_snapshots() {
         insta::assert_snapshot!("rolled_back__fix_task", serde_json::to_string_pretty(&fix).unwrap());
     });
 }
+
+#[test]
+fn problems_inside_owned_entries_block_only_those_entries_and_other_agents_entries_are_theirs() {
+    let ws = Workspace::new().sample();
+    let design = |id: &str| {
+        json!({"id": id, "title": "Design", "agent": "DevOps-Engineer", "type": "infrastructure_design",
+               "status": "pending", "unit_id": "UNIT-001"})
+    };
+    let mut bad_priority = design("D-BAD");
+    bad_priority["priority"] = json!("urgent");
+    let mut cycle_a = design("D-A");
+    cycle_a["depends_on"] = json!(["D-B"]);
+    let mut cycle_b = design("D-B");
+    cycle_b["depends_on"] = json!(["D-A"]);
+    let foreign =
+        json!({"id": "BE-9", "title": "Theirs", "agent": "Backend-Engineer", "type": "implementation", "status": 42});
+    let tasks = json!({"tasks": [bad_priority, cycle_a, cycle_b, foreign, design("D-OK")]});
+    ws.write(crate::util::TASKS, serde_json::to_string_pretty(&tasks).unwrap());
+    edit_json(&ws, "docs/workflow/state.json", |state| state["current_nodes"] = json!([]));
+    let run = ws.run(&["run"]);
+    run.status(2);
+    let out = run.stdout();
+    assert!(
+        out.contains("problem    docs/workflow/tasks.json:10:19: at /tasks/0/priority: \"urgent\" is not one of"),
+        "{out}"
+    );
+    assert!(out.contains("at /tasks/1/depends_on: dependency cycle: D-A -> D-B -> D-A"), "{out}");
+    assert!(!out.contains("/tasks/3"), "another agent's entry is theirs to fix:\n{out}");
+    assert_eq!(status_of(&ws, "D-OK"), "done");
+    for id in ["D-BAD", "D-A", "D-B"] {
+        assert_eq!(status_of(&ws, id), "pending", "{id}");
+    }
+}
