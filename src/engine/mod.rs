@@ -188,9 +188,12 @@ impl<'w> Engine<'w> {
         summary.waiting.clear();
         summary.plan.clear();
         summary.problems.clear();
-        // Only owned entries are decoded and checked: a pass costs what this agent owns,
-        // not the size of the file.
-        let loaded = load_task_list(self.ws, |head| owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref()));
+        // Only owned entries that may still act are decoded and checked: a pass costs the
+        // agent's open work, not the size of the file (finished tasks count by their status).
+        let loaded = load_task_list(self.ws, |head| {
+            matches!(head.status.as_deref(), Some("pending" | "blocked" | "in_progress"))
+                && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())
+        });
         if !loaded.readable {
             summary.problems.extend(loaded.diagnostics);
             return false;
