@@ -140,6 +140,7 @@ async fn reconcile_loop(
 ) {
     let mut current = Arc::new(ws);
     let mut templates: Option<Templates> = None;
+    let mut reconciles: u64 = 0;
     let mut reported_config: Option<String> = None;
     // The first reconcile happens at once: work may be waiting from before the start.
     let mut due = true;
@@ -183,7 +184,8 @@ async fn reconcile_loop(
             let previous = Arc::clone(&current);
             let engine_cancel = engine_cancel.clone();
             let templates = templates.take();
-            tokio::task::spawn_blocking(move || reconcile_once(&settings, previous, templates, engine_cancel))
+            let first = reconciles == 0;
+            tokio::task::spawn_blocking(move || reconcile_once(&settings, previous, templates, engine_cancel, first))
         };
         let Ok(outcome) = job.await else {
             tracing::error!("a reconcile panicked");
@@ -210,6 +212,7 @@ async fn reconcile_loop(
         metrics.record(&outcome.summary, started.elapsed().as_secs_f64(), outcome.tasks_by_status, ok);
         current = outcome.workspace;
         templates = outcome.templates;
+        reconciles += 1;
         release_freed_memory();
     }
 }
@@ -242,6 +245,7 @@ fn reconcile_once(
     previous: Arc<Workspace>,
     templates: Option<Templates>,
     cancel: Cancel,
+    first: bool,
 ) -> Reconciled {
     let (workspace, config_problem) =
         match Workspace::open(&settings.dir, settings.config_file.as_deref(), settings.agent.as_deref()) {
@@ -262,7 +266,8 @@ fn reconcile_once(
     let (summary, templates) = match renderer {
         Ok(renderer) => {
             let templates = Some((fingerprint, Arc::clone(&renderer)));
-            match Engine::with_renderer(&workspace, Options { dry_run: false, cancel }, renderer) {
+            let options = Options { dry_run: false, cancel, skip_recovery: !first };
+            match Engine::with_renderer(&workspace, options, renderer) {
                 Ok(engine) => (engine.run(), templates),
                 Err(problems) => (Summary { problems, ..Summary::default() }, templates),
             }

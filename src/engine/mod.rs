@@ -53,6 +53,9 @@ const MAX_PASSES: usize = 1000;
 pub struct Options {
     pub dry_run: bool,
     pub cancel: Cancel,
+    /// Skip looking for runs a dead runner left (see `Engine::recover`): a daemon does it
+    /// once at its start; after that every run of its agent is its own.
+    pub skip_recovery: bool,
 }
 
 /// How a daemon stops the engine: `stop` lets the running node finish and starts no other;
@@ -167,7 +170,7 @@ impl<'w> Engine<'w> {
     /// Reconciles until nothing more is runnable.
     pub fn run(&self) -> Summary {
         let mut summary = Summary::default();
-        if !self.options.dry_run {
+        if !self.options.dry_run && !self.options.skip_recovery {
             self.recover(&mut summary);
         }
         for _ in 0..MAX_PASSES {

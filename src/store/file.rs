@@ -138,6 +138,7 @@ where
                 TempFile::write(path, |out| super::edit::write_spliced(current, splices, out))?
             }
         };
+        let written = version_of(&temp.path)?;
         // The cheap re-check: the file as read is still the file on disk.
         if version_of(path)? != before {
             continue;
@@ -152,8 +153,7 @@ where
                 Ok(()) => {
                     // `temp.path` now holds what was displaced: it must be what was read.
                     if version_of(&temp.path)? != Some(read_version) {
-                        rename_exchange(&temp.path, path)
-                            .map_err(io_error(path, "cannot restore the other writer's file"))?;
+                        restore(path, &temp.path, written)?;
                         continue;
                     }
                 }
@@ -169,6 +169,31 @@ where
         return Ok(Outcome::Written { attempts: attempt });
     }
     Err(StoreError::Contended { path: path.to_owned(), attempts: MAX_ATTEMPTS })
+}
+
+/// Undoes a swap that displaced another writer's file: `temp` holds that file and `path` the
+/// one opsflow wrote (`written`). Swapping back is checked too: if yet another writer renamed
+/// a file over `path` in between, swapping back would displace that newer file, so it is put
+/// back at `path`, and the older file opsflow had displaced is kept beside it as
+/// `<name>.displaced-<pid>-<n>` (with a warning) instead of being deleted: nothing is lost.
+fn restore(path: &Path, temp: &Path, written: Option<Version>) -> Result<(), StoreError> {
+    rename_exchange(temp, path).map_err(io_error(path, "cannot restore the other writer's file"))?;
+    if version_of(temp)? == written {
+        return Ok(());
+    }
+    // `path` now holds the file opsflow displaced first, `temp` a newer one: the newer one goes
+    // back into place.
+    rename_exchange(temp, path).map_err(io_error(path, "cannot restore the other writer's file"))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let kept = path.with_file_name(format!("{name}.displaced-{}-{n}", std::process::id()));
+    fs::rename(temp, &kept).map_err(io_error(&kept, "cannot keep the displaced file"))?;
+    tracing::warn!(
+        "two writers that ignore the lock replaced {} while opsflow swapped it; the newer file is in place, the older one is kept as {}",
+        path.display(),
+        kept.display()
+    );
+    Ok(())
 }
 
 /// Replaces a whole file atomically, without the sidecar lock: for files only opsflow writes

@@ -121,7 +121,8 @@ struct RogueLog {
 fn rogue_writer(tasks_path: PathBuf, iterations: usize, done: &AtomicBool) -> RogueLog {
     let temp = tasks_path.with_file_name("rogue-writer.tmp");
     let mut log = RogueLog::default();
-    for i in 0..iterations {
+    let mut i = 0;
+    while i < iterations {
         let bytes = fs::read(&tasks_path).expect("the rogue writer reads tasks.json");
         if i > 0 {
             let previous = format!("\"ROGUE-{:03}\"", i - 1);
@@ -143,7 +144,19 @@ fn rogue_writer(tasks_path: PathBuf, iterations: usize, done: &AtomicBool) -> Ro
         // A careful writer syncs before it renames; this also paces it like a real one.
         file.sync_data().unwrap();
         drop(file);
+        // It takes no lock, but it does not rename over content it did not read. Without this
+        // it could act on a file no writer meant to keep: when its rename lands in the
+        // microseconds between opsflow's last check and its swap, opsflow swaps its own file
+        // in, sees that the displaced file is not the one it read, and swaps back; a read in
+        // that moment returns opsflow's file, and a rename based on it drops the rogue writer's
+        // own previous write (README, "Writers that ignore the lock"). Content, not the inode,
+        // is compared: a freed inode number is soon given to the next new file.
+        if fs::read(&tasks_path).ok().as_deref() != Some(bytes.as_slice()) {
+            fs::remove_file(&temp).unwrap();
+            continue;
+        }
         fs::rename(&temp, &tasks_path).unwrap();
+        i += 1;
     }
     done.store(true, Ordering::SeqCst);
     log
