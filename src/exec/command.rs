@@ -150,7 +150,14 @@ impl Runner {
             Err(e) => return fail(format!("cannot create the log {}: {e}", log_path.display())),
         };
         let _ = writeln!(log.lock().expect("log lock"), "$ {}", self.secrets.mask(command));
-        let mut child = match Command::new("sh")
+        // The running group is written down so that a runner killed with `kill -9` can have
+        // its orphaned group ended by the next one (see `kill_leftover_group`). The child
+        // writes it itself, before the command starts: a runner killed right after the spawn
+        // must not leave a command running that nobody knows about.
+        let marker = self.run_dir.join(RUNNING_MARKER);
+        let marker_path = std::ffi::CString::new(marker.as_os_str().as_encoded_bytes()).ok();
+        let mut builder = Command::new("sh");
+        builder
             .arg("-c")
             .arg(command)
             .current_dir(cwd.unwrap_or(&self.workspace))
@@ -159,17 +166,22 @@ impl Runner {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-        {
+            .process_group(0);
+        if let Some(marker_path) = marker_path {
+            // SAFETY: runs in the child between fork and exec, and only calls getpid, open,
+            // write and close, which are async-signal-safe, on memory prepared before the fork.
+            unsafe {
+                builder.pre_exec(move || {
+                    write_pid_file(&marker_path);
+                    Ok(())
+                });
+            }
+        }
+        let mut child = match builder.spawn() {
             Ok(child) => child,
             Err(e) => return fail(format!("cannot start sh: {e}")),
         };
         let pid = child.id() as i32;
-        // Written down so that a runner killed with `kill -9` can have its orphaned group
-        // ended by the next one (see `kill_leftover_group`).
-        let marker = self.run_dir.join(RUNNING_MARKER);
-        let _ = fs::write(&marker, format!("{pid}\n"));
         let tail = Arc::new(Mutex::new(std::collections::VecDeque::new()));
         let readers: Vec<_> = [
             child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
@@ -283,6 +295,33 @@ impl Runner {
     }
 }
 
+/// Writes the calling process's pid and a newline to `path`, without allocating: for a child
+/// between fork and exec.
+fn write_pid_file(path: &std::ffi::CStr) {
+    let mut digits = [0u8; 24];
+    let mut at = digits.len() - 1;
+    digits[at] = b'\n';
+    // SAFETY: getpid has no preconditions.
+    let mut pid = unsafe { libc::getpid() } as u32;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (pid % 10) as u8;
+        pid /= 10;
+        if pid == 0 {
+            break;
+        }
+    }
+    // SAFETY: `path` is a valid C string and `digits[at..]` a valid buffer; a failure only
+    // means no marker.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC, 0o644);
+        if fd >= 0 {
+            libc::write(fd, digits[at..].as_ptr().cast(), digits.len() - at);
+            libc::close(fd);
+        }
+    }
+}
+
 /// The file in a run directory that names the process group of the step running now.
 const RUNNING_MARKER: &str = "running.pgid";
 
@@ -300,11 +339,24 @@ pub fn kill_leftover_group(run_dir: &Path, run_id: &str) -> Option<i32> {
     }
     kill_group(pgid, libc::SIGTERM);
     let deadline = Instant::now() + KILL_GRACE;
-    while crate::process_alive(pgid) && Instant::now() < deadline {
+    while !ended(pgid) && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
     }
     kill_group(pgid, libc::SIGKILL);
+    let deadline = Instant::now() + KILL_GRACE;
+    while !ended(pgid) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
     Some(pgid)
+}
+
+/// Whether process `pid` has ended: gone, or a zombie waiting for its parent.
+fn ended(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => true,
+    }
 }
 
 fn kill_group(pgid: i32, signal: i32) {

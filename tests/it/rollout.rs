@@ -531,11 +531,12 @@ fn a_run_killed_in_the_middle_of_a_deploy_is_failed_as_interrupted_and_rolled_ba
         "health_checks": [{"name": "ok", "command": "true"}],
     }));
     let mut first = ws.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    wait_until(Duration::from_secs(60), "the deploy command to start", || ws.join("deploy.pid").exists());
+    let deploy_pid = || std::fs::read_to_string(ws.join("deploy.pid")).ok().and_then(|t| t.trim().parse::<i32>().ok());
+    wait_until(Duration::from_secs(60), "the deploy command to write its pid", || deploy_pid().is_some());
     // SIGKILL: no handler runs, no cleanup happens.
     first.kill().unwrap();
     first.wait().unwrap();
-    let deploy_pid: i32 = ws.read_string("deploy.pid").trim().parse().unwrap();
+    let deploy_pid = deploy_pid().unwrap();
     assert!(alive(deploy_pid), "the deploy command outlives the runner killed with kill -9");
     assert_eq!(status_of(&ws, "DEVOPS-007"), "in_progress");
     assert!(ws.join(".opsflow/rollouts/production.json").exists());
