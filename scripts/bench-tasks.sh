@@ -260,11 +260,9 @@ update_speedup=$(ratio "$update_jq_med" "$update_ops_med")
 update_vs_copy=$(ratio2 "$update_ops_med" "$copy_med")
 rss_ratio=$(awk -v k="$rss_filter_ops" -v f="$file_bytes" 'BEGIN { printf "%.2f", k * 1024 / f }')
 
-cpu=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
-fs=$(df -T "$work" | awk 'NR == 2 { print $2 " on " $1 }')
-rev=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git -C "$repo" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null | grep -q . && echo " (src modified)" || true)
+# shellcheck source=scripts/machine-facts.sh
+source "$repo/scripts/machine-facts.sh"
+machine_facts "$work" "$repo"
 
 cat <<EOF
 ## tasks.json: filter and update ($(thousands "$N_TASKS") tasks)

@@ -185,11 +185,9 @@ warnings=$(grep -c -E '^[^ ]+ +(WARN|ERROR)' "$log" || true)
 
 # --- report -------------------------------------------------------------------------------
 
-cpu=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
-fs=$(df -T "$work" | awk 'NR == 2 { print $2 " on " $1 }')
-rev=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git -C "$repo" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null | grep -q . && echo " (src modified)" || true)
+# shellcheck source=scripts/machine-facts.sh
+source "$repo/scripts/machine-facts.sh"
+machine_facts "$work" "$repo"
 
 cat <<EOF
 Command: \`$invocation\` ($ITERATIONS timed iterations after $WARMUP warm-up ones; ${IDLE_SECONDS} s idle)
