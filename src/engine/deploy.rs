@@ -147,14 +147,26 @@ impl EnvConfig {
     }
 
     fn mark(&self, ws: &Workspace, run_id: &str, status: &str) {
+        self.update_history(ws, run_id, |d| d.status = status.to_owned());
+    }
+
+    /// Records in the history that the deployment of `run_id` ran `migrate`, so that a later
+    /// rollback (from a human's R17, without the rollout's journal) runs `migrate_down`.
+    fn note_migrated(&self, ws: &Workspace, run_id: &str) {
+        self.update_history(ws, run_id, |d| d.migrated = true);
+    }
+
+    fn update_history(&self, ws: &Workspace, run_id: &str, change: impl FnOnce(&mut Deployment)) {
         let path = match self.local(&ws.root) {
             Some(local) => local.root.join("releases.json"),
             None => self.command_history_path(ws),
         };
         let mut history = History::load(&path);
         if let Some(d) = history.deployments.iter_mut().rev().find(|d| d.run_id == run_id) {
-            d.status = status.to_owned();
-            let _ = history.save(&path);
+            change(d);
+            if let Err(e) = history.save(&path) {
+                tracing::warn!("cannot update the history of {}: {e}", self.name);
+            }
         }
     }
 }
@@ -466,6 +478,7 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
             if let Err(why) = rollout.command(report, "migrate", "migrate", &[]) {
                 return give_up(rollout, report, "migrate", format!("the migration failed: {why}"));
             }
+            env.note_migrated(rollout.ws, &run_id);
         }
         // Canary: the new version starts with no traffic; each step then moves traffic.
         let first = if strategy == "canary" { vec![("OPSFLOW_WEIGHT".to_owned(), "0".to_owned())] } else { vec![] };
@@ -560,18 +573,14 @@ fn deploy_blue_green(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
     if let Some(live) = &live {
         sides.push(("OPSFLOW_PREVIOUS_SLOT".to_owned(), live.clone()));
     }
-    let path = env.command_history_path(rollout.ws);
-    let mut recorded = History::load(&path);
-    if let Some(d) = recorded.deployments.iter_mut().rev().find(|d| d.run_id == run_id) {
-        d.dir = idle.clone();
-        let _ = recorded.save(&path);
-    }
+    env.update_history(rollout.ws, &run_id, |d| d.dir = idle.clone());
     if env.command("migrate").is_some() {
         rollout.journal.migrated = true;
         report.migrated = true;
         if let Err(why) = rollout.command(report, "migrate", "migrate", &sides) {
             return give_up(rollout, report, "migrate", format!("the migration failed: {why}"));
         }
+        env.note_migrated(rollout.ws, &run_id);
     }
     if let Err(why) = rollout.command(report, "deploy", "deploy", &sides) {
         return give_up(rollout, report, "deploy", format!("{why}; the {idle} side was not switched in"));

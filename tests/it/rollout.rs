@@ -665,3 +665,26 @@ fn with_auto_rollback_off_a_failing_monitoring_period_waits_for_a_human() {
     assert_eq!(calls(&ws), ["deploy 1.0.0", "rollback"]);
     assert_eq!(status_of(&ws, "DEVOPS-007"), "rolled_back");
 }
+
+#[test]
+fn a_human_rollback_of_a_migrated_command_deploy_runs_migrate_down_after_the_rollback() {
+    let ws = approved_for_production(json!({
+        "provider": "command",
+        "strategy": "direct",
+        "commands": {
+            "migrate": log("migrate"),
+            "deploy": log("deploy $OPSFLOW_VERSION"),
+            "rollback": log("rollback"),
+            "migrate_down": log("migrate_down"),
+        },
+        "health_checks": [{"name": "ok", "command": "true"}],
+    }));
+    ws.run(&["run"]).status(0);
+    assert_eq!(calls(&ws), ["migrate", "deploy 1.0.0"]);
+    ws.write(R17, "---\ndecision: rollback\nunit_id: UNIT-001\ndecided_by: dana\nreason: data looks wrong\n---\n");
+    ws.run(&["run"]).status(0);
+    assert_eq!(calls(&ws), ["migrate", "deploy 1.0.0", "rollback", "migrate_down"]);
+    let history = json_file(&ws, ".opsflow/envs/production/releases.json");
+    assert_eq!(history["deployments"][0]["migrated"], true);
+    assert_eq!(history["deployments"][0]["status"], "bad");
+}
