@@ -642,6 +642,8 @@ fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeEr
             run.also_completed.clear();
             write_reports(run, &env, &report, Some(&monitoring), "failed")?;
             let reason = monitoring.reason.clone();
+            // The report's statuses have no "paused": it says failed, and why it waits.
+            patch_report(run, "failed", &format!("the monitoring period paused for a human decision in R17: {reason}"));
             return pause(run, &env, journal, "monitoring period", &reason);
         }
         Verified::Interrupted(monitoring) => {
@@ -985,7 +987,7 @@ fn write_reports(
             Some(_) => format!("switch back to the last good release ({}); releases marked bad are skipped", report.previous_version.clone().unwrap_or_else(|| "none: take the environment down".into())),
             None => "run `commands.rollback` (and `commands.migrate_down` when the deploy migrated)".to_owned(),
         },
-        "known_issues": if status == "success" { Vec::<String>::new() } else { vec![report.reason.clone()] },
+        "known_issues": if status == "success" || report.reason.is_empty() { Vec::<String>::new() } else { vec![report.reason.clone()] },
         "next_steps": if status == "success" { vec!["Post-deploy monitoring passed; record the deployed product and feedback channels".to_owned()] } else { vec!["Fix the failure named in the escalation, then re-run the deployment".to_owned()] },
         "deploy": report,
         "monitoring": monitoring,

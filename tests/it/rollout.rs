@@ -660,10 +660,17 @@ fn with_auto_rollback_off_a_failing_monitoring_period_waits_for_a_human() {
         "{reason}"
     );
     assert!(ws.read_string(R17).starts_with("---\ndecision: \"pending\"\n"));
+    let report = json_file(&ws, REPORT);
+    assert_eq!(report["deployment_summary"]["status"], "failed");
+    assert!(
+        report["known_issues"][0].as_str().unwrap().starts_with("the monitoring period paused for a human decision"),
+        "{report}"
+    );
     decide(&ws, "rollback", "alice", "errors");
     ws.run(&["run"]).status(1);
     assert_eq!(calls(&ws), ["deploy 1.0.0", "rollback"]);
     assert_eq!(status_of(&ws, "DEVOPS-007"), "rolled_back");
+    assert_eq!(json_file(&ws, REPORT)["deployment_summary"]["status"], "rolled_back");
 }
 
 #[test]
