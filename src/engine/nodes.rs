@@ -987,7 +987,12 @@ fn write_reports(
             Some(_) => format!("switch back to the last good release ({}); releases marked bad are skipped", report.previous_version.clone().unwrap_or_else(|| "none: take the environment down".into())),
             None => "run `commands.rollback` (and `commands.migrate_down` when the deploy migrated)".to_owned(),
         },
-        "known_issues": if status == "success" || report.reason.is_empty() { Vec::<String>::new() } else { vec![report.reason.clone()] },
+        "known_issues": match (status, report.reason.is_empty(), monitoring) {
+            ("success", _, _) => Vec::<String>::new(),
+            (_, false, _) => vec![report.reason.clone()],
+            (_, true, Some(monitoring)) if !monitoring.healthy => vec![monitoring.reason.clone()],
+            _ => Vec::new(),
+        },
         "next_steps": if status == "success" { vec!["Post-deploy monitoring passed; record the deployed product and feedback channels".to_owned()] } else { vec!["Fix the failure named in the escalation, then re-run the deployment".to_owned()] },
         "deploy": report,
         "monitoring": monitoring,
