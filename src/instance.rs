@@ -20,13 +20,7 @@ pub struct InstanceLock {
 pub fn acquire(ws: &Workspace) -> Result<InstanceLock, String> {
     let runtime = ws.path(&ws.config.paths.runtime);
     ensure_runtime_dir(&runtime).map_err(|e| format!("cannot create {}: {e}", runtime.display()))?;
-    let agent: String = ws
-        .config
-        .agent
-        .name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
-        .collect();
+    let agent = crate::workspace::file_name_part(&ws.config.agent.name);
     let path = runtime.join("locks").join(format!("instance-{agent}.lock"));
     fs::create_dir_all(path.parent().expect("has a parent")).map_err(|e| e.to_string())?;
     let mut file = OpenOptions::new()

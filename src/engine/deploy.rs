@@ -131,6 +131,21 @@ impl EnvConfig {
         }
     }
 
+    /// Records a deployment that starts now (`deploying` until it is marked good or bad).
+    fn record_deploying(&self, ws: &Workspace, version: &str, dir: &str, run_id: &str) {
+        self.record(
+            ws,
+            Deployment {
+                version: version.to_owned(),
+                dir: dir.to_owned(),
+                status: "deploying".to_owned(),
+                deployed_at: crate::time::now_rfc3339(),
+                run_id: run_id.to_owned(),
+                migrated: false,
+            },
+        );
+    }
+
     fn record(&self, ws: &Workspace, deployment: Deployment) {
         let result = match self.local(&ws.root) {
             Some(local) => local.record(deployment),
@@ -344,17 +359,7 @@ fn deploy_local(rollout: &mut Rollout<'_>, local: &LocalEnv, release_dir: &Path,
     rollout.journal.slot = Some(dir.clone());
     rollout.journal.previous_slot = previous_dir.clone();
     let run_id = rollout.journal.run_id.clone();
-    env.record(
-        rollout.ws,
-        Deployment {
-            version: version.clone(),
-            dir: dir.clone(),
-            status: "deploying".to_owned(),
-            deployed_at: crate::time::now_rfc3339(),
-            run_id: run_id.clone(),
-            migrated: false,
-        },
-    );
+    env.record_deploying(rollout.ws, &version, &dir, &run_id);
     let mark = |status: &str| env.mark(rollout.ws, &run_id, status);
     if local.strategy == Strategy::BlueGreen {
         // Health-check the idle side before any traffic moves to it.
@@ -452,17 +457,7 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
     let strategy = env.strategy().to_owned();
     let run_id = rollout.journal.run_id.clone();
     if rollout.journal.next_step == 0 && !rollout.journal.changed {
-        env.record(
-            rollout.ws,
-            Deployment {
-                version: rollout.journal.version.clone(),
-                dir: String::new(),
-                status: "deploying".to_owned(),
-                deployed_at: crate::time::now_rfc3339(),
-                run_id: run_id.clone(),
-                migrated: false,
-            },
-        );
+        env.record_deploying(rollout.ws, &rollout.journal.version, "", &run_id);
     }
     if strategy == "blue-green" {
         return deploy_blue_green(rollout, report);
@@ -948,28 +943,19 @@ pub fn rollback(
                 });
                 fallback = Journal {
                     environment: env.name.clone(),
-                    task: String::new(),
-                    node: String::new(),
-                    unit_id: String::new(),
                     version: live.map(|l| l.version.clone()).unwrap_or_default(),
                     run_id: live.map(|l| l.run_id.clone()).unwrap_or_default(),
-                    agent: String::new(),
-                    pid: 0,
                     provider: env.provider.clone(),
                     strategy: env.strategy().to_owned(),
                     phase: super::journal::Phase::Verifying,
                     changed: true,
                     migrated: live.is_some_and(|l| l.migrated),
-                    next_step: 0,
                     weight: 100,
                     slot: live.map(|l| l.dir.clone()).filter(|d| !d.is_empty()),
                     previous_slot: previous.map(|p| p.dir.clone()).filter(|d| !d.is_empty()),
                     previous_version: previous.map(|p| p.version.clone()),
                     switched: true,
-                    baseline: None,
-                    pause: None,
-                    started_at: String::new(),
-                    updated_at: String::new(),
+                    ..Journal::default()
                 };
                 &fallback
             }

@@ -22,10 +22,11 @@ use crate::exec::metrics::Sample;
 use crate::store::file::write_atomic;
 use crate::workspace::Workspace;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Commands are changing the environment.
+    #[default]
     Deploying,
     /// The release is live and being watched (the monitoring period).
     Verifying,
@@ -46,7 +47,7 @@ pub struct Pause {
     pub decision_file: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Journal {
     pub environment: String,
     pub task: String,
@@ -94,10 +95,7 @@ pub struct Journal {
 
 impl Journal {
     pub fn path(ws: &Workspace, environment: &str) -> PathBuf {
-        let safe: String = environment
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
-            .collect();
+        let safe = crate::workspace::file_name_part(environment);
         ws.path(&ws.config.paths.runtime).join("rollouts").join(format!("{safe}.json"))
     }
 

@@ -28,7 +28,7 @@ use crate::render::Renderer;
 use crate::sha256;
 use crate::store::edit::FieldOp;
 use crate::store::state::StateEdit;
-use crate::validate::{load_json, load_task_list, load_tasks};
+use crate::validate::{load_json, load_task_list};
 use crate::workflow::graph::{Action, Graph, Node};
 use crate::workflow::{FINISHED_STATUSES, owns};
 use crate::workspace::Workspace;
@@ -363,17 +363,8 @@ impl<'w> Engine<'w> {
             Action::DeployToProduction | Action::PostDeployVerification => Some("production".to_owned()),
             Action::RollbackDeployment => {
                 let unit = task.get("unit_id").and_then(Value::as_str);
-                let from_decision = artifacts::find(self.ws, "R17-rollback-decision.md", unit)
-                    .ok()
-                    .flatten()
-                    .and_then(|a| a.field("environment").map(str::to_owned));
-                Some(
-                    task.get("environment")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                        .or(from_decision)
-                        .unwrap_or_else(|| "production".to_owned()),
-                )
+                let decision = artifacts::find(self.ws, "R17-rollback-decision.md", unit).ok().flatten();
+                Some(nodes::rollback_environment(task, decision.as_ref()))
             }
             _ => None,
         }
@@ -930,13 +921,9 @@ impl<'w> Engine<'w> {
     /// its journal and `auto_rollback_enabled`, rolling back what it changed.
     fn recover_run(&self, id: &str, rollout: Option<(&journal::Journal, &deploy::EnvConfig)>) -> Option<Ran> {
         let started = Instant::now();
-        let loaded = load_tasks(self.ws);
-        let list = match &loaded.value {
-            Some(Value::Array(list)) => list.clone(),
-            Some(Value::Object(map)) => map.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        let task = list.iter().find(|t| t.get("id").and_then(Value::as_str) == Some(id)).cloned();
+        let text = self.ws.read_text(&self.ws.config.paths.tasks).ok().flatten()?;
+        let (_, heads) = crate::store::tasks::scan_ids(&text, &[id]).ok()?;
+        let task = crate::store::tasks::find(&heads, id).ok().map(|head| head.value(&text));
         let Some(task) = task.filter(|t| t.get("status").and_then(Value::as_str) == Some("in_progress")) else {
             // The run had recorded its end; only its journal was left.
             return None;
@@ -1139,7 +1126,8 @@ impl<'w> Engine<'w> {
             Outcome::Done => ("done", "completed"),
             Outcome::Deployed => ("deployed", "completed"),
             Outcome::RolledBack { .. } => ("rolled_back", "failed"),
-            Outcome::Failed { .. } | Outcome::Blocked { .. } => ("failed", "failed"),
+            Outcome::Failed { .. } => ("failed", "failed"),
+            Outcome::Blocked { .. } => unreachable!("a wait is recorded by finish_blocked"),
         };
         let mut summary = run.summary.clone();
         let mut appends = Vec::new();

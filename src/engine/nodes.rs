@@ -720,17 +720,9 @@ fn new_journal(run: &NodeRun<'_>, env: &EnvConfig, phase: Phase) -> Journal {
         strategy: env.strategy().to_owned(),
         phase,
         changed: phase != Phase::Deploying,
-        migrated: false,
-        next_step: 0,
-        weight: 0,
-        slot: None,
-        previous_slot: None,
-        previous_version: None,
-        switched: false,
-        baseline: None,
-        pause: None,
         started_at: now.clone(),
         updated_at: now,
+        ..Journal::default()
     }
 }
 
@@ -1083,17 +1075,21 @@ fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, Nod
     Ok(outcome)
 }
 
+/// The environment a Rollback_Deployment task rolls back: the task's `environment`, else its
+/// R17's, else production.
+pub fn rollback_environment(task: &Value, decision: Option<&Artifact>) -> String {
+    task.get("environment")
+        .and_then(Value::as_str)
+        .or_else(|| decision.and_then(|d| d.field("environment")))
+        .unwrap_or("production")
+        .to_owned()
+}
+
 /// Rollback_Deployment: a human asked for it in R17 (`decision: rollback`), outside any
 /// paused rollout.
 fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
     let decision = run.inputs.iter().find(|a| a.file.contains("R17-rollback-decision")).cloned();
-    let environment = run
-        .task
-        .get("environment")
-        .and_then(Value::as_str)
-        .or_else(|| decision.as_ref().and_then(|d| d.field("environment")))
-        .unwrap_or("production")
-        .to_owned();
+    let environment = rollback_environment(run.task, decision.as_ref());
     let env = EnvConfig::load(&run.ws.config, &environment).map_err(|e| NodeError::new("environment", e))?;
     let _lock = match lock_environment(run, &env)? {
         Ok(lock) => lock,

@@ -59,11 +59,7 @@ impl Holder {
 pub fn lock_path(runtime: &Path, name: &str, local_root: Option<&Path>) -> PathBuf {
     match local_root {
         Some(root) => root.join(".deploy.lock"),
-        None => {
-            let safe: String =
-                name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-            runtime.join("locks").join(format!("deploy-{safe}.lock"))
-        }
+        None => runtime.join("locks").join(format!("deploy-{}.lock", crate::workspace::file_name_part(name))),
     }
 }
 

@@ -104,6 +104,12 @@ fn label_of(root: &Path, path: &Path) -> String {
     shown.to_string_lossy().replace('\\', "/")
 }
 
+/// A name from the config (an agent, an environment) made safe to use in a runtime file name:
+/// anything but ASCII letters, digits, `-` and `_` becomes `_`.
+pub fn file_name_part(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
 /// Checks a value from a workflow file (a unit id, a version) before it becomes part of a file
 /// name: no separators, no `..`, no control characters.
 pub fn check_path_component(value: &str) -> Result<(), String> {
