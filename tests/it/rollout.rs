@@ -169,6 +169,7 @@ fn inconclusive_metrics_pause_the_canary_until_a_human_decides_to_proceed() {
     let shown = status.stdout();
     assert!(shown.contains("production  paused 1.0.0 (canary, task DEVOPS-007)"), "{shown}");
     assert!(shown.contains("waiting for a decision in docs/workflow/artifacts/R17-rollback-decision.md"), "{shown}");
+    assert!(shown.contains("last runs") && shown.contains("DEVOPS-006   deployed"), "{shown}");
 
     // Waiting writes nothing.
     let before = files(&ws);
@@ -695,4 +696,38 @@ fn a_human_rollback_of_a_migrated_command_deploy_runs_migrate_down_after_the_rol
     let history = json_file(&ws, ".opsflow/envs/production/releases.json");
     assert_eq!(history["deployments"][0]["migrated"], true);
     assert_eq!(history["deployments"][0]["status"], "bad");
+}
+
+#[test]
+fn a_blue_green_command_deploy_that_fails_after_the_switch_switches_back_to_the_old_side() {
+    let ws = approved_for_production(json!({
+        "provider": "command",
+        "strategy": "blue-green",
+        "commands": {
+            "deploy": log("deploy $OPSFLOW_VERSION to $OPSFLOW_SLOT"),
+            "switch": format!("{}; echo $OPSFLOW_SLOT > \"$OPSFLOW_WORKSPACE/live\"", log("switch to $OPSFLOW_SLOT")),
+            "rollback": log("rollback"),
+        },
+        "preview_checks": [{"name": "idle-side", "command": "true"}],
+        "health_checks": [{"name": "live-side", "command": "test \"$(cat \"$OPSFLOW_WORKSPACE/live\")\" != green"}],
+    }));
+    ws.run(&["run"]).status(0);
+    assert_eq!(calls(&ws), ["deploy 1.0.0 to blue", "switch to blue"]);
+    release(&ws, "1.1.0");
+    ws.run(&["run"]).status(1);
+    assert_eq!(
+        calls(&ws)[2..],
+        ["deploy 1.1.0 to green", "switch to green", "switch to blue"],
+        "the old side was kept and switched back to at once"
+    );
+    assert_eq!(ws.read_string("live").trim(), "blue");
+    assert_eq!(status_of(&ws, "PROD-110"), "failed");
+    let history = json_file(&ws, ".opsflow/envs/production/releases.json");
+    let sides: Vec<(&str, &str)> = history["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["dir"].as_str().unwrap(), d["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(sides, [("blue", "good"), ("green", "bad")]);
 }
