@@ -33,8 +33,13 @@ pub struct Style {
 }
 
 impl Style {
+    /// The style of `text`: the line ending of its first line, the indentation of its first
+    /// indented line. Both are read from the start of the file, never from the whole of it.
     pub fn detect(text: &str) -> Style {
-        let newline = if text.contains("\r\n") { "\r\n" } else { "\n" };
+        let newline = match text.find('\n') {
+            Some(at) if text[..at].ends_with('\r') => "\r\n",
+            _ => "\n",
+        };
         let unit = text.lines().skip(1).map(leading_ws).find(|ws| !ws.is_empty()).unwrap_or("  ").to_owned();
         Style { newline, unit, multiline: text.trim().contains('\n') }
     }

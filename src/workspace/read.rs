@@ -28,6 +28,13 @@ pub fn read_bytes(path: &Path, label: &str, limit: u64) -> Result<Option<Vec<u8>
     if metadata.len() > limit {
         return Err(too_large(label, metadata.len(), limit));
     }
+    if metadata.len() >= PARALLEL_MIN_BYTES
+        && let Some(read) = read_halves(&file, metadata.len())
+    {
+        return read.map(Some).map_err(io_error);
+    }
+    // A small file, or one whose size changed while its halves were read: one pass from the
+    // start (`read_at` does not move the file's position).
     let mut bytes = Vec::with_capacity(metadata.len() as usize + 1);
     advise_huge_pages(&mut bytes);
     // Read one byte past the limit so a file that grows while it is read is still caught.
@@ -36,6 +43,64 @@ pub fn read_bytes(path: &Path, label: &str, limit: u64) -> Result<Option<Vec<u8>
         return Err(too_large(label, bytes.len() as u64, limit));
     }
     Ok(Some(bytes))
+}
+
+/// Files at least this large are read, and checked for UTF-8, by two threads at once, each
+/// taking one half: on a 27 MB `tasks.json` that halves the time both take.
+const PARALLEL_MIN_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads the `len` bytes of `file` with two threads, one per half. `None` when the file no
+/// longer has `len` bytes (a writer that ignores the lock truncated or extended it in place),
+/// for the caller to read it again in one pass.
+fn read_halves(file: &fs::File, len: u64) -> Option<io::Result<Vec<u8>>> {
+    use std::os::unix::fs::FileExt;
+    let size = usize::try_from(len).ok()?;
+    // Zeroed memory from the allocator is fresh pages, not written twice.
+    let mut bytes = vec![0u8; size];
+    advise_huge_pages(&mut bytes);
+    let (first, second) = bytes.split_at_mut(size / 2);
+    let second_offset = first.len() as u64;
+    let read_exact = |part: &mut [u8], offset: u64| match file.read_exact_at(part, offset) {
+        Ok(()) => Some(Ok(())),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => None,
+        Err(e) => Some(Err(e)),
+    };
+    let (a, b) = std::thread::scope(|scope| {
+        let second_half = scope.spawn(|| read_exact(second, second_offset));
+        let a = read_exact(first, 0);
+        (a, second_half.join().expect("reading does not panic"))
+    });
+    if let Err(e) = a?.and(b?) {
+        return Some(Err(e));
+    }
+    match file.read_at(&mut [0u8], len) {
+        Ok(0) => Some(Ok(bytes)),
+        Ok(_) => None,
+        Err(e) => Some(Err(e)),
+    }
+}
+
+/// `str::from_utf8(bytes).is_ok()`, with two threads for a large buffer: each checks one
+/// part, split at a character boundary.
+fn is_utf8(bytes: &[u8]) -> bool {
+    if (bytes.len() as u64) < PARALLEL_MIN_BYTES {
+        return std::str::from_utf8(bytes).is_ok();
+    }
+    let mut mid = bytes.len() / 2;
+    // A character is at most four bytes: past three continuation bytes the text is invalid,
+    // and the split may then fall anywhere.
+    for _ in 0..3 {
+        if bytes[mid] & 0xC0 != 0x80 {
+            break;
+        }
+        mid += 1;
+    }
+    let (first, second) = bytes.split_at(mid);
+    std::thread::scope(|scope| {
+        let second_ok = scope.spawn(|| std::str::from_utf8(second).is_ok());
+        let first_ok = std::str::from_utf8(first).is_ok();
+        second_ok.join().expect("checking does not panic") && first_ok
+    })
 }
 
 /// Asks for transparent huge pages for a large read buffer: a 25 MB `tasks.json` then costs a
@@ -76,6 +141,13 @@ pub fn check_text(label: &str, bytes: Vec<u8>) -> Result<String, Diagnostic> {
         )
         .at(1, 1));
     }
+    if is_utf8(&bytes) {
+        // SAFETY: `is_utf8` checked every byte: both of its parts are valid UTF-8, and two
+        // valid UTF-8 sequences one after the other are one valid sequence.
+        let text = unsafe { String::from_utf8_unchecked(bytes) };
+        return check_markers(label, text);
+    }
+    // The exact place of the error comes from one pass over the whole.
     let text = match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(e) => {
@@ -90,6 +162,10 @@ pub fn check_text(label: &str, bytes: Vec<u8>) -> Result<String, Diagnostic> {
             .at(line, column));
         }
     };
+    check_markers(label, text)
+}
+
+fn check_markers(label: &str, text: String) -> Result<String, Diagnostic> {
     // A JSON file with conflict markers never parses (a line cannot start inside a JSON
     // string), so for JSON the markers are looked for only when parsing fails, to say why.
     if !label.ends_with(".json")
