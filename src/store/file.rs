@@ -225,7 +225,10 @@ struct TempFile {
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl TempFile {
-    fn write(target: &Path, fill: impl FnOnce(&mut EarlyWriteback<'_>) -> io::Result<()>) -> Result<TempFile, StoreError> {
+    fn write(
+        target: &Path,
+        fill: impl FnOnce(&mut EarlyWriteback<'_>) -> io::Result<()>,
+    ) -> Result<TempFile, StoreError> {
         let name = target.file_name().unwrap_or_default().to_string_lossy();
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let path = target.with_file_name(format!(".{name}.{}.{n}{TEMP_SUFFIX}", std::process::id()));

@@ -5,6 +5,10 @@
 //! means. Every function here takes the text and a byte offset and returns offsets; nothing
 //! allocates per value. Walking the members of every task this way visits each byte once,
 //! which is what keeps `tasks list --mine` on a 100,000-task file fast and small.
+//!
+//! The hottest walks (to the end of a string here, over a task's members in `tasks.rs`) have
+//! a fast form that returns `None` on any error, and a checked form, run only then, that says
+//! what is wrong.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -79,13 +83,31 @@ impl Member {
     }
 }
 
-pub fn skip_ws(text: &str, mut pos: usize) -> usize {
+/// The first byte at or after `pos` that is not whitespace (or the end).
+#[inline]
+pub fn skip_ws(text: &str, pos: usize) -> usize {
     let bytes = text.as_bytes();
-    while pos < bytes.len() && matches!(bytes[pos], b' ' | b'\t' | b'\n' | b'\r') {
-        pos += 1;
+    let mut i = pos;
+    while let Some(&byte) = bytes.get(i) {
+        if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+            break;
+        }
+        i += 1;
+        // Indentation: the spaces that follow are counted eight at a time, a zero byte of
+        // `word ^ SPACES` for each space.
+        while let Some(chunk) = bytes.get(i..i + 8) {
+            let other = u64::from_le_bytes(chunk.try_into().expect("eight bytes")) ^ SPACES;
+            let spaces = (other.trailing_zeros() / 8) as usize;
+            i += spaces;
+            if spaces < 8 {
+                break;
+            }
+        }
     }
-    pos
+    i
 }
+
+const SPACES: u64 = 0x2020_2020_2020_2020;
 
 /// Checks that `text` is exactly one JSON value surrounded by whitespace and returns its span.
 pub fn root(text: &str) -> Result<Span, SyntaxError> {
@@ -106,7 +128,7 @@ pub fn value_end(text: &str, pos: usize) -> Result<usize, SyntaxError> {
     value_end_depth(text, pos, 0)
 }
 
-fn value_end_depth(text: &str, pos: usize, depth: usize) -> Result<usize, SyntaxError> {
+pub(super) fn value_end_depth(text: &str, pos: usize, depth: usize) -> Result<usize, SyntaxError> {
     let bytes = text.as_bytes();
     let Some(&first) = bytes.get(pos) else {
         return Err(SyntaxError::new(pos, "expected a value, found end of file"));
@@ -194,14 +216,57 @@ fn number_end(text: &str, pos: usize) -> Result<usize, SyntaxError> {
 }
 
 /// The end (after the closing quote) of the string that starts at `pos`.
+#[inline]
 pub fn string_end(text: &str, pos: usize) -> Result<usize, SyntaxError> {
+    match closing_quote(text.as_bytes(), pos) {
+        Some(end) => Ok(end),
+        None => string_end_checked(text, pos),
+    }
+}
+
+/// The end of a valid string at `pos`, or `None`: the hot path, which leaves saying what is
+/// wrong to [`string_end_checked`].
+#[inline(always)]
+pub(super) fn closing_quote(bytes: &[u8], pos: usize) -> Option<usize> {
+    closing_quote_escaped(bytes, pos).map(|(end, _)| end)
+}
+
+/// [`closing_quote`], and whether the string has escapes (and so must be decoded).
+#[inline(always)]
+pub(super) fn closing_quote_escaped(bytes: &[u8], pos: usize) -> Option<(usize, bool)> {
+    if bytes.get(pos) != Some(&b'"') {
+        return None;
+    }
+    let mut i = pos + 1;
+    let mut escaped = false;
+    loop {
+        i = skip_plain_string_bytes(bytes, i);
+        match bytes.get(i)? {
+            b'"' => return Some((i + 1, escaped)),
+            b'\\' => {
+                escaped = true;
+                match bytes.get(i + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                    b'u' if bytes.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) => i += 6,
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// [`closing_quote`] with an error that says what is wrong: the same walk, run again when the
+/// fast one fails.
+#[cold]
+#[inline(never)]
+fn string_end_checked(text: &str, pos: usize) -> Result<usize, SyntaxError> {
     let bytes = text.as_bytes();
     if bytes.get(pos) != Some(&b'"') {
         return Err(SyntaxError::new(pos, format!("expected a string, found {}", describe(text, pos))));
     }
     let mut i = pos + 1;
     loop {
-        // The hot loop: most bytes of a task list are inside strings, so skip eight at a time.
         i = skip_plain_string_bytes(bytes, i);
         match bytes.get(i) {
             None => return Err(SyntaxError::new(pos, "string is not closed before the end of file")),
@@ -231,8 +296,31 @@ pub fn string_end(text: &str, pos: usize) -> Result<usize, SyntaxError> {
 
 /// The index of the first byte at or after `i` that ends a run of plain string bytes: a quote,
 /// a backslash or a control character (or the end).
-#[inline]
+#[inline(always)]
 fn skip_plain_string_bytes(bytes: &[u8], mut i: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        };
+        // Sixteen bytes at a time with SSE2, which every x86-64 processor has.
+        while i + 16 <= bytes.len() {
+            // SAFETY: SSE2 is part of x86-64 itself; `i + 16 <= bytes.len()`, so the unaligned
+            // 16-byte load stays inside the slice.
+            let hits = unsafe {
+                let chunk = _mm_loadu_si128(bytes.as_ptr().add(i).cast());
+                let quote = _mm_cmpeq_epi8(chunk, _mm_set1_epi8(b'"' as i8));
+                let backslash = _mm_cmpeq_epi8(chunk, _mm_set1_epi8(b'\\' as i8));
+                // Bytes up to 0x1F are the ones that `max(byte, 0x1F)` leaves at 0x1F (unsigned).
+                let control = _mm_cmpeq_epi8(_mm_max_epu8(chunk, _mm_set1_epi8(0x1F)), _mm_set1_epi8(0x1F));
+                _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
+            };
+            if hits != 0 {
+                return i + hits.trailing_zeros() as usize;
+            }
+            i += 16;
+        }
+    }
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     // A byte of `x` is zero exactly where this sets its high bit (no false positives for the
@@ -260,7 +348,9 @@ fn skip_plain_string_bytes(bytes: &[u8], mut i: usize) -> usize {
 /// The value of a JSON string literal (with its quotes), borrowed when it has no escapes.
 pub fn decode_string(raw: &str) -> Cow<'_, str> {
     let inner = &raw[1..raw.len() - 1];
-    if !inner.contains('\\') {
+    // In a checked literal the first byte that ends a plain run is the closing quote, unless
+    // there is an escape.
+    if skip_plain_string_bytes(raw.as_bytes(), 1) == raw.len() - 1 {
         return Cow::Borrowed(inner);
     }
     // The scanner already checked the escapes, so this only fails on lone surrogates.
@@ -501,7 +591,22 @@ mod tests {
             b"12345678",
             b"",
         ];
-        for sample in samples {
+        // Every stop byte at every place of runs long enough for the 16- and 8-byte steps,
+        // among plain bytes either side of the thresholds (space, DEL, UTF-8 bytes).
+        let mut generated = Vec::new();
+        for len in [15, 16, 17, 31, 33, 40] {
+            for (n, plain) in [b' ', b'a', 0x7F, 0x80, 0xFF].into_iter().enumerate() {
+                for stop in [b'"', b'\\', 0x00, 0x1F, b'\n'] {
+                    for at in (0..len).step_by(n + 1) {
+                        let mut sample = vec![plain; len];
+                        sample[at] = stop;
+                        generated.push(sample);
+                    }
+                }
+                generated.push(vec![plain; len]);
+            }
+        }
+        for sample in samples.into_iter().chain(generated.iter().map(Vec::as_slice)) {
             for start in 0..sample.len().max(1) {
                 let slow = (start..sample.len())
                     .find(|&i| sample[i] == b'"' || sample[i] == b'\\' || sample[i] < 0x20)
@@ -512,6 +617,47 @@ mod tests {
                     "{sample:?} from {start}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_fast_whitespace_skip_stops_exactly_where_the_slow_one_does() {
+        let mut samples = vec![String::new(), "x".to_owned(), "\t\r\n x".to_owned()];
+        for spaces in 0..20 {
+            for before in ["", "\n", ",\n", "\r\n", "\t"] {
+                for after in ["", "x", "\t", "\n  y", " \t\"z\""] {
+                    samples.push(format!("{before}{}{after}", " ".repeat(spaces)));
+                }
+            }
+        }
+        for sample in &samples {
+            for start in 0..=sample.len() {
+                let slow = (start..sample.len())
+                    .find(|&i| !matches!(sample.as_bytes()[i], b' ' | b'\t' | b'\n' | b'\r'))
+                    .unwrap_or(sample.len());
+                assert_eq!(skip_ws(sample, start), slow, "{sample:?} from {start}");
+            }
+        }
+    }
+
+    #[test]
+    fn string_ends_and_escapes_are_found_by_the_fast_walk_as_by_the_checked_one() {
+        let cases = [
+            (r#""plain""#, false),
+            (r#""a \"quoted\" word""#, true),
+            (r#""\u00e9t\u00e9 and a long tail past sixteen bytes""#, true),
+            ("\"h\u{e9}llo w\u{f6}rld \u{1F680}, no escapes at all here\"", false),
+            (r#""ends with a backslash \\""#, true),
+        ];
+        for (literal, has_escapes) in cases {
+            let text = format!("{literal} ,");
+            assert_eq!(closing_quote_escaped(text.as_bytes(), 0), Some((literal.len(), has_escapes)), "{literal}");
+            assert_eq!(string_end(&text, 0), Ok(literal.len()));
+            assert_eq!(decode_string(literal), serde_json::from_str::<String>(literal).unwrap());
+        }
+        for broken in ["\"no end", "\"bad \\x escape\"", "\"short \\u12\"", "\"tab\there\"", "nope"] {
+            assert_eq!(closing_quote(broken.as_bytes(), 0), None, "{broken}");
+            assert!(string_end(broken, 0).is_err(), "{broken}");
         }
     }
 

@@ -168,20 +168,10 @@ fn walk<'t>(
         }
         let mut head = TaskHead { index, ..TaskHead::default() };
         let end = if bytes.get(pos) == Some(&b'{') {
-            let mut members = json::Members::new(text, pos);
-            for member in &mut members {
-                let member = member?;
-                let raw_key = member.key.of(text);
-                let slot = match &raw_key[1..raw_key.len() - 1] {
-                    "id" => &mut head.id,
-                    "agent" => &mut head.agent,
-                    "type" => &mut head.kind,
-                    "status" => &mut head.status,
-                    _ => continue,
-                };
-                *slot = string_value(text, &member);
+            match entry_members(text, pos, &mut head) {
+                Some(end) => end,
+                None => entry_members_checked(text, pos, &mut head)?,
             }
-            members.end
         } else {
             json::value_end(text, pos)?
         };
@@ -197,6 +187,78 @@ fn walk<'t>(
         }
         index += 1;
     }
+}
+
+/// The slot of `head` that a member with this key (without its quotes) fills, if any.
+#[inline(always)]
+fn slot<'h, 't>(head: &'h mut TaskHead<'t>, key: &[u8]) -> Option<&'h mut Option<Cow<'t, str>>> {
+    match key {
+        b"id" => Some(&mut head.id),
+        b"agent" => Some(&mut head.agent),
+        b"type" => Some(&mut head.kind),
+        b"status" => Some(&mut head.status),
+        _ => None,
+    }
+}
+
+/// Walks the members of the entry object at `pos`, filling the key fields of `head`, and
+/// returns the end of the object; `None` when the entry is not valid JSON, for
+/// [`entry_members_checked`] to say why. This is the loop every byte of a task list goes
+/// through, so it works on bytes and decodes only the strings that have escapes.
+#[inline]
+fn entry_members<'t>(text: &'t str, pos: usize, head: &mut TaskHead<'t>) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut i = json::skip_ws(text, pos + 1);
+    if *bytes.get(i)? == b'}' {
+        return Some(i + 1);
+    }
+    loop {
+        let key_end = json::closing_quote(bytes, i)?;
+        let key = &bytes[i + 1..key_end - 1];
+        i = json::skip_ws(text, key_end);
+        if *bytes.get(i)? != b':' {
+            return None;
+        }
+        let value = json::skip_ws(text, i + 1);
+        i = match slot(head, key) {
+            Some(slot) if bytes.get(value) == Some(&b'"') => {
+                let (end, escaped) = json::closing_quote_escaped(bytes, value)?;
+                let raw = &text[value..end];
+                *slot = Some(if escaped { json::decode_string(raw) } else { Cow::Borrowed(&raw[1..raw.len() - 1]) });
+                end
+            }
+            slot => {
+                if let Some(slot) = slot {
+                    *slot = None;
+                }
+                match bytes.get(value) {
+                    Some(b'"') => json::closing_quote(bytes, value)?,
+                    _ => json::value_end_depth(text, value, 1).ok()?,
+                }
+            }
+        };
+        i = json::skip_ws(text, i);
+        match *bytes.get(i)? {
+            b',' => i = json::skip_ws(text, i + 1),
+            b'}' => return Some(i + 1),
+            _ => return None,
+        }
+    }
+}
+
+/// [`entry_members`] through [`json::Members`], which says what is wrong: run when the fast
+/// walk fails.
+#[cold]
+fn entry_members_checked<'t>(text: &'t str, pos: usize, head: &mut TaskHead<'t>) -> Result<usize, SyntaxError> {
+    let mut members = json::Members::new(text, pos);
+    for member in &mut members {
+        let member = member?;
+        let raw_key = member.key.of(text);
+        if let Some(slot) = slot(head, &raw_key.as_bytes()[1..raw_key.len() - 1]) {
+            *slot = string_value(text, &member);
+        }
+    }
+    Ok(members.end)
 }
 
 /// A likely start of an entry at or after `from`: a `{` that follows `}` and `,` with only
@@ -452,6 +514,31 @@ mod tests {
         let (_, all) = scan(&text, |_| true).unwrap();
         assert_eq!(all.len(), 40_000);
         assert!(all.iter().enumerate().all(|(i, h)| h.index == i));
+    }
+
+    #[test]
+    fn the_fast_entry_walk_reads_what_the_checked_one_reads() {
+        let entries = [
+            r#"{}"#,
+            r#"{ "id" : "A", "agent":"x", "type": "deployment_x", "status": "pending" }"#,
+            r#"{"id": "\u0041\"B", "agent": "Dev\u004fps", "nested": {"id": "not me", "a": [1, {"b": null}]}}"#,
+            r#"{"id": "first", "id": "second", "status": 3, "type": "t", "type": null}"#,
+            "{\n\t\"title\": \"tabs\\tand \\\"quotes\\\"\",\n\t\"id\": \"T\"\r\n}",
+            r#"{"status": "done", "x": -1.5e3, "y": true, "z": false, "agent": "last"}"#,
+        ];
+        for entry in entries {
+            let mut fast = TaskHead::default();
+            let mut checked = TaskHead::default();
+            let end = entry_members(entry, 0, &mut fast);
+            assert_eq!(end, Some(entry.len()), "{entry}");
+            assert_eq!(entry_members_checked(entry, 0, &mut checked), Ok(entry.len()), "{entry}");
+            let fields = |h: &TaskHead| [&h.id, &h.agent, &h.kind, &h.status].map(|f| f.as_deref().map(str::to_owned));
+            assert_eq!(fields(&fast), fields(&checked), "{entry}");
+        }
+        for broken in [r#"{"id": "A",}"#, r#"{"id" "A"}"#, r#"{"id": "A""#, r#"{id: "A"}"#, "{\"id\": \"A\tB\"}"] {
+            assert_eq!(entry_members(broken, 0, &mut TaskHead::default()), None, "{broken}");
+            assert!(entry_members_checked(broken, 0, &mut TaskHead::default()).is_err(), "{broken}");
+        }
     }
 
     #[test]
