@@ -378,6 +378,16 @@ mod tests {
     }
 
     #[test]
+    fn a_file_of_several_writeback_chunks_is_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.txt");
+        // Not a multiple of the chunk, and written by a single `write_all`.
+        let text: String = (0..3 * WRITEBACK_CHUNK + 12_345).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        modify(&path, "f.txt", u64::MAX, |_| Ok(Some(text.clone()))).unwrap();
+        assert!(fs::read_to_string(&path).unwrap() == text);
+    }
+
+    #[test]
     fn a_change_by_another_writer_between_read_and_replace_is_redone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.txt");

@@ -271,6 +271,62 @@ pub fn parse_markdown(label: &str, text: &str) -> Result<MarkdownDoc, Diagnostic
 mod tests {
     use super::*;
 
+    /// Text over the two-thread threshold, with a character of every UTF-8 length at every
+    /// offset around the middle across the lines.
+    fn large_text() -> String {
+        let mut text = String::new();
+        let mut n = 0;
+        while (text.len() as u64) < PARALLEL_MIN_BYTES + 1000 {
+            text.push_str(&"x".repeat(n % 5));
+            text.push_str(["a", "\u{e9}", "\u{20ac}", "\u{1F680}"][n % 4]);
+            text.push('\n');
+            n += 1;
+        }
+        text
+    }
+
+    #[test]
+    fn a_large_file_is_read_and_checked_in_two_halves_as_in_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.json");
+        let base = large_text();
+        // Shifting the text moves the middle through every byte of the characters near it.
+        for shift in 0..8 {
+            let text = format!("{}{base}", "y".repeat(shift));
+            fs::write(&path, &text).unwrap();
+            let bytes = read_bytes(&path, "big.json", u64::MAX).unwrap().unwrap();
+            assert!(bytes == text.as_bytes(), "shift {shift}");
+            assert_eq!(check_text("big.json", bytes).unwrap(), text, "shift {shift}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_in_either_half_of_a_large_file_is_found_where_it_is() {
+        let text = large_text();
+        for at in [10, text.len() / 2 - 1, text.len() / 2, text.len() / 2 + 1, text.len() - 2] {
+            let mut bytes = text.clone().into_bytes();
+            // A line-feed byte becomes a lone continuation byte, or a letter does.
+            let at = (at..).find(|&i| bytes[i].is_ascii()).unwrap();
+            bytes[at] = 0x80;
+            let error = check_text("big.json", bytes).unwrap_err();
+            assert_eq!(error.kind, Kind::InvalidUtf8);
+            assert!(error.message.starts_with(&format!("invalid UTF-8 at byte {at}:")), "{}", error.message);
+        }
+    }
+
+    #[test]
+    fn a_file_whose_size_changed_is_read_again_in_one_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.json");
+        let text = large_text();
+        fs::write(&path, &text).unwrap();
+        let file = fs::File::open(&path).unwrap();
+        let len = text.len() as u64;
+        assert!(read_halves(&file, len + 10).is_none(), "shorter than expected");
+        assert!(read_halves(&file, len - 10).is_none(), "longer than expected");
+        assert!(read_halves(&file, len).unwrap().unwrap() == text.as_bytes());
+    }
+
     #[test]
     fn front_matter_and_body() {
         let doc = parse_markdown("a.md", "---\nstatus: approved\nn: 3\n---\n# Title\n\ntext ---\n---\nmore\n").unwrap();
