@@ -231,6 +231,22 @@ pub struct DeployReport {
 }
 
 impl DeployReport {
+    /// The report of a rollout as its journal has it so far.
+    fn start(rollout: &Rollout<'_>) -> DeployReport {
+        let env = rollout.env;
+        DeployReport {
+            environment: env.name.clone(),
+            provider: env.provider.clone(),
+            strategy: env.strategy().to_owned(),
+            version: rollout.journal.version.clone(),
+            previous_version: rollout.journal.previous_version.clone(),
+            migrated: rollout.journal.migrated,
+            weight: rollout.journal.weight,
+            success: true,
+            ..DeployReport::default()
+        }
+    }
+
     fn fail(&mut self, step: &str, reason: String) {
         self.success = false;
         self.failed_step = Some(step.to_owned());
@@ -311,17 +327,7 @@ impl Rollout<'_> {
 /// journal says is next (0 for a new rollout).
 pub fn deploy(rollout: &mut Rollout<'_>, release_dir: &Path) -> DeployReport {
     let env = rollout.env;
-    let mut report = DeployReport {
-        environment: env.name.clone(),
-        provider: env.provider.clone(),
-        strategy: env.strategy().to_owned(),
-        version: rollout.journal.version.clone(),
-        previous_version: rollout.journal.previous_version.clone(),
-        migrated: rollout.journal.migrated,
-        weight: rollout.journal.weight,
-        success: true,
-        ..DeployReport::default()
-    };
+    let mut report = DeployReport::start(rollout);
     rollout.vars.push(("OPSFLOW_RELEASE_DIR".into(), release_dir.to_string_lossy().into_owned()));
     if let Some(local) = env.local(&rollout.ws.root) {
         deploy_local(rollout, &local, release_dir, &mut report);
@@ -605,6 +611,18 @@ fn deploy_blue_green(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
         return give_up(rollout, report, "smoke", failure);
     }
     env.mark(rollout.ws, &run_id, "good");
+}
+
+/// Ends a paused rollout that was told to proceed but cannot (its release no longer matches
+/// its checksums): what it changed is undone as after a failed step, the release is marked
+/// bad, and `step` and `reason` say why. Only `command` rollouts pause before they finish.
+pub fn abandon(rollout: &mut Rollout<'_>, step: &str, reason: String) -> DeployReport {
+    let mut report = DeployReport::start(rollout);
+    if let Some(previous) = &report.previous_version {
+        rollout.vars.push(("OPSFLOW_PREVIOUS_VERSION".into(), previous.clone()));
+    }
+    give_up(rollout, &mut report, step, reason);
+    report
 }
 
 /// Ends a failed `command` rollout: undoes it, marks the release bad, and records the failed

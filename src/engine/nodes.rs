@@ -548,32 +548,38 @@ fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeEr
     };
     let mut vars = run.env_vars(environment);
     vars.push(("OPSFLOW_VERSION".into(), run.version.clone()));
-    let journal = match Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e))? {
+    let (journal, resumed) = match Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e))? {
         Some(journal) if journal.task == run.task_id() && journal.phase == Phase::Paused => {
             match resume_paused(run, &env, journal, &vars)? {
                 Resumed::Finished(outcome) => return Ok(outcome),
-                Resumed::Continue(journal) => *journal,
+                Resumed::Continue(journal) => (*journal, true),
             }
         }
         Some(journal) => return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false }),
-        None => new_journal(run, &env, Phase::Deploying),
+        None => (new_journal(run, &env, Phase::Deploying), false),
     };
     let relative = release_dir(run.ws, &run.version);
-    let dir = run.ws.path(&relative);
-    verify_release(&dir).map_err(|e| NodeError::new("checksums", e))?;
     // The release is deployed from a copy without SHA256SUMS, checked again just before.
     let payload = run.ws.root.join(format!(".opsflow/payload-{}", run.run_id));
-    let _ = fs::remove_dir_all(&payload);
-    copy_tree(&dir, &payload).map_err(|e| NodeError::new("stage", e.to_string()))?;
-    let _ = fs::remove_file(payload.join("SHA256SUMS"));
+    let failed_staging = match stage_release(&run.ws.path(&relative), &payload) {
+        Ok(()) => None,
+        Err(error) if resumed => Some(error),
+        Err(error) => return Err(error),
+    };
     let mut journal = journal;
-    if journal.next_step == 0 && !journal.changed {
+    if failed_staging.is_none() && journal.next_step == 0 && !journal.changed {
         // The baseline the analyses compare against is read before anything changes.
         journal.baseline = deploy::baseline(&run.runner, &env, &vars).map(|b| b.sample);
     }
     journal.save(run.ws).map_err(|e| NodeError::new("journal", e))?;
     let mut rollout = Rollout { ws: run.ws, runner: &run.runner, env: &env, vars: vars.clone(), journal };
-    let mut report = deploy::deploy(&mut rollout, &payload);
+    let mut report = match failed_staging {
+        None => deploy::deploy(&mut rollout, &payload),
+        // A paused rollout told to proceed cannot go on with a release that changed: it is
+        // undone, and its journal removed below, so the environment is neither left half
+        // rolled out nor held by a journal that no run will resume.
+        Some(error) => deploy::abandon(&mut rollout, &error.step, error.reason),
+    };
     let mut journal = rollout.journal;
     let _ = fs::remove_dir_all(&payload);
     report.stale_lock = lock.previous_holder.clone();
@@ -767,6 +773,19 @@ enum Resumed {
 }
 
 /// Acts on the human's decision about a paused rollout.
+/// Checks a release against its SHA256SUMS and copies it, without that file, to `payload`,
+/// the directory it is deployed from. Nothing is left at `payload` on error.
+fn stage_release(dir: &Path, payload: &Path) -> Result<(), NodeError> {
+    verify_release(dir).map_err(|e| NodeError::new("checksums", e))?;
+    let _ = fs::remove_dir_all(payload);
+    if let Err(e) = copy_tree(dir, payload) {
+        let _ = fs::remove_dir_all(payload);
+        return Err(NodeError::new("stage", e.to_string()));
+    }
+    let _ = fs::remove_file(payload.join("SHA256SUMS"));
+    Ok(())
+}
+
 fn resume_paused(
     run: &mut NodeRun<'_>,
     env: &EnvConfig,

@@ -233,6 +233,41 @@ fn a_paused_canary_rolled_back_by_a_human_files_nothing_twice() {
 }
 
 #[test]
+fn a_paused_canary_whose_release_changed_is_undone_when_told_to_proceed_and_frees_production() {
+    let app = TestApp::start(Mode::Healthy);
+    let ws = approved_for_production(canary(
+        &app,
+        "if [ \"$OPSFLOW_WEIGHT\" -eq 10 ]; then echo silent > \"$OPSFLOW_WORKSPACE/app-mode\"; fi",
+    ));
+    app.follow(&ws.join("app-mode"));
+    ws.run(&["run"]).status(3);
+    assert_eq!(calls(&ws), ["migrate", "deploy 1.0.0 at 0%", "set_weight 10"]);
+    // While the rollout waits, someone changes the release it is rolling out.
+    ws.write("docs/workflow/artifacts/R06-release-artifacts/1.0.0/index.html", "<h1>tampered</h1>");
+    decide(&ws, "proceed", "alice", "metrics are back");
+    std::fs::write(ws.join("app-mode"), "healthy").unwrap();
+    let run = ws.run(&["run"]);
+    run.status(1);
+    assert_eq!(
+        calls(&ws)[3..],
+        ["set_weight 0", "rollback", "migrate_down"],
+        "the 10% already rolled out was taken back, nothing went further:\n{}",
+        run.stdout()
+    );
+    let production = task(&ws.tasks(), "DEVOPS-007").clone();
+    assert_eq!(production["status"], "failed", "{production}");
+    assert_eq!(production["outcome"]["failed_step"], "checksums");
+    let summary = production["outcome"]["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("index.html does not match SHA256SUMS"), "{production}");
+    let history = json_file(&ws, ".opsflow/envs/production/releases.json");
+    assert_eq!(history["deployments"][0]["status"], "bad");
+    // Production is not held by a rollout no run will resume.
+    assert!(!ws.join(".opsflow/rollouts/production.json").exists());
+    let status = ws.run(&["status"]).stdout();
+    assert!(!status.contains("production  paused"), "{status}");
+}
+
+#[test]
 fn a_rolling_deployment_goes_batch_by_batch() {
     let app = TestApp::start(Mode::Healthy);
     let ws = approved_for_production(json!({
