@@ -388,6 +388,41 @@ mod tests {
     }
 
     #[test]
+    fn undoing_a_swap_never_displaces_a_newer_file_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.txt");
+        let temp = dir.path().join(".f.txt.1.0.opsflow-tmp");
+        // One writer that ignores the lock: opsflow swapped its file out (it is at `temp`,
+        // opsflow's at `path`); undoing the swap puts it back and removes opsflow's.
+        fs::write(&path, "opsflow's").unwrap();
+        let written = version_of(&path).unwrap();
+        fs::write(&temp, "first writer's").unwrap();
+        restore(&path, &temp, written).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "first writer's");
+        assert_eq!(fs::read_to_string(&temp).unwrap(), "opsflow's", "the caller's temp file, removed on drop");
+        fs::remove_file(&temp).unwrap();
+
+        // Two of them: after the swap, a second writer renamed its file over `path` too, so
+        // `path` holds the newest file and `temp` the first writer's; opsflow's is gone.
+        fs::write(&path, "opsflow's, again").unwrap();
+        let written = version_of(&path).unwrap();
+        fs::write(&temp, "first writer's").unwrap();
+        let newest = dir.path().join("newest");
+        fs::write(&newest, "second writer's").unwrap();
+        fs::rename(&newest, &path).unwrap();
+        restore(&path, &temp, written).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "second writer's", "the newest file stays in place");
+        assert!(!temp.exists());
+        let kept: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("f.txt.displaced-"))
+            .collect();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(fs::read_to_string(dir.path().join(&kept[0])).unwrap(), "first writer's", "kept beside it");
+    }
+
+    #[test]
     fn a_change_by_another_writer_between_read_and_replace_is_redone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.txt");
