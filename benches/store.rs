@@ -1,6 +1,6 @@
 //! Throughput of the store's hot paths on a 100,000-task `tasks.json` (about 27 MB): the
 //! UTF-8 check, the validating scan, finding one task, filtering the owned pending ones,
-//! and writing one update as splices.
+//! and writing one update (of the task in the middle) as splices.
 //!
 //! The file is the one `scripts/gen-tasks.py` writes (Python 3), generated once into
 //! `target/bench-tasks-100000.json`; `OPSFLOW_BENCH_TASKS=PATH` uses another file instead.
@@ -41,7 +41,9 @@ fn store(c: &mut Criterion) {
     let path = tasks_file();
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let text = read::check_text("tasks.json", bytes.clone()).expect("the generated file is UTF-8");
-    let middle = format!("TASK-{:06}", TASKS.div_ceil(2));
+    let (_, heads) = tasks::heads(&text).expect("the generated file is a task list");
+    let middle = heads[heads.len() / 2].id.as_deref().expect("every generated task has an id").to_owned();
+    drop(heads);
 
     let mut group = c.benchmark_group("tasks.json");
     group.throughput(Throughput::Bytes(text.len() as u64));
