@@ -207,15 +207,22 @@ fn inconclusive_metrics_pause_the_canary_until_a_human_decides_to_proceed() {
     assert!(!ws.join(".opsflow/rollouts/production.json").exists());
 }
 
-#[test]
-fn a_paused_canary_rolled_back_by_a_human_files_nothing_twice() {
-    let app = TestApp::start(Mode::Healthy);
+/// A canary whose app stops serving metrics at 10%, run until it pauses there for a human.
+fn paused_at_10_percent(app: &TestApp) -> Workspace {
     let ws = approved_for_production(canary(
-        &app,
+        app,
         "if [ \"$OPSFLOW_WEIGHT\" -eq 10 ]; then echo silent > \"$OPSFLOW_WORKSPACE/app-mode\"; fi",
     ));
     app.follow(&ws.join("app-mode"));
     ws.run(&["run"]).status(3);
+    assert_eq!(calls(&ws), ["migrate", "deploy 1.0.0 at 0%", "set_weight 10"]);
+    ws
+}
+
+#[test]
+fn a_paused_canary_rolled_back_by_a_human_files_nothing_twice() {
+    let app = TestApp::start(Mode::Healthy);
+    let ws = paused_at_10_percent(&app);
     decide(&ws, "rollback", "bob", "no metrics, no risk");
     let run = ws.run(&["run"]);
     run.status(1);
@@ -235,13 +242,7 @@ fn a_paused_canary_rolled_back_by_a_human_files_nothing_twice() {
 #[test]
 fn a_paused_canary_whose_release_changed_is_undone_when_told_to_proceed_and_frees_production() {
     let app = TestApp::start(Mode::Healthy);
-    let ws = approved_for_production(canary(
-        &app,
-        "if [ \"$OPSFLOW_WEIGHT\" -eq 10 ]; then echo silent > \"$OPSFLOW_WORKSPACE/app-mode\"; fi",
-    ));
-    app.follow(&ws.join("app-mode"));
-    ws.run(&["run"]).status(3);
-    assert_eq!(calls(&ws), ["migrate", "deploy 1.0.0 at 0%", "set_weight 10"]);
+    let ws = paused_at_10_percent(&app);
     // While the rollout waits, someone changes the release it is rolling out.
     ws.write("docs/workflow/artifacts/R06-release-artifacts/1.0.0/index.html", "<h1>tampered</h1>");
     decide(&ws, "proceed", "alice", "metrics are back");
