@@ -772,7 +772,6 @@ enum Resumed {
     Continue(Box<Journal>),
 }
 
-/// Acts on the human's decision about a paused rollout.
 /// Checks a release against its SHA256SUMS and copies it, without that file, to `payload`,
 /// the directory it is deployed from. Nothing is left at `payload` on error.
 fn stage_release(dir: &Path, payload: &Path) -> Result<(), NodeError> {
@@ -786,6 +785,7 @@ fn stage_release(dir: &Path, payload: &Path) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// Acts on the human's decision about a paused rollout.
 fn resume_paused(
     run: &mut NodeRun<'_>,
     env: &EnvConfig,
