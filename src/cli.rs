@@ -7,9 +7,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "opsflow", version, about = "The DevOps stage of a file-based multi-agent workflow")]
 pub struct Cli {
-    /// The workspace directory (normally the repository root)
-    #[arg(short = 'C', long = "dir", global = true, default_value = ".", value_name = "DIR")]
-    pub dir: PathBuf,
+    /// The workspace directory (normally the repository root; default: the current directory).
+    /// For `demo`, where to copy the sample (default: a new temporary directory)
+    #[arg(short = 'C', long = "dir", global = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
     /// The config file, relative to the workspace (default: project-config.json)
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -73,11 +74,16 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
         format: GraphFormat,
     },
-    /// Copy the built-in sample workspace to DIR and run the whole pipeline there
-    Demo {
-        #[arg(long, value_name = "DIR")]
-        dir: Option<PathBuf>,
-    },
+    /// Copy the built-in sample workspace to --dir DIR (default: a new temporary directory) and
+    /// run the whole pipeline there
+    Demo,
+}
+
+impl Cli {
+    /// The workspace directory: `-C`/`--dir`, else the current directory.
+    pub fn workspace_dir(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| PathBuf::from("."))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

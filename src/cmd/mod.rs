@@ -16,16 +16,16 @@ use crate::cli::{Cli, Command};
 use crate::workspace::Workspace;
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
-    let open = || Workspace::open(&cli.dir, cli.config.as_deref(), cli.agent.as_deref());
+    let open = || Workspace::open(&cli.workspace_dir(), cli.config.as_deref(), cli.agent.as_deref());
     match &cli.command {
-        Command::Init { dir } => init::run(&dir.clone().unwrap_or_else(|| cli.dir.clone())),
+        Command::Init { dir } => init::run(&dir.clone().unwrap_or_else(|| cli.workspace_dir())),
         Command::Validate { json } => validate::run(&open()?, *json),
         Command::Status { json } => status::run(&open()?, *json),
         Command::Tasks(command) => tasks::run(&open()?, command),
         Command::Run { dry_run, json } => run::run(&open()?, *dry_run, *json),
         Command::Watch { http } => watch::run(&cli, *http),
         Command::Graph { format } => graph::run(&open()?, *format),
-        Command::Demo { dir } => demo::run(dir.as_deref()),
+        Command::Demo => demo::run(cli.dir.as_deref()),
     }
 }
 

@@ -7,7 +7,8 @@ use crate::cli::Cli;
 use crate::daemon::{self, Handles, Settings};
 
 pub fn run(cli: &Cli, http: Option<SocketAddr>) -> anyhow::Result<Exit> {
-    let settings = Settings { dir: cli.dir.clone(), config_file: cli.config.clone(), agent: cli.agent.clone(), http };
+    let settings =
+        Settings { dir: cli.workspace_dir(), config_file: cli.config.clone(), agent: cli.agent.clone(), http };
     // One thread for the loop and the server; reconciles run on tokio's blocking pool.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(daemon::run(settings, Handles::default(), shutdown_signal()))

@@ -530,6 +530,30 @@ fn the_demo_runs_the_whole_pipeline() {
     assert!(target.join(".opsflow/envs/production/active/index.html").exists());
 }
 
+/// The README's first command exactly: `opsflow demo`, no `--dir`, from a directory that is
+/// not empty (the repository), copies the sample into a new temporary directory.
+#[test]
+fn the_demo_without_a_directory_runs_in_a_new_temporary_one() {
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(cwd.path().join("Cargo.toml"), "[package]\n").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::util::opsflow_bin())
+        .arg("demo")
+        .current_dir(cwd.path())
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let copied = format!("opsflow demo: sample workspace copied to {}/opsflow-demo-", tmp.path().display());
+    assert!(stdout.starts_with(&copied), "{stdout}");
+    assert!(stdout.contains("demo finished in"), "{stdout}");
+    let created: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert!(created[0].join(".opsflow/envs/production/active/index.html").exists());
+    assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 1, "nothing was written where it ran");
+}
+
 #[test]
 fn current_nodes_without_a_task_run_from_state_json() {
     let ws = Workspace::new().sample();
