@@ -992,7 +992,7 @@ pub fn rollback_to(
         let next = chosen.or_else(|| local.rollback_target());
         if let Some(run_id) = journal.map(|j| j.run_id.as_str()) {
             env.mark(ws, run_id, "bad");
-        } else if let Some(live) = report.from.as_ref().filter(|_| next.is_some()) {
+        } else if let Some(live) = &report.from {
             let _ = local.mark_bad(live);
         }
         match next {
@@ -1003,15 +1003,9 @@ pub fn rollback_to(
                 }
                 report.restored = Some(target.version.clone());
             }
-            None if journal.is_none() => {
-                // A human's rollback never takes a live environment down.
-                report.detail =
-                    format!("no earlier good release is kept in {} to roll back to; nothing was changed", env.name);
-                report.undone = None;
-                return report;
-            }
             None => {
-                // Undoing the first release of an environment takes it down.
+                // The first release of an environment: rolling back takes it down (the
+                // production gate says so before that release ships).
                 let _ = std::fs::remove_file(local.live_link());
                 report.success = true;
                 report.detail = "no earlier good release: the environment was taken back to its empty state".to_owned();

@@ -604,7 +604,8 @@ fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeEr
     } else {
         "failed"
     };
-    let extra = json!({"deploy": report, "environment": env_context(&env), "release_dir": relative});
+    let extra =
+        json!({"deploy": report, "method": env.method(), "environment": env_context(&env), "release_dir": relative});
     if environment == "staging" {
         run.write_markdown("R08-staging-deploy.md", None, status, extra.clone())?;
         run.write_markdown("R09-smoke-tests.md", None, status, extra)?;
@@ -1302,7 +1303,8 @@ fn feedback(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
         };
         running.push(json!({"environment": name, "provider": env.provider, "strategy": env.strategy(), "live": live, "version": version}));
     }
-    let extra = json!({"running": running});
+    let candidate = run.inputs.iter().find(|a| a.file.contains("D21-release-candidate")).map(|a| a.file.clone());
+    let extra = json!({"running": running, "release_candidate": candidate});
     run.write_markdown("D22-deployed-product.md", None, "completed", extra.clone())?;
     run.write_markdown("D23-feedback-channels.md", None, "completed", extra)?;
     run.summary = format!(

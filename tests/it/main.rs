@@ -18,6 +18,7 @@ mod daemon;
 mod engine;
 mod life;
 mod metrics;
+mod releases;
 mod rollout;
 mod store;
 mod util;
