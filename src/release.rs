@@ -225,7 +225,7 @@ fn candidates(ws: &Workspace, name: &str, release: &Release) -> Vec<String> {
 pub fn find(ws: &Workspace, name: &str, release: &Release) -> Result<Lookup, Vec<Diagnostic>> {
     if let Some(unit) = release.unit() {
         check_path_component(unit)
-            .map_err(|why| vec![Diagnostic::new(&artifacts_dir(ws), Kind::OutsideWorkspace, why)])?;
+            .map_err(|why| vec![Diagnostic::new(artifacts_dir(ws), Kind::OutsideWorkspace, why)])?;
     }
     let mut elsewhere = None;
     for file in candidates(ws, name, release) {

@@ -401,6 +401,15 @@ pub fn validate_workspace(ws: &Workspace) -> Report {
     report
 }
 
+/// Whether a QA report named `QA-Report-<name>.md` is one release's report: `<name>` is its
+/// front matter's `<unit_id>-<version>` (QA may write one report per release).
+fn per_release_name(name: &str, unit: &str, front_matter: Option<&Value>) -> bool {
+    let version = front_matter.and_then(|f| f.get("version")).and_then(Value::as_str).unwrap_or_default();
+    name.strip_prefix(unit)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|suffix| !version.is_empty() && crate::release::same_version(suffix, version))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -427,13 +436,4 @@ mod tests {
         );
         assert_eq!(problems[2].message, "dependency cycle: A -> B -> C -> A");
     }
-}
-
-/// Whether a QA report named `QA-Report-<name>.md` is one release's report: `<name>` is its
-/// front matter's `<unit_id>-<version>` (QA may write one report per release).
-fn per_release_name(name: &str, unit: &str, front_matter: Option<&Value>) -> bool {
-    let version = front_matter.and_then(|f| f.get("version")).and_then(Value::as_str).unwrap_or_default();
-    name.strip_prefix(unit)
-        .and_then(|rest| rest.strip_prefix('-'))
-        .is_some_and(|suffix| !version.is_empty() && crate::release::same_version(suffix, version))
 }
