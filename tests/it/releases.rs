@@ -229,3 +229,63 @@ fn the_report_says_what_did_not_run_and_names_the_strategy_once() {
         "R13 names another strategy than the report ({method}):\n{r13}"
     );
 }
+
+/// A production deploy that waits until the test lets it finish, started in the background.
+fn deploy_held_open() -> (Workspace, std::process::Child) {
+    let ws = crate::rollout::approved_for_production(json!({
+        "provider": "command",
+        "strategy": "direct",
+        "commands": {
+            "deploy": "touch \"$OPSFLOW_WORKSPACE/deploying\"; while [ ! -f \"$OPSFLOW_WORKSPACE/go\" ]; do sleep 0.05; done",
+            "rollback": "true",
+        },
+        "health_checks": [{"name": "up", "command": "true"}],
+    }));
+    let child = ws
+        .command(&["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    crate::util::wait_until(std::time::Duration::from_secs(60), "the deploy to start", || {
+        ws.join("deploying").exists()
+    });
+    (ws, child)
+}
+
+#[test]
+fn an_outcome_is_recorded_even_when_the_task_changed_under_the_running_node() {
+    let (ws, mut child) = deploy_held_open();
+    // `git stash` puts back the entry as it was committed: blocked, waiting for the approval.
+    edit_json(&ws, crate::util::TASKS, |tasks| {
+        for t in tasks["tasks"].as_array_mut().unwrap() {
+            if t["id"] == "DEVOPS-007" {
+                t["status"] = json!("blocked");
+                t.as_object_mut().unwrap().remove("run_id");
+            }
+        }
+    });
+    ws.write("go", "");
+    let status = crate::util::wait_for_exit(&mut child, std::time::Duration::from_secs(60), "the run");
+    assert_eq!(status.code(), Some(0));
+    let production = task(&ws.tasks(), "DEVOPS-007").clone();
+    assert_eq!(production["status"], "deployed", "{production}");
+    assert_eq!(production["outcome"]["status"], "deployed", "{production}");
+    assert!(production["outcome_note"].as_str().unwrap().contains("the task changed while run"), "{production}");
+}
+
+#[test]
+fn an_outcome_whose_task_is_gone_is_kept_and_put_in_front_of_a_human() {
+    let (ws, mut child) = deploy_held_open();
+    let run_id = task(&ws.tasks(), "DEVOPS-007")["run_id"].as_str().unwrap().to_owned();
+    edit_json(&ws, crate::util::TASKS, |tasks| {
+        tasks["tasks"].as_array_mut().unwrap().retain(|t| t["id"] != "DEVOPS-007" && t["id"] != "DEVOPS-008");
+    });
+    ws.write("go", "");
+    crate::util::wait_for_exit(&mut child, std::time::Duration::from_secs(60), "the run");
+    let kept: serde_json::Value =
+        serde_json::from_slice(&ws.read(&format!(".opsflow/runs/{run_id}/outcome.json"))).unwrap();
+    assert_eq!((kept["task"].as_str(), kept["outcome"]["status"].as_str()), (Some("DEVOPS-007"), Some("deployed")));
+    let requests = ws.read_string(crate::engine::REQUESTS);
+    assert!(requests.contains(&format!(".opsflow/runs/{run_id}/outcome.json")), "{requests}");
+}

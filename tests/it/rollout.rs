@@ -39,7 +39,7 @@ fn calls(ws: &Workspace) -> Vec<String> {
 
 /// The sample workspace with `production` replaced by `env` and a short monitoring period,
 /// run up to the production approval, and approved by alice.
-fn approved_for_production(env: Value) -> Workspace {
+pub(crate) fn approved_for_production(env: Value) -> Workspace {
     let ws = Workspace::new().sample();
     edit_json(&ws, CONFIG, |c| {
         c["environments"]["production"] = env;
