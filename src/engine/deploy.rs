@@ -240,6 +240,22 @@ pub struct DeployReport {
     pub stale_lock: Option<String>,
     /// What undoing a failed rollout did, when it had changed the environment.
     pub rollback: Option<RollbackReport>,
+    /// Every step as it happened (UTC time, action, status), for the deployment report.
+    pub timeline: Vec<TimelineEvent>,
+}
+
+/// One row of a deployment's timeline (seed 000's "Deployment Timeline").
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TimelineEvent {
+    pub time: String,
+    pub action: String,
+    pub status: String,
+}
+
+/// The time of day now, `HH:MM:SS` UTC.
+pub fn clock() -> String {
+    let now = crate::time::now_rfc3339();
+    now.get(11..19).unwrap_or(&now).to_owned()
 }
 
 impl DeployReport {
@@ -255,13 +271,45 @@ impl DeployReport {
             migrated: rollout.journal.migrated,
             weight: rollout.journal.weight,
             success: true,
+            timeline: vec![TimelineEvent {
+                time: clock(),
+                action: format!("Started deployment of {} to {}", rollout.journal.version, env.name),
+                status: "-".to_owned(),
+            }],
             ..DeployReport::default()
         }
+    }
+
+    /// Notes a step in the timeline, now.
+    pub fn note(&mut self, action: impl Into<String>, status: &str) {
+        self.timeline.push(TimelineEvent { time: clock(), action: action.into(), status: status.to_owned() });
+    }
+
+    fn checked(&mut self, kind: &str, results: &[CheckResult]) {
+        for result in results {
+            self.note(format!("{kind} `{}`", result.name), if result.passed { "PASS" } else { "FAIL" });
+        }
+    }
+
+    fn set_health(&mut self, health: Vec<CheckResult>) {
+        self.checked("Health check", &health);
+        self.health = health;
+    }
+
+    fn extend_health(&mut self, health: Vec<CheckResult>) {
+        self.checked("Health check", &health);
+        self.health.extend(health);
+    }
+
+    fn set_smoke(&mut self, smoke: Vec<CheckResult>) {
+        self.checked("Smoke test", &smoke);
+        self.smoke = smoke;
     }
 
     fn fail(&mut self, step: &str, reason: String) {
         self.success = false;
         self.failed_step = Some(step.to_owned());
+        self.note(format!("{step} failed"), "FAILED");
         self.reason = reason;
     }
 
@@ -330,6 +378,7 @@ impl Rollout<'_> {
         let result = self.runner.run(step, &command, cwd.as_deref(), timeout, &vars);
         let ok = result.success;
         let summary = result.summary();
+        report.note(format!("Ran `{name}`"), if ok { "SUCCESS" } else { "FAILED" });
         report.steps.push(result);
         if ok { Ok(()) } else { Err(summary) }
     }
@@ -378,6 +427,7 @@ fn deploy_local(rollout: &mut Rollout<'_>, local: &LocalEnv, release_dir: &Path,
         Err(e) => return report.fail("stage", format!("cannot copy the release into {}: {e}", local.root.display())),
     };
     report.target = dir.clone();
+    report.note(format!("Artifacts deployed to {dir}"), "SUCCESS");
     rollout.journal.slot = Some(dir.clone());
     rollout.journal.previous_slot = previous_dir.clone();
     let run_id = rollout.journal.run_id.clone();
@@ -386,7 +436,7 @@ fn deploy_local(rollout: &mut Rollout<'_>, local: &LocalEnv, release_dir: &Path,
     if local.strategy == Strategy::BlueGreen {
         // Health-check the idle side before any traffic moves to it.
         let (health, failure) = run_checks(runner, "health", &env.health_checks, &local.root.join(&dir), &vars);
-        report.health = health;
+        report.set_health(health);
         if let Some(failure) = failure {
             mark("bad");
             return report.fail("health", format!("{failure}; the new side was not switched in"));
@@ -399,10 +449,11 @@ fn deploy_local(rollout: &mut Rollout<'_>, local: &LocalEnv, release_dir: &Path,
         mark("bad");
         return report.fail("switch", format!("cannot switch to {dir}: {e}"));
     }
+    report.note(format!("Traffic switched to {dir}"), "SUCCESS");
     let check_dir = env.check_dir(&runner.workspace);
     if local.strategy == Strategy::Recreate {
         let (health, failure) = run_checks(runner, "health", &env.health_checks, &check_dir, &vars);
-        report.health = health;
+        report.set_health(health);
         if let Some(failure) = failure {
             mark("bad");
             restore(local, previous_dir.as_deref(), report);
@@ -410,7 +461,7 @@ fn deploy_local(rollout: &mut Rollout<'_>, local: &LocalEnv, release_dir: &Path,
         }
     }
     let (smoke, failure) = run_checks(runner, "smoke", &env.smoke_tests, &check_dir, &vars);
-    report.smoke = smoke;
+    report.set_smoke(smoke);
     if let Some(failure) = failure {
         mark("bad");
         restore(local, previous_dir.as_deref(), report);
@@ -518,7 +569,7 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
         let mut vars = rollout.vars.clone();
         vars.extend(extra.iter().cloned());
         let (health, failure) = run_checks(rollout.runner, "health", &env.health_checks, &check_dir, &vars);
-        report.health = health;
+        report.set_health(health);
         if let Some(failure) = failure {
             return give_up(rollout, report, "health", format!("{label}: {failure}"));
         }
@@ -534,6 +585,12 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
             reason: judged.reason.clone(),
             samples: judged.rows.clone(),
         });
+        let status = match judged.verdict.as_str() {
+            "passed" => "PASS",
+            "failed" => "FAIL",
+            _ => "PAUSED",
+        };
+        report.note(format!("Analysis at {label}"), status);
         rollout.journal.next_step = index + 1;
         rollout.save();
         match judged.verdict.as_str() {
@@ -559,13 +616,13 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
     }
     if strategy == "direct" {
         let (health, failure) = run_checks(rollout.runner, "health", &env.health_checks, &check_dir, &rollout.vars);
-        report.health = health;
+        report.set_health(health);
         if let Some(failure) = failure {
             return give_up(rollout, report, "health", failure);
         }
     }
     let (smoke, failure) = run_checks(rollout.runner, "smoke", &env.smoke_tests, &check_dir, &rollout.vars);
-    report.smoke = smoke;
+    report.set_smoke(smoke);
     if let Some(failure) = failure {
         return give_up(rollout, report, "smoke", failure);
     }
@@ -607,7 +664,7 @@ fn deploy_blue_green(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
     let check_dir = env.check_dir(&rollout.ws.root);
     let preview = if env.preview_checks.is_empty() { &env.health_checks } else { &env.preview_checks };
     let (health, failure) = run_checks(rollout.runner, "preview", preview, &check_dir, &vars);
-    report.health = health;
+    report.set_health(health);
     if let Some(failure) = failure {
         // Nothing was switched: the live side never saw the new release.
         return give_up(rollout, report, "health", format!("{failure}; the {idle} side was not switched in"));
@@ -617,12 +674,12 @@ fn deploy_blue_green(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
         return give_up(rollout, report, "switch", why);
     }
     let (health, failure) = run_checks(rollout.runner, "health", &env.health_checks, &check_dir, &vars);
-    report.health.extend(health);
+    report.extend_health(health);
     if let Some(failure) = failure {
         return give_up(rollout, report, "health", failure);
     }
     let (smoke, failure) = run_checks(rollout.runner, "smoke", &env.smoke_tests, &check_dir, &vars);
-    report.smoke = smoke;
+    report.set_smoke(smoke);
     if let Some(failure) = failure {
         return give_up(rollout, report, "smoke", failure);
     }
@@ -672,21 +729,39 @@ fn undo(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
         migrated_down: journal.migrated && undone.restored,
         health: Vec::new(),
         steps: undone.steps,
+        ..RollbackReport::default()
     };
-    verify_rollback(rollout.runner, rollout.env, &rollout.vars, &mut rollback, undone.restored);
+    verify_rollback(
+        rollout.runner,
+        rollout.env,
+        &rollout.vars,
+        &mut rollback,
+        undone.restored,
+        journal.baseline.as_ref(),
+        &rollout.ws.config.devops.rollback_triggers,
+    );
     report.rollback = Some(rollback);
 }
 
-/// Runs the health checks after a rollback and says how it ended.
+/// Runs the health checks after a rollback and says how it ended; with metrics configured,
+/// also reads the figures and compares them with the baseline taken before the deploy.
 fn verify_rollback(
     runner: &Runner,
     env: &EnvConfig,
     vars: &[(String, String)],
     report: &mut RollbackReport,
     restored: bool,
+    baseline: Option<&metrics::Sample>,
+    triggers: &crate::config::RollbackTriggers,
 ) {
     if !restored {
         return;
+    }
+    if let Some(Ok(spec)) = env.metrics.as_ref().map(MetricsSpec::from_value) {
+        let after = metrics::sample(runner, &spec, vars);
+        report.metrics_check = Some(metrics_check(&after, baseline, triggers));
+        report.metrics_after = Some(after);
+        report.baseline = baseline.cloned();
     }
     let (health, failure) =
         run_checks(runner, "rollback-health", &env.health_checks, &env.check_dir(&runner.workspace), vars);
@@ -797,6 +872,8 @@ struct Judged {
     verdict: String,
     reason: String,
     rows: Vec<Row>,
+    /// The last metrics sample read, for the reports' figures.
+    last: Option<metrics::Sample>,
 }
 
 /// Runs one analysis of `env` to its verdict: metrics (against `baseline`) and health checks
@@ -811,7 +888,13 @@ fn analyse(
     plan: Plan,
     prefix: &str,
 ) -> Judged {
-    let judged = |verdict: &str, reason: String, rows: Vec<Row>| Judged { verdict: verdict.to_owned(), reason, rows };
+    let last = std::cell::RefCell::new(None);
+    let judged = |verdict: &str, reason: String, rows: Vec<Row>| Judged {
+        verdict: verdict.to_owned(),
+        reason,
+        rows,
+        last: last.borrow().clone(),
+    };
     let spec = match env.metrics.as_ref().map(MetricsSpec::from_value).transpose() {
         Ok(spec) => spec,
         Err(e) => {
@@ -833,7 +916,11 @@ fn analyse(
     let mut interrupted = false;
     let verdict = analysis.run(
         |_| Measurement {
-            metrics: spec.as_ref().map(|spec| metrics::sample(runner, spec, vars)),
+            metrics: spec.as_ref().map(|spec| {
+                let sample = metrics::sample(runner, spec, vars);
+                *last.borrow_mut() = Some(sample.clone());
+                sample
+            }),
             health: (!env.health_checks.is_empty()).then(|| {
                 let (results, failure) = run_checks(runner, prefix, &env.health_checks, &check_dir, vars);
                 Health {
@@ -885,6 +972,9 @@ pub struct Monitoring {
     pub reason: String,
     /// Cut short by a shutdown: neither healthy nor a reason to roll back.
     pub interrupted: bool,
+    /// The last metrics sample of the period, and the baseline it was judged against.
+    pub last_sample: Option<metrics::Sample>,
+    pub baseline: Option<metrics::Sample>,
 }
 
 /// Watches a fresh deployment for `monitoring_period`: metrics (against `baseline`) and
@@ -908,6 +998,8 @@ pub fn monitor(
         interrupted: judged.verdict == "interrupted",
         verdict: judged.verdict,
         reason: judged.reason,
+        last_sample: judged.last,
+        baseline: baseline.map(|b| b.sample.clone()),
     }
 }
 
@@ -930,6 +1022,54 @@ pub struct RollbackReport {
     pub migrated_down: bool,
     pub health: Vec<CheckResult>,
     pub steps: Vec<StepResult>,
+    /// After the rollback, when metrics are configured: a sample, the baseline taken before
+    /// the failed deploy, and whether the figures are back within the rollback triggers of it.
+    pub metrics_after: Option<metrics::Sample>,
+    pub baseline: Option<metrics::Sample>,
+    pub metrics_check: Option<MetricsCheck>,
+}
+
+/// Whether error rate and latency returned to the baseline after a rollback.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MetricsCheck {
+    pub back_to_baseline: bool,
+    pub detail: String,
+}
+
+/// Compares a sample after a rollback with the baseline before the deploy, by the rollback
+/// triggers: the error rate under `error_rate` percent, p95 latency under
+/// `latency_p95_ratio` times the baseline's.
+fn metrics_check(
+    after: &metrics::Sample,
+    baseline: Option<&metrics::Sample>,
+    triggers: &crate::config::RollbackTriggers,
+) -> MetricsCheck {
+    let mut problems = Vec::new();
+    let mut figures = Vec::new();
+    match after.error_rate {
+        Some(rate) => {
+            figures.push(format!("error rate {rate}% (limit {}%)", triggers.error_rate));
+            if rate > triggers.error_rate {
+                problems.push(format!("error rate {rate}% is above {}%", triggers.error_rate));
+            }
+        }
+        None => problems.push("no error rate could be read".to_owned()),
+    }
+    if let (Some(p95), Some(base)) = (after.latency_p95_ms, baseline.and_then(|b| b.latency_p95_ms)) {
+        let limit = base * triggers.latency_p95_ratio;
+        figures.push(format!("p95 latency {p95} ms (baseline {base} ms, limit {limit} ms)"));
+        if p95 > limit {
+            problems.push(format!("p95 latency {p95} ms is above {limit} ms"));
+        }
+    }
+    MetricsCheck {
+        back_to_baseline: problems.is_empty(),
+        detail: if problems.is_empty() {
+            format!("back to baseline: {}", figures.join(", "))
+        } else {
+            format!("not back to baseline yet: {}", problems.join("; "))
+        },
+    }
 }
 
 /// Restores the last good release (skipping bad ones) and verifies it. `journal` is the
@@ -1076,6 +1216,7 @@ pub fn rollback_to(
         }
         report.restored = Some(journal.previous_version.clone().unwrap_or_else(|| "the previous release".to_owned()));
     }
-    verify_rollback(runner, env, vars, &mut report, true);
+    let baseline = journal.and_then(|j| j.baseline.as_ref());
+    verify_rollback(runner, env, vars, &mut report, true, baseline, &ws.config.devops.rollback_triggers);
     report
 }

@@ -149,6 +149,11 @@ pub struct Engine<'w> {
     /// current pass, as (unit, version): an approval without `version` counts only while a
     /// single release of its unit waits.
     open_production: std::cell::RefCell<Vec<(String, String)>>,
+    /// Production deployments that failed or were rolled back and are not resolved yet (their
+    /// fix task is open and no human set `resolved_by`), as (unit, task id, fix task id, its
+    /// status): later production deployments of that unit wait (seed 000, "Handling
+    /// Deployment Failures": block subsequent deployments until resolved).
+    unresolved: std::cell::RefCell<Vec<(String, String, String, String)>>,
 }
 
 impl<'w> Engine<'w> {
@@ -169,7 +174,16 @@ impl<'w> Engine<'w> {
         let runtime = ws.path(&ws.config.paths.runtime);
         let audit =
             Audit { path: runtime.join("audit.jsonl"), agent: ws.config.agent.name.clone(), secrets: secrets.clone() };
-        Ok(Engine { ws, graph, renderer, audit, secrets, options, open_production: Default::default() })
+        Ok(Engine {
+            ws,
+            graph,
+            renderer,
+            audit,
+            secrets,
+            options,
+            open_production: Default::default(),
+            unresolved: Default::default(),
+        })
     }
 
     /// Reconciles until nothing more is runnable.
@@ -199,8 +213,10 @@ impl<'w> Engine<'w> {
         // Only owned entries that may still act are decoded and checked: a pass costs the
         // agent's open work, not the size of the file (finished tasks count by their status).
         let loaded = load_task_list(self.ws, |head| {
-            matches!(head.status.as_deref(), Some("pending" | "blocked" | "in_progress"))
-                && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())
+            let open = matches!(head.status.as_deref(), Some("pending" | "blocked" | "in_progress"));
+            let failed_production = head.kind.as_deref() == Some("deployment_production")
+                && matches!(head.status.as_deref(), Some("failed" | "rolled_back"));
+            (open || failed_production) && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())
         });
         if !loaded.readable {
             summary.problems.extend(loaded.diagnostics);
@@ -228,6 +244,19 @@ impl<'w> Engine<'w> {
             .map(|(_, t)| {
                 let release = Release::of_task(t);
                 (release.unit.clone(), release.version.bare().to_owned())
+            })
+            .collect();
+        *self.unresolved.borrow_mut() = owned
+            .iter()
+            .filter(|(_, t)| t.get("type").and_then(Value::as_str) == Some("deployment_production"))
+            .filter(|(_, t)| matches!(t.get("status").and_then(Value::as_str), Some("failed" | "rolled_back")))
+            .filter(|(_, t)| t.get("resolved_by").and_then(Value::as_str).is_none_or(|b| b.trim().is_empty()))
+            .filter_map(|(_, t)| {
+                let id = t.get("id").and_then(Value::as_str)?.to_owned();
+                let fix = record::fix_task(t, "", "", "", "").get("id").and_then(Value::as_str)?.to_owned();
+                let fix_status = status_of(&fix)?.to_owned();
+                let resolved = matches!(fix_status.as_str(), "done" | "deployed" | "cancelled");
+                (!resolved).then(|| (Release::of_task(t).unit, id, fix, fix_status))
             })
             .collect();
         for (index, task) in owned {
@@ -613,6 +642,23 @@ impl<'w> Engine<'w> {
     ) -> Vec<Check> {
         let (unit, version) = (release.unit.as_str(), release.version.as_str());
         let mut checks = Vec::new();
+        let unresolved: Vec<String> = self
+            .unresolved
+            .borrow()
+            .iter()
+            .filter(|(u, ..)| u == unit)
+            .map(|(_, failed, fix, fix_status)| {
+                format!(
+                    "the production deployment {failed} of {unit} failed or was rolled back and is not resolved: {fix} is `{fix_status}` (opsflow waits for `done`, or for `resolved_by` on {failed})"
+                )
+            })
+            .collect();
+        checks.push(Check::new(
+            "production",
+            "earlier failures of this unit resolved",
+            unresolved.is_empty(),
+            if unresolved.is_empty() { "no unresolved failure".to_owned() } else { unresolved.join("; ") },
+        ));
         match release::find(self.ws, "R08-staging-deploy.md", release) {
             Ok(Lookup::Found(r08)) => {
                 let ok = r08.field("status") == Some("success")
@@ -1227,11 +1273,16 @@ impl<'w> Engine<'w> {
                 summary = format!("{} failed at `{step}`: {reason}", node.name);
                 outcome_value["failed_step"] = json!(step);
                 outcome_value["log"] = json!(log);
-                appends.push(record::fix_task(task, &node.name, step, reason, log));
+                appends.push(self.with_context(record::fix_task(task, &node.name, step, reason, log), task, node, run));
             }
             Outcome::RolledBack { reason } => {
                 outcome_value["rollback_reason"] = json!(reason);
-                appends.push(record::fix_task(task, &node.name, "verification", reason, ""));
+                appends.push(self.with_context(
+                    record::fix_task(task, &node.name, "verification", reason, ""),
+                    task,
+                    node,
+                    run,
+                ));
             }
             _ => {}
         }
@@ -1289,7 +1340,12 @@ impl<'w> Engine<'w> {
                 task_id: id.clone(),
                 node: node.name.clone(),
                 unit_id: unit.clone(),
-                severity: if node.action == Action::DeployToProduction { "CRITICAL" } else { "HIGH" },
+                // Seed 000's escalation rules: a production outage or a rollback that fails.
+                severity: if node.action == Action::DeployToProduction || step == "rollback" {
+                    "CRITICAL"
+                } else {
+                    "HIGH"
+                },
                 issue: self.secrets.mask(&format!("{} failed at `{step}`: {reason}", node.name)),
                 impact: if matches!(outcome, Outcome::RolledBack { .. }) {
                     "the release was rolled back; the previous release serves users".to_owned()
@@ -1341,6 +1397,33 @@ impl<'w> Engine<'w> {
         }
         let inputs: Vec<(String, String)> = run.inputs.iter().map(|a| (a.file.clone(), a.sha256.clone())).collect();
         self.audit.record(&run.run_id, task_status, &id, &run.summary, &inputs);
+    }
+
+    /// The deployment context of a failure in its fix task (seed 000: a bug report with
+    /// deployment context): environment, version, unit, run, and the figures the node saw.
+    fn with_context(&self, mut fix: Value, task: &Value, node: &Node, run: &NodeRun<'_>) -> Value {
+        let mut context = json!({
+            "environment": self.environment_of(task, node),
+            "unit_id": run.unit_id,
+            "version": run.version,
+            "run_id": run.run_id,
+            "run_log_dir": self.ws.label(&nodes::run_dir(self.ws, &run.run_id)),
+        });
+        if let Some(deploy) = &run.deploy {
+            context["strategy"] = json!(deploy.strategy);
+            context["previous_version"] = json!(deploy.previous_version);
+            context["failed_step"] = json!(deploy.failed_step);
+            context["analyses"] = json!(
+                deploy
+                    .analyses
+                    .iter()
+                    .map(|a| format!("{}: {} ({})", a.stage, a.verdict, a.reason))
+                    .collect::<Vec<_>>()
+            );
+        }
+        fix["details"]["deployment"] = context;
+        self.secrets.mask_json(&mut fix);
+        fix
     }
 
     /// Sets the production task of a release that a later rollback undid to `rolled_back`

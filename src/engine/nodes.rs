@@ -202,7 +202,7 @@ impl NodeRun<'_> {
             .flatten()
             .map(|t| Value::String(t.to_owned()))
             .collect();
-        front.insert("tags".into(), tags.into());
+        front.entry("tags").or_insert(tags.into());
         let text =
             self.renderer.markdown(template, &front, &context).map_err(|e| NodeError::new("render", e.to_string()))?;
         let relative = relative.unwrap_or_else(|| self.artifact_path(name));
@@ -648,6 +648,14 @@ fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeEr
         }
         if environment == "production" {
             write_reports(run, &env, &report, None, "failed")?;
+        }
+        // Undoing the failed deploy failed too: the environment may be half changed.
+        if let Some(rollback) = report.rollback.as_ref().filter(|r| !r.success) {
+            return Ok(Outcome::Failed {
+                step: "rollback".into(),
+                reason: format!("{}; rolling back failed too: {}", report.reason, rollback.detail),
+                log: report.failed_log(),
+            });
         }
         return Ok(Outcome::Failed { step, reason: report.reason.clone(), log: report.failed_log() });
     }
@@ -1117,10 +1125,124 @@ fn write_reports(
     run.keep("deployment-report.json", &report_text)?;
     let deploy_md = format!("{}/Deploy-{}.md", run.ws.config.paths.deployments.trim_end_matches('/'), run.unit_id);
     let name = format!("Deploy-{}.md", run.unit_id);
-    let mut front = Map::new();
-    front.insert("approved_by".into(), run.approved_by.clone().map_or(Value::Null, Value::String));
+    let (front, seed) = seed_deploy_report(run, env, report, monitoring, status);
+    let mut extra = extra;
+    merge(&mut extra, seed);
     run.write_markdown_with(&name, Some(deploy_md), status, extra, front)?;
     Ok(())
+}
+
+/// The front matter and body figures of `Deploy-<UNIT_ID>.md` in seed 000's own shape
+/// (Phase 5: tags, project, deployed, links; Summary, Pre-Deployment State, Deployment
+/// Timeline, Verification Results, Post-Deployment State, Issues Encountered, Rollback Status),
+/// beside opsflow's provenance fields.
+fn seed_deploy_report(
+    run: &NodeRun<'_>,
+    env: &EnvConfig,
+    report: &DeployReport,
+    monitoring: Option<&Monitoring>,
+    status: &str,
+) -> (Map<String, Value>, Value) {
+    let config = &run.ws.config;
+    let now = crate::time::now_rfc3339();
+    let mut front = Map::new();
+    front.insert("tags".into(), json!(["deployment", "release", "agent/devops"]));
+    let project = config.project.clone().unwrap_or_else(|| "project".to_owned());
+    front.insert("project".into(), json!(format!("[[01-Projects/{project}]]")));
+    front
+        .insert("deployed".into(), json!(format!("{} {}", now.get(..10).unwrap_or(""), now.get(11..16).unwrap_or(""))));
+    front.insert(
+        "links".into(),
+        json!({
+            "qa_report": format!("[[{}/QA-Report-{}]]", config.paths.qa_reports.trim_end_matches('/'), run.unit_id),
+            "artifacts": release_dir(run.ws, &run.release()),
+        }),
+    );
+    front.insert("approved_by".into(), run.approved_by.clone().map_or(Value::Null, Value::String));
+
+    let mut timeline = report.timeline.clone();
+    if let Some(monitoring) = monitoring {
+        timeline.push(deploy::TimelineEvent {
+            time: deploy::clock(),
+            action: format!("Monitoring period ({} samples): {}", monitoring.samples.len(), monitoring.verdict),
+            status: if monitoring.healthy { "PASS" } else { "FAIL" }.to_owned(),
+        });
+    }
+    let end = match status {
+        "success" => ("Deployment complete", "SUCCESS"),
+        "rolled_back" => ("Rolled back to the previous release", "ROLLED_BACK"),
+        _ => ("Deployment failed", "FAILED"),
+    };
+    timeline.push(deploy::TimelineEvent { time: deploy::clock(), action: end.0.to_owned(), status: end.1.to_owned() });
+    let seconds = |t: &str| -> Option<i64> {
+        let mut parts = t.split(':').map(|p| p.parse::<i64>().ok());
+        Some(parts.next()?? * 3600 + parts.next()?? * 60 + parts.next()??)
+    };
+    let duration = match (timeline.first().and_then(|e| seconds(&e.time)), seconds(&deploy::clock())) {
+        (Some(start), Some(end)) => format!("{}s", (end - start).rem_euclid(86_400)),
+        _ => "unknown".to_owned(),
+    };
+
+    let triggers = &config.devops.rollback_triggers;
+    let baseline = monitoring.and_then(|m| m.baseline.clone());
+    let last = monitoring.and_then(|m| m.last_sample.clone());
+    let mut rows = Vec::new();
+    for (kind, results) in [("Health", &report.health), ("Smoke test", &report.smoke)] {
+        for result in results.iter() {
+            let spec = env.health_checks.iter().chain(&env.smoke_tests).find(|c| c.name == result.name);
+            let expected = match spec {
+                Some(c) if c.http.is_some() => format!("HTTP {}", c.expect_status.unwrap_or(200)),
+                _ => "exit 0".to_owned(),
+            };
+            rows.push(json!({"check": format!("{kind} `{}`", result.name), "expected": expected,
+                "actual": result.detail, "status": if result.passed { "PASS" } else { "FAIL" }}));
+        }
+    }
+    let figure = |value: Option<f64>, unit: &str| value.map_or("not measured".to_owned(), |v| format!("{v}{unit}"));
+    if env.metrics.is_some() {
+        let rate = last.as_ref().and_then(|s| s.error_rate);
+        rows.push(json!({"check": "Error rate", "expected": format!("< {}%", triggers.error_rate),
+            "actual": figure(rate, "%"),
+            "status": match rate { Some(r) if r <= triggers.error_rate => "PASS", Some(_) => "FAIL", None => "-" }}));
+        let p95 = last.as_ref().and_then(|s| s.latency_p95_ms);
+        let limit = baseline.as_ref().and_then(|b| b.latency_p95_ms).map(|b| b * triggers.latency_p95_ratio);
+        rows.push(json!({"check": "P95 latency",
+            "expected": limit.map_or(format!("< {}x baseline", triggers.latency_p95_ratio), |l| format!("< {l} ms ({}x baseline)", triggers.latency_p95_ratio)),
+            "actual": figure(p95, " ms"),
+            "status": match (p95, limit) { (Some(p), Some(l)) if p <= l => "PASS", (Some(_), Some(_)) => "FAIL", _ => "-" }}));
+    }
+    let sample_text = |sample: Option<&crate::exec::metrics::Sample>| match sample {
+        Some(s) => format!("error rate {}, p95 latency {}", figure(s.error_rate, "%"), figure(s.latency_p95_ms, " ms")),
+        None => "not measured (no metrics configured)".to_owned(),
+    };
+    let rollback_reason = match (status, &report.rollback) {
+        ("rolled_back", _) => {
+            monitoring.map(|m| m.reason.clone()).filter(|r| !r.is_empty()).unwrap_or_else(|| report.reason.clone())
+        }
+        (_, Some(rollback)) => rollback.detail.clone(),
+        _ => String::new(),
+    };
+    let current = if status == "success" {
+        run.version.clone()
+    } else {
+        report.previous_version.clone().unwrap_or_else(|| "none".to_owned())
+    };
+    let body = json!({
+        "seed": {
+            "status": status.to_uppercase(),
+            "duration": duration,
+            "deployer": format!("{} (DevOps agent)", config.agent.name),
+            "previous_version": report.previous_version.clone().unwrap_or_else(|| "none (first deployment)".to_owned()),
+            "pre_health": if baseline.is_some() { format!("baseline before the deploy: {}", sample_text(baseline.as_ref())) } else { "no baseline (no metrics configured)".to_owned() },
+            "timeline": timeline,
+            "verification": rows,
+            "current_version": current,
+            "key_metrics": sample_text(last.as_ref()),
+            "rollback_required": !rollback_reason.is_empty(),
+            "rollback_reason": rollback_reason,
+        }
+    });
+    (front, body)
 }
 
 /// The report's next steps for a release whose deployment ended `status`.

@@ -16,6 +16,7 @@ mod concurrency;
 mod crash;
 mod daemon;
 mod engine;
+mod fidelity;
 mod life;
 mod metrics;
 mod releases;

@@ -324,7 +324,7 @@ fn a_blue_green_command_deploy_with_a_broken_new_side_never_switches() {
 /// Adds build, staging and production tasks for `version` of UNIT-001 and runs them up to
 /// the approval, which is then moved to `version` (the approval names the version it
 /// approves).
-fn release(ws: &Workspace, version: &str) {
+pub(crate) fn release(ws: &Workspace, version: &str) {
     let suffix = version.replace('.', "");
     let add = |id: &str, kind: &str, depends: Option<&str>| {
         let mut args = vec![
