@@ -873,7 +873,7 @@ enum Verified {
     Paused(Monitoring),
     /// Cut short by a shutdown: neither a pass nor a reason to roll back.
     Interrupted(Monitoring),
-    RolledBack(Monitoring, RollbackReport),
+    RolledBack(Monitoring, Box<RollbackReport>),
 }
 
 /// Monitors production; on failure writes R17 and, with `auto_rollback_enabled`, rolls back
@@ -905,7 +905,7 @@ fn verify(
     write_rollback_decision(run, "rollback", &monitoring.reason, front)?;
     let rollback = deploy::rollback(run.ws, &run.runner, env, vars, Some(journal));
     write_rollback_result(run, &rollback, &monitoring.reason, "")?;
-    Ok(Verified::RolledBack(monitoring, rollback))
+    Ok(Verified::RolledBack(monitoring, Box::new(rollback)))
 }
 
 pub fn write_rollback_result(
