@@ -15,6 +15,7 @@ mod cli;
 mod concurrency;
 mod crash;
 mod daemon;
+mod docs;
 mod engine;
 mod fidelity;
 mod life;
