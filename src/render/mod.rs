@@ -63,14 +63,31 @@ pub struct Renderer {
     plain: Handlebars<'static>,
 }
 
-/// Makes a value inert inside markdown: one line, markdown punctuation escaped.
+/// Makes a value inert inside markdown: one line, and every character that could start
+/// markdown structure escaped, and only those, so that the raw text stays readable to agents
+/// that read it as text (`error_rate`, `Deploy_To_Production`, `< 5%` stay as they are): an
+/// underscore between letters or digits cannot open emphasis, `<` starts HTML or an autolink
+/// only before a letter, `/`, `!` or `?`, `!` matters only before `[`, and `#` and `>` only at
+/// the start of a line.
 pub fn markdown_escape(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
     let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
+    for (i, &c) in chars.iter().enumerate() {
+        let before = i.checked_sub(1).and_then(|j| chars.get(j)).copied();
+        let after = chars.get(i + 1).copied();
+        let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+        let escape = match c {
+            '\\' | '`' | '*' | '[' | ']' | '|' | '~' => true,
+            '_' => !(word(before) && word(after)),
+            '<' => after.is_some_and(|a| a.is_alphabetic() || matches!(a, '/' | '!' | '?')),
+            '!' => after == Some('['),
+            '#' | '>' => out.trim().is_empty(),
+            _ => false,
+        };
         match c {
             '\n' | '\r' | '\t' => out.push(' '),
             c if c.is_control() => {}
-            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '|' | '!' | '~' => {
+            c if escape => {
                 out.push('\\');
                 out.push(c);
             }
@@ -216,6 +233,28 @@ mod tests {
         let escaped = markdown_escape(evil);
         assert!(!escaped.contains('\n'));
         assert_eq!(crate::engine::artifacts::ticks(&format!("- {escaped}\n")), Default::default());
+        // Rendered as markdown, the value is one paragraph of text: no heading, no HTML, no
+        // list item, no link.
+        use pulldown_cmark::{Event, Parser, Tag};
+        for line in [escaped.clone(), format!("- {escaped}"), format!("# {escaped}")] {
+            for event in Parser::new(&line) {
+                assert!(!matches!(event, Event::Html(_) | Event::InlineHtml(_)), "{line}: {event:?}");
+                assert!(!matches!(event, Event::Start(Tag::Link { .. } | Tag::Image { .. })), "{line}: {event:?}");
+            }
+        }
+        let headings = Parser::new(&escaped).filter(|e| matches!(e, Event::Start(Tag::Heading { .. }))).count();
+        assert_eq!(headings, 0, "{escaped}");
+        assert!(escaped.contains("\\# Heading \\<script\\>") || escaped.contains("\\<script>"), "{escaped}");
+    }
+
+    #[test]
+    fn identifiers_and_figures_stay_readable() {
+        assert_eq!(markdown_escape("Deploy_To_Production"), "Deploy_To_Production");
+        assert_eq!(markdown_escape("error_rate < 5%"), "error_rate < 5%");
+        assert_eq!(markdown_escape("_private_"), "\\_private\\_");
+        assert_eq!(markdown_escape("#1 > 2"), "\\#1 > 2");
+        assert_eq!(markdown_escape("![x](y)"), "\\!\\[x\\](y)");
+        assert_eq!(markdown_escape("a <b>"), "a \\<b>");
     }
 
     #[test]

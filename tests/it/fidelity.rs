@@ -65,7 +65,7 @@ fn the_deploy_report_has_the_seeds_shape_for_a_success_a_failure_and_a_rollback(
     let success = ws.read_string(DEPLOY_MD);
     assert_has_shape(&success, &seed, "success");
     assert!(success.contains("status: \"success\"") && success.contains("- **Status:** SUCCESS"), "{success}");
-    assert!(success.contains("| Error rate | \\< 5% | 0.2% | PASS |"), "{success}");
+    assert!(success.contains("| Error rate | < 5% | 0.2% | PASS |"), "{success}");
     // opsflow's provenance stays beside the seed's fields.
     for key in ["run_id:", "inputs:", "generated_at:"] {
         assert!(success.contains(key), "{key}");
@@ -172,4 +172,26 @@ fn a_rollback_that_fails_escalates_as_critical() {
     assert!(entry.contains("CRITICAL"), "{entry}");
     assert!(entry.contains("rolling back failed too"), "{entry}");
     let _ = APPROVAL;
+}
+
+#[test]
+fn identifiers_in_what_opsflow_writes_are_not_backslash_escaped() {
+    let ws = shipped();
+    let mut files = vec![crate::engine::REQUESTS.to_owned(), DEPLOY_MD.to_owned()];
+    for name in ws.list_dir("docs/workflow/artifacts") {
+        if name.ends_with(".md") {
+            files.push(format!("docs/workflow/artifacts/{name}"));
+        }
+    }
+    assert!(files.len() > 15, "{files:?}");
+    for file in files {
+        let text = ws.read_string(&file);
+        let bytes = text.as_bytes();
+        for (i, window) in bytes.windows(3).enumerate() {
+            if window[1..] == *b"\\_" && window[0].is_ascii_alphanumeric() {
+                let line = text[..i].lines().count();
+                panic!("{file}:{line}: an identifier with `\\_`:\n{text}");
+            }
+        }
+    }
 }
