@@ -19,4 +19,5 @@ mod engine;
 mod metrics;
 mod rollout;
 mod store;
+mod tls;
 mod util;
