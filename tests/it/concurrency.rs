@@ -106,7 +106,7 @@ fn concurrent_adds_and_updates_lose_nothing() {
         assert_eq!(task(&tasks, id)[key.as_str()], value.as_str(), "the update of {id}.{key} was lost");
     }
     ws.run(&["validate"]).status(0);
-    assert_eq!(ws.list_dir("docs/workflow"), ["tasks.json", "tasks.json.lock"]);
+    assert_eq!(ws.list_dir("docs/workflow"), [".gitignore", "tasks.json", "tasks.json.lock"]);
 }
 
 /// What the writer that ignores the lock saw.
@@ -235,5 +235,5 @@ fn a_writer_that_ignores_the_lock_is_never_clobbered() {
         "too few opsflow writes ran beside the rogue writer ({written} written, {contended} contended)"
     );
     assert_eq!(leftover_temp_files(&ws), Vec::<String>::new());
-    assert_eq!(ws.list_dir("docs/workflow"), ["tasks.json", "tasks.json.lock"]);
+    assert_eq!(ws.list_dir("docs/workflow"), [".gitignore", "tasks.json", "tasks.json.lock"]);
 }

@@ -16,6 +16,7 @@ mod concurrency;
 mod crash;
 mod daemon;
 mod engine;
+mod first_hour;
 mod metrics;
 mod rollout;
 mod store;
