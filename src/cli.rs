@@ -4,7 +4,7 @@
 //! `--agent` is the global "act as this agent"; the agent a task belongs to is `--owner` in
 //! `tasks add` and `tasks list`. The old spelling, `tasks add --agent A`, reaches the global
 //! option (clap allows no alias that shadows a global), so `tasks` takes it as the owner when
-//! `--owner` is missing, with a note (see `cmd/tasks.rs`).
+//! `--owner` is missing (see `cmd/tasks.rs`).
 
 use std::path::PathBuf;
 

@@ -1,9 +1,9 @@
 //! One module per command; [`dispatch`] finds and opens the workspace and calls the right one.
 //!
-//! The workspace is the directory `-C DIR` names, or else the nearest one from the current
-//! directory upward that holds `docs/workflow/tasks.json` or the config file, as git and cargo
-//! find theirs. Outside any workspace every command but `init` and `demo` refuses, before it
-//! creates anything.
+//! The workspace is the directory `-C DIR` names (taken as it is, as before), or else the
+//! nearest one from the current directory upward that holds `docs/workflow/tasks.json` or the
+//! config file, as git and cargo find theirs. Outside any workspace every command but `init`
+//! and `demo` refuses, before it creates anything.
 
 mod demo;
 mod graph;
@@ -37,26 +37,16 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     }
 }
 
-/// The workspace directory: `-C DIR` when given (it must be a workspace), else the nearest
-/// workspace from the current directory upward.
+/// The workspace directory: `-C DIR` as given (the user named it), else the nearest workspace
+/// from the current directory upward.
 pub fn find_workspace(cli: &Cli) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &cli.dir {
+        return Ok(dir.clone());
+    }
     let tasks = Paths::default().tasks;
     let config_file = cli.config.as_deref().unwrap_or(Path::new(config::DEFAULT_CONFIG_FILE));
     let is_workspace = |dir: &Path| dir.join(&tasks).is_file() || dir.join(config_file).is_file();
     let config_name = config_file.display();
-    if let Some(dir) = &cli.dir {
-        if !dir.is_dir() {
-            bail!("the workspace directory {} does not exist or is not a directory", dir.display());
-        }
-        if !is_workspace(dir) {
-            bail!(
-                "not an opsflow workspace: {} holds no {tasks} or {config_name}; run `opsflow init {}`",
-                dir.display(),
-                dir.display()
-            );
-        }
-        return Ok(dir.clone());
-    }
     let current = std::env::current_dir().map_err(|e| anyhow::anyhow!("cannot read the current directory: {e}"))?;
     match current.ancestors().find(|dir| is_workspace(dir)) {
         Some(dir) => Ok(dir.to_owned()),

@@ -25,13 +25,8 @@ use crate::workspace::diagnostic::{Diagnostic, Kind};
 /// as the owner when `--owner` is missing (the spelling before `--owner` existed).
 pub fn run(ws: &Workspace, command: &TasksCommand, global_agent: Option<&str>) -> anyhow::Result<Exit> {
     require_valid_config(ws)?;
-    let old_spelling = |owner: &Option<String>| match (owner, global_agent) {
-        (None, Some(agent)) => {
-            eprintln!("note: `--agent {agent}` taken as `--owner {agent}`; `--agent` is \"act as this agent\"");
-            Some(agent.to_owned())
-        }
-        _ => owner.clone(),
-    };
+    // An alias in all but name: scripts written before `--owner` keep working unchanged.
+    let old_spelling = |owner: &Option<String>| owner.clone().or_else(|| global_agent.map(str::to_owned));
     match command {
         TasksCommand::List(args) if !args.mine && args.owner.is_none() && global_agent.is_some() => {
             list(ws, &ListArgs { owner: old_spelling(&args.owner), ..args.clone() })

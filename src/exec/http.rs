@@ -225,6 +225,9 @@ mod tests {
     fn other_schemes_are_refused() {
         let error = get("ftp://example.test/", &plain(Duration::from_secs(1))).unwrap_err();
         assert!(error.contains("found scheme \"ftp\""), "{error}");
+        for malformed in ["http://", "http://a b/", "https://[::1/", "http://127.0.0.1:99999/", "http://\u{0}/"] {
+            assert!(get(malformed, &plain(Duration::from_secs(1))).is_err(), "{malformed}");
+        }
     }
 
     #[test]

@@ -478,6 +478,7 @@ mod tests {
         let path = dir.path().join("f.txt");
         fs::write(&path, "\u{feff}x").unwrap();
         assert!(matches!(modify(&path, "f.txt", 1 << 20, |_| Ok(Some("y".to_owned()))), Err(StoreError::Invalid(_))));
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+        // The file, its lock and the `.gitignore` written beside the first lock.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
     }
 }

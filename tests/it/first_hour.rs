@@ -62,10 +62,6 @@ fn outside_a_workspace_every_command_but_init_and_demo_refuses_and_creates_nothi
         assert_eq!(text(&out.stderr), NOT_A_WORKSPACE, "opsflow {args:?}");
         assert_eq!(text(&out.stdout), "", "opsflow {args:?}");
     }
-    // `-C DIR` names the workspace directly; a directory that is not one is refused too.
-    let out = opsflow_in(empty.path(), &["-C", nested.to_str().unwrap(), "run"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("not an opsflow workspace") && text(&out.stderr).contains("opsflow init"));
     assert_eq!(empty.list_dir(""), ["some"], "something was created");
     assert!(std::fs::read_dir(&nested).unwrap().next().is_none(), "something was created");
 }
@@ -175,7 +171,7 @@ fn tasks_add_takes_owner_and_still_understands_the_old_agent_spelling() {
     ws.run(&["tasks", "add", "--title", "a", "--owner", "devops", "--type", "release_build"]).status(0);
     let old = ws.run(&["tasks", "add", "--title", "b", "--agent", "qa", "--type", "release_build"]);
     old.status(0);
-    assert!(old.stderr().contains("`--agent qa` taken as `--owner qa`"), "{}", old.stderr());
+    assert_eq!(old.stderr(), "");
     let tasks = ws.tasks();
     assert_eq!(crate::util::task(&tasks, "TASK-001")["agent"], "devops");
     assert_eq!(crate::util::task(&tasks, "TASK-002")["agent"], "qa");
