@@ -1,22 +1,36 @@
-//! The command line (clap), as PRODUCT.md §8 describes it.
+//! The command line (clap), as PRODUCT.md §8 describes it. Every option and subcommand has
+//! its help text here, from the doc comments.
+//!
+//! `--agent` is the global "act as this agent"; the agent a task belongs to is `--owner` in
+//! `tasks add` and `tasks list`. The old spelling, `tasks add --agent A`, reaches the global
+//! option (clap allows no alias that shadows a global), so `tasks` takes it as the owner when
+//! `--owner` is missing (see `cmd/tasks.rs`).
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "opsflow", version, about = "The DevOps stage of a file-based multi-agent workflow")]
+#[command(
+    name = "opsflow",
+    version,
+    about = "The DevOps stage of a file-based multi-agent workflow",
+    after_help = "Start with `opsflow init` in a new repository, or `opsflow demo` to watch the whole pipeline run."
+)]
 pub struct Cli {
-    /// The workspace directory (normally the repository root; default: the current directory).
-    /// For `demo`, where to copy the sample (default: a new temporary directory)
+    /// The workspace directory (default: the nearest directory from the current one upward that
+    /// holds docs/workflow/tasks.json or project-config.json). For `init`, where to create it;
+    /// for `demo`, where to copy the sample (default: a new temporary directory)
     #[arg(short = 'C', long = "dir", global = true, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// The config file, relative to the workspace (default: project-config.json)
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Act as this agent instead of the configured one
+    /// Act as this agent instead of the configured one (`agent.name`); it then owns the tasks
+    /// assigned to NAME
     #[arg(long, global = true, value_name = "NAME")]
     pub agent: Option<String>,
+    /// The format of the log lines on stderr
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// More logging (repeat for more)
@@ -31,7 +45,9 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// Human-readable lines
     Text,
+    /// One JSON object per line
     Json,
 }
 
@@ -44,11 +60,13 @@ pub enum Command {
     },
     /// Check every workflow file and list every problem
     Validate {
+        /// Print the diagnostics as one JSON document
         #[arg(long)]
         json: bool,
     },
     /// Where the workflow stands: nodes, owned tasks and what blocks them
     Status {
+        /// Print the status as one JSON document
         #[arg(long)]
         json: bool,
     },
@@ -60,6 +78,7 @@ pub enum Command {
         /// Print the plan (tasks, nodes, gates and why) and change nothing
         #[arg(long)]
         dry_run: bool,
+        /// Print what ran (or would run) as one JSON document
         #[arg(long)]
         json: bool,
     },
@@ -85,6 +104,7 @@ pub enum Command {
     },
     /// The workflow graph with the current position
     Graph {
+        /// Mermaid (for markdown) or Graphviz dot
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
         format: GraphFormat,
     },
@@ -102,41 +122,52 @@ impl Cli {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GraphFormat {
+    /// A Mermaid flowchart
     Mermaid,
+    /// A Graphviz digraph
     Dot,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum TasksCommand {
-    /// List tasks
+    /// List tasks (id, status, type, owner, title), filtered
     List(ListArgs),
-    /// Append a task
+    /// Append a task; prints its id
     Add(AddArgs),
-    /// Change fields of a task
+    /// Change fields of a task, keeping every other byte of the file
     Update(UpdateArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ListArgs {
     /// Only tasks this runner owns (its agent name or alias, and a DevOps type)
     #[arg(long)]
     pub mine: bool,
+    /// Only tasks with this status (pending, in_progress, blocked, completed, ...)
     #[arg(long, value_name = "S")]
     pub status: Option<String>,
-    #[arg(long, value_name = "A")]
-    pub agent: Option<String>,
+    /// Only tasks whose `agent` field is exactly this (`--agent` without `--mine` still filters
+    /// the same way, as it did before `--owner`)
+    #[arg(long, value_name = "AGENT")]
+    pub owner: Option<String>,
+    /// Only tasks of this type
     #[arg(long = "type", value_name = "T")]
     pub kind: Option<String>,
+    /// Print the tasks as one JSON document
     #[arg(long)]
     pub json: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct AddArgs {
+    /// What the task is about
     #[arg(long)]
     pub title: String,
-    #[arg(long)]
-    pub agent: String,
+    /// The agent the task is for (its `agent` field), e.g. `devops`; required (`--agent` still
+    /// works here, as it was spelled before `--owner`)
+    #[arg(long, value_name = "AGENT")]
+    pub owner: Option<String>,
+    /// The task type (its `type` field), e.g. `release_build`
     #[arg(long = "type", value_name = "TYPE")]
     pub kind: String,
     /// The task id (default: the next free TASK-NNN)
@@ -149,6 +180,7 @@ pub struct AddArgs {
 
 #[derive(Debug, Args)]
 pub struct UpdateArgs {
+    /// The id of the task to change
     pub id: String,
     /// Set a field: `key=text` sets a string, `key:=json` sets any JSON value
     #[arg(long = "set", value_name = "KEY=VALUE")]

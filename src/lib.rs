@@ -17,14 +17,48 @@ pub mod release;
 pub mod render;
 pub mod sample;
 pub mod schema;
-pub mod sha256;
 pub mod store;
-pub mod time;
 pub mod validate;
 pub mod workflow;
 pub mod workspace;
 
 use std::process::ExitCode;
+
+/// RFC 3339 timestamps in UTC to the second (`2026-11-25T07:50:27Z`), the one format opsflow
+/// writes into workflow files, the audit log and run ids. The calendar work is `jiff`'s.
+pub mod time {
+    /// Now, as `2026-11-25T07:50:27Z`.
+    pub fn now_rfc3339() -> String {
+        // A precision of 0 truncates the fraction, so every stamp has the same length.
+        format!("{:.0}", jiff::Timestamp::now())
+    }
+
+    /// Seconds since the Unix epoch, as RFC 3339 UTC; beyond the years -9999 and 9999 (which
+    /// jiff cannot represent) the nearest time it can.
+    pub fn rfc3339(seconds: i64) -> String {
+        let seconds = seconds.clamp(jiff::Timestamp::MIN.as_second(), jiff::Timestamp::MAX.as_second());
+        let stamp = jiff::Timestamp::from_second(seconds).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        format!("{stamp:.0}")
+    }
+}
+
+/// SHA-256 as lowercase hex, for release checksums and the input hashes in the audit log.
+/// The digest is the `sha2` crate's.
+pub mod sha256 {
+    use sha2::{Digest, Sha256};
+
+    /// The SHA-256 of `data`.
+    pub fn hex(data: &[u8]) -> String {
+        format!("{:x}", Sha256::digest(data))
+    }
+
+    /// The SHA-256 of a file, streamed.
+    pub fn file_hex(path: &std::path::Path) -> std::io::Result<String> {
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+        Ok(format!("{:x}", hasher.finalize()))
+    }
+}
 
 /// The exit codes of PRODUCT.md §8. When several apply, the lowest non-zero one wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -79,4 +113,39 @@ pub fn process_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists and may be signalled.
     let result = unsafe { libc::kill(pid, 0) };
     result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn known_dates() {
+        assert_eq!(super::time::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::time::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::time::rfc3339(1_795_593_600), "2026-11-25T08:00:00Z");
+        assert!(super::time::rfc3339(i64::MAX).starts_with("9999-12-30T"));
+        assert!(super::time::rfc3339(i64::MIN).starts_with("-009999-01-02T"), "{}", super::time::rfc3339(i64::MIN));
+        let now = super::time::now_rfc3339();
+        assert_eq!(now.len(), "2026-11-25T08:00:00Z".len(), "{now}");
+        assert!(now.ends_with('Z'), "{now}");
+    }
+
+    #[test]
+    fn sha256_standard_vectors() {
+        use super::sha256::hex;
+        assert_eq!(hex(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hex(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+        );
+        let million = vec![b'a'; 1_000_000];
+        assert_eq!(hex(&million), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("million");
+        std::fs::write(&path, &million).unwrap();
+        assert_eq!(
+            super::sha256::file_hex(&path).unwrap(),
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
+        );
+    }
 }

@@ -23,8 +23,19 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../docs/workflow/artifacts/INFRA03-storage-needs.md"),
     ),
     ("docs/workflow/artifacts/R04-merge-result.md", include_str!("../docs/workflow/artifacts/R04-merge-result.md")),
+    ("docs/workflow/.gitignore", include_str!("../docs/workflow/.gitignore")),
     ("docs/workflow/human-requests.md", include_str!("../docs/workflow/human-requests.md")),
     ("docs/workflow/state.json", include_str!("../docs/workflow/state.json")),
     ("docs/workflow/tasks.json", include_str!("../docs/workflow/tasks.json")),
     ("project-config.json", include_str!("../project-config.json")),
 ];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_sample_ignores_exactly_the_lock_files_the_store_ignores() {
+        let gitignore =
+            super::FILES.iter().find(|(path, _)| *path == "docs/workflow/.gitignore").map(|(_, text)| *text);
+        assert_eq!(gitignore, Some(crate::store::file::LOCK_GITIGNORE));
+    }
+}

@@ -1,4 +1,9 @@
 //! `opsflow init [DIR]`: scaffold a workspace that validates, keeping every file that exists.
+//!
+//! The scaffold is a small project that runs end to end: `app/index.html` is the product,
+//! `release.build` copies it to `dist/`, and the two `local` environments check that it
+//! arrived. Its `.gitignore` files name only what opsflow and that build write, so a project's
+//! own lock files (Cargo.lock, yarn.lock, poetry.lock) are still committed.
 
 use std::fs;
 use std::path::Path;
@@ -9,6 +14,20 @@ use serde_json::json;
 use crate::Exit;
 use crate::store::file;
 use crate::workflow::BUILT_IN_NODES;
+
+const INDEX_HTML: &str = "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>{project}</title></head>\n<body><h1>{project}</h1><p>Deployed by opsflow.</p></body>\n</html>\n";
+
+const ROOT_GITIGNORE: &str =
+    "# Build output of `release.build` (project-config.json); releases are kept by opsflow\n/dist/\n";
+
+const NEXT_STEPS: &str = "next steps:
+  1. the review stage hands over docs/workflow/artifacts/R04-merge-result.md (`opsflow demo` shows one)
+  2. opsflow tasks add --title \"Build the first release\" --owner devops --type release_build \\
+       --set unit_id=UNIT-001 --set version=0.1.0
+  3. opsflow run --dry-run    # what would run, and why
+  4. opsflow run              # builds dist/ from app/ and keeps it as release 0.1.0
+  5. opsflow status           # where the workflow stands and what waits on whom
+";
 
 const HUMAN_REQUESTS: &str = "# Human requests\n\nopsflow appends an entry here when a gate blocks, a deployment fails or a decision needs a person.\nAnswer in the entry, or edit the approval file it names; opsflow reads the files again on its next pass.\n";
 
@@ -23,12 +42,13 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
         "project": project,
         "agent": {"name": "DevOps-Engineer", "aliases": ["devops", "DEVOPS_ENGINEER_AGENT"]},
         "devops": {"require_human_approval": true, "auto_rollback_enabled": true},
+        "release": {"build": "mkdir -p dist && cp -R app/. dist/", "artifacts": ["dist/"], "git_tag": false},
         "gates": {"unit_pass_rate": 100, "regression_pass_rate": 95, "coverage_min": 80, "coverage_action": "warn", "max_critical": 0, "max_high": 0},
         "environments": {
             "staging": {"provider": "local", "strategy": "recreate", "path": ".opsflow/envs/staging",
-                        "health_checks": [{"name": "current release", "command": "test -d current"}]},
+                        "health_checks": [{"name": "page present", "command": "test -f current/index.html"}]},
             "production": {"provider": "local", "strategy": "blue-green", "path": ".opsflow/envs/production",
-                           "health_checks": [{"name": "release present", "command": "test -n \"$(ls -A .)\""}]}
+                           "health_checks": [{"name": "page present", "command": "test -f index.html"}]}
         }
     });
     let nodes: serde_json::Map<String, serde_json::Value> =
@@ -38,9 +58,11 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
         |value: &serde_json::Value| format!("{}\n", serde_json::to_string_pretty(value).expect("a Value serializes"));
     let files: Vec<(&str, String)> = vec![
         ("project-config.json", pretty(&config)),
+        ("app/index.html", INDEX_HTML.replace("{project}", &html_escape(&project))),
         ("docs/workflow/tasks.json", crate::store::tasks::new_file(&[])),
         ("docs/workflow/state.json", pretty(&state)),
         ("docs/workflow/human-requests.md", HUMAN_REQUESTS.to_owned()),
+        ("docs/workflow/.gitignore", file::LOCK_GITIGNORE.to_owned()),
         ("docs/workflow/artifacts/.gitkeep", String::new()),
         ("docs/workflow/deployments/.gitkeep", String::new()),
         ("QA/.gitkeep", String::new()),
@@ -51,7 +73,7 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
             ".opsflow/.gitignore",
             "# opsflow's runtime state: audit log, run logs, locks, local environments\n*\n".to_owned(),
         ),
-        (".gitignore", "# opsflow's sidecar lock files\n*.lock\n".to_owned()),
+        (".gitignore", ROOT_GITIGNORE.to_owned()),
     ];
     for (relative, content) in files {
         let path = dir.join(relative);
@@ -62,10 +84,11 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
         file::write_atomic(&path, content.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
         println!("created  {relative}");
     }
-    if dir.join(".gitignore").exists()
-        && !fs::read_to_string(dir.join(".gitignore")).unwrap_or_default().contains(".lock")
-    {
-        println!("note: add `*.lock` to .gitignore so opsflow's sidecar lock files stay out of git");
+    if !fs::read_to_string(dir.join("docs/workflow/.gitignore")).unwrap_or_default().contains(".json.lock") {
+        println!(
+            "note: add `/*.json.lock`, `/*.md.lock` and `/.*.opsflow-tmp` to docs/workflow/.gitignore so opsflow's \
+             lock files stay out of git"
+        );
     }
     let ws = crate::workspace::Workspace::open(dir, None, None)?;
     let report = crate::validate::validate_workspace(&ws);
@@ -73,9 +96,15 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
         println!("{diagnostic}");
     }
     if report.diagnostics.is_empty() {
-        println!("workspace ready: {}", ws.root.display());
+        println!("workspace ready: {}\n", ws.root.display());
+        print!("{NEXT_STEPS}");
         Ok(Exit::Ok)
     } else {
         Ok(Exit::Invalid)
     }
+}
+
+/// `text` safe inside HTML: the project name comes from a directory name.
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }

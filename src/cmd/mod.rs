@@ -1,4 +1,9 @@
-//! One module per command; [`dispatch`] opens the workspace and calls the right one.
+//! One module per command; [`dispatch`] finds and opens the workspace and calls the right one.
+//!
+//! The workspace is the directory `-C DIR` names (taken as it is, as before), or else the
+//! nearest one from the current directory upward that holds `docs/workflow/tasks.json` or the
+//! config file, as git and cargo find theirs. Outside any workspace every command but `init`
+//! and `demo` refuses, before it creates anything.
 
 mod demo;
 mod graph;
@@ -10,26 +15,46 @@ mod tasks;
 mod validate;
 mod watch;
 
+use std::path::{Path, PathBuf};
+
 use anyhow::bail;
 
 use crate::Exit;
 use crate::cli::{Cli, Command};
+use crate::config::{self, Paths};
 use crate::workspace::Workspace;
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
-    let open = || Workspace::open(&cli.workspace_dir(), cli.config.as_deref(), cli.agent.as_deref());
+    let open = || Workspace::open(&find_workspace(&cli)?, cli.config.as_deref(), cli.agent.as_deref());
     match &cli.command {
         Command::Init { dir } => init::run(&dir.clone().unwrap_or_else(|| cli.workspace_dir())),
         Command::Validate { json } => validate::run(&open()?, *json),
         Command::Status { json } => status::run(&open()?, *json),
-        Command::Tasks(command) => tasks::run(&open()?, command),
+        Command::Tasks(command) => tasks::run(&open()?, command, cli.agent.as_deref()),
         Command::Run { dry_run, json } => run::run(&open()?, *dry_run, *json),
-        Command::Watch { http } => watch::run(&cli, *http),
+        Command::Watch { http } => watch::run(&cli, find_workspace(&cli)?, *http),
         Command::Rollback { environment, to, reason, json } => {
             rollback::run(&open()?, environment, to.as_deref(), reason.as_deref(), *json)
         }
         Command::Graph { format } => graph::run(&open()?, *format),
         Command::Demo => demo::run(cli.dir.as_deref()),
+    }
+}
+
+/// The workspace directory: `-C DIR` as given (the user named it), else the nearest workspace
+/// from the current directory upward.
+pub fn find_workspace(cli: &Cli) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &cli.dir {
+        return Ok(dir.clone());
+    }
+    let tasks = Paths::default().tasks;
+    let config_file = cli.config.as_deref().unwrap_or(Path::new(config::DEFAULT_CONFIG_FILE));
+    let is_workspace = |dir: &Path| dir.join(&tasks).is_file() || dir.join(config_file).is_file();
+    let config_name = config_file.display();
+    let current = std::env::current_dir().map_err(|e| anyhow::anyhow!("cannot read the current directory: {e}"))?;
+    match current.ancestors().find(|dir| is_workspace(dir)) {
+        Some(dir) => Ok(dir.to_owned()),
+        None => bail!("not an opsflow workspace (no {tasks} or {config_name} here or above); run `opsflow init`"),
     }
 }
 

@@ -21,11 +21,23 @@ use crate::store::{StoreError, file};
 use crate::workspace::Workspace;
 use crate::workspace::diagnostic::{Diagnostic, Kind};
 
-pub fn run(ws: &Workspace, command: &TasksCommand) -> anyhow::Result<Exit> {
+/// Runs a `tasks` command; `global_agent` is the global `--agent`, which `add` and `list` take
+/// as the owner when `--owner` is missing (the spelling before `--owner` existed).
+pub fn run(ws: &Workspace, command: &TasksCommand, global_agent: Option<&str>) -> anyhow::Result<Exit> {
     require_valid_config(ws)?;
+    // An alias in all but name: scripts written before `--owner` keep working unchanged.
+    let old_spelling = |owner: &Option<String>| owner.clone().or_else(|| global_agent.map(str::to_owned));
     match command {
+        TasksCommand::List(args) if !args.mine && args.owner.is_none() && global_agent.is_some() => {
+            list(ws, &ListArgs { owner: old_spelling(&args.owner), ..args.clone() })
+        }
         TasksCommand::List(args) => list(ws, args),
-        TasksCommand::Add(args) => add(ws, args),
+        TasksCommand::Add(args) => {
+            let Some(owner) = old_spelling(&args.owner) else {
+                bail!("expected `--owner AGENT`, the agent the task is for (e.g. `--owner devops`), found none");
+            };
+            add(ws, &AddArgs { owner: Some(owner), ..args.clone() })
+        }
         TasksCommand::Update(args) => update(ws, args),
     }
 }
@@ -58,7 +70,7 @@ fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
         let scanned = tasks::scan(&text, |head| {
             (!args.mine || crate::workflow::owns(&ws.config, head.agent.as_deref(), head.kind.as_deref()))
                 && args.status.as_deref().is_none_or(|s| head.status.as_deref() == Some(s))
-                && args.agent.as_deref().is_none_or(|a| head.agent.as_deref() == Some(a))
+                && args.owner.as_deref().is_none_or(|a| head.agent.as_deref() == Some(a))
                 && args.kind.as_deref().is_none_or(|t| head.kind.as_deref() == Some(t))
         });
         match scanned {
@@ -160,7 +172,7 @@ fn check_task(ws: &Workspace, task: &Value, what: &str) -> Result<(), StoreError
 fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
     let mut fields = Map::new();
     fields.insert("title".into(), args.title.clone().into());
-    fields.insert("agent".into(), args.agent.clone().into());
+    fields.insert("agent".into(), args.owner.clone().unwrap_or_default().into());
     fields.insert("type".into(), args.kind.clone().into());
     fields.insert("status".into(), "pending".into());
     for assignment in &args.set {

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::checks::{http_get, percent_encode};
 use super::command::Runner;
+use super::http::{self, percent_encode};
 use crate::config::parse_duration;
 
 /// How long one sample may take, all queries together, unless `metrics.timeout` says otherwise.
@@ -107,6 +107,10 @@ pub struct MetricsSpec {
     /// How long one sample may take, all queries together (default 10s).
     #[serde(default)]
     pub timeout: Option<String>,
+    /// A PEM file of the CA certificates to trust for an `https` source instead of the
+    /// system's, relative to the workspace.
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 /// Where a sample is read from.
@@ -265,6 +269,8 @@ pub fn sample(runner: &Runner, spec: &MetricsSpec, env: &[(String, String)]) -> 
 /// missing figure with its reason, and every reason is masked for secrets.
 pub fn sample_in(runner: &Runner, spec: &MetricsSpec, cwd: Option<&Path>, env: &[(String, String)]) -> Sample {
     let deadline = Instant::now() + spec.timeout();
+    let ca_file = spec.ca_file.as_deref().map(|file| runner.workspace.join(file));
+    let ca_file = ca_file.as_deref();
     let mask = |text: &str| runner.secrets.mask(text);
     let source = match spec.source() {
         Ok(source) => source,
@@ -273,7 +279,7 @@ pub fn sample_in(runner: &Runner, spec: &MetricsSpec, cwd: Option<&Path>, env: &
     let mut sample = match source {
         Source::Http(url) => {
             let label = mask(&format!("GET {url}"));
-            match fetch_json(url, deadline) {
+            match fetch_json(url, deadline, ca_file) {
                 Ok(document) => from_document(spec, label, &document),
                 Err(why) => Sample::unavailable(spec, label, &mask(&format!("GET {url}: {why}"))),
             }
@@ -304,7 +310,7 @@ pub fn sample_in(runner: &Runner, spec: &MetricsSpec, cwd: Option<&Path>, env: &
         Source::Prometheus(base) => {
             let mut sample = Sample { source: mask(&format!("prometheus {base}")), ..Sample::default() };
             for (name, promql) in wanted(spec) {
-                match prometheus_query(base, &promql, deadline) {
+                match prometheus_query(base, &promql, deadline, ca_file) {
                     Ok(value) => sample.set(&name, value),
                     Err(why) => {
                         sample.missing.insert(name, mask(&why));
@@ -319,12 +325,17 @@ pub fn sample_in(runner: &Runner, spec: &MetricsSpec, cwd: Option<&Path>, env: &
     sample
 }
 
-fn fetch_json(url: &str, deadline: Instant) -> Result<Value, String> {
+/// A GET within what is left of the sample's timeout, with the metrics body cap.
+fn metrics_get(url: &str, deadline: Instant, ca_file: Option<&Path>) -> Result<(u16, String), String> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err("no time left in the sample's timeout".to_owned());
     }
-    let (status, body) = http_get(url, left)?;
+    http::get(url, &http::Request { timeout: left, max_body: http::MAX_METRICS_BODY, ca_file })
+}
+
+fn fetch_json(url: &str, deadline: Instant, ca_file: Option<&Path>) -> Result<Value, String> {
+    let (status, body) = metrics_get(url, deadline, ca_file)?;
     if !(200..300).contains(&status) {
         return Err(format!("expected a 2xx status, found {status}"));
     }
@@ -387,14 +398,10 @@ fn finite(number: f64) -> Result<f64, String> {
 }
 
 /// Runs one PromQL instant query and returns its single value.
-fn prometheus_query(base: &str, promql: &str, deadline: Instant) -> Result<f64, String> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(format!("query `{promql}`: no time left in the sample's timeout"));
-    }
+fn prometheus_query(base: &str, promql: &str, deadline: Instant, ca_file: Option<&Path>) -> Result<f64, String> {
     let url = format!("{}/api/v1/query?query={}", base.trim_end_matches('/'), percent_encode(promql));
     let in_query = |why: String| format!("query `{promql}`: {why}");
-    let (status, body) = http_get(&url, left).map_err(|e| in_query(format!("GET {base}: {e}")))?;
+    let (status, body) = metrics_get(&url, deadline, ca_file).map_err(|e| in_query(format!("GET {base}: {e}")))?;
     let answer: Value = serde_json::from_str(&body).map_err(|e| {
         in_query(format!("expected a Prometheus API answer (JSON), found HTTP {status} with {} ({e})", excerpt(&body)))
     })?;

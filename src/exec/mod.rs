@@ -6,6 +6,7 @@
 pub mod checks;
 pub mod command;
 pub mod deploy_lock;
+pub mod http;
 pub mod local;
 pub mod metrics;
 pub mod secrets;

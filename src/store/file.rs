@@ -69,9 +69,19 @@ pub fn lock_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// What opsflow writes to a `.gitignore` beside the first lock file it creates in a directory
+/// that has none (and what `init` writes to `docs/workflow/.gitignore`): its lock files and
+/// interrupted writes, and nothing else, so `git add -A` commits neither and a project's own
+/// lock files (Cargo.lock, yarn.lock) are untouched.
+pub const LOCK_GITIGNORE: &str =
+    "# opsflow's lock files and interrupted writes\n/*.json.lock\n/*.md.lock\n/.*.opsflow-tmp\n";
+
 /// Takes the exclusive sidecar lock of `path`, waiting for the current holder.
 pub fn lock(path: &Path) -> Result<File, StoreError> {
     let lock_path = lock_path(path);
+    if lock_path.symlink_metadata().is_err() {
+        ignore_locks_in_git(&lock_path);
+    }
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -80,6 +90,24 @@ pub fn lock(path: &Path) -> Result<File, StoreError> {
         .map_err(io_error(&lock_path, "cannot open the lock file"))?;
     file.lock().map_err(io_error(&lock_path, "cannot lock"))?;
     Ok(file)
+}
+
+/// Writes [`LOCK_GITIGNORE`] beside `lock_path` unless a `.gitignore` is there. Best effort:
+/// a directory where it cannot be written still gets its lock.
+fn ignore_locks_in_git(lock_path: &Path) {
+    let Some(dir) = lock_path.parent() else { return };
+    let gitignore = dir.join(".gitignore");
+    // `create_new`, so a `.gitignore` someone writes at the same moment is never replaced.
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&gitignore)
+        .and_then(|mut file| file.write_all(LOCK_GITIGNORE.as_bytes()));
+    if let Err(e) = written
+        && e.kind() != io::ErrorKind::AlreadyExists
+    {
+        tracing::debug!("cannot write {}: {e}", gitignore.display());
+    }
 }
 
 /// Identity of a file version: a rename changes the inode, a write the size or mtime.
@@ -374,7 +402,8 @@ mod tests {
         assert_eq!(same, Outcome::Unchanged);
         let mut names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         names.sort();
-        assert_eq!(names, ["f.json", "f.json.lock"]);
+        assert_eq!(names, [".gitignore", "f.json", "f.json.lock"]);
+        assert_eq!(fs::read_to_string(dir.path().join(".gitignore")).unwrap(), LOCK_GITIGNORE);
     }
 
     #[test]
@@ -449,6 +478,7 @@ mod tests {
         let path = dir.path().join("f.txt");
         fs::write(&path, "\u{feff}x").unwrap();
         assert!(matches!(modify(&path, "f.txt", 1 << 20, |_| Ok(Some("y".to_owned()))), Err(StoreError::Invalid(_))));
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+        // The file, its lock and the `.gitignore` written beside the first lock.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
     }
 }

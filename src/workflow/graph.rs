@@ -1,6 +1,8 @@
 //! The workflow graph as data: nodes with their action, task types, inputs, outputs and next.
 //!
-//! The built-in graph is the ten DevOps nodes of PRODUCT.md §3. `docs/workflow/workflow.json`
+//! The built-in graph is the ten DevOps nodes of PRODUCT.md §3: `next` edges, which the engine
+//! follows on completion, and `on_failure` edges (verification to rollback), which are drawn
+//! only. `docs/workflow/workflow.json`
 //! can redefine it (validated by `workflow.schema.json`); each node names one of the built-in
 //! actions, so a redefined graph reuses the same, tested behaviour.
 
@@ -56,6 +58,10 @@ pub struct Node {
     pub outputs: Vec<String>,
     #[serde(default)]
     pub next: Vec<String>,
+    /// Nodes that follow when this one fails. Only drawn: the engine files a rollback itself,
+    /// and these never become current on completion.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<String>,
     #[serde(default)]
     pub owner: Option<String>,
     /// The environment a deploy node targets (default: by action).
@@ -78,6 +84,7 @@ fn node(name: &str, action: Action, types: &[&str], inputs: &[&str], outputs: &[
         inputs: strings(inputs),
         outputs: strings(outputs),
         next: strings(next),
+        on_failure: Vec::new(),
         owner: None,
         environment: None,
     }
@@ -145,14 +152,17 @@ impl Graph {
                     &["R13-prod-deploy.md", "R14-monitoring-active.md"],
                     &["Post_Deploy_Verification"],
                 ),
-                node(
-                    "Post_Deploy_Verification",
-                    PostDeployVerification,
-                    &["deployment_verification"],
-                    &["R13-prod-deploy.md", "R14-monitoring-active.md"],
-                    &["R15-verification-result.md", "R16-health-check.md"],
-                    &["Deployment_And_Continuous_Feedback"],
-                ),
+                Node {
+                    on_failure: vec!["Rollback_Deployment".to_owned()],
+                    ..node(
+                        "Post_Deploy_Verification",
+                        PostDeployVerification,
+                        &["deployment_verification"],
+                        &["R13-prod-deploy.md", "R14-monitoring-active.md"],
+                        &["R15-verification-result.md", "R16-health-check.md"],
+                        &["Deployment_And_Continuous_Feedback"],
+                    )
+                },
                 node(
                     "Rollback_Deployment",
                     RollbackDeployment,
@@ -234,6 +244,9 @@ impl Graph {
             for next in &node.next {
                 out.push_str(&format!("    {} --> {}\n", node.name, next));
             }
+            for next in &node.on_failure {
+                out.push_str(&format!("    {} -. on failure .-> {}\n", node.name, next));
+            }
         }
         out.push_str("    classDef completed fill:#d4edda,stroke:#28a745\n");
         out.push_str("    classDef current fill:#fff3cd,stroke:#ffc107,stroke-width:3px\n");
@@ -280,6 +293,9 @@ impl Graph {
         for node in &self.nodes {
             for next in &node.next {
                 out.push_str(&format!("    \"{}\" -> \"{}\";\n", node.name, next));
+            }
+            for next in &node.on_failure {
+                out.push_str(&format!("    \"{}\" -> \"{}\" [style=dashed, label=\"on failure\"];\n", node.name, next));
             }
         }
         out.push_str("}\n");

@@ -483,7 +483,7 @@ fn tasks_commands_refuse_a_broken_tasks_file_and_leave_it_as_it_is() {
         assert_eq!(run.stderr(), format!("opsflow: error: {diagnostic}\n"), "{args:?}");
         assert_eq!(ws.read(TASKS), broken.as_bytes(), "{args:?} changed the broken file");
     }
-    assert_eq!(ws.list_dir("docs/workflow"), ["tasks.json", "tasks.json.lock"]);
+    assert_eq!(ws.list_dir("docs/workflow"), [".gitignore", "tasks.json", "tasks.json.lock"]);
 }
 
 #[test]

@@ -7,11 +7,13 @@ use serde_json::{Value, json};
 use crate::util::{TASKS, Workspace};
 
 /// What `init` scaffolds, in the order it reports.
-const SCAFFOLD: [&str; 12] = [
+const SCAFFOLD: [&str; 14] = [
     "project-config.json",
+    "app/index.html",
     "docs/workflow/tasks.json",
     "docs/workflow/state.json",
     "docs/workflow/human-requests.md",
+    "docs/workflow/.gitignore",
     "docs/workflow/artifacts/.gitkeep",
     "docs/workflow/deployments/.gitkeep",
     "QA/.gitkeep",
@@ -33,7 +35,7 @@ fn init_scaffolds_a_workspace_that_validates_and_keeps_every_file_on_a_second_ru
     run.status(0);
     let mut expected: Vec<String> = SCAFFOLD.iter().map(|f| format!("created  {f}")).collect();
     expected.push(format!("workspace ready: {}", root.display()));
-    assert_eq!(run.stdout().lines().collect::<Vec<_>>(), expected);
+    assert_eq!(until_next_steps(&run.stdout()), expected);
     for file in SCAFFOLD {
         assert!(dir.join(file).is_file(), "{file} was not created");
     }
@@ -45,7 +47,7 @@ fn init_scaffolds_a_workspace_that_validates_and_keeps_every_file_on_a_second_ru
 
     // The scaffold is a workspace the task commands work in.
     let add = std::process::Command::new(crate::util::opsflow_bin())
-        .args(["-C", dir_arg, "tasks", "add", "--title", "first", "--agent", "devops", "--type", "release_build"])
+        .args(["-C", dir_arg, "tasks", "add", "--title", "first", "--owner", "devops", "--type", "release_build"])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&add.stdout), "TASK-001\n", "{}", String::from_utf8_lossy(&add.stderr));
@@ -61,9 +63,14 @@ fn init_scaffolds_a_workspace_that_validates_and_keeps_every_file_on_a_second_ru
         .map(|f| if *f == "QA/.gitkeep" { format!("created  {f}") } else { format!("kept     {f}") })
         .collect();
     expected.push(format!("workspace ready: {}", root.display()));
-    assert_eq!(run.stdout().lines().collect::<Vec<_>>(), expected);
+    assert_eq!(until_next_steps(&run.stdout()), expected);
     assert_eq!(std::fs::read(dir.join(TASKS)).unwrap(), tasks_before);
     assert_eq!(std::fs::read_to_string(dir.join("docs/workflow/human-requests.md")).unwrap(), "# Edited by a human\n");
+}
+
+/// The lines `init` prints before its next steps.
+fn until_next_steps(stdout: &str) -> Vec<&str> {
+    stdout.lines().take_while(|line| !line.is_empty()).collect()
 }
 
 #[test]

@@ -235,5 +235,5 @@ fn a_writer_that_ignores_the_lock_is_never_clobbered() {
         "too few opsflow writes ran beside the rogue writer ({written} written, {contended} contended)"
     );
     assert_eq!(leftover_temp_files(&ws), Vec::<String>::new());
-    assert_eq!(ws.list_dir("docs/workflow"), ["tasks.json", "tasks.json.lock"]);
+    assert_eq!(ws.list_dir("docs/workflow"), [".gitignore", "tasks.json", "tasks.json.lock"]);
 }

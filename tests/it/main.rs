@@ -9,6 +9,9 @@
 //! - [`crash`]: `kill -9` of a writer at random moments.
 //! - [`bad_input`]: a corpus of broken workspace files and the diagnostic each yields.
 //! - [`cli`]: `init`, `status --json` and `validate` on the sample workspace.
+//! - [`first_hour`]: the wrong directory, `init` in a git repository, a first release, help
+//!   text, `tasks add --owner`, the graph's rollback edge.
+//! - [`tls`]: HTTPS checks and metrics against a real rustls server with a generated CA.
 
 mod bad_input;
 mod cli;
@@ -18,9 +21,11 @@ mod daemon;
 mod docs;
 mod engine;
 mod fidelity;
+mod first_hour;
 mod life;
 mod metrics;
 mod releases;
 mod rollout;
 mod store;
+mod tls;
 mod util;

@@ -21,8 +21,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use opsflow::engine::analysis::{Analysis, Baseline, Health, Measurement, Outcome, Plan, Thresholds, Verdict};
-use opsflow::exec::checks::{CheckSpec, http_get, run_check};
+use opsflow::exec::checks::{CheckSpec, run_check};
 use opsflow::exec::command::Runner;
+use opsflow::exec::http;
 use opsflow::exec::metrics::{Figure, MetricsSpec, Sample, sample};
 use opsflow::exec::secrets::Secrets;
 use serde_json::json;
@@ -324,7 +325,8 @@ impl Drop for Prometheus {
 fn wait_ready(child: &mut Child, url: &str, log: &std::path::Path, deadline: Duration) -> bool {
     let end = Instant::now() + deadline;
     loop {
-        if let Ok((200, _)) = http_get(&format!("{url}/-/ready"), Duration::from_secs(1)) {
+        let request = http::Request { timeout: Duration::from_secs(1), max_body: http::MAX_CHECK_BODY, ca_file: None };
+        if let Ok((200, _)) = http::get(&format!("{url}/-/ready"), &request) {
             return true;
         }
         if child.try_wait().unwrap().is_some() {
