@@ -6,8 +6,9 @@
 //! `.opsflow/runs/<run_id>/<step>.log`. On timeout the whole process group gets SIGTERM,
 //! then SIGKILL after a grace period, so no grandchild is left behind.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -145,7 +146,17 @@ impl Runner {
             }
             .summarized()
         };
-        let log = match fs::create_dir_all(&self.run_dir).and_then(|()| File::create(&log_path)) {
+        // The run directory is checked to stay inside the workspace, and the log is never
+        // opened through a symlink (O_NOFOLLOW), so a planted link cannot redirect it.
+        let opened = crate::workspace::write::create_dir_all(&self.workspace, &self.run_dir).and_then(|()| {
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&log_path)
+        });
+        let log = match opened {
             Ok(file) => Arc::new(Mutex::new(file)),
             Err(e) => return fail(format!("cannot create the log {}: {e}", log_path.display())),
         };
@@ -314,7 +325,7 @@ fn write_pid_file(path: &std::ffi::CStr) {
     // SAFETY: `path` is a valid C string and `digits[at..]` a valid buffer; a failure only
     // means no marker.
     unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC, 0o644);
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOFOLLOW, 0o644);
         if fd >= 0 {
             libc::write(fd, digits[at..].as_ptr().cast(), digits.len() - at);
             libc::close(fd);
