@@ -16,6 +16,7 @@ mod concurrency;
 mod crash;
 mod daemon;
 mod engine;
+mod hostile;
 mod metrics;
 mod rollout;
 mod store;
