@@ -86,3 +86,54 @@ fn a_release_that_holds_a_symlink_is_refused() {
     assert!(!ws.join(".opsflow/envs/staging/current").exists(), "nothing was deployed");
     assert_ne!(status_of(&ws, "DEVOPS-006"), "deployed");
 }
+
+const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\nVJTUt9Us8cKjMzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDu\nictGeurT8jNbvJZHtCSuYEvuNMoSfm76oqFvAp8Gy0iz5sxjZmSn\n-----END PRIVATE KEY-----\n";
+const PASSWORD: &str = r"pa\ss\word-42";
+
+/// Every file opsflow may have written (everything but the config a human wrote, which holds
+/// the password literally in one health check), with the first secret form found in it.
+fn leaks(ws: &Workspace, forms: &[String]) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for path in entries_under(ws.path()) {
+        let path = Path::new(&path);
+        if !path.is_file() || path.ends_with(CONFIG) {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&fs::read(path).unwrap()).into_owned();
+        if let Some(form) = forms.iter().find(|form| text.contains(form.as_str())) {
+            found.push((path.strip_prefix(ws.path()).unwrap().display().to_string(), form.clone()));
+        }
+    }
+    found
+}
+
+// What broke: a PEM key in TLS_KEY appeared in clear in run logs (masked line by line, a
+// multi-line value never matched), and a secret holding `\` reached markdown escaped as
+// `\\` before it was masked, so it leaked in escaped form.
+#[test]
+fn multi_line_and_backslash_secrets_are_absent_from_every_file_written() {
+    let ws = Workspace::new().sample();
+    let check = json!({"name": "password-set", "command": format!("test \"$DB_PASSWORD\" = '{PASSWORD}'")});
+    edit_json(&ws, CONFIG, |c| {
+        c["environments"]["staging"]["smoke_tests"].as_array_mut().unwrap().push(json!({
+            "name": "echo-secrets",
+            "command": "printf '%s\\n' \"$TLS_KEY\" \"$DB_PASSWORD\"; printf '%s\\n' \"$TLS_KEY\" >&2"
+        }));
+        c["environments"]["staging"]["health_checks"].as_array_mut().unwrap().push(check.clone());
+        c["environments"]["production"]["health_checks"].as_array_mut().unwrap().push(check.clone());
+    });
+    let output = ws.command(&["run"]).env("TLS_KEY", PEM).env("DB_PASSWORD", PASSWORD).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert_eq!(status_of(&ws, "DEVOPS-006"), "deployed", "the deploy that echoes the secrets ran");
+    let logs = entries_under(&ws.join(".opsflow/runs"));
+    let echoed = logs.iter().find(|l| l.contains("echo-secrets")).expect("the echoing step has a log");
+    let log = fs::read_to_string(echoed).unwrap();
+    assert!(log.matches("***").count() >= 6, "the echoed lines are masked:\n{log}");
+    let mut forms: Vec<String> = PEM.lines().filter(|l| l.len() > 30).map(str::to_owned).collect();
+    forms.push(PASSWORD.to_owned());
+    forms.push(PASSWORD.replace('\\', r"\\"));
+    let found = leaks(&ws, &forms);
+    assert!(found.is_empty(), "secrets in files opsflow wrote: {found:?}");
+    assert!(!forms.iter().any(|f| stderr.contains(f.as_str())), "{stderr}");
+}
