@@ -60,6 +60,21 @@ impl Secrets {
         self.values.first().map_or(0, String::len)
     }
 
+    /// The end of an occurrence of a secret in `bytes` that starts before `cut` and ends after
+    /// it, if there is one.
+    pub fn end_of_spanning(&self, bytes: &[u8], cut: usize) -> Option<usize> {
+        self.values.iter().find_map(|value| {
+            let needle = value.as_bytes();
+            let from = (cut + 1).saturating_sub(needle.len());
+            let to = (cut + needle.len() - 1).min(bytes.len());
+            if from >= cut || to <= from {
+                return None;
+            }
+            let at = bytes[from..to].windows(needle.len()).position(|window| window == needle)?;
+            Some(from + at + needle.len())
+        })
+    }
+
     pub fn mask(&self, text: &str) -> String {
         let mut out = text.to_owned();
         for value in &self.values {

@@ -137,3 +137,44 @@ fn multi_line_and_backslash_secrets_are_absent_from_every_file_written() {
     assert!(found.is_empty(), "secrets in files opsflow wrote: {found:?}");
     assert!(!forms.iter().any(|f| stderr.contains(f.as_str())), "{stderr}");
 }
+
+// What broke: a command's output was read line by line into memory, so one 300 MB line
+// without a newline drove the runner's memory to 872 MB. Under a data limit of 100 MB the
+// runner now streams a 200 MB line to its log in bounded pieces and the run completes.
+#[test]
+fn a_200_mb_line_without_newline_is_logged_in_bounded_memory() {
+    use std::io::BufRead;
+    let ws = Workspace::new().sample();
+    edit_json(&ws, CONFIG, |c| {
+        c["release"]["build"] =
+            json!("head -c 200000000 /dev/zero | tr '\\0' x; mkdir -p dist && cp -R app/. dist/");
+    });
+    let output = std::process::Command::new("prlimit")
+        .arg("--data=100000000")
+        .arg(crate::util::opsflow_bin())
+        .arg("-C")
+        .arg(ws.path())
+        .arg("run")
+        .env_remove("OPSFLOW_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "the run completes up to the approval\n{stderr}");
+    assert_eq!(status_of(&ws, "DEVOPS-005"), "done");
+    let log = task(&ws.tasks(), "DEVOPS-005")["outcome"]["steps"][0]["log"].as_str().map(str::to_owned);
+    let log = log.unwrap_or_else(|| {
+        entries_under(&ws.join(".opsflow/runs")).into_iter().find(|p| p.ends_with("build.log")).unwrap()
+    });
+    let mut reader = std::io::BufReader::new(fs::File::open(ws.join(&log)).unwrap());
+    let (mut xs, mut longest, mut line) = (0usize, 0usize, Vec::new());
+    while reader.read_until(b'\n', &mut line).unwrap() > 0 {
+        longest = longest.max(line.len());
+        if line.iter().all(|b| matches!(b, b'x' | b'\n')) {
+            xs += line.iter().filter(|b| **b == b'x').count();
+        }
+        line.clear();
+    }
+    assert_eq!(xs, 200_000_000, "every byte of the line is in the log");
+    assert!(longest <= 64 * 1024 + 1, "the line was logged in pieces, the longest {longest} bytes");
+}
