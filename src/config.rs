@@ -310,7 +310,11 @@ impl Config {
         for (name, env) in &config.environments {
             if let Some(path) = env.get("path").and_then(Value::as_str) {
                 let pointer_name = name.replace('~', "~0").replace('/', "~1");
-                configured.push((format!("environments.{name}.path"), format!("/environments/{pointer_name}/path"), path));
+                configured.push((
+                    format!("environments.{name}.path"),
+                    format!("/environments/{pointer_name}/path"),
+                    path,
+                ));
             }
         }
         for (key, pointer, path) in configured {

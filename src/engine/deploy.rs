@@ -161,7 +161,7 @@ impl EnvConfig {
         }
     }
 
-    fn mark(&self, ws: &Workspace, run_id: &str, status: &str) {
+    pub fn mark(&self, ws: &Workspace, run_id: &str, status: &str) {
         self.update_history(ws, run_id, |d| d.status = status.to_owned());
     }
 

@@ -384,7 +384,11 @@ fn write_pid_file(path: &std::ffi::CStr) {
     // SAFETY: `path` is a valid C string and `digits[at..]` a valid buffer; a failure only
     // means no marker.
     unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOFOLLOW, 0o644);
+        let fd = libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            0o644,
+        );
         if fd >= 0 {
             libc::write(fd, digits[at..].as_ptr().cast(), digits.len() - at);
             libc::close(fd);

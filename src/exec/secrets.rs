@@ -30,7 +30,7 @@ impl Secrets {
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>, named: &[String]) -> Secrets {
         let mut values: Vec<String> = Vec::new();
         for (name, value) in vars {
-            if !(named.iter().any(|n| *n == name) || SECRET_SUFFIXES.iter().any(|s| name.ends_with(s))) {
+            if !(named.contains(&name) || SECRET_SUFFIXES.iter().any(|s| name.ends_with(s))) {
                 continue;
             }
             // Logs are masked line by line, so a multi-line value (a PEM key) never appears
@@ -43,10 +43,8 @@ impl Secrets {
         // The forms a value takes once escaped for markdown or JSON are masked too: masking
         // happens before escaping wherever opsflow escapes, but a value that reached a file
         // through another way must not leak in escaped form either.
-        let escaped: Vec<String> = values
-            .iter()
-            .flat_map(|v| [crate::render::markdown_escape(v), crate::render::json_escape(v)])
-            .collect();
+        let escaped: Vec<String> =
+            values.iter().flat_map(|v| [crate::render::markdown_escape(v), crate::render::json_escape(v)]).collect();
         values.extend(escaped);
         values.retain(|value| value.len() >= MIN_SECRET_LEN);
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
@@ -111,7 +109,8 @@ mod tests {
 
     #[test]
     fn each_line_of_a_multi_line_value_and_escaped_forms_are_masked() {
-        let key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nbG9uZ2xpbmU=\n-----END PRIVATE KEY-----\n";
+        let key =
+            "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nbG9uZ2xpbmU=\n-----END PRIVATE KEY-----\n";
         let vars = [("TLS_KEY", key), ("DB_PASSWORD", r"pa\ss\word")].map(|(k, v)| (k.to_owned(), v.to_owned()));
         let secrets = Secrets::from_vars(vars, &[]);
         assert_eq!(secrets.mask("line: MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"), "line: ***");

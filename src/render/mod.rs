@@ -116,7 +116,12 @@ impl Fingerprint {
                 Some((meta.len(), meta.modified().ok()?, meta.ino()))
             })
             .collect();
-        Fingerprint { dir, secrets: ws.config.secrets.clone(), max_file_bytes: ws.config.limits.max_file_bytes, overrides }
+        Fingerprint {
+            dir,
+            secrets: ws.config.secrets.clone(),
+            max_file_bytes: ws.config.limits.max_file_bytes,
+            overrides,
+        }
     }
 }
 

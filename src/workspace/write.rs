@@ -39,7 +39,10 @@ impl From<WriteError> for io::Error {
 
 fn outside(path: &str, through: &str, target: &Path) -> String {
     if path == through {
-        format!("{path}: leads outside the workspace (to {}) through a symlink; opsflow does not follow it", target.display())
+        format!(
+            "{path}: leads outside the workspace (to {}) through a symlink; opsflow does not follow it",
+            target.display()
+        )
     } else {
         format!(
             "{path}: `{through}` is a symlink that leads outside the workspace (to {}); opsflow does not follow it",

@@ -146,8 +146,7 @@ fn a_200_mb_line_without_newline_is_logged_in_bounded_memory() {
     use std::io::BufRead;
     let ws = Workspace::new().sample();
     edit_json(&ws, CONFIG, |c| {
-        c["release"]["build"] =
-            json!("head -c 200000000 /dev/zero | tr '\\0' x; mkdir -p dist && cp -R app/. dist/");
+        c["release"]["build"] = json!("head -c 200000000 /dev/zero | tr '\\0' x; mkdir -p dist && cp -R app/. dist/");
     });
     let output = std::process::Command::new("prlimit")
         .arg("--data=100000000")
@@ -177,4 +176,96 @@ fn a_200_mb_line_without_newline_is_logged_in_bounded_memory() {
     }
     assert_eq!(xs, 200_000_000, "every byte of the line is in the log");
     assert!(longest <= 64 * 1024 + 1, "the line was logged in pieces, the longest {longest} bytes");
+}
+
+/// The sample workspace with only `tasks` and no current node.
+fn with_tasks(tasks: serde_json::Value) -> Workspace {
+    let ws = Workspace::new().sample();
+    ws.write(crate::util::TASKS, serde_json::to_string_pretty(&json!({ "tasks": tasks })).unwrap());
+    edit_json(&ws, "docs/workflow/state.json", |state| state["current_nodes"] = json!([]));
+    ws
+}
+
+// What broke: the fix task of a task whose id has 200 characters was `FIX-` + the id, 204
+// characters, over the schema's limit, so tasks.json no longer validated.
+#[test]
+fn the_fix_task_of_a_task_with_a_200_character_id_keeps_tasks_json_valid() {
+    let id = format!("DEVOPS-{}", "x".repeat(193));
+    let ws = with_tasks(json!([
+        {
+            "id": "DEVOPS-001", "title": "Design the environments", "agent": "DevOps-Engineer",
+            "type": "infrastructure_design", "status": "pending", "priority": "high", "unit_id": "UNIT-001"
+        },
+        {
+            "id": id, "title": "Set up the dev environment", "agent": "DevOps-Engineer",
+            "type": "infrastructure_dev_env", "status": "pending", "priority": "high", "unit_id": "UNIT-001",
+            "depends_on": ["DEVOPS-001"]
+        }
+    ]));
+    edit_json(&ws, CONFIG, |c| c["dev"]["setup"] = json!("echo broken >&2; exit 1"));
+    ws.run(&["run"]).status(1);
+    let tasks = ws.tasks();
+    let fix = tasks.iter().find(|t| t["type"] == "bug_fix").expect("a fix task was filed");
+    let fix_id = fix["id"].as_str().unwrap();
+    assert_eq!(fix_id.chars().count(), 200, "{fix_id}");
+    assert!(fix_id.starts_with(&format!("FIX-{}", &id[..150])), "{fix_id}");
+    assert_eq!(fix["source_task"], json!(id));
+    ws.run(&["validate"]).status(0);
+    // The same id on the next pass: the fix task is not filed twice.
+    ws.run(&["run"]).status(0);
+    assert_eq!(ws.tasks().iter().filter(|t| t["type"] == "bug_fix").count(), 1);
+}
+
+// What broke: `human-requests.md` as a symlink out of the workspace made every escalation
+// fail with only a log line, and `run` exited 0.
+#[test]
+fn a_human_requests_file_that_leads_outside_is_an_error_not_a_lost_escalation() {
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("requests.md");
+    fs::write(&target, "# theirs\n").unwrap();
+    let ws = Workspace::new().sample();
+    fs::remove_file(ws.join("docs/workflow/human-requests.md")).ok();
+    let ws = ws.symlink("docs/workflow/human-requests.md", &target);
+    let run = ws.run(&["run"]);
+    run.status(2);
+    assert!(run.stderr().contains("docs/workflow/human-requests.md: leads outside the workspace"), "{}", run.stderr());
+    assert_eq!(fs::read_to_string(&target).unwrap(), "# theirs\n");
+    assert_eq!(status_of(&ws, "DEVOPS-001"), "pending", "nothing ran that could need a human");
+}
+
+// What broke: a first blue-green deploy killed with SIGKILL while its idle slot was health
+// checked left `"status": "deploying"` in the environment's releases.json for ever.
+#[test]
+fn an_interrupted_first_blue_green_deploy_is_not_left_deploying() {
+    let ws = Workspace::new().sample();
+    edit_json(&ws, CONFIG, |c| {
+        c["environments"]["staging"]["strategy"] = json!("blue-green");
+        c["environments"]["staging"]["health_checks"] =
+            json!([{"name": "slow", "command": "echo $$ > \"$OPSFLOW_WORKSPACE/health.pid\"; exec sleep 30"}]);
+    });
+    let mut runner =
+        ws.command(&["run"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let pid_file = ws.join("health.pid");
+    crate::util::wait_until(std::time::Duration::from_secs(60), "the staging health check to run", || {
+        fs::read_to_string(&pid_file).is_ok_and(|s| !s.trim().is_empty())
+    });
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    let history = ".opsflow/envs/staging/releases.json";
+    let statuses = |ws: &Workspace| -> Vec<String> {
+        crate::engine::json_file(ws, history)["deployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["status"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(statuses(&ws), ["deploying"], "the kill came while the deploy was under way");
+    let next = ws.run(&["run"]);
+    assert!(next.stderr().contains("interrupted"), "{}", next.stderr());
+    assert_eq!(statuses(&ws), ["bad"], "the next run's recovery settles the interrupted deploy");
+    let sleeper: i32 = fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    crate::util::wait_until(std::time::Duration::from_secs(10), "the health check's process to be ended", || {
+        !opsflow::process_alive(sleeper)
+    });
 }
