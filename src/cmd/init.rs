@@ -7,14 +7,15 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::Exit;
-use crate::store::file;
 use crate::workflow::BUILT_IN_NODES;
+use crate::workspace::write;
 
 const HUMAN_REQUESTS: &str = "# Human requests\n\nopsflow appends an entry here when a gate blocks, a deployment fails or a decision needs a person.\nAnswer in the entry, or edit the approval file it names; opsflow reads the files again on its next pass.\n";
 
 pub fn run(dir: &Path) -> anyhow::Result<Exit> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let project = fs::canonicalize(dir)?
+    let root = fs::canonicalize(dir)?;
+    let project = root
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .filter(|n| !n.is_empty())
@@ -59,7 +60,9 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
             println!("kept     {relative}");
             continue;
         }
-        file::write_atomic(&path, content.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // A folder of an existing repository may be a symlink to elsewhere: refused, not
+        // written through.
+        write::write_file(&root, &path, content.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
         println!("created  {relative}");
     }
     if dir.join(".gitignore").exists()

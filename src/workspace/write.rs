@@ -63,6 +63,11 @@ pub fn confine(root: &Path, path: &Path) -> Result<PathBuf, WriteError> {
     let Ok(relative) = absolute.strip_prefix(root) else {
         return Err(WriteError::NotUnder { path: label, root: root.to_owned() });
     };
+    // `..` is refused wherever it is, even after a folder that does not exist yet (where the
+    // walk below stops).
+    if relative.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(WriteError::ParentDir { path: label });
+    }
     let mut current = root.to_owned();
     for component in relative.components() {
         match component {
