@@ -6,6 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::workspace::{Workspace, write};
@@ -27,6 +28,8 @@ pub fn acquire(ws: &Workspace) -> Result<InstanceLock, String> {
         .write(true)
         .create(true)
         .truncate(false)
+        // The holder's line is written into the file: never through a planted symlink.
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     match file.try_lock() {

@@ -269,3 +269,17 @@ fn an_interrupted_first_blue_green_deploy_is_not_left_deploying() {
         !opsflow::process_alive(sleeper)
     });
 }
+
+// What broke: files opsflow opens in place (the instance lock, whose holder line it writes,
+// and the audit log it appends to) were opened through a planted symlink.
+#[test]
+fn runtime_files_opened_in_place_are_never_opened_through_a_symlink() {
+    for file in [".opsflow/locks/instance-DevOps-Engineer.lock", ".opsflow/audit.jsonl"] {
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("theirs.txt");
+        fs::write(&target, "theirs\n").unwrap();
+        let ws = Workspace::new().sample().symlink(file, &target);
+        let _ = ws.run(&["run"]);
+        assert_eq!(fs::read_to_string(&target).unwrap(), "theirs\n", "{file} was written through its symlink");
+    }
+}
