@@ -8,6 +8,7 @@
 //! - [`concurrency`]: many writers at once, and a writer that ignores the lock.
 //! - [`crash`]: `kill -9` of a writer at random moments.
 //! - [`bad_input`]: a corpus of broken workspace files and the diagnostic each yields.
+//! - [`hostile`]: symlinked folders, escaping paths, secrets in odd shapes, endless output lines.
 //! - [`cli`]: `init`, `status --json` and `validate` on the sample workspace.
 
 mod bad_input;
