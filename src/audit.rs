@@ -6,6 +6,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
@@ -38,7 +39,8 @@ impl Audit {
             .path
             .parent()
             .map_or(Ok(()), fs::create_dir_all)
-            .and_then(|()| OpenOptions::new().create(true).append(true).open(&self.path))
+            // Never appended through a symlink: a planted link could send it anywhere.
+            .and_then(|()| OpenOptions::new().create(true).append(true).custom_flags(libc::O_NOFOLLOW).open(&self.path))
             .and_then(|mut file| file.write_all(line.as_bytes()));
         if let Err(e) = written {
             tracing::error!("cannot append to the audit log {}: {e}", self.path.display());

@@ -118,7 +118,7 @@ impl Default for Paths {
 }
 
 impl Paths {
-    fn entries(&self) -> [(&'static str, &str); 14] {
+    pub fn entries(&self) -> [(&'static str, &str); 14] {
         [
             ("tasks", &self.tasks),
             ("state", &self.state),
@@ -300,11 +300,32 @@ impl Config {
         let mut config: Config = serde_json::from_value(value.clone())
             .map_err(|e| vec![Diagnostic::new(label, Kind::Config, format!("cannot read config: {e}"))])?;
         config.raw = value;
-        for (key, path) in config.paths.entries() {
+        // Every configured path opsflow writes to or reads from must stay in the workspace.
+        let mut configured: Vec<(String, String, &str)> = config
+            .paths
+            .entries()
+            .into_iter()
+            .map(|(key, path)| (format!("paths.{key}"), format!("/paths/{key}"), path))
+            .collect();
+        configured.push(("ci.output".into(), "/ci/output".into(), config.ci.output.as_str()));
+        for (i, entry) in config.release.artifacts.iter().enumerate() {
+            configured.push((format!("release.artifacts[{i}]"), format!("/release/artifacts/{i}"), entry.as_str()));
+        }
+        for (name, env) in &config.environments {
+            if let Some(path) = env.get("path").and_then(Value::as_str) {
+                let pointer_name = name.replace('~', "~0").replace('/', "~1");
+                configured.push((
+                    format!("environments.{name}.path"),
+                    format!("/environments/{pointer_name}/path"),
+                    path,
+                ));
+            }
+        }
+        for (key, pointer, path) in configured {
             if let Err(why) = relative_inside(path) {
                 problems.push(
-                    Diagnostic::new(label, Kind::OutsideWorkspace, format!("`paths.{key}` {why}"))
-                        .pointer(format!("/paths/{key}"))
+                    Diagnostic::new(label, Kind::OutsideWorkspace, format!("`{key}` {why}"))
+                        .pointer(pointer)
                         .locate_in(text),
                 );
             }

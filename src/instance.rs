@@ -6,9 +6,10 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
-use crate::workspace::Workspace;
+use crate::workspace::{Workspace, write};
 
 /// Held for as long as this runner lives.
 pub struct InstanceLock {
@@ -18,16 +19,17 @@ pub struct InstanceLock {
 
 /// Takes the instance lock of this agent, or says who holds it.
 pub fn acquire(ws: &Workspace) -> Result<InstanceLock, String> {
-    let runtime = ws.path(&ws.config.paths.runtime);
-    ensure_runtime_dir(&runtime).map_err(|e| format!("cannot create {}: {e}", runtime.display()))?;
+    let runtime = ensure_runtime_dir(ws).map_err(|e| format!("cannot create {}: {e}", ws.config.paths.runtime))?;
     let agent = crate::workspace::file_name_part(&ws.config.agent.name);
     let path = runtime.join("locks").join(format!("instance-{agent}.lock"));
-    fs::create_dir_all(path.parent().expect("has a parent")).map_err(|e| e.to_string())?;
+    write::create_dir_all(&ws.root, path.parent().expect("has a parent")).map_err(|e| e.to_string())?;
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        // The holder's line is written into the file: never through a planted symlink.
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     match file.try_lock() {
@@ -51,12 +53,19 @@ pub fn acquire(ws: &Workspace) -> Result<InstanceLock, String> {
     Ok(InstanceLock { _file: file, path })
 }
 
-/// Creates the runtime directory with a `.gitignore` that keeps it out of git.
-pub fn ensure_runtime_dir(runtime: &std::path::Path) -> std::io::Result<()> {
-    fs::create_dir_all(runtime)?;
+/// Creates the runtime directory with a `.gitignore` that keeps it out of git, and returns
+/// it. Refused when it, or a folder above it, is a symlink that leads outside the workspace:
+/// every runtime file (logs, locks, journals, local environments) lives under it.
+pub fn ensure_runtime_dir(ws: &Workspace) -> std::io::Result<PathBuf> {
+    let runtime = ws.confine(Path::new(&ws.config.paths.runtime))?;
+    write::create_dir_all(&ws.root, &runtime)?;
     let ignore = runtime.join(".gitignore");
     if !ignore.exists() {
-        fs::write(ignore, "# opsflow's runtime state: audit log, run logs, locks, local environments\n*\n")?;
+        write::write_file(
+            &ws.root,
+            &ignore,
+            b"# opsflow's runtime state: audit log, run logs, locks, local environments\n*\n",
+        )?;
     }
-    Ok(())
+    Ok(runtime)
 }

@@ -12,8 +12,8 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::Exit;
-use crate::store::file;
 use crate::workflow::BUILT_IN_NODES;
+use crate::workspace::write;
 
 const INDEX_HTML: &str = "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>{project}</title></head>\n<body><h1>{project}</h1><p>Deployed by opsflow.</p></body>\n</html>\n";
 
@@ -33,7 +33,8 @@ const HUMAN_REQUESTS: &str = "# Human requests\n\nopsflow appends an entry here 
 
 pub fn run(dir: &Path) -> anyhow::Result<Exit> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let project = fs::canonicalize(dir)?
+    let root = fs::canonicalize(dir)?;
+    let project = root
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .filter(|n| !n.is_empty())
@@ -62,7 +63,7 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
         ("docs/workflow/tasks.json", crate::store::tasks::new_file(&[])),
         ("docs/workflow/state.json", pretty(&state)),
         ("docs/workflow/human-requests.md", HUMAN_REQUESTS.to_owned()),
-        ("docs/workflow/.gitignore", file::LOCK_GITIGNORE.to_owned()),
+        ("docs/workflow/.gitignore", crate::store::file::LOCK_GITIGNORE.to_owned()),
         ("docs/workflow/artifacts/.gitkeep", String::new()),
         ("docs/workflow/deployments/.gitkeep", String::new()),
         ("QA/.gitkeep", String::new()),
@@ -81,7 +82,9 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
             println!("kept     {relative}");
             continue;
         }
-        file::write_atomic(&path, content.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // A folder of an existing repository may be a symlink to elsewhere: refused, not
+        // written through.
+        write::write_file(&root, &path, content.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
         println!("created  {relative}");
     }
     if !fs::read_to_string(dir.join("docs/workflow/.gitignore")).unwrap_or_default().contains(".json.lock") {

@@ -1,4 +1,5 @@
-//! `opsflow watch [--http ADDR]`: the daemon, until SIGINT or SIGTERM.
+//! `opsflow watch [--http ADDR]`: the daemon, until SIGINT, SIGTERM or SIGHUP (a closed
+//! terminal), each with the same graceful stop.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,19 +16,23 @@ pub fn run(cli: &Cli, dir: PathBuf, http: Option<SocketAddr>) -> anyhow::Result<
     runtime.block_on(daemon::run(settings, Handles::default(), shutdown_signal()))
 }
 
-/// Completes on SIGINT or SIGTERM.
+/// Completes on SIGINT, SIGTERM or SIGHUP. SIGHUP's default action would kill the daemon
+/// outright (no grace period for a running deploy, locks left to time out), so it is caught
+/// and treated like SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(e) => {
-            tracing::error!("cannot listen for SIGTERM: {e}");
+    let (terminate, hangup) = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+        (Ok(terminate), Ok(hangup)) => (terminate, hangup),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!("cannot listen for SIGTERM and SIGHUP: {e}");
             let _ = tokio::signal::ctrl_c().await;
             return;
         }
     };
+    let (mut terminate, mut hangup) = (terminate, hangup);
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
+        _ = hangup.recv() => tracing::info!("SIGHUP: stopping as for SIGTERM"),
     }
 }

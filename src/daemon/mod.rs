@@ -125,6 +125,16 @@ pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Out
     Ok(exit)
 }
 
+/// How long a reconcile may run, or the loop go without one, before `/healthz` calls the
+/// daemon stalled: three poll intervals, plus the monitoring period and the verification
+/// timeout, which a reconcile that deploys to production legitimately spends.
+fn stall_limit(devops: &Devops) -> Duration {
+    let poll = Devops::duration(&devops.poll_interval, Duration::from_secs(300));
+    let monitoring = Devops::duration(&devops.monitoring_period, Duration::from_secs(3600));
+    let verification = Devops::duration(&devops.verification_timeout, Duration::from_secs(300));
+    poll.saturating_mul(3).saturating_add(monitoring).saturating_add(verification)
+}
+
 /// The longest a stream of changes can postpone a reconcile, in debounce periods (500 ms
 /// with the default debounce of 50 ms).
 const MAX_DEBOUNCE_PERIODS: u32 = 10;
@@ -178,6 +188,8 @@ async fn reconcile_loop(
             }
         }
         due = false;
+        metrics.set_stall_limit(stall_limit(&current.config.devops));
+        metrics.reconcile_started();
         let started = Instant::now();
         let job = {
             let settings = settings.clone();
@@ -189,10 +201,16 @@ async fn reconcile_loop(
         };
         let Ok(outcome) = job.await else {
             tracing::error!("a reconcile panicked");
-            metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
+            metrics.note_problem("a reconcile panicked");
+            metrics.record(&Summary::default(), started.elapsed().as_secs_f64(), BTreeMap::new(), false);
             continue;
         };
         let ok = outcome.summary.problems.is_empty() && outcome.config_problem.is_none();
+        if let Some(problem) =
+            outcome.config_problem.clone().or_else(|| outcome.summary.problems.first().map(ToString::to_string))
+        {
+            metrics.note_problem(&problem);
+        }
         if let Some(problem) = &outcome.config_problem {
             if reported_config.as_ref() != Some(problem) {
                 tracing::error!("{problem}; the last good config stays in force");

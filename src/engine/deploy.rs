@@ -110,7 +110,7 @@ impl EnvConfig {
         }
         let root = workspace.join(self.path.clone().unwrap_or_else(|| format!(".opsflow/envs/{}", self.name)));
         let strategy = if self.strategy() == "blue-green" { Strategy::BlueGreen } else { Strategy::Recreate };
-        Some(LocalEnv::new(root, strategy))
+        Some(LocalEnv::new(workspace.to_owned(), root, strategy))
     }
 
     /// Where checks run: the live release for `local`, else the environment's path or the workspace.
@@ -165,7 +165,7 @@ impl EnvConfig {
                 let path = self.command_history_path(ws);
                 let mut history = History::load(&path);
                 history.deployments.push(deployment);
-                history.save(&path)
+                history.save(&ws.root, &path)
             }
         };
         if let Err(e) = result {
@@ -173,7 +173,7 @@ impl EnvConfig {
         }
     }
 
-    fn mark(&self, ws: &Workspace, run_id: &str, status: &str) {
+    pub fn mark(&self, ws: &Workspace, run_id: &str, status: &str) {
         self.update_history(ws, run_id, |d| d.status = status.to_owned());
     }
 
@@ -191,7 +191,7 @@ impl EnvConfig {
         let mut history = History::load(&path);
         if let Some(d) = history.deployments.iter_mut().rev().find(|d| d.run_id == run_id) {
             change(d);
-            if let Err(e) = history.save(&path) {
+            if let Err(e) = history.save(&ws.root, &path) {
                 tracing::warn!("cannot update the history of {}: {e}", self.name);
             }
         }

@@ -19,7 +19,6 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::exec::metrics::Sample;
-use crate::store::file::write_atomic;
 use crate::workspace::Workspace;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,12 +131,10 @@ impl Journal {
     pub fn save(&mut self, ws: &Workspace) -> Result<(), String> {
         self.updated_at = crate::time::now_rfc3339();
         let path = Journal::path(ws, &self.environment);
-        if let Some(parent) = path.parent() {
-            crate::instance::ensure_runtime_dir(&ws.path(&ws.config.paths.runtime)).map_err(|e| e.to_string())?;
-            fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-        }
+        crate::instance::ensure_runtime_dir(ws).map_err(|e| e.to_string())?;
         let text = serde_json::to_string_pretty(self).expect("a journal serializes") + "\n";
-        write_atomic(&path, text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        crate::workspace::write::write_file(&ws.root, &path, text.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 
     pub fn remove(ws: &Workspace, environment: &str) {

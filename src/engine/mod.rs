@@ -1074,6 +1074,8 @@ impl<'w> Engine<'w> {
         let mut run = self.node_run(&task, node, &run_id, &unit, version);
         if let Some((journal, env)) = rollout {
             if !journal.changed {
+                // Its release was staged but never went live: not `deploying` for ever.
+                env.mark(self.ws, &journal.run_id, "bad");
                 notes.push(format!("{} had not been changed yet", env.name));
             } else if self.ws.config.devops.auto_rollback_enabled {
                 let vars = vec![
@@ -1359,7 +1361,7 @@ impl<'w> Engine<'w> {
                     } else {
                         format!("log: {log}")
                     },
-                    format!("filed fix task FIX-{id} for Task-Coder"),
+                    format!("filed fix task {} for Task-Coder", record::fix_task_id(&id)),
                 ],
                 status: if matches!(outcome, Outcome::RolledBack { .. }) {
                     "rolled back".into()

@@ -472,7 +472,7 @@ fn build_release(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
     }
 
     let relative = release_dir(run.ws, &run.release());
-    let target = run.ws.path(&relative);
+    let target = run.ws.inside(&relative).map_err(|d| NodeError::new("collect", d.to_string()))?;
     let staging = run.ws.root.join(format!(".opsflow/build-{}", run.run_id));
     let _ = fs::remove_dir_all(&staging);
     for entry in &release.artifacts {
@@ -520,9 +520,9 @@ fn build_release(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
             ));
         }
     } else {
-        fs::create_dir_all(target.parent().expect("a release dir has a parent"))
+        crate::workspace::write::create_dir_all(&run.ws.root, target.parent().expect("a release dir has a parent"))
             .map_err(|e| NodeError::new("collect", e.to_string()))?;
-        fs::rename(&staging, &target)
+        crate::workspace::write::rename(&run.ws.root, &staging, &target)
             .map_err(|e| NodeError::new("collect", format!("cannot move the release into {relative}: {e}")))?;
     }
     let mut tag = Value::Null;
@@ -574,7 +574,8 @@ fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeEr
     let relative = release_dir(run.ws, &run.release());
     // The release is deployed from a copy without SHA256SUMS, checked again just before.
     let payload = run.ws.root.join(format!(".opsflow/payload-{}", run.run_id));
-    let failed_staging = match stage_release(&run.ws.path(&relative), &payload) {
+    let staged = run.ws.inside(&relative).map_err(|d| NodeError::new("stage", d.to_string()));
+    let failed_staging = match staged.and_then(|release| stage_release(&release, &payload)) {
         Ok(()) => None,
         Err(error) if resumed => Some(error),
         Err(error) => return Err(error),

@@ -150,11 +150,28 @@ pub fn append_human_request(
     Ok(appended)
 }
 
+/// The longest task id the schema allows.
+const MAX_TASK_ID_CHARS: usize = 200;
+
+/// `FIX-<id>`, or, when that would be longer than the schema allows, `FIX-`, the start of the
+/// id and `-` with 16 hex digits of the id's SHA-256: deterministic, so a later pass finds the
+/// fix task it filed, and distinct for ids that share their first 179 characters.
+pub fn fix_task_id(id: &str) -> String {
+    let whole = format!("FIX-{id}");
+    if whole.chars().count() <= MAX_TASK_ID_CHARS {
+        return whole;
+    }
+    let hash = &sha256::hex(id.as_bytes())[..16];
+    let keep = MAX_TASK_ID_CHARS - "FIX-".len() - 1 - hash.len();
+    let start: String = id.chars().take(keep).collect();
+    format!("FIX-{start}-{hash}")
+}
+
 /// The fix task filed for a failure: for Task-Coder, high priority, pointing at the log.
 pub fn fix_task(task: &Value, node: &str, step: &str, reason: &str, log: &str) -> Value {
     let id = task.get("id").and_then(Value::as_str).unwrap_or("task");
     let mut fix = Map::new();
-    fix.insert("id".into(), format!("FIX-{id}").into());
+    fix.insert("id".into(), fix_task_id(id).into());
     fix.insert("title".into(), format!("Fix the failure of {node} for {id}: {step}").into());
     fix.insert("agent".into(), "Task-Coder".into());
     fix.insert("type".into(), "bug_fix".into());

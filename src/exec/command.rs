@@ -6,8 +6,9 @@
 //! `.opsflow/runs/<run_id>/<step>.log`. On timeout the whole process group gets SIGTERM,
 //! then SIGKILL after a grace period, so no grandchild is left behind.
 
-use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Write};
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -145,7 +146,17 @@ impl Runner {
             }
             .summarized()
         };
-        let log = match fs::create_dir_all(&self.run_dir).and_then(|()| File::create(&log_path)) {
+        // The run directory is checked to stay inside the workspace, and the log is never
+        // opened through a symlink (O_NOFOLLOW), so a planted link cannot redirect it.
+        let opened = crate::workspace::write::create_dir_all(&self.workspace, &self.run_dir).and_then(|()| {
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&log_path)
+        });
+        let log = match opened {
             Ok(file) => Arc::new(Mutex::new(file)),
             Err(e) => return fail(format!("cannot create the log {}: {e}", log_path.display())),
         };
@@ -193,24 +204,26 @@ impl Runner {
         .map(|(stream, capture)| {
             let (log, tail, secrets) = (Arc::clone(&log), Arc::clone(&tail), self.secrets.clone());
             thread::spawn(move || {
-                for line in BufReader::new(stream).split(b'\n').map_while(Result::ok) {
+                read_pieces(stream, &secrets, |piece, ended| {
                     if let Some(capture) = &capture {
                         let mut capture = capture.lock().expect("capture lock");
-                        if capture.bytes.len() + line.len() < STDOUT_CAPTURE_LIMIT {
-                            capture.bytes.extend_from_slice(&line);
-                            capture.bytes.push(b'\n');
+                        if capture.bytes.len() + piece.len() < STDOUT_CAPTURE_LIMIT {
+                            capture.bytes.extend_from_slice(piece);
+                            if ended {
+                                capture.bytes.push(b'\n');
+                            }
                         } else {
                             capture.truncated = true;
                         }
                     }
-                    let line = secrets.mask(&String::from_utf8_lossy(&line));
+                    let line = secrets.mask(&String::from_utf8_lossy(piece));
                     let _ = writeln!(log.lock().expect("log lock"), "{line}");
                     let mut tail = tail.lock().expect("tail lock");
                     if tail.len() == TAIL_LINES {
                         tail.pop_front();
                     }
                     tail.push_back(line);
-                }
+                });
             })
         })
         .collect();
@@ -295,6 +308,63 @@ impl Runner {
     }
 }
 
+/// The longest piece of output kept in memory as one line: a longer line is logged in pieces
+/// of this size, so a command printing hundreds of megabytes without a newline costs a
+/// bounded buffer, not its whole output.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Reads `stream` to its end and hands each line (without its newline, `ended` true) to
+/// `piece`, and a line longer than [`MAX_LINE_BYTES`] in pieces (`ended` false for all but the
+/// last). A cut never splits a secret: the buffer keeps `longest` bytes past the cut, and a cut
+/// that would fall inside an occurrence of a secret moves to its end, so each piece can be
+/// masked on its own. A cut never splits a UTF-8 character either.
+fn read_pieces(mut stream: impl Read, secrets: &Secrets, mut piece: impl FnMut(&[u8], bool)) {
+    let longest = secrets.longest();
+    let mut pending: Vec<u8> = Vec::with_capacity(8 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let read = match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        // What `pending` held before has no newline: only the new bytes are searched.
+        let mut search_from = pending.len();
+        pending.extend_from_slice(&chunk[..read]);
+        let mut start = 0;
+        while let Some(at) = pending[search_from..].iter().position(|b| *b == b'\n') {
+            let end = search_from + at;
+            piece(&pending[start..end], true);
+            start = end + 1;
+            search_from = start;
+        }
+        while pending.len() - start >= MAX_LINE_BYTES + longest {
+            let cut = cut_point(&pending[start..], MAX_LINE_BYTES, secrets);
+            piece(&pending[start..start + cut], false);
+            start += cut;
+        }
+        pending.drain(..start);
+    }
+    if !pending.is_empty() {
+        piece(&pending, true);
+    }
+}
+
+/// Where to cut `buffer` (at least `limit` plus the longest secret long) near `limit`: back to
+/// the start of a UTF-8 character, then forward past any occurrence of a secret that would
+/// span the cut, so that the piece before the cut holds it whole.
+fn cut_point(buffer: &[u8], limit: usize, secrets: &Secrets) -> usize {
+    let mut cut = limit;
+    while cut > 1 && cut < buffer.len() && buffer[cut] & 0xC0 == 0x80 {
+        cut -= 1;
+    }
+    while let Some(end) = secrets.end_of_spanning(buffer, cut) {
+        cut = end;
+    }
+    cut
+}
+
 /// Writes the calling process's pid and a newline to `path`, without allocating: for a child
 /// between fork and exec.
 fn write_pid_file(path: &std::ffi::CStr) {
@@ -314,7 +384,11 @@ fn write_pid_file(path: &std::ffi::CStr) {
     // SAFETY: `path` is a valid C string and `digits[at..]` a valid buffer; a failure only
     // means no marker.
     unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC, 0o644);
+        let fd = libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            0o644,
+        );
         if fd >= 0 {
             libc::write(fd, digits[at..].as_ptr().cast(), digits.len() - at);
             libc::close(fd);
@@ -397,6 +471,35 @@ mod tests {
         assert!(log.contains("unit=$(touch pwned)"), "{log}");
         assert!(log.contains("***") && !log.contains("s3cr3t-value"), "{log}");
         assert!(!dir.path().join("pwned").exists());
+    }
+
+    #[test]
+    fn a_long_line_is_cut_into_bounded_pieces_and_a_secret_across_a_cut_stays_whole() {
+        let secrets = Secrets::from_vars([("X_TOKEN".to_owned(), "s3cr3t-value".to_owned())], &[]);
+        // A secret across each place a naive cut would fall, and a character of three bytes.
+        let mut line = String::new();
+        while line.len() < 5 * MAX_LINE_BYTES {
+            let next_cut = (line.len() / MAX_LINE_BYTES + 1) * MAX_LINE_BYTES;
+            line.push_str(&"x€".repeat((next_cut - line.len() - 6) / 4));
+            line.push_str(&"y".repeat(next_cut - 6 - line.len()));
+            line.push_str("s3cr3t-value");
+        }
+        let input = format!("{line}\nshort\n{line}");
+        let mut pieces = Vec::new();
+        read_pieces(input.as_bytes(), &secrets, |piece, ended| pieces.push((piece.to_vec(), ended)));
+        assert!(pieces.iter().all(|(p, _)| p.len() <= MAX_LINE_BYTES + secrets.longest()));
+        let joined: Vec<u8> =
+            pieces.iter().flat_map(|(p, ended)| p.iter().copied().chain(ended.then_some(b'\n'))).collect();
+        assert_eq!(String::from_utf8(joined).unwrap(), format!("{input}\n"), "nothing lost or added");
+        let occurrences = input.matches("s3cr3t-value").count();
+        let masked: usize = pieces
+            .iter()
+            .map(|(p, _)| {
+                let text = std::str::from_utf8(p).expect("no character is split");
+                secrets.mask(text).matches("***").count()
+            })
+            .sum();
+        assert_eq!(masked, occurrences, "every occurrence is whole in one piece");
     }
 
     #[test]

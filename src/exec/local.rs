@@ -11,10 +11,11 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::workspace::write;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -52,23 +53,24 @@ impl History {
         fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
     }
 
-    pub fn save(&self, path: &Path) -> io::Result<()> {
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)?;
-        }
+    /// Writes the history to `path`, which must stay inside `workspace`.
+    pub fn save(&self, workspace: &Path, path: &Path) -> io::Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(io::Error::other)? + "\n";
-        crate::store::file::write_atomic(path, text.as_bytes()).map_err(io::Error::other)
+        write::write_file(workspace, path, text.as_bytes())
     }
 }
 
 pub struct LocalEnv {
+    /// The workspace (canonical): every write under `root` is checked to stay inside it, so
+    /// an environment folder that is a symlink to elsewhere is refused, not written through.
+    pub workspace: PathBuf,
     pub root: PathBuf,
     pub strategy: Strategy,
 }
 
 impl LocalEnv {
-    pub fn new(root: PathBuf, strategy: Strategy) -> LocalEnv {
-        LocalEnv { root, strategy }
+    pub fn new(workspace: PathBuf, root: PathBuf, strategy: Strategy) -> LocalEnv {
+        LocalEnv { workspace, root, strategy }
     }
 
     /// The link that says what is live: `current` or `active`.
@@ -82,10 +84,10 @@ impl LocalEnv {
     /// Creates the directory layout (idempotent).
     pub fn prepare(&self) -> io::Result<()> {
         match self.strategy {
-            Strategy::Recreate => fs::create_dir_all(self.root.join("releases")),
+            Strategy::Recreate => write::create_dir_all(&self.workspace, &self.root.join("releases")),
             Strategy::BlueGreen => {
-                fs::create_dir_all(self.root.join("slots/blue"))?;
-                fs::create_dir_all(self.root.join("slots/green"))
+                write::create_dir_all(&self.workspace, &self.root.join("slots/blue"))?;
+                write::create_dir_all(&self.workspace, &self.root.join("slots/green"))
             }
         }
     }
@@ -100,7 +102,7 @@ impl LocalEnv {
     }
 
     pub fn save_history(&self, history: &History) -> io::Result<()> {
-        history.save(&self.root.join("releases.json"))
+        history.save(&self.workspace, &self.root.join("releases.json"))
     }
 
     /// The version live now, from the history.
@@ -130,17 +132,17 @@ impl LocalEnv {
         // Copy beside the target, then swap it in, so a half-copied release is never visible.
         let staging = self.root.join(format!(".staging-{}", std::process::id()));
         let _ = fs::remove_dir_all(&staging);
-        copy_tree(source, &staging)?;
+        write::copy_tree(&self.workspace, source, &staging)?;
         if target.exists() {
             let trash = self.root.join(format!(".trash-{}", std::process::id()));
-            fs::rename(&target, &trash)?;
-            fs::rename(&staging, &target)?;
+            write::rename(&self.workspace, &target, &trash)?;
+            write::rename(&self.workspace, &staging, &target)?;
             fs::remove_dir_all(&trash)?;
         } else {
             if let Some(parent) = target.parent() {
-                fs::create_dir_all(parent)?;
+                write::create_dir_all(&self.workspace, parent)?;
             }
-            fs::rename(&staging, &target)?;
+            write::rename(&self.workspace, &staging, &target)?;
         }
         Ok(dir)
     }
@@ -150,8 +152,8 @@ impl LocalEnv {
         let link = self.live_link();
         let temp = self.root.join(format!(".link-{}", std::process::id()));
         let _ = fs::remove_file(&temp);
-        symlink(dir, &temp)?;
-        fs::rename(&temp, &link)?;
+        write::symlink(&self.workspace, Path::new(dir), &temp)?;
+        write::rename(&self.workspace, &temp, &link)?;
         fs::File::open(&self.root).and_then(|d| d.sync_all())
     }
 
@@ -229,22 +231,11 @@ impl LocalEnv {
     }
 }
 
-/// Copies a directory tree (files and directories; symlinks are copied as links).
+/// Copies a release's tree of files and directories; a symlink in it is refused with an
+/// error naming it (see [`write::copy_plain_tree`]). `to` must already be checked to stay
+/// inside the workspace.
 pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
-    fs::create_dir_all(to)?;
-    for entry in fs::read_dir(from)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let target = to.join(entry.file_name());
-        if kind.is_dir() {
-            copy_tree(&entry.path(), &target)?;
-        } else if kind.is_symlink() {
-            symlink(fs::read_link(entry.path())?, &target)?;
-        } else {
-            fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
+    write::copy_plain_tree(from, to)
 }
 
 #[cfg(test)]
@@ -257,7 +248,8 @@ mod tests {
         let source = dir.path().join("src");
         fs::create_dir_all(&source).unwrap();
         fs::write(source.join("index.html"), "v1").unwrap();
-        let env = LocalEnv::new(dir.path().join("env"), Strategy::BlueGreen);
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let env = LocalEnv::new(root.clone(), root.join("env"), Strategy::BlueGreen);
         let first = env.stage("1", &source).unwrap();
         assert_eq!(first, "slots/blue");
         env.switch(&first).unwrap();

@@ -10,11 +10,15 @@
 //!   schema before anything is written;
 //! - plain: for files such as the CI pipeline, whose values come from the config only.
 //!
+//! Every value is masked for secrets before it is escaped, in all three registries, and so is
+//! front matter: escaping first would hide a secret holding `\` or a newline from masking.
+//!
 //! Architecture invariant: `render` does no process or network IO; it reads templates only.
 
 use handlebars::Handlebars;
 use serde_json::{Map, Value};
 
+use crate::exec::secrets::Secrets;
 use crate::schema::SchemaName;
 use crate::workspace::Workspace;
 use crate::workspace::diagnostic::{Diagnostic, Kind};
@@ -61,6 +65,8 @@ pub struct Renderer {
     markdown: Handlebars<'static>,
     json: Handlebars<'static>,
     plain: Handlebars<'static>,
+    /// Masked in every value before it is escaped, and in front matter.
+    secrets: Secrets,
 }
 
 /// Makes a value inert inside markdown: one line, and every character that could start
@@ -109,6 +115,8 @@ pub fn json_escape(value: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint {
     dir: String,
+    /// The config's `secrets`, which the compiled escape functions mask.
+    secrets: Vec<String>,
     max_file_bytes: u64,
     overrides: Vec<Option<(u64, std::time::SystemTime, u64)>>,
 }
@@ -125,7 +133,12 @@ impl Fingerprint {
                 Some((meta.len(), meta.modified().ok()?, meta.ino()))
             })
             .collect();
-        Fingerprint { dir, max_file_bytes: ws.config.limits.max_file_bytes, overrides }
+        Fingerprint {
+            dir,
+            secrets: ws.config.secrets.clone(),
+            max_file_bytes: ws.config.limits.max_file_bytes,
+            overrides,
+        }
     }
 }
 
@@ -133,9 +146,15 @@ impl Renderer {
     /// Loads the templates: the workspace's overrides first, then the built-in ones.
     pub fn new(ws: &Workspace) -> Result<Renderer, Vec<Diagnostic>> {
         let mut registries = [Handlebars::new(), Handlebars::new(), Handlebars::new()];
-        registries[0].register_escape_fn(markdown_escape);
-        registries[1].register_escape_fn(json_escape);
-        registries[2].register_escape_fn(handlebars::no_escape);
+        // Secrets are masked before a value is escaped: escaping first would turn a secret
+        // that holds `\` or a newline into a form that masking no longer recognizes.
+        let secrets = Secrets::from_env(&ws.config.secrets);
+        let masked = secrets.clone();
+        registries[0].register_escape_fn(move |value| markdown_escape(&masked.mask(value)));
+        let masked = secrets.clone();
+        registries[1].register_escape_fn(move |value| json_escape(&masked.mask(value)));
+        let masked = secrets.clone();
+        registries[2].register_escape_fn(move |value| masked.mask(value));
         let mut problems = Vec::new();
         let dir = ws.config.paths.templates.trim_end_matches('/');
         for (file, built_in) in TEMPLATES {
@@ -165,7 +184,7 @@ impl Renderer {
             return Err(problems);
         }
         let [markdown, json, plain] = registries;
-        Ok(Renderer { markdown, json, plain })
+        Ok(Renderer { markdown, json, plain, secrets })
     }
 
     /// A markdown artifact: front matter from `front` (by code), body from the template.
@@ -174,7 +193,9 @@ impl Renderer {
             .markdown
             .render(template, context)
             .map_err(|e| RenderError::Template { template: template.to_owned(), message: e.to_string() })?;
-        Ok(format!("{}{}", front_matter(front), body))
+        let mut front = front.clone();
+        front.values_mut().for_each(|value| self.secrets.mask_json(value));
+        Ok(format!("{}{}", front_matter(&front), body))
     }
 
     /// A JSON document, parsed and checked against `schema` before it is returned.

@@ -12,7 +12,7 @@ use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -86,6 +86,8 @@ pub fn lock(path: &Path) -> Result<File, StoreError> {
         .create(true)
         .truncate(false)
         .write(true)
+        // A planted symlink must not make opsflow create a file elsewhere.
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&lock_path)
         .map_err(io_error(&lock_path, "cannot open the lock file"))?;
     file.lock().map_err(io_error(&lock_path, "cannot lock"))?;

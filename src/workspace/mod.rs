@@ -6,9 +6,9 @@
 
 pub mod diagnostic;
 pub mod read;
+pub mod write;
 
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -16,6 +16,7 @@ use anyhow::Context;
 use crate::config::{self, Config};
 use crate::schema::Schemas;
 use diagnostic::{Diagnostic, Kind};
+pub use write::WriteError;
 
 pub struct Workspace {
     /// The workspace directory, canonical.
@@ -41,7 +42,10 @@ impl Workspace {
         let default_paths = config::Paths::default();
         let bootstrap =
             Schemas::new(root.join(&default_paths.schemas), &default_paths.schemas, config::DEFAULT_MAX_FILE_BYTES);
-        let (mut config, config_problems) = Config::load(&config_path, &config_label, &bootstrap, required);
+        let (mut config, mut config_problems) = Config::load(&config_path, &config_label, &bootstrap, required);
+        if config_problems.is_empty() {
+            config_problems = escaping_paths(&root, &config);
+        }
         if let Some(agent) = agent
             && agent != config.agent.name
         {
@@ -74,29 +78,62 @@ impl Workspace {
         read::read_text(&path, relative, self.config.limits.max_file_bytes)
     }
 
-    /// Checks that `relative`, with symlinks resolved, is inside the workspace.
+    /// Checks that `relative`, with every symlink on the way resolved, is inside the
+    /// workspace: the file and each folder above it (see [`write::confine`]). Reads and
+    /// writes both go through here.
     pub fn inside(&self, relative: &str) -> Result<PathBuf, Diagnostic> {
-        let path = self.root.join(relative);
-        match fs::canonicalize(&path) {
-            Ok(resolved) if resolved.starts_with(&self.root) => Ok(path),
-            Ok(resolved) => Err(Diagnostic::new(
-                relative,
-                Kind::OutsideWorkspace,
-                format!(
-                    "leads outside the workspace (to {}) through a symlink; opsflow does not follow it",
-                    resolved.display()
-                ),
-            )),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-                    Err(Diagnostic::new(relative, Kind::Io, "is a symlink to a file that does not exist"))
-                } else {
-                    Ok(path)
-                }
-            }
-            Err(e) => Err(Diagnostic::new(relative, Kind::Io, format!("cannot resolve: {e}"))),
+        write::confine(&self.root, Path::new(relative)).map_err(|e| {
+            let kind = match e {
+                WriteError::Resolve { .. } => Kind::Io,
+                _ => Kind::OutsideWorkspace,
+            };
+            let message = e.to_string();
+            let message = message.strip_prefix(&format!("{relative}: ")).unwrap_or(&message).to_owned();
+            Diagnostic::new(relative, kind, message)
+        })
+    }
+
+    /// Checks an absolute path (or one relative to the root) for writing, like [`Workspace::inside`].
+    pub fn confine(&self, path: &Path) -> Result<PathBuf, WriteError> {
+        write::confine(&self.root, path)
+    }
+}
+
+/// The configured output paths (and each local environment's folder) that lead outside the workspace
+/// through a symlink, as problems of the config: opsflow would refuse every read and write
+/// there, and an escalation to `human-requests.md` would be lost, so nothing runs until a
+/// human fixes the link.
+fn escaping_paths(root: &Path, config: &Config) -> Vec<Diagnostic> {
+    // Inputs (tasks, state, QA reports, schemas, templates) are reported when they are read;
+    // these are the places opsflow only writes to.
+    const WRITTEN: [&str; 6] =
+        ["artifacts", "human_requests", "deployments", "deployment_report", "completion_signal", "runtime"];
+    let mut paths: Vec<String> = config
+        .paths
+        .entries()
+        .iter()
+        .filter(|(key, _)| WRITTEN.contains(key))
+        .map(|(_, path)| (*path).to_owned())
+        .collect();
+    paths.push(config.ci.output.clone());
+    for (name, env) in &config.environments {
+        if env.get("provider").and_then(serde_json::Value::as_str) == Some("local") {
+            let default = format!(".opsflow/envs/{name}");
+            paths.push(env.get("path").and_then(serde_json::Value::as_str).map_or(default, str::to_owned));
         }
     }
+    let mut problems = Vec::new();
+    for path in paths {
+        match write::confine(root, Path::new(&path)) {
+            Ok(_) | Err(WriteError::Resolve { .. }) => {}
+            Err(e) => {
+                let message = e.to_string();
+                let message = message.strip_prefix(&format!("{path}: ")).unwrap_or(&message).to_owned();
+                problems.push(Diagnostic::new(path, Kind::OutsideWorkspace, message));
+            }
+        }
+    }
+    problems
 }
 
 fn label_of(root: &Path, path: &Path) -> String {

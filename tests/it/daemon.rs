@@ -906,3 +906,88 @@ fn a_template_override_saved_while_watching_takes_effect() {
     assert!(text.contains("# House layout for UNIT-001"), "the new template was used:\n{text}");
     daemon.stop(DEADLINE);
 }
+
+// --- hostile clients and signals ----------------------------------------------------------
+
+/// The CPU time a process has used, in clock ticks (user + system, from /proc/<pid>/stat).
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the daemon is running");
+    // The command name may hold spaces; the fields after it are plain.
+    let fields: Vec<&str> = stat.rsplit_once(") ").expect("a stat line").1.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Whether the server closed `stream` (end of file or a reset) within `deadline`.
+fn closed_by_server(stream: &mut TcpStream, deadline: Duration) -> bool {
+    stream.set_read_timeout(Some(deadline)).unwrap();
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted),
+    }
+}
+
+// What broke: with descriptors exhausted, `accept` failed in a loop that logged each failure
+// and retried at once (a core at 100% and a log growing by the megabyte), and connections that
+// sent nothing were held forever.
+#[test]
+fn a_slowloris_flood_under_64_descriptors_costs_little_cpu_and_few_log_lines_and_reconciles_go_on() {
+    let ws = quiet_workspace();
+    let daemon = Daemon::start(&ws, &[], true);
+    let address = daemon.address.unwrap();
+    let limited = std::process::Command::new("prlimit")
+        .args(["--pid", &daemon.pid().to_string(), "--nofile=64:64"])
+        .status()
+        .expect("run prlimit");
+    assert!(limited.success(), "prlimit --pid failed");
+    wait_until(DEADLINE, "the first reconcile", || daemon.metric("opsflow_reconciles_total") >= 1.0);
+
+    let ticks_before = cpu_ticks(daemon.pid());
+    let lines_before = daemon.log().lines().count();
+    // One idle connection first, served within the limit, then a flood of idle ones: more
+    // than the descriptors the process has.
+    let mut first = TcpStream::connect(address).unwrap();
+    // A connect the server's backlog has no room for waits for SYN retries: the flood stops
+    // at the first that does not complete promptly.
+    let flood: Vec<TcpStream> =
+        (0..300).map_while(|_| TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()).collect();
+    assert!(flood.len() > 64, "only {} connections could be opened", flood.len());
+    assert!(closed_by_server(&mut first, DEADLINE), "an idle connection was not closed by the server");
+    let ticks = cpu_ticks(daemon.pid()) - ticks_before;
+    let log = daemon.log();
+    let new_lines: Vec<&str> = log.lines().skip(lines_before).collect();
+    // A spinning accept loop burns every tick of the several seconds this takes (100 a
+    // second); a server that waits uses a few.
+    assert!(ticks < 150, "the daemon used {ticks} clock ticks of CPU during the flood");
+    assert!(new_lines.len() < 40, "{} log lines during the flood:\n{}", new_lines.len(), new_lines.join("\n"));
+    drop(flood);
+
+    // The daemon still serves and still reconciles.
+    wait_until(DEADLINE, "/healthz to answer", || {
+        TcpStream::connect(address).is_ok() && daemon.get("/healthz").status == 200
+    });
+    ws.write(TASKS, serde_json::to_string_pretty(&json!({"tasks": [design_task("DEVOPS-100", "devops")]})).unwrap());
+    wait_for_status(&ws, "DEVOPS-100", "done");
+}
+
+// What broke: SIGHUP (a closed terminal) killed `watch` outright, without the grace period
+// SIGTERM gives a running deploy.
+#[test]
+fn sighup_stops_watch_like_sigterm() {
+    let ws = Workspace::new().sample();
+    with_a_slow_staging_deploy(&ws, "1s");
+    let mut daemon = Daemon::start(&ws, &[], false);
+    wait_until(DEADLINE, "the staging smoke test to run", || smoke_pid(&ws).is_some());
+    let sleeper = smoke_pid(&ws).unwrap();
+    // SAFETY: a plain kill(2) of our own child, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(daemon.pid(), libc::SIGHUP) }, 0, "send SIGHUP");
+    let status = wait_for_exit(&mut daemon.child, DEADLINE, "`opsflow watch` after SIGHUP");
+    if let Some(reader) = daemon.reader.take() {
+        let _ = reader.join();
+    }
+    let log = daemon.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("did not finish within the grace period"), "{log}");
+    assert_clean_after_an_aborted_deploy(&ws, sleeper);
+}

@@ -8,6 +8,7 @@
 //! - [`concurrency`]: many writers at once, and a writer that ignores the lock.
 //! - [`crash`]: `kill -9` of a writer at random moments.
 //! - [`bad_input`]: a corpus of broken workspace files and the diagnostic each yields.
+//! - [`hostile`]: symlinked folders, escaping paths, secrets in odd shapes, endless output lines.
 //! - [`cli`]: `init`, `status --json` and `validate` on the sample workspace.
 //! - [`first_hour`]: the wrong directory, `init` in a git repository, a first release, help
 //!   text, `tasks add --owner`, the graph's rollback edge.
@@ -22,6 +23,7 @@ mod docs;
 mod engine;
 mod fidelity;
 mod first_hour;
+mod hostile;
 mod life;
 mod metrics;
 mod releases;
