@@ -99,6 +99,7 @@ pub enum Command {
         /// Why, recorded in the task, R18 and the audit log
         #[arg(long)]
         reason: Option<String>,
+        /// Print what the run did as one JSON document on stdout
         #[arg(long)]
         json: bool,
     },

@@ -623,6 +623,9 @@ fn assert_artifacts_snapshot(ws: &Workspace, case: &str, files: &[&str]) {
     let filters = vec![
         (r"\d{8}T\d{6}Z-[0-9a-f]{6}", "[run-id]"),
         (r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", "[time]"),
+        (r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", "[date time]"),
+        (r"\| \d{2}:\d{2}:\d{2} \|", "| [hh:mm:ss] |"),
+        (r"\*\*Duration:\*\* \d+s", "**Duration:** [n]s"),
         (r"[0-9a-f]{64}", "[sha256]"),
         (r"\d+ ms", "[n] ms"),
         (r#""duration_ms": \d+"#, "\"duration_ms\": [n]"),

@@ -137,8 +137,9 @@ fn the_scaffold_builds_a_real_release_and_says_what_to_do_next() {
     assert!(init.stdout().contains("opsflow tasks add --title \"Build the first release\" --owner devops"));
     // The merge result is what the review stage hands over; the sample has one.
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let r04 = std::fs::read(repo.join("docs/workflow/artifacts/R04-merge-result.md")).unwrap();
-    ws.write("docs/workflow/artifacts/R04-merge-result.md", r04);
+    // It names the release it merged: the version the build task asks for.
+    let r04 = std::fs::read_to_string(repo.join("docs/workflow/artifacts/R04-merge-result.md")).unwrap();
+    ws.write("docs/workflow/artifacts/R04-merge-result.md", r04.replace("version: 1.0.0", "version: 0.1.0"));
     ws.run(&[
         "tasks",
         "add",
@@ -159,10 +160,13 @@ fn the_scaffold_builds_a_real_release_and_says_what_to_do_next() {
     let tasks: Value = list.json();
     let build = tasks.as_array().and_then(|t| t.iter().find(|t| t["id"] == "TASK-001")).cloned().unwrap_or_default();
     assert_eq!(build["status"], "done", "{tasks:#}");
-    let page = ws.read_string("docs/workflow/artifacts/R06-release-artifacts/0.1.0/index.html");
+    let page = ws.read_string("docs/workflow/artifacts/R06-release-artifacts/UNIT-001/0.1.0/index.html");
     let project = ws.path().canonicalize().unwrap().file_name().unwrap().to_string_lossy().into_owned();
     assert!(page.contains(&format!("<h1>{project}</h1>")), "{page}");
-    assert!(ws.read_string("docs/workflow/artifacts/R06-release-artifacts/0.1.0/SHA256SUMS").contains("index.html"));
+    assert!(
+        ws.read_string("docs/workflow/artifacts/R06-release-artifacts/UNIT-001/0.1.0/SHA256SUMS")
+            .contains("index.html")
+    );
 }
 
 #[test]
