@@ -211,11 +211,25 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
         last_runs: last_runs(ws),
         diagnostics,
     };
-    let invalid = !status.diagnostics.is_empty() || status.tasks.iter().any(|t| !t.problems.is_empty());
+    // Whatever `validate` refuses makes `status` fail too, even a file `status` itself does
+    // not read (a QA report, an approval), so scripts can trust either exit code.
+    let validated = crate::validate::validate_workspace(ws);
+    let invalid = !status.diagnostics.is_empty()
+        || status.tasks.iter().any(|t| !t.problems.is_empty())
+        || !validated.diagnostics.is_empty();
     if as_json {
         print_json(&status)?;
     } else {
         print_text(&status);
+    }
+    let shown: std::collections::HashSet<String> = status
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .chain(status.tasks.iter().flat_map(|t| t.problems.iter().cloned()))
+        .collect();
+    for diagnostic in validated.diagnostics.iter().map(ToString::to_string).filter(|d| !shown.contains(d)) {
+        eprintln!("{diagnostic}");
     }
     Ok(if invalid { Exit::Invalid } else { Exit::Ok })
 }

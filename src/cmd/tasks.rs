@@ -15,11 +15,9 @@ use crate::cli::{AddArgs, ListArgs, TasksCommand, UpdateArgs};
 use crate::schema::SchemaName;
 use crate::store::edit::FieldOp;
 use crate::store::file::Content;
-use crate::store::json;
-use crate::store::tasks::{self, LayoutError, TaskEdits};
+use crate::store::tasks::{self, TaskEdits};
 use crate::store::{StoreError, file};
 use crate::workspace::Workspace;
-use crate::workspace::diagnostic::{Diagnostic, Kind};
 
 pub fn run(ws: &Workspace, command: &TasksCommand) -> anyhow::Result<Exit> {
     require_valid_config(ws)?;
@@ -30,23 +28,11 @@ pub fn run(ws: &Workspace, command: &TasksCommand) -> anyhow::Result<Exit> {
     }
 }
 
-/// Where a layout error is, as users read it.
-pub fn layout_diagnostic(file: &str, text: &str, error: LayoutError) -> Diagnostic {
-    match error {
-        LayoutError::Syntax(e) => {
-            if let Some(conflict) = crate::workspace::read::conflict_diagnostic(file, text) {
-                return conflict;
-            }
-            let (line, column) = json::line_col(text, e.offset);
-            Diagnostic::new(file, Kind::Syntax, format!("invalid JSON: {}", e.message)).at(line, column)
-        }
-        LayoutError::Shape(message) => Diagnostic::new(file, Kind::Schema, message).pointer(""),
-    }
-}
+pub use crate::validate::layout_diagnostic;
 
 fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
     let file = &ws.config.paths.tasks;
-    let text = match ws.read_text(file) {
+    let text = match ws.read_text_settled(file, |text| tasks::scan(text, |_| false).is_ok()) {
         Ok(text) => text.unwrap_or_default(),
         Err(diagnostic) => {
             eprintln!("{diagnostic}");
@@ -62,9 +48,21 @@ fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
                 && args.kind.as_deref().is_none_or(|t| head.kind.as_deref() == Some(t))
         });
         match scanned {
-            Ok((_, heads)) => matched.extend(heads.into_iter().map(|head| head.span)),
+            Ok((_, heads)) => matched = heads,
             Err(error) => {
                 eprintln!("{}", layout_diagnostic(file, &text, error));
+                return Ok(Exit::Invalid);
+            }
+        }
+    }
+    // Every entry is decoded before anything is printed, so a failure leaves stdout empty
+    // rather than holding half a document.
+    let mut values = Vec::with_capacity(matched.len());
+    for head in &matched {
+        match head.try_value(&text) {
+            Ok(value) => values.push(value),
+            Err(error) => {
+                eprintln!("{}", layout_diagnostic(file, &text, tasks::LayoutError::Syntax(error)));
                 return Ok(Exit::Invalid);
             }
         }
@@ -73,18 +71,18 @@ fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
     let mut out = BufWriter::new(stdout.lock());
     if args.json {
         // Each entry as the file has it, re-serialized compactly: one document, one task a line.
-        out.write_all(b"[")?;
-        for (i, span) in matched.iter().enumerate() {
-            out.write_all(if i == 0 { b"\n  " } else { b",\n  " })?;
-            let value: Value = serde_json::from_str(span.of(&text))?;
-            serde_json::to_writer(&mut out, &value)?;
+        let mut document = Vec::with_capacity(values.len() * 128 + 4);
+        document.push(b'[');
+        for (i, value) in values.iter().enumerate() {
+            document.extend_from_slice(if i == 0 { b"\n  " } else { b",\n  " });
+            serde_json::to_writer(&mut document, value)?;
         }
-        out.write_all(if matched.is_empty() { b"]\n" } else { b"\n]\n" })?;
+        document.extend_from_slice(if values.is_empty() { b"]\n" } else { b"\n]\n" });
+        out.write_all(&document)?;
     } else {
-        let rows: Vec<[String; 5]> = matched
+        let rows: Vec<[String; 5]> = values
             .iter()
-            .map(|span| {
-                let value: Value = serde_json::from_str(span.of(&text)).unwrap_or(Value::Null);
+            .map(|value| {
                 let field = |key: &str| value.get(key).and_then(Value::as_str).unwrap_or("-").to_owned();
                 [field("id"), field("status"), field("type"), field("agent"), field("title")]
             })
@@ -114,6 +112,27 @@ fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
     }
     out.flush()?;
     Ok(Exit::Ok)
+}
+
+/// Refuses to edit a `tasks.json` that is not a valid task list, naming the file and the
+/// place (after waiting for a file that is being rewritten in place to settle). The store
+/// checks again under its lock; this only gives the clear refusal before any lock is taken.
+fn require_valid_task_list(ws: &Workspace) -> anyhow::Result<Option<Exit>> {
+    let file = &ws.config.paths.tasks;
+    let text = match ws.read_text_settled(file, |text| tasks::scan(text, |_| false).is_ok()) {
+        Ok(Some(text)) => text,
+        Ok(None) => return Ok(None),
+        Err(diagnostic) => {
+            eprintln!("{diagnostic}");
+            return Ok(Some(Exit::Invalid));
+        }
+    };
+    if let Err(error) = tasks::scan(&text, |_| false) {
+        eprintln!("{}", layout_diagnostic(file, &text, error));
+        eprintln!("opsflow: error: {file} is not a valid task list; nothing was written");
+        return Ok(Some(Exit::Invalid));
+    }
+    Ok(None)
 }
 
 /// `key=text` sets a string, `key:=json` any JSON value.
@@ -169,6 +188,9 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
             bail!("use --id to choose the id");
         }
         fields.insert(key, value);
+    }
+    if let Some(exit) = require_valid_task_list(ws)? {
+        return Ok(exit);
     }
     let file = ws.config.paths.tasks.clone();
     let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
@@ -233,6 +255,9 @@ fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
     if ops.is_empty() {
         bail!("nothing to change: give --set KEY=VALUE or --unset KEY");
     }
+    if let Some(exit) = require_valid_task_list(ws)? {
+        return Ok(exit);
+    }
     let file = ws.config.paths.tasks.clone();
     let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
     let outcome = file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
@@ -242,7 +267,9 @@ fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
         let (layout, heads) = tasks::scan_ids(text, &[args.id.as_str()])
             .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
         let head = tasks::find(&heads, &args.id).map_err(|e| StoreError::Refused(format!("{file}: {e}")))?;
-        let before = head.value(text);
+        let before = head
+            .try_value(text)
+            .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, tasks::LayoutError::Syntax(e)))))?;
         let Some(mut fields) = before.as_object().cloned() else {
             return Err(StoreError::Refused(format!("{file}: task `{}` is not an object", args.id)));
         };

@@ -41,7 +41,15 @@ impl Workspace {
         let default_paths = config::Paths::default();
         let bootstrap =
             Schemas::new(root.join(&default_paths.schemas), &default_paths.schemas, config::DEFAULT_MAX_FILE_BYTES);
-        let (mut config, config_problems) = Config::load(&config_path, &config_label, &bootstrap, required);
+        // The default config file is found, not chosen: like every input it may not lead out
+        // of the workspace through a symlink. A `--config` the user names is read where it is.
+        let (mut config, config_problems) = match config_file {
+            None => match inside(&root, &config_path, &config_label) {
+                Ok(_) => Config::load(&config_path, &config_label, &bootstrap, required),
+                Err(problem) => (Config::default(), vec![problem]),
+            },
+            Some(_) => Config::load(&config_path, &config_label, &bootstrap, required),
+        };
         if let Some(agent) = agent
             && agent != config.agent.name
         {
@@ -74,28 +82,86 @@ impl Workspace {
         read::read_text(&path, relative, self.config.limits.max_file_bytes)
     }
 
+    /// [`Workspace::read_text`] for a file that another program may be rewriting in place:
+    /// when the text fails `valid` and the file's size or modification time changed while it
+    /// was read, it is read again once it has stopped changing (a few tries, a bounded
+    /// wait), so a writer that truncates and rewrites is not taken for a broken file. A file
+    /// that was stable while read is returned at once, valid or not.
+    pub fn read_text_settled(
+        &self,
+        relative: &str,
+        valid: impl Fn(&str) -> bool,
+    ) -> Result<Option<String>, Diagnostic> {
+        let path = self.inside(relative)?;
+        let mut tries = 0;
+        loop {
+            let before = stamp(&path);
+            let text = read::read_text(&path, relative, self.config.limits.max_file_bytes);
+            let settled = matches!(&text, Ok(Some(text)) if valid(text))
+                || matches!(&text, Ok(None))
+                || stamp(&path) == before;
+            tries += 1;
+            if settled || tries >= SETTLE_TRIES {
+                return text;
+            }
+            wait_until_stable(&path);
+        }
+    }
+
     /// Checks that `relative`, with symlinks resolved, is inside the workspace.
     pub fn inside(&self, relative: &str) -> Result<PathBuf, Diagnostic> {
-        let path = self.root.join(relative);
-        match fs::canonicalize(&path) {
-            Ok(resolved) if resolved.starts_with(&self.root) => Ok(path),
-            Ok(resolved) => Err(Diagnostic::new(
-                relative,
-                Kind::OutsideWorkspace,
-                format!(
-                    "leads outside the workspace (to {}) through a symlink; opsflow does not follow it",
-                    resolved.display()
-                ),
-            )),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-                    Err(Diagnostic::new(relative, Kind::Io, "is a symlink to a file that does not exist"))
-                } else {
-                    Ok(path)
-                }
-            }
-            Err(e) => Err(Diagnostic::new(relative, Kind::Io, format!("cannot resolve: {e}"))),
+        inside(&self.root, &self.root.join(relative), relative)
+    }
+}
+
+/// How many times [`Workspace::read_text_settled`] reads a file that keeps changing.
+const SETTLE_TRIES: u32 = 4;
+/// How long it waits at most for a file to stop changing before each new read.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a file must keep its size and modification time to count as settled.
+const SETTLE_QUIET: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// A file's size and modification time, or nothing when it cannot be read.
+fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let metadata = fs::metadata(path).ok()?;
+    Some((metadata.len(), metadata.modified().ok()?))
+}
+
+/// Waits (at most [`SETTLE_WAIT`]) until the file's size and modification time have stayed
+/// the same for [`SETTLE_QUIET`].
+fn wait_until_stable(path: &Path) {
+    let deadline = std::time::Instant::now() + SETTLE_WAIT;
+    let mut last = stamp(path);
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(SETTLE_QUIET);
+        let now = stamp(path);
+        if now == last {
+            return;
         }
+        last = now;
+    }
+}
+
+/// Checks that `path` (shown as `relative`), with symlinks resolved, is inside `root`.
+fn inside(root: &Path, path: &Path, relative: &str) -> Result<PathBuf, Diagnostic> {
+    match fs::canonicalize(path) {
+        Ok(resolved) if resolved.starts_with(root) => Ok(path.to_owned()),
+        Ok(resolved) => Err(Diagnostic::new(
+            relative,
+            Kind::OutsideWorkspace,
+            format!(
+                "leads outside the workspace (to {}) through a symlink; opsflow does not follow it",
+                resolved.display()
+            ),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+                Err(Diagnostic::new(relative, Kind::Io, "is a symlink to a file that does not exist"))
+            } else {
+                Ok(path.to_owned())
+            }
+        }
+        Err(e) => Err(Diagnostic::new(relative, Kind::Io, format!("cannot resolve: {e}"))),
     }
 }
 

@@ -44,7 +44,13 @@ pub fn open_regular(path: &Path, label: &str) -> Result<Option<fs::File>, Diagno
                 return Err(Diagnostic::new(label, Kind::Io, why));
             }
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // A symlink to nothing is a mistake to report, not a missing file.
+            if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(Diagnostic::new(label, Kind::Io, "is a symlink to a file that does not exist"));
+            }
+            return Ok(None);
+        }
         Err(e) => return Err(Diagnostic::new(label, Kind::Io, format!("cannot open: {e}"))),
     }
     let file = match fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path) {
