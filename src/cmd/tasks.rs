@@ -117,22 +117,17 @@ fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
 /// Refuses to edit a `tasks.json` that is not a valid task list, naming the file and the
 /// place (after waiting for a file that is being rewritten in place to settle). The store
 /// checks again under its lock; this only gives the clear refusal before any lock is taken.
-fn require_valid_task_list(ws: &Workspace) -> anyhow::Result<Option<Exit>> {
+fn require_valid_task_list(ws: &Workspace) -> anyhow::Result<()> {
     let file = &ws.config.paths.tasks;
     let text = match ws.read_text_settled(file, |text| tasks::scan(text, |_| false).is_ok()) {
         Ok(Some(text)) => text,
-        Ok(None) => return Ok(None),
-        Err(diagnostic) => {
-            eprintln!("{diagnostic}");
-            return Ok(Some(Exit::Invalid));
-        }
+        Ok(None) => return Ok(()),
+        Err(diagnostic) => bail!("{diagnostic}"),
     };
     if let Err(error) = tasks::scan(&text, |_| false) {
-        eprintln!("{}", layout_diagnostic(file, &text, error));
-        eprintln!("opsflow: error: {file} is not a valid task list; nothing was written");
-        return Ok(Some(Exit::Invalid));
+        bail!("{}", layout_diagnostic(file, &text, error));
     }
-    Ok(None)
+    Ok(())
 }
 
 /// `key=text` sets a string, `key:=json` any JSON value.
@@ -189,9 +184,7 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
         }
         fields.insert(key, value);
     }
-    if let Some(exit) = require_valid_task_list(ws)? {
-        return Ok(exit);
-    }
+    require_valid_task_list(ws)?;
     let file = ws.config.paths.tasks.clone();
     let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
     let mut chosen_id = String::new();
@@ -255,9 +248,7 @@ fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
     if ops.is_empty() {
         bail!("nothing to change: give --set KEY=VALUE or --unset KEY");
     }
-    if let Some(exit) = require_valid_task_list(ws)? {
-        return Ok(exit);
-    }
+    require_valid_task_list(ws)?;
     let file = ws.config.paths.tasks.clone();
     let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
     let outcome = file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
@@ -267,9 +258,9 @@ fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
         let (layout, heads) = tasks::scan_ids(text, &[args.id.as_str()])
             .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
         let head = tasks::find(&heads, &args.id).map_err(|e| StoreError::Refused(format!("{file}: {e}")))?;
-        let before = head
-            .try_value(text)
-            .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, tasks::LayoutError::Syntax(e)))))?;
+        let before = head.try_value(text).map_err(|e| {
+            StoreError::Invalid(Box::new(layout_diagnostic(&file, text, tasks::LayoutError::Syntax(e))))
+        })?;
         let Some(mut fields) = before.as_object().cloned() else {
             return Err(StoreError::Refused(format!("{file}: task `{}` is not an object", args.id)));
         };

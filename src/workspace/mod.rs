@@ -97,9 +97,8 @@ impl Workspace {
         loop {
             let before = stamp(&path);
             let text = read::read_text(&path, relative, self.config.limits.max_file_bytes);
-            let settled = matches!(&text, Ok(Some(text)) if valid(text))
-                || matches!(&text, Ok(None))
-                || stamp(&path) == before;
+            let settled =
+                matches!(&text, Ok(Some(text)) if valid(text)) || matches!(&text, Ok(None)) || stamp(&path) == before;
             tries += 1;
             if settled || tries >= SETTLE_TRIES {
                 return text;
