@@ -301,8 +301,7 @@ fn corpus() -> Vec<Case> {
             vec![(QA_REPORT, b"---\nunit_id: UNIT-1\nstatus: approved\n\n# QA report\n")],
             vec!["QA/QA-Report-UNIT-1.md:1:1: front matter opened with `---` is never closed by a second `---` line"],
         ),
-        // Poor message (reported): the YAML error is on line 3 column 7 of the file, shown as 2:1
-        // plus the parser's own position inside the front matter.
+        // The YAML error's own place, as a line and column of the file.
         case(
             "QA report front matter that is not YAML",
             vec![(QA_REPORT, b"---\nunit_id: [UNIT-1\nstatus: approved\n---\n# QA report\n")],
