@@ -9,6 +9,7 @@
 //! - [`crash`]: `kill -9` of a writer at random moments.
 //! - [`bad_input`]: a corpus of broken workspace files and the diagnostic each yields.
 //! - [`cli`]: `init`, `status --json` and `validate` on the sample workspace.
+//! - [`hostile`]: files written to hurt a reader, run through every command under a memory limit.
 
 mod bad_input;
 mod cli;
@@ -16,6 +17,7 @@ mod concurrency;
 mod crash;
 mod daemon;
 mod engine;
+mod hostile;
 mod metrics;
 mod rollout;
 mod store;
