@@ -752,6 +752,36 @@ mod tests {
         }
     }
 
+    /// Values the scanner used to pass and `serde_json` refuses, so decoding a span the
+    /// scanner had checked panicked (exit 101) in every command that read the task.
+    #[test]
+    fn refuses_what_serde_json_cannot_decode() {
+        let deepest_ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        let too_deep = format!("[{deepest_ok}]");
+        assert!(root(&deepest_ok).is_ok());
+        assert!(serde_json::from_str::<serde_json::Value>(&deepest_ok).is_ok());
+        let long = "9".repeat(400);
+        for (case, offset, message) in [
+            ("[1e400]", 1, "number out of range"),
+            ("[-1e400]", 1, "number out of range"),
+            (long.as_str(), 0, "number out of range"),
+            (r#"["\ud83d"]"#, 2, "lone UTF-16 surrogate"),
+            (r#"["a\udc00"]"#, 3, "lone UTF-16 surrogate"),
+            (r#"{"\ud83d\u0041": 1}"#, 2, "lone UTF-16 surrogate"),
+            (too_deep.as_str(), MAX_DEPTH, "nesting deeper than 127"),
+            (r#"{"a": 1, "b": {"a": 2, "a": 3}}"#, 23, "duplicate key \"a\""),
+            (r#"{"id": 1, "\u0069d": 2}"#, 10, "duplicate key \"id\""),
+        ] {
+            let error = root(case).unwrap_err();
+            assert!(error.message.starts_with(message), "{case}: {error}");
+            assert_eq!(error.offset, offset, "{case}: {error}");
+            assert!(crate::workspace::read::parse_json("t.json", case).is_err(), "{case}");
+        }
+        for fine in ["[1e308, -1e308, 1e-400, 0e99999]", r#"["\ud83d\ude80"]"#, r#"[{"a": 1}, {"a": 1}]"#] {
+            assert!(root(fine).is_ok(), "{fine}");
+        }
+    }
+
     #[test]
     fn refuses_deep_nesting_without_overflowing_the_stack() {
         let deep = "[".repeat(100_000);

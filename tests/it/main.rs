@@ -10,6 +10,7 @@
 //! - [`bad_input`]: a corpus of broken workspace files and the diagnostic each yields.
 //! - [`cli`]: `init`, `status --json` and `validate` on the sample workspace.
 //! - [`hostile`]: files written to hurt a reader, run through every command under a memory limit.
+//! - [`scanner_property`]: the span scanner and its splices against `serde_json`, on generated text.
 
 mod bad_input;
 mod cli;
@@ -20,5 +21,6 @@ mod engine;
 mod hostile;
 mod metrics;
 mod rollout;
+mod scanner_property;
 mod store;
 mod util;
