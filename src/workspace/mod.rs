@@ -84,9 +84,10 @@ impl Workspace {
 
     /// [`Workspace::read_text`] for a file that another program may be rewriting in place:
     /// when the text fails `valid` and the file's size or modification time changed while it
-    /// was read, it is read again once it has stopped changing (a few tries, a bounded
-    /// wait), so a writer that truncates and rewrites is not taken for a broken file. A file
-    /// that was stable while read is returned at once, valid or not.
+    /// was read, or changes within [`SETTLE_QUIET`] after, it is read again once it has
+    /// stopped changing (a few tries, a bounded wait), so a writer that truncates and
+    /// rewrites is not taken for a broken file. A valid file is returned at once, an invalid
+    /// one that stayed the same after [`SETTLE_QUIET`].
     pub fn read_text_settled(
         &self,
         relative: &str,
@@ -97,11 +98,21 @@ impl Workspace {
         loop {
             let before = stamp(&path);
             let text = read::read_text(&path, relative, self.config.limits.max_file_bytes);
-            let settled =
-                matches!(&text, Ok(Some(text)) if valid(text)) || matches!(&text, Ok(None)) || stamp(&path) == before;
-            tries += 1;
-            if settled || tries >= SETTLE_TRIES {
+            if matches!(&text, Ok(Some(text)) if valid(text)) || matches!(&text, Ok(None)) {
                 return text;
+            }
+            tries += 1;
+            if tries >= SETTLE_TRIES {
+                return text;
+            }
+            let after = stamp(&path);
+            if after == before {
+                // Unchanged during the read, but a writer between two of its writes changes
+                // the file again within this time.
+                std::thread::sleep(SETTLE_QUIET);
+                if stamp(&path) == after {
+                    return text;
+                }
             }
             wait_until_stable(&path);
         }

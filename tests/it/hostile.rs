@@ -425,3 +425,33 @@ fn output_into_a_closed_pipe_ends_quietly() {
         }
     }
 }
+
+/// A writer that truncates `tasks.json` and writes it again in small pieces, as `echo > file`
+/// or a JSON library's `save()` does, while opsflow reads it: the reader must wait for the
+/// file to settle and read it whole, not report it broken or act on half of it.
+#[test]
+fn a_task_list_rewritten_in_place_is_read_once_it_settles() {
+    use std::io::Write;
+    let ws = Workspace::new().sample();
+    let whole = ws.read(TASKS);
+    for args in [&["tasks", "list", "--json"][..], &["validate"], &["run", "--dry-run"], &["status"]] {
+        let mut file = fs::OpenOptions::new().write(true).truncate(true).open(ws.join(TASKS)).unwrap();
+        file.write_all(&whole[..64]).unwrap();
+        let rest = whole[64..].to_vec();
+        let writer = std::thread::spawn(move || {
+            // Paced like a writer producing its output as it goes, 300 pieces in all.
+            for piece in rest.chunks(rest.len() / 300 + 1) {
+                file.write_all(piece).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        let run = ws.run(args);
+        writer.join().unwrap();
+        run.status(0);
+        assert!(!run.stderr().contains("invalid JSON"), "{args:?}: {}", run.stderr());
+        if args[0] == "tasks" {
+            assert_eq!(run.json().as_array().map(Vec::len), Some(crate::util::tasks_of(&whole).len()));
+        }
+        assert_eq!(ws.read(TASKS), whole);
+    }
+}
