@@ -904,7 +904,7 @@ pub fn write_rollback_result(
 fn patch_report(run: &mut NodeRun<'_>, status: &str, why: &str) {
     let file = run.ws.config.paths.deployment_report.clone();
     let Ok(Some(text)) = run.ws.read_text(&file) else { return };
-    let Ok(mut report) = serde_json::from_str::<Value>(&text) else { return };
+    let Ok(mut report) = crate::workspace::read::parse_json(&file, &text) else { return };
     if report.get("unit_id").and_then(Value::as_str) != Some(run.unit_id.as_str())
         || report.get("version").and_then(Value::as_str) != Some(run.version.as_str())
     {

@@ -331,22 +331,25 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     }
 }
 
-/// How many nodes aliases may add to a front matter when expanded. Real front matter uses
-/// few or no aliases; nine levels of nine aliases each (a few hundred bytes) would otherwise
-/// expand to hundreds of millions of nodes.
-pub const MAX_ALIAS_EXPANSION: u64 = 10_000;
+/// How much aliases may add to a front matter when expanded, in bytes of scalar text plus
+/// [`NODE_WEIGHT`] for every value (about what a loaded value costs in memory). Real front
+/// matter uses few or no aliases; nine levels of nine aliases each (a few hundred bytes), or
+/// ten thousand aliases of one long string, would otherwise expand to gigabytes.
+pub const MAX_ALIAS_EXPANSION: u64 = 4 * 1024 * 1024;
+/// What one value counts for in [`MAX_ALIAS_EXPANSION`], besides its text.
+const NODE_WEIGHT: u64 = 64;
 /// The deepest nesting accepted in front matter (as for JSON).
 const MAX_FRONT_MATTER_DEPTH: usize = json::MAX_DEPTH;
 
 /// Walks the YAML events of a front matter without building it, and refuses it when its
-/// aliases would expand to more than [`MAX_ALIAS_EXPANSION`] extra nodes or its nesting is
+/// aliases would add more than [`MAX_ALIAS_EXPANSION`] when expanded or its nesting is
 /// too deep: the loader copies an anchored node for every alias, so the size has to be known
 /// before it runs. `first_line` is the file's line of the YAML's first line.
 fn check_front_matter_size(label: &str, yaml: &str, first_line: usize) -> Result<(), Diagnostic> {
     use yaml_rust2::parser::{Event, Parser};
     let at = |line: usize, col: usize| (first_line + line.saturating_sub(1), col + 1);
-    // The node count of every anchored node so far, and one frame per open collection:
-    // (its anchor, the nodes inside it so far).
+    // The weight of every anchored node so far, and one frame per open collection: (its
+    // anchor, the weight inside it so far).
     let mut anchored: std::collections::HashMap<usize, u64> = std::collections::HashMap::new();
     let mut open: Vec<(usize, u64)> = vec![(0, 0)];
     let mut added: u64 = 0;
@@ -360,7 +363,7 @@ fn check_front_matter_size(label: &str, yaml: &str, first_line: usize) -> Result
         let nodes = match event {
             Event::StreamEnd => return Ok(()),
             Event::Alias(id) => {
-                let size = anchored.get(&id).copied().unwrap_or(1);
+                let size = anchored.get(&id).copied().unwrap_or(NODE_WEIGHT);
                 added = added.saturating_add(size);
                 if added > MAX_ALIAS_EXPANSION {
                     let (line, column) = at(mark.line(), mark.col());
@@ -368,18 +371,20 @@ fn check_front_matter_size(label: &str, yaml: &str, first_line: usize) -> Result
                         label,
                         Kind::FrontMatter,
                         format!(
-                            "front matter aliases (`*name`) would expand to more than {MAX_ALIAS_EXPANSION} extra values; opsflow refuses to expand them"
+                            "front matter aliases (`*name`) would expand to more than {} MiB; opsflow refuses to expand them",
+                            MAX_ALIAS_EXPANSION / (1024 * 1024)
                         ),
                     )
                     .at(line, column));
                 }
                 size
             }
-            Event::Scalar(_, _, anchor, _) => {
+            Event::Scalar(value, _, anchor, _) => {
+                let weight = NODE_WEIGHT + value.len() as u64;
                 if anchor != 0 {
-                    anchored.insert(anchor, 1);
+                    anchored.insert(anchor, weight);
                 }
-                1
+                weight
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 if open.len() > MAX_FRONT_MATTER_DEPTH {
@@ -396,7 +401,7 @@ fn check_front_matter_size(label: &str, yaml: &str, first_line: usize) -> Result
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let Some((anchor, inside)) = open.pop() else { continue };
-                let size = inside.saturating_add(1);
+                let size = inside.saturating_add(NODE_WEIGHT);
                 if anchor != 0 {
                     anchored.insert(anchor, size);
                 }
@@ -551,8 +556,17 @@ mod tests {
         let error = parse_markdown("QA/QA-Report-U.md", &alias_bomb()).unwrap_err();
         assert_eq!(error.kind, Kind::FrontMatter);
         assert!(error.message.contains("aliases"), "{}", error.message);
-        // a5 (line 7) is the first level whose aliases add more than 10,000 values in all.
-        assert_eq!((error.line, error.column), (Some(7), Some(10)), "{error}");
+        // The eighth `*a4` of a5 (line 7) takes what the aliases add past 4 MiB.
+        assert_eq!((error.line, error.column), (Some(7), Some(38)), "{error}");
+    }
+
+    #[test]
+    fn many_aliases_of_one_long_string_are_refused() {
+        let long = "x".repeat(100_000);
+        let text = format!("---\nbig: &big \"{long}\"\ncopies: [{}]\n---\n", vec!["*big"; 100].join(", "));
+        let error = parse_markdown("a.md", &text).unwrap_err();
+        assert!(error.message.contains("aliases"), "{}", error.message);
+        assert_eq!(error.line, Some(3));
     }
 
     #[test]
