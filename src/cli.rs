@@ -69,6 +69,20 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         http: Option<std::net::SocketAddr>,
     },
+    /// A human's rollback: file a `deployment_rollback` task for ENV and run it like any other
+    Rollback {
+        /// The environment to roll back (e.g. production)
+        environment: String,
+        /// Roll back to this version (a good release kept in the environment) instead of the
+        /// last good release before the live one
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
+        /// Why, recorded in the task, R18 and the audit log
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The workflow graph with the current position
     Graph {
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]

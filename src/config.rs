@@ -85,6 +85,8 @@ pub struct Paths {
     pub artifacts: String,
     pub human_requests: String,
     pub deployments: String,
+    /// Every release's outputs, kept per unit and version.
+    pub releases: String,
     pub qa_reports: String,
     pub qa_test_report: String,
     pub deployment_report: String,
@@ -103,6 +105,7 @@ impl Default for Paths {
             artifacts: "docs/workflow/artifacts".into(),
             human_requests: "docs/workflow/human-requests.md".into(),
             deployments: "docs/workflow/deployments".into(),
+            releases: "docs/workflow/releases".into(),
             qa_reports: "QA".into(),
             qa_test_report: "ARTIFACTS/qa-engineer/qa-test-report.json".into(),
             deployment_report: "ARTIFACTS/devops-engineer/deployment-report.json".into(),
@@ -115,7 +118,7 @@ impl Default for Paths {
 }
 
 impl Paths {
-    fn entries(&self) -> [(&'static str, &str); 13] {
+    fn entries(&self) -> [(&'static str, &str); 14] {
         [
             ("tasks", &self.tasks),
             ("state", &self.state),
@@ -123,6 +126,7 @@ impl Paths {
             ("artifacts", &self.artifacts),
             ("human_requests", &self.human_requests),
             ("deployments", &self.deployments),
+            ("releases", &self.releases),
             ("qa_reports", &self.qa_reports),
             ("qa_test_report", &self.qa_test_report),
             ("deployment_report", &self.deployment_report),

@@ -437,6 +437,7 @@ pub fn validate_workspace(ws: &Workspace) -> Report {
             .and_then(|f| f.get("unit_id"))
             .and_then(Value::as_str)
             && front_unit != unit
+            && !per_release_name(unit, front_unit, loaded.doc.as_ref().and_then(|d| d.front_matter.as_ref()))
             && loaded.diagnostics.is_empty()
         {
             loaded.diagnostics.push(
@@ -458,6 +459,15 @@ pub fn validate_workspace(ws: &Workspace) -> Report {
         }
     }
     report
+}
+
+/// Whether a QA report named `QA-Report-<name>.md` is one release's report: `<name>` is its
+/// front matter's `<unit_id>-<version>` (QA may write one report per release).
+fn per_release_name(name: &str, unit: &str, front_matter: Option<&Value>) -> bool {
+    let version = front_matter.and_then(|f| f.get("version")).and_then(Value::as_str).unwrap_or_default();
+    name.strip_prefix(unit)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|suffix| !version.is_empty() && crate::release::same_version(suffix, version))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 mod demo;
 mod graph;
 mod init;
+mod rollback;
 mod run;
 mod status;
 mod tasks;
@@ -24,6 +25,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Tasks(command) => tasks::run(&open()?, command),
         Command::Run { dry_run, json } => run::run(&open()?, *dry_run, *json),
         Command::Watch { http } => watch::run(&cli, *http),
+        Command::Rollback { environment, to, reason, json } => {
+            rollback::run(&open()?, environment, to.as_deref(), reason.as_deref(), *json)
+        }
         Command::Graph { format } => graph::run(&open()?, *format),
         Command::Demo => demo::run(cli.dir.as_deref()),
     }

@@ -1,18 +1,12 @@
-//! Input artifacts: finding them for a unit, hashing them, reading their markdown structure.
+//! Input artifacts as read (file, front matter, body, digest) and their markdown structure.
 //!
-//! An artifact for one unit may carry the unit id in its name (`R12-prod-approval-UNIT-42.md`)
-//! and its front matter `unit_id` binds it: a generic `R12-prod-approval.md` whose front matter
-//! names another unit is not this unit's. Markdown is parsed with pulldown-cmark, never with
-//! regular expressions: a checkbox inside a code block or a quote is not an approval.
+//! Which file is a release's input is decided in `crate::release`. Markdown is parsed with
+//! pulldown-cmark, never with regular expressions: a checkbox inside a code block or a quote
+//! is not an approval.
 
 use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 use serde::Serialize;
 use serde_json::Value;
-
-use crate::sha256;
-use crate::validate::load_markdown;
-use crate::workspace::diagnostic::Diagnostic;
-use crate::workspace::{Workspace, check_path_component};
 
 /// An input document, read and checked.
 #[derive(Debug, Clone, Serialize)]
@@ -29,38 +23,6 @@ impl Artifact {
     pub fn field(&self, key: &str) -> Option<&str> {
         self.front_matter.get(key).and_then(Value::as_str)
     }
-}
-
-/// Finds `name` (e.g. `R12-prod-approval.md`) for `unit` in the artifacts directory.
-/// `Ok(None)` when there is none for this unit; `Err` when the file exists but is invalid.
-pub fn find(ws: &Workspace, name: &str, unit: Option<&str>) -> Result<Option<Artifact>, Vec<Diagnostic>> {
-    let dir = ws.config.paths.artifacts.trim_end_matches('/');
-    let stem = name.strip_suffix(".md").unwrap_or(name);
-    let mut candidates = Vec::new();
-    if let Some(unit) = unit {
-        check_path_component(unit)
-            .map_err(|why| vec![Diagnostic::new(dir, crate::workspace::diagnostic::Kind::OutsideWorkspace, why)])?;
-        candidates.push(format!("{dir}/{stem}-{unit}.md"));
-    }
-    candidates.push(format!("{dir}/{stem}.md"));
-    for file in candidates {
-        let loaded = load_markdown(ws, &file, crate::validate::artifact_schema(name));
-        if !loaded.diagnostics.is_empty() {
-            return Err(loaded.diagnostics);
-        }
-        let Some(doc) = loaded.doc else { continue };
-        let front_matter = doc.front_matter.clone().unwrap_or(Value::Object(Default::default()));
-        let bound_elsewhere = match (unit, front_matter.get("unit_id").and_then(Value::as_str)) {
-            (Some(unit), Some(bound)) => bound != unit,
-            _ => false,
-        };
-        if bound_elsewhere {
-            continue;
-        }
-        let text = ws.read_text(&file).ok().flatten().unwrap_or_default();
-        return Ok(Some(Artifact { file, front_matter, body: doc.body, sha256: sha256::hex(text.as_bytes()) }));
-    }
-    Ok(None)
 }
 
 /// The headings and list items of a markdown body, in order, as plain text.
@@ -115,11 +77,27 @@ pub fn outline(body: &str) -> Outline {
 }
 
 /// The ticked checkboxes of an approval body that count: task-list items outside quotes
-/// (code blocks never produce task-list items).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// (code blocks never produce task-list items). A ticked item approves only when its text is
+/// `Approved` (case and a trailing period aside); one that starts with `Hold`, `On hold`,
+/// `Not approved` or `Reject` holds; any other ticked item approves nothing and is listed in
+/// `ignored`, so that a human sees why their tick did not count.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ticks {
     pub approved: bool,
     pub hold: bool,
+    pub ignored: Vec<String>,
+}
+
+/// What one ticked item says.
+fn tick_meaning(label: &str) -> Option<bool> {
+    let text = label.trim().trim_end_matches('.').trim().to_lowercase();
+    if text == "approved" {
+        return Some(true);
+    }
+    let words: Vec<&str> = text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let holds = matches!(words.as_slice(), ["hold", ..] | ["on", "hold", ..] | ["not", "approved", ..])
+        || words.first().is_some_and(|w| w.starts_with("reject"));
+    holds.then_some(false)
 }
 
 pub fn ticks(body: &str) -> Ticks {
@@ -135,7 +113,7 @@ pub fn ticks(body: &str) -> Ticks {
                 item_checked = checked;
                 pending = Some(String::new());
             }
-            Event::Text(text) => {
+            Event::Text(text) | Event::Code(text) => {
                 if let Some(buffer) = pending.as_mut() {
                     buffer.push_str(&text);
                 }
@@ -144,12 +122,10 @@ pub fn ticks(body: &str) -> Ticks {
                 if let Some(label) = pending.take()
                     && item_checked
                 {
-                    let first_word =
-                        label.trim().split(|c: char| !c.is_alphanumeric()).next().unwrap_or("").to_lowercase();
-                    match first_word.as_str() {
-                        "approved" | "approve" => ticks.approved = true,
-                        "hold" => ticks.hold = true,
-                        _ => {}
+                    match tick_meaning(&label) {
+                        Some(true) => ticks.approved = true,
+                        Some(false) => ticks.hold = true,
+                        None => ticks.ignored.push(label.trim().to_owned()),
                     }
                 }
             }
@@ -165,14 +141,29 @@ mod tests {
 
     #[test]
     fn only_real_task_list_items_count() {
-        assert_eq!(ticks("- [x] Approved\n- [ ] Hold\n"), Ticks { approved: true, hold: false });
-        assert_eq!(ticks("- [X] Approved by alice\n- [x] Hold\n"), Ticks { approved: true, hold: true });
+        let approved = Ticks { approved: true, ..Ticks::default() };
+        assert_eq!(ticks("- [x] Approved\n- [ ] Hold\n"), approved);
+        assert_eq!(ticks("- [X] approved.\n"), approved);
+        assert_eq!(ticks("- [X] Approved\n- [x] Hold\n"), Ticks { approved: true, hold: true, ignored: vec![] });
         assert_eq!(ticks("```\n- [x] Approved\n```\n"), Ticks::default());
         assert_eq!(ticks("    - [x] Approved\n"), Ticks::default());
         assert_eq!(ticks("> - [x] Approved\n"), Ticks::default());
         assert_eq!(ticks("- [ ] Approved\n"), Ticks::default());
         assert_eq!(ticks("Approved\n[x] Approved\n"), Ticks::default());
-        assert_eq!(ticks("- [x] Not approved\n"), Ticks::default());
+    }
+
+    #[test]
+    fn only_the_word_approved_approves_and_hold_words_hold() {
+        let ignored = |label: &str| Ticks { ignored: vec![label.to_owned()], ..Ticks::default() };
+        assert_eq!(ticks("- [x] Approved: NO, wait for Monday\n"), ignored("Approved: NO, wait for Monday"));
+        assert_eq!(ticks("- [x] Approve\n"), ignored("Approve"));
+        assert_eq!(ticks("- [x] Approved by alice\n"), ignored("Approved by alice"));
+        let hold = Ticks { hold: true, ..Ticks::default() };
+        for label in ["Hold", "On hold", "on hold until Monday", "Not approved", "Rejected", "Reject: broken"] {
+            assert_eq!(ticks(&format!("- [x] {label}\n")), hold, "{label}");
+        }
+        let both = ticks("- [x] Approved\n- [x] On hold\n");
+        assert!(both.approved && both.hold);
     }
 
     #[test]

@@ -75,6 +75,17 @@ impl EnvConfig {
         Ok(env)
     }
 
+    /// The strategy by the names of seed 003's `deployment_method`, one name for every report:
+    /// the local provider's `recreate` replaces the release at once, which is `direct`.
+    pub fn method(&self) -> &'static str {
+        match self.strategy() {
+            "blue-green" => "blue-green",
+            "canary" => "canary",
+            "rolling" => "rolling",
+            _ => "direct",
+        }
+    }
+
     pub fn strategy(&self) -> &str {
         self.strategy.as_deref().unwrap_or(if self.provider == "local" { "recreate" } else { "direct" })
     }
@@ -132,11 +143,12 @@ impl EnvConfig {
     }
 
     /// Records a deployment that starts now (`deploying` until it is marked good or bad).
-    fn record_deploying(&self, ws: &Workspace, version: &str, dir: &str, run_id: &str) {
+    fn record_deploying(&self, ws: &Workspace, unit: &str, version: &str, dir: &str, run_id: &str) {
         self.record(
             ws,
             Deployment {
                 version: version.to_owned(),
+                unit_id: unit.to_owned(),
                 dir: dir.to_owned(),
                 status: "deploying".to_owned(),
                 deployed_at: crate::time::now_rfc3339(),
@@ -357,7 +369,11 @@ fn deploy_local(rollout: &mut Rollout<'_>, local: &LocalEnv, release_dir: &Path,
         rollout.vars.push(("OPSFLOW_PREVIOUS_VERSION".into(), previous.clone()));
     }
     let vars = rollout.vars.clone();
-    let dir = match local.stage(&version, release_dir) {
+    let name = match rollout.journal.unit_id.as_str() {
+        "" => crate::release::Version::new(version.clone()).bare().to_owned(),
+        unit => format!("{unit}/{}", crate::release::Version::new(version.clone()).bare()),
+    };
+    let dir = match local.stage(&name, release_dir) {
         Ok(dir) => dir,
         Err(e) => return report.fail("stage", format!("cannot copy the release into {}: {e}", local.root.display())),
     };
@@ -365,7 +381,7 @@ fn deploy_local(rollout: &mut Rollout<'_>, local: &LocalEnv, release_dir: &Path,
     rollout.journal.slot = Some(dir.clone());
     rollout.journal.previous_slot = previous_dir.clone();
     let run_id = rollout.journal.run_id.clone();
-    env.record_deploying(rollout.ws, &version, &dir, &run_id);
+    env.record_deploying(rollout.ws, &rollout.journal.unit_id, &version, &dir, &run_id);
     let mark = |status: &str| env.mark(rollout.ws, &run_id, status);
     if local.strategy == Strategy::BlueGreen {
         // Health-check the idle side before any traffic moves to it.
@@ -463,7 +479,7 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
     let strategy = env.strategy().to_owned();
     let run_id = rollout.journal.run_id.clone();
     if rollout.journal.next_step == 0 && !rollout.journal.changed {
-        env.record_deploying(rollout.ws, &rollout.journal.version, "", &run_id);
+        env.record_deploying(rollout.ws, &rollout.journal.unit_id, &rollout.journal.version, "", &run_id);
     }
     if strategy == "blue-green" {
         return deploy_blue_green(rollout, report);
@@ -647,6 +663,7 @@ fn undo(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
     let mut rollback = RollbackReport {
         environment: rollout.env.name.clone(),
         from: Some(journal.version.clone()),
+        undone: Some((journal.unit_id.clone(), journal.version.clone())),
         restored: undone
             .restored
             .then(|| journal.previous_version.clone().unwrap_or_else(|| "the previous release".to_owned())),
@@ -905,6 +922,8 @@ pub fn baseline(runner: &Runner, env: &EnvConfig, vars: &[(String, String)]) -> 
 pub struct RollbackReport {
     pub environment: String,
     pub from: Option<String>,
+    /// The release that was live and was undone, as (unit, version), when known.
+    pub undone: Option<(String, String)>,
     pub restored: Option<String>,
     pub success: bool,
     pub detail: String,
@@ -924,16 +943,59 @@ pub fn rollback(
     vars: &[(String, String)],
     journal: Option<&Journal>,
 ) -> RollbackReport {
+    rollback_to(ws, runner, env, vars, journal, None)
+}
+
+/// [`rollback`] to the good release of version `target` when one is named (`opsflow rollback
+/// ENV --to VERSION`), else to the last good release.
+pub fn rollback_to(
+    ws: &Workspace,
+    runner: &Runner,
+    env: &EnvConfig,
+    vars: &[(String, String)],
+    journal: Option<&Journal>,
+    target: Option<&str>,
+) -> RollbackReport {
     let mut report = RollbackReport { environment: env.name.clone(), ..RollbackReport::default() };
     let history = env.history(ws);
+    let wanted = |d: &&crate::exec::local::Deployment| {
+        target.is_none_or(|t| crate::release::same_version(&d.version, t)) && d.status == "good"
+    };
     if let Some(local) = env.local(&runner.workspace) {
         report.from = local.live_dir();
+        report.undone = match journal {
+            Some(j) => Some((j.unit_id.clone(), j.version.clone())),
+            None => local.live_deployment().map(|d| (d.unit_id, d.version)),
+        };
+        let chosen = match target {
+            Some(version) => {
+                let found = history
+                    .deployments
+                    .iter()
+                    .rev()
+                    .filter(|d| Some(&d.dir) != report.from.as_ref())
+                    .filter(wanted)
+                    .find(|d| local.root.join(&d.dir).is_dir())
+                    .cloned();
+                if found.is_none() {
+                    report.detail = format!(
+                        "no good release {version} is kept in {} to roll back to (releases marked bad are skipped)",
+                        env.name
+                    );
+                    report.undone = None;
+                    return report;
+                }
+                found
+            }
+            None => None,
+        };
+        let next = chosen.or_else(|| local.rollback_target());
         if let Some(run_id) = journal.map(|j| j.run_id.as_str()) {
             env.mark(ws, run_id, "bad");
         } else if let Some(live) = &report.from {
             let _ = local.mark_bad(live);
         }
-        match local.rollback_target() {
+        match next {
             Some(target) => {
                 if let Err(e) = local.switch(&target.dir) {
                     report.detail = format!("cannot switch back to {}: {e}", target.dir);
@@ -942,7 +1004,8 @@ pub fn rollback(
                 report.restored = Some(target.version.clone());
             }
             None => {
-                // The first release of an environment: rolling back takes it down.
+                // The first release of an environment: rolling back takes it down (the
+                // production gate says so before that release ships).
                 let _ = std::fs::remove_file(local.live_link());
                 report.success = true;
                 report.detail = "no earlier good release: the environment was taken back to its empty state".to_owned();
@@ -953,12 +1016,26 @@ pub fn rollback(
         // Without a journal, the live deployment is the newest good one in the history.
         let live = history.deployments.iter().rev().find(|d| d.status == "good");
         let fallback;
+        if target.is_some()
+            && !history
+                .deployments
+                .iter()
+                .rev()
+                .filter(|d| live.is_none_or(|l| l.run_id != d.run_id))
+                .any(|d| wanted(&d))
+        {
+            report.detail = format!(
+                "no good release {} was deployed to {} before: nothing to roll back to",
+                target.unwrap_or_default(),
+                env.name
+            );
+            return report;
+        }
         let journal = match journal {
             Some(journal) => journal,
             None => {
-                let previous = live.and_then(|l| {
-                    history.deployments.iter().rev().find(|d| d.status == "good" && d.run_id != l.run_id)
-                });
+                let previous =
+                    live.and_then(|l| history.deployments.iter().rev().filter(wanted).find(|d| d.run_id != l.run_id));
                 fallback = Journal {
                     environment: env.name.clone(),
                     version: live.map(|l| l.version.clone()).unwrap_or_default(),
@@ -979,6 +1056,14 @@ pub fn rollback(
             }
         };
         report.from = Some(journal.version.clone());
+        report.undone = Some((
+            if journal.unit_id.is_empty() {
+                live.map(|l| l.unit_id.clone()).unwrap_or_default()
+            } else {
+                journal.unit_id.clone()
+            },
+            journal.version.clone(),
+        ));
         let undone = undo_steps(runner, env, journal, vars);
         report.steps = undone.steps;
         report.migrated_down = journal.migrated && undone.restored;

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::artifacts::{self, Artifact};
 use super::journal::Journal;
 use crate::config::Config;
+use crate::release::{self, Lookup, Release, same_version};
 use crate::schema::SchemaName;
 use crate::sha256;
 use crate::validate::{load_json, load_markdown};
@@ -58,32 +59,55 @@ impl QaEvidence {
     }
 }
 
-/// Reads the QA report markdown and JSON for `unit`. Invalid files are errors.
-pub fn load_qa(ws: &Workspace, unit: &str) -> Result<QaEvidence, Vec<Diagnostic>> {
+/// Reads the QA report markdown and JSON of `release`. QA may write one per release
+/// (`QA-Report-<UNIT_ID>-<version>.md`, `qa-test-report-<UNIT_ID>-<version>.json`), one per
+/// unit (`qa-test-report-<UNIT_ID>.json`) or the plain seed names; the most specific one that
+/// is for this unit counts. Invalid files are errors.
+pub fn load_qa(ws: &Workspace, release: &Release) -> Result<QaEvidence, Vec<Diagnostic>> {
+    let unit = release.unit.as_str();
+    let bare = release.version.bare();
     let mut evidence = QaEvidence::default();
-    let md_file = format!("{}/QA-Report-{unit}.md", ws.config.paths.qa_reports.trim_end_matches('/'));
-    let md = load_markdown(ws, &md_file, Some(SchemaName::QaReport));
-    if !md.diagnostics.is_empty() {
-        return Err(md.diagnostics);
+    let dir = ws.config.paths.qa_reports.trim_end_matches('/');
+    let mut md_files = Vec::new();
+    if !bare.is_empty() {
+        md_files.push(format!("{dir}/QA-Report-{unit}-{bare}.md"));
     }
-    if let Some(doc) = md.doc {
-        let text = ws.read_text(&md_file).ok().flatten().unwrap_or_default();
-        evidence.markdown = Some(Artifact {
-            file: md_file,
-            front_matter: doc.front_matter.unwrap_or(Value::Null),
-            body: doc.body,
-            sha256: sha256::hex(text.as_bytes()),
-        });
+    md_files.push(format!("{dir}/QA-Report-{unit}.md"));
+    for md_file in md_files {
+        let md = load_markdown(ws, &md_file, Some(SchemaName::QaReport));
+        if !md.diagnostics.is_empty() {
+            return Err(md.diagnostics);
+        }
+        if let Some(doc) = md.doc {
+            let text = ws.read_text(&md_file).ok().flatten().unwrap_or_default();
+            evidence.markdown = Some(Artifact {
+                file: md_file,
+                front_matter: doc.front_matter.unwrap_or(Value::Null),
+                body: doc.body,
+                sha256: sha256::hex(text.as_bytes()),
+            });
+            break;
+        }
     }
-    let json_file = ws.config.paths.qa_test_report.clone();
-    let loaded = load_json(ws, &json_file, SchemaName::QaTestReport);
-    if !loaded.diagnostics.is_empty() {
-        return Err(loaded.diagnostics);
+    let plain = ws.config.paths.qa_test_report.clone();
+    let stem = plain.strip_suffix(".json").unwrap_or(&plain).to_owned();
+    let mut json_files = Vec::new();
+    if !bare.is_empty() {
+        json_files.push(format!("{stem}-{unit}-{bare}.json"));
     }
-    if let (Some(value), Some(text)) = (loaded.value, loaded.text) {
-        let for_unit = value.get("unit_id").and_then(Value::as_str).is_none_or(|u| u == unit);
-        if for_unit {
-            evidence.report = Some((json_file, value, sha256::hex(text.as_bytes())));
+    json_files.push(format!("{stem}-{unit}.json"));
+    json_files.push(plain);
+    for json_file in json_files {
+        let loaded = load_json(ws, &json_file, SchemaName::QaTestReport);
+        if !loaded.diagnostics.is_empty() {
+            return Err(loaded.diagnostics);
+        }
+        if let (Some(value), Some(text)) = (loaded.value, loaded.text) {
+            let for_unit = value.get("unit_id").and_then(Value::as_str).is_none_or(|u| u == unit);
+            if for_unit {
+                evidence.report = Some((json_file, value, sha256::hex(text.as_bytes())));
+                break;
+            }
         }
     }
     Ok(evidence)
@@ -96,7 +120,9 @@ pub struct QaVerdict {
     pub rejected: Option<String>,
 }
 
-pub fn qa_gate(ws: &Workspace, unit: &str, evidence: &QaEvidence) -> QaVerdict {
+/// The QA gate for `unit` at `version`: the reports approve, name no blocking bug, and, when
+/// they name a version, name this one (seed 000: artifact version matches approved code).
+pub fn qa_gate(ws: &Workspace, unit: &str, version: &str, evidence: &QaEvidence) -> QaVerdict {
     const GATE: &str = "qa";
     let mut checks = Vec::new();
     let mut rejected = None;
@@ -126,6 +152,33 @@ pub fn qa_gate(ws: &Workspace, unit: &str, evidence: &QaEvidence) -> QaVerdict {
                 format!("{}: {} blocking bugs", md.file, bugs.len()),
             ));
         }
+    }
+    let mut approved_versions: Vec<(String, String)> = Vec::new();
+    if let Some(md) = &evidence.markdown
+        && let Some(v) = md.field("version").filter(|v| !v.trim().is_empty())
+    {
+        approved_versions.push((md.file.clone(), v.to_owned()));
+    }
+    if let Some((file, report, _)) = &evidence.report
+        && let Some(v) = report.get("version").and_then(Value::as_str).filter(|v| !v.trim().is_empty())
+    {
+        approved_versions.push((file.clone(), v.to_owned()));
+    }
+    for (file, approved) in approved_versions {
+        if version.is_empty() {
+            continue;
+        }
+        let same = same_version(&approved, version);
+        checks.push(Check::new(
+            GATE,
+            "QA approved this version",
+            same,
+            if same {
+                format!("{file}: version {approved}")
+            } else {
+                format!("{file} is for version {approved}, not {version}: QA has not approved {version}")
+            },
+        ));
     }
     if let Some((file, report, _)) = &evidence.report {
         let recommendation = report.get("recommendation").and_then(Value::as_str).unwrap_or("missing");
@@ -295,30 +348,45 @@ pub fn approval_file_name(environment: &str) -> String {
     }
 }
 
-/// Reads the approval for `environment`, `unit` and `version`.
+/// Reads the approval of `release` for `environment`. An approval counts only for the release
+/// its front matter names; one without `version` counts only while `single` (a single release
+/// of that unit waits). The request as opsflow wrote it never counts: a human must change it.
 pub fn human_approval(
     ws: &Workspace,
     environment: &str,
-    unit: &str,
-    version: &str,
+    release: &Release,
+    single: bool,
 ) -> Result<(Check, Approval, Option<Artifact>), Vec<Diagnostic>> {
     const GATE: &str = "approval";
     let name = approval_file_name(environment);
-    let Some(artifact) = artifacts::find(ws, &name, Some(unit))? else {
-        let detail = format!(
-            "waiting for a human: no {}/{name} for unit {unit} (opsflow writes the request once every other gate passes)",
-            ws.config.paths.artifacts
-        );
-        return Ok((Check::new(GATE, "human approval", false, detail), Approval::Missing, None));
+    let lookup = release::find(ws, &name, release)?;
+    let artifact = match lookup {
+        Lookup::Found(artifact) => artifact,
+        other => {
+            let detail = format!(
+                "waiting for a human: no approval for {} ({}; opsflow writes the request {} once every other gate passes)",
+                release.label(),
+                other.why_not(ws, &name, release),
+                release::output_path(ws, &name, release)
+            );
+            return Ok((Check::new(GATE, "human approval", false, detail), Approval::Missing, None));
+        }
     };
     let file = artifact.file.clone();
     let fail =
         |approval: Approval, detail: String| Check::new(GATE, "human approval", approval == Approval::Approved, detail);
-    if let Some(v) = artifact.field("version")
-        && v != version
-    {
-        let check = fail(Approval::Pending, format!("{file} approves version {v}, not {version}"));
-        return Ok((check, Approval::Pending, Some(artifact)));
+    if artifact.field("version").is_none_or(|v| v.trim().is_empty()) && !single {
+        let detail = format!(
+            "{file} names no `version` and several releases of {} wait: add `version: {}` to approve this one",
+            release.unit, release.version
+        );
+        return Ok((fail(Approval::Pending, detail), Approval::Pending, Some(artifact)));
+    }
+    if untouched_request(ws, release, &name, &artifact) {
+        let detail = format!(
+            "waiting for a human: {file} is the request as opsflow wrote it; edit it to approve (`status: approved`, `approved_by`) or tick `Approved`"
+        );
+        return Ok((fail(Approval::Pending, detail), Approval::Pending, Some(artifact)));
     }
     let ticks = artifacts::ticks(&artifact.body);
     let status = artifact.field("status").unwrap_or("pending");
@@ -333,6 +401,8 @@ pub fn human_approval(
     };
     let approvers = &ws.config.devops.approvers;
     let approved_by = artifact.field("approved_by").unwrap_or("").trim().to_owned();
+    let ignored: String =
+        ticks.ignored.iter().map(|label| format!("; ticked \"{label}\" is not an approval")).collect();
     let (approval, detail) = match approval {
         Approval::Approved if !approvers.is_empty() && approved_by.is_empty() => (
             Approval::Pending,
@@ -351,11 +421,20 @@ pub fn human_approval(
         }
         Approval::Hold => (Approval::Hold, format!("{file}: on hold")),
         Approval::Rejected => (Approval::Rejected, format!("{file}: rejected")),
-        other => {
-            (other, format!("waiting for a human: {file} is not approved yet (status {status}, no ticked `Approved`)"))
-        }
+        other => (
+            other,
+            format!("waiting for a human: {file} is not approved yet (status {status}, no ticked `Approved`){ignored}"),
+        ),
     };
     Ok((fail(approval, detail), approval, Some(artifact)))
+}
+
+/// Whether `artifact` is still byte for byte the approval request opsflow wrote for `release`
+/// (kept in the release's history when it was written).
+fn untouched_request(ws: &Workspace, release: &Release, name: &str, artifact: &Artifact) -> bool {
+    let Some(dir) = release.history_dir(ws) else { return false };
+    let Ok(Some(request)) = ws.read_text(&format!("{dir}/{name}")) else { return false };
+    sha256::hex(request.as_bytes()) == artifact.sha256
 }
 
 /// What a human decided about a paused rollout, in R17.
@@ -382,8 +461,8 @@ pub enum Decision {
 /// it must be `decided_by` one of `devops.approvers` when that list is set; `rollback` is
 /// always allowed.
 pub fn rollout_decision(ws: &Workspace, journal: &Journal) -> Result<(Decision, Option<Artifact>), Vec<Diagnostic>> {
-    let unit = (!journal.unit_id.is_empty()).then_some(journal.unit_id.as_str());
-    let Some(artifact) = artifacts::find(ws, "R17-rollback-decision.md", unit)? else {
+    let release = Release::new(journal.unit_id.clone(), journal.version.clone());
+    let Some(artifact) = release::find(ws, "R17-rollback-decision.md", &release)?.found() else {
         let why = format!("no R17-rollback-decision.md for unit {}", journal.unit_id);
         return Ok((Decision::Pending(why), None));
     };
@@ -392,7 +471,7 @@ pub fn rollout_decision(ws: &Workspace, journal: &Journal) -> Result<(Decision, 
     let pause_id = journal.pause.as_ref().map(|p| p.id.as_str()).unwrap_or_default();
     let pending = |why: String| Ok((Decision::Pending(why), Some(artifact.clone())));
     if let Some(version) = artifact.field("version")
-        && version != journal.version
+        && !same_version(version, &journal.version)
     {
         return pending(format!("{file} decides about version {version}, not {}", journal.version));
     }

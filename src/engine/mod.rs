@@ -24,6 +24,7 @@ use crate::Exit;
 use crate::audit::Audit;
 use crate::exec::command::Runner;
 use crate::exec::secrets::Secrets;
+use crate::release::{self, Lookup, Release};
 use crate::render::Renderer;
 use crate::sha256;
 use crate::store::edit::FieldOp;
@@ -144,6 +145,10 @@ pub struct Engine<'w> {
     audit: Audit,
     secrets: Secrets,
     options: Options,
+    /// The releases whose production deployment is open (pending, blocked or running) in the
+    /// current pass, as (unit, version): an approval without `version` counts only while a
+    /// single release of its unit waits.
+    open_production: std::cell::RefCell<Vec<(String, String)>>,
 }
 
 impl<'w> Engine<'w> {
@@ -164,7 +169,7 @@ impl<'w> Engine<'w> {
         let runtime = ws.path(&ws.config.paths.runtime);
         let audit =
             Audit { path: runtime.join("audit.jsonl"), agent: ws.config.agent.name.clone(), secrets: secrets.clone() };
-        Ok(Engine { ws, graph, renderer, audit, secrets, options })
+        Ok(Engine { ws, graph, renderer, audit, secrets, options, open_production: Default::default() })
     }
 
     /// Reconciles until nothing more is runnable.
@@ -214,6 +219,17 @@ impl<'w> Engine<'w> {
             return true;
         }
         let status_of = |id: &str| loaded.statuses.get(id).map(String::as_str);
+        *self.open_production.borrow_mut() = owned
+            .iter()
+            .filter(|(_, t)| t.get("type").and_then(Value::as_str) == Some("deployment_production"))
+            .filter(|(_, t)| {
+                matches!(t.get("status").and_then(Value::as_str), Some("pending" | "blocked" | "in_progress"))
+            })
+            .map(|(_, t)| {
+                let release = Release::of_task(t);
+                (release.unit.clone(), release.version.bare().to_owned())
+            })
+            .collect();
         for (index, task) in owned {
             let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
             let status = task.get("status").and_then(Value::as_str).unwrap_or_default();
@@ -344,16 +360,23 @@ impl<'w> Engine<'w> {
     }
 
     fn unit_and_version(&self, task: &Value) -> (String, String) {
-        let unit = task.get("unit_id").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let version = task.get("version").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| {
-            // The version of the newest release, from R07.
-            artifacts::find(self.ws, "R07-version-tag.md", (!unit.is_empty()).then_some(unit.as_str()))
+        let release = self.release_of(task);
+        (release.unit, release.version.as_str().to_owned())
+    }
+
+    /// The release a task works on: its `unit_id` and `version`, the version otherwise taken
+    /// from the newest R07 of its unit.
+    fn release_of(&self, task: &Value) -> Release {
+        let mut release = Release::of_task(task);
+        if release.version.is_empty() {
+            let newest = release::find(self.ws, "R07-version-tag.md", &release)
                 .ok()
-                .flatten()
+                .and_then(Lookup::found)
                 .and_then(|a| a.field("version").map(str::to_owned))
-                .unwrap_or_default()
-        });
-        (unit, version)
+                .unwrap_or_default();
+            release.version = release::Version::new(newest);
+        }
+        release
     }
 
     /// The environment a node of `task` changes, if it changes one.
@@ -362,8 +385,10 @@ impl<'w> Engine<'w> {
             Action::DeployToStaging => Some("staging".to_owned()),
             Action::DeployToProduction | Action::PostDeployVerification => Some("production".to_owned()),
             Action::RollbackDeployment => {
-                let unit = task.get("unit_id").and_then(Value::as_str);
-                let decision = artifacts::find(self.ws, "R17-rollback-decision.md", unit).ok().flatten();
+                let decision = nodes::requested_rollback(task)
+                    .then(|| release::find(self.ws, "R17-rollback-decision.md", &Release::of_task(task)).ok())
+                    .flatten()
+                    .and_then(Lookup::found);
                 Some(nodes::rollback_environment(task, decision.as_ref()))
             }
             _ => None,
@@ -435,8 +460,8 @@ impl<'w> Engine<'w> {
 
     /// The inputs and gates of `node` for `task`.
     fn gate_readiness(&self, task: &Value, node: &Node) -> Readiness {
-        let (unit, version) = self.unit_and_version(task);
-        let unit_ref = (!unit.is_empty()).then_some(unit.as_str());
+        let release = self.release_of(task);
+        let (unit, version) = (release.unit.clone(), release.version.as_str().to_owned());
         let mut checks = Vec::new();
         let mut inputs = Vec::new();
         let mut problems = Vec::new();
@@ -463,10 +488,11 @@ impl<'w> Engine<'w> {
                 "the task has no `unit_id`, so no QA report can approve it",
             ));
         }
+        checks.extend(config_checks(self.ws, node));
         for input in &node.inputs {
             if input.starts_with("R06-release-artifacts") {
                 if !version.is_empty() {
-                    let dir = nodes::release_dir(self.ws, &version);
+                    let dir = nodes::release_dir(self.ws, &release);
                     let present = self.ws.path(&dir).join("SHA256SUMS").is_file();
                     checks.push(Check::new(
                         "inputs",
@@ -484,8 +510,12 @@ impl<'w> Engine<'w> {
             if input.starts_with("R12-") || input.starts_with("R08-") {
                 continue; // Read by the production gate below.
             }
-            match artifacts::find(self.ws, input, unit_ref) {
-                Ok(Some(artifact)) => {
+            if input.starts_with("R17-") && !nodes::requested_rollback(task) {
+                // A rollback task of its own (`opsflow rollback`) needs no R17.
+                continue;
+            }
+            match release::find(self.ws, input, &release) {
+                Ok(Lookup::Found(artifact)) => {
                     if input.starts_with("R17-") && artifact.field("decision") != Some("rollback") {
                         checks.push(Check::new(
                             "inputs",
@@ -496,22 +526,29 @@ impl<'w> Engine<'w> {
                     }
                     inputs.push(artifact);
                 }
-                Ok(None) => checks.push(Check::new(
+                Ok(other) if optional_input(input) => checks.push(Check::new(
                     "inputs",
                     input,
-                    false,
-                    format!("input {}/{input} is missing", self.ws.config.paths.artifacts),
+                    true,
+                    format!("{}; the node runs without it", other.why_not(self.ws, input, &release)),
                 )),
+                Ok(other) => checks.push(Check::new("inputs", input, false, {
+                    let why = other.why_not(self.ws, input, &release);
+                    match self.graph.producer_of(input) {
+                        Some(producer) if matches!(other, Lookup::Missing) => format!("{why} (written by {producer})"),
+                        _ => why,
+                    }
+                })),
                 Err(diagnostics) => problems.extend(diagnostics),
             }
         }
         let mut qa_rejected = None;
         let mut request_approval = false;
         if node.action.deploys() && !unit.is_empty() {
-            match gates::load_qa(self.ws, &unit) {
+            match gates::load_qa(self.ws, &release) {
                 Err(diagnostics) => problems.extend(diagnostics),
                 Ok(evidence) => {
-                    let verdict = gates::qa_gate(self.ws, &unit, &evidence);
+                    let verdict = gates::qa_gate(self.ws, &unit, &version, &evidence);
                     qa_rejected = verdict.rejected;
                     checks.extend(verdict.checks);
                     inputs.extend(evidence.markdown.clone());
@@ -520,14 +557,23 @@ impl<'w> Engine<'w> {
                         checks.extend(gates::staging_gate(&self.ws.config, &evidence));
                     } else {
                         checks.extend(gates::production_quality(&self.ws.config, &evidence));
-                        checks.extend(self.production_readiness(&unit, &version, &mut inputs, &mut problems));
+                        checks.extend(self.production_readiness(&release, &mut inputs, &mut problems));
                     }
                     match deploy::EnvConfig::load(&self.ws.config, environment) {
                         Ok(env) => {
                             let needs_approval = env.requires_approval
                                 || (environment == "production" && self.ws.config.devops.require_human_approval);
                             if needs_approval {
-                                match gates::human_approval(self.ws, environment, &unit, &version) {
+                                let single = self
+                                    .open_production
+                                    .borrow()
+                                    .iter()
+                                    .filter(|(u, v)| *u == unit && !v.is_empty())
+                                    .map(|(_, v)| v.clone())
+                                    .collect::<std::collections::BTreeSet<_>>()
+                                    .len()
+                                    <= 1;
+                                match gates::human_approval(self.ws, environment, &release, single) {
                                     Ok((check, approval, artifact)) => {
                                         request_approval =
                                             approval == Approval::Missing && checks.iter().all(|c| !c.blocks());
@@ -538,7 +584,9 @@ impl<'w> Engine<'w> {
                                 }
                             }
                         }
-                        Err(why) => checks.push(Check::new("inputs", "environment", false, why)),
+                        Err(why) => {
+                            checks.push(Check::new("config", &format!("environments.{environment}"), false, why))
+                        }
                     }
                 }
             }
@@ -559,15 +607,16 @@ impl<'w> Engine<'w> {
     /// rollback path exists, monitoring is configured.
     fn production_readiness(
         &self,
-        unit: &str,
-        version: &str,
+        release: &Release,
         inputs: &mut Vec<artifacts::Artifact>,
         problems: &mut Vec<Diagnostic>,
     ) -> Vec<Check> {
+        let (unit, version) = (release.unit.as_str(), release.version.as_str());
         let mut checks = Vec::new();
-        match artifacts::find(self.ws, "R08-staging-deploy.md", Some(unit)) {
-            Ok(Some(r08)) => {
-                let ok = r08.field("status") == Some("success") && r08.field("version") == Some(version);
+        match release::find(self.ws, "R08-staging-deploy.md", release) {
+            Ok(Lookup::Found(r08)) => {
+                let ok = r08.field("status") == Some("success")
+                    && r08.field("version").is_some_and(|v| release::same_version(v, version));
                 let detail = format!(
                     "{}: status {}, version {}",
                     r08.file,
@@ -577,11 +626,17 @@ impl<'w> Engine<'w> {
                 checks.push(Check::new("production", "staging deployment of this version succeeded", ok, detail));
                 inputs.push(r08);
             }
-            Ok(None) => checks.push(Check::new(
+            Ok(other) => checks.push(Check::new(
                 "production",
                 "staging deployment of this version succeeded",
                 false,
-                format!("no R08-staging-deploy.md for unit {unit}: deploy {version} to staging first"),
+                match other {
+                    Lookup::Elsewhere { file, release: theirs } => format!(
+                        "{file} is for {}; no staging deployment of {unit} {version} yet: deploy it to staging first",
+                        theirs.label()
+                    ),
+                    _ => format!("no R08-staging-deploy.md for unit {unit}: deploy {version} to staging first"),
+                },
             )),
             Err(diagnostics) => problems.extend(diagnostics),
         }
@@ -683,9 +738,12 @@ impl<'w> Engine<'w> {
                 "HIGH",
                 format!("{} for unit {unit} version {version} waits for a human approval", node.name),
                 format!(
-                    "approve or hold in {}/{}",
-                    self.ws.config.paths.artifacts,
-                    gates::approval_file_name("production")
+                    "approve or hold in {}",
+                    self.approval_request_file(&self.release_of(task)).unwrap_or_else(|| release::output_path(
+                        self.ws,
+                        &gates::approval_file_name("production"),
+                        &self.release_of(task)
+                    ))
                 ),
                 "devops.approvers",
             ),
@@ -724,13 +782,28 @@ impl<'w> Engine<'w> {
         }
     }
 
-    /// Writes R12 once: from then on the file is the human's and is never overwritten.
-    /// Returns whether it wrote the file.
+    /// The approval file of `release` that exists now, if any.
+    fn approval_request_file(&self, release: &Release) -> Option<String> {
+        release::find(self.ws, &gates::approval_file_name("production"), release)
+            .ok()
+            .and_then(Lookup::found)
+            .map(|artifact| artifact.file)
+    }
+
+    /// Writes the approval request of the task's release once: from then on the file is the
+    /// human's and is never overwritten. Each release gets its own request: the plain name
+    /// when it is free, else `R12-prod-approval-<UNIT_ID>-<version>.md` beside another
+    /// release's file. A copy of the request as written goes to the release's history, so
+    /// that the request itself never counts as an approval. Returns whether it wrote the file.
     fn write_approval_request(&self, task: &Value, node: &Node, checks: &[Check]) -> bool {
-        let (unit, version) = self.unit_and_version(task);
+        let release = self.release_of(task);
+        let (unit, version) = (release.unit.clone(), release.version.as_str().to_owned());
         let run_id = new_run_id();
         let name = gates::approval_file_name("production");
-        let relative = format!("{}/{name}", self.ws.config.paths.artifacts.trim_end_matches('/'));
+        if self.approval_request_file(&release).is_some() {
+            return false;
+        }
+        let relative = release::output_path(self.ws, &name, &release);
         let Ok(path) = self.ws.inside(&relative) else { return false };
         if path.exists() || path.symlink_metadata().is_ok() {
             return false;
@@ -746,8 +819,10 @@ impl<'w> Engine<'w> {
         let context = json!({
             "unit_id": unit,
             "version": version,
+            "approval_file": relative,
             "task": {"id": task.get("id").and_then(Value::as_str).unwrap_or_default(), "title": task.get("title").and_then(Value::as_str).unwrap_or_default()},
             "checks": checks.iter().filter(|c| c.passed).collect::<Vec<_>>(),
+            "warnings": checks.iter().filter(|c| c.warning).collect::<Vec<_>>(),
             "approvers": self.ws.config.devops.approvers,
         });
         let text = match self.renderer.markdown("R12-prod-approval.md", &front, &context) {
@@ -757,6 +832,10 @@ impl<'w> Engine<'w> {
                 return false;
             }
         };
+        if let Err(e) = release::keep_in_history(self.ws, &release, &name, &text) {
+            tracing::error!("cannot keep the approval request in the release history: {e}");
+            return false;
+        }
         if let Some(parent) = path.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
@@ -814,6 +893,10 @@ impl<'w> Engine<'w> {
             }
         }
         let input_hashes: Vec<(String, String)> = inputs.iter().map(|a| (a.file.clone(), a.sha256.clone())).collect();
+        // Who let the release through: recorded in R13, the reports and the audit log.
+        let approved_by = inputs.iter().find(|a| a.file.contains("-approval")).map(|a| {
+            a.field("approved_by").map(str::trim).filter(|b| !b.is_empty()).unwrap_or("a ticked box").to_owned()
+        });
         let gate_summary = checks
             .iter()
             .map(|c| format!("{}: {}", c.name, if c.passed { "pass" } else { "warn" }))
@@ -823,7 +906,10 @@ impl<'w> Engine<'w> {
             &run_id,
             "claimed",
             &id,
-            &format!("{} runs; gates: {gate_summary}", node.name),
+            &match &approved_by {
+                Some(by) => format!("{} runs; gates: {gate_summary}; approved_by: {by}", node.name),
+                None => format!("{} runs; gates: {gate_summary}", node.name),
+            },
             &input_hashes,
         );
         let _ = record::edit_state(
@@ -845,6 +931,7 @@ impl<'w> Engine<'w> {
         let (unit, _) = self.unit_and_version(task);
         let mut run = self.node_run(task, node, &run_id, &unit, version);
         run.inputs = inputs;
+        run.approved_by = approved_by;
         let outcome =
             nodes::run(&mut run).unwrap_or_else(|e| Outcome::Failed { step: e.step, reason: e.reason, log: e.log });
         self.finish(task, node, &mut run, &outcome, state);
@@ -1112,6 +1199,8 @@ impl<'w> Engine<'w> {
             also_completed: Vec::new(),
             summary: String::new(),
             deploy: None,
+            approved_by: None,
+            rolled_back: Vec::new(),
         }
     }
 
@@ -1152,13 +1241,11 @@ impl<'w> Engine<'w> {
         self.secrets.mask_json(&mut outcome_value);
         let ops = vec![
             FieldOp::Set("status".into(), task_status.into()),
-            FieldOp::Set("outcome".into(), outcome_value),
+            FieldOp::Set("outcome".into(), outcome_value.clone()),
             FieldOp::Set("updated_at".into(), now.clone().into()),
         ];
         let task_id = (!from_state(task)).then_some(id.as_str());
-        if let Err(e) = record::edit_task(self.ws, task_id, &["in_progress"], ops, appends) {
-            tracing::error!("cannot record the end of {id}: {e}");
-        }
+        self.record_outcome(task_id, &id, node, run, ops, appends, &outcome_value);
         // state.json: this node (and any it completed on the way) and the current position.
         let mut completed = vec![node.name.clone()];
         completed.extend(run.also_completed.iter().cloned());
@@ -1234,6 +1321,9 @@ impl<'w> Engine<'w> {
                 tracing::error!("cannot append to {}: {e}", self.ws.config.paths.human_requests);
             }
         }
+        for undone in std::mem::take(&mut run.rolled_back) {
+            self.mark_rolled_back(&undone, run);
+        }
         let signal_status = if failed {
             Some("failed")
         } else if node.action == Action::DeployToProduction
@@ -1251,6 +1341,121 @@ impl<'w> Engine<'w> {
         }
         let inputs: Vec<(String, String)> = run.inputs.iter().map(|a| (a.file.clone(), a.sha256.clone())).collect();
         self.audit.record(&run.run_id, task_status, &id, &run.summary, &inputs);
+    }
+
+    /// Sets the production task of a release that a later rollback undid to `rolled_back`
+    /// (it said `deployed`), and says in the completion signal that the release was rolled back.
+    fn mark_rolled_back(&self, undone: &Release, run: &mut NodeRun<'_>) {
+        let Ok(Some(text)) = self.ws.read_text(&self.ws.config.paths.tasks) else { return };
+        let Ok((_, heads)) = crate::store::tasks::scan(&text, |head| {
+            head.status.as_deref() == Some("deployed")
+                && head.kind.as_deref() == Some("deployment_production")
+                && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())
+        }) else {
+            return;
+        };
+        let now = crate::time::now_rfc3339();
+        for head in heads {
+            let task = head.value(&text);
+            let release = Release::of_task(&task);
+            if release.unit != undone.unit || release.version != undone.version {
+                continue;
+            }
+            let Some(id) = head.id.as_deref() else { continue };
+            let ops = vec![
+                FieldOp::Set("status".into(), "rolled_back".into()),
+                FieldOp::Set(
+                    "rolled_back".into(),
+                    json!({"by_task": run.task_id(), "run_id": run.run_id, "at": now, "summary": self.secrets.mask(&run.summary)}),
+                ),
+                FieldOp::Set("updated_at".into(), now.clone().into()),
+            ];
+            match record::edit_task(self.ws, Some(id), &["deployed"], ops, Vec::new()) {
+                Ok(true) => self.audit.record(&run.run_id, "rolled_back", id, &run.summary, &[]),
+                Ok(false) => {}
+                Err(e) => tracing::error!("cannot record that {id} was rolled back: {e}"),
+            }
+        }
+        let message = format!("{} was rolled back: {}", undone.label(), run.summary);
+        match record::write_signal(self.ws, &self.renderer, &undone.unit, "failed", &run.artifacts, &message) {
+            Ok(file) => {
+                if !run.artifacts.contains(&file) {
+                    run.artifacts.push(file);
+                }
+            }
+            Err(e) => tracing::error!("cannot write the completion signal: {e}"),
+        }
+    }
+
+    /// Writes a node's outcome onto its task. The task entry may have changed under the running
+    /// node (another writer, `git stash`, `git checkout`): what happened in the environment is
+    /// recorded on the task whatever its status is now, with a note; when the task is gone,
+    /// the outcome is kept in the run's `outcome.json`, logged as an error and put in front of
+    /// a human. Never silently lost.
+    #[allow(clippy::too_many_arguments)]
+    fn record_outcome(
+        &self,
+        task_id: Option<&str>,
+        id: &str,
+        node: &Node,
+        run: &NodeRun<'_>,
+        mut ops: Vec<FieldOp>,
+        appends: Vec<Value>,
+        outcome: &Value,
+    ) {
+        let moved = match record::edit_task(self.ws, task_id, &["in_progress"], ops.clone(), appends.clone()) {
+            Ok(true) => return,
+            Ok(false) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        if moved.is_none() && task_id.is_some() {
+            tracing::warn!(
+                "{id} changed while {} ran (another writer or a git command); its outcome is recorded over what is there now",
+                node.name
+            );
+            ops.push(FieldOp::Set(
+                "outcome_note".into(),
+                format!("the task changed while run {} ran; this outcome was recorded over it", run.run_id).into(),
+            ));
+            match record::edit_task(self.ws, task_id, &[], ops, appends.clone()) {
+                Ok(_) => return,
+                Err(e) => return self.keep_lost_outcome(id, node, run, outcome, &e.to_string()),
+            }
+        }
+        self.keep_lost_outcome(id, node, run, outcome, &moved.unwrap_or_default());
+    }
+
+    /// Keeps an outcome that could not be written onto its task (the task is gone).
+    fn keep_lost_outcome(&self, id: &str, node: &Node, run: &NodeRun<'_>, outcome: &Value, why: &str) {
+        let file = nodes::run_dir(self.ws, &run.run_id).join("outcome.json");
+        let document = json!({"task": id, "node": node.name, "outcome": outcome, "why": why});
+        let written = crate::store::file::write_atomic(
+            &file,
+            format!("{}\n", serde_json::to_string_pretty(&document).unwrap_or_default()).as_bytes(),
+        );
+        let kept = self.ws.label(&file);
+        tracing::error!(
+            "cannot record the outcome of {id} ({why}); it is kept in {kept}{}",
+            if written.is_err() { " (which could not be written either)" } else { "" }
+        );
+        let request = HumanRequest {
+            agent: self.ws.config.agent.name.clone(),
+            task_id: id.to_owned(),
+            node: node.name.clone(),
+            unit_id: run.unit_id.clone(),
+            severity: "HIGH",
+            issue: format!("the outcome of {} for {id} could not be recorded on its task: {why}", node.name),
+            impact: "tasks.json does not say what happened in the environment".to_owned(),
+            actions: vec![format!("ran {} (run {})", node.name, run.run_id), format!("outcome kept in {kept}")],
+            status: "needs attention".into(),
+            help_needed: format!("restore the task entry of {id}, or record the outcome from {kept} by hand"),
+            contacts: "Product-Manager".into(),
+            raised_at: crate::time::now_rfc3339(),
+            run_id: run.run_id.clone(),
+        };
+        if let Err(e) = record::append_human_request(self.ws, &self.renderer, &request, why) {
+            tracing::error!("cannot append to {}: {e}", self.ws.config.paths.human_requests);
+        }
     }
 
     /// Records a node that stopped to wait after it was claimed: the task goes back to
@@ -1336,4 +1541,37 @@ pub fn new_run_id() -> String {
         ^ std::process::id().rotate_left(16)
         ^ COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9);
     format!("{stamp}-{:06x}", mix & 0xFF_FFFF)
+}
+
+/// Inputs other agents may or may not write: a node runs without them and says so.
+fn optional_input(name: &str) -> bool {
+    name.starts_with("D21-")
+}
+
+/// What the config must hold before `node` can run: a gap there is a configuration problem
+/// (the task waits with the key named), never a code bug that files a fix task.
+fn config_checks(ws: &Workspace, node: &Node) -> Vec<Check> {
+    let config = &ws.config;
+    let mut checks = Vec::new();
+    let missing_environment = |name: &str| {
+        (!config.environments.contains_key(name)).then(|| {
+            Check::new(
+                "config",
+                &format!("environments.{name}"),
+                false,
+                format!("`environments.{name}` is not set in project-config.json"),
+            )
+        })
+    };
+    match node.action {
+        Action::BuildRelease if config.release.artifacts.is_empty() => checks.push(Check::new(
+            "config",
+            "release.artifacts",
+            false,
+            "`release.artifacts` is not set in project-config.json: add a `release` section with the `build` command and the `artifacts` it produces",
+        )),
+        Action::StagingEnvironmentSetup => checks.extend(missing_environment("staging")),
+        _ => {}
+    }
+    checks
 }

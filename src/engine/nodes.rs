@@ -14,6 +14,7 @@ use super::journal::{Journal, Pause, Phase};
 use crate::exec::command::{Runner, StepResult};
 use crate::exec::deploy_lock::{self, DeployLock, DeployLockError, Holder};
 use crate::exec::local::copy_tree;
+use crate::release::{self, Lookup, Release, Scope};
 use crate::render::Renderer;
 use crate::schema::SchemaName;
 use crate::sha256;
@@ -77,6 +78,10 @@ pub struct NodeRun<'a> {
     pub also_completed: Vec<String>,
     pub summary: String,
     pub deploy: Option<DeployReport>,
+    /// `approved_by` of the approval that let this release through, when one did.
+    pub approved_by: Option<String>,
+    /// Releases this run rolled back whose own tasks must now say `rolled_back`.
+    pub rolled_back: Vec<Release>,
 }
 
 impl NodeRun<'_> {
@@ -142,25 +147,14 @@ impl NodeRun<'_> {
         })
     }
 
-    /// Where an artifact goes: its plain name, unless that file belongs to another unit.
+    /// The release this run works on.
+    pub fn release(&self) -> Release {
+        Release::new(self.unit_id.clone(), self.version.clone())
+    }
+
+    /// Where an artifact goes (see `release::output_path`).
     fn artifact_path(&self, name: &str) -> String {
-        let dir = self.ws.config.paths.artifacts.trim_end_matches('/');
-        let plain = format!("{dir}/{name}");
-        let other_unit = self
-            .ws
-            .read_text(&plain)
-            .ok()
-            .flatten()
-            .and_then(|text| crate::workspace::read::parse_markdown(&plain, &text).ok())
-            .and_then(|doc| doc.front_matter)
-            .and_then(|fm| fm.get("unit_id").and_then(Value::as_str).map(str::to_owned))
-            .is_some_and(|unit| !self.unit_id.is_empty() && unit != self.unit_id);
-        if other_unit {
-            let stem = name.strip_suffix(".md").unwrap_or(name);
-            format!("{dir}/{stem}-{}.md", self.unit_id)
-        } else {
-            plain
-        }
+        release::output_path(self.ws, name, &self.release())
     }
 
     /// Renders and writes a markdown artifact; returns its path.
@@ -188,10 +182,12 @@ impl NodeRun<'_> {
         merge(&mut context, extra);
         let mut front = Map::new();
         front.insert("node".into(), self.node.name.clone().into());
-        if !self.unit_id.is_empty() {
+        // Environment artifacts belong to no release: they name none, so any release uses them.
+        let of_release = release::scope(name) == Scope::Release;
+        if of_release && !self.unit_id.is_empty() {
             front.insert("unit_id".into(), self.unit_id.clone().into());
         }
-        if !self.version.is_empty() {
+        if of_release && !self.version.is_empty() {
             front.insert("version".into(), self.version.clone().into());
         }
         front.insert("status".into(), status.into());
@@ -211,7 +207,17 @@ impl NodeRun<'_> {
             self.renderer.markdown(template, &front, &context).map_err(|e| NodeError::new("render", e.to_string()))?;
         let relative = relative.unwrap_or_else(|| self.artifact_path(name));
         self.write(&relative, &text)?;
+        if of_release {
+            self.keep(name, &text)?;
+        }
         Ok(relative)
+    }
+
+    /// Keeps this release's copy of an output in its history folder.
+    fn keep(&mut self, name: &str, text: &str) -> Result<(), NodeError> {
+        let masked = self.runner.secrets.mask(text);
+        release::keep_in_history(self.ws, &self.release(), name, &masked).map_err(|e| NodeError::new("history", e))?;
+        Ok(())
     }
 
     fn write(&mut self, relative: &str, text: &str) -> Result<(), NodeError> {
@@ -262,9 +268,15 @@ fn merge(base: &mut Value, extra: Value) {
     }
 }
 
-/// The release directory of a version: `<artifacts>/R06-release-artifacts/<version>`.
-pub fn release_dir(ws: &Workspace, version: &str) -> String {
-    format!("{}/R06-release-artifacts/{version}", ws.config.paths.artifacts.trim_end_matches('/'))
+/// The release directory: `<artifacts>/R06-release-artifacts/<UNIT_ID>/<version>`, or
+/// `R06-release-artifacts/<version>` for a release without a unit. Versions are named without
+/// their leading `v`, so `v1.2.3` and `1.2.3` are one release.
+pub fn release_dir(ws: &Workspace, release: &Release) -> String {
+    let base = format!("{}/R06-release-artifacts", ws.config.paths.artifacts.trim_end_matches('/'));
+    match release.unit() {
+        Some(unit) => format!("{base}/{unit}/{}", release.version.bare()),
+        None => format!("{base}/{}", release.version.bare()),
+    }
 }
 
 /// Checks a release directory against its `SHA256SUMS`: every listed file matches and no
@@ -458,10 +470,8 @@ fn build_release(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
         let step = run.run_step("build", build, &vars)?;
         steps.push(json!({"name": step.name, "summary": step.summary(), "log": step.log}));
     }
-    if release.artifacts.is_empty() {
-        return Err(NodeError::new("collect", "`release.artifacts` lists nothing to release"));
-    }
-    let relative = release_dir(run.ws, &version);
+
+    let relative = release_dir(run.ws, &run.release());
     let target = run.ws.path(&relative);
     let staging = run.ws.root.join(format!(".opsflow/build-{}", run.run_id));
     let _ = fs::remove_dir_all(&staging);
@@ -517,13 +527,16 @@ fn build_release(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
     }
     let mut tag = Value::Null;
     if release.git_tag {
+        // The tag is `v` and the bare version: `v1.2.3` for `1.2.3` and for `v1.2.3` alike.
+        let tag_name = release::Version::new(version.clone()).tag();
         vars.push(("OPSFLOW_VERSION".into(), version.clone()));
+        vars.push(("OPSFLOW_TAG".into(), tag_name.clone()));
         let step = run.runner.run(
             "git-tag",
-            "if git rev-parse -q --verify \"refs/tags/v$OPSFLOW_VERSION\" >/dev/null; then \
-               test \"$(git rev-list -n 1 \"v$OPSFLOW_VERSION\")\" = \"$(git rev-parse HEAD)\" || \
-               { echo \"tag v$OPSFLOW_VERSION exists on another commit\" >&2; exit 1; }; \
-             else git tag -a \"v$OPSFLOW_VERSION\" -m \"Release $OPSFLOW_VERSION\"; fi && git rev-parse HEAD",
+            "if git rev-parse -q --verify \"refs/tags/$OPSFLOW_TAG\" >/dev/null; then \
+               test \"$(git rev-list -n 1 \"$OPSFLOW_TAG\")\" = \"$(git rev-parse HEAD)\" || \
+               { echo \"tag $OPSFLOW_TAG exists on another commit\" >&2; exit 1; }; \
+             else git tag -a \"$OPSFLOW_TAG\" -m \"Release $OPSFLOW_VERSION\"; fi && git rev-parse HEAD",
             None,
             None,
             &vars,
@@ -531,7 +544,7 @@ fn build_release(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
         if !step.success {
             return Err(NodeError::from_step(&step));
         }
-        tag = json!({"name": format!("v{version}"), "commit": step.tail.lines().last().unwrap_or("").trim()});
+        tag = json!({"name": tag_name, "commit": step.tail.lines().last().unwrap_or("").trim()});
     }
     run.artifacts.push(format!("{relative}/"));
     let extra = json!({"release_dir": relative, "files": listed, "steps": steps, "tag": tag});
@@ -558,7 +571,7 @@ fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeEr
         Some(journal) => return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false }),
         None => (new_journal(run, &env, Phase::Deploying), false),
     };
-    let relative = release_dir(run.ws, &run.version);
+    let relative = release_dir(run.ws, &run.release());
     // The release is deployed from a copy without SHA256SUMS, checked again just before.
     let payload = run.ws.root.join(format!(".opsflow/payload-{}", run.run_id));
     let failed_staging = match stage_release(&run.ws.path(&relative), &payload) {
@@ -591,13 +604,23 @@ fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeEr
     } else {
         "failed"
     };
-    let extra = json!({"deploy": report, "environment": env_context(&env), "release_dir": relative});
+    let extra =
+        json!({"deploy": report, "method": env.method(), "environment": env_context(&env), "release_dir": relative});
     if environment == "staging" {
         run.write_markdown("R08-staging-deploy.md", None, status, extra.clone())?;
         run.write_markdown("R09-smoke-tests.md", None, status, extra)?;
     } else {
-        run.write_markdown("R13-prod-deploy.md", None, status, extra.clone())?;
+        let mut front = Map::new();
+        front.insert("approved_by".into(), run.approved_by.clone().map_or(Value::Null, Value::String));
+        run.write_markdown_with("R13-prod-deploy.md", None, status, extra.clone(), front)?;
         run.write_markdown("R14-monitoring-active.md", None, status, extra)?;
+        // The approval that let this release through is kept with the release's history.
+        if let Some(approval) = run.inputs.iter().find(|a| a.file.contains("-approval")).cloned()
+            && let Ok(Some(text)) = run.ws.read_text(&approval.file)
+        {
+            let name = approval.file.rsplit('/').next().unwrap_or_default().to_owned();
+            let _ = release::keep_in_history(run.ws, &run.release(), &format!("approved-{name}"), &text);
+        }
     }
     if let Some((stage, reason)) = report.paused.clone() {
         return pause(run, &env, journal, &stage, &reason);
@@ -902,21 +925,87 @@ pub fn write_rollback_result(
 /// Records in `deployment-report.json` what became of the release after the report was
 /// written, when the report is this unit's and version's.
 fn patch_report(run: &mut NodeRun<'_>, status: &str, why: &str) {
-    let file = run.ws.config.paths.deployment_report.clone();
-    let Ok(Some(text)) = run.ws.read_text(&file) else { return };
-    let Ok(mut report) = crate::workspace::read::parse_json(&file, &text) else { return };
-    if report.get("unit_id").and_then(Value::as_str) != Some(run.unit_id.as_str())
-        || report.get("version").and_then(Value::as_str) != Some(run.version.as_str())
-    {
-        return;
+    let release = run.release();
+    patch_report_of(run, &release, status, why);
+}
+
+/// [`patch_report`] for `release`, which may be another than the run's (a human's rollback
+/// undoes the release that was live). The plain report is patched when it is that release's;
+/// the release's history copy always is.
+fn patch_report_of(run: &mut NodeRun<'_>, release: &Release, status: &str, why: &str) {
+    let plain = run.ws.config.paths.deployment_report.clone();
+    let mut targets = vec![plain.clone()];
+    targets.extend(release.history_dir(run.ws).map(|dir| format!("{dir}/deployment-report.json")));
+    for file in targets {
+        let Ok(Some(text)) = run.ws.read_text(&file) else { continue };
+        let Ok(mut report) = crate::workspace::read::parse_json(&file, &text) else { continue };
+        let field = |key: &str| report.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+        if !(field("unit_id") == release.unit && release::same_version(&field("version"), release.version.as_str())) {
+            continue;
+        }
+        report["deployment_summary"]["status"] = json!(status);
+        if let Some(issues) = report.get_mut("known_issues").and_then(Value::as_array_mut)
+            && !issues.iter().any(|i| i.as_str() == Some(why))
+        {
+            issues.push(json!(why));
+        }
+        report["next_steps"] = json!(next_steps(status));
+        if status != "success" {
+            report["services_deployed"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+                .for_each(|service| service["status"] = json!("unhealthy"));
+        }
+        report["run_id"] = json!(run.run_id);
+        if run.ws.schemas.validate(SchemaName::DeploymentReport, &file, &report).is_empty() {
+            let text = format!("{}\n", serde_json::to_string_pretty(&report).expect("a Value serializes"));
+            if file == plain {
+                let _ = run.write(&file, &text);
+            } else if let Ok(path) = run.ws.inside(&file) {
+                let _ = write_atomic(&path, run.runner.secrets.mask(&text).as_bytes());
+            }
+        }
     }
-    report["deployment_summary"]["status"] = json!(status);
-    if let Some(issues) = report.get_mut("known_issues").and_then(Value::as_array_mut) {
-        issues.push(json!(why));
-    }
-    report["run_id"] = json!(run.run_id);
-    if run.ws.schemas.validate(SchemaName::DeploymentReport, &file, &report).is_empty() {
-        let _ = run.write(&file, &format!("{}\n", serde_json::to_string_pretty(&report).expect("a Value serializes")));
+}
+
+/// Says in `Deploy-<UNIT_ID>.md` (and its history copy) that `release` was rolled back: its
+/// front matter `status` becomes `rolled_back` and a section says by whom and why.
+fn mark_deploy_report_rolled_back(run: &mut NodeRun<'_>, release: &Release, why: &str, restored: &str) {
+    let name = format!("Deploy-{}.md", release.unit);
+    let mut files = vec![format!("{}/{name}", run.ws.config.paths.deployments.trim_end_matches('/'))];
+    files.extend(release.history_dir(run.ws).map(|dir| format!("{dir}/{name}")));
+    for file in files {
+        let Ok(Some(text)) = run.ws.read_text(&file) else { continue };
+        let Ok(doc) = crate::workspace::read::parse_markdown(&file, &text) else { continue };
+        let Some(fm) = doc.front_matter else { continue };
+        let field = |key: &str| fm.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+        if field("unit_id") != release.unit || !release::same_version(&field("version"), release.version.as_str()) {
+            continue;
+        }
+        // Front matter is written by code, one `key: JSON value` a line.
+        let Some(end) = text.get(4..).and_then(|rest| rest.find("\n---\n")).map(|i| i + 4) else { continue };
+        let (front, body) = text.split_at(end);
+        let front: String = front
+            .lines()
+            .map(
+                |line| {
+                    if line.starts_with("status: ") { "status: \"rolled_back\"".to_owned() } else { line.to_owned() }
+                },
+            )
+            .collect::<Vec<_>>()
+            .join("\n");
+        let note = crate::render::markdown_escape(&run.runner.secrets.mask(why));
+        let section = format!(
+            "\n## Rolled back\n\n- Rolled back by run `{}` at {}: {note}\n- Restored: {}\n",
+            run.run_id,
+            crate::time::now_rfc3339(),
+            crate::render::markdown_escape(restored)
+        );
+        let patched = format!("{front}{body}{section}");
+        if let Ok(path) = run.ws.inside(&file) {
+            let _ = write_atomic(&path, run.runner.secrets.mask(&patched).as_bytes());
+        }
     }
 }
 
@@ -953,16 +1042,21 @@ fn write_reports(
     monitoring: Option<&Monitoring>,
     status: &str,
 ) -> Result<(), NodeError> {
-    let method = match report.strategy.as_str() {
-        "blue-green" => "blue-green",
-        "canary" => "canary",
-        "rolling" => "rolling",
-        _ => "direct",
-    };
-    let smoke_status = if report.smoke.iter().all(|s| s.passed) && report.failed_step.as_deref() != Some("smoke") {
-        "passed"
-    } else {
+    let method = env.method();
+    // Only what ran is reported as passed: no smoke test run is `not_run`, no migration `skipped`.
+    let smoke_status = if report.smoke.iter().any(|s| !s.passed) || report.failed_step.as_deref() == Some("smoke") {
         "failed"
+    } else if report.smoke.is_empty() {
+        "not_run"
+    } else {
+        "passed"
+    };
+    let migration_status = if report.failed_step.as_deref() == Some("migrate") {
+        "failed"
+    } else if report.migrated {
+        "success"
+    } else {
+        "skipped"
     };
     let service_status = match (status, monitoring.map(|m| m.healthy)) {
         ("success", _) => "healthy",
@@ -988,7 +1082,8 @@ fn write_reports(
         "service_status": service_status,
         "health_check_url": health_url,
         "migrated": report.migrated,
-        "migration_status": if report.failed_step.as_deref() == Some("migrate") { "failed" } else { "success" },
+        "migration_status": migration_status,
+        "approved_by": run.approved_by,
         "metrics_enabled": if env.metrics.is_some() { "enabled" } else { "disabled" },
         "alerting_enabled": if env.health_checks.is_empty() { "disabled" } else { "enabled" },
         "smoke_status": smoke_status,
@@ -1004,7 +1099,7 @@ fn write_reports(
             (_, true, Some(monitoring)) if !monitoring.healthy => vec![monitoring.reason.clone()],
             _ => Vec::new(),
         },
-        "next_steps": if status == "success" { vec!["Post-deploy monitoring passed; record the deployed product and feedback channels".to_owned()] } else { vec!["Fix the failure named in the escalation, then re-run the deployment".to_owned()] },
+        "next_steps": next_steps(status),
         "deploy": report,
         "monitoring": monitoring,
     });
@@ -1018,19 +1113,36 @@ fn write_reports(
     run.runner.secrets.mask_json(&mut value);
     let report_file = run.ws.config.paths.deployment_report.clone();
     run.write(&report_file, &format!("{}\n", serde_json::to_string_pretty(&value).expect("a Value serializes")))?;
+    let report_text = format!("{}\n", serde_json::to_string_pretty(&value).expect("a Value serializes"));
+    run.keep("deployment-report.json", &report_text)?;
     let deploy_md = format!("{}/Deploy-{}.md", run.ws.config.paths.deployments.trim_end_matches('/'), run.unit_id);
     let name = format!("Deploy-{}.md", run.unit_id);
-    run.write_markdown(&name, Some(deploy_md), status, extra)?;
+    let mut front = Map::new();
+    front.insert("approved_by".into(), run.approved_by.clone().map_or(Value::Null, Value::String));
+    run.write_markdown_with(&name, Some(deploy_md), status, extra, front)?;
     Ok(())
+}
+
+/// The report's next steps for a release whose deployment ended `status`.
+fn next_steps(status: &str) -> Vec<String> {
+    match status {
+        "success" => {
+            vec!["Post-deploy monitoring passed; record the deployed product and feedback channels".to_owned()]
+        }
+        "rolled_back" => vec![
+            "The release was rolled back; the previous release serves users".to_owned(),
+            "Fix the failure named in the escalation, then ship a new version".to_owned(),
+        ],
+        _ => vec!["Fix the failure named in the escalation, then re-run the deployment".to_owned()],
+    }
 }
 
 fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeError> {
     let env = EnvConfig::load(&run.ws.config, environment).map_err(|e| NodeError::new("environment", e))?;
     // A production deploy verifies its release in the same run; a verification task for the
     // same version then has nothing left to watch.
-    let unit = (!run.unit_id.is_empty()).then_some(run.unit_id.clone());
-    if let Ok(Some(r15)) = artifacts::find(run.ws, "R15-verification-result.md", unit.as_deref())
-        && r15.field("version") == Some(run.version.as_str())
+    if let Ok(Lookup::Found(r15)) = release::find(run.ws, "R15-verification-result.md", &run.release())
+        && r15.field("version").is_some_and(|v| release::same_version(v, &run.version))
         && r15.field("status") == Some("success")
     {
         run.summary = format!(
@@ -1104,10 +1216,38 @@ pub fn rollback_environment(task: &Value, decision: Option<&Artifact>) -> String
         .to_owned()
 }
 
-/// Rollback_Deployment: a human asked for it in R17 (`decision: rollback`), outside any
-/// paused rollout.
+/// Whether a Rollback_Deployment task acts on a human's R17 (it was filed from one: its
+/// `source` names the file) rather than on its own request (`opsflow rollback`, a hand-written
+/// task).
+pub fn requested_rollback(task: &Value) -> bool {
+    task.get("source").and_then(Value::as_str).is_some_and(|source| source.contains("R17-rollback-decision"))
+}
+
+/// The version a Rollback_Deployment task rolls back to, when it names one: its
+/// `target_version`, or its `version` when that is not the live one.
+fn rollback_target(task: &Value, live: Option<&str>) -> Option<String> {
+    let field = |key: &str| task.get(key).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty());
+    if let Some(target) = field("target_version") {
+        return Some(target.to_owned());
+    }
+    if requested_rollback(task) {
+        // An R17's `version` is the release it decides about, the one to undo.
+        return None;
+    }
+    field("version").filter(|v| live.is_none_or(|live| !release::same_version(v, live))).map(str::to_owned)
+}
+
+/// Rollback_Deployment: a human asked for it, in R17 (`decision: rollback`) or with
+/// `opsflow rollback ENV [--to VERSION]`, outside any paused rollout. Afterwards every record
+/// of the release that was undone says so: its production task is `rolled_back`, and
+/// `deployment-report.json`, `Deploy-<UNIT_ID>.md` and the completion signal no longer claim
+/// success.
 fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
-    let decision = run.inputs.iter().find(|a| a.file.contains("R17-rollback-decision")).cloned();
+    let decision = if requested_rollback(run.task) {
+        run.inputs.iter().find(|a| a.file.contains("R17-rollback-decision")).cloned()
+    } else {
+        None
+    };
     let environment = rollback_environment(run.task, decision.as_ref());
     let env = EnvConfig::load(&run.ws.config, &environment).map_err(|e| NodeError::new("environment", e))?;
     let _lock = match lock_environment(run, &env)? {
@@ -1117,29 +1257,40 @@ fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
     if let Some(journal) = Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e))? {
         return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false });
     }
+    let field = |key: &str| run.task.get(key).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty());
     let by = decision
         .as_ref()
         .and_then(|d| d.field("decided_by"))
         .filter(|b| !b.trim().is_empty())
+        .or_else(|| field("requested_by"))
         .unwrap_or("a human")
         .to_owned();
     let reason = decision
         .as_ref()
         .and_then(|d| d.field("reason").map(str::to_owned))
-        .unwrap_or_else(|| "requested by a task".to_owned());
+        .or_else(|| field("reason").map(str::to_owned))
+        .unwrap_or_else(|| format!("requested by task {}", run.task_id()));
     let why = format!("{by} asked for a rollback: {reason}");
+    let live = env.history(run.ws).deployments.iter().rev().find(|d| d.status == "good").map(|d| d.version.clone());
+    let live = env.local(&run.ws.root).map_or(live, |local| local.live_version());
+    let target = rollback_target(run.task, live.as_deref());
     let mut vars = run.env_vars(&environment);
     vars.push(("OPSFLOW_VERSION".into(), run.version.clone()));
-    let rollback = deploy::rollback(run.ws, &run.runner, &env, &vars, None);
+    let rollback = deploy::rollback_to(run.ws, &run.runner, &env, &vars, None, target.as_deref());
     let sha = decision.as_ref().map(|d| d.sha256.clone()).unwrap_or_default();
     write_rollback_result(run, &rollback, &why, &sha)?;
-    if rollback.success {
-        patch_report(run, "rolled_back", &why);
-        run.summary = format!("rolled back {environment}: {}", rollback.detail);
-        Ok(Outcome::Done)
-    } else {
-        Ok(Outcome::Failed { step: "rollback".into(), reason: rollback.detail, log: String::new() })
+    if !rollback.success {
+        return Ok(Outcome::Failed { step: "rollback".into(), reason: rollback.detail, log: String::new() });
     }
+    if let Some((unit, version)) = rollback.undone.clone().filter(|(_, v)| !v.is_empty()) {
+        let undone = Release::new(unit, version);
+        patch_report_of(run, &undone, "rolled_back", &why);
+        let restored = rollback.restored.clone().unwrap_or_else(|| "nothing (the environment was taken down)".into());
+        mark_deploy_report_rolled_back(run, &undone, &why, &restored);
+        run.rolled_back.push(undone);
+    }
+    run.summary = format!("rolled back {environment}: {}", rollback.detail);
+    Ok(Outcome::Done)
 }
 
 fn feedback(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
@@ -1152,7 +1303,8 @@ fn feedback(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
         };
         running.push(json!({"environment": name, "provider": env.provider, "strategy": env.strategy(), "live": live, "version": version}));
     }
-    let extra = json!({"running": running});
+    let candidate = run.inputs.iter().find(|a| a.file.contains("D21-release-candidate")).map(|a| a.file.clone());
+    let extra = json!({"running": running, "release_candidate": candidate});
     run.write_markdown("D22-deployed-product.md", None, "completed", extra.clone())?;
     run.write_markdown("D23-feedback-channels.md", None, "completed", extra)?;
     run.summary = format!(

@@ -26,6 +26,9 @@ pub enum Strategy {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Deployment {
     pub version: String,
+    /// The unit whose release this is (empty for a release without a unit).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub unit_id: String,
     /// The directory of the release, relative to the environment root.
     pub dir: String,
     pub status: String,
@@ -37,7 +40,7 @@ pub struct Deployment {
 }
 
 /// `releases.json`: every deployment of an environment, oldest first. Statuses: `deploying`
-/// (not finished yet), `good`, `bad`.
+/// (not finished yet), `good`, `bad`, `replaced` (its directory now holds a later release).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct History {
     pub deployments: Vec<Deployment>,
@@ -102,16 +105,22 @@ impl LocalEnv {
 
     /// The version live now, from the history.
     pub fn live_version(&self) -> Option<String> {
+        self.live_deployment().map(|d| d.version)
+    }
+
+    /// The deployment live now, from the history.
+    pub fn live_deployment(&self) -> Option<Deployment> {
         let live = self.live_dir()?;
-        self.history().deployments.iter().rev().find(|d| d.dir == live && d.status == "good").map(|d| d.version.clone())
+        self.history().deployments.iter().rev().find(|d| d.dir == live && d.status == "good").cloned()
     }
 
     /// Stages `source` as a new release and returns the directory (relative to the root) it
-    /// went to. Nothing live changes yet.
-    pub fn stage(&self, version: &str, source: &Path) -> io::Result<String> {
+    /// went to: `releases/<name>` (`name` is `<UNIT_ID>/<version>` or the bare version), or
+    /// the idle slot. Nothing live changes yet.
+    pub fn stage(&self, name: &str, source: &Path) -> io::Result<String> {
         self.prepare()?;
         let dir = match self.strategy {
-            Strategy::Recreate => format!("releases/{version}"),
+            Strategy::Recreate => format!("releases/{name}"),
             Strategy::BlueGreen => {
                 let live = self.live_dir();
                 if live.as_deref() == Some("slots/blue") { "slots/green".to_owned() } else { "slots/blue".to_owned() }
@@ -149,6 +158,11 @@ impl LocalEnv {
     /// Records a deployment's outcome.
     pub fn record(&self, deployment: Deployment) -> io::Result<()> {
         let mut history = self.history();
+        // A release staged into a directory replaces whatever an earlier deployment left
+        // there (a blue-green slot, a rebuilt version): that one can no longer be restored.
+        for earlier in history.deployments.iter_mut().filter(|d| d.dir == deployment.dir && d.status == "good") {
+            earlier.status = "replaced".to_owned();
+        }
         history.deployments.push(deployment);
         self.save_history(&history)
     }

@@ -191,6 +191,20 @@ impl Graph {
         }
     }
 
+    /// Who writes an input: the node whose outputs name it, else another agent of the workflow.
+    pub fn producer_of(&self, input: &str) -> Option<String> {
+        if let Some(node) = self.nodes.iter().find(|n| n.outputs.iter().any(|o| o == input)) {
+            return Some(format!("the {} node", node.name));
+        }
+        let agent = match input.split('-').next().unwrap_or_default() {
+            "R04" => "the agent that merges the code (R04)",
+            "D21" => "the agent that prepares the release candidate (D21)",
+            name if name.starts_with("INFRA0") => "the architect agent (INFRA01 to INFRA03)",
+            _ => return None,
+        };
+        Some(agent.to_owned())
+    }
+
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
     }

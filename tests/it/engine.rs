@@ -265,7 +265,12 @@ fn approval_case(front: &str, body: &str) -> (Workspace, crate::util::Run) {
 fn approvals_that_do_not_count() {
     let cases = [
         ("status: approved\napproved_by: mallory\n", "", "approved by `mallory`, who is not in devops.approvers"),
-        ("status: approved\napproved_by: alice\nversion: \"2.0.0\"\n", "", "approves version 2.0.0, not 1.0.0"),
+        // An approval of another release is not this one's: this release gets its own request.
+        (
+            "status: approved\napproved_by: alice\nversion: \"2.0.0\"\n",
+            "",
+            "R12-prod-approval-UNIT-001-1.0.0.md is the request as opsflow wrote it",
+        ),
         ("status: pending\napproved_by: alice\n", "```\n- [x] Approved\n```\n", "is not approved yet"),
         ("status: pending\napproved_by: alice\n", "> - [x] Approved\n", "is not approved yet"),
         ("status: pending\napproved_by: alice\n", "- [x] Approved\n- [x] Hold\n", "on hold"),
@@ -273,7 +278,7 @@ fn approvals_that_do_not_count() {
         (
             "status: approved\napproved_by: alice\nunit_id: UNIT-999\n",
             "",
-            "no docs/workflow/artifacts/R12-prod-approval.md for unit UNIT-001",
+            "R12-prod-approval-UNIT-001-1.0.0.md is the request as opsflow wrote it",
         ),
     ];
     for (front, body, expected) in cases {
@@ -297,7 +302,7 @@ fn a_ticked_box_by_an_approver_ships() {
 fn a_tampered_release_is_refused_by_checksum() {
     let ws = Workspace::new().sample();
     ws.run(&["run"]).status(3);
-    ws.write("docs/workflow/artifacts/R06-release-artifacts/1.0.0/index.html", "<h1>tampered</h1>");
+    ws.write("docs/workflow/artifacts/R06-release-artifacts/UNIT-001/1.0.0/index.html", "<h1>tampered</h1>");
     approve(&ws, "alice");
     let run = ws.run(&["run"]);
     run.status(1);
@@ -393,8 +398,16 @@ fn hostile_values_never_run_as_code_and_outputs_stay_valid() {
         }
     });
     edit_json(&ws, CONFIG, |c| c["release"]["git_tag"] = json!(false));
+    // QA approved that very version (it has to, for the QA gate to pass).
+    let qa = ws.read_string(QA_MD).replace("version: \"1.0.0\"", &format!("version: {}", json!(evil_version)));
+    ws.write(QA_MD, qa);
+    edit_json(&ws, QA_JSON, |qa| qa["version"] = json!(evil_version));
+    let r04 = "docs/workflow/artifacts/R04-merge-result.md";
+    let merged = ws.read_string(r04).replace("version: 1.0.0", &format!("version: {}", json!(evil_version)));
+    ws.write(r04, merged);
     let run = ws.run(&["run"]);
     run.status(3);
+    assert!(ws.join(APPROVAL).exists(), "{}", run.stdout());
     approve(&ws, "alice");
     ws.run(&["run"]).status(0);
     for name in ["pwned-title", "pwned-tick", "pwned-version"] {
@@ -649,7 +662,7 @@ fn rendered_artifacts_match_their_snapshots() {
             "ARTIFACTS/devops-engineer/deployment-report.json",
             "ARTIFACTS/system/stage-completion-signal.json",
             ".github/workflows/opsflow.yml",
-            "docs/workflow/artifacts/R06-release-artifacts/1.0.0/SHA256SUMS",
+            "docs/workflow/artifacts/R06-release-artifacts/UNIT-001/1.0.0/SHA256SUMS",
         ]
         .map(str::to_owned),
     );

@@ -39,7 +39,7 @@ fn calls(ws: &Workspace) -> Vec<String> {
 
 /// The sample workspace with `production` replaced by `env` and a short monitoring period,
 /// run up to the production approval, and approved by alice.
-fn approved_for_production(env: Value) -> Workspace {
+pub(crate) fn approved_for_production(env: Value) -> Workspace {
     let ws = Workspace::new().sample();
     edit_json(&ws, CONFIG, |c| {
         c["environments"]["production"] = env;
@@ -244,7 +244,7 @@ fn a_paused_canary_whose_release_changed_is_undone_when_told_to_proceed_and_free
     let app = TestApp::start(Mode::Healthy);
     let ws = paused_at_10_percent(&app);
     // While the rollout waits, someone changes the release it is rolling out.
-    ws.write("docs/workflow/artifacts/R06-release-artifacts/1.0.0/index.html", "<h1>tampered</h1>");
+    ws.write("docs/workflow/artifacts/R06-release-artifacts/UNIT-001/1.0.0/index.html", "<h1>tampered</h1>");
     decide(&ws, "proceed", "alice", "metrics are back");
     std::fs::write(ws.join("app-mode"), "healthy").unwrap();
     let run = ws.run(&["run"]);
@@ -357,6 +357,27 @@ fn release(ws: &Workspace, version: &str) {
     let start = text.find("version: \"").expect("R12 names its version") + "version: \"".len();
     let end = start + text[start..].find('"').unwrap();
     ws.write(APPROVAL, format!("{}{version}{}", &text[..start], &text[end..]));
+    // The merge agent and QA speak of the new version too.
+    set_version_line(ws, "docs/workflow/artifacts/R04-merge-result.md", "version: ", version);
+    set_version_line(ws, "QA/QA-Report-UNIT-001.md", "version: ", version);
+    crate::engine::edit_json(ws, "ARTIFACTS/qa-engineer/qa-test-report.json", |qa| qa["version"] = json!(version));
+}
+
+/// Replaces the first line starting with `prefix` in `relative` by `prefix"version"`.
+fn set_version_line(ws: &Workspace, relative: &str, prefix: &str, version: &str) {
+    let text = ws.read_string(relative);
+    let replaced: Vec<String> = text
+        .lines()
+        .scan(false, |done, line| {
+            Some(if !*done && line.starts_with(prefix) {
+                *done = true;
+                format!("{prefix}\"{version}\"")
+            } else {
+                line.to_owned()
+            })
+        })
+        .collect();
+    ws.write(relative, replaced.join("\n") + "\n");
 }
 
 #[test]
@@ -393,7 +414,7 @@ fn a_local_rollback_restores_the_last_good_release_and_skips_a_bad_one() {
     run.status(1);
     assert_eq!(status_of(&ws, "PROD-120"), "rolled_back", "{}", run.stdout());
     let live = std::fs::read_link(ws.join(".opsflow/envs/production/current")).unwrap();
-    assert_eq!(live.to_string_lossy(), "releases/1.0.0", "1.1.0 is bad, so 1.0.0 is the last good release");
+    assert_eq!(live.to_string_lossy(), "releases/UNIT-001/1.0.0", "1.1.0 is bad, so 1.0.0 is the last good release");
     let history = json_file(&ws, ".opsflow/envs/production/releases.json");
     let statuses: Vec<(&str, &str)> = history["deployments"]
         .as_array()
@@ -419,7 +440,7 @@ fn keep_releases_removes_old_releases_but_never_the_live_or_last_good_one() {
         release(&ws, version);
         ws.run(&["run"]).status(3);
     }
-    let mut kept = ws.list_dir(".opsflow/envs/staging/releases");
+    let mut kept = ws.list_dir(".opsflow/envs/staging/releases/UNIT-001");
     kept.sort();
     assert_eq!(kept, ["1.1.0", "1.2.0"], "1.2.0 is live, 1.1.0 is what a rollback restores; 1.0.0 went");
 }

@@ -1,0 +1,295 @@
+//! A project's life on one workspace: many units and releases, approvals per release,
+//! a release undone by its verification, human rollbacks (`opsflow rollback` and an R17), a
+//! hotfix, and twenty more releases, with `run` after every step and every record checked.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::engine::{CONFIG, REQUESTS, edit_json, files, json_file, status_of};
+use crate::util::{Workspace, task};
+
+const ARTIFACTS: &str = "docs/workflow/artifacts";
+const REPORT: &str = "ARTIFACTS/devops-engineer/deployment-report.json";
+const SIGNAL: &str = "ARTIFACTS/system/stage-completion-signal.json";
+const LIVE: &str = ".opsflow/envs/production/current";
+
+/// The sample workspace with production as a local `recreate` environment (it keeps every
+/// release, so rollbacks have somewhere to go), a short monitoring period, and metrics read
+/// from the live release's own `metrics.json`, so a release can carry its own error rate.
+fn life_workspace() -> Workspace {
+    let ws = Workspace::new().sample();
+    edit_json(&ws, CONFIG, |config| {
+        // Each build is of its own release, as if from its own commit.
+        config["release"]["build"] = json!(
+            "rm -rf dist && mkdir dist && cp app/style.css dist/ && \
+             printf '<h1>Acme Shop</h1><p>%s %s</p>\\n' \"$OPSFLOW_UNIT_ID\" \"$OPSFLOW_VERSION\" > dist/index.html && \
+             { cp \"app/metrics-$OPSFLOW_UNIT_ID-$OPSFLOW_VERSION.json\" dist/metrics.json 2>/dev/null || true; }"
+        );
+        config["devops"]["monitoring_period"] = json!("600ms");
+        config["devops"]["monitoring_interval"] = json!("200ms");
+        let production = &mut config["environments"]["production"];
+        production["strategy"] = json!("recreate");
+        production["keep_releases"] = json!(4);
+        production["health_checks"] = json!([{"name": "index-present", "command": "test -f current/index.html"}]);
+        production["smoke_tests"] =
+            json!([{"name": "homepage-title", "command": "grep -q 'Acme Shop' current/index.html"}]);
+        production["metrics"] = json!({
+            "command": "cat .opsflow/envs/production/current/metrics.json 2>/dev/null || echo '{\"error_rate\": 0.1, \"latency_p95_ms\": 40, \"latency_p99_ms\": 70}'",
+            "error_rate": "/error_rate",
+            "latency_p95_ms": "/latency_p95_ms",
+        });
+    });
+    ws
+}
+
+/// What other agents write for a new release: the app, QA's reports, the merge result, and
+/// the three DevOps tasks (build, staging, production).
+fn new_release(ws: &Workspace, unit: &str, version: &str, error_rate: f64) -> [String; 3] {
+    ws.write(
+        &format!("app/metrics-{unit}-{version}.json"),
+        json!({"error_rate": error_rate, "latency_p95_ms": 40, "latency_p99_ms": 70}).to_string(),
+    );
+    let sample_md = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/QA/QA-Report-UNIT-001.md")).unwrap();
+    let md = sample_md.replace("UNIT-001", unit).replace("1.0.0", version);
+    ws.write(&format!("QA/QA-Report-{unit}-{version}.md"), md);
+    let mut qa: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/ARTIFACTS/qa-engineer/qa-test-report.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    qa["unit_id"] = json!(unit);
+    qa["version"] = json!(version);
+    ws.write(&format!("ARTIFACTS/qa-engineer/qa-test-report-{unit}-{version}.json"), qa.to_string());
+    ws.write(
+        &format!("{ARTIFACTS}/R04-merge-result-{unit}-{version}.md"),
+        format!("---\nnode: Merge_Code\nagent: Code-Reviewer\nunit_id: {unit}\nversion: \"{version}\"\nstatus: completed\n---\n\n# R04 Merge result\n"),
+    );
+    let ids = [format!("B-{unit}-{version}"), format!("S-{unit}-{version}"), format!("P-{unit}-{version}")];
+    edit_json(ws, crate::util::TASKS, |tasks| {
+        let list = tasks["tasks"].as_array_mut().unwrap();
+        let entry = |id: &str, kind: &str, depends: Option<&str>| {
+            let mut t = json!({"id": id, "title": format!("{kind} {unit} {version}"), "agent": "DevOps-Engineer",
+                "type": kind, "status": "pending", "priority": "high", "unit_id": unit, "version": version});
+            if let Some(dep) = depends {
+                t["depends_on"] = json!([dep]);
+            }
+            t
+        };
+        list.push(entry(&ids[0], "release_build", None));
+        list.push(entry(&ids[1], "deployment_staging", Some(&ids[0])));
+        list.push(entry(&ids[2], "deployment_production", Some(&ids[1])));
+    });
+    ids
+}
+
+/// Runs `opsflow run --json` and checks that `tasks.json` changed only in the entries the run
+/// reports (ran, blocked) and the ones it appended; returns the exit code and the summary.
+fn step(ws: &Workspace) -> (i32, Value) {
+    let before: BTreeMap<String, Value> =
+        ws.tasks().into_iter().map(|t| (t["id"].as_str().unwrap().to_owned(), t)).collect();
+    let run = ws.run(&["run", "--json"]);
+    let summary = run.json();
+    let mut touched: Vec<String> = Vec::new();
+    for key in ["ran", "blocked"] {
+        for entry in summary[key].as_array().into_iter().flatten() {
+            touched.push(entry["task"].as_str().unwrap().to_owned());
+        }
+    }
+    let rolled_back: Vec<String> = ws
+        .tasks()
+        .iter()
+        .filter(|t| t.get("rolled_back").is_some())
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    for after in ws.tasks() {
+        let id = after["id"].as_str().unwrap().to_owned();
+        match before.get(&id) {
+            Some(old) if *old != after => assert!(
+                touched.contains(&id) || rolled_back.contains(&id),
+                "{id} changed though the run did not act on it:\nbefore {old}\nafter {after}\nrun {summary}"
+            ),
+            _ => {}
+        }
+    }
+    (run.code().unwrap(), summary)
+}
+
+fn approval_file(ws: &Workspace, unit: &str, version: &str) -> String {
+    // Every approval request names exactly one release in its front matter.
+    let mut found = Vec::new();
+    for name in ws.list_dir(ARTIFACTS) {
+        if !name.starts_with("R12-prod-approval") {
+            continue;
+        }
+        let text = ws.read_string(&format!("{ARTIFACTS}/{name}"));
+        if text.contains(&format!("unit_id: \"{unit}\"\n")) && text.contains(&format!("version: \"{version}\"\n")) {
+            found.push(format!("{ARTIFACTS}/{name}"));
+        }
+    }
+    assert_eq!(found.len(), 1, "one approval request for {unit} {version}: {found:?}");
+    found.remove(0)
+}
+
+fn approve(ws: &Workspace, file: &str) {
+    let text = ws.read_string(file);
+    let signed = text.replacen("status: \"pending\"", "status: \"approved\"", 1).replacen(
+        "approved_by: null",
+        "approved_by: \"alice\"",
+        1,
+    );
+    assert_ne!(signed, text);
+    ws.write(file, signed);
+}
+
+fn live_index(ws: &Workspace) -> String {
+    std::fs::read_to_string(ws.join(&format!("{LIVE}/index.html"))).unwrap_or_default()
+}
+
+fn ship(ws: &Workspace, unit: &str, version: &str) {
+    let ids = new_release(ws, unit, version, 0.1);
+    let (code, summary) = step(ws);
+    assert_eq!(code, 3, "{summary}");
+    assert_eq!(status_of(ws, &ids[1]), "deployed", "{summary}");
+    approve(ws, &approval_file(ws, unit, version));
+    let (code, summary) = step(ws);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(status_of(ws, &ids[2]), "deployed", "{summary}");
+    assert!(live_index(ws).contains(&format!("{unit} {version}")), "{}", live_index(ws));
+}
+
+#[test]
+fn a_project_ships_many_releases_and_every_record_stays_true() {
+    let ws = life_workspace();
+    // UNIT-001 1.0.0, the sample's own release.
+    assert_eq!(step(&ws).0, 3);
+    approve(&ws, &approval_file(&ws, "UNIT-001", "1.0.0"));
+    let (code, summary) = step(&ws);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(status_of(&ws, "DEVOPS-007"), "deployed");
+
+    // Two releases side by side: a second unit and a new version of the first.
+    let u2 = new_release(&ws, "UNIT-002", "1.0.0", 0.1);
+    let u1 = new_release(&ws, "UNIT-001", "1.1.0", 0.1);
+    let (code, summary) = step(&ws);
+    assert_eq!(code, 3, "{summary}");
+    for ids in [&u2, &u1] {
+        assert_eq!(status_of(&ws, &ids[0]), "done", "{summary}");
+        assert_eq!(status_of(&ws, &ids[1]), "deployed", "{summary}");
+        assert_eq!(status_of(&ws, &ids[2]), "blocked", "{summary}");
+    }
+    // Each waits on its own request, named by its exact path everywhere a human looks.
+    let request_u2 = approval_file(&ws, "UNIT-002", "1.0.0");
+    let request_u1 = approval_file(&ws, "UNIT-001", "1.1.0");
+    assert_ne!(request_u1, request_u2);
+    for (ids, request) in [(&u2, &request_u2), (&u1, &request_u1)] {
+        let reason = task(&ws.tasks(), &ids[2])["blocked_reason"].as_str().unwrap().to_owned();
+        assert!(reason.contains(request.as_str()), "{reason}");
+        assert!(ws.read_string(REQUESTS).contains(request.as_str()));
+        let status = ws.run(&["status"]).stdout();
+        assert!(status.contains(request.as_str()), "{status}");
+    }
+    // The request as opsflow wrote it never counts, and running again changes nothing.
+    let before = files(&ws);
+    assert_eq!(step(&ws).0, 3);
+    assert_eq!(files(&ws), before);
+
+    // Approving one ships only that one.
+    approve(&ws, &request_u2);
+    let (code, summary) = step(&ws);
+    assert_eq!(code, 3, "{summary}");
+    assert_eq!(status_of(&ws, &u2[2]), "deployed");
+    assert_eq!(status_of(&ws, &u1[2]), "blocked");
+    assert!(live_index(&ws).contains("UNIT-002 1.0.0"), "{}\n{summary}", live_index(&ws));
+    let report = json_file(&ws, REPORT);
+    assert_eq!((report["unit_id"].as_str(), report["approved_by"].as_str()), (Some("UNIT-002"), Some("alice")));
+    approve(&ws, &request_u1);
+    let (code, summary) = step(&ws);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(status_of(&ws, &u1[2]), "deployed");
+    assert!(live_index(&ws).contains("UNIT-001 1.1.0"));
+
+    // A release whose verification fails is undone: the previous one serves again.
+    let bad = new_release(&ws, "UNIT-002", "1.1.0", 50.0);
+    assert_eq!(step(&ws).0, 3);
+    approve(&ws, &approval_file(&ws, "UNIT-002", "1.1.0"));
+    let (code, summary) = step(&ws);
+    assert_eq!(code, 1, "{summary}");
+    assert_eq!(status_of(&ws, &bad[2]), "rolled_back");
+    assert!(live_index(&ws).contains("UNIT-001 1.1.0"), "{}", live_index(&ws));
+    assert_eq!(json_file(&ws, REPORT)["deployment_summary"]["status"], "rolled_back");
+
+    // A human rolls production back: UNIT-001 1.1.0 is undone, UNIT-002 1.0.0 serves.
+    let rollback = ws.run(&["rollback", "production", "--reason", "checkout is slow"]);
+    assert_eq!(rollback.code(), Some(0), "{}\n{}", rollback.stdout(), rollback.stderr());
+    assert!(live_index(&ws).contains("UNIT-002 1.0.0"), "{}", live_index(&ws));
+    assert_eq!(status_of(&ws, &u1[2]), "rolled_back");
+    let deploy_md = ws.read_string("docs/workflow/deployments/Deploy-UNIT-001.md");
+    assert!(deploy_md.contains("status: \"rolled_back\""), "{deploy_md}");
+    let signal = json_file(&ws, SIGNAL);
+    assert_eq!((signal["status"].as_str(), signal["unit_id"].as_str()), (Some("failed"), Some("UNIT-001")));
+    assert!(signal["message"].as_str().unwrap().contains("rolled back"), "{signal}");
+
+    // Later a human asks again in an R17: UNIT-002 1.0.0 is undone, UNIT-001 1.0.0 serves.
+    ws.write(
+        &format!("{ARTIFACTS}/R17-rollback-decision.md"),
+        "---\ndecision: rollback\nreason: \"search is broken\"\nunit_id: UNIT-002\nversion: \"1.0.0\"\ndecided_by: alice\n---\n\nRoll back.\n",
+    );
+    let (code, summary) = step(&ws);
+    assert_eq!(code, 0, "{summary}");
+    assert!(live_index(&ws).contains("UNIT-001 1.0.0"), "{}", live_index(&ws));
+    assert_eq!(status_of(&ws, &u2[2]), "rolled_back");
+    let report = json_file(&ws, REPORT);
+    if report["unit_id"] == "UNIT-002" && report["version"] == "1.0.0" {
+        assert_eq!(report["deployment_summary"]["status"], "rolled_back");
+        assert!(!report["next_steps"].to_string().contains("monitoring passed"), "{report}");
+    }
+    let history_report: Value =
+        serde_json::from_slice(&ws.read("docs/workflow/releases/UNIT-002/1.0.0/deployment-report.json")).unwrap();
+    assert_eq!(history_report["deployment_summary"]["status"], "rolled_back");
+
+    // A hotfix ships after the rollbacks, then twenty more releases follow.
+    ship(&ws, "UNIT-001", "1.1.1");
+    for n in 0..20 {
+        let unit = if n % 2 == 0 { "UNIT-001" } else { "UNIT-002" };
+        ship(&ws, unit, &format!("2.{n}.0"));
+    }
+
+    // Every task ended where it should.
+    for t in ws.tasks() {
+        let id = t["id"].as_str().unwrap();
+        let expected = match id {
+            _ if id == bad[2] || id == u1[2] || id == u2[2] => "rolled_back",
+            _ if id.starts_with("P-") || id.starts_with("S-") || id == "DEVOPS-006" || id == "DEVOPS-007" => "deployed",
+            _ if id.starts_with("B-") || id.starts_with("DEVOPS-") || id.starts_with("ROLLBACK-") => "done",
+            _ if id.starts_with("FIX-") => "pending",
+            _ => continue,
+        };
+        assert_eq!(t["status"], expected, "{t}");
+    }
+    // Every release's history holds its records.
+    for t in ws.tasks().iter().filter(|t| t["id"].as_str().unwrap().starts_with("P-")) {
+        if t["status"] != "deployed" {
+            continue;
+        }
+        let dir =
+            format!("docs/workflow/releases/{}/{}", t["unit_id"].as_str().unwrap(), t["version"].as_str().unwrap());
+        let names = ws.list_dir(&dir);
+        for name in [
+            "R07-version-tag.md",
+            "R08-staging-deploy.md",
+            "R12-prod-approval.md",
+            "R13-prod-deploy.md",
+            "R15-verification-result.md",
+            "deployment-report.json",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{dir} lacks {name}: {names:?}");
+        }
+        assert!(names.iter().any(|n| n.starts_with("Deploy-")), "{dir}: {names:?}");
+    }
+    ws.run(&["validate"]).status(0);
+    // Nothing pending: the last run exits 0 and writes nothing.
+    let before = files(&ws);
+    assert_eq!(step(&ws).0, 0);
+    assert_eq!(files(&ws), before);
+}

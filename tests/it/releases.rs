@@ -1,0 +1,291 @@
+//! One test per rule of a release's records: inputs found by their front matter, the QA
+//! version, ticked boxes, tags, who approved, configuration gaps, optional inputs, and
+//! reports that say what did not run.
+
+use serde_json::json;
+
+use crate::engine::{APPROVAL, CONFIG, approve, edit_json, json_file, status_of};
+use crate::util::{Workspace, task};
+
+const R04: &str = "docs/workflow/artifacts/R04-merge-result.md";
+
+fn blocked_reason(ws: &Workspace, id: &str) -> String {
+    task(&ws.tasks(), id)["blocked_reason"].as_str().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn an_input_of_another_release_is_named_as_theirs_not_missing() {
+    let ws = Workspace::new().sample();
+    let r04 = ws.read_string(R04).replace("unit_id: UNIT-001", "unit_id: UNIT-7").replace("1.0.0", "1.4.0");
+    ws.write(R04, r04);
+    ws.run(&["run"]).status(3);
+    let reason = blocked_reason(&ws, "DEVOPS-005");
+    assert!(reason.contains("R04-merge-result.md is for UNIT-7 1.4.0, not UNIT-001 1.0.0"), "{reason}");
+    assert!(!reason.contains("missing"), "{reason}");
+}
+
+#[test]
+fn a_missing_input_names_who_writes_it() {
+    let ws = Workspace::new().sample();
+    std::fs::remove_file(ws.join(R04)).unwrap();
+    ws.run(&["run"]).status(3);
+    let reason = blocked_reason(&ws, "DEVOPS-005");
+    assert!(reason.contains("R04-merge-result.md is missing (written by the agent that merges the code"), "{reason}");
+}
+
+#[test]
+fn qa_must_have_approved_the_version_that_deploys() {
+    let ws = Workspace::new().sample();
+    edit_json(&ws, crate::util::TASKS, |tasks| {
+        for t in tasks["tasks"].as_array_mut().unwrap() {
+            if t["version"] == "1.0.0" && t["agent"] == "DevOps-Engineer" {
+                t["version"] = json!("9.9.9");
+            }
+        }
+    });
+    let r04 = ws.read_string(R04).replace("version: 1.0.0", "version: 9.9.9");
+    ws.write(R04, r04);
+    ws.run(&["run"]).status(3);
+    assert_eq!(status_of(&ws, "DEVOPS-005"), "done");
+    assert_eq!(status_of(&ws, "DEVOPS-006"), "blocked");
+    let reason = blocked_reason(&ws, "DEVOPS-006");
+    assert!(reason.contains("QA/QA-Report-UNIT-001.md is for version 1.0.0, not 9.9.9"), "{reason}");
+    assert!(!ws.join(".opsflow/envs/staging/current").exists(), "staging deployed an unapproved version");
+}
+
+#[test]
+fn versions_with_a_leading_v_are_the_same_release_and_tag_once() {
+    let ws = Workspace::new().sample();
+    edit_json(&ws, CONFIG, |c| c["release"]["git_tag"] = json!(true));
+    edit_json(&ws, crate::util::TASKS, |tasks| {
+        for t in tasks["tasks"].as_array_mut().unwrap() {
+            if t["version"] == "1.0.0" && t["agent"] == "DevOps-Engineer" {
+                t["version"] = json!("v1.0.0");
+            }
+        }
+    });
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .current_dir(ws.path())
+            .args(["-c", "user.email=t@example.com", "-c", "user.name=t"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "sample"]);
+    let run = ws
+        .command(&["run"])
+        .env("GIT_COMMITTER_NAME", "opsflow")
+        .env("GIT_COMMITTER_EMAIL", "o@example.com")
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(3), "{}", String::from_utf8_lossy(&run.stdout));
+    // QA approved `1.0.0`; the tasks say `v1.0.0`: the same release.
+    assert_eq!(status_of(&ws, "DEVOPS-006"), "deployed");
+    assert_eq!(git(&["tag", "--list"]).trim(), "v1.0.0");
+    assert!(ws.join("docs/workflow/artifacts/R06-release-artifacts/UNIT-001/1.0.0/SHA256SUMS").is_file());
+}
+
+#[test]
+fn ticked_boxes_other_than_approved_do_not_approve_and_status_says_why() {
+    let ws = Workspace::new().sample();
+    ws.run(&["run"]).status(3);
+    let request = ws.read_string(APPROVAL);
+    let edited = request
+        .replacen("approved_by: null", "approved_by: \"alice\"", 1)
+        .replace("- [ ] Approved", "- [x] Approved: NO, wait for Monday\n- [x] Approve");
+    ws.write(APPROVAL, edited);
+    ws.run(&["run"]).status(3);
+    assert_eq!(status_of(&ws, "DEVOPS-007"), "blocked");
+    let status = ws.run(&["status"]).stdout();
+    assert!(status.contains("ticked \"Approved: NO, wait for Monday\" is not an approval"), "{status}");
+
+    // Approved and "On hold" ticked together: hold wins.
+    let held = ws
+        .read_string(APPROVAL)
+        .replace("- [x] Approved: NO, wait for Monday\n- [x] Approve", "- [x] Approved")
+        .replace("- [ ] Hold", "- [x] On hold");
+    ws.write(APPROVAL, held);
+    ws.run(&["run"]).status(3);
+    assert!(blocked_reason(&ws, "DEVOPS-007").contains("on hold"), "{}", blocked_reason(&ws, "DEVOPS-007"));
+    assert!(!ws.join(".opsflow/envs/production/active").exists());
+}
+
+#[test]
+fn a_request_as_opsflow_wrote_it_never_approves_even_from_a_ticked_template() {
+    let ws = Workspace::new().sample();
+    edit_json(&ws, CONFIG, |c| c["devops"]["approvers"] = json!([]));
+    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/templates/R12-prod-approval.md.hbs"))
+        .unwrap()
+        .replace("- [ ] Approved", "- [x] Approved");
+    ws.write("templates/R12-prod-approval.md.hbs", template);
+    ws.run(&["run"]).status(3);
+    assert!(ws.read_string(APPROVAL).contains("- [x] Approved"));
+    ws.run(&["run"]).status(3);
+    assert_eq!(status_of(&ws, "DEVOPS-007"), "blocked");
+    assert!(blocked_reason(&ws, "DEVOPS-007").contains("is the request as opsflow wrote it"));
+    assert!(!ws.join(".opsflow/envs/production/active").exists());
+}
+
+#[test]
+fn who_approved_is_recorded_in_every_record_of_the_release() {
+    let ws = Workspace::new().sample();
+    ws.run(&["run"]).status(3);
+    approve(&ws, "alice");
+    ws.run(&["run"]).status(0);
+    let r13 = ws.read_string("docs/workflow/artifacts/R13-prod-deploy.md");
+    assert!(r13.contains("approved_by: \"alice\""), "{r13}");
+    let deploy = ws.read_string("docs/workflow/deployments/Deploy-UNIT-001.md");
+    assert!(deploy.contains("approved_by: \"alice\""), "{deploy}");
+    let report = json_file(&ws, "ARTIFACTS/devops-engineer/deployment-report.json");
+    assert_eq!(report["approved_by"], "alice");
+    let audit = ws.read_string(".opsflow/audit.jsonl");
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"claimed\"") && l.contains("DEVOPS-007") && l.contains("approved_by: alice")),
+        "{audit}"
+    );
+    // The approval as signed is kept with the release.
+    let kept = ws.read_string("docs/workflow/releases/UNIT-001/1.0.0/approved-R12-prod-approval.md");
+    assert!(kept.contains("approved_by: \"alice\""));
+}
+
+#[test]
+fn a_config_gap_blocks_with_the_key_and_files_no_fix_task() {
+    let ws = Workspace::new().sample();
+    edit_json(&ws, CONFIG, |c| {
+        c.as_object_mut().unwrap().remove("release");
+    });
+    ws.run(&["run"]).status(3);
+    assert_eq!(status_of(&ws, "DEVOPS-005"), "blocked");
+    assert!(blocked_reason(&ws, "DEVOPS-005").contains("`release.artifacts` is not set in project-config.json"));
+    assert!(!ws.tasks().iter().any(|t| t["id"].as_str().unwrap().starts_with("FIX-")), "a fix task was filed");
+}
+
+#[test]
+fn nodes_without_a_unit_write_signals_that_validate() {
+    let ws = Workspace::new().sample();
+    edit_json(&ws, crate::util::TASKS, |tasks| {
+        for t in tasks["tasks"].as_array_mut().unwrap() {
+            if t["id"] == "DEVOPS-001" {
+                t.as_object_mut().unwrap().remove("unit_id");
+            }
+        }
+    });
+    // The environment design has no unit; a failing staging setup then writes a signal.
+    edit_json(&ws, CONFIG, |c| c["environments"]["staging"]["commands"] = json!({"provision": "exit 7"}));
+    edit_json(&ws, crate::util::TASKS, |tasks| {
+        for t in tasks["tasks"].as_array_mut().unwrap() {
+            if t["id"] == "DEVOPS-004" {
+                t.as_object_mut().unwrap().remove("unit_id");
+            }
+        }
+    });
+    ws.run(&["run"]).status(1);
+    assert_eq!(status_of(&ws, "DEVOPS-004"), "failed");
+    let signal = json_file(&ws, "ARTIFACTS/system/stage-completion-signal.json");
+    assert_eq!((signal["status"].as_str(), signal["unit_id"].is_null()), (Some("failed"), true), "{signal}");
+    let validate = ws.run(&["validate"]);
+    assert!(!validate.stdout().contains("stage-completion-signal"), "{}", validate.stdout());
+}
+
+#[test]
+fn feedback_runs_without_a_release_candidate_and_a_finished_workspace_exits_0() {
+    let ws = Workspace::new().sample();
+    std::fs::remove_file(ws.join("docs/workflow/artifacts/D21-release-candidate.md")).unwrap();
+    ws.run(&["run"]).status(3);
+    approve(&ws, "alice");
+    ws.run(&["run"]).status(0);
+    assert_eq!(status_of(&ws, "DEVOPS-009"), "done");
+    let d22 = ws.read_string("docs/workflow/artifacts/D22-deployed-product.md");
+    assert!(d22.contains("D21-release-candidate.md"), "D22 does not say it ran without D21:\n{d22}");
+    ws.run(&["run"]).status(0);
+}
+
+#[test]
+fn the_report_says_what_did_not_run_and_names_the_strategy_once() {
+    let ws = Workspace::new().sample();
+    edit_json(&ws, CONFIG, |c| {
+        let production = &mut c["environments"]["production"];
+        production["strategy"] = json!("recreate");
+        production["health_checks"] = json!([{"name": "never", "command": "exit 1"}]);
+    });
+    ws.run(&["run"]).status(3);
+    approve(&ws, "alice");
+    ws.run(&["run"]).status(1);
+    let report = json_file(&ws, "ARTIFACTS/devops-engineer/deployment-report.json");
+    assert_eq!(report["deployment_summary"]["status"], "failed");
+    assert_eq!(report["smoke_tests"]["status"], "not_run", "{report}");
+    assert_eq!(report["database_migrations"]["status"], "skipped", "{report}");
+    let method = report["deployment_summary"]["deployment_method"].as_str().unwrap().to_owned();
+    let r13 = ws.read_string("docs/workflow/artifacts/R13-prod-deploy.md");
+    assert!(
+        r13.contains(&format!("(local, {method})")),
+        "R13 names another strategy than the report ({method}):\n{r13}"
+    );
+}
+
+/// A production deploy that waits until the test lets it finish, started in the background.
+fn deploy_held_open() -> (Workspace, std::process::Child) {
+    let ws = crate::rollout::approved_for_production(json!({
+        "provider": "command",
+        "strategy": "direct",
+        "commands": {
+            "deploy": "touch \"$OPSFLOW_WORKSPACE/deploying\"; while [ ! -f \"$OPSFLOW_WORKSPACE/go\" ]; do sleep 0.05; done",
+            "rollback": "true",
+        },
+        "health_checks": [{"name": "up", "command": "true"}],
+    }));
+    let child = ws
+        .command(&["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    crate::util::wait_until(std::time::Duration::from_secs(60), "the deploy to start", || {
+        ws.join("deploying").exists()
+    });
+    (ws, child)
+}
+
+#[test]
+fn an_outcome_is_recorded_even_when_the_task_changed_under_the_running_node() {
+    let (ws, mut child) = deploy_held_open();
+    // `git stash` puts back the entry as it was committed: blocked, waiting for the approval.
+    edit_json(&ws, crate::util::TASKS, |tasks| {
+        for t in tasks["tasks"].as_array_mut().unwrap() {
+            if t["id"] == "DEVOPS-007" {
+                t["status"] = json!("blocked");
+                t.as_object_mut().unwrap().remove("run_id");
+            }
+        }
+    });
+    ws.write("go", "");
+    let status = crate::util::wait_for_exit(&mut child, std::time::Duration::from_secs(60), "the run");
+    assert_eq!(status.code(), Some(0));
+    let production = task(&ws.tasks(), "DEVOPS-007").clone();
+    assert_eq!(production["status"], "deployed", "{production}");
+    assert_eq!(production["outcome"]["status"], "deployed", "{production}");
+    assert!(production["outcome_note"].as_str().unwrap().contains("the task changed while run"), "{production}");
+}
+
+#[test]
+fn an_outcome_whose_task_is_gone_is_kept_and_put_in_front_of_a_human() {
+    let (ws, mut child) = deploy_held_open();
+    let run_id = task(&ws.tasks(), "DEVOPS-007")["run_id"].as_str().unwrap().to_owned();
+    edit_json(&ws, crate::util::TASKS, |tasks| {
+        tasks["tasks"].as_array_mut().unwrap().retain(|t| t["id"] != "DEVOPS-007" && t["id"] != "DEVOPS-008");
+    });
+    ws.write("go", "");
+    crate::util::wait_for_exit(&mut child, std::time::Duration::from_secs(60), "the run");
+    let kept: serde_json::Value =
+        serde_json::from_slice(&ws.read(&format!(".opsflow/runs/{run_id}/outcome.json"))).unwrap();
+    assert_eq!((kept["task"].as_str(), kept["outcome"]["status"].as_str()), (Some("DEVOPS-007"), Some("deployed")));
+    let requests = ws.read_string(crate::engine::REQUESTS);
+    assert!(requests.contains(&format!(".opsflow/runs/{run_id}/outcome.json")), "{requests}");
+}
