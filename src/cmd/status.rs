@@ -47,7 +47,8 @@ const AUDIT_TAIL_BYTES: u64 = 256 * 1024;
 fn last_runs(ws: &Workspace) -> Vec<Value> {
     use std::io::{Read, Seek, SeekFrom};
     let path = ws.path(&ws.config.paths.runtime).join("audit.jsonl");
-    let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
+    // Opened only if it is a regular file: a FIFO in its place would block `status`.
+    let Ok(Some(mut file)) = crate::workspace::read::open_regular(&path, "audit.jsonl") else { return Vec::new() };
     let length = file.metadata().map(|m| m.len()).unwrap_or(0);
     let start = length.saturating_sub(AUDIT_TAIL_BYTES);
     let mut tail = Vec::new();

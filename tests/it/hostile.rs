@@ -455,3 +455,12 @@ fn a_task_list_rewritten_in_place_is_read_once_it_settles() {
         assert_eq!(ws.read(TASKS), whole);
     }
 }
+
+/// `status` reads the end of the audit log; a FIFO in its place blocked it for good.
+#[test]
+fn status_does_not_wait_on_a_fifo_as_the_audit_log() {
+    let ws = Workspace::new().sample();
+    mkfifo(&ws.join(".opsflow/audit.jsonl"));
+    let (code, output) = run_limited(&ws, &["status"]);
+    assert_eq!(code, Some(0), "{output}");
+}
