@@ -341,17 +341,34 @@ const NODE_WEIGHT: u64 = 64;
 /// The deepest nesting accepted in front matter (as for JSON).
 const MAX_FRONT_MATTER_DEPTH: usize = json::MAX_DEPTH;
 
+/// One collection open during [`check_front_matter`]'s walk.
+#[derive(Default)]
+struct Frame {
+    /// Its anchor id (0: none).
+    anchor: usize,
+    /// The weight of what it holds so far.
+    inside: u64,
+    mapping: bool,
+    /// For a mapping: the plain keys seen so far, and whether the next node is a key.
+    keys: std::collections::HashSet<String>,
+    at_key: bool,
+}
+
 /// Walks the YAML events of a front matter without building it, and refuses it when its
-/// aliases would add more than [`MAX_ALIAS_EXPANSION`] when expanded or its nesting is
-/// too deep: the loader copies an anchored node for every alias, so the size has to be known
-/// before it runs. `first_line` is the file's line of the YAML's first line.
-fn check_front_matter_size(label: &str, yaml: &str, first_line: usize) -> Result<(), Diagnostic> {
+/// aliases would add more than [`MAX_ALIAS_EXPANSION`] when expanded, its nesting is too
+/// deep, or a mapping has the same key twice: the loader copies an anchored node for every
+/// alias, so the size has to be known before it runs, and it keeps the last of two equal keys
+/// silently (`status: rejected` then `status: approved` would read as approved).
+/// `first_line` is the file's line of the YAML's first line.
+fn check_front_matter(label: &str, yaml: &str, first_line: usize) -> Result<(), Diagnostic> {
     use yaml_rust2::parser::{Event, Parser};
     let at = |line: usize, col: usize| (first_line + line.saturating_sub(1), col + 1);
-    // The weight of every anchored node so far, and one frame per open collection: (its
-    // anchor, the weight inside it so far).
+    let refuse = |mark: yaml_rust2::scanner::Marker, message: String| {
+        let (line, column) = at(mark.line(), mark.col());
+        Diagnostic::new(label, Kind::FrontMatter, message).at(line, column)
+    };
     let mut anchored: std::collections::HashMap<usize, u64> = std::collections::HashMap::new();
-    let mut open: Vec<(usize, u64)> = vec![(0, 0)];
+    let mut open: Vec<Frame> = vec![Frame::default()];
     let mut added: u64 = 0;
     let mut parser = Parser::new_from_str(yaml);
     loop {
@@ -360,26 +377,28 @@ fn check_front_matter_size(label: &str, yaml: &str, first_line: usize) -> Result
             Diagnostic::new(label, Kind::FrontMatter, format!("front matter is not valid YAML: {}", e.info()))
                 .at(line, column)
         })?;
-        let nodes = match event {
+        let weight = match event {
             Event::StreamEnd => return Ok(()),
             Event::Alias(id) => {
                 let size = anchored.get(&id).copied().unwrap_or(NODE_WEIGHT);
                 added = added.saturating_add(size);
                 if added > MAX_ALIAS_EXPANSION {
-                    let (line, column) = at(mark.line(), mark.col());
-                    return Err(Diagnostic::new(
-                        label,
-                        Kind::FrontMatter,
+                    return Err(refuse(
+                        mark,
                         format!(
                             "front matter aliases (`*name`) would expand to more than {} MiB; opsflow refuses to expand them",
                             MAX_ALIAS_EXPANSION / (1024 * 1024)
                         ),
-                    )
-                    .at(line, column));
+                    ));
                 }
                 size
             }
             Event::Scalar(value, _, anchor, _) => {
+                if let Some(parent) = open.last_mut().filter(|f| f.mapping && f.at_key)
+                    && !parent.keys.insert(value.clone())
+                {
+                    return Err(refuse(mark, format!("front matter has the key `{value}` twice in one mapping")));
+                }
                 let weight = NODE_WEIGHT + value.len() as u64;
                 if anchor != 0 {
                     anchored.insert(anchor, weight);
@@ -388,29 +407,34 @@ fn check_front_matter_size(label: &str, yaml: &str, first_line: usize) -> Result
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 if open.len() > MAX_FRONT_MATTER_DEPTH {
-                    let (line, column) = at(mark.line(), mark.col());
-                    return Err(Diagnostic::new(
-                        label,
-                        Kind::FrontMatter,
+                    return Err(refuse(
+                        mark,
                         format!("front matter nests deeper than {MAX_FRONT_MATTER_DEPTH} levels"),
-                    )
-                    .at(line, column));
+                    ));
                 }
-                open.push((anchor, 0));
+                let mapping = matches!(event, Event::MappingStart(..));
+                open.push(Frame { anchor, mapping, at_key: mapping, ..Frame::default() });
                 continue;
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let Some((anchor, inside)) = open.pop() else { continue };
-                let size = inside.saturating_add(NODE_WEIGHT);
-                if anchor != 0 {
-                    anchored.insert(anchor, size);
+                if open.len() < 2 {
+                    continue;
+                }
+                let Some(frame) = open.pop() else { continue };
+                let size = frame.inside.saturating_add(NODE_WEIGHT);
+                if frame.anchor != 0 {
+                    anchored.insert(frame.anchor, size);
                 }
                 size
             }
             _ => continue,
         };
-        if let Some((_, inside)) = open.last_mut() {
-            *inside = inside.saturating_add(nodes);
+        // A node is complete: it counts in its parent, and in a mapping keys and values take turns.
+        if let Some(parent) = open.last_mut() {
+            parent.inside = parent.inside.saturating_add(weight);
+            if parent.mapping {
+                parent.at_key = !parent.at_key;
+            }
         }
     }
 }
@@ -458,7 +482,7 @@ pub fn parse_markdown(label: &str, text: &str) -> Result<MarkdownDoc, Diagnostic
     // exactly what is checked before its loader may expand it.
     let first_line_end = text.find('\n').map_or(text.len(), |i| i + 1);
     let yaml = &text[first_line_end..offset];
-    check_front_matter_size(label, yaml, 2)?;
+    check_front_matter(label, yaml, 2)?;
     use gray_matter::engine::Engine;
     let parsed =
         gray_matter::engine::YAML::parse(yaml.trim()).and_then(|pod| pod.deserialize::<Value>()).map_err(|e| {
@@ -577,6 +601,16 @@ mod tests {
         assert_eq!(front["copy"], serde_json::json!({"owner": "ops", "level": 2}));
         assert_eq!(front["note"], "*not an alias");
         assert_eq!(front["star"], "*x");
+    }
+
+    #[test]
+    fn a_key_given_twice_in_front_matter_is_refused() {
+        let text = "---\nunit_id: U\nstatus: rejected\nnotes: {a: 1, b: 2}\nstatus: approved\n---\n";
+        let error = parse_markdown("QA/QA-Report-U.md", text).unwrap_err();
+        assert_eq!(error.to_string(), "QA/QA-Report-U.md:5:1: front matter has the key `status` twice in one mapping");
+        // The same key in two mappings, and as a value, is fine.
+        let fine = "---\na: {status: x}\nb: {status: y}\nstatus: status\nlist: [status, status]\n---\n";
+        assert!(parse_markdown("a.md", fine).is_ok());
     }
 
     #[test]

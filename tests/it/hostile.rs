@@ -182,6 +182,9 @@ fn corpus() -> Vec<Case> {
         case("an alias bomb in a rollback decision", ROLLBACK, Checked, |ws| {
             ws.write(ROLLBACK, alias_bomb("decision: rollback\n"))
         }),
+        case("a QA report that says rejected and approved", QA_REPORT, Checked, |ws| {
+            ws.write(QA_REPORT, "---\nunit_id: UNIT-001\nstatus: rejected\nstatus: approved\n---\n# QA\n")
+        }),
         case("a directory as a QA report", QA_REPORT, Checked, |ws| replace_with_dir(ws, QA_REPORT)),
         case("a FIFO as an approval", APPROVAL, Checked, |ws| mkfifo(&ws.join(APPROVAL))),
         case("a QA report linked to /dev/zero", QA_REPORT, Checked, |ws| {
