@@ -234,13 +234,23 @@ pub struct TaskList {
 /// goes through the full loader, so its problems read exactly as `validate` says them.
 pub fn load_task_list(ws: &Workspace, keep: impl Fn(&crate::store::tasks::TaskHead<'_>) -> bool + Sync) -> TaskList {
     let relative = ws.config.paths.tasks.clone();
+    let text = match ws.read_text(&relative) {
+        Ok(Some(text)) => text,
+        Ok(None) => return TaskList::default(),
+        Err(diagnostic) => return TaskList { diagnostics: vec![diagnostic], ..TaskList::default() },
+    };
+    if let Ok(list) = task_list_from(ws, &relative, &text, &keep) {
+        return list;
+    }
+    // Not a task list as read: it may be being rewritten in place, so it is read again once
+    // it has settled (only here, so a valid file is scanned once).
     let text = match ws.read_text_settled(&relative, |text| crate::store::tasks::scan(text, |_| false).is_ok()) {
         Ok(Some(text)) => text,
         Ok(None) => return TaskList::default(),
         Err(diagnostic) => return TaskList { diagnostics: vec![diagnostic], ..TaskList::default() },
     };
-    let (layout, heads) = match crate::store::tasks::scan(&text, |_| true) {
-        Ok(scanned) => scanned,
+    match task_list_from(ws, &relative, &text, &keep) {
+        Ok(list) => list,
         Err(error) => {
             // The full loader on the same text says it as `validate` does; the scanner's own
             // error stands in should the loader find nothing wrong.
@@ -248,17 +258,27 @@ pub fn load_task_list(ws: &Workspace, keep: impl Fn(&crate::store::tasks::TaskHe
             if diagnostics.is_empty() {
                 diagnostics.push(layout_diagnostic(&relative, &text, error));
             }
-            return TaskList { diagnostics, ..TaskList::default() };
+            TaskList { diagnostics, ..TaskList::default() }
         }
-    };
+    }
+}
+
+/// [`load_task_list`] on text already read; the scan error when it is not a task list.
+fn task_list_from(
+    ws: &Workspace,
+    relative: &str,
+    text: &str,
+    keep: &(impl Fn(&crate::store::tasks::TaskHead<'_>) -> bool + Sync),
+) -> Result<TaskList, LayoutError> {
+    let (layout, heads) = crate::store::tasks::scan(text, |_| true)?;
     let prefix = if layout.wrapped { "/tasks" } else { "" };
-    let file = relative.as_str();
+    let file = relative;
     let ids: Vec<(usize, Option<&str>)> = heads.iter().map(|h| (h.index, h.id.as_deref())).collect();
     let (first, mut diagnostics) = duplicate_ids(file, prefix, &ids);
     if !diagnostics.is_empty() {
         // Two tasks with one id make every edit by id ambiguous: nothing acts on such a file.
-        let diagnostics = diagnostics.into_iter().map(|d| d.locate_in(&text)).collect();
-        return TaskList { diagnostics, ..TaskList::default() };
+        let diagnostics = diagnostics.into_iter().map(|d| d.locate_in(text)).collect();
+        return Ok(TaskList { diagnostics, ..TaskList::default() });
     }
     let mut statuses = HashMap::with_capacity(first.len());
     for head in &heads {
@@ -270,9 +290,9 @@ pub fn load_task_list(ws: &Workspace, keep: impl Fn(&crate::store::tasks::TaskHe
     }
     let mut kept: Vec<(usize, Value)> = Vec::new();
     for head in heads.iter().filter(|h| keep(h)) {
-        match head.try_value(&text) {
+        match head.try_value(text) {
             Ok(task) => kept.push((head.index, task)),
-            Err(error) => return undecodable(file, &text, error),
+            Err(error) => return Ok(undecodable(file, text, error)),
         }
     }
     for (index, task) in &kept {
@@ -299,17 +319,17 @@ pub fn load_task_list(ws: &Workspace, keep: impl Fn(&crate::store::tasks::TaskHe
             continue;
         }
         let Some(head) = heads.get(index).filter(|h| h.index == index) else { continue };
-        let task = match head.try_value(&text) {
+        let task = match head.try_value(text) {
             Ok(task) => task,
-            Err(error) => return undecodable(file, &text, error),
+            Err(error) => return Ok(undecodable(file, text, error)),
         };
         queue.extend(dependencies(&task));
         reached.push((index, task));
     }
     let entries: Vec<(usize, &Value)> = kept.iter().chain(&reached).map(|(i, t)| (*i, t)).collect();
     diagnostics.extend(dependency_problems(file, prefix, &entries, &first));
-    let diagnostics = diagnostics.into_iter().map(|d| d.locate_in(&text)).collect();
-    TaskList { readable: true, prefix, statuses, kept, diagnostics }
+    let diagnostics = diagnostics.into_iter().map(|d| d.locate_in(text)).collect();
+    Ok(TaskList { readable: true, prefix, statuses, kept, diagnostics })
 }
 
 /// A task list none of which may be acted on, because an entry the scanner passed could not

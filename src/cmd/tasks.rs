@@ -15,6 +15,7 @@ use crate::cli::{AddArgs, ListArgs, TasksCommand, UpdateArgs};
 use crate::schema::SchemaName;
 use crate::store::edit::FieldOp;
 use crate::store::file::Content;
+use crate::store::json::{Span, SyntaxError};
 use crate::store::tasks::{self, TaskEdits};
 use crate::store::{StoreError, file};
 use crate::workspace::Workspace;
@@ -32,36 +33,53 @@ pub use crate::validate::layout_diagnostic;
 
 fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
     let file = &ws.config.paths.tasks;
-    let text = match ws.read_text_settled(file, |text| tasks::scan(text, |_| false).is_ok()) {
+    let matching = |text: &str| -> Result<Vec<Span>, tasks::LayoutError> {
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (_, heads) = tasks::scan(text, |head| {
+            (!args.mine || crate::workflow::owns(&ws.config, head.agent.as_deref(), head.kind.as_deref()))
+                && args.status.as_deref().is_none_or(|s| head.status.as_deref() == Some(s))
+                && args.agent.as_deref().is_none_or(|a| head.agent.as_deref() == Some(a))
+                && args.kind.as_deref().is_none_or(|t| head.kind.as_deref() == Some(t))
+        })?;
+        Ok(heads.into_iter().map(|head| head.span).collect())
+    };
+    let text = match ws.read_text(file) {
         Ok(text) => text.unwrap_or_default(),
         Err(diagnostic) => {
             eprintln!("{diagnostic}");
             return Ok(Exit::Invalid);
         }
     };
-    let mut matched = Vec::new();
-    if !text.is_empty() {
-        let scanned = tasks::scan(&text, |head| {
-            (!args.mine || crate::workflow::owns(&ws.config, head.agent.as_deref(), head.kind.as_deref()))
-                && args.status.as_deref().is_none_or(|s| head.status.as_deref() == Some(s))
-                && args.agent.as_deref().is_none_or(|a| head.agent.as_deref() == Some(a))
-                && args.kind.as_deref().is_none_or(|t| head.kind.as_deref() == Some(t))
-        });
-        match scanned {
-            Ok((_, heads)) => matched = heads,
-            Err(error) => {
-                eprintln!("{}", layout_diagnostic(file, &text, error));
-                return Ok(Exit::Invalid);
+    let (text, matched) = match matching(&text) {
+        Ok(matched) => (text, matched),
+        Err(_) => {
+            // Perhaps being rewritten in place: read again once it has settled.
+            let text = match ws.read_text_settled(file, |text| tasks::scan(text, |_| false).is_ok()) {
+                Ok(text) => text.unwrap_or_default(),
+                Err(diagnostic) => {
+                    eprintln!("{diagnostic}");
+                    return Ok(Exit::Invalid);
+                }
+            };
+            match matching(&text) {
+                Ok(matched) => (text, matched),
+                Err(error) => {
+                    eprintln!("{}", layout_diagnostic(file, &text, error));
+                    return Ok(Exit::Invalid);
+                }
             }
         }
-    }
+    };
     // Every entry is decoded before anything is printed, so a failure leaves stdout empty
     // rather than holding half a document.
     let mut values = Vec::with_capacity(matched.len());
-    for head in &matched {
-        match head.try_value(&text) {
+    for span in &matched {
+        match serde_json::from_str::<Value>(span.of(&text)) {
             Ok(value) => values.push(value),
-            Err(error) => {
+            Err(e) => {
+                let error = SyntaxError { offset: span.start, message: format!("a task entry cannot be decoded: {e}") };
                 eprintln!("{}", layout_diagnostic(file, &text, tasks::LayoutError::Syntax(error)));
                 return Ok(Exit::Invalid);
             }
@@ -114,20 +132,19 @@ fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// Refuses to edit a `tasks.json` that is not a valid task list, naming the file and the
-/// place (after waiting for a file that is being rewritten in place to settle). The store
-/// checks again under its lock; this only gives the clear refusal before any lock is taken.
-fn require_valid_task_list(ws: &Workspace) -> anyhow::Result<()> {
-    let file = &ws.config.paths.tasks;
-    let text = match ws.read_text_settled(file, |text| tasks::scan(text, |_| false).is_ok()) {
-        Ok(Some(text)) => text,
-        Ok(None) => return Ok(()),
-        Err(diagnostic) => bail!("{diagnostic}"),
-    };
-    if let Err(error) = tasks::scan(&text, |_| false) {
-        bail!("{}", layout_diagnostic(file, &text, error));
+/// Runs a store edit of `tasks.json`; when the store refuses the file as invalid, waits for
+/// a file being rewritten in place to settle and tries once more, so an in-place writer's
+/// half-written file is not taken for a broken one. A file that is still invalid is refused
+/// (exit 2, with the file and the place), and nothing is written.
+fn with_settled_retry<T>(ws: &Workspace, mut edit: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    match edit() {
+        Err(StoreError::Invalid(_)) => {
+            let file = &ws.config.paths.tasks;
+            let _ = ws.read_text_settled(file, |text| tasks::scan(text, |_| false).is_ok());
+            edit()
+        }
+        other => other,
     }
-    Ok(())
 }
 
 /// `key=text` sets a string, `key:=json` any JSON value.
@@ -184,47 +201,50 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
         }
         fields.insert(key, value);
     }
-    require_valid_task_list(ws)?;
     let file = ws.config.paths.tasks.clone();
     let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
     let mut chosen_id = String::new();
-    file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
-        // One pass that keeps only what `add` needs: the entries with its id or a TASK-N id.
-        let (layout, relevant) = match current {
-            Some(text) => {
-                let (layout, relevant) = tasks::scan(text, |head| {
-                    head.id.as_deref().is_some_and(|id| args.id.as_deref() == Some(id) || id.starts_with("TASK-"))
-                })
-                .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
-                (Some(layout), relevant)
-            }
-            None => (None, Vec::new()),
-        };
-        let taken = relevant.iter().any(|head| head.id.as_deref() == args.id.as_deref());
-        let highest = relevant
-            .iter()
-            .filter_map(|head| head.id.as_deref()?.strip_prefix("TASK-")?.parse::<u64>().ok())
-            .max()
-            .unwrap_or(0);
-        let id = match &args.id {
-            Some(id) if taken => return Err(StoreError::Refused(format!("a task with the id `{id}` already exists"))),
-            Some(id) => id.clone(),
-            None => format!("TASK-{:03}", highest + 1),
-        };
-        let mut task = Map::new();
-        task.insert("id".into(), id.clone().into());
-        task.extend(fields.clone());
-        let task = Value::Object(task);
-        check_task(ws, &task, &format!("task `{id}`"))?;
-        chosen_id = id;
-        let new = match (current, layout) {
-            (Some(text), Some(layout)) => Content::Spliced(
-                tasks::splices_for(text, layout, &[], &TaskEdits { updates: vec![], appends: vec![task] })
-                    .map_err(|e| StoreError::Refused(format!("{file}: {e}")))?,
-            ),
-            _ => Content::Whole(tasks::new_file(&[task])),
-        };
-        Ok(Some(new))
+    with_settled_retry(ws, || {
+        file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
+            // One pass that keeps only what `add` needs: the entries with its id or a TASK-N id.
+            let (layout, relevant) = match current {
+                Some(text) => {
+                    let (layout, relevant) = tasks::scan(text, |head| {
+                        head.id.as_deref().is_some_and(|id| args.id.as_deref() == Some(id) || id.starts_with("TASK-"))
+                    })
+                    .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
+                    (Some(layout), relevant)
+                }
+                None => (None, Vec::new()),
+            };
+            let taken = relevant.iter().any(|head| head.id.as_deref() == args.id.as_deref());
+            let highest = relevant
+                .iter()
+                .filter_map(|head| head.id.as_deref()?.strip_prefix("TASK-")?.parse::<u64>().ok())
+                .max()
+                .unwrap_or(0);
+            let id = match &args.id {
+                Some(id) if taken => {
+                    return Err(StoreError::Refused(format!("a task with the id `{id}` already exists")));
+                }
+                Some(id) => id.clone(),
+                None => format!("TASK-{:03}", highest + 1),
+            };
+            let mut task = Map::new();
+            task.insert("id".into(), id.clone().into());
+            task.extend(fields.clone());
+            let task = Value::Object(task);
+            check_task(ws, &task, &format!("task `{id}`"))?;
+            chosen_id = id;
+            let new = match (current, layout) {
+                (Some(text), Some(layout)) => Content::Spliced(
+                    tasks::splices_for(text, layout, &[], &TaskEdits { updates: vec![], appends: vec![task] })
+                        .map_err(|e| StoreError::Refused(format!("{file}: {e}")))?,
+                ),
+                _ => Content::Whole(tasks::new_file(&[task])),
+            };
+            Ok(Some(new))
+        })
     })?;
     println!("{chosen_id}");
     Ok(Exit::Ok)
@@ -248,40 +268,41 @@ fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
     if ops.is_empty() {
         bail!("nothing to change: give --set KEY=VALUE or --unset KEY");
     }
-    require_valid_task_list(ws)?;
     let file = ws.config.paths.tasks.clone();
     let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let outcome = file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
-        let Some(text) = current else {
-            return Err(StoreError::Refused(format!("{file} does not exist")));
-        };
-        let (layout, heads) = tasks::scan_ids(text, &[args.id.as_str()])
-            .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
-        let head = tasks::find(&heads, &args.id).map_err(|e| StoreError::Refused(format!("{file}: {e}")))?;
-        let before = head.try_value(text).map_err(|e| {
-            StoreError::Invalid(Box::new(layout_diagnostic(&file, text, tasks::LayoutError::Syntax(e))))
-        })?;
-        let Some(mut fields) = before.as_object().cloned() else {
-            return Err(StoreError::Refused(format!("{file}: task `{}` is not an object", args.id)));
-        };
-        for op in &ops {
-            match op {
-                FieldOp::Set(key, value) => fields.insert(key.clone(), value.clone()),
-                FieldOp::Remove(key) => fields.shift_remove(key),
+    let outcome = with_settled_retry(ws, || {
+        file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
+            let Some(text) = current else {
+                return Err(StoreError::Refused(format!("{file} does not exist")));
             };
-        }
-        if before.as_object() == Some(&fields) {
-            return Ok(None);
-        }
-        let now = crate::time::now_rfc3339();
-        fields.insert("updated_at".into(), now.clone().into());
-        check_task(ws, &Value::Object(fields), &format!("task `{}`", args.id))?;
-        let mut all_ops = ops.clone();
-        all_ops.push(FieldOp::Set("updated_at".into(), now.into()));
-        let edits = TaskEdits { updates: vec![(args.id.clone(), all_ops)], appends: vec![] };
-        tasks::splices_for(text, layout, &heads, &edits)
-            .map(|splices| Some(Content::Spliced(splices)))
-            .map_err(|e| StoreError::Refused(format!("{file}: {e}")))
+            let (layout, heads) = tasks::scan_ids(text, &[args.id.as_str()])
+                .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
+            let head = tasks::find(&heads, &args.id).map_err(|e| StoreError::Refused(format!("{file}: {e}")))?;
+            let before = head.try_value(text).map_err(|e| {
+                StoreError::Invalid(Box::new(layout_diagnostic(&file, text, tasks::LayoutError::Syntax(e))))
+            })?;
+            let Some(mut fields) = before.as_object().cloned() else {
+                return Err(StoreError::Refused(format!("{file}: task `{}` is not an object", args.id)));
+            };
+            for op in &ops {
+                match op {
+                    FieldOp::Set(key, value) => fields.insert(key.clone(), value.clone()),
+                    FieldOp::Remove(key) => fields.shift_remove(key),
+                };
+            }
+            if before.as_object() == Some(&fields) {
+                return Ok(None);
+            }
+            let now = crate::time::now_rfc3339();
+            fields.insert("updated_at".into(), now.clone().into());
+            check_task(ws, &Value::Object(fields), &format!("task `{}`", args.id))?;
+            let mut all_ops = ops.clone();
+            all_ops.push(FieldOp::Set("updated_at".into(), now.into()));
+            let edits = TaskEdits { updates: vec![(args.id.clone(), all_ops)], appends: vec![] };
+            tasks::splices_for(text, layout, &heads, &edits)
+                .map(|splices| Some(Content::Spliced(splices)))
+                .map_err(|e| StoreError::Refused(format!("{file}: {e}")))
+        })
     })?;
     match outcome {
         file::Outcome::Unchanged => println!("{}: unchanged", args.id),
