@@ -299,6 +299,7 @@ impl Config {
         }
         let mut config: Config = serde_json::from_value(value.clone())
             .map_err(|e| vec![Diagnostic::new(label, Kind::Config, format!("cannot read config: {e}"))])?;
+        duration_problems(label, text, &value, &mut String::new(), &mut problems);
         config.raw = value;
         // Every configured path opsflow writes to or reads from must stay in the workspace.
         let mut configured: Vec<(String, String, &str)> = config
@@ -339,6 +340,46 @@ impl Config {
     }
 }
 
+/// Every string in the config shaped like a duration (digits and a unit) that is not one
+/// `parse_duration` can hold, such as `"99999999999999999999h"`, which the schema's pattern
+/// lets through: an error naming its key, instead of a fallback or a panic at use.
+fn duration_problems(label: &str, text: &str, value: &Value, pointer: &mut String, problems: &mut Vec<Diagnostic>) {
+    match value {
+        Value::String(s) if looks_like_duration(s) => {
+            if let Err(why) = parse_duration(s) {
+                problems.push(Diagnostic::new(label, Kind::Config, why).pointer(pointer.clone()).locate_in(text));
+            }
+        }
+        Value::Object(map) => {
+            for (key, inner) in map {
+                let len = pointer.len();
+                pointer.push('/');
+                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                duration_problems(label, text, inner, pointer, problems);
+                pointer.truncate(len);
+            }
+        }
+        Value::Array(items) => {
+            for (index, inner) in items.iter().enumerate() {
+                let len = pointer.len();
+                pointer.push_str(&format!("/{index}"));
+                duration_problems(label, text, inner, pointer, problems);
+                pointer.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Digits, an optional fraction, and one of the units `parse_duration` knows.
+fn looks_like_duration(text: &str) -> bool {
+    let number = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &text[number.len()..];
+    matches!(unit, "ms" | "s" | "m" | "h" | "d")
+        && number.starts_with(|c: char| c.is_ascii_digit())
+        && number.chars().all(|c| c.is_ascii_digit() || c == '.')
+}
+
 /// Checks that a configured path is relative and stays inside the workspace.
 pub fn relative_inside(path: &str) -> Result<(), String> {
     let path = Path::new(path);
@@ -372,7 +413,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" => return Err(format!("`{text}` has no unit; write \"{text}s\", \"{text}ms\" or \"{text}m\"")),
         _ => return Err(format!("`{text}` has an unknown unit `{unit}`; use ms, s, m, h or d")),
     };
-    Ok(Duration::from_secs_f64(seconds))
+    // A duration past what `Duration` holds (about 584 billion years) is a mistake, not a
+    // reason to panic.
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is too long a duration"))
 }
 
 #[cfg(test)]
@@ -386,6 +429,26 @@ mod tests {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("300").unwrap_err().contains("no unit"));
         assert!(parse_duration("3y").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn overflowing_durations_are_errors_not_panics() {
+        for text in ["99999999999999999999h", "99999999999999999999999d", &format!("{}s", "9".repeat(400))] {
+            assert!(parse_duration(text).unwrap_err().contains("too long"), "{text}");
+        }
+        assert_eq!(parse_duration("36500d").unwrap(), Duration::from_secs(36500 * 86400));
+    }
+
+    #[test]
+    fn an_overflowing_duration_in_the_config_names_its_key() {
+        let schemas = Schemas::new(std::path::PathBuf::from("/nonexistent"), "schemas", DEFAULT_MAX_FILE_BYTES);
+        let text = "{\n  \"devops\": {\"poll_interval\": \"99999999999999999999h\"}\n}\n";
+        let problems = Config::parse("project-config.json", text, &schemas).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(
+            problems[0].to_string(),
+            "project-config.json:2:31: at /devops/poll_interval: `99999999999999999999h` is too long a duration"
+        );
     }
 
     #[test]

@@ -105,6 +105,34 @@ fn init_logging(cli: &cli::Cli) {
     };
 }
 
+/// True when `error` comes from writing to a closed pipe (`opsflow ... | head`): the reader
+/// has what it wanted, so this is a quiet success, as in ripgrep.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+/// Makes a `println!` into a closed pipe end the program quietly with status 0. Rust ignores
+/// SIGPIPE, so such a write fails, and `println!` turns the failure into a panic (exit 101
+/// with a message); restoring SIGPIPE instead would also let it kill the daemon when a
+/// health-check connection closes early. Any other panic keeps the default report.
+pub fn exit_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 /// True while a process with this pid exists (on this host).
 pub fn process_alive(pid: i32) -> bool {
     if pid <= 0 {

@@ -5,9 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    opsflow::exit_quietly_on_broken_pipe();
     let cli = opsflow::cli::Cli::parse();
     match opsflow::run(cli) {
         Ok(code) => code.into(),
+        Err(error) if opsflow::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("opsflow: error: {error:#}");
             opsflow::Exit::Invalid.into()

@@ -10,6 +10,7 @@ use std::fs;
 use serde_json::Value;
 
 use crate::schema::SchemaName;
+use crate::store::tasks::LayoutError;
 use crate::workspace::Workspace;
 use crate::workspace::diagnostic::{Diagnostic, Kind};
 use crate::workspace::read;
@@ -39,11 +40,15 @@ impl Loaded {
 
 /// Reads, parses and schema-checks a JSON file; a missing file gives an empty `Loaded`.
 pub fn load_json(ws: &Workspace, relative: &str, schema: SchemaName) -> Loaded {
-    let text = match ws.read_text(relative) {
-        Ok(Some(text)) => text,
-        Ok(None) => return Loaded::default(),
-        Err(diagnostic) => return Loaded::failed(diagnostic),
-    };
+    match ws.read_text(relative) {
+        Ok(Some(text)) => check_json(ws, relative, text, schema),
+        Ok(None) => Loaded::default(),
+        Err(diagnostic) => Loaded::failed(diagnostic),
+    }
+}
+
+/// Parses and schema-checks the text of a JSON file.
+fn check_json(ws: &Workspace, relative: &str, text: String, schema: SchemaName) -> Loaded {
     let value = match read::parse_json(relative, &text) {
         Ok(value) => value,
         Err(diagnostic) => return Loaded { text: Some(text), ..Loaded::failed(diagnostic) },
@@ -52,10 +57,21 @@ pub fn load_json(ws: &Workspace, relative: &str, schema: SchemaName) -> Loaded {
     Loaded { value: Some(value), text: Some(text), diagnostics }
 }
 
-/// Loads `tasks.json` with the schema and the cross-entry checks.
+/// Loads `tasks.json` with the schema and the cross-entry checks (read again once settled if
+/// it is being rewritten in place, see [`Workspace::read_text_settled`]).
 pub fn load_tasks(ws: &Workspace) -> Loaded {
     let relative = ws.config.paths.tasks.clone();
-    let mut loaded = load_json(ws, &relative, SchemaName::Tasks);
+    match ws.read_text_settled(&relative, |text| read::parse_json(&relative, text).is_ok()) {
+        Ok(Some(text)) => check_tasks(ws, text),
+        Ok(None) => Loaded::default(),
+        Err(diagnostic) => Loaded::failed(diagnostic),
+    }
+}
+
+/// [`load_tasks`] on text already read.
+fn check_tasks(ws: &Workspace, text: String) -> Loaded {
+    let relative = ws.config.paths.tasks.clone();
+    let mut loaded = check_json(ws, &relative, text, SchemaName::Tasks);
     if let (Some(value), Some(text)) = (&loaded.value, &loaded.text) {
         let (prefix, tasks) = match value {
             Value::Array(tasks) => ("", tasks),
@@ -223,13 +239,47 @@ pub fn load_task_list(ws: &Workspace, keep: impl Fn(&crate::store::tasks::TaskHe
         Ok(None) => return TaskList::default(),
         Err(diagnostic) => return TaskList { diagnostics: vec![diagnostic], ..TaskList::default() },
     };
-    let Ok((layout, heads)) = crate::store::tasks::scan(&text, |_| true) else {
-        return TaskList { diagnostics: load_tasks(ws).diagnostics, ..TaskList::default() };
+    if let Ok(list) = task_list_from(ws, &relative, &text, &keep) {
+        return list;
+    }
+    // Not a task list as read: it may be being rewritten in place, so it is read again once
+    // it has settled (only here, so a valid file is scanned once).
+    let text = match ws.read_text_settled(&relative, |text| crate::store::tasks::scan(text, |_| false).is_ok()) {
+        Ok(Some(text)) => text,
+        Ok(None) => return TaskList::default(),
+        Err(diagnostic) => return TaskList { diagnostics: vec![diagnostic], ..TaskList::default() },
     };
+    match task_list_from(ws, &relative, &text, &keep) {
+        Ok(list) => list,
+        Err(error) => {
+            // The full loader on the same text says it as `validate` does; the scanner's own
+            // error stands in should the loader find nothing wrong.
+            let mut diagnostics = check_tasks(ws, text.clone()).diagnostics;
+            if diagnostics.is_empty() {
+                diagnostics.push(layout_diagnostic(&relative, &text, error));
+            }
+            TaskList { diagnostics, ..TaskList::default() }
+        }
+    }
+}
+
+/// [`load_task_list`] on text already read; the scan error when it is not a task list.
+fn task_list_from(
+    ws: &Workspace,
+    relative: &str,
+    text: &str,
+    keep: &(impl Fn(&crate::store::tasks::TaskHead<'_>) -> bool + Sync),
+) -> Result<TaskList, LayoutError> {
+    let (layout, heads) = crate::store::tasks::scan(text, |_| true)?;
     let prefix = if layout.wrapped { "/tasks" } else { "" };
-    let file = relative.as_str();
+    let file = relative;
     let ids: Vec<(usize, Option<&str>)> = heads.iter().map(|h| (h.index, h.id.as_deref())).collect();
     let (first, mut diagnostics) = duplicate_ids(file, prefix, &ids);
+    if !diagnostics.is_empty() {
+        // Two tasks with one id make every edit by id ambiguous: nothing acts on such a file.
+        let diagnostics = diagnostics.into_iter().map(|d| d.locate_in(text)).collect();
+        return Ok(TaskList { diagnostics, ..TaskList::default() });
+    }
     let mut statuses = HashMap::with_capacity(first.len());
     for head in &heads {
         if let Some(id) = head.id.as_deref()
@@ -238,7 +288,13 @@ pub fn load_task_list(ws: &Workspace, keep: impl Fn(&crate::store::tasks::TaskHe
             statuses.insert(id.to_owned(), head.status.as_deref().unwrap_or_default().to_owned());
         }
     }
-    let kept: Vec<(usize, Value)> = heads.iter().filter(|h| keep(h)).map(|h| (h.index, h.value(&text))).collect();
+    let mut kept: Vec<(usize, Value)> = Vec::new();
+    for head in heads.iter().filter(|h| keep(h)) {
+        match head.try_value(text) {
+            Ok(task) => kept.push((head.index, task)),
+            Err(error) => return Ok(undecodable(file, text, error)),
+        }
+    }
     for (index, task) in &kept {
         diagnostics.extend(ws.schemas.validate(SchemaName::Task, file, task).into_iter().map(|mut d| {
             d.pointer = Some(format!("{prefix}/{index}{}", d.pointer.as_deref().unwrap_or("")));
@@ -263,14 +319,37 @@ pub fn load_task_list(ws: &Workspace, keep: impl Fn(&crate::store::tasks::TaskHe
             continue;
         }
         let Some(head) = heads.get(index).filter(|h| h.index == index) else { continue };
-        let task = head.value(&text);
+        let task = match head.try_value(text) {
+            Ok(task) => task,
+            Err(error) => return Ok(undecodable(file, text, error)),
+        };
         queue.extend(dependencies(&task));
         reached.push((index, task));
     }
     let entries: Vec<(usize, &Value)> = kept.iter().chain(&reached).map(|(i, t)| (*i, t)).collect();
     diagnostics.extend(dependency_problems(file, prefix, &entries, &first));
-    let diagnostics = diagnostics.into_iter().map(|d| d.locate_in(&text)).collect();
-    TaskList { readable: true, prefix, statuses, kept, diagnostics }
+    let diagnostics = diagnostics.into_iter().map(|d| d.locate_in(text)).collect();
+    Ok(TaskList { readable: true, prefix, statuses, kept, diagnostics })
+}
+
+/// A task list none of which may be acted on, because an entry the scanner passed could not
+/// be decoded.
+fn undecodable(file: &str, text: &str, error: crate::store::json::SyntaxError) -> TaskList {
+    TaskList { diagnostics: vec![layout_diagnostic(file, text, LayoutError::Syntax(error))], ..TaskList::default() }
+}
+
+/// Where a task-list scan error is, as users read it.
+pub fn layout_diagnostic(file: &str, text: &str, error: LayoutError) -> Diagnostic {
+    match error {
+        LayoutError::Syntax(e) => {
+            if let Some(conflict) = read::conflict_diagnostic(file, text) {
+                return conflict;
+            }
+            let (line, column) = crate::store::json::line_col(text, e.offset);
+            Diagnostic::new(file, Kind::Syntax, format!("invalid JSON: {}", e.message)).at(line, column)
+        }
+        LayoutError::Shape(message) => Diagnostic::new(file, Kind::Schema, message).pointer(""),
+    }
 }
 
 /// A markdown input, loaded and checked.
@@ -327,7 +406,8 @@ fn markdown_files(ws: &Workspace, dir: &str) -> Vec<String> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|entry| entry.file_type().is_ok_and(|t| !t.is_dir()))
+        // Directories, FIFOs and the like with a markdown name are kept: reading them fails,
+        // and that is reported where a report or an approval was expected.
         .filter_map(|entry| entry.file_name().into_string().ok())
         .filter(|name| name.ends_with(".md"))
         .collect();

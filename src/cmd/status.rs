@@ -47,7 +47,8 @@ const AUDIT_TAIL_BYTES: u64 = 256 * 1024;
 fn last_runs(ws: &Workspace) -> Vec<Value> {
     use std::io::{Read, Seek, SeekFrom};
     let path = ws.path(&ws.config.paths.runtime).join("audit.jsonl");
-    let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
+    // Opened only if it is a regular file: a FIFO in its place would block `status`.
+    let Ok(Some(mut file)) = crate::workspace::read::open_regular(&path, "audit.jsonl") else { return Vec::new() };
     let length = file.metadata().map(|m| m.len()).unwrap_or(0);
     let start = length.saturating_sub(AUDIT_TAIL_BYTES);
     let mut tail = Vec::new();
@@ -211,11 +212,25 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
         last_runs: last_runs(ws),
         diagnostics,
     };
-    let invalid = !status.diagnostics.is_empty() || status.tasks.iter().any(|t| !t.problems.is_empty());
+    // Whatever `validate` refuses makes `status` fail too, even a file `status` itself does
+    // not read (a QA report, an approval), so scripts can trust either exit code.
+    let validated = crate::validate::validate_workspace(ws);
+    let invalid = !status.diagnostics.is_empty()
+        || status.tasks.iter().any(|t| !t.problems.is_empty())
+        || !validated.diagnostics.is_empty();
     if as_json {
         print_json(&status)?;
     } else {
         print_text(&status);
+    }
+    let shown: std::collections::HashSet<String> = status
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .chain(status.tasks.iter().flat_map(|t| t.problems.iter().cloned()))
+        .collect();
+    for diagnostic in validated.diagnostics.iter().map(ToString::to_string).filter(|d| !shown.contains(d)) {
+        eprintln!("{diagnostic}");
     }
     Ok(if invalid { Exit::Invalid } else { Exit::Ok })
 }

@@ -15,11 +15,10 @@ use crate::cli::{AddArgs, ListArgs, TasksCommand, UpdateArgs};
 use crate::schema::SchemaName;
 use crate::store::edit::FieldOp;
 use crate::store::file::Content;
-use crate::store::json;
-use crate::store::tasks::{self, LayoutError, TaskEdits};
+use crate::store::json::{Span, SyntaxError};
+use crate::store::tasks::{self, TaskEdits};
 use crate::store::{StoreError, file};
 use crate::workspace::Workspace;
-use crate::workspace::diagnostic::{Diagnostic, Kind};
 
 /// Runs a `tasks` command; `global_agent` is the global `--agent`, which `add` and `list` take
 /// as the owner when `--owner` is missing (the spelling before `--owner` existed).
@@ -42,22 +41,22 @@ pub fn run(ws: &Workspace, command: &TasksCommand, global_agent: Option<&str>) -
     }
 }
 
-/// Where a layout error is, as users read it.
-pub fn layout_diagnostic(file: &str, text: &str, error: LayoutError) -> Diagnostic {
-    match error {
-        LayoutError::Syntax(e) => {
-            if let Some(conflict) = crate::workspace::read::conflict_diagnostic(file, text) {
-                return conflict;
-            }
-            let (line, column) = json::line_col(text, e.offset);
-            Diagnostic::new(file, Kind::Syntax, format!("invalid JSON: {}", e.message)).at(line, column)
-        }
-        LayoutError::Shape(message) => Diagnostic::new(file, Kind::Schema, message).pointer(""),
-    }
-}
+pub use crate::validate::layout_diagnostic;
 
 fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
     let file = &ws.config.paths.tasks;
+    let matching = |text: &str| -> Result<Vec<Span>, tasks::LayoutError> {
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (_, heads) = tasks::scan(text, |head| {
+            (!args.mine || crate::workflow::owns(&ws.config, head.agent.as_deref(), head.kind.as_deref()))
+                && args.status.as_deref().is_none_or(|s| head.status.as_deref() == Some(s))
+                && args.owner.as_deref().is_none_or(|a| head.agent.as_deref() == Some(a))
+                && args.kind.as_deref().is_none_or(|t| head.kind.as_deref() == Some(t))
+        })?;
+        Ok(heads.into_iter().map(|head| head.span).collect())
+    };
     let text = match ws.read_text(file) {
         Ok(text) => text.unwrap_or_default(),
         Err(diagnostic) => {
@@ -65,18 +64,35 @@ fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
             return Ok(Exit::Invalid);
         }
     };
-    let mut matched = Vec::new();
-    if !text.is_empty() {
-        let scanned = tasks::scan(&text, |head| {
-            (!args.mine || crate::workflow::owns(&ws.config, head.agent.as_deref(), head.kind.as_deref()))
-                && args.status.as_deref().is_none_or(|s| head.status.as_deref() == Some(s))
-                && args.owner.as_deref().is_none_or(|a| head.agent.as_deref() == Some(a))
-                && args.kind.as_deref().is_none_or(|t| head.kind.as_deref() == Some(t))
-        });
-        match scanned {
-            Ok((_, heads)) => matched.extend(heads.into_iter().map(|head| head.span)),
-            Err(error) => {
-                eprintln!("{}", layout_diagnostic(file, &text, error));
+    let (text, matched) = match matching(&text) {
+        Ok(matched) => (text, matched),
+        Err(_) => {
+            // Perhaps being rewritten in place: read again once it has settled.
+            let text = match ws.read_text_settled(file, |text| tasks::scan(text, |_| false).is_ok()) {
+                Ok(text) => text.unwrap_or_default(),
+                Err(diagnostic) => {
+                    eprintln!("{diagnostic}");
+                    return Ok(Exit::Invalid);
+                }
+            };
+            match matching(&text) {
+                Ok(matched) => (text, matched),
+                Err(error) => {
+                    eprintln!("{}", layout_diagnostic(file, &text, error));
+                    return Ok(Exit::Invalid);
+                }
+            }
+        }
+    };
+    // Every entry is decoded before anything is printed, so a failure leaves stdout empty
+    // rather than holding half a document.
+    let mut values = Vec::with_capacity(matched.len());
+    for span in &matched {
+        match serde_json::from_str::<Value>(span.of(&text)) {
+            Ok(value) => values.push(value),
+            Err(e) => {
+                let error = SyntaxError { offset: span.start, message: format!("a task entry cannot be decoded: {e}") };
+                eprintln!("{}", layout_diagnostic(file, &text, tasks::LayoutError::Syntax(error)));
                 return Ok(Exit::Invalid);
             }
         }
@@ -85,18 +101,18 @@ fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
     let mut out = BufWriter::new(stdout.lock());
     if args.json {
         // Each entry as the file has it, re-serialized compactly: one document, one task a line.
-        out.write_all(b"[")?;
-        for (i, span) in matched.iter().enumerate() {
-            out.write_all(if i == 0 { b"\n  " } else { b",\n  " })?;
-            let value: Value = serde_json::from_str(span.of(&text))?;
-            serde_json::to_writer(&mut out, &value)?;
+        let mut document = Vec::with_capacity(values.len() * 128 + 4);
+        document.push(b'[');
+        for (i, value) in values.iter().enumerate() {
+            document.extend_from_slice(if i == 0 { b"\n  " } else { b",\n  " });
+            serde_json::to_writer(&mut document, value)?;
         }
-        out.write_all(if matched.is_empty() { b"]\n" } else { b"\n]\n" })?;
+        document.extend_from_slice(if values.is_empty() { b"]\n" } else { b"\n]\n" });
+        out.write_all(&document)?;
     } else {
-        let rows: Vec<[String; 5]> = matched
+        let rows: Vec<[String; 5]> = values
             .iter()
-            .map(|span| {
-                let value: Value = serde_json::from_str(span.of(&text)).unwrap_or(Value::Null);
+            .map(|value| {
                 let field = |key: &str| value.get(key).and_then(Value::as_str).unwrap_or("-").to_owned();
                 [field("id"), field("status"), field("type"), field("agent"), field("title")]
             })
@@ -126,6 +142,21 @@ fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
     }
     out.flush()?;
     Ok(Exit::Ok)
+}
+
+/// Runs a store edit of `tasks.json`; when the store refuses the file as invalid, waits for
+/// a file being rewritten in place to settle and tries once more, so an in-place writer's
+/// half-written file is not taken for a broken one. A file that is still invalid is refused
+/// (exit 2, with the file and the place), and nothing is written.
+fn with_settled_retry<T>(ws: &Workspace, mut edit: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    match edit() {
+        Err(StoreError::Invalid(_)) => {
+            let file = &ws.config.paths.tasks;
+            let _ = ws.read_text_settled(file, |text| tasks::scan(text, |_| false).is_ok());
+            edit()
+        }
+        other => other,
+    }
 }
 
 /// `key=text` sets a string, `key:=json` any JSON value.
@@ -185,43 +216,47 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
     let file = ws.config.paths.tasks.clone();
     let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
     let mut chosen_id = String::new();
-    file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
-        // One pass that keeps only what `add` needs: the entries with its id or a TASK-N id.
-        let (layout, relevant) = match current {
-            Some(text) => {
-                let (layout, relevant) = tasks::scan(text, |head| {
-                    head.id.as_deref().is_some_and(|id| args.id.as_deref() == Some(id) || id.starts_with("TASK-"))
-                })
-                .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
-                (Some(layout), relevant)
-            }
-            None => (None, Vec::new()),
-        };
-        let taken = relevant.iter().any(|head| head.id.as_deref() == args.id.as_deref());
-        let highest = relevant
-            .iter()
-            .filter_map(|head| head.id.as_deref()?.strip_prefix("TASK-")?.parse::<u64>().ok())
-            .max()
-            .unwrap_or(0);
-        let id = match &args.id {
-            Some(id) if taken => return Err(StoreError::Refused(format!("a task with the id `{id}` already exists"))),
-            Some(id) => id.clone(),
-            None => format!("TASK-{:03}", highest + 1),
-        };
-        let mut task = Map::new();
-        task.insert("id".into(), id.clone().into());
-        task.extend(fields.clone());
-        let task = Value::Object(task);
-        check_task(ws, &task, &format!("task `{id}`"))?;
-        chosen_id = id;
-        let new = match (current, layout) {
-            (Some(text), Some(layout)) => Content::Spliced(
-                tasks::splices_for(text, layout, &[], &TaskEdits { updates: vec![], appends: vec![task] })
-                    .map_err(|e| StoreError::Refused(format!("{file}: {e}")))?,
-            ),
-            _ => Content::Whole(tasks::new_file(&[task])),
-        };
-        Ok(Some(new))
+    with_settled_retry(ws, || {
+        file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
+            // One pass that keeps only what `add` needs: the entries with its id or a TASK-N id.
+            let (layout, relevant) = match current {
+                Some(text) => {
+                    let (layout, relevant) = tasks::scan(text, |head| {
+                        head.id.as_deref().is_some_and(|id| args.id.as_deref() == Some(id) || id.starts_with("TASK-"))
+                    })
+                    .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
+                    (Some(layout), relevant)
+                }
+                None => (None, Vec::new()),
+            };
+            let taken = relevant.iter().any(|head| head.id.as_deref() == args.id.as_deref());
+            let highest = relevant
+                .iter()
+                .filter_map(|head| head.id.as_deref()?.strip_prefix("TASK-")?.parse::<u64>().ok())
+                .max()
+                .unwrap_or(0);
+            let id = match &args.id {
+                Some(id) if taken => {
+                    return Err(StoreError::Refused(format!("a task with the id `{id}` already exists")));
+                }
+                Some(id) => id.clone(),
+                None => format!("TASK-{:03}", highest + 1),
+            };
+            let mut task = Map::new();
+            task.insert("id".into(), id.clone().into());
+            task.extend(fields.clone());
+            let task = Value::Object(task);
+            check_task(ws, &task, &format!("task `{id}`"))?;
+            chosen_id = id;
+            let new = match (current, layout) {
+                (Some(text), Some(layout)) => Content::Spliced(
+                    tasks::splices_for(text, layout, &[], &TaskEdits { updates: vec![], appends: vec![task] })
+                        .map_err(|e| StoreError::Refused(format!("{file}: {e}")))?,
+                ),
+                _ => Content::Whole(tasks::new_file(&[task])),
+            };
+            Ok(Some(new))
+        })
     })?;
     println!("{chosen_id}");
     Ok(Exit::Ok)
@@ -247,35 +282,39 @@ fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
     }
     let file = ws.config.paths.tasks.clone();
     let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let outcome = file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
-        let Some(text) = current else {
-            return Err(StoreError::Refused(format!("{file} does not exist")));
-        };
-        let (layout, heads) = tasks::scan_ids(text, &[args.id.as_str()])
-            .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
-        let head = tasks::find(&heads, &args.id).map_err(|e| StoreError::Refused(format!("{file}: {e}")))?;
-        let before = head.value(text);
-        let Some(mut fields) = before.as_object().cloned() else {
-            return Err(StoreError::Refused(format!("{file}: task `{}` is not an object", args.id)));
-        };
-        for op in &ops {
-            match op {
-                FieldOp::Set(key, value) => fields.insert(key.clone(), value.clone()),
-                FieldOp::Remove(key) => fields.shift_remove(key),
+    let outcome = with_settled_retry(ws, || {
+        file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
+            let Some(text) = current else {
+                return Err(StoreError::Refused(format!("{file} does not exist")));
             };
-        }
-        if before.as_object() == Some(&fields) {
-            return Ok(None);
-        }
-        let now = crate::time::now_rfc3339();
-        fields.insert("updated_at".into(), now.clone().into());
-        check_task(ws, &Value::Object(fields), &format!("task `{}`", args.id))?;
-        let mut all_ops = ops.clone();
-        all_ops.push(FieldOp::Set("updated_at".into(), now.into()));
-        let edits = TaskEdits { updates: vec![(args.id.clone(), all_ops)], appends: vec![] };
-        tasks::splices_for(text, layout, &heads, &edits)
-            .map(|splices| Some(Content::Spliced(splices)))
-            .map_err(|e| StoreError::Refused(format!("{file}: {e}")))
+            let (layout, heads) = tasks::scan_ids(text, &[args.id.as_str()])
+                .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
+            let head = tasks::find(&heads, &args.id).map_err(|e| StoreError::Refused(format!("{file}: {e}")))?;
+            let before = head.try_value(text).map_err(|e| {
+                StoreError::Invalid(Box::new(layout_diagnostic(&file, text, tasks::LayoutError::Syntax(e))))
+            })?;
+            let Some(mut fields) = before.as_object().cloned() else {
+                return Err(StoreError::Refused(format!("{file}: task `{}` is not an object", args.id)));
+            };
+            for op in &ops {
+                match op {
+                    FieldOp::Set(key, value) => fields.insert(key.clone(), value.clone()),
+                    FieldOp::Remove(key) => fields.shift_remove(key),
+                };
+            }
+            if before.as_object() == Some(&fields) {
+                return Ok(None);
+            }
+            let now = crate::time::now_rfc3339();
+            fields.insert("updated_at".into(), now.clone().into());
+            check_task(ws, &Value::Object(fields), &format!("task `{}`", args.id))?;
+            let mut all_ops = ops.clone();
+            all_ops.push(FieldOp::Set("updated_at".into(), now.into()));
+            let edits = TaskEdits { updates: vec![(args.id.clone(), all_ops)], appends: vec![] };
+            tasks::splices_for(text, layout, &heads, &edits)
+                .map(|splices| Some(Content::Spliced(splices)))
+                .map_err(|e| StoreError::Refused(format!("{file}: {e}")))
+        })
     })?;
     match outcome {
         file::Outcome::Unchanged => println!("{}: unchanged", args.id),

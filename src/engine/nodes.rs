@@ -947,7 +947,7 @@ fn patch_report_of(run: &mut NodeRun<'_>, release: &Release, status: &str, why: 
     targets.extend(release.history_dir(run.ws).map(|dir| format!("{dir}/deployment-report.json")));
     for file in targets {
         let Ok(Some(text)) = run.ws.read_text(&file) else { continue };
-        let Ok(mut report) = serde_json::from_str::<Value>(&text) else { continue };
+        let Ok(mut report) = crate::workspace::read::parse_json(&file, &text) else { continue };
         let field = |key: &str| report.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
         if !(field("unit_id") == release.unit && release::same_version(&field("version"), release.version.as_str())) {
             continue;

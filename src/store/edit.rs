@@ -122,6 +122,8 @@ pub fn edit_object(text: &str, obj_start: usize, ops: &[FieldOp], style: &Style)
             FieldOp::Set(key, value) => match last_index_of(key) {
                 Some(i) => {
                     let member = members[i];
+                    // A later op on the same key replaces an earlier one's splice.
+                    splices.retain(|s: &Splice| s.start != member.value.start);
                     let current: Option<Value> = serde_json::from_str(member.value.of(text)).ok();
                     if current.as_ref() != Some(value) {
                         let indent = line_indent(text, member.key.start);
@@ -292,6 +294,17 @@ mod tests {
         let out = apply(text, edit_object(text, start, ops, &style).unwrap());
         assert!(json::root(&out).is_ok(), "edit produced invalid JSON:\n{out}");
         out
+    }
+
+    /// Two ops on one existing key made two splices over the same bytes: a debug build
+    /// panicked, a release build wrote both values into the file.
+    #[test]
+    fn a_key_set_twice_is_set_once() {
+        let text = "{\"a\": 1, \"b\": 2}";
+        let twice = [FieldOp::Set("a".into(), json!(5)), FieldOp::Set("a".into(), json!(6))];
+        assert_eq!(edit(text, &twice), "{\"a\": 6, \"b\": 2}");
+        let back = [FieldOp::Set("a".into(), json!(5)), FieldOp::Set("a".into(), json!(1))];
+        assert_eq!(edit(text, &back), text);
     }
 
     fn set(key: &str, value: Value) -> FieldOp {

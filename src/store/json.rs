@@ -9,12 +9,19 @@
 //! The hottest walks (to the end of a string here, over a task's members in `tasks.rs`) have
 //! a fast form that returns `None` on any error, and a checked form, run only then, that says
 //! what is wrong.
+//!
+//! The scanner accepts exactly what `serde_json` accepts, so that a span it passed can always
+//! be decoded: numbers that overflow a 64-bit float, lone UTF-16 surrogates in `\u` escapes,
+//! nesting of 128 levels or more, and (stricter than `serde_json`, which keeps the last)
+//! duplicate keys in an object are all errors with an offset.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
-/// Deeper nesting than this is refused rather than risking the stack.
-const MAX_DEPTH: usize = 256;
+/// The deepest nesting accepted: `serde_json` refuses the 128th level of arrays and objects
+/// (its recursion limit), and what it cannot decode the scanner must not pass.
+pub const MAX_DEPTH: usize = 127;
 
 /// A half-open byte range `[start, end)` in the scanned text.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -128,7 +135,8 @@ pub fn value_end(text: &str, pos: usize) -> Result<usize, SyntaxError> {
     value_end_depth(text, pos, 0)
 }
 
-pub(super) fn value_end_depth(text: &str, pos: usize, depth: usize) -> Result<usize, SyntaxError> {
+/// [`value_end`] for a value inside `depth` levels of arrays and objects.
+pub(crate) fn value_end_depth(text: &str, pos: usize, depth: usize) -> Result<usize, SyntaxError> {
     let bytes = text.as_bytes();
     let Some(&first) = bytes.get(pos) else {
         return Err(SyntaxError::new(pos, "expected a value, found end of file"));
@@ -137,7 +145,10 @@ pub(super) fn value_end_depth(text: &str, pos: usize, depth: usize) -> Result<us
         b'"' => string_end(text, pos),
         b'{' | b'[' => {
             if depth >= MAX_DEPTH {
-                return Err(SyntaxError::new(pos, format!("nesting deeper than {MAX_DEPTH} levels")));
+                return Err(SyntaxError::new(
+                    pos,
+                    format!("nesting deeper than {MAX_DEPTH} levels of arrays and objects"),
+                ));
             }
             if first == b'{' {
                 let mut members = Members::with_depth(text, pos, depth + 1);
@@ -211,8 +222,23 @@ fn number_end(text: &str, pos: usize) -> Result<usize, SyntaxError> {
             return Err(SyntaxError::new(after, "expected a digit in the exponent"));
         }
         i = after;
+        return check_number_range(text, pos, i);
+    }
+    // Without an exponent only a very long integer part can overflow (past 308 digits).
+    if i - pos > 300 {
+        return check_number_range(text, pos, i);
     }
     Ok(i)
+}
+
+/// Refuses a number that `serde_json` refuses as out of range (one that overflows a 64-bit
+/// float). Its own parser decides, so the two can never disagree on where the range ends.
+#[cold]
+fn check_number_range(text: &str, pos: usize, end: usize) -> Result<usize, SyntaxError> {
+    match serde_json::from_str::<serde_json::Number>(&text[pos..end]) {
+        Ok(_) => Ok(end),
+        Err(_) => Err(SyntaxError::new(pos, "number out of range: it does not fit a 64-bit float")),
+    }
 }
 
 /// The end (after the closing quote) of the string that starts at `pos`.
@@ -247,7 +273,7 @@ pub(super) fn closing_quote_escaped(bytes: &[u8], pos: usize) -> Option<(usize, 
                 escaped = true;
                 match bytes.get(i + 1)? {
                     b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
-                    b'u' if bytes.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) => i += 6,
+                    b'u' => i += unicode_escape_len(bytes, i).ok()?,
                     _ => return None,
                 }
             }
@@ -273,13 +299,10 @@ fn string_end_checked(text: &str, pos: usize) -> Result<usize, SyntaxError> {
             Some(b'"') => return Ok(i + 1),
             Some(b'\\') => match bytes.get(i + 1) {
                 Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
-                Some(b'u') => {
-                    let hex = bytes.get(i + 2..i + 6);
-                    if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                        return Err(SyntaxError::new(i, "expected four hex digits after \\u"));
-                    }
-                    i += 6;
-                }
+                Some(b'u') => match unicode_escape_len(bytes, i) {
+                    Ok(len) => i += len,
+                    Err(message) => return Err(SyntaxError::new(i, message)),
+                },
                 _ => return Err(SyntaxError::new(i, "invalid escape in string")),
             },
             Some(_) => {
@@ -292,6 +315,68 @@ fn string_end_checked(text: &str, pos: usize) -> Result<usize, SyntaxError> {
             }
         }
     }
+}
+
+/// The four hex digits at `at` as a number.
+#[inline]
+fn hex4(bytes: &[u8], at: usize) -> Option<u32> {
+    let hex = bytes.get(at..at + 4)?;
+    hex.iter().try_fold(0u32, |n, &b| Some(n * 16 + char::from(b).to_digit(16)?))
+}
+
+/// The length of the `\u` escape whose backslash is at `i`: 6, or 12 for a surrogate pair.
+/// A lone surrogate is an error, as in `serde_json`, which cannot decode it into a string.
+#[inline]
+fn unicode_escape_len(bytes: &[u8], i: usize) -> Result<usize, &'static str> {
+    let Some(unit) = hex4(bytes, i + 2) else { return Err("expected four hex digits after \\u") };
+    match unit {
+        0xDC00..=0xDFFF => Err("lone UTF-16 surrogate in a \\u escape (a low surrogate without a high one)"),
+        0xD800..=0xDBFF => {
+            if bytes.get(i + 6..i + 8) == Some(&b"\\u"[..])
+                && hex4(bytes, i + 8).is_some_and(|low| (0xDC00..=0xDFFF).contains(&low))
+            {
+                Ok(12)
+            } else {
+                Err("lone UTF-16 surrogate in a \\u escape (a high surrogate without a low one)")
+            }
+        }
+        _ => Ok(6),
+    }
+}
+
+/// The keys seen so far in one object, to refuse duplicates. `serde_json` keeps the last of
+/// two equal keys, other readers the first; a file that says two things is refused instead.
+/// The first few keys without escapes are compared in place, without allocating.
+#[derive(Default)]
+pub(crate) struct KeySet<'t> {
+    inline: [&'t str; 8],
+    len: usize,
+    spilled: Option<HashSet<Cow<'t, str>>>,
+}
+
+impl<'t> KeySet<'t> {
+    /// Adds the key literal `raw` (with its quotes); false when the object already has it.
+    #[inline]
+    pub(crate) fn insert(&mut self, raw: &'t str) -> bool {
+        let inner = &raw[1..raw.len() - 1];
+        if self.spilled.is_none() && self.len < self.inline.len() && !inner.contains('\\') {
+            if self.inline[..self.len].contains(&inner) {
+                return false;
+            }
+            self.inline[self.len] = inner;
+            self.len += 1;
+            return true;
+        }
+        let inline = &self.inline[..self.len];
+        let set = self.spilled.get_or_insert_with(|| inline.iter().map(|k| Cow::Borrowed(*k)).collect());
+        set.insert(decode_string(raw))
+    }
+}
+
+/// The error for a second key `raw` at `offset`: `duplicate key "name"`.
+pub(crate) fn duplicate_key(raw: &str, offset: usize) -> SyntaxError {
+    let key = serde_json::to_string(&decode_string(raw)).unwrap_or_else(|_| raw.to_owned());
+    SyntaxError::new(offset, format!("duplicate key {key}"))
 }
 
 /// The index of the first byte at or after `i` that ends a run of plain string bytes: a quote,
@@ -363,6 +448,7 @@ pub struct Members<'t> {
     pos: usize,
     state: ListState,
     depth: usize,
+    keys: KeySet<'t>,
     pub end: usize,
 }
 
@@ -378,8 +464,9 @@ impl<'t> Members<'t> {
         Self::with_depth(text, pos, 1)
     }
 
-    fn with_depth(text: &'t str, pos: usize, depth: usize) -> Self {
-        Members { text, pos: pos + 1, state: ListState::First, depth, end: pos }
+    /// The members of an object that is the `depth`-th level of nesting (the root is 1).
+    pub(crate) fn with_depth(text: &'t str, pos: usize, depth: usize) -> Self {
+        Members { text, pos: pos + 1, state: ListState::First, depth, keys: KeySet::default(), end: pos }
     }
 
     fn fail(&mut self, error: SyntaxError) -> Option<Result<Member, SyntaxError>> {
@@ -430,6 +517,9 @@ impl Iterator for Members<'_> {
             let found = describe(text, colon);
             return self.fail(SyntaxError::new(colon, format!("expected `:` after the key, found {found}")));
         }
+        if !self.keys.insert(&text[pos..key_end]) {
+            return self.fail(duplicate_key(&text[pos..key_end], pos));
+        }
         let value_start = skip_ws(text, colon + 1);
         let value_end = match value_end_depth(text, value_start, self.depth) {
             Ok(end) => end,
@@ -455,7 +545,8 @@ impl<'t> Elements<'t> {
         Self::with_depth(text, pos, 1)
     }
 
-    fn with_depth(text: &'t str, pos: usize, depth: usize) -> Self {
+    /// The elements of an array that is the `depth`-th level of nesting (the root is 1).
+    pub(crate) fn with_depth(text: &'t str, pos: usize, depth: usize) -> Self {
         Elements { text, pos: pos + 1, state: ListState::First, depth, end: pos }
     }
 }
@@ -514,7 +605,7 @@ pub fn object_members(text: &str, pos: usize) -> Result<(Vec<Member>, usize), Sy
     Ok((list, members.end))
 }
 
-/// The last member named `name` of the object at `pos` (JSON parsers keep the last duplicate).
+/// The member named `name` of the object at `pos` (an object with duplicate keys is an error).
 pub fn find_member(text: &str, pos: usize, name: &str) -> Result<Option<Member>, SyntaxError> {
     let (members, _) = object_members(text, pos)?;
     Ok(members.into_iter().rev().find(|m| m.key_is(text, name)))
@@ -658,6 +749,36 @@ mod tests {
         for broken in ["\"no end", "\"bad \\x escape\"", "\"short \\u12\"", "\"tab\there\"", "nope"] {
             assert_eq!(closing_quote(broken.as_bytes(), 0), None, "{broken}");
             assert!(string_end(broken, 0).is_err(), "{broken}");
+        }
+    }
+
+    /// Values the scanner used to pass and `serde_json` refuses, so decoding a span the
+    /// scanner had checked panicked (exit 101) in every command that read the task.
+    #[test]
+    fn refuses_what_serde_json_cannot_decode() {
+        let deepest_ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        let too_deep = format!("[{deepest_ok}]");
+        assert!(root(&deepest_ok).is_ok());
+        assert!(serde_json::from_str::<serde_json::Value>(&deepest_ok).is_ok());
+        let long = "9".repeat(400);
+        for (case, offset, message) in [
+            ("[1e400]", 1, "number out of range"),
+            ("[-1e400]", 1, "number out of range"),
+            (long.as_str(), 0, "number out of range"),
+            (r#"["\ud83d"]"#, 2, "lone UTF-16 surrogate"),
+            (r#"["a\udc00"]"#, 3, "lone UTF-16 surrogate"),
+            (r#"{"\ud83d\u0041": 1}"#, 2, "lone UTF-16 surrogate"),
+            (too_deep.as_str(), MAX_DEPTH, "nesting deeper than 127"),
+            (r#"{"a": 1, "b": {"a": 2, "a": 3}}"#, 23, "duplicate key \"a\""),
+            (r#"{"id": 1, "\u0069d": 2}"#, 10, "duplicate key \"id\""),
+        ] {
+            let error = root(case).unwrap_err();
+            assert!(error.message.starts_with(message), "{case}: {error}");
+            assert_eq!(error.offset, offset, "{case}: {error}");
+            assert!(crate::workspace::read::parse_json("t.json", case).is_err(), "{case}");
+        }
+        for fine in ["[1e308, -1e308, 1e-400, 0e99999]", r#"["\ud83d\ude80"]"#, r#"[{"a": 1}, {"a": 1}]"#] {
+            assert!(root(fine).is_ok(), "{fine}");
         }
     }
 

@@ -50,9 +50,19 @@ pub struct TaskHead<'t> {
 }
 
 impl TaskHead<'_> {
-    /// The whole entry as a value (allocates; use for the entries you keep).
+    /// The whole entry as a value (allocates; use for the entries you keep). The scanner
+    /// accepts only what `serde_json` decodes, so this fails only if they ever disagree.
+    pub fn try_value(&self, text: &str) -> Result<Value, SyntaxError> {
+        serde_json::from_str(self.span.of(text)).map_err(|e| SyntaxError {
+            offset: self.span.start,
+            message: format!("task entry {} cannot be decoded: {e}", self.index),
+        })
+    }
+
+    /// [`TaskHead::try_value`], with `null` for an entry that cannot be decoded (which the
+    /// scanner never passes); for readers that only look for fields.
     pub fn value(&self, text: &str) -> Value {
-        serde_json::from_str(self.span.of(text)).expect("the scanner checked this span")
+        self.try_value(text).unwrap_or(Value::Null)
     }
 }
 
@@ -87,12 +97,13 @@ pub fn scan<'t>(
     let mut kept = Vec::new();
     match bytes.get(start) {
         Some(b'[') => {
-            let end = scan_array(text, start, &keep, &mut kept)?;
+            let end = scan_array(text, start, 1, &keep, &mut kept)?;
             check_trailing(text, end)?;
             Ok((Layout { array_start: start, wrapped: false }, kept))
         }
         Some(b'{') => {
             let mut array_start = None;
+            let mut keys = json::KeySet::default();
             let mut pos = json::skip_ws(text, start + 1);
             if bytes.get(pos) == Some(&b'}') {
                 pos += 1;
@@ -103,19 +114,19 @@ pub fn scan<'t>(
                     if bytes.get(colon) != Some(&b':') {
                         return Err(syntax(colon, "expected `:` after the key").into());
                     }
+                    if !keys.insert(&text[pos..key_end]) {
+                        return Err(json::duplicate_key(&text[pos..key_end], pos).into());
+                    }
                     let value = json::skip_ws(text, colon + 1);
                     let value_end = if json::decode_string(&text[pos..key_end]) == "tasks" {
                         if bytes.get(value) != Some(&b'[') {
-                            json::value_end(text, value)?;
+                            json::value_end_depth(text, value, 1)?;
                             return Err(LayoutError::Shape("`tasks` must be an array".to_owned()));
                         }
-                        if array_start.is_some() {
-                            return Err(LayoutError::Shape("the `tasks` key appears twice".to_owned()));
-                        }
                         array_start = Some(value);
-                        scan_array(text, value, &keep, &mut kept)?
+                        scan_array(text, value, 2, &keep, &mut kept)?
                     } else {
-                        json::value_end(text, value)?
+                        json::value_end_depth(text, value, 1)?
                     };
                     pos = json::skip_ws(text, value_end);
                     match bytes.get(pos) {
@@ -155,10 +166,12 @@ enum Walk {
 
 /// Walks the entries of the task array from the entry starting at `pos` (the `index`-th),
 /// entry members included, until the closing bracket or the entry starting at `stop_at`.
+/// The array is the `depth`-th level of nesting (1 for a bare array).
 fn walk<'t>(
     text: &'t str,
     mut pos: usize,
     mut index: usize,
+    depth: usize,
     stop_at: Option<usize>,
     keep: &(impl Fn(&TaskHead<'t>) -> bool + Sync),
     kept: &mut Vec<TaskHead<'t>>,
@@ -170,12 +183,12 @@ fn walk<'t>(
         }
         let mut head = TaskHead { index, ..TaskHead::default() };
         let end = if bytes.get(pos) == Some(&b'{') {
-            match entry_members(text, pos, &mut head) {
+            match entry_members(text, pos, depth + 1, &mut head) {
                 Some(end) => end,
-                None => entry_members_checked(text, pos, &mut head)?,
+                None => entry_members_checked(text, pos, depth + 1, &mut head)?,
             }
         } else {
-            json::value_end(text, pos)?
+            json::value_end_depth(text, pos, depth)?
         };
         head.span = Span { start: pos, end };
         if keep(&head) {
@@ -190,6 +203,10 @@ fn walk<'t>(
         index += 1;
     }
 }
+
+/// How many keys of an entry the fast walk checks for duplicates in place (tasks have about
+/// ten); an entry with more takes the checked walk, which keeps a set.
+const INLINE_KEYS: usize = 24;
 
 /// The slot of `head` that a member with this key (without its quotes) fills, if any.
 #[inline(always)]
@@ -206,17 +223,26 @@ fn slot<'h, 't>(head: &'h mut TaskHead<'t>, key: &[u8]) -> Option<&'h mut Option
 /// Walks the members of the entry object at `pos`, filling the key fields of `head`, and
 /// returns the end of the object; `None` when the entry is not valid JSON, for
 /// [`entry_members_checked`] to say why. This is the loop every byte of a task list goes
-/// through, so it works on bytes and decodes only the strings that have escapes.
+/// through, so it works on bytes and decodes only the strings that have escapes. The entry
+/// is the `depth`-th level of nesting. Duplicate keys are looked for among the first
+/// [`INLINE_KEYS`] plain keys; an entry with more, or with escaped keys, takes the checked walk.
 #[inline]
-fn entry_members<'t>(text: &'t str, pos: usize, head: &mut TaskHead<'t>) -> Option<usize> {
+fn entry_members<'t>(text: &'t str, pos: usize, depth: usize, head: &mut TaskHead<'t>) -> Option<usize> {
     let bytes = text.as_bytes();
     let mut i = json::skip_ws(text, pos + 1);
     if *bytes.get(i)? == b'}' {
         return Some(i + 1);
     }
+    let mut seen: [&[u8]; INLINE_KEYS] = [&[]; INLINE_KEYS];
+    let mut count = 0;
     loop {
-        let key_end = json::closing_quote(bytes, i)?;
+        let (key_end, key_escaped) = json::closing_quote_escaped(bytes, i)?;
         let key = &bytes[i + 1..key_end - 1];
+        if key_escaped || count == INLINE_KEYS || seen[..count].contains(&key) {
+            return None;
+        }
+        seen[count] = key;
+        count += 1;
         i = json::skip_ws(text, key_end);
         if *bytes.get(i)? != b':' {
             return None;
@@ -235,7 +261,7 @@ fn entry_members<'t>(text: &'t str, pos: usize, head: &mut TaskHead<'t>) -> Opti
                 }
                 match bytes.get(value) {
                     Some(b'"') => json::closing_quote(bytes, value)?,
-                    _ => json::value_end_depth(text, value, 1).ok()?,
+                    _ => json::value_end_depth(text, value, depth).ok()?,
                 }
             }
         };
@@ -251,8 +277,13 @@ fn entry_members<'t>(text: &'t str, pos: usize, head: &mut TaskHead<'t>) -> Opti
 /// [`entry_members`] through [`json::Members`], which says what is wrong: run when the fast
 /// walk fails.
 #[cold]
-fn entry_members_checked<'t>(text: &'t str, pos: usize, head: &mut TaskHead<'t>) -> Result<usize, SyntaxError> {
-    let mut members = json::Members::new(text, pos);
+fn entry_members_checked<'t>(
+    text: &'t str,
+    pos: usize,
+    depth: usize,
+    head: &mut TaskHead<'t>,
+) -> Result<usize, SyntaxError> {
+    let mut members = json::Members::with_depth(text, pos, depth);
     for member in &mut members {
         let member = member?;
         let raw_key = member.key.of(text);
@@ -291,6 +322,7 @@ fn entry_boundary_after(text: &str, from: usize) -> Option<usize> {
 fn scan_array<'t>(
     text: &'t str,
     start: usize,
+    depth: usize,
     keep: &(impl Fn(&TaskHead<'t>) -> bool + Sync),
     kept: &mut Vec<TaskHead<'t>>,
 ) -> Result<usize, SyntaxError> {
@@ -304,7 +336,7 @@ fn scan_array<'t>(
         .flatten()
         .filter(|&guess| guess > first);
     let Some(guess) = guess else {
-        return match walk(text, first, 0, None, keep, kept)? {
+        return match walk(text, first, 0, depth, None, keep, kept)? {
             Walk::Closed(end) => Ok(end),
             Walk::Stopped(_) => unreachable!("no stop was asked for"),
         };
@@ -312,13 +344,16 @@ fn scan_array<'t>(
     std::thread::scope(|scope| {
         let second = scope.spawn(|| {
             let mut found = Vec::new();
-            let walked = walk(text, guess, 0, None, keep, &mut found);
+            let walked = walk(text, guess, 0, depth, None, keep, &mut found);
             (walked, found)
         });
-        match walk(text, first, 0, Some(guess), keep, kept)? {
+        match walk(text, first, 0, depth, Some(guess), keep, kept)? {
             Walk::Closed(end) => Ok(end),
             Walk::Stopped(count) => {
-                let (walked, found) = second.join().expect("the scanning thread does not panic");
+                let (walked, found) = match second.join() {
+                    Ok(result) => result,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                };
                 kept.extend(found.into_iter().map(|mut head| {
                     head.index += count;
                     head
@@ -524,22 +559,28 @@ mod tests {
             r#"{}"#,
             r#"{ "id" : "A", "agent":"x", "type": "deployment_x", "status": "pending" }"#,
             r#"{"id": "\u0041\"B", "agent": "Dev\u004fps", "nested": {"id": "not me", "a": [1, {"b": null}]}}"#,
-            r#"{"id": "first", "id": "second", "status": 3, "type": "t", "type": null}"#,
             "{\n\t\"title\": \"tabs\\tand \\\"quotes\\\"\",\n\t\"id\": \"T\"\r\n}",
             r#"{"status": "done", "x": -1.5e3, "y": true, "z": false, "agent": "last"}"#,
         ];
         for entry in entries {
             let mut fast = TaskHead::default();
             let mut checked = TaskHead::default();
-            let end = entry_members(entry, 0, &mut fast);
+            let end = entry_members(entry, 0, 3, &mut fast);
             assert_eq!(end, Some(entry.len()), "{entry}");
-            assert_eq!(entry_members_checked(entry, 0, &mut checked), Ok(entry.len()), "{entry}");
+            assert_eq!(entry_members_checked(entry, 0, 3, &mut checked), Ok(entry.len()), "{entry}");
             let fields = |h: &TaskHead| [&h.id, &h.agent, &h.kind, &h.status].map(|f| f.as_deref().map(str::to_owned));
             assert_eq!(fields(&fast), fields(&checked), "{entry}");
         }
-        for broken in [r#"{"id": "A",}"#, r#"{"id" "A"}"#, r#"{"id": "A""#, r#"{id: "A"}"#, "{\"id\": \"A\tB\"}"] {
-            assert_eq!(entry_members(broken, 0, &mut TaskHead::default()), None, "{broken}");
-            assert!(entry_members_checked(broken, 0, &mut TaskHead::default()).is_err(), "{broken}");
+        for broken in [
+            r#"{"id": "first", "id": "second"}"#,
+            r#"{"id": "A",}"#,
+            r#"{"id" "A"}"#,
+            r#"{"id": "A""#,
+            r#"{id: "A"}"#,
+            "{\"id\": \"A\tB\"}",
+        ] {
+            assert_eq!(entry_members(broken, 0, 3, &mut TaskHead::default()), None, "{broken}");
+            assert!(entry_members_checked(broken, 0, 3, &mut TaskHead::default()).is_err(), "{broken}");
         }
     }
 

@@ -42,7 +42,15 @@ impl Workspace {
         let default_paths = config::Paths::default();
         let bootstrap =
             Schemas::new(root.join(&default_paths.schemas), &default_paths.schemas, config::DEFAULT_MAX_FILE_BYTES);
-        let (mut config, mut config_problems) = Config::load(&config_path, &config_label, &bootstrap, required);
+        // The default config file is found, not chosen: like every input it may not lead out
+        // of the workspace through a symlink. A `--config` the user names is read where it is.
+        let (mut config, mut config_problems) = match config_file {
+            None => match inside(&root, &config_path, &config_label) {
+                Ok(_) => Config::load(&config_path, &config_label, &bootstrap, required),
+                Err(problem) => (Config::default(), vec![problem]),
+            },
+            Some(_) => Config::load(&config_path, &config_label, &bootstrap, required),
+        };
         if config_problems.is_empty() {
             config_problems = escaping_paths(&root, &config);
         }
@@ -76,6 +84,42 @@ impl Workspace {
     pub fn read_text(&self, relative: &str) -> Result<Option<String>, Diagnostic> {
         let path = self.inside(relative)?;
         read::read_text(&path, relative, self.config.limits.max_file_bytes)
+    }
+
+    /// [`Workspace::read_text`] for a file that another program may be rewriting in place:
+    /// when the text fails `valid` and the file's size or modification time changed while it
+    /// was read, or changes within [`SETTLE_QUIET`] after, it is read again once it has
+    /// stopped changing (a few tries, a bounded wait), so a writer that truncates and
+    /// rewrites is not taken for a broken file. A valid file is returned at once, an invalid
+    /// one that stayed the same after [`SETTLE_QUIET`].
+    pub fn read_text_settled(
+        &self,
+        relative: &str,
+        valid: impl Fn(&str) -> bool,
+    ) -> Result<Option<String>, Diagnostic> {
+        let path = self.inside(relative)?;
+        let mut tries = 0;
+        loop {
+            let before = stamp(&path);
+            let text = read::read_text(&path, relative, self.config.limits.max_file_bytes);
+            if matches!(&text, Ok(Some(text)) if valid(text)) || matches!(&text, Ok(None)) {
+                return text;
+            }
+            tries += 1;
+            if tries >= SETTLE_TRIES {
+                return text;
+            }
+            let after = stamp(&path);
+            if after == before {
+                // Unchanged during the read, but a writer between two of its writes changes
+                // the file again within this time.
+                std::thread::sleep(SETTLE_QUIET);
+                if stamp(&path) == after {
+                    return text;
+                }
+            }
+            wait_until_stable(&path);
+        }
     }
 
     /// Checks that `relative`, with every symlink on the way resolved, is inside the
@@ -134,6 +178,48 @@ fn escaping_paths(root: &Path, config: &Config) -> Vec<Diagnostic> {
         }
     }
     problems
+}
+
+/// How many times [`Workspace::read_text_settled`] reads a file that keeps changing.
+const SETTLE_TRIES: u32 = 4;
+/// How long it waits at most for a file to stop changing before each new read.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a file must keep its size and modification time to count as settled.
+const SETTLE_QUIET: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// A file's size and modification time, or nothing when it cannot be read.
+fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let metadata = fs::metadata(path).ok()?;
+    Some((metadata.len(), metadata.modified().ok()?))
+}
+
+/// Waits (at most [`SETTLE_WAIT`]) until the file's size and modification time have stayed
+/// the same for [`SETTLE_QUIET`].
+fn wait_until_stable(path: &Path) {
+    let deadline = std::time::Instant::now() + SETTLE_WAIT;
+    let mut last = stamp(path);
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(SETTLE_QUIET);
+        let now = stamp(path);
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// Checks that `path` (shown as `relative`), with every symlink on the way resolved, is inside
+/// `root`, as a diagnostic.
+fn inside(root: &Path, path: &Path, relative: &str) -> Result<PathBuf, Diagnostic> {
+    write::confine(root, path).map_err(|e| {
+        let kind = match e {
+            WriteError::Resolve { .. } => Kind::Io,
+            _ => Kind::OutsideWorkspace,
+        };
+        let message = e.to_string();
+        let message = message.strip_prefix(&format!("{relative}: ")).unwrap_or(&message).to_owned();
+        Diagnostic::new(relative, kind, message)
+    })
 }
 
 fn label_of(root: &Path, path: &Path) -> String {

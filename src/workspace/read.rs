@@ -13,18 +13,64 @@ use serde_json::Value;
 use super::diagnostic::{Diagnostic, Kind};
 use crate::store::json;
 
-/// Reads `path` (shown to users as `label`) if it exists, refusing files over `limit` bytes.
-pub fn read_bytes(path: &Path, label: &str, limit: u64) -> Result<Option<Vec<u8>>, Diagnostic> {
-    let file = match fs::File::open(path) {
+/// What a file that is not a regular file is, for the message that refuses it; `None` for a
+/// regular file.
+pub fn not_regular(metadata: &fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = metadata.file_type();
+    if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("is a directory, expected a file")
+    } else if kind.is_fifo() {
+        Some("is a named pipe (FIFO), not a regular file; opsflow does not read from it")
+    } else if kind.is_socket() {
+        Some("is a socket, not a regular file; opsflow does not read from it")
+    } else if kind.is_char_device() || kind.is_block_device() {
+        Some("is a device, not a regular file; opsflow does not read from it")
+    } else {
+        Some("is not a regular file; opsflow does not read from it")
+    }
+}
+
+/// Opens `path` for reading only if it is a regular file. The type is checked before opening
+/// (opening a FIFO for reading would wait for a writer) and again on the opened file, which is
+/// opened non-blocking in case something else was put in its place in between.
+pub fn open_regular(path: &Path, label: &str) -> Result<Option<fs::File>, Diagnostic> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match fs::metadata(path) {
+        Ok(metadata) => {
+            if let Some(why) = not_regular(&metadata) {
+                return Err(Diagnostic::new(label, Kind::Io, why));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // A symlink to nothing is a mistake to report, not a missing file.
+            if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(Diagnostic::new(label, Kind::Io, "is a symlink to a file that does not exist"));
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(Diagnostic::new(label, Kind::Io, format!("cannot open: {e}"))),
+    }
+    let file = match fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Diagnostic::new(label, Kind::Io, format!("cannot open: {e}"))),
     };
+    let metadata = file.metadata().map_err(|e| Diagnostic::new(label, Kind::Io, format!("cannot read: {e}")))?;
+    if let Some(why) = not_regular(&metadata) {
+        return Err(Diagnostic::new(label, Kind::Io, why));
+    }
+    Ok(Some(file))
+}
+
+/// Reads `path` (shown to users as `label`) if it exists, refusing files over `limit` bytes
+/// and anything but a regular file.
+pub fn read_bytes(path: &Path, label: &str, limit: u64) -> Result<Option<Vec<u8>>, Diagnostic> {
+    let Some(file) = open_regular(path, label)? else { return Ok(None) };
     let io_error = |e: io::Error| Diagnostic::new(label, Kind::Io, format!("cannot read: {e}"));
     let metadata = file.metadata().map_err(io_error)?;
-    if metadata.is_dir() {
-        return Err(Diagnostic::new(label, Kind::Io, "is a directory, expected a file"));
-    }
     if metadata.len() > limit {
         return Err(too_large(label, metadata.len(), limit));
     }
@@ -69,7 +115,7 @@ fn read_halves(file: &fs::File, len: u64) -> Option<io::Result<Vec<u8>>> {
     let (a, b) = std::thread::scope(|scope| {
         let second_half = scope.spawn(|| read_exact(second, second_offset));
         let a = read_exact(first, 0);
-        (a, second_half.join().expect("reading does not panic"))
+        (a, second_half.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
     });
     if let Err(e) = a?.and(b?) {
         return Some(Err(e));
@@ -100,7 +146,7 @@ fn is_utf8(bytes: &[u8]) -> bool {
     std::thread::scope(|scope| {
         let second_ok = scope.spawn(|| std::str::from_utf8(second).is_ok());
         let first_ok = std::str::from_utf8(first).is_ok();
-        second_ok.join().expect("checking does not panic") && first_ok
+        second_ok.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)) && first_ok
     })
 }
 
@@ -153,7 +199,7 @@ pub fn check_text(label: &str, bytes: Vec<u8>) -> Result<String, Diagnostic> {
         Ok(text) => text,
         Err(e) => {
             let valid = e.utf8_error().valid_up_to();
-            let prefix = std::str::from_utf8(&e.as_bytes()[..valid]).expect("valid up to here");
+            let prefix = std::str::from_utf8(&e.as_bytes()[..valid]).unwrap_or_default();
             let (line, column) = json::line_col(prefix, valid);
             return Err(Diagnostic::new(
                 label,
@@ -205,9 +251,10 @@ pub fn read_text(path: &Path, label: &str, limit: u64) -> Result<Option<String>,
     read_bytes(path, label, limit)?.map(|bytes| check_text(label, bytes)).transpose()
 }
 
-/// Parses JSON text, with the line and column of a syntax error.
+/// Parses JSON text, with the line and column of a syntax error. An object with the same key
+/// twice is an error (`serde_json` alone would keep the last one silently).
 pub fn parse_json(label: &str, text: &str) -> Result<Value, Diagnostic> {
-    serde_json::from_str(text).map_err(|e| {
+    serde_json::from_str::<Strict>(text).map(|strict| strict.0).map_err(|e| {
         if let Some(conflict) = conflict_diagnostic(label, text) {
             return conflict;
         }
@@ -216,6 +263,180 @@ pub fn parse_json(label: &str, text: &str) -> Result<Value, Diagnostic> {
         let message = message.rfind(" at line ").map_or(message.as_str(), |i| &message[..i]).to_owned();
         Diagnostic::new(label, Kind::Syntax, format!("invalid JSON: {message}")).at(e.line(), e.column())
     })
+}
+
+/// A JSON value read by the rules of [`parse_json`]: as `serde_json::Value`, but an object
+/// with a duplicate key is an error at that key.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Strict, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(StrictVisitor)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                let quoted = serde_json::to_string(&key).unwrap_or(key);
+                return Err(serde::de::Error::custom(format!("duplicate key {quoted}")));
+            }
+            let Strict(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+/// How much aliases may add to a front matter when expanded, in bytes of scalar text plus
+/// [`NODE_WEIGHT`] for every value (about what a loaded value costs in memory). Real front
+/// matter uses few or no aliases; nine levels of nine aliases each (a few hundred bytes), or
+/// ten thousand aliases of one long string, would otherwise expand to gigabytes.
+pub const MAX_ALIAS_EXPANSION: u64 = 4 * 1024 * 1024;
+/// What one value counts for in [`MAX_ALIAS_EXPANSION`], besides its text.
+const NODE_WEIGHT: u64 = 64;
+/// The deepest nesting accepted in front matter (as for JSON).
+const MAX_FRONT_MATTER_DEPTH: usize = json::MAX_DEPTH;
+
+/// One collection open during [`check_front_matter`]'s walk.
+#[derive(Default)]
+struct Frame {
+    /// Its anchor id (0: none).
+    anchor: usize,
+    /// The weight of what it holds so far.
+    inside: u64,
+    mapping: bool,
+    /// For a mapping: the plain keys seen so far, and whether the next node is a key.
+    keys: std::collections::HashSet<String>,
+    at_key: bool,
+}
+
+/// Walks the YAML events of a front matter without building it, and refuses it when its
+/// aliases would add more than [`MAX_ALIAS_EXPANSION`] when expanded, its nesting is too
+/// deep, or a mapping has the same key twice: the loader copies an anchored node for every
+/// alias, so the size has to be known before it runs, and it keeps the last of two equal keys
+/// silently (`status: rejected` then `status: approved` would read as approved).
+/// `first_line` is the file's line of the YAML's first line.
+fn check_front_matter(label: &str, yaml: &str, first_line: usize) -> Result<(), Diagnostic> {
+    use yaml_rust2::parser::{Event, Parser};
+    let at = |line: usize, col: usize| (first_line + line.saturating_sub(1), col + 1);
+    let refuse = |mark: yaml_rust2::scanner::Marker, message: String| {
+        let (line, column) = at(mark.line(), mark.col());
+        Diagnostic::new(label, Kind::FrontMatter, message).at(line, column)
+    };
+    let mut anchored: std::collections::HashMap<usize, u64> = std::collections::HashMap::new();
+    let mut open: Vec<Frame> = vec![Frame::default()];
+    let mut added: u64 = 0;
+    let mut parser = Parser::new_from_str(yaml);
+    loop {
+        let (event, mark) = parser.next_token().map_err(|e| {
+            let (line, column) = at(e.marker().line(), e.marker().col());
+            Diagnostic::new(label, Kind::FrontMatter, format!("front matter is not valid YAML: {}", e.info()))
+                .at(line, column)
+        })?;
+        let weight = match event {
+            Event::StreamEnd => return Ok(()),
+            Event::Alias(id) => {
+                let size = anchored.get(&id).copied().unwrap_or(NODE_WEIGHT);
+                added = added.saturating_add(size);
+                if added > MAX_ALIAS_EXPANSION {
+                    return Err(refuse(
+                        mark,
+                        format!(
+                            "front matter aliases (`*name`) would expand to more than {} MiB; opsflow refuses to expand them",
+                            MAX_ALIAS_EXPANSION / (1024 * 1024)
+                        ),
+                    ));
+                }
+                size
+            }
+            Event::Scalar(value, _, anchor, _) => {
+                if let Some(parent) = open.last_mut().filter(|f| f.mapping && f.at_key)
+                    && !parent.keys.insert(value.clone())
+                {
+                    return Err(refuse(mark, format!("front matter has the key `{value}` twice in one mapping")));
+                }
+                let weight = NODE_WEIGHT + value.len() as u64;
+                if anchor != 0 {
+                    anchored.insert(anchor, weight);
+                }
+                weight
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if open.len() > MAX_FRONT_MATTER_DEPTH {
+                    return Err(refuse(
+                        mark,
+                        format!("front matter nests deeper than {MAX_FRONT_MATTER_DEPTH} levels"),
+                    ));
+                }
+                let mapping = matches!(event, Event::MappingStart(..));
+                open.push(Frame { anchor, mapping, at_key: mapping, ..Frame::default() });
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if open.len() < 2 {
+                    continue;
+                }
+                let Some(frame) = open.pop() else { continue };
+                let size = frame.inside.saturating_add(NODE_WEIGHT);
+                if frame.anchor != 0 {
+                    anchored.insert(frame.anchor, size);
+                }
+                size
+            }
+            _ => continue,
+        };
+        // A node is complete: it counts in its parent, and in a mapping keys and values take turns.
+        if let Some(parent) = open.last_mut() {
+            parent.inside = parent.inside.saturating_add(weight);
+            if parent.mapping {
+                parent.at_key = !parent.at_key;
+            }
+        }
+    }
 }
 
 /// A markdown file split into its front matter (as JSON) and body.
@@ -257,13 +478,19 @@ pub fn parse_markdown(label: &str, text: &str) -> Result<MarkdownDoc, Diagnostic
         )
         .at(1, 1));
     };
-    let matter = gray_matter::Matter::<gray_matter::engine::YAML>::new();
-    let parsed = matter.parse::<Value>(text).map_err(|e| {
-        Diagnostic::new(label, Kind::FrontMatter, format!("front matter is not valid YAML: {e}")).at(2, 1)
-    })?;
-    let front_matter = match parsed.data {
-        None | Some(Value::Null) => Value::Object(Default::default()),
-        Some(value) => value,
+    // The YAML between the two `---` lines: what `gray_matter` would take as the matter, and
+    // exactly what is checked before its loader may expand it.
+    let first_line_end = text.find('\n').map_or(text.len(), |i| i + 1);
+    let yaml = &text[first_line_end..offset];
+    check_front_matter(label, yaml, 2)?;
+    use gray_matter::engine::Engine;
+    let parsed =
+        gray_matter::engine::YAML::parse(yaml.trim()).and_then(|pod| pod.deserialize::<Value>()).map_err(|e| {
+            Diagnostic::new(label, Kind::FrontMatter, format!("front matter is not valid YAML: {e}")).at(2, 1)
+        })?;
+    let front_matter = match parsed {
+        Value::Null => Value::Object(Default::default()),
+        value => value,
     };
     Ok(MarkdownDoc { front_matter: Some(front_matter), body: text[body_start..].to_owned(), body_line: close_line + 1 })
 }
@@ -334,6 +561,98 @@ mod tests {
         assert_eq!(doc.front_matter.unwrap(), serde_json::json!({"status": "approved", "n": 3}));
         assert_eq!(doc.body, "# Title\n\ntext ---\n---\nmore\n");
         assert_eq!(doc.body_line, 5);
+    }
+
+    /// Nine levels of nine aliases: about 500 bytes that the YAML loader would expand to 387
+    /// million strings, and several gigabytes, before anything could look at them.
+    pub(crate) fn alias_bomb() -> String {
+        let mut yaml = String::from("---\nstatus: approved\na1: &a1 [x,x,x,x,x,x,x,x,x]\n");
+        for level in 2..=9 {
+            let previous = format!("*a{}", level - 1);
+            yaml.push_str(&format!("a{level}: &a{level} [{}]\n", vec![previous; 9].join(",")));
+        }
+        yaml.push_str("---\n# Report\n");
+        yaml
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_before_it_expands() {
+        let error = parse_markdown("QA/QA-Report-U.md", &alias_bomb()).unwrap_err();
+        assert_eq!(error.kind, Kind::FrontMatter);
+        assert!(error.message.contains("aliases"), "{}", error.message);
+        // The eighth `*a4` of a5 (line 7) takes what the aliases add past 4 MiB.
+        assert_eq!((error.line, error.column), (Some(7), Some(38)), "{error}");
+    }
+
+    #[test]
+    fn many_aliases_of_one_long_string_are_refused() {
+        let long = "x".repeat(100_000);
+        let text = format!("---\nbig: &big \"{long}\"\ncopies: [{}]\n---\n", vec!["*big"; 100].join(", "));
+        let error = parse_markdown("a.md", &text).unwrap_err();
+        assert!(error.message.contains("aliases"), "{}", error.message);
+        assert_eq!(error.line, Some(3));
+    }
+
+    #[test]
+    fn a_few_aliases_and_quoted_stars_are_fine() {
+        let text = "---\nbase: &base {owner: ops, level: 2}\ncopy: *base\nnote: \"*not an alias\"\nstar: '*x'\n---\n";
+        let doc = parse_markdown("a.md", text).unwrap();
+        let front = doc.front_matter.unwrap();
+        assert_eq!(front["copy"], serde_json::json!({"owner": "ops", "level": 2}));
+        assert_eq!(front["note"], "*not an alias");
+        assert_eq!(front["star"], "*x");
+    }
+
+    #[test]
+    fn a_key_given_twice_in_front_matter_is_refused() {
+        let text = "---\nunit_id: U\nstatus: rejected\nnotes: {a: 1, b: 2}\nstatus: approved\n---\n";
+        let error = parse_markdown("QA/QA-Report-U.md", text).unwrap_err();
+        assert_eq!(error.to_string(), "QA/QA-Report-U.md:5:1: front matter has the key `status` twice in one mapping");
+        // The same key in two mappings, and as a value, is fine.
+        let fine = "---\na: {status: x}\nb: {status: y}\nstatus: status\nlist: [status, status]\n---\n";
+        assert!(parse_markdown("a.md", fine).is_ok());
+    }
+
+    #[test]
+    fn deeply_nested_front_matter_is_refused() {
+        for depth in [200, 5000] {
+            let text = format!("---\nx: {}{}\n---\n", "[".repeat(depth), "]".repeat(depth));
+            let error = parse_markdown("a.md", &text).unwrap_err();
+            assert_eq!(error.kind, Kind::FrontMatter);
+            assert!(error.message.contains("deeper than") || error.message.contains("recursion limit"), "{error}");
+            assert_eq!(error.line, Some(2));
+        }
+    }
+
+    #[test]
+    fn invalid_yaml_is_reported_on_its_line() {
+        let error = parse_markdown("a.md", "---\nstatus: ok\nlist: [a, b\n---\nbody\n").unwrap_err();
+        assert_eq!(error.kind, Kind::FrontMatter);
+        assert!(error.message.starts_with("front matter is not valid YAML"), "{}", error.message);
+        assert!(error.line.is_some_and(|line| line >= 3), "{error}");
+    }
+
+    #[test]
+    fn duplicate_json_keys_are_an_error_at_the_second() {
+        let text = "{\n  \"recommendation\": \"reject\",\n  \"recommendation\": \"approve_for_deployment\"\n}\n";
+        let error = parse_json("qa.json", text).unwrap_err();
+        assert_eq!(error.message, "invalid JSON: duplicate key \"recommendation\"");
+        assert_eq!(error.line, Some(3));
+        assert!(parse_json("qa.json", "{\"a\": {\"b\": 1}, \"c\": {\"b\": 2}}").is_ok());
+        assert!(parse_json("qa.json", "[{\"a\": 1, \"a\": 1}]").is_err());
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.json");
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let error = read_bytes(&path, "tasks.json", 1024).unwrap_err();
+        assert!(error.message.contains("named pipe"), "{}", error.message);
+        let error = read_bytes(dir.path(), "QA", 1024).unwrap_err();
+        assert!(error.message.contains("directory"), "{}", error.message);
     }
 
     #[test]

@@ -301,13 +301,12 @@ fn corpus() -> Vec<Case> {
             vec![(QA_REPORT, b"---\nunit_id: UNIT-1\nstatus: approved\n\n# QA report\n")],
             vec!["QA/QA-Report-UNIT-1.md:1:1: front matter opened with `---` is never closed by a second `---` line"],
         ),
-        // Poor message (reported): the YAML error is on line 3 column 7 of the file, shown as 2:1
-        // plus the parser's own position inside the front matter.
+        // The YAML error's own place, as a line and column of the file.
         case(
             "QA report front matter that is not YAML",
             vec![(QA_REPORT, b"---\nunit_id: [UNIT-1\nstatus: approved\n---\n# QA report\n")],
             vec![
-                "QA/QA-Report-UNIT-1.md:2:1: front matter is not valid YAML: Deserialize error: illegal placement of ':' indicator at byte 23 line 2 column 7",
+                "QA/QA-Report-UNIT-1.md:3:7: front matter is not valid YAML: illegal placement of ':' indicator",
             ],
         ),
         case(
@@ -483,7 +482,10 @@ fn tasks_commands_refuse_a_broken_tasks_file_and_leave_it_as_it_is() {
         assert_eq!(run.stderr(), format!("opsflow: error: {diagnostic}\n"), "{args:?}");
         assert_eq!(ws.read(TASKS), broken.as_bytes(), "{args:?} changed the broken file");
     }
-    assert_eq!(ws.list_dir("docs/workflow"), [".gitignore", "tasks.json", "tasks.json.lock"]);
+    assert_eq!(
+        ws.list_dir("docs/workflow").into_iter().filter(|n| n != "tasks.json.lock").collect::<Vec<_>>(),
+        [".gitignore", "tasks.json"]
+    );
 }
 
 #[test]

@@ -13,6 +13,8 @@
 //! - [`first_hour`]: the wrong directory, `init` in a git repository, a first release, help
 //!   text, `tasks add --owner`, the graph's rollback edge.
 //! - [`tls`]: HTTPS checks and metrics against a real rustls server with a generated CA.
+//! - [`hostile_input`]: files written to hurt a reader, run through every command under a memory limit.
+//! - [`scanner_property`]: the span scanner and its splices against `serde_json`, on generated text.
 
 mod bad_input;
 mod cli;
@@ -24,10 +26,12 @@ mod engine;
 mod fidelity;
 mod first_hour;
 mod hostile;
+mod hostile_input;
 mod life;
 mod metrics;
 mod releases;
 mod rollout;
+mod scanner_property;
 mod store;
 mod tls;
 mod util;
