@@ -3,6 +3,7 @@
 mod demo;
 mod graph;
 mod init;
+mod merge_driver;
 mod run;
 mod status;
 mod tasks;
@@ -25,6 +26,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Run { dry_run, json } => run::run(&open()?, *dry_run, *json),
         Command::Watch { http } => watch::run(&cli, *http),
         Command::Graph { format } => graph::run(&open()?, *format),
+        Command::MergeDriver { base, ours, theirs, path } => merge_driver::run(base, ours, theirs, path.as_deref()),
         Command::Demo => demo::run(cli.dir.as_deref()),
     }
 }
