@@ -1,4 +1,8 @@
 //! `opsflow init [DIR]`: scaffold a workspace that validates, keeping every file that exists.
+//!
+//! In a git repository it also wires in the merge driver (PRODUCT.md §9): `.gitattributes`
+//! lines for `tasks.json`, `state.json` and `human-requests.md`, and `merge.opsflow.*` in the
+//! repository's git config, and prints both.
 
 use std::fs;
 use std::path::Path;
@@ -7,6 +11,7 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::Exit;
+use crate::merge::setup;
 use crate::store::file;
 use crate::workflow::BUILT_IN_NODES;
 
@@ -68,6 +73,7 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
         println!("note: add `*.lock` to .gitignore so opsflow's sidecar lock files stay out of git");
     }
     let ws = crate::workspace::Workspace::open(dir, None, None)?;
+    setup_git(&ws);
     let report = crate::validate::validate_workspace(&ws);
     for diagnostic in &report.diagnostics {
         println!("{diagnostic}");
@@ -77,5 +83,32 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
         Ok(Exit::Ok)
     } else {
         Ok(Exit::Invalid)
+    }
+}
+
+/// Sets up the merge driver when the workspace is inside a git work tree; a failure is a note,
+/// not an error: the workspace itself is ready either way.
+fn setup_git(ws: &crate::workspace::Workspace) {
+    let Some(top) = setup::toplevel(&ws.root) else { return };
+    let Ok(inside) = ws.root.strip_prefix(&top) else {
+        println!("note: the workspace {} is not under the git work tree {}", ws.root.display(), top.display());
+        return;
+    };
+    let paths = &ws.config.paths;
+    let workspace = inside.to_string_lossy().replace('\\', "/");
+    let lines = setup::attribute_lines(&workspace, &paths.tasks, &paths.state, &paths.human_requests);
+    match setup::install(&top, &lines) {
+        Ok(installed) => {
+            let shown = installed.gitattributes.strip_prefix(&top).unwrap_or(&installed.gitattributes).display().to_string();
+            if installed.added.is_empty() {
+                println!("kept     {shown} (already names the merge drivers)");
+            }
+            for line in &installed.added {
+                println!("git      {shown}: {line}");
+            }
+            println!("git      config merge.{}.driver = {}", setup::DRIVER, installed.driver);
+            println!("git      config merge.{}.name = {}", setup::DRIVER, installed.name);
+        }
+        Err(e) => println!("note: the git merge driver is not set up: {e}"),
     }
 }
