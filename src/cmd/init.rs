@@ -99,7 +99,8 @@ fn setup_git(ws: &crate::workspace::Workspace) {
     let lines = setup::attribute_lines(&workspace, &paths.tasks, &paths.state, &paths.human_requests);
     match setup::install(&top, &lines) {
         Ok(installed) => {
-            let shown = installed.gitattributes.strip_prefix(&top).unwrap_or(&installed.gitattributes).display().to_string();
+            let shown =
+                installed.gitattributes.strip_prefix(&top).unwrap_or(&installed.gitattributes).display().to_string();
             if installed.added.is_empty() {
                 println!("kept     {shown} (already names the merge drivers)");
             }

@@ -9,6 +9,8 @@
 //! - [`crash`]: `kill -9` of a writer at random moments.
 //! - [`bad_input`]: a corpus of broken workspace files and the diagnostic each yields.
 //! - [`cli`]: `init`, `status --json` and `validate` on the sample workspace.
+//! - [`merge`]: the git merge driver under real `git merge` and `git rebase`, its setup, and
+//!   `tasks release`.
 
 mod bad_input;
 mod cli;
@@ -16,6 +18,7 @@ mod concurrency;
 mod crash;
 mod daemon;
 mod engine;
+mod merge;
 mod metrics;
 mod rollout;
 mod store;
