@@ -595,7 +595,7 @@ fn merge_name_set(base: Option<&str>, ours: &str, theirs: &str) -> Option<Vec<St
         None => Vec::new(),
     };
     let (ours, theirs) = (names(ours)?, names(theirs)?);
-    let mut merged: Vec<String> = ours.into_iter().filter(|n| !(base.contains(n) && !theirs.contains(n))).collect();
+    let mut merged: Vec<String> = ours.into_iter().filter(|n| !base.contains(n) || theirs.contains(n)).collect();
     for name in theirs {
         if !base.contains(&name) && !merged.contains(&name) {
             merged.push(name);
