@@ -157,6 +157,9 @@ pub fn merge(kind: FileKind, base: &str, ours: &str, theirs: &str) -> Result<Mer
             return Err(MergeError::Shape { side, message: "the file is empty".to_owned() });
         }
     }
+    for (side, text) in [(Side::Base, base), (Side::Ours, ours), (Side::Theirs, theirs)] {
+        check_surrogates(side, text)?;
+    }
     let (splices, conflicts) = match kind {
         FileKind::Tasks => merge_tasks(base, ours, theirs)?,
         FileKind::State => merge_state(base, ours, theirs)?,
@@ -171,6 +174,42 @@ pub fn merge(kind: FileKind, base: &str, ours: &str, theirs: &str) -> Result<Mer
     };
     checked.map_err(MergeError::Invalid)?;
     Ok(Merged { text: (text != ours).then_some(text), conflicts })
+}
+
+/// The span scanner accepts any `\uXXXX` escape, but a lone surrogate is not a character and
+/// cannot be decoded; a text that holds one is refused with its place instead of failing
+/// halfway through the merge.
+fn check_surrogates(side: Side, text: &str) -> Result<(), MergeError> {
+    if !(text.contains("\\ud") || text.contains("\\uD")) {
+        return Ok(());
+    }
+    let bytes = text.as_bytes();
+    let code_at = |at: usize| -> Option<u32> {
+        let digits = bytes.get(at..at + 6)?;
+        if &digits[..2] != b"\\u" {
+            return None;
+        }
+        u32::from_str_radix(std::str::from_utf8(&digits[2..]).ok()?, 16).ok()
+    };
+    let mut at = 0;
+    while let Some(found) = text[at..].find('\\') {
+        let escape = at + found;
+        at = escape + 2;
+        let Some(code) = code_at(escape) else { continue };
+        at = escape + 6;
+        let paired = match code {
+            0xD800..=0xDBFF => code_at(escape + 6).is_some_and(|low| (0xDC00..=0xDFFF).contains(&low)),
+            0xDC00..=0xDFFF => false,
+            _ => continue,
+        };
+        if !paired {
+            let (line, column) = json::line_col(text, escape);
+            let message = format!("`{}` is a lone surrogate, not a character", &text[escape..escape + 6]);
+            return Err(MergeError::Syntax { side, line, column, message });
+        }
+        at = escape + 12;
+    }
+    Ok(())
 }
 
 /// An object's members as (key, raw value text), in order.
@@ -836,5 +875,14 @@ mod tests {
         assert_eq!(error.to_string(), "theirs version, line 2 column 10: invalid JSON: expected a value, found `}`");
         let error = merge(FileKind::Tasks, "[]", "[{\"id\": \"A\"}, {\"id\": \"A\"}]", "[]").unwrap_err();
         assert!(error.to_string().contains("the id `A` is used by more than one task"), "{error}");
+        let lone = "[{\"id\": \"A\", \"t\": \"\\ud800\"}]";
+        let error = merge(FileKind::Tasks, "[]", "[]", lone).unwrap_err();
+        assert!(error.to_string().starts_with("theirs version, line 1 column"), "{error}");
+        assert_eq!(
+            error.to_string(),
+            "theirs version, line 1 column 20: invalid JSON: `\\ud800` is a lone surrogate, not a character"
+        );
+        let paired = "[{\"id\": \"A\", \"t\": \"\\\\ud800 \\ud83d\\ude80\"}]";
+        assert!(merge(FileKind::Tasks, "[]", paired, "[]").is_ok());
     }
 }
