@@ -7,8 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
+
 use crate::Exit;
 use crate::merge::{self, FileKind};
+use crate::schema::{SchemaName, Schemas};
 use crate::store::file;
 use crate::workspace::read;
 
@@ -57,8 +60,22 @@ pub fn run(base: &Path, ours: &Path, theirs: &Path, path: Option<&Path>) -> anyh
     if let Some(text) = &merged.text {
         file::write_atomic(ours, text.as_bytes()).map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
     }
-    if merged.conflicts.is_empty() {
+    let invalid = merged
+        .text
+        .as_deref()
+        .map(|text| introduced_problems(kind, &label, [&ours_text, &theirs_text, text], &merged.touched));
+    let invalid = invalid.unwrap_or_default();
+    if merged.conflicts.is_empty() && invalid.is_empty() {
         return Ok(Exit::Ok);
+    }
+    if !invalid.is_empty() {
+        eprintln!("opsflow merge-driver: {label}: the merged file does not validate; fix these before committing it:");
+        for problem in &invalid {
+            eprintln!("{problem}");
+        }
+    }
+    if merged.conflicts.is_empty() {
+        return Ok(Exit::Failed);
     }
     eprintln!(
         "opsflow merge-driver: {label}: {} conflict{}; ours is kept for each and the file is valid JSON:",
@@ -69,4 +86,57 @@ pub fn run(base: &Path, ours: &Path, theirs: &Path, path: Option<&Path>) -> anyh
         eprintln!("{label}: {conflict}");
     }
     Ok(Exit::Failed)
+}
+
+/// The schema problems the merge itself introduced: in `state.json`, the merged file's
+/// problems when OURS and THEIRS both validated; in `tasks.json`, the problems of each task
+/// merged field by field whose OURS and THEIRS versions both validated. A problem one side
+/// already had is that side's, and `validate` reports it. The built-in schemas are used, with
+/// the overrides in `schemas/` of the directory git runs the driver from (the top of the work
+/// tree).
+fn introduced_problems(
+    kind: FileKind,
+    label: &str,
+    [ours, theirs, merged]: [&str; 3],
+    touched: &[String],
+) -> Vec<String> {
+    let schemas = Schemas::new(PathBuf::from("schemas"), "schemas", MAX_INPUT_BYTES);
+    let problems = match kind {
+        FileKind::State => {
+            let problems = |text: &str| match serde_json::from_str(text) {
+                Ok(value) => schemas.validate(SchemaName::State, label, &value),
+                Err(_) => Vec::new(),
+            };
+            if problems(ours).is_empty() && problems(theirs).is_empty() { problems(merged) } else { Vec::new() }
+        }
+        FileKind::Tasks => {
+            let ids: Vec<&str> = touched.iter().map(String::as_str).collect();
+            let entries = |text: &'_ str| -> Vec<(String, String, Value)> {
+                let Ok((layout, heads)) = crate::store::tasks::scan_ids(text, &ids) else { return Vec::new() };
+                heads
+                    .iter()
+                    .map(|h| (h.id.as_deref().unwrap_or_default().to_owned(), layout.pointer(h.index), h.value(text)))
+                    .collect()
+            };
+            let valid_before = |text: &str| -> Vec<String> {
+                entries(text)
+                    .into_iter()
+                    .filter(|(_, _, value)| schemas.validate(SchemaName::Task, label, value).is_empty())
+                    .map(|(id, _, _)| id)
+                    .collect()
+            };
+            let (valid_ours, valid_theirs) = (valid_before(ours), valid_before(theirs));
+            entries(merged)
+                .into_iter()
+                .filter(|(id, _, _)| valid_ours.contains(id) && valid_theirs.contains(id))
+                .flat_map(|(_, pointer, value)| {
+                    schemas.validate(SchemaName::Task, label, &value).into_iter().map(move |mut d| {
+                        d.pointer = Some(format!("{pointer}{}", d.pointer.as_deref().unwrap_or("")));
+                        d
+                    })
+                })
+                .collect()
+        }
+    };
+    problems.into_iter().map(|d| d.locate_in(merged).to_string()).collect()
 }

@@ -147,6 +147,10 @@ pub struct Merged {
     /// The merged text; `None` when it is OURS unchanged.
     pub text: Option<String>,
     pub conflicts: Vec<Conflict>,
+    /// The ids of the tasks merged field by field (changed on both sides), the only entries
+    /// of a merged task list that neither side wrote as they are, for the caller to check
+    /// against the task schema (empty for `state.json`, which is small enough to check whole).
+    pub touched: Vec<String>,
 }
 
 /// Merges `theirs` into `ours` against `base` (which may be empty: the file was added on both
@@ -160,12 +164,13 @@ pub fn merge(kind: FileKind, base: &str, ours: &str, theirs: &str) -> Result<Mer
     for (side, text) in [(Side::Base, base), (Side::Ours, ours), (Side::Theirs, theirs)] {
         check_surrogates(side, text)?;
     }
+    let mut touched = Vec::new();
     let (splices, conflicts) = match kind {
-        FileKind::Tasks => merge_tasks(base, ours, theirs)?,
+        FileKind::Tasks => merge_tasks(base, ours, theirs, &mut touched)?,
         FileKind::State => merge_state(base, ours, theirs)?,
     };
     if splices.is_empty() {
-        return Ok(Merged { text: None, conflicts });
+        return Ok(Merged { text: None, conflicts, touched: Vec::new() });
     }
     let text = edit::apply(ours, splices);
     let checked = match kind {
@@ -173,7 +178,7 @@ pub fn merge(kind: FileKind, base: &str, ours: &str, theirs: &str) -> Result<Mer
         FileKind::State => json::root(&text).map(|_| ()).map_err(|e| e.to_string()),
     };
     checked.map_err(MergeError::Invalid)?;
-    Ok(Merged { text: (text != ours).then_some(text), conflicts })
+    Ok(Merged { text: (text != ours).then_some(text), conflicts, touched })
 }
 
 /// The span scanner accepts any `\uXXXX` escape, but a lone surrogate is not a character and
@@ -451,7 +456,12 @@ fn scan_tasks(side: Side, text: &str) -> Result<TaskSide<'_>, MergeError> {
     Ok(TaskSide { text, layout, heads })
 }
 
-fn merge_tasks(base: &str, ours: &str, theirs: &str) -> Result<(Vec<Splice>, Vec<Conflict>), MergeError> {
+fn merge_tasks(
+    base: &str,
+    ours: &str,
+    theirs: &str,
+    touched: &mut Vec<String>,
+) -> Result<(Vec<Splice>, Vec<Conflict>), MergeError> {
     let (ours_side, theirs_side, base_side) = std::thread::scope(|scope| {
         let theirs_scan = scope.spawn(|| scan_tasks(Side::Theirs, theirs));
         let base_scan = scope.spawn(|| (!base.trim().is_empty()).then(|| scan_tasks(Side::Base, base)).transpose());
@@ -490,6 +500,11 @@ fn merge_tasks(base: &str, ours: &str, theirs: &str) -> Result<(Vec<Splice>, Vec
                     // Only theirs changed this entry: take its bytes, as a line merge would.
                     out.0.push(Splice { start: o.span.start, end: o.span.end, with: theirs_raw.to_owned() });
                     continue;
+                }
+                if let Key::Id(id) = &key
+                    && ours_raw != base_raw
+                {
+                    touched.push(id.to_string());
                 }
                 merge_entry(
                     &key.label(),

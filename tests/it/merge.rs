@@ -541,3 +541,32 @@ fn release_refuses_a_live_runners_task_and_frees_it_once_the_runner_is_gone() {
     assert_eq!((line["event"].as_str(), line["subject"].as_str()), (Some("released"), Some("DEVOPS-006")));
     assert_eq!(line["run_id"], run_id);
 }
+
+#[test]
+fn a_merge_that_makes_a_task_invalid_is_reported_though_each_side_was_valid() {
+    let repo = Repo::new();
+    // A workspace schema where a blocked task needs a reason: each side is valid, the
+    // field-by-field merge of the two is not.
+    let mut schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/tasks.schema.json")).unwrap(),
+    )
+    .unwrap();
+    schema["$defs"]["task"]["if"] = json!({"properties": {"status": {"const": "blocked"}}, "required": ["status"]});
+    schema["$defs"]["task"]["then"] = json!({"required": ["blocked_reason"]});
+    repo.ws.write("schemas/tasks.schema.json", serde_json::to_string_pretty(&schema).unwrap());
+    let base =
+        set_field(BASE, "T-2", "\"priority\": \"high\"", "\"priority\": \"high\",\n      \"blocked_reason\": \"QA\"");
+    let ours = set_field(&base, "T-2", ",\n      \"blocked_reason\": \"QA\"", "");
+    let theirs = set_field(&base, "T-2", "\"status\": \"pending\"", "\"status\": \"blocked\"");
+    let output = repo.merge(TASKS, &base, &ours, &theirs);
+    assert!(!output.status.success());
+    let said = text(&output.stderr);
+    assert!(said.contains("the merged file does not validate"), "{said}");
+    assert!(
+        said.contains("docs/workflow/tasks.json:10:5: at /tasks/1: \"blocked_reason\" is a required property"),
+        "{said}"
+    );
+    assert_eq!(repo.unmerged().trim(), TASKS);
+    let tasks = tasks_of(repo.read(TASKS).as_bytes());
+    assert_eq!(task(&tasks, "T-2")["status"], "blocked");
+}
