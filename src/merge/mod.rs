@@ -553,8 +553,9 @@ fn merge_tasks(
         }
     }
 
-    // Top-level fields beside `tasks`, when both sides wrap the list in an object.
-    if ours_side.layout.wrapped && theirs_side.layout.wrapped {
+    // Top-level fields beside `tasks`, when both sides wrap the list in an object and theirs
+    // changed the bytes around the list (walking the members walks the whole list again).
+    if ours_side.layout.wrapped && theirs_side.layout.wrapped && around(&theirs_side) != around(&base_side) {
         let root = |text: &str| json::skip_ws(text, 0);
         let base_fields = if base_side.layout.wrapped {
             fields(base_side.text, root(base_side.text), Side::Base)?
@@ -576,6 +577,16 @@ fn merge_tasks(
     let (mut splices, conflicts) = out;
     splices.extend(element_changes(&ours_side, &removed, &added, &ours_layout, &theirs_layout, &style)?);
     Ok((splices, conflicts))
+}
+
+/// The text before and after the task array (the array's brackets included).
+fn around<'t>(side: &TaskSide<'t>) -> (&'t str, &'t str) {
+    if side.text.is_empty() {
+        return ("", "");
+    }
+    let from = side.heads.last().map_or(side.layout.array_start + 1, |h| h.span.end);
+    let close = json::skip_ws(side.text, from);
+    (&side.text[..=side.layout.array_start], &side.text[close..])
 }
 
 /// The splices that remove the `removed` entries of OURS's task array and append `added`
