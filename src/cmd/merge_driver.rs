@@ -109,6 +109,7 @@ fn introduced_problems(
             };
             if problems(ours).is_empty() && problems(theirs).is_empty() { problems(merged) } else { Vec::new() }
         }
+        FileKind::Tasks if touched.is_empty() => Vec::new(),
         FileKind::Tasks => {
             let ids: Vec<&str> = touched.iter().map(String::as_str).collect();
             let entries = |text: &'_ str| -> Vec<(String, String, Value)> {
