@@ -109,6 +109,18 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
         format: GraphFormat,
     },
+    /// The git merge driver for tasks.json and state.json: git runs it as
+    /// `opsflow merge-driver %O %A %B %P` and finds the result in OURS (exit 0 clean, 1 conflicts)
+    MergeDriver {
+        /// The common ancestor's version (%O)
+        base: PathBuf,
+        /// Our version (%A); the merged result is written here
+        ours: PathBuf,
+        /// Their version (%B)
+        theirs: PathBuf,
+        /// The file's path in the repository (%P), which says whether it is tasks.json or state.json
+        path: Option<PathBuf>,
+    },
     /// Copy the built-in sample workspace to --dir DIR (default: a new temporary directory) and
     /// run the whole pipeline there
     Demo,
@@ -137,6 +149,8 @@ pub enum TasksCommand {
     Add(AddArgs),
     /// Change fields of a task, keeping every other byte of the file
     Update(UpdateArgs),
+    /// Free the claim of an `in_progress` task whose runner is gone: back to `pending`
+    Release(ReleaseArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -189,4 +203,9 @@ pub struct UpdateArgs {
     /// Remove a field
     #[arg(long = "unset", value_name = "KEY")]
     pub unset: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    pub id: String,
 }

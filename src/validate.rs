@@ -21,6 +21,8 @@ pub struct Report {
     /// Files that exist and were checked, in order.
     pub checked: Vec<String>,
     pub diagnostics: Vec<Diagnostic>,
+    /// Things worth fixing that do not make the workspace invalid (the exit code stays).
+    pub warnings: Vec<String>,
 }
 
 /// A JSON input, loaded and checked.
@@ -478,6 +480,7 @@ pub fn validate_workspace(ws: &Workspace) -> Report {
             note(&mut report, &file, true, loaded.diagnostics);
         }
     }
+    report.warnings.extend(crate::merge::setup::missing_driver(&ws.root));
     report
 }
 

@@ -4,6 +4,10 @@
 //! `release.build` copies it to `dist/`, and the two `local` environments check that it
 //! arrived. Its `.gitignore` files name only what opsflow and that build write, so a project's
 //! own lock files (Cargo.lock, yarn.lock, poetry.lock) are still committed.
+//!
+//! In a git repository it also wires in the merge driver: `.gitattributes`
+//! lines for `tasks.json`, `state.json` and `human-requests.md`, and `merge.opsflow.*` in the
+//! repository's git config, and prints both.
 
 use std::fs;
 use std::path::Path;
@@ -12,6 +16,7 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::Exit;
+use crate::merge::setup;
 use crate::workflow::BUILT_IN_NODES;
 use crate::workspace::write;
 
@@ -94,6 +99,7 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
         );
     }
     let ws = crate::workspace::Workspace::open(dir, None, None)?;
+    setup_git(&ws);
     let report = crate::validate::validate_workspace(&ws);
     for diagnostic in &report.diagnostics {
         println!("{diagnostic}");
@@ -110,4 +116,32 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
 /// `text` safe inside HTML: the project name comes from a directory name.
 fn html_escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Sets up the merge driver when the workspace is inside a git work tree; a failure is a note,
+/// not an error: the workspace itself is ready either way.
+fn setup_git(ws: &crate::workspace::Workspace) {
+    let Some(top) = setup::toplevel(&ws.root) else { return };
+    let Ok(inside) = ws.root.strip_prefix(&top) else {
+        println!("note: the workspace {} is not under the git work tree {}", ws.root.display(), top.display());
+        return;
+    };
+    let paths = &ws.config.paths;
+    let workspace = inside.to_string_lossy().replace('\\', "/");
+    let lines = setup::attribute_lines(&workspace, &paths.tasks, &paths.state, &paths.human_requests);
+    match setup::install(&top, &lines) {
+        Ok(installed) => {
+            let shown =
+                installed.gitattributes.strip_prefix(&top).unwrap_or(&installed.gitattributes).display().to_string();
+            if installed.added.is_empty() {
+                println!("kept     {shown} (already names the merge drivers)");
+            }
+            for line in &installed.added {
+                println!("git      {shown}: {line}");
+            }
+            println!("git      config merge.{}.driver = {}", setup::DRIVER, installed.driver);
+            println!("git      config merge.{}.name = {}", setup::DRIVER, installed.name);
+        }
+        Err(e) => println!("note: the git merge driver is not set up: {e}"),
+    }
 }

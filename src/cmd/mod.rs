@@ -8,6 +8,7 @@
 mod demo;
 mod graph;
 mod init;
+mod merge_driver;
 mod rollback;
 mod run;
 mod status;
@@ -37,6 +38,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             rollback::run(&open()?, environment, to.as_deref(), reason.as_deref(), *json)
         }
         Command::Graph { format } => graph::run(&open()?, *format),
+        Command::MergeDriver { base, ours, theirs, path } => merge_driver::run(base, ours, theirs, path.as_deref()),
         Command::Demo => demo::run(cli.dir.as_deref()),
     }
 }

@@ -1,8 +1,9 @@
-//! `opsflow tasks list|add|update`: the safe way for agents and scripts to use `tasks.json`.
+//! `opsflow tasks list|add|update|release`: the safe way for agents and scripts to use `tasks.json`.
 //!
 //! `list` reads through the span scanner, so filtering 100,000 tasks decodes only the
 //! matches. `add` and `update` go through the store: under the lock, checked against the
-//! task schema, touching only the entry they edit.
+//! task schema, touching only the entry they edit. `release` frees the claim of a task whose
+//! runner is gone, after making sure no live runner of this workspace is running it.
 
 use std::io::{self, BufWriter, Write};
 
@@ -11,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::require_valid_config;
 use crate::Exit;
-use crate::cli::{AddArgs, ListArgs, TasksCommand, UpdateArgs};
+use crate::cli::{AddArgs, ListArgs, ReleaseArgs, TasksCommand, UpdateArgs};
 use crate::schema::SchemaName;
 use crate::store::edit::FieldOp;
 use crate::store::file::Content;
@@ -38,6 +39,7 @@ pub fn run(ws: &Workspace, command: &TasksCommand, global_agent: Option<&str>) -
             add(ws, &AddArgs { owner: Some(owner), ..args.clone() })
         }
         TasksCommand::Update(args) => update(ws, args),
+        TasksCommand::Release(args) => release(ws, args),
     }
 }
 
@@ -320,5 +322,118 @@ fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
         file::Outcome::Unchanged => println!("{}: unchanged", args.id),
         file::Outcome::Written { .. } => println!("{}: updated", args.id),
     }
+    Ok(Exit::Ok)
+}
+
+/// A live runner of this workspace that may be running a task claimed at `claimed_at` by
+/// `agent`: the holder of that agent's instance lock, when it started before the claim or
+/// the claim's run has its directory here. `None` when no live runner holds the lock.
+fn live_runner(ws: &Workspace, agent: &str, run_id: &str, claimed_at: Option<&str>) -> Option<String> {
+    let runtime = ws.path(&ws.config.paths.runtime);
+    let path = runtime.join("locks").join(format!("instance-{}.lock", crate::workspace::file_name_part(agent)));
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(&path).ok()?;
+    match file.try_lock() {
+        Ok(()) => return None,
+        Err(std::fs::TryLockError::WouldBlock) => {}
+        Err(std::fs::TryLockError::Error(_)) => return None,
+    }
+    let mut holder = String::new();
+    let _ = std::io::Read::read_to_string(&mut file, &mut holder);
+    let holder = holder.trim().to_owned();
+    // The holder line is `pid P on host H since T`; a runner that started after the claim
+    // was made did not make it (its start-up recovery looks at its own leftover claims).
+    let since = holder.rsplit_once(" since ").map(|(_, since)| since.trim());
+    let started_after_claim = match (since, claimed_at) {
+        (Some(since), Some(claimed)) if is_utc_time(since) && is_utc_time(claimed) => since > claimed,
+        _ => false,
+    };
+    let run_here = !run_id.is_empty()
+        && crate::workspace::check_path_component(run_id).is_ok()
+        && runtime.join("runs").join(run_id).exists();
+    (!started_after_claim || run_here).then(|| if holder.is_empty() { "a live process".to_owned() } else { holder })
+}
+
+/// True for the `2026-11-25T07:50:27Z` form opsflow writes, which orders as text.
+fn is_utc_time(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 20
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+fn release(ws: &Workspace, args: &ReleaseArgs) -> anyhow::Result<Exit> {
+    let file = ws.config.paths.tasks.clone();
+    let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let text_field = |task: &Value, key: &str| task.get(key).and_then(Value::as_str).map(str::to_owned);
+    let mut released: Option<Value> = None;
+    file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
+        let Some(text) = current else {
+            return Err(StoreError::Refused(format!("{file} does not exist")));
+        };
+        let (layout, heads) = tasks::scan_ids(text, &[args.id.as_str()])
+            .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
+        let head = tasks::find(&heads, &args.id).map_err(|e| StoreError::Refused(format!("{file}: {e}")))?;
+        let task = head.value(text);
+        let status = text_field(&task, "status").unwrap_or_else(|| "(none)".to_owned());
+        if status != "in_progress" {
+            return Err(StoreError::Refused(format!(
+                "task `{}` is `{status}`, not `in_progress`: only a claimed task can be released",
+                args.id
+            )));
+        }
+        let claimed_by = text_field(&task, "claimed_by");
+        let run_id = text_field(&task, "run_id").unwrap_or_default();
+        let agent = claimed_by.clone().unwrap_or_else(|| ws.config.agent.name.clone());
+        if let Some(holder) = live_runner(ws, &agent, &run_id, text_field(&task, "claimed_at").as_deref()) {
+            return Err(StoreError::Refused(format!(
+                "task `{}` is claimed by a live opsflow runner of this workspace ({holder}); stop that runner first, or let it finish",
+                args.id
+            )));
+        }
+        let now = crate::time::now_rfc3339();
+        let mut record = Map::new();
+        for key in ["claimed_by", "claimed_at", "run_id"] {
+            if let Some(value) = task.get(key) {
+                record.insert(key.into(), value.clone());
+            }
+        }
+        record.insert("released_at".into(), now.clone().into());
+        let ops = vec![
+            FieldOp::Set("status".into(), "pending".into()),
+            FieldOp::Remove("claimed_by".into()),
+            FieldOp::Remove("claimed_at".into()),
+            FieldOp::Remove("run_id".into()),
+            FieldOp::Set("released_from".into(), Value::Object(record)),
+            FieldOp::Set("updated_at".into(), now.into()),
+        ];
+        released = Some(task);
+        let edits = TaskEdits { updates: vec![(args.id.clone(), ops)], appends: vec![] };
+        tasks::splices_for(text, layout, &heads, &edits)
+            .map(|splices| Some(Content::Spliced(splices)))
+            .map_err(|e| StoreError::Refused(format!("{file}: {e}")))
+    })?;
+    let task = released.unwrap_or_default();
+    let claimed_by = text_field(&task, "claimed_by").unwrap_or_else(|| "nobody recorded".to_owned());
+    let run_id = text_field(&task, "run_id").unwrap_or_default();
+    let since = text_field(&task, "claimed_at").map(|at| format!(" since {at}")).unwrap_or_default();
+    let run = if run_id.is_empty() { String::new() } else { format!(", run {run_id}") };
+    println!("{}: released; it was claimed by {claimed_by}{run}{since}, and is pending again", args.id);
+    let audit = crate::audit::Audit {
+        path: ws.path(&ws.config.paths.runtime).join("audit.jsonl"),
+        agent: ws.config.agent.name.clone(),
+        secrets: crate::exec::secrets::Secrets::from_env(&ws.config.secrets),
+    };
+    audit.record(
+        &run_id,
+        "released",
+        &args.id,
+        &format!("claim of {claimed_by}{run}{since} freed by hand with `opsflow tasks release`"),
+        &[],
+    );
     Ok(Exit::Ok)
 }

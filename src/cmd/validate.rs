@@ -16,8 +16,12 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
             "workspace": ws.root,
             "checked": report.checked,
             "diagnostics": report.diagnostics,
+            "warnings": report.warnings,
         }))?;
     } else {
+        for warning in &report.warnings {
+            eprintln!("warning: {warning}");
+        }
         for diagnostic in &report.diagnostics {
             println!("{diagnostic}");
         }

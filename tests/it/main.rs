@@ -15,6 +15,8 @@
 //! - [`tls`]: HTTPS checks and metrics against a real rustls server with a generated CA.
 //! - [`hostile_input`]: files written to hurt a reader, run through every command under a memory limit.
 //! - [`scanner_property`]: the span scanner and its splices against `serde_json`, on generated text.
+//! - [`merge`]: the git merge driver under real `git merge` and `git rebase`, its setup, and
+//!   `tasks release`.
 
 mod bad_input;
 mod cli;
@@ -28,6 +30,7 @@ mod first_hour;
 mod hostile;
 mod hostile_input;
 mod life;
+mod merge;
 mod metrics;
 mod releases;
 mod rollout;
