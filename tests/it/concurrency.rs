@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::util::{TASKS, Workspace, leftover_temp_files, task, wait_for_exit, wait_until};
+use crate::util::{TASKS, Workspace, flock_waiters, leftover_temp_files, task, wait_for_exit, wait_until};
 
 const SEED: &str = r#"{
   "tasks": [
@@ -23,20 +23,6 @@ const SEED: &str = r#"{
   ]
 }
 "#;
-
-/// How many processes are blocked waiting for the flock on the file with inode `ino`
-/// (the `->` lines of `/proc/locks`); `None` when the kernel does not show it.
-fn flock_waiters(ino: u64) -> Option<usize> {
-    let locks = fs::read_to_string("/proc/locks").ok()?;
-    let suffix = format!(":{ino}");
-    Some(
-        locks
-            .lines()
-            .filter(|line| line.contains("->"))
-            .filter(|line| line.split_whitespace().any(|t| t.ends_with(&suffix) && t.matches(':').count() == 2))
-            .count(),
-    )
-}
 
 fn spawn(ws: &Workspace, args: &[&str]) -> Child {
     ws.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn opsflow")

@@ -293,3 +293,17 @@ pub fn is_rfc3339_utc(text: &str) -> bool {
             _ => c.is_ascii_digit(),
         })
 }
+
+/// How many processes are blocked waiting for the flock on the file with inode `ino`
+/// (the `->` lines of `/proc/locks`); `None` when the kernel does not show it.
+pub fn flock_waiters(ino: u64) -> Option<usize> {
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    let suffix = format!(":{ino}");
+    Some(
+        locks
+            .lines()
+            .filter(|line| line.contains("->"))
+            .filter(|line| line.split_whitespace().any(|t| t.ends_with(&suffix) && t.matches(':').count() == 2))
+            .count(),
+    )
+}
