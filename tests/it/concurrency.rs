@@ -120,7 +120,10 @@ fn rogue_writer(
     let mut i = 0;
     let end = Instant::now() + Duration::from_secs(120);
     while i < iterations || opsflow_written.load(Ordering::SeqCst) < opsflow_writes {
-        assert!(Instant::now() < end, "opsflow wrote fewer than {opsflow_writes} times in 120 s beside the rogue writer");
+        assert!(
+            Instant::now() < end,
+            "opsflow wrote fewer than {opsflow_writes} times in 120 s beside the rogue writer"
+        );
         let bytes = fs::read(&tasks_path).expect("the rogue writer reads tasks.json");
         if i > 0 {
             let previous = format!("\"ROGUE-{:03}\"", i - 1);
@@ -242,7 +245,11 @@ fn a_writer_that_ignores_the_lock_is_never_clobbered() {
     assert!(written >= OPSFLOW_WRITES, "{written} opsflow writes, {contended} refused as contended");
     // What opsflow reported written is in the file: the rogue writer lost none of it either.
     for title in workers.iter().flat_map(|w| &w.added) {
-        assert_eq!(tasks.iter().filter(|t| t["title"] == title.as_str()).count(), 1, "the task `{title}` opsflow added");
+        assert_eq!(
+            tasks.iter().filter(|t| t["title"] == title.as_str()).count(),
+            1,
+            "the task `{title}` opsflow added"
+        );
     }
     assert_eq!(leftover_temp_files(&ws), Vec::<String>::new());
     assert_eq!(ws.list_dir("docs/workflow"), ["tasks.json", "tasks.json.lock"]);

@@ -115,7 +115,8 @@ fn kill_9_at_random_moments_leaves_old_or_new_content_and_no_stuck_lock() {
                 wait_for(&mut child, "the writer to wait for the lock", || flock_waiters(inode).is_none_or(|n| n > 0))
             }
             Moment::WritingItsTemporaryFile => {
-                let reached = wait_for(&mut child, "the writer's temporary file", || !leftover_temp_files(&ws).is_empty());
+                let reached =
+                    wait_for(&mut child, "the writer's temporary file", || !leftover_temp_files(&ws).is_empty());
                 let delay = Instant::now() + Duration::from_micros(jitter.below(20_000));
                 while Instant::now() < delay {
                     std::hint::spin_loop();

@@ -745,10 +745,7 @@ fn sigterm_during_a_deploy_exits_0_after_the_grace_period_and_leaves_a_clean_sta
     let report = next.json();
     assert_eq!(report["ran"], json!([]), "{report:#}");
     let waiting = report["waiting"].as_array().expect("a `waiting` list");
-    assert!(
-        waiting.iter().any(|w| w["task"] == "DEVOPS-007" && w["on"] == json!(["DEVOPS-006"])),
-        "{report:#}"
-    );
+    assert!(waiting.iter().any(|w| w["task"] == "DEVOPS-007" && w["on"] == json!(["DEVOPS-006"])), "{report:#}");
 }
 
 #[test]

@@ -457,7 +457,10 @@ fn hostile_values_never_run_as_code_and_outputs_stay_valid() {
         c["release"]["git_tag"] = json!(true);
         c["release"]["build"] = json!(format!("mkdir -p dist && cp -R app/. dist/ && {record}"));
         for env in ["staging", "production"] {
-            c["environments"][env]["smoke_tests"].as_array_mut().unwrap().push(json!({"name": "values", "command": record}));
+            c["environments"][env]["smoke_tests"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "values", "command": record}));
         }
     });
     // QA approved that very version (it has to, for the QA gate to pass).
@@ -478,11 +481,23 @@ fn hostile_values_never_run_as_code_and_outputs_stay_valid() {
             .unwrap()
     };
     let run = run_opsflow();
-    assert_eq!(run.status.code(), Some(3), "{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert_eq!(
+        run.status.code(),
+        Some(3),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert!(ws.join(APPROVAL).exists());
     approve(&ws, "alice");
     let run = run_opsflow();
-    assert_eq!(run.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
 
     // Nothing anywhere in the workspace (the commands' working directories, the release and
     // environment folders under .opsflow, the repository) was created by a value.
@@ -490,7 +505,10 @@ fn hostile_values_never_run_as_code_and_outputs_stay_valid() {
     // The commands did run, and saw the values as text.
     let seen = ws.read_string("seen-values");
     for env in ["build|", "staging|", "production|"] {
-        assert!(seen.lines().any(|l| l.starts_with(env) && l.contains(&format!("|{evil_version}|UNIT-001|"))), "{seen}");
+        assert!(
+            seen.lines().any(|l| l.starts_with(env) && l.contains(&format!("|{evil_version}|UNIT-001|"))),
+            "{seen}"
+        );
     }
     let tags = std::process::Command::new("git").current_dir(ws.path()).args(["tag", "--list"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&tags.stdout).trim(), format!("v{evil_version}"));
@@ -522,10 +540,8 @@ fn a_unit_id_that_climbs_out_is_refused_before_anything_is_written() {
         .into_keys()
         .filter(|path| !path.starts_with(ws.path().file_name().unwrap()))
         .collect();
-    let outside_then: Vec<PathBuf> = outside_before
-        .into_keys()
-        .filter(|path| !path.starts_with(ws.path().file_name().unwrap()))
-        .collect();
+    let outside_then: Vec<PathBuf> =
+        outside_before.into_keys().filter(|path| !path.starts_with(ws.path().file_name().unwrap())).collect();
     assert_eq!(outside, outside_then, "files appeared beside the workspace");
     assert_eq!(named_like(sentinel.path(), "climbed-out"), Vec::<PathBuf>::new());
     let mut dir = sentinel.path();

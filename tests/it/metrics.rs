@@ -598,10 +598,8 @@ fn prometheus_sees_the_error_rate_rise_and_the_analysis_fails() {
     let error_rate = last.error_rate.unwrap();
     let p95 = last.latency_p95_ms.unwrap();
     let error_rate_line = format!("error_rate {} is above the trigger 5%", Figure::ErrorRate.show(error_rate));
-    let p95_line = format!(
-        "latency_p95_ms {} is above the trigger 2 × baseline 47.5 ms = 95 ms",
-        Figure::LatencyP95Ms.show(p95)
-    );
+    let p95_line =
+        format!("latency_p95_ms {} is above the trigger 2 × baseline 47.5 ms = 95 ms", Figure::LatencyP95Ms.show(p95));
     assert!(error_rate > 5.0 || p95 > 95.0, "failed on a sample under every trigger: {last:?}: {reason}");
     assert_eq!(reason.contains(&error_rate_line), error_rate > 5.0, "{reason} ({last:?})");
     assert_eq!(reason.contains("error_rate"), error_rate > 5.0, "{reason} ({last:?})");

@@ -241,12 +241,8 @@ fn deploy_held_open() -> (Workspace, std::process::Child) {
         },
         "health_checks": [{"name": "up", "command": "true"}],
     }));
-    let child = ws
-        .command(&["run"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child =
+        ws.command(&["run"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
     crate::util::wait_until(std::time::Duration::from_secs(60), "the deploy to start", || {
         ws.join("deploying").exists()
     });

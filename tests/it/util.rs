@@ -32,7 +32,10 @@ impl Workspace {
     /// A fresh workspace in a new directory inside `parent`.
     pub fn new_in(parent: &Path) -> Workspace {
         Workspace {
-            dir: tempfile::Builder::new().prefix("opsflow-it-").tempdir_in(parent).expect("create a temporary directory"),
+            dir: tempfile::Builder::new()
+                .prefix("opsflow-it-")
+                .tempdir_in(parent)
+                .expect("create a temporary directory"),
         }
     }
 
@@ -322,5 +325,12 @@ pub fn flock_waiters(ino: u64) -> Option<usize> {
 
 /// The paths whose entry differs between two snapshots (added, removed or changed).
 pub fn changed_paths(before: &BTreeMap<PathBuf, Entry>, after: &BTreeMap<PathBuf, Entry>) -> Vec<PathBuf> {
-    before.keys().chain(after.keys()).filter(|path| before.get(*path) != after.get(*path)).cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect()
+    before
+        .keys()
+        .chain(after.keys())
+        .filter(|path| before.get(*path) != after.get(*path))
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
