@@ -427,7 +427,7 @@ mod tests {
                 Some(Duration::from_millis(300)),
                 &[],
             );
-            sender.send(result)
+            let _ = sender.send(result);
         });
         let result = receiver.recv_timeout(Duration::from_secs(60)).expect("the step ends at its timeout");
         assert!(result.timed_out && !result.success);

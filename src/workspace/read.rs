@@ -214,8 +214,31 @@ pub fn parse_json(label: &str, text: &str) -> Result<Value, Diagnostic> {
         let message = e.to_string();
         // serde_json appends " at line L column C"; the diagnostic carries those separately.
         let message = message.rfind(" at line ").map_or(message.as_str(), |i| &message[..i]).to_owned();
-        Diagnostic::new(label, Kind::Syntax, format!("invalid JSON: {message}")).at(e.line(), e.column())
+        // serde_json says column 0 at the very start of a line (an empty file, an end of
+        // file after a newline); places are one-based here, as everywhere else.
+        Diagnostic::new(label, Kind::Syntax, format!("invalid JSON: {message}")).at(e.line().max(1), e.column().max(1))
     })
+}
+
+/// A YAML error in the front matter, placed in the file: the parser counts lines from the
+/// first line after the opening `---` (file line 2) and appends `at byte B line L column C`
+/// to its message, which goes into the place instead.
+fn yaml_diagnostic(label: &str, error: &str) -> Diagnostic {
+    let error = error.strip_prefix("Deserialize error: ").unwrap_or(error);
+    let place = error.rfind(" at byte ").and_then(|at| {
+        let mut words = error[at..].split_whitespace().skip(2);
+        let (_byte, line_word, line, column_word, column) =
+            (words.next()?, words.next()?, words.next()?, words.next()?, words.next()?);
+        let (line, column) = (line.parse::<usize>().ok()?, column.parse::<usize>().ok()?);
+        (line_word == "line" && column_word == "column").then_some((at, line + 1, column.max(1)))
+    });
+    match place {
+        Some((at, line, column)) => {
+            Diagnostic::new(label, Kind::FrontMatter, format!("front matter is not valid YAML: {}", &error[..at]))
+                .at(line, column)
+        }
+        None => Diagnostic::new(label, Kind::FrontMatter, format!("front matter is not valid YAML: {error}")).at(2, 1),
+    }
 }
 
 /// A markdown file split into its front matter (as JSON) and body.
@@ -258,9 +281,7 @@ pub fn parse_markdown(label: &str, text: &str) -> Result<MarkdownDoc, Diagnostic
         .at(1, 1));
     };
     let matter = gray_matter::Matter::<gray_matter::engine::YAML>::new();
-    let parsed = matter.parse::<Value>(text).map_err(|e| {
-        Diagnostic::new(label, Kind::FrontMatter, format!("front matter is not valid YAML: {e}")).at(2, 1)
-    })?;
+    let parsed = matter.parse::<Value>(text).map_err(|e| yaml_diagnostic(label, &e.to_string()))?;
     let front_matter = match parsed.data {
         None | Some(Value::Null) => Value::Object(Default::default()),
         Some(value) => value,

@@ -104,11 +104,10 @@ fn corpus() -> Vec<Case> {
             "file": TASKS, "kind": "syntax", "line": 3, "column": 1,
             "message": "invalid JSON: trailing comma"
         }])),
-        // PRODUCT BUG (reported): columns are 1-based everywhere else; an empty file says column 0.
         case(
             "empty tasks.json",
             vec![(TASKS, b"")],
-            vec!["docs/workflow/tasks.json:1:0: invalid JSON: EOF while parsing a value"],
+            vec!["docs/workflow/tasks.json:1:1: invalid JSON: EOF while parsing a value"],
         ),
         case(
             "top level is a string",
@@ -213,20 +212,20 @@ fn corpus() -> Vec<Case> {
                 "message": "leads outside the workspace (to {outside}) through a symlink; opsflow does not follow it"
             }])),
         },
-        // Poor message (reported): the schema's regexes instead of "must not contain `..` or `/`".
+        // What the schema's patterns allow, in words, not the regexes.
         case(
             "a task id with ../",
             vec![(TASKS, concat!("{\"tasks\": [\n  ", task!("../../etc"), "\n]}\n").as_bytes())],
             vec![
-                r#"docs/workflow/tasks.json:2:10: at /tasks/0/id: "../../etc" does not match "^[^/\\]+$" (schema rule `pattern`)"#,
-                r#"docs/workflow/tasks.json:2:10: at /tasks/0/id: {"pattern":"\\.\\."} is not allowed for "../../etc" (schema rule `not`)"#,
+                r#"docs/workflow/tasks.json:2:10: at /tasks/0/id: "../../etc" must be one or more characters other than `/` and `\` (schema rule `pattern`)"#,
+                r#"docs/workflow/tasks.json:2:10: at /tasks/0/id: "../../etc" must not contain `..` (schema rule `not`)"#,
             ],
         ),
         case(
             "a unit_id with a newline",
             vec![(TASKS, concat!("{\"tasks\": [\n  ", task!("A", "\"unit_id\": \"UNIT\\n1\""), "\n]}\n").as_bytes())],
             vec![
-                r#"docs/workflow/tasks.json:2:26: at /tasks/0/unit_id: {"pattern":"[\\x00-\\x1F\\x7F]"} is not allowed for "UNIT\n1" (schema rule `not`)"#,
+                r#"docs/workflow/tasks.json:2:26: at /tasks/0/unit_id: "UNIT\n1" must not contain control characters (a line break, a tab) (schema rule `not`)"#,
             ],
         ),
         case(
@@ -288,12 +287,12 @@ fn corpus() -> Vec<Case> {
             "file": CONFIG, "kind": "outside_workspace", "line": 3, "column": 14, "pointer": "/paths/tasks",
             "message": "`paths.tasks` `../tasks.json` climbs out of the workspace with `..`"
         }])),
-        // Poor message (reported): four of the six allowed statuses are hidden.
+        // Every allowed value is named.
         case(
             "state.json with an unknown node status",
             vec![(STATE, b"{\n  \"current_nodes\": [],\n  \"nodes\": {\n    \"Build_Release\": {\"status\": \"running\"}\n  }\n}\n")],
             vec![
-                r#"docs/workflow/state.json:4:33: at /nodes/Build_Release/status: "running" is not one of "pending", "in_progress" or 4 other candidates (schema rule `enum`)"#,
+                r#"docs/workflow/state.json:4:33: at /nodes/Build_Release/status: "running" is not one of "pending", "in_progress", "completed", "failed", "blocked" or "skipped" (schema rule `enum`)"#,
             ],
         ),
         case(
@@ -301,25 +300,24 @@ fn corpus() -> Vec<Case> {
             vec![(QA_REPORT, b"---\nunit_id: UNIT-1\nstatus: approved\n\n# QA report\n")],
             vec!["QA/QA-Report-UNIT-1.md:1:1: front matter opened with `---` is never closed by a second `---` line"],
         ),
-        // Poor message (reported): the YAML error is on line 3 column 7 of the file, shown as 2:1
-        // plus the parser's own position inside the front matter.
+        // The YAML error's place in the file: line 3, not line 2 of the front matter.
         case(
             "QA report front matter that is not YAML",
             vec![(QA_REPORT, b"---\nunit_id: [UNIT-1\nstatus: approved\n---\n# QA report\n")],
             vec![
-                "QA/QA-Report-UNIT-1.md:2:1: front matter is not valid YAML: Deserialize error: illegal placement of ':' indicator at byte 23 line 2 column 7",
+                "QA/QA-Report-UNIT-1.md:3:7: front matter is not valid YAML: illegal placement of ':' indicator",
             ],
         ),
         case(
             "QA report status not in the enum",
             vec![(QA_REPORT, b"---\nunit_id: UNIT-1\nstatus: maybe\n---\n# QA report\n")],
             vec![
-                r#"QA/QA-Report-UNIT-1.md: at /status: front matter: "maybe" is not one of "approved", "rejected" or 2 other candidates (schema rule `enum`)"#,
+                r#"QA/QA-Report-UNIT-1.md: at /status: front matter: "maybe" is not one of "approved", "rejected", "changes_requested" or "pending" (schema rule `enum`)"#,
             ],
         )
         .json(json!([{
             "file": QA_REPORT, "kind": "schema", "pointer": "/status", "rule": "enum",
-            "message": "front matter: \"maybe\" is not one of \"approved\", \"rejected\" or 2 other candidates"
+            "message": "front matter: \"maybe\" is not one of \"approved\", \"rejected\", \"changes_requested\" or \"pending\""
         }])),
         case(
             "QA report unit_id that differs from its file name",
@@ -441,7 +439,7 @@ fn one_bad_file_does_not_hide_another() {
         lines[..lines.len() - 1],
         [
             "docs/workflow/tasks.json:3:1: invalid JSON: trailing comma",
-            r#"QA/QA-Report-UNIT-1.md: at /status: front matter: "maybe" is not one of "approved", "rejected" or 2 other candidates (schema rule `enum`)"#,
+            r#"QA/QA-Report-UNIT-1.md: at /status: front matter: "maybe" is not one of "approved", "rejected", "changes_requested" or "pending" (schema rule `enum`)"#,
             "docs/workflow/artifacts/R12-prod-approval.md:1:1: has no front matter; it needs a `---` block at the top",
         ]
     );

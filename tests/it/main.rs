@@ -6,9 +6,18 @@
 //!
 //! - [`store`]: byte-preserving edits of `tasks.json`, ownership filters, refused edits.
 //! - [`concurrency`]: many writers at once, and a writer that ignores the lock.
-//! - [`crash`]: `kill -9` of a writer at random moments.
+//! - [`crash`]: `kill -9` of a writer waiting for the lock or writing its temporary file.
 //! - [`bad_input`]: a corpus of broken workspace files and the diagnostic each yields.
 //! - [`cli`]: `init`, `status --json` and `validate` on the sample workspace.
+//! - [`engine`]: `opsflow run` end to end: gates, approvals, deployments, failures, hostile
+//!   values, the audit log, exit codes and `run --json`.
+//! - [`daemon`]: `opsflow watch` in-process and as a process: debounce, live reload, the
+//!   instance lock, signals, resync, `/healthz` and `/metrics`.
+//! - [`metrics`]: metric sources (HTTP, commands, a real Prometheus) and the analysis.
+//! - [`releases`]: many releases and units on one workspace, human rollbacks.
+//! - [`rollout`]: rollout strategies (canary, rolling, blue-green), release integrity.
+//! - [`life`]: a project's life, release after release.
+//! - [`util`]: the harness (workspace builder, runner, waits with deadlines).
 
 mod bad_input;
 mod cli;
