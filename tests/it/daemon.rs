@@ -20,7 +20,7 @@ use opsflow::Exit;
 use opsflow::daemon::{Handles, Settings};
 use serde_json::{Value, json};
 
-use crate::util::{TASKS, Workspace, is_rfc3339_utc, task, wait_for_exit, wait_until};
+use crate::util::{TASKS, Workspace, is_rfc3339_utc, task, tasks_of, wait_for_exit, wait_until};
 
 const STATE: &str = "docs/workflow/state.json";
 const CONFIG: &str = "project-config.json";
@@ -923,4 +923,132 @@ fn a_template_override_saved_while_watching_takes_effect() {
     let text = ws.read_string(specs);
     assert!(text.contains("# House layout for UNIT-001"), "the new template was used:\n{text}");
     daemon.stop(DEADLINE);
+}
+
+// --- what the README promises of the daemon -------------------------------------------------
+
+#[test]
+fn sigint_stops_the_daemon_like_sigterm() {
+    let ws = quiet_workspace();
+    let mut daemon = Daemon::start(&ws, &[], false);
+    // SAFETY: a plain kill(2) of our own child, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(daemon.pid(), libc::SIGINT) }, 0, "send SIGINT");
+    let status = wait_for_exit(&mut daemon.child, DEADLINE, "`opsflow watch` after SIGINT");
+    if let Some(reader) = daemon.reader.take() {
+        let _ = reader.join();
+    }
+    let log = daemon.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("shutting down"), "{log}");
+    // The instance lock went with it.
+    ws.run(&["run"]).status(0);
+}
+
+/// `target/` is not watched, so a task list kept there is only ever seen by the resync.
+#[test]
+fn the_poll_interval_resync_finds_a_change_no_event_reported() {
+    let ws = quiet_workspace();
+    edit_json(&ws, CONFIG, |c| {
+        c["paths"]["tasks"] = json!("target/tasks.json");
+        c["devops"]["poll_interval"] = json!("1s");
+    });
+    ws.write("target/tasks.json", "{\"tasks\": []}\n");
+    // `-v -v`: debug lines say why each reconcile ran.
+    let daemon = Daemon::start(&ws, &["-v"], true);
+    // The first reconcile, at the start, is over before the task is written.
+    wait_until(DEADLINE, "the first reconcile", || daemon.metric("opsflow_reconciles_total") >= 1.0);
+    ws.write(
+        "target/tasks.json",
+        serde_json::to_string_pretty(&json!({"tasks": [design_task("DEVOPS-100", "DevOps-Engineer")]})).unwrap(),
+    );
+    wait_until(DEADLINE, "the resync to run DEVOPS-100", || {
+        tasks_of(&ws.read("target/tasks.json")).iter().any(|t| t["id"] == "DEVOPS-100" && t["status"] == "done")
+    });
+    let mut daemon = daemon;
+    let (status, _) = daemon.terminate(DEADLINE);
+    let log = daemon.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.lines().any(|l| l.contains("DEVOPS-100 Environment_Design done")), "{log}");
+    let resync = log.find("periodic resync").unwrap_or_else(|| panic!("no resync in the log:\n{log}"));
+    assert!(resync < log.find("DEVOPS-100 Environment_Design done").unwrap(), "{log}");
+}
+
+#[test]
+fn at_its_start_the_daemon_finishes_what_a_killed_runner_left() {
+    let ws = Workspace::new().sample();
+    with_a_slow_staging_deploy(&ws, "1s");
+    let mut first = ws.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_until(DEADLINE, "the staging smoke test to run", || smoke_pid(&ws).is_some());
+    let sleeper = smoke_pid(&ws).unwrap();
+    // SIGKILL: the runner leaves its task in progress and its step running.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(status(&ws, "DEVOPS-006").as_deref(), Some("in_progress"));
+
+    let mut daemon = Daemon::start(&ws, &[], false);
+    wait_for_status(&ws, "DEVOPS-006", "failed");
+    let staging = task(&ws.tasks(), "DEVOPS-006").clone();
+    assert_eq!(staging["outcome"]["failed_step"], "interrupted", "{staging:#}");
+    wait_until(DEADLINE, "the orphaned smoke test to be ended", || !opsflow::process_alive(sleeper));
+    assert_eq!(status(&ws, "DEVOPS-007").as_deref(), Some("pending"), "nothing after the failed deploy ran");
+    let (status, _) = daemon.terminate(DEADLINE);
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+}
+
+/// A port that was free a moment ago, for a daemon that does not log where it listens.
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// `opsflow [global] watch --http ADDR` on a workspace whose tasks.json is broken, until
+/// `/metrics` counts a reconcile; returns its stderr.
+fn stderr_of_a_daemon_that_reconciled_a_broken_file(global: &[&str]) -> String {
+    let ws = quiet_workspace();
+    ws.write(TASKS, "{\"tasks\": [");
+    let address = free_port();
+    let mut args = global.to_vec();
+    let address_text = address.to_string();
+    args.extend(["watch", "--http", &address_text]);
+    let mut child = ws.command(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_until(DEADLINE, "a reconcile on /metrics", || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("`opsflow watch` exited with {status}");
+        }
+        TcpStream::connect(address).is_ok()
+            && sample(&http_get(address, "/metrics").body, "opsflow_reconciles_total").is_some_and(|n| n >= 1.0)
+    });
+    // SAFETY: a plain kill(2) of our own child, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = wait_for_exit(&mut child, DEADLINE, "`opsflow watch` after SIGTERM");
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    stderr
+}
+
+#[test]
+fn quiet_hides_warnings_that_are_shown_by_default() {
+    let shown = stderr_of_a_daemon_that_reconciled_a_broken_file(&[]);
+    assert!(shown.contains("docs/workflow/tasks.json:1:"), "the default level shows the problem:\n{shown}");
+    let quiet = stderr_of_a_daemon_that_reconciled_a_broken_file(&["-q"]);
+    assert_eq!(quiet, "", "-q shows only errors");
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_a_line() {
+    let ws = quiet_workspace();
+    let mut daemon = Daemon::start(&ws, &["--log-format", "json"], false);
+    let (status, _) = daemon.terminate(DEADLINE);
+    let log = daemon.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}")))
+        .collect();
+    for line in &lines {
+        assert!(line["timestamp"].is_string() && line["level"].is_string(), "{line}");
+    }
+    let messages: Vec<&str> = lines.iter().filter_map(|l| l["fields"]["message"].as_str()).collect();
+    assert!(messages.iter().any(|m| m.starts_with("watching ")), "{messages:?}");
+    assert!(messages.contains(&"shutting down"), "{messages:?}");
 }
