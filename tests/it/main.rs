@@ -17,6 +17,8 @@
 //! - [`releases`]: many releases and units on one workspace, human rollbacks.
 //! - [`rollout`]: rollout strategies (canary, rolling, blue-green), release integrity.
 //! - [`life`]: a project's life, release after release.
+//! - [`promises`]: what the README promises: audit digests, immutable versions, a
+//!   hand-written CI file, release integrity, secrets, `status: hold`, exit codes.
 //! - [`util`]: the harness (workspace builder, runner, waits with deadlines).
 
 mod bad_input;
@@ -27,6 +29,7 @@ mod daemon;
 mod engine;
 mod life;
 mod metrics;
+mod promises;
 mod releases;
 mod rollout;
 mod store;
