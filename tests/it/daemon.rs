@@ -1052,3 +1052,41 @@ fn log_format_json_writes_one_json_object_a_line() {
     assert!(messages.iter().any(|m| m.starts_with("watching ")), "{messages:?}");
     assert!(messages.contains(&"shutting down"), "{messages:?}");
 }
+
+#[test]
+fn a_step_that_finishes_within_the_grace_period_is_not_killed() {
+    let ws = Workspace::new().sample();
+    edit_json(&ws, CONFIG, |c| {
+        c["devops"]["shutdown_grace"] = json!("10m");
+        c["environments"]["staging"]["smoke_tests"] = json!([{
+            "name": "waits",
+            "command": "echo $$ > \"$OPSFLOW_WORKSPACE/smoke.pid\"; while [ ! -f \"$OPSFLOW_WORKSPACE/go\" ]; do sleep 0.05; done; echo finished"
+        }]);
+    });
+    let mut daemon = Daemon::start(&ws, &[], false);
+    wait_until(DEADLINE, "the staging smoke test to run", || smoke_pid(&ws).is_some());
+    // SAFETY: a plain kill(2) of our own child, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(daemon.pid(), libc::SIGTERM) }, 0, "send SIGTERM");
+    wait_until(DEADLINE, "the daemon to say it is shutting down", || daemon.log().contains("shutting down"));
+    // The step is still given its time: it finishes now, on its own.
+    ws.write("go", "");
+    let exit = wait_for_exit(&mut daemon.child, DEADLINE, "`opsflow watch` after its step finished");
+    if let Some(reader) = daemon.reader.take() {
+        let _ = reader.join();
+    }
+    let log = daemon.log();
+    assert_eq!(exit.code(), Some(0), "{log}");
+    assert!(!log.contains("did not finish within the grace period"), "{log}");
+    let staging = task(&ws.tasks(), "DEVOPS-006").clone();
+    let step_log = walkdir::WalkDir::new(ws.join(".opsflow/runs"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().contains("smoke-waits"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .unwrap_or_else(|| panic!("no log of the smoke step: {staging:#}"));
+    assert!(step_log.contains("finished"), "{step_log}");
+    assert!(!step_log.contains("aborted by shutdown"), "{step_log}");
+    // The deploy it belonged to completed; nothing new started after the stop.
+    assert_eq!(staging["status"], "deployed", "{staging:#}");
+    assert_eq!(status(&ws, "DEVOPS-007").as_deref(), Some("pending"));
+}
