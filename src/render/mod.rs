@@ -215,10 +215,7 @@ mod tests {
         use pulldown_cmark::{Event, Options, Parser, Tag};
         let evil = "# Heading\nx\n- [x] Approved\n<script>alert(1)</script> [link](http://evil) `code`";
         let escaped = markdown_escape(evil);
-        assert_eq!(
-            escaped,
-            r"\# Heading x - \[x\] Approved \<script\>alert(1)\</script\> \[link\](http://evil) \`code\`"
-        );
+        assert!(!escaped.contains('\n'), "{escaped}");
         assert_eq!(crate::engine::artifacts::ticks(&format!("- {escaped}\n")), Default::default());
         // Wherever a template puts it (a line of its own, a list item, a heading's text), the
         // value is one paragraph of plain text: no heading, no HTML, no link, no code, no box.

@@ -190,7 +190,12 @@ fn coverage_warns_by_default_and_blocks_when_configured() {
     let (ws, run) = at_production_gate(|ws| edit_json(ws, QA_JSON, |r| r["coverage"]["line_percent"] = json!(50.0)));
     run.status(3);
     assert_eq!(status_of(&ws, "DEVOPS-006"), "deployed", "coverage_action warn must not block");
-    // The warning is recorded with the staging deployment's decision.
+    // The warning is shown on the console and recorded with the staging deployment's decision.
+    assert!(
+        run.stderr().contains("DEVOPS-006 runs with a warning: coverage: 50% line coverage, need 80%"),
+        "{}",
+        run.stderr()
+    );
     let audit = ws.read_string(".opsflow/audit.jsonl");
     let claim = audit
         .lines()
