@@ -171,6 +171,18 @@ fn schema_diagnostic(file: &str, error: &jsonschema::ValidationError<'_>) -> Dia
                     };
                 }
             }
+            jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
+                let keys: Vec<String> = unexpected.iter().map(|key| format!("`{key}`")).collect();
+                let noun = if keys.len() == 1 { "key" } else { "keys" };
+                message = format!("unknown {noun} {}: the schema allows no other keys here", keys.join(", "));
+                // One unknown key is pointed at, so the diagnostic carries its line.
+                if let [key] = unexpected.as_slice() {
+                    let escaped = key.replace('~', "~0").replace('/', "~1");
+                    let at = format!("{pointer}/{escaped}");
+                    let message = "not a key the schema allows here";
+                    return Diagnostic::new(file, Kind::Schema, message).pointer(at).rule("additionalProperties");
+                }
+            }
             _ => {}
         }
     }

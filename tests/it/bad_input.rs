@@ -270,12 +270,12 @@ fn corpus() -> Vec<Case> {
             "file": CONFIG, "kind": "schema", "line": 3, "column": 22, "pointer": "/devops/poll_interval", "rule": "type",
             "message": "expected a duration with a unit, found the bare number 300; write it as a string such as \"300s\", \"300ms\" or \"300m\""
         }])),
-        // Poor message (reported): the key's own line is not given, only 1:1.
+        // The unknown key's own place, not the object's.
         case(
             "a config key opsflow does not know",
             vec![(CONFIG, b"{\n  \"projekt\": \"typo\"\n}\n")],
             vec![
-                "project-config.json:1:1: at the top level: Additional properties are not allowed ('projekt' was unexpected) (schema rule `additionalProperties`)",
+                "project-config.json:2:14: at /projekt: not a key the schema allows here (schema rule `additionalProperties`)",
             ],
         ),
         case(
@@ -341,12 +341,12 @@ fn corpus() -> Vec<Case> {
             files: vec![(DEPLOYMENT_REPORT, deployment_report(",\n  \"notes\": \"not in the contract\""))],
             link_outside: None,
             expected: vec![
-                "ARTIFACTS/devops-engineer/deployment-report.json:1:1: at the top level: Additional properties are not allowed ('notes' was unexpected) (schema rule `additionalProperties`)"
+                "ARTIFACTS/devops-engineer/deployment-report.json:15:12: at /notes: not a key the schema allows here (schema rule `additionalProperties`)"
                     .to_owned(),
             ],
             json: Some(json!([{
-                "file": DEPLOYMENT_REPORT, "kind": "schema", "line": 1, "column": 1, "pointer": "", "rule": "additionalProperties",
-                "message": "Additional properties are not allowed ('notes' was unexpected)"
+                "file": DEPLOYMENT_REPORT, "kind": "schema", "line": 15, "column": 12, "pointer": "/notes", "rule": "additionalProperties",
+                "message": "not a key the schema allows here"
             }])),
         },
     ]
