@@ -1,6 +1,7 @@
-//! `kill -9` of `opsflow tasks update` at random moments: the file always parses with the
-//! old or the new content, the lock dies with its holder, and the temporary files a killed
-//! writer leaves are removed by the next one.
+//! `kill -9` of `opsflow tasks update` while it is known to be running (waiting for the lock,
+//! or with its temporary file on disk, killed a random moment later): the file always parses
+//! with the old or the new content, the lock dies with its holder, and the temporary files a
+//! killed writer leaves are removed by the next one.
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::MetadataExt;
