@@ -355,15 +355,12 @@ impl InProcess {
         self.reconciles()
     }
 
-    /// Fires the shutdown and waits for `run` to return; also says how long that took.
-    fn stop(mut self, deadline: Duration) -> (Exit, Duration) {
-        let started = Instant::now();
+    /// Fires the shutdown and waits for `run` to return.
+    fn stop(mut self, deadline: Duration) -> Exit {
         let _ = self.stop.take().unwrap().send(());
         let thread = self.thread.take().unwrap();
         wait_until(deadline, "the in-process daemon to return after its shutdown", || thread.is_finished());
-        let took = started.elapsed();
-        let exit = thread.join().expect("the daemon thread does not panic").expect("the daemon ends without an error");
-        (exit, took)
+        thread.join().expect("the daemon thread does not panic").expect("the daemon ends without an error")
     }
 }
 
@@ -445,17 +442,15 @@ impl Daemon {
         sample(&exposition, series).unwrap_or_else(|| panic!("no sample {series} in /metrics:\n{exposition}"))
     }
 
-    /// Sends SIGTERM and waits for the exit; also says how long it took.
-    fn terminate(&mut self, deadline: Duration) -> (ExitStatus, Duration) {
-        let started = Instant::now();
+    /// Sends SIGTERM and waits for the exit.
+    fn terminate(&mut self, deadline: Duration) -> ExitStatus {
         // SAFETY: a plain kill(2) of our own child, which has not been waited for yet.
         assert_eq!(unsafe { libc::kill(self.pid(), libc::SIGTERM) }, 0, "send SIGTERM");
         let status = wait_for_exit(&mut self.child, deadline, "`opsflow watch` after SIGTERM");
-        let took = started.elapsed();
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
-        (status, took)
+        status
     }
 }
 
@@ -509,7 +504,7 @@ fn tasks_written_while_watching_are_claimed_and_done() {
     wait_for_status(&ws, "DEVOPS-101", "done");
     assert_eq!(task(&ws.tasks(), "DEVOPS-101")["claimed_by"], "DevOps-Engineer");
 
-    let (exit, _) = daemon.stop(DEADLINE);
+    let exit = daemon.stop(DEADLINE);
     assert_eq!(exit, Exit::Ok);
 }
 
@@ -550,7 +545,7 @@ fn an_approval_saved_by_rename_ships_production() {
         ) == Some(1.0)
     });
 
-    let (status, _) = daemon.terminate(DEADLINE);
+    let status = daemon.terminate(DEADLINE);
     assert_eq!(status.code(), Some(0), "{}", daemon.log());
 }
 
@@ -668,11 +663,11 @@ fn a_second_runner_for_the_same_agent_is_refused_and_names_the_holder() {
     // A runner for another agent shares the workspace.
     ws.run(&["--agent", "Release-Bot", "run"]).status(0);
     let mut other = Daemon::start(&ws, &["--agent", "Release-Bot"], false);
-    let (status, _) = other.terminate(DEADLINE);
+    let status = other.terminate(DEADLINE);
     assert_eq!(status.code(), Some(0), "{}", other.log());
 
     // The lock dies with its holder.
-    let (status, _) = first.terminate(DEADLINE);
+    let status = first.terminate(DEADLINE);
     assert_eq!(status.code(), Some(0), "{}", first.log());
     ws.run(&["run"]).status(0);
 }
@@ -724,7 +719,7 @@ fn sigterm_during_a_deploy_exits_0_after_the_grace_period_and_leaves_a_clean_sta
     let sleeper = smoke_pid(&ws).unwrap();
     assert_eq!(status(&ws, "DEVOPS-006").as_deref(), Some("in_progress"));
 
-    let (status, _) = daemon.terminate(DEADLINE);
+    let status = daemon.terminate(DEADLINE);
     let log = daemon.log();
     assert_eq!(status.code(), Some(0), "{log}");
     // The step gets the grace period to finish; it does not, so it is killed, and the daemon
@@ -755,7 +750,7 @@ fn an_in_process_shutdown_during_a_deploy_returns_ok_after_the_grace_period() {
     let daemon = InProcess::start(&ws, false);
     wait_until(DEADLINE, "the staging smoke test to run", || smoke_pid(&ws).is_some());
     let sleeper = smoke_pid(&ws).unwrap();
-    let (exit, _) = daemon.stop(DEADLINE);
+    let exit = daemon.stop(DEADLINE);
     assert_eq!(exit, Exit::Ok);
     assert_clean_after_an_aborted_deploy(&ws, sleeper);
 }
@@ -780,7 +775,7 @@ fn a_checkout_of_500_files_costs_a_few_reconciles_and_every_change_is_seen() {
     wait_for_status(&ws, "DEVOPS-100", "done");
     // A reconcile still running is counted when it ends, and a stop waits for it.
     let metrics = Arc::clone(&daemon.handles.metrics);
-    let (exit, _) = daemon.stop(DEADLINE);
+    let exit = daemon.stop(DEADLINE);
     assert_eq!(exit, Exit::Ok);
     let after = metrics.reconciles.load(Ordering::SeqCst);
     let events = metrics.watcher_events.load(Ordering::SeqCst) - events_before;
@@ -965,7 +960,7 @@ fn the_poll_interval_resync_finds_a_change_no_event_reported() {
         tasks_of(&ws.read("target/tasks.json")).iter().any(|t| t["id"] == "DEVOPS-100" && t["status"] == "done")
     });
     let mut daemon = daemon;
-    let (status, _) = daemon.terminate(DEADLINE);
+    let status = daemon.terminate(DEADLINE);
     let log = daemon.log();
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(log.lines().any(|l| l.contains("DEVOPS-100 Environment_Design done")), "{log}");
@@ -991,7 +986,7 @@ fn at_its_start_the_daemon_finishes_what_a_killed_runner_left() {
     assert_eq!(staging["outcome"]["failed_step"], "interrupted", "{staging:#}");
     wait_until(DEADLINE, "the orphaned smoke test to be ended", || !opsflow::process_alive(sleeper));
     assert_eq!(status(&ws, "DEVOPS-007").as_deref(), Some("pending"), "nothing after the failed deploy ran");
-    let (status, _) = daemon.terminate(DEADLINE);
+    let status = daemon.terminate(DEADLINE);
     assert_eq!(status.code(), Some(0), "{}", daemon.log());
 }
 
@@ -1038,7 +1033,7 @@ fn quiet_hides_warnings_that_are_shown_by_default() {
 fn log_format_json_writes_one_json_object_a_line() {
     let ws = quiet_workspace();
     let mut daemon = Daemon::start(&ws, &["--log-format", "json"], false);
-    let (status, _) = daemon.terminate(DEADLINE);
+    let status = daemon.terminate(DEADLINE);
     let log = daemon.log();
     assert_eq!(status.code(), Some(0), "{log}");
     let lines: Vec<Value> = log
