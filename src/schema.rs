@@ -139,13 +139,75 @@ fn schema_diagnostic(file: &str, error: &jsonschema::ValidationError<'_>) -> Dia
     let pointer = error.instance_path().to_string();
     let schema_path = error.schema_path().to_string();
     let mut message = error.to_string();
-    if schema_path.contains("/$defs/duration/") && error.instance().is_number() {
-        let n = error.instance();
+    let instance = error.instance();
+    if schema_path.contains("/$defs/duration/") && instance.is_number() {
+        let n = instance;
         message = format!(
             "expected a duration with a unit, found the bare number {n}; write it as a string such as \"{n}s\", \"{n}ms\" or \"{n}m\""
         );
+    } else {
+        match error.kind() {
+            jsonschema::error::ValidationErrorKind::Pattern { pattern } => {
+                message = match pattern_in_words(pattern, false) {
+                    Some(words) => format!("{instance} {words}"),
+                    None => format!("{instance} does not have the form this field needs (the pattern `{pattern}`)"),
+                };
+            }
+            jsonschema::error::ValidationErrorKind::Not { schema } => {
+                if let Some(words) =
+                    schema.get("pattern").and_then(Value::as_str).and_then(|p| pattern_in_words(p, true))
+                {
+                    message = format!("{instance} {words}");
+                }
+            }
+            jsonschema::error::ValidationErrorKind::Enum { options } => {
+                if let Some(options) = options.as_array() {
+                    let mut shown: Vec<String> = options.iter().map(Value::to_string).collect();
+                    let last = shown.pop().unwrap_or_default();
+                    message = if shown.is_empty() {
+                        format!("{instance} is not {last}")
+                    } else {
+                        format!("{instance} is not one of {} or {last}", shown.join(", "))
+                    };
+                }
+            }
+            jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
+                let keys: Vec<String> = unexpected.iter().map(|key| format!("`{key}`")).collect();
+                let noun = if keys.len() == 1 { "key" } else { "keys" };
+                message = format!("unknown {noun} {}: the schema allows no other keys here", keys.join(", "));
+                // One unknown key is pointed at, so the diagnostic carries its line.
+                if let [key] = unexpected.as_slice() {
+                    let escaped = key.replace('~', "~0").replace('/', "~1");
+                    let at = format!("{pointer}/{escaped}");
+                    let message = "not a key the schema allows here";
+                    return Diagnostic::new(file, Kind::Schema, message).pointer(at).rule("additionalProperties");
+                }
+            }
+            _ => {}
+        }
     }
     Diagnostic::new(file, Kind::Schema, message).pointer(pointer).rule(error.kind().keyword().to_owned())
+}
+
+/// What the patterns of the built-in schemas allow, in words: a schema's regex means nothing to
+/// most readers. `negated` is for a pattern under `not` (what must not match). `None` for a
+/// pattern this table does not know (a workspace's own schema override).
+fn pattern_in_words(pattern: &str, negated: bool) -> Option<&'static str> {
+    Some(match (pattern, negated) {
+        (r"^[^/\\]+$", false) => "must be one or more characters other than `/` and `\\`",
+        (r"[\x00-\x1F\x7F]", true) => "must not contain control characters (a line break, a tab)",
+        (r"\.\.", true) => "must not contain `..`",
+        (r"^\.$", true) => "must not be `.`",
+        (r"^[A-Za-z_][A-Za-z0-9_]*$", false) => {
+            "must be a name of letters, digits and `_` that does not start with a digit"
+        }
+        (r"^[0-9]+(\.[0-9]+)?(ms|s|m|h|d)$", false) => {
+            "must be a duration: a number and a unit (`ms`, `s`, `m`, `h` or `d`), such as \"300s\""
+        }
+        (r"^https?://", false) => "must be a URL that starts with `http://` or `https://`",
+        (r"^http://", false) => "must be a URL that starts with `http://`",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -158,6 +220,34 @@ mod tests {
         for name in ALL {
             let compiled = schemas.compiled[name.index()].get_or_init(|| schemas.compile(name));
             assert!(compiled.is_ok(), "{name:?}: {:?}", compiled.as_ref().err());
+        }
+    }
+
+    #[test]
+    fn every_pattern_of_the_embedded_schemas_is_said_in_words() {
+        fn patterns(value: &Value, negated: bool, out: &mut Vec<(String, bool)>) {
+            match value {
+                Value::Object(map) => {
+                    for (key, child) in map {
+                        match (key.as_str(), child) {
+                            ("pattern", Value::String(p)) => out.push((p.clone(), negated)),
+                            ("not", child) => patterns(child, true, out),
+                            (_, child) => patterns(child, negated, out),
+                        }
+                    }
+                }
+                Value::Array(items) => items.iter().for_each(|item| patterns(item, negated, out)),
+                _ => {}
+            }
+        }
+        let schemas = Schemas::new(PathBuf::from("/nonexistent"), "schemas", 1 << 20);
+        for name in ALL {
+            let (_, text) = schemas.source(name.file()).unwrap();
+            let mut found = Vec::new();
+            patterns(&serde_json::from_str(&text).unwrap(), false, &mut found);
+            for (pattern, negated) in found {
+                assert!(pattern_in_words(&pattern, negated).is_some(), "{name:?}: `{pattern}` (negated: {negated})");
+            }
         }
     }
 }

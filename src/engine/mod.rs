@@ -958,6 +958,10 @@ impl<'w> Engine<'w> {
             },
             &input_hashes,
         );
+        // A check that only warns lets the task run; the console says so (stderr, warn level).
+        for check in checks.iter().filter(|c| c.warning) {
+            tracing::warn!("{id} runs with a warning: {}: {}", check.name, check.detail);
+        }
         let _ = record::edit_state(
             self.ws,
             &self.graph.name,

@@ -260,4 +260,63 @@ mod tests {
         env.switch(&second).unwrap();
         assert_eq!(fs::read_to_string(env.live_link().join("index.html")).unwrap(), "v2");
     }
+
+    #[test]
+    fn a_reader_never_sees_a_missing_or_half_switched_link() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let env = LocalEnv::new(
+            dir.path().canonicalize().unwrap(),
+            dir.path().canonicalize().unwrap().join("env"),
+            Strategy::BlueGreen,
+        );
+        let mut slots = Vec::new();
+        for version in ["v1", "v2"] {
+            let source = dir.path().join(version);
+            fs::create_dir_all(&source).unwrap();
+            fs::write(source.join("index.html"), version).unwrap();
+            fs::write(source.join("style.css"), version).unwrap();
+            let slot = env.stage(version, &source).unwrap();
+            env.switch(&slot).unwrap();
+            slots.push(slot);
+        }
+        let live = env.live_link();
+        let (done, reads) = (AtomicBool::new(false), AtomicUsize::new(0));
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let mut problems = Vec::new();
+                while !done.load(Ordering::SeqCst) {
+                    // One resolution of the link, then the release it names must be whole.
+                    match fs::read_link(&live) {
+                        Ok(target) => {
+                            let release = live.parent().unwrap().join(&target);
+                            let index = fs::read_to_string(release.join("index.html"));
+                            let style = fs::read_to_string(release.join("style.css"));
+                            match (index, style) {
+                                (Ok(index), Ok(style)) if index == style => {}
+                                other => problems.push(format!("{}: {other:?}", target.display())),
+                            }
+                        }
+                        Err(e) => problems.push(format!("the link could not be read: {e}")),
+                    }
+                    reads.fetch_add(1, Ordering::SeqCst);
+                }
+                problems
+            });
+            // Switch back and forth until the reader has looked many times while switches
+            // were going on.
+            let mut switches = 0;
+            while reads.load(Ordering::SeqCst) < 2_000 || switches < 200 {
+                env.switch(&slots[switches % 2]).unwrap();
+                switches += 1;
+            }
+            done.store(true, Ordering::SeqCst);
+            let problems = reader.join().unwrap();
+            assert!(problems.is_empty(), "{} bad reads of {:?}, first: {:?}", problems.len(), reads, problems.first());
+        });
+        assert_eq!(
+            fs::read_to_string(live.join("index.html")).unwrap(),
+            fs::read_to_string(live.join("style.css")).unwrap()
+        );
+    }
 }

@@ -250,22 +250,27 @@ mod tests {
 
     #[test]
     fn escaped_values_cannot_forge_markdown() {
-        let evil = "x\n- [x] Approved\n# Heading <script>";
+        use pulldown_cmark::{Event, Options, Parser, Tag};
+        let evil = "# Heading\nx\n- [x] Approved\n<script>alert(1)</script> [link](http://evil) `code`";
         let escaped = markdown_escape(evil);
-        assert!(!escaped.contains('\n'));
+        assert!(!escaped.contains('\n'), "{escaped}");
         assert_eq!(crate::engine::artifacts::ticks(&format!("- {escaped}\n")), Default::default());
-        // Rendered as markdown, the value is one paragraph of text: no heading, no HTML, no
-        // list item, no link.
-        use pulldown_cmark::{Event, Parser, Tag};
-        for line in [escaped.clone(), format!("- {escaped}"), format!("# {escaped}")] {
-            for event in Parser::new(&line) {
-                assert!(!matches!(event, Event::Html(_) | Event::InlineHtml(_)), "{line}: {event:?}");
-                assert!(!matches!(event, Event::Start(Tag::Link { .. } | Tag::Image { .. })), "{line}: {event:?}");
+        // Wherever a template puts it (a line of its own, a list item, a heading's text), the
+        // value is one paragraph of plain text: no heading, no HTML, no link, no code, no box.
+        for placed in [format!("{escaped}\n"), format!("- {escaped}\n"), format!("## Task {escaped}\n")] {
+            let (mut text, mut headings) = (String::new(), 0);
+            for event in Parser::new_ext(&placed, Options::all()) {
+                match event {
+                    Event::Text(t) => text.push_str(&t),
+                    Event::Start(Tag::Heading { .. }) => headings += 1,
+                    Event::Start(Tag::Paragraph | Tag::List(_) | Tag::Item) | Event::End(_) => {}
+                    other => panic!("{other:?} in {placed:?}"),
+                }
             }
+            // Only the template's own heading.
+            assert_eq!(headings, usize::from(placed.starts_with("## ")), "{placed:?}");
+            assert!(text.ends_with(&evil.replace('\n', " ")), "{text:?} from {placed:?}");
         }
-        let headings = Parser::new(&escaped).filter(|e| matches!(e, Event::Start(Tag::Heading { .. }))).count();
-        assert_eq!(headings, 0, "{escaped}");
-        assert!(escaped.contains("\\# Heading \\<script\\>") || escaped.contains("\\<script>"), "{escaped}");
     }
 
     #[test]

@@ -478,9 +478,48 @@ mod tests {
     fn errors_leave_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.txt");
+        // An error before anything is written.
         fs::write(&path, "\u{feff}x").unwrap();
         assert!(matches!(modify(&path, "f.txt", 1 << 20, |_| Ok(Some("y".to_owned()))), Err(StoreError::Invalid(_))));
         // The file, its lock and the `.gitignore` written beside the first lock.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
+
+        // An error after temporary files were written: another writer replaces the file during
+        // every attempt, so each attempt's temporary file is written and then given up. The
+        // kernel's file events show that they existed.
+        use notify::Watcher;
+        fs::write(&path, "a").unwrap();
+        let (sender, events) = std::sync::mpsc::channel();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event
+                && event.kind.is_create()
+            {
+                let _ = sender.send(event.paths);
+            }
+        })
+        .unwrap();
+        watcher.watch(dir.path(), notify::RecursiveMode::NonRecursive).unwrap();
+        let mut calls = 0;
+        let outcome = modify(&path, "f.txt", 1 << 20, |_| {
+            calls += 1;
+            let other = dir.path().join("other");
+            fs::write(&other, format!("other writer {calls}")).unwrap();
+            fs::rename(&other, &path).unwrap();
+            Ok(Some("opsflow's".to_owned()))
+        });
+        assert!(matches!(outcome, Err(StoreError::Contended { .. })), "{outcome:?}");
+        assert_eq!(calls, MAX_ATTEMPTS);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut temps_created = 0;
+        while temps_created < MAX_ATTEMPTS {
+            let paths = events.recv_timeout(std::time::Duration::from_secs(1)).unwrap_or_default();
+            temps_created += paths.iter().filter(|p| p.to_string_lossy().ends_with(TEMP_SUFFIX)).count();
+            assert!(std::time::Instant::now() < deadline, "{temps_created} temporary files were created");
+        }
+        let mut names: Vec<_> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["f.txt", "f.txt.lock"], "a temporary file was left");
+        assert_eq!(fs::read_to_string(&path).unwrap(), format!("other writer {MAX_ATTEMPTS}"));
     }
 }

@@ -261,7 +261,9 @@ pub fn parse_json(label: &str, text: &str) -> Result<Value, Diagnostic> {
         let message = e.to_string();
         // serde_json appends " at line L column C"; the diagnostic carries those separately.
         let message = message.rfind(" at line ").map_or(message.as_str(), |i| &message[..i]).to_owned();
-        Diagnostic::new(label, Kind::Syntax, format!("invalid JSON: {message}")).at(e.line(), e.column())
+        // serde_json says column 0 at the very start of a line (an empty file, an end of
+        // file after a newline); places are one-based here, as everywhere else.
+        Diagnostic::new(label, Kind::Syntax, format!("invalid JSON: {message}")).at(e.line().max(1), e.column().max(1))
     })
 }
 

@@ -104,11 +104,10 @@ fn corpus() -> Vec<Case> {
             "file": TASKS, "kind": "syntax", "line": 3, "column": 1,
             "message": "invalid JSON: trailing comma"
         }])),
-        // PRODUCT BUG (reported): columns are 1-based everywhere else; an empty file says column 0.
         case(
             "empty tasks.json",
             vec![(TASKS, b"")],
-            vec!["docs/workflow/tasks.json:1:0: invalid JSON: EOF while parsing a value"],
+            vec!["docs/workflow/tasks.json:1:1: invalid JSON: EOF while parsing a value"],
         ),
         case(
             "top level is a string",
@@ -213,20 +212,20 @@ fn corpus() -> Vec<Case> {
                 "message": "leads outside the workspace (to {outside}) through a symlink; opsflow does not follow it"
             }])),
         },
-        // Poor message (reported): the schema's regexes instead of "must not contain `..` or `/`".
+        // What the schema's patterns allow, in words, not the regexes.
         case(
             "a task id with ../",
             vec![(TASKS, concat!("{\"tasks\": [\n  ", task!("../../etc"), "\n]}\n").as_bytes())],
             vec![
-                r#"docs/workflow/tasks.json:2:10: at /tasks/0/id: "../../etc" does not match "^[^/\\]+$" (schema rule `pattern`)"#,
-                r#"docs/workflow/tasks.json:2:10: at /tasks/0/id: {"pattern":"\\.\\."} is not allowed for "../../etc" (schema rule `not`)"#,
+                r#"docs/workflow/tasks.json:2:10: at /tasks/0/id: "../../etc" must be one or more characters other than `/` and `\` (schema rule `pattern`)"#,
+                r#"docs/workflow/tasks.json:2:10: at /tasks/0/id: "../../etc" must not contain `..` (schema rule `not`)"#,
             ],
         ),
         case(
             "a unit_id with a newline",
             vec![(TASKS, concat!("{\"tasks\": [\n  ", task!("A", "\"unit_id\": \"UNIT\\n1\""), "\n]}\n").as_bytes())],
             vec![
-                r#"docs/workflow/tasks.json:2:26: at /tasks/0/unit_id: {"pattern":"[\\x00-\\x1F\\x7F]"} is not allowed for "UNIT\n1" (schema rule `not`)"#,
+                r#"docs/workflow/tasks.json:2:26: at /tasks/0/unit_id: "UNIT\n1" must not contain control characters (a line break, a tab) (schema rule `not`)"#,
             ],
         ),
         case(
@@ -271,12 +270,12 @@ fn corpus() -> Vec<Case> {
             "file": CONFIG, "kind": "schema", "line": 3, "column": 22, "pointer": "/devops/poll_interval", "rule": "type",
             "message": "expected a duration with a unit, found the bare number 300; write it as a string such as \"300s\", \"300ms\" or \"300m\""
         }])),
-        // Poor message (reported): the key's own line is not given, only 1:1.
+        // The unknown key's own place, not the object's.
         case(
             "a config key opsflow does not know",
             vec![(CONFIG, b"{\n  \"projekt\": \"typo\"\n}\n")],
             vec![
-                "project-config.json:1:1: at the top level: Additional properties are not allowed ('projekt' was unexpected) (schema rule `additionalProperties`)",
+                "project-config.json:2:14: at /projekt: not a key the schema allows here (schema rule `additionalProperties`)",
             ],
         ),
         case(
@@ -288,12 +287,12 @@ fn corpus() -> Vec<Case> {
             "file": CONFIG, "kind": "outside_workspace", "line": 3, "column": 14, "pointer": "/paths/tasks",
             "message": "`paths.tasks` `../tasks.json` climbs out of the workspace with `..`"
         }])),
-        // Poor message (reported): four of the six allowed statuses are hidden.
+        // Every allowed value is named.
         case(
             "state.json with an unknown node status",
             vec![(STATE, b"{\n  \"current_nodes\": [],\n  \"nodes\": {\n    \"Build_Release\": {\"status\": \"running\"}\n  }\n}\n")],
             vec![
-                r#"docs/workflow/state.json:4:33: at /nodes/Build_Release/status: "running" is not one of "pending", "in_progress" or 4 other candidates (schema rule `enum`)"#,
+                r#"docs/workflow/state.json:4:33: at /nodes/Build_Release/status: "running" is not one of "pending", "in_progress", "completed", "failed", "blocked" or "skipped" (schema rule `enum`)"#,
             ],
         ),
         case(
@@ -313,12 +312,12 @@ fn corpus() -> Vec<Case> {
             "QA report status not in the enum",
             vec![(QA_REPORT, b"---\nunit_id: UNIT-1\nstatus: maybe\n---\n# QA report\n")],
             vec![
-                r#"QA/QA-Report-UNIT-1.md: at /status: front matter: "maybe" is not one of "approved", "rejected" or 2 other candidates (schema rule `enum`)"#,
+                r#"QA/QA-Report-UNIT-1.md: at /status: front matter: "maybe" is not one of "approved", "rejected", "changes_requested" or "pending" (schema rule `enum`)"#,
             ],
         )
         .json(json!([{
             "file": QA_REPORT, "kind": "schema", "pointer": "/status", "rule": "enum",
-            "message": "front matter: \"maybe\" is not one of \"approved\", \"rejected\" or 2 other candidates"
+            "message": "front matter: \"maybe\" is not one of \"approved\", \"rejected\", \"changes_requested\" or \"pending\""
         }])),
         case(
             "QA report unit_id that differs from its file name",
@@ -342,12 +341,12 @@ fn corpus() -> Vec<Case> {
             files: vec![(DEPLOYMENT_REPORT, deployment_report(",\n  \"notes\": \"not in the contract\""))],
             link_outside: None,
             expected: vec![
-                "ARTIFACTS/devops-engineer/deployment-report.json:1:1: at the top level: Additional properties are not allowed ('notes' was unexpected) (schema rule `additionalProperties`)"
+                "ARTIFACTS/devops-engineer/deployment-report.json:15:12: at /notes: not a key the schema allows here (schema rule `additionalProperties`)"
                     .to_owned(),
             ],
             json: Some(json!([{
-                "file": DEPLOYMENT_REPORT, "kind": "schema", "line": 1, "column": 1, "pointer": "", "rule": "additionalProperties",
-                "message": "Additional properties are not allowed ('notes' was unexpected)"
+                "file": DEPLOYMENT_REPORT, "kind": "schema", "line": 15, "column": 12, "pointer": "/notes", "rule": "additionalProperties",
+                "message": "not a key the schema allows here"
             }])),
         },
     ]
@@ -440,7 +439,7 @@ fn one_bad_file_does_not_hide_another() {
         lines[..lines.len() - 1],
         [
             "docs/workflow/tasks.json:3:1: invalid JSON: trailing comma",
-            r#"QA/QA-Report-UNIT-1.md: at /status: front matter: "maybe" is not one of "approved", "rejected" or 2 other candidates (schema rule `enum`)"#,
+            r#"QA/QA-Report-UNIT-1.md: at /status: front matter: "maybe" is not one of "approved", "rejected", "changes_requested" or "pending" (schema rule `enum`)"#,
             "docs/workflow/artifacts/R12-prod-approval.md:1:1: has no front matter; it needs a `---` block at the top",
         ]
     );

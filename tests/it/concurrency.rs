@@ -7,12 +7,12 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::util::{TASKS, Workspace, leftover_temp_files, task, wait_for_exit, wait_until};
+use crate::util::{TASKS, Workspace, flock_waiters, leftover_temp_files, task, wait_for_exit, wait_until};
 
 const SEED: &str = r#"{
   "tasks": [
@@ -23,20 +23,6 @@ const SEED: &str = r#"{
   ]
 }
 "#;
-
-/// How many processes are blocked waiting for the flock on the file with inode `ino`
-/// (the `->` lines of `/proc/locks`); `None` when the kernel does not show it.
-fn flock_waiters(ino: u64) -> Option<usize> {
-    let locks = fs::read_to_string("/proc/locks").ok()?;
-    let suffix = format!(":{ino}");
-    Some(
-        locks
-            .lines()
-            .filter(|line| line.contains("->"))
-            .filter(|line| line.split_whitespace().any(|t| t.ends_with(&suffix) && t.matches(':').count() == 2))
-            .count(),
-    )
-}
 
 fn spawn(ws: &Workspace, args: &[&str]) -> Child {
     ws.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn opsflow")
@@ -115,14 +101,29 @@ struct RogueLog {
     /// Reads that lacked the task the rogue writer had just written: someone replaced its
     /// file with content computed before it.
     stale_reads: Vec<String>,
+    /// How many tasks it wrote.
+    written: usize,
 }
 
-/// A writer that ignores the lock: read, add one task, write a temporary file, rename.
-fn rogue_writer(tasks_path: PathBuf, iterations: usize, done: &AtomicBool) -> RogueLog {
+/// A writer that ignores the lock: read, add one task, write a temporary file, rename. It
+/// writes at least `iterations` tasks, and goes on until opsflow has written `opsflow_writes`
+/// times beside it, so the two always overlap however fast either one is.
+fn rogue_writer(
+    tasks_path: PathBuf,
+    iterations: usize,
+    opsflow_written: &AtomicUsize,
+    opsflow_writes: usize,
+    done: &AtomicBool,
+) -> RogueLog {
     let temp = tasks_path.with_file_name("rogue-writer.tmp");
     let mut log = RogueLog::default();
     let mut i = 0;
-    while i < iterations {
+    let end = Instant::now() + Duration::from_secs(120);
+    while i < iterations || opsflow_written.load(Ordering::SeqCst) < opsflow_writes {
+        assert!(
+            Instant::now() < end,
+            "opsflow wrote fewer than {opsflow_writes} times in 120 s beside the rogue writer"
+        );
         let bytes = fs::read(&tasks_path).expect("the rogue writer reads tasks.json");
         if i > 0 {
             let previous = format!("\"ROGUE-{:03}\"", i - 1);
@@ -158,6 +159,7 @@ fn rogue_writer(tasks_path: PathBuf, iterations: usize, done: &AtomicBool) -> Ro
         fs::rename(&temp, &tasks_path).unwrap();
         i += 1;
     }
+    log.written = i;
     done.store(true, Ordering::SeqCst);
     log
 }
@@ -166,6 +168,8 @@ fn rogue_writer(tasks_path: PathBuf, iterations: usize, done: &AtomicBool) -> Ro
 #[derive(Default)]
 struct WorkerLog {
     written: usize,
+    /// The titles of the tasks it added.
+    added: Vec<String>,
     /// Refusals because the file changed during every attempt: nothing written, and said so.
     contended: usize,
     failures: Vec<String>,
@@ -175,14 +179,17 @@ struct WorkerLog {
 fn a_writer_that_ignores_the_lock_is_never_clobbered() {
     let ws = Workspace::new().file(TASKS, SEED);
     const ROGUE_WRITES: usize = 200;
+    // The opsflow writes that must land while the rogue writer runs.
+    const OPSFLOW_WRITES: usize = 4;
     let done = AtomicBool::new(false);
+    let opsflow_written = AtomicUsize::new(0);
     let (rogue, workers) = std::thread::scope(|scope| {
-        let rogue = scope.spawn(|| rogue_writer(ws.join(TASKS), ROGUE_WRITES, &done));
+        let rogue = scope.spawn(|| rogue_writer(ws.join(TASKS), ROGUE_WRITES, &opsflow_written, OPSFLOW_WRITES, &done));
         // Two opsflow writers run add and update processes back to back while the rogue
         // writer is busy.
         let workers: Vec<_> = (0..2)
             .map(|worker| {
-                let (ws, done) = (&ws, &done);
+                let (ws, done, opsflow_written) = (&ws, &done, &opsflow_written);
                 scope.spawn(move || {
                     let mut log = WorkerLog::default();
                     let mut n = 0;
@@ -198,6 +205,10 @@ fn a_writer_that_ignores_the_lock_is_never_clobbered() {
                         let run = ws.run(args);
                         if run.code() == Some(0) {
                             log.written += 1;
+                            if n % 2 == 0 {
+                                log.added.push(title.clone());
+                            }
+                            opsflow_written.fetch_add(1, Ordering::SeqCst);
                         } else if run.code() == Some(2) && run.stderr().contains("another writer changed the file") {
                             log.contended += 1;
                         } else {
@@ -213,7 +224,8 @@ fn a_writer_that_ignores_the_lock_is_never_clobbered() {
     });
 
     let tasks = ws.tasks();
-    let missing: Vec<String> = (0..ROGUE_WRITES)
+    assert!(rogue.written >= ROGUE_WRITES);
+    let missing: Vec<String> = (0..rogue.written)
         .map(|i| format!("ROGUE-{i:03}"))
         .filter(|id| !tasks.iter().any(|t| t["id"] == id.as_str()))
         .collect();
@@ -222,7 +234,7 @@ fn a_writer_that_ignores_the_lock_is_never_clobbered() {
         "opsflow clobbered the rogue writer's tasks {missing:?}; what the rogue writer saw: {:?}",
         rogue.stale_reads
     );
-    for i in 0..ROGUE_WRITES {
+    for i in 0..rogue.written {
         let id = format!("ROGUE-{i:03}");
         assert_eq!(tasks.iter().filter(|t| t["id"] == id.as_str()).count(), 1, "{id} is duplicated");
     }
@@ -230,10 +242,14 @@ fn a_writer_that_ignores_the_lock_is_never_clobbered() {
     assert!(failures.is_empty(), "opsflow commands failed: {failures:#?}");
     let written: usize = workers.iter().map(|w| w.written).sum();
     let contended: usize = workers.iter().map(|w| w.contended).sum();
-    assert!(
-        written >= 4,
-        "too few opsflow writes ran beside the rogue writer ({written} written, {contended} contended)"
-    );
+    assert!(written >= OPSFLOW_WRITES, "{written} opsflow writes, {contended} refused as contended");
+    // No task opsflow added is there twice. (One may be missing: the rogue writer renames
+    // without the lock, so it can drop a write that lands between its check and its rename;
+    // no one can prevent that but the rogue writer.)
+    for title in workers.iter().flat_map(|w| &w.added) {
+        let copies = tasks.iter().filter(|t| t["title"] == title.as_str()).count();
+        assert!(copies <= 1, "the task `{title}` opsflow added is there {copies} times");
+    }
     assert_eq!(leftover_temp_files(&ws), Vec::<String>::new());
     assert_eq!(ws.list_dir("docs/workflow"), [".gitignore", "tasks.json", "tasks.json.lock"]);
 }

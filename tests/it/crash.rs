@@ -1,13 +1,17 @@
-//! `kill -9` of `opsflow tasks update` at random moments: the file always parses with the
-//! old or the new content, the lock dies with its holder, and the temporary files a killed
-//! writer leaves are removed by the next one.
+//! `kill -9` of `opsflow tasks update` while it is known to be running (waiting for the lock,
+//! or with its temporary file on disk, killed a random moment later): the file always parses
+//! with the old or the new content, the lock dies with its holder, and the temporary files a
+//! killed writer leaves are removed by the next one.
 
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::util::{Jitter, TASKS, Workspace, leftover_temp_files, task, tasks_of, wait_for_exit};
+use crate::util::{Jitter, TASKS, Workspace, flock_waiters, leftover_temp_files, task, tasks_of, wait_for_exit};
 
 const TASK_COUNT: usize = 10_000;
 const TARGET: &str = "T-05000";
@@ -38,49 +42,109 @@ fn status_of(bytes: &[u8]) -> String {
     task(&tasks, TARGET)["status"].as_str().expect("a string status").to_owned()
 }
 
+/// Where a round's kill lands.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Moment {
+    /// The test holds the file's lock: the writer is waiting for it (the kernel lists it
+    /// among the lock's waiters), so it is certainly running when it is killed.
+    WaitingForTheLock,
+    /// The writer's temporary file exists: it is writing or syncing the new content, or about
+    /// to swap it in. The kill comes up to 20 ms later, so some writers finish first.
+    WritingItsTemporaryFile,
+}
+
+/// Spins until `condition` holds or the child exits; fails the test at a generous deadline.
+fn wait_for(child: &mut std::process::Child, what: &str, mut condition: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        if condition() {
+            return true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::yield_now();
+    }
+}
+
 #[test]
 fn kill_9_at_random_moments_leaves_old_or_new_content_and_no_stuck_lock() {
     let ws = Workspace::new().file(TASKS, big_tasks_file());
-
-    // How long one update takes here (the fastest of three, so a slow outlier does not
-    // stretch the delays past the writer's whole run), so the kills spread over its run.
-    let typical = (0..3)
-        .map(|i| {
-            let started = Instant::now();
-            ws.run(&["tasks", "update", TARGET, "--set", &format!("status=calibration-{i}")]).status(0);
-            started.elapsed()
-        })
-        .min()
-        .unwrap();
+    // One update creates the sidecar lock file, so its inode can be found in /proc/locks.
+    ws.run(&["tasks", "update", TARGET, "--set", "status=first"]).status(0);
+    let lock_path = ws.join("docs/workflow/tasks.json.lock");
 
     let mut jitter = Jitter::new();
     let seed = jitter.seed;
-    let (mut killed_while_running, mut new_content, mut temps_left_by_kills) = (0, 0, 0);
-    const ROUNDS: usize = 40;
-    for round in 0..ROUNDS {
+    let (mut rounds, mut killed_waiting, mut killed_mid_write, mut new_content, mut temps_left_by_kills) =
+        (0, 0, 0, 0, 0);
+    // Rounds go on until enough kills have landed in each moment, so the test never depends
+    // on how fast this machine writes; the cap only stops a writer that is never caught.
+    const ENOUGH: usize = 10;
+    const MAX_ROUNDS: usize = 400;
+    while killed_waiting < ENOUGH || killed_mid_write < ENOUGH {
+        assert!(
+            rounds < MAX_ROUNDS,
+            "after {rounds} rounds only {killed_mid_write} kills landed while a temporary file existed (seed {seed})"
+        );
+        let round = rounds;
+        rounds += 1;
+        let moment = if killed_waiting >= ENOUGH || (killed_mid_write < ENOUGH && jitter.below(2) == 0) {
+            Moment::WritingItsTemporaryFile
+        } else {
+            Moment::WaitingForTheLock
+        };
         let before = ws.read(TASKS);
         let old = status_of(&before);
         let new = format!("round-{round}");
+        let gate = (moment == Moment::WaitingForTheLock).then(|| {
+            let gate = OpenOptions::new().write(true).open(&lock_path).unwrap();
+            gate.lock().unwrap();
+            gate
+        });
         let mut child = ws
             .command(&["tasks", "update", TARGET, "--set", &format!("status={new}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let delay = Duration::from_micros(jitter.below(typical.as_micros() as u64 * 6 / 5 + 1));
-        std::thread::sleep(delay);
-        if child.try_wait().unwrap().is_none() {
-            killed_while_running += 1;
+        let context = format!("round {round}, {moment:?} (seed {seed}, OPSFLOW_TEST_SEED replays it)");
+        let reached = match moment {
+            Moment::WaitingForTheLock => {
+                let inode = fs::metadata(&lock_path).unwrap().ino();
+                wait_for(&mut child, "the writer to wait for the lock", || flock_waiters(inode).is_none_or(|n| n > 0))
+            }
+            Moment::WritingItsTemporaryFile => {
+                let reached =
+                    wait_for(&mut child, "the writer's temporary file", || !leftover_temp_files(&ws).is_empty());
+                let delay = Instant::now() + Duration::from_micros(jitter.below(20_000));
+                while Instant::now() < delay {
+                    std::hint::spin_loop();
+                }
+                reached
+            }
+        };
+        // SIGKILL; a writer that already exited is simply reaped.
+        let _ = child.kill();
+        let exit = child.wait().unwrap();
+        drop(gate);
+        let killed = exit.signal() == Some(libc::SIGKILL);
+        match moment {
+            Moment::WaitingForTheLock => {
+                assert!(reached && killed, "{context}: the writer exited ({exit}) while the test held its lock");
+                killed_waiting += 1;
+            }
+            Moment::WritingItsTemporaryFile if reached && killed => killed_mid_write += 1,
+            Moment::WritingItsTemporaryFile => {}
         }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
 
         let after = ws.read(TASKS);
         let status = status_of(&after);
-        let context = format!("round {round}, kill after {delay:?} (seed {seed}, OPSFLOW_TEST_SEED replays it)");
         if status == old {
             assert!(after == before, "{context}: the task kept its old status but other bytes changed");
         } else {
+            assert_ne!(moment, Moment::WaitingForTheLock, "{context}: a writer that never got the lock wrote");
             assert_eq!(status, new, "{context}: the status is neither the old `{old}` nor the new `{new}`");
             new_content += 1;
         }
@@ -96,21 +160,16 @@ fn kill_9_at_random_moments_leaves_old_or_new_content_and_no_stuck_lock() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let exit = wait_for_exit(&mut next, Duration::from_secs(20), &format!("{context}: the next update"));
+        let exit = wait_for_exit(&mut next, Duration::from_secs(60), &format!("{context}: the next update"));
         assert!(exit.success(), "{context}: the next update failed with {exit}");
         assert_eq!(leftover_temp_files(&ws), Vec::<String>::new(), "{context}: temporary files were left behind");
         assert_eq!(task(&ws.tasks(), TARGET)["claimed_by"], format!("after-round-{round}").as_str());
     }
     eprintln!(
-        "{killed_while_running} of {ROUNDS} kills hit a running writer, {new_content} rounds ended with the new \
-         content, {temps_left_by_kills} left temporary files (typical update {typical:?}, seed {seed})"
+        "{rounds} rounds: {killed_waiting} kills of a writer waiting for the lock, {killed_mid_write} of a writer \
+         with its temporary file on disk; {new_content} ended with the new content, {temps_left_by_kills} left \
+         temporary files (seed {seed})"
     );
     assert_eq!(ws.list_dir("docs/workflow"), [".gitignore", "tasks.json", "tasks.json.lock"]);
     ws.run(&["validate"]).status(0);
-    // The kills must have hit running writers, or this test proved nothing.
-    assert!(
-        killed_while_running >= ROUNDS / 4,
-        "only {killed_while_running} of {ROUNDS} kills hit a running writer (seed {seed}); \
-         {new_content} rounds ended with the new content, {temps_left_by_kills} left temporary files"
-    );
 }

@@ -28,6 +28,16 @@ pub(crate) fn status_of(ws: &Workspace, id: &str) -> String {
     task(&ws.tasks(), id)["status"].as_str().unwrap_or_default().to_owned()
 }
 
+/// What changed between two [`files`] snapshots, apart from the runtime folder that comes
+/// with the runner's lock (`.opsflow/` and its `.gitignore`).
+fn changed_besides_the_runtime_folder(
+    before: &std::collections::BTreeMap<PathBuf, crate::util::Entry>,
+    after: &std::collections::BTreeMap<PathBuf, crate::util::Entry>,
+) -> Vec<PathBuf> {
+    let runtime = [PathBuf::from(".opsflow"), PathBuf::from(".opsflow/.gitignore")];
+    crate::util::changed_paths(before, after).into_iter().filter(|path| !runtime.contains(path)).collect()
+}
+
 /// Snapshot without the runtime lock file, whose holder line is rewritten by every runner.
 pub(crate) fn files(ws: &Workspace) -> std::collections::BTreeMap<PathBuf, crate::util::Entry> {
     let mut snapshot = ws.snapshot();
@@ -180,6 +190,19 @@ fn coverage_warns_by_default_and_blocks_when_configured() {
     let (ws, run) = at_production_gate(|ws| edit_json(ws, QA_JSON, |r| r["coverage"]["line_percent"] = json!(50.0)));
     run.status(3);
     assert_eq!(status_of(&ws, "DEVOPS-006"), "deployed", "coverage_action warn must not block");
+    // The warning is shown on the console and recorded with the staging deployment's decision.
+    assert!(
+        run.stderr().contains("DEVOPS-006 runs with a warning: coverage: 50% line coverage, need 80%"),
+        "{}",
+        run.stderr()
+    );
+    let audit = ws.read_string(".opsflow/audit.jsonl");
+    let claim = audit
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .find(|entry| entry["event"] == "claimed" && entry["subject"] == "DEVOPS-006")
+        .unwrap_or_else(|| panic!("no claim of DEVOPS-006 in the audit log:\n{audit}"));
+    assert!(claim["reason"].as_str().unwrap().contains("coverage: warn"), "{claim}");
     let (ws, run) = at_production_gate(|ws| {
         edit_json(ws, QA_JSON, |r| r["coverage"]["line_percent"] = json!(50.0));
         edit_json(ws, CONFIG, |c| c["gates"]["coverage_action"] = json!("block"));
@@ -348,6 +371,18 @@ fn a_failing_smoke_test_fails_staging_restores_nothing_and_files_one_fix_task() 
     // The failed release is marked bad in the environment's history.
     let history = json_file(&ws, ".opsflow/envs/staging/releases.json");
     assert_eq!(history["deployments"][0]["status"], "bad");
+    // Nothing was restored: staging had no earlier release, so the failed one stays where it
+    // is for the coder to look at, with no rollback recorded anywhere.
+    assert_eq!(history["deployments"].as_array().unwrap().len(), 1, "{history:#}");
+    assert_eq!(
+        fs::read_link(ws.join(".opsflow/envs/staging/current")).unwrap(),
+        PathBuf::from("releases/UNIT-001/1.0.0")
+    );
+    assert_eq!(staging["outcome"].get("rollback_reason"), None, "{staging:#}");
+    for record in ["R17-rollback-decision.md", "R18-rollback-result.md"] {
+        assert!(!ws.join(&format!("docs/workflow/artifacts/{record}")).exists(), "{record} was written");
+    }
+    assert!(!ws.read_string(".opsflow/audit.jsonl").contains("rolled_back"));
     let before = files(&ws);
     ws.run(&["run"]).status(0);
     assert_eq!(files(&ws), before, "a failed task is not retried or re-filed");
@@ -382,11 +417,34 @@ fn errors_during_monitoring_roll_production_back() {
     ws.run(&["validate"]).status(0);
 }
 
+/// Makes the workspace a git repository with one commit of everything in it.
+fn commit_everything(ws: &Workspace) {
+    for args in [
+        &["init", "-q"][..],
+        &["-c", "user.email=t@example.com", "-c", "user.name=t", "add", "-A"],
+        &["-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "sample"],
+    ] {
+        let out = std::process::Command::new("git").current_dir(ws.path()).args(args).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// Every path under `dir` whose file name starts with `prefix`.
+fn named_like(dir: &std::path::Path, prefix: &str) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path().to_owned())
+        .collect()
+}
+
 #[test]
 fn hostile_values_never_run_as_code_and_outputs_stay_valid() {
     let ws = Workspace::new().sample();
     let evil_title = "Deploy $(touch pwned-title) `touch pwned-tick` \"quoted\"\n- [x] Approved";
-    let evil_version = "1.0.0$(touch pwned-version)`id`";
+    // No space, so that it is also a valid git tag name and the tag step runs with it.
+    let evil_version = "1.0.0$(touch${IFS}pwned-version)`touch${IFS}pwned-backtick`;touch${IFS}pwned-semicolon";
     edit_json(&ws, "docs/workflow/tasks.json", |t| {
         for task in t["tasks"].as_array_mut().unwrap() {
             if task["agent"] == "DevOps-Engineer" {
@@ -397,7 +455,19 @@ fn hostile_values_never_run_as_code_and_outputs_stay_valid() {
             }
         }
     });
-    edit_json(&ws, CONFIG, |c| c["release"]["git_tag"] = json!(false));
+    // The values reach the commands as environment variables; commands that use them, as a
+    // careful author writes them (quoted), see them as plain text.
+    let record = r#"printf '%s|%s|%s|%s\n' "$OPSFLOW_ENV" "$OPSFLOW_VERSION" "$OPSFLOW_UNIT_ID" "$OPSFLOW_TASK_ID" >> "$OPSFLOW_WORKSPACE/seen-values""#;
+    edit_json(&ws, CONFIG, |c| {
+        c["release"]["git_tag"] = json!(true);
+        c["release"]["build"] = json!(format!("mkdir -p dist && cp -R app/. dist/ && {record}"));
+        for env in ["staging", "production"] {
+            c["environments"][env]["smoke_tests"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "values", "command": record}));
+        }
+    });
     // QA approved that very version (it has to, for the QA gate to pass).
     let qa = ws.read_string(QA_MD).replace("version: \"1.0.0\"", &format!("version: {}", json!(evil_version)));
     ws.write(QA_MD, qa);
@@ -405,14 +475,48 @@ fn hostile_values_never_run_as_code_and_outputs_stay_valid() {
     let r04 = "docs/workflow/artifacts/R04-merge-result.md";
     let merged = ws.read_string(r04).replace("version: 1.0.0", &format!("version: {}", json!(evil_version)));
     ws.write(r04, merged);
-    let run = ws.run(&["run"]);
-    run.status(3);
-    assert!(ws.join(APPROVAL).exists(), "{}", run.stdout());
+    commit_everything(&ws);
+    let run_opsflow = || {
+        ws.command(&["run"])
+            .env("GIT_AUTHOR_NAME", "opsflow")
+            .env("GIT_AUTHOR_EMAIL", "o@example.com")
+            .env("GIT_COMMITTER_NAME", "opsflow")
+            .env("GIT_COMMITTER_EMAIL", "o@example.com")
+            .output()
+            .unwrap()
+    };
+    let run = run_opsflow();
+    assert_eq!(
+        run.status.code(),
+        Some(3),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(ws.join(APPROVAL).exists());
     approve(&ws, "alice");
-    ws.run(&["run"]).status(0);
-    for name in ["pwned-title", "pwned-tick", "pwned-version"] {
-        assert!(!ws.join(name).exists(), "{name} was created: a value ran as code");
+    let run = run_opsflow();
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    // Nothing anywhere in the workspace (the commands' working directories, the release and
+    // environment folders under .opsflow, the repository) was created by a value.
+    assert_eq!(named_like(ws.path(), "pwned"), Vec::<PathBuf>::new(), "a value ran as code");
+    // The commands did run, and saw the values as text.
+    let seen = ws.read_string("seen-values");
+    for env in ["build|", "staging|", "production|"] {
+        assert!(
+            seen.lines().any(|l| l.starts_with(env) && l.contains(&format!("|{evil_version}|UNIT-001|"))),
+            "{seen}"
+        );
     }
+    let tags = std::process::Command::new("git").current_dir(ws.path()).args(["tag", "--list"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&tags.stdout).trim(), format!("v{evil_version}"));
     assert_eq!(json_file(&ws, "ARTIFACTS/devops-engineer/deployment-report.json")["version"], evil_version);
     // The title's forged checkbox did not become a checkbox in the request.
     let request = ws.read_string(APPROVAL);
@@ -422,17 +526,34 @@ fn hostile_values_never_run_as_code_and_outputs_stay_valid() {
 
 #[test]
 fn a_unit_id_that_climbs_out_is_refused_before_anything_is_written() {
-    let ws = Workspace::new().sample();
-    edit_json(&ws, "docs/workflow/tasks.json", |t| t["tasks"][2]["unit_id"] = json!("../../etc"));
+    // The workspace sits in a sentinel directory of its own, so a write that climbs out of
+    // it lands somewhere the test can see.
+    let sentinel = tempfile::Builder::new().prefix("opsflow-sentinel-").tempdir().unwrap();
+    let ws = Workspace::new_in(sentinel.path()).sample();
+    let hostile = "../../../../climbed-out";
+    edit_json(&ws, "docs/workflow/tasks.json", |t| t["tasks"][2]["unit_id"] = json!(hostile));
     let before = files(&ws);
+    let outside_before = crate::util::snapshot_of(sentinel.path());
     let run = ws.run(&["run"]);
     assert_eq!(run.code(), Some(2), "{}", run.stdout());
     assert!(run.stdout().contains("/tasks/2/unit_id"), "{}", run.stdout());
     assert_eq!(task(&ws.tasks(), "DEVOPS-001")["status"], "pending");
-    let after = files(&ws);
-    let changed: Vec<_> =
-        after.keys().filter(|k| before.get(*k) != after.get(*k) && !k.starts_with(".opsflow")).collect();
-    assert!(changed.iter().all(|k| !k.to_string_lossy().contains("etc")), "{changed:?}");
+    // Nothing in the workspace changed (.opsflow included), nothing beside it, and nothing
+    // named by the hostile value exists anywhere up to the system's temporary directory.
+    assert_eq!(changed_besides_the_runtime_folder(&before, &files(&ws)), Vec::<PathBuf>::new());
+    let outside: Vec<PathBuf> = crate::util::snapshot_of(sentinel.path())
+        .into_keys()
+        .filter(|path| !path.starts_with(ws.path().file_name().unwrap()))
+        .collect();
+    let outside_then: Vec<PathBuf> =
+        outside_before.into_keys().filter(|path| !path.starts_with(ws.path().file_name().unwrap())).collect();
+    assert_eq!(outside, outside_then, "files appeared beside the workspace");
+    assert_eq!(named_like(sentinel.path(), "climbed-out"), Vec::<PathBuf>::new());
+    let mut dir = sentinel.path();
+    while let Some(parent) = dir.parent() {
+        assert!(!parent.join("climbed-out").exists(), "{} exists", parent.join("climbed-out").display());
+        dir = parent;
+    }
 }
 
 #[test]
@@ -456,9 +577,12 @@ fn a_broken_tasks_file_blocks_everything_and_is_not_touched() {
     let ws = Workspace::new().sample();
     let broken = "{\"tasks\": [ {\"id\": \"DEVOPS-001\", ";
     ws.write("docs/workflow/tasks.json", broken);
+    let before = files(&ws);
     let run = ws.run(&["run"]);
     run.status(2);
     assert!(run.stdout().contains("docs/workflow/tasks.json:1:"), "{}", run.stdout());
+    // Not only tasks.json: no node ran, nothing was rendered, filed or deployed.
+    assert_eq!(changed_besides_the_runtime_folder(&before, &files(&ws)), Vec::<PathBuf>::new());
     assert_eq!(ws.read_string("docs/workflow/tasks.json"), broken);
 }
 

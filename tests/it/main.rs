@@ -6,10 +6,23 @@
 //!
 //! - [`store`]: byte-preserving edits of `tasks.json`, ownership filters, refused edits.
 //! - [`concurrency`]: many writers at once, and a writer that ignores the lock.
-//! - [`crash`]: `kill -9` of a writer at random moments.
+//! - [`crash`]: `kill -9` of a writer waiting for the lock or writing its temporary file.
 //! - [`bad_input`]: a corpus of broken workspace files and the diagnostic each yields.
 //! - [`hostile`]: symlinked folders, escaping paths, secrets in odd shapes, endless output lines.
 //! - [`cli`]: `init`, `status --json` and `validate` on the sample workspace.
+//! - [`engine`]: `opsflow run` end to end: gates, approvals, deployments, failures, hostile
+//!   values, the audit log, exit codes and `run --json`.
+//! - [`daemon`]: `opsflow watch` in-process and as a process: debounce, live reload, the
+//!   instance lock, signals, resync, `/healthz` and `/metrics`.
+//! - [`metrics`]: metric sources (HTTP, commands, a real Prometheus) and the analysis.
+//! - [`releases`]: many releases and units on one workspace, human rollbacks.
+//! - [`rollout`]: rollout strategies (canary, rolling, blue-green), release integrity.
+//! - [`life`]: a project's life, release after release.
+//! - [`promises`]: what the README promises: audit digests, immutable versions, a
+//!   hand-written CI file, release integrity, secrets, `status: hold`, exit codes.
+//! - [`docs`]: every relative link in the docs resolves.
+//! - [`fidelity`]: the seeds' own shapes of the files opsflow writes, and seed 000's failure rules.
+//! - [`util`]: the harness (workspace builder, runner, waits with deadlines).
 //! - [`first_hour`]: the wrong directory, `init` in a git repository, a first release, help
 //!   text, `tasks add --owner`, the graph's rollback edge.
 //! - [`tls`]: HTTPS checks and metrics against a real rustls server with a generated CA.
@@ -32,6 +45,7 @@ mod hostile_input;
 mod life;
 mod merge;
 mod metrics;
+mod promises;
 mod releases;
 mod rollout;
 mod scanner_property;

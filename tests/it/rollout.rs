@@ -516,6 +516,62 @@ fn a_deploy_that_times_out_has_its_whole_process_group_killed() {
     assert_eq!(calls(&ws), ["rollback"], "the deploy that may have half happened is undone");
 }
 
+#[test]
+fn a_step_that_ignores_sigterm_is_killed_with_sigkill_after_the_grace_period() {
+    // The step notes the SIGTERM it is sent and carries on; only SIGKILL can end it.
+    let stubborn = "trap 'echo TERM >> \"$OPSFLOW_WORKSPACE/signals\"' TERM; echo $$ > \"$OPSFLOW_WORKSPACE/deploy.pid\"; \
+                    while :; do sleep 0.05; done";
+    let ws = approved_for_production(json!({
+        "provider": "command",
+        "strategy": "direct",
+        "commands": {
+            "deploy": {"run": stubborn, "timeout": "300ms"},
+            "rollback": log("rollback"),
+        },
+        "health_checks": [{"name": "ok", "command": "true"}],
+    }));
+    let mut run = ws.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let status = wait_for_exit(&mut run, Duration::from_secs(120), "the run with a step that ignores SIGTERM");
+    assert_eq!(status.code(), Some(1));
+    let pid: i32 = ws.read_string("deploy.pid").trim().parse().unwrap();
+    assert!(!alive(pid), "the step survived");
+    assert!(ws.read_string("signals").starts_with("TERM\n"), "SIGTERM came first, and the step saw it");
+    let production = task(&ws.tasks(), "DEVOPS-007").clone();
+    assert_eq!(production["outcome"]["failed_step"], "deploy");
+    let summary = production["outcome"]["summary"].as_str().unwrap();
+    assert!(summary.contains("timed out after"), "{summary}");
+    let step_log = ws.read_string(production["outcome"]["log"].as_str().expect("the step's log"));
+    assert!(step_log.contains("process group killed"), "{step_log}");
+}
+
+#[test]
+fn a_rolling_batch_that_fails_stops_the_rollout_and_rolls_back() {
+    let app = TestApp::start(Mode::Healthy);
+    let ws = approved_for_production(json!({
+        "provider": "command",
+        "strategy": "rolling",
+        "batches": 3,
+        "commands": {
+            "deploy": format!("{}; test \"$OPSFLOW_BATCH\" != 2", log("deploy batch $OPSFLOW_BATCH/$OPSFLOW_BATCHES")),
+            "rollback": log("rollback"),
+        },
+        "health_checks": [{"name": "api", "http": app.url("/health")}],
+        "metrics": {"http": app.url("/stats"), "error_rate": "/error_rate"},
+        "analysis": {"interval": "20ms", "count": 1},
+    }));
+    ws.run(&["run"]).status(1);
+    // Batch 3 never starts; what batches 1 and 2 changed is undone.
+    assert_eq!(calls(&ws), ["deploy batch 1/3", "deploy batch 2/3", "rollback"]);
+    let production = task(&ws.tasks(), "DEVOPS-007").clone();
+    // The deploy step failed (the task says `failed`, at `deploy`), and the rollback ran.
+    assert_eq!(
+        (production["status"].as_str(), production["outcome"]["failed_step"].as_str()),
+        (Some("failed"), Some("deploy")),
+        "{production:#}"
+    );
+    assert_eq!(task(&ws.tasks(), "FIX-DEVOPS-007")["agent"], "Task-Coder");
+}
+
 /// Whether `pid` is a live process (a zombie counts as gone).
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z"))

@@ -29,6 +29,16 @@ impl Workspace {
         }
     }
 
+    /// A fresh workspace in a new directory inside `parent`.
+    pub fn new_in(parent: &Path) -> Workspace {
+        Workspace {
+            dir: tempfile::Builder::new()
+                .prefix("opsflow-it-")
+                .tempdir_in(parent)
+                .expect("create a temporary directory"),
+        }
+    }
+
     /// Writes `contents` to `relative`, creating the parent directories.
     pub fn file(self, relative: &str, contents: impl AsRef<[u8]>) -> Workspace {
         self.write(relative, contents);
@@ -92,9 +102,7 @@ impl Workspace {
     /// Every file, directory and symlink of the workspace with its content, to prove that a
     /// command wrote nothing.
     pub fn snapshot(&self) -> BTreeMap<PathBuf, Entry> {
-        let mut out = BTreeMap::new();
-        snapshot_into(self.path(), self.path(), &mut out);
-        out
+        snapshot_of(self.path())
     }
 
     /// The command that runs opsflow in this workspace, for tests that spawn it themselves.
@@ -117,6 +125,13 @@ pub enum Entry {
     File(Vec<u8>),
     Dir,
     Symlink(PathBuf),
+}
+
+/// Every file, directory and symlink under `dir`, by path relative to it, with its content.
+pub fn snapshot_of(dir: &Path) -> BTreeMap<PathBuf, Entry> {
+    let mut out = BTreeMap::new();
+    snapshot_into(dir, dir, &mut out);
+    out
 }
 
 fn snapshot_into(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
@@ -292,4 +307,30 @@ pub fn is_rfc3339_utc(text: &str) -> bool {
             19 => *c == b'Z',
             _ => c.is_ascii_digit(),
         })
+}
+
+/// How many processes are blocked waiting for the flock on the file with inode `ino`
+/// (the `->` lines of `/proc/locks`); `None` when the kernel does not show it.
+pub fn flock_waiters(ino: u64) -> Option<usize> {
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    let suffix = format!(":{ino}");
+    Some(
+        locks
+            .lines()
+            .filter(|line| line.contains("->"))
+            .filter(|line| line.split_whitespace().any(|t| t.ends_with(&suffix) && t.matches(':').count() == 2))
+            .count(),
+    )
+}
+
+/// The paths whose entry differs between two snapshots (added, removed or changed).
+pub fn changed_paths(before: &BTreeMap<PathBuf, Entry>, after: &BTreeMap<PathBuf, Entry>) -> Vec<PathBuf> {
+    before
+        .keys()
+        .chain(after.keys())
+        .filter(|path| before.get(*path) != after.get(*path))
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
