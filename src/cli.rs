@@ -1,4 +1,4 @@
-//! The command line (clap), as PRODUCT.md §8 describes it. Every option and subcommand has
+//! The command line (clap), as docs/reference.md describes it. Every option and subcommand has
 //! its help text here, from the doc comments.
 //!
 //! `--agent` is the global "act as this agent"; the agent a task belongs to is `--owner` in
@@ -207,5 +207,6 @@ pub struct UpdateArgs {
 
 #[derive(Debug, Args)]
 pub struct ReleaseArgs {
+    /// The id of the task (status `in_progress`) whose claim to free
     pub id: String,
 }

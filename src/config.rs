@@ -205,7 +205,7 @@ impl Default for RollbackTriggers {
     }
 }
 
-/// `gates`: the thresholds of PRODUCT.md §4.
+/// `gates`: the gate thresholds (docs/reference.md).
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct Gates {

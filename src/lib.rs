@@ -61,7 +61,7 @@ pub mod sha256 {
     }
 }
 
-/// The exit codes of PRODUCT.md §8. When several apply, the lowest non-zero one wins.
+/// The exit codes (docs/reference.md). When several apply, the lowest non-zero one wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Exit {
     Ok = 0,

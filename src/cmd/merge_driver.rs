@@ -1,4 +1,4 @@
-//! `opsflow merge-driver BASE OURS THEIRS [PATH]`: the git merge driver of PRODUCT.md §9.
+//! `opsflow merge-driver BASE OURS THEIRS [PATH]`: the git merge driver (docs/merge-driver.md).
 //!
 //! Git runs it as `opsflow merge-driver %O %A %B %P` and expects the result in the OURS file:
 //! exit 0 for a clean merge, 1 when conflicts remain (each listed on stderr, OURS kept for

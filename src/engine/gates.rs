@@ -1,4 +1,4 @@
-//! Gates (PRODUCT.md §4): QA approval, staging and production thresholds, human approval.
+//! Gates (docs/reference.md): QA approval, staging and production thresholds, human approval.
 //!
 //! A gate is a list of [`Check`]s; each says what it looked at and why it failed. A missing
 //! figure fails the check that needs it, naming the figure and the file. Nothing here writes.

@@ -117,7 +117,7 @@ pub struct Planned {
 }
 
 impl Summary {
-    /// PRODUCT.md §8: failures first, then invalid input, then waiting on a gate.
+    /// The exit code (docs/reference.md): failures first, then invalid input, then waiting on a gate.
     pub fn exit(&self) -> Exit {
         if self.ran.iter().any(|r| r.outcome == "failed" || r.outcome == "rolled_back") {
             Exit::Failed

@@ -236,6 +236,18 @@ impl NodeRun<'_> {
     }
 }
 
+/// The `kind` (or `type`) of each feedback channel, in the order of [`feedback_list`].
+fn feedback_kinds(feedback: &Value) -> Vec<String> {
+    let kind = |item: &Value| {
+        item.get("kind").or_else(|| item.get("type")).and_then(Value::as_str).unwrap_or_default().to_owned()
+    };
+    match feedback {
+        Value::Array(items) => items.iter().map(kind).collect(),
+        Value::Object(map) => map.values().map(kind).collect(),
+        _ => Vec::new(),
+    }
+}
+
 fn feedback_list(feedback: &Value) -> Vec<Value> {
     match feedback {
         Value::Array(items) => items.iter().map(|item| channel(item, None)).collect(),
@@ -547,8 +559,25 @@ fn build_release(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
         tag = json!({"name": tag_name, "commit": step.tail.lines().last().unwrap_or("").trim()});
     }
     run.artifacts.push(format!("{relative}/"));
+    // The digest of SHA256SUMS as built, so that a deploy can tell a release whose files and
+    // SHA256SUMS were both rewritten afterwards: kept in opsflow's runtime folder and in R07.
+    let sums_digest = sha256::hex(sums.as_bytes());
+    let record = built_digest_path(run.ws, &run.release());
+    if let Err(e) = run.ws.inside(&record).and_then(|path| {
+        crate::store::file::write_atomic(&path, format!("{sums_digest}\n").as_bytes()).map_err(|e| {
+            crate::workspace::diagnostic::Diagnostic::new(
+                &record,
+                crate::workspace::diagnostic::Kind::Io,
+                e.to_string(),
+            )
+        })
+    }) {
+        tracing::warn!("cannot record the digest of {relative}/SHA256SUMS: {e}");
+    }
     let extra = json!({"release_dir": relative, "files": listed, "steps": steps, "tag": tag});
-    run.write_markdown("R07-version-tag.md", None, "completed", extra)?;
+    let mut front = Map::new();
+    front.insert("sha256sums".into(), sums_digest.into());
+    run.write_markdown_with("R07-version-tag.md", None, "completed", extra, front)?;
     run.summary = format!("built release {version}: {} files in {relative}", files.len());
     Ok(Outcome::Done)
 }
@@ -575,6 +604,10 @@ fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeEr
     // The release is deployed from a copy without SHA256SUMS, checked again just before.
     let payload = run.ws.root.join(format!(".opsflow/payload-{}", run.run_id));
     let staged = run.ws.inside(&relative).map_err(|d| NodeError::new("stage", d.to_string()));
+    let staged = staged.and_then(|release| {
+        check_built_digest(run, &release)?;
+        Ok(release)
+    });
     let failed_staging = match staged.and_then(|release| stage_release(&release, &payload)) {
         Ok(()) => None,
         Err(error) if resumed => Some(error),
@@ -802,6 +835,48 @@ enum Resumed {
     Finished(Outcome),
     /// `proceed` at a canary step or rolling batch: deploy on from the journal.
     Continue(Box<Journal>),
+}
+
+/// Where the digest of a release's `SHA256SUMS` as built is kept: opsflow's runtime folder.
+fn built_digest_path(ws: &Workspace, release: &Release) -> String {
+    let runtime = ws.config.paths.runtime.trim_end_matches('/');
+    match release.unit() {
+        Some(unit) => format!("{runtime}/built/{unit}/{}.sha256", release.version.bare()),
+        None => format!("{runtime}/built/{}.sha256", release.version.bare()),
+    }
+}
+
+/// Refuses a release whose `SHA256SUMS` is not the one it was built with. The digest recorded
+/// at build time is read from opsflow's runtime folder, else from the release's R07 (its
+/// history copy first); a release built before digests were recorded is checked against
+/// `SHA256SUMS` alone.
+fn check_built_digest(run: &NodeRun<'_>, dir: &Path) -> Result<(), NodeError> {
+    let recorded = run
+        .ws
+        .read_text(&built_digest_path(run.ws, &run.release()))
+        .ok()
+        .flatten()
+        .map(|text| text.trim().to_owned())
+        .filter(|text| !text.is_empty())
+        .or_else(|| {
+            release::find(run.ws, "R07-version-tag.md", &run.release())
+                .ok()
+                .and_then(Lookup::found)
+                .and_then(|r07| r07.field("sha256sums").map(str::to_owned))
+        });
+    let Some(recorded) = recorded else { return Ok(()) };
+    let now = fs::read(dir.join("SHA256SUMS")).map(|bytes| sha256::hex(&bytes)).unwrap_or_default();
+    if now != recorded {
+        return Err(NodeError::new(
+            "checksums",
+            format!(
+                "{}/SHA256SUMS is not the one the release was built with (recorded {recorded}, found {}): the release was changed after it was built",
+                run.ws.label(dir),
+                if now.is_empty() { "none".to_owned() } else { now }
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a release against its SHA256SUMS and copies it, without that file, to `payload`,
@@ -1090,6 +1165,13 @@ fn write_reports(
         "resources": resources,
         "service_status": service_status,
         "health_check_url": health_url,
+        // A feedback channel of kind `dashboard` is where the metrics are watched.
+        "dashboard_url": feedback_list(&run.ws.config.feedback)
+            .iter()
+            .zip(feedback_kinds(&run.ws.config.feedback))
+            .find(|(_, kind)| kind == "dashboard")
+            .map(|(channel, _)| channel["target"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default(),
         "migrated": report.migrated,
         "migration_status": migration_status,
         "approved_by": run.approved_by,

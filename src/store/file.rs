@@ -519,7 +519,7 @@ mod tests {
         let mut names: Vec<_> =
             fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         names.sort();
-        assert_eq!(names, ["f.txt", "f.txt.lock"], "a temporary file was left");
+        assert_eq!(names, [".gitignore", "f.txt", "f.txt.lock"], "a temporary file was left");
         assert_eq!(fs::read_to_string(&path).unwrap(), format!("other writer {MAX_ATTEMPTS}"));
     }
 }

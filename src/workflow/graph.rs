@@ -1,6 +1,6 @@
 //! The workflow graph as data: nodes with their action, task types, inputs, outputs and next.
 //!
-//! The built-in graph is the ten DevOps nodes of PRODUCT.md §3: `next` edges, which the engine
+//! The built-in graph is the ten DevOps nodes (docs/reference.md): `next` edges, which the engine
 //! follows on completion, and `on_failure` edges (verification to rollback), which are drawn
 //! only. `docs/workflow/workflow.json`
 //! can redefine it (validated by `workflow.schema.json`); each node names one of the built-in

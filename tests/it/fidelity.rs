@@ -195,3 +195,93 @@ fn identifiers_in_what_opsflow_writes_are_not_backslash_escaped() {
         }
     }
 }
+
+/// The `"key":` names of seed 003's JSON example (not JSON itself: it shows `a | b` choices).
+fn seed_keys(seed: &str) -> Vec<String> {
+    let mut keys: Vec<String> = seed
+        .split('"')
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[1].trim_start().starts_with(':'))
+        .map(|w| w[0].to_owned())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+fn json_keys(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                out.push(key.clone());
+                json_keys(inner, out);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|item| json_keys(item, out)),
+        _ => {}
+    }
+}
+
+/// The three outcomes of a production deploy, each on its own workspace.
+fn outcomes() -> Vec<(&'static str, Workspace)> {
+    let success = shipped();
+    let failure = Workspace::new().sample();
+    edit_json(&failure, CONFIG, |c| {
+        c["environments"]["production"]["health_checks"] = json!([{"name": "never", "command": "exit 1"}])
+    });
+    failure.run(&["run"]).status(3);
+    approve(&failure, "alice");
+    failure.run(&["run"]).status(1);
+    let rollback = shipped();
+    break_next_release(&rollback);
+    rollback.run(&["run"]).status(1);
+    vec![("success", success), ("failure", failure), ("rollback", rollback)]
+}
+
+#[test]
+fn the_deployment_report_the_signal_and_escalations_have_the_seeds_shapes() {
+    let report_seed = fixture("deployment-report.json.txt");
+    let wanted = seed_keys(&report_seed);
+    assert!(wanted.len() >= 30, "{wanted:?}");
+    let escalation_seed = fixture("escalation-request.md");
+    for (case, ws) in outcomes() {
+        let report: serde_json::Value =
+            serde_json::from_slice(&ws.read("ARTIFACTS/devops-engineer/deployment-report.json")).unwrap();
+        let mut present = Vec::new();
+        json_keys(&report, &mut present);
+        // `health_check_url` is optional in the seed's own example (its second service has none);
+        // opsflow writes it when a health check is an HTTP one.
+        for key in wanted.iter().filter(|k| *k != "health_check_url") {
+            assert!(present.contains(key), "{case}: the report lacks seed 003's {key:?}:\n{report:#}");
+        }
+        // Seed 003's enum values.
+        let summary = &report["deployment_summary"];
+        assert!(["production", "staging", "dev"].contains(&summary["environment"].as_str().unwrap()), "{case}");
+        assert!(
+            ["blue-green", "canary", "rolling", "direct"].contains(&summary["deployment_method"].as_str().unwrap())
+        );
+        assert!(["success", "failed", "rolled_back"].contains(&summary["status"].as_str().unwrap()));
+
+        let signal: serde_json::Value =
+            serde_json::from_slice(&ws.read("ARTIFACTS/system/stage-completion-signal.json")).unwrap();
+        for key in ["stage", "agent", "unit_id", "status", "completed_at", "artifacts", "next_agent", "message"] {
+            assert!(signal.get(key).is_some(), "{case}: the signal lacks {key}: {signal}");
+        }
+        assert_eq!(
+            (signal["stage"].as_str(), signal["next_agent"].as_str()),
+            (Some("devops"), Some("Product-Manager"))
+        );
+        let expected = if case == "success" { "completed" } else { "failed" };
+        assert_eq!(signal["status"], expected, "{case}: {signal}");
+
+        if case != "success" {
+            let requests = ws.read_string(REQUESTS);
+            let entry = requests.split("## Escalation Request").last().unwrap();
+            for line in escalation_seed.lines().filter(|l| l.starts_with("- **")) {
+                let label = line.split("**").nth(1).unwrap();
+                assert!(entry.contains(&format!("**{label}**")), "{case}: {label} missing in\n{entry}");
+            }
+        }
+    }
+}

@@ -285,3 +285,33 @@ fn an_outcome_whose_task_is_gone_is_kept_and_put_in_front_of_a_human() {
     let requests = ws.read_string(crate::engine::REQUESTS);
     assert!(requests.contains(&format!(".opsflow/runs/{run_id}/outcome.json")), "{requests}");
 }
+
+// What broke: rewriting a release file and its SHA256SUMS together deployed the tampered
+// bytes, though R07 had recorded the original digest.
+#[test]
+fn a_release_rewritten_with_its_sha256sums_is_refused() {
+    let ws = Workspace::new().sample();
+    ws.run(&["run"]).status(3);
+    let dir = "docs/workflow/artifacts/R06-release-artifacts/UNIT-001/1.0.0";
+    let tampered = "<h1>tampered</h1>\n";
+    ws.write(&format!("{dir}/index.html"), tampered);
+    let digest = {
+        use sha2::Digest;
+        sha2::Sha256::digest(tampered.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let sums: String = ws
+        .read_string(&format!("{dir}/SHA256SUMS"))
+        .lines()
+        .map(
+            |line| if line.ends_with("  index.html") { format!("{digest}  index.html\n") } else { format!("{line}\n") },
+        )
+        .collect();
+    ws.write(&format!("{dir}/SHA256SUMS"), sums);
+    approve(&ws, "alice");
+    ws.run(&["run"]).status(1);
+    assert_eq!(status_of(&ws, "DEVOPS-007"), "failed");
+    let outcome = task(&ws.tasks(), "DEVOPS-007")["outcome"].clone();
+    assert_eq!(outcome["failed_step"], "checksums", "{outcome}");
+    assert!(outcome["summary"].as_str().unwrap().contains("is not the one the release was built with"), "{outcome}");
+    assert!(!ws.join(".opsflow/envs/production/active").exists(), "the tampered release was deployed");
+}
