@@ -126,15 +126,7 @@ impl Workspace {
     /// workspace: the file and each folder above it (see [`write::confine`]). Reads and
     /// writes both go through here.
     pub fn inside(&self, relative: &str) -> Result<PathBuf, Diagnostic> {
-        write::confine(&self.root, Path::new(relative)).map_err(|e| {
-            let kind = match e {
-                WriteError::Resolve { .. } => Kind::Io,
-                _ => Kind::OutsideWorkspace,
-            };
-            let message = e.to_string();
-            let message = message.strip_prefix(&format!("{relative}: ")).unwrap_or(&message).to_owned();
-            Diagnostic::new(relative, kind, message)
-        })
+        inside(&self.root, Path::new(relative), relative)
     }
 
     /// Checks an absolute path (or one relative to the root) for writing, like [`Workspace::inside`].
