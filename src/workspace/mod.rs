@@ -142,8 +142,8 @@ impl Workspace {
 fn escaping_paths(root: &Path, config: &Config) -> Vec<Diagnostic> {
     // Inputs (tasks, state, QA reports, schemas, templates) are reported when they are read;
     // these are the places opsflow only writes to.
-    const WRITTEN: [&str; 6] =
-        ["artifacts", "human_requests", "deployments", "deployment_report", "completion_signal", "runtime"];
+    const WRITTEN: [&str; 7] =
+        ["artifacts", "releases", "human_requests", "deployments", "deployment_report", "completion_signal", "runtime"];
     let mut paths: Vec<String> = config
         .paths
         .entries()
