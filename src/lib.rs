@@ -87,8 +87,12 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<Exit> {
 
 fn init_logging(cli: &cli::Cli) {
     use tracing_subscriber::EnvFilter;
+    // A daemon's log is what a person watching it reads: it says at info what it does; a
+    // command that prints its own report on stdout stays quiet below warnings.
+    let daemon = matches!(cli.command, cli::Command::Watch { .. });
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
+        (false, 0) if daemon => "info",
         (false, 0) => "warn",
         (false, 1) => "info",
         (false, 2) => "debug",

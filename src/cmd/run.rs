@@ -27,28 +27,37 @@ pub fn run(ws: &Workspace, dry_run: bool, as_json: bool) -> anyhow::Result<Exit>
 }
 
 pub fn print_summary(summary: &Summary, dry_run: bool) {
+    // Columns as wide as the longest id, so a long task id never shifts the rest of its line.
+    let ids = summary
+        .ran
+        .iter()
+        .map(|r| &r.task)
+        .chain(summary.blocked.iter().map(|b| &b.task))
+        .chain(summary.waiting.iter().map(|w| &w.task))
+        .chain(summary.plan.iter().map(|p| &p.task));
+    let w = ids.map(|id| id.chars().count()).max().unwrap_or(0).max(12);
     for ran in &summary.ran {
-        println!("{:<12} {:<36} {:<12} {:>6} ms  {}", ran.task, ran.node, ran.outcome, ran.duration_ms, ran.summary);
+        println!("{:<w$} {:<36} {:<12} {:>6} ms  {}", ran.task, ran.node, ran.outcome, ran.duration_ms, ran.summary);
     }
     if dry_run {
         if summary.plan.is_empty() {
             println!("plan: nothing would run now");
         }
         for planned in &summary.plan {
-            println!("would run  {:<12} {}", planned.task, planned.node);
+            println!("would run  {:<w$} {}", planned.task, planned.node);
             for check in &planned.checks {
                 println!("    {} {}: {}", if check.passed { "pass" } else { "warn" }, check.name, check.detail);
             }
         }
     }
     for blocked in &summary.blocked {
-        println!("blocked    {:<12} {}", blocked.task, blocked.node);
+        println!("blocked    {:<w$} {}", blocked.task, blocked.node);
         for check in blocked.checks.iter().filter(|c| c.blocks()) {
             println!("    fail {}: {}", check.name, check.detail);
         }
     }
     for waiting in &summary.waiting {
-        println!("waiting    {:<12} on {}", waiting.task, waiting.on.join(", "));
+        println!("waiting    {:<w$} on {}", waiting.task, waiting.on.join(", "));
     }
     for problem in &summary.problems {
         println!("problem    {problem}");

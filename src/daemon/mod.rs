@@ -152,6 +152,8 @@ async fn reconcile_loop(
     let mut templates: Option<Templates> = None;
     let mut reconciles: u64 = 0;
     let mut reported_config: Option<String> = None;
+    // Each task's block is logged when it starts or its reason changes, not on every reconcile.
+    let mut reported_blocks: std::collections::HashMap<String, String> = Default::default();
     // The first reconcile happens at once: work may be waiting from before the start.
     let mut due = true;
     let mut retry_after_settle = false;
@@ -224,6 +226,13 @@ async fn reconcile_loop(
         }
         for ran in &outcome.summary.ran {
             tracing::info!("{} {} {}: {}", ran.task, ran.node, ran.outcome, ran.summary);
+            reported_blocks.remove(&ran.task);
+        }
+        for blocked in &outcome.summary.blocked {
+            if reported_blocks.get(&blocked.task) != Some(&blocked.reason) {
+                tracing::info!("{} {} blocked: {}", blocked.task, blocked.node, blocked.reason);
+                reported_blocks.insert(blocked.task.clone(), blocked.reason.clone());
+            }
         }
         // A file that is still being written may look invalid; read it again once it settles.
         retry_after_settle = !ok && !retry_after_settle;

@@ -44,6 +44,8 @@ pub struct StepResult {
     pub success: bool,
     pub exit_code: Option<i32>,
     pub timed_out: bool,
+    /// Stopped because opsflow was shutting down (past its grace period), not by its timeout.
+    pub aborted: bool,
     pub duration_ms: u64,
     /// The log file, relative to the workspace.
     pub log: String,
@@ -63,6 +65,8 @@ impl StepResult {
     pub fn summary(&self) -> String {
         if self.success {
             format!("{} passed in {} ms", self.name, self.duration_ms)
+        } else if self.aborted {
+            format!("{} was stopped by shutdown after {} ms (log: {})", self.name, self.duration_ms, self.log)
         } else if self.timed_out {
             format!("{} timed out after {} ms (log: {})", self.name, self.duration_ms, self.log)
         } else {
@@ -139,6 +143,7 @@ impl Runner {
                 success: false,
                 exit_code: None,
                 timed_out: false,
+                aborted: false,
                 duration_ms: started.elapsed().as_millis() as u64,
                 log: log_label.clone(),
                 tail: self.secrets.mask(&message),
@@ -287,6 +292,7 @@ impl Runner {
             success,
             exit_code,
             timed_out,
+            aborted: timed_out && aborted,
             duration_ms,
             log: log_label,
             tail,

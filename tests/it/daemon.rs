@@ -692,8 +692,10 @@ fn assert_clean_after_an_aborted_deploy(ws: &Workspace, sleeper: i32) {
     wait_until(Duration::from_secs(5), "the smoke test's process to be gone", || !opsflow::process_alive(sleeper));
     assert_eq!(temporary_files(ws.path()), Vec::<String>::new(), "temporary files were left behind");
     // The product ends the interrupted task `failed` at the step it stopped; the step's log
-    // says why. (The outcome's summary says "timed out after N ms", which is misleading.)
+    // and the outcome say why: stopped by shutdown, not timed out.
     let staging = task(&ws.tasks(), "DEVOPS-006").clone();
+    let summary = staging["outcome"]["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("stopped by shutdown") && !summary.contains("timed out"), "{summary}");
     assert_eq!(
         (staging["status"].as_str(), staging["outcome"]["failed_step"].as_str()),
         (Some("failed"), Some("smoke"))
@@ -1169,4 +1171,33 @@ fn sighup_stops_watch_like_sigterm() {
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(log.contains("did not finish within the grace period"), "{log}");
     assert_clean_after_an_aborted_deploy(&ws, sleeper);
+}
+
+// What broke: at the default level `watch` logged nothing at all, not even that it was
+// watching, while it deployed to production.
+#[test]
+fn watch_says_at_the_default_level_what_it_watches_runs_and_what_blocks() {
+    let ws = Workspace::new().sample();
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_path = log_dir.path().join("watch.log");
+    let mut child = ws
+        .command(&["watch"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_status(&ws, "DEVOPS-007", "blocked");
+    let logged = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    wait_until(DEADLINE, "the block to be logged", || logged().contains("DEVOPS-007 Deploy_To_Production blocked: "));
+    // SAFETY: a plain kill(2) of our own child, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = wait_for_exit(&mut child, DEADLINE, "`opsflow watch` after SIGTERM");
+    assert_eq!(status.code(), Some(0));
+    let log = logged();
+    assert!(log.contains(&format!("watching {}", ws.path().canonicalize().unwrap().display())), "{log}");
+    assert!(log.contains("DEVOPS-001 Environment_Design done: "), "{log}");
+    assert!(log.contains("DEVOPS-006 Deploy_To_Staging deployed: "), "{log}");
+    // A block is logged once, not on every reconcile.
+    assert_eq!(log.matches("DEVOPS-007 Deploy_To_Production blocked: ").count(), 1, "{log}");
+    assert!(log.contains("shutting down"), "{log}");
 }
