@@ -190,7 +190,7 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
             .map(|(d, _)| d.clone()),
     );
 
-    let rollouts = crate::engine::journal::Journal::all(ws)
+    let rollouts = crate::rollout::journal::Journal::all(ws)
         .into_iter()
         .map(|j| Rollout {
             environment: j.environment,

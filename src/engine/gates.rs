@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::artifacts::{self, Artifact};
-use super::journal::Journal;
+use crate::rollout::journal::Journal;
 use crate::config::Config;
 use crate::release::{self, Lookup, Release, same_version};
 use crate::schema::SchemaName;

@@ -5,12 +5,8 @@
 //! run, claims it, runs its node and records the result; a blocked task is recorded once and
 //! re-checked on every later pass. A pass with nothing new writes no file.
 
-pub mod analysis;
 pub mod artifacts;
-pub mod deploy;
 pub mod gates;
-pub mod journal;
-pub mod nodes;
 pub mod record;
 
 use std::sync::Arc;
@@ -23,6 +19,8 @@ use serde_json::{Value, json};
 use crate::Exit;
 use crate::audit::Audit;
 use crate::exec::command::Runner;
+use crate::nodes::{self, NodeRun, Outcome};
+use crate::rollout::{deploy, journal};
 use crate::exec::secrets::Secrets;
 use crate::release::{self, Lookup, Release};
 use crate::render::Renderer;
@@ -36,7 +34,6 @@ use crate::workspace::Workspace;
 use crate::workspace::diagnostic::Diagnostic;
 use artifacts::Artifact;
 use gates::{Approval, Check};
-use nodes::{NodeRun, Outcome};
 use record::{BLOCKED_BY, HumanRequest};
 
 /// Marks a task made up for a current node of `state.json` that no task stands for.
@@ -435,9 +432,9 @@ impl<'w> Engine<'w> {
             Some(Ok(Readiness::Blocked { checks: vec![check], reason, qa_rejected: None, request_approval: false }))
         };
         let lock = env.lock_path(self.ws);
-        if let Some(holder) = crate::exec::deploy_lock::holder(&lock) {
+        if let Some(holder) = crate::rollout::deploy_lock::holder(&lock) {
             let held =
-                crate::exec::deploy_lock::DeployLockError::Held { environment: name.clone(), holder, path: lock };
+                crate::rollout::deploy_lock::DeployLockError::Held { environment: name.clone(), holder, path: lock };
             return blocked(held.to_string());
         }
         let journal = match journal::Journal::load(self.ws, &name) {
@@ -1017,13 +1014,13 @@ impl<'w> Engine<'w> {
                 continue;
             }
             let Ok(env) = deploy::EnvConfig::load(&self.ws.config, &journal.environment) else { continue };
-            let holder = crate::exec::deploy_lock::Holder {
+            let holder = crate::rollout::deploy_lock::Holder {
                 agent: agent.clone(),
                 run_id: journal.run_id.clone(),
                 task: journal.task.clone(),
             };
             // A live runner holds the lock while its rollout runs.
-            let Ok(_lock) = crate::exec::deploy_lock::acquire(&env.lock_path(self.ws), &env.name, &holder) else {
+            let Ok(_lock) = crate::rollout::deploy_lock::acquire(&env.lock_path(self.ws), &env.name, &holder) else {
                 continue;
             };
             if let Some(ran) = self.recover_run(&journal.task, Some((&journal, &env))) {

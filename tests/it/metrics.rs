@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use opsflow::engine::analysis::{Analysis, Baseline, Health, Measurement, Outcome, Plan, Thresholds, Verdict};
+use opsflow::rollout::analysis::{Analysis, Baseline, Health, Measurement, Outcome, Plan, Thresholds, Verdict};
 use opsflow::exec::checks::{CheckSpec, run_check};
 use opsflow::exec::command::Runner;
 use opsflow::exec::http;

@@ -27,7 +27,7 @@ use super::journal::Journal;
 use crate::config::{Config, Devops};
 use crate::exec::checks::{CheckResult, CheckSpec, run_check};
 use crate::exec::command::{Runner, StepResult};
-use crate::exec::local::{Deployment, History, LocalEnv, Strategy};
+use crate::rollout::local::{Deployment, History, LocalEnv, Strategy};
 use crate::exec::metrics::{self, MetricsSpec};
 use crate::workspace::Workspace;
 
@@ -125,7 +125,7 @@ impl EnvConfig {
     /// The file of the deploy lock of this environment.
     pub fn lock_path(&self, ws: &Workspace) -> PathBuf {
         let local = self.local(&ws.root).map(|l| l.root);
-        crate::exec::deploy_lock::lock_path(&ws.path(&ws.config.paths.runtime), &self.name, local.as_deref())
+        crate::rollout::deploy_lock::lock_path(&ws.path(&ws.config.paths.runtime), &self.name, local.as_deref())
     }
 
     /// The deployment history of a `command` environment (a `local` one keeps its own in
@@ -1098,7 +1098,7 @@ pub fn rollback_to(
 ) -> RollbackReport {
     let mut report = RollbackReport { environment: env.name.clone(), ..RollbackReport::default() };
     let history = env.history(ws);
-    let wanted = |d: &&crate::exec::local::Deployment| {
+    let wanted = |d: &&crate::rollout::local::Deployment| {
         target.is_none_or(|t| crate::release::same_version(&d.version, t)) && d.status == "good"
     };
     if let Some(local) = env.local(&runner.workspace) {

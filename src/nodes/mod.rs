@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
-use super::analysis::Baseline;
-use super::artifacts::{self, Artifact};
-use super::deploy::{self, DeployReport, EnvConfig, Monitoring, RollbackReport, Rollout};
-use super::gates::{self, Decision};
-use super::journal::{Journal, Pause, Phase};
+use crate::rollout::analysis::Baseline;
+use crate::engine::artifacts::{self, Artifact};
+use crate::rollout::deploy::{self, DeployReport, EnvConfig, Monitoring, RollbackReport, Rollout};
+use crate::engine::gates::{self, Decision};
+use crate::rollout::journal::{Journal, Pause, Phase};
 use crate::exec::command::{Runner, StepResult};
-use crate::exec::deploy_lock::{self, DeployLock, DeployLockError, Holder};
-use crate::exec::local::copy_tree;
+use crate::rollout::deploy_lock::{self, DeployLock, DeployLockError, Holder};
+use crate::rollout::local::copy_tree;
 use crate::release::{self, Lookup, Release, Scope};
 use crate::render::Renderer;
 use crate::schema::SchemaName;
