@@ -7,9 +7,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::artifacts::{self, Artifact};
-use crate::rollout::journal::Journal;
 use crate::config::Config;
 use crate::release::{self, Lookup, Release, same_version};
+use crate::rollout::journal::Journal;
 use crate::schema::SchemaName;
 use crate::sha256;
 use crate::validate::{load_json, load_markdown};

@@ -27,8 +27,8 @@ use super::journal::Journal;
 use crate::config::{Config, Devops};
 use crate::exec::checks::{CheckResult, CheckSpec, run_check};
 use crate::exec::command::{Runner, StepResult};
-use crate::rollout::local::{Deployment, History, LocalEnv, Strategy};
 use crate::exec::metrics::{self, MetricsSpec};
+use crate::rollout::local::{Deployment, History, LocalEnv, Strategy};
 use crate::workspace::Workspace;
 
 /// One environment from the config.

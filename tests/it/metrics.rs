@@ -20,12 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use opsflow::rollout::analysis::{Analysis, Baseline, Health, Measurement, Outcome, Plan, Thresholds, Verdict};
 use opsflow::exec::checks::{CheckSpec, run_check};
 use opsflow::exec::command::Runner;
 use opsflow::exec::http;
 use opsflow::exec::metrics::{Figure, MetricsSpec, Sample, sample};
 use opsflow::exec::secrets::Secrets;
+use opsflow::rollout::analysis::{Analysis, Baseline, Health, Measurement, Outcome, Plan, Thresholds, Verdict};
 use serde_json::json;
 
 /// What the test app does.

@@ -1,0 +1,881 @@
+//! Deploying, verifying and rolling back together: a production deploy goes straight on to
+//! its verification, and verification can roll back, so they share one room. Also the
+//! reports of a deployment (R13 to R18, `deployment-report.json`, `Deploy-<UNIT_ID>.md`) in the
+//! seeds' shapes.
+
+#[allow(unused_imports)]
+use super::*;
+
+pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeError> {
+    let env = EnvConfig::load(&run.ws.config, environment).map_err(|e| NodeError::new("environment", e))?;
+    let lock = match lock_environment(run, &env)? {
+        Ok(lock) => lock,
+        Err(held) => return Ok(Outcome::Blocked { reason: held, escalate: false }),
+    };
+    let mut vars = run.env_vars(environment);
+    vars.push(("OPSFLOW_VERSION".into(), run.version.clone()));
+    let (journal, resumed) = match Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e))? {
+        Some(journal) if journal.task == run.task_id() && journal.phase == Phase::Paused => {
+            match resume_paused(run, &env, journal, &vars)? {
+                Resumed::Finished(outcome) => return Ok(outcome),
+                Resumed::Continue(journal) => (*journal, true),
+            }
+        }
+        Some(journal) => return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false }),
+        None => (new_journal(run, &env, Phase::Deploying), false),
+    };
+    let relative = release_dir(run.ws, &run.release());
+    // The release is deployed from a copy without SHA256SUMS, checked again just before.
+    let payload = run.ws.root.join(format!(".opsflow/payload-{}", run.run_id));
+    let staged = run.ws.inside(&relative).map_err(|d| NodeError::new("stage", d.to_string()));
+    let staged = staged.and_then(|release| {
+        check_built_digest(run, &release)?;
+        Ok(release)
+    });
+    let failed_staging = match staged.and_then(|release| stage_release(&release, &payload)) {
+        Ok(()) => None,
+        Err(error) if resumed => Some(error),
+        Err(error) => return Err(error),
+    };
+    let mut journal = journal;
+    if failed_staging.is_none() && journal.next_step == 0 && !journal.changed {
+        // The baseline the analyses compare against is read before anything changes.
+        journal.baseline = deploy::baseline(&run.runner, &env, &vars).map(|b| b.sample);
+    }
+    journal.save(run.ws).map_err(|e| NodeError::new("journal", e))?;
+    let mut rollout = Rollout { ws: run.ws, runner: &run.runner, env: &env, vars: vars.clone(), journal };
+    let mut report = match failed_staging {
+        None => deploy::deploy(&mut rollout, &payload),
+        // A paused rollout told to proceed cannot go on with a release that changed: it is
+        // undone, and its journal removed below, so the environment is neither left half
+        // rolled out nor held by a journal that no run will resume.
+        Some(error) => deploy::abandon(&mut rollout, &error.step, error.reason),
+    };
+    let mut journal = rollout.journal;
+    let _ = fs::remove_dir_all(&payload);
+    report.stale_lock = lock.previous_holder.clone();
+    run.deploy = Some(report.clone());
+    let status = if report.paused.is_some() {
+        "paused"
+    } else if report.success {
+        "success"
+    } else {
+        "failed"
+    };
+    let extra =
+        json!({"deploy": report, "method": env.method(), "environment": env_context(&env), "release_dir": relative});
+    if environment == "staging" {
+        run.write_markdown("R08-staging-deploy.md", None, status, extra.clone())?;
+        run.write_markdown("R09-smoke-tests.md", None, status, extra)?;
+    } else {
+        let mut front = Map::new();
+        front.insert("approved_by".into(), run.approved_by.clone().map_or(Value::Null, Value::String));
+        run.write_markdown_with("R13-prod-deploy.md", None, status, extra.clone(), front)?;
+        run.write_markdown("R14-monitoring-active.md", None, status, extra)?;
+        // The approval that let this release through is kept with the release's history.
+        if let Some(approval) = run.inputs.iter().find(|a| a.file.contains("-approval")).cloned()
+            && let Ok(Some(text)) = run.ws.read_text(&approval.file)
+        {
+            let name = approval.file.rsplit('/').next().unwrap_or_default().to_owned();
+            let _ = release::keep_in_history(run.ws, &run.release(), &format!("approved-{name}"), &text);
+        }
+    }
+    if let Some((stage, reason)) = report.paused.clone() {
+        return pause(run, &env, journal, &stage, &reason);
+    }
+    if !report.success {
+        Journal::remove(run.ws, &env.name);
+        let step = report.failed_step.clone().unwrap_or_else(|| "deploy".to_owned());
+        // An analysis that fails is a rollback decision, recorded as such (R17, R18).
+        if step == "analysis"
+            && let Some(rollback) = report.rollback.clone()
+        {
+            let mut front = Map::new();
+            front.insert("environment".into(), env.name.clone().into());
+            front.insert("decided_by".into(), run.ws.config.agent.name.clone().into());
+            write_rollback_decision(run, "rollback", &report.reason, front)?;
+            write_rollback_result(run, &rollback, &report.reason, "")?;
+            if environment == "production" {
+                write_reports(run, &env, &report, None, "rolled_back")?;
+            }
+            if rollback.success {
+                run.summary = format!("rolled back {} in {environment}: {}", run.version, report.reason);
+                return Ok(Outcome::RolledBack { reason: report.reason.clone() });
+            }
+            return Ok(Outcome::Failed { step: "rollback".into(), reason: rollback.detail, log: report.failed_log() });
+        }
+        if environment == "production" {
+            write_reports(run, &env, &report, None, "failed")?;
+        }
+        // Undoing the failed deploy failed too: the environment may be half changed.
+        if let Some(rollback) = report.rollback.as_ref().filter(|r| !r.success) {
+            return Ok(Outcome::Failed {
+                step: "rollback".into(),
+                reason: format!("{}; rolling back failed too: {}", report.reason, rollback.detail),
+                log: report.failed_log(),
+            });
+        }
+        return Ok(Outcome::Failed { step, reason: report.reason.clone(), log: report.failed_log() });
+    }
+    if environment != "production" {
+        Journal::remove(run.ws, &env.name);
+        run.summary = format!("deployed {} to {environment} ({})", run.version, report.strategy);
+        return Ok(Outcome::Deployed);
+    }
+    // Production goes straight on to verification in the same run.
+    journal.phase = Phase::Verifying;
+    journal.save(run.ws).map_err(|e| NodeError::new("journal", e))?;
+    let verified = verify(run, &env, &mut journal, &vars)?;
+    run.also_completed.push("Post_Deploy_Verification".to_owned());
+    let outcome = match verified {
+        Verified::Passed(monitoring) => {
+            write_reports(run, &env, &report, Some(&monitoring), "success")?;
+            run.summary = format!("deployed {} to production ({}) and verified it", run.version, report.strategy);
+            Outcome::Deployed
+        }
+        Verified::Paused(monitoring) => {
+            run.also_completed.clear();
+            write_reports(run, &env, &report, Some(&monitoring), "failed")?;
+            let reason = monitoring.reason.clone();
+            // The report's statuses have no "paused": it says failed, and why it waits.
+            patch_report(run, "failed", &format!("the monitoring period paused for a human decision in R17: {reason}"));
+            return pause(run, &env, journal, "monitoring period", &reason);
+        }
+        Verified::Interrupted(monitoring) => {
+            write_reports(run, &env, &report, Some(&monitoring), "failed")?;
+            Outcome::Failed { step: "verification".into(), reason: monitoring.reason, log: String::new() }
+        }
+        Verified::RolledBack(monitoring, rollback) => {
+            write_reports(run, &env, &report, Some(&monitoring), "rolled_back")?;
+            if rollback.success {
+                run.summary = format!("rolled back {} in production: {}", run.version, monitoring.reason);
+                Outcome::RolledBack { reason: monitoring.reason }
+            } else {
+                Outcome::Failed { step: "rollback".into(), reason: rollback.detail, log: String::new() }
+            }
+        }
+    };
+    Journal::remove(run.ws, &env.name);
+    Ok(outcome)
+}
+
+/// Takes the deploy lock of `env`; `Ok(Err(..))` names the live holder that refuses it.
+pub(crate) fn lock_environment(run: &NodeRun<'_>, env: &EnvConfig) -> Result<Result<DeployLock, String>, NodeError> {
+    let holder = Holder { agent: run.ws.config.agent.name.clone(), run_id: run.run_id.clone(), task: run.task_id() };
+    match deploy_lock::acquire(&env.lock_path(run.ws), &env.name, &holder) {
+        Ok(lock) => {
+            if let Some(previous) = &lock.previous_holder {
+                tracing::warn!("took over the deploy lock of {} left by a holder that died ({previous})", env.name);
+            }
+            Ok(Ok(lock))
+        }
+        Err(held @ DeployLockError::Held { .. }) => Ok(Err(held.to_string())),
+        Err(e) => Err(NodeError::new("lock", e.to_string())),
+    }
+}
+
+/// Why a deploy to `env` waits for another task's unfinished rollout.
+pub fn other_rollout(env: &EnvConfig, journal: &Journal) -> String {
+    match &journal.pause {
+        Some(pause) => format!(
+            "{} has a paused rollout of task {} (version {}) waiting for a decision in {}",
+            env.name, journal.task, journal.version, pause.decision_file
+        ),
+        None => format!(
+            "{} has an unfinished rollout of task {} (version {}, run {})",
+            env.name, journal.task, journal.version, journal.run_id
+        ),
+    }
+}
+
+/// The `blocked_reason` of a task whose rollout paused: the same text on every pass, so that
+/// waiting writes nothing.
+pub fn pause_reason(journal: &Journal) -> String {
+    match &journal.pause {
+        Some(pause) => format!(
+            "rollout paused at {}: {}; decide in {} (`decision: rollback` or `decision: proceed`)",
+            pause.stage, pause.reason, pause.decision_file
+        ),
+        None => format!("rollout of {} to {} paused", journal.version, journal.environment),
+    }
+}
+
+pub(crate) fn new_journal(run: &NodeRun<'_>, env: &EnvConfig, phase: Phase) -> Journal {
+    let now = crate::time::now_rfc3339();
+    Journal {
+        environment: env.name.clone(),
+        task: run.task_id(),
+        node: run.node.name.clone(),
+        unit_id: run.unit_id.clone(),
+        version: run.version.clone(),
+        run_id: run.run_id.clone(),
+        agent: run.ws.config.agent.name.clone(),
+        pid: std::process::id(),
+        provider: env.provider.clone(),
+        strategy: env.strategy().to_owned(),
+        phase,
+        changed: phase != Phase::Deploying,
+        started_at: now.clone(),
+        updated_at: now,
+        ..Journal::default()
+    }
+}
+
+/// Pauses a rollout for a human: the journal keeps where it stopped, R17 asks for the
+/// decision (`decision: pending`), and the task waits (`blocked`, re-checked every pass).
+pub(crate) fn pause(
+    run: &mut NodeRun<'_>,
+    env: &EnvConfig,
+    mut journal: Journal,
+    stage: &str,
+    reason: &str,
+) -> Result<Outcome, NodeError> {
+    let decision_file = run.artifact_path("R17-rollback-decision.md");
+    let id = format!("{}-{}", run.run_id, journal.next_step);
+    journal.phase = Phase::Paused;
+    journal.pause = Some(Pause {
+        id: id.clone(),
+        stage: stage.to_owned(),
+        reason: run.runner.secrets.mask(reason),
+        at: crate::time::now_rfc3339(),
+        decision_file: decision_file.clone(),
+    });
+    journal.save(run.ws).map_err(|e| NodeError::new("journal", e))?;
+    let mut front = Map::new();
+    front.insert("pause_id".into(), id.into());
+    front.insert("environment".into(), env.name.clone().into());
+    front.insert("stage".into(), stage.into());
+    front.insert("decided_by".into(), Value::Null);
+    write_rollback_decision(run, "pending", reason, front)?;
+    run.summary =
+        format!("paused {} in {} at {stage}: waiting for a decision in {decision_file}", run.version, env.name);
+    Ok(Outcome::Blocked { reason: pause_reason(&journal), escalate: true })
+}
+
+/// How a paused rollout goes on.
+pub(crate) enum Resumed {
+    /// The decision ended it (rolled back, or accepted after the monitoring period), or it
+    /// still waits.
+    Finished(Outcome),
+    /// `proceed` at a canary step or rolling batch: deploy on from the journal.
+    Continue(Box<Journal>),
+}
+
+/// Checks a release against its SHA256SUMS and copies it, without that file, to `payload`,
+/// the directory it is deployed from. Nothing is left at `payload` on error.
+pub(crate) fn stage_release(dir: &Path, payload: &Path) -> Result<(), NodeError> {
+    verify_release(dir).map_err(|e| NodeError::new("checksums", e))?;
+    let _ = fs::remove_dir_all(payload);
+    if let Err(e) = copy_tree(dir, payload) {
+        let _ = fs::remove_dir_all(payload);
+        return Err(NodeError::new("stage", e.to_string()));
+    }
+    let _ = fs::remove_file(payload.join("SHA256SUMS"));
+    Ok(())
+}
+
+/// Acts on the human's decision about a paused rollout.
+pub(crate) fn resume_paused(
+    run: &mut NodeRun<'_>,
+    env: &EnvConfig,
+    mut journal: Journal,
+    vars: &[(String, String)],
+) -> Result<Resumed, NodeError> {
+    let (decision, artifact) = gates::rollout_decision(run.ws, &journal)
+        .map_err(|d| NodeError::new("decision", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
+    let decision_sha = artifact.as_ref().map(|a| a.sha256.clone()).unwrap_or_default();
+    if let Some(artifact) = artifact
+        && !run.inputs.iter().any(|a| a.file == artifact.file)
+    {
+        run.inputs.push(artifact);
+    }
+    let stage = journal.pause.as_ref().map(|p| p.stage.clone()).unwrap_or_default();
+    match decision {
+        Decision::Pending(_) => {
+            Ok(Resumed::Finished(Outcome::Blocked { reason: pause_reason(&journal), escalate: false }))
+        }
+        Decision::Rollback { by, reason } => {
+            let why = format!("{by} decided to roll back at {stage}: {reason}");
+            let rollback = deploy::rollback(run.ws, &run.runner, env, vars, Some(&journal));
+            write_rollback_result(run, &rollback, &why, &decision_sha)?;
+            Journal::remove(run.ws, &env.name);
+            patch_report(run, "rolled_back", &why);
+            Ok(Resumed::Finished(if rollback.success {
+                run.summary = format!("rolled back {} in {}: {why}", journal.version, env.name);
+                Outcome::RolledBack { reason: why }
+            } else {
+                Outcome::Failed { step: "rollback".into(), reason: rollback.detail, log: String::new() }
+            }))
+        }
+        Decision::Proceed { by, reason } if journal.phase == Phase::Paused && stage == "monitoring period" => {
+            let why = format!("{by} decided to proceed after the monitoring period: {reason}");
+            Journal::remove(run.ws, &env.name);
+            patch_report(run, "success", &why);
+            run.also_completed.push("Post_Deploy_Verification".to_owned());
+            run.summary = format!("{} stays in {}: {why}", journal.version, env.name);
+            Ok(Resumed::Finished(Outcome::Deployed))
+        }
+        Decision::Proceed { by, reason } => {
+            tracing::info!("{by} decided to proceed with {} in {} after {stage}: {reason}", journal.version, env.name);
+            journal.phase = Phase::Deploying;
+            journal.pause = None;
+            Ok(Resumed::Continue(Box::new(journal)))
+        }
+    }
+}
+
+/// What the monitoring of a production release came to.
+pub(crate) enum Verified {
+    Passed(Monitoring),
+    /// Inconclusive, or failed with `auto_rollback_enabled` off: a human decides.
+    Paused(Monitoring),
+    /// Cut short by a shutdown: neither a pass nor a reason to roll back.
+    Interrupted(Monitoring),
+    RolledBack(Monitoring, Box<RollbackReport>),
+}
+
+/// Monitors production; on failure writes R17 and, with `auto_rollback_enabled`, rolls back
+/// and writes R18.
+pub(crate) fn verify(
+    run: &mut NodeRun<'_>,
+    env: &EnvConfig,
+    journal: &mut Journal,
+    vars: &[(String, String)],
+) -> Result<Verified, NodeError> {
+    let baseline = journal.baseline.clone().map(Baseline::new);
+    let monitoring = deploy::monitor(&run.runner, env, &run.ws.config, baseline.as_ref(), vars);
+    let status = if monitoring.healthy { "success" } else { "failed" };
+    let extra = json!({"monitoring": monitoring, "environment": env_context(env)});
+    run.write_markdown("R15-verification-result.md", None, status, extra.clone())?;
+    run.write_markdown("R16-health-check.md", None, status, extra)?;
+    if monitoring.healthy {
+        return Ok(Verified::Passed(monitoring));
+    }
+    if monitoring.interrupted {
+        return Ok(Verified::Interrupted(monitoring));
+    }
+    if monitoring.verdict == "inconclusive" || !run.ws.config.devops.auto_rollback_enabled {
+        return Ok(Verified::Paused(monitoring));
+    }
+    let mut front = Map::new();
+    front.insert("environment".into(), env.name.clone().into());
+    front.insert("decided_by".into(), run.ws.config.agent.name.clone().into());
+    write_rollback_decision(run, "rollback", &monitoring.reason, front)?;
+    let rollback = deploy::rollback(run.ws, &run.runner, env, vars, Some(journal));
+    write_rollback_result(run, &rollback, &monitoring.reason, "")?;
+    Ok(Verified::RolledBack(monitoring, Box::new(rollback)))
+}
+
+pub fn write_rollback_result(
+    run: &mut NodeRun<'_>,
+    rollback: &RollbackReport,
+    reason: &str,
+    decision_sha256: &str,
+) -> Result<(), NodeError> {
+    let status = if rollback.success { "success" } else { "failed" };
+    let mut front = Map::new();
+    front.insert("environment".into(), rollback.environment.clone().into());
+    if !decision_sha256.is_empty() {
+        front.insert("decision_sha256".into(), decision_sha256.into());
+    }
+    run.write_markdown_with(
+        "R18-rollback-result.md",
+        None,
+        status,
+        json!({"rollback": rollback, "reason": reason}),
+        front,
+    )?;
+    Ok(())
+}
+
+/// Records in `deployment-report.json` what became of the release after the report was
+/// written, when the report is this unit's and version's.
+pub(crate) fn patch_report(run: &mut NodeRun<'_>, status: &str, why: &str) {
+    let release = run.release();
+    patch_report_of(run, &release, status, why);
+}
+
+/// [`patch_report`] for `release`, which may be another than the run's (a human's rollback
+/// undoes the release that was live). The plain report is patched when it is that release's;
+/// the release's history copy always is.
+pub(crate) fn patch_report_of(run: &mut NodeRun<'_>, release: &Release, status: &str, why: &str) {
+    let plain = run.ws.config.paths.deployment_report.clone();
+    let mut targets = vec![plain.clone()];
+    targets.extend(release.history_dir(run.ws).map(|dir| format!("{dir}/deployment-report.json")));
+    for file in targets {
+        let Ok(Some(text)) = run.ws.read_text(&file) else { continue };
+        let Ok(mut report) = crate::workspace::read::parse_json(&file, &text) else { continue };
+        let field = |key: &str| report.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+        if !(field("unit_id") == release.unit && release::same_version(&field("version"), release.version.as_str())) {
+            continue;
+        }
+        report["deployment_summary"]["status"] = json!(status);
+        if let Some(issues) = report.get_mut("known_issues").and_then(Value::as_array_mut)
+            && !issues.iter().any(|i| i.as_str() == Some(why))
+        {
+            issues.push(json!(why));
+        }
+        report["next_steps"] = json!(next_steps(status));
+        if status != "success" {
+            report["services_deployed"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+                .for_each(|service| service["status"] = json!("unhealthy"));
+        }
+        report["run_id"] = json!(run.run_id);
+        if run.ws.schemas.validate(SchemaName::DeploymentReport, &file, &report).is_empty() {
+            let text = format!("{}\n", serde_json::to_string_pretty(&report).expect("a Value serializes"));
+            if file == plain {
+                let _ = run.write(&file, &text);
+            } else if let Ok(path) = run.ws.inside(&file) {
+                let _ = write_atomic(&path, run.runner.secrets.mask(&text).as_bytes());
+            }
+        }
+    }
+}
+
+/// Says in `Deploy-<UNIT_ID>.md` (and its history copy) that `release` was rolled back: its
+/// front matter `status` becomes `rolled_back` and a section says by whom and why.
+pub(crate) fn mark_deploy_report_rolled_back(run: &mut NodeRun<'_>, release: &Release, why: &str, restored: &str) {
+    let name = format!("Deploy-{}.md", release.unit);
+    let mut files = vec![format!("{}/{name}", run.ws.config.paths.deployments.trim_end_matches('/'))];
+    files.extend(release.history_dir(run.ws).map(|dir| format!("{dir}/{name}")));
+    for file in files {
+        let Ok(Some(text)) = run.ws.read_text(&file) else { continue };
+        let Ok(doc) = crate::workspace::read::parse_markdown(&file, &text) else { continue };
+        let Some(fm) = doc.front_matter else { continue };
+        let field = |key: &str| fm.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+        if field("unit_id") != release.unit || !release::same_version(&field("version"), release.version.as_str()) {
+            continue;
+        }
+        // Front matter is written by code, one `key: JSON value` a line.
+        let Some(end) = text.get(4..).and_then(|rest| rest.find("\n---\n")).map(|i| i + 4) else { continue };
+        let (front, body) = text.split_at(end);
+        let front: String = front
+            .lines()
+            .map(
+                |line| {
+                    if line.starts_with("status: ") { "status: \"rolled_back\"".to_owned() } else { line.to_owned() }
+                },
+            )
+            .collect::<Vec<_>>()
+            .join("\n");
+        let note = crate::render::markdown_escape(&run.runner.secrets.mask(why));
+        let section = format!(
+            "\n## Rolled back\n\n- Rolled back by run `{}` at {}: {note}\n- Restored: {}\n",
+            run.run_id,
+            crate::time::now_rfc3339(),
+            crate::render::markdown_escape(restored)
+        );
+        let patched = format!("{front}{body}{section}");
+        if let Ok(path) = run.ws.inside(&file) {
+            let _ = write_atomic(&path, run.runner.secrets.mask(&patched).as_bytes());
+        }
+    }
+}
+
+pub(crate) fn write_rollback_decision(
+    run: &mut NodeRun<'_>,
+    decision: &str,
+    reason: &str,
+    fields: Map<String, Value>,
+) -> Result<(), NodeError> {
+    // R17's front matter is the contract humans answer in, so it carries the decision fields.
+    let mut front = Map::new();
+    front.insert("decision".into(), decision.into());
+    front.insert("reason".into(), run.runner.secrets.mask(reason).into());
+    front.insert("unit_id".into(), run.unit_id.clone().into());
+    front.insert("version".into(), run.version.clone().into());
+    front.extend(fields);
+    front.insert("node".into(), run.node.name.clone().into());
+    front.insert("run_id".into(), run.run_id.clone().into());
+    front.insert("generated_at".into(), crate::time::now_rfc3339().into());
+    let mut context = run.base_context();
+    merge(&mut context, json!({"decision": decision, "reason": reason}));
+    let text = run
+        .renderer
+        .markdown("R17-rollback-decision.md", &front, &context)
+        .map_err(|e| NodeError::new("render", e.to_string()))?;
+    let relative = run.artifact_path("R17-rollback-decision.md");
+    run.write(&relative, &text)
+}
+
+pub(crate) fn write_reports(
+    run: &mut NodeRun<'_>,
+    env: &EnvConfig,
+    report: &DeployReport,
+    monitoring: Option<&Monitoring>,
+    status: &str,
+) -> Result<(), NodeError> {
+    let method = env.method();
+    // Only what ran is reported as passed: no smoke test run is `not_run`, no migration `skipped`.
+    let smoke_status = if report.smoke.iter().any(|s| !s.passed) || report.failed_step.as_deref() == Some("smoke") {
+        "failed"
+    } else if report.smoke.is_empty() {
+        "not_run"
+    } else {
+        "passed"
+    };
+    let migration_status = if report.failed_step.as_deref() == Some("migrate") {
+        "failed"
+    } else if report.migrated {
+        "success"
+    } else {
+        "skipped"
+    };
+    let service_status = match (status, monitoring.map(|m| m.healthy)) {
+        ("success", _) => "healthy",
+        (_, Some(true)) => "degraded",
+        _ => "unhealthy",
+    };
+    let health_url = env.health_checks.iter().find_map(|c| c.http.clone()).unwrap_or_default();
+    let resources = match env.local(&run.ws.root) {
+        Some(local) => vec![format!(
+            "{}/{}",
+            local.root.strip_prefix(&run.ws.root).unwrap_or(&local.root).display(),
+            report.target
+        )],
+        None => vec![format!("{} via `commands.deploy`", env.name)],
+    };
+    let extra = json!({
+        "report_status": status,
+        "environment_name": if matches!(env.name.as_str(), "production" | "staging" | "dev") { env.name.clone() } else { "production".into() },
+        "deployment_method": method,
+        "deployed_at": crate::time::now_rfc3339(),
+        "region": if env.provider == "local" { "local" } else { "configured by command" },
+        "resources": resources,
+        "service_status": service_status,
+        "health_check_url": health_url,
+        // A feedback channel of kind `dashboard` is where the metrics are watched.
+        "dashboard_url": feedback_list(&run.ws.config.feedback)
+            .iter()
+            .zip(feedback_kinds(&run.ws.config.feedback))
+            .find(|(_, kind)| kind == "dashboard")
+            .map(|(channel, _)| channel["target"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default(),
+        "migrated": report.migrated,
+        "migration_status": migration_status,
+        "approved_by": run.approved_by,
+        "metrics_enabled": if env.metrics.is_some() { "enabled" } else { "disabled" },
+        "alerting_enabled": if env.health_checks.is_empty() { "disabled" } else { "enabled" },
+        "smoke_status": smoke_status,
+        "smoke_tests_run": report.smoke.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+        "secrets_management": if run.ws.config.secrets.is_empty() { "environment variables, masked in every output" } else { "named environment variables, masked in every output" },
+        "rollback_plan": match env.local(&run.ws.root) {
+            Some(_) => format!("switch back to the last good release ({}); releases marked bad are skipped", report.previous_version.clone().unwrap_or_else(|| "none: take the environment down".into())),
+            None => "run `commands.rollback` (and `commands.migrate_down` when the deploy migrated)".to_owned(),
+        },
+        "known_issues": match (status, report.reason.is_empty(), monitoring) {
+            ("success", _, _) => Vec::<String>::new(),
+            (_, false, _) => vec![report.reason.clone()],
+            (_, true, Some(monitoring)) if !monitoring.healthy => vec![monitoring.reason.clone()],
+            _ => Vec::new(),
+        },
+        "next_steps": next_steps(status),
+        "deploy": report,
+        "monitoring": monitoring,
+    });
+    let mut context = run.base_context();
+    merge(&mut context, extra.clone());
+    let value = run
+        .renderer
+        .json("deployment-report.json", &context, run.ws, SchemaName::DeploymentReport)
+        .map_err(|e| NodeError::new("report", e.to_string()))?;
+    let mut value = value;
+    run.runner.secrets.mask_json(&mut value);
+    let report_file = run.ws.config.paths.deployment_report.clone();
+    run.write(&report_file, &format!("{}\n", serde_json::to_string_pretty(&value).expect("a Value serializes")))?;
+    let report_text = format!("{}\n", serde_json::to_string_pretty(&value).expect("a Value serializes"));
+    run.keep("deployment-report.json", &report_text)?;
+    let deploy_md = format!("{}/Deploy-{}.md", run.ws.config.paths.deployments.trim_end_matches('/'), run.unit_id);
+    let name = format!("Deploy-{}.md", run.unit_id);
+    let (front, seed) = seed_deploy_report(run, env, report, monitoring, status);
+    let mut extra = extra;
+    merge(&mut extra, seed);
+    run.write_markdown_with(&name, Some(deploy_md), status, extra, front)?;
+    Ok(())
+}
+
+/// The front matter and body figures of `Deploy-<UNIT_ID>.md` in seed 000's own shape
+/// (Phase 5: tags, project, deployed, links; Summary, Pre-Deployment State, Deployment
+/// Timeline, Verification Results, Post-Deployment State, Issues Encountered, Rollback Status),
+/// beside opsflow's provenance fields.
+pub(crate) fn seed_deploy_report(
+    run: &NodeRun<'_>,
+    env: &EnvConfig,
+    report: &DeployReport,
+    monitoring: Option<&Monitoring>,
+    status: &str,
+) -> (Map<String, Value>, Value) {
+    let config = &run.ws.config;
+    let now = crate::time::now_rfc3339();
+    let mut front = Map::new();
+    front.insert("tags".into(), json!(["deployment", "release", "agent/devops"]));
+    let project = config.project.clone().unwrap_or_else(|| "project".to_owned());
+    front.insert("project".into(), json!(format!("[[01-Projects/{project}]]")));
+    front
+        .insert("deployed".into(), json!(format!("{} {}", now.get(..10).unwrap_or(""), now.get(11..16).unwrap_or(""))));
+    front.insert(
+        "links".into(),
+        json!({
+            "qa_report": format!("[[{}/QA-Report-{}]]", config.paths.qa_reports.trim_end_matches('/'), run.unit_id),
+            "artifacts": release_dir(run.ws, &run.release()),
+        }),
+    );
+    front.insert("approved_by".into(), run.approved_by.clone().map_or(Value::Null, Value::String));
+
+    let mut timeline = report.timeline.clone();
+    if let Some(monitoring) = monitoring {
+        timeline.push(deploy::TimelineEvent {
+            time: deploy::clock(),
+            action: format!("Monitoring period ({} samples): {}", monitoring.samples.len(), monitoring.verdict),
+            status: if monitoring.healthy { "PASS" } else { "FAIL" }.to_owned(),
+        });
+    }
+    let end = match status {
+        "success" => ("Deployment complete", "SUCCESS"),
+        "rolled_back" => ("Rolled back to the previous release", "ROLLED_BACK"),
+        _ => ("Deployment failed", "FAILED"),
+    };
+    timeline.push(deploy::TimelineEvent { time: deploy::clock(), action: end.0.to_owned(), status: end.1.to_owned() });
+    let seconds = |t: &str| -> Option<i64> {
+        let mut parts = t.split(':').map(|p| p.parse::<i64>().ok());
+        Some(parts.next()?? * 3600 + parts.next()?? * 60 + parts.next()??)
+    };
+    let duration = match (timeline.first().and_then(|e| seconds(&e.time)), seconds(&deploy::clock())) {
+        (Some(start), Some(end)) => format!("{}s", (end - start).rem_euclid(86_400)),
+        _ => "unknown".to_owned(),
+    };
+
+    let triggers = &config.devops.rollback_triggers;
+    let baseline = monitoring.and_then(|m| m.baseline.clone());
+    let last = monitoring.and_then(|m| m.last_sample.clone());
+    let mut rows = Vec::new();
+    for (kind, results) in [("Health", &report.health), ("Smoke test", &report.smoke)] {
+        for result in results.iter() {
+            let spec = env.health_checks.iter().chain(&env.smoke_tests).find(|c| c.name == result.name);
+            let expected = match spec {
+                Some(c) if c.http.is_some() => format!("HTTP {}", c.expect_status.unwrap_or(200)),
+                _ => "exit 0".to_owned(),
+            };
+            rows.push(json!({"check": format!("{kind} `{}`", result.name), "expected": expected,
+                "actual": result.detail, "status": if result.passed { "PASS" } else { "FAIL" }}));
+        }
+    }
+    let figure = |value: Option<f64>, unit: &str| value.map_or("not measured".to_owned(), |v| format!("{v}{unit}"));
+    if env.metrics.is_some() {
+        let rate = last.as_ref().and_then(|s| s.error_rate);
+        rows.push(json!({"check": "Error rate", "expected": format!("< {}%", triggers.error_rate),
+            "actual": figure(rate, "%"),
+            "status": match rate { Some(r) if r <= triggers.error_rate => "PASS", Some(_) => "FAIL", None => "-" }}));
+        let p95 = last.as_ref().and_then(|s| s.latency_p95_ms);
+        let limit = baseline.as_ref().and_then(|b| b.latency_p95_ms).map(|b| b * triggers.latency_p95_ratio);
+        rows.push(json!({"check": "P95 latency",
+            "expected": limit.map_or(format!("< {}x baseline", triggers.latency_p95_ratio), |l| format!("< {l} ms ({}x baseline)", triggers.latency_p95_ratio)),
+            "actual": figure(p95, " ms"),
+            "status": match (p95, limit) { (Some(p), Some(l)) if p <= l => "PASS", (Some(_), Some(_)) => "FAIL", _ => "-" }}));
+    }
+    let sample_text = |sample: Option<&crate::exec::metrics::Sample>| match sample {
+        Some(s) => format!("error rate {}, p95 latency {}", figure(s.error_rate, "%"), figure(s.latency_p95_ms, " ms")),
+        None => "not measured (no metrics configured)".to_owned(),
+    };
+    let rollback_reason = match (status, &report.rollback) {
+        ("rolled_back", _) => {
+            monitoring.map(|m| m.reason.clone()).filter(|r| !r.is_empty()).unwrap_or_else(|| report.reason.clone())
+        }
+        (_, Some(rollback)) => rollback.detail.clone(),
+        _ => String::new(),
+    };
+    let current = if status == "success" {
+        run.version.clone()
+    } else {
+        report.previous_version.clone().unwrap_or_else(|| "none".to_owned())
+    };
+    let body = json!({
+        "seed": {
+            "status": status.to_uppercase(),
+            "duration": duration,
+            "deployer": format!("{} (DevOps agent)", config.agent.name),
+            "previous_version": report.previous_version.clone().unwrap_or_else(|| "none (first deployment)".to_owned()),
+            "pre_health": if baseline.is_some() { format!("baseline before the deploy: {}", sample_text(baseline.as_ref())) } else { "no baseline (no metrics configured)".to_owned() },
+            "timeline": timeline,
+            "verification": rows,
+            "current_version": current,
+            "key_metrics": sample_text(last.as_ref()),
+            "rollback_required": !rollback_reason.is_empty(),
+            "rollback_reason": rollback_reason,
+        }
+    });
+    (front, body)
+}
+
+/// The report's next steps for a release whose deployment ended `status`.
+pub(crate) fn next_steps(status: &str) -> Vec<String> {
+    match status {
+        "success" => {
+            vec!["Post-deploy monitoring passed; record the deployed product and feedback channels".to_owned()]
+        }
+        "rolled_back" => vec![
+            "The release was rolled back; the previous release serves users".to_owned(),
+            "Fix the failure named in the escalation, then ship a new version".to_owned(),
+        ],
+        _ => vec!["Fix the failure named in the escalation, then re-run the deployment".to_owned()],
+    }
+}
+
+pub(crate) fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeError> {
+    let env = EnvConfig::load(&run.ws.config, environment).map_err(|e| NodeError::new("environment", e))?;
+    // A production deploy verifies its release in the same run; a verification task for the
+    // same version then has nothing left to watch.
+    if let Ok(Lookup::Found(r15)) = release::find(run.ws, "R15-verification-result.md", &run.release())
+        && r15.field("version").is_some_and(|v| release::same_version(v, &run.version))
+        && r15.field("status") == Some("success")
+    {
+        run.summary = format!(
+            "{} was verified in {environment} by run {} ({})",
+            run.version,
+            r15.field("run_id").unwrap_or("?"),
+            r15.file
+        );
+        run.inputs.push(r15);
+        return Ok(Outcome::Done);
+    }
+    let _lock = match lock_environment(run, &env)? {
+        Ok(lock) => lock,
+        Err(held) => return Ok(Outcome::Blocked { reason: held, escalate: false }),
+    };
+    let mut vars = run.env_vars(environment);
+    vars.push(("OPSFLOW_VERSION".into(), run.version.clone()));
+    let mut journal = match Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e))? {
+        Some(journal) if journal.task == run.task_id() && journal.phase == Phase::Paused => {
+            return match resume_paused(run, &env, journal, &vars)? {
+                Resumed::Finished(Outcome::Deployed) => Ok(Outcome::Done),
+                Resumed::Finished(outcome) => Ok(outcome),
+                // Only the monitoring period pauses a verification.
+                Resumed::Continue(_) => Ok(Outcome::Done),
+            };
+        }
+        Some(journal) => return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false }),
+        None => {
+            let mut journal = new_journal(run, &env, Phase::Verifying);
+            let history = env.history(run.ws);
+            let live = history.deployments.iter().rev().find(|d| d.status == "good");
+            if let Some(live) = live {
+                journal.run_id = live.run_id.clone();
+                journal.migrated = live.migrated;
+                journal.slot = Some(live.dir.clone()).filter(|d| !d.is_empty());
+            }
+            journal.save(run.ws).map_err(|e| NodeError::new("journal", e))?;
+            journal
+        }
+    };
+    let outcome = match verify(run, &env, &mut journal, &vars)? {
+        Verified::Passed(monitoring) => {
+            run.summary = monitoring.reason;
+            Outcome::Done
+        }
+        Verified::Paused(monitoring) => {
+            let reason = monitoring.reason.clone();
+            return pause(run, &env, journal, "monitoring period", &reason);
+        }
+        Verified::Interrupted(monitoring) => {
+            Outcome::Failed { step: "verification".into(), reason: monitoring.reason, log: String::new() }
+        }
+        Verified::RolledBack(monitoring, rollback) if rollback.success => {
+            Outcome::RolledBack { reason: monitoring.reason }
+        }
+        Verified::RolledBack(_, rollback) => {
+            Outcome::Failed { step: "rollback".into(), reason: rollback.detail, log: String::new() }
+        }
+    };
+    Journal::remove(run.ws, &env.name);
+    Ok(outcome)
+}
+
+/// The environment a Rollback_Deployment task rolls back: the task's `environment`, else its
+/// R17's, else production.
+pub fn rollback_environment(task: &Value, decision: Option<&Artifact>) -> String {
+    task.get("environment")
+        .and_then(Value::as_str)
+        .or_else(|| decision.and_then(|d| d.field("environment")))
+        .unwrap_or("production")
+        .to_owned()
+}
+
+/// Whether a Rollback_Deployment task acts on a human's R17 (it was filed from one: its
+/// `source` names the file) rather than on its own request (`opsflow rollback`, a hand-written
+/// task).
+pub fn requested_rollback(task: &Value) -> bool {
+    task.get("source").and_then(Value::as_str).is_some_and(|source| source.contains("R17-rollback-decision"))
+}
+
+/// The version a Rollback_Deployment task rolls back to, when it names one: its
+/// `target_version`, or its `version` when that is not the live one.
+pub(crate) fn rollback_target(task: &Value, live: Option<&str>) -> Option<String> {
+    let field = |key: &str| task.get(key).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty());
+    if let Some(target) = field("target_version") {
+        return Some(target.to_owned());
+    }
+    if requested_rollback(task) {
+        // An R17's `version` is the release it decides about, the one to undo.
+        return None;
+    }
+    field("version").filter(|v| live.is_none_or(|live| !release::same_version(v, live))).map(str::to_owned)
+}
+
+/// Rollback_Deployment: a human asked for it, in R17 (`decision: rollback`) or with
+/// `opsflow rollback ENV [--to VERSION]`, outside any paused rollout. Afterwards every record
+/// of the release that was undone says so: its production task is `rolled_back`, and
+/// `deployment-report.json`, `Deploy-<UNIT_ID>.md` and the completion signal no longer claim
+/// success.
+pub(crate) fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
+    let decision = if requested_rollback(run.task) {
+        run.inputs.iter().find(|a| a.file.contains("R17-rollback-decision")).cloned()
+    } else {
+        None
+    };
+    let environment = rollback_environment(run.task, decision.as_ref());
+    let env = EnvConfig::load(&run.ws.config, &environment).map_err(|e| NodeError::new("environment", e))?;
+    let _lock = match lock_environment(run, &env)? {
+        Ok(lock) => lock,
+        Err(held) => return Ok(Outcome::Blocked { reason: held, escalate: false }),
+    };
+    if let Some(journal) = Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e))? {
+        return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false });
+    }
+    let field = |key: &str| run.task.get(key).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty());
+    let by = decision
+        .as_ref()
+        .and_then(|d| d.field("decided_by"))
+        .filter(|b| !b.trim().is_empty())
+        .or_else(|| field("requested_by"))
+        .unwrap_or("a human")
+        .to_owned();
+    let reason = decision
+        .as_ref()
+        .and_then(|d| d.field("reason").map(str::to_owned))
+        .or_else(|| field("reason").map(str::to_owned))
+        .unwrap_or_else(|| format!("requested by task {}", run.task_id()));
+    let why = format!("{by} asked for a rollback: {reason}");
+    let live = env.history(run.ws).deployments.iter().rev().find(|d| d.status == "good").map(|d| d.version.clone());
+    let live = env.local(&run.ws.root).map_or(live, |local| local.live_version());
+    let target = rollback_target(run.task, live.as_deref());
+    let mut vars = run.env_vars(&environment);
+    vars.push(("OPSFLOW_VERSION".into(), run.version.clone()));
+    let rollback = deploy::rollback_to(run.ws, &run.runner, &env, &vars, None, target.as_deref());
+    let sha = decision.as_ref().map(|d| d.sha256.clone()).unwrap_or_default();
+    write_rollback_result(run, &rollback, &why, &sha)?;
+    if !rollback.success {
+        return Ok(Outcome::Failed { step: "rollback".into(), reason: rollback.detail, log: String::new() });
+    }
+    if let Some((unit, version)) = rollback.undone.clone().filter(|(_, v)| !v.is_empty()) {
+        let undone = Release::new(unit, version);
+        patch_report_of(run, &undone, "rolled_back", &why);
+        let restored = rollback.restored.clone().unwrap_or_else(|| "nothing (the environment was taken down)".into());
+        mark_deploy_report_rolled_back(run, &undone, &why, &restored);
+        run.rolled_back.push(undone);
+    }
+    run.summary = format!("rolled back {environment}: {}", rollback.detail);
+    Ok(Outcome::Done)
+}
