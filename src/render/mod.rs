@@ -76,31 +76,80 @@ pub struct Renderer {
 /// only before a letter, `/`, `!` or `?`, `!` matters only before `[`, and `#` and `>` only at
 /// the start of a line.
 pub fn markdown_escape(value: &str) -> String {
-    let chars: Vec<char> = value.chars().collect();
-    let mut out = String::with_capacity(value.len());
+    let line: String = value
+        .chars()
+        .filter_map(|c| match c {
+            '\n' | '\r' | '\t' => Some(' '),
+            c if c.is_control() => None,
+            c => Some(c),
+        })
+        .collect();
+    // A code span the value holds (a command, a file name in backticks) stays a code span:
+    // markdown reads nothing inside one, so its text needs no escapes (but `|`, which would
+    // still end a table cell). A backtick that closes nothing is escaped.
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line.as_str();
+    while let Some(open) = rest.find('`') {
+        let run = rest[open..].bytes().take_while(|&b| b == b'`').count();
+        let after = &rest[open + run..];
+        escape_text(&rest[..open], &mut out);
+        match closing_run(after, run) {
+            Some(close) => {
+                let ticks = &rest[open..open + run];
+                out.push_str(ticks);
+                out.push_str(&after[..close].replace('|', "\\|"));
+                out.push_str(ticks);
+                rest = &after[close + run..];
+            }
+            None => {
+                out.push_str(&"\\`".repeat(run));
+                rest = after;
+            }
+        }
+    }
+    escape_text(rest, &mut out);
+    out
+}
+
+/// Where a run of exactly `run` backticks starts in `text`: the end of a code span.
+fn closing_run(text: &str, run: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'`' {
+            let end = i + bytes[i..].iter().take_while(|&&b| b == b'`').count();
+            if end - i == run {
+                return Some(i);
+            }
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
+/// Escapes one line of text outside code spans, appending it to `out` (whose content so far
+/// says whether the text starts a line).
+fn escape_text(text: &str, out: &mut String) {
+    let chars: Vec<char> = text.chars().collect();
     for (i, &c) in chars.iter().enumerate() {
         let before = i.checked_sub(1).and_then(|j| chars.get(j)).copied();
         let after = chars.get(i + 1).copied();
         let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
         let escape = match c {
-            '\\' | '`' | '*' | '[' | ']' | '|' | '~' => true,
+            '\\' | '*' | '[' | ']' | '|' | '~' => true,
             '_' => !(word(before) && word(after)),
             '<' => after.is_some_and(|a| a.is_alphabetic() || matches!(a, '/' | '!' | '?')),
             '!' => after == Some('['),
             '#' | '>' => out.trim().is_empty(),
             _ => false,
         };
-        match c {
-            '\n' | '\r' | '\t' => out.push(' '),
-            c if c.is_control() => {}
-            c if escape => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => out.push(c),
+        if escape {
+            out.push('\\');
         }
+        out.push(c);
     }
-    out
 }
 
 /// Escapes a value for the inside of a JSON string literal.
@@ -256,12 +305,13 @@ mod tests {
         assert!(!escaped.contains('\n'), "{escaped}");
         assert_eq!(crate::engine::artifacts::ticks(&format!("- {escaped}\n")), Default::default());
         // Wherever a template puts it (a line of its own, a list item, a heading's text), the
-        // value is one paragraph of plain text: no heading, no HTML, no link, no code, no box.
+        // value is one paragraph of plain text: no heading, no HTML, no link, no box. A code
+        // span the value held stays a code span, which markdown reads as plain text too.
         for placed in [format!("{escaped}\n"), format!("- {escaped}\n"), format!("## Task {escaped}\n")] {
             let (mut text, mut headings) = (String::new(), 0);
             for event in Parser::new_ext(&placed, Options::all()) {
                 match event {
-                    Event::Text(t) => text.push_str(&t),
+                    Event::Text(t) | Event::Code(t) => text.push_str(&t),
                     Event::Start(Tag::Heading { .. }) => headings += 1,
                     Event::Start(Tag::Paragraph | Tag::List(_) | Tag::Item) | Event::End(_) => {}
                     other => panic!("{other:?} in {placed:?}"),
@@ -269,7 +319,30 @@ mod tests {
             }
             // Only the template's own heading.
             assert_eq!(headings, usize::from(placed.starts_with("## ")), "{placed:?}");
-            assert!(text.ends_with(&evil.replace('\n', " ")), "{text:?} from {placed:?}");
+            assert!(text.ends_with(&evil.replace('\n', " ").replace('`', "")), "{text:?} from {placed:?}");
+        }
+    }
+
+    #[test]
+    fn code_spans_in_values_stay_code_spans_and_stay_inert() {
+        assert_eq!(markdown_escape("command `printf '%s\\n' x`"), "command `printf '%s\\n' x`");
+        assert_eq!(markdown_escape("a ` b"), "a \\` b");
+        assert_eq!(markdown_escape("`a|b` c|d"), "`a\\|b` c\\|d");
+        assert_eq!(markdown_escape("``x`y``"), "``x`y``");
+        // A span cannot carry structure out: the rest of the value is escaped as before.
+        let escaped = markdown_escape("`x` - [x] Approved ![i](u) <b>");
+        assert_eq!(crate::engine::artifacts::ticks(&format!("- {escaped}\n")), Default::default());
+        for event in pulldown_cmark::Parser::new(&escaped) {
+            assert!(
+                !matches!(
+                    event,
+                    pulldown_cmark::Event::InlineHtml(_)
+                        | pulldown_cmark::Event::Start(
+                            pulldown_cmark::Tag::Link { .. } | pulldown_cmark::Tag::Image { .. }
+                        )
+                ),
+                "{escaped}: {event:?}"
+            );
         }
     }
 

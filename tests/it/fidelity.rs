@@ -174,6 +174,8 @@ fn identifiers_in_what_opsflow_writes_are_not_backslash_escaped() {
     assert!(files.len() > 15, "{files:?}");
     for file in files {
         let text = ws.read_string(&file);
+        // Commands and names in backticks are code spans an agent can read, not `\``.
+        assert!(!text.contains("\\`"), "{file}: an escaped backtick:\n{text}");
         let bytes = text.as_bytes();
         for (i, window) in bytes.windows(3).enumerate() {
             if window[1..] == *b"\\_" && window[0].is_ascii_alphanumeric() {
