@@ -146,11 +146,11 @@ fn after_a_rolled_back_release_the_units_next_production_deploy_waits_for_its_fi
 }
 
 #[test]
-fn a_rollback_that_fails_escalates_as_critical() {
+fn a_rollback_whose_health_check_fails_too_escalates_as_critical() {
     let ws = crate::rollout::approved_for_production(json!({
         "provider": "command",
         "strategy": "direct",
-        "commands": {"deploy": "true", "rollback": "exit 9"},
+        "commands": {"deploy": "true", "rollback": "true"},
         "health_checks": [{"name": "never", "command": "exit 1"}],
     }));
     ws.run(&["run"]).status(1);
