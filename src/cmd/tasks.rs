@@ -286,15 +286,7 @@ fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
     let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
     let outcome = with_settled_retry(ws, || {
         file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
-            let Some(text) = current else {
-                return Err(StoreError::Refused(format!("{file} does not exist")));
-            };
-            let (layout, heads) = tasks::scan_ids(text, &[args.id.as_str()])
-                .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
-            let head = tasks::find(&heads, &args.id).map_err(|e| StoreError::Refused(format!("{file}: {e}")))?;
-            let before = head.try_value(text).map_err(|e| {
-                StoreError::Invalid(Box::new(layout_diagnostic(&file, text, tasks::LayoutError::Syntax(e))))
-            })?;
+            let (text, layout, heads, before) = locate(&file, current, &args.id)?;
             let Some(mut fields) = before.as_object().cloned() else {
                 return Err(StoreError::Refused(format!("{file}: task `{}` is not an object", args.id)));
             };
@@ -312,10 +304,7 @@ fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
             check_task(ws, &Value::Object(fields), &format!("task `{}`", args.id))?;
             let mut all_ops = ops.clone();
             all_ops.push(FieldOp::Set("updated_at".into(), now.into()));
-            let edits = TaskEdits { updates: vec![(args.id.clone(), all_ops)], appends: vec![] };
-            tasks::splices_for(text, layout, &heads, &edits)
-                .map(|splices| Some(Content::Spliced(splices)))
-                .map_err(|e| StoreError::Refused(format!("{file}: {e}")))
+            splice_update(&file, text, layout, &heads, &args.id, all_ops)
         })
     })?;
     match outcome {
@@ -366,19 +355,47 @@ fn is_utc_time(text: &str) -> bool {
         })
 }
 
+/// Task `id` in `tasks.json` as it is under the lock: the file's text and layout, the heads to
+/// splice into, and the task decoded.
+fn locate<'t>(
+    file: &str,
+    current: Option<&'t str>,
+    id: &str,
+) -> Result<(&'t str, tasks::Layout, Vec<tasks::TaskHead<'t>>, Value), StoreError> {
+    let Some(text) = current else {
+        return Err(StoreError::Refused(format!("{file} does not exist")));
+    };
+    let (layout, heads) =
+        tasks::scan_ids(text, &[id]).map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(file, text, e))))?;
+    let head = tasks::find(&heads, id).map_err(|e| StoreError::Refused(format!("{file}: {e}")))?;
+    let task = head
+        .try_value(text)
+        .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(file, text, tasks::LayoutError::Syntax(e)))))?;
+    Ok((text, layout, heads, task))
+}
+
+/// The splices that apply `ops` to task `id`, keeping every other byte.
+fn splice_update(
+    file: &str,
+    text: &str,
+    layout: tasks::Layout,
+    heads: &[tasks::TaskHead<'_>],
+    id: &str,
+    ops: Vec<FieldOp>,
+) -> Result<Option<Content>, StoreError> {
+    let edits = TaskEdits { updates: vec![(id.to_owned(), ops)], appends: vec![] };
+    tasks::splices_for(text, layout, heads, &edits)
+        .map(|splices| Some(Content::Spliced(splices)))
+        .map_err(|e| StoreError::Refused(format!("{file}: {e}")))
+}
+
 fn release(ws: &Workspace, args: &ReleaseArgs) -> anyhow::Result<Exit> {
     let file = ws.config.paths.tasks.clone();
     let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
     let text_field = |task: &Value, key: &str| task.get(key).and_then(Value::as_str).map(str::to_owned);
     let mut released: Option<Value> = None;
     file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
-        let Some(text) = current else {
-            return Err(StoreError::Refused(format!("{file} does not exist")));
-        };
-        let (layout, heads) = tasks::scan_ids(text, &[args.id.as_str()])
-            .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
-        let head = tasks::find(&heads, &args.id).map_err(|e| StoreError::Refused(format!("{file}: {e}")))?;
-        let task = head.value(text);
+        let (text, layout, heads, task) = locate(&file, current, &args.id)?;
         let status = text_field(&task, "status").unwrap_or_else(|| "(none)".to_owned());
         if status != "in_progress" {
             return Err(StoreError::Refused(format!(
@@ -412,10 +429,7 @@ fn release(ws: &Workspace, args: &ReleaseArgs) -> anyhow::Result<Exit> {
             FieldOp::Set("updated_at".into(), now.into()),
         ];
         released = Some(task);
-        let edits = TaskEdits { updates: vec![(args.id.clone(), ops)], appends: vec![] };
-        tasks::splices_for(text, layout, &heads, &edits)
-            .map(|splices| Some(Content::Spliced(splices)))
-            .map_err(|e| StoreError::Refused(format!("{file}: {e}")))
+        splice_update(&file, text, layout, &heads, &args.id, ops)
     })?;
     let task = released.unwrap_or_default();
     let claimed_by = text_field(&task, "claimed_by").unwrap_or_else(|| "nobody recorded".to_owned());
