@@ -87,38 +87,35 @@ fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
         }
     };
     // Every entry is decoded before anything is printed, so a failure leaves stdout empty
-    // rather than holding half a document.
-    let mut values = Vec::with_capacity(matched.len());
-    for span in &matched {
-        match serde_json::from_str::<Value>(span.of(&text)) {
-            Ok(value) => values.push(value),
+    // rather than holding half a document; each decoded entry goes straight into the output
+    // (or its row) and is dropped, so memory holds the output, not every entry decoded.
+    let mut document = Vec::with_capacity(if args.json { text.len() / 4 + 4 } else { 0 });
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    document.push(b'[');
+    for (i, span) in matched.iter().enumerate() {
+        let value = match serde_json::from_str::<Value>(span.of(&text)) {
+            Ok(value) => value,
             Err(e) => {
                 let error = SyntaxError { offset: span.start, message: format!("a task entry cannot be decoded: {e}") };
                 eprintln!("{}", layout_diagnostic(file, &text, tasks::LayoutError::Syntax(error)));
                 return Ok(Exit::Invalid);
             }
+        };
+        if args.json {
+            // Each entry as the file has it, re-serialized compactly: one task a line.
+            document.extend_from_slice(if i == 0 { b"\n  " } else { b",\n  " });
+            serde_json::to_writer(&mut document, &value)?;
+        } else {
+            let field = |key: &str| value.get(key).and_then(Value::as_str).unwrap_or("-").to_owned();
+            rows.push([field("id"), field("status"), field("type"), field("agent"), field("title")]);
         }
     }
+    document.extend_from_slice(if matched.is_empty() { b"]\n" } else { b"\n]\n" });
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     if args.json {
-        // Each entry as the file has it, re-serialized compactly: one document, one task a line.
-        let mut document = Vec::with_capacity(values.len() * 128 + 4);
-        document.push(b'[');
-        for (i, value) in values.iter().enumerate() {
-            document.extend_from_slice(if i == 0 { b"\n  " } else { b",\n  " });
-            serde_json::to_writer(&mut document, value)?;
-        }
-        document.extend_from_slice(if values.is_empty() { b"]\n" } else { b"\n]\n" });
         out.write_all(&document)?;
     } else {
-        let rows: Vec<[String; 5]> = values
-            .iter()
-            .map(|value| {
-                let field = |key: &str| value.get(key).and_then(Value::as_str).unwrap_or("-").to_owned();
-                [field("id"), field("status"), field("type"), field("agent"), field("title")]
-            })
-            .collect();
         let mut widths = [2, 6, 4, 5, 5];
         for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
