@@ -43,6 +43,19 @@ pub mod time {
         let stamp = jiff::Timestamp::from_second(seconds).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         format!("{stamp:.0}")
     }
+
+    /// True for the `2026-11-25T07:50:27Z` form opsflow writes, which orders as text.
+    pub fn is_rfc3339_utc(text: &str) -> bool {
+        let b = text.as_bytes();
+        b.len() == 20
+            && b.iter().enumerate().all(|(i, c)| match i {
+                4 | 7 => *c == b'-',
+                10 => *c == b'T',
+                13 | 16 => *c == b':',
+                19 => *c == b'Z',
+                _ => c.is_ascii_digit(),
+            })
+    }
 }
 
 /// SHA-256 as lowercase hex, for release checksums and the input hashes in the audit log.

@@ -330,26 +330,15 @@ fn live_runner(ws: &Workspace, agent: &str, run_id: &str, claimed_at: Option<&st
     // was made did not make it (its start-up recovery looks at its own leftover claims).
     let since = holder.rsplit_once(" since ").map(|(_, since)| since.trim());
     let started_after_claim = match (since, claimed_at) {
-        (Some(since), Some(claimed)) if is_utc_time(since) && is_utc_time(claimed) => since > claimed,
+        (Some(since), Some(claimed)) if crate::time::is_rfc3339_utc(since) && crate::time::is_rfc3339_utc(claimed) => {
+            since > claimed
+        }
         _ => false,
     };
     let run_here = !run_id.is_empty()
         && crate::workspace::check_path_component(run_id).is_ok()
         && runtime.join("runs").join(run_id).exists();
     (!started_after_claim || run_here).then(|| if holder.is_empty() { "a live process".to_owned() } else { holder })
-}
-
-/// True for the `2026-11-25T07:50:27Z` form opsflow writes, which orders as text.
-fn is_utc_time(text: &str) -> bool {
-    let b = text.as_bytes();
-    b.len() == 20
-        && b.iter().enumerate().all(|(i, c)| match i {
-            4 | 7 => *c == b'-',
-            10 => *c == b'T',
-            13 | 16 => *c == b':',
-            19 => *c == b'Z',
-            _ => c.is_ascii_digit(),
-        })
 }
 
 /// Task `id` in `tasks.json` as it is under the lock: the file's text and layout, the heads to

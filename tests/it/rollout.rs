@@ -268,21 +268,24 @@ fn a_paused_canary_whose_release_changed_is_undone_when_told_to_proceed_and_free
     assert!(!status.contains("production  paused"), "{status}");
 }
 
-#[test]
-fn a_rolling_deployment_goes_batch_by_batch() {
-    let app = TestApp::start(Mode::Healthy);
-    let ws = approved_for_production(json!({
+/// A rolling production environment of three batches against `app`, deploying with `deploy`.
+fn rolling(app: &TestApp, deploy: String) -> Value {
+    json!({
         "provider": "command",
         "strategy": "rolling",
         "batches": 3,
-        "commands": {
-            "deploy": log("deploy batch $OPSFLOW_BATCH/$OPSFLOW_BATCHES at $OPSFLOW_WEIGHT%"),
-            "rollback": log("rollback"),
-        },
+        "commands": {"deploy": deploy, "rollback": log("rollback")},
         "health_checks": [{"name": "api", "http": app.url("/health")}],
         "metrics": {"http": app.url("/stats"), "error_rate": "/error_rate"},
         "analysis": {"interval": "20ms", "count": 1},
-    }));
+    })
+}
+
+#[test]
+fn a_rolling_deployment_goes_batch_by_batch() {
+    let app = TestApp::start(Mode::Healthy);
+    let ws =
+        approved_for_production(rolling(&app, log("deploy batch $OPSFLOW_BATCH/$OPSFLOW_BATCHES at $OPSFLOW_WEIGHT%")));
     ws.run(&["run"]).status(0);
     assert_eq!(calls(&ws), ["deploy batch 1/3 at 34%", "deploy batch 2/3 at 67%", "deploy batch 3/3 at 100%"]);
     let r13 = ws.read_string(R13);
@@ -547,18 +550,8 @@ fn a_step_that_ignores_sigterm_is_killed_with_sigkill_after_the_grace_period() {
 #[test]
 fn a_rolling_batch_that_fails_stops_the_rollout_and_rolls_back() {
     let app = TestApp::start(Mode::Healthy);
-    let ws = approved_for_production(json!({
-        "provider": "command",
-        "strategy": "rolling",
-        "batches": 3,
-        "commands": {
-            "deploy": format!("{}; test \"$OPSFLOW_BATCH\" != 2", log("deploy batch $OPSFLOW_BATCH/$OPSFLOW_BATCHES")),
-            "rollback": log("rollback"),
-        },
-        "health_checks": [{"name": "api", "http": app.url("/health")}],
-        "metrics": {"http": app.url("/stats"), "error_rate": "/error_rate"},
-        "analysis": {"interval": "20ms", "count": 1},
-    }));
+    let deploy = format!("{}; test \"$OPSFLOW_BATCH\" != 2", log("deploy batch $OPSFLOW_BATCH/$OPSFLOW_BATCHES"));
+    let ws = approved_for_production(rolling(&app, deploy));
     ws.run(&["run"]).status(1);
     // Batch 3 never starts; what batches 1 and 2 changed is undone.
     assert_eq!(calls(&ws), ["deploy batch 1/3", "deploy batch 2/3", "rollback"]);

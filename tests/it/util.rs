@@ -298,15 +298,7 @@ pub fn leftover_temp_files(ws: &Workspace) -> Vec<String> {
 
 /// True when `text` looks like an RFC 3339 UTC timestamp such as `2026-11-25T08:04:49Z`.
 pub fn is_rfc3339_utc(text: &str) -> bool {
-    let b = text.as_bytes();
-    b.len() == 20
-        && b.iter().enumerate().all(|(i, c)| match i {
-            4 | 7 => *c == b'-',
-            10 => *c == b'T',
-            13 | 16 => *c == b':',
-            19 => *c == b'Z',
-            _ => c.is_ascii_digit(),
-        })
+    opsflow::time::is_rfc3339_utc(text)
 }
 
 /// How many processes are blocked waiting for the flock on the file with inode `ino`
