@@ -502,7 +502,11 @@ impl GitSync {
                 let text = format!("{}{}", output.stdout, output.stderr);
                 // `[rejected]` is another writer first; `[remote rejected]` is a hook or a
                 // permission saying no, which no rebase changes.
-                if text.contains("\t[rejected]") || text.contains("[rejected] ") && !text.contains("[remote rejected]")
+                // Two pushes at the same moment: the loser's ref update finds the other's commit.
+                let raced = text.contains("cannot lock ref") || text.contains("failed to update ref");
+                if raced
+                    || text.contains("\t[rejected]")
+                    || text.contains("[rejected] ") && !text.contains("[remote rejected]")
                 {
                     Push::Rejected
                 } else {

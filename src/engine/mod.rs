@@ -295,7 +295,17 @@ impl<'w> Engine<'w> {
                 (!resolved).then(|| (Release::of_task(t).unit, id, fix, fix_status))
             })
             .collect();
-        for (index, task) in owned {
+        // With git sync, runners of this agent on other clones read the same list: each pass
+        // starts at a random entry so that they spread over the work instead of all racing
+        // for the first task (the loser of a race drops its claim, which costs a round trip).
+        let start = match (&self.options.sync, owned.len()) {
+            (Some(_), len) if len > 1 => {
+                use std::hash::{BuildHasher, Hasher};
+                std::collections::hash_map::RandomState::new().build_hasher().finish() as usize % len
+            }
+            _ => 0,
+        };
+        for (index, task) in owned.iter().cycle().skip(start).take(owned.len()) {
             let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
             let status = task.get("status").and_then(Value::as_str).unwrap_or_default();
             let ours_blocked =

@@ -344,7 +344,26 @@ fn four_runners_claim_every_task_exactly_once() {
     runners[0] = Some(start_runner(&remote, runners_clones[0], "r0-again"));
     pusher.join().unwrap();
 
-    wait_until(DEADLINE, "every task to be done", || done(&remote) == TASKS_TOTAL);
+    let end = std::time::Instant::now() + DEADLINE;
+    while done(&remote) < TASKS_TOTAL {
+        if std::time::Instant::now() > end {
+            let logs: Vec<String> = runners
+                .iter()
+                .flatten()
+                .map(|r| {
+                    let log = fs::read_to_string(&r.log).unwrap_or_default();
+                    let lines: Vec<&str> = log.lines().filter(|l| !l.contains("DEBUG")).collect();
+                    lines[lines.len().saturating_sub(15)..].join("\n")
+                })
+                .collect();
+            panic!(
+                "{} of {TASKS_TOTAL} tasks done at the deadline; the runners' logs end:\n{}",
+                done(&remote),
+                logs.join("\n----\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for runner in runners.iter_mut().flatten() {
         // SAFETY: kill(2) of our own child, not yet waited for.
         unsafe { libc::kill(runner.child.id() as i32, libc::SIGTERM) };
