@@ -168,9 +168,10 @@ fn a_claim_is_pushed_before_the_node_runs() {
     assert!(seen.contains("Opsflow-Task: T-1") && seen.contains("Opsflow-Run: "), "{seen}");
     // Then the results landed too, with the same trailers, and only files opsflow wrote.
     let messages = remote.messages();
-    let last = messages.last().unwrap();
-    assert!(last.starts_with("Dev_Environment_Setup done for T-1"), "{messages:?}");
-    assert!(last.contains("Opsflow-Task: T-1"), "{last}");
+    let claim = messages.iter().position(|m| m.starts_with("Claim T-1 ")).unwrap();
+    let results = messages.iter().position(|m| m.starts_with("Dev_Environment_Setup done for T-1")).unwrap();
+    assert!(claim < results, "{messages:?}");
+    assert!(messages[results].contains("Opsflow-Task: T-1"), "{}", messages[results]);
     assert_eq!(status_of(&remote.remote_tasks(), "T-1"), "done");
     let files = git(&remote.bare, &["show", "--name-only", "--format=", "main"]);
     assert!(files.lines().all(|f| f.starts_with("docs/workflow/")), "{files}");
@@ -344,7 +345,8 @@ fn four_runners_claim_every_task_exactly_once() {
     runners[0] = Some(start_runner(&remote, runners_clones[0], "r0-again"));
     pusher.join().unwrap();
 
-    let end = std::time::Instant::now() + DEADLINE;
+    // Generous: on two shared cores each task costs a few git round trips per runner.
+    let end = std::time::Instant::now() + DEADLINE * 3;
     while done(&remote) < TASKS_TOTAL {
         if std::time::Instant::now() > end {
             let logs: Vec<String> = runners
