@@ -34,6 +34,8 @@ pub struct Config {
     pub environments: serde_json::Map<String, Value>,
     pub feedback: Value,
     pub secrets: Vec<String>,
+    /// `git`: sync through a git remote (PRODUCT.md section 9, docs/sync.md).
+    pub git: Git,
     /// The whole file as written.
     #[serde(skip)]
     pub raw: Value,
@@ -54,6 +56,7 @@ impl Default for Config {
             environments: serde_json::Map::new(),
             feedback: Value::Null,
             secrets: Vec::new(),
+            git: Git::default(),
             raw: Value::Object(Default::default()),
         }
     }
@@ -264,6 +267,29 @@ impl Default for Ci {
     }
 }
 
+/// `git`: whether `run` and `watch` sync the workspace through a git remote, and which.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct Git {
+    pub sync: bool,
+    pub remote: String,
+    pub branch: String,
+    pub fetch_interval: String,
+}
+
+impl Default for Git {
+    fn default() -> Self {
+        Git { sync: false, remote: "origin".into(), branch: "main".into(), fetch_interval: "5s".into() }
+    }
+}
+
+impl Git {
+    /// How often `watch` fetches when nothing changed locally.
+    pub fn fetch_every(&self) -> Duration {
+        parse_duration(&self.fetch_interval).unwrap_or(Duration::from_secs(5)).max(Duration::from_millis(100))
+    }
+}
+
 impl Devops {
     /// A configured duration; the schema already checked the syntax, so this only falls back
     /// on a value it let through that cannot be a duration.
@@ -320,6 +346,21 @@ impl Config {
                     format!("/environments/{pointer_name}/path"),
                     path,
                 ));
+            }
+        }
+        // The remote and branch reach git as arguments: one that starts with `-` would be read
+        // as an option, and whitespace or a control character as no name git accepts.
+        for (key, value) in [("remote", &config.git.remote), ("branch", &config.git.branch)] {
+            if value.starts_with('-') || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                problems.push(
+                    Diagnostic::new(
+                        label,
+                        Kind::Config,
+                        format!("`git.{key}` is {value:?}: a git {key} name cannot start with `-` or hold whitespace"),
+                    )
+                    .pointer(format!("/git/{key}"))
+                    .locate_in(text),
+                );
             }
         }
         for (key, pointer, path) in configured {

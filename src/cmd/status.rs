@@ -25,6 +25,9 @@ struct Status {
     last_runs: Vec<Value>,
     /// Problems with the files status read.
     diagnostics: Vec<Diagnostic>,
+    /// With `git.sync`: whether the remote answered the last runner, and since when it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote: Option<crate::sync::RemoteStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -211,6 +214,12 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
         rollouts,
         last_runs: last_runs(ws),
         diagnostics,
+        remote: ws.config.git.sync.then(|| {
+            crate::sync::GitSync::read_status(ws).unwrap_or_else(|| crate::sync::RemoteStatus {
+                remote: format!("{}/{}", ws.config.git.remote, ws.config.git.branch),
+                ..Default::default()
+            })
+        }),
     };
     // Whatever `validate` refuses makes `status` fail too, even a file `status` itself does
     // not read (a QA report, an approval), so scripts can trust either exit code.
@@ -247,10 +256,30 @@ fn is_foreign_entry_problem(diagnostic: &Diagnostic, prefix: &str, list: &[Value
     })
 }
 
+/// One line on the git remote: reachable, or since when not and why, or a stopped sync.
+fn remote_line(remote: &crate::sync::RemoteStatus) -> String {
+    let mut line = match (&remote.unreachable_since, remote.reachable) {
+        (Some(since), _) => format!(
+            "{} unreachable since {since}: {}; no new claims",
+            remote.remote,
+            remote.last_error.as_deref().unwrap_or("no answer")
+        ),
+        (None, true) => format!("{} reachable", remote.remote),
+        (None, false) => format!("{} not contacted yet", remote.remote),
+    };
+    if let Some(stopped) = &remote.stopped {
+        line.push_str(&format!("; sync stopped: {stopped}"));
+    }
+    line
+}
+
 fn print_text(status: &Status) {
     println!("workspace  {}", status.workspace);
     println!("agent      {}", status.agent);
     println!("workflow   {}", status.workflow.as_deref().unwrap_or("(no state.json)"));
+    if let Some(remote) = &status.remote {
+        println!("remote     {}", remote_line(remote));
+    }
     println!(
         "current    {}",
         if status.current_nodes.is_empty() { "(none)".to_owned() } else { status.current_nodes.join(", ") }

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub watcher_events: AtomicU64,
     pub watcher_errors: AtomicU64,
     pub watcher_rescans: AtomicU64,
+    /// With `git.sync`: the sync whose remote state `/metrics` shows.
+    pub git_sync: std::sync::OnceLock<std::sync::Arc<crate::sync::GitSync>>,
     inner: Mutex<Inner>,
 }
 
@@ -249,8 +251,31 @@ impl Metrics {
             "Event queue overflows that forced a full rescan",
             plain(load(&self.watcher_rescans)),
         );
+        if let Some(sync) = self.git_sync.get() {
+            render_git_remote(&mut out, &sync.status());
+        }
         out
     }
+}
+
+/// The git remote's gauges (only with `git.sync`), kept apart from the daemon's own figures:
+/// `opsflow_git_remote_reachable` and, while it is not, since when.
+fn render_git_remote(out: &mut String, status: &crate::sync::RemoteStatus) {
+    let remote = escape(&status.remote);
+    let _ = writeln!(
+        out,
+        "# HELP opsflow_git_remote_reachable 1 while the git remote answers fetches and takes pushes\n\
+         # TYPE opsflow_git_remote_reachable gauge\n\
+         opsflow_git_remote_reachable{{remote=\"{remote}\"}} {}",
+        u8::from(status.reachable)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP opsflow_git_remote_unreachable_since_seconds Unix time since which the git remote is unreachable (0 while it is reachable)\n\
+         # TYPE opsflow_git_remote_unreachable_since_seconds gauge\n\
+         opsflow_git_remote_unreachable_since_seconds{{remote=\"{remote}\"}} {}",
+        status.unreachable_since_unix.unwrap_or(0)
+    );
 }
 
 fn escape(value: &str) -> String {

@@ -64,6 +64,10 @@ pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Out
         anyhow::bail!("{} is invalid; the daemon does not start on an invalid config", ws.config_label);
     }
     let lock = crate::instance::acquire(&ws).map_err(anyhow::Error::msg)?;
+    let sync = crate::sync::GitSync::open(&ws).map_err(anyhow::Error::msg)?.map(Arc::new);
+    if let Some(sync) = &sync {
+        let _ = handles.metrics.git_sync.set(Arc::clone(sync));
+    }
     let grace = Devops::duration(&ws.config.devops.shutdown_grace, Duration::from_secs(30));
     let cancel = CancellationToken::new();
     let engine_cancel = Cancel::default();
@@ -95,6 +99,7 @@ pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Out
         Arc::clone(&metrics),
         cancel.clone(),
         engine_cancel.clone(),
+        sync,
     ));
 
     let mut exit = Exit::Ok;
@@ -183,6 +188,7 @@ async fn reconcile_loop(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
     engine_cancel: Cancel,
+    sync: Option<Arc<crate::sync::GitSync>>,
 ) {
     let mut current = Arc::new(ws);
     let mut templates: Option<Templates> = None;
@@ -198,6 +204,12 @@ async fn reconcile_loop(
     loop {
         let poll = Devops::duration(&current.config.devops.poll_interval, Duration::from_secs(300));
         let debounce = Devops::duration(&current.config.devops.debounce, Duration::from_millis(50));
+        // With git sync, another runner's push makes no local file event: the remote is
+        // fetched (by a reconcile) every `git.fetch_interval`.
+        let poll = match &sync {
+            Some(_) => poll.min(current.config.git.fetch_every()),
+            None => poll,
+        };
         if !due {
             let wait = if retry_after_settle { debounce } else { poll };
             tokio::select! {
@@ -241,7 +253,10 @@ async fn reconcile_loop(
             let engine_cancel = engine_cancel.clone();
             let templates = templates.take();
             let first = reconciles == 0;
-            tokio::task::spawn_blocking(move || reconcile_once(&settings, previous, templates, engine_cancel, first))
+            let sync = sync.clone();
+            tokio::task::spawn_blocking(move || {
+                reconcile_once(&settings, previous, templates, engine_cancel, first, sync)
+            })
         };
         let Ok(outcome) = job.await else {
             tracing::error!("a reconcile panicked");
@@ -315,6 +330,7 @@ fn reconcile_once(
     templates: Option<Templates>,
     cancel: Cancel,
     first: bool,
+    sync: Option<Arc<crate::sync::GitSync>>,
 ) -> Reconciled {
     let (workspace, config_problem) =
         match Workspace::open(&settings.dir, settings.config_file.as_deref(), settings.agent.as_deref()) {
@@ -335,7 +351,7 @@ fn reconcile_once(
     let (summary, templates) = match renderer {
         Ok(renderer) => {
             let templates = Some((fingerprint, Arc::clone(&renderer)));
-            let options = Options { dry_run: false, cancel, skip_recovery: !first };
+            let options = Options { dry_run: false, cancel, skip_recovery: !first, sync };
             match Engine::with_renderer(&workspace, options, renderer) {
                 Ok(engine) => (engine.run(), templates),
                 Err(problems) => (Summary { problems, ..Summary::default() }, templates),

@@ -54,6 +54,9 @@ pub struct Options {
     /// Skip looking for runs a dead runner left (see `Engine::recover`): a daemon does it
     /// once at its start; after that every run of its agent is its own.
     pub skip_recovery: bool,
+    /// Sync through a git remote (`git.sync`): each pass starts in sync with the remote, and
+    /// a claim counts only once pushed. `None`: the workspace is used as it is.
+    pub sync: Option<Arc<crate::sync::GitSync>>,
 }
 
 /// How a daemon stops the engine: `stop` lets the running node finish and starts no other;
@@ -151,6 +154,8 @@ pub struct Engine<'w> {
     /// status): later production deployments of that unit wait (seed 000, "Handling
     /// Deployment Failures": block subsequent deployments until resolved).
     unresolved: std::cell::RefCell<Vec<(String, String, String, String)>>,
+    /// False while the git remote is unreachable or the sync stopped: no new claims.
+    claims_allowed: std::cell::Cell<bool>,
 }
 
 impl<'w> Engine<'w> {
@@ -180,6 +185,7 @@ impl<'w> Engine<'w> {
             options,
             open_production: Default::default(),
             unresolved: Default::default(),
+            claims_allowed: std::cell::Cell::new(true),
         })
     }
 
@@ -193,12 +199,45 @@ impl<'w> Engine<'w> {
             if self.options.cancel.stopping() {
                 break;
             }
+            self.sync_before_pass();
             let acted = self.pass(&mut summary);
             if !acted || self.options.dry_run {
                 break;
             }
         }
+        if let Some(sync) = &self.options.sync {
+            sync.after_run();
+        }
         summary
+    }
+
+    /// With `git.sync`: fetch, rebase and push before a pass; claims only while in sync.
+    fn sync_before_pass(&self) {
+        let Some(sync) = &self.options.sync else { return };
+        let pass = sync.before_pass();
+        self.claims_allowed.set(pass == crate::sync::Pass::Ready);
+        if let crate::sync::Pass::Stopped(reason) = pass
+            && sync.new_stop(&reason)
+        {
+            let request = HumanRequest {
+                agent: self.ws.config.agent.name.clone(),
+                task_id: "-".into(),
+                node: "git sync".into(),
+                unit_id: "-".into(),
+                severity: "HIGH",
+                issue: reason.clone(),
+                impact: "no new claims are made and local commits are not pushed until it is resolved".into(),
+                actions: vec!["aborted the rebase; the local commits are kept".into()],
+                status: "sync stopped".into(),
+                help_needed: "resolve the conflict by hand and push".into(),
+                contacts: "the workspace's maintainers".into(),
+                raised_at: crate::time::now_rfc3339(),
+                run_id: new_run_id(),
+            };
+            if let Err(e) = record::append_human_request(self.ws, &self.renderer, &request, &reason) {
+                tracing::error!("cannot append to {}: {e}", self.ws.config.paths.human_requests);
+            }
+        }
     }
 
     /// One pass; returns whether it ran a node (and so another pass may find more to do).
@@ -256,7 +295,17 @@ impl<'w> Engine<'w> {
                 (!resolved).then(|| (Release::of_task(t).unit, id, fix, fix_status))
             })
             .collect();
-        for (index, task) in owned {
+        // With git sync, runners of this agent on other clones read the same list: each pass
+        // starts at a random entry so that they spread over the work instead of all racing
+        // for the first task (the loser of a race drops its claim, which costs a round trip).
+        let start = match (&self.options.sync, owned.len()) {
+            (Some(_), len) if len > 1 => {
+                use std::hash::{BuildHasher, Hasher};
+                std::collections::hash_map::RandomState::new().build_hasher().finish() as usize % len
+            }
+            _ => 0,
+        };
+        for (index, task) in owned.iter().cycle().skip(start).take(owned.len()) {
             let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
             let status = task.get("status").and_then(Value::as_str).unwrap_or_default();
             let ours_blocked =
@@ -890,6 +939,7 @@ impl<'w> Engine<'w> {
         });
         match created {
             Ok(()) => {
+                crate::workspace::write::note_written(&path);
                 self.audit.record(&run_id, "approval_requested", &relative, "every other gate passed", &[]);
                 true
             }
@@ -912,6 +962,10 @@ impl<'w> Engine<'w> {
         version: String,
         state: &Value,
     ) -> Option<Ran> {
+        if !self.claims_allowed.get() {
+            // An unpushed claim is not a claim: none is made while the remote is out of reach.
+            return None;
+        }
         let started = Instant::now();
         let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
         let run_id = new_run_id();
@@ -975,6 +1029,15 @@ impl<'w> Engine<'w> {
                 current_nodes: None,
             },
         );
+        if let Some(sync) = &self.options.sync
+            && let Err(why) = sync.publish_claim(&id, &node.name, &run_id, from_state(task))
+        {
+            tracing::info!("{id}: the claim was dropped ({why}); {} does not run", node.name);
+            self.audit.record(&run_id, "claim_dropped", &id, &why, &[]);
+            // A remote that refused this claim refuses the next: no more tries this pass.
+            self.claims_allowed.set(sync.reachable_now());
+            return None;
+        }
         let (unit, _) = self.unit_and_version(task);
         let mut run = self.node_run(task, node, &run_id, &unit, version);
         run.inputs = inputs;
@@ -989,6 +1052,9 @@ impl<'w> Engine<'w> {
             Outcome::Failed { .. } => "failed",
             Outcome::Blocked { .. } => "blocked",
         };
+        if let Some(sync) = &self.options.sync {
+            sync.publish_results(&id, &node.name, label, &run_id);
+        }
         Some(Ran {
             task: id,
             node: node.name.clone(),
@@ -1043,6 +1109,12 @@ impl<'w> Engine<'w> {
             if task.get("claimed_by").and_then(Value::as_str) != Some(agent.as_str())
                 || recovered.iter().any(|r| r == id)
             {
+                continue;
+            }
+            // With git sync, runners of this agent on other clones hold their own claims: only
+            // a run this clone started (its run directory is here) is this runner's to recover.
+            let run_id = task.get("run_id").and_then(Value::as_str).unwrap_or_default();
+            if self.options.sync.is_some() && (run_id.is_empty() || !nodes::run_dir(self.ws, run_id).exists()) {
                 continue;
             }
             if let Some(ran) = self.recover_run(id, None) {

@@ -29,6 +29,8 @@
 //! - [`hostile_input`]: files written to hurt a reader, run through every command under a memory limit.
 //! - [`scanner_property`]: the span scanner and its splices against `serde_json`, on generated text.
 //! - [`gitwork`]: checkout, merge and stash under a running `opsflow watch`.
+//! - [`sync`]: several runners on clones of one bare remote: claims pushed before nodes run,
+//!   races, an unreachable remote, and four runners with 200 tasks.
 //! - [`merge`]: the git merge driver under real `git merge` and `git rebase`, its setup, and
 //!   `tasks release`.
 
@@ -52,5 +54,6 @@ mod releases;
 mod rollout;
 mod scanner_property;
 mod store;
+mod sync;
 mod tls;
 mod util;
