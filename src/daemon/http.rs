@@ -55,7 +55,7 @@ async fn handle(request: Request<Incoming>, metrics: Arc<Metrics>) -> Result<Res
             Ok(()) => respond(StatusCode::OK, "text/plain", "ok\n".into()),
             Err(reason) => respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("{reason}\n")),
         },
-        "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", metrics.render()),
+        "/metrics" => respond(StatusCode::OK, super::metrics::CONTENT_TYPE, metrics.render()),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found: try /healthz or /metrics\n".into()),
     })
 }

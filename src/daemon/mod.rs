@@ -67,7 +67,7 @@ pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Out
     let cancel = CancellationToken::new();
     let engine_cancel = Cancel::default();
     let metrics = Arc::clone(&handles.metrics);
-    metrics.alive.store(true, Ordering::SeqCst);
+    metrics.set_alive(true);
 
     let (hint_tx, hint_rx) = mpsc::channel(256);
     let watcher = tokio::spawn(watcher::run(
@@ -112,7 +112,7 @@ pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Out
         engine_cancel.abort.store(true, Ordering::SeqCst);
         let _ = reconciler.await;
     }
-    metrics.alive.store(false, Ordering::SeqCst);
+    metrics.set_alive(false);
     match watcher.await {
         Ok(Err(e)) => tracing::error!("the file watcher failed: {e}"),
         Err(e) => tracing::error!("the file watcher panicked: {e}"),

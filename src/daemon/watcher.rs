@@ -63,7 +63,7 @@ pub async fn run(
             && let Err(e) = watcher.watch(&path, RecursiveMode::Recursive)
         {
             tracing::warn!("cannot watch {}: {e}", path.display());
-            metrics.watcher_errors.fetch_add(1, Ordering::Relaxed);
+            metrics.watcher_errors.inc();
         }
     }
     tracing::info!("watching {}", root.display());
@@ -76,20 +76,20 @@ pub async fn run(
             },
         };
         if overflow.swap(false, Ordering::SeqCst) {
-            metrics.watcher_rescans.fetch_add(1, Ordering::Relaxed);
+            metrics.watcher_rescans.inc();
             let _ = hints.try_send(Hint::Rescan);
         }
         let event = match event {
             Ok(event) => event,
             Err(e) => {
                 tracing::warn!("file watcher: {e}");
-                metrics.watcher_errors.fetch_add(1, Ordering::Relaxed);
+                metrics.watcher_errors.inc();
                 let _ = hints.try_send(Hint::Rescan);
                 continue;
             }
         };
         if event.need_rescan() {
-            metrics.watcher_rescans.fetch_add(1, Ordering::Relaxed);
+            metrics.watcher_rescans.inc();
             if hints.try_send(Hint::Rescan).is_err() {
                 tracing::debug!("hint queue full; a rescan is already pending");
             }
@@ -102,14 +102,14 @@ pub async fn run(
             if ignored(&root, &runtime, &path) {
                 continue;
             }
-            metrics.watcher_events.fetch_add(1, Ordering::Relaxed);
+            metrics.watcher_events.inc();
             // A new top-level directory (a checkout, an agent's first file) needs its own watch.
             if path.parent() == Some(root.as_path())
                 && path.is_dir()
                 && let Err(e) = watcher.watch(&path, RecursiveMode::Recursive)
             {
                 tracing::warn!("cannot watch {}: {e}", path.display());
-                metrics.watcher_errors.fetch_add(1, Ordering::Relaxed);
+                metrics.watcher_errors.inc();
             }
             // A full queue means a reconcile is pending anyway; it reads everything.
             let _ = hints.try_send(Hint::Changed(path));

@@ -46,6 +46,30 @@ impl Action {
     }
 }
 
+/// An environment that a node's action changes by itself. A rollback changes the environment
+/// its task names, so it has none here (`nodes::rollback_environment` decides it per task).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Environment {
+    Staging,
+    Production,
+}
+
+impl Environment {
+    /// The environment's name, as in `environments.<name>` of the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Environment::Staging => "staging",
+            Environment::Production => "production",
+        }
+    }
+}
+
+impl std::fmt::Display for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Node {
     pub name: String,
@@ -64,9 +88,33 @@ pub struct Node {
     pub on_failure: Vec<String>,
     #[serde(default)]
     pub owner: Option<String>,
-    /// The environment a deploy node targets (default: by action).
+    /// Read for compatibility with older `workflow.json` files, and otherwise unused: the
+    /// environment a node changes follows its action ([`Node::changes_environment`]).
     #[serde(default)]
     pub environment: Option<String>,
+}
+
+impl Node {
+    /// The environment this node changes, decided by its action and never by its name (a
+    /// `workflow.json` may rename any node): a staging deploy changes staging, a production
+    /// deploy and the verification that may roll it back change production. `None` for the
+    /// nodes that change no environment, and for a rollback, whose task names its environment.
+    ///
+    /// This is the one answer to "which environment": the engine's gates and approvals and the
+    /// daemon's `opsflow_deployments_total` all ask it.
+    pub fn changes_environment(&self) -> Option<Environment> {
+        match self.action {
+            Action::DeployToStaging => Some(Environment::Staging),
+            Action::DeployToProduction | Action::PostDeployVerification => Some(Environment::Production),
+            Action::EnvironmentDesign
+            | Action::DevEnvironmentSetup
+            | Action::CiPipelineSetup
+            | Action::StagingEnvironmentSetup
+            | Action::BuildRelease
+            | Action::RollbackDeployment
+            | Action::DeploymentAndContinuousFeedback => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -317,7 +317,7 @@ impl InProcess {
     }
 
     fn reconciles(&self) -> u64 {
-        self.metrics().reconciles.load(Ordering::SeqCst)
+        self.metrics().reconciles.get()
     }
 
     fn address(&self) -> SocketAddr {
@@ -334,7 +334,7 @@ impl InProcess {
                 panic!("the daemon ended before it watched: {ended:?}");
             }
             ws.write("watch-probe.txt", format!("{attempt}\n"));
-            if holds_within(Duration::from_millis(200), || self.metrics().watcher_events.load(Ordering::SeqCst) > 0) {
+            if holds_within(Duration::from_millis(200), || self.metrics().watcher_events.get() > 0) {
                 return;
             }
             assert!(Instant::now() < end, "the watcher reported no event within {DEADLINE:?}");
@@ -762,7 +762,7 @@ fn a_checkout_of_500_files_costs_a_few_reconciles_and_every_change_is_seen() {
     let ws = quiet_workspace();
     let daemon = InProcess::start(&ws, false);
     let before = daemon.fresh_reconcile(&ws);
-    let events_before = daemon.metrics().watcher_events.load(Ordering::SeqCst);
+    let events_before = daemon.metrics().watcher_events.get();
 
     // Like a checkout: 500 files written one after the other, tasks.json among them.
     let tasks =
@@ -779,9 +779,9 @@ fn a_checkout_of_500_files_costs_a_few_reconciles_and_every_change_is_seen() {
     let metrics = Arc::clone(&daemon.handles.metrics);
     let exit = daemon.stop(DEADLINE);
     assert_eq!(exit, Exit::Ok);
-    let after = metrics.reconciles.load(Ordering::SeqCst);
-    let events = metrics.watcher_events.load(Ordering::SeqCst) - events_before;
-    let rescans = metrics.watcher_rescans.load(Ordering::SeqCst);
+    let after = metrics.reconciles.get();
+    let events = metrics.watcher_events.get() - events_before;
+    let rescans = metrics.watcher_rescans.get();
     // The burst is coalesced: a handful of reconciles, far fewer than the files written.
     // (How many exactly depends on how the writes fall into debounce periods.)
     let reconciles = after - before;
