@@ -86,11 +86,11 @@ pub struct Node {
     /// and these never become current on completion.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_failure: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     /// Read for compatibility with older `workflow.json` files, and otherwise unused: the
     /// environment a node changes follows its action ([`Node::changes_environment`]).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
 }
 
@@ -357,4 +357,25 @@ fn node_status<'a>(state: &'a Value, name: &str) -> &'a str {
 
 fn is_current(state: &Value, name: &str) -> bool {
     state.get("current_nodes").and_then(Value::as_array).is_some_and(|list| list.iter().any(|n| n == name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_a_node_changes_follows_its_action_not_its_name() {
+        let graph = Graph::built_in();
+        let environment_of = |name: &str| graph.node(name).and_then(Node::changes_environment);
+        assert_eq!(environment_of("Deploy_To_Staging"), Some(Environment::Staging));
+        assert_eq!(environment_of("Deploy_To_Production"), Some(Environment::Production));
+        assert_eq!(environment_of("Post_Deploy_Verification"), Some(Environment::Production));
+        assert_eq!(environment_of("Rollback_Deployment"), None, "a rollback's task names its environment");
+        assert_eq!(environment_of("Build_Release"), None);
+        let renamed = Node { name: "Ship_It".to_owned(), ..graph.node("Deploy_To_Production").unwrap().clone() };
+        assert_eq!(renamed.changes_environment(), Some(Environment::Production));
+        let staging_named_production =
+            Node { name: "Deploy_To_Production".to_owned(), ..graph.node("Deploy_To_Staging").unwrap().clone() };
+        assert_eq!(staging_named_production.changes_environment(), Some(Environment::Staging));
+    }
 }

@@ -549,6 +549,65 @@ fn an_approval_saved_by_rename_ships_production() {
     assert_eq!(status.code(), Some(0), "{}", daemon.log());
 }
 
+/// Regression: `opsflow_deployments_total` matched the built-in node names, so a production
+/// deploy node renamed in `workflow.json` shipped without being counted. The environment a
+/// node changes follows its action, for the engine's approval and for the figures alike.
+#[test]
+fn a_production_deploy_node_renamed_in_workflow_json_needs_approval_and_is_counted() {
+    let ws = Workspace::new().sample();
+    let mut graph = serde_json::to_value(opsflow::workflow::graph::Graph::built_in()).unwrap();
+    let renamed = |name: &Value| if name == "Deploy_To_Production" { json!("Ship_To_Prod") } else { name.clone() };
+    for node in graph["nodes"].as_array_mut().unwrap() {
+        node["name"] = renamed(&node["name"]);
+        node["next"] = node["next"].as_array().unwrap().iter().map(renamed).collect();
+    }
+    ws.write("docs/workflow/workflow.json", serde_json::to_string_pretty(&graph).unwrap());
+    edit_json(&ws, STATE, |state| {
+        let nodes = state["nodes"].as_object_mut().unwrap();
+        let production = nodes.remove("Deploy_To_Production").unwrap();
+        nodes.insert("Ship_To_Prod".into(), production);
+    });
+    ws.run(&["validate"]).status(0);
+
+    let mut daemon = Daemon::start(&ws, &[], true);
+    wait_until(DEADLINE, "the renamed production node to wait for its approval", || {
+        status(&ws, "DEVOPS-007").as_deref() == Some("blocked") && ws.join(APPROVAL).exists()
+    });
+    let blocked = task(&ws.tasks(), "DEVOPS-007").clone();
+    assert!(blocked.to_string().contains("approv"), "blocked for another reason than its approval: {blocked:#}");
+    assert!(!ws.join(".opsflow/envs/production/active").exists(), "production changed before its approval");
+
+    approve_in_place(&ws);
+    wait_for_status(&ws, "DEVOPS-007", "deployed");
+    wait_until(DEADLINE, "the renamed node's production deployment on /metrics", || {
+        let exposition = daemon.get("/metrics").body;
+        sample(&exposition, "opsflow_deployments_total{environment=\"production\",outcome=\"deployed\"}") == Some(1.0)
+            && sample(&exposition, "opsflow_node_runs_total{node=\"Ship_To_Prod\",outcome=\"deployed\"}") == Some(1.0)
+    });
+    let exposition = daemon.get("/metrics").body;
+    assert_eq!(
+        sample(&exposition, "opsflow_deployments_total{environment=\"staging\",outcome=\"deployed\"}"),
+        Some(1.0),
+        "{exposition}"
+    );
+    assert!(!exposition.contains("node=\"Deploy_To_Production\""), "{exposition}");
+
+    let status = daemon.terminate(DEADLINE);
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+}
+
+/// A human approves the production request by editing it in place.
+fn approve_in_place(ws: &Workspace) {
+    let request = ws.read_string(APPROVAL);
+    let signed = request.replacen("status: \"pending\"", "status: \"approved\"", 1).replacen(
+        "approved_by: null",
+        "approved_by: \"alice\"",
+        1,
+    );
+    assert_ne!(signed, request, "the request has the fields a human edits:\n{request}");
+    ws.write(APPROVAL, signed);
+}
+
 #[test]
 fn a_broken_tasks_file_is_reported_left_alone_and_its_fix_is_picked_up() {
     let ws = quiet_workspace();
