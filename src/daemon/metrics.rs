@@ -208,10 +208,15 @@ impl Metrics {
         self.up.set(i64::from(alive));
     }
 
-    /// The file watcher runs.
-    pub fn watcher_running(&self) {
-        self.health_state().watcher_down = None;
+    /// The file watcher runs; returns why it was down, if it was.
+    pub fn watcher_running(&self) -> Option<String> {
         self.watcher_up.set(1);
+        self.health_state().watcher_down.take()
+    }
+
+    /// True while the file watcher is down (failed, and not running again yet).
+    pub fn watcher_is_down(&self) -> bool {
+        self.health_state().watcher_down.is_some()
     }
 
     /// The file watcher failed for `reason`; `/healthz` says so until [`Self::watcher_running`].
@@ -248,7 +253,7 @@ impl Metrics {
         let health = self.health_state();
         if let Some(reason) = &health.watcher_down {
             return Err(format!(
-                "the file watcher is down ({reason}); it is being restarted, and changes are found by polling meanwhile"
+                "the file watcher is down ({reason}); it is being started again, and a reconcile runs every devops.poll_interval meanwhile"
             ));
         }
         let now = Instant::now();
@@ -444,13 +449,13 @@ mod tests {
     fn healthz_names_a_watcher_that_is_down_until_it_runs_again() {
         let metrics = Metrics::new();
         metrics.set_alive(true);
-        metrics.watcher_running();
+        assert_eq!(metrics.watcher_running(), None);
         assert_eq!(metrics.health(), Ok(()));
         metrics.watcher_failed("the event stream ended");
         let reason = metrics.health().unwrap_err();
         assert!(reason.starts_with("the file watcher is down (the event stream ended)"), "{reason}");
         assert!(metrics.render().contains("\nopsflow_watcher_up 0\n"));
-        metrics.watcher_running();
+        assert_eq!(metrics.watcher_running().as_deref(), Some("the event stream ended"));
         assert_eq!(metrics.health(), Ok(()));
         assert!(metrics.render().contains("\nopsflow_watcher_up 1\n"));
     }

@@ -1260,3 +1260,60 @@ fn watch_says_at_the_default_level_what_it_watches_runs_and_what_blocks() {
     assert_eq!(log.matches("DEVOPS-007 Deploy_To_Production blocked: ").count(), 1, "{log}");
     assert!(log.contains("shutting down"), "{log}");
 }
+
+/// Puts a moved workspace back where it was if a test fails before it does.
+struct MovedAway<'a> {
+    home: &'a Path,
+    away: std::path::PathBuf,
+}
+
+impl MovedAway<'_> {
+    fn back(self) {
+        std::fs::rename(&self.away, self.home).unwrap_or_else(|e| panic!("move {} back: {e}", self.away.display()));
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for MovedAway<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::rename(&self.away, self.home);
+    }
+}
+
+/// A watcher that stops seeing changes is supervised: the workspace moved away (a restore, a
+/// tool that swaps directories) leaves the kernel's watches on the old directory, where no
+/// event of the workspace would ever come again. The daemon says so on `/healthz` and in its
+/// log, starts a new watcher once the directory is back, and reacts to files dropped after.
+#[test]
+fn a_watcher_that_loses_the_workspace_is_restarted_and_healthz_says_so_meanwhile() {
+    let ws = quiet_workspace();
+    // No periodic resync during the test: only a watcher can wake the daemon.
+    edit_json(&ws, CONFIG, |c| c["devops"]["poll_interval"] = json!("1h"));
+    let mut daemon = Daemon::start(&ws, &[], true);
+    wait_until(DEADLINE, "the first reconcile", || daemon.metric("opsflow_reconciles_total") >= 1.0);
+    assert_eq!(daemon.get("/healthz").status, 200);
+    assert_eq!(daemon.metric("opsflow_watcher_up"), 1.0);
+
+    let away = ws.path().with_extension("away");
+    std::fs::rename(ws.path(), &away).unwrap();
+    let moved = MovedAway { home: ws.path(), away };
+    wait_until(DEADLINE, "/healthz to report the watcher down", || {
+        let health = daemon.get("/healthz");
+        health.status == 503 && health.body.contains("the file watcher is down")
+    });
+    let health = daemon.get("/healthz").body;
+    assert!(health.contains("was removed or moved away"), "{health}");
+    assert!(daemon.log().contains("the file watcher failed: "), "{}", daemon.log());
+    assert_eq!(daemon.metric("opsflow_watcher_up"), 0.0);
+
+    moved.back();
+    wait_until(DEADLINE, "/healthz to be 200 again", || daemon.get("/healthz").status == 200);
+    assert!(daemon.log().contains("the file watcher runs again"), "{}", daemon.log());
+    assert_eq!(daemon.metric("opsflow_watcher_up"), 1.0);
+    assert!(daemon.metric("opsflow_watcher_restarts_total") >= 1.0);
+
+    ws.write(TASKS, serde_json::to_string_pretty(&json!({"tasks": [design_task("DEVOPS-300", "devops")]})).unwrap());
+    wait_for_status(&ws, "DEVOPS-300", "done");
+    let status = daemon.terminate(DEADLINE);
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+}
