@@ -748,7 +748,7 @@ fn smoke_pid(ws: &Workspace) -> Option<i32> {
 /// What a stop in the middle of the staging deploy leaves: the running step killed (its
 /// process gone), no temporary file, the environment whole, and the task not left running.
 fn assert_clean_after_an_aborted_deploy(ws: &Workspace, sleeper: i32) {
-    wait_until(Duration::from_secs(5), "the smoke test's process to be gone", || !opsflow::process_alive(sleeper));
+    wait_until(DEADLINE, "the smoke test's process to be gone", || !opsflow::process_alive(sleeper));
     assert_eq!(temporary_files(ws.path()), Vec::<String>::new(), "temporary files were left behind");
     // The product ends the interrupted task `failed` at the step it stopped; the step's log
     // and the outcome say why: stopped by shutdown, not timed out.
@@ -819,6 +819,10 @@ fn an_in_process_shutdown_during_a_deploy_returns_ok_after_the_grace_period() {
 #[test]
 fn a_checkout_of_500_files_costs_a_few_reconciles_and_every_change_is_seen() {
     let ws = quiet_workspace();
+    // A debounce of a second: the burst is coalesced unless this machine stalls for a second
+    // between two writes, far more than a loaded one does, so the count below does not depend
+    // on how fast it writes.
+    edit_json(&ws, CONFIG, |c| c["devops"]["debounce"] = json!("1s"));
     let daemon = InProcess::start(&ws, false);
     let before = daemon.fresh_reconcile(&ws);
     let events_before = daemon.metrics().watcher_events.get();
@@ -841,8 +845,8 @@ fn a_checkout_of_500_files_costs_a_few_reconciles_and_every_change_is_seen() {
     let after = metrics.reconciles.get();
     let events = metrics.watcher_events.get() - events_before;
     let rescans = metrics.watcher_rescans.get();
-    // The burst is coalesced: a handful of reconciles, far fewer than the files written.
-    // (How many exactly depends on how the writes fall into debounce periods.)
+    // The burst is coalesced: a handful of reconciles, far fewer than the files written. A
+    // reconcile waits at most ten debounce periods, so 50 reconciles would take 500 s of writes.
     let reconciles = after - before;
     assert!(
         (1..=50).contains(&reconciles),
@@ -1316,4 +1320,51 @@ fn a_watcher_that_loses_the_workspace_is_restarted_and_healthz_says_so_meanwhile
     wait_for_status(&ws, "DEVOPS-300", "done");
     let status = daemon.terminate(DEADLINE);
     assert_eq!(status.code(), Some(0), "{}", daemon.log());
+}
+
+/// The value of a PromQL query `query` (a bare metric name) with one result, from the
+/// Prometheus at `url`; `None` while it has no such series.
+fn prometheus_value(url: &str, query: &str) -> Option<f64> {
+    let address: SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    let response = http_get(address, &format!("/api/v1/query?query={query}"));
+    assert_eq!(response.status, 200, "{}", response.body);
+    let body: Value = serde_json::from_str(&response.body).unwrap_or_else(|e| panic!("{e}: {}", response.body));
+    let results = body["data"]["result"].as_array()?;
+    let [result] = results.as_slice() else { return None };
+    result["value"][1].as_str().and_then(|value| value.parse().ok())
+}
+
+/// The exposition is what Prometheus itself accepts: `promtool check metrics` finds nothing to
+/// say about it, and a real Prometheus scraping the daemon stores its figures under the names
+/// dashboards use.
+#[test]
+fn promtool_accepts_the_exposition_and_prometheus_scrapes_the_daemon() {
+    let ws = quiet_workspace();
+    let daemon = InProcess::start(&ws, true);
+    daemon.fresh_reconcile(&ws);
+    let exposition = http_get(daemon.address(), "/metrics").body;
+
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run promtool (it comes with the `prometheus` package): {e}"));
+    promtool.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+    assert!(checked.status.success() && said.trim().is_empty(), "promtool check metrics: {said}\n{exposition}");
+
+    let prometheus = crate::metrics::Prometheus::start(daemon.address());
+    wait_until(DEADLINE, "Prometheus to store a scrape of the daemon", || {
+        prometheus_value(&prometheus.url, "opsflow_reconciles_total").is_some_and(|n| n >= 1.0)
+    });
+    assert_eq!(prometheus_value(&prometheus.url, "opsflow_up"), Some(1.0));
+    assert_eq!(prometheus_value(&prometheus.url, "opsflow_watcher_up"), Some(1.0));
+    assert!(prometheus_value(&prometheus.url, "opsflow_reconcile_duration_seconds_count").is_some_and(|n| n >= 1.0));
+    assert!(prometheus_value(&prometheus.url, "opsflow_reconcile_duration_seconds_sum").is_some_and(|s| s > 0.0));
+    assert_eq!(prometheus_value(&prometheus.url, "opsflow_watcher_errors_total"), Some(0.0));
+    drop(prometheus);
+    assert_eq!(daemon.stop(DEADLINE), Exit::Ok);
 }
