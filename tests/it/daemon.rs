@@ -1368,3 +1368,38 @@ fn promtool_accepts_the_exposition_and_prometheus_scrapes_the_daemon() {
     drop(prometheus);
     assert_eq!(daemon.stop(DEADLINE), Exit::Ok);
 }
+
+/// An overflow of the kernel's event queue loses events; the watcher asks for a full rescan,
+/// which finds the change whose event was lost. The daemon is stopped (SIGSTOP) while more
+/// events than its queue holds (`fs.inotify.max_queued_events`) arrive: files it ignores
+/// (editor swap files, which wake no reconcile), then `tasks.json`, whose event no longer fits.
+/// No resync runs during the test (`poll_interval` is an hour), so only the rescan can find
+/// the task.
+#[test]
+fn after_an_event_queue_overflow_a_rescan_finds_the_change_whose_event_was_lost() {
+    let queue: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .expect("the inotify queue size in /proc/sys/fs/inotify/max_queued_events")
+        .trim()
+        .parse()
+        .unwrap();
+    let ws = quiet_workspace();
+    edit_json(&ws, CONFIG, |c| c["devops"]["poll_interval"] = json!("1h"));
+    std::fs::create_dir_all(ws.join("docs/flood")).unwrap();
+    let mut daemon = Daemon::start(&ws, &[], true);
+    wait_until(DEADLINE, "the first reconcile", || daemon.metric("opsflow_reconciles_total") >= 1.0);
+    assert_eq!(daemon.metric("opsflow_watcher_rescans_total"), 0.0);
+
+    // SAFETY: plain kill(2)s of our own child, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(daemon.pid(), libc::SIGSTOP) }, 0, "send SIGSTOP");
+    // Each new file is at least one event (its creation).
+    for n in 0..queue + 1000 {
+        std::fs::write(ws.join(&format!("docs/flood/{n}.swp")), "x").unwrap();
+    }
+    ws.write(TASKS, serde_json::to_string_pretty(&json!({"tasks": [design_task("DEVOPS-400", "devops")]})).unwrap());
+    assert_eq!(unsafe { libc::kill(daemon.pid(), libc::SIGCONT) }, 0, "send SIGCONT");
+
+    wait_for_status(&ws, "DEVOPS-400", "done");
+    assert!(daemon.metric("opsflow_watcher_rescans_total") >= 1.0, "{}", daemon.get("/metrics").body);
+    let status = daemon.terminate(DEADLINE);
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+}
