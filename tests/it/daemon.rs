@@ -894,6 +894,8 @@ fn a_file_written_continuously_does_not_starve_the_reconciler() {
 
 #[test]
 fn healthz_and_metrics_are_served_over_loopback() {
+    let unix_now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let test_started = unix_now();
     let ws = Workspace::new().sample();
     let daemon = InProcess::start(&ws, true);
     let address = daemon.address();
@@ -912,17 +914,33 @@ fn healthz_and_metrics_are_served_over_loopback() {
     assert!(metrics.head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{}", metrics.head);
     let text = metrics.body;
     let types = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    for (name, kind) in [
-        ("opsflow_reconciles_total", "counter"),
-        ("opsflow_tasks", "gauge"),
-        ("opsflow_gate_blocks", "gauge"),
-        ("opsflow_last_successful_reconcile_timestamp_seconds", "gauge"),
-        ("opsflow_watcher_errors_total", "counter"),
-        ("opsflow_deployments_total", "counter"),
-        ("opsflow_rollbacks_total", "counter"),
-    ] {
-        assert_eq!(types.get(name).map(String::as_str), Some(kind), "{name}\n{text}");
-    }
+    let expected_types = BTreeMap::from(
+        [
+            ("opsflow_up", "gauge"),
+            ("opsflow_reconciles_total", "counter"),
+            ("opsflow_reconcile_errors_total", "counter"),
+            ("opsflow_reconcile_duration_seconds", "histogram"),
+            ("opsflow_reconcile_last_duration_seconds", "gauge"),
+            ("opsflow_last_successful_reconcile_timestamp_seconds", "gauge"),
+            ("opsflow_tasks", "gauge"),
+            ("opsflow_gate_blocks", "gauge"),
+            ("opsflow_node_runs_total", "counter"),
+            ("opsflow_deployments_total", "counter"),
+            ("opsflow_rollbacks_total", "counter"),
+            ("opsflow_watcher_events_total", "counter"),
+            ("opsflow_watcher_errors_total", "counter"),
+            ("opsflow_watcher_rescans_total", "counter"),
+            ("opsflow_watcher_up", "gauge"),
+            ("opsflow_watcher_restarts_total", "counter"),
+        ]
+        .map(|(name, kind)| (name.to_owned(), kind.to_owned())),
+    );
+    assert_eq!(types, expected_types, "{text}");
+    // The histogram's series keep the names of the two counters it replaced.
+    let count = sample(&text, "opsflow_reconcile_duration_seconds_count").unwrap();
+    assert_eq!(Some(count), sample(&text, "opsflow_reconciles_total"), "{text}");
+    assert_eq!(Some(count), sample(&text, "opsflow_reconcile_duration_seconds_bucket{le=\"+Inf\"}"), "{text}");
+    assert!(sample(&text, "opsflow_reconcile_duration_seconds_sum").unwrap() > 0.0, "{text}");
     assert!(sample(&text, "opsflow_reconciles_total").unwrap() >= 1.0);
     assert_eq!(sample(&text, "opsflow_watcher_errors_total"), Some(0.0));
     // Where the sample workspace stands: five setup and build tasks done, staging deployed,
@@ -940,9 +958,13 @@ fn healthz_and_metrics_are_served_over_loopback() {
         Some(1.0),
         "{text}"
     );
+    // A reconcile of this test's daemon: after the test started, and not after now.
     let last = sample(&text, "opsflow_last_successful_reconcile_timestamp_seconds").unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    assert!(last > now - 60.0 && last <= now + 1.0, "last successful reconcile at {last}, now {now}");
+    let now = unix_now();
+    assert!(
+        test_started <= last && last <= now,
+        "last successful reconcile at {last}, the test started at {test_started}, now {now}"
+    );
 
     // The checker itself catches what a scraper would reject.
     for bad in [
