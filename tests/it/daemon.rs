@@ -1425,3 +1425,33 @@ fn after_an_event_queue_overflow_a_rescan_finds_the_change_whose_event_was_lost(
     let status = daemon.terminate(DEADLINE);
     assert_eq!(status.code(), Some(0), "{}", daemon.log());
 }
+
+/// While its watcher is down the daemon still reconciles every `poll_interval`: with the
+/// workspace moved away, each of those reconciles finds it gone and says so.
+#[test]
+fn while_the_watcher_is_down_reconciles_go_on_every_poll_interval() {
+    let ws = quiet_workspace();
+    edit_json(&ws, CONFIG, |c| c["devops"]["poll_interval"] = json!("1s"));
+    let mut daemon = Daemon::start(&ws, &[], true);
+    wait_until(DEADLINE, "the first reconcile", || daemon.metric("opsflow_reconciles_total") >= 1.0);
+
+    let moved = MovedAway { home: ws.path(), away: ws.path().with_extension("away") };
+    std::fs::rename(moved.home, &moved.away).unwrap();
+    wait_until(DEADLINE, "/healthz to report the watcher down", || {
+        daemon.get("/healthz").body.contains("the file watcher is down")
+    });
+    // Without a resync, at most four reconciles could fail from here: the events the watcher
+    // saw before it failed wake at most two, and each failed one is read once more.
+    let failed_before = daemon.metric("opsflow_reconcile_errors_total");
+    wait_until(DEADLINE, "resyncs while the watcher is down", || {
+        daemon.metric("opsflow_reconcile_errors_total") >= failed_before + 5.0
+    });
+    assert!(daemon.get("/healthz").body.contains("the file watcher is down"), "{}", daemon.log());
+    assert_eq!(daemon.metric("opsflow_watcher_up"), 0.0, "{}", daemon.log());
+    assert!(daemon.log().contains("cannot open the workspace"), "{}", daemon.log());
+
+    moved.back();
+    wait_until(DEADLINE, "/healthz to be 200 again", || daemon.get("/healthz").status == 200);
+    let status = daemon.terminate(DEADLINE);
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+}
