@@ -11,6 +11,7 @@
 //! `devops.shutdown_grace` to finish, after which its commands are killed (a symlink switch is
 //! atomic, so no environment is left half-switched); then the locks are released.
 
+pub mod git_busy;
 pub mod http;
 pub mod metrics;
 pub mod watcher;
@@ -18,7 +19,7 @@ pub mod watcher;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -189,6 +190,41 @@ fn stall_limit(devops: &Devops) -> Duration {
 /// with the default debounce of 50 ms).
 const MAX_DEBOUNCE_PERIODS: u32 = 10;
 
+/// Waits while git rewrites the working tree (see [`git_busy`]), checking every `period`, for
+/// at most [`git_busy::MAX_WAIT`]. A lock it gave up on once (`stale`, by its modification
+/// time) is not waited for again.
+async fn wait_for_git(
+    lock: Option<&Path>,
+    stale: &mut Option<std::time::SystemTime>,
+    period: Duration,
+    cancel: &CancellationToken,
+) {
+    let give_up = tokio::time::Instant::now() + git_busy::MAX_WAIT;
+    let mut said = false;
+    while let Some(since) = git_busy::held_since(lock) {
+        if *stale == Some(since) {
+            return;
+        }
+        if tokio::time::Instant::now() >= give_up {
+            tracing::warn!(
+                "{} has existed for over {:?}: reconciling anyway (a git that crashed leaves it behind; remove it if no git runs)",
+                lock.unwrap_or(Path::new("")).display(),
+                git_busy::MAX_WAIT
+            );
+            *stale = Some(since);
+            return;
+        }
+        if !said {
+            tracing::debug!("git is writing the working tree: waiting for it to finish");
+            said = true;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(period.max(Duration::from_millis(10))) => {}
+        }
+    }
+}
+
 /// Waits for hints or the resync timer, debounces, and reconciles.
 async fn reconcile_loop(
     settings: Settings,
@@ -207,6 +243,8 @@ async fn reconcile_loop(
     // The first reconcile happens at once: work may be waiting from before the start.
     let mut due = true;
     let mut retry_after_settle = false;
+    let git_lock = git_busy::index_lock(&current.root);
+    let mut stale_git_lock = None;
     loop {
         let poll = Devops::duration(&current.config.devops.poll_interval, Duration::from_secs(300));
         let debounce = Devops::duration(&current.config.devops.debounce, Duration::from_millis(50));
@@ -240,6 +278,10 @@ async fn reconcile_loop(
             }
         }
         due = false;
+        wait_for_git(git_lock.as_deref(), &mut stale_git_lock, debounce, &cancel).await;
+        if cancel.is_cancelled() {
+            return;
+        }
         metrics.set_stall_limit(stall_limit(&current.config.devops));
         metrics.reconcile_started();
         let started = Instant::now();

@@ -781,7 +781,7 @@ impl<'w> Engine<'w> {
                 "QA to re-test and approve the unit, or close the task".to_owned(),
                 "QA-Engineer",
             ),
-            None if request_approval => (
+            None if request_approval || only_an_approval_missing(checks) => (
                 "HIGH",
                 format!("{} for unit {unit} version {version} waits for a human approval", node.name),
                 format!(
@@ -1666,4 +1666,11 @@ fn config_checks(ws: &Workspace, node: &Node) -> Vec<Check> {
         _ => {}
     }
     checks
+}
+
+/// Whether the human approval is the only check that holds a task back: the task then waits
+/// for a person, whether the request is as opsflow wrote it, half filled in or on hold.
+fn only_an_approval_missing(checks: &[Check]) -> bool {
+    let mut blocking = checks.iter().filter(|c| c.blocks()).peekable();
+    blocking.peek().is_some() && blocking.all(|c| c.name == "human approval")
 }
