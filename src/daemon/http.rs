@@ -10,8 +10,9 @@
 //! - a failing `accept` (EMFILE: out of descriptors) backs off from 100 ms to 1 s instead of
 //!   spinning, and repeated errors are logged once per [`LOG_INTERVAL`], with a count.
 //!
-//! `/healthz` answers 503 with the reason when the reconcile loop stopped, when its last
-//! reconciles all failed, or when it stalled (see [`Metrics::health`]).
+//! `/healthz` answers 503 with the reason when the reconcile loop stopped, when the file
+//! watcher is down, when its last reconciles all failed, or when it stalled (see
+//! [`Metrics::health`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -7,6 +7,9 @@
 //! `devops.poll_interval` catches anything the watcher missed. Reconciles run the same engine
 //! as `opsflow run`, on a blocking thread.
 //!
+//! A watcher that fails is started again with a backoff ([`supervise_watcher`]); meanwhile
+//! `/healthz` reports it and the resync is the polling that finds changes.
+//!
 //! Shutdown: the token is cancelled, the engine stops starting nodes, a running node gets
 //! `devops.shutdown_grace` to finish, after which its commands are killed (a symlink switch is
 //! atomic, so no environment is left half-switched); then the locks are released.
