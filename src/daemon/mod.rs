@@ -7,6 +7,9 @@
 //! `devops.poll_interval` catches anything the watcher missed. Reconciles run the same engine
 //! as `opsflow run`, on a blocking thread.
 //!
+//! A watcher that fails is started again with a backoff ([`supervise_watcher`]); meanwhile
+//! `/healthz` reports it and the resync is the polling that finds changes.
+//!
 //! Shutdown: the token is cancelled, the engine stops starting nodes, a running node gets
 //! `devops.shutdown_grace` to finish, after which its commands are killed (a symlink switch is
 //! atomic, so no environment is left half-switched); then the locks are released.
@@ -72,10 +75,10 @@ pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Out
     let cancel = CancellationToken::new();
     let engine_cancel = Cancel::default();
     let metrics = Arc::clone(&handles.metrics);
-    metrics.alive.store(true, Ordering::SeqCst);
+    metrics.set_alive(true);
 
     let (hint_tx, hint_rx) = mpsc::channel(256);
-    let watcher = tokio::spawn(watcher::run(
+    let watcher = tokio::spawn(supervise_watcher(
         ws.root.clone(),
         ws.config.paths.runtime.clone(),
         hint_tx,
@@ -118,17 +121,67 @@ pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Out
         engine_cancel.abort.store(true, Ordering::SeqCst);
         let _ = reconciler.await;
     }
-    metrics.alive.store(false, Ordering::SeqCst);
-    match watcher.await {
-        Ok(Err(e)) => tracing::error!("the file watcher failed: {e}"),
-        Err(e) => tracing::error!("the file watcher panicked: {e}"),
-        Ok(Ok(())) => {}
+    metrics.set_alive(false);
+    if let Err(e) = watcher.await {
+        tracing::error!("the file watcher's supervisor panicked: {e}");
     }
     if let Some(http) = http {
         let _ = http.await;
     }
     drop(lock);
     Ok(exit)
+}
+
+/// The first wait before a failed file watcher is started again; each failure in a row
+/// doubles it, up to [`WATCHER_BACKOFF_MAX`].
+const WATCHER_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const WATCHER_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A watcher that ran this long before it failed starts the backoff over.
+const WATCHER_STEADY: Duration = Duration::from_secs(60);
+
+/// Runs the file watcher until `cancel`, and starts it again whenever it fails, with a
+/// backoff. While it is down `/healthz` says so (503, with the reason), and the reconcile loop
+/// still reconciles every `devops.poll_interval`; the watcher that starts again asks for a
+/// full rescan. `hints` stays open all along, so the reconcile loop never sees it close.
+async fn supervise_watcher(
+    root: PathBuf,
+    runtime: String,
+    hints: mpsc::Sender<Hint>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = WATCHER_BACKOFF_MIN;
+    loop {
+        let started = Instant::now();
+        let ended =
+            watcher::run(root.clone(), runtime.clone(), hints.clone(), Arc::clone(&metrics), cancel.clone()).await;
+        if cancel.is_cancelled() {
+            return;
+        }
+        let reason = match ended {
+            Ok(()) => watcher::WatcherError::StreamEnded.to_string(),
+            Err(e) => e.to_string(),
+        };
+        metrics.watcher_errors.inc();
+        if started.elapsed() >= WATCHER_STEADY {
+            backoff = WATCHER_BACKOFF_MIN;
+        }
+        // Logged as an error when it fails, then quieter while it cannot start again.
+        if metrics.watcher_is_down() {
+            tracing::warn!("the file watcher did not start again: {reason}; next attempt in {backoff:?}");
+        } else {
+            tracing::error!(
+                "the file watcher failed: {reason}; starting it again in {backoff:?}, and reconciling every devops.poll_interval meanwhile"
+            );
+        }
+        metrics.watcher_failed(&reason);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        metrics.watcher_restarts.inc();
+        backoff = backoff.saturating_mul(2).min(WATCHER_BACKOFF_MAX);
+    }
 }
 
 /// How long a reconcile may run, or the loop go without one, before `/healthz` calls the

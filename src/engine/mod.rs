@@ -28,7 +28,7 @@ use crate::sha256;
 use crate::store::edit::FieldOp;
 use crate::store::state::StateEdit;
 use crate::validate::{load_json, load_task_list};
-use crate::workflow::graph::{Action, Graph, Node};
+use crate::workflow::graph::{Action, Environment, Graph, Node};
 use crate::workflow::{FINISHED_STATUSES, owns};
 use crate::workspace::Workspace;
 use crate::workspace::diagnostic::Diagnostic;
@@ -93,6 +93,10 @@ pub struct Ran {
     pub duration_ms: u64,
     pub summary: String,
     pub artifacts: Vec<String>,
+    /// The environment a deploy node deployed to (by its action, whatever its name); `None`
+    /// for the nodes that do not deploy.
+    #[serde(skip)]
+    pub deployed_to: Option<Environment>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -457,8 +461,6 @@ impl<'w> Engine<'w> {
     /// The environment a node of `task` changes, if it changes one.
     fn environment_of(&self, task: &Value, node: &Node) -> Option<String> {
         match node.action {
-            Action::DeployToStaging => Some("staging".to_owned()),
-            Action::DeployToProduction | Action::PostDeployVerification => Some("production".to_owned()),
             Action::RollbackDeployment => {
                 let decision = nodes::requested_rollback(task)
                     .then(|| release::find(self.ws, "R17-rollback-decision.md", &Release::of_task(task)).ok())
@@ -466,7 +468,7 @@ impl<'w> Engine<'w> {
                     .and_then(Lookup::found);
                 Some(nodes::rollback_environment(task, decision.as_ref()))
             }
-            _ => None,
+            _ => node.changes_environment().map(|environment| environment.name().to_owned()),
         }
     }
 
@@ -627,17 +629,19 @@ impl<'w> Engine<'w> {
                     qa_rejected = verdict.rejected;
                     checks.extend(verdict.checks);
                     inputs.extend(evidence.markdown.clone());
-                    let environment = if node.action == Action::DeployToStaging { "staging" } else { "production" };
-                    if node.action == Action::DeployToStaging {
+                    // A node that deploys always changes an environment.
+                    let environment = node.changes_environment().unwrap_or(Environment::Production);
+                    if environment == Environment::Staging {
                         checks.extend(gates::staging_gate(&self.ws.config, &evidence));
                     } else {
                         checks.extend(gates::production_quality(&self.ws.config, &evidence));
                         checks.extend(self.production_readiness(&release, &mut inputs, &mut problems));
                     }
-                    match deploy::EnvConfig::load(&self.ws.config, environment) {
+                    match deploy::EnvConfig::load(&self.ws.config, environment.name()) {
                         Ok(env) => {
                             let needs_approval = env.requires_approval
-                                || (environment == "production" && self.ws.config.devops.require_human_approval);
+                                || (environment == Environment::Production
+                                    && self.ws.config.devops.require_human_approval);
                             if needs_approval {
                                 let single = self
                                     .open_production
@@ -648,7 +652,7 @@ impl<'w> Engine<'w> {
                                     .collect::<std::collections::BTreeSet<_>>()
                                     .len()
                                     <= 1;
-                                match gates::human_approval(self.ws, environment, &release, single) {
+                                match gates::human_approval(self.ws, environment.name(), &release, single) {
                                     Ok((check, approval, artifact)) => {
                                         request_approval =
                                             approval == Approval::Missing && checks.iter().all(|c| !c.blocks());
@@ -1063,6 +1067,7 @@ impl<'w> Engine<'w> {
             duration_ms: started.elapsed().as_millis() as u64,
             summary: self.secrets.mask(&run.summary),
             artifacts: run.artifacts.clone(),
+            deployed_to: node.action.deploys().then(|| node.changes_environment()).flatten(),
         })
     }
 
@@ -1193,6 +1198,7 @@ impl<'w> Engine<'w> {
             duration_ms: started.elapsed().as_millis() as u64,
             summary: self.secrets.mask(&run.summary),
             artifacts: run.artifacts.clone(),
+            deployed_to: node.action.deploys().then(|| node.changes_environment()).flatten(),
         })
     }
 
