@@ -21,6 +21,7 @@ pub mod rollout;
 pub mod sample;
 pub mod schema;
 pub mod store;
+pub mod task;
 pub mod validate;
 pub mod workflow;
 pub mod workspace;
