@@ -200,6 +200,12 @@ impl Task {
         )
     }
 
+    /// A string field opsflow only passes on (`reason`, `requested_by`), trimmed; `None` when
+    /// missing, not a string or blank.
+    pub fn text(&self, key: &str) -> Option<&str> {
+        self.raw.get(key).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty())
+    }
+
     /// Whether this runner owns the task (its agent and its type).
     pub fn owned_by(&self, config: &Config) -> bool {
         crate::workflow::owns(config, Some(&self.agent), Some(&self.kind))

@@ -127,16 +127,16 @@ impl Metrics {
             }
         }
         for ran in &summary.ran {
-            *inner.node_runs.entry((ran.node.clone(), ran.outcome.clone())).or_default() += 1;
+            *inner.node_runs.entry((ran.node.clone(), ran.outcome.to_string())).or_default() += 1;
             let environment = match ran.node.as_str() {
                 "Deploy_To_Staging" => Some("staging"),
                 "Deploy_To_Production" => Some("production"),
                 _ => None,
             };
             if let Some(environment) = environment {
-                *inner.deployments.entry((environment.to_owned(), ran.outcome.clone())).or_default() += 1;
+                *inner.deployments.entry((environment.to_owned(), ran.outcome.to_string())).or_default() += 1;
             }
-            if ran.outcome == "rolled_back" {
+            if ran.outcome == crate::nodes::OutcomeKind::RolledBack {
                 inner.rollbacks += 1;
             }
         }

@@ -7,6 +7,7 @@
 
 pub mod artifacts;
 pub mod gates;
+pub mod readiness;
 pub mod record;
 
 use std::sync::Arc;
@@ -20,28 +21,26 @@ use crate::Exit;
 use crate::audit::Audit;
 use crate::exec::command::Runner;
 use crate::exec::secrets::Secrets;
-use crate::nodes::{self, NodeRun, Outcome};
+use crate::nodes::{self, NodeRun, Outcome, OutcomeKind};
 use crate::release::{self, Lookup, Release};
 use crate::render::Renderer;
 use crate::rollout::{deploy, journal};
 use crate::sha256;
 use crate::store::edit::FieldOp;
 use crate::store::state::StateEdit;
+use crate::task::{Task, TaskStatus};
 use crate::validate::{load_json, load_task_list};
 use crate::workflow::graph::{Action, Graph, Node};
-use crate::workflow::{FINISHED_STATUSES, owns};
+use crate::workflow::owns;
 use crate::workspace::Workspace;
 use crate::workspace::diagnostic::Diagnostic;
 use artifacts::Artifact;
 use gates::{Approval, Check};
 use record::{BLOCKED_BY, HumanRequest};
 
-/// Marks a task made up for a current node of `state.json` that no task stands for.
+/// Marks a task made up for a current node of `state.json` that no task stands for (see
+/// [`Task::from_state`]).
 const FROM_STATE: &str = "from_state";
-
-fn from_state(task: &Value) -> bool {
-    task.get(FROM_STATE) == Some(&Value::Bool(true))
-}
 
 /// The most passes one `run` makes; each pass that acts finishes a task, so this is only a
 /// guard against a workflow that keeps creating work for itself.
@@ -85,7 +84,7 @@ pub struct Summary {
 pub struct Ran {
     pub task: String,
     pub node: String,
-    pub outcome: String,
+    pub outcome: OutcomeKind,
     pub run_id: String,
     pub duration_ms: u64,
     pub summary: String,
@@ -103,7 +102,11 @@ pub struct Blocked {
 #[derive(Debug, Clone, Serialize)]
 pub struct Waiting {
     pub task: String,
+    /// The ids of the unfinished `depends_on` entries.
     pub on: Vec<String>,
+    /// Each of them with why it holds the task (see [`readiness::Wait::describe`]), the text
+    /// `status` shows too.
+    pub why: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,11 +119,11 @@ pub struct Planned {
 impl Summary {
     /// The exit code (docs/reference.md): failures first, then invalid input, then waiting on a gate.
     pub fn exit(&self) -> Exit {
-        if self.ran.iter().any(|r| r.outcome == "failed" || r.outcome == "rolled_back") {
+        if self.ran.iter().any(|r| r.outcome.is_failure()) {
             Exit::Failed
         } else if !self.problems.is_empty() {
             Exit::Invalid
-        } else if !self.blocked.is_empty() || self.ran.iter().any(|r| r.outcome == "blocked") {
+        } else if !self.blocked.is_empty() || self.ran.iter().any(|r| r.outcome == OutcomeKind::Blocked) {
             Exit::Waiting
         } else {
             Exit::Ok
@@ -209,18 +212,22 @@ impl<'w> Engine<'w> {
         summary.problems.clear();
         // Only owned entries that may still act are decoded and checked: a pass costs the
         // agent's open work, not the size of the file (finished tasks count by their status).
-        let loaded = load_task_list(self.ws, |head| {
-            let open = matches!(head.status.as_deref(), Some("pending" | "blocked" | "in_progress"));
-            let failed_production = head.kind.as_deref() == Some("deployment_production")
-                && matches!(head.status.as_deref(), Some("failed" | "rolled_back"));
-            (open || failed_production) && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())
+        let mut loaded = load_task_list(self.ws, |head| {
+            let status = TaskStatus::parse(head.status.as_deref().unwrap_or_default());
+            let failed_production = head.kind.as_deref() == Some("deployment_production") && status.is_failure();
+            (status.is_open() || failed_production)
+                && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())
         });
         if !loaded.readable {
             summary.problems.extend(loaded.diagnostics);
             return false;
         }
         let prefix = loaded.prefix;
-        let owned = &loaded.kept;
+        // Each owned entry that may act is decoded into a typed task once per pass.
+        let owned: Vec<(usize, Task)> = std::mem::take(&mut loaded.kept)
+            .into_iter()
+            .map(|(index, value)| (index, Task::from_value(value)))
+            .collect();
         let state = load_json(self.ws, &self.ws.config.paths.state, crate::schema::SchemaName::State);
         if !state.diagnostics.is_empty() {
             // Nothing runs on an invalid state.json: every node transition would edit it.
@@ -232,75 +239,63 @@ impl<'w> Engine<'w> {
             return true;
         }
         let status_of = |id: &str| loaded.statuses.get(id).map(String::as_str);
+        let production = |t: &&(usize, Task)| t.1.kind == "deployment_production";
         *self.open_production.borrow_mut() = owned
             .iter()
-            .filter(|(_, t)| t.get("type").and_then(Value::as_str) == Some("deployment_production"))
-            .filter(|(_, t)| {
-                matches!(t.get("status").and_then(Value::as_str), Some("pending" | "blocked" | "in_progress"))
-            })
+            .filter(production)
+            .filter(|(_, t)| t.status.is_open())
             .map(|(_, t)| {
-                let release = Release::of_task(t);
+                let release = t.release();
                 (release.unit.clone(), release.version.bare().to_owned())
             })
             .collect();
         *self.unresolved.borrow_mut() = owned
             .iter()
-            .filter(|(_, t)| t.get("type").and_then(Value::as_str) == Some("deployment_production"))
-            .filter(|(_, t)| matches!(t.get("status").and_then(Value::as_str), Some("failed" | "rolled_back")))
-            .filter(|(_, t)| t.get("resolved_by").and_then(Value::as_str).is_none_or(|b| b.trim().is_empty()))
+            .filter(production)
+            .filter(|(_, t)| t.status.is_failure())
+            .filter(|(_, t)| t.resolved_by.as_deref().is_none_or(|b| b.trim().is_empty()))
             .filter_map(|(_, t)| {
-                let id = t.get("id").and_then(Value::as_str)?.to_owned();
-                let fix = record::fix_task(t, "", "", "", "").get("id").and_then(Value::as_str)?.to_owned();
+                let fix = record::fix_task_id(if t.id.is_empty() { "task" } else { &t.id });
                 let fix_status = status_of(&fix)?.to_owned();
-                let resolved = matches!(fix_status.as_str(), "done" | "deployed" | "cancelled");
-                (!resolved).then(|| (Release::of_task(t).unit, id, fix, fix_status))
+                let resolved = matches!(
+                    TaskStatus::parse(&fix_status),
+                    TaskStatus::Done | TaskStatus::Deployed | TaskStatus::Cancelled
+                );
+                (!resolved).then(|| (t.release().unit, t.id.clone(), fix, fix_status))
             })
             .collect();
-        for (index, task) in owned {
-            let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
-            let status = task.get("status").and_then(Value::as_str).unwrap_or_default();
-            let ours_blocked =
-                status == "blocked" && task.get("blocked_by").and_then(Value::as_str) == Some(BLOCKED_BY);
-            if status != "pending" && !ours_blocked {
+        for (index, task) in &owned {
+            let ours_blocked = task.status == TaskStatus::Blocked && task.blocked_by.as_deref() == Some(BLOCKED_BY);
+            if task.status != TaskStatus::Pending && !ours_blocked {
                 continue;
             }
-            let pointer = format!("{prefix}/{index}");
-            let entry_problems: Vec<Diagnostic> = loaded
-                .diagnostics
-                .iter()
-                .filter(|d| d.pointer.as_deref().is_some_and(|p| p == pointer || p.starts_with(&format!("{pointer}/"))))
-                .cloned()
-                .collect();
+            let entry_problems: Vec<Diagnostic> =
+                loaded.diagnostics.iter().filter(|d| readiness::is_problem_of(d, prefix, *index)).cloned().collect();
             if !entry_problems.is_empty() {
                 summary.problems.extend(entry_problems);
                 continue;
             }
-            let waiting_on: Vec<String> = task
-                .get("depends_on")
-                .and_then(Value::as_array)
-                .map(|deps| {
-                    deps.iter()
-                        .filter_map(Value::as_str)
-                        .filter(|dep| !status_of(dep).is_some_and(|s| FINISHED_STATUSES.contains(&s)))
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default();
-            if !waiting_on.is_empty() {
-                summary.waiting.push(Waiting { task: id, on: waiting_on });
+            let waits = readiness::waiting_on(task, status_of);
+            if !waits.is_empty() {
+                summary.waiting.push(Waiting {
+                    task: task.id.clone(),
+                    on: waits.iter().map(|w| w.id.clone()).collect(),
+                    why: waits.iter().map(readiness::Wait::describe).collect(),
+                });
                 continue;
             }
-            let node = match self.graph.node_for_task(task) {
+            let node = match self.graph.node_for_task(&task.raw) {
                 Ok(node) => node,
                 Err(why) => {
                     let file = &self.ws.config.paths.tasks;
-                    summary
-                        .problems
-                        .push(Diagnostic::new(file, crate::workspace::diagnostic::Kind::Schema, why).pointer(pointer));
+                    summary.problems.push(
+                        Diagnostic::new(file, crate::workspace::diagnostic::Kind::Schema, why)
+                            .pointer(format!("{prefix}/{index}")),
+                    );
                     continue;
                 }
             };
-            if self.consider(task, status, node, &state, summary) {
+            if self.consider(task, node, &state, summary) {
                 return true;
             }
         }
@@ -318,10 +313,9 @@ impl<'w> Engine<'w> {
             if status != "pending" && !ours_blocked {
                 continue;
             }
-            let covered = owned.iter().any(|(_, t)| {
-                self.graph.node_for_task(t).is_ok_and(|n| n.name == name)
-                    && matches!(t.get("status").and_then(Value::as_str), Some("pending" | "in_progress" | "blocked"))
-            });
+            let covered = owned
+                .iter()
+                .any(|(_, t)| self.graph.node_for_task(&t.raw).is_ok_and(|n| n.name == name) && t.status.is_open());
             if covered {
                 continue;
             }
@@ -338,7 +332,7 @@ impl<'w> Engine<'w> {
                     task[key] = value.clone();
                 }
             }
-            if self.consider(&task, status, node, &state, summary) {
+            if self.consider(&Task::from_value(task), node, &state, summary) {
                 return true;
             }
         }
@@ -352,8 +346,8 @@ impl<'w> Engine<'w> {
 
     /// Decides about one task (or a current node standing in for one): blocks it, or runs it.
     /// Returns whether it ran a node.
-    fn consider(&self, task: &Value, status: &str, node: &Node, state: &Value, summary: &mut Summary) -> bool {
-        let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    fn consider(&self, task: &Task, node: &Node, state: &Value, summary: &mut Summary) -> bool {
+        let id = task.id.clone();
         match self.readiness(task, node) {
             Readiness::Invalid(problems) => summary.problems.extend(problems),
             Readiness::Blocked { mut checks, mut reason, qa_rejected, request_approval } => {
@@ -376,7 +370,7 @@ impl<'w> Engine<'w> {
                 if self.options.cancel.stopping() {
                     return false;
                 }
-                if let Some(ran) = self.execute(task, status, node, inputs, checks, version, state) {
+                if let Some(ran) = self.execute(task, node, inputs, checks, version, state) {
                     summary.ran.push(ran);
                     return true;
                 }
@@ -385,15 +379,10 @@ impl<'w> Engine<'w> {
         false
     }
 
-    fn unit_and_version(&self, task: &Value) -> (String, String) {
-        let release = self.release_of(task);
-        (release.unit, release.version.as_str().to_owned())
-    }
-
     /// The release a task works on: its `unit_id` and `version`, the version otherwise taken
     /// from the newest R07 of its unit.
-    fn release_of(&self, task: &Value) -> Release {
-        let mut release = Release::of_task(task);
+    fn release_of(&self, task: &Task) -> Release {
+        let mut release = task.release();
         if release.version.is_empty() {
             let newest = release::find(self.ws, "R07-version-tag.md", &release)
                 .ok()
@@ -406,13 +395,13 @@ impl<'w> Engine<'w> {
     }
 
     /// The environment a node of `task` changes, if it changes one.
-    fn environment_of(&self, task: &Value, node: &Node) -> Option<String> {
+    fn environment_of(&self, task: &Task, node: &Node) -> Option<String> {
         match node.action {
             Action::DeployToStaging => Some("staging".to_owned()),
             Action::DeployToProduction | Action::PostDeployVerification => Some("production".to_owned()),
             Action::RollbackDeployment => {
                 let decision = nodes::requested_rollback(task)
-                    .then(|| release::find(self.ws, "R17-rollback-decision.md", &Release::of_task(task)).ok())
+                    .then(|| release::find(self.ws, "R17-rollback-decision.md", &task.release()).ok())
                     .flatten()
                     .and_then(Lookup::found);
                 Some(nodes::rollback_environment(task, decision.as_ref()))
@@ -424,7 +413,7 @@ impl<'w> Engine<'w> {
     /// What the environment of `task` says before any gate: busy (its deploy lock is held,
     /// another task's rollout is unfinished), or this task's own rollout is paused and waits
     /// for, or has, a human's decision. `None`: nothing in the way, check the gates.
-    fn environment_readiness(&self, task: &Value, node: &Node) -> Option<Result<Readiness, (Check, Artifact)>> {
+    fn environment_readiness(&self, task: &Task, node: &Node) -> Option<Result<Readiness, (Check, Artifact)>> {
         let name = self.environment_of(task, node)?;
         let env = deploy::EnvConfig::load(&self.ws.config, &name).ok()?;
         let blocked = |reason: String| {
@@ -442,8 +431,7 @@ impl<'w> Engine<'w> {
             Ok(None) => return None,
             Err(why) => return blocked(why),
         };
-        let id = task.get("id").and_then(Value::as_str).unwrap_or_default();
-        if journal.task != id || journal.phase != journal::Phase::Paused {
+        if journal.task != task.id || journal.phase != journal::Phase::Paused {
             return blocked(nodes::other_rollout(&env, &journal));
         }
         let waiting = nodes::pause_reason(&journal);
@@ -470,7 +458,7 @@ impl<'w> Engine<'w> {
     }
 
     /// Inputs, gates and approvals of `node` for `task`.
-    fn readiness(&self, task: &Value, node: &Node) -> Readiness {
+    fn readiness(&self, task: &Task, node: &Node) -> Readiness {
         let decided = match self.environment_readiness(task, node) {
             Some(Ok(readiness)) => return readiness,
             Some(Err(decided)) => Some(decided),
@@ -485,7 +473,7 @@ impl<'w> Engine<'w> {
     }
 
     /// The inputs and gates of `node` for `task`.
-    fn gate_readiness(&self, task: &Value, node: &Node) -> Readiness {
+    fn gate_readiness(&self, task: &Task, node: &Node) -> Readiness {
         let release = self.release_of(task);
         let (unit, version) = (release.unit.clone(), release.version.as_str().to_owned());
         let mut checks = Vec::new();
@@ -726,17 +714,17 @@ impl<'w> Engine<'w> {
     /// request when only a human is missing. Writes nothing if it was already recorded.
     fn block(
         &self,
-        task: &Value,
+        task: &Task,
         node: &Node,
         reason: &str,
         qa_rejected: Option<&str>,
         request_approval: bool,
         checks: &[Check],
     ) {
-        let id = task.get("id").and_then(Value::as_str).unwrap_or_default();
-        let (unit, version) = self.unit_and_version(task);
-        let same = task.get("status").and_then(Value::as_str) == Some("blocked")
-            && task.get("blocked_reason").and_then(Value::as_str) == Some(reason);
+        let id = task.id.as_str();
+        let release = self.release_of(task);
+        let (unit, version) = (release.unit.clone(), release.version.as_str());
+        let same = task.status == TaskStatus::Blocked && task.blocked_reason.as_deref() == Some(reason);
         let run_id = new_run_id();
         if same {
             return;
@@ -747,8 +735,8 @@ impl<'w> Engine<'w> {
             FieldOp::Set("blocked_by".into(), BLOCKED_BY.into()),
             FieldOp::Set("updated_at".into(), crate::time::now_rfc3339().into()),
         ];
-        let current = task.get("status").and_then(Value::as_str).unwrap_or_default();
-        if !from_state(task) {
+        let current = task.status.as_str();
+        if !task.from_state {
             match record::edit_task(self.ws, Some(id), &[current], ops, Vec::new()) {
                 Ok(true) => {}
                 Ok(false) => return,
@@ -760,7 +748,7 @@ impl<'w> Engine<'w> {
         }
         self.audit.record(&run_id, "blocked", id, reason, &[]);
         let mut fields = vec![FieldOp::Set("status".into(), "blocked".into())];
-        if from_state(task) {
+        if task.from_state {
             // The node stands for itself: its entry carries what a task would.
             fields.push(FieldOp::Set("blocked_reason".into(), reason.into()));
             fields.push(FieldOp::Set("blocked_by".into(), BLOCKED_BY.into()));
@@ -838,7 +826,7 @@ impl<'w> Engine<'w> {
     /// when it is free, else `R12-prod-approval-<UNIT_ID>-<version>.md` beside another
     /// release's file. A copy of the request as written goes to the release's history, so
     /// that the request itself never counts as an approval. Returns whether it wrote the file.
-    fn write_approval_request(&self, task: &Value, node: &Node, checks: &[Check]) -> bool {
+    fn write_approval_request(&self, task: &Task, node: &Node, checks: &[Check]) -> bool {
         let release = self.release_of(task);
         let (unit, version) = (release.unit.clone(), release.version.as_str().to_owned());
         let run_id = new_run_id();
@@ -863,7 +851,7 @@ impl<'w> Engine<'w> {
             "unit_id": unit,
             "version": version,
             "approval_file": relative,
-            "task": {"id": task.get("id").and_then(Value::as_str).unwrap_or_default(), "title": task.get("title").and_then(Value::as_str).unwrap_or_default()},
+            "task": {"id": task.id, "title": task.title},
             "checks": checks.iter().filter(|c| c.passed).collect::<Vec<_>>(),
             "warnings": checks.iter().filter(|c| c.warning).collect::<Vec<_>>(),
             "approvers": self.ws.config.devops.approvers,
@@ -904,8 +892,7 @@ impl<'w> Engine<'w> {
     #[allow(clippy::too_many_arguments)]
     fn execute(
         &self,
-        task: &Value,
-        status: &str,
+        task: &Task,
         node: &Node,
         inputs: Vec<artifacts::Artifact>,
         checks: Vec<Check>,
@@ -913,7 +900,7 @@ impl<'w> Engine<'w> {
         state: &Value,
     ) -> Option<Ran> {
         let started = Instant::now();
-        let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let id = task.id.clone();
         let run_id = new_run_id();
         let now = crate::time::now_rfc3339();
         let claim = vec![
@@ -925,8 +912,8 @@ impl<'w> Engine<'w> {
             FieldOp::Remove("blocked_reason".into()),
             FieldOp::Remove("blocked_by".into()),
         ];
-        if !from_state(task) {
-            match record::edit_task(self.ws, Some(&id), &[status], claim, Vec::new()) {
+        if !task.from_state {
+            match record::edit_task(self.ws, Some(&id), &[task.status.as_str()], claim, Vec::new()) {
                 Ok(true) => {}
                 Ok(false) => return None,
                 Err(e) => {
@@ -975,24 +962,17 @@ impl<'w> Engine<'w> {
                 current_nodes: None,
             },
         );
-        let (unit, _) = self.unit_and_version(task);
+        let unit = self.release_of(task).unit;
         let mut run = self.node_run(task, node, &run_id, &unit, version);
         run.inputs = inputs;
         run.approved_by = approved_by;
         let outcome =
             nodes::run(&mut run).unwrap_or_else(|e| Outcome::Failed { step: e.step, reason: e.reason, log: e.log });
         self.finish(task, node, &mut run, &outcome, state);
-        let label = match &outcome {
-            Outcome::Done => "done",
-            Outcome::Deployed => "deployed",
-            Outcome::RolledBack { .. } => "rolled_back",
-            Outcome::Failed { .. } => "failed",
-            Outcome::Blocked { .. } => "blocked",
-        };
         Some(Ran {
             task: id,
             node: node.name.clone(),
-            outcome: label.to_owned(),
+            outcome: outcome.kind(),
             run_id,
             duration_ms: started.elapsed().as_millis() as u64,
             summary: self.secrets.mask(&run.summary),
@@ -1038,11 +1018,9 @@ impl<'w> Engine<'w> {
             return;
         };
         for head in heads {
-            let task = head.value(&text);
+            let task = Task::from_value(head.value(&text));
             let id = head.id.as_deref().unwrap_or_default();
-            if task.get("claimed_by").and_then(Value::as_str) != Some(agent.as_str())
-                || recovered.iter().any(|r| r == id)
-            {
+            if task.claimed_by.as_deref() != Some(agent.as_str()) || recovered.iter().any(|r| r == id) {
                 continue;
             }
             if let Some(ran) = self.recover_run(id, None) {
@@ -1057,22 +1035,22 @@ impl<'w> Engine<'w> {
         let started = Instant::now();
         let text = self.ws.read_text(&self.ws.config.paths.tasks).ok().flatten()?;
         let (_, heads) = crate::store::tasks::scan_ids(&text, &[id]).ok()?;
-        let task = crate::store::tasks::find(&heads, id).ok().map(|head| head.value(&text));
-        let Some(task) = task.filter(|t| t.get("status").and_then(Value::as_str) == Some("in_progress")) else {
+        let task = crate::store::tasks::find(&heads, id).ok().map(|head| Task::from_value(head.value(&text)));
+        let Some(task) = task.filter(|t| t.status == TaskStatus::InProgress) else {
             // The run had recorded its end; only its journal was left.
             return None;
         };
-        let node = self.graph.node_for_task(&task).ok()?;
-        let old_run = task.get("run_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let node = self.graph.node_for_task(&task.raw).ok()?;
+        let old_run = task.run_id.clone().unwrap_or_default();
         let mut notes = Vec::new();
         if !old_run.is_empty()
             && let Some(group) = crate::exec::command::kill_leftover_group(&nodes::run_dir(self.ws, &old_run), &old_run)
         {
             notes.push(format!("ended its process group {group}, still running"));
         }
-        let (unit, version) = self.unit_and_version(&task);
+        let release = self.release_of(&task);
         let run_id = new_run_id();
-        let mut run = self.node_run(&task, node, &run_id, &unit, version);
+        let mut run = self.node_run(&task, node, &run_id, &release.unit, release.version.as_str().to_owned());
         if let Some((journal, env)) = rollout {
             if !journal.changed {
                 // Its release was staged but never went live: not `deploying` for ever.
@@ -1116,7 +1094,7 @@ impl<'w> Engine<'w> {
         Some(Ran {
             task: id.to_owned(),
             node: node.name.clone(),
-            outcome: "failed".to_owned(),
+            outcome: OutcomeKind::Failed,
             run_id,
             duration_ms: started.elapsed().as_millis() as u64,
             summary: self.secrets.mask(&run.summary),
@@ -1210,13 +1188,13 @@ impl<'w> Engine<'w> {
     /// Everything a node execution of `task` needs, for run `run_id`.
     fn node_run<'a>(
         &'a self,
-        task: &'a Value,
+        task: &'a Task,
         node: &'a Node,
         run_id: &str,
         unit: &str,
         version: String,
     ) -> NodeRun<'a> {
-        let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let id = task.id.clone();
         let runner = Runner {
             run_dir: nodes::run_dir(self.ws, run_id),
             workspace: self.ws.root.clone(),
@@ -1254,19 +1232,16 @@ impl<'w> Engine<'w> {
     }
 
     /// Records the end of a node: task, state, fix task, human request, signal, audit.
-    fn finish(&self, task: &Value, node: &Node, run: &mut NodeRun<'_>, outcome: &Outcome, state: &Value) {
+    fn finish(&self, task: &Task, node: &Node, run: &mut NodeRun<'_>, outcome: &Outcome, state: &Value) {
         if let Outcome::Blocked { reason, escalate } = outcome {
             return self.finish_blocked(task, node, run, reason, *escalate);
         }
-        let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let id = task.id.clone();
         let now = crate::time::now_rfc3339();
-        let (task_status, node_status) = match outcome {
-            Outcome::Done => ("done", "completed"),
-            Outcome::Deployed => ("deployed", "completed"),
-            Outcome::RolledBack { .. } => ("rolled_back", "failed"),
-            Outcome::Failed { .. } => ("failed", "failed"),
-            Outcome::Blocked { .. } => unreachable!("a wait is recorded by finish_blocked"),
-        };
+        let kind = outcome.kind();
+        let task_status = kind.task_status();
+        let task_status = task_status.as_str();
+        let node_status = if kind.is_failure() { "failed" } else { "completed" };
         let mut summary = run.summary.clone();
         let mut appends = Vec::new();
         let mut outcome_value =
@@ -1276,12 +1251,17 @@ impl<'w> Engine<'w> {
                 summary = format!("{} failed at `{step}`: {reason}", node.name);
                 outcome_value["failed_step"] = json!(step);
                 outcome_value["log"] = json!(log);
-                appends.push(self.with_context(record::fix_task(task, &node.name, step, reason, log), task, node, run));
+                appends.push(self.with_context(
+                    record::fix_task(&task.raw, &node.name, step, reason, log),
+                    task,
+                    node,
+                    run,
+                ));
             }
             Outcome::RolledBack { reason } => {
                 outcome_value["rollback_reason"] = json!(reason);
                 appends.push(self.with_context(
-                    record::fix_task(task, &node.name, "verification", reason, ""),
+                    record::fix_task(&task.raw, &node.name, "verification", reason, ""),
                     task,
                     node,
                     run,
@@ -1298,7 +1278,7 @@ impl<'w> Engine<'w> {
             FieldOp::Set("outcome".into(), outcome_value.clone()),
             FieldOp::Set("updated_at".into(), now.clone().into()),
         ];
-        let task_id = (!from_state(task)).then_some(id.as_str());
+        let task_id = (!task.from_state).then_some(id.as_str());
         self.record_outcome(task_id, &id, node, run, ops, appends, &outcome_value);
         // state.json: this node (and any it completed on the way) and the current position.
         let mut completed = vec![node.name.clone()];
@@ -1330,7 +1310,7 @@ impl<'w> Engine<'w> {
                 tracing::error!("cannot update {}: {e}", self.ws.config.paths.state);
             }
         }
-        let (unit, _) = self.unit_and_version(task);
+        let unit = self.release_of(task).unit;
         let failed = matches!(outcome, Outcome::Failed { .. } | Outcome::RolledBack { .. });
         if failed {
             let (step, reason, log) = match outcome {
@@ -1404,7 +1384,7 @@ impl<'w> Engine<'w> {
 
     /// The deployment context of a failure in its fix task (seed 000: a bug report with
     /// deployment context): environment, version, unit, run, and the figures the node saw.
-    fn with_context(&self, mut fix: Value, task: &Value, node: &Node, run: &NodeRun<'_>) -> Value {
+    fn with_context(&self, mut fix: Value, task: &Task, node: &Node, run: &NodeRun<'_>) -> Value {
         let mut context = json!({
             "environment": self.environment_of(task, node),
             "unit_id": run.unit_id,
@@ -1442,8 +1422,7 @@ impl<'w> Engine<'w> {
         };
         let now = crate::time::now_rfc3339();
         for head in heads {
-            let task = head.value(&text);
-            let release = Release::of_task(&task);
+            let release = Task::from_value(head.value(&text)).release();
             if release.unit != undone.unit || release.version != undone.version {
                 continue;
             }
@@ -1547,8 +1526,8 @@ impl<'w> Engine<'w> {
     /// Records a node that stopped to wait after it was claimed: the task goes back to
     /// `blocked` (by opsflow, so every pass checks it again), the node too; a paused rollout
     /// also gets one human request and a `blocked` completion signal.
-    fn finish_blocked(&self, task: &Value, node: &Node, run: &mut NodeRun<'_>, reason: &str, escalate: bool) {
-        let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    fn finish_blocked(&self, task: &Task, node: &Node, run: &mut NodeRun<'_>, reason: &str, escalate: bool) {
+        let id = task.id.clone();
         let now = crate::time::now_rfc3339();
         let reason = self.secrets.mask(reason);
         if run.summary.is_empty() {
@@ -1564,7 +1543,7 @@ impl<'w> Engine<'w> {
             FieldOp::Set("outcome".into(), outcome),
             FieldOp::Set("updated_at".into(), now.clone().into()),
         ];
-        let task_id = (!from_state(task)).then_some(id.as_str());
+        let task_id = (!task.from_state).then_some(id.as_str());
         if let Err(e) = record::edit_task(self.ws, task_id, &["in_progress"], ops, Vec::new()) {
             tracing::error!("cannot record that {id} waits: {e}");
         }
@@ -1572,7 +1551,7 @@ impl<'w> Engine<'w> {
             FieldOp::Set("status".into(), "blocked".into()),
             FieldOp::Set("run_id".into(), run.run_id.clone().into()),
         ];
-        if from_state(task) {
+        if task.from_state {
             fields.push(FieldOp::Set("blocked_reason".into(), reason.clone().into()));
             fields.push(FieldOp::Set("blocked_by".into(), BLOCKED_BY.into()));
         }
@@ -1583,7 +1562,8 @@ impl<'w> Engine<'w> {
         ) {
             tracing::error!("cannot update {}: {e}", self.ws.config.paths.state);
         }
-        let (unit, version) = self.unit_and_version(task);
+        let release = self.release_of(task);
+        let (unit, version) = (release.unit.clone(), release.version.as_str().to_owned());
         if escalate {
             let request = HumanRequest {
                 agent: self.ws.config.agent.name.clone(),

@@ -795,9 +795,9 @@ pub(crate) fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<O
 
 /// The environment a Rollback_Deployment task rolls back: the task's `environment`, else its
 /// R17's, else production.
-pub fn rollback_environment(task: &Value, decision: Option<&Artifact>) -> String {
-    task.get("environment")
-        .and_then(Value::as_str)
+pub fn rollback_environment(task: &Task, decision: Option<&Artifact>) -> String {
+    task.environment
+        .as_deref()
         .or_else(|| decision.and_then(|d| d.field("environment")))
         .unwrap_or("production")
         .to_owned()
@@ -806,22 +806,22 @@ pub fn rollback_environment(task: &Value, decision: Option<&Artifact>) -> String
 /// Whether a Rollback_Deployment task acts on a human's R17 (it was filed from one: its
 /// `source` names the file) rather than on its own request (`opsflow rollback`, a hand-written
 /// task).
-pub fn requested_rollback(task: &Value) -> bool {
-    task.get("source").and_then(Value::as_str).is_some_and(|source| source.contains("R17-rollback-decision"))
+pub fn requested_rollback(task: &Task) -> bool {
+    task.source.as_deref().is_some_and(|source| source.contains("R17-rollback-decision"))
 }
 
 /// The version a Rollback_Deployment task rolls back to, when it names one: its
 /// `target_version`, or its `version` when that is not the live one.
-pub(crate) fn rollback_target(task: &Value, live: Option<&str>) -> Option<String> {
-    let field = |key: &str| task.get(key).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty());
-    if let Some(target) = field("target_version") {
+pub(crate) fn rollback_target(task: &Task, live: Option<&str>) -> Option<String> {
+    if let Some(target) = task.target_version.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
         return Some(target.to_owned());
     }
     if requested_rollback(task) {
         // An R17's `version` is the release it decides about, the one to undo.
         return None;
     }
-    field("version").filter(|v| live.is_none_or(|live| !release::same_version(v, live))).map(str::to_owned)
+    let version = task.version.as_ref().map(|v| v.as_str());
+    version.filter(|v| live.is_none_or(|live| !release::same_version(v, live))).map(str::to_owned)
 }
 
 /// Rollback_Deployment: a human asked for it, in R17 (`decision: rollback`) or with
@@ -844,7 +844,7 @@ pub(crate) fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, Node
     if let Some(journal) = Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e))? {
         return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false });
     }
-    let field = |key: &str| run.task.get(key).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty());
+    let field = |key: &str| run.task.text(key);
     let by = decision
         .as_ref()
         .and_then(|d| d.field("decided_by"))
