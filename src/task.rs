@@ -212,6 +212,19 @@ impl Task {
     }
 }
 
+/// The entries of a decoded `tasks.json` and the JSON Pointer prefix of entry `i`
+/// (`{prefix}/{i}`): a bare array, or an object with a `tasks` array. `None` for any other shape.
+pub fn entries(document: &Value) -> Option<(&'static str, &[Value])> {
+    match document {
+        Value::Array(list) => Some(("", list)),
+        Value::Object(map) => match map.get("tasks") {
+            Some(Value::Array(list)) => Some(("/tasks", list)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// A name reduced for comparison: lower case, letters and digits only.
 fn reduced(name: &str) -> String {
     name.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()

@@ -434,6 +434,7 @@ pub fn validate_workspace(ws: &Workspace) -> Report {
     };
 
     let tasks = load_tasks(ws);
+    report.warnings.extend(task_warnings(ws, &tasks));
     note(&mut report, &paths.tasks, tasks.text.is_some(), tasks.diagnostics);
     for (file, schema) in [
         (&paths.state, SchemaName::State),
@@ -482,6 +483,17 @@ pub fn validate_workspace(ws: &Workspace) -> Report {
     }
     report.warnings.extend(crate::merge::setup::missing_driver(&ws.root));
     report
+}
+
+/// The warnings about `tasks.json` (see [`crate::engine::readiness::task_warnings`]) as
+/// `validate` and `status` both print them, with the line and column of the field.
+pub fn task_warnings(ws: &Workspace, tasks: &Loaded) -> Vec<String> {
+    let Some((prefix, entries)) = tasks.value.as_ref().and_then(crate::task::entries) else { return Vec::new() };
+    let decoded: Vec<crate::task::Task> = entries.iter().cloned().map(crate::task::Task::from_value).collect();
+    let warnings =
+        crate::engine::readiness::task_warnings(&ws.config, &ws.config.paths.tasks, prefix, decoded.iter().enumerate());
+    let text = tasks.text.as_deref().unwrap_or_default();
+    warnings.into_iter().map(|w| w.locate_in(text).to_string()).collect()
 }
 
 /// Whether a QA report named `QA-Report-<name>.md` is one release's report: `<name>` is its
