@@ -253,15 +253,7 @@ pub fn load_task_list(ws: &Workspace, keep: impl Fn(&crate::store::tasks::TaskHe
     };
     match task_list_from(ws, &relative, &text, &keep) {
         Ok(list) => list,
-        Err(error) => {
-            // The full loader on the same text says it as `validate` does; the scanner's own
-            // error stands in should the loader find nothing wrong.
-            let mut diagnostics = check_tasks(ws, text.clone()).diagnostics;
-            if diagnostics.is_empty() {
-                diagnostics.push(layout_diagnostic(&relative, &text, error));
-            }
-            TaskList { diagnostics, ..TaskList::default() }
-        }
+        Err(error) => TaskList { diagnostics: unreadable_tasks(ws, &text, error), ..TaskList::default() },
     }
 }
 
@@ -338,6 +330,18 @@ fn task_list_from(
 /// be decoded.
 fn undecodable(file: &str, text: &str, error: crate::store::json::SyntaxError) -> TaskList {
     TaskList { diagnostics: vec![layout_diagnostic(file, text, LayoutError::Syntax(error))], ..TaskList::default() }
+}
+
+/// What is wrong with a `tasks.json` the span scanner refused (`error`), said as `validate`
+/// says it: the full loader runs on the same text, so `validate`, `status`, `run` and
+/// `tasks list` report one broken file with the same diagnostics. The scanner's own error
+/// stands in should the loader find nothing wrong.
+pub fn unreadable_tasks(ws: &Workspace, text: &str, error: LayoutError) -> Vec<Diagnostic> {
+    let mut diagnostics = check_tasks(ws, text.to_owned()).diagnostics;
+    if diagnostics.is_empty() {
+        diagnostics.push(layout_diagnostic(&ws.config.paths.tasks, text, error));
+    }
+    diagnostics
 }
 
 /// Where a task-list scan error is, as users read it.

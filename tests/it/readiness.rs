@@ -153,3 +153,40 @@ fn a_missing_input_names_who_writes_it_in_run_and_status() {
     let line = status.stdout().lines().find(|l| l.contains("blocked: ")).map(str::to_owned).unwrap_or_default();
     assert!(line.contains("INFRA01-requirements.md") && line.contains(expected), "{}", status.stdout());
 }
+
+#[test]
+fn one_broken_tasks_file_reads_the_same_in_validate_status_run_and_tasks_list() {
+    for (case, text) in [
+        (
+            "truncated",
+            "{\"tasks\": [\n  {\"id\": \"A\", \"title\": \"t\", \"agent\": \"devops\", \"type\": \"deployment_staging\", \"status\": \"pending\"},\n  {\"id\": \"B\", \"ti",
+        ),
+        (
+            "a number too large",
+            "{\"tasks\": [\n  {\"id\": \"A\", \"title\": \"t\", \"agent\": \"devops\", \"type\": \"deployment_staging\", \"status\": \"pending\", \"n\": 1e400}\n]}\n",
+        ),
+        ("not a list", "{\"items\": 3}\n"),
+    ] {
+        let ws = Workspace::new().file(TASKS, text);
+        let validate = ws.run(&["validate", "--json"]);
+        validate.status(2);
+        let expected = validate.json()["diagnostics"].clone();
+        assert!(!expected.as_array().unwrap().is_empty(), "{case}");
+
+        let status = ws.run(&["status", "--json"]);
+        status.status(2);
+        assert_eq!(status.json()["diagnostics"], expected, "{case}: status --json");
+
+        let run = ws.run(&["run", "--json"]);
+        run.status(2);
+        assert_eq!(run.json()["problems"], expected, "{case}: run --json");
+
+        // `tasks list --json` prints no half document, and the same diagnostics as text.
+        let list = ws.run(&["tasks", "list", "--json"]);
+        list.status(2);
+        assert_eq!(list.stdout(), "", "{case}");
+        let validated_text = ws.run(&["validate"]).stdout();
+        let lines: Vec<&str> = validated_text.lines().filter(|l| l.starts_with(TASKS)).collect();
+        assert_eq!(list.stderr().lines().collect::<Vec<_>>(), lines, "{case}: tasks list");
+    }
+}
