@@ -146,14 +146,22 @@ pub struct Engine<'w> {
     secrets: Secrets,
     options: Options,
     /// The releases whose production deployment is open (pending, blocked or running) in the
-    /// current pass, as (unit, version): an approval without `version` counts only while a
-    /// single release of its unit waits.
-    open_production: std::cell::RefCell<Vec<(String, String)>>,
+    /// current pass: an approval without `version` counts only while a single release of its
+    /// unit waits.
+    open_production: std::cell::RefCell<Vec<Release>>,
     /// Production deployments that failed or were rolled back and are not resolved yet (their
-    /// fix task is open and no human set `resolved_by`), as (unit, task id, fix task id, its
-    /// status): later production deployments of that unit wait (seed 000, "Handling
-    /// Deployment Failures": block subsequent deployments until resolved).
-    unresolved: std::cell::RefCell<Vec<(String, String, String, String)>>,
+    /// fix task is open and no human set `resolved_by`): later production deployments of that
+    /// unit wait (seed 000, "Handling Deployment Failures": block subsequent deployments until
+    /// resolved).
+    unresolved: std::cell::RefCell<Vec<Unresolved>>,
+}
+
+/// A production deployment that failed or was rolled back, and its open fix task.
+struct Unresolved {
+    unit: String,
+    task: String,
+    fix: String,
+    fix_status: TaskStatus,
 }
 
 impl<'w> Engine<'w> {
@@ -240,15 +248,8 @@ impl<'w> Engine<'w> {
         }
         let status_of = |id: &str| loaded.statuses.get(id).map(String::as_str);
         let production = |t: &&(usize, Task)| t.1.kind == "deployment_production";
-        *self.open_production.borrow_mut() = owned
-            .iter()
-            .filter(production)
-            .filter(|(_, t)| t.status.is_open())
-            .map(|(_, t)| {
-                let release = t.release();
-                (release.unit.clone(), release.version.bare().to_owned())
-            })
-            .collect();
+        *self.open_production.borrow_mut() =
+            owned.iter().filter(production).filter(|(_, t)| t.status.is_open()).map(|(_, t)| t.release()).collect();
         *self.unresolved.borrow_mut() = owned
             .iter()
             .filter(production)
@@ -256,12 +257,9 @@ impl<'w> Engine<'w> {
             .filter(|(_, t)| t.resolved_by.as_deref().is_none_or(|b| b.trim().is_empty()))
             .filter_map(|(_, t)| {
                 let fix = record::fix_task_id(if t.id.is_empty() { "task" } else { &t.id });
-                let fix_status = status_of(&fix)?.to_owned();
-                let resolved = matches!(
-                    TaskStatus::parse(&fix_status),
-                    TaskStatus::Done | TaskStatus::Deployed | TaskStatus::Cancelled
-                );
-                (!resolved).then(|| (t.release().unit, t.id.clone(), fix, fix_status))
+                let fix_status = TaskStatus::parse(status_of(&fix)?);
+                let resolved = matches!(fix_status, TaskStatus::Done | TaskStatus::Deployed | TaskStatus::Cancelled);
+                (!resolved).then(|| Unresolved { unit: t.release().unit, task: t.id.clone(), fix, fix_status })
             })
             .collect();
         for (index, task) in &owned {
@@ -582,8 +580,8 @@ impl<'w> Engine<'w> {
                                     .open_production
                                     .borrow()
                                     .iter()
-                                    .filter(|(u, v)| *u == unit && !v.is_empty())
-                                    .map(|(_, v)| v.clone())
+                                    .filter(|open| open.unit == unit && !open.version.is_empty())
+                                    .map(|open| open.version.bare().to_owned())
                                     .collect::<std::collections::BTreeSet<_>>()
                                     .len()
                                     <= 1;
@@ -631,8 +629,8 @@ impl<'w> Engine<'w> {
             .unresolved
             .borrow()
             .iter()
-            .filter(|(u, ..)| u == unit)
-            .map(|(_, failed, fix, fix_status)| {
+            .filter(|open| open.unit == unit)
+            .map(|Unresolved { task: failed, fix, fix_status, .. }| {
                 format!(
                     "the production deployment {failed} of {unit} failed or was rolled back and is not resolved: {fix} is `{fix_status}` (opsflow waits for `done`, or for `resolved_by` on {failed})"
                 )
@@ -962,8 +960,9 @@ impl<'w> Engine<'w> {
                 current_nodes: None,
             },
         );
-        let unit = self.release_of(task).unit;
-        let mut run = self.node_run(task, node, &run_id, &unit, version);
+        // The version readiness settled on (a paused rollout's own) with the task's unit.
+        let release = Release::new(self.release_of(task).unit, version);
+        let mut run = self.node_run(task, node, &run_id, release);
         run.inputs = inputs;
         run.approved_by = approved_by;
         let outcome =
@@ -1050,7 +1049,7 @@ impl<'w> Engine<'w> {
         }
         let release = self.release_of(&task);
         let run_id = new_run_id();
-        let mut run = self.node_run(&task, node, &run_id, &release.unit, release.version.as_str().to_owned());
+        let mut run = self.node_run(&task, node, &run_id, release);
         if let Some((journal, env)) = rollout {
             if !journal.changed {
                 // Its release was staged but never went live: not `deploying` for ever.
@@ -1186,21 +1185,14 @@ impl<'w> Engine<'w> {
     }
 
     /// Everything a node execution of `task` needs, for run `run_id`.
-    fn node_run<'a>(
-        &'a self,
-        task: &'a Task,
-        node: &'a Node,
-        run_id: &str,
-        unit: &str,
-        version: String,
-    ) -> NodeRun<'a> {
+    fn node_run<'a>(&'a self, task: &'a Task, node: &'a Node, run_id: &str, release: Release) -> NodeRun<'a> {
         let id = task.id.clone();
         let runner = Runner {
             run_dir: nodes::run_dir(self.ws, run_id),
             workspace: self.ws.root.clone(),
             env: vec![
-                ("OPSFLOW_VERSION".into(), version.clone()),
-                ("OPSFLOW_UNIT_ID".into(), unit.to_owned()),
+                ("OPSFLOW_VERSION".into(), release.version.to_string()),
+                ("OPSFLOW_UNIT_ID".into(), release.unit.clone()),
                 ("OPSFLOW_TASK_ID".into(), id),
                 ("OPSFLOW_RUN_ID".into(), run_id.to_owned()),
                 ("OPSFLOW_WORKSPACE".into(), self.ws.root.to_string_lossy().into_owned()),
@@ -1219,8 +1211,7 @@ impl<'w> Engine<'w> {
             node,
             task,
             run_id: run_id.to_owned(),
-            unit_id: unit.to_owned(),
-            version,
+            release,
             inputs: Vec::new(),
             artifacts: Vec::new(),
             also_completed: Vec::new(),
@@ -1387,8 +1378,8 @@ impl<'w> Engine<'w> {
     fn with_context(&self, mut fix: Value, task: &Task, node: &Node, run: &NodeRun<'_>) -> Value {
         let mut context = json!({
             "environment": self.environment_of(task, node),
-            "unit_id": run.unit_id,
-            "version": run.version,
+            "unit_id": run.release.unit,
+            "version": run.release.version.as_str(),
             "run_id": run.run_id,
             "run_log_dir": self.ws.label(&nodes::run_dir(self.ws, &run.run_id)),
         });
@@ -1507,7 +1498,7 @@ impl<'w> Engine<'w> {
             agent: self.ws.config.agent.name.clone(),
             task_id: id.to_owned(),
             node: node.name.clone(),
-            unit_id: run.unit_id.clone(),
+            unit_id: run.release.unit.clone(),
             severity: "HIGH",
             issue: format!("the outcome of {} for {id} could not be recorded on its task: {why}", node.name),
             impact: "tasks.json does not say what happened in the environment".to_owned(),

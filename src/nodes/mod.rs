@@ -142,8 +142,8 @@ pub struct NodeRun<'a> {
     pub node: &'a Node,
     pub task: &'a Task,
     pub run_id: String,
-    pub unit_id: String,
-    pub version: String,
+    /// The unit and version this run works on (either may be unknown, empty).
+    pub release: Release,
     pub inputs: Vec<Artifact>,
     pub artifacts: Vec<String>,
     /// Nodes besides this one that the run completed (verification after a production deploy).
@@ -197,8 +197,8 @@ impl NodeRun<'_> {
             "node": self.node.name,
             "run_id": self.run_id,
             "generated_at": crate::time::now_rfc3339(),
-            "unit_id": self.unit_id,
-            "version": self.version,
+            "unit_id": self.release.unit,
+            "version": self.release.version.as_str(),
             "task": {"id": self.task.id, "title": self.task.title, "type": self.task.kind, "priority": self.task.priority.as_deref().unwrap_or("")},
             "inputs": inputs,
             "environments": environments,
@@ -220,7 +220,7 @@ impl NodeRun<'_> {
 
     /// The release this run works on.
     pub fn release(&self) -> Release {
-        Release::new(self.unit_id.clone(), self.version.clone())
+        self.release.clone()
     }
 
     /// Where an artifact goes (see `release::output_path`).
@@ -255,11 +255,11 @@ impl NodeRun<'_> {
         front.insert("node".into(), self.node.name.clone().into());
         // Environment artifacts belong to no release: they name none, so any release uses them.
         let of_release = release::scope(name) == Scope::Release;
-        if of_release && !self.unit_id.is_empty() {
-            front.insert("unit_id".into(), self.unit_id.clone().into());
+        if of_release && !self.release.unit.is_empty() {
+            front.insert("unit_id".into(), self.release.unit.clone().into());
         }
-        if of_release && !self.version.is_empty() {
-            front.insert("version".into(), self.version.clone().into());
+        if of_release && !self.release.version.is_empty() {
+            front.insert("version".into(), self.release.version.to_string().into());
         }
         front.insert("status".into(), status.into());
         front.extend(fields);
