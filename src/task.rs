@@ -225,6 +225,12 @@ pub fn entries(document: &Value) -> Option<(&'static str, &[Value])> {
     }
 }
 
+/// Whether this runner owns an entry not decoded yet (its `agent` and `type`).
+pub fn owned_entry(config: &Config, entry: &Value) -> bool {
+    let text = |key: &str| entry.get(key).and_then(Value::as_str);
+    crate::workflow::owns(config, text("agent"), text("type"))
+}
+
 /// A name reduced for comparison: lower case, letters and digits only.
 fn reduced(name: &str) -> String {
     name.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()

@@ -493,9 +493,19 @@ pub fn validate_workspace(ws: &Workspace) -> Report {
 /// `validate` and `status` both print them, with the line and column of the field.
 pub fn task_warnings(ws: &Workspace, tasks: &Loaded) -> Vec<String> {
     let Some((prefix, entries)) = tasks.value.as_ref().and_then(crate::task::entries) else { return Vec::new() };
-    let decoded: Vec<crate::task::Task> = entries.iter().cloned().map(crate::task::Task::from_value).collect();
-    let warnings =
-        crate::engine::readiness::task_warnings(&ws.config, &ws.config.paths.tasks, prefix, decoded.iter().enumerate());
+    // Only entries of a DevOps type can be warned about: only those are decoded.
+    let decoded: Vec<(usize, crate::task::Task)> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, entry)| entry.get("type").and_then(Value::as_str).is_some_and(crate::task::owned_type))
+        .map(|(index, entry)| (index, crate::task::Task::from_value(entry.clone())))
+        .collect();
+    let warnings = crate::engine::readiness::task_warnings(
+        &ws.config,
+        &ws.config.paths.tasks,
+        prefix,
+        decoded.iter().map(|(index, task)| (*index, task)),
+    );
     let text = tasks.text.as_deref().unwrap_or_default();
     warnings.into_iter().map(|w| w.locate_in(text).to_string()).collect()
 }

@@ -134,17 +134,19 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
         })
         .unwrap_or_default();
 
-    let (prefix, list): (&str, Vec<Task>) = match tasks.value.as_ref().and_then(crate::task::entries) {
-        Some((prefix, entries)) => (prefix, entries.iter().cloned().map(Task::from_value).collect()),
-        None => ("", Vec::new()),
+    let (prefix, list): (&str, &[Value]) = tasks.value.as_ref().and_then(crate::task::entries).unwrap_or(("", &[]));
+    let status_of = |id: &str| {
+        let entry = list.iter().find(|t| t.get("id").and_then(Value::as_str) == Some(id));
+        entry.and_then(|t| t.get("status")).and_then(Value::as_str)
     };
-    let status_of = |id: &str| list.iter().find(|t| t.id == id).map(|t| t.status.as_str());
     let mut owned = Vec::new();
     let mut entry_problems = vec![false; tasks.diagnostics.len()];
-    for (index, task) in list.iter().enumerate() {
-        if !task.owned_by(&ws.config) {
+    for (index, entry) in list.iter().enumerate() {
+        if !crate::task::owned_entry(&ws.config, entry) {
             continue;
         }
+        // Only owned entries are decoded: the list may be large, and the rest is others' work.
+        let task = Task::from_value(entry.clone());
         let problems = tasks
             .diagnostics
             .iter()
@@ -155,7 +157,7 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
                 d.to_string()
             })
             .collect();
-        let waits = readiness::waiting_on(task, status_of);
+        let waits = readiness::waiting_on(&task, status_of);
         let raw_text = |key: &str| task.raw.get(key).and_then(Value::as_str).map(str::to_owned);
         owned.push(OwnedTask {
             id: task.id.clone(),
@@ -176,8 +178,9 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
             .iter()
             .zip(&entry_problems)
             .filter(|(d, shown)| {
-                let foreign =
-                    readiness::entry_of(d, prefix).and_then(|i| list.get(i)).is_some_and(|t| !t.owned_by(&ws.config));
+                let foreign = readiness::entry_of(d, prefix)
+                    .and_then(|i| list.get(i))
+                    .is_some_and(|t| !crate::task::owned_entry(&ws.config, t));
                 !**shown && !foreign
             })
             .map(|(d, _)| d.clone()),

@@ -334,11 +334,9 @@ impl<'w> Engine<'w> {
                 return true;
             }
         }
-        summary.problems.extend(loaded.diagnostics.into_iter().filter(|d| {
-            // Problems inside other agents' entries are theirs; file-level ones hold everyone.
-            let entry = d.pointer.as_deref().and_then(|p| p.strip_prefix(prefix)).and_then(|p| p.strip_prefix('/'));
-            entry.is_none()
-        }));
+        // Problems inside entries were reported with their task above, or are other agents';
+        // file-level ones hold everyone.
+        summary.problems.extend(loaded.diagnostics.into_iter().filter(|d| readiness::entry_of(d, prefix).is_none()));
         false
     }
 
@@ -728,7 +726,7 @@ impl<'w> Engine<'w> {
             return;
         }
         let ops = vec![
-            FieldOp::Set("status".into(), "blocked".into()),
+            FieldOp::Set("status".into(), TaskStatus::Blocked.as_str().into()),
             FieldOp::Set("blocked_reason".into(), reason.into()),
             FieldOp::Set("blocked_by".into(), BLOCKED_BY.into()),
             FieldOp::Set("updated_at".into(), crate::time::now_rfc3339().into()),
@@ -902,7 +900,7 @@ impl<'w> Engine<'w> {
         let run_id = new_run_id();
         let now = crate::time::now_rfc3339();
         let claim = vec![
-            FieldOp::Set("status".into(), "in_progress".into()),
+            FieldOp::Set("status".into(), TaskStatus::InProgress.as_str().into()),
             FieldOp::Set("claimed_by".into(), self.ws.config.agent.name.clone().into()),
             FieldOp::Set("claimed_at".into(), now.clone().into()),
             FieldOp::Set("run_id".into(), run_id.clone().into()),
@@ -1011,7 +1009,7 @@ impl<'w> Engine<'w> {
         // Only owned tasks in progress are decoded; the scan skips the rest of the list.
         let Ok(Some(text)) = self.ws.read_text(&self.ws.config.paths.tasks) else { return };
         let Ok((_, heads)) = crate::store::tasks::scan(&text, |head| {
-            head.status.as_deref() == Some("in_progress")
+            head.status.as_deref().map(TaskStatus::parse) == Some(TaskStatus::InProgress)
                 && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())
         }) else {
             return;
@@ -1231,7 +1229,6 @@ impl<'w> Engine<'w> {
         let now = crate::time::now_rfc3339();
         let kind = outcome.kind();
         let task_status = kind.task_status();
-        let task_status = task_status.as_str();
         let node_status = if kind.is_failure() { "failed" } else { "completed" };
         let mut summary = run.summary.clone();
         let mut appends = Vec::new();
@@ -1265,7 +1262,7 @@ impl<'w> Engine<'w> {
         outcome_value["summary"] = json!(summary);
         self.secrets.mask_json(&mut outcome_value);
         let ops = vec![
-            FieldOp::Set("status".into(), task_status.into()),
+            FieldOp::Set("status".into(), task_status.as_str().into()),
             FieldOp::Set("outcome".into(), outcome_value.clone()),
             FieldOp::Set("updated_at".into(), now.clone().into()),
         ];
@@ -1370,7 +1367,7 @@ impl<'w> Engine<'w> {
             }
         }
         let inputs: Vec<(String, String)> = run.inputs.iter().map(|a| (a.file.clone(), a.sha256.clone())).collect();
-        self.audit.record(&run.run_id, task_status, &id, &run.summary, &inputs);
+        self.audit.record(&run.run_id, task_status.as_str(), &id, &run.summary, &inputs);
     }
 
     /// The deployment context of a failure in its fix task (seed 000: a bug report with
@@ -1405,7 +1402,7 @@ impl<'w> Engine<'w> {
     fn mark_rolled_back(&self, undone: &Release, run: &mut NodeRun<'_>) {
         let Ok(Some(text)) = self.ws.read_text(&self.ws.config.paths.tasks) else { return };
         let Ok((_, heads)) = crate::store::tasks::scan(&text, |head| {
-            head.status.as_deref() == Some("deployed")
+            head.status.as_deref().map(TaskStatus::parse) == Some(TaskStatus::Deployed)
                 && head.kind.as_deref() == Some("deployment_production")
                 && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())
         }) else {
@@ -1419,14 +1416,14 @@ impl<'w> Engine<'w> {
             }
             let Some(id) = head.id.as_deref() else { continue };
             let ops = vec![
-                FieldOp::Set("status".into(), "rolled_back".into()),
+                FieldOp::Set("status".into(), TaskStatus::RolledBack.as_str().into()),
                 FieldOp::Set(
                     "rolled_back".into(),
                     json!({"by_task": run.task_id(), "run_id": run.run_id, "at": now, "summary": self.secrets.mask(&run.summary)}),
                 ),
                 FieldOp::Set("updated_at".into(), now.clone().into()),
             ];
-            match record::edit_task(self.ws, Some(id), &["deployed"], ops, Vec::new()) {
+            match record::edit_task(self.ws, Some(id), &[TaskStatus::Deployed.as_str()], ops, Vec::new()) {
                 Ok(true) => self.audit.record(&run.run_id, "rolled_back", id, &run.summary, &[]),
                 Ok(false) => {}
                 Err(e) => tracing::error!("cannot record that {id} was rolled back: {e}"),
@@ -1459,11 +1456,13 @@ impl<'w> Engine<'w> {
         appends: Vec<Value>,
         outcome: &Value,
     ) {
-        let moved = match record::edit_task(self.ws, task_id, &["in_progress"], ops.clone(), appends.clone()) {
-            Ok(true) => return,
-            Ok(false) => None,
-            Err(e) => Some(e.to_string()),
-        };
+        let moved =
+            match record::edit_task(self.ws, task_id, &[TaskStatus::InProgress.as_str()], ops.clone(), appends.clone())
+            {
+                Ok(true) => return,
+                Ok(false) => None,
+                Err(e) => Some(e.to_string()),
+            };
         if moved.is_none() && task_id.is_some() {
             tracing::warn!(
                 "{id} changed while {} ran (another writer or a git command); its outcome is recorded over what is there now",
@@ -1526,16 +1525,16 @@ impl<'w> Engine<'w> {
         }
         let summary = self.secrets.mask(&run.summary);
         run.summary = summary.clone();
-        let outcome = json!({"status": "blocked", "run_id": run.run_id, "finished_at": now, "artifacts": run.artifacts, "summary": summary});
+        let outcome = json!({"status": TaskStatus::Blocked, "run_id": run.run_id, "finished_at": now, "artifacts": run.artifacts, "summary": summary});
         let ops = vec![
-            FieldOp::Set("status".into(), "blocked".into()),
+            FieldOp::Set("status".into(), TaskStatus::Blocked.as_str().into()),
             FieldOp::Set("blocked_reason".into(), reason.clone().into()),
             FieldOp::Set("blocked_by".into(), BLOCKED_BY.into()),
             FieldOp::Set("outcome".into(), outcome),
             FieldOp::Set("updated_at".into(), now.clone().into()),
         ];
         let task_id = (!task.from_state).then_some(id.as_str());
-        if let Err(e) = record::edit_task(self.ws, task_id, &["in_progress"], ops, Vec::new()) {
+        if let Err(e) = record::edit_task(self.ws, task_id, &[TaskStatus::InProgress.as_str()], ops, Vec::new()) {
             tracing::error!("cannot record that {id} waits: {e}");
         }
         let mut fields = vec![

@@ -333,3 +333,26 @@ pub fn run(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
 pub fn run_dir(ws: &Workspace, run_id: &str) -> PathBuf {
     ws.path(&ws.config.paths.runtime).join("runs").join(run_id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outcome_is_named_as_run_json_and_the_task_status_say_it() {
+        let outcomes = [
+            (Outcome::Done, "done"),
+            (Outcome::Deployed, "deployed"),
+            (Outcome::RolledBack { reason: "r".into() }, "rolled_back"),
+            (Outcome::Failed { step: "s".into(), reason: "r".into(), log: String::new() }, "failed"),
+            (Outcome::Blocked { reason: "r".into(), escalate: false }, "blocked"),
+        ];
+        for (outcome, name) in outcomes {
+            let kind = outcome.kind();
+            assert_eq!(serde_json::to_value(kind).unwrap(), json!(name));
+            assert_eq!(kind.task_status().as_str(), name);
+            assert_eq!(format!("[{kind:<12}]"), format!("[{name:<12}]"));
+            assert_eq!(kind.is_failure(), matches!(name, "failed" | "rolled_back"));
+        }
+    }
+}
