@@ -558,7 +558,7 @@ impl<'w> Engine<'w> {
             match gates::load_qa(self.ws, &release) {
                 Err(diagnostics) => problems.extend(diagnostics),
                 Ok(evidence) => {
-                    let verdict = gates::qa_gate(self.ws, &unit, &version, &evidence);
+                    let verdict = gates::qa_gate(self.ws, &release, &evidence);
                     qa_rejected = verdict.rejected;
                     checks.extend(verdict.checks);
                     inputs.extend(evidence.markdown.clone());
