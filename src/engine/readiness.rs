@@ -132,6 +132,19 @@ mod tests {
     }
 
     #[test]
+    fn a_diagnostic_belongs_to_the_entry_its_pointer_points_into() {
+        let at = |pointer: &str| Diagnostic::new("t.json", Kind::Schema, "m").pointer(pointer);
+        assert_eq!(entry_of(&at("/tasks/3/unit_id"), "/tasks"), Some(3));
+        assert_eq!(entry_of(&at("/tasks/3"), "/tasks"), Some(3));
+        assert_eq!(entry_of(&at("/12/depends_on/0"), ""), Some(12));
+        assert_eq!(entry_of(&at(""), "/tasks"), None, "the top level holds everyone");
+        assert_eq!(entry_of(&at("/tasks"), "/tasks"), None);
+        assert_eq!(entry_of(&Diagnostic::new("t.json", Kind::Syntax, "m"), ""), None);
+        assert!(is_problem_of(&at("/tasks/3/id"), "/tasks", 3));
+        assert!(!is_problem_of(&at("/tasks/31/id"), "/tasks", 3));
+    }
+
+    #[test]
     fn warnings_name_the_task_the_field_and_what_is_expected() {
         let mut config = Config::default();
         config.agent.name = "devops".into();
