@@ -61,7 +61,7 @@ pub fn print_summary(summary: &Summary, dry_run: bool) {
         }
     }
     for waiting in &summary.waiting {
-        println!("waiting    {:<w$} on {}", waiting.task, waiting.on.join(", "));
+        println!("waiting    {:<w$} on {}", waiting.task, waiting.why.join(", "));
     }
     for problem in &summary.problems {
         println!("problem    {problem}");

@@ -353,13 +353,13 @@ impl Metrics {
             self.gate_blocks.get_or_create(&GateLabel { gate: gate.to_owned() }).set(gauge_value(count));
         }
         for ran in &summary.ran {
-            self.node_runs.get_or_create(&NodeOutcome { node: ran.node.clone(), outcome: ran.outcome.clone() }).inc();
+            self.node_runs.get_or_create(&NodeOutcome { node: ran.node.clone(), outcome: ran.outcome.to_string() }).inc();
             if let Some(environment) = ran.deployed_to {
                 let labels =
-                    EnvironmentOutcome { environment: environment.name().to_owned(), outcome: ran.outcome.clone() };
+                    EnvironmentOutcome { environment: environment.name().to_owned(), outcome: ran.outcome.to_string() };
                 self.deployments.get_or_create(&labels).inc();
             }
-            if ran.outcome == "rolled_back" {
+            if ran.outcome == crate::nodes::OutcomeKind::RolledBack {
                 self.rollbacks.inc();
             }
         }

@@ -22,6 +22,8 @@
 //!   hand-written CI file, release integrity, secrets, `status: hold`, exit codes.
 //! - [`docs`]: every relative link in the docs resolves.
 //! - [`fidelity`]: the seeds' own shapes of the files opsflow writes, and seed 000's failure rules.
+//! - [`readiness`]: what a task waits on and why, the same in `status` and `run`; warnings
+//!   for an agent that nearly names this runner and for statuses opsflow does not know.
 //! - [`util`]: the harness (workspace builder, runner, waits with deadlines).
 //! - [`first_hour`]: the wrong directory, `init` in a git repository, a first release, help
 //!   text, `tasks add --owner`, the graph's rollback edge.
@@ -50,6 +52,7 @@ mod life;
 mod merge;
 mod metrics;
 mod promises;
+mod readiness;
 mod releases;
 mod rollout;
 mod scanner_property;
