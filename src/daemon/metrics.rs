@@ -7,8 +7,8 @@
 //! the encoder adds a counter's `_total`.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
@@ -353,7 +353,9 @@ impl Metrics {
             self.gate_blocks.get_or_create(&GateLabel { gate: gate.to_owned() }).set(gauge_value(count));
         }
         for ran in &summary.ran {
-            self.node_runs.get_or_create(&NodeOutcome { node: ran.node.clone(), outcome: ran.outcome.to_string() }).inc();
+            self.node_runs
+                .get_or_create(&NodeOutcome { node: ran.node.clone(), outcome: ran.outcome.to_string() })
+                .inc();
             if let Some(environment) = ran.deployed_to {
                 let labels =
                     EnvironmentOutcome { environment: environment.name().to_owned(), outcome: ran.outcome.to_string() };

@@ -46,6 +46,15 @@ pub fn edit_task(
     }
 }
 
+/// Whether `entry` already holds what `ops` would set and remove, apart from `updated_at`.
+fn already_so(entry: &Value, ops: &[FieldOp]) -> bool {
+    ops.iter().all(|op| match op {
+        FieldOp::Set(key, _) if key == "updated_at" => true,
+        FieldOp::Set(key, value) => entry.get(key) == Some(value),
+        FieldOp::Remove(key) => entry.get(key).is_none(),
+    })
+}
+
 /// A scan error in words, with its line and column.
 fn layout_error(text: &str, error: &tasks::LayoutError) -> String {
     match error {
@@ -81,6 +90,12 @@ fn edit_task_once(
             let head = tasks::find(&heads, id).map_err(|e| refused(file, e))?;
             let status = head.status.as_deref().unwrap_or_default();
             if !expect.is_empty() && !expect.contains(&status) {
+                applied = false;
+                return Ok(None);
+            }
+            if appends.is_empty() && already_so(&head.value(text), ops) {
+                // Another pass (or a `git stash` bringing the committed entry back) already
+                // recorded this: only `updated_at` would change, so nothing is written.
                 applied = false;
                 return Ok(None);
             }
@@ -268,4 +283,19 @@ pub fn write_signal(
     let text = format!("{}\n", serde_json::to_string_pretty(&value).expect("a Value serializes"));
     file::write_atomic(&path, text.as_bytes()).map_err(|e| e.to_string())?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_that_would_only_touch_updated_at_is_already_so() {
+        let entry = json!({"id": "T", "status": "blocked", "blocked_reason": "r", "updated_at": "then"});
+        let set = |k: &str, v: &str| FieldOp::Set(k.into(), v.into());
+        assert!(already_so(&entry, &[set("status", "blocked"), set("blocked_reason", "r"), set("updated_at", "now")]));
+        assert!(!already_so(&entry, &[set("status", "blocked"), set("blocked_reason", "other")]));
+        assert!(already_so(&entry, &[FieldOp::Remove("claimed_by".into())]));
+        assert!(!already_so(&entry, &[FieldOp::Remove("status".into())]));
+    }
 }

@@ -150,7 +150,10 @@ fn only_the_sentinel_changed(ws: &Workspace, watch: &Watch) {
     let committed = tasks_of(git(ws, &["show", &format!("HEAD:{TASKS}")]).as_bytes());
     let mut now = ws.tasks();
     now.retain(|t| t["id"] != SENTINEL);
-    assert_eq!(now, committed, "tasks.json changed besides the sentinel:\n{}", watch.log());
+    let differ: Vec<String> =
+        now.iter().zip(&committed).filter(|(a, b)| a != b).map(|(a, b)| format!("now {a}\nwas {b}")).collect();
+    assert_eq!(now.len(), committed.len(), "tasks came or went besides the sentinel:\n{}", watch.log());
+    assert!(differ.is_empty(), "tasks.json changed besides the sentinel:\n{}\n{}", differ.join("\n"), watch.log());
 }
 
 fn production_live(ws: &Workspace) -> String {
