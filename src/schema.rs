@@ -26,11 +26,17 @@ pub enum SchemaName {
     QaTestReport,
     Approval,
     RollbackDecision,
+    /// `deployment-report.json` as anyone may write it: seed 003's sections.
     DeploymentReport,
+    /// `deployment-report.json` as opsflow writes it: also `unit_id`, `version` and `run_id`.
+    OwnDeploymentReport,
     CompletionSignal,
 }
 
-const ALL: [SchemaName; 11] = [
+/// What opsflow's own deployment report has beyond seed 003's sections.
+const OWN_REPORT_FIELDS: [&str; 3] = ["unit_id", "version", "run_id"];
+
+const ALL: [SchemaName; 12] = [
     SchemaName::Config,
     SchemaName::Tasks,
     SchemaName::Task,
@@ -41,6 +47,7 @@ const ALL: [SchemaName; 11] = [
     SchemaName::Approval,
     SchemaName::RollbackDecision,
     SchemaName::DeploymentReport,
+    SchemaName::OwnDeploymentReport,
     SchemaName::CompletionSignal,
 ];
 
@@ -69,7 +76,7 @@ impl SchemaName {
             SchemaName::QaTestReport => "qa-test-report.schema.json",
             SchemaName::Approval => "approval.schema.json",
             SchemaName::RollbackDecision => "rollback-decision.schema.json",
-            SchemaName::DeploymentReport => "devops-output-schema.json",
+            SchemaName::DeploymentReport | SchemaName::OwnDeploymentReport => "devops-output-schema.json",
             SchemaName::CompletionSignal => "stage-completion-signal.schema.json",
         }
     }
@@ -114,6 +121,15 @@ impl Schemas {
                 "$defs": defs,
                 "$ref": "#/$defs/task",
             });
+        }
+        if name == SchemaName::OwnDeploymentReport
+            && let Some(required) = schema.get_mut("required").and_then(Value::as_array_mut)
+        {
+            for field in OWN_REPORT_FIELDS {
+                if !required.iter().any(|r| r == field) {
+                    required.push(field.into());
+                }
+            }
         }
         jsonschema::draft202012::options()
             .should_validate_formats(true)

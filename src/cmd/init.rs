@@ -34,7 +34,7 @@ const NEXT_STEPS: &str = "next steps:
   5. opsflow status           # where the workflow stands and what waits on whom
 ";
 
-const HUMAN_REQUESTS: &str = "# Human requests\n\nopsflow appends an entry here when a gate blocks, a deployment fails or a decision needs a person.\nAnswer in the entry, or edit the approval file it names; opsflow reads the files again on its next pass.\n";
+const HUMAN_REQUESTS: &str = crate::engine::requests::HEADER;
 
 pub fn run(dir: &Path) -> anyhow::Result<Exit> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

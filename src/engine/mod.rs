@@ -8,6 +8,7 @@
 pub mod artifacts;
 pub mod gates;
 pub mod record;
+pub mod requests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -194,6 +195,11 @@ impl<'w> Engine<'w> {
                 break;
             }
             let acted = self.pass(&mut summary);
+            if !self.options.dry_run
+                && let Err(e) = requests::resolve(self.ws, &crate::time::now_rfc3339())
+            {
+                tracing::error!("cannot mark resolved requests in {}: {e}", self.ws.config.paths.human_requests);
+            }
             if !acted || self.options.dry_run {
                 break;
             }
@@ -770,36 +776,42 @@ impl<'w> Engine<'w> {
             &self.graph.name,
             &StateEdit { node: node.name.clone(), fields, current_nodes: None },
         );
-        let (severity, issue, help, contacts) = match qa_rejected {
-            Some(why) => (
+        // "for unit X" only when there is a unit; environment work has none.
+        let for_unit = if unit.is_empty() { String::new() } else { format!(" for unit `{unit}`") };
+        let approval_file = request_approval.then(|| {
+            self.approval_request_file(&self.release_of(task)).unwrap_or_else(|| {
+                release::output_path(self.ws, &gates::approval_file_name("production"), &self.release_of(task))
+            })
+        });
+        let (severity, issue, help, contacts) = match (qa_rejected, &approval_file) {
+            (Some(why), _) => (
                 "HIGH",
-                format!("QA rejected unit {unit}: {why}"),
+                format!("QA rejected unit `{unit}`: {why}"),
                 "QA to re-test and approve the unit, or close the task".to_owned(),
                 "QA-Engineer",
             ),
-            None if request_approval => (
+            (None, Some(file)) => (
                 "HIGH",
-                format!("{} for unit {unit} version {version} waits for a human approval", node.name),
+                format!("`{}`{for_unit} version `{version}` waits for a human approval", node.name),
                 format!(
-                    "approve or hold in {}",
-                    self.approval_request_file(&self.release_of(task)).unwrap_or_else(|| release::output_path(
-                        self.ws,
-                        &gates::approval_file_name("production"),
-                        &self.release_of(task)
-                    ))
+                    "tick `- [x] Approved` in `{file}` and fill in `approved_by` (or set `status: approved` there); tick `- [x] Hold` to hold"
                 ),
                 "devops.approvers",
             ),
-            None => (
+            (None, None) => (
                 "HIGH",
-                format!("{} for unit {unit} is blocked by its gates", node.name),
-                "resolve the failed checks listed below".to_owned(),
+                format!("`{}`{for_unit} is blocked by its gates", node.name),
+                "resolve the failed checks listed under Actions Taken".to_owned(),
                 "Product-Manager",
             ),
         };
         let mut actions: Vec<String> =
             checks.iter().filter(|c| c.blocks()).map(|c| format!("{}: {}", c.name, c.detail)).collect();
-        actions.insert(0, "Deployment blocked; nothing was deployed".to_owned());
+        actions.insert(
+            0,
+            if node.action.deploys() { "Deployment blocked; nothing was deployed" } else { "Blocked before it ran; nothing was changed" }
+                .to_owned(),
+        );
         let request = HumanRequest {
             agent: self.ws.config.agent.name.clone(),
             task_id: id.to_owned(),
@@ -807,7 +819,7 @@ impl<'w> Engine<'w> {
             unit_id: unit.clone(),
             severity,
             issue,
-            impact: format!("{} cannot run until this is resolved", node.name),
+            impact: format!("`{}` cannot run until this is resolved", node.name),
             actions,
             status: "blocked".into(),
             help_needed: help,
@@ -815,7 +827,7 @@ impl<'w> Engine<'w> {
             raised_at: crate::time::now_rfc3339(),
             run_id: run_id.clone(),
         };
-        if let Err(e) = record::append_human_request(self.ws, &self.renderer, &request, reason) {
+        if let Err(e) = requests::append(self.ws, &self.renderer, &request, reason, approval_file.as_deref()) {
             tracing::error!("cannot append to {}: {e}", self.ws.config.paths.human_requests);
         }
         if node.action.deploys()

@@ -424,7 +424,7 @@ pub(crate) fn patch_report_of(run: &mut NodeRun<'_>, release: &Release, status: 
                 .for_each(|service| service["status"] = json!("unhealthy"));
         }
         report["run_id"] = json!(run.run_id);
-        if run.ws.schemas.validate(SchemaName::DeploymentReport, &file, &report).is_empty() {
+        if run.ws.schemas.validate(SchemaName::OwnDeploymentReport, &file, &report).is_empty() {
             let text = format!("{}\n", serde_json::to_string_pretty(&report).expect("a Value serializes"));
             if file == plain {
                 let _ = run.write(&file, &text);
@@ -580,7 +580,7 @@ pub(crate) fn write_reports(
     merge(&mut context, extra.clone());
     let value = run
         .renderer
-        .json("deployment-report.json", &context, run.ws, SchemaName::DeploymentReport)
+        .json("deployment-report.json", &context, run.ws, SchemaName::OwnDeploymentReport)
         .map_err(|e| NodeError::new("report", e.to_string()))?;
     let mut value = value;
     run.runner.secrets.mask_json(&mut value);
