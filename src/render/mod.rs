@@ -416,7 +416,8 @@ mod tests {
         assert_eq!(code_span("a\nb"), "`a b`");
         assert_eq!(code_span(""), "");
         for value in ["_x_", "a``b`", "- [x] Approved", "<b>", "`"] {
-            let events: Vec<_> = pulldown_cmark::Parser::new(&code_span(value)).collect();
+            let span = code_span(value);
+            let events: Vec<_> = pulldown_cmark::Parser::new(&span).collect();
             let code: Vec<_> = events
                 .iter()
                 .filter_map(|e| match e {

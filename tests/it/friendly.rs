@@ -59,3 +59,63 @@ fn another_stage_s_signal_and_seed_003_s_report_validate_and_runs_read_them() {
     );
     assert!(bad.stdout().contains(r#""next_agent" is a required property"#), "{}", bad.stdout());
 }
+
+#[test]
+fn human_requests_name_identifiers_as_written_and_are_marked_resolved_keeping_human_notes() {
+    let ws = Workspace::new().sample();
+    ws.run(&["run"]).status(3);
+    let requests = ws.read_string(REQUESTS);
+    // Identifiers are code spans, so `grep Deploy_To_Production` and agents find them as written.
+    assert!(requests.contains("- **Task:** `DEVOPS-007` (`Deploy_To_Production`)"), "{requests}");
+    assert!(requests.contains("- **Unit ID:** `UNIT-001`"), "{requests}");
+    assert!(!requests.contains("\\_"), "{requests}");
+    // The help line says what to edit to answer.
+    assert!(
+        requests.contains(&format!("- **Help Needed:** tick `- [x] Approved` in `{APPROVAL}` and fill in `approved_by`")),
+        "{requests}"
+    );
+    assert!(!requests.contains("- **Resolved:**"), "{requests}");
+    // A person adds a note under the entry.
+    let noted = format!("{requests}\nAsked Carol to look at the staging site first. -- Bob\n");
+    ws.write(REQUESTS, &noted);
+
+    approve(&ws, "alice");
+    ws.run(&["run"]).status(0);
+    let after = ws.read_string(REQUESTS);
+    let resolved: Vec<&str> = after.lines().filter(|l| l.starts_with("- **Resolved:** ")).collect();
+    assert_eq!(resolved.len(), 1, "{after}");
+    let line = resolved[0];
+    let (when, what) = line.strip_prefix("- **Resolved:** ").unwrap().split_at("2026-12-02T10:00:00Z".len());
+    assert!(crate::util::is_rfc3339_utc(when), "{line}");
+    assert_eq!(what, format!(": approved in `{APPROVAL}` by alice; task `DEVOPS-007` is `deployed` now"));
+    // It sits under the entry's heading, and nothing else of the file changed.
+    assert!(after.contains(&format!("## Escalation Request\n{line}\n- **Agent:** DevOps-Engineer\n")), "{after}");
+    assert_eq!(after.replacen(&format!("{line}\n"), "", 1), noted);
+
+    // The next run finds nothing new to say.
+    ws.run(&["run"]).status(0);
+    assert_eq!(ws.read_string(REQUESTS), after);
+}
+
+#[test]
+fn a_request_without_a_unit_says_no_unit_and_is_resolved_when_the_task_runs() {
+    let ws = Workspace::new();
+    ws.run(&["init"]).status(0);
+    let header = ws.read_string(REQUESTS);
+    assert!(header.contains("Writing in this file answers nothing"), "{header}");
+    assert!(header.contains("tick `- [x] Approved` in the approval file it names"), "{header}");
+    ws.run(&["tasks", "add", "--title", "dev env", "--owner", "devops", "--type", "infrastructure_dev_env"])
+        .status(0);
+    ws.run(&["run"]).status(3);
+    let requests = ws.read_string(REQUESTS);
+    assert!(requests.contains("- **Issue:** `Dev_Environment_Setup` is blocked by its gates\n"), "{requests}");
+    assert!(requests.contains("- **Unit ID:** none (environment work)\n"), "{requests}");
+    assert!(!requests.contains("for unit"), "{requests}");
+    assert!(requests.contains("  - Blocked before it ran; nothing was changed\n"), "{requests}");
+
+    ws.write("docs/workflow/artifacts/INFRA04-env-specs.md", "---\nstatus: completed\n---\n# Environments\n");
+    ws.run(&["run"]);
+    assert_eq!(task(&ws.tasks(), "TASK-001")["status"], "done");
+    let after = ws.read_string(REQUESTS);
+    assert!(after.contains(": task `TASK-001` is `done` now\n"), "{after}");
+}

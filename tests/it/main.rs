@@ -28,6 +28,8 @@
 //! - [`tls`]: HTTPS checks and metrics against a real rustls server with a generated CA.
 //! - [`hostile_input`]: files written to hurt a reader, run through every command under a memory limit.
 //! - [`scanner_property`]: the span scanner and its splices against `serde_json`, on generated text.
+//! - [`friendly`]: other stages' files, `human-requests.md` for people (code spans, resolved
+//!   entries), visible warnings, the generated CI pipeline, errors a person can act on.
 //! - [`merge`]: the git merge driver under real `git merge` and `git rebase`, its setup, and
 //!   `tasks release`.
 
@@ -40,6 +42,7 @@ mod docs;
 mod engine;
 mod fidelity;
 mod first_hour;
+mod friendly;
 mod hostile;
 mod hostile_input;
 mod life;
