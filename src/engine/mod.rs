@@ -91,6 +91,8 @@ pub struct Ran {
     pub duration_ms: u64,
     pub summary: String,
     pub artifacts: Vec<String>,
+    /// Checks that only warned when the node was let through (`name: detail`).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -673,6 +675,13 @@ impl<'w> Engine<'w> {
                     r08.field("version").unwrap_or("?")
                 );
                 checks.push(Check::new("production", "staging deployment of this version succeeded", ok, detail));
+                // What only warned on the way to staging is shown again before production.
+                for warning in r08.front_matter.get("warnings").and_then(Value::as_array).into_iter().flatten() {
+                    let Some(text) = warning.as_str() else { continue };
+                    let mut check = Check::new("production", "warned at staging", false, format!("{text} ({})", r08.file));
+                    check.warning = true;
+                    checks.push(check);
+                }
                 inputs.push(r08);
             }
             Ok(other) => checks.push(Check::new(
@@ -991,6 +1000,8 @@ impl<'w> Engine<'w> {
         let mut run = self.node_run(task, node, &run_id, &unit, version);
         run.inputs = inputs;
         run.approved_by = approved_by;
+        run.warnings =
+            checks.iter().filter(|c| c.warning).map(|c| json!({"name": c.name, "detail": c.detail})).collect();
         let outcome =
             nodes::run(&mut run).unwrap_or_else(|e| Outcome::Failed { step: e.step, reason: e.reason, log: e.log });
         self.finish(task, node, &mut run, &outcome, state);
@@ -1009,6 +1020,7 @@ impl<'w> Engine<'w> {
             duration_ms: started.elapsed().as_millis() as u64,
             summary: self.secrets.mask(&run.summary),
             artifacts: run.artifacts.clone(),
+            warnings: checks.iter().filter(|c| c.warning).map(|c| format!("{}: {}", c.name, c.detail)).collect(),
         })
     }
 
@@ -1133,6 +1145,7 @@ impl<'w> Engine<'w> {
             duration_ms: started.elapsed().as_millis() as u64,
             summary: self.secrets.mask(&run.summary),
             artifacts: run.artifacts.clone(),
+            warnings: Vec::new(),
         })
     }
 
@@ -1262,6 +1275,7 @@ impl<'w> Engine<'w> {
             deploy: None,
             approved_by: None,
             rolled_back: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 

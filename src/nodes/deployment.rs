@@ -65,7 +65,17 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     let extra =
         json!({"deploy": report, "method": env.method(), "environment": env_context(&env), "release_dir": relative});
     if environment == "staging" {
-        run.write_markdown("R08-staging-deploy.md", None, status, extra.clone())?;
+        let mut front = Map::new();
+        let warnings: Vec<Value> = run
+            .warnings
+            .iter()
+            .map(|w| format!("{}: {}", w["name"].as_str().unwrap_or_default(), w["detail"].as_str().unwrap_or_default()))
+            .map(Value::String)
+            .collect();
+        if !warnings.is_empty() {
+            front.insert("warnings".into(), warnings.into());
+        }
+        run.write_markdown_with("R08-staging-deploy.md", None, status, extra.clone(), front)?;
         run.write_markdown("R09-smoke-tests.md", None, status, extra)?;
     } else {
         let mut front = Map::new();

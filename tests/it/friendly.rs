@@ -191,3 +191,29 @@ fn the_ci_pipeline_installs_opsflow_validates_and_runs_on_the_configured_branch(
         bad.stdout()
     );
 }
+
+#[test]
+fn a_coverage_warning_shows_on_the_console_in_r08_and_in_r12_with_the_figure() {
+    let ws = Workspace::new().sample();
+    edit_json(&ws, "ARTIFACTS/qa-engineer/qa-test-report.json", |report| report["coverage"]["line_percent"] = json!(71.5));
+    let run = ws.run(&["run"]);
+    run.status(3);
+    let figure = "coverage: 71.5% line coverage, need 80%";
+    let stdout = run.stdout();
+    assert!(stdout.contains(&format!("deployed 1.0.0 to staging (recreate)\n    warn {figure}\n")), "{stdout}");
+    let r08 = ws.read_string("docs/workflow/artifacts/R08-staging-deploy.md");
+    assert!(r08.contains(&format!("warnings: [\"{figure}\"]\n")), "{r08}");
+    assert!(r08.contains("\n## Warnings\n") && r08.contains(&format!("\n- {figure}\n")), "{r08}");
+    let r12 = ws.read_string(APPROVAL);
+    assert!(
+        r12.contains(&format!("- warned at staging: {figure} (docs/workflow/artifacts/R08-staging-deploy.md)\n")),
+        "{r12}"
+    );
+    // `run --json` carries it too.
+    approve(&ws, "alice");
+    let json_run = ws.run(&["run", "--json"]);
+    json_run.status(0);
+    let ran = json_run.json()["ran"].as_array().unwrap().clone();
+    let production = ran.iter().find(|r| r["task"] == "DEVOPS-007").unwrap();
+    assert_eq!(production["warnings"], json!([format!("warned at staging: {figure} (docs/workflow/artifacts/R08-staging-deploy.md)")]));
+}
