@@ -52,7 +52,7 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
         "gates": {"unit_pass_rate": 100, "regression_pass_rate": 95, "coverage_min": 80, "coverage_action": "warn", "max_critical": 0, "max_high": 0},
         "environments": {
             "staging": {"provider": "local", "strategy": "recreate", "path": ".opsflow/envs/staging",
-                        "health_checks": [{"name": "page present", "command": "test -f current/index.html"}]},
+                        "health_checks": [{"name": "page present", "command": "test -f index.html"}]},
             "production": {"provider": "local", "strategy": "blue-green", "path": ".opsflow/envs/production",
                            "health_checks": [{"name": "page present", "command": "test -f index.html"}]}
         }

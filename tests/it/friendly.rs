@@ -217,3 +217,36 @@ fn a_coverage_warning_shows_on_the_console_in_r08_and_in_r12_with_the_figure() {
     let production = ran.iter().find(|r| r["task"] == "DEVOPS-007").unwrap();
     assert_eq!(production["warnings"], json!([format!("warned at staging: {figure} (docs/workflow/artifacts/R08-staging-deploy.md)")]));
 }
+
+#[test]
+fn checks_run_in_the_live_release_s_directory_for_recreate_and_blue_green_alike() {
+    let ws = Workspace::new().sample();
+    let check = json!([{
+        "name": "index-present",
+        "command": "test -f index.html && printf '%s %s\\n' \"$OPSFLOW_ENV\" \"$(pwd -P)\" >> \"$OPSFLOW_WORKSPACE/check-dirs.txt\""
+    }]);
+    edit_json(&ws, CONFIG, |c| {
+        for env in ["staging", "production"] {
+            c["environments"][env]["health_checks"] = check.clone();
+            c["environments"][env]["smoke_tests"] = json!([{"name": "title", "command": "grep -q 'Acme Shop' index.html"}]);
+        }
+        assert_eq!(c["environments"]["staging"]["strategy"], "recreate");
+        assert_eq!(c["environments"]["production"]["strategy"], "blue-green");
+    });
+    ws.run(&["run"]).status(3);
+    approve(&ws, "alice");
+    ws.run(&["run"]).status(0);
+    let dirs = ws.read_string("check-dirs.txt");
+    let root = ws.path().canonicalize().unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for line in dirs.lines() {
+        let (env, dir) = line.split_once(' ').unwrap();
+        let dir = std::path::Path::new(dir);
+        assert!(dir.join("index.html").is_file(), "{line}");
+        let inside = dir.strip_prefix(root.join(format!(".opsflow/envs/{env}"))).unwrap_or_else(|_| panic!("{line}"));
+        let inside = inside.to_string_lossy();
+        assert!(inside.starts_with("releases/") || inside.starts_with("slots/"), "{line}");
+        seen.insert(env.to_owned());
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["production", "staging"], "{dirs}");
+}
