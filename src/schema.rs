@@ -147,7 +147,38 @@ impl Schemas {
                 return vec![error];
             }
         };
-        validator.iter_errors(value).map(|error| schema_diagnostic(file, &error)).collect()
+        let mut found: Vec<(Diagnostic, Option<usize>)> = validator
+            .iter_errors(value)
+            .map(|error| {
+                let options = match error.kind() {
+                    jsonschema::error::ValidationErrorKind::Enum { options } => options.as_array().map(Vec::len),
+                    _ => None,
+                };
+                (schema_diagnostic(file, &error), options)
+            })
+            .collect();
+        // Two lists of allowed values for one place (a general one, and a narrower one such as
+        // the strategies of the environment's provider): only the narrower is said.
+        let narrowest = |pointer: &Option<String>| {
+            found.iter().filter(|(d, _)| &d.pointer == pointer).filter_map(|(_, n)| *n).min()
+        };
+        let keep: Vec<bool> =
+            found.iter().map(|(d, n)| n.is_none_or(|n| narrowest(&d.pointer) == Some(n))).collect();
+        let mut seen_enum: Vec<Option<String>> = Vec::new();
+        let mut kept = Vec::new();
+        for ((diagnostic, options), keep) in found.drain(..).zip(keep) {
+            if !keep {
+                continue;
+            }
+            if options.is_some() {
+                if seen_enum.contains(&diagnostic.pointer) {
+                    continue;
+                }
+                seen_enum.push(diagnostic.pointer.clone());
+            }
+            kept.push(diagnostic);
+        }
+        kept
     }
 }
 
@@ -176,6 +207,18 @@ fn schema_diagnostic(file: &str, error: &jsonschema::ValidationError<'_>) -> Dia
                     message = format!("{instance} {words}");
                 }
             }
+            jsonschema::error::ValidationErrorKind::Type { kind } => {
+                let types: Vec<String> = match kind {
+                    jsonschema::error::TypeKind::Single(one) => vec![type_in_words(one.as_str())],
+                    jsonschema::error::TypeKind::Multiple(set) => {
+                        set.iter().map(|one| type_in_words(one.as_str())).collect()
+                    }
+                };
+                let mut types = types;
+                let last = types.pop().unwrap_or_default();
+                let expected = if types.is_empty() { last } else { format!("{} or {last}", types.join(", ")) };
+                message = format!("{} must be {expected}, found {instance}", field_name(&pointer));
+            }
             jsonschema::error::ValidationErrorKind::Enum { options } => {
                 if let Some(options) = options.as_array() {
                     let mut shown: Vec<String> = options.iter().map(Value::to_string).collect();
@@ -203,6 +246,33 @@ fn schema_diagnostic(file: &str, error: &jsonschema::ValidationError<'_>) -> Dia
         }
     }
     Diagnostic::new(file, Kind::Schema, message).pointer(pointer).rule(error.kind().keyword().to_owned())
+}
+
+/// A JSON type as a reader says it: "a string", "an object".
+fn type_in_words(name: &str) -> String {
+    match name {
+        "null" => "null".to_owned(),
+        "integer" => "a whole number".to_owned(),
+        "array" => "an array (a list in `[...]`)".to_owned(),
+        "object" => "an object (`{...}`)".to_owned(),
+        "boolean" => "true or false".to_owned(),
+        other => format!("a {other}"),
+    }
+}
+
+/// The field a JSON Pointer ends at, for a sentence: `` `id` ``, `item 3 of `depends_on``,
+/// or `the document` for the whole file.
+fn field_name(pointer: &str) -> String {
+    let unescape = |s: &str| s.replace("~1", "/").replace("~0", "~");
+    let mut segments = pointer.rsplit('/');
+    match (segments.next(), segments.next()) {
+        (None | Some(""), _) => "the document".to_owned(),
+        (Some(last), parent) if last.bytes().all(|b| b.is_ascii_digit()) => match parent.filter(|p| !p.is_empty()) {
+            Some(parent) => format!("item {last} of `{}`", unescape(parent)),
+            None => format!("item {last}"),
+        },
+        (Some(last), _) => format!("`{}`", unescape(last)),
+    }
 }
 
 /// What the patterns of the built-in schemas allow, in words: a schema's regex means nothing to

@@ -36,6 +36,11 @@ pub fn run(ws: &Workspace, command: &TasksCommand, global_agent: Option<&str>) -
             let Some(owner) = old_spelling(&args.owner) else {
                 bail!("expected `--owner AGENT`, the agent the task is for (e.g. `--owner devops`), found none");
             };
+            if args.owner.is_none() {
+                eprintln!(
+                    "note: `--agent {owner}` was taken as `--owner {owner}`, the agent the task is for; write `--owner` (`--agent` means \"act as this agent\")"
+                );
+            }
             add(ws, &AddArgs { owner: Some(owner), ..args.clone() })
         }
         TasksCommand::Update(args) => update(ws, args),
@@ -212,6 +217,12 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
         }
         fields.insert(key, value);
     }
+    // The ids `depends_on` names, when it is a list of strings (the schema refuses any other shape).
+    let depends_on: Vec<String> = fields
+        .get("depends_on")
+        .and_then(Value::as_array)
+        .map(|deps| deps.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
     let file = ws.config.paths.tasks.clone();
     let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
     let mut chosen_id = String::new();
@@ -221,7 +232,9 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
             let (layout, relevant) = match current {
                 Some(text) => {
                     let (layout, relevant) = tasks::scan(text, |head| {
-                        head.id.as_deref().is_some_and(|id| args.id.as_deref() == Some(id) || id.starts_with("TASK-"))
+                        head.id.as_deref().is_some_and(|id| {
+                            args.id.as_deref() == Some(id) || id.starts_with("TASK-") || depends_on.iter().any(|d| d == id)
+                        })
                     })
                     .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
                     (Some(layout), relevant)
@@ -246,6 +259,23 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
             task.extend(fields.clone());
             let task = Value::Object(task);
             check_task(ws, &task, &format!("task `{id}`"))?;
+            let unknown: Vec<String> = depends_on
+                .iter()
+                .filter(|dep| !relevant.iter().any(|head| head.id.as_deref() == Some(dep.as_str())))
+                .map(|dep| format!("`{dep}`"))
+                .collect();
+            if depends_on.contains(&id) {
+                return Err(StoreError::Refused(format!(
+                    "task `{id}` cannot depend on itself (`depends_on`), so nothing was written"
+                )));
+            }
+            if !unknown.is_empty() {
+                return Err(StoreError::Refused(format!(
+                    "`depends_on` names {}, which {} no task in {file}, so nothing was written",
+                    unknown.join(", "),
+                    if unknown.len() == 1 { "is" } else { "are" }
+                )));
+            }
             chosen_id = id;
             let new = match (current, layout) {
                 (Some(text), Some(layout)) => Content::Spliced(

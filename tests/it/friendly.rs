@@ -250,3 +250,68 @@ fn checks_run_in_the_live_release_s_directory_for_recreate_and_blue_green_alike(
     }
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["production", "staging"], "{dirs}");
 }
+
+#[test]
+fn errors_say_every_allowed_value_the_line_and_one_thing_per_mistake() {
+    let ws = Workspace::new();
+    ws.run(&["init"]).status(0);
+    edit_json(&ws, CONFIG, |c| {
+        c["gates"]["coverage_action"] = json!("maybe");
+        c["environments"]["staging"]["strategy"] = json!("sideways");
+    });
+    ws.write(
+        TASKS,
+        "{\"tasks\": [\n  {\"id\": 1, \"title\": \"a\", \"agent\": \"devops\", \"type\": \"release_build\", \"status\": \"pending\"},\n  {\"id\": \"T-2\", \"title\": \"b\", \"agent\": \"devops\", \"type\": \"release_build\", \"status\": \"pending\", \"priority\": \"urgent\"}\n]}\n",
+    );
+    ws.write("QA/QA-Report-UNIT-1.md", "---\nunit_id: UNIT-1\nblocking_bugs: []\nstatus: aproved\n---\n# QA\n");
+    ws.write("docs/workflow/artifacts/R17-rollback-decision.md", "---\nreason: x\ndecision: maybe\n---\n");
+    let validate = ws.run(&["validate"]);
+    validate.status(2);
+    let out = validate.stdout();
+    let lines: Vec<&str> = out.lines().collect();
+    for expected in [
+        "project-config.json:25:24: at /gates/coverage_action: \"maybe\" is not one of \"warn\" or \"block\" (schema rule `enum`)",
+        // The narrower list (the `local` provider's strategies) only, once.
+        "project-config.json:32:19: at /environments/staging/strategy: \"sideways\" is not one of \"recreate\" or \"blue-green\" (schema rule `enum`)",
+        "docs/workflow/tasks.json:2:10: at /tasks/0/id: `id` must be a string, found 1 (schema rule `type`)",
+        "docs/workflow/tasks.json:3:108: at /tasks/1/priority: \"urgent\" is not one of \"critical\", \"high\", \"medium\" or \"low\" (schema rule `enum`)",
+        "QA/QA-Report-UNIT-1.md:4:1: at /status: front matter: \"aproved\" is not one of \"approved\", \"rejected\", \"changes_requested\" or \"pending\" (schema rule `enum`)",
+        "docs/workflow/artifacts/R17-rollback-decision.md:3:1: at /decision: front matter: \"maybe\" is not one of \"rollback\", \"proceed\" or \"pending\" (schema rule `enum`)",
+    ] {
+        assert!(lines.contains(&expected), "missing:\n{expected}\nin:\n{out}");
+    }
+    assert!(!out.contains("other candidates"), "{out}");
+    assert_eq!(lines.iter().filter(|l| l.contains("/tasks/0/id")).count(), 1, "{out}");
+    assert_eq!(lines.iter().filter(|l| l.contains("/environments/staging/strategy")).count(), 1, "{out}");
+}
+
+#[test]
+fn tasks_add_refuses_a_dependency_on_no_task() {
+    let ws = Workspace::new().file(TASKS, "{\"tasks\": []}\n");
+    ws.run(&["tasks", "add", "--title", "build", "--owner", "devops", "--type", "release_build"]).status(0);
+    let before = ws.read(TASKS);
+    let refused = ws.run(&[
+        "tasks", "add", "--title", "ship", "--owner", "devops", "--type", "deployment_staging",
+        "--set", "depends_on:=[\"TASK-001\", \"TASK-404\"]",
+    ]);
+    refused.status(2);
+    assert_eq!(
+        refused.stderr(),
+        "opsflow: error: `depends_on` names `TASK-404`, which is no task in docs/workflow/tasks.json, so nothing was written\n"
+    );
+    assert_eq!(ws.read(TASKS), before);
+    let itself = ws.run(&[
+        "tasks", "add", "--id", "T-X", "--title", "loop", "--owner", "devops", "--type", "release_build",
+        "--set", "depends_on:=[\"T-X\"]",
+    ]);
+    itself.status(2);
+    assert!(itself.stderr().contains("task `T-X` cannot depend on itself"), "{}", itself.stderr());
+    assert_eq!(ws.read(TASKS), before);
+    let ok = ws.run(&[
+        "tasks", "add", "--title", "ship", "--owner", "devops", "--type", "deployment_staging",
+        "--set", "depends_on:=[\"TASK-001\"]",
+    ]);
+    ok.status(0);
+    assert_eq!(ok.stdout(), "TASK-002\n");
+    assert_eq!(task(&ws.tasks(), "TASK-002")["depends_on"], json!(["TASK-001"]));
+}
