@@ -293,7 +293,7 @@ fn pattern_in_words(pattern: &str, negated: bool) -> Option<&'static str> {
         (r"^https?://", false) => "must be a URL that starts with `http://` or `https://`",
         (r"^http://", false) => "must be a URL that starts with `http://`",
         (r"^[A-Za-z0-9._/-]+$", false) => "must be a branch name of letters, digits, `.`, `_`, `/` and `-`",
-        (r#"^(https://|ssh://|git@)[^\s'"\`$]+$"#, false) => {
+        (r#"^(https://|ssh://|git@)[^\s'"\\`$]+$"#, false) => {
             "must be a git URL (`https://`, `ssh://` or `git@`) without spaces, quotes, `\\`, `` ` `` or `$`"
         }
         _ => return None,

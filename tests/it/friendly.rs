@@ -315,3 +315,66 @@ fn tasks_add_refuses_a_dependency_on_no_task() {
     assert_eq!(ok.stdout(), "TASK-002\n");
     assert_eq!(task(&ws.tasks(), "TASK-002")["depends_on"], json!(["TASK-001"]));
 }
+
+/// The commands `opsflow <path> --help` lists under `Commands:`.
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_option_of_every_subcommand_has_a_description_in_its_help() {
+    let help_of = |path: &[String]| {
+        let output = std::process::Command::new(crate::util::opsflow_bin())
+            .args(path)
+            .arg("--help")
+            .output()
+            .expect("run opsflow --help");
+        assert!(output.status.success(), "{path:?} --help");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let mut queue: Vec<Vec<String>> = vec![vec![]];
+    let mut walked = Vec::new();
+    let mut missing = Vec::new();
+    while let Some(path) = queue.pop() {
+        let help = help_of(&path);
+        for sub in subcommands(&help) {
+            let mut next = path.clone();
+            next.push(sub);
+            queue.push(next);
+        }
+        // In long help every option and argument is a line of its own (`  -C, --dir <DIR>`,
+        // `      --json`, `  <ENVIRONMENT>`), followed by its description, indented further.
+        let lines: Vec<&str> = help.lines().collect();
+        let mut section = "";
+        for (i, line) in lines.iter().enumerate() {
+            if !line.starts_with(' ') && line.ends_with(':') {
+                section = line;
+                continue;
+            }
+            if !matches!(section, "Options:" | "Arguments:") || line.trim().is_empty() {
+                continue;
+            }
+            let indent = line.len() - line.trim_start().len();
+            let entry = line.trim_start();
+            if indent <= 6 && (entry.starts_with('-') || entry.starts_with('<') || entry.starts_with('[')) {
+                let described = lines.get(i + 1).is_some_and(|next| {
+                    next.len() - next.trim_start().len() > indent && !next.trim().is_empty()
+                });
+                if !described {
+                    missing.push(format!("opsflow {} {entry}", path.join(" ")));
+                }
+            }
+        }
+        walked.push(path.join(" "));
+    }
+    assert!(walked.len() >= 14, "{walked:?}");
+    assert!(walked.contains(&"tasks add".to_owned()) && walked.contains(&"merge-driver".to_owned()), "{walked:?}");
+    assert!(missing.is_empty(), "options without a description: {missing:#?}");
+}
