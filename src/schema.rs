@@ -162,8 +162,7 @@ impl Schemas {
         let narrowest = |pointer: &Option<String>| {
             found.iter().filter(|(d, _)| &d.pointer == pointer).filter_map(|(_, n)| *n).min()
         };
-        let keep: Vec<bool> =
-            found.iter().map(|(d, n)| n.is_none_or(|n| narrowest(&d.pointer) == Some(n))).collect();
+        let keep: Vec<bool> = found.iter().map(|(d, n)| n.is_none_or(|n| narrowest(&d.pointer) == Some(n))).collect();
         let mut seen_enum: Vec<Option<String>> = Vec::new();
         let mut kept = Vec::new();
         for ((diagnostic, options), keep) in found.drain(..).zip(keep) {

@@ -233,7 +233,9 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
                 Some(text) => {
                     let (layout, relevant) = tasks::scan(text, |head| {
                         head.id.as_deref().is_some_and(|id| {
-                            args.id.as_deref() == Some(id) || id.starts_with("TASK-") || depends_on.iter().any(|d| d == id)
+                            args.id.as_deref() == Some(id)
+                                || id.starts_with("TASK-")
+                                || depends_on.iter().any(|d| d == id)
                         })
                     })
                     .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;

@@ -678,7 +678,8 @@ impl<'w> Engine<'w> {
                 // What only warned on the way to staging is shown again before production.
                 for warning in r08.front_matter.get("warnings").and_then(Value::as_array).into_iter().flatten() {
                     let Some(text) = warning.as_str() else { continue };
-                    let mut check = Check::new("production", "warned at staging", false, format!("{text} ({})", r08.file));
+                    let mut check =
+                        Check::new("production", "warned at staging", false, format!("{text} ({})", r08.file));
                     check.warning = true;
                     checks.push(check);
                 }
@@ -818,8 +819,12 @@ impl<'w> Engine<'w> {
             checks.iter().filter(|c| c.blocks()).map(|c| format!("{}: {}", c.name, c.detail)).collect();
         actions.insert(
             0,
-            if node.action.deploys() { "Deployment blocked; nothing was deployed" } else { "Blocked before it ran; nothing was changed" }
-                .to_owned(),
+            if node.action.deploys() {
+                "Deployment blocked; nothing was deployed"
+            } else {
+                "Blocked before it ran; nothing was changed"
+            }
+            .to_owned(),
         );
         let request = HumanRequest {
             agent: self.ws.config.agent.name.clone(),

@@ -240,7 +240,10 @@ impl Current {
         };
         let name = if on_state { &watch.node } else { &watch.task };
         let Some(entry) = entry else {
-            return Some(format!("{what} `{name}` is no longer in {}", if on_state { "state.json" } else { "tasks.json" }));
+            return Some(format!(
+                "{what} `{name}` is no longer in {}",
+                if on_state { "state.json" } else { "tasks.json" }
+            ));
         };
         let field = |key: &str| entry.get(key).and_then(Value::as_str).unwrap_or_default();
         let status = field("status");

@@ -69,7 +69,9 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
         let warnings: Vec<Value> = run
             .warnings
             .iter()
-            .map(|w| format!("{}: {}", w["name"].as_str().unwrap_or_default(), w["detail"].as_str().unwrap_or_default()))
+            .map(|w| {
+                format!("{}: {}", w["name"].as_str().unwrap_or_default(), w["detail"].as_str().unwrap_or_default())
+            })
             .map(Value::String)
             .collect();
         if !warnings.is_empty() {

@@ -188,8 +188,7 @@ impl handlebars::HelperDef for CodeHelper {
         _: &mut handlebars::RenderContext<'reg, 'rc>,
         out: &mut dyn handlebars::Output,
     ) -> handlebars::HelperResult {
-        let param =
-            h.param(0).ok_or_else(|| handlebars::RenderErrorReason::ParamNotFoundForIndex("code", 0))?;
+        let param = h.param(0).ok_or_else(|| handlebars::RenderErrorReason::ParamNotFoundForIndex("code", 0))?;
         if param.is_value_missing() {
             return Err(handlebars::RenderErrorReason::MissingVariable(param.relative_path().cloned()).into());
         }

@@ -594,7 +594,8 @@ mod tests {
 
     #[test]
     fn front_matter_positions_follow_the_pointer() {
-        let text = "---\nunit_id: U\nblocking_bugs:\n  - id: 3\n    title: [x, y]\nstatus: aproved\nmeta: {a: 1}\n---\nbody\n";
+        let text =
+            "---\nunit_id: U\nblocking_bugs:\n  - id: 3\n    title: [x, y]\nstatus: aproved\nmeta: {a: 1}\n---\nbody\n";
         let at = |pointer: &str| front_matter_position(text, pointer);
         assert_eq!(at(""), Some((1, 1)));
         assert_eq!(at("/unit_id"), Some((2, 1)));

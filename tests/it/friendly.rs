@@ -12,8 +12,11 @@ const SIGNAL: &str = "ARTIFACTS/system/stage-completion-signal.json";
 const REPORT: &str = "ARTIFACTS/devops-engineer/deployment-report.json";
 
 fn seed_report() -> String {
-    std::fs::read_to_string(format!("{}/tests/fixtures/seed/deployment-report.seed-003.json", env!("CARGO_MANIFEST_DIR")))
-        .unwrap()
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/seed/deployment-report.seed-003.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 #[test]
@@ -71,7 +74,8 @@ fn human_requests_name_identifiers_as_written_and_are_marked_resolved_keeping_hu
     assert!(!requests.contains("\\_"), "{requests}");
     // The help line says what to edit to answer.
     assert!(
-        requests.contains(&format!("- **Help Needed:** tick `- [x] Approved` in `{APPROVAL}` and fill in `approved_by`")),
+        requests
+            .contains(&format!("- **Help Needed:** tick `- [x] Approved` in `{APPROVAL}` and fill in `approved_by`")),
         "{requests}"
     );
     assert!(!requests.contains("- **Resolved:**"), "{requests}");
@@ -104,8 +108,7 @@ fn a_request_without_a_unit_says_no_unit_and_is_resolved_when_the_task_runs() {
     let header = ws.read_string(REQUESTS);
     assert!(header.contains("Writing in this file answers nothing"), "{header}");
     assert!(header.contains("tick `- [x] Approved` in the approval file it names"), "{header}");
-    ws.run(&["tasks", "add", "--title", "dev env", "--owner", "devops", "--type", "infrastructure_dev_env"])
-        .status(0);
+    ws.run(&["tasks", "add", "--title", "dev env", "--owner", "devops", "--type", "infrastructure_dev_env"]).status(0);
     ws.run(&["run"]).status(3);
     let requests = ws.read_string(REQUESTS);
     assert!(requests.contains("- **Issue:** `Dev_Environment_Setup` is blocked by its gates\n"), "{requests}");
@@ -125,7 +128,9 @@ fn yaml_to_json(yaml: &yaml_rust2::Yaml) -> Value {
     use yaml_rust2::Yaml;
     match yaml {
         Yaml::Hash(map) => Value::Object(
-            map.iter().map(|(k, v)| (k.as_str().map_or_else(|| format!("{k:?}"), str::to_owned), yaml_to_json(v))).collect(),
+            map.iter()
+                .map(|(k, v)| (k.as_str().map_or_else(|| format!("{k:?}"), str::to_owned), yaml_to_json(v)))
+                .collect(),
         ),
         Yaml::Array(items) => Value::Array(items.iter().map(yaml_to_json).collect()),
         Yaml::String(s) | Yaml::Real(s) => Value::String(s.clone()),
@@ -179,7 +184,9 @@ fn the_ci_pipeline_installs_opsflow_validates_and_runs_on_the_configured_branch(
     // is a config error that names the key.
     let ws = Workspace::new().sample();
     ws.run(&["run"]).status(3);
-    let pipeline = yaml_to_json(&yaml_rust2::YamlLoader::load_from_str(&ws.read_string(".github/workflows/opsflow.yml")).unwrap()[0]);
+    let pipeline = yaml_to_json(
+        &yaml_rust2::YamlLoader::load_from_str(&ws.read_string(".github/workflows/opsflow.yml")).unwrap()[0],
+    );
     assert_eq!(pipeline["env"]["OPSFLOW_GIT_URL"], "${{ vars.OPSFLOW_GIT_URL }}");
     assert_eq!(pipeline["on"]["push"]["branches"], json!(["main"]));
     edit_json(&ws, CONFIG, |config| config["ci"] = json!({"branch": "main; rm -rf /"}));
@@ -195,7 +202,9 @@ fn the_ci_pipeline_installs_opsflow_validates_and_runs_on_the_configured_branch(
 #[test]
 fn a_coverage_warning_shows_on_the_console_in_r08_and_in_r12_with_the_figure() {
     let ws = Workspace::new().sample();
-    edit_json(&ws, "ARTIFACTS/qa-engineer/qa-test-report.json", |report| report["coverage"]["line_percent"] = json!(71.5));
+    edit_json(&ws, "ARTIFACTS/qa-engineer/qa-test-report.json", |report| {
+        report["coverage"]["line_percent"] = json!(71.5)
+    });
     let run = ws.run(&["run"]);
     run.status(3);
     let figure = "coverage: 71.5% line coverage, need 80%";
@@ -215,7 +224,10 @@ fn a_coverage_warning_shows_on_the_console_in_r08_and_in_r12_with_the_figure() {
     json_run.status(0);
     let ran = json_run.json()["ran"].as_array().unwrap().clone();
     let production = ran.iter().find(|r| r["task"] == "DEVOPS-007").unwrap();
-    assert_eq!(production["warnings"], json!([format!("warned at staging: {figure} (docs/workflow/artifacts/R08-staging-deploy.md)")]));
+    assert_eq!(
+        production["warnings"],
+        json!([format!("warned at staging: {figure} (docs/workflow/artifacts/R08-staging-deploy.md)")])
+    );
 }
 
 #[test]
@@ -228,7 +240,8 @@ fn checks_run_in_the_live_release_s_directory_for_recreate_and_blue_green_alike(
     edit_json(&ws, CONFIG, |c| {
         for env in ["staging", "production"] {
             c["environments"][env]["health_checks"] = check.clone();
-            c["environments"][env]["smoke_tests"] = json!([{"name": "title", "command": "grep -q 'Acme Shop' index.html"}]);
+            c["environments"][env]["smoke_tests"] =
+                json!([{"name": "title", "command": "grep -q 'Acme Shop' index.html"}]);
         }
         assert_eq!(c["environments"]["staging"]["strategy"], "recreate");
         assert_eq!(c["environments"]["production"]["strategy"], "blue-green");
@@ -291,8 +304,16 @@ fn tasks_add_refuses_a_dependency_on_no_task() {
     ws.run(&["tasks", "add", "--title", "build", "--owner", "devops", "--type", "release_build"]).status(0);
     let before = ws.read(TASKS);
     let refused = ws.run(&[
-        "tasks", "add", "--title", "ship", "--owner", "devops", "--type", "deployment_staging",
-        "--set", "depends_on:=[\"TASK-001\", \"TASK-404\"]",
+        "tasks",
+        "add",
+        "--title",
+        "ship",
+        "--owner",
+        "devops",
+        "--type",
+        "deployment_staging",
+        "--set",
+        "depends_on:=[\"TASK-001\", \"TASK-404\"]",
     ]);
     refused.status(2);
     assert_eq!(
@@ -301,15 +322,33 @@ fn tasks_add_refuses_a_dependency_on_no_task() {
     );
     assert_eq!(ws.read(TASKS), before);
     let itself = ws.run(&[
-        "tasks", "add", "--id", "T-X", "--title", "loop", "--owner", "devops", "--type", "release_build",
-        "--set", "depends_on:=[\"T-X\"]",
+        "tasks",
+        "add",
+        "--id",
+        "T-X",
+        "--title",
+        "loop",
+        "--owner",
+        "devops",
+        "--type",
+        "release_build",
+        "--set",
+        "depends_on:=[\"T-X\"]",
     ]);
     itself.status(2);
     assert!(itself.stderr().contains("task `T-X` cannot depend on itself"), "{}", itself.stderr());
     assert_eq!(ws.read(TASKS), before);
     let ok = ws.run(&[
-        "tasks", "add", "--title", "ship", "--owner", "devops", "--type", "deployment_staging",
-        "--set", "depends_on:=[\"TASK-001\"]",
+        "tasks",
+        "add",
+        "--title",
+        "ship",
+        "--owner",
+        "devops",
+        "--type",
+        "deployment_staging",
+        "--set",
+        "depends_on:=[\"TASK-001\"]",
     ]);
     ok.status(0);
     assert_eq!(ok.stdout(), "TASK-002\n");
@@ -364,9 +403,9 @@ fn every_option_of_every_subcommand_has_a_description_in_its_help() {
             let indent = line.len() - line.trim_start().len();
             let entry = line.trim_start();
             if indent <= 6 && (entry.starts_with('-') || entry.starts_with('<') || entry.starts_with('[')) {
-                let described = lines.get(i + 1).is_some_and(|next| {
-                    next.len() - next.trim_start().len() > indent && !next.trim().is_empty()
-                });
+                let described = lines
+                    .get(i + 1)
+                    .is_some_and(|next| next.len() - next.trim_start().len() > indent && !next.trim().is_empty());
                 if !described {
                     missing.push(format!("opsflow {} {entry}", path.join(" ")));
                 }
