@@ -206,6 +206,18 @@ fn schema_diagnostic(file: &str, error: &jsonschema::ValidationError<'_>) -> Dia
                     message = format!("{instance} {words}");
                 }
             }
+            jsonschema::error::ValidationErrorKind::OneOfNotValid { context }
+            | jsonschema::error::ValidationErrorKind::AnyOf { context } => {
+                if let Some(words) = alternatives_in_words(file, &pointer, instance, context) {
+                    message = words;
+                }
+            }
+            jsonschema::error::ValidationErrorKind::OneOfMultipleValid { .. } => {
+                message = format!(
+                    "{} matches more than one of the forms allowed here, and must match exactly one",
+                    field_name(&pointer)
+                );
+            }
             jsonschema::error::ValidationErrorKind::Type { kind } => {
                 let types: Vec<String> = match kind {
                     jsonschema::error::TypeKind::Single(one) => vec![type_in_words(one.as_str())],
@@ -245,6 +257,56 @@ fn schema_diagnostic(file: &str, error: &jsonschema::ValidationError<'_>) -> Dia
         }
     }
     Diagnostic::new(file, Kind::Schema, message).pointer(pointer).rule(error.kind().keyword().to_owned())
+}
+
+/// What a value that fits none of a `oneOf`/`anyOf`'s branches should have been, from what each
+/// branch said: "`unit_id` must be a string or null, found 5" when every branch wanted another
+/// type, "needs one of `http`, `command` or `prometheus`" when every branch wanted a key, else
+/// each branch's complaint in turn.
+fn alternatives_in_words(
+    file: &str,
+    pointer: &str,
+    instance: &Value,
+    context: &[Vec<jsonschema::ValidationError<'static>>],
+) -> Option<String> {
+    use jsonschema::error::ValidationErrorKind as K;
+    let single: Vec<&jsonschema::ValidationError<'static>> =
+        context.iter().filter_map(|branch| (branch.len() == 1).then(|| &branch[0])).collect();
+    if context.is_empty() {
+        return None;
+    }
+    let join = |mut items: Vec<String>| {
+        items.dedup();
+        let last = items.pop().unwrap_or_default();
+        if items.is_empty() { last } else { format!("{} or {last}", items.join(", ")) }
+    };
+    if single.len() == context.len() {
+        let types: Option<Vec<String>> = single
+            .iter()
+            .map(|e| match e.kind() {
+                K::Type { kind: jsonschema::error::TypeKind::Single(one) } => Some(type_in_words(one.as_str())),
+                _ => None,
+            })
+            .collect();
+        if let Some(types) = types {
+            return Some(format!("{} must be {}, found {instance}", field_name(pointer), join(types)));
+        }
+        let keys: Option<Vec<String>> = single
+            .iter()
+            .map(|e| match e.kind() {
+                K::Required { property } => Some(format!("`{}`", property.as_str().unwrap_or_default())),
+                _ => None,
+            })
+            .collect();
+        if let Some(keys) = keys {
+            return Some(format!("{} needs one of {}", field_name(pointer), join(keys)));
+        }
+    }
+    let branches: Vec<String> = context
+        .iter()
+        .map(|branch| branch.iter().map(|e| schema_diagnostic(file, e).message).collect::<Vec<_>>().join(" and "))
+        .collect();
+    Some(format!("{} fits none of the forms allowed here: {}", field_name(pointer), branches.join("; or ")))
 }
 
 /// A JSON type as a reader says it: "a string", "an object".

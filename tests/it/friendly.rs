@@ -278,6 +278,11 @@ fn errors_say_every_allowed_value_the_line_and_one_thing_per_mistake() {
     );
     ws.write("QA/QA-Report-UNIT-1.md", "---\nunit_id: UNIT-1\nblocking_bugs: []\nstatus: aproved\n---\n# QA\n");
     ws.write("docs/workflow/artifacts/R17-rollback-decision.md", "---\nreason: x\ndecision: maybe\n---\n");
+    ws.write(
+        SIGNAL,
+        r#"{"stage": "devops", "agent": "a", "unit_id": 5, "status": "completed", "completed_at": "2026-01-01T00:00:00Z", "artifacts": [], "next_agent": "PM", "message": "m"}"#,
+    );
+    edit_json(&ws, CONFIG, |c| c["environments"]["staging"]["metrics"] = json!({"error_rate": "/e"}));
     let validate = ws.run(&["validate"]);
     validate.status(2);
     let out = validate.stdout();
@@ -290,6 +295,9 @@ fn errors_say_every_allowed_value_the_line_and_one_thing_per_mistake() {
         "docs/workflow/tasks.json:3:108: at /tasks/1/priority: \"urgent\" is not one of \"critical\", \"high\", \"medium\" or \"low\" (schema rule `enum`)",
         "QA/QA-Report-UNIT-1.md:4:1: at /status: front matter: \"aproved\" is not one of \"approved\", \"rejected\", \"changes_requested\" or \"pending\" (schema rule `enum`)",
         "docs/workflow/artifacts/R17-rollback-decision.md:3:1: at /decision: front matter: \"maybe\" is not one of \"rollback\", \"proceed\" or \"pending\" (schema rule `enum`)",
+        // The branches of a `oneOf`, in words.
+        "ARTIFACTS/system/stage-completion-signal.json:1:46: at /unit_id: `unit_id` must be a string or null, found 5 (schema rule `oneOf`)",
+        "project-config.json:40:18: at /environments/staging/metrics: `metrics` needs one of `http`, `command` or `prometheus` (schema rule `oneOf`)",
     ] {
         assert!(lines.contains(&expected), "missing:\n{expected}\nin:\n{out}");
     }
