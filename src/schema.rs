@@ -271,7 +271,7 @@ fn alternatives_in_words(
 ) -> Option<String> {
     use jsonschema::error::ValidationErrorKind as K;
     let single: Vec<&jsonschema::ValidationError<'static>> =
-        context.iter().filter_map(|branch| (branch.len() == 1).then(|| &branch[0])).collect();
+        context.iter().filter(|branch| branch.len() == 1).map(|branch| &branch[0]).collect();
     if context.is_empty() {
         return None;
     }
