@@ -261,23 +261,8 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
             task.extend(fields.clone());
             let task = Value::Object(task);
             check_task(ws, &task, &format!("task `{id}`"))?;
-            let unknown: Vec<String> = depends_on
-                .iter()
-                .filter(|dep| !relevant.iter().any(|head| head.id.as_deref() == Some(dep.as_str())))
-                .map(|dep| format!("`{dep}`"))
-                .collect();
-            if depends_on.contains(&id) {
-                return Err(StoreError::Refused(format!(
-                    "task `{id}` cannot depend on itself (`depends_on`), so nothing was written"
-                )));
-            }
-            if !unknown.is_empty() {
-                return Err(StoreError::Refused(format!(
-                    "`depends_on` names {}, which {} no task in {file}, so nothing was written",
-                    unknown.join(", "),
-                    if unknown.len() == 1 { "is" } else { "are" }
-                )));
-            }
+            let deps: Vec<&str> = depends_on.iter().map(String::as_str).collect();
+            check_dependencies(&file, &id, &deps, |dep| relevant.iter().any(|head| head.id.as_deref() == Some(dep)))?;
             chosen_id = id;
             let new = match (current, layout) {
                 (Some(text), Some(layout)) => Content::Spliced(
@@ -330,7 +315,19 @@ fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
             }
             let now = crate::time::now_rfc3339();
             fields.insert("updated_at".into(), now.clone().into());
+            let changed_deps = ops.iter().find_map(|op| match op {
+                FieldOp::Set(key, value) if key == "depends_on" => Some(value),
+                _ => None,
+            });
             check_task(ws, &Value::Object(fields), &format!("task `{}`", args.id))?;
+            if let Some(deps) = changed_deps {
+                let deps: Vec<&str> = deps.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                let (_, found) = tasks::scan_ids(text, &deps)
+                    .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
+                check_dependencies(&file, &args.id, &deps, |dep| {
+                    found.iter().any(|head| head.id.as_deref() == Some(dep))
+                })?;
+            }
             let mut all_ops = ops.clone();
             all_ops.push(FieldOp::Set("updated_at".into(), now.into()));
             splice_update(&file, text, layout, &heads, &args.id, all_ops)
@@ -375,6 +372,25 @@ fn live_runner(ws: &Workspace, agent: &str, run_id: &str, claimed_at: Option<&st
 
 /// Task `id` in `tasks.json` as it is under the lock: the file's text and layout, the heads to
 /// splice into, and the task decoded.
+/// Refuses a `depends_on` of task `id` that names the task itself or a task that does not
+/// `exist` in `file`.
+fn check_dependencies(file: &str, id: &str, deps: &[&str], exists: impl Fn(&str) -> bool) -> Result<(), StoreError> {
+    if deps.contains(&id) {
+        return Err(StoreError::Refused(format!(
+            "task `{id}` cannot depend on itself (`depends_on`), so nothing was written"
+        )));
+    }
+    let unknown: Vec<String> = deps.iter().filter(|dep| !exists(dep)).map(|dep| format!("`{dep}`")).collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::Refused(format!(
+        "`depends_on` names {}, which {} no task in {file}, so nothing was written",
+        unknown.join(", "),
+        if unknown.len() == 1 { "is" } else { "are" }
+    )))
+}
+
 fn locate<'t>(
     file: &str,
     current: Option<&'t str>,

@@ -361,6 +361,22 @@ fn tasks_add_refuses_a_dependency_on_no_task() {
     ok.status(0);
     assert_eq!(ok.stdout(), "TASK-002\n");
     assert_eq!(task(&ws.tasks(), "TASK-002")["depends_on"], json!(["TASK-001"]));
+
+    // `tasks update` holds to the same rule.
+    let before = ws.read(TASKS);
+    let refused =
+        ws.run(&["tasks", "update", "TASK-002", "--set", "depends_on:=[\"TASK-001\", \"GONE\", \"ALSO-GONE\"]"]);
+    refused.status(2);
+    assert_eq!(
+        refused.stderr(),
+        "opsflow: error: `depends_on` names `GONE`, `ALSO-GONE`, which are no task in docs/workflow/tasks.json, so nothing was written\n"
+    );
+    let itself = ws.run(&["tasks", "update", "TASK-002", "--set", "depends_on:=[\"TASK-002\"]"]);
+    itself.status(2);
+    assert!(itself.stderr().contains("task `TASK-002` cannot depend on itself"), "{}", itself.stderr());
+    assert_eq!(ws.read(TASKS), before);
+    ws.run(&["tasks", "update", "TASK-002", "--set", "depends_on:=[]"]).status(0);
+    assert_eq!(task(&ws.tasks(), "TASK-002")["depends_on"], json!([]));
 }
 
 /// The commands `opsflow <path> --help` lists under `Commands:`.
