@@ -441,3 +441,39 @@ fn every_option_of_every_subcommand_has_a_description_in_its_help() {
     assert!(walked.contains(&"tasks add".to_owned()) && walked.contains(&"merge-driver".to_owned()), "{walked:?}");
     assert!(missing.is_empty(), "options without a description: {missing:#?}");
 }
+
+#[test]
+fn a_failure_request_is_resolved_when_a_person_records_who_resolved_it_or_its_fix_task_is_done() {
+    let failing = json!({
+        "provider": "command",
+        "strategy": "direct",
+        "commands": {"deploy": "true", "rollback": "true"},
+        "health_checks": [{"name": "never", "command": "exit 1"}],
+    });
+    let resolved_lines = |ws: &Workspace| -> Vec<String> {
+        ws.read_string(REQUESTS).lines().filter(|l| l.starts_with("- **Resolved:** ")).map(str::to_owned).collect()
+    };
+
+    // A person records who resolved it on the task.
+    let ws = crate::rollout::approved_for_production(failing.clone());
+    ws.run(&["run"]).status(1);
+    assert_eq!(task(&ws.tasks(), "DEVOPS-007")["status"], "failed");
+    assert_eq!(resolved_lines(&ws).len(), 1, "only the approval request is resolved");
+    ws.run(&["tasks", "update", "DEVOPS-007", "--set", "resolved_by=bob"]).status(0);
+    ws.run(&["run"]);
+    let lines = resolved_lines(&ws);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().any(|l| l.ends_with(": `resolved_by: bob` on task `DEVOPS-007`")), "{lines:?}");
+
+    // Or its fix task is done.
+    let ws = crate::rollout::approved_for_production(failing);
+    ws.run(&["run"]).status(1);
+    ws.run(&["tasks", "update", "FIX-DEVOPS-007", "--set", "status=done"]).status(0);
+    ws.run(&["run"]);
+    let lines = resolved_lines(&ws);
+    assert!(lines.iter().any(|l| l.ends_with(": fix task `FIX-DEVOPS-007` is `done`")), "{lines:?}");
+    // Nothing is resolved twice.
+    let text = ws.read_string(REQUESTS);
+    ws.run(&["run"]);
+    assert_eq!(ws.read_string(REQUESTS), text);
+}
