@@ -37,6 +37,9 @@ fn another_stage_s_signal_and_seed_003_s_report_validate_and_runs_read_them() {
     let validate = ws.run(&["validate"]);
     validate.status(0);
     assert!(validate.stdout().starts_with("ok:"), "{}", validate.stdout());
+    let status = ws.run(&["status"]);
+    assert_ne!(status.code(), Some(2), "{}", status.stdout());
+    assert!(!status.stdout().contains(SIGNAL) && !status.stdout().contains(REPORT), "{}", status.stdout());
     // The engine reads the same files and goes on to the production approval.
     let run = ws.run(&["run"]);
     run.status(3);
