@@ -259,11 +259,21 @@ pub struct DevTool {
 pub struct Ci {
     pub output: String,
     pub provider: String,
+    /// The branch the pipeline runs `opsflow run` on (pushes to it; pull requests into it).
+    pub branch: String,
+    /// The git URL the pipeline installs opsflow from; without it, the repository variable
+    /// `OPSFLOW_GIT_URL`.
+    pub opsflow_git: Option<String>,
 }
 
 impl Default for Ci {
     fn default() -> Self {
-        Ci { output: ".github/workflows/opsflow.yml".into(), provider: "github".into() }
+        Ci {
+            output: ".github/workflows/opsflow.yml".into(),
+            provider: "github".into(),
+            branch: "main".into(),
+            opsflow_git: None,
+        }
     }
 }
 

@@ -26,11 +26,17 @@ pub enum SchemaName {
     QaTestReport,
     Approval,
     RollbackDecision,
+    /// `deployment-report.json` as anyone may write it: seed 003's sections.
     DeploymentReport,
+    /// `deployment-report.json` as opsflow writes it: also `unit_id`, `version` and `run_id`.
+    OwnDeploymentReport,
     CompletionSignal,
 }
 
-const ALL: [SchemaName; 11] = [
+/// What opsflow's own deployment report has beyond seed 003's sections.
+const OWN_REPORT_FIELDS: [&str; 3] = ["unit_id", "version", "run_id"];
+
+const ALL: [SchemaName; 12] = [
     SchemaName::Config,
     SchemaName::Tasks,
     SchemaName::Task,
@@ -41,6 +47,7 @@ const ALL: [SchemaName; 11] = [
     SchemaName::Approval,
     SchemaName::RollbackDecision,
     SchemaName::DeploymentReport,
+    SchemaName::OwnDeploymentReport,
     SchemaName::CompletionSignal,
 ];
 
@@ -69,7 +76,7 @@ impl SchemaName {
             SchemaName::QaTestReport => "qa-test-report.schema.json",
             SchemaName::Approval => "approval.schema.json",
             SchemaName::RollbackDecision => "rollback-decision.schema.json",
-            SchemaName::DeploymentReport => "devops-output-schema.json",
+            SchemaName::DeploymentReport | SchemaName::OwnDeploymentReport => "devops-output-schema.json",
             SchemaName::CompletionSignal => "stage-completion-signal.schema.json",
         }
     }
@@ -115,6 +122,15 @@ impl Schemas {
                 "$ref": "#/$defs/task",
             });
         }
+        if name == SchemaName::OwnDeploymentReport
+            && let Some(required) = schema.get_mut("required").and_then(Value::as_array_mut)
+        {
+            for field in OWN_REPORT_FIELDS {
+                if !required.iter().any(|r| r == field) {
+                    required.push(field.into());
+                }
+            }
+        }
         jsonschema::draft202012::options()
             .should_validate_formats(true)
             .build(&schema)
@@ -131,7 +147,37 @@ impl Schemas {
                 return vec![error];
             }
         };
-        validator.iter_errors(value).map(|error| schema_diagnostic(file, &error)).collect()
+        let mut found: Vec<(Diagnostic, Option<usize>)> = validator
+            .iter_errors(value)
+            .map(|error| {
+                let options = match error.kind() {
+                    jsonschema::error::ValidationErrorKind::Enum { options } => options.as_array().map(Vec::len),
+                    _ => None,
+                };
+                (schema_diagnostic(file, &error), options)
+            })
+            .collect();
+        // Two lists of allowed values for one place (a general one, and a narrower one such as
+        // the strategies of the environment's provider): only the narrower is said.
+        let narrowest = |pointer: &Option<String>| {
+            found.iter().filter(|(d, _)| &d.pointer == pointer).filter_map(|(_, n)| *n).min()
+        };
+        let keep: Vec<bool> = found.iter().map(|(d, n)| n.is_none_or(|n| narrowest(&d.pointer) == Some(n))).collect();
+        let mut seen_enum: Vec<Option<String>> = Vec::new();
+        let mut kept = Vec::new();
+        for ((diagnostic, options), keep) in found.drain(..).zip(keep) {
+            if !keep {
+                continue;
+            }
+            if options.is_some() {
+                if seen_enum.contains(&diagnostic.pointer) {
+                    continue;
+                }
+                seen_enum.push(diagnostic.pointer.clone());
+            }
+            kept.push(diagnostic);
+        }
+        kept
     }
 }
 
@@ -159,6 +205,30 @@ fn schema_diagnostic(file: &str, error: &jsonschema::ValidationError<'_>) -> Dia
                 {
                     message = format!("{instance} {words}");
                 }
+            }
+            jsonschema::error::ValidationErrorKind::OneOfNotValid { context }
+            | jsonschema::error::ValidationErrorKind::AnyOf { context } => {
+                if let Some(words) = alternatives_in_words(file, &pointer, instance, context) {
+                    message = words;
+                }
+            }
+            jsonschema::error::ValidationErrorKind::OneOfMultipleValid { .. } => {
+                message = format!(
+                    "{} matches more than one of the forms allowed here, and must match exactly one",
+                    field_name(&pointer)
+                );
+            }
+            jsonschema::error::ValidationErrorKind::Type { kind } => {
+                let types: Vec<String> = match kind {
+                    jsonschema::error::TypeKind::Single(one) => vec![type_in_words(one.as_str())],
+                    jsonschema::error::TypeKind::Multiple(set) => {
+                        set.iter().map(|one| type_in_words(one.as_str())).collect()
+                    }
+                };
+                let mut types = types;
+                let last = types.pop().unwrap_or_default();
+                let expected = if types.is_empty() { last } else { format!("{} or {last}", types.join(", ")) };
+                message = format!("{} must be {expected}, found {instance}", field_name(&pointer));
             }
             jsonschema::error::ValidationErrorKind::Enum { options } => {
                 if let Some(options) = options.as_array() {
@@ -189,6 +259,83 @@ fn schema_diagnostic(file: &str, error: &jsonschema::ValidationError<'_>) -> Dia
     Diagnostic::new(file, Kind::Schema, message).pointer(pointer).rule(error.kind().keyword().to_owned())
 }
 
+/// What a value that fits none of a `oneOf`/`anyOf`'s branches should have been, from what each
+/// branch said: "`unit_id` must be a string or null, found 5" when every branch wanted another
+/// type, "needs one of `http`, `command` or `prometheus`" when every branch wanted a key, else
+/// each branch's complaint in turn.
+fn alternatives_in_words(
+    file: &str,
+    pointer: &str,
+    instance: &Value,
+    context: &[Vec<jsonschema::ValidationError<'static>>],
+) -> Option<String> {
+    use jsonschema::error::ValidationErrorKind as K;
+    let single: Vec<&jsonschema::ValidationError<'static>> =
+        context.iter().filter(|branch| branch.len() == 1).map(|branch| &branch[0]).collect();
+    if context.is_empty() {
+        return None;
+    }
+    let join = |mut items: Vec<String>| {
+        items.dedup();
+        let last = items.pop().unwrap_or_default();
+        if items.is_empty() { last } else { format!("{} or {last}", items.join(", ")) }
+    };
+    if single.len() == context.len() {
+        let types: Option<Vec<String>> = single
+            .iter()
+            .map(|e| match e.kind() {
+                K::Type { kind: jsonschema::error::TypeKind::Single(one) } => Some(type_in_words(one.as_str())),
+                _ => None,
+            })
+            .collect();
+        if let Some(types) = types {
+            return Some(format!("{} must be {}, found {instance}", field_name(pointer), join(types)));
+        }
+        let keys: Option<Vec<String>> = single
+            .iter()
+            .map(|e| match e.kind() {
+                K::Required { property } => Some(format!("`{}`", property.as_str().unwrap_or_default())),
+                _ => None,
+            })
+            .collect();
+        if let Some(keys) = keys {
+            return Some(format!("{} needs one of {}", field_name(pointer), join(keys)));
+        }
+    }
+    let branches: Vec<String> = context
+        .iter()
+        .map(|branch| branch.iter().map(|e| schema_diagnostic(file, e).message).collect::<Vec<_>>().join(" and "))
+        .collect();
+    Some(format!("{} fits none of the forms allowed here: {}", field_name(pointer), branches.join("; or ")))
+}
+
+/// A JSON type as a reader says it: "a string", "an object".
+fn type_in_words(name: &str) -> String {
+    match name {
+        "null" => "null".to_owned(),
+        "integer" => "a whole number".to_owned(),
+        "array" => "an array (a list in `[...]`)".to_owned(),
+        "object" => "an object (`{...}`)".to_owned(),
+        "boolean" => "true or false".to_owned(),
+        other => format!("a {other}"),
+    }
+}
+
+/// The field a JSON Pointer ends at, for a sentence: `` `id` ``, `item 3 of `depends_on``,
+/// or `the document` for the whole file.
+fn field_name(pointer: &str) -> String {
+    let unescape = |s: &str| s.replace("~1", "/").replace("~0", "~");
+    let mut segments = pointer.rsplit('/');
+    match (segments.next(), segments.next()) {
+        (None | Some(""), _) => "the document".to_owned(),
+        (Some(last), parent) if last.bytes().all(|b| b.is_ascii_digit()) => match parent.filter(|p| !p.is_empty()) {
+            Some(parent) => format!("item {last} of `{}`", unescape(parent)),
+            None => format!("item {last}"),
+        },
+        (Some(last), _) => format!("`{}`", unescape(last)),
+    }
+}
+
 /// What the patterns of the built-in schemas allow, in words: a schema's regex means nothing to
 /// most readers. `negated` is for a pattern under `not` (what must not match). `None` for a
 /// pattern this table does not know (a workspace's own schema override).
@@ -206,6 +353,10 @@ fn pattern_in_words(pattern: &str, negated: bool) -> Option<&'static str> {
         }
         (r"^https?://", false) => "must be a URL that starts with `http://` or `https://`",
         (r"^http://", false) => "must be a URL that starts with `http://`",
+        (r"^[A-Za-z0-9._/-]+$", false) => "must be a branch name of letters, digits, `.`, `_`, `/` and `-`",
+        (r#"^(https://|ssh://|git@)[^\s'"\\`$]+$"#, false) => {
+            "must be a git URL (`https://`, `ssh://` or `git@`) without spaces, quotes, `\\`, `` ` `` or `$`"
+        }
         _ => return None,
     })
 }

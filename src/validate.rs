@@ -382,6 +382,15 @@ pub fn load_markdown(ws: &Workspace, relative: &str, schema: Option<SchemaName>)
             Some(front_matter) => {
                 for mut d in ws.schemas.validate(schema, relative, front_matter) {
                     d.message = format!("front matter: {}", d.message);
+                    // The line of the offending key (a missing one: the opening `---`).
+                    if d.line.is_none()
+                        && let Some(pointer) = d.pointer.clone()
+                    {
+                        let (line, column) = read::front_matter_position(&text, &pointer)
+                            .or_else(|| read::front_matter_position(&text, ""))
+                            .unwrap_or((1, 1));
+                        d = d.at(line, column);
+                    }
                     diagnostics.push(d);
                 }
             }

@@ -34,7 +34,7 @@ const NEXT_STEPS: &str = "next steps:
   5. opsflow status           # where the workflow stands and what waits on whom
 ";
 
-const HUMAN_REQUESTS: &str = "# Human requests\n\nopsflow appends an entry here when a gate blocks, a deployment fails or a decision needs a person.\nAnswer in the entry, or edit the approval file it names; opsflow reads the files again on its next pass.\n";
+const HUMAN_REQUESTS: &str = crate::engine::requests::HEADER;
 
 pub fn run(dir: &Path) -> anyhow::Result<Exit> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -52,7 +52,7 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
         "gates": {"unit_pass_rate": 100, "regression_pass_rate": 95, "coverage_min": 80, "coverage_action": "warn", "max_critical": 0, "max_high": 0},
         "environments": {
             "staging": {"provider": "local", "strategy": "recreate", "path": ".opsflow/envs/staging",
-                        "health_checks": [{"name": "page present", "command": "test -f current/index.html"}]},
+                        "health_checks": [{"name": "page present", "command": "test -f index.html"}]},
             "production": {"provider": "local", "strategy": "blue-green", "path": ".opsflow/envs/production",
                            "health_checks": [{"name": "page present", "command": "test -f index.html"}]}
         }

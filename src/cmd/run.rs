@@ -42,6 +42,9 @@ pub fn print_summary(summary: &Summary, dry_run: bool) {
     let w = ids.map(|id| id.chars().count()).max().unwrap_or(0).max(12);
     for ran in &summary.ran {
         println!("{:<w$} {:<36} {:<12} {:>6} ms  {}", ran.task, ran.node, ran.outcome, ran.duration_ms, ran.summary);
+        for warning in &ran.warnings {
+            println!("    warn {warning}");
+        }
     }
     if dry_run {
         if summary.plan.is_empty() {

@@ -36,6 +36,11 @@ pub fn run(ws: &Workspace, command: &TasksCommand, global_agent: Option<&str>) -
             let Some(owner) = old_spelling(&args.owner) else {
                 bail!("expected `--owner AGENT`, the agent the task is for (e.g. `--owner devops`), found none");
             };
+            if args.owner.is_none() {
+                eprintln!(
+                    "note: `--agent {owner}` was taken as `--owner {owner}`, the agent the task is for; write `--owner` (`--agent` means \"act as this agent\")"
+                );
+            }
             add(ws, &AddArgs { owner: Some(owner), ..args.clone() })
         }
         TasksCommand::Update(args) => update(ws, args),
@@ -217,6 +222,12 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
         }
         fields.insert(key, value);
     }
+    // The ids `depends_on` names, when it is a list of strings (the schema refuses any other shape).
+    let depends_on: Vec<String> = fields
+        .get("depends_on")
+        .and_then(Value::as_array)
+        .map(|deps| deps.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
     let file = ws.config.paths.tasks.clone();
     let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
     let mut chosen_id = String::new();
@@ -226,7 +237,11 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
             let (layout, relevant) = match current {
                 Some(text) => {
                     let (layout, relevant) = tasks::scan(text, |head| {
-                        head.id.as_deref().is_some_and(|id| args.id.as_deref() == Some(id) || id.starts_with("TASK-"))
+                        head.id.as_deref().is_some_and(|id| {
+                            args.id.as_deref() == Some(id)
+                                || id.starts_with("TASK-")
+                                || depends_on.iter().any(|d| d == id)
+                        })
                     })
                     .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
                     (Some(layout), relevant)
@@ -251,6 +266,8 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
             task.extend(fields.clone());
             let task = Value::Object(task);
             check_task(ws, &task, &format!("task `{id}`"))?;
+            let deps: Vec<&str> = depends_on.iter().map(String::as_str).collect();
+            check_dependencies(&file, &id, &deps, |dep| relevant.iter().any(|head| head.id.as_deref() == Some(dep)))?;
             chosen_id = id;
             let new = match (current, layout) {
                 (Some(text), Some(layout)) => Content::Spliced(
@@ -303,7 +320,19 @@ fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
             }
             let now = crate::time::now_rfc3339();
             fields.insert("updated_at".into(), now.clone().into());
+            let changed_deps = ops.iter().find_map(|op| match op {
+                FieldOp::Set(key, value) if key == "depends_on" => Some(value),
+                _ => None,
+            });
             check_task(ws, &Value::Object(fields), &format!("task `{}`", args.id))?;
+            if let Some(deps) = changed_deps {
+                let deps: Vec<&str> = deps.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                let (_, found) = tasks::scan_ids(text, &deps)
+                    .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
+                check_dependencies(&file, &args.id, &deps, |dep| {
+                    found.iter().any(|head| head.id.as_deref() == Some(dep))
+                })?;
+            }
             let mut all_ops = ops.clone();
             all_ops.push(FieldOp::Set("updated_at".into(), now.into()));
             splice_update(&file, text, layout, &heads, &args.id, all_ops)
@@ -348,6 +377,25 @@ fn live_runner(ws: &Workspace, agent: &str, run_id: &str, claimed_at: Option<&st
 
 /// Task `id` in `tasks.json` as it is under the lock: the file's text and layout, the heads to
 /// splice into, and the task decoded.
+/// Refuses a `depends_on` of task `id` that names the task itself or a task that does not
+/// `exist` in `file`.
+fn check_dependencies(file: &str, id: &str, deps: &[&str], exists: impl Fn(&str) -> bool) -> Result<(), StoreError> {
+    if deps.contains(&id) {
+        return Err(StoreError::Refused(format!(
+            "task `{id}` cannot depend on itself (`depends_on`), so nothing was written"
+        )));
+    }
+    let unknown: Vec<String> = deps.iter().filter(|dep| !exists(dep)).map(|dep| format!("`{dep}`")).collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::Refused(format!(
+        "`depends_on` names {}, which {} no task in {file}, so nothing was written",
+        unknown.join(", "),
+        if unknown.len() == 1 { "is" } else { "are" }
+    )))
+}
+
 fn locate<'t>(
     file: &str,
     current: Option<&'t str>,

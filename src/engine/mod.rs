@@ -9,6 +9,7 @@ pub mod artifacts;
 pub mod gates;
 pub mod readiness;
 pub mod record;
+pub mod requests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,6 +97,8 @@ pub struct Ran {
     /// for the nodes that do not deploy.
     #[serde(skip)]
     pub deployed_to: Option<Environment>,
+    /// Checks that only warned when the node was let through (`name: detail`).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -216,6 +219,11 @@ impl<'w> Engine<'w> {
             }
             self.sync_before_pass();
             let acted = self.pass(&mut summary);
+            if !self.options.dry_run
+                && let Err(e) = requests::resolve(self.ws, &crate::time::now_rfc3339())
+            {
+                tracing::error!("cannot mark resolved requests in {}: {e}", self.ws.config.paths.human_requests);
+            }
             if !acted || self.options.dry_run {
                 break;
             }
@@ -704,6 +712,14 @@ impl<'w> Engine<'w> {
                     r08.field("version").unwrap_or("?")
                 );
                 checks.push(Check::new("production", "staging deployment of this version succeeded", ok, detail));
+                // What only warned on the way to staging is shown again before production.
+                for warning in r08.front_matter.get("warnings").and_then(Value::as_array).into_iter().flatten() {
+                    let Some(text) = warning.as_str() else { continue };
+                    let mut check =
+                        Check::new("production", "warned at staging", false, format!("{text} ({})", r08.file));
+                    check.warning = true;
+                    checks.push(check);
+                }
                 inputs.push(r08);
             }
             Ok(other) => checks.push(Check::new(
@@ -807,36 +823,46 @@ impl<'w> Engine<'w> {
             &self.graph.name,
             &StateEdit { node: node.name.clone(), fields, current_nodes: None },
         );
-        let (severity, issue, help, contacts) = match qa_rejected {
-            Some(why) => (
+        // "for unit X" only when there is a unit; environment work has none.
+        let for_unit = if unit.is_empty() { String::new() } else { format!(" for unit `{unit}`") };
+        let approval_file = (request_approval || only_an_approval_missing(checks)).then(|| {
+            self.approval_request_file(&self.release_of(task)).unwrap_or_else(|| {
+                release::output_path(self.ws, &gates::approval_file_name("production"), &self.release_of(task))
+            })
+        });
+        let (severity, issue, help, contacts) = match (qa_rejected, &approval_file) {
+            (Some(why), _) => (
                 "HIGH",
-                format!("QA rejected unit {unit}: {why}"),
+                format!("QA rejected unit `{unit}`: {why}"),
                 "QA to re-test and approve the unit, or close the task".to_owned(),
                 "QA-Engineer",
             ),
-            None if request_approval || only_an_approval_missing(checks) => (
+            (None, Some(file)) => (
                 "HIGH",
-                format!("{} for unit {unit} version {version} waits for a human approval", node.name),
+                format!("`{}`{for_unit} version `{version}` waits for a human approval", node.name),
                 format!(
-                    "approve or hold in {}",
-                    self.approval_request_file(&self.release_of(task)).unwrap_or_else(|| release::output_path(
-                        self.ws,
-                        &gates::approval_file_name("production"),
-                        &self.release_of(task)
-                    ))
+                    "tick `- [x] Approved` in `{file}` and fill in `approved_by` (or set `status: approved` there); tick `- [x] Hold` to hold"
                 ),
                 "devops.approvers",
             ),
-            None => (
+            (None, None) => (
                 "HIGH",
-                format!("{} for unit {unit} is blocked by its gates", node.name),
-                "resolve the failed checks listed below".to_owned(),
+                format!("`{}`{for_unit} is blocked by its gates", node.name),
+                "resolve the failed checks listed under Actions Taken".to_owned(),
                 "Product-Manager",
             ),
         };
         let mut actions: Vec<String> =
             checks.iter().filter(|c| c.blocks()).map(|c| format!("{}: {}", c.name, c.detail)).collect();
-        actions.insert(0, "Deployment blocked; nothing was deployed".to_owned());
+        actions.insert(
+            0,
+            if node.action.deploys() {
+                "Deployment blocked; nothing was deployed"
+            } else {
+                "Blocked before it ran; nothing was changed"
+            }
+            .to_owned(),
+        );
         let request = HumanRequest {
             agent: self.ws.config.agent.name.clone(),
             task_id: id.to_owned(),
@@ -844,7 +870,7 @@ impl<'w> Engine<'w> {
             unit_id: unit.clone(),
             severity,
             issue,
-            impact: format!("{} cannot run until this is resolved", node.name),
+            impact: format!("`{}` cannot run until this is resolved", node.name),
             actions,
             status: "blocked".into(),
             help_needed: help,
@@ -852,7 +878,7 @@ impl<'w> Engine<'w> {
             raised_at: crate::time::now_rfc3339(),
             run_id: run_id.clone(),
         };
-        if let Err(e) = record::append_human_request(self.ws, &self.renderer, &request, reason) {
+        if let Err(e) = requests::append(self.ws, &self.renderer, &request, reason, approval_file.as_deref()) {
             tracing::error!("cannot append to {}: {e}", self.ws.config.paths.human_requests);
         }
         if node.action.deploys()
@@ -1030,6 +1056,8 @@ impl<'w> Engine<'w> {
         let mut run = self.node_run(task, node, &run_id, release);
         run.inputs = inputs;
         run.approved_by = approved_by;
+        run.warnings =
+            checks.iter().filter(|c| c.warning).map(|c| json!({"name": c.name, "detail": c.detail})).collect();
         let outcome =
             nodes::run(&mut run).unwrap_or_else(|e| Outcome::Failed { step: e.step, reason: e.reason, log: e.log });
         self.finish(task, node, &mut run, &outcome, state);
@@ -1045,6 +1073,7 @@ impl<'w> Engine<'w> {
             summary: self.secrets.mask(&run.summary),
             artifacts: run.artifacts.clone(),
             deployed_to: node.action.deploys().then(|| node.changes_environment()).flatten(),
+            warnings: checks.iter().filter(|c| c.warning).map(|c| format!("{}: {}", c.name, c.detail)).collect(),
         })
     }
 
@@ -1174,6 +1203,7 @@ impl<'w> Engine<'w> {
             summary: self.secrets.mask(&run.summary),
             artifacts: run.artifacts.clone(),
             deployed_to: node.action.deploys().then(|| node.changes_environment()).flatten(),
+            warnings: Vec::new(),
         })
     }
 
@@ -1295,6 +1325,7 @@ impl<'w> Engine<'w> {
             deploy: None,
             approved_by: None,
             rolled_back: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 

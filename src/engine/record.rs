@@ -165,41 +165,15 @@ pub struct HumanRequest {
     pub run_id: String,
 }
 
-/// Appends a request to `human-requests.md` unless one for the same task and reason is there.
-/// Returns whether it was appended.
+/// Appends a request to `human-requests.md` unless an open one for the same task and reason
+/// is there (see `requests`). Returns whether it was appended.
 pub fn append_human_request(
     ws: &Workspace,
     renderer: &Renderer,
     request: &HumanRequest,
     reason_key: &str,
 ) -> Result<bool, StoreError> {
-    let key = &sha256::hex(format!("{}\n{}\n{reason_key}", request.task_id, request.node).as_bytes())[..16];
-    let marker = format!("<!-- opsflow:request {key} -->");
-    let body = renderer
-        .markdown("human-request.md", &Map::new(), &json!(request))
-        .map_err(|e| StoreError::Refused(e.to_string()))?;
-    // The renderer always writes front matter; a request entry is a fragment of a file.
-    let entry = body.strip_prefix("---\n---\n").unwrap_or(&body).to_owned();
-    let file = ws.config.paths.human_requests.clone();
-    let path = ws.inside(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| StoreError::Io {
-            path: parent.to_owned(),
-            action: "cannot create",
-            source: e,
-        })?;
-    }
-    let mut appended = false;
-    file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
-        let current = current.unwrap_or("# Human requests\n");
-        if current.contains(&marker) {
-            return Ok(None);
-        }
-        appended = true;
-        let separator = if current.ends_with('\n') { "\n" } else { "\n\n" };
-        Ok(Some(format!("{current}{separator}{marker}\n{entry}")))
-    })?;
-    Ok(appended)
+    super::requests::append(ws, renderer, request, reason_key, None)
 }
 
 /// The longest task id the schema allows.

@@ -65,7 +65,19 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     let extra =
         json!({"deploy": report, "method": env.method(), "environment": env_context(&env), "release_dir": relative});
     if environment == "staging" {
-        run.write_markdown("R08-staging-deploy.md", None, status, extra.clone())?;
+        let mut front = Map::new();
+        let warnings: Vec<Value> = run
+            .warnings
+            .iter()
+            .map(|w| {
+                format!("{}: {}", w["name"].as_str().unwrap_or_default(), w["detail"].as_str().unwrap_or_default())
+            })
+            .map(Value::String)
+            .collect();
+        if !warnings.is_empty() {
+            front.insert("warnings".into(), warnings.into());
+        }
+        run.write_markdown_with("R08-staging-deploy.md", None, status, extra.clone(), front)?;
         run.write_markdown("R09-smoke-tests.md", None, status, extra)?;
     } else {
         let mut front = Map::new();
@@ -425,7 +437,7 @@ pub(crate) fn patch_report_of(run: &mut NodeRun<'_>, release: &Release, status: 
                 .for_each(|service| service["status"] = json!("unhealthy"));
         }
         report["run_id"] = json!(run.run_id);
-        if run.ws.schemas.validate(SchemaName::DeploymentReport, &file, &report).is_empty() {
+        if run.ws.schemas.validate(SchemaName::OwnDeploymentReport, &file, &report).is_empty() {
             let text = format!("{}\n", serde_json::to_string_pretty(&report).expect("a Value serializes"));
             if file == plain {
                 let _ = run.write(&file, &text);
@@ -581,7 +593,7 @@ pub(crate) fn write_reports(
     merge(&mut context, extra.clone());
     let value = run
         .renderer
-        .json("deployment-report.json", &context, run.ws, SchemaName::DeploymentReport)
+        .json("deployment-report.json", &context, run.ws, SchemaName::OwnDeploymentReport)
         .map_err(|e| NodeError::new("report", e.to_string()))?;
     let mut value = value;
     run.runner.secrets.mask_json(&mut value);

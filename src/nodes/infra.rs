@@ -58,7 +58,13 @@ pub(crate) fn ci_pipeline_setup(run: &mut NodeRun<'_>) -> Result<Outcome, NodeEr
             ),
         ));
     }
-    let context = run.base_context();
+    let mut context = run.base_context();
+    // Values from the config, quoted as JSON strings, which YAML reads unchanged.
+    let quoted = |value: &str| serde_json::to_string(value).expect("a string serializes");
+    context["yaml"] = json!({
+        "build": run.ws.config.release.build.as_deref().map(quoted),
+        "opsflow_git": run.ws.config.ci.opsflow_git.as_deref().map(quoted),
+    });
     let pipeline =
         run.renderer.plain("ci-pipeline.yml", &context).map_err(|e| NodeError::new("render", e.to_string()))?;
     run.write(

@@ -154,6 +154,9 @@ pub struct NodeRun<'a> {
     pub approved_by: Option<String>,
     /// Releases this run rolled back whose own tasks must now say `rolled_back`.
     pub rolled_back: Vec<Release>,
+    /// Checks that only warned when the node was let through (`{"name", "detail"}`), shown in
+    /// its artifacts (R08).
+    pub warnings: Vec<Value>,
 }
 
 impl NodeRun<'_> {
@@ -215,6 +218,7 @@ impl NodeRun<'_> {
             "dev": config.dev,
             "ci": config.ci,
             "feedback": feedback_list(&config.feedback),
+            "warnings": self.warnings,
         })
     }
 

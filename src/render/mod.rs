@@ -152,6 +152,56 @@ fn escape_text(text: &str, out: &mut String) {
     }
 }
 
+/// A value as a markdown code span, for identifiers (node names, task ids, paths) that
+/// readers and `grep` should find exactly as they are written: one line, and a fence of
+/// backticks longer than any run inside the value (padded with a space when the value starts
+/// or ends with a backtick). An empty value is an empty string.
+pub fn code_span(value: &str) -> String {
+    let line: String = value
+        .chars()
+        .filter_map(|c| match c {
+            '\n' | '\r' | '\t' => Some(' '),
+            c if c.is_control() => None,
+            c => Some(c),
+        })
+        .collect();
+    if line.is_empty() {
+        return String::new();
+    }
+    let longest = line.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest + 1);
+    let pad = if line.starts_with('`') || line.ends_with('`') { " " } else { "" };
+    format!("{fence}{pad}{line}{pad}{fence}")
+}
+
+/// `{{code value}}` in markdown templates: the value (masked for secrets) as a code span.
+struct CodeHelper {
+    secrets: Secrets,
+}
+
+impl handlebars::HelperDef for CodeHelper {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &handlebars::Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc handlebars::Context,
+        _: &mut handlebars::RenderContext<'reg, 'rc>,
+        out: &mut dyn handlebars::Output,
+    ) -> handlebars::HelperResult {
+        let param = h.param(0).ok_or_else(|| handlebars::RenderErrorReason::ParamNotFoundForIndex("code", 0))?;
+        if param.is_value_missing() {
+            return Err(handlebars::RenderErrorReason::MissingVariable(param.relative_path().cloned()).into());
+        }
+        let text = match param.value() {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        out.write(&code_span(&self.secrets.mask(&text)))?;
+        Ok(())
+    }
+}
+
 /// Escapes a value for the inside of a JSON string literal.
 pub fn json_escape(value: &str) -> String {
     let quoted = serde_json::to_string(value).expect("a string always serializes");
@@ -200,6 +250,7 @@ impl Renderer {
         let secrets = Secrets::from_env(&ws.config.secrets);
         let masked = secrets.clone();
         registries[0].register_escape_fn(move |value| markdown_escape(&masked.mask(value)));
+        registries[0].register_helper("code", Box::new(CodeHelper { secrets: secrets.clone() }));
         let masked = secrets.clone();
         registries[1].register_escape_fn(move |value| json_escape(&masked.mask(value)));
         let masked = secrets.clone();
@@ -354,6 +405,27 @@ mod tests {
         assert_eq!(markdown_escape("#1 > 2"), "\\#1 > 2");
         assert_eq!(markdown_escape("![x](y)"), "\\!\\[x\\](y)");
         assert_eq!(markdown_escape("a <b>"), "a \\<b>");
+    }
+
+    #[test]
+    fn code_spans_hold_any_value_exactly() {
+        assert_eq!(code_span("Deploy_To_Production"), "`Deploy_To_Production`");
+        assert_eq!(code_span("a`b"), "``a`b``");
+        assert_eq!(code_span("`x`"), "`` `x` ``");
+        assert_eq!(code_span("a\nb"), "`a b`");
+        assert_eq!(code_span(""), "");
+        for value in ["_x_", "a``b`", "- [x] Approved", "<b>", "`"] {
+            let span = code_span(value);
+            let events: Vec<_> = pulldown_cmark::Parser::new(&span).collect();
+            let code: Vec<_> = events
+                .iter()
+                .filter_map(|e| match e {
+                    pulldown_cmark::Event::Code(c) => Some(c.to_string()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(code, [value.to_owned()], "{events:?}");
+        }
     }
 
     #[test]

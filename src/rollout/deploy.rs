@@ -113,11 +113,12 @@ impl EnvConfig {
         Some(LocalEnv::new(workspace.to_owned(), root, strategy))
     }
 
-    /// Where checks run: the live release for `local`, else the environment's path or the workspace.
+    /// Where checks run: for `local`, the live release's directory (through `current` for
+    /// `recreate`, `active` for `blue-green`, so a check reads the same files whatever the
+    /// strategy); else the environment's path or the workspace.
     pub fn check_dir(&self, workspace: &Path) -> PathBuf {
         match self.local(workspace) {
-            Some(local) if local.strategy == Strategy::BlueGreen => local.live_link(),
-            Some(local) => local.root,
+            Some(local) => local.live_link(),
             None => self.path.as_ref().map_or_else(|| workspace.to_owned(), |p| workspace.join(p)),
         }
     }

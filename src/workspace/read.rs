@@ -441,6 +441,97 @@ fn check_front_matter(label: &str, yaml: &str, first_line: usize) -> Result<(), 
     }
 }
 
+/// Where the value a JSON Pointer names sits in a markdown file's front matter, as a
+/// one-based (line, column) of the file: the key's position for a mapping member, the item's
+/// for a sequence item, the opening `---` for the whole front matter. `None` when the text
+/// has no front matter or the pointer names nothing in it (a property that is missing).
+pub fn front_matter_position(text: &str, pointer: &str) -> Option<(usize, usize)> {
+    use yaml_rust2::parser::{Event, Parser};
+    if text.lines().next()?.trim_end() != "---" {
+        return None;
+    }
+    if pointer.is_empty() {
+        return Some((1, 1));
+    }
+    let target: Vec<String> = pointer.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
+    let start = text.find('\n')? + 1;
+    let mut end = start;
+    for line in text[start..].split_inclusive('\n') {
+        if line.trim_end() == "---" {
+            break;
+        }
+        end += line.len();
+    }
+    struct Frame {
+        path: Vec<String>,
+        mapping: bool,
+        at_key: bool,
+        key: String,
+        index: usize,
+    }
+    let position = |mark: yaml_rust2::scanner::Marker| (mark.line() + 1, mark.col() + 1);
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut parser = Parser::new_from_str(&text[start..end]);
+    loop {
+        let (event, mark) = parser.next_token().ok()?;
+        let container = match &event {
+            Event::StreamEnd => return None,
+            Event::MappingStart(..) => Some(true),
+            Event::SequenceStart(..) => Some(false),
+            Event::Scalar(..) | Event::Alias(_) => None,
+            Event::MappingEnd | Event::SequenceEnd => {
+                frames.pop();
+                if let Some(parent) = frames.last_mut().filter(|f| f.mapping) {
+                    parent.at_key = true;
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        // A key of a mapping: remember it; the key's own line is where a reader looks.
+        if let Some(frame) = frames.last_mut().filter(|f| f.mapping && f.at_key) {
+            frame.at_key = false;
+            if let Event::Scalar(key, ..) = &event {
+                frame.key = key.clone();
+                let mut path = frame.path.clone();
+                path.push(key.clone());
+                if path == target {
+                    return Some(position(mark));
+                }
+            }
+            if let Some(mapping) = container {
+                // A complex key: its contents name nothing a pointer can reach.
+                frames.push(Frame { path: vec!["\0".into()], mapping, at_key: mapping, key: String::new(), index: 0 });
+            }
+            continue;
+        }
+        let path = match frames.last_mut() {
+            None => Vec::new(),
+            Some(frame) => {
+                let mut path = frame.path.clone();
+                if frame.mapping {
+                    path.push(frame.key.clone());
+                    frame.at_key = true;
+                } else {
+                    path.push(frame.index.to_string());
+                    frame.index += 1;
+                }
+                path
+            }
+        };
+        if !path.is_empty() && path == target {
+            return Some(position(mark));
+        }
+        if let Some(mapping) = container {
+            if let Some(frame) = frames.last_mut().filter(|f| f.mapping) {
+                // The container is the value; its end gives the turn back to the keys.
+                frame.at_key = false;
+            }
+            frames.push(Frame { path, mapping, at_key: mapping, key: String::new(), index: 0 });
+        }
+    }
+}
+
 /// A markdown file split into its front matter (as JSON) and body.
 #[derive(Debug, Clone)]
 pub struct MarkdownDoc {
@@ -500,6 +591,24 @@ pub fn parse_markdown(label: &str, text: &str) -> Result<MarkdownDoc, Diagnostic
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn front_matter_positions_follow_the_pointer() {
+        let text =
+            "---\nunit_id: U\nblocking_bugs:\n  - id: 3\n    title: [x, y]\nstatus: aproved\nmeta: {a: 1}\n---\nbody\n";
+        let at = |pointer: &str| front_matter_position(text, pointer);
+        assert_eq!(at(""), Some((1, 1)));
+        assert_eq!(at("/unit_id"), Some((2, 1)));
+        assert_eq!(at("/blocking_bugs"), Some((3, 1)));
+        // A mapping item is where the parser marks it, on the item's line.
+        assert_eq!(at("/blocking_bugs/0").map(|(line, _)| line), Some(4));
+        assert_eq!(at("/blocking_bugs/0/title"), Some((5, 5)));
+        assert_eq!(at("/blocking_bugs/0/title/1"), Some((5, 16)));
+        assert_eq!(at("/status"), Some((6, 1)));
+        assert_eq!(at("/meta/a"), Some((7, 8)));
+        assert_eq!(at("/missing"), None);
+        assert_eq!(front_matter_position("no front matter\n", "/status"), None);
+    }
 
     /// Text over the two-thread threshold, with a character of every UTF-8 length at every
     /// offset around the middle across the lines.

@@ -112,7 +112,7 @@ fn corpus() -> Vec<Case> {
         case(
             "top level is a string",
             vec![(TASKS, b"\"hello\"\n")],
-            vec!["docs/workflow/tasks.json:1:1: at the top level: \"hello\" is not of type \"object\" (schema rule `type`)"],
+            vec!["docs/workflow/tasks.json:1:1: at the top level: the document must be an object (`{...}`), found \"hello\" (schema rule `type`)"],
         ),
         case(
             "top level is an object without tasks",
@@ -125,7 +125,7 @@ fn corpus() -> Vec<Case> {
             "tasks is not an array",
             vec![(TASKS, b"{\"tasks\": {\"A\": {}}}\n")],
             vec![
-                "docs/workflow/tasks.json:1:11: at /tasks: {\"A\":{}} is not of type \"array\" (schema rule `type`)",
+                "docs/workflow/tasks.json:1:11: at /tasks: `tasks` must be an array (a list in `[...]`), found {\"A\":{}} (schema rule `type`)",
             ],
         ),
         case(
@@ -134,11 +134,11 @@ fn corpus() -> Vec<Case> {
                 TASKS,
                 b"{\"tasks\": [\n  {\"id\": \"A\", \"title\": 5, \"agent\": \"x\", \"type\": \"y\", \"status\": \"pending\"}\n]}\n",
             )],
-            vec!["docs/workflow/tasks.json:2:24: at /tasks/0/title: 5 is not of type \"string\" (schema rule `type`)"],
+            vec!["docs/workflow/tasks.json:2:24: at /tasks/0/title: `title` must be a string, found 5 (schema rule `type`)"],
         )
         .json(json!([{
             "file": TASKS, "kind": "schema", "line": 2, "column": 24, "pointer": "/tasks/0/title", "rule": "type",
-            "message": "5 is not of type \"string\""
+            "message": "`title` must be a string, found 5"
         }])),
         case(
             "a task without a required field",
@@ -312,11 +312,11 @@ fn corpus() -> Vec<Case> {
             "QA report status not in the enum",
             vec![(QA_REPORT, b"---\nunit_id: UNIT-1\nstatus: maybe\n---\n# QA report\n")],
             vec![
-                r#"QA/QA-Report-UNIT-1.md: at /status: front matter: "maybe" is not one of "approved", "rejected", "changes_requested" or "pending" (schema rule `enum`)"#,
+                r#"QA/QA-Report-UNIT-1.md:3:1: at /status: front matter: "maybe" is not one of "approved", "rejected", "changes_requested" or "pending" (schema rule `enum`)"#,
             ],
         )
         .json(json!([{
-            "file": QA_REPORT, "kind": "schema", "pointer": "/status", "rule": "enum",
+            "file": QA_REPORT, "kind": "schema", "line": 3, "column": 1, "pointer": "/status", "rule": "enum",
             "message": "front matter: \"maybe\" is not one of \"approved\", \"rejected\", \"changes_requested\" or \"pending\""
         }])),
         case(
@@ -439,7 +439,7 @@ fn one_bad_file_does_not_hide_another() {
         lines[..lines.len() - 1],
         [
             "docs/workflow/tasks.json:3:1: invalid JSON: trailing comma",
-            r#"QA/QA-Report-UNIT-1.md: at /status: front matter: "maybe" is not one of "approved", "rejected", "changes_requested" or "pending" (schema rule `enum`)"#,
+            r#"QA/QA-Report-UNIT-1.md:3:1: at /status: front matter: "maybe" is not one of "approved", "rejected", "changes_requested" or "pending" (schema rule `enum`)"#,
             "docs/workflow/artifacts/R12-prod-approval.md:1:1: has no front matter; it needs a `---` block at the top",
         ]
     );
@@ -478,7 +478,7 @@ fn tasks_commands_refuse_a_broken_tasks_file_and_leave_it_as_it_is() {
 
     for args in [
         &["tasks", "update", "A", "--set", "status=done"][..],
-        &["tasks", "add", "--title", "t", "--agent", "devops", "--type", "deployment_staging"],
+        &["tasks", "add", "--title", "t", "--owner", "devops", "--type", "deployment_staging"],
     ] {
         let run = ws.run(args);
         run.status(2);

@@ -42,7 +42,7 @@ fn concurrent_adds_and_updates_lose_nothing() {
     for i in 0..ADDERS {
         let title = format!("added by writer {i}");
         let child =
-            spawn(&ws, &["tasks", "add", "--title", &title, "--agent", "devops", "--type", "deployment_staging"]);
+            spawn(&ws, &["tasks", "add", "--title", &title, "--owner", "devops", "--type", "deployment_staging"]);
         children.push((title, child));
     }
     let updates: Vec<(&str, String, String)> = vec![
@@ -198,7 +198,7 @@ fn a_writer_that_ignores_the_lock_is_never_clobbered() {
                         let title = format!("opsflow {worker}-{n}");
                         let counter = format!("x-counter-{worker}={n}");
                         let args: &[&str] = if n % 2 == 0 {
-                            &["tasks", "add", "--title", &title, "--agent", "devops", "--type", "deployment_staging"]
+                            &["tasks", "add", "--title", &title, "--owner", "devops", "--type", "deployment_staging"]
                         } else {
                             &["tasks", "update", "U-1", "--set", &counter]
                         };

@@ -254,7 +254,7 @@ fn qa_rejection_escalates_to_qa_without_a_fix_task() {
     assert_eq!(staging["status"], "blocked");
     assert!(staging["blocked_reason"].as_str().unwrap().contains("status rejected"), "{staging}");
     let requests = ws.read_string(REQUESTS);
-    assert!(requests.contains("QA rejected unit UNIT-001"), "{requests}");
+    assert!(requests.contains("QA rejected unit `UNIT-001`"), "{requests}");
     assert!(requests.contains("**Contacts Notified:** QA-Engineer"), "{requests}");
     assert!(!ws.tasks().iter().any(|t| t["type"] == "bug_fix"), "a QA rejection files no fix task");
 

@@ -175,7 +175,10 @@ fn tasks_add_takes_owner_and_still_understands_the_old_agent_spelling() {
     ws.run(&["tasks", "add", "--title", "a", "--owner", "devops", "--type", "release_build"]).status(0);
     let old = ws.run(&["tasks", "add", "--title", "b", "--agent", "qa", "--type", "release_build"]);
     old.status(0);
-    assert_eq!(old.stderr(), "");
+    assert_eq!(
+        old.stderr(),
+        "note: `--agent qa` was taken as `--owner qa`, the agent the task is for; write `--owner` (`--agent` means \"act as this agent\")\n"
+    );
     let tasks = ws.tasks();
     assert_eq!(crate::util::task(&tasks, "TASK-001")["agent"], "devops");
     assert_eq!(crate::util::task(&tasks, "TASK-002")["agent"], "qa");

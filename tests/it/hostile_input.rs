@@ -328,7 +328,7 @@ fn hostile_files_are_refused_by_every_command_that_reads_them() {
                 vec!["run"],
                 vec!["tasks", "list"],
                 vec!["tasks", "list", "--json"],
-                vec!["tasks", "add", "--title", "t", "--agent", "devops", "--type", "deployment_staging"],
+                vec!["tasks", "add", "--title", "t", "--owner", "devops", "--type", "deployment_staging"],
                 vec!["tasks", "update", "DEVOPS-001", "--set", "status=done"],
                 vec!["watch"],
             ]),

@@ -31,9 +31,8 @@ pub(crate) fn life_workspace() -> Workspace {
         let production = &mut config["environments"]["production"];
         production["strategy"] = json!("recreate");
         production["keep_releases"] = json!(4);
-        production["health_checks"] = json!([{"name": "index-present", "command": "test -f current/index.html"}]);
-        production["smoke_tests"] =
-            json!([{"name": "homepage-title", "command": "grep -q 'Acme Shop' current/index.html"}]);
+        production["health_checks"] = json!([{"name": "index-present", "command": "test -f index.html"}]);
+        production["smoke_tests"] = json!([{"name": "homepage-title", "command": "grep -q 'Acme Shop' index.html"}]);
         production["metrics"] = json!({
             "command": "cat .opsflow/envs/production/current/metrics.json 2>/dev/null || echo '{\"error_rate\": 0.1, \"latency_p95_ms\": 40, \"latency_p99_ms\": 70}'",
             "error_rate": "/error_rate",

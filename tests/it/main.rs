@@ -33,6 +33,8 @@
 //! - [`gitwork`]: checkout, merge and stash under a running `opsflow watch`.
 //! - [`sync`]: several runners on clones of one bare remote: claims pushed before nodes run,
 //!   races, an unreachable remote, and four runners with 200 tasks.
+//! - [`friendly`]: other stages' files, `human-requests.md` for people (code spans, resolved
+//!   entries), visible warnings, the generated CI pipeline, errors a person can act on.
 //! - [`merge`]: the git merge driver under real `git merge` and `git rebase`, its setup, and
 //!   `tasks release`.
 
@@ -45,6 +47,7 @@ mod docs;
 mod engine;
 mod fidelity;
 mod first_hour;
+mod friendly;
 mod gitwork;
 mod hostile;
 mod hostile_input;

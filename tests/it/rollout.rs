@@ -389,7 +389,7 @@ fn a_local_rollback_restores_the_last_good_release_and_skips_a_bad_one() {
     edit_json(&ws, CONFIG, |c| {
         let production = &mut c["environments"]["production"];
         production["strategy"] = json!("recreate");
-        production["health_checks"] = json!([{"name": "not-broken", "command": "! grep -q BROKEN current/index.html"}]);
+        production["health_checks"] = json!([{"name": "not-broken", "command": "! grep -q BROKEN index.html"}]);
         production["smoke_tests"] = json!([]);
         production["metrics"] = json!({
             "command": "if grep -q SLOW \"$OPSFLOW_WORKSPACE/.opsflow/envs/production/current/index.html\"; then echo '{\"error_rate\": 42}'; else echo '{\"error_rate\": 0.1}'; fi",

@@ -252,7 +252,7 @@ fn add_appends_before_the_closing_bracket_in_the_files_style() {
 fn add_to_a_mixed_style_file_keeps_every_existing_byte() {
     let original = mixed_file();
     let ws = Workspace::new().file(TASKS, &original);
-    ws.run(&["tasks", "add", "--title", "New", "--agent", "devops", "--type", "monitoring_setup", "--id", "MON-1"])
+    ws.run(&["tasks", "add", "--title", "New", "--owner", "devops", "--type", "monitoring_setup", "--id", "MON-1"])
         .status(0);
     let after = ws.read_string(TASKS);
     let (head, tail) = original.split_at(original.find("\n  ],\n  \"meta\"").unwrap());
@@ -276,7 +276,7 @@ fn add_without_an_id_takes_the_next_free_task_number() {
  {"id": "TASK-002", "title": "b", "agent": "x", "type": "y", "status": "done"}]
 "#,
     );
-    let run = ws.run(&["tasks", "add", "--title", "c", "--agent", "x", "--type", "y"]);
+    let run = ws.run(&["tasks", "add", "--title", "c", "--owner", "x", "--type", "y"]);
     run.status(0);
     assert_eq!(run.stdout(), "TASK-008\n");
     assert_eq!(task(&ws.tasks(), "TASK-008")["title"], "c");
@@ -286,7 +286,7 @@ fn add_without_an_id_takes_the_next_free_task_number() {
 fn add_creates_a_missing_tasks_file() {
     // The directory exists (as `init` makes it), the file does not.
     let ws = Workspace::new().file("docs/workflow/human-requests.md", "# Human requests\n");
-    ws.run(&["tasks", "add", "--title", "first", "--agent", "devops", "--type", "release_build"]).status(0);
+    ws.run(&["tasks", "add", "--title", "first", "--owner", "devops", "--type", "release_build"]).status(0);
     assert_eq!(
         ws.tasks(),
         [json!({"id": "TASK-001", "title": "first", "agent": "devops", "type": "release_build", "status": "pending"})]
@@ -483,7 +483,7 @@ fn edits_that_cannot_apply_are_refused_and_write_nothing() {
     );
     assert_refused(
         &ws,
-        &["tasks", "add", "--title", "again", "--agent", "devops", "--type", "deployment_staging", "--id", "DEVOPS-7"],
+        &["tasks", "add", "--title", "again", "--owner", "devops", "--type", "deployment_staging", "--id", "DEVOPS-7"],
         "opsflow: error: a task with the id `DEVOPS-7` already exists\n",
     );
     assert_refused(
@@ -523,7 +523,7 @@ fn edits_that_would_make_a_task_invalid_are_refused_naming_the_field() {
         &["tasks", "update", "DEVOPS-7", "--set", "status:=5"],
         concat!(
             "opsflow: error: task `DEVOPS-7` would not be a valid task, so nothing was written:\n",
-            "  at /status: 5 is not of type \"string\"\n",
+            "  at /status: `status` must be a string, found 5\n",
         ),
     );
     assert_refused(
@@ -536,7 +536,7 @@ fn edits_that_would_make_a_task_invalid_are_refused_naming_the_field() {
     );
     assert_refused(
         &ws,
-        &["tasks", "add", "--title", "x", "--agent", "devops", "--type", "deployment_staging", "--id", "../x"],
+        &["tasks", "add", "--title", "x", "--owner", "devops", "--type", "deployment_staging", "--id", "../x"],
         concat!(
             "opsflow: error: task `../x` would not be a valid task, so nothing was written:\n",
             "  at /id: \"../x\" must be one or more characters other than `/` and `\\`\n",
@@ -545,7 +545,7 @@ fn edits_that_would_make_a_task_invalid_are_refused_naming_the_field() {
     );
     assert_refused(
         &ws,
-        &["tasks", "add", "--title", "x", "--agent", "devops", "--type", "deployment_staging", "--set", "unit_id=U\n1"],
+        &["tasks", "add", "--title", "x", "--owner", "devops", "--type", "deployment_staging", "--set", "unit_id=U\n1"],
         concat!(
             "opsflow: error: task `TASK-001` would not be a valid task, so nothing was written:\n",
             "  at /unit_id: \"U\\n1\" must not contain control characters (a line break, a tab)\n",

@@ -1,0 +1,322 @@
+//! `human-requests.md`: appending a request for a person, and marking it resolved once what
+//! it asked for happened.
+//!
+//! Each entry opsflow writes starts with a marker line, `<!-- opsflow:request KEY {...} -->`:
+//! `KEY` is 16 hex digits of the SHA-256 of the task, the node and the reason (so the same
+//! request is never open twice), and the JSON says what to watch (the task or state.json
+//! node, its status when the request was raised, the file a human answers in). On every pass
+//! [`resolve`] looks at the open entries; when the cause cleared (the task was unblocked, or
+//! blocked for another reason, a failure was fixed or set back to `pending`) it inserts one
+//! line, `- **Resolved:** <when>: <what happened>`, under the entry's heading. Nothing else in
+//! the file is ever changed, so whatever a person wrote stays, and the file stays friendly to
+//! git's `merge=union` (entries are appended; a resolution is one added line).
+//!
+//! Entries written before the marker carried its JSON have no watch and stay as they are.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::record::{HumanRequest, fix_task_id};
+use crate::render::Renderer;
+use crate::sha256;
+use crate::store::file::{self, StoreError};
+use crate::store::tasks;
+use crate::workspace::Workspace;
+
+/// The top of a new `human-requests.md`: what the file is and how a person answers.
+pub const HEADER: &str = "# Human requests\n\n\
+opsflow appends an entry here when a gate blocks one of its tasks, a deployment fails or is rolled back, or a rollout waits for a decision.\n\
+Writing in this file answers nothing: do what the entry's **Help Needed** line says (for an approval, tick `- [x] Approved` in the approval file it names and fill in `approved_by`, or set `status: approved` there; for a paused rollout, set `decision` in the R17 file; for a failure, fix it and set the task back to `pending`).\n\
+opsflow reads those files again on its next pass and adds a **Resolved** line to the entry when its cause has cleared. Notes of your own under an entry are kept.\n";
+
+const MARKER: &str = "<!-- opsflow:request ";
+const RESOLVED: &str = "- **Resolved:** ";
+
+/// What an entry watches to know when it is resolved.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Watch {
+    /// The task id, or `state-<node>` for a current node of state.json that no task stood for.
+    task: String,
+    node: String,
+    /// The status the request was raised for: `blocked`, `failed` or `rolled_back`.
+    status: String,
+    /// The file a human edits to answer (an approval, a rollback decision), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    answer_in: Option<String>,
+}
+
+fn key_of(task: &str, node: &str, reason: &str) -> String {
+    sha256::hex(format!("{task}\n{node}\n{reason}").as_bytes())[..16].to_owned()
+}
+
+/// The status a request watches, from the status it was raised with; `None` for requests no
+/// later state of the task answers (an outcome that could not be recorded).
+fn watched_status(status: &str) -> Option<&'static str> {
+    match status {
+        "blocked" | "paused" => Some("blocked"),
+        "failed" => Some("failed"),
+        "rolled back" | "rolled_back" => Some("rolled_back"),
+        _ => None,
+    }
+}
+
+/// The marker line of a request.
+fn marker_line(key: &str, watch: Option<&Watch>) -> String {
+    match watch {
+        // `>` only occurs inside JSON strings, where `\u003e` means the same: the comment
+        // cannot be closed early by a value.
+        Some(watch) => {
+            let json = serde_json::to_string(watch).expect("a Watch serializes").replace('>', "\\u003e");
+            format!("{MARKER}{key} {json} -->")
+        }
+        None => format!("{MARKER}{key} -->"),
+    }
+}
+
+/// One entry found in the file: its key, what it watches, the byte offset where a resolution
+/// line goes, and whether it is resolved already.
+struct Entry {
+    key: String,
+    watch: Option<Watch>,
+    insert_at: usize,
+    resolved: bool,
+}
+
+fn entries(text: &str) -> Vec<Entry> {
+    let mut found: Vec<Entry> = Vec::new();
+    let mut offset = 0;
+    let mut after_marker = false;
+    for line in text.split_inclusive('\n') {
+        let end = offset + line.len();
+        let bare = line.trim_end();
+        if let Some(rest) = bare.strip_prefix(MARKER).and_then(|r| r.strip_suffix("-->")) {
+            let rest = rest.trim();
+            let (key, json) = rest.split_once(' ').unwrap_or((rest, ""));
+            let watch = serde_json::from_str(json.trim()).ok();
+            // A marker that is the file's last line without a newline: the resolution goes
+            // on a line of its own after it.
+            found.push(Entry { key: key.to_owned(), watch, insert_at: end, resolved: false });
+            after_marker = true;
+        } else if let Some(entry) = found.last_mut() {
+            if after_marker && bare.starts_with("## ") {
+                entry.insert_at = end;
+            }
+            if bare.starts_with(RESOLVED) {
+                entry.resolved = true;
+            }
+            after_marker = false;
+        }
+        offset = end;
+    }
+    found
+}
+
+/// Appends a request to `human-requests.md` unless an open one for the same task and reason
+/// is there (one that was resolved does not count: the same trouble again is a new request).
+/// `answer_in` is the file a human edits to answer it, if any. Returns whether it was appended.
+pub fn append(
+    ws: &Workspace,
+    renderer: &Renderer,
+    request: &HumanRequest,
+    reason_key: &str,
+    answer_in: Option<&str>,
+) -> Result<bool, StoreError> {
+    let key = key_of(&request.task_id, &request.node, reason_key);
+    let watch = watched_status(&request.status).map(|status| Watch {
+        task: request.task_id.clone(),
+        node: request.node.clone(),
+        status: status.to_owned(),
+        answer_in: answer_in.map(str::to_owned),
+    });
+    let marker = marker_line(&key, watch.as_ref());
+    let body = renderer
+        .markdown("human-request.md", &Map::new(), &json!(request))
+        .map_err(|e| StoreError::Refused(e.to_string()))?;
+    // The renderer always writes front matter; a request entry is a fragment of a file.
+    let entry = body.strip_prefix("---\n---\n").unwrap_or(&body).to_owned();
+    let file = ws.config.paths.human_requests.clone();
+    let path = ws.inside(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| StoreError::Io {
+            path: parent.to_owned(),
+            action: "cannot create",
+            source: e,
+        })?;
+    }
+    let mut appended = false;
+    file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
+        let current = current.unwrap_or(HEADER);
+        if entries(current).iter().any(|e| e.key == key && !e.resolved) {
+            return Ok(None);
+        }
+        appended = true;
+        let separator = if current.ends_with('\n') { "\n" } else { "\n\n" };
+        Ok(Some(format!("{current}{separator}{marker}\n{entry}")))
+    })?;
+    Ok(appended)
+}
+
+/// Marks every open entry whose cause has cleared as resolved, with `now` and what happened.
+/// Reads `tasks.json` (only the watched entries are decoded) and `state.json` only when an
+/// entry is open. Returns how many entries it marked.
+pub fn resolve(ws: &Workspace, now: &str) -> Result<usize, StoreError> {
+    let file = ws.config.paths.human_requests.clone();
+    let Ok(Some(text)) = ws.read_text(&file) else { return Ok(0) };
+    let open: Vec<Watch> = entries(&text).into_iter().filter(|e| !e.resolved).filter_map(|e| e.watch).collect();
+    if open.is_empty() {
+        return Ok(0);
+    }
+    let mut wanted: Vec<String> = open.iter().map(|w| w.task.clone()).collect();
+    wanted.extend(open.iter().map(|w| fix_task_id(&w.task)));
+    let current = Current::read(ws, &wanted);
+    let path = ws.inside(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
+    let mut marked = 0;
+    file::modify(&path, &file, ws.config.limits.max_file_bytes, |text| {
+        let Some(text) = text else { return Ok(None) };
+        let mut inserts: Vec<(usize, String)> = Vec::new();
+        for entry in entries(text) {
+            let (false, Some(watch)) = (entry.resolved, &entry.watch) else { continue };
+            if let Some(what) = current.resolution(ws, &entry.key, watch) {
+                let newline = if text[..entry.insert_at].ends_with('\n') { "" } else { "\n" };
+                inserts.push((entry.insert_at, format!("{newline}{RESOLVED}{now}: {what}\n")));
+            }
+        }
+        marked = inserts.len();
+        if inserts.is_empty() {
+            return Ok(None);
+        }
+        let mut out = String::with_capacity(text.len() + inserts.iter().map(|(_, s)| s.len()).sum::<usize>());
+        let mut from = 0;
+        for (at, line) in inserts {
+            out.push_str(&text[from..at]);
+            out.push_str(&line);
+            from = at;
+        }
+        out.push_str(&text[from..]);
+        Ok(Some(out))
+    })?;
+    Ok(marked)
+}
+
+/// The watched tasks and nodes as they are now.
+struct Current {
+    /// The task list could be read; when it cannot, nothing is resolved.
+    readable: bool,
+    tasks: Vec<Value>,
+    state: Value,
+}
+
+impl Current {
+    fn read(ws: &Workspace, wanted: &[String]) -> Current {
+        let mut current = Current { readable: false, tasks: Vec::new(), state: Value::Null };
+        let Ok(Some(text)) = ws.read_text(&ws.config.paths.tasks) else { return current };
+        let ids: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        let Ok((_, heads)) = tasks::scan_ids(&text, &ids) else { return current };
+        let Ok(decoded) = heads.iter().map(|head| head.try_value(&text)).collect::<Result<Vec<_>, _>>() else {
+            return current;
+        };
+        current.tasks = decoded;
+        current.readable = true;
+        if let Ok(Some(state)) = ws.read_text(&ws.config.paths.state) {
+            current.state = serde_json::from_str(&state).unwrap_or(Value::Null);
+        }
+        current
+    }
+
+    fn task(&self, id: &str) -> Option<&Value> {
+        self.tasks.iter().find(|t| t.get("id").and_then(Value::as_str) == Some(id))
+    }
+
+    /// What resolved the entry, or `None` while it is still open.
+    fn resolution(&self, ws: &Workspace, key: &str, watch: &Watch) -> Option<String> {
+        if !self.readable {
+            return None;
+        }
+        let on_state = watch.task == format!("state-{}", watch.node);
+        let (entry, what) = if on_state {
+            (self.state.pointer(&format!("/nodes/{}", watch.node.replace('~', "~0").replace('/', "~1"))), "node")
+        } else {
+            (self.task(&watch.task), "task")
+        };
+        let name = if on_state { &watch.node } else { &watch.task };
+        let Some(entry) = entry else {
+            return Some(format!(
+                "{what} `{name}` is no longer in {}",
+                if on_state { "state.json" } else { "tasks.json" }
+            ));
+        };
+        let field = |key: &str| entry.get(key).and_then(Value::as_str).unwrap_or_default();
+        let status = field("status");
+        if watch.status == "blocked" {
+            if status == "blocked" {
+                if key_of(&watch.task, &watch.node, field("blocked_reason")) == key {
+                    return None;
+                }
+                return Some(format!(
+                    "{what} `{name}` is blocked for another reason now: {}",
+                    crate::render::markdown_escape(field("blocked_reason"))
+                ));
+            }
+            let answered = watch.answer_in.as_deref().map(|file| answered_in(ws, file)).unwrap_or_default();
+            return Some(format!("{answered}{what} `{name}` is `{status}` now"));
+        }
+        // A failure: resolved when the task moved on, a human recorded `resolved_by`, or its
+        // fix task is finished.
+        if status != watch.status {
+            return Some(format!("{what} `{name}` is `{status}` now"));
+        }
+        let by = field("resolved_by").trim();
+        if !by.is_empty() {
+            return Some(format!("`resolved_by: {by}` on {what} `{name}`"));
+        }
+        let fix = fix_task_id(&watch.task);
+        let fix_status = self.task(&fix).and_then(|t| t.get("status")).and_then(Value::as_str).unwrap_or_default();
+        matches!(fix_status, "done" | "deployed" | "cancelled").then(|| format!("fix task `{fix}` is `{fix_status}`"))
+    }
+}
+
+/// "approved in `file` by NAME; " (or what its front matter says) for a request answered in `file`.
+fn answered_in(ws: &Workspace, file: &str) -> String {
+    let front = ws
+        .read_text(file)
+        .ok()
+        .flatten()
+        .and_then(|text| crate::workspace::read::parse_markdown(file, &text).ok())
+        .and_then(|doc| doc.front_matter);
+    let field = |key: &str| {
+        front.as_ref().and_then(|f| f.get(key)).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty())
+    };
+    match (field("approved_by"), field("decided_by")) {
+        (Some(by), _) => format!("approved in `{file}` by {}; ", crate::render::markdown_escape(by)),
+        (None, Some(by)) => format!("decided in `{file}` by {}; ", crate::render::markdown_escape(by)),
+        (None, None) => format!("answered in `{file}`; "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_round_trip_and_cannot_close_early() {
+        let watch = Watch {
+            task: "T --> x".into(),
+            node: "Deploy_To_Production".into(),
+            status: "blocked".into(),
+            answer_in: Some("docs/a.md".into()),
+        };
+        let line = marker_line("0123456789abcdef", Some(&watch));
+        assert_eq!(line.matches("-->").count(), 1, "{line}");
+        let text = format!("# H\n\n{line}\n## Escalation Request\n- **Agent:** a\n\nA note of mine\n");
+        let found = entries(&text);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].key, "0123456789abcdef");
+        assert_eq!(found[0].watch.as_ref(), Some(&watch));
+        assert!(!found[0].resolved);
+        // The resolution goes under the heading.
+        assert_eq!(&text[..found[0].insert_at], format!("# H\n\n{line}\n## Escalation Request\n"));
+        // An old marker without a watch is found, and watches nothing.
+        let old = entries("<!-- opsflow:request 0123456789abcdef -->\n## E\n- **Resolved:** x\n");
+        assert!(old[0].watch.is_none() && old[0].resolved);
+    }
+}
