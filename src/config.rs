@@ -150,35 +150,66 @@ impl Default for Limits {
     }
 }
 
-/// `devops`: how the runner behaves. Durations stay strings until used (the schema checked them).
+/// The default of every duration-valued key, in one place (docs/reference.md lists them).
+pub mod defaults {
+    use std::time::Duration;
+
+    /// `devops.poll_interval`: the daemon's full resync.
+    pub const POLL_INTERVAL: Duration = Duration::from_secs(5 * 60);
+    /// `devops.debounce`: quiet time before a reconcile.
+    pub const DEBOUNCE: Duration = Duration::from_millis(50);
+    /// `devops.monitoring_period`: how long production is watched after a deploy.
+    pub const MONITORING_PERIOD: Duration = Duration::from_secs(60 * 60);
+    /// `devops.monitoring_interval`: how often it is sampled, and the default
+    /// `analysis.interval`.
+    pub const MONITORING_INTERVAL: Duration = Duration::from_secs(60);
+    /// `devops.verification_timeout`: a command's timeout unless it sets its own.
+    pub const VERIFICATION_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+    /// `devops.shutdown_grace`: how long a running step may finish on shutdown.
+    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+    /// A health check's or smoke test's `interval` between retries.
+    pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+    /// An HTTP check's `timeout` (a command check's is `devops.verification_timeout`).
+    pub const HTTP_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `metrics.timeout`: how long one sample may take, all queries together.
+    pub const METRICS_SAMPLE_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
+/// `devops`: how the runner behaves. Durations are read once, when the config is loaded.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Devops {
-    pub poll_interval: String,
-    pub debounce: String,
+    #[serde(deserialize_with = "duration_text::deserialize")]
+    pub poll_interval: Duration,
+    #[serde(deserialize_with = "duration_text::deserialize")]
+    pub debounce: Duration,
     pub require_human_approval: bool,
     pub approvers: Vec<String>,
-    pub monitoring_period: String,
-    pub monitoring_interval: String,
+    #[serde(deserialize_with = "duration_text::deserialize")]
+    pub monitoring_period: Duration,
+    #[serde(deserialize_with = "duration_text::deserialize")]
+    pub monitoring_interval: Duration,
     pub auto_rollback_enabled: bool,
     pub rollback_triggers: RollbackTriggers,
-    pub verification_timeout: String,
-    pub shutdown_grace: String,
+    #[serde(deserialize_with = "duration_text::deserialize")]
+    pub verification_timeout: Duration,
+    #[serde(deserialize_with = "duration_text::deserialize")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Devops {
     fn default() -> Self {
         Devops {
-            poll_interval: "5m".into(),
-            debounce: "50ms".into(),
+            poll_interval: defaults::POLL_INTERVAL,
+            debounce: defaults::DEBOUNCE,
             require_human_approval: true,
             approvers: Vec::new(),
-            monitoring_period: "60m".into(),
-            monitoring_interval: "60s".into(),
+            monitoring_period: defaults::MONITORING_PERIOD,
+            monitoring_interval: defaults::MONITORING_INTERVAL,
             auto_rollback_enabled: true,
             rollback_triggers: RollbackTriggers::default(),
-            verification_timeout: "5m".into(),
-            shutdown_grace: "30s".into(),
+            verification_timeout: defaults::VERIFICATION_TIMEOUT,
+            shutdown_grace: defaults::SHUTDOWN_GRACE,
         }
     }
 }
@@ -264,14 +295,6 @@ impl Default for Ci {
     }
 }
 
-impl Devops {
-    /// A configured duration; the schema already checked the syntax, so this only falls back
-    /// on a value it let through that cannot be a duration.
-    pub fn duration(value: &str, default: Duration) -> Duration {
-        parse_duration(value).unwrap_or(default)
-    }
-}
-
 impl Config {
     /// Loads the config at `path` (`label` as shown to users). Returns the config to use and
     /// the problems found; with problems, the config is the defaults.
@@ -297,9 +320,14 @@ impl Config {
         if !problems.is_empty() {
             return Err(problems);
         }
+        // Durations are checked before they are read, so one that cannot be held is reported
+        // at its key (the typed read below would only say that some value is wrong).
+        duration_problems(label, text, &value, &mut String::new(), &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
         let mut config: Config = serde_json::from_value(value.clone())
             .map_err(|e| vec![Diagnostic::new(label, Kind::Config, format!("cannot read config: {e}"))])?;
-        duration_problems(label, text, &value, &mut String::new(), &mut problems);
         config.raw = value;
         // Every configured path opsflow writes to or reads from must stay in the workspace.
         let mut configured: Vec<(String, String, &str)> = config
@@ -340,14 +368,19 @@ impl Config {
     }
 }
 
-/// Every string in the config shaped like a duration (digits and a unit) that is not one
-/// `parse_duration` can hold, such as `"99999999999999999999h"`, which the schema's pattern
-/// lets through: an error naming its key, instead of a fallback or a panic at use.
+/// Every duration of the config that `parse_duration` cannot hold, such as
+/// `"99999999999999999999h"`, which the schema's pattern lets through: an error naming its
+/// key, instead of a fallback or a panic at use. A string shaped like a duration anywhere is
+/// checked, and so is any value of a duration key under `devops` or `environments` (a
+/// workspace may override the schema that would have refused it).
 fn duration_problems(label: &str, text: &str, value: &Value, pointer: &mut String, problems: &mut Vec<Diagnostic>) {
+    let duration_key = is_duration_key(pointer);
     match value {
-        Value::String(s) if looks_like_duration(s) => {
+        Value::String(s) if duration_key || looks_like_duration(s) => {
             if let Err(why) = parse_duration(s) {
-                problems.push(Diagnostic::new(label, Kind::Config, why).pointer(pointer.clone()).locate_in(text));
+                problems.push(
+                    Diagnostic::new(label, Kind::Config, why.to_string()).pointer(pointer.clone()).locate_in(text),
+                );
             }
         }
         Value::Object(map) => {
@@ -367,8 +400,35 @@ fn duration_problems(label: &str, text: &str, value: &Value, pointer: &mut Strin
                 pointer.truncate(len);
             }
         }
+        Value::Null => {}
+        other if duration_key => problems.push(
+            Diagnostic::new(
+                label,
+                Kind::Config,
+                format!("expected a duration such as \"30s\" or \"5m\", found {other}"),
+            )
+            .pointer(pointer.clone())
+            .locate_in(text),
+        ),
         _ => {}
     }
+}
+
+/// The keys that hold a duration: `devops.<name>` and, at any depth of an environment,
+/// `timeout` and `interval`.
+fn is_duration_key(pointer: &str) -> bool {
+    const DEVOPS: [&str; 6] = [
+        "poll_interval",
+        "debounce",
+        "monitoring_period",
+        "monitoring_interval",
+        "verification_timeout",
+        "shutdown_grace",
+    ];
+    if let Some(key) = pointer.strip_prefix("/devops/") {
+        return DEVOPS.contains(&key);
+    }
+    pointer.starts_with("/environments/") && matches!(pointer.rsplit('/').next(), Some("timeout" | "interval"))
 }
 
 /// Digits, an optional fraction, and one of the units `parse_duration` knows.
@@ -398,24 +458,93 @@ pub fn relative_inside(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A duration the config cannot hold, with the text as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("`{text}` is not a duration such as \"500ms\", \"30s\" or \"5m\"")]
+    NotADuration { text: String },
+    #[error("`{text}` has no unit; write \"{text}s\", \"{text}ms\" or \"{text}m\"")]
+    NoUnit { text: String },
+    #[error("`{text}` has an unknown unit `{unit}`; use ms, s, m, h or d")]
+    UnknownUnit { text: String, unit: String },
+    #[error("`{text}` is too long a duration")]
+    TooLong { text: String },
+}
+
 /// Parses a duration with a unit: `500ms`, `30s`, `5m`, `1h`, `1d`, `1.5s`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 =
-        number.parse().map_err(|_| format!("`{text}` is not a duration such as \"500ms\", \"30s\" or \"5m\""))?;
+    let value: f64 = number.parse().map_err(|_| DurationError::NotADuration { text: text.to_owned() })?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
         "d" => value * 86400.0,
-        "" => return Err(format!("`{text}` has no unit; write \"{text}s\", \"{text}ms\" or \"{text}m\"")),
-        _ => return Err(format!("`{text}` has an unknown unit `{unit}`; use ms, s, m, h or d")),
+        "" => return Err(DurationError::NoUnit { text: text.to_owned() }),
+        _ => return Err(DurationError::UnknownUnit { text: text.to_owned(), unit: unit.to_owned() }),
     };
     // A duration past what `Duration` holds (about 584 billion years) is a mistake, not a
     // reason to panic.
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is too long a duration"))
+    Duration::try_from_secs_f64(seconds).map_err(|_| DurationError::TooLong { text: text.to_owned() })
+}
+
+/// A duration the way the config writes it, in the largest unit that holds it exactly
+/// (`1h`, `90s`, `500ms`), or seconds with a fraction; [`parse_duration`] reads it back.
+pub fn format_duration(duration: Duration) -> String {
+    let nanos = duration.as_nanos();
+    const MS: u128 = 1_000_000;
+    const S: u128 = 1000 * MS;
+    for (unit, size) in [("d", 86_400 * S), ("h", 3600 * S), ("m", 60 * S), ("s", S), ("ms", MS)] {
+        if nanos != 0 && nanos.is_multiple_of(size) {
+            return format!("{}{unit}", nanos / size);
+        }
+    }
+    if nanos == 0 {
+        return "0s".to_owned();
+    }
+    let fraction = format!("{:09}", duration.subsec_nanos());
+    format!("{}.{}s", duration.as_secs(), fraction.trim_end_matches('0'))
+}
+
+/// Serde adapters for a duration written the config's way (`"500ms"`, `"30s"`, `"5m"`), for
+/// `#[serde(with = ...)]` or `deserialize_with`: a value that is not one is an error, never
+/// a silent default.
+pub mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        super::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::format_duration(*duration))
+    }
+
+    /// The same for an optional key.
+    pub mod option {
+        use std::time::Duration;
+
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+            match Option::<String>::deserialize(deserializer)? {
+                Some(text) => super::super::parse_duration(&text).map(Some).map_err(serde::de::Error::custom),
+                None => Ok(None),
+            }
+        }
+
+        pub fn serialize<S: Serializer>(duration: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+            match duration {
+                Some(duration) => serializer.serialize_str(&super::super::format_duration(*duration)),
+                None => serializer.serialize_none(),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -427,14 +556,14 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert!(parse_duration("300").unwrap_err().contains("no unit"));
-        assert!(parse_duration("3y").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("300").unwrap_err().to_string().contains("no unit"));
+        assert!(parse_duration("3y").unwrap_err().to_string().contains("unknown unit"));
     }
 
     #[test]
     fn overflowing_durations_are_errors_not_panics() {
         for text in ["99999999999999999999h", "99999999999999999999999d", &format!("{}s", "9".repeat(400))] {
-            assert!(parse_duration(text).unwrap_err().contains("too long"), "{text}");
+            assert!(matches!(parse_duration(text), Err(DurationError::TooLong { .. })), "{text}");
         }
         assert_eq!(parse_duration("36500d").unwrap(), Duration::from_secs(36500 * 86400));
     }
@@ -449,6 +578,64 @@ mod tests {
             problems[0].to_string(),
             "project-config.json:2:31: at /devops/poll_interval: `99999999999999999999h` is too long a duration"
         );
+    }
+
+    #[test]
+    fn every_kind_of_duration_key_refuses_a_value_it_cannot_hold_at_its_key() {
+        let schemas = Schemas::new(std::path::PathBuf::from("/nonexistent"), "schemas", DEFAULT_MAX_FILE_BYTES);
+        let huge = "99999999999999999999999d";
+        let cases = [
+            (r#"{"devops": {"shutdown_grace": "HUGE"}}"#, "/devops/shutdown_grace"),
+            (r#"{"devops": {"verification_timeout": "HUGE"}}"#, "/devops/verification_timeout"),
+            (
+                r#"{"environments": {"staging": {"provider": "command", "commands": {"deploy": {"run": "true", "timeout": "HUGE"}}}}}"#,
+                "/environments/staging/commands/deploy/timeout",
+            ),
+            (
+                r#"{"environments": {"staging": {"provider": "command", "commands": {"deploy": "true"}, "health_checks": [{"name": "up", "command": "true", "interval": "HUGE"}]}}}"#,
+                "/environments/staging/health_checks/0/interval",
+            ),
+            (
+                r#"{"environments": {"staging": {"provider": "command", "commands": {"deploy": "true"}, "metrics": {"command": "true", "error_rate": "/e", "timeout": "HUGE"}}}}"#,
+                "/environments/staging/metrics/timeout",
+            ),
+            (
+                r#"{"environments": {"staging": {"provider": "command", "commands": {"deploy": "true"}, "analysis": {"interval": "HUGE"}}}}"#,
+                "/environments/staging/analysis/interval",
+            ),
+        ];
+        for (text, pointer) in cases {
+            let text = text.replace("HUGE", huge);
+            let problems = Config::parse("project-config.json", &text, &schemas).unwrap_err();
+            assert_eq!(problems.len(), 1, "{text}: {problems:?}");
+            let message = problems[0].to_string();
+            assert!(message.contains(&format!("at {pointer}: `{huge}` is too long a duration")), "{message}");
+        }
+    }
+
+    #[test]
+    fn durations_are_read_once_into_the_typed_config_with_defaults_from_one_place() {
+        let schemas = Schemas::new(std::path::PathBuf::from("/nonexistent"), "schemas", DEFAULT_MAX_FILE_BYTES);
+        let config =
+            Config::parse("project-config.json", r#"{"devops": {"shutdown_grace": "1.5s"}}"#, &schemas).unwrap();
+        assert_eq!(config.devops.shutdown_grace, Duration::from_millis(1500));
+        assert_eq!(config.devops.poll_interval, defaults::POLL_INTERVAL);
+        assert_eq!(Config::default().devops.verification_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn formatted_durations_read_back() {
+        for (duration, text) in [
+            (Duration::from_secs(3600), "1h"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_micros(1500), "0.0015s"),
+            (Duration::ZERO, "0s"),
+            (Duration::from_secs(2 * 86400), "2d"),
+        ] {
+            assert_eq!(format_duration(duration), text);
+            assert_eq!(parse_duration(text).unwrap(), duration, "{text}");
+        }
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Out
         anyhow::bail!("{} is invalid; the daemon does not start on an invalid config", ws.config_label);
     }
     let lock = crate::instance::acquire(&ws).map_err(anyhow::Error::msg)?;
-    let grace = Devops::duration(&ws.config.devops.shutdown_grace, Duration::from_secs(30));
+    let grace = ws.config.devops.shutdown_grace;
     let cancel = CancellationToken::new();
     let engine_cancel = Cancel::default();
     let metrics = Arc::clone(&handles.metrics);
@@ -129,10 +129,11 @@ pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Out
 /// daemon stalled: three poll intervals, plus the monitoring period and the verification
 /// timeout, which a reconcile that deploys to production legitimately spends.
 fn stall_limit(devops: &Devops) -> Duration {
-    let poll = Devops::duration(&devops.poll_interval, Duration::from_secs(300));
-    let monitoring = Devops::duration(&devops.monitoring_period, Duration::from_secs(3600));
-    let verification = Devops::duration(&devops.verification_timeout, Duration::from_secs(300));
-    poll.saturating_mul(3).saturating_add(monitoring).saturating_add(verification)
+    devops
+        .poll_interval
+        .saturating_mul(3)
+        .saturating_add(devops.monitoring_period)
+        .saturating_add(devops.verification_timeout)
 }
 
 /// The longest a stream of changes can postpone a reconcile, in debounce periods (500 ms
@@ -158,8 +159,8 @@ async fn reconcile_loop(
     let mut due = true;
     let mut retry_after_settle = false;
     loop {
-        let poll = Devops::duration(&current.config.devops.poll_interval, Duration::from_secs(300));
-        let debounce = Devops::duration(&current.config.devops.debounce, Duration::from_millis(50));
+        let poll = current.config.devops.poll_interval;
+        let debounce = current.config.devops.debounce;
         if !due {
             let wait = if retry_after_settle { debounce } else { poll };
             tokio::select! {

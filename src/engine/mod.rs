@@ -1228,10 +1228,7 @@ impl<'w> Engine<'w> {
                 ("OPSFLOW_WORKSPACE".into(), self.ws.root.to_string_lossy().into_owned()),
             ],
             secrets: self.secrets.clone(),
-            default_timeout: crate::config::Devops::duration(
-                &self.ws.config.devops.verification_timeout,
-                std::time::Duration::from_secs(300),
-            ),
+            default_timeout: self.ws.config.devops.verification_timeout,
             abort: Arc::clone(&self.options.cancel.abort),
         };
         NodeRun {

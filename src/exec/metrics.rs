@@ -27,10 +27,10 @@ use serde_json::Value;
 
 use super::command::Runner;
 use super::http::{self, percent_encode};
-use crate::config::parse_duration;
+use crate::config::{defaults, duration_text};
 
 /// How long one sample may take, all queries together, unless `metrics.timeout` says otherwise.
-pub const DEFAULT_SAMPLE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_SAMPLE_TIMEOUT: Duration = defaults::METRICS_SAMPLE_TIMEOUT;
 
 /// The figures the rollback triggers judge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -105,8 +105,8 @@ pub struct MetricsSpec {
     #[serde(default)]
     pub queries: BTreeMap<String, String>,
     /// How long one sample may take, all queries together (default 10s).
-    #[serde(default)]
-    pub timeout: Option<String>,
+    #[serde(default, with = "duration_text::option")]
+    pub timeout: Option<Duration>,
     /// A PEM file of the CA certificates to trust for an `https` source instead of the
     /// system's, relative to the workspace.
     #[serde(default)]
@@ -132,9 +132,6 @@ impl MetricsSpec {
             return Err("expected at least one figure in `metrics` (error_rate, latency_p95_ms, latency_p99_ms or \
                         queries), found none"
                 .to_owned());
-        }
-        if let Some(timeout) = &spec.timeout {
-            parse_duration(timeout).map_err(|e| format!("`metrics.timeout`: {e}"))?;
         }
         Ok(spec)
     }
@@ -174,7 +171,7 @@ impl MetricsSpec {
     }
 
     pub fn timeout(&self) -> Duration {
-        self.timeout.as_deref().and_then(|t| parse_duration(t).ok()).unwrap_or(DEFAULT_SAMPLE_TIMEOUT)
+        self.timeout.unwrap_or(DEFAULT_SAMPLE_TIMEOUT)
     }
 }
 

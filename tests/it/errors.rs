@@ -1,0 +1,101 @@
+//! Errors as a user meets them: a bad duration refused at its key by `validate` and `run`, a
+//! write of `state.json` that fails reported with its path, errors of the rollout journal and
+//! the instance lock naming their file, and the exit code each kind of error gives.
+
+use serde_json::{Value, json};
+
+use crate::engine::edit_json;
+use crate::util::Workspace;
+
+const CONFIG: &str = "project-config.json";
+
+/// One bad duration per kind of key: the daemon's (`devops`), a command's timeout, a check's
+/// timeout and interval, a metrics source's timeout and an analysis' interval. Each is
+/// written in a way the checks must refuse: too long to hold, no unit, two dots.
+fn bad_durations() -> Vec<(&'static str, Box<dyn Fn(&mut Value)>)> {
+    vec![
+        (
+            "/devops/shutdown_grace",
+            Box::new(|c: &mut Value| c["devops"]["shutdown_grace"] = json!("99999999999999999999999d")),
+        ),
+        ("/devops/poll_interval", Box::new(|c: &mut Value| c["devops"]["poll_interval"] = json!("5"))),
+        (
+            "/environments/staging/health_checks/0/interval",
+            Box::new(|c: &mut Value| c["environments"]["staging"]["health_checks"][0]["interval"] = json!("1.2.3s")),
+        ),
+        (
+            "/environments/staging/health_checks/0/timeout",
+            Box::new(|c: &mut Value| {
+                c["environments"]["staging"]["health_checks"][0]["timeout"] = json!("99999999999999999999h")
+            }),
+        ),
+        (
+            "/environments/production/metrics/timeout",
+            Box::new(|c: &mut Value| c["environments"]["production"]["metrics"]["timeout"] = json!("1e400s")),
+        ),
+        (
+            "/environments/production/analysis/interval",
+            Box::new(|c: &mut Value| {
+                c["environments"]["production"]["analysis"] = json!({"interval": "99999999999999999999999d"})
+            }),
+        ),
+        (
+            "/environments/production/commands/deploy/timeout",
+            Box::new(|c: &mut Value| {
+                c["environments"]["production"]["provider"] = json!("command");
+                c["environments"]["production"]["strategy"] = json!("direct");
+                c["environments"]["production"]["commands"] =
+                    json!({"deploy": {"run": "true", "timeout": "99999999999999999999999d"}});
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn a_bad_duration_of_every_kind_is_refused_at_its_key_by_validate_and_run_and_nothing_is_written() {
+    for (pointer, edit) in bad_durations() {
+        let ws = Workspace::new().sample();
+        edit_json(&ws, CONFIG, edit);
+        let before = ws.snapshot();
+
+        let validate = ws.run(&["validate"]);
+        validate.status(2);
+        let line = validate
+            .stdout()
+            .lines()
+            .find(|line| line.starts_with("project-config.json:"))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("{pointer}: validate names no config problem:\n{}", validate.stdout()));
+        assert!(line.contains(&format!(": at {pointer}: ")), "{pointer}: {line}");
+        assert!(line.contains("duration"), "{pointer}: {line}");
+
+        let run = ws.run(&["run"]);
+        run.status(2);
+        let stderr = run.stderr();
+        assert!(stderr.contains(&format!(": at {pointer}: ")), "{pointer}: {stderr}");
+        assert!(stderr.contains("opsflow: error: project-config.json is invalid"), "{pointer}: {stderr}");
+        assert!(ws.snapshot() == before, "{pointer}: a refused run changed the workspace");
+    }
+}
+
+#[test]
+fn a_shutdown_grace_too_long_to_hold_is_a_config_error_not_a_fallback() {
+    let ws = Workspace::new().sample();
+    edit_json(&ws, CONFIG, |c| c["devops"]["shutdown_grace"] = json!("99999999999999999999999d"));
+    let validate = ws.run(&["validate", "--json"]);
+    validate.status(2);
+    let report = validate.json();
+    let problems: Vec<&Value> =
+        report["diagnostics"].as_array().unwrap().iter().filter(|d| d["file"] == CONFIG).collect();
+    assert_eq!(problems.len(), 1, "{report:#}");
+    assert_eq!(problems[0]["pointer"], "/devops/shutdown_grace", "{report:#}");
+    assert_eq!(problems[0]["message"], "`99999999999999999999999d` is too long a duration", "{report:#}");
+    // The daemon refuses to start on it too, before it takes any lock.
+    let watch = ws.run(&["watch"]);
+    watch.status(2);
+    assert!(
+        watch.stderr().contains("at /devops/shutdown_grace: `99999999999999999999999d` is too long"),
+        "{}",
+        watch.stderr()
+    );
+}
