@@ -9,10 +9,13 @@ use crate::util::Workspace;
 
 const CONFIG: &str = "project-config.json";
 
+/// A change to the config, as a test applies it.
+type ConfigEdit = Box<dyn Fn(&mut Value)>;
+
 /// One bad duration per kind of key: the daemon's (`devops`), a command's timeout, a check's
 /// timeout and interval, a metrics source's timeout and an analysis' interval. Each is
 /// written in a way the checks must refuse: too long to hold, no unit, two dots.
-fn bad_durations() -> Vec<(&'static str, Box<dyn Fn(&mut Value)>)> {
+fn bad_durations() -> Vec<(&'static str, ConfigEdit)> {
     vec![
         (
             "/devops/shutdown_grace",
