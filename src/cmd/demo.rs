@@ -33,7 +33,7 @@ pub fn run(dir: Option<&Path>) -> anyhow::Result<Exit> {
     println!("opsflow demo: sample workspace copied to {}\n", dir.display());
     let ws = Workspace::open(&dir, None, None)?;
     super::require_valid_config(&ws)?;
-    let _lock = crate::instance::acquire(&ws).map_err(anyhow::Error::msg)?;
+    let _lock = crate::instance::acquire(&ws)?;
     let engine = match Engine::new(&ws, Options::default()) {
         Ok(engine) => engine,
         Err(problems) => {

@@ -62,7 +62,7 @@ pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Out
         }
         anyhow::bail!("{} is invalid; the daemon does not start on an invalid config", ws.config_label);
     }
-    let lock = crate::instance::acquire(&ws).map_err(anyhow::Error::msg)?;
+    let lock = crate::instance::acquire(&ws)?;
     let grace = ws.config.devops.shutdown_grace;
     let cancel = CancellationToken::new();
     let engine_cancel = Cancel::default();
@@ -208,9 +208,14 @@ async fn reconcile_loop(
             metrics.record(&Summary::default(), started.elapsed().as_secs_f64(), BTreeMap::new(), false);
             continue;
         };
-        let ok = outcome.summary.problems.is_empty() && outcome.config_problem.is_none();
-        if let Some(problem) =
-            outcome.config_problem.clone().or_else(|| outcome.summary.problems.first().map(ToString::to_string))
+        let ok = outcome.summary.problems.is_empty()
+            && outcome.summary.write_errors.is_empty()
+            && outcome.config_problem.is_none();
+        if let Some(problem) = outcome
+            .config_problem
+            .clone()
+            .or_else(|| outcome.summary.write_errors.first().cloned())
+            .or_else(|| outcome.summary.problems.first().map(ToString::to_string))
         {
             metrics.note_problem(&problem);
         }

@@ -79,6 +79,10 @@ pub struct Summary {
     pub problems: Vec<Diagnostic>,
     /// `--dry-run` only: what would run.
     pub plan: Vec<Planned>,
+    /// Writes of `state.json` that failed, each naming the file and why: the workflow's
+    /// position on disk no longer says what happened, so the run fails.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub write_errors: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,7 +120,8 @@ pub struct Planned {
 impl Summary {
     /// The exit code (docs/reference.md): failures first, then invalid input, then waiting on a gate.
     pub fn exit(&self) -> Exit {
-        if self.ran.iter().any(|r| r.outcome == "failed" || r.outcome == "rolled_back") {
+        if !self.write_errors.is_empty() || self.ran.iter().any(|r| r.outcome == "failed" || r.outcome == "rolled_back")
+        {
             Exit::Failed
         } else if !self.problems.is_empty() {
             Exit::Invalid
@@ -151,6 +156,8 @@ pub struct Engine<'w> {
     /// status): later production deployments of that unit wait (seed 000, "Handling
     /// Deployment Failures": block subsequent deployments until resolved).
     unresolved: std::cell::RefCell<Vec<(String, String, String, String)>>,
+    /// Failed writes of `state.json`, for the summary (see [`Summary::write_errors`]).
+    write_errors: std::cell::RefCell<Vec<String>>,
 }
 
 impl<'w> Engine<'w> {
@@ -180,6 +187,7 @@ impl<'w> Engine<'w> {
             options,
             open_production: Default::default(),
             unresolved: Default::default(),
+            write_errors: Default::default(),
         })
     }
 
@@ -194,11 +202,24 @@ impl<'w> Engine<'w> {
                 break;
             }
             let acted = self.pass(&mut summary);
-            if !acted || self.options.dry_run {
+            // After a failed write of state.json the next pass would read the old position
+            // and run the same node again: the run stops and reports it.
+            if !acted || self.options.dry_run || !self.write_errors.borrow().is_empty() {
                 break;
             }
         }
+        summary.write_errors = self.write_errors.take();
         summary
+    }
+
+    /// Edits one node of `state.json`. A write that fails is logged and kept for the summary,
+    /// whose exit code it makes a failure: it is never swallowed.
+    fn edit_state(&self, change: StateEdit) {
+        if let Err(e) = record::edit_state(self.ws, &self.graph.name, &change) {
+            let message = format!("cannot update {}: {e}", self.ws.config.paths.state);
+            tracing::error!("{message}");
+            self.write_errors.borrow_mut().push(message);
+        }
     }
 
     /// One pass; returns whether it ran a node (and so another pass may find more to do).
@@ -440,7 +461,7 @@ impl<'w> Engine<'w> {
         let journal = match journal::Journal::load(self.ws, &name) {
             Ok(Some(journal)) => journal,
             Ok(None) => return None,
-            Err(why) => return blocked(why),
+            Err(why) => return blocked(why.to_string()),
         };
         let id = task.get("id").and_then(Value::as_str).unwrap_or_default();
         if journal.task != id || journal.phase != journal::Phase::Paused {
@@ -765,11 +786,7 @@ impl<'w> Engine<'w> {
             fields.push(FieldOp::Set("blocked_reason".into(), reason.into()));
             fields.push(FieldOp::Set("blocked_by".into(), BLOCKED_BY.into()));
         }
-        let _ = record::edit_state(
-            self.ws,
-            &self.graph.name,
-            &StateEdit { node: node.name.clone(), fields, current_nodes: None },
-        );
+        self.edit_state(StateEdit { node: node.name.clone(), fields, current_nodes: None });
         let (severity, issue, help, contacts) = match qa_rejected {
             Some(why) => (
                 "HIGH",
@@ -959,22 +976,18 @@ impl<'w> Engine<'w> {
         for check in checks.iter().filter(|c| c.warning) {
             tracing::warn!("{id} runs with a warning: {}: {}", check.name, check.detail);
         }
-        let _ = record::edit_state(
-            self.ws,
-            &self.graph.name,
-            &StateEdit {
-                node: node.name.clone(),
-                fields: vec![
-                    FieldOp::Set("status".into(), "in_progress".into()),
-                    FieldOp::Set("started_at".into(), now.into()),
-                    FieldOp::Set("run_id".into(), run_id.clone().into()),
-                    FieldOp::Set("task".into(), id.clone().into()),
-                    FieldOp::Remove("blocked_reason".into()),
-                    FieldOp::Remove("blocked_by".into()),
-                ],
-                current_nodes: None,
-            },
-        );
+        self.edit_state(StateEdit {
+            node: node.name.clone(),
+            fields: vec![
+                FieldOp::Set("status".into(), "in_progress".into()),
+                FieldOp::Set("started_at".into(), now.into()),
+                FieldOp::Set("run_id".into(), run_id.clone().into()),
+                FieldOp::Set("task".into(), id.clone().into()),
+                FieldOp::Remove("blocked_reason".into()),
+                FieldOp::Remove("blocked_by".into()),
+            ],
+            current_nodes: None,
+        });
         let (unit, _) = self.unit_and_version(task);
         let mut run = self.node_run(task, node, &run_id, &unit, version);
         run.inputs = inputs;
@@ -1321,11 +1334,7 @@ impl<'w> Engine<'w> {
             if name == &node.name {
                 fields.push(FieldOp::Set("outputs".into(), json!(run.artifacts)));
             }
-            if let Err(e) =
-                record::edit_state(self.ws, &self.graph.name, &StateEdit { node: name.clone(), fields, current_nodes })
-            {
-                tracing::error!("cannot update {}: {e}", self.ws.config.paths.state);
-            }
+            self.edit_state(StateEdit { node: name.clone(), fields, current_nodes });
         }
         let (unit, _) = self.unit_and_version(task);
         let failed = matches!(outcome, Outcome::Failed { .. } | Outcome::RolledBack { .. });
@@ -1573,13 +1582,7 @@ impl<'w> Engine<'w> {
             fields.push(FieldOp::Set("blocked_reason".into(), reason.clone().into()));
             fields.push(FieldOp::Set("blocked_by".into(), BLOCKED_BY.into()));
         }
-        if let Err(e) = record::edit_state(
-            self.ws,
-            &self.graph.name,
-            &StateEdit { node: node.name.clone(), fields, current_nodes: None },
-        ) {
-            tracing::error!("cannot update {}: {e}", self.ws.config.paths.state);
-        }
+        self.edit_state(StateEdit { node: node.name.clone(), fields, current_nodes: None });
         let (unit, version) = self.unit_and_version(task);
         if escalate {
             let request = HumanRequest {

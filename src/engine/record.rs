@@ -123,12 +123,10 @@ pub fn append_human_request(
 ) -> Result<bool, StoreError> {
     let key = &sha256::hex(format!("{}\n{}\n{reason_key}", request.task_id, request.node).as_bytes())[..16];
     let marker = format!("<!-- opsflow:request {key} -->");
-    let body = renderer
-        .markdown("human-request.md", &Map::new(), &json!(request))
-        .map_err(|e| StoreError::Refused(e.to_string()))?;
+    let file = ws.config.paths.human_requests.clone();
+    let body = renderer.markdown("human-request.md", &Map::new(), &json!(request)).map_err(|e| refused(&file, e))?;
     // The renderer always writes front matter; a request entry is a fragment of a file.
     let entry = body.strip_prefix("---\n---\n").unwrap_or(&body).to_owned();
-    let file = ws.config.paths.human_requests.clone();
     let path = ws.inside(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| StoreError::Io {
@@ -195,7 +193,7 @@ pub fn write_signal(
     status: &str,
     artifacts: &[String],
     message: &str,
-) -> Result<String, String> {
+) -> Result<String, StoreError> {
     let context = json!({
         "agent": ws.config.agent.name,
         "unit_id": unit,
@@ -204,12 +202,12 @@ pub fn write_signal(
         "artifacts": artifacts,
         "message": message,
     });
+    let file = ws.config.paths.completion_signal.clone();
     let value = renderer
         .json("stage-completion-signal.json", &context, ws, SchemaName::CompletionSignal)
-        .map_err(|e| e.to_string())?;
-    let file = ws.config.paths.completion_signal.clone();
-    let path = ws.inside(&file).map_err(|d| d.to_string())?;
+        .map_err(|e| refused(&file, e))?;
+    let path = ws.inside(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
     let text = format!("{}\n", serde_json::to_string_pretty(&value).expect("a Value serializes"));
-    file::write_atomic(&path, text.as_bytes()).map_err(|e| e.to_string())?;
+    file::write_atomic(&path, text.as_bytes())?;
     Ok(file)
 }

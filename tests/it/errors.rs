@@ -102,3 +102,39 @@ fn a_shutdown_grace_too_long_to_hold_is_a_config_error_not_a_fallback() {
         watch.stderr()
     );
 }
+
+// What broke: a failed write of `state.json` was dropped (`let _ = edit_state(...)`) when a
+// node was claimed or blocked, so a run could end 0 or 3 with the workflow's position on disk
+// wrong and nobody told.
+#[test]
+fn a_state_json_that_cannot_be_written_is_reported_with_its_path_and_fails_the_run() {
+    let ws = Workspace::new().sample();
+    let state_before = ws.read("docs/workflow/state.json");
+    // Every writer of state.json takes its sidecar lock first; a directory there makes each
+    // write fail, while the file itself still reads.
+    std::fs::create_dir(ws.join("docs/workflow/state.json.lock")).unwrap();
+
+    let run = ws.run(&["run"]);
+    run.status(1);
+    let stdout = run.stdout();
+    let errors: Vec<&str> = stdout.lines().filter(|line| line.starts_with("error ")).collect();
+    assert!(!errors.is_empty(), "the failed writes are not reported:\n{stdout}");
+    let lock = ws.join("docs/workflow/state.json.lock");
+    for line in &errors {
+        assert!(line.contains("cannot update docs/workflow/state.json: "), "{line}");
+        assert!(line.contains(&lock.display().to_string()), "{line}");
+    }
+    assert!(run.stderr().contains("ERROR"), "the failed writes are not logged:\n{}", run.stderr());
+    // The run stops after the pass that could not record its node, instead of reading the old
+    // position again and running the same node once more.
+    let ran: Vec<&str> = stdout.lines().filter(|line| !line.starts_with("error ")).collect();
+    assert_eq!(ran.len(), 1, "{stdout}");
+    assert_eq!(ws.read("docs/workflow/state.json"), state_before, "state.json changed after all");
+
+    let json = ws.run(&["run", "--json"]);
+    json.status(1);
+    let summary = json.json();
+    let reported = summary["write_errors"].as_array().expect("write_errors in run --json");
+    assert!(!reported.is_empty(), "{summary:#}");
+    assert!(reported.iter().all(|e| e.as_str().unwrap().contains("docs/workflow/state.json")), "{summary:#}");
+}
