@@ -295,6 +295,14 @@ impl Default for Ci {
     }
 }
 
+/// A config that commands that act refuse to run on. Its problems were printed where they
+/// were found (each with its file, line, column and key); this is the headline.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file} is invalid ({count} {noun}); fix it first", noun = if *.count == 1 { "problem" } else { "problems" })]
+    Invalid { file: String, count: usize },
+}
+
 impl Config {
     /// Loads the config at `path` (`label` as shown to users). Returns the config to use and
     /// the problems found; with problems, the config is the defaults.

@@ -12,7 +12,7 @@ fn main() -> ExitCode {
         Err(error) if opsflow::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("opsflow: error: {error:#}");
-            opsflow::Exit::Invalid.into()
+            opsflow::Exit::of(&error).into()
         }
     }
 }

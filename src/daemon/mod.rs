@@ -60,7 +60,8 @@ pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Out
         for problem in &ws.config_problems {
             eprintln!("{problem}");
         }
-        anyhow::bail!("{} is invalid; the daemon does not start on an invalid config", ws.config_label);
+        let invalid = crate::config::ConfigError::Invalid { file: ws.config_label, count: ws.config_problems.len() };
+        return Err(anyhow::Error::new(invalid).context("the daemon does not start on an invalid config"));
     }
     let lock = crate::instance::acquire(&ws)?;
     let grace = ws.config.devops.shutdown_grace;
