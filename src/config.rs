@@ -367,6 +367,24 @@ impl Config {
                 );
             }
         }
+        // Each environment is read here as a deployment reads it, so what a deployment would
+        // refuse (a metrics block without a source, an analysis of 0 measurements) is a config
+        // error now, at its key, instead of an inconclusive analysis later.
+        for (name, env) in &config.environments {
+            let pointer = format!("/environments/{}", name.replace('~', "~0").replace('/', "~1"));
+            let mut refuse = |pointer: String, why: String| {
+                problems.push(Diagnostic::new(label, Kind::Config, why).pointer(pointer).locate_in(text));
+            };
+            if let Err(why) = crate::rollout::deploy::EnvConfig::load(&config, name) {
+                refuse(pointer.clone(), why);
+            }
+            if let Some(Err(why)) = env.get("metrics").map(crate::exec::metrics::MetricsSpec::from_value) {
+                refuse(format!("{pointer}/metrics"), why);
+            }
+            if let Some(Err(why)) = env.get("analysis").map(crate::rollout::analysis::AnalysisSpec::from_value) {
+                refuse(format!("{pointer}/analysis"), why);
+            }
+        }
         if problems.is_empty() { Ok(config) } else { Err(problems) }
     }
 
@@ -644,6 +662,47 @@ mod tests {
             assert_eq!(format_duration(duration), text);
             assert_eq!(parse_duration(text).unwrap(), duration, "{text}");
         }
+    }
+
+    // A workspace may override the config's schema with one that lets anything through; the
+    // durations and environments are still read at load time, and refused at their key.
+    #[test]
+    fn with_a_permissive_schema_bad_values_are_still_refused_at_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("project-config.schema.json"), "{}").unwrap();
+        let schemas = Schemas::new(dir.path().to_owned(), "schemas", DEFAULT_MAX_FILE_BYTES);
+        let text = r#"{
+  "devops": {"debounce": 50, "shutdown_grace": "soon"},
+  "environments": {
+    "prod": {
+      "provider": "command",
+      "commands": {"deploy": {"run": "true", "timeout": "10 minutes"}},
+      "metrics": {"command": "true", "http": "http://x", "error_rate": "/e"},
+      "analysis": {"count": 0}
+    }
+  }
+}"#;
+        let problems: Vec<String> =
+            Config::parse("project-config.json", text, &schemas).unwrap_err().iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            problems,
+            [
+                r#"project-config.json:2:26: at /devops/debounce: expected a duration such as "30s" or "5m", found 50"#,
+                r#"project-config.json:2:48: at /devops/shutdown_grace: `soon` is not a duration such as "500ms", "30s" or "5m""#,
+                r#"project-config.json:6:57: at /environments/prod/commands/deploy/timeout: `10 minutes` has an unknown unit ` minutes`; use ms, s, m, h or d"#,
+            ]
+        );
+        // Once the durations are right, the environment itself is read as a deployment reads it.
+        let text = text.replace("50", "\"50ms\"").replace("soon", "1s").replace("10 minutes", "10m");
+        let problems: Vec<String> =
+            Config::parse("project-config.json", &text, &schemas).unwrap_err().iter().map(|d| d.to_string()).collect();
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0].contains("at /environments/prod/metrics: expected exactly one of"), "{}", problems[0]);
+        assert!(
+            problems[1].contains("at /environments/prod/analysis: expected `analysis.count` of at least 1"),
+            "{}",
+            problems[1]
+        );
     }
 
     #[test]

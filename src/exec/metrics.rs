@@ -329,6 +329,7 @@ fn metrics_get(url: &str, deadline: Instant, ca_file: Option<&Path>) -> Result<(
         return Err("no time left in the sample's timeout".to_owned());
     }
     http::get(url, &http::Request { timeout: left, max_body: http::MAX_METRICS_BODY, ca_file })
+        .map_err(|e| e.to_string())
 }
 
 fn fetch_json(url: &str, deadline: Instant, ca_file: Option<&Path>) -> Result<Value, String> {
