@@ -100,7 +100,7 @@ fn print_nodes(ws: &Workspace, first: &Summary, second: &Summary) -> anyhow::Res
     let state_path = ws.path(&ws.config.paths.state);
     let state_text =
         fs::read_to_string(&state_path).with_context(|| format!("cannot read {}", state_path.display()))?;
-    let state: Value = serde_json::from_str(&state_text).with_context(|| format!("{}", ws.config.paths.state))?;
+    let state: Value = serde_json::from_str(&state_text).with_context(|| ws.config.paths.state.clone())?;
     println!("\n{:<36} {:<11} {:>8}  artifacts", "node", "status", "time");
     let graph = crate::workflow::graph::Graph::load(ws).map_err(|problems| {
         let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
