@@ -5,7 +5,7 @@
 //! it early is usually bad usage, a bad config or an invalid input file (2), but a write that
 //! failed on the way (`tasks.json`, `state.json`, a rollout journal, the runtime directory) is
 //! a failure of the command (1). [`Exit::of`] walks the error's chain for the first cause it
-//! knows, so context added on the way never changes the code.
+//! knows, so context added on the way never changes the code; [`report`] is the line printed.
 
 use std::process::ExitCode;
 
@@ -39,6 +39,23 @@ impl Exit {
     pub fn of(error: &anyhow::Error) -> Exit {
         error.chain().find_map(kind_of).unwrap_or(Exit::Invalid)
     }
+}
+
+/// The error that ended a command, as one line: each cause after the first, unless the text
+/// so far already ends with it (typed errors say their cause in their own sentence, and
+/// anyhow's `{:#}` would print it twice).
+pub fn report(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.is_empty() {
+            text = cause;
+        } else if !text.ends_with(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// The exit code of one cause, when its type says.
@@ -115,12 +132,19 @@ mod tests {
                 Exit::Failed,
             ),
             (anyhow::anyhow!("not an opsflow workspace"), Exit::Invalid),
+            (
+                JournalError::Read { path: PathBuf::from("staging.json"), source: io(std::io::ErrorKind::NotFound) }
+                    .into(),
+                Exit::Failed,
+            ),
         ];
         for (error, expected) in cases {
-            let message = error.to_string();
+            let message = report(&error);
+            assert!(!message.contains(": entity not found: entity not found"), "{message}");
             assert_eq!(Exit::of(&error), expected, "{message}");
             let wrapped = error.context("while running `opsflow run`");
             assert_eq!(Exit::of(&wrapped), expected, "{message}, with context");
+            assert_eq!(report(&wrapped), format!("while running `opsflow run`: {message}"));
         }
     }
 }

@@ -138,3 +138,50 @@ fn a_state_json_that_cannot_be_written_is_reported_with_its_path_and_fails_the_r
     assert!(!reported.is_empty(), "{summary:#}");
     assert!(reported.iter().all(|e| e.as_str().unwrap().contains("docs/workflow/state.json")), "{summary:#}");
 }
+
+/// The exit code of an error that ends a command comes from its kind, and its message names
+/// the file it concerns, once.
+#[test]
+fn each_kind_of_error_ends_with_its_exit_code_and_names_its_file() {
+    // A refused edit is bad input: 2.
+    let ws = Workspace::new().sample();
+    let refused = ws.run(&["tasks", "update", "NO-SUCH-TASK", "--set", "status=done"]);
+    refused.status(2);
+    assert_eq!(refused.stderr(), "opsflow: error: docs/workflow/tasks.json: no task has the id `NO-SUCH-TASK`\n");
+
+    // A write that fails is a failure of the command: 1, naming the file.
+    let ws = Workspace::new().sample();
+    let tasks_before = ws.read("docs/workflow/tasks.json");
+    std::fs::create_dir(ws.join("docs/workflow/tasks.json.lock")).unwrap();
+    let failed = ws.run(&["tasks", "update", "DEVOPS-001", "--set", "status=done"]);
+    failed.status(1);
+    let stderr = failed.stderr();
+    let lock = ws.join("docs/workflow/tasks.json.lock").display().to_string();
+    assert!(stderr.starts_with(&format!("opsflow: error: {lock}: ")), "{stderr}");
+    assert_eq!(stderr.matches("Is a directory").count(), 1, "the cause is said once: {stderr}");
+    assert_eq!(ws.read("docs/workflow/tasks.json"), tasks_before);
+
+    // The runtime directory cannot be created: 1, naming it.
+    let ws = Workspace::new().sample();
+    ws.write(".opsflow", "a file where the runtime directory belongs\n");
+    let failed = ws.run(&["run"]);
+    failed.status(1);
+    let runtime = ws.path().canonicalize().unwrap().join(".opsflow");
+    assert_eq!(
+        failed.stderr(),
+        format!(
+            "opsflow: error: cannot create the runtime directory {}: File exists (os error 17)\n",
+            runtime.display()
+        )
+    );
+
+    // Outside any workspace: usage, 2.
+    let empty = tempfile::tempdir().unwrap();
+    let outside = std::process::Command::new(crate::util::opsflow_bin())
+        .arg("status")
+        .current_dir(empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(outside.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&outside.stderr).contains("not an opsflow workspace"));
+}
