@@ -493,9 +493,13 @@ pub enum DurationError {
     NoUnit { text: String },
     #[error("`{text}` has an unknown unit `{unit}`; use ms, s, m, h or d")]
     UnknownUnit { text: String, unit: String },
-    #[error("`{text}` is too long a duration")]
+    #[error("`{text}` is too long a duration; the longest is 36500d (100 years)")]
     TooLong { text: String },
 }
+
+/// The longest duration the config takes: 100 years. Longer ones are mistakes, and a deadline
+/// that far (`Instant::now() + d`) could overflow the clock, which panics.
+pub const MAX_DURATION: Duration = Duration::from_secs(36500 * 86400);
 
 /// Parses a duration with a unit: `500ms`, `30s`, `5m`, `1h`, `1d`, `1.5s`.
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
@@ -512,8 +516,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         _ => return Err(DurationError::UnknownUnit { text: text.to_owned(), unit: unit.to_owned() }),
     };
     // A duration past what `Duration` holds (about 584 billion years) is a mistake, not a
-    // reason to panic.
-    Duration::try_from_secs_f64(seconds).map_err(|_| DurationError::TooLong { text: text.to_owned() })
+    // reason to panic; so is one past `MAX_DURATION`.
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|duration| *duration <= MAX_DURATION)
+        .ok_or_else(|| DurationError::TooLong { text: text.to_owned() })
 }
 
 /// A duration the way the config writes it, in the largest unit that holds it exactly
@@ -592,6 +599,9 @@ mod tests {
             assert!(matches!(parse_duration(text), Err(DurationError::TooLong { .. })), "{text}");
         }
         assert_eq!(parse_duration("36500d").unwrap(), Duration::from_secs(36500 * 86400));
+        // Within what `Duration` holds, but a deadline that far would overflow the clock.
+        assert!(matches!(parse_duration("200000000000000d"), Err(DurationError::TooLong { .. })));
+        assert!(matches!(parse_duration("36501d"), Err(DurationError::TooLong { .. })));
     }
 
     #[test]
@@ -602,7 +612,7 @@ mod tests {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(
             problems[0].to_string(),
-            "project-config.json:2:31: at /devops/poll_interval: `99999999999999999999h` is too long a duration"
+            "project-config.json:2:31: at /devops/poll_interval: `99999999999999999999h` is too long a duration; the longest is 36500d (100 years)"
         );
     }
 

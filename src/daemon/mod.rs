@@ -177,7 +177,7 @@ async fn reconcile_loop(
             // more than MAX_DEBOUNCE_PERIODS periods: a file written all the time (an app's
             // log, a dev server's output) must not postpone every reconcile for as long as
             // it is written.
-            let settle_by = tokio::time::Instant::now() + debounce * MAX_DEBOUNCE_PERIODS;
+            let settle_by = tokio::time::Instant::now() + debounce.saturating_mul(MAX_DEBOUNCE_PERIODS);
             loop {
                 let quiet_until = (tokio::time::Instant::now() + debounce).min(settle_by);
                 tokio::select! {

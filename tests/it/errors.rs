@@ -92,7 +92,10 @@ fn a_shutdown_grace_too_long_to_hold_is_a_config_error_not_a_fallback() {
         report["diagnostics"].as_array().unwrap().iter().filter(|d| d["file"] == CONFIG).collect();
     assert_eq!(problems.len(), 1, "{report:#}");
     assert_eq!(problems[0]["pointer"], "/devops/shutdown_grace", "{report:#}");
-    assert_eq!(problems[0]["message"], "`99999999999999999999999d` is too long a duration", "{report:#}");
+    assert_eq!(
+        problems[0]["message"], "`99999999999999999999999d` is too long a duration; the longest is 36500d (100 years)",
+        "{report:#}"
+    );
     // The daemon refuses to start on it too, before it takes any lock.
     let watch = ws.run(&["watch"]);
     watch.status(2);
