@@ -379,10 +379,10 @@ impl Config {
                 refuse(pointer.clone(), why);
             }
             if let Some(Err(why)) = env.get("metrics").map(crate::exec::metrics::MetricsSpec::from_value) {
-                refuse(format!("{pointer}/metrics"), why);
+                refuse(format!("{pointer}/metrics"), why.to_string());
             }
             if let Some(Err(why)) = env.get("analysis").map(crate::rollout::analysis::AnalysisSpec::from_value) {
-                refuse(format!("{pointer}/analysis"), why);
+                refuse(format!("{pointer}/analysis"), why.to_string());
             }
         }
         if problems.is_empty() { Ok(config) } else { Err(problems) }

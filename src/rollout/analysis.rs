@@ -70,21 +70,36 @@ pub struct AnalysisSpec {
     pub inconclusive_limit: Option<u32>,
 }
 
+/// An environment's `analysis` that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnalysisSpecError {
+    /// Not the shape of an `analysis` block (an unknown key, a wrong type, a bad duration).
+    #[error("cannot read `analysis`: {0}")]
+    Unreadable(String),
+    #[error("expected `analysis.count` of at least 1, found 0")]
+    NoMeasurement,
+    /// The same, with the environment it belongs to.
+    #[error("`environments.{environment}`: {error}")]
+    In { environment: String, error: Box<AnalysisSpecError> },
+}
+
 impl AnalysisSpec {
-    pub fn from_value(value: &Value) -> Result<AnalysisSpec, String> {
+    pub fn from_value(value: &Value) -> Result<AnalysisSpec, AnalysisSpecError> {
         let spec: AnalysisSpec =
-            serde_json::from_value(value.clone()).map_err(|e| format!("cannot read `analysis`: {e}"))?;
+            serde_json::from_value(value.clone()).map_err(|e| AnalysisSpecError::Unreadable(e.to_string()))?;
         if spec.count == Some(0) {
-            return Err("expected `analysis.count` of at least 1, found 0".to_owned());
+            return Err(AnalysisSpecError::NoMeasurement);
         }
         Ok(spec)
     }
 
     /// The `analysis` of environment `env`, if it has one.
-    pub fn for_environment(config: &Config, env: &str) -> Result<Option<AnalysisSpec>, String> {
+    pub fn for_environment(config: &Config, env: &str) -> Result<Option<AnalysisSpec>, AnalysisSpecError> {
         match config.environments.get(env).and_then(|e| e.get("analysis")) {
             None => Ok(None),
-            Some(value) => AnalysisSpec::from_value(value).map(Some).map_err(|e| format!("`environments.{env}`: {e}")),
+            Some(value) => AnalysisSpec::from_value(value)
+                .map(Some)
+                .map_err(|e| AnalysisSpecError::In { environment: env.to_owned(), error: Box::new(e) }),
         }
     }
 }
@@ -882,8 +897,10 @@ mod tests {
         assert_eq!((thresholds.failure_limit, thresholds.health_check_failures, thresholds.error_rate), (1, 1, 5.0));
         assert_eq!(Thresholds::new(&triggers, Some(&analysis_spec)).failure_limit, 2);
 
-        assert!(AnalysisSpec::from_value(&json!({"interval": "5"})).unwrap_err().contains("no unit"));
-        assert!(AnalysisSpec::from_value(&json!({"count": 0})).unwrap_err().contains("found 0"));
-        assert!(AnalysisSpec::from_value(&json!({"cont": 3})).unwrap_err().contains("unknown field `cont`"));
+        assert!(AnalysisSpec::from_value(&json!({"interval": "5"})).unwrap_err().to_string().contains("no unit"));
+        assert_eq!(AnalysisSpec::from_value(&json!({"count": 0})), Err(AnalysisSpecError::NoMeasurement));
+        assert!(
+            AnalysisSpec::from_value(&json!({"cont": 3})).unwrap_err().to_string().contains("unknown field `cont`")
+        );
     }
 }

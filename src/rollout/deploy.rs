@@ -932,7 +932,7 @@ fn analyse(
     };
     let analysis_spec = match AnalysisSpec::for_environment(config, &env.name) {
         Ok(spec) => spec,
-        Err(e) => return judged("inconclusive", e, Vec::new()),
+        Err(e) => return judged("inconclusive", e.to_string(), Vec::new()),
     };
     let thresholds = Thresholds::new(&config.devops.rollback_triggers, analysis_spec.as_ref());
     let mut analysis = Analysis::new(plan, thresholds, spec.as_ref(), baseline);
