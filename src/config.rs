@@ -5,7 +5,7 @@
 //! into typed structs. An invalid config is reported and the defaults stand in, so `validate`
 //! can go on checking the rest; commands that act refuse to run on it.
 
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -466,19 +466,28 @@ fn looks_like_duration(text: &str) -> bool {
         && number.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
+/// Why a configured path does not stay inside the workspace; the message follows the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutsidePath {
+    #[error("is empty")]
+    Empty,
+    #[error("`{}` climbs out of the workspace with `..`", .0.display())]
+    Climbs(PathBuf),
+    #[error("`{}` is absolute; paths are relative to the workspace", .0.display())]
+    Absolute(PathBuf),
+}
+
 /// Checks that a configured path is relative and stays inside the workspace.
-pub fn relative_inside(path: &str) -> Result<(), String> {
+pub fn relative_inside(path: &str) -> Result<(), OutsidePath> {
     let path = Path::new(path);
     if path.as_os_str().is_empty() {
-        return Err("is empty".to_owned());
+        return Err(OutsidePath::Empty);
     }
     for component in path.components() {
         match component {
             Component::Normal(_) | Component::CurDir => {}
-            Component::ParentDir => return Err(format!("`{}` climbs out of the workspace with `..`", path.display())),
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(format!("`{}` is absolute; paths are relative to the workspace", path.display()));
-            }
+            Component::ParentDir => return Err(OutsidePath::Climbs(path.to_owned())),
+            Component::RootDir | Component::Prefix(_) => return Err(OutsidePath::Absolute(path.to_owned())),
         }
     }
     Ok(())
@@ -718,7 +727,10 @@ mod tests {
     #[test]
     fn configured_paths_stay_inside() {
         assert!(relative_inside("docs/tasks.json").is_ok());
-        assert!(relative_inside("../tasks.json").is_err());
-        assert!(relative_inside("/etc/passwd").is_err());
+        assert_eq!(relative_inside("../tasks.json"), Err(OutsidePath::Climbs(PathBuf::from("../tasks.json"))));
+        assert_eq!(
+            relative_inside("/etc/passwd").unwrap_err().to_string(),
+            "`/etc/passwd` is absolute; paths are relative to the workspace"
+        );
     }
 }
