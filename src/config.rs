@@ -34,6 +34,8 @@ pub struct Config {
     pub environments: serde_json::Map<String, Value>,
     pub feedback: Value,
     pub secrets: Vec<String>,
+    /// `git`: sync through a git remote (PRODUCT.md section 9, docs/sync.md).
+    pub git: Git,
     /// The whole file as written.
     #[serde(skip)]
     pub raw: Value,
@@ -54,6 +56,7 @@ impl Default for Config {
             environments: serde_json::Map::new(),
             feedback: Value::Null,
             secrets: Vec::new(),
+            git: Git::default(),
             raw: Value::Object(Default::default()),
         }
     }
@@ -173,6 +176,8 @@ pub mod defaults {
     pub const HTTP_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
     /// `metrics.timeout`: how long one sample may take, all queries together.
     pub const METRICS_SAMPLE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `git.fetch_interval`: how often `watch` fetches when nothing changed locally.
+    pub const GIT_FETCH_INTERVAL: Duration = Duration::from_secs(5);
 }
 
 /// `devops`: how the runner behaves. Durations are read once, when the config is loaded.
@@ -303,6 +308,35 @@ pub enum ConfigError {
     Invalid { file: String, count: usize },
 }
 
+/// `git`: whether `run` and `watch` sync the workspace through a git remote, and which.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct Git {
+    pub sync: bool,
+    pub remote: String,
+    pub branch: String,
+    #[serde(with = "duration_text")]
+    pub fetch_interval: Duration,
+}
+
+impl Default for Git {
+    fn default() -> Self {
+        Git {
+            sync: false,
+            remote: "origin".into(),
+            branch: "main".into(),
+            fetch_interval: defaults::GIT_FETCH_INTERVAL,
+        }
+    }
+}
+
+impl Git {
+    /// How often `watch` fetches when nothing changed locally.
+    pub fn fetch_every(&self) -> Duration {
+        self.fetch_interval.max(Duration::from_millis(100))
+    }
+}
+
 impl Config {
     /// Loads the config at `path` (`label` as shown to users). Returns the config to use and
     /// the problems found; with problems, the config is the defaults.
@@ -356,6 +390,21 @@ impl Config {
                     format!("/environments/{pointer_name}/path"),
                     path,
                 ));
+            }
+        }
+        // The remote and branch reach git as arguments: one that starts with `-` would be read
+        // as an option, and whitespace or a control character as no name git accepts.
+        for (key, value) in [("remote", &config.git.remote), ("branch", &config.git.branch)] {
+            if value.starts_with('-') || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                problems.push(
+                    Diagnostic::new(
+                        label,
+                        Kind::Config,
+                        format!("`git.{key}` is {value:?}: a git {key} name cannot start with `-` or hold whitespace"),
+                    )
+                    .pointer(format!("/git/{key}"))
+                    .locate_in(text),
+                );
             }
         }
         for (key, pointer, path) in configured {
@@ -440,8 +489,8 @@ fn duration_problems(label: &str, text: &str, value: &Value, pointer: &mut Strin
     }
 }
 
-/// The keys that hold a duration: `devops.<name>` and, at any depth of an environment,
-/// `timeout` and `interval`.
+/// The keys that hold a duration: `devops.<name>`, `git.fetch_interval` and, at any depth of
+/// an environment, `timeout` and `interval`.
 fn is_duration_key(pointer: &str) -> bool {
     const DEVOPS: [&str; 6] = [
         "poll_interval",
@@ -453,6 +502,9 @@ fn is_duration_key(pointer: &str) -> bool {
     ];
     if let Some(key) = pointer.strip_prefix("/devops/") {
         return DEVOPS.contains(&key);
+    }
+    if pointer == "/git/fetch_interval" {
+        return true;
     }
     pointer.starts_with("/environments/") && matches!(pointer.rsplit('/').next(), Some("timeout" | "interval"))
 }

@@ -22,6 +22,8 @@ pub mod rollout;
 pub mod sample;
 pub mod schema;
 pub mod store;
+pub mod sync;
+pub mod task;
 pub mod validate;
 pub mod workflow;
 pub mod workspace;

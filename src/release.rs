@@ -81,12 +81,6 @@ impl Release {
         Release { unit: unit.into().trim().to_owned(), version: Version::new(version) }
     }
 
-    /// The release a task names (its `unit_id` and `version`).
-    pub fn of_task(task: &Value) -> Release {
-        let field = |key: &str| task.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
-        Release::new(field("unit_id"), field("version"))
-    }
-
     pub fn unit(&self) -> Option<&str> {
         (!self.unit.is_empty()).then_some(self.unit.as_str())
     }

@@ -253,15 +253,7 @@ pub fn load_task_list(ws: &Workspace, keep: impl Fn(&crate::store::tasks::TaskHe
     };
     match task_list_from(ws, &relative, &text, &keep) {
         Ok(list) => list,
-        Err(error) => {
-            // The full loader on the same text says it as `validate` does; the scanner's own
-            // error stands in should the loader find nothing wrong.
-            let mut diagnostics = check_tasks(ws, text.clone()).diagnostics;
-            if diagnostics.is_empty() {
-                diagnostics.push(layout_diagnostic(&relative, &text, error));
-            }
-            TaskList { diagnostics, ..TaskList::default() }
-        }
+        Err(error) => TaskList { diagnostics: unreadable_tasks(ws, &text, error), ..TaskList::default() },
     }
 }
 
@@ -338,6 +330,18 @@ fn task_list_from(
 /// be decoded.
 fn undecodable(file: &str, text: &str, error: crate::store::json::SyntaxError) -> TaskList {
     TaskList { diagnostics: vec![layout_diagnostic(file, text, LayoutError::Syntax(error))], ..TaskList::default() }
+}
+
+/// What is wrong with a `tasks.json` the span scanner refused (`error`), said as `validate`
+/// says it: the full loader runs on the same text, so `validate`, `status`, `run` and
+/// `tasks list` report one broken file with the same diagnostics. The scanner's own error
+/// stands in should the loader find nothing wrong.
+pub fn unreadable_tasks(ws: &Workspace, text: &str, error: LayoutError) -> Vec<Diagnostic> {
+    let mut diagnostics = check_tasks(ws, text.to_owned()).diagnostics;
+    if diagnostics.is_empty() {
+        diagnostics.push(layout_diagnostic(&ws.config.paths.tasks, text, error));
+    }
+    diagnostics
 }
 
 /// Where a task-list scan error is, as users read it.
@@ -434,6 +438,7 @@ pub fn validate_workspace(ws: &Workspace) -> Report {
     };
 
     let tasks = load_tasks(ws);
+    report.warnings.extend(task_warnings(ws, &tasks));
     note(&mut report, &paths.tasks, tasks.text.is_some(), tasks.diagnostics);
     for (file, schema) in [
         (&paths.state, SchemaName::State),
@@ -482,6 +487,27 @@ pub fn validate_workspace(ws: &Workspace) -> Report {
     }
     report.warnings.extend(crate::merge::setup::missing_driver(&ws.root));
     report
+}
+
+/// The warnings about `tasks.json` (see [`crate::engine::readiness::task_warnings`]) as
+/// `validate` and `status` both print them, with the line and column of the field.
+pub fn task_warnings(ws: &Workspace, tasks: &Loaded) -> Vec<String> {
+    let Some((prefix, entries)) = tasks.value.as_ref().and_then(crate::task::entries) else { return Vec::new() };
+    // Only entries of a DevOps type can be warned about: only those are decoded.
+    let decoded: Vec<(usize, crate::task::Task)> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, entry)| entry.get("type").and_then(Value::as_str).is_some_and(crate::task::owned_type))
+        .map(|(index, entry)| (index, crate::task::Task::from_value(entry.clone())))
+        .collect();
+    let warnings = crate::engine::readiness::task_warnings(
+        &ws.config,
+        &ws.config.paths.tasks,
+        prefix,
+        decoded.iter().map(|(index, task)| (*index, task)),
+    );
+    let text = tasks.text.as_deref().unwrap_or_default();
+    warnings.into_iter().map(|w| w.locate_in(text).to_string()).collect()
 }
 
 /// Whether a QA report named `QA-Report-<name>.md` is one release's report: `<name>` is its

@@ -1,5 +1,7 @@
 //! `opsflow run [--dry-run] [--json]`: reconcile until nothing more is runnable, then exit.
 
+use std::sync::Arc;
+
 use super::{print_json, require_valid_config};
 use crate::Exit;
 use crate::engine::{Engine, Options, Summary};
@@ -8,7 +10,9 @@ use crate::workspace::Workspace;
 pub fn run(ws: &Workspace, dry_run: bool, as_json: bool) -> anyhow::Result<Exit> {
     require_valid_config(ws)?;
     let _lock = if dry_run { None } else { Some(crate::instance::acquire(ws)?) };
-    let engine = match Engine::new(ws, Options { dry_run, ..Options::default() }) {
+    // `--dry-run` changes nothing, so it neither fetches nor pushes.
+    let sync = if dry_run { None } else { crate::sync::GitSync::open(ws).map_err(anyhow::Error::msg)?.map(Arc::new) };
+    let engine = match Engine::new(ws, Options { dry_run, sync, ..Options::default() }) {
         Ok(engine) => engine,
         Err(problems) => {
             for problem in &problems {
@@ -57,7 +61,7 @@ pub fn print_summary(summary: &Summary, dry_run: bool) {
         }
     }
     for waiting in &summary.waiting {
-        println!("waiting    {:<w$} on {}", waiting.task, waiting.on.join(", "));
+        println!("waiting    {:<w$} on {}", waiting.task, waiting.why.join(", "));
     }
     for problem in &summary.problems {
         println!("problem    {problem}");

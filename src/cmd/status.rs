@@ -5,9 +5,10 @@ use serde_json::Value;
 
 use super::print_json;
 use crate::Exit;
+use crate::engine::readiness::{self, Wait};
 use crate::schema::SchemaName;
+use crate::task::Task;
 use crate::validate::{load_json, load_tasks};
-use crate::workflow::{FINISHED_STATUSES, owns};
 use crate::workspace::Workspace;
 use crate::workspace::diagnostic::Diagnostic;
 
@@ -18,13 +19,20 @@ struct Status {
     workflow: Option<String>,
     current_nodes: Vec<String>,
     nodes: Vec<NodeStatus>,
-    tasks: Vec<TaskStatus>,
+    tasks: Vec<OwnedTask>,
     /// Rollouts in progress or paused (`.opsflow/rollouts/`).
     rollouts: Vec<Rollout>,
     /// The last ends of runs in the audit log, newest last.
     last_runs: Vec<Value>,
     /// Problems with the files status read.
     diagnostics: Vec<Diagnostic>,
+    /// With `git.sync`: whether the remote answered the last runner, and since when it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote: Option<crate::sync::RemoteStatus>,
+    /// Things that keep a task from running as meant without being errors (the exit code
+    /// stays): an agent that nearly names this runner, an owned task's unknown status. The
+    /// same lines `validate` prints.
+    warnings: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -86,7 +94,7 @@ struct NodeStatus {
 }
 
 #[derive(Debug, Serialize)]
-struct TaskStatus {
+struct OwnedTask {
     id: String,
     status: String,
     #[serde(rename = "type")]
@@ -96,6 +104,8 @@ struct TaskStatus {
     unit_id: Option<String>,
     /// `depends_on` entries that are not finished yet.
     waiting_on: Vec<String>,
+    /// Each of them with why it holds the task: the text `run` prints for it too.
+    waiting_why: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     blocked_reason: Option<String>,
     /// Problems inside this task's entry.
@@ -127,56 +137,40 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
         })
         .unwrap_or_default();
 
-    let (prefix, list): (&str, Vec<Value>) = match &tasks.value {
-        Some(Value::Array(list)) => ("", list.clone()),
-        Some(Value::Object(map)) => ("/tasks", map.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default()),
-        _ => ("", Vec::new()),
-    };
+    let (prefix, list): (&str, &[Value]) = tasks.value.as_ref().and_then(crate::task::entries).unwrap_or(("", &[]));
     let status_of = |id: &str| {
-        list.iter()
-            .find(|t| t.get("id").and_then(Value::as_str) == Some(id))
-            .and_then(|t| t.get("status"))
-            .and_then(Value::as_str)
+        let entry = list.iter().find(|t| t.get("id").and_then(Value::as_str) == Some(id));
+        entry.and_then(|t| t.get("status")).and_then(Value::as_str)
     };
-    let text = |task: &Value, key: &str| task.get(key).and_then(Value::as_str).map(str::to_owned);
     let mut owned = Vec::new();
     let mut entry_problems = vec![false; tasks.diagnostics.len()];
-    for (index, task) in list.iter().enumerate() {
-        if !owns(&ws.config, task.get("agent").and_then(Value::as_str), task.get("type").and_then(Value::as_str)) {
+    for (index, entry) in list.iter().enumerate() {
+        if !crate::task::owned_entry(&ws.config, entry) {
             continue;
         }
-        let pointer = format!("{prefix}/{index}");
+        // Only owned entries are decoded: the list may be large, and the rest is others' work.
+        let task = Task::from_value(entry.clone());
         let problems = tasks
             .diagnostics
             .iter()
             .enumerate()
-            .filter(|(_, d)| {
-                d.pointer.as_deref().is_some_and(|p| p == pointer || p.starts_with(&format!("{pointer}/")))
-            })
+            .filter(|(_, d)| readiness::is_problem_of(d, prefix, index))
             .map(|(i, d)| {
                 entry_problems[i] = true;
                 d.to_string()
             })
             .collect();
-        let waiting_on = task
-            .get("depends_on")
-            .and_then(Value::as_array)
-            .map(|deps| {
-                deps.iter()
-                    .filter_map(Value::as_str)
-                    .filter(|dep| !status_of(dep).is_some_and(|s| FINISHED_STATUSES.contains(&s)))
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
-        owned.push(TaskStatus {
-            id: text(task, "id").unwrap_or_default(),
-            status: text(task, "status").unwrap_or_default(),
-            kind: text(task, "type").unwrap_or_default(),
-            title: text(task, "title").unwrap_or_default(),
-            unit_id: text(task, "unit_id"),
-            waiting_on,
-            blocked_reason: text(task, "blocked_reason"),
+        let waits = readiness::waiting_on(&task, status_of);
+        let raw_text = |key: &str| task.raw.get(key).and_then(Value::as_str).map(str::to_owned);
+        owned.push(OwnedTask {
+            id: task.id.clone(),
+            status: task.status.to_string(),
+            kind: task.kind.clone(),
+            title: task.title.clone(),
+            unit_id: raw_text("unit_id"),
+            waiting_on: waits.iter().map(|w| w.id.clone()).collect(),
+            waiting_why: waits.iter().map(Wait::describe).collect(),
+            blocked_reason: task.blocked_reason.clone(),
             problems,
         });
     }
@@ -186,9 +180,15 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
             .diagnostics
             .iter()
             .zip(&entry_problems)
-            .filter(|(d, shown)| !**shown && !is_foreign_entry_problem(d, prefix, &list, ws))
+            .filter(|(d, shown)| {
+                let foreign = readiness::entry_of(d, prefix)
+                    .and_then(|i| list.get(i))
+                    .is_some_and(|t| !crate::task::owned_entry(&ws.config, t));
+                !**shown && !foreign
+            })
             .map(|(d, _)| d.clone()),
     );
+    let warnings = crate::validate::task_warnings(ws, &tasks);
 
     let rollouts = crate::rollout::journal::Journal::all(ws)
         .into_iter()
@@ -211,6 +211,13 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
         rollouts,
         last_runs: last_runs(ws),
         diagnostics,
+        remote: ws.config.git.sync.then(|| {
+            crate::sync::GitSync::read_status(ws).unwrap_or_else(|| crate::sync::RemoteStatus {
+                remote: format!("{}/{}", ws.config.git.remote, ws.config.git.branch),
+                ..Default::default()
+            })
+        }),
+        warnings,
     };
     // Whatever `validate` refuses makes `status` fail too, even a file `status` itself does
     // not read (a QA report, an approval), so scripts can trust either exit code.
@@ -235,22 +242,30 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
     Ok(if invalid { Exit::Invalid } else { Exit::Ok })
 }
 
-fn is_foreign_entry_problem(diagnostic: &Diagnostic, prefix: &str, list: &[Value], ws: &Workspace) -> bool {
-    let Some(rest) =
-        diagnostic.pointer.as_deref().and_then(|p| p.strip_prefix(prefix)).and_then(|p| p.strip_prefix('/'))
-    else {
-        return false;
+/// One line on the git remote: reachable, or since when not and why, or a stopped sync.
+fn remote_line(remote: &crate::sync::RemoteStatus) -> String {
+    let mut line = match (&remote.unreachable_since, remote.reachable) {
+        (Some(since), _) => format!(
+            "{} unreachable since {since}: {}; no new claims",
+            remote.remote,
+            remote.last_error.as_deref().unwrap_or("no answer")
+        ),
+        (None, true) => format!("{} reachable", remote.remote),
+        (None, false) => format!("{} not contacted yet", remote.remote),
     };
-    let Some(index) = rest.split('/').next().and_then(|i| i.parse::<usize>().ok()) else { return false };
-    list.get(index).is_some_and(|task| {
-        !owns(&ws.config, task.get("agent").and_then(Value::as_str), task.get("type").and_then(Value::as_str))
-    })
+    if let Some(stopped) = &remote.stopped {
+        line.push_str(&format!("; sync stopped: {stopped}"));
+    }
+    line
 }
 
 fn print_text(status: &Status) {
     println!("workspace  {}", status.workspace);
     println!("agent      {}", status.agent);
     println!("workflow   {}", status.workflow.as_deref().unwrap_or("(no state.json)"));
+    if let Some(remote) = &status.remote {
+        println!("remote     {}", remote_line(remote));
+    }
     println!(
         "current    {}",
         if status.current_nodes.is_empty() { "(none)".to_owned() } else { status.current_nodes.join(", ") }
@@ -270,8 +285,8 @@ fn print_text(status: &Status) {
     for task in &status.tasks {
         let unit = task.unit_id.as_deref().map(|u| format!("  [{u}]")).unwrap_or_default();
         println!("  {}  {}  {}{unit}  {}", task.id, task.status, task.kind, task.title);
-        if !task.waiting_on.is_empty() {
-            println!("      waiting on {}", task.waiting_on.join(", "));
+        for why in &task.waiting_why {
+            println!("      waiting on {why}");
         }
         if let Some(reason) = &task.blocked_reason {
             println!("      blocked: {reason}");
@@ -309,6 +324,12 @@ fn print_text(status: &Status) {
         println!("\nproblems");
         for diagnostic in &status.diagnostics {
             println!("  {diagnostic}");
+        }
+    }
+    if !status.warnings.is_empty() {
+        println!("\nwarnings");
+        for warning in &status.warnings {
+            println!("  warning: {warning}");
         }
     }
 }

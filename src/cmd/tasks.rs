@@ -80,7 +80,10 @@ fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
             match matching(&text) {
                 Ok(matched) => (text, matched),
                 Err(error) => {
-                    eprintln!("{}", layout_diagnostic(file, &text, error));
+                    // Said as `validate` says it (and `status --json` shows it).
+                    for diagnostic in crate::validate::unreadable_tasks(ws, &text, error) {
+                        eprintln!("{diagnostic}");
+                    }
                     return Ok(Exit::Invalid);
                 }
             }
@@ -97,7 +100,9 @@ fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
             Ok(value) => value,
             Err(e) => {
                 let error = SyntaxError { offset: span.start, message: format!("a task entry cannot be decoded: {e}") };
-                eprintln!("{}", layout_diagnostic(file, &text, tasks::LayoutError::Syntax(error)));
+                for diagnostic in crate::validate::unreadable_tasks(ws, &text, tasks::LayoutError::Syntax(error)) {
+                    eprintln!("{diagnostic}");
+                }
                 return Ok(Exit::Invalid);
             }
         };

@@ -27,10 +27,16 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
         }
         let files = report.diagnostics.iter().map(|d| d.file.as_str()).collect::<std::collections::BTreeSet<_>>().len();
         if ok {
-            println!("ok: {} files valid", report.checked.len());
+            println!("ok: {} valid", count(report.checked.len(), "file"));
         } else {
-            println!("{} problems in {files} of {} files", report.diagnostics.len(), report.checked.len());
+            let problems = count(report.diagnostics.len(), "problem");
+            println!("{problems} in {files} of {}", count(report.checked.len(), "file"));
         }
     }
     Ok(if ok { Exit::Ok } else { Exit::Invalid })
+}
+
+/// `1 file`, `2 files`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }

@@ -10,8 +10,9 @@
 //! - a failing `accept` (EMFILE: out of descriptors) backs off from 100 ms to 1 s instead of
 //!   spinning, and repeated errors are logged once per [`LOG_INTERVAL`], with a count.
 //!
-//! `/healthz` answers 503 with the reason when the reconcile loop stopped, when its last
-//! reconciles all failed, or when it stalled (see [`Metrics::health`]).
+//! `/healthz` answers 503 with the reason when the reconcile loop stopped, when the file
+//! watcher is down, when its last reconciles all failed, or when it stalled (see
+//! [`Metrics::health`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -55,7 +56,7 @@ async fn handle(request: Request<Incoming>, metrics: Arc<Metrics>) -> Result<Res
             Ok(()) => respond(StatusCode::OK, "text/plain", "ok\n".into()),
             Err(reason) => respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("{reason}\n")),
         },
-        "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", metrics.render()),
+        "/metrics" => respond(StatusCode::OK, super::metrics::CONTENT_TYPE, metrics.render()),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found: try /healthz or /metrics\n".into()),
     })
 }

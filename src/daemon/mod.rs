@@ -7,10 +7,14 @@
 //! `devops.poll_interval` catches anything the watcher missed. Reconciles run the same engine
 //! as `opsflow run`, on a blocking thread.
 //!
+//! A watcher that fails is started again with a backoff ([`supervise_watcher`]); meanwhile
+//! `/healthz` reports it and the resync is the polling that finds changes.
+//!
 //! Shutdown: the token is cancelled, the engine stops starting nodes, a running node gets
 //! `devops.shutdown_grace` to finish, after which its commands are killed (a symlink switch is
 //! atomic, so no environment is left half-switched); then the locks are released.
 
+pub mod git_busy;
 pub mod http;
 pub mod metrics;
 pub mod watcher;
@@ -18,7 +22,7 @@ pub mod watcher;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -64,14 +68,18 @@ pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Out
         return Err(anyhow::Error::new(invalid).context("the daemon does not start on an invalid config"));
     }
     let lock = crate::instance::acquire(&ws)?;
+    let sync = crate::sync::GitSync::open(&ws).map_err(anyhow::Error::msg)?.map(Arc::new);
+    if let Some(sync) = &sync {
+        let _ = handles.metrics.git_sync.set(Arc::clone(sync));
+    }
     let grace = ws.config.devops.shutdown_grace;
     let cancel = CancellationToken::new();
     let engine_cancel = Cancel::default();
     let metrics = Arc::clone(&handles.metrics);
-    metrics.alive.store(true, Ordering::SeqCst);
+    metrics.set_alive(true);
 
     let (hint_tx, hint_rx) = mpsc::channel(256);
-    let watcher = tokio::spawn(watcher::run(
+    let watcher = tokio::spawn(supervise_watcher(
         ws.root.clone(),
         ws.config.paths.runtime.clone(),
         hint_tx,
@@ -95,6 +103,7 @@ pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Out
         Arc::clone(&metrics),
         cancel.clone(),
         engine_cancel.clone(),
+        sync,
     ));
 
     let mut exit = Exit::Ok;
@@ -113,17 +122,67 @@ pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Out
         engine_cancel.abort.store(true, Ordering::SeqCst);
         let _ = reconciler.await;
     }
-    metrics.alive.store(false, Ordering::SeqCst);
-    match watcher.await {
-        Ok(Err(e)) => tracing::error!("the file watcher failed: {e}"),
-        Err(e) => tracing::error!("the file watcher panicked: {e}"),
-        Ok(Ok(())) => {}
+    metrics.set_alive(false);
+    if let Err(e) = watcher.await {
+        tracing::error!("the file watcher's supervisor panicked: {e}");
     }
     if let Some(http) = http {
         let _ = http.await;
     }
     drop(lock);
     Ok(exit)
+}
+
+/// The first wait before a failed file watcher is started again; each failure in a row
+/// doubles it, up to [`WATCHER_BACKOFF_MAX`].
+const WATCHER_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const WATCHER_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A watcher that ran this long before it failed starts the backoff over.
+const WATCHER_STEADY: Duration = Duration::from_secs(60);
+
+/// Runs the file watcher until `cancel`, and starts it again whenever it fails, with a
+/// backoff. While it is down `/healthz` says so (503, with the reason), and the reconcile loop
+/// still reconciles every `devops.poll_interval`; the watcher that starts again asks for a
+/// full rescan. `hints` stays open all along, so the reconcile loop never sees it close.
+async fn supervise_watcher(
+    root: PathBuf,
+    runtime: String,
+    hints: mpsc::Sender<Hint>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = WATCHER_BACKOFF_MIN;
+    loop {
+        let started = Instant::now();
+        let ended =
+            watcher::run(root.clone(), runtime.clone(), hints.clone(), Arc::clone(&metrics), cancel.clone()).await;
+        if cancel.is_cancelled() {
+            return;
+        }
+        let reason = match ended {
+            Ok(()) => watcher::WatcherError::StreamEnded.to_string(),
+            Err(e) => e.to_string(),
+        };
+        metrics.watcher_errors.inc();
+        if started.elapsed() >= WATCHER_STEADY {
+            backoff = WATCHER_BACKOFF_MIN;
+        }
+        // Logged as an error when it fails, then quieter while it cannot start again.
+        if metrics.watcher_is_down() {
+            tracing::warn!("the file watcher did not start again: {reason}; next attempt in {backoff:?}");
+        } else {
+            tracing::error!(
+                "the file watcher failed: {reason}; starting it again in {backoff:?}, and reconciling every devops.poll_interval meanwhile"
+            );
+        }
+        metrics.watcher_failed(&reason);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        metrics.watcher_restarts.inc();
+        backoff = backoff.saturating_mul(2).min(WATCHER_BACKOFF_MAX);
+    }
 }
 
 /// How long a reconcile may run, or the loop go without one, before `/healthz` calls the
@@ -141,6 +200,41 @@ fn stall_limit(devops: &Devops) -> Duration {
 /// with the default debounce of 50 ms).
 const MAX_DEBOUNCE_PERIODS: u32 = 10;
 
+/// Waits while git rewrites the working tree (see [`git_busy`]), checking every `period`, for
+/// at most [`git_busy::MAX_WAIT`]. A lock it gave up on once (`stale`, by its modification
+/// time) is not waited for again.
+async fn wait_for_git(
+    lock: Option<&Path>,
+    stale: &mut Option<std::time::SystemTime>,
+    period: Duration,
+    cancel: &CancellationToken,
+) {
+    let give_up = tokio::time::Instant::now() + git_busy::MAX_WAIT;
+    let mut said = false;
+    while let Some(since) = git_busy::held_since(lock) {
+        if *stale == Some(since) {
+            return;
+        }
+        if tokio::time::Instant::now() >= give_up {
+            tracing::warn!(
+                "{} has existed for over {:?}: reconciling anyway (a git that crashed leaves it behind; remove it if no git runs)",
+                lock.unwrap_or(Path::new("")).display(),
+                git_busy::MAX_WAIT
+            );
+            *stale = Some(since);
+            return;
+        }
+        if !said {
+            tracing::debug!("git is writing the working tree: waiting for it to finish");
+            said = true;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(period.max(Duration::from_millis(10))) => {}
+        }
+    }
+}
+
 /// Waits for hints or the resync timer, debounces, and reconciles.
 async fn reconcile_loop(
     settings: Settings,
@@ -149,6 +243,7 @@ async fn reconcile_loop(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
     engine_cancel: Cancel,
+    sync: Option<Arc<crate::sync::GitSync>>,
 ) {
     let mut current = Arc::new(ws);
     let mut templates: Option<Templates> = None;
@@ -159,9 +254,17 @@ async fn reconcile_loop(
     // The first reconcile happens at once: work may be waiting from before the start.
     let mut due = true;
     let mut retry_after_settle = false;
+    let git_lock = git_busy::index_lock(&current.root);
+    let mut stale_git_lock = None;
     loop {
         let poll = current.config.devops.poll_interval;
         let debounce = current.config.devops.debounce;
+        // With git sync, another runner's push makes no local file event: the remote is
+        // fetched (by a reconcile) every `git.fetch_interval`.
+        let poll = match &sync {
+            Some(_) => poll.min(current.config.git.fetch_every()),
+            None => poll,
+        };
         if !due {
             let wait = if retry_after_settle { debounce } else { poll };
             tokio::select! {
@@ -192,6 +295,10 @@ async fn reconcile_loop(
             }
         }
         due = false;
+        wait_for_git(git_lock.as_deref(), &mut stale_git_lock, debounce, &cancel).await;
+        if cancel.is_cancelled() {
+            return;
+        }
         metrics.set_stall_limit(stall_limit(&current.config.devops));
         metrics.reconcile_started();
         let started = Instant::now();
@@ -201,7 +308,10 @@ async fn reconcile_loop(
             let engine_cancel = engine_cancel.clone();
             let templates = templates.take();
             let first = reconciles == 0;
-            tokio::task::spawn_blocking(move || reconcile_once(&settings, previous, templates, engine_cancel, first))
+            let sync = sync.clone();
+            tokio::task::spawn_blocking(move || {
+                reconcile_once(&settings, previous, templates, engine_cancel, first, sync)
+            })
         };
         let Ok(outcome) = job.await else {
             tracing::error!("a reconcile panicked");
@@ -280,6 +390,7 @@ fn reconcile_once(
     templates: Option<Templates>,
     cancel: Cancel,
     first: bool,
+    sync: Option<Arc<crate::sync::GitSync>>,
 ) -> Reconciled {
     let (workspace, config_problem) =
         match Workspace::open(&settings.dir, settings.config_file.as_deref(), settings.agent.as_deref()) {
@@ -300,7 +411,7 @@ fn reconcile_once(
     let (summary, templates) = match renderer {
         Ok(renderer) => {
             let templates = Some((fingerprint, Arc::clone(&renderer)));
-            let options = Options { dry_run: false, cancel, skip_recovery: !first };
+            let options = Options { dry_run: false, cancel, skip_recovery: !first, sync };
             match Engine::with_renderer(&workspace, options, renderer) {
                 Ok(engine) => (engine.run(), templates),
                 Err(problems) => (Summary { problems, ..Summary::default() }, templates),

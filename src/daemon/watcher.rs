@@ -6,11 +6,15 @@
 //! so a large build tree costs no inotify watches; a new top-level directory gets its watch
 //! when it appears. When the kernel's queue overflows (notify's `need_rescan`) or the hint
 //! channel is full, the reconciler is told to rescan everything.
+//!
+//! A watcher that can no longer see every change (the root removed or moved away, the inotify
+//! watch limit reached, its event stream ended) returns why; the supervisor starts a new one.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use notify::event::ModifyKind;
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -38,58 +42,88 @@ pub fn ignored(root: &Path, runtime: &str, path: &Path) -> bool {
     name.ends_with(".lock") || name.ends_with(".opsflow-tmp") || name.ends_with(".swp") || name.ends_with('~')
 }
 
-/// Runs the watcher until `cancel`; sends hints on `hints` (bounded).
+/// Why a watcher stopped watching. The supervisor ([`super::supervise_watcher`]) logs it,
+/// reports it on `/healthz` and starts a new watcher.
+#[derive(Debug, thiserror::Error)]
+pub enum WatcherError {
+    #[error("cannot start watching {path}: {reason}")]
+    Start { path: PathBuf, reason: String },
+    #[error("cannot list {path}: {source}")]
+    List { path: PathBuf, source: std::io::Error },
+    #[error(
+        "the inotify watch limit is reached (raise fs.inotify.max_user_watches, or watch fewer directories): {source}"
+    )]
+    WatchLimit { source: notify::Error },
+    #[error("{path} was removed or moved away")]
+    RootGone { path: PathBuf },
+    #[error("the event stream of the file watcher ended")]
+    StreamEnded,
+}
+
+/// Runs the watcher until `cancel` (then `Ok`), or until it can no longer see every change
+/// (then the reason); sends hints on `hints` (bounded).
 pub async fn run(
     root: PathBuf,
     runtime: String,
     hints: mpsc::Sender<Hint>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), WatcherError> {
     let (raw_tx, mut raw_rx) = mpsc::channel::<notify::Result<Event>>(1024);
     let overflow = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let callback_overflow = Arc::clone(&overflow);
+    let start = |e: notify::Error| match e.kind {
+        notify::ErrorKind::MaxFilesWatch => WatcherError::WatchLimit { source: e },
+        _ => WatcherError::Start { path: root.clone(), reason: describe(&e) },
+    };
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
         // Called on notify's thread; never block it.
         if raw_tx.try_send(event).is_err() {
             callback_overflow.store(true, Ordering::SeqCst);
         }
-    })?;
-    watcher.watch(&root, RecursiveMode::NonRecursive)?;
-    for entry in std::fs::read_dir(&root)?.flatten() {
+    })
+    .map_err(start)?;
+    watcher.watch(&root, RecursiveMode::NonRecursive).map_err(start)?;
+    let entries = std::fs::read_dir(&root).map_err(|source| WatcherError::List { path: root.clone(), source })?;
+    for entry in entries.flatten() {
         let path = entry.path();
-        if entry.file_type().is_ok_and(|t| t.is_dir())
-            && !ignored(&root, &runtime, &path)
-            && let Err(e) = watcher.watch(&path, RecursiveMode::Recursive)
-        {
-            tracing::warn!("cannot watch {}: {e}", path.display());
-            metrics.watcher_errors.fetch_add(1, Ordering::Relaxed);
+        if entry.file_type().is_ok_and(|t| t.is_dir()) && !ignored(&root, &runtime, &path) {
+            watch_directory(&mut watcher, &path, &metrics)?;
         }
     }
     tracing::info!("watching {}", root.display());
+    if let Some(reason) = metrics.watcher_running() {
+        // Whatever changed while no watcher ran is found by one full reconcile.
+        tracing::info!("the file watcher runs again (it was down: {reason})");
+        let _ = hints.try_send(Hint::Rescan);
+    }
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             event = raw_rx.recv() => match event {
                 Some(event) => event,
-                None => return Ok(()),
+                None => return Err(WatcherError::StreamEnded),
             },
         };
         if overflow.swap(false, Ordering::SeqCst) {
-            metrics.watcher_rescans.fetch_add(1, Ordering::Relaxed);
+            metrics.watcher_rescans.inc();
             let _ = hints.try_send(Hint::Rescan);
         }
         let event = match event {
             Ok(event) => event,
+            // Directories created from now on would go unwatched.
+            Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
+                return Err(WatcherError::WatchLimit { source: e });
+            }
             Err(e) => {
                 tracing::warn!("file watcher: {e}");
-                metrics.watcher_errors.fetch_add(1, Ordering::Relaxed);
+                metrics.watcher_errors.inc();
                 let _ = hints.try_send(Hint::Rescan);
                 continue;
             }
         };
         if event.need_rescan() {
-            metrics.watcher_rescans.fetch_add(1, Ordering::Relaxed);
+            metrics.watcher_rescans.inc();
             if hints.try_send(Hint::Rescan).is_err() {
                 tracing::debug!("hint queue full; a rescan is already pending");
             }
@@ -98,21 +132,52 @@ pub async fn run(
         if matches!(event.kind, EventKind::Access(_)) {
             continue;
         }
+        // The root's own watch is gone with it: no event would come again, even once a new
+        // directory takes its place.
+        if matches!(event.kind, EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)))
+            && event.paths.contains(&root)
+        {
+            return Err(WatcherError::RootGone { path: root });
+        }
         for path in event.paths {
             if ignored(&root, &runtime, &path) {
                 continue;
             }
-            metrics.watcher_events.fetch_add(1, Ordering::Relaxed);
+            metrics.watcher_events.inc();
             // A new top-level directory (a checkout, an agent's first file) needs its own watch.
-            if path.parent() == Some(root.as_path())
-                && path.is_dir()
-                && let Err(e) = watcher.watch(&path, RecursiveMode::Recursive)
-            {
-                tracing::warn!("cannot watch {}: {e}", path.display());
-                metrics.watcher_errors.fetch_add(1, Ordering::Relaxed);
+            if path.parent() == Some(root.as_path()) && path.is_dir() {
+                watch_directory(&mut watcher, &path, &metrics)?;
             }
             // A full queue means a reconcile is pending anyway; it reads everything.
             let _ = hints.try_send(Hint::Changed(path));
+        }
+    }
+}
+
+/// A notify error in words, without the paths notify appends (the caller names the path).
+fn describe(error: &notify::Error) -> String {
+    match &error.kind {
+        notify::ErrorKind::PathNotFound => "it does not exist".to_owned(),
+        notify::ErrorKind::Io(e) if e.kind() == std::io::ErrorKind::NotFound => "it does not exist".to_owned(),
+        notify::ErrorKind::Io(e) => e.to_string(),
+        notify::ErrorKind::Generic(message) => message.clone(),
+        notify::ErrorKind::WatchNotFound => "the watch is gone".to_owned(),
+        notify::ErrorKind::InvalidConfig(config) => format!("invalid watcher configuration {config:?}"),
+        notify::ErrorKind::MaxFilesWatch => "the inotify watch limit is reached".to_owned(),
+    }
+}
+
+/// Watches a top-level directory recursively. Reaching the watch limit ends the watcher (its
+/// supervisor reports it); another error (a directory that vanished, one not readable) is
+/// logged and counted.
+fn watch_directory(watcher: &mut impl Watcher, path: &Path, metrics: &Metrics) -> Result<(), WatcherError> {
+    match watcher.watch(path, RecursiveMode::Recursive) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => Err(WatcherError::WatchLimit { source: e }),
+        Err(e) => {
+            tracing::warn!("cannot watch {}: {}", path.display(), describe(&e));
+            metrics.watcher_errors.inc();
+            Ok(())
         }
     }
 }

@@ -120,10 +120,11 @@ pub struct QaVerdict {
     pub rejected: Option<String>,
 }
 
-/// The QA gate for `unit` at `version`: the reports approve, name no blocking bug, and, when
-/// they name a version, name this one (seed 000: artifact version matches approved code).
-pub fn qa_gate(ws: &Workspace, unit: &str, version: &str, evidence: &QaEvidence) -> QaVerdict {
+/// The QA gate for `release`: the reports approve, name no blocking bug, and, when they name
+/// a version, name this one (seed 000: artifact version matches approved code).
+pub fn qa_gate(ws: &Workspace, release: &Release, evidence: &QaEvidence) -> QaVerdict {
     const GATE: &str = "qa";
+    let (unit, version) = (release.unit.as_str(), release.version.as_str());
     let mut checks = Vec::new();
     let mut rejected = None;
     if evidence.markdown.is_none() && evidence.report.is_none() {

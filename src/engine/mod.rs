@@ -7,6 +7,7 @@
 
 pub mod artifacts;
 pub mod gates;
+pub mod readiness;
 pub mod record;
 
 use std::sync::Arc;
@@ -20,28 +21,26 @@ use crate::Exit;
 use crate::audit::Audit;
 use crate::exec::command::Runner;
 use crate::exec::secrets::Secrets;
-use crate::nodes::{self, NodeRun, Outcome};
+use crate::nodes::{self, NodeRun, Outcome, OutcomeKind};
 use crate::release::{self, Lookup, Release};
 use crate::render::Renderer;
 use crate::rollout::{deploy, journal};
 use crate::sha256;
 use crate::store::edit::FieldOp;
 use crate::store::state::StateEdit;
+use crate::task::{Task, TaskStatus};
 use crate::validate::{load_json, load_task_list};
-use crate::workflow::graph::{Action, Graph, Node};
-use crate::workflow::{FINISHED_STATUSES, owns};
+use crate::workflow::graph::{Action, Environment, Graph, Node};
+use crate::workflow::owns;
 use crate::workspace::Workspace;
 use crate::workspace::diagnostic::Diagnostic;
 use artifacts::Artifact;
 use gates::{Approval, Check};
 use record::{BLOCKED_BY, HumanRequest};
 
-/// Marks a task made up for a current node of `state.json` that no task stands for.
+/// Marks a task made up for a current node of `state.json` that no task stands for (see
+/// [`Task::from_state`]).
 const FROM_STATE: &str = "from_state";
-
-fn from_state(task: &Value) -> bool {
-    task.get(FROM_STATE) == Some(&Value::Bool(true))
-}
 
 /// The most passes one `run` makes; each pass that acts finishes a task, so this is only a
 /// guard against a workflow that keeps creating work for itself.
@@ -54,6 +53,9 @@ pub struct Options {
     /// Skip looking for runs a dead runner left (see `Engine::recover`): a daemon does it
     /// once at its start; after that every run of its agent is its own.
     pub skip_recovery: bool,
+    /// Sync through a git remote (`git.sync`): each pass starts in sync with the remote, and
+    /// a claim counts only once pushed. `None`: the workspace is used as it is.
+    pub sync: Option<Arc<crate::sync::GitSync>>,
 }
 
 /// How a daemon stops the engine: `stop` lets the running node finish and starts no other;
@@ -89,11 +91,15 @@ pub struct Summary {
 pub struct Ran {
     pub task: String,
     pub node: String,
-    pub outcome: String,
+    pub outcome: OutcomeKind,
     pub run_id: String,
     pub duration_ms: u64,
     pub summary: String,
     pub artifacts: Vec<String>,
+    /// The environment a deploy node deployed to (by its action, whatever its name); `None`
+    /// for the nodes that do not deploy.
+    #[serde(skip)]
+    pub deployed_to: Option<Environment>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,7 +113,11 @@ pub struct Blocked {
 #[derive(Debug, Clone, Serialize)]
 pub struct Waiting {
     pub task: String,
+    /// The ids of the unfinished `depends_on` entries.
     pub on: Vec<String>,
+    /// Each of them with why it holds the task (see [`readiness::Wait::describe`]), the text
+    /// `status` shows too.
+    pub why: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -120,12 +130,11 @@ pub struct Planned {
 impl Summary {
     /// The exit code (docs/reference.md): failures first, then invalid input, then waiting on a gate.
     pub fn exit(&self) -> Exit {
-        if !self.write_errors.is_empty() || self.ran.iter().any(|r| r.outcome == "failed" || r.outcome == "rolled_back")
-        {
+        if !self.write_errors.is_empty() || self.ran.iter().any(|r| r.outcome.is_failure()) {
             Exit::Failed
         } else if !self.problems.is_empty() {
             Exit::Invalid
-        } else if !self.blocked.is_empty() || self.ran.iter().any(|r| r.outcome == "blocked") {
+        } else if !self.blocked.is_empty() || self.ran.iter().any(|r| r.outcome == OutcomeKind::Blocked) {
             Exit::Waiting
         } else {
             Exit::Ok
@@ -148,16 +157,26 @@ pub struct Engine<'w> {
     secrets: Secrets,
     options: Options,
     /// The releases whose production deployment is open (pending, blocked or running) in the
-    /// current pass, as (unit, version): an approval without `version` counts only while a
-    /// single release of its unit waits.
-    open_production: std::cell::RefCell<Vec<(String, String)>>,
+    /// current pass: an approval without `version` counts only while a single release of its
+    /// unit waits.
+    open_production: std::cell::RefCell<Vec<Release>>,
     /// Production deployments that failed or were rolled back and are not resolved yet (their
-    /// fix task is open and no human set `resolved_by`), as (unit, task id, fix task id, its
-    /// status): later production deployments of that unit wait (seed 000, "Handling
-    /// Deployment Failures": block subsequent deployments until resolved).
-    unresolved: std::cell::RefCell<Vec<(String, String, String, String)>>,
+    /// fix task is open and no human set `resolved_by`): later production deployments of that
+    /// unit wait (seed 000, "Handling Deployment Failures": block subsequent deployments until
+    /// resolved).
+    unresolved: std::cell::RefCell<Vec<Unresolved>>,
+    /// False while the git remote is unreachable or the sync stopped: no new claims.
+    claims_allowed: std::cell::Cell<bool>,
     /// Failed writes of `state.json`, for the summary (see [`Summary::write_errors`]).
     write_errors: std::cell::RefCell<Vec<String>>,
+}
+
+/// A production deployment that failed or was rolled back, and its open fix task.
+struct Unresolved {
+    unit: String,
+    task: String,
+    fix: String,
+    fix_status: TaskStatus,
 }
 
 impl<'w> Engine<'w> {
@@ -187,6 +206,7 @@ impl<'w> Engine<'w> {
             options,
             open_production: Default::default(),
             unresolved: Default::default(),
+            claims_allowed: std::cell::Cell::new(true),
             write_errors: Default::default(),
         })
     }
@@ -201,12 +221,16 @@ impl<'w> Engine<'w> {
             if self.options.cancel.stopping() {
                 break;
             }
+            self.sync_before_pass();
             let acted = self.pass(&mut summary);
             // After a failed write of state.json the next pass would read the old position
             // and run the same node again: the run stops and reports it.
             if !acted || self.options.dry_run || !self.write_errors.borrow().is_empty() {
                 break;
             }
+        }
+        if let Some(sync) = &self.options.sync {
+            sync.after_run();
         }
         summary.write_errors = self.write_errors.take();
         summary
@@ -222,6 +246,35 @@ impl<'w> Engine<'w> {
         }
     }
 
+    /// With `git.sync`: fetch, rebase and push before a pass; claims only while in sync.
+    fn sync_before_pass(&self) {
+        let Some(sync) = &self.options.sync else { return };
+        let pass = sync.before_pass();
+        self.claims_allowed.set(pass == crate::sync::Pass::Ready);
+        if let crate::sync::Pass::Stopped(reason) = pass
+            && sync.new_stop(&reason)
+        {
+            let request = HumanRequest {
+                agent: self.ws.config.agent.name.clone(),
+                task_id: "-".into(),
+                node: "git sync".into(),
+                unit_id: "-".into(),
+                severity: "HIGH",
+                issue: reason.clone(),
+                impact: "no new claims are made and local commits are not pushed until it is resolved".into(),
+                actions: vec!["aborted the rebase; the local commits are kept".into()],
+                status: "sync stopped".into(),
+                help_needed: "resolve the conflict by hand and push".into(),
+                contacts: "the workspace's maintainers".into(),
+                raised_at: crate::time::now_rfc3339(),
+                run_id: new_run_id(),
+            };
+            if let Err(e) = record::append_human_request(self.ws, &self.renderer, &request, &reason) {
+                tracing::error!("cannot append to {}: {e}", self.ws.config.paths.human_requests);
+            }
+        }
+    }
+
     /// One pass; returns whether it ran a node (and so another pass may find more to do).
     fn pass(&self, summary: &mut Summary) -> bool {
         summary.blocked.clear();
@@ -230,18 +283,22 @@ impl<'w> Engine<'w> {
         summary.problems.clear();
         // Only owned entries that may still act are decoded and checked: a pass costs the
         // agent's open work, not the size of the file (finished tasks count by their status).
-        let loaded = load_task_list(self.ws, |head| {
-            let open = matches!(head.status.as_deref(), Some("pending" | "blocked" | "in_progress"));
-            let failed_production = head.kind.as_deref() == Some("deployment_production")
-                && matches!(head.status.as_deref(), Some("failed" | "rolled_back"));
-            (open || failed_production) && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())
+        let mut loaded = load_task_list(self.ws, |head| {
+            let status = TaskStatus::parse(head.status.as_deref().unwrap_or_default());
+            let failed_production = head.kind.as_deref() == Some("deployment_production") && status.is_failure();
+            (status.is_open() || failed_production)
+                && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())
         });
         if !loaded.readable {
             summary.problems.extend(loaded.diagnostics);
             return false;
         }
         let prefix = loaded.prefix;
-        let owned = &loaded.kept;
+        // Each owned entry that may act is decoded into a typed task once per pass.
+        let owned: Vec<(usize, Task)> = std::mem::take(&mut loaded.kept)
+            .into_iter()
+            .map(|(index, value)| (index, Task::from_value(value)))
+            .collect();
         let state = load_json(self.ws, &self.ws.config.paths.state, crate::schema::SchemaName::State);
         if !state.diagnostics.is_empty() {
             // Nothing runs on an invalid state.json: every node transition would edit it.
@@ -253,75 +310,63 @@ impl<'w> Engine<'w> {
             return true;
         }
         let status_of = |id: &str| loaded.statuses.get(id).map(String::as_str);
-        *self.open_production.borrow_mut() = owned
-            .iter()
-            .filter(|(_, t)| t.get("type").and_then(Value::as_str) == Some("deployment_production"))
-            .filter(|(_, t)| {
-                matches!(t.get("status").and_then(Value::as_str), Some("pending" | "blocked" | "in_progress"))
-            })
-            .map(|(_, t)| {
-                let release = Release::of_task(t);
-                (release.unit.clone(), release.version.bare().to_owned())
-            })
-            .collect();
+        let production = |t: &&(usize, Task)| t.1.kind == "deployment_production";
+        *self.open_production.borrow_mut() =
+            owned.iter().filter(production).filter(|(_, t)| t.status.is_open()).map(|(_, t)| t.release()).collect();
         *self.unresolved.borrow_mut() = owned
             .iter()
-            .filter(|(_, t)| t.get("type").and_then(Value::as_str) == Some("deployment_production"))
-            .filter(|(_, t)| matches!(t.get("status").and_then(Value::as_str), Some("failed" | "rolled_back")))
-            .filter(|(_, t)| t.get("resolved_by").and_then(Value::as_str).is_none_or(|b| b.trim().is_empty()))
+            .filter(production)
+            .filter(|(_, t)| t.status.is_failure())
+            .filter(|(_, t)| t.resolved_by.as_deref().is_none_or(|b| b.trim().is_empty()))
             .filter_map(|(_, t)| {
-                let id = t.get("id").and_then(Value::as_str)?.to_owned();
-                let fix = record::fix_task(t, "", "", "", "").get("id").and_then(Value::as_str)?.to_owned();
-                let fix_status = status_of(&fix)?.to_owned();
-                let resolved = matches!(fix_status.as_str(), "done" | "deployed" | "cancelled");
-                (!resolved).then(|| (Release::of_task(t).unit, id, fix, fix_status))
+                let fix = record::fix_task_id(if t.id.is_empty() { "task" } else { &t.id });
+                let fix_status = TaskStatus::parse(status_of(&fix)?);
+                let resolved = matches!(fix_status, TaskStatus::Done | TaskStatus::Deployed | TaskStatus::Cancelled);
+                (!resolved).then(|| Unresolved { unit: t.release().unit, task: t.id.clone(), fix, fix_status })
             })
             .collect();
-        for (index, task) in owned {
-            let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
-            let status = task.get("status").and_then(Value::as_str).unwrap_or_default();
-            let ours_blocked =
-                status == "blocked" && task.get("blocked_by").and_then(Value::as_str) == Some(BLOCKED_BY);
-            if status != "pending" && !ours_blocked {
+        // With git sync, runners of this agent on other clones read the same list: each pass
+        // starts at a random entry so that they spread over the work instead of all racing
+        // for the first task (the loser of a race drops its claim, which costs a round trip).
+        let start = match (&self.options.sync, owned.len()) {
+            (Some(_), len) if len > 1 => {
+                use std::hash::{BuildHasher, Hasher};
+                std::collections::hash_map::RandomState::new().build_hasher().finish() as usize % len
+            }
+            _ => 0,
+        };
+        for (index, task) in owned.iter().cycle().skip(start).take(owned.len()) {
+            let ours_blocked = task.status == TaskStatus::Blocked && task.blocked_by.as_deref() == Some(BLOCKED_BY);
+            if task.status != TaskStatus::Pending && !ours_blocked {
                 continue;
             }
-            let pointer = format!("{prefix}/{index}");
-            let entry_problems: Vec<Diagnostic> = loaded
-                .diagnostics
-                .iter()
-                .filter(|d| d.pointer.as_deref().is_some_and(|p| p == pointer || p.starts_with(&format!("{pointer}/"))))
-                .cloned()
-                .collect();
+            let entry_problems: Vec<Diagnostic> =
+                loaded.diagnostics.iter().filter(|d| readiness::is_problem_of(d, prefix, *index)).cloned().collect();
             if !entry_problems.is_empty() {
                 summary.problems.extend(entry_problems);
                 continue;
             }
-            let waiting_on: Vec<String> = task
-                .get("depends_on")
-                .and_then(Value::as_array)
-                .map(|deps| {
-                    deps.iter()
-                        .filter_map(Value::as_str)
-                        .filter(|dep| !status_of(dep).is_some_and(|s| FINISHED_STATUSES.contains(&s)))
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default();
-            if !waiting_on.is_empty() {
-                summary.waiting.push(Waiting { task: id, on: waiting_on });
+            let waits = readiness::waiting_on(task, status_of);
+            if !waits.is_empty() {
+                summary.waiting.push(Waiting {
+                    task: task.id.clone(),
+                    on: waits.iter().map(|w| w.id.clone()).collect(),
+                    why: waits.iter().map(readiness::Wait::describe).collect(),
+                });
                 continue;
             }
-            let node = match self.graph.node_for_task(task) {
+            let node = match self.graph.node_for_task(&task.raw) {
                 Ok(node) => node,
                 Err(why) => {
                     let file = &self.ws.config.paths.tasks;
-                    summary
-                        .problems
-                        .push(Diagnostic::new(file, crate::workspace::diagnostic::Kind::Schema, why).pointer(pointer));
+                    summary.problems.push(
+                        Diagnostic::new(file, crate::workspace::diagnostic::Kind::Schema, why)
+                            .pointer(format!("{prefix}/{index}")),
+                    );
                     continue;
                 }
             };
-            if self.consider(task, status, node, &state, summary) {
+            if self.consider(task, node, &state, summary) {
                 return true;
             }
         }
@@ -339,10 +384,9 @@ impl<'w> Engine<'w> {
             if status != "pending" && !ours_blocked {
                 continue;
             }
-            let covered = owned.iter().any(|(_, t)| {
-                self.graph.node_for_task(t).is_ok_and(|n| n.name == name)
-                    && matches!(t.get("status").and_then(Value::as_str), Some("pending" | "in_progress" | "blocked"))
-            });
+            let covered = owned
+                .iter()
+                .any(|(_, t)| self.graph.node_for_task(&t.raw).is_ok_and(|n| n.name == name) && t.status.is_open());
             if covered {
                 continue;
             }
@@ -359,22 +403,20 @@ impl<'w> Engine<'w> {
                     task[key] = value.clone();
                 }
             }
-            if self.consider(&task, status, node, &state, summary) {
+            if self.consider(&Task::from_value(task), node, &state, summary) {
                 return true;
             }
         }
-        summary.problems.extend(loaded.diagnostics.into_iter().filter(|d| {
-            // Problems inside other agents' entries are theirs; file-level ones hold everyone.
-            let entry = d.pointer.as_deref().and_then(|p| p.strip_prefix(prefix)).and_then(|p| p.strip_prefix('/'));
-            entry.is_none()
-        }));
+        // Problems inside entries were reported with their task above, or are other agents';
+        // file-level ones hold everyone.
+        summary.problems.extend(loaded.diagnostics.into_iter().filter(|d| readiness::entry_of(d, prefix).is_none()));
         false
     }
 
     /// Decides about one task (or a current node standing in for one): blocks it, or runs it.
     /// Returns whether it ran a node.
-    fn consider(&self, task: &Value, status: &str, node: &Node, state: &Value, summary: &mut Summary) -> bool {
-        let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    fn consider(&self, task: &Task, node: &Node, state: &Value, summary: &mut Summary) -> bool {
+        let id = task.id.clone();
         match self.readiness(task, node) {
             Readiness::Invalid(problems) => summary.problems.extend(problems),
             Readiness::Blocked { mut checks, mut reason, qa_rejected, request_approval } => {
@@ -397,7 +439,7 @@ impl<'w> Engine<'w> {
                 if self.options.cancel.stopping() {
                     return false;
                 }
-                if let Some(ran) = self.execute(task, status, node, inputs, checks, version, state) {
+                if let Some(ran) = self.execute(task, node, inputs, checks, version, state) {
                     summary.ran.push(ran);
                     return true;
                 }
@@ -406,15 +448,10 @@ impl<'w> Engine<'w> {
         false
     }
 
-    fn unit_and_version(&self, task: &Value) -> (String, String) {
-        let release = self.release_of(task);
-        (release.unit, release.version.as_str().to_owned())
-    }
-
     /// The release a task works on: its `unit_id` and `version`, the version otherwise taken
     /// from the newest R07 of its unit.
-    fn release_of(&self, task: &Value) -> Release {
-        let mut release = Release::of_task(task);
+    fn release_of(&self, task: &Task) -> Release {
+        let mut release = task.release();
         if release.version.is_empty() {
             let newest = release::find(self.ws, "R07-version-tag.md", &release)
                 .ok()
@@ -427,25 +464,23 @@ impl<'w> Engine<'w> {
     }
 
     /// The environment a node of `task` changes, if it changes one.
-    fn environment_of(&self, task: &Value, node: &Node) -> Option<String> {
+    fn environment_of(&self, task: &Task, node: &Node) -> Option<String> {
         match node.action {
-            Action::DeployToStaging => Some("staging".to_owned()),
-            Action::DeployToProduction | Action::PostDeployVerification => Some("production".to_owned()),
             Action::RollbackDeployment => {
                 let decision = nodes::requested_rollback(task)
-                    .then(|| release::find(self.ws, "R17-rollback-decision.md", &Release::of_task(task)).ok())
+                    .then(|| release::find(self.ws, "R17-rollback-decision.md", &task.release()).ok())
                     .flatten()
                     .and_then(Lookup::found);
                 Some(nodes::rollback_environment(task, decision.as_ref()))
             }
-            _ => None,
+            _ => node.changes_environment().map(|environment| environment.name().to_owned()),
         }
     }
 
     /// What the environment of `task` says before any gate: busy (its deploy lock is held,
     /// another task's rollout is unfinished), or this task's own rollout is paused and waits
     /// for, or has, a human's decision. `None`: nothing in the way, check the gates.
-    fn environment_readiness(&self, task: &Value, node: &Node) -> Option<Result<Readiness, (Check, Artifact)>> {
+    fn environment_readiness(&self, task: &Task, node: &Node) -> Option<Result<Readiness, (Check, Artifact)>> {
         let name = self.environment_of(task, node)?;
         let env = deploy::EnvConfig::load(&self.ws.config, &name).ok()?;
         let blocked = |reason: String| {
@@ -463,8 +498,7 @@ impl<'w> Engine<'w> {
             Ok(None) => return None,
             Err(why) => return blocked(why.to_string()),
         };
-        let id = task.get("id").and_then(Value::as_str).unwrap_or_default();
-        if journal.task != id || journal.phase != journal::Phase::Paused {
+        if journal.task != task.id || journal.phase != journal::Phase::Paused {
             return blocked(nodes::other_rollout(&env, &journal));
         }
         let waiting = nodes::pause_reason(&journal);
@@ -491,7 +525,7 @@ impl<'w> Engine<'w> {
     }
 
     /// Inputs, gates and approvals of `node` for `task`.
-    fn readiness(&self, task: &Value, node: &Node) -> Readiness {
+    fn readiness(&self, task: &Task, node: &Node) -> Readiness {
         let decided = match self.environment_readiness(task, node) {
             Some(Ok(readiness)) => return readiness,
             Some(Err(decided)) => Some(decided),
@@ -506,7 +540,7 @@ impl<'w> Engine<'w> {
     }
 
     /// The inputs and gates of `node` for `task`.
-    fn gate_readiness(&self, task: &Value, node: &Node) -> Readiness {
+    fn gate_readiness(&self, task: &Task, node: &Node) -> Readiness {
         let release = self.release_of(task);
         let (unit, version) = (release.unit.clone(), release.version.as_str().to_owned());
         let mut checks = Vec::new();
@@ -595,32 +629,34 @@ impl<'w> Engine<'w> {
             match gates::load_qa(self.ws, &release) {
                 Err(diagnostics) => problems.extend(diagnostics),
                 Ok(evidence) => {
-                    let verdict = gates::qa_gate(self.ws, &unit, &version, &evidence);
+                    let verdict = gates::qa_gate(self.ws, &release, &evidence);
                     qa_rejected = verdict.rejected;
                     checks.extend(verdict.checks);
                     inputs.extend(evidence.markdown.clone());
-                    let environment = if node.action == Action::DeployToStaging { "staging" } else { "production" };
-                    if node.action == Action::DeployToStaging {
+                    // A node that deploys always changes an environment.
+                    let environment = node.changes_environment().unwrap_or(Environment::Production);
+                    if environment == Environment::Staging {
                         checks.extend(gates::staging_gate(&self.ws.config, &evidence));
                     } else {
                         checks.extend(gates::production_quality(&self.ws.config, &evidence));
                         checks.extend(self.production_readiness(&release, &mut inputs, &mut problems));
                     }
-                    match deploy::EnvConfig::load(&self.ws.config, environment) {
+                    match deploy::EnvConfig::load(&self.ws.config, environment.name()) {
                         Ok(env) => {
                             let needs_approval = env.requires_approval
-                                || (environment == "production" && self.ws.config.devops.require_human_approval);
+                                || (environment == Environment::Production
+                                    && self.ws.config.devops.require_human_approval);
                             if needs_approval {
                                 let single = self
                                     .open_production
                                     .borrow()
                                     .iter()
-                                    .filter(|(u, v)| *u == unit && !v.is_empty())
-                                    .map(|(_, v)| v.clone())
+                                    .filter(|open| open.unit == unit && !open.version.is_empty())
+                                    .map(|open| open.version.bare().to_owned())
                                     .collect::<std::collections::BTreeSet<_>>()
                                     .len()
                                     <= 1;
-                                match gates::human_approval(self.ws, environment, &release, single) {
+                                match gates::human_approval(self.ws, environment.name(), &release, single) {
                                     Ok((check, approval, artifact)) => {
                                         request_approval =
                                             approval == Approval::Missing && checks.iter().all(|c| !c.blocks());
@@ -664,8 +700,8 @@ impl<'w> Engine<'w> {
             .unresolved
             .borrow()
             .iter()
-            .filter(|(u, ..)| u == unit)
-            .map(|(_, failed, fix, fix_status)| {
+            .filter(|open| open.unit == unit)
+            .map(|Unresolved { task: failed, fix, fix_status, .. }| {
                 format!(
                     "the production deployment {failed} of {unit} failed or was rolled back and is not resolved: {fix} is `{fix_status}` (opsflow waits for `done`, or for `resolved_by` on {failed})"
                 )
@@ -747,29 +783,29 @@ impl<'w> Engine<'w> {
     /// request when only a human is missing. Writes nothing if it was already recorded.
     fn block(
         &self,
-        task: &Value,
+        task: &Task,
         node: &Node,
         reason: &str,
         qa_rejected: Option<&str>,
         request_approval: bool,
         checks: &[Check],
     ) {
-        let id = task.get("id").and_then(Value::as_str).unwrap_or_default();
-        let (unit, version) = self.unit_and_version(task);
-        let same = task.get("status").and_then(Value::as_str) == Some("blocked")
-            && task.get("blocked_reason").and_then(Value::as_str) == Some(reason);
+        let id = task.id.as_str();
+        let release = self.release_of(task);
+        let (unit, version) = (release.unit.clone(), release.version.as_str());
+        let same = task.status == TaskStatus::Blocked && task.blocked_reason.as_deref() == Some(reason);
         let run_id = new_run_id();
         if same {
             return;
         }
         let ops = vec![
-            FieldOp::Set("status".into(), "blocked".into()),
+            FieldOp::Set("status".into(), TaskStatus::Blocked.as_str().into()),
             FieldOp::Set("blocked_reason".into(), reason.into()),
             FieldOp::Set("blocked_by".into(), BLOCKED_BY.into()),
             FieldOp::Set("updated_at".into(), crate::time::now_rfc3339().into()),
         ];
-        let current = task.get("status").and_then(Value::as_str).unwrap_or_default();
-        if !from_state(task) {
+        let current = task.status.as_str();
+        if !task.from_state {
             match record::edit_task(self.ws, Some(id), &[current], ops, Vec::new()) {
                 Ok(true) => {}
                 Ok(false) => return,
@@ -781,7 +817,7 @@ impl<'w> Engine<'w> {
         }
         self.audit.record(&run_id, "blocked", id, reason, &[]);
         let mut fields = vec![FieldOp::Set("status".into(), "blocked".into())];
-        if from_state(task) {
+        if task.from_state {
             // The node stands for itself: its entry carries what a task would.
             fields.push(FieldOp::Set("blocked_reason".into(), reason.into()));
             fields.push(FieldOp::Set("blocked_by".into(), BLOCKED_BY.into()));
@@ -794,7 +830,7 @@ impl<'w> Engine<'w> {
                 "QA to re-test and approve the unit, or close the task".to_owned(),
                 "QA-Engineer",
             ),
-            None if request_approval => (
+            None if request_approval || only_an_approval_missing(checks) => (
                 "HIGH",
                 format!("{} for unit {unit} version {version} waits for a human approval", node.name),
                 format!(
@@ -855,7 +891,7 @@ impl<'w> Engine<'w> {
     /// when it is free, else `R12-prod-approval-<UNIT_ID>-<version>.md` beside another
     /// release's file. A copy of the request as written goes to the release's history, so
     /// that the request itself never counts as an approval. Returns whether it wrote the file.
-    fn write_approval_request(&self, task: &Value, node: &Node, checks: &[Check]) -> bool {
+    fn write_approval_request(&self, task: &Task, node: &Node, checks: &[Check]) -> bool {
         let release = self.release_of(task);
         let (unit, version) = (release.unit.clone(), release.version.as_str().to_owned());
         let run_id = new_run_id();
@@ -880,7 +916,7 @@ impl<'w> Engine<'w> {
             "unit_id": unit,
             "version": version,
             "approval_file": relative,
-            "task": {"id": task.get("id").and_then(Value::as_str).unwrap_or_default(), "title": task.get("title").and_then(Value::as_str).unwrap_or_default()},
+            "task": {"id": task.id, "title": task.title},
             "checks": checks.iter().filter(|c| c.passed).collect::<Vec<_>>(),
             "warnings": checks.iter().filter(|c| c.warning).collect::<Vec<_>>(),
             "approvers": self.ws.config.devops.approvers,
@@ -907,6 +943,7 @@ impl<'w> Engine<'w> {
         });
         match created {
             Ok(()) => {
+                crate::workspace::write::note_written(&path);
                 self.audit.record(&run_id, "approval_requested", &relative, "every other gate passed", &[]);
                 true
             }
@@ -921,20 +958,23 @@ impl<'w> Engine<'w> {
     #[allow(clippy::too_many_arguments)]
     fn execute(
         &self,
-        task: &Value,
-        status: &str,
+        task: &Task,
         node: &Node,
         inputs: Vec<artifacts::Artifact>,
         checks: Vec<Check>,
         version: String,
         state: &Value,
     ) -> Option<Ran> {
+        if !self.claims_allowed.get() {
+            // An unpushed claim is not a claim: none is made while the remote is out of reach.
+            return None;
+        }
         let started = Instant::now();
-        let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let id = task.id.clone();
         let run_id = new_run_id();
         let now = crate::time::now_rfc3339();
         let claim = vec![
-            FieldOp::Set("status".into(), "in_progress".into()),
+            FieldOp::Set("status".into(), TaskStatus::InProgress.as_str().into()),
             FieldOp::Set("claimed_by".into(), self.ws.config.agent.name.clone().into()),
             FieldOp::Set("claimed_at".into(), now.clone().into()),
             FieldOp::Set("run_id".into(), run_id.clone().into()),
@@ -942,8 +982,8 @@ impl<'w> Engine<'w> {
             FieldOp::Remove("blocked_reason".into()),
             FieldOp::Remove("blocked_by".into()),
         ];
-        if !from_state(task) {
-            match record::edit_task(self.ws, Some(&id), &[status], claim, Vec::new()) {
+        if !task.from_state {
+            match record::edit_task(self.ws, Some(&id), &[task.status.as_str()], claim, Vec::new()) {
                 Ok(true) => {}
                 Ok(false) => return None,
                 Err(e) => {
@@ -988,28 +1028,35 @@ impl<'w> Engine<'w> {
             ],
             current_nodes: None,
         });
-        let (unit, _) = self.unit_and_version(task);
-        let mut run = self.node_run(task, node, &run_id, &unit, version);
+        if let Some(sync) = &self.options.sync
+            && let Err(why) = sync.publish_claim(&id, &node.name, &run_id, task.from_state)
+        {
+            tracing::info!("{id}: the claim was dropped ({why}); {} does not run", node.name);
+            self.audit.record(&run_id, "claim_dropped", &id, &why, &[]);
+            // A remote that refused this claim refuses the next: no more tries this pass.
+            self.claims_allowed.set(sync.reachable_now());
+            return None;
+        }
+        // The version readiness settled on (a paused rollout's own) with the task's unit.
+        let release = Release::new(self.release_of(task).unit, version);
+        let mut run = self.node_run(task, node, &run_id, release);
         run.inputs = inputs;
         run.approved_by = approved_by;
         let outcome =
             nodes::run(&mut run).unwrap_or_else(|e| Outcome::Failed { step: e.step, reason: e.reason, log: e.log });
         self.finish(task, node, &mut run, &outcome, state);
-        let label = match &outcome {
-            Outcome::Done => "done",
-            Outcome::Deployed => "deployed",
-            Outcome::RolledBack { .. } => "rolled_back",
-            Outcome::Failed { .. } => "failed",
-            Outcome::Blocked { .. } => "blocked",
-        };
+        if let Some(sync) = &self.options.sync {
+            sync.publish_results(&id, &node.name, &outcome.kind().to_string(), &run_id);
+        }
         Some(Ran {
             task: id,
             node: node.name.clone(),
-            outcome: label.to_owned(),
+            outcome: outcome.kind(),
             run_id,
             duration_ms: started.elapsed().as_millis() as u64,
             summary: self.secrets.mask(&run.summary),
             artifacts: run.artifacts.clone(),
+            deployed_to: node.action.deploys().then(|| node.changes_environment()).flatten(),
         })
     }
 
@@ -1045,17 +1092,21 @@ impl<'w> Engine<'w> {
         // Only owned tasks in progress are decoded; the scan skips the rest of the list.
         let Ok(Some(text)) = self.ws.read_text(&self.ws.config.paths.tasks) else { return };
         let Ok((_, heads)) = crate::store::tasks::scan(&text, |head| {
-            head.status.as_deref() == Some("in_progress")
+            head.status.as_deref().map(TaskStatus::parse) == Some(TaskStatus::InProgress)
                 && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())
         }) else {
             return;
         };
         for head in heads {
-            let task = head.value(&text);
+            let task = Task::from_value(head.value(&text));
             let id = head.id.as_deref().unwrap_or_default();
-            if task.get("claimed_by").and_then(Value::as_str) != Some(agent.as_str())
-                || recovered.iter().any(|r| r == id)
-            {
+            if task.claimed_by.as_deref() != Some(agent.as_str()) || recovered.iter().any(|r| r == id) {
+                continue;
+            }
+            // With git sync, runners of this agent on other clones hold their own claims: only
+            // a run this clone started (its run directory is here) is this runner's to recover.
+            let run_id = task.run_id.as_deref().unwrap_or_default();
+            if self.options.sync.is_some() && (run_id.is_empty() || !nodes::run_dir(self.ws, run_id).exists()) {
                 continue;
             }
             if let Some(ran) = self.recover_run(id, None) {
@@ -1070,22 +1121,22 @@ impl<'w> Engine<'w> {
         let started = Instant::now();
         let text = self.ws.read_text(&self.ws.config.paths.tasks).ok().flatten()?;
         let (_, heads) = crate::store::tasks::scan_ids(&text, &[id]).ok()?;
-        let task = crate::store::tasks::find(&heads, id).ok().map(|head| head.value(&text));
-        let Some(task) = task.filter(|t| t.get("status").and_then(Value::as_str) == Some("in_progress")) else {
+        let task = crate::store::tasks::find(&heads, id).ok().map(|head| Task::from_value(head.value(&text)));
+        let Some(task) = task.filter(|t| t.status == TaskStatus::InProgress) else {
             // The run had recorded its end; only its journal was left.
             return None;
         };
-        let node = self.graph.node_for_task(&task).ok()?;
-        let old_run = task.get("run_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let node = self.graph.node_for_task(&task.raw).ok()?;
+        let old_run = task.run_id.clone().unwrap_or_default();
         let mut notes = Vec::new();
         if !old_run.is_empty()
             && let Some(group) = crate::exec::command::kill_leftover_group(&nodes::run_dir(self.ws, &old_run), &old_run)
         {
             notes.push(format!("ended its process group {group}, still running"));
         }
-        let (unit, version) = self.unit_and_version(&task);
+        let release = self.release_of(&task);
         let run_id = new_run_id();
-        let mut run = self.node_run(&task, node, &run_id, &unit, version);
+        let mut run = self.node_run(&task, node, &run_id, release);
         if let Some((journal, env)) = rollout {
             if !journal.changed {
                 // Its release was staged but never went live: not `deploying` for ever.
@@ -1129,11 +1180,12 @@ impl<'w> Engine<'w> {
         Some(Ran {
             task: id.to_owned(),
             node: node.name.clone(),
-            outcome: "failed".to_owned(),
+            outcome: OutcomeKind::Failed,
             run_id,
             duration_ms: started.elapsed().as_millis() as u64,
             summary: self.secrets.mask(&run.summary),
             artifacts: run.artifacts.clone(),
+            deployed_to: node.action.deploys().then(|| node.changes_environment()).flatten(),
         })
     }
 
@@ -1221,21 +1273,14 @@ impl<'w> Engine<'w> {
     }
 
     /// Everything a node execution of `task` needs, for run `run_id`.
-    fn node_run<'a>(
-        &'a self,
-        task: &'a Value,
-        node: &'a Node,
-        run_id: &str,
-        unit: &str,
-        version: String,
-    ) -> NodeRun<'a> {
-        let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    fn node_run<'a>(&'a self, task: &'a Task, node: &'a Node, run_id: &str, release: Release) -> NodeRun<'a> {
+        let id = task.id.clone();
         let runner = Runner {
             run_dir: nodes::run_dir(self.ws, run_id),
             workspace: self.ws.root.clone(),
             env: vec![
-                ("OPSFLOW_VERSION".into(), version.clone()),
-                ("OPSFLOW_UNIT_ID".into(), unit.to_owned()),
+                ("OPSFLOW_VERSION".into(), release.version.to_string()),
+                ("OPSFLOW_UNIT_ID".into(), release.unit.clone()),
                 ("OPSFLOW_TASK_ID".into(), id),
                 ("OPSFLOW_RUN_ID".into(), run_id.to_owned()),
                 ("OPSFLOW_WORKSPACE".into(), self.ws.root.to_string_lossy().into_owned()),
@@ -1251,8 +1296,7 @@ impl<'w> Engine<'w> {
             node,
             task,
             run_id: run_id.to_owned(),
-            unit_id: unit.to_owned(),
-            version,
+            release,
             inputs: Vec::new(),
             artifacts: Vec::new(),
             also_completed: Vec::new(),
@@ -1264,19 +1308,15 @@ impl<'w> Engine<'w> {
     }
 
     /// Records the end of a node: task, state, fix task, human request, signal, audit.
-    fn finish(&self, task: &Value, node: &Node, run: &mut NodeRun<'_>, outcome: &Outcome, state: &Value) {
+    fn finish(&self, task: &Task, node: &Node, run: &mut NodeRun<'_>, outcome: &Outcome, state: &Value) {
         if let Outcome::Blocked { reason, escalate } = outcome {
             return self.finish_blocked(task, node, run, reason, *escalate);
         }
-        let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let id = task.id.clone();
         let now = crate::time::now_rfc3339();
-        let (task_status, node_status) = match outcome {
-            Outcome::Done => ("done", "completed"),
-            Outcome::Deployed => ("deployed", "completed"),
-            Outcome::RolledBack { .. } => ("rolled_back", "failed"),
-            Outcome::Failed { .. } => ("failed", "failed"),
-            Outcome::Blocked { .. } => unreachable!("a wait is recorded by finish_blocked"),
-        };
+        let kind = outcome.kind();
+        let task_status = kind.task_status();
+        let node_status = if kind.is_failure() { "failed" } else { "completed" };
         let mut summary = run.summary.clone();
         let mut appends = Vec::new();
         let mut outcome_value =
@@ -1286,12 +1326,17 @@ impl<'w> Engine<'w> {
                 summary = format!("{} failed at `{step}`: {reason}", node.name);
                 outcome_value["failed_step"] = json!(step);
                 outcome_value["log"] = json!(log);
-                appends.push(self.with_context(record::fix_task(task, &node.name, step, reason, log), task, node, run));
+                appends.push(self.with_context(
+                    record::fix_task(&task.raw, &node.name, step, reason, log),
+                    task,
+                    node,
+                    run,
+                ));
             }
             Outcome::RolledBack { reason } => {
                 outcome_value["rollback_reason"] = json!(reason);
                 appends.push(self.with_context(
-                    record::fix_task(task, &node.name, "verification", reason, ""),
+                    record::fix_task(&task.raw, &node.name, "verification", reason, ""),
                     task,
                     node,
                     run,
@@ -1304,11 +1349,11 @@ impl<'w> Engine<'w> {
         outcome_value["summary"] = json!(summary);
         self.secrets.mask_json(&mut outcome_value);
         let ops = vec![
-            FieldOp::Set("status".into(), task_status.into()),
+            FieldOp::Set("status".into(), task_status.as_str().into()),
             FieldOp::Set("outcome".into(), outcome_value.clone()),
             FieldOp::Set("updated_at".into(), now.clone().into()),
         ];
-        let task_id = (!from_state(task)).then_some(id.as_str());
+        let task_id = (!task.from_state).then_some(id.as_str());
         self.record_outcome(task_id, &id, node, run, ops, appends, &outcome_value);
         // state.json: this node (and any it completed on the way) and the current position.
         let mut completed = vec![node.name.clone()];
@@ -1336,7 +1381,7 @@ impl<'w> Engine<'w> {
             }
             self.edit_state(StateEdit { node: name.clone(), fields, current_nodes });
         }
-        let (unit, _) = self.unit_and_version(task);
+        let unit = self.release_of(task).unit;
         let failed = matches!(outcome, Outcome::Failed { .. } | Outcome::RolledBack { .. });
         if failed {
             let (step, reason, log) = match outcome {
@@ -1405,16 +1450,16 @@ impl<'w> Engine<'w> {
             }
         }
         let inputs: Vec<(String, String)> = run.inputs.iter().map(|a| (a.file.clone(), a.sha256.clone())).collect();
-        self.audit.record(&run.run_id, task_status, &id, &run.summary, &inputs);
+        self.audit.record(&run.run_id, task_status.as_str(), &id, &run.summary, &inputs);
     }
 
     /// The deployment context of a failure in its fix task (seed 000: a bug report with
     /// deployment context): environment, version, unit, run, and the figures the node saw.
-    fn with_context(&self, mut fix: Value, task: &Value, node: &Node, run: &NodeRun<'_>) -> Value {
+    fn with_context(&self, mut fix: Value, task: &Task, node: &Node, run: &NodeRun<'_>) -> Value {
         let mut context = json!({
             "environment": self.environment_of(task, node),
-            "unit_id": run.unit_id,
-            "version": run.version,
+            "unit_id": run.release.unit,
+            "version": run.release.version.as_str(),
             "run_id": run.run_id,
             "run_log_dir": self.ws.label(&nodes::run_dir(self.ws, &run.run_id)),
         });
@@ -1440,7 +1485,7 @@ impl<'w> Engine<'w> {
     fn mark_rolled_back(&self, undone: &Release, run: &mut NodeRun<'_>) {
         let Ok(Some(text)) = self.ws.read_text(&self.ws.config.paths.tasks) else { return };
         let Ok((_, heads)) = crate::store::tasks::scan(&text, |head| {
-            head.status.as_deref() == Some("deployed")
+            head.status.as_deref().map(TaskStatus::parse) == Some(TaskStatus::Deployed)
                 && head.kind.as_deref() == Some("deployment_production")
                 && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())
         }) else {
@@ -1448,21 +1493,20 @@ impl<'w> Engine<'w> {
         };
         let now = crate::time::now_rfc3339();
         for head in heads {
-            let task = head.value(&text);
-            let release = Release::of_task(&task);
+            let release = Task::from_value(head.value(&text)).release();
             if release.unit != undone.unit || release.version != undone.version {
                 continue;
             }
             let Some(id) = head.id.as_deref() else { continue };
             let ops = vec![
-                FieldOp::Set("status".into(), "rolled_back".into()),
+                FieldOp::Set("status".into(), TaskStatus::RolledBack.as_str().into()),
                 FieldOp::Set(
                     "rolled_back".into(),
                     json!({"by_task": run.task_id(), "run_id": run.run_id, "at": now, "summary": self.secrets.mask(&run.summary)}),
                 ),
                 FieldOp::Set("updated_at".into(), now.clone().into()),
             ];
-            match record::edit_task(self.ws, Some(id), &["deployed"], ops, Vec::new()) {
+            match record::edit_task(self.ws, Some(id), &[TaskStatus::Deployed.as_str()], ops, Vec::new()) {
                 Ok(true) => self.audit.record(&run.run_id, "rolled_back", id, &run.summary, &[]),
                 Ok(false) => {}
                 Err(e) => tracing::error!("cannot record that {id} was rolled back: {e}"),
@@ -1495,11 +1539,13 @@ impl<'w> Engine<'w> {
         appends: Vec<Value>,
         outcome: &Value,
     ) {
-        let moved = match record::edit_task(self.ws, task_id, &["in_progress"], ops.clone(), appends.clone()) {
-            Ok(true) => return,
-            Ok(false) => None,
-            Err(e) => Some(e.to_string()),
-        };
+        let moved =
+            match record::edit_task(self.ws, task_id, &[TaskStatus::InProgress.as_str()], ops.clone(), appends.clone())
+            {
+                Ok(true) => return,
+                Ok(false) => None,
+                Err(e) => Some(e.to_string()),
+            };
         if moved.is_none() && task_id.is_some() {
             tracing::warn!(
                 "{id} changed while {} ran (another writer or a git command); its outcome is recorded over what is there now",
@@ -1534,7 +1580,7 @@ impl<'w> Engine<'w> {
             agent: self.ws.config.agent.name.clone(),
             task_id: id.to_owned(),
             node: node.name.clone(),
-            unit_id: run.unit_id.clone(),
+            unit_id: run.release.unit.clone(),
             severity: "HIGH",
             issue: format!("the outcome of {} for {id} could not be recorded on its task: {why}", node.name),
             impact: "tasks.json does not say what happened in the environment".to_owned(),
@@ -1553,8 +1599,8 @@ impl<'w> Engine<'w> {
     /// Records a node that stopped to wait after it was claimed: the task goes back to
     /// `blocked` (by opsflow, so every pass checks it again), the node too; a paused rollout
     /// also gets one human request and a `blocked` completion signal.
-    fn finish_blocked(&self, task: &Value, node: &Node, run: &mut NodeRun<'_>, reason: &str, escalate: bool) {
-        let id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    fn finish_blocked(&self, task: &Task, node: &Node, run: &mut NodeRun<'_>, reason: &str, escalate: bool) {
+        let id = task.id.clone();
         let now = crate::time::now_rfc3339();
         let reason = self.secrets.mask(reason);
         if run.summary.is_empty() {
@@ -1562,28 +1608,29 @@ impl<'w> Engine<'w> {
         }
         let summary = self.secrets.mask(&run.summary);
         run.summary = summary.clone();
-        let outcome = json!({"status": "blocked", "run_id": run.run_id, "finished_at": now, "artifacts": run.artifacts, "summary": summary});
+        let outcome = json!({"status": TaskStatus::Blocked, "run_id": run.run_id, "finished_at": now, "artifacts": run.artifacts, "summary": summary});
         let ops = vec![
-            FieldOp::Set("status".into(), "blocked".into()),
+            FieldOp::Set("status".into(), TaskStatus::Blocked.as_str().into()),
             FieldOp::Set("blocked_reason".into(), reason.clone().into()),
             FieldOp::Set("blocked_by".into(), BLOCKED_BY.into()),
             FieldOp::Set("outcome".into(), outcome),
             FieldOp::Set("updated_at".into(), now.clone().into()),
         ];
-        let task_id = (!from_state(task)).then_some(id.as_str());
-        if let Err(e) = record::edit_task(self.ws, task_id, &["in_progress"], ops, Vec::new()) {
+        let task_id = (!task.from_state).then_some(id.as_str());
+        if let Err(e) = record::edit_task(self.ws, task_id, &[TaskStatus::InProgress.as_str()], ops, Vec::new()) {
             tracing::error!("cannot record that {id} waits: {e}");
         }
         let mut fields = vec![
             FieldOp::Set("status".into(), "blocked".into()),
             FieldOp::Set("run_id".into(), run.run_id.clone().into()),
         ];
-        if from_state(task) {
+        if task.from_state {
             fields.push(FieldOp::Set("blocked_reason".into(), reason.clone().into()));
             fields.push(FieldOp::Set("blocked_by".into(), BLOCKED_BY.into()));
         }
         self.edit_state(StateEdit { node: node.name.clone(), fields, current_nodes: None });
-        let (unit, version) = self.unit_and_version(task);
+        let release = self.release_of(task);
+        let (unit, version) = (release.unit.clone(), release.version.as_str().to_owned());
         if escalate {
             let request = HumanRequest {
                 agent: self.ws.config.agent.name.clone(),
@@ -1660,4 +1707,11 @@ fn config_checks(ws: &Workspace, node: &Node) -> Vec<Check> {
         _ => {}
     }
     checks
+}
+
+/// Whether the human approval is the only check that holds a task back: the task then waits
+/// for a person, whether the request is as opsflow wrote it, half filled in or on hold.
+fn only_an_approval_missing(checks: &[Check]) -> bool {
+    let mut blocking = checks.iter().filter(|c| c.blocks()).peekable();
+    blocking.peek().is_some() && blocking.all(|c| c.name == "human approval")
 }

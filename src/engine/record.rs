@@ -32,22 +32,59 @@ pub fn edit_task(
     appends: Vec<Value>,
 ) -> Result<bool, StoreError> {
     let file = ws.config.paths.tasks.clone();
-    let path = ws.inside(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
+    let mut tries = 0;
+    loop {
+        let mut unreadable = false;
+        let result = edit_task_once(ws, &file, id, expect, &ops, &appends, &mut unreadable);
+        tries += 1;
+        if result.is_ok() || !unreadable || tries >= 3 {
+            return result;
+        }
+        // An editor or agent that rewrites the file in place (truncate, then write) was
+        // caught halfway: wait until the file settles, then edit what it holds then.
+        let _ = ws.read_text_settled(&file, |text| tasks::scan_ids(text, &[]).is_ok());
+    }
+}
+
+/// A scan error in words, with its line and column.
+fn layout_error(text: &str, error: &tasks::LayoutError) -> String {
+    match error {
+        tasks::LayoutError::Syntax(syntax) => {
+            let (line, column) = crate::store::json::line_col(text, syntax.offset);
+            format!("line {line} column {column}: {}", syntax.message)
+        }
+        tasks::LayoutError::Shape(shape) => shape.clone(),
+    }
+}
+
+fn edit_task_once(
+    ws: &Workspace,
+    file: &str,
+    id: Option<&str>,
+    expect: &[&str],
+    ops: &[FieldOp],
+    appends: &[Value],
+    unreadable: &mut bool,
+) -> Result<bool, StoreError> {
+    let path = ws.inside(file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
     let mut applied = true;
-    file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
-        let Some(text) = current else { return Err(refused(&file, "the file disappeared")) };
+    file::modify(&path, file, ws.config.limits.max_file_bytes, |current| {
+        let Some(text) = current else { return Err(refused(file, "the file disappeared")) };
         let mut wanted: Vec<&str> = appends.iter().filter_map(|t| t.get("id").and_then(Value::as_str)).collect();
         wanted.extend(id);
-        let (layout, heads) = tasks::scan_ids(text, &wanted).map_err(|e| refused(&file, format!("{e:?}")))?;
+        let (layout, heads) = tasks::scan_ids(text, &wanted).map_err(|e| {
+            *unreadable = true;
+            refused(file, layout_error(text, &e))
+        })?;
         let mut updates = Vec::new();
         if let Some(id) = id {
-            let head = tasks::find(&heads, id).map_err(|e| refused(&file, e))?;
+            let head = tasks::find(&heads, id).map_err(|e| refused(file, e))?;
             let status = head.status.as_deref().unwrap_or_default();
             if !expect.is_empty() && !expect.contains(&status) {
                 applied = false;
                 return Ok(None);
             }
-            updates.push((id.to_owned(), ops.clone()));
+            updates.push((id.to_owned(), ops.to_vec()));
         }
         // Skip appends that are already there (a fix task filed on an earlier pass).
         let appends: Vec<Value> = appends
@@ -63,7 +100,7 @@ pub fn edit_task(
         }
         tasks::splices_for(text, layout, &heads, &TaskEdits { updates, appends })
             .map(|splices| Some(Content::Spliced(splices)))
-            .map_err(|e| refused(&file, e))
+            .map_err(|e| refused(file, e))
     })?;
     Ok(applied)
 }
@@ -185,7 +222,23 @@ pub fn fix_task(task: &Value, node: &str, step: &str, reason: &str, log: &str) -
     Value::Object(fix)
 }
 
-/// Writes `stage-completion-signal.json`, validated against its schema first.
+/// Whether the signal at `path` already says what `signal` says, apart from when: then it
+/// stays as it is, so a state that comes back (a `git stash` undoing an edit, a checkout of
+/// an older commit) leaves the file as committed instead of changing only its timestamp.
+fn says_the_same(ws: &Workspace, file: &str, signal: &Value) -> bool {
+    let Ok(Some(text)) = ws.read_text(file) else { return false };
+    let Ok(mut existing) = serde_json::from_str::<Value>(&text) else { return false };
+    let mut signal = signal.clone();
+    for value in [&mut existing, &mut signal] {
+        if let Some(object) = value.as_object_mut() {
+            object.remove("completed_at");
+        }
+    }
+    existing == signal
+}
+
+/// Writes `stage-completion-signal.json`, validated against its schema first, unless it
+/// already says the same.
 pub fn write_signal(
     ws: &Workspace,
     renderer: &Renderer,
@@ -207,6 +260,9 @@ pub fn write_signal(
         .json("stage-completion-signal.json", &context, ws, SchemaName::CompletionSignal)
         .map_err(|e| refused(&file, e))?;
     let path = ws.inside(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
+    if says_the_same(ws, &file, &value) {
+        return Ok(file);
+    }
     let text = format!("{}\n", serde_json::to_string_pretty(&value).expect("a Value serializes"));
     file::write_atomic(&path, text.as_bytes())?;
     Ok(file)

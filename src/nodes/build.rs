@@ -58,7 +58,7 @@ pub(crate) fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> s
 }
 
 pub(crate) fn build_release(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
-    let version = run.version.clone();
+    let version = run.release.version.to_string();
     let mut vars = run.env_vars("build");
     let release = run.ws.config.release.clone();
     let mut steps = Vec::new();

@@ -13,7 +13,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
         Err(held) => return Ok(Outcome::Blocked { reason: held, escalate: false }),
     };
     let mut vars = run.env_vars(environment);
-    vars.push(("OPSFLOW_VERSION".into(), run.version.clone()));
+    vars.push(("OPSFLOW_VERSION".into(), run.release.version.to_string()));
     let (journal, resumed) =
         match Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e.to_string()))? {
             Some(journal) if journal.task == run.task_id() && journal.phase == Phase::Paused => {
@@ -100,7 +100,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
                 write_reports(run, &env, &report, None, "rolled_back")?;
             }
             if rollback.success {
-                run.summary = format!("rolled back {} in {environment}: {}", run.version, report.reason);
+                run.summary = format!("rolled back {} in {environment}: {}", run.release.version, report.reason);
                 return Ok(Outcome::RolledBack { reason: report.reason.clone() });
             }
             return Ok(Outcome::Failed { step: "rollback".into(), reason: rollback.detail, log: report.failed_log() });
@@ -120,7 +120,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     }
     if environment != "production" {
         Journal::remove(run.ws, &env.name);
-        run.summary = format!("deployed {} to {environment} ({})", run.version, report.strategy);
+        run.summary = format!("deployed {} to {environment} ({})", run.release.version, report.strategy);
         return Ok(Outcome::Deployed);
     }
     // Production goes straight on to verification in the same run.
@@ -131,7 +131,8 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     let outcome = match verified {
         Verified::Passed(monitoring) => {
             write_reports(run, &env, &report, Some(&monitoring), "success")?;
-            run.summary = format!("deployed {} to production ({}) and verified it", run.version, report.strategy);
+            run.summary =
+                format!("deployed {} to production ({}) and verified it", run.release.version, report.strategy);
             Outcome::Deployed
         }
         Verified::Paused(monitoring) => {
@@ -149,7 +150,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
         Verified::RolledBack(monitoring, rollback) => {
             write_reports(run, &env, &report, Some(&monitoring), "rolled_back")?;
             if rollback.success {
-                run.summary = format!("rolled back {} in production: {}", run.version, monitoring.reason);
+                run.summary = format!("rolled back {} in production: {}", run.release.version, monitoring.reason);
                 Outcome::RolledBack { reason: monitoring.reason }
             } else {
                 Outcome::Failed { step: "rollback".into(), reason: rollback.detail, log: String::new() }
@@ -207,8 +208,8 @@ pub(crate) fn new_journal(run: &NodeRun<'_>, env: &EnvConfig, phase: Phase) -> J
         environment: env.name.clone(),
         task: run.task_id(),
         node: run.node.name.clone(),
-        unit_id: run.unit_id.clone(),
-        version: run.version.clone(),
+        unit_id: run.release.unit.clone(),
+        version: run.release.version.to_string(),
         run_id: run.run_id.clone(),
         agent: run.ws.config.agent.name.clone(),
         pid: std::process::id(),
@@ -249,7 +250,7 @@ pub(crate) fn pause(
     front.insert("decided_by".into(), Value::Null);
     write_rollback_decision(run, "pending", reason, front)?;
     run.summary =
-        format!("paused {} in {} at {stage}: waiting for a decision in {decision_file}", run.version, env.name);
+        format!("paused {} in {} at {stage}: waiting for a decision in {decision_file}", run.release.version, env.name);
     Ok(Outcome::Blocked { reason: pause_reason(&journal), escalate: true })
 }
 
@@ -486,8 +487,8 @@ pub(crate) fn write_rollback_decision(
     let mut front = Map::new();
     front.insert("decision".into(), decision.into());
     front.insert("reason".into(), run.runner.secrets.mask(reason).into());
-    front.insert("unit_id".into(), run.unit_id.clone().into());
-    front.insert("version".into(), run.version.clone().into());
+    front.insert("unit_id".into(), run.release.unit.clone().into());
+    front.insert("version".into(), run.release.version.to_string().into());
     front.extend(fields);
     front.insert("node".into(), run.node.name.clone().into());
     front.insert("run_id".into(), run.run_id.clone().into());
@@ -589,8 +590,8 @@ pub(crate) fn write_reports(
     run.write(&report_file, &format!("{}\n", serde_json::to_string_pretty(&value).expect("a Value serializes")))?;
     let report_text = format!("{}\n", serde_json::to_string_pretty(&value).expect("a Value serializes"));
     run.keep("deployment-report.json", &report_text)?;
-    let deploy_md = format!("{}/Deploy-{}.md", run.ws.config.paths.deployments.trim_end_matches('/'), run.unit_id);
-    let name = format!("Deploy-{}.md", run.unit_id);
+    let deploy_md = format!("{}/Deploy-{}.md", run.ws.config.paths.deployments.trim_end_matches('/'), run.release.unit);
+    let name = format!("Deploy-{}.md", run.release.unit);
     let (front, seed) = seed_deploy_report(run, env, report, monitoring, status);
     let mut extra = extra;
     merge(&mut extra, seed);
@@ -620,7 +621,7 @@ pub(crate) fn seed_deploy_report(
     front.insert(
         "links".into(),
         json!({
-            "qa_report": format!("[[{}/QA-Report-{}]]", config.paths.qa_reports.trim_end_matches('/'), run.unit_id),
+            "qa_report": format!("[[{}/QA-Report-{}]]", config.paths.qa_reports.trim_end_matches('/'), run.release.unit),
             "artifacts": release_dir(run.ws, &run.release()),
         }),
     );
@@ -689,7 +690,7 @@ pub(crate) fn seed_deploy_report(
         _ => String::new(),
     };
     let current = if status == "success" {
-        run.version.clone()
+        run.release.version.to_string()
     } else {
         report.previous_version.clone().unwrap_or_else(|| "none".to_owned())
     };
@@ -730,12 +731,12 @@ pub(crate) fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<O
     // A production deploy verifies its release in the same run; a verification task for the
     // same version then has nothing left to watch.
     if let Ok(Lookup::Found(r15)) = release::find(run.ws, "R15-verification-result.md", &run.release())
-        && r15.field("version").is_some_and(|v| release::same_version(v, &run.version))
+        && r15.field("version").is_some_and(|v| release::same_version(v, run.release.version.as_str()))
         && r15.field("status") == Some("success")
     {
         run.summary = format!(
             "{} was verified in {environment} by run {} ({})",
-            run.version,
+            run.release.version,
             r15.field("run_id").unwrap_or("?"),
             r15.file
         );
@@ -747,7 +748,7 @@ pub(crate) fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<O
         Err(held) => return Ok(Outcome::Blocked { reason: held, escalate: false }),
     };
     let mut vars = run.env_vars(environment);
-    vars.push(("OPSFLOW_VERSION".into(), run.version.clone()));
+    vars.push(("OPSFLOW_VERSION".into(), run.release.version.to_string()));
     let mut journal = match Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e.to_string()))? {
         Some(journal) if journal.task == run.task_id() && journal.phase == Phase::Paused => {
             return match resume_paused(run, &env, journal, &vars)? {
@@ -796,9 +797,9 @@ pub(crate) fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<O
 
 /// The environment a Rollback_Deployment task rolls back: the task's `environment`, else its
 /// R17's, else production.
-pub fn rollback_environment(task: &Value, decision: Option<&Artifact>) -> String {
-    task.get("environment")
-        .and_then(Value::as_str)
+pub fn rollback_environment(task: &Task, decision: Option<&Artifact>) -> String {
+    task.environment
+        .as_deref()
         .or_else(|| decision.and_then(|d| d.field("environment")))
         .unwrap_or("production")
         .to_owned()
@@ -807,22 +808,22 @@ pub fn rollback_environment(task: &Value, decision: Option<&Artifact>) -> String
 /// Whether a Rollback_Deployment task acts on a human's R17 (it was filed from one: its
 /// `source` names the file) rather than on its own request (`opsflow rollback`, a hand-written
 /// task).
-pub fn requested_rollback(task: &Value) -> bool {
-    task.get("source").and_then(Value::as_str).is_some_and(|source| source.contains("R17-rollback-decision"))
+pub fn requested_rollback(task: &Task) -> bool {
+    task.source.as_deref().is_some_and(|source| source.contains("R17-rollback-decision"))
 }
 
 /// The version a Rollback_Deployment task rolls back to, when it names one: its
 /// `target_version`, or its `version` when that is not the live one.
-pub(crate) fn rollback_target(task: &Value, live: Option<&str>) -> Option<String> {
-    let field = |key: &str| task.get(key).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty());
-    if let Some(target) = field("target_version") {
+pub(crate) fn rollback_target(task: &Task, live: Option<&str>) -> Option<String> {
+    if let Some(target) = task.target_version.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
         return Some(target.to_owned());
     }
     if requested_rollback(task) {
         // An R17's `version` is the release it decides about, the one to undo.
         return None;
     }
-    field("version").filter(|v| live.is_none_or(|live| !release::same_version(v, live))).map(str::to_owned)
+    let version = task.version.as_ref().map(|v| v.as_str());
+    version.filter(|v| live.is_none_or(|live| !release::same_version(v, live))).map(str::to_owned)
 }
 
 /// Rollback_Deployment: a human asked for it, in R17 (`decision: rollback`) or with
@@ -845,7 +846,7 @@ pub(crate) fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, Node
     if let Some(journal) = Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e.to_string()))? {
         return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false });
     }
-    let field = |key: &str| run.task.get(key).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty());
+    let field = |key: &str| run.task.text(key);
     let by = decision
         .as_ref()
         .and_then(|d| d.field("decided_by"))
@@ -863,7 +864,7 @@ pub(crate) fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, Node
     let live = env.local(&run.ws.root).map_or(live, |local| local.live_version());
     let target = rollback_target(run.task, live.as_deref());
     let mut vars = run.env_vars(&environment);
-    vars.push(("OPSFLOW_VERSION".into(), run.version.clone()));
+    vars.push(("OPSFLOW_VERSION".into(), run.release.version.to_string()));
     let rollback = deploy::rollback_to(run.ws, &run.runner, &env, &vars, None, target.as_deref());
     let sha = decision.as_ref().map(|d| d.sha256.clone()).unwrap_or_default();
     write_rollback_result(run, &rollback, &why, &sha)?;

@@ -9,6 +9,7 @@ mod infra;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::engine::artifacts::{self, Artifact};
@@ -24,6 +25,7 @@ use crate::rollout::local::copy_tree;
 use crate::schema::SchemaName;
 use crate::sha256;
 use crate::store::file::write_atomic;
+use crate::task::{Task, TaskStatus};
 use crate::workflow::graph::{Action, Node};
 use crate::workspace::Workspace;
 
@@ -54,6 +56,66 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The outcome without its details, as `run` reports it.
+    pub fn kind(&self) -> OutcomeKind {
+        match self {
+            Outcome::Done => OutcomeKind::Done,
+            Outcome::Deployed => OutcomeKind::Deployed,
+            Outcome::RolledBack { .. } => OutcomeKind::RolledBack,
+            Outcome::Failed { .. } => OutcomeKind::Failed,
+            Outcome::Blocked { .. } => OutcomeKind::Blocked,
+        }
+    }
+}
+
+/// How a node ended, without the details: what `run --json`, the audit log and the metrics
+/// call it (`done`, `deployed`, `rolled_back`, `failed`, `blocked`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    Done,
+    Deployed,
+    RolledBack,
+    Failed,
+    Blocked,
+}
+
+impl OutcomeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Done => "done",
+            OutcomeKind::Deployed => "deployed",
+            OutcomeKind::RolledBack => "rolled_back",
+            OutcomeKind::Failed => "failed",
+            OutcomeKind::Blocked => "blocked",
+        }
+    }
+
+    /// The status the node's task gets.
+    pub fn task_status(self) -> TaskStatus {
+        match self {
+            OutcomeKind::Done => TaskStatus::Done,
+            OutcomeKind::Deployed => TaskStatus::Deployed,
+            OutcomeKind::RolledBack => TaskStatus::RolledBack,
+            OutcomeKind::Failed => TaskStatus::Failed,
+            OutcomeKind::Blocked => TaskStatus::Blocked,
+        }
+    }
+
+    /// `failed` or `rolled_back`.
+    pub fn is_failure(self) -> bool {
+        matches!(self, OutcomeKind::Failed | OutcomeKind::RolledBack)
+    }
+}
+
+impl std::fmt::Display for OutcomeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so column widths in `run`'s table apply.
+        f.pad(self.as_str())
+    }
+}
+
 /// A node's failure before it could finish.
 #[derive(Debug)]
 pub struct NodeError {
@@ -78,10 +140,10 @@ pub struct NodeRun<'a> {
     pub renderer: &'a Renderer,
     pub runner: Runner,
     pub node: &'a Node,
-    pub task: &'a Value,
+    pub task: &'a Task,
     pub run_id: String,
-    pub unit_id: String,
-    pub version: String,
+    /// The unit and version this run works on (either may be unknown, empty).
+    pub release: Release,
     pub inputs: Vec<Artifact>,
     pub artifacts: Vec<String>,
     /// Nodes besides this one that the run completed (verification after a production deploy).
@@ -96,7 +158,7 @@ pub struct NodeRun<'a> {
 
 impl NodeRun<'_> {
     pub fn task_id(&self) -> String {
-        self.task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned()
+        self.task.id.clone()
     }
 
     fn env_vars(&self, environment: &str) -> Vec<(String, String)> {
@@ -106,7 +168,6 @@ impl NodeRun<'_> {
     /// The fields every template can use.
     fn base_context(&self) -> Value {
         let config = &self.ws.config;
-        let task_field = |key: &str| self.task.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
         let inputs: Vec<Value> = self
             .inputs
             .iter()
@@ -136,9 +197,9 @@ impl NodeRun<'_> {
             "node": self.node.name,
             "run_id": self.run_id,
             "generated_at": crate::time::now_rfc3339(),
-            "unit_id": self.unit_id,
-            "version": self.version,
-            "task": {"id": task_field("id"), "title": task_field("title"), "type": task_field("type"), "priority": task_field("priority")},
+            "unit_id": self.release.unit,
+            "version": self.release.version.as_str(),
+            "task": {"id": self.task.id, "title": self.task.title, "type": self.task.kind, "priority": self.task.priority.as_deref().unwrap_or("")},
             "inputs": inputs,
             "environments": environments,
             "gates": config.gates,
@@ -159,7 +220,7 @@ impl NodeRun<'_> {
 
     /// The release this run works on.
     pub fn release(&self) -> Release {
-        Release::new(self.unit_id.clone(), self.version.clone())
+        self.release.clone()
     }
 
     /// Where an artifact goes (see `release::output_path`).
@@ -194,11 +255,11 @@ impl NodeRun<'_> {
         front.insert("node".into(), self.node.name.clone().into());
         // Environment artifacts belong to no release: they name none, so any release uses them.
         let of_release = release::scope(name) == Scope::Release;
-        if of_release && !self.unit_id.is_empty() {
-            front.insert("unit_id".into(), self.unit_id.clone().into());
+        if of_release && !self.release.unit.is_empty() {
+            front.insert("unit_id".into(), self.release.unit.clone().into());
         }
-        if of_release && !self.version.is_empty() {
-            front.insert("version".into(), self.version.clone().into());
+        if of_release && !self.release.version.is_empty() {
+            front.insert("version".into(), self.release.version.to_string().into());
         }
         front.insert("status".into(), status.into());
         front.extend(fields);
@@ -271,4 +332,27 @@ pub fn run(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
 /// Makes a run directory path for a run id.
 pub fn run_dir(ws: &Workspace, run_id: &str) -> PathBuf {
     ws.path(&ws.config.paths.runtime).join("runs").join(run_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outcome_is_named_as_run_json_and_the_task_status_say_it() {
+        let outcomes = [
+            (Outcome::Done, "done"),
+            (Outcome::Deployed, "deployed"),
+            (Outcome::RolledBack { reason: "r".into() }, "rolled_back"),
+            (Outcome::Failed { step: "s".into(), reason: "r".into(), log: String::new() }, "failed"),
+            (Outcome::Blocked { reason: "r".into(), escalate: false }, "blocked"),
+        ];
+        for (outcome, name) in outcomes {
+            let kind = outcome.kind();
+            assert_eq!(serde_json::to_value(kind).unwrap(), json!(name));
+            assert_eq!(kind.task_status().as_str(), name);
+            assert_eq!(format!("[{kind:<12}]"), format!("[{name:<12}]"));
+            assert_eq!(kind.is_failure(), matches!(name, "failed" | "rolled_back"));
+        }
+    }
 }

@@ -196,6 +196,7 @@ where
             },
         }
         sync_dir(path)?;
+        crate::workspace::write::note_written(path);
         return Ok(Outcome::Written { attempts: attempt });
     }
     Err(StoreError::Contended { path: path.to_owned(), attempts: MAX_ATTEMPTS })
@@ -235,7 +236,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let temp = TempFile::write(path, |out| out.write_all(bytes))?;
     fs::rename(&temp.path, path).map_err(io_error(path, "cannot move the new file into place"))?;
     temp.persisted();
-    sync_dir(path)
+    sync_dir(path)?;
+    crate::workspace::write::note_written(path);
+    Ok(())
 }
 
 fn sync_dir(path: &Path) -> Result<(), StoreError> {

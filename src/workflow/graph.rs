@@ -46,6 +46,30 @@ impl Action {
     }
 }
 
+/// An environment that a node's action changes by itself. A rollback changes the environment
+/// its task names, so it has none here (`nodes::rollback_environment` decides it per task).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Environment {
+    Staging,
+    Production,
+}
+
+impl Environment {
+    /// The environment's name, as in `environments.<name>` of the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Environment::Staging => "staging",
+            Environment::Production => "production",
+        }
+    }
+}
+
+impl std::fmt::Display for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Node {
     pub name: String,
@@ -62,11 +86,35 @@ pub struct Node {
     /// and these never become current on completion.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_failure: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
-    /// The environment a deploy node targets (default: by action).
-    #[serde(default)]
+    /// Read for compatibility with older `workflow.json` files, and otherwise unused: the
+    /// environment a node changes follows its action ([`Node::changes_environment`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
+}
+
+impl Node {
+    /// The environment this node changes, decided by its action and never by its name (a
+    /// `workflow.json` may rename any node): a staging deploy changes staging, a production
+    /// deploy and the verification that may roll it back change production. `None` for the
+    /// nodes that change no environment, and for a rollback, whose task names its environment.
+    ///
+    /// This is the one answer to "which environment": the engine's gates and approvals and the
+    /// daemon's `opsflow_deployments_total` all ask it.
+    pub fn changes_environment(&self) -> Option<Environment> {
+        match self.action {
+            Action::DeployToStaging => Some(Environment::Staging),
+            Action::DeployToProduction | Action::PostDeployVerification => Some(Environment::Production),
+            Action::EnvironmentDesign
+            | Action::DevEnvironmentSetup
+            | Action::CiPipelineSetup
+            | Action::StagingEnvironmentSetup
+            | Action::BuildRelease
+            | Action::RollbackDeployment
+            | Action::DeploymentAndContinuousFeedback => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -309,4 +357,25 @@ fn node_status<'a>(state: &'a Value, name: &str) -> &'a str {
 
 fn is_current(state: &Value, name: &str) -> bool {
     state.get("current_nodes").and_then(Value::as_array).is_some_and(|list| list.iter().any(|n| n == name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_a_node_changes_follows_its_action_not_its_name() {
+        let graph = Graph::built_in();
+        let environment_of = |name: &str| graph.node(name).and_then(Node::changes_environment);
+        assert_eq!(environment_of("Deploy_To_Staging"), Some(Environment::Staging));
+        assert_eq!(environment_of("Deploy_To_Production"), Some(Environment::Production));
+        assert_eq!(environment_of("Post_Deploy_Verification"), Some(Environment::Production));
+        assert_eq!(environment_of("Rollback_Deployment"), None, "a rollback's task names its environment");
+        assert_eq!(environment_of("Build_Release"), None);
+        let renamed = Node { name: "Ship_It".to_owned(), ..graph.node("Deploy_To_Production").unwrap().clone() };
+        assert_eq!(renamed.changes_environment(), Some(Environment::Production));
+        let staging_named_production =
+            Node { name: "Deploy_To_Production".to_owned(), ..graph.node("Deploy_To_Staging").unwrap().clone() };
+        assert_eq!(staging_named_production.changes_environment(), Some(Environment::Staging));
+    }
 }

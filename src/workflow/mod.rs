@@ -21,9 +21,6 @@ pub const BUILT_IN_NODES: [&str; 10] = [
 /// Task types this runner may own.
 pub const OWNED_TYPE_PREFIXES: [&str; 4] = ["deployment_", "infrastructure_", "monitoring_", "release_"];
 
-/// Statuses after which a task counts as finished for `depends_on`.
-pub const FINISHED_STATUSES: [&str; 2] = ["done", "deployed"];
-
 /// True when a task with this agent and type belongs to this runner.
 pub fn owns(config: &Config, agent: Option<&str>, kind: Option<&str>) -> bool {
     let (Some(agent), Some(kind)) = (agent, kind) else { return false };

@@ -27,6 +27,10 @@ pub enum Kind {
     UnknownDependency,
     DependencyCycle,
     Config,
+    /// A warning: a task's agent nearly names this runner but is not one of its names.
+    NearMissAgent,
+    /// A warning: an owned task's status is not one opsflow knows.
+    UnknownStatus,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

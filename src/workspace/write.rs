@@ -12,9 +12,12 @@
 //! The helpers below ([`write_file`], [`create_dir_all`], [`rename`], [`symlink`],
 //! [`copy_tree`]) check first and then act; they take the canonical workspace root.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Why a write was refused.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +105,28 @@ pub fn confine(root: &Path, path: &Path) -> Result<PathBuf, WriteError> {
     Ok(absolute)
 }
 
+/// The paths written while recording is on (git sync commits exactly these). Off unless
+/// [`start_recording`] was called, so a runner without sync keeps no list.
+static RECORDING: AtomicBool = AtomicBool::new(false);
+static WRITTEN: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Records from now on every path opsflow writes, renames into place, copies or links.
+pub fn start_recording() {
+    RECORDING.store(true, Ordering::SeqCst);
+}
+
+/// Notes that opsflow wrote `path` (absolute), when recording.
+pub fn note_written(path: &Path) {
+    if RECORDING.load(Ordering::Relaxed) {
+        WRITTEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(path.to_owned());
+    }
+}
+
+/// The paths written since the last call, and forgets them.
+pub fn take_written() -> Vec<PathBuf> {
+    std::mem::take(&mut *WRITTEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())).into_iter().collect()
+}
+
 /// Replaces the file at `path` atomically, creating its directory; refused outside `root`.
 pub fn write_file(root: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let path = confine(root, path)?;
@@ -124,7 +149,9 @@ pub fn create_dir_all(root: &Path, path: &Path) -> io::Result<()> {
 pub fn rename(root: &Path, from: &Path, to: &Path) -> io::Result<()> {
     let from = confine(root, from)?;
     let to = confine(root, to)?;
-    fs::rename(from, to)
+    fs::rename(from, &to)?;
+    note_written(&to);
+    Ok(())
 }
 
 /// Creates the symlink `link -> target` (a target relative to the link's directory), with the
@@ -133,7 +160,9 @@ pub fn symlink(root: &Path, target: &Path, link: &Path) -> io::Result<()> {
     let link = confine(root, link)?;
     let parent = link.parent().unwrap_or(root);
     confine(root, &parent.join(target))?;
-    std::os::unix::fs::symlink(target, link)
+    std::os::unix::fs::symlink(target, &link)?;
+    note_written(&link);
+    Ok(())
 }
 
 /// Copies a directory tree of plain files and directories to `to` (inside `root`). A symlink
@@ -141,7 +170,9 @@ pub fn symlink(root: &Path, target: &Path, link: &Path) -> io::Result<()> {
 /// copy any file of the machine into a release, and copying it as a link could publish one.
 pub fn copy_tree(root: &Path, from: &Path, to: &Path) -> io::Result<()> {
     create_dir_all(root, to)?;
-    copy_plain_tree(from, to)
+    copy_plain_tree(from, to)?;
+    note_written(to);
+    Ok(())
 }
 
 /// [`copy_tree`] for a destination the caller has already checked.

@@ -462,15 +462,19 @@ fn tasks_commands_refuse_a_broken_tasks_file_and_leave_it_as_it_is() {
     let broken = concat!("{\"tasks\": [\n  ", task!("A"), ",\n  {\"id\": \"B\", \"ti");
     let ws = Workspace::new().file(TASKS, broken);
     let diagnostic = "docs/workflow/tasks.json:3:15: invalid JSON: string is not closed before the end of file";
+    // `tasks list` reads the file as `validate` does and says the same.
+    let validated = "docs/workflow/tasks.json:3:17: invalid JSON: EOF while parsing a string";
 
     let run = ws.run(&["tasks", "list"]);
     run.status(2);
     assert_eq!(run.stdout(), "");
-    assert_eq!(run.stderr(), format!("{diagnostic}\n"));
+    assert_eq!(run.stderr(), format!("{validated}\n"));
+    assert_eq!(ws.run(&["validate"]).stdout().lines().next(), Some(validated));
 
     let run = ws.run(&["tasks", "list", "--mine", "--json"]);
     run.status(2);
     assert_eq!(run.stdout(), "", "--json must not print half a document");
+    assert_eq!(run.stderr(), format!("{validated}\n"));
 
     for args in [
         &["tasks", "update", "A", "--set", "status=done"][..],

@@ -158,3 +158,15 @@ fn status_reports_problems_of_owned_tasks_and_exits_2() {
     );
     assert_eq!(owned_task(&status, "D-2")["waiting_on"], json!(["D-1"]));
 }
+
+#[test]
+fn validate_counts_one_problem_in_the_singular() {
+    let ws = Workspace::new().sample();
+    ws.write(TASKS, "");
+    let run = ws.run(&["validate"]);
+    run.status(2);
+    let stdout = run.stdout();
+    assert_eq!(stdout.lines().next(), Some("docs/workflow/tasks.json:1:1: invalid JSON: EOF while parsing a value"));
+    let last = stdout.lines().last().unwrap();
+    assert!(last.starts_with("1 problem in 1 of ") && last.ends_with(" files"), "{stdout}");
+}

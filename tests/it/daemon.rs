@@ -317,7 +317,7 @@ impl InProcess {
     }
 
     fn reconciles(&self) -> u64 {
-        self.metrics().reconciles.load(Ordering::SeqCst)
+        self.metrics().reconciles.get()
     }
 
     fn address(&self) -> SocketAddr {
@@ -334,7 +334,7 @@ impl InProcess {
                 panic!("the daemon ended before it watched: {ended:?}");
             }
             ws.write("watch-probe.txt", format!("{attempt}\n"));
-            if holds_within(Duration::from_millis(200), || self.metrics().watcher_events.load(Ordering::SeqCst) > 0) {
+            if holds_within(Duration::from_millis(200), || self.metrics().watcher_events.get() > 0) {
                 return;
             }
             assert!(Instant::now() < end, "the watcher reported no event within {DEADLINE:?}");
@@ -549,6 +549,65 @@ fn an_approval_saved_by_rename_ships_production() {
     assert_eq!(status.code(), Some(0), "{}", daemon.log());
 }
 
+/// Regression: `opsflow_deployments_total` matched the built-in node names, so a production
+/// deploy node renamed in `workflow.json` shipped without being counted. The environment a
+/// node changes follows its action, for the engine's approval and for the figures alike.
+#[test]
+fn a_production_deploy_node_renamed_in_workflow_json_needs_approval_and_is_counted() {
+    let ws = Workspace::new().sample();
+    let mut graph = serde_json::to_value(opsflow::workflow::graph::Graph::built_in()).unwrap();
+    let renamed = |name: &Value| if name == "Deploy_To_Production" { json!("Ship_To_Prod") } else { name.clone() };
+    for node in graph["nodes"].as_array_mut().unwrap() {
+        node["name"] = renamed(&node["name"]);
+        node["next"] = node["next"].as_array().unwrap().iter().map(renamed).collect();
+    }
+    ws.write("docs/workflow/workflow.json", serde_json::to_string_pretty(&graph).unwrap());
+    edit_json(&ws, STATE, |state| {
+        let nodes = state["nodes"].as_object_mut().unwrap();
+        let production = nodes.remove("Deploy_To_Production").unwrap();
+        nodes.insert("Ship_To_Prod".into(), production);
+    });
+    ws.run(&["validate"]).status(0);
+
+    let mut daemon = Daemon::start(&ws, &[], true);
+    wait_until(DEADLINE, "the renamed production node to wait for its approval", || {
+        status(&ws, "DEVOPS-007").as_deref() == Some("blocked") && ws.join(APPROVAL).exists()
+    });
+    let blocked = task(&ws.tasks(), "DEVOPS-007").clone();
+    assert!(blocked.to_string().contains("approv"), "blocked for another reason than its approval: {blocked:#}");
+    assert!(!ws.join(".opsflow/envs/production/active").exists(), "production changed before its approval");
+
+    approve_in_place(&ws);
+    wait_for_status(&ws, "DEVOPS-007", "deployed");
+    wait_until(DEADLINE, "the renamed node's production deployment on /metrics", || {
+        let exposition = daemon.get("/metrics").body;
+        sample(&exposition, "opsflow_deployments_total{environment=\"production\",outcome=\"deployed\"}") == Some(1.0)
+            && sample(&exposition, "opsflow_node_runs_total{node=\"Ship_To_Prod\",outcome=\"deployed\"}") == Some(1.0)
+    });
+    let exposition = daemon.get("/metrics").body;
+    assert_eq!(
+        sample(&exposition, "opsflow_deployments_total{environment=\"staging\",outcome=\"deployed\"}"),
+        Some(1.0),
+        "{exposition}"
+    );
+    assert!(!exposition.contains("node=\"Deploy_To_Production\""), "{exposition}");
+
+    let status = daemon.terminate(DEADLINE);
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+}
+
+/// A human approves the production request by editing it in place.
+fn approve_in_place(ws: &Workspace) {
+    let request = ws.read_string(APPROVAL);
+    let signed = request.replacen("status: \"pending\"", "status: \"approved\"", 1).replacen(
+        "approved_by: null",
+        "approved_by: \"alice\"",
+        1,
+    );
+    assert_ne!(signed, request, "the request has the fields a human edits:\n{request}");
+    ws.write(APPROVAL, signed);
+}
+
 #[test]
 fn a_broken_tasks_file_is_reported_left_alone_and_its_fix_is_picked_up() {
     let ws = quiet_workspace();
@@ -689,7 +748,7 @@ fn smoke_pid(ws: &Workspace) -> Option<i32> {
 /// What a stop in the middle of the staging deploy leaves: the running step killed (its
 /// process gone), no temporary file, the environment whole, and the task not left running.
 fn assert_clean_after_an_aborted_deploy(ws: &Workspace, sleeper: i32) {
-    wait_until(Duration::from_secs(5), "the smoke test's process to be gone", || !opsflow::process_alive(sleeper));
+    wait_until(DEADLINE, "the smoke test's process to be gone", || !opsflow::process_alive(sleeper));
     assert_eq!(temporary_files(ws.path()), Vec::<String>::new(), "temporary files were left behind");
     // The product ends the interrupted task `failed` at the step it stopped; the step's log
     // and the outcome say why: stopped by shutdown, not timed out.
@@ -760,9 +819,13 @@ fn an_in_process_shutdown_during_a_deploy_returns_ok_after_the_grace_period() {
 #[test]
 fn a_checkout_of_500_files_costs_a_few_reconciles_and_every_change_is_seen() {
     let ws = quiet_workspace();
+    // A debounce of a second: the burst is coalesced unless this machine stalls for a second
+    // between two writes, far more than a loaded one does, so the count below does not depend
+    // on how fast it writes.
+    edit_json(&ws, CONFIG, |c| c["devops"]["debounce"] = json!("1s"));
     let daemon = InProcess::start(&ws, false);
     let before = daemon.fresh_reconcile(&ws);
-    let events_before = daemon.metrics().watcher_events.load(Ordering::SeqCst);
+    let events_before = daemon.metrics().watcher_events.get();
 
     // Like a checkout: 500 files written one after the other, tasks.json among them.
     let tasks =
@@ -779,11 +842,11 @@ fn a_checkout_of_500_files_costs_a_few_reconciles_and_every_change_is_seen() {
     let metrics = Arc::clone(&daemon.handles.metrics);
     let exit = daemon.stop(DEADLINE);
     assert_eq!(exit, Exit::Ok);
-    let after = metrics.reconciles.load(Ordering::SeqCst);
-    let events = metrics.watcher_events.load(Ordering::SeqCst) - events_before;
-    let rescans = metrics.watcher_rescans.load(Ordering::SeqCst);
-    // The burst is coalesced: a handful of reconciles, far fewer than the files written.
-    // (How many exactly depends on how the writes fall into debounce periods.)
+    let after = metrics.reconciles.get();
+    let events = metrics.watcher_events.get() - events_before;
+    let rescans = metrics.watcher_rescans.get();
+    // The burst is coalesced: a handful of reconciles, far fewer than the files written. A
+    // reconcile waits at most ten debounce periods, so 50 reconciles would take 500 s of writes.
     let reconciles = after - before;
     assert!(
         (1..=50).contains(&reconciles),
@@ -831,6 +894,8 @@ fn a_file_written_continuously_does_not_starve_the_reconciler() {
 
 #[test]
 fn healthz_and_metrics_are_served_over_loopback() {
+    let unix_now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let test_started = unix_now();
     let ws = Workspace::new().sample();
     let daemon = InProcess::start(&ws, true);
     let address = daemon.address();
@@ -849,17 +914,33 @@ fn healthz_and_metrics_are_served_over_loopback() {
     assert!(metrics.head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{}", metrics.head);
     let text = metrics.body;
     let types = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    for (name, kind) in [
-        ("opsflow_reconciles_total", "counter"),
-        ("opsflow_tasks", "gauge"),
-        ("opsflow_gate_blocks", "gauge"),
-        ("opsflow_last_successful_reconcile_timestamp_seconds", "gauge"),
-        ("opsflow_watcher_errors_total", "counter"),
-        ("opsflow_deployments_total", "counter"),
-        ("opsflow_rollbacks_total", "counter"),
-    ] {
-        assert_eq!(types.get(name).map(String::as_str), Some(kind), "{name}\n{text}");
-    }
+    let expected_types = BTreeMap::from(
+        [
+            ("opsflow_up", "gauge"),
+            ("opsflow_reconciles_total", "counter"),
+            ("opsflow_reconcile_errors_total", "counter"),
+            ("opsflow_reconcile_duration_seconds", "histogram"),
+            ("opsflow_reconcile_last_duration_seconds", "gauge"),
+            ("opsflow_last_successful_reconcile_timestamp_seconds", "gauge"),
+            ("opsflow_tasks", "gauge"),
+            ("opsflow_gate_blocks", "gauge"),
+            ("opsflow_node_runs_total", "counter"),
+            ("opsflow_deployments_total", "counter"),
+            ("opsflow_rollbacks_total", "counter"),
+            ("opsflow_watcher_events_total", "counter"),
+            ("opsflow_watcher_errors_total", "counter"),
+            ("opsflow_watcher_rescans_total", "counter"),
+            ("opsflow_watcher_up", "gauge"),
+            ("opsflow_watcher_restarts_total", "counter"),
+        ]
+        .map(|(name, kind)| (name.to_owned(), kind.to_owned())),
+    );
+    assert_eq!(types, expected_types, "{text}");
+    // The histogram's series keep the names of the two counters it replaced.
+    let count = sample(&text, "opsflow_reconcile_duration_seconds_count").unwrap();
+    assert_eq!(Some(count), sample(&text, "opsflow_reconciles_total"), "{text}");
+    assert_eq!(Some(count), sample(&text, "opsflow_reconcile_duration_seconds_bucket{le=\"+Inf\"}"), "{text}");
+    assert!(sample(&text, "opsflow_reconcile_duration_seconds_sum").unwrap() > 0.0, "{text}");
     assert!(sample(&text, "opsflow_reconciles_total").unwrap() >= 1.0);
     assert_eq!(sample(&text, "opsflow_watcher_errors_total"), Some(0.0));
     // Where the sample workspace stands: five setup and build tasks done, staging deployed,
@@ -877,9 +958,13 @@ fn healthz_and_metrics_are_served_over_loopback() {
         Some(1.0),
         "{text}"
     );
+    // A reconcile of this test's daemon: after the test started, and not after now.
     let last = sample(&text, "opsflow_last_successful_reconcile_timestamp_seconds").unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    assert!(last > now - 60.0 && last <= now + 1.0, "last successful reconcile at {last}, now {now}");
+    let now = unix_now();
+    assert!(
+        test_started <= last && last <= now,
+        "last successful reconcile at {last}, the test started at {test_started}, now {now}"
+    );
 
     // The checker itself catches what a scraper would reject.
     for bad in [
@@ -1200,4 +1285,173 @@ fn watch_says_at_the_default_level_what_it_watches_runs_and_what_blocks() {
     // A block is logged once, not on every reconcile.
     assert_eq!(log.matches("DEVOPS-007 Deploy_To_Production blocked: ").count(), 1, "{log}");
     assert!(log.contains("shutting down"), "{log}");
+}
+
+/// Puts a moved workspace back where it was if a test fails before it does.
+struct MovedAway<'a> {
+    home: &'a Path,
+    away: std::path::PathBuf,
+}
+
+impl MovedAway<'_> {
+    fn back(self) {
+        std::fs::rename(&self.away, self.home).unwrap_or_else(|e| panic!("move {} back: {e}", self.away.display()));
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for MovedAway<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::rename(&self.away, self.home);
+    }
+}
+
+/// A watcher that stops seeing changes is supervised: the workspace moved away (a restore, a
+/// tool that swaps directories) leaves the kernel's watches on the old directory, where no
+/// event of the workspace would ever come again. The daemon says so on `/healthz` and in its
+/// log, starts a new watcher once the directory is back, and reacts to files dropped after.
+#[test]
+fn a_watcher_that_loses_the_workspace_is_restarted_and_healthz_says_so_meanwhile() {
+    let ws = quiet_workspace();
+    // No periodic resync during the test: only a watcher can wake the daemon.
+    edit_json(&ws, CONFIG, |c| c["devops"]["poll_interval"] = json!("1h"));
+    let mut daemon = Daemon::start(&ws, &[], true);
+    wait_until(DEADLINE, "the first reconcile", || daemon.metric("opsflow_reconciles_total") >= 1.0);
+    assert_eq!(daemon.get("/healthz").status, 200);
+    assert_eq!(daemon.metric("opsflow_watcher_up"), 1.0);
+
+    let away = ws.path().with_extension("away");
+    std::fs::rename(ws.path(), &away).unwrap();
+    let moved = MovedAway { home: ws.path(), away };
+    wait_until(DEADLINE, "/healthz to report the watcher down", || {
+        let health = daemon.get("/healthz");
+        health.status == 503 && health.body.contains("the file watcher is down")
+    });
+    let health = daemon.get("/healthz").body;
+    assert!(health.contains("was removed or moved away"), "{health}");
+    assert!(daemon.log().contains("the file watcher failed: "), "{}", daemon.log());
+    assert_eq!(daemon.metric("opsflow_watcher_up"), 0.0);
+
+    moved.back();
+    wait_until(DEADLINE, "/healthz to be 200 again", || daemon.get("/healthz").status == 200);
+    assert!(daemon.log().contains("the file watcher runs again"), "{}", daemon.log());
+    assert_eq!(daemon.metric("opsflow_watcher_up"), 1.0);
+    assert!(daemon.metric("opsflow_watcher_restarts_total") >= 1.0);
+
+    ws.write(TASKS, serde_json::to_string_pretty(&json!({"tasks": [design_task("DEVOPS-300", "devops")]})).unwrap());
+    wait_for_status(&ws, "DEVOPS-300", "done");
+    let status = daemon.terminate(DEADLINE);
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+}
+
+/// The value of a PromQL query `query` (a bare metric name) with one result, from the
+/// Prometheus at `url`; `None` while it has no such series.
+fn prometheus_value(url: &str, query: &str) -> Option<f64> {
+    let address: SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    let response = http_get(address, &format!("/api/v1/query?query={query}"));
+    assert_eq!(response.status, 200, "{}", response.body);
+    let body: Value = serde_json::from_str(&response.body).unwrap_or_else(|e| panic!("{e}: {}", response.body));
+    let results = body["data"]["result"].as_array()?;
+    let [result] = results.as_slice() else { return None };
+    result["value"][1].as_str().and_then(|value| value.parse().ok())
+}
+
+/// The exposition is what Prometheus itself accepts: `promtool check metrics` finds nothing to
+/// say about it, and a real Prometheus scraping the daemon stores its figures under the names
+/// dashboards use.
+#[test]
+fn promtool_accepts_the_exposition_and_prometheus_scrapes_the_daemon() {
+    let ws = quiet_workspace();
+    let daemon = InProcess::start(&ws, true);
+    daemon.fresh_reconcile(&ws);
+    let exposition = http_get(daemon.address(), "/metrics").body;
+
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run promtool (it comes with the `prometheus` package): {e}"));
+    promtool.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+    assert!(checked.status.success() && said.trim().is_empty(), "promtool check metrics: {said}\n{exposition}");
+
+    let prometheus = crate::metrics::Prometheus::start(daemon.address());
+    wait_until(DEADLINE, "Prometheus to store a scrape of the daemon", || {
+        prometheus_value(&prometheus.url, "opsflow_reconciles_total").is_some_and(|n| n >= 1.0)
+    });
+    assert_eq!(prometheus_value(&prometheus.url, "opsflow_up"), Some(1.0));
+    assert_eq!(prometheus_value(&prometheus.url, "opsflow_watcher_up"), Some(1.0));
+    assert!(prometheus_value(&prometheus.url, "opsflow_reconcile_duration_seconds_count").is_some_and(|n| n >= 1.0));
+    assert!(prometheus_value(&prometheus.url, "opsflow_reconcile_duration_seconds_sum").is_some_and(|s| s > 0.0));
+    assert_eq!(prometheus_value(&prometheus.url, "opsflow_watcher_errors_total"), Some(0.0));
+    drop(prometheus);
+    assert_eq!(daemon.stop(DEADLINE), Exit::Ok);
+}
+
+/// An overflow of the kernel's event queue loses events; the watcher asks for a full rescan,
+/// which finds the change whose event was lost. The daemon is stopped (SIGSTOP) while more
+/// events than its queue holds (`fs.inotify.max_queued_events`) arrive: files it ignores
+/// (editor swap files, which wake no reconcile), then `tasks.json`, whose event no longer fits.
+/// No resync runs during the test (`poll_interval` is an hour), so only the rescan can find
+/// the task.
+#[test]
+fn after_an_event_queue_overflow_a_rescan_finds_the_change_whose_event_was_lost() {
+    let queue: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .expect("the inotify queue size in /proc/sys/fs/inotify/max_queued_events")
+        .trim()
+        .parse()
+        .unwrap();
+    let ws = quiet_workspace();
+    edit_json(&ws, CONFIG, |c| c["devops"]["poll_interval"] = json!("1h"));
+    std::fs::create_dir_all(ws.join("docs/flood")).unwrap();
+    let mut daemon = Daemon::start(&ws, &[], true);
+    wait_until(DEADLINE, "the first reconcile", || daemon.metric("opsflow_reconciles_total") >= 1.0);
+    assert_eq!(daemon.metric("opsflow_watcher_rescans_total"), 0.0);
+
+    // SAFETY: plain kill(2)s of our own child, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(daemon.pid(), libc::SIGSTOP) }, 0, "send SIGSTOP");
+    // Each new file is at least one event (its creation).
+    for n in 0..queue + 1000 {
+        std::fs::write(ws.join(&format!("docs/flood/{n}.swp")), "x").unwrap();
+    }
+    ws.write(TASKS, serde_json::to_string_pretty(&json!({"tasks": [design_task("DEVOPS-400", "devops")]})).unwrap());
+    assert_eq!(unsafe { libc::kill(daemon.pid(), libc::SIGCONT) }, 0, "send SIGCONT");
+
+    wait_for_status(&ws, "DEVOPS-400", "done");
+    assert!(daemon.metric("opsflow_watcher_rescans_total") >= 1.0, "{}", daemon.get("/metrics").body);
+    let status = daemon.terminate(DEADLINE);
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+}
+
+/// While its watcher is down the daemon still reconciles every `poll_interval`: with the
+/// workspace moved away, each of those reconciles finds it gone and says so.
+#[test]
+fn while_the_watcher_is_down_reconciles_go_on_every_poll_interval() {
+    let ws = quiet_workspace();
+    edit_json(&ws, CONFIG, |c| c["devops"]["poll_interval"] = json!("1s"));
+    let mut daemon = Daemon::start(&ws, &[], true);
+    wait_until(DEADLINE, "the first reconcile", || daemon.metric("opsflow_reconciles_total") >= 1.0);
+
+    let moved = MovedAway { home: ws.path(), away: ws.path().with_extension("away") };
+    std::fs::rename(moved.home, &moved.away).unwrap();
+    wait_until(DEADLINE, "/healthz to report the watcher down", || {
+        daemon.get("/healthz").body.contains("the file watcher is down")
+    });
+    // Without a resync, at most four reconciles could fail from here: the events the watcher
+    // saw before it failed wake at most two, and each failed one is read once more.
+    let failed_before = daemon.metric("opsflow_reconcile_errors_total");
+    wait_until(DEADLINE, "resyncs while the watcher is down", || {
+        daemon.metric("opsflow_reconcile_errors_total") >= failed_before + 5.0
+    });
+    assert!(daemon.get("/healthz").body.contains("the file watcher is down"), "{}", daemon.log());
+    assert_eq!(daemon.metric("opsflow_watcher_up"), 0.0, "{}", daemon.log());
+    assert!(daemon.log().contains("cannot open the workspace"), "{}", daemon.log());
+
+    moved.back();
+    wait_until(DEADLINE, "/healthz to be 200 again", || daemon.get("/healthz").status == 200);
+    let status = daemon.terminate(DEADLINE);
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
 }

@@ -17,7 +17,7 @@ const LIVE: &str = ".opsflow/envs/production/current";
 /// The sample workspace with production as a local `recreate` environment (it keeps every
 /// release, so rollbacks have somewhere to go), a short monitoring period, and metrics read
 /// from the live release's own `metrics.json`, so a release can carry its own error rate.
-fn life_workspace() -> Workspace {
+pub(crate) fn life_workspace() -> Workspace {
     let ws = Workspace::new().sample();
     edit_json(&ws, CONFIG, |config| {
         // Each build is of its own release, as if from its own commit.
@@ -45,7 +45,7 @@ fn life_workspace() -> Workspace {
 
 /// What other agents write for a new release: the app, QA's reports, the merge result, and
 /// the three DevOps tasks (build, staging, production).
-fn new_release(ws: &Workspace, unit: &str, version: &str, error_rate: f64) -> [String; 3] {
+pub(crate) fn new_release(ws: &Workspace, unit: &str, version: &str, error_rate: f64) -> [String; 3] {
     ws.write(
         &format!("app/metrics-{unit}-{version}.json"),
         json!({"error_rate": error_rate, "latency_p95_ms": 40, "latency_p99_ms": 70}).to_string(),
@@ -115,7 +115,7 @@ fn step(ws: &Workspace) -> (i32, Value) {
     (run.code().unwrap(), summary)
 }
 
-fn approval_file(ws: &Workspace, unit: &str, version: &str) -> String {
+pub(crate) fn approval_file(ws: &Workspace, unit: &str, version: &str) -> String {
     // Every approval request names exactly one release in its front matter.
     let mut found = Vec::new();
     for name in ws.list_dir(ARTIFACTS) {
@@ -131,7 +131,7 @@ fn approval_file(ws: &Workspace, unit: &str, version: &str) -> String {
     found.remove(0)
 }
 
-fn approve(ws: &Workspace, file: &str) {
+pub(crate) fn approve(ws: &Workspace, file: &str) {
     let text = ws.read_string(file);
     let signed = text.replacen("status: \"pending\"", "status: \"approved\"", 1).replacen(
         "approved_by: null",
@@ -142,7 +142,7 @@ fn approve(ws: &Workspace, file: &str) {
     ws.write(file, signed);
 }
 
-fn live_index(ws: &Workspace) -> String {
+pub(crate) fn live_index(ws: &Workspace) -> String {
     std::fs::read_to_string(ws.join(&format!("{LIVE}/index.html"))).unwrap_or_default()
 }
 

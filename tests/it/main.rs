@@ -23,12 +23,17 @@
 //!   hand-written CI file, release integrity, secrets, `status: hold`, exit codes.
 //! - [`docs`]: every relative link in the docs resolves.
 //! - [`fidelity`]: the seeds' own shapes of the files opsflow writes, and seed 000's failure rules.
+//! - [`readiness`]: what a task waits on and why, the same in `status` and `run`; warnings
+//!   for an agent that nearly names this runner and for statuses opsflow does not know.
 //! - [`util`]: the harness (workspace builder, runner, waits with deadlines).
 //! - [`first_hour`]: the wrong directory, `init` in a git repository, a first release, help
 //!   text, `tasks add --owner`, the graph's rollback edge.
 //! - [`tls`]: HTTPS checks and metrics against a real rustls server with a generated CA.
 //! - [`hostile_input`]: files written to hurt a reader, run through every command under a memory limit.
 //! - [`scanner_property`]: the span scanner and its splices against `serde_json`, on generated text.
+//! - [`gitwork`]: checkout, merge and stash under a running `opsflow watch`.
+//! - [`sync`]: several runners on clones of one bare remote: claims pushed before nodes run,
+//!   races, an unreachable remote, and four runners with 200 tasks.
 //! - [`merge`]: the git merge driver under real `git merge` and `git rebase`, its setup, and
 //!   `tasks release`.
 
@@ -42,15 +47,18 @@ mod engine;
 mod errors;
 mod fidelity;
 mod first_hour;
+mod gitwork;
 mod hostile;
 mod hostile_input;
 mod life;
 mod merge;
 mod metrics;
 mod promises;
+mod readiness;
 mod releases;
 mod rollout;
 mod scanner_property;
 mod store;
+mod sync;
 mod tls;
 mod util;

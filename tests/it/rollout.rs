@@ -521,14 +521,15 @@ fn a_deploy_that_times_out_has_its_whole_process_group_killed() {
 
 #[test]
 fn a_step_that_ignores_sigterm_is_killed_with_sigkill_after_the_grace_period() {
-    // The step notes the SIGTERM it is sent and carries on; only SIGKILL can end it.
+    // The step notes the SIGTERM it is sent and carries on; only SIGKILL can end it. Its
+    // timeout leaves the shell ample time to set its trap first, even on a loaded machine.
     let stubborn = "trap 'echo TERM >> \"$OPSFLOW_WORKSPACE/signals\"' TERM; echo $$ > \"$OPSFLOW_WORKSPACE/deploy.pid\"; \
                     while :; do sleep 0.05; done";
     let ws = approved_for_production(json!({
         "provider": "command",
         "strategy": "direct",
         "commands": {
-            "deploy": {"run": stubborn, "timeout": "300ms"},
+            "deploy": {"run": stubborn, "timeout": "2s"},
             "rollback": log("rollback"),
         },
         "health_checks": [{"name": "ok", "command": "true"}],

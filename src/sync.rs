@@ -1,0 +1,725 @@
+//! Sync through a git remote (PRODUCT.md section 9, docs/sync.md): several runners on several
+//! clones coordinate through one branch of one remote, with the `git` command line.
+//!
+//! Before each pass the engine calls [`GitSync::before_pass`]: what opsflow wrote since the
+//! last commit is committed, the branch is fetched, local commits are rebased onto it (the
+//! merge driver merges `tasks.json` and `state.json`; a conflict in a generated file is
+//! settled by the newer release, any other conflict stops the sync), and what is ahead is
+//! pushed. A claim counts only once it is pushed ([`GitSync::publish_claim`]): a rejected push
+//! is fetched, rebased and checked again, and the claim is dropped when another runner's is
+//! there. Results are committed and pushed after the node ([`GitSync::publish_results`]) and,
+//! when the remote refuses them, stay local until a later pass pushes them. Nothing is ever
+//! force-pushed, and only the paths opsflow wrote (`workspace::write::take_written`) are
+//! committed.
+//!
+//! Every git call has a timeout, and what it printed goes to the log (debug level) and, for a
+//! claim or its results, to the run's `git.log`. Whether the remote answers is kept in
+//! `<runtime>/git-sync.json` for `status`, and in memory for `/metrics`.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::workspace::Workspace;
+use crate::workspace::write;
+
+/// How long one git command may take before it is killed.
+const GIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many times a rejected push is rebased and tried again within one call.
+const PUSH_ATTEMPTS: u32 = 12;
+/// The file under the runtime directory that says whether the remote answers.
+pub const STATUS_FILE: &str = "git-sync.json";
+
+/// Whether the remote answers, as `status` and `/metrics` show it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RemoteStatus {
+    /// `remote/branch`.
+    pub remote: String,
+    pub reachable: bool,
+    /// When the remote stopped answering (RFC 3339), while it does not.
+    pub unreachable_since: Option<String>,
+    /// The same as Unix seconds, for `/metrics`.
+    pub unreachable_since_unix: Option<u64>,
+    /// Why the last fetch or push failed.
+    pub last_error: Option<String>,
+    /// A rebase conflict opsflow does not resolve: the sync stays stopped until a human
+    /// resolves it.
+    pub stopped: Option<String>,
+}
+
+/// What [`GitSync::before_pass`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pass {
+    /// In sync with the remote: claims may be made.
+    Ready,
+    /// The remote does not answer, or refuses pushes: no new claims.
+    Unreachable,
+    /// A conflict opsflow will not resolve: no new claims; a human must act.
+    Stopped(String),
+}
+
+enum Push {
+    Pushed,
+    /// Another writer pushed first.
+    Rejected,
+    /// The remote cannot be reached or refused the push (a hook, permissions).
+    Failed(String),
+}
+
+enum SyncError {
+    Unreachable(String),
+    Stopped(String),
+}
+
+struct GitOutput {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// The sync of one workspace with its remote; shared by the passes of a run or a daemon.
+#[derive(Debug)]
+pub struct GitSync {
+    top: PathBuf,
+    remote: String,
+    branch: String,
+    tracking: String,
+    tasks: PathBuf,
+    state: PathBuf,
+    tasks_in_repo: String,
+    state_in_repo: String,
+    status_file: PathBuf,
+    runs: PathBuf,
+    status: Mutex<RemoteStatus>,
+    /// The stop reason a human request was filed for, so it is filed once.
+    reported_stop: Mutex<Option<String>>,
+    /// The run whose `git.log` receives git's output.
+    log: Mutex<Option<PathBuf>>,
+    /// The last push was refused (a hook, permissions): a fetch that works does not make the
+    /// remote reachable again, only a push that lands does.
+    push_refused: std::sync::atomic::AtomicBool,
+}
+
+impl GitSync {
+    /// The sync of `ws` when its config turns it on (`None` when it does not). An error when
+    /// the workspace is not in a git repository, the remote is not configured, or the merge
+    /// driver is named but not set up (git would merge `tasks.json` line by line).
+    pub fn open(ws: &Workspace) -> Result<Option<GitSync>, String> {
+        let git = &ws.config.git;
+        if !git.sync {
+            return Ok(None);
+        }
+        let top = crate::merge::setup::toplevel(&ws.root)
+            .ok_or_else(|| format!("git.sync is on but {} is not in a git repository", ws.root.display()))?;
+        let in_repo = |relative: &str| -> Result<(PathBuf, String), String> {
+            let absolute = ws.path(relative);
+            let inside = absolute
+                .strip_prefix(&top)
+                .map_err(|_| format!("{relative} is outside the git repository {}", top.display()))?;
+            Ok((absolute.clone(), inside.to_string_lossy().replace('\\', "/")))
+        };
+        let (tasks, tasks_in_repo) = in_repo(&ws.config.paths.tasks)?;
+        let (state, state_in_repo) = in_repo(&ws.config.paths.state)?;
+        let runtime = ws.path(&ws.config.paths.runtime);
+        let sync = GitSync {
+            remote: git.remote.clone(),
+            branch: git.branch.clone(),
+            tracking: format!("refs/remotes/{}/{}", git.remote, git.branch),
+            tasks,
+            state,
+            tasks_in_repo,
+            state_in_repo,
+            status_file: runtime.join(STATUS_FILE),
+            runs: runtime.join("runs"),
+            status: Mutex::new(RemoteStatus {
+                remote: format!("{}/{}", git.remote, git.branch),
+                // Unknown until the first fetch, which saves the status either way.
+                reachable: false,
+                ..RemoteStatus::default()
+            }),
+            reported_stop: Mutex::new(None),
+            log: Mutex::new(None),
+            push_refused: Default::default(),
+            top,
+        };
+        let url = sync.git(&["remote", "get-url", "--", &git.remote])?;
+        if !url.success {
+            return Err(format!(
+                "git.sync is on but the repository has no remote `{}` (git.remote in {}): {}",
+                git.remote,
+                ws.config_label,
+                url.stderr.trim()
+            ));
+        }
+        if let Some(missing) = crate::merge::setup::missing_driver(&ws.root) {
+            return Err(format!("git.sync needs the merge driver: {missing}"));
+        }
+        write::start_recording();
+        tracing::info!(
+            "git sync on: remote {} ({}), branch {}, fetch every {}",
+            git.remote,
+            url.stdout.trim(),
+            git.branch,
+            crate::config::format_duration(git.fetch_interval)
+        );
+        Ok(Some(sync))
+    }
+
+    /// Whether the remote answers, and since when it does not.
+    pub fn status(&self) -> RemoteStatus {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The status the last runner left in `ws`'s runtime directory, for `status`.
+    pub fn read_status(ws: &Workspace) -> Option<RemoteStatus> {
+        let path = ws.path(&ws.config.paths.runtime).join(STATUS_FILE);
+        let text = crate::workspace::read::read_text(&path, STATUS_FILE, 64 * 1024).ok().flatten()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// The stop reason, the first time it is seen (a human request is filed once per reason).
+    pub fn new_stop(&self, reason: &str) -> bool {
+        let mut reported = self.reported_stop.lock().unwrap_or_else(|p| p.into_inner());
+        if reported.as_deref() == Some(reason) {
+            return false;
+        }
+        *reported = Some(reason.to_owned());
+        true
+    }
+
+    /// Before a pass: commit what opsflow wrote, fetch, rebase, push what is ahead.
+    pub fn before_pass(&self) -> Pass {
+        self.set_log(None);
+        if let Err(e) = self.commit_written("Record opsflow's updates", None) {
+            return self.stop(e);
+        }
+        match self.sync_to_remote() {
+            Err(SyncError::Unreachable(_)) => return Pass::Unreachable,
+            Err(SyncError::Stopped(reason)) => return self.stop(reason),
+            Ok(()) => {}
+        }
+        self.update(|s| s.stopped = None);
+        *self.reported_stop.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        match self.push_ahead() {
+            Ok(()) => {
+                self.reachable(false);
+                Pass::Ready
+            }
+            Err(SyncError::Unreachable(_)) => Pass::Unreachable,
+            Err(SyncError::Stopped(reason)) => self.stop(reason),
+        }
+    }
+
+    /// After the last pass: commit and push what is left.
+    pub fn after_run(&self) {
+        self.set_log(None);
+        if let Err(e) = self.commit_written("Record opsflow's updates", None) {
+            tracing::error!("{e}");
+            return;
+        }
+        if self.ahead() > 0 {
+            match self.sync_to_remote().and_then(|()| self.push_ahead()) {
+                Ok(()) => {}
+                Err(SyncError::Unreachable(e)) => {
+                    tracing::warn!("{} local commits stay unpushed until the remote is back: {e}", self.ahead())
+                }
+                Err(SyncError::Stopped(e)) => tracing::error!("{e}"),
+            }
+        }
+    }
+
+    /// Commits the claim opsflow just wrote for `task` and pushes it. `Err` with the reason
+    /// when the claim does not count: another runner's claim landed first, or the remote
+    /// does not take it. The claim is then undone locally (the task is as the remote has it).
+    pub fn publish_claim(&self, task: &str, node: &str, run_id: &str, from_state: bool) -> Result<(), String> {
+        let run_dir = self.runs.join(run_id);
+        // The run directory marks the claim as this clone's, for recovery after a crash.
+        let _ = fs::create_dir_all(&run_dir);
+        self.set_log(Some(run_dir.join("git.log")));
+        let subject = format!("Claim {task} for {node}");
+        if let Err(e) = self.commit_written(&subject, Some((run_id, task))) {
+            self.drop_claim(run_id);
+            return Err(e);
+        }
+        for _ in 0..PUSH_ATTEMPTS {
+            match self.push() {
+                Push::Pushed => {
+                    tracing::info!("claimed {task} ({node}, run {run_id}): pushed to {}/{}", self.remote, self.branch);
+                    return Ok(());
+                }
+                Push::Failed(e) => {
+                    self.push_refused.store(true, std::sync::atomic::Ordering::SeqCst);
+                    self.unreachable(&e);
+                    self.drop_claim(run_id);
+                    return Err(format!("the remote did not take the claim: {e}"));
+                }
+                Push::Rejected => match self.sync_to_remote() {
+                    Ok(()) => {
+                        if !self.still_ours(task, node, run_id, from_state) {
+                            self.drop_claim(run_id);
+                            return Err("another runner's claim landed first".to_owned());
+                        }
+                    }
+                    Err(SyncError::Unreachable(e) | SyncError::Stopped(e)) => {
+                        self.drop_claim(run_id);
+                        return Err(e);
+                    }
+                },
+            }
+        }
+        self.drop_claim(run_id);
+        Err(format!("the push was rejected {PUSH_ATTEMPTS} times in a row"))
+    }
+
+    /// Commits the node's results and pushes them, rebasing and retrying with backoff while
+    /// other writers get there first. When the remote does not take them they stay local and
+    /// a later pass pushes them.
+    pub fn publish_results(&self, task: &str, node: &str, outcome: &str, run_id: &str) {
+        self.set_log(Some(self.runs.join(run_id).join("git.log")));
+        let subject = format!("{node} {outcome} for {task}");
+        if let Err(e) = self.commit_written(&subject, Some((run_id, task))) {
+            tracing::error!("{e}");
+            return;
+        }
+        let mut backoff = Duration::from_millis(20);
+        for _ in 0..PUSH_ATTEMPTS {
+            match self.push() {
+                Push::Pushed => return,
+                Push::Failed(e) => {
+                    self.push_refused.store(true, std::sync::atomic::Ordering::SeqCst);
+                    self.unreachable(&e);
+                    tracing::warn!("the results of {task} stay local until the remote takes them");
+                    return;
+                }
+                Push::Rejected => {
+                    if let Err(SyncError::Unreachable(e) | SyncError::Stopped(e)) = self.sync_to_remote() {
+                        tracing::warn!("the results of {task} stay local for now: {e}");
+                        return;
+                    }
+                }
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+        tracing::warn!("the results of {task} stay local for now; a later pass pushes them");
+    }
+
+    fn stop(&self, reason: String) -> Pass {
+        if self.status().stopped.as_deref() != Some(reason.as_str()) {
+            tracing::error!("git sync stopped: {reason}");
+        }
+        self.update(|s| s.stopped = Some(reason.clone()));
+        Pass::Stopped(reason)
+    }
+
+    fn set_log(&self, path: Option<PathBuf>) {
+        *self.log.lock().unwrap_or_else(|p| p.into_inner()) = path;
+    }
+
+    /// Changes the remote status, saving it when it changed.
+    fn update(&self, change: impl FnOnce(&mut RemoteStatus)) {
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let before = status.clone();
+        change(&mut status);
+        if *status != before {
+            let text = serde_json::to_string_pretty(&*status).unwrap_or_default();
+            if let Some(parent) = self.status_file.parent() {
+                let _ = fs::create_dir_all(parent);
+            }
+            let temp = self.status_file.with_extension("json.tmp");
+            if fs::write(&temp, text + "\n").and_then(|()| fs::rename(&temp, &self.status_file)).is_err() {
+                tracing::debug!("cannot save {}", self.status_file.display());
+            }
+        }
+    }
+
+    /// Whether a claim can be pushed now, as far as opsflow knows.
+    pub fn reachable_now(&self) -> bool {
+        self.status().reachable
+    }
+
+    fn unreachable(&self, error: &str) {
+        let error = error.trim().to_owned();
+        self.update(|s| {
+            if s.reachable || s.unreachable_since.is_none() {
+                let now = crate::time::now_rfc3339();
+                tracing::warn!(
+                    "git remote {} is unreachable since {now}: {error}; no new claims until it is back, running work finishes and its commits stay local",
+                    s.remote
+                );
+                s.unreachable_since = Some(now);
+                s.unreachable_since_unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs());
+            }
+            s.reachable = false;
+            s.last_error = Some(error);
+        });
+    }
+
+    /// The remote answered: a fetch (`by_push` false) or a push that landed.
+    fn reachable(&self, by_push: bool) {
+        use std::sync::atomic::Ordering;
+        if by_push {
+            self.push_refused.store(false, Ordering::SeqCst);
+        } else if self.push_refused.load(Ordering::SeqCst) {
+            return;
+        }
+        self.update(|s| {
+            match (&s.unreachable_since, s.reachable) {
+                (Some(since), _) => {
+                    tracing::info!("git remote {} is reachable again (unreachable since {since})", s.remote)
+                }
+                (None, false) => tracing::info!("git remote {} is reachable", s.remote),
+                (None, true) => {}
+            }
+            s.reachable = true;
+            s.unreachable_since = None;
+            s.unreachable_since_unix = None;
+            s.last_error = None;
+        });
+    }
+
+    /// Runs `git args…` at the top of the repository, killed after [`GIT_TIMEOUT`].
+    fn git(&self, args: &[&str]) -> Result<GitOutput, String> {
+        let shown = format!("git {}", args.join(" "));
+        let mut child = Command::new("git")
+            .args(args)
+            .current_dir(&self.top)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_EDITOR", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_string(&mut text);
+                }
+                text
+            })
+        };
+        let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+        let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+        let deadline = Instant::now() + GIT_TIMEOUT;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("`{shown}` did not finish within {}s and was stopped", GIT_TIMEOUT.as_secs()));
+                }
+                Err(e) => return Err(format!("cannot wait for `{shown}`: {e}")),
+            }
+        };
+        let output = GitOutput {
+            success: status.success(),
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        };
+        let report = format!("$ {shown}\n{}{}[{}]\n", output.stdout, output.stderr, status);
+        tracing::debug!("{}", report.trim_end());
+        if let Some(log) = self.log.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && let Ok(mut file) = fs::OpenOptions::new().create(true).append(true).open(log)
+        {
+            let _ = file.write_all(report.as_bytes());
+        }
+        Ok(output)
+    }
+
+    /// `git args…`, an error naming the command when it fails.
+    fn git_ok(&self, args: &[&str]) -> Result<String, String> {
+        let output = self.git(args)?;
+        if output.success {
+            Ok(output.stdout)
+        } else {
+            Err(format!("`git {}` failed: {}", args.join(" "), output.stderr.trim()))
+        }
+    }
+
+    /// Commits the paths opsflow wrote since the last commit that git tracks (or would:
+    /// ignored files such as the runtime directory are left out). Returns whether it committed.
+    fn commit_written(&self, subject: &str, trailers: Option<(&str, &str)>) -> Result<bool, String> {
+        let written: Vec<String> = write::take_written()
+            .iter()
+            .filter_map(|p| p.strip_prefix(&self.top).ok())
+            .map(|p| p.to_string_lossy().into_owned())
+            .filter(|p| !p.is_empty())
+            .collect();
+        if written.is_empty() {
+            return Ok(false);
+        }
+        let mut args = vec!["status", "--porcelain=v1", "-z", "--untracked-files=all", "--"];
+        args.extend(written.iter().map(String::as_str));
+        let listed = self.git_ok(&args)?;
+        let changed: Vec<&str> = listed.split('\0').filter(|e| e.len() > 3).map(|e| &e[3..]).collect();
+        if changed.is_empty() {
+            return Ok(false);
+        }
+        let mut add = vec!["add", "-A", "--"];
+        add.extend(changed.iter());
+        self.git_ok(&add)?;
+        let body = trailers.map(|(run, task)| format!("Opsflow-Run: {run}\nOpsflow-Task: {task}")).unwrap_or_default();
+        let mut commit = vec!["commit", "-q", "-m", subject];
+        if !body.is_empty() {
+            commit.extend(["-m", &body]);
+        }
+        commit.push("--");
+        commit.extend(changed.iter());
+        self.git_ok(&commit).map_err(|e| format!("cannot commit opsflow's changes: {e}"))?;
+        Ok(true)
+    }
+
+    /// How many local commits the remote branch does not have.
+    fn ahead(&self) -> u64 {
+        self.git_ok(&["rev-list", "--count", &format!("{}..HEAD", self.tracking)])
+            .ok()
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn push(&self) -> Push {
+        let target = format!("HEAD:refs/heads/{}", self.branch);
+        match self.git(&["push", "--porcelain", "--", &self.remote, &target]) {
+            Err(e) => Push::Failed(e),
+            Ok(output) if output.success => {
+                self.reachable(true);
+                Push::Pushed
+            }
+            Ok(output) => {
+                let text = format!("{}{}", output.stdout, output.stderr);
+                // `[rejected]` is another writer first; `[remote rejected]` is a hook or a
+                // permission saying no, which no rebase changes.
+                // Two pushes at the same moment: the loser's ref update finds the other's commit.
+                let raced = text.contains("cannot lock ref") || text.contains("failed to update ref");
+                if raced
+                    || text.contains("\t[rejected]")
+                    || text.contains("[rejected] ") && !text.contains("[remote rejected]")
+                {
+                    Push::Rejected
+                } else {
+                    Push::Failed(last_lines(&text))
+                }
+            }
+        }
+    }
+
+    /// Pushes what is ahead of the remote, rebasing while others push first.
+    fn push_ahead(&self) -> Result<(), SyncError> {
+        for _ in 0..PUSH_ATTEMPTS {
+            if self.ahead() == 0 {
+                return Ok(());
+            }
+            match self.push() {
+                Push::Pushed => return Ok(()),
+                Push::Failed(e) => {
+                    self.push_refused.store(true, std::sync::atomic::Ordering::SeqCst);
+                    self.unreachable(&e);
+                    return Err(SyncError::Unreachable(e));
+                }
+                Push::Rejected => self.sync_to_remote()?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches the branch and rebases local commits onto it.
+    fn sync_to_remote(&self) -> Result<(), SyncError> {
+        let refspec = format!("+refs/heads/{}:{}", self.branch, self.tracking);
+        match self.git(&["fetch", "--quiet", "--no-tags", "--", &self.remote, &refspec]) {
+            Ok(output) if output.success => {}
+            Ok(output) => {
+                let e = last_lines(&output.stderr);
+                self.unreachable(&e);
+                return Err(SyncError::Unreachable(e));
+            }
+            Err(e) => {
+                self.unreachable(&e);
+                return Err(SyncError::Unreachable(e));
+            }
+        }
+        let up_to_date = self.git(&["merge-base", "--is-ancestor", &self.tracking, "HEAD"]).is_ok_and(|o| o.success);
+        if up_to_date {
+            return Ok(());
+        }
+        self.rebase().map_err(SyncError::Stopped)
+    }
+
+    fn rebase_in_progress(&self) -> bool {
+        ["rebase-merge", "rebase-apply"]
+            .iter()
+            .any(|dir| self.git_ok(&["rev-parse", "--git-path", dir]).is_ok_and(|p| self.top.join(p.trim()).exists()))
+    }
+
+    /// Rebases onto the remote branch, settling the conflicts opsflow may settle; any other
+    /// conflict aborts the rebase and is returned as the reason.
+    fn rebase(&self) -> Result<(), String> {
+        let first = self.git(&["rebase", "--autostash", &self.tracking])?;
+        if first.success {
+            return Ok(());
+        }
+        if !self.rebase_in_progress() {
+            return Err(format!("`git rebase {}` failed: {}", self.tracking, last_lines(&first.stderr)));
+        }
+        for _ in 0..10_000 {
+            if !self.rebase_in_progress() {
+                return Ok(());
+            }
+            let conflicted = self.git_ok(&["diff", "--name-only", "-z", "--diff-filter=U"]).unwrap_or_default();
+            for path in conflicted.split('\0').filter(|p| !p.is_empty()) {
+                if let Err(why) = self.settle(path) {
+                    let _ = self.git(&["rebase", "--abort"]);
+                    return Err(why);
+                }
+            }
+            let next = self.git(&["-c", "core.editor=true", "rebase", "--continue"])?;
+            if !next.success && self.rebase_in_progress() {
+                let unmerged = self.git_ok(&["diff", "--name-only", "--diff-filter=U"]).unwrap_or_default();
+                let staged = self.git(&["diff", "--cached", "--quiet"]).is_ok_and(|o| !o.success);
+                if unmerged.trim().is_empty() && !staged {
+                    // Our change became empty on top of theirs: nothing of it is left to replay.
+                    self.git(&["rebase", "--skip"])?;
+                }
+            }
+        }
+        let _ = self.git(&["rebase", "--abort"]);
+        Err("the rebase did not finish".to_owned())
+    }
+
+    /// Settles one conflicted path of a rebase, or says why it cannot be settled.
+    fn settle(&self, path: &str) -> Result<(), String> {
+        let absolute = self.top.join(path);
+        if path == self.tasks_in_repo || path == self.state_in_repo {
+            // The merge driver wrote valid JSON with the remote's value for each field both
+            // sides changed (and listed them); the remote's published history wins over an
+            // unpushed local change. Without the driver git leaves markers: never settled.
+            let text = fs::read_to_string(&absolute).unwrap_or_default();
+            if text.contains("<<<<<<<") || serde_json::from_str::<Value>(&text).is_err() {
+                return Err(self.conflict_reason(path, "git left conflict markers (is the merge driver configured?)"));
+            }
+            return self.git_ok(&["add", "--", path]).map(drop);
+        }
+        let message = self.git_ok(&["log", "-1", "--format=%B", "REBASE_HEAD"]).unwrap_or_default();
+        if !message.contains("Opsflow-Run:") {
+            return Err(self.conflict_reason(path, "the local commit is not opsflow's"));
+        }
+        // Stage 2 is the branch being rebased onto (the remote), stage 3 opsflow's commit.
+        let remote = self.git(&["show", &format!(":2:{path}")]).ok().filter(|o| o.success).map(|o| o.stdout);
+        let local = self.git(&["show", &format!(":3:{path}")]).ok().filter(|o| o.success).map(|o| o.stdout);
+        let winner = match (remote, local) {
+            (Some(remote), Some(local)) => match (release_key(&remote), release_key(&local)) {
+                (Some(r), Some(l)) => {
+                    if l > r {
+                        local
+                    } else {
+                        remote
+                    }
+                }
+                _ => {
+                    return Err(self.conflict_reason(path, "neither version says when it was generated"));
+                }
+            },
+            (Some(only), None) | (None, Some(only)) => only,
+            (None, None) => return Err(self.conflict_reason(path, "neither side has the file")),
+        };
+        let confined = write::confine(&self.top, Path::new(path)).map_err(|e| e.to_string())?;
+        crate::store::file::write_atomic(&confined, winner.as_bytes()).map_err(|e| e.to_string())?;
+        let _ = write::take_written();
+        tracing::info!("rebase: {path} changed on both sides; kept the newer release's file");
+        self.git_ok(&["add", "--", path]).map(drop)
+    }
+
+    fn conflict_reason(&self, path: &str, why: &str) -> String {
+        format!(
+            "rebasing onto {}/{} conflicts in {path}: {why}; opsflow does not guess, so the rebase was aborted and the local commits wait; resolve it by hand (git pull --rebase {} {}) and push",
+            self.remote, self.branch, self.remote, self.branch
+        )
+    }
+
+    /// Whether the claim of `run_id` is still the task's after a rebase.
+    fn still_ours(&self, task: &str, node: &str, run_id: &str, from_state: bool) -> bool {
+        let (path, pointer) = if from_state {
+            (&self.state, format!("/nodes/{}", node.replace('~', "~0").replace('/', "~1")))
+        } else {
+            (&self.tasks, String::new())
+        };
+        let Ok(text) = fs::read_to_string(path) else { return false };
+        let Ok(value) = serde_json::from_str::<Value>(&text) else { return false };
+        let entry = if from_state {
+            value.pointer(&pointer).cloned()
+        } else {
+            let list = value.get("tasks").unwrap_or(&value);
+            list.as_array().and_then(|tasks| tasks.iter().find(|t| t["id"] == task).cloned())
+        };
+        entry.is_some_and(|e| e["run_id"] == run_id && e["status"] == "in_progress")
+    }
+
+    /// Removes the claim commit of `run_id` when it is the last commit, keeping other local
+    /// changes (`reset --keep`).
+    fn drop_claim(&self, run_id: &str) {
+        let _ = write::take_written();
+        let message = self.git_ok(&["log", "-1", "--format=%B"]).unwrap_or_default();
+        if message.starts_with("Claim ") && message.contains(&format!("Opsflow-Run: {run_id}")) {
+            if let Err(e) = self.git_ok(&["reset", "-q", "--keep", "HEAD~1"]) {
+                tracing::error!("cannot drop the unpublished claim of run {run_id}: {e}");
+            }
+        } else {
+            // The claim commit is not there (the rebase dropped it as empty) or the commit
+            // failed: put back the claim's files as committed.
+            let _ = self.git(&["checkout", "-q", "HEAD", "--", &self.tasks_in_repo, &self.state_in_repo]);
+        }
+    }
+}
+
+/// What decides which of two versions of a generated file is newer: its `generated_at`, then
+/// its run id (front matter, or top-level JSON fields).
+fn release_key(text: &str) -> Option<(String, String)> {
+    let field = |name: &str| -> Option<String> {
+        if let Some(rest) = text.strip_prefix("---\n") {
+            let front = &rest[..rest.find("\n---").unwrap_or(rest.len())];
+            front.lines().find_map(|line| {
+                let value = line.strip_prefix(name)?.strip_prefix(':')?.trim();
+                Some(value.trim_matches('"').trim_matches('\'').to_owned())
+            })
+        } else {
+            let value: Value = serde_json::from_str(text).ok()?;
+            value.get(name).and_then(Value::as_str).map(str::to_owned)
+        }
+    };
+    let generated_at = field("generated_at")?;
+    Some((generated_at, field("run_id").unwrap_or_default()))
+}
+
+fn last_lines(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newer_release_wins_by_generated_at_then_run_id() {
+        let old = "---\nrun_id: \"20260101T000000Z-aaaaaa\"\ngenerated_at: \"2026-01-01T00:00:00Z\"\n---\n# x\n";
+        let new = "---\nrun_id: \"20260101T000001Z-000000\"\ngenerated_at: \"2026-01-01T00:00:01Z\"\n---\n# x\n";
+        assert!(release_key(new) > release_key(old));
+        let same_second = "---\nrun_id: \"20260101T000000Z-bbbbbb\"\ngenerated_at: \"2026-01-01T00:00:00Z\"\n---\n";
+        assert!(release_key(same_second) > release_key(old));
+        let json = r#"{"generated_at": "2026-01-01T00:00:02Z", "run_id": "r"}"#;
+        assert!(release_key(json) > release_key(new));
+        assert_eq!(release_key("# no front matter\n"), None);
+    }
+}

@@ -1,0 +1,252 @@
+//! A person's git work under a running `opsflow watch`: checking out an older commit and
+//! back, merging another agent's branch, stashing. The daemon follows the files it finds,
+//! never redeploys what git brought back, and writes nothing where there is nothing new, so
+//! the person's next `git merge` or `git stash pop` is never refused for local changes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::engine::{edit_json, status_of};
+use crate::life::{approval_file, approve, life_workspace, live_index, new_release};
+use crate::util::{TASKS, Workspace, task, tasks_of, wait_until};
+
+/// Long enough that only a hang fails: a production deploy with its monitoring takes seconds.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn git(ws: &Workspace, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Ana", "-c", "user.email=ana@example.com"])
+        .args(args)
+        .current_dir(ws.path())
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `git status --porcelain`, one path per line (renames and the like do not occur here).
+fn changed(ws: &Workspace) -> Vec<String> {
+    git(ws, &["status", "--porcelain", "--untracked-files=all"]).lines().map(|l| l[3..].to_owned()).collect()
+}
+
+/// `opsflow watch --http 127.0.0.1:0` as a child process; its log is kept for messages.
+struct Watch {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    address: SocketAddr,
+}
+
+impl Watch {
+    fn start(ws: &Workspace) -> Watch {
+        let mut child = ws
+            .command(&["watch", "--http", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn opsflow watch");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut address = None;
+        wait_until(DEADLINE, "`opsflow watch` to say where it listens", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("`opsflow watch` exited with {status}:\n{}", log.lock().unwrap());
+            }
+            let log = log.lock().unwrap();
+            address = log.lines().find_map(|line| line.split_once("on http://").map(|(_, a)| a.trim().to_owned()));
+            address.is_some()
+        });
+        Watch { child, log, address: address.unwrap().parse().expect("an address") }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The sum of the `/metrics` samples whose series starts with `prefix`, read with a plain
+    /// HTTP/1.1 GET; 0 when there is none (a gauge with no task of that status).
+    fn metric(&self, prefix: &str) -> f64 {
+        let mut stream = TcpStream::connect(self.address).expect("connect to /metrics");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(stream, "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.address).unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).expect("read /metrics");
+        let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+        body.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.rsplit_once(' '))
+            .filter(|(series, _)| series.starts_with(prefix))
+            .map(|(_, value)| value.trim().parse::<f64>().expect("a number"))
+            .sum()
+    }
+
+    /// Owned tasks the daemon counted as `pending` in its last reconcile.
+    fn pending(&self) -> f64 {
+        self.metric("opsflow_tasks{status=\"pending\"}")
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const SENTINEL: &str = "SENTINEL-1";
+
+/// Proves that the daemon has reconciled everything written before this call: adds an owned
+/// task that can only wait (it depends on the product manager's open review) and waits until
+/// the daemon counts it. Reconciles run one after another and each reads every file, so any
+/// write the earlier files caused has happened by then.
+fn settle(ws: &Workspace, watch: &Watch) {
+    let before = watch.pending();
+    edit_json(ws, TASKS, |tasks| {
+        tasks["tasks"].as_array_mut().unwrap().push(json!({
+            "id": SENTINEL, "title": "wait for the review", "agent": "DevOps-Engineer",
+            "type": "deployment_feedback", "status": "pending", "depends_on": ["PM-001"],
+        }))
+    });
+    wait_until(DEADLINE, "the daemon to count the waiting sentinel task", || watch.pending() >= before + 1.0);
+}
+
+/// Takes the sentinel out of `tasks.json` again and waits until the daemon no longer counts it.
+fn clear(ws: &Workspace, watch: &Watch) {
+    let before = watch.pending();
+    edit_json(ws, TASKS, |tasks| tasks["tasks"].as_array_mut().unwrap().retain(|t| t["id"] != SENTINEL));
+    wait_until(DEADLINE, "the daemon to see the sentinel gone", || watch.pending() <= before - 1.0);
+}
+
+/// Takes the sentinel away again with `git stash` (as a person parks an edit) and waits until
+/// the daemon no longer counts it; then drops the stash.
+fn unsettle(ws: &Workspace, watch: &Watch) {
+    let before = watch.pending();
+    git(ws, &["stash", "-q"]);
+    wait_until(DEADLINE, "the daemon to see the stash take the sentinel away", || watch.pending() <= before - 1.0);
+    git(ws, &["stash", "drop", "-q"]);
+}
+
+/// `tasks.json` as committed at HEAD plus the sentinel and nothing else, and no other change.
+fn only_the_sentinel_changed(ws: &Workspace, watch: &Watch) {
+    assert_eq!(
+        changed(ws),
+        [TASKS],
+        "the daemon wrote where nothing was new:\n{}\n{}",
+        watch.log(),
+        git(ws, &["diff", "--", ".", ":!docs/workflow/tasks.json"])
+    );
+    let committed = tasks_of(git(ws, &["show", &format!("HEAD:{TASKS}")]).as_bytes());
+    let mut now = ws.tasks();
+    now.retain(|t| t["id"] != SENTINEL);
+    assert_eq!(now, committed, "tasks.json changed besides the sentinel:\n{}", watch.log());
+}
+
+fn production_live(ws: &Workspace) -> String {
+    let mut live = live_index(ws);
+    assert!(!live.is_empty(), "production serves nothing");
+    live.retain(|c| c != '\n');
+    live
+}
+
+fn commit_all(ws: &Workspace, message: &str) {
+    git(ws, &["add", "-A"]);
+    git(ws, &["commit", "-q", "-m", message]);
+}
+
+#[test]
+fn checkout_merge_and_stash_under_a_running_daemon_redeploy_nothing_and_write_nothing() {
+    let ws = life_workspace();
+    git(&ws, &["init", "-q", "-b", "main"]);
+    // 1.0.0 goes live before the daemon starts, and the person commits what opsflow wrote.
+    ws.run(&["run"]).status(3);
+    approve(&ws, &approval_file(&ws, "UNIT-001", "1.0.0"));
+    ws.run(&["run"]).status(0);
+    commit_all(&ws, "1.0.0 is live");
+    let live_1_0 = production_live(&ws);
+    assert!(live_1_0.contains("UNIT-001 1.0.0"), "{live_1_0}");
+
+    let watch = Watch::start(&ws);
+    let deployments = || watch.metric("opsflow_deployments_total{environment=\"production\"");
+
+    // Other agents prepare 1.1.0 on a branch; the daemon stages it there.
+    git(&ws, &["checkout", "-q", "-b", "release-1.1"]);
+    let ids = new_release(&ws, "UNIT-001", "1.1.0", 0.1);
+    wait_until(DEADLINE, "1.1.0 to reach staging and wait for approval", || {
+        status_of(&ws, &ids[1]) == "deployed" && status_of(&ws, &ids[2]) == "blocked"
+    });
+    let request = approval_file(&ws, "UNIT-001", "1.1.0");
+    settle(&ws, &watch);
+    clear(&ws, &watch);
+    commit_all(&ws, "1.1.0 staged");
+    settle(&ws, &watch);
+    only_the_sentinel_changed(&ws, &watch);
+    unsettle(&ws, &watch);
+    let production_runs = deployments();
+
+    // Back to main, where 1.1.0 does not exist: its tasks and records go away with the
+    // checkout, and the daemon neither undoes that nor touches production.
+    git(&ws, &["checkout", "-q", "main"]);
+    assert!(!ws.join(&request).exists(), "{request} belongs to the branch");
+    settle(&ws, &watch);
+    only_the_sentinel_changed(&ws, &watch);
+    assert_eq!(production_live(&ws), live_1_0);
+    unsettle(&ws, &watch);
+
+    // The merge brings 1.1.0 back, staged and waiting: nothing to do but wait for a person.
+    git(&ws, &["merge", "-q", "--no-ff", "-m", "merge release-1.1", "release-1.1"]);
+    settle(&ws, &watch);
+    only_the_sentinel_changed(&ws, &watch);
+    assert_eq!(status_of(&ws, &ids[2]), "blocked");
+    unsettle(&ws, &watch);
+    assert_eq!(deployments(), production_runs, "a deployment ran on a checkout or merge:\n{}", watch.log());
+    assert_eq!(production_live(&ws), live_1_0);
+
+    // A person starts approving, parks the edit with `git stash`, and brings it back.
+    let text = ws.read_string(&request);
+    let half = text.replacen("approved_by: null", "approved_by: \"alice\"", 1);
+    assert_ne!(half, text);
+    ws.write(&request, half);
+    let reason = || task(&ws.tasks(), &ids[2])["blocked_reason"].as_str().unwrap_or_default().to_owned();
+    wait_until(DEADLINE, "the daemon to read the half-made approval", || !reason().contains("as opsflow wrote it"));
+    assert!(reason().contains("is not approved yet (status pending"), "{}", reason());
+    git(&ws, &["stash", "-q"]);
+    assert_eq!(ws.read_string(&request), text);
+    // The daemon reads the request as it was and says so again, in the same bytes as
+    // committed, so the stash can come back.
+    wait_until(DEADLINE, "the daemon to read the request as written again", || {
+        reason().contains("as opsflow wrote it")
+    });
+    settle(&ws, &watch);
+    only_the_sentinel_changed(&ws, &watch);
+    unsettle(&ws, &watch);
+    git(&ws, &["stash", "pop", "-q"]);
+    approve_rest(&ws, &request);
+    wait_until(DEADLINE, "the approved 1.1.0 to go live", || status_of(&ws, &ids[2]) == "deployed");
+    assert!(production_live(&ws).contains("UNIT-001 1.1.0"), "{}", production_live(&ws));
+    settle(&ws, &watch);
+    assert_eq!(deployments(), production_runs + 1.0, "{}", watch.log());
+    clear(&ws, &watch);
+    commit_all(&ws, "1.1.0 is live");
+    ws.run(&["validate"]).status(0);
+    assert!(!watch.log().contains(" ERROR "), "{}", watch.log());
+}
+
+/// The second half of an approval someone began: the status.
+fn approve_rest(ws: &Workspace, file: &str) {
+    let text = ws.read_string(file);
+    let signed = text.replacen("status: \"pending\"", "status: \"approved\"", 1);
+    assert_ne!(signed, text);
+    ws.write(file, signed);
+}
