@@ -684,6 +684,7 @@ mod tests {
         let cases = [
             (r#"{"devops": {"shutdown_grace": "HUGE"}}"#, "/devops/shutdown_grace"),
             (r#"{"devops": {"verification_timeout": "HUGE"}}"#, "/devops/verification_timeout"),
+            (r#"{"git": {"fetch_interval": "HUGE"}}"#, "/git/fetch_interval"),
             (
                 r#"{"environments": {"staging": {"provider": "command", "commands": {"deploy": {"run": "true", "timeout": "HUGE"}}}}}"#,
                 "/environments/staging/commands/deploy/timeout",
@@ -718,6 +719,7 @@ mod tests {
         assert_eq!(config.devops.shutdown_grace, Duration::from_millis(1500));
         assert_eq!(config.devops.poll_interval, defaults::POLL_INTERVAL);
         assert_eq!(Config::default().devops.verification_timeout, Duration::from_secs(300));
+        assert_eq!(Config::default().git.fetch_interval, defaults::GIT_FETCH_INTERVAL);
     }
 
     #[test]
