@@ -5,7 +5,7 @@
 //! into typed structs. An invalid config is reported and the defaults stand in, so `validate`
 //! can go on checking the rest; commands that act refuse to run on it.
 
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -153,35 +153,68 @@ impl Default for Limits {
     }
 }
 
-/// `devops`: how the runner behaves. Durations stay strings until used (the schema checked them).
+/// The default of every duration-valued key, in one place (docs/reference.md lists them).
+pub mod defaults {
+    use std::time::Duration;
+
+    /// `devops.poll_interval`: the daemon's full resync.
+    pub const POLL_INTERVAL: Duration = Duration::from_secs(5 * 60);
+    /// `devops.debounce`: quiet time before a reconcile.
+    pub const DEBOUNCE: Duration = Duration::from_millis(50);
+    /// `devops.monitoring_period`: how long production is watched after a deploy.
+    pub const MONITORING_PERIOD: Duration = Duration::from_secs(60 * 60);
+    /// `devops.monitoring_interval`: how often it is sampled, and the default
+    /// `analysis.interval`.
+    pub const MONITORING_INTERVAL: Duration = Duration::from_secs(60);
+    /// `devops.verification_timeout`: a command's timeout unless it sets its own.
+    pub const VERIFICATION_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+    /// `devops.shutdown_grace`: how long a running step may finish on shutdown.
+    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+    /// A health check's or smoke test's `interval` between retries.
+    pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+    /// An HTTP check's `timeout` (a command check's is `devops.verification_timeout`).
+    pub const HTTP_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `metrics.timeout`: how long one sample may take, all queries together.
+    pub const METRICS_SAMPLE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `git.fetch_interval`: how often `watch` fetches when nothing changed locally.
+    pub const GIT_FETCH_INTERVAL: Duration = Duration::from_secs(5);
+}
+
+/// `devops`: how the runner behaves. Durations are read once, when the config is loaded.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Devops {
-    pub poll_interval: String,
-    pub debounce: String,
+    #[serde(deserialize_with = "duration_text::deserialize")]
+    pub poll_interval: Duration,
+    #[serde(deserialize_with = "duration_text::deserialize")]
+    pub debounce: Duration,
     pub require_human_approval: bool,
     pub approvers: Vec<String>,
-    pub monitoring_period: String,
-    pub monitoring_interval: String,
+    #[serde(deserialize_with = "duration_text::deserialize")]
+    pub monitoring_period: Duration,
+    #[serde(deserialize_with = "duration_text::deserialize")]
+    pub monitoring_interval: Duration,
     pub auto_rollback_enabled: bool,
     pub rollback_triggers: RollbackTriggers,
-    pub verification_timeout: String,
-    pub shutdown_grace: String,
+    #[serde(deserialize_with = "duration_text::deserialize")]
+    pub verification_timeout: Duration,
+    #[serde(deserialize_with = "duration_text::deserialize")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Devops {
     fn default() -> Self {
         Devops {
-            poll_interval: "5m".into(),
-            debounce: "50ms".into(),
+            poll_interval: defaults::POLL_INTERVAL,
+            debounce: defaults::DEBOUNCE,
             require_human_approval: true,
             approvers: Vec::new(),
-            monitoring_period: "60m".into(),
-            monitoring_interval: "60s".into(),
+            monitoring_period: defaults::MONITORING_PERIOD,
+            monitoring_interval: defaults::MONITORING_INTERVAL,
             auto_rollback_enabled: true,
             rollback_triggers: RollbackTriggers::default(),
-            verification_timeout: "5m".into(),
-            shutdown_grace: "30s".into(),
+            verification_timeout: defaults::VERIFICATION_TIMEOUT,
+            shutdown_grace: defaults::SHUTDOWN_GRACE,
         }
     }
 }
@@ -277,6 +310,14 @@ impl Default for Ci {
     }
 }
 
+/// A config that commands that act refuse to run on. Its problems were printed where they
+/// were found (each with its file, line, column and key); this is the headline.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file} is invalid ({count} {noun}); fix it first", noun = if *.count == 1 { "problem" } else { "problems" })]
+    Invalid { file: String, count: usize },
+}
+
 /// `git`: whether `run` and `watch` sync the workspace through a git remote, and which.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
@@ -284,27 +325,25 @@ pub struct Git {
     pub sync: bool,
     pub remote: String,
     pub branch: String,
-    pub fetch_interval: String,
+    #[serde(with = "duration_text")]
+    pub fetch_interval: Duration,
 }
 
 impl Default for Git {
     fn default() -> Self {
-        Git { sync: false, remote: "origin".into(), branch: "main".into(), fetch_interval: "5s".into() }
+        Git {
+            sync: false,
+            remote: "origin".into(),
+            branch: "main".into(),
+            fetch_interval: defaults::GIT_FETCH_INTERVAL,
+        }
     }
 }
 
 impl Git {
     /// How often `watch` fetches when nothing changed locally.
     pub fn fetch_every(&self) -> Duration {
-        parse_duration(&self.fetch_interval).unwrap_or(Duration::from_secs(5)).max(Duration::from_millis(100))
-    }
-}
-
-impl Devops {
-    /// A configured duration; the schema already checked the syntax, so this only falls back
-    /// on a value it let through that cannot be a duration.
-    pub fn duration(value: &str, default: Duration) -> Duration {
-        parse_duration(value).unwrap_or(default)
+        self.fetch_interval.max(Duration::from_millis(100))
     }
 }
 
@@ -333,9 +372,14 @@ impl Config {
         if !problems.is_empty() {
             return Err(problems);
         }
+        // Durations are checked before they are read, so one that cannot be held is reported
+        // at its key (the typed read below would only say that some value is wrong).
+        duration_problems(label, text, &value, &mut String::new(), &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
         let mut config: Config = serde_json::from_value(value.clone())
             .map_err(|e| vec![Diagnostic::new(label, Kind::Config, format!("cannot read config: {e}"))])?;
-        duration_problems(label, text, &value, &mut String::new(), &mut problems);
         config.raw = value;
         // Every configured path opsflow writes to or reads from must stay in the workspace.
         let mut configured: Vec<(String, String, &str)> = config
@@ -382,6 +426,24 @@ impl Config {
                 );
             }
         }
+        // Each environment is read here as a deployment reads it, so what a deployment would
+        // refuse (a metrics block without a source, an analysis of 0 measurements) is a config
+        // error now, at its key, instead of an inconclusive analysis later.
+        for (name, env) in &config.environments {
+            let pointer = format!("/environments/{}", name.replace('~', "~0").replace('/', "~1"));
+            let mut refuse = |pointer: String, why: String| {
+                problems.push(Diagnostic::new(label, Kind::Config, why).pointer(pointer).locate_in(text));
+            };
+            if let Err(why) = crate::rollout::deploy::EnvConfig::load(&config, name) {
+                refuse(pointer.clone(), why);
+            }
+            if let Some(Err(why)) = env.get("metrics").map(crate::exec::metrics::MetricsSpec::from_value) {
+                refuse(format!("{pointer}/metrics"), why.to_string());
+            }
+            if let Some(Err(why)) = env.get("analysis").map(crate::rollout::analysis::AnalysisSpec::from_value) {
+                refuse(format!("{pointer}/analysis"), why.to_string());
+            }
+        }
         if problems.is_empty() { Ok(config) } else { Err(problems) }
     }
 
@@ -391,14 +453,19 @@ impl Config {
     }
 }
 
-/// Every string in the config shaped like a duration (digits and a unit) that is not one
-/// `parse_duration` can hold, such as `"99999999999999999999h"`, which the schema's pattern
-/// lets through: an error naming its key, instead of a fallback or a panic at use.
+/// Every duration of the config that `parse_duration` cannot hold, such as
+/// `"99999999999999999999h"`, which the schema's pattern lets through: an error naming its
+/// key, instead of a fallback or a panic at use. A string shaped like a duration anywhere is
+/// checked, and so is any value of a duration key under `devops` or `environments` (a
+/// workspace may override the schema that would have refused it).
 fn duration_problems(label: &str, text: &str, value: &Value, pointer: &mut String, problems: &mut Vec<Diagnostic>) {
+    let duration_key = is_duration_key(pointer);
     match value {
-        Value::String(s) if looks_like_duration(s) => {
+        Value::String(s) if duration_key || looks_like_duration(s) => {
             if let Err(why) = parse_duration(s) {
-                problems.push(Diagnostic::new(label, Kind::Config, why).pointer(pointer.clone()).locate_in(text));
+                problems.push(
+                    Diagnostic::new(label, Kind::Config, why.to_string()).pointer(pointer.clone()).locate_in(text),
+                );
             }
         }
         Value::Object(map) => {
@@ -418,8 +485,38 @@ fn duration_problems(label: &str, text: &str, value: &Value, pointer: &mut Strin
                 pointer.truncate(len);
             }
         }
+        Value::Null => {}
+        other if duration_key => problems.push(
+            Diagnostic::new(
+                label,
+                Kind::Config,
+                format!("expected a duration such as \"30s\" or \"5m\", found {other}"),
+            )
+            .pointer(pointer.clone())
+            .locate_in(text),
+        ),
         _ => {}
     }
+}
+
+/// The keys that hold a duration: `devops.<name>`, `git.fetch_interval` and, at any depth of
+/// an environment, `timeout` and `interval`.
+fn is_duration_key(pointer: &str) -> bool {
+    const DEVOPS: [&str; 6] = [
+        "poll_interval",
+        "debounce",
+        "monitoring_period",
+        "monitoring_interval",
+        "verification_timeout",
+        "shutdown_grace",
+    ];
+    if let Some(key) = pointer.strip_prefix("/devops/") {
+        return DEVOPS.contains(&key);
+    }
+    if pointer == "/git/fetch_interval" {
+        return true;
+    }
+    pointer.starts_with("/environments/") && matches!(pointer.rsplit('/').next(), Some("timeout" | "interval"))
 }
 
 /// Digits, an optional fraction, and one of the units `parse_duration` knows.
@@ -431,42 +528,127 @@ fn looks_like_duration(text: &str) -> bool {
         && number.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
+/// Why a configured path does not stay inside the workspace; the message follows the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutsidePath {
+    #[error("is empty")]
+    Empty,
+    #[error("`{}` climbs out of the workspace with `..`", .0.display())]
+    Climbs(PathBuf),
+    #[error("`{}` is absolute; paths are relative to the workspace", .0.display())]
+    Absolute(PathBuf),
+}
+
 /// Checks that a configured path is relative and stays inside the workspace.
-pub fn relative_inside(path: &str) -> Result<(), String> {
+pub fn relative_inside(path: &str) -> Result<(), OutsidePath> {
     let path = Path::new(path);
     if path.as_os_str().is_empty() {
-        return Err("is empty".to_owned());
+        return Err(OutsidePath::Empty);
     }
     for component in path.components() {
         match component {
             Component::Normal(_) | Component::CurDir => {}
-            Component::ParentDir => return Err(format!("`{}` climbs out of the workspace with `..`", path.display())),
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(format!("`{}` is absolute; paths are relative to the workspace", path.display()));
-            }
+            Component::ParentDir => return Err(OutsidePath::Climbs(path.to_owned())),
+            Component::RootDir | Component::Prefix(_) => return Err(OutsidePath::Absolute(path.to_owned())),
         }
     }
     Ok(())
 }
 
+/// A duration the config cannot hold, with the text as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("`{text}` is not a duration such as \"500ms\", \"30s\" or \"5m\"")]
+    NotADuration { text: String },
+    #[error("`{text}` has no unit; write \"{text}s\", \"{text}ms\" or \"{text}m\"")]
+    NoUnit { text: String },
+    #[error("`{text}` has an unknown unit `{unit}`; use ms, s, m, h or d")]
+    UnknownUnit { text: String, unit: String },
+    #[error("`{text}` is too long a duration; the longest is 36500d (100 years)")]
+    TooLong { text: String },
+}
+
+/// The longest duration the config takes: 100 years. Longer ones are mistakes, and a deadline
+/// that far (`Instant::now() + d`) could overflow the clock, which panics.
+pub const MAX_DURATION: Duration = Duration::from_secs(36500 * 86400);
+
 /// Parses a duration with a unit: `500ms`, `30s`, `5m`, `1h`, `1d`, `1.5s`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 =
-        number.parse().map_err(|_| format!("`{text}` is not a duration such as \"500ms\", \"30s\" or \"5m\""))?;
+    let value: f64 = number.parse().map_err(|_| DurationError::NotADuration { text: text.to_owned() })?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
         "d" => value * 86400.0,
-        "" => return Err(format!("`{text}` has no unit; write \"{text}s\", \"{text}ms\" or \"{text}m\"")),
-        _ => return Err(format!("`{text}` has an unknown unit `{unit}`; use ms, s, m, h or d")),
+        "" => return Err(DurationError::NoUnit { text: text.to_owned() }),
+        _ => return Err(DurationError::UnknownUnit { text: text.to_owned(), unit: unit.to_owned() }),
     };
     // A duration past what `Duration` holds (about 584 billion years) is a mistake, not a
-    // reason to panic.
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is too long a duration"))
+    // reason to panic; so is one past `MAX_DURATION`.
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|duration| *duration <= MAX_DURATION)
+        .ok_or_else(|| DurationError::TooLong { text: text.to_owned() })
+}
+
+/// A duration the way the config writes it, in the largest unit that holds it exactly
+/// (`1h`, `90s`, `500ms`), or seconds with a fraction; [`parse_duration`] reads it back.
+pub fn format_duration(duration: Duration) -> String {
+    let nanos = duration.as_nanos();
+    const MS: u128 = 1_000_000;
+    const S: u128 = 1000 * MS;
+    for (unit, size) in [("d", 86_400 * S), ("h", 3600 * S), ("m", 60 * S), ("s", S), ("ms", MS)] {
+        if nanos != 0 && nanos.is_multiple_of(size) {
+            return format!("{}{unit}", nanos / size);
+        }
+    }
+    if nanos == 0 {
+        return "0s".to_owned();
+    }
+    let fraction = format!("{:09}", duration.subsec_nanos());
+    format!("{}.{}s", duration.as_secs(), fraction.trim_end_matches('0'))
+}
+
+/// Serde adapters for a duration written the config's way (`"500ms"`, `"30s"`, `"5m"`), for
+/// `#[serde(with = ...)]` or `deserialize_with`: a value that is not one is an error, never
+/// a silent default.
+pub mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        super::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::format_duration(*duration))
+    }
+
+    /// The same for an optional key.
+    pub mod option {
+        use std::time::Duration;
+
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+            match Option::<String>::deserialize(deserializer)? {
+                Some(text) => super::super::parse_duration(&text).map(Some).map_err(serde::de::Error::custom),
+                None => Ok(None),
+            }
+        }
+
+        pub fn serialize<S: Serializer>(duration: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+            match duration {
+                Some(duration) => serializer.serialize_str(&super::super::format_duration(*duration)),
+                None => serializer.serialize_none(),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -478,16 +660,19 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert!(parse_duration("300").unwrap_err().contains("no unit"));
-        assert!(parse_duration("3y").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("300").unwrap_err().to_string().contains("no unit"));
+        assert!(parse_duration("3y").unwrap_err().to_string().contains("unknown unit"));
     }
 
     #[test]
     fn overflowing_durations_are_errors_not_panics() {
         for text in ["99999999999999999999h", "99999999999999999999999d", &format!("{}s", "9".repeat(400))] {
-            assert!(parse_duration(text).unwrap_err().contains("too long"), "{text}");
+            assert!(matches!(parse_duration(text), Err(DurationError::TooLong { .. })), "{text}");
         }
         assert_eq!(parse_duration("36500d").unwrap(), Duration::from_secs(36500 * 86400));
+        // Within what `Duration` holds, but a deadline that far would overflow the clock.
+        assert!(matches!(parse_duration("200000000000000d"), Err(DurationError::TooLong { .. })));
+        assert!(matches!(parse_duration("36501d"), Err(DurationError::TooLong { .. })));
     }
 
     #[test]
@@ -498,14 +683,118 @@ mod tests {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(
             problems[0].to_string(),
-            "project-config.json:2:31: at /devops/poll_interval: `99999999999999999999h` is too long a duration"
+            "project-config.json:2:31: at /devops/poll_interval: `99999999999999999999h` is too long a duration; the longest is 36500d (100 years)"
+        );
+    }
+
+    #[test]
+    fn every_kind_of_duration_key_refuses_a_value_it_cannot_hold_at_its_key() {
+        let schemas = Schemas::new(std::path::PathBuf::from("/nonexistent"), "schemas", DEFAULT_MAX_FILE_BYTES);
+        let huge = "99999999999999999999999d";
+        let cases = [
+            (r#"{"devops": {"shutdown_grace": "HUGE"}}"#, "/devops/shutdown_grace"),
+            (r#"{"devops": {"verification_timeout": "HUGE"}}"#, "/devops/verification_timeout"),
+            (r#"{"git": {"fetch_interval": "HUGE"}}"#, "/git/fetch_interval"),
+            (
+                r#"{"environments": {"staging": {"provider": "command", "commands": {"deploy": {"run": "true", "timeout": "HUGE"}}}}}"#,
+                "/environments/staging/commands/deploy/timeout",
+            ),
+            (
+                r#"{"environments": {"staging": {"provider": "command", "commands": {"deploy": "true"}, "health_checks": [{"name": "up", "command": "true", "interval": "HUGE"}]}}}"#,
+                "/environments/staging/health_checks/0/interval",
+            ),
+            (
+                r#"{"environments": {"staging": {"provider": "command", "commands": {"deploy": "true"}, "metrics": {"command": "true", "error_rate": "/e", "timeout": "HUGE"}}}}"#,
+                "/environments/staging/metrics/timeout",
+            ),
+            (
+                r#"{"environments": {"staging": {"provider": "command", "commands": {"deploy": "true"}, "analysis": {"interval": "HUGE"}}}}"#,
+                "/environments/staging/analysis/interval",
+            ),
+        ];
+        for (text, pointer) in cases {
+            let text = text.replace("HUGE", huge);
+            let problems = Config::parse("project-config.json", &text, &schemas).unwrap_err();
+            assert_eq!(problems.len(), 1, "{text}: {problems:?}");
+            let message = problems[0].to_string();
+            assert!(message.contains(&format!("at {pointer}: `{huge}` is too long a duration")), "{message}");
+        }
+    }
+
+    #[test]
+    fn durations_are_read_once_into_the_typed_config_with_defaults_from_one_place() {
+        let schemas = Schemas::new(std::path::PathBuf::from("/nonexistent"), "schemas", DEFAULT_MAX_FILE_BYTES);
+        let config =
+            Config::parse("project-config.json", r#"{"devops": {"shutdown_grace": "1.5s"}}"#, &schemas).unwrap();
+        assert_eq!(config.devops.shutdown_grace, Duration::from_millis(1500));
+        assert_eq!(config.devops.poll_interval, defaults::POLL_INTERVAL);
+        assert_eq!(Config::default().devops.verification_timeout, Duration::from_secs(300));
+        assert_eq!(Config::default().git.fetch_interval, defaults::GIT_FETCH_INTERVAL);
+    }
+
+    #[test]
+    fn formatted_durations_read_back() {
+        for (duration, text) in [
+            (Duration::from_secs(3600), "1h"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_micros(1500), "0.0015s"),
+            (Duration::ZERO, "0s"),
+            (Duration::from_secs(2 * 86400), "2d"),
+        ] {
+            assert_eq!(format_duration(duration), text);
+            assert_eq!(parse_duration(text).unwrap(), duration, "{text}");
+        }
+    }
+
+    // A workspace may override the config's schema with one that lets anything through; the
+    // durations and environments are still read at load time, and refused at their key.
+    #[test]
+    fn with_a_permissive_schema_bad_values_are_still_refused_at_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("project-config.schema.json"), "{}").unwrap();
+        let schemas = Schemas::new(dir.path().to_owned(), "schemas", DEFAULT_MAX_FILE_BYTES);
+        let text = r#"{
+  "devops": {"debounce": 50, "shutdown_grace": "soon"},
+  "environments": {
+    "prod": {
+      "provider": "command",
+      "commands": {"deploy": {"run": "true", "timeout": "10 minutes"}},
+      "metrics": {"command": "true", "http": "http://x", "error_rate": "/e"},
+      "analysis": {"count": 0}
+    }
+  }
+}"#;
+        let problems: Vec<String> =
+            Config::parse("project-config.json", text, &schemas).unwrap_err().iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            problems,
+            [
+                r#"project-config.json:2:26: at /devops/debounce: expected a duration such as "30s" or "5m", found 50"#,
+                r#"project-config.json:2:48: at /devops/shutdown_grace: `soon` is not a duration such as "500ms", "30s" or "5m""#,
+                r#"project-config.json:6:57: at /environments/prod/commands/deploy/timeout: `10 minutes` has an unknown unit ` minutes`; use ms, s, m, h or d"#,
+            ]
+        );
+        // Once the durations are right, the environment itself is read as a deployment reads it.
+        let text = text.replace("50", "\"50ms\"").replace("soon", "1s").replace("10 minutes", "10m");
+        let problems: Vec<String> =
+            Config::parse("project-config.json", &text, &schemas).unwrap_err().iter().map(|d| d.to_string()).collect();
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0].contains("at /environments/prod/metrics: expected exactly one of"), "{}", problems[0]);
+        assert!(
+            problems[1].contains("at /environments/prod/analysis: expected `analysis.count` of at least 1"),
+            "{}",
+            problems[1]
         );
     }
 
     #[test]
     fn configured_paths_stay_inside() {
         assert!(relative_inside("docs/tasks.json").is_ok());
-        assert!(relative_inside("../tasks.json").is_err());
-        assert!(relative_inside("/etc/passwd").is_err());
+        assert_eq!(relative_inside("../tasks.json"), Err(OutsidePath::Climbs(PathBuf::from("../tasks.json"))));
+        assert_eq!(
+            relative_inside("/etc/passwd").unwrap_err().to_string(),
+            "`/etc/passwd` is absolute; paths are relative to the workspace"
+        );
     }
 }

@@ -5,11 +5,25 @@
 //! file, which is how a refused second runner can say who holds it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::workspace::{Workspace, write};
+
+/// Why the instance lock could not be taken; each names the file or directory it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    #[error("cannot create the runtime directory {path}: {source}")]
+    Runtime { path: PathBuf, source: io::Error },
+    #[error("cannot open the instance lock {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("cannot lock {path}: {source}")]
+    Lock { path: PathBuf, source: io::Error },
+    /// Another runner of the same agent holds the lock.
+    #[error("another opsflow runner for agent {agent} already works in this workspace ({holder}; lock {path})")]
+    Busy { agent: String, holder: String, path: PathBuf },
+}
 
 /// Held for as long as this runner lives.
 pub struct InstanceLock {
@@ -18,11 +32,13 @@ pub struct InstanceLock {
 }
 
 /// Takes the instance lock of this agent, or says who holds it.
-pub fn acquire(ws: &Workspace) -> Result<InstanceLock, String> {
-    let runtime = ensure_runtime_dir(ws).map_err(|e| format!("cannot create {}: {e}", ws.config.paths.runtime))?;
+pub fn acquire(ws: &Workspace) -> Result<InstanceLock, InstanceError> {
+    let runtime = ensure_runtime_dir(ws)
+        .map_err(|source| InstanceError::Runtime { path: ws.path(&ws.config.paths.runtime), source })?;
     let agent = crate::workspace::file_name_part(&ws.config.agent.name);
-    let path = runtime.join("locks").join(format!("instance-{agent}.lock"));
-    write::create_dir_all(&ws.root, path.parent().expect("has a parent")).map_err(|e| e.to_string())?;
+    let locks = runtime.join("locks");
+    let path = locks.join(format!("instance-{agent}.lock"));
+    write::create_dir_all(&ws.root, &locks).map_err(|source| InstanceError::Runtime { path: locks.clone(), source })?;
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -31,7 +47,7 @@ pub fn acquire(ws: &Workspace) -> Result<InstanceLock, String> {
         // The holder's line is written into the file: never through a planted symlink.
         .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        .map_err(|source| InstanceError::Open { path: path.clone(), source })?;
     match file.try_lock() {
         Ok(()) => {}
         Err(fs::TryLockError::WouldBlock) => {
@@ -39,13 +55,9 @@ pub fn acquire(ws: &Workspace) -> Result<InstanceLock, String> {
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim();
             let holder = if holder.is_empty() { "another process".to_owned() } else { holder.to_owned() };
-            return Err(format!(
-                "another opsflow runner for agent {} already works in this workspace ({holder}; lock {})",
-                ws.config.agent.name,
-                path.display()
-            ));
+            return Err(InstanceError::Busy { agent: ws.config.agent.name.clone(), holder, path });
         }
-        Err(fs::TryLockError::Error(e)) => return Err(format!("cannot lock {}: {e}", path.display())),
+        Err(fs::TryLockError::Error(source)) => return Err(InstanceError::Lock { path, source }),
     }
     let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let info = format!("pid {} on host {} since {}\n", std::process::id(), host.trim(), crate::time::now_rfc3339());
@@ -68,4 +80,34 @@ pub fn ensure_runtime_dir(ws: &Workspace) -> std::io::Result<PathBuf> {
         )?;
     }
     Ok(runtime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runtime_directory_that_cannot_be_created_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the runtime directory belongs.
+        std::fs::write(dir.path().join(".opsflow"), "not a directory\n").unwrap();
+        let ws = Workspace::open(dir.path(), None, None).unwrap();
+        let error = acquire(&ws).err().expect("the runtime directory is a file");
+        assert!(matches!(error, InstanceError::Runtime { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&format!("cannot create the runtime directory {}", ws.root.join(".opsflow").display())),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_second_lock_is_refused_naming_the_holder_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path(), None, None).unwrap();
+        let held = acquire(&ws).unwrap();
+        let Err(InstanceError::Busy { holder, path, .. }) = acquire(&ws) else { panic!("a second lock was taken") };
+        assert_eq!(path, held.path);
+        assert!(holder.starts_with(&format!("pid {} on host ", std::process::id())), "{holder}");
+    }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod exec;
+pub mod exit;
 pub mod instance;
 pub mod merge;
 pub mod nodes;
@@ -27,7 +28,7 @@ pub mod validate;
 pub mod workflow;
 pub mod workspace;
 
-use std::process::ExitCode;
+pub use exit::Exit;
 
 /// RFC 3339 timestamps in UTC to the second (`2026-11-25T07:50:27Z`), the one format opsflow
 /// writes into workflow files, the audit log and run ids. The calendar work is `jiff`'s.
@@ -75,24 +76,6 @@ pub mod sha256 {
         let mut hasher = Sha256::new();
         std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
         Ok(format!("{:x}", hasher.finalize()))
-    }
-}
-
-/// The exit codes (docs/reference.md). When several apply, the lowest non-zero one wins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Exit {
-    Ok = 0,
-    /// A node failed or was rolled back.
-    Failed = 1,
-    /// Bad usage, bad config or an invalid input file.
-    Invalid = 2,
-    /// Work is waiting on a gate or an approval.
-    Waiting = 3,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(exit: Exit) -> ExitCode {
-        ExitCode::from(exit as u8)
     }
 }
 

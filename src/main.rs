@@ -11,8 +11,8 @@ fn main() -> ExitCode {
         Ok(code) => code.into(),
         Err(error) if opsflow::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("opsflow: error: {error:#}");
-            opsflow::Exit::Invalid.into()
+            eprintln!("opsflow: error: {}", opsflow::exit::report(&error));
+            opsflow::Exit::of(&error).into()
         }
     }
 }

@@ -166,7 +166,7 @@ impl GitSync {
             git.remote,
             url.stdout.trim(),
             git.branch,
-            git.fetch_interval
+            crate::config::format_duration(git.fetch_interval)
         );
         Ok(Some(sync))
     }

@@ -33,7 +33,7 @@ pub fn run(dir: Option<&Path>) -> anyhow::Result<Exit> {
     println!("opsflow demo: sample workspace copied to {}\n", dir.display());
     let ws = Workspace::open(&dir, None, None)?;
     super::require_valid_config(&ws)?;
-    let _lock = crate::instance::acquire(&ws).map_err(anyhow::Error::msg)?;
+    let _lock = crate::instance::acquire(&ws)?;
     let engine = match Engine::new(&ws, Options::default()) {
         Ok(engine) => engine,
         Err(problems) => {
@@ -97,9 +97,15 @@ fn sign(path: &Path) -> anyhow::Result<()> {
 }
 
 fn print_nodes(ws: &Workspace, first: &Summary, second: &Summary) -> anyhow::Result<()> {
-    let state: Value = serde_json::from_str(&fs::read_to_string(ws.path(&ws.config.paths.state))?)?;
+    let state_path = ws.path(&ws.config.paths.state);
+    let state_text =
+        fs::read_to_string(&state_path).with_context(|| format!("cannot read {}", state_path.display()))?;
+    let state: Value = serde_json::from_str(&state_text).with_context(|| ws.config.paths.state.clone())?;
     println!("\n{:<36} {:<11} {:>8}  artifacts", "node", "status", "time");
-    let graph = crate::workflow::graph::Graph::load(ws).map_err(|_| anyhow::anyhow!("invalid workflow"))?;
+    let graph = crate::workflow::graph::Graph::load(ws).map_err(|problems| {
+        let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("the workflow is invalid: {}", problems.join("; "))
+    })?;
     for node in &graph.nodes {
         let status =
             state.pointer(&format!("/nodes/{}/status", node.name)).and_then(Value::as_str).unwrap_or("pending");

@@ -68,7 +68,7 @@ fn require_valid_config(ws: &Workspace) -> anyhow::Result<()> {
     for problem in &ws.config_problems {
         eprintln!("{problem}");
     }
-    bail!("{} is invalid ({} problems); fix it first", ws.config_label, ws.config_problems.len())
+    Err(config::ConfigError::Invalid { file: ws.config_label.clone(), count: ws.config_problems.len() }.into())
 }
 
 /// Prints one JSON document on stdout.

@@ -9,7 +9,7 @@ use crate::workspace::Workspace;
 
 pub fn run(ws: &Workspace, dry_run: bool, as_json: bool) -> anyhow::Result<Exit> {
     require_valid_config(ws)?;
-    let _lock = if dry_run { None } else { Some(crate::instance::acquire(ws).map_err(anyhow::Error::msg)?) };
+    let _lock = if dry_run { None } else { Some(crate::instance::acquire(ws)?) };
     // `--dry-run` changes nothing, so it neither fetches nor pushes.
     let sync = if dry_run { None } else { crate::sync::GitSync::open(ws).map_err(anyhow::Error::msg)?.map(Arc::new) };
     let engine = match Engine::new(ws, Options { dry_run, sync, ..Options::default() }) {
@@ -69,7 +69,15 @@ pub fn print_summary(summary: &Summary, dry_run: bool) {
     for problem in &summary.problems {
         println!("problem    {problem}");
     }
-    if summary.ran.is_empty() && summary.blocked.is_empty() && summary.problems.is_empty() && !dry_run {
+    for error in &summary.write_errors {
+        println!("error      {error}");
+    }
+    if summary.ran.is_empty()
+        && summary.blocked.is_empty()
+        && summary.problems.is_empty()
+        && summary.write_errors.is_empty()
+        && !dry_run
+    {
         println!("nothing to do");
     }
 }

@@ -64,14 +64,15 @@ pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Out
         for problem in &ws.config_problems {
             eprintln!("{problem}");
         }
-        anyhow::bail!("{} is invalid; the daemon does not start on an invalid config", ws.config_label);
+        let invalid = crate::config::ConfigError::Invalid { file: ws.config_label, count: ws.config_problems.len() };
+        return Err(anyhow::Error::new(invalid).context("the daemon does not start on an invalid config"));
     }
-    let lock = crate::instance::acquire(&ws).map_err(anyhow::Error::msg)?;
+    let lock = crate::instance::acquire(&ws)?;
     let sync = crate::sync::GitSync::open(&ws).map_err(anyhow::Error::msg)?.map(Arc::new);
     if let Some(sync) = &sync {
         let _ = handles.metrics.git_sync.set(Arc::clone(sync));
     }
-    let grace = Devops::duration(&ws.config.devops.shutdown_grace, Duration::from_secs(30));
+    let grace = ws.config.devops.shutdown_grace;
     let cancel = CancellationToken::new();
     let engine_cancel = Cancel::default();
     let metrics = Arc::clone(&handles.metrics);
@@ -188,10 +189,11 @@ async fn supervise_watcher(
 /// daemon stalled: three poll intervals, plus the monitoring period and the verification
 /// timeout, which a reconcile that deploys to production legitimately spends.
 fn stall_limit(devops: &Devops) -> Duration {
-    let poll = Devops::duration(&devops.poll_interval, Duration::from_secs(300));
-    let monitoring = Devops::duration(&devops.monitoring_period, Duration::from_secs(3600));
-    let verification = Devops::duration(&devops.verification_timeout, Duration::from_secs(300));
-    poll.saturating_mul(3).saturating_add(monitoring).saturating_add(verification)
+    devops
+        .poll_interval
+        .saturating_mul(3)
+        .saturating_add(devops.monitoring_period)
+        .saturating_add(devops.verification_timeout)
 }
 
 /// The longest a stream of changes can postpone a reconcile, in debounce periods (500 ms
@@ -255,8 +257,8 @@ async fn reconcile_loop(
     let git_lock = git_busy::index_lock(&current.root);
     let mut stale_git_lock = None;
     loop {
-        let poll = Devops::duration(&current.config.devops.poll_interval, Duration::from_secs(300));
-        let debounce = Devops::duration(&current.config.devops.debounce, Duration::from_millis(50));
+        let poll = current.config.devops.poll_interval;
+        let debounce = current.config.devops.debounce;
         // With git sync, another runner's push makes no local file event: the remote is
         // fetched (by a reconcile) every `git.fetch_interval`.
         let poll = match &sync {
@@ -278,7 +280,7 @@ async fn reconcile_loop(
             // more than MAX_DEBOUNCE_PERIODS periods: a file written all the time (an app's
             // log, a dev server's output) must not postpone every reconcile for as long as
             // it is written.
-            let settle_by = tokio::time::Instant::now() + debounce * MAX_DEBOUNCE_PERIODS;
+            let settle_by = tokio::time::Instant::now() + debounce.saturating_mul(MAX_DEBOUNCE_PERIODS);
             loop {
                 let quiet_until = (tokio::time::Instant::now() + debounce).min(settle_by);
                 tokio::select! {
@@ -317,9 +319,14 @@ async fn reconcile_loop(
             metrics.record(&Summary::default(), started.elapsed().as_secs_f64(), BTreeMap::new(), false);
             continue;
         };
-        let ok = outcome.summary.problems.is_empty() && outcome.config_problem.is_none();
-        if let Some(problem) =
-            outcome.config_problem.clone().or_else(|| outcome.summary.problems.first().map(ToString::to_string))
+        let ok = outcome.summary.problems.is_empty()
+            && outcome.summary.write_errors.is_empty()
+            && outcome.config_problem.is_none();
+        if let Some(problem) = outcome
+            .config_problem
+            .clone()
+            .or_else(|| outcome.summary.write_errors.first().cloned())
+            .or_else(|| outcome.summary.problems.first().map(ToString::to_string))
         {
             metrics.note_problem(&problem);
         }

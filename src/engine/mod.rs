@@ -82,6 +82,10 @@ pub struct Summary {
     pub problems: Vec<Diagnostic>,
     /// `--dry-run` only: what would run.
     pub plan: Vec<Planned>,
+    /// Writes of `state.json` that failed, each naming the file and why: the workflow's
+    /// position on disk no longer says what happened, so the run fails.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub write_errors: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -129,7 +133,7 @@ pub struct Planned {
 impl Summary {
     /// The exit code (docs/reference.md): failures first, then invalid input, then waiting on a gate.
     pub fn exit(&self) -> Exit {
-        if self.ran.iter().any(|r| r.outcome.is_failure()) {
+        if !self.write_errors.is_empty() || self.ran.iter().any(|r| r.outcome.is_failure()) {
             Exit::Failed
         } else if !self.problems.is_empty() {
             Exit::Invalid
@@ -166,6 +170,8 @@ pub struct Engine<'w> {
     unresolved: std::cell::RefCell<Vec<Unresolved>>,
     /// False while the git remote is unreachable or the sync stopped: no new claims.
     claims_allowed: std::cell::Cell<bool>,
+    /// Failed writes of `state.json`, for the summary (see [`Summary::write_errors`]).
+    write_errors: std::cell::RefCell<Vec<String>>,
 }
 
 /// A production deployment that failed or was rolled back, and its open fix task.
@@ -204,6 +210,7 @@ impl<'w> Engine<'w> {
             open_production: Default::default(),
             unresolved: Default::default(),
             claims_allowed: std::cell::Cell::new(true),
+            write_errors: Default::default(),
         })
     }
 
@@ -224,14 +231,27 @@ impl<'w> Engine<'w> {
             {
                 tracing::error!("cannot mark resolved requests in {}: {e}", self.ws.config.paths.human_requests);
             }
-            if !acted || self.options.dry_run {
+            // After a failed write of state.json the next pass would read the old position
+            // and run the same node again: the run stops and reports it.
+            if !acted || self.options.dry_run || !self.write_errors.borrow().is_empty() {
                 break;
             }
         }
         if let Some(sync) = &self.options.sync {
             sync.after_run();
         }
+        summary.write_errors = self.write_errors.take();
         summary
+    }
+
+    /// Edits one node of `state.json`. A write that fails is logged and kept for the summary,
+    /// whose exit code it makes a failure: it is never swallowed.
+    fn edit_state(&self, change: StateEdit) {
+        if let Err(e) = record::edit_state(self.ws, &self.graph.name, &change) {
+            let message = format!("cannot update {}: {e}", self.ws.config.paths.state);
+            tracing::error!("{message}");
+            self.write_errors.borrow_mut().push(message);
+        }
     }
 
     /// With `git.sync`: fetch, rebase and push before a pass; claims only while in sync.
@@ -484,7 +504,7 @@ impl<'w> Engine<'w> {
         let journal = match journal::Journal::load(self.ws, &name) {
             Ok(Some(journal)) => journal,
             Ok(None) => return None,
-            Err(why) => return blocked(why),
+            Err(why) => return blocked(why.to_string()),
         };
         if journal.task != task.id || journal.phase != journal::Phase::Paused {
             return blocked(nodes::other_rollout(&env, &journal));
@@ -818,11 +838,7 @@ impl<'w> Engine<'w> {
             fields.push(FieldOp::Set("blocked_reason".into(), reason.into()));
             fields.push(FieldOp::Set("blocked_by".into(), BLOCKED_BY.into()));
         }
-        let _ = record::edit_state(
-            self.ws,
-            &self.graph.name,
-            &StateEdit { node: node.name.clone(), fields, current_nodes: None },
-        );
+        self.edit_state(StateEdit { node: node.name.clone(), fields, current_nodes: None });
         // "for unit X" only when there is a unit; environment work has none.
         let for_unit = if unit.is_empty() { String::new() } else { format!(" for unit `{unit}`") };
         let approval_file = (request_approval || only_an_approval_missing(checks)).then(|| {
@@ -1026,22 +1042,18 @@ impl<'w> Engine<'w> {
         for check in checks.iter().filter(|c| c.warning) {
             tracing::warn!("{id} runs with a warning: {}: {}", check.name, check.detail);
         }
-        let _ = record::edit_state(
-            self.ws,
-            &self.graph.name,
-            &StateEdit {
-                node: node.name.clone(),
-                fields: vec![
-                    FieldOp::Set("status".into(), "in_progress".into()),
-                    FieldOp::Set("started_at".into(), now.into()),
-                    FieldOp::Set("run_id".into(), run_id.clone().into()),
-                    FieldOp::Set("task".into(), id.clone().into()),
-                    FieldOp::Remove("blocked_reason".into()),
-                    FieldOp::Remove("blocked_by".into()),
-                ],
-                current_nodes: None,
-            },
-        );
+        self.edit_state(StateEdit {
+            node: node.name.clone(),
+            fields: vec![
+                FieldOp::Set("status".into(), "in_progress".into()),
+                FieldOp::Set("started_at".into(), now.into()),
+                FieldOp::Set("run_id".into(), run_id.clone().into()),
+                FieldOp::Set("task".into(), id.clone().into()),
+                FieldOp::Remove("blocked_reason".into()),
+                FieldOp::Remove("blocked_by".into()),
+            ],
+            current_nodes: None,
+        });
         if let Some(sync) = &self.options.sync
             && let Err(why) = sync.publish_claim(&id, &node.name, &run_id, task.from_state)
         {
@@ -1304,10 +1316,7 @@ impl<'w> Engine<'w> {
                 ("OPSFLOW_WORKSPACE".into(), self.ws.root.to_string_lossy().into_owned()),
             ],
             secrets: self.secrets.clone(),
-            default_timeout: crate::config::Devops::duration(
-                &self.ws.config.devops.verification_timeout,
-                std::time::Duration::from_secs(300),
-            ),
+            default_timeout: self.ws.config.devops.verification_timeout,
             abort: Arc::clone(&self.options.cancel.abort),
         };
         NodeRun {
@@ -1401,11 +1410,7 @@ impl<'w> Engine<'w> {
             if name == &node.name {
                 fields.push(FieldOp::Set("outputs".into(), json!(run.artifacts)));
             }
-            if let Err(e) =
-                record::edit_state(self.ws, &self.graph.name, &StateEdit { node: name.clone(), fields, current_nodes })
-            {
-                tracing::error!("cannot update {}: {e}", self.ws.config.paths.state);
-            }
+            self.edit_state(StateEdit { node: name.clone(), fields, current_nodes });
         }
         let unit = self.release_of(task).unit;
         let failed = matches!(outcome, Outcome::Failed { .. } | Outcome::RolledBack { .. });
@@ -1654,13 +1659,7 @@ impl<'w> Engine<'w> {
             fields.push(FieldOp::Set("blocked_reason".into(), reason.clone().into()));
             fields.push(FieldOp::Set("blocked_by".into(), BLOCKED_BY.into()));
         }
-        if let Err(e) = record::edit_state(
-            self.ws,
-            &self.graph.name,
-            &StateEdit { node: node.name.clone(), fields, current_nodes: None },
-        ) {
-            tracing::error!("cannot update {}: {e}", self.ws.config.paths.state);
-        }
+        self.edit_state(StateEdit { node: node.name.clone(), fields, current_nodes: None });
         let release = self.release_of(task);
         let (unit, version) = (release.unit.clone(), release.version.as_str().to_owned());
         if escalate {

@@ -237,7 +237,7 @@ pub fn write_signal(
     status: &str,
     artifacts: &[String],
     message: &str,
-) -> Result<String, String> {
+) -> Result<String, StoreError> {
     let context = json!({
         "agent": ws.config.agent.name,
         "unit_id": unit,
@@ -246,16 +246,16 @@ pub fn write_signal(
         "artifacts": artifacts,
         "message": message,
     });
+    let file = ws.config.paths.completion_signal.clone();
     let value = renderer
         .json("stage-completion-signal.json", &context, ws, SchemaName::CompletionSignal)
-        .map_err(|e| e.to_string())?;
-    let file = ws.config.paths.completion_signal.clone();
-    let path = ws.inside(&file).map_err(|d| d.to_string())?;
+        .map_err(|e| refused(&file, e))?;
+    let path = ws.inside(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
     if says_the_same(ws, &file, &value) {
         return Ok(file);
     }
     let text = format!("{}\n", serde_json::to_string_pretty(&value).expect("a Value serializes"));
-    file::write_atomic(&path, text.as_bytes()).map_err(|e| e.to_string())?;
+    file::write_atomic(&path, text.as_bytes())?;
     Ok(file)
 }
 

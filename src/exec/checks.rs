@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::Runner;
 use super::http;
-use crate::config::parse_duration;
+use crate::config::{defaults, duration_text};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct CheckSpec {
@@ -25,12 +25,13 @@ pub struct CheckSpec {
     /// system's, relative to the workspace.
     #[serde(default)]
     pub ca_file: Option<String>,
-    #[serde(default)]
-    pub timeout: Option<String>,
+    /// Read when the config is loaded: a value that is not a duration is an error there.
+    #[serde(default, deserialize_with = "duration_text::option::deserialize")]
+    pub timeout: Option<Duration>,
     #[serde(default)]
     pub retries: Option<u32>,
-    #[serde(default)]
-    pub interval: Option<String>,
+    #[serde(default, deserialize_with = "duration_text::option::deserialize")]
+    pub interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,8 +57,8 @@ pub fn run_check(
     env: &[(String, String)],
 ) -> CheckResult {
     let started = Instant::now();
-    let timeout = spec.timeout.as_deref().and_then(|t| parse_duration(t).ok());
-    let interval = spec.interval.as_deref().and_then(|t| parse_duration(t).ok()).unwrap_or(Duration::from_secs(1));
+    let timeout = spec.timeout;
+    let interval = spec.interval.unwrap_or(defaults::CHECK_INTERVAL);
     let attempts_allowed = spec.retries.unwrap_or(0) + 1;
     let mut attempts = 0;
     loop {
@@ -68,7 +69,7 @@ pub fn run_check(
                 ("command", runner.secrets.mask(command), result.success, result.summary(), result.log)
             }
             (None, Some(url)) => {
-                let timeout = timeout.unwrap_or(Duration::from_secs(10));
+                let timeout = timeout.unwrap_or(defaults::HTTP_CHECK_TIMEOUT);
                 let (passed, detail) = http_check(url, spec, timeout, &runner.workspace);
                 ("http", url.clone(), passed, runner.secrets.mask(&detail), String::new())
             }

@@ -553,4 +553,37 @@ mod tests {
             thread::sleep(Duration::from_millis(5));
         }
     }
+
+    // A step stopped by a shutdown past its grace period says so; "timed out" is only for a
+    // step that ran out of its own timeout.
+    #[test]
+    fn a_step_stopped_by_shutdown_is_not_reported_as_timed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = runner(dir.path());
+        let abort = Arc::clone(&runner.abort);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let result = runner.run(
+                "deploy",
+                "echo started > started; exec sleep 600",
+                None,
+                Some(Duration::from_secs(3600)),
+                &[],
+            );
+            let _ = sender.send(result);
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !dir.path().join("started").exists() {
+            assert!(Instant::now() < deadline, "the step never started");
+            thread::sleep(Duration::from_millis(5));
+        }
+        abort.store(true, Ordering::SeqCst);
+        let result = receiver.recv_timeout(Duration::from_secs(60)).expect("the step ends on abort");
+        assert!(result.aborted && !result.success, "{result:?}");
+        let summary = result.summary();
+        assert!(summary.starts_with("deploy was stopped by shutdown after "), "{summary}");
+        assert!(!summary.contains("timed out"), "{summary}");
+        let log = fs::read_to_string(dir.path().join(&result.log)).unwrap_or_default();
+        assert!(log.contains("# aborted by shutdown; process group killed"), "{}: {log}", result.log);
+    }
 }

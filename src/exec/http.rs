@@ -16,7 +16,7 @@
 //! Errors are sentences for a report: what went wrong, and for a certificate that is not
 //! trusted, what to do about it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -41,11 +41,24 @@ pub struct Request<'a> {
     pub ca_file: Option<&'a Path>,
 }
 
+/// Why a GET gave no response; a sentence for a report (the caller says which URL).
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("expected an http:// or https:// URL, found scheme {scheme:?}")]
+    Scheme { scheme: String },
+    /// The `ca_file` cannot be read or holds no certificate.
+    #[error("{reason}")]
+    CaFile { path: PathBuf, reason: String },
+    /// The request failed: no connection, a TLS failure, a timeout, a body too large.
+    #[error("{0}")]
+    Request(String),
+}
+
 /// A GET of `url`: the status and the body (lossy UTF-8), whatever the status.
-pub fn get(url: &str, request: &Request<'_>) -> Result<(u16, String), String> {
+pub fn get(url: &str, request: &Request<'_>) -> Result<(u16, String), HttpError> {
     let scheme = url.split_once("://").map_or("none", |(scheme, _)| scheme);
     if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
-        return Err(format!("expected an http:// or https:// URL, found scheme {scheme:?}"));
+        return Err(HttpError::Scheme { scheme: scheme.to_owned() });
     }
     let custom;
     let agent = match request.ca_file {
@@ -63,14 +76,14 @@ pub fn get(url: &str, request: &Request<'_>) -> Result<(u16, String), String> {
         .timeout_global(Some(request.timeout))
         .build()
         .call()
-        .map_err(|e| explain(e, request, Stage::Head))?;
+        .map_err(|e| HttpError::Request(explain(e, request, Stage::Head)))?;
     let status = response.status().as_u16();
     let body = response
         .body_mut()
         .with_config()
         .limit(request.max_body)
         .read_to_vec()
-        .map_err(|e| explain(e, request, Stage::Body))?;
+        .map_err(|e| HttpError::Request(explain(e, request, Stage::Body)))?;
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
@@ -110,21 +123,22 @@ fn agent(roots: RootCerts) -> Agent {
 }
 
 /// The certificates of a PEM file; a file without any is an error.
-fn read_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>, String> {
+fn read_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>, HttpError> {
     let shown = path.display();
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read the CA file {shown}: {e}"))?;
+    let refused = |reason: String| HttpError::CaFile { path: path.to_owned(), reason };
+    let pem = std::fs::read(path).map_err(|e| refused(format!("cannot read the CA file {shown}: {e}")))?;
     let mut certificates = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {
             Ok(PemItem::Certificate(certificate)) => certificates.push(certificate),
             Ok(_) => {}
-            Err(e) => return Err(format!("cannot read the CA file {shown}: {e}")),
+            Err(e) => return Err(refused(format!("cannot read the CA file {shown}: {e}"))),
         }
     }
     if certificates.is_empty() {
-        return Err(format!(
+        return Err(refused(format!(
             "expected PEM certificates (-----BEGIN CERTIFICATE-----) in the CA file {shown}, found none"
-        ));
+        )));
     }
     Ok(certificates)
 }
@@ -223,7 +237,7 @@ mod tests {
 
     #[test]
     fn other_schemes_are_refused() {
-        let error = get("ftp://example.test/", &plain(Duration::from_secs(1))).unwrap_err();
+        let error = get("ftp://example.test/", &plain(Duration::from_secs(1))).unwrap_err().to_string();
         assert!(error.contains("found scheme \"ftp\""), "{error}");
         for malformed in ["http://", "http://a b/", "https://[::1/", "http://127.0.0.1:99999/", "http://\u{0}/"] {
             assert!(get(malformed, &plain(Duration::from_secs(1))).is_err(), "{malformed}");
@@ -261,27 +275,27 @@ mod tests {
     #[test]
     fn truncated_bodies_and_silence_are_errors() {
         let (url, server) = serve_once(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"]);
-        let error = get(&url, &plain(Duration::from_secs(5))).unwrap_err();
+        let error = get(&url, &plain(Duration::from_secs(5))).unwrap_err().to_string();
         server.join().unwrap();
         assert!(error.contains("body ended early"), "{error}");
 
         let (url, server) = serve_once(vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab"]);
-        let error = get(&url, &plain(Duration::from_secs(5))).unwrap_err();
+        let error = get(&url, &plain(Duration::from_secs(5))).unwrap_err().to_string();
         server.join().unwrap();
         assert!(error.contains("body ended early"), "{error}");
 
         let (url, server) = serve_once(vec![b"HTTP/1.1 200 OK\r\nContent-Le"]);
-        let error = get(&url, &plain(Duration::from_secs(5))).unwrap_err();
+        let error = get(&url, &plain(Duration::from_secs(5))).unwrap_err().to_string();
         server.join().unwrap();
         assert_eq!(error, "the server closed the connection without a response");
 
         let (url, server) = serve_once(vec![b"SSH-2.0-OpenSSH_9.2\r\n\r\n"]);
-        let error = get(&url, &plain(Duration::from_secs(5))).unwrap_err();
+        let error = get(&url, &plain(Duration::from_secs(5))).unwrap_err().to_string();
         server.join().unwrap();
         assert!(error.starts_with("not a valid HTTP response"), "{error}");
 
         let (url, server) = serve_once(vec![]);
-        let error = get(&url, &plain(Duration::from_secs(5))).unwrap_err();
+        let error = get(&url, &plain(Duration::from_secs(5))).unwrap_err().to_string();
         server.join().unwrap();
         assert_eq!(error, "the server closed the connection without a response");
     }
@@ -289,7 +303,7 @@ mod tests {
     #[test]
     fn a_body_over_the_cap_is_an_error() {
         let (url, server) = serve_once(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n01234567890123456789"]);
-        let error = get(&url, &Request { max_body: 10, ..plain(Duration::from_secs(5)) }).unwrap_err();
+        let error = get(&url, &Request { max_body: 10, ..plain(Duration::from_secs(5)) }).unwrap_err().to_string();
         server.join().unwrap();
         assert_eq!(error, "the response body is larger than 10 bytes");
     }
@@ -298,7 +312,7 @@ mod tests {
     fn a_server_that_never_answers_times_out_on_the_deadline() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
-        let error = get(&url, &plain(Duration::from_millis(300))).unwrap_err();
+        let error = get(&url, &plain(Duration::from_millis(300))).unwrap_err().to_string();
         assert_eq!(error, "timed out after 300 ms");
         drop(listener);
     }
@@ -318,7 +332,7 @@ mod tests {
                 }
             }
         });
-        let error = get(&url, &plain(Duration::from_millis(500))).unwrap_err();
+        let error = get(&url, &plain(Duration::from_millis(500))).unwrap_err().to_string();
         done.send(()).ok();
         server.join().unwrap();
         assert_eq!(error, "timed out after 500 ms");
@@ -330,10 +344,15 @@ mod tests {
         let path = dir.path().join("ca.pem");
         std::fs::write(&path, "not a certificate\n").unwrap();
         let request = Request { ca_file: Some(&path), ..plain(Duration::from_secs(1)) };
-        let error = get("https://127.0.0.1:1/", &request).unwrap_err();
+        let error = get("https://127.0.0.1:1/", &request).unwrap_err().to_string();
         assert!(error.contains("found none") && error.contains("ca.pem"), "{error}");
         let missing = dir.path().join("missing.pem");
-        let error = get("https://127.0.0.1:1/", &Request { ca_file: Some(&missing), ..request }).unwrap_err();
+        let error =
+            get("https://127.0.0.1:1/", &Request { ca_file: Some(&missing), ..request }).unwrap_err().to_string();
         assert!(error.starts_with("cannot read the CA file") && error.contains("missing.pem"), "{error}");
+        let Err(HttpError::CaFile { path: named, .. }) = get("https://127.0.0.1:1/", &request) else {
+            panic!("a CA file without certificates is not a CaFile error");
+        };
+        assert_eq!(named, path);
     }
 }

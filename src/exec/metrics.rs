@@ -27,10 +27,10 @@ use serde_json::Value;
 
 use super::command::Runner;
 use super::http::{self, percent_encode};
-use crate::config::parse_duration;
+use crate::config::{defaults, duration_text};
 
 /// How long one sample may take, all queries together, unless `metrics.timeout` says otherwise.
-pub const DEFAULT_SAMPLE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_SAMPLE_TIMEOUT: Duration = defaults::METRICS_SAMPLE_TIMEOUT;
 
 /// The figures the rollback triggers judge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -105,12 +105,28 @@ pub struct MetricsSpec {
     #[serde(default)]
     pub queries: BTreeMap<String, String>,
     /// How long one sample may take, all queries together (default 10s).
-    #[serde(default)]
-    pub timeout: Option<String>,
+    #[serde(default, with = "duration_text::option")]
+    pub timeout: Option<Duration>,
     /// A PEM file of the CA certificates to trust for an `https` source instead of the
     /// system's, relative to the workspace.
     #[serde(default)]
     pub ca_file: Option<String>,
+}
+
+/// An environment's `metrics` that cannot be used, in the words of the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetricsSpecError {
+    /// Not the shape of a `metrics` block (an unknown key, a wrong type, a bad duration).
+    #[error("cannot read `metrics`: {0}")]
+    Unreadable(String),
+    #[error("expected one of `http`, `command` or `prometheus` in `metrics`, found none")]
+    NoSource,
+    #[error("expected exactly one of `http`, `command` or `prometheus` in `metrics`, found {}", .0.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", "))]
+    ManySources(Vec<&'static str>),
+    #[error(
+        "expected at least one figure in `metrics` (error_rate, latency_p95_ms, latency_p99_ms or queries), found none"
+    )]
+    NoFigure,
 }
 
 /// Where a sample is read from.
@@ -124,23 +140,18 @@ pub enum Source<'a> {
 impl MetricsSpec {
     /// Reads an environment's `metrics` value and checks what the schema cannot say well:
     /// exactly one source, at least one figure, a valid timeout.
-    pub fn from_value(value: &Value) -> Result<MetricsSpec, String> {
+    pub fn from_value(value: &Value) -> Result<MetricsSpec, MetricsSpecError> {
         let spec: MetricsSpec =
-            serde_json::from_value(value.clone()).map_err(|e| format!("cannot read `metrics`: {e}"))?;
+            serde_json::from_value(value.clone()).map_err(|e| MetricsSpecError::Unreadable(e.to_string()))?;
         spec.source()?;
         if Figure::ALL.iter().all(|&figure| spec.query(figure).is_none()) && spec.queries.is_empty() {
-            return Err("expected at least one figure in `metrics` (error_rate, latency_p95_ms, latency_p99_ms or \
-                        queries), found none"
-                .to_owned());
-        }
-        if let Some(timeout) = &spec.timeout {
-            parse_duration(timeout).map_err(|e| format!("`metrics.timeout`: {e}"))?;
+            return Err(MetricsSpecError::NoFigure);
         }
         Ok(spec)
     }
 
     /// The one configured source.
-    pub fn source(&self) -> Result<Source<'_>, String> {
+    pub fn source(&self) -> Result<Source<'_>, MetricsSpecError> {
         let sources: Vec<(&str, Source<'_>)> = [
             self.http.as_deref().map(|url| ("http", Source::Http(url))),
             self.command.as_deref().map(|command| ("command", Source::Command(command))),
@@ -151,11 +162,8 @@ impl MetricsSpec {
         .collect();
         match sources.as_slice() {
             [(_, source)] => Ok(*source),
-            [] => Err("expected one of `http`, `command` or `prometheus` in `metrics`, found none".to_owned()),
-            many => Err(format!(
-                "expected exactly one of `http`, `command` or `prometheus` in `metrics`, found {}",
-                many.iter().map(|(name, _)| format!("`{name}`")).collect::<Vec<_>>().join(", ")
-            )),
+            [] => Err(MetricsSpecError::NoSource),
+            many => Err(MetricsSpecError::ManySources(many.iter().map(|(name, _)| *name).collect())),
         }
     }
 
@@ -174,7 +182,7 @@ impl MetricsSpec {
     }
 
     pub fn timeout(&self) -> Duration {
-        self.timeout.as_deref().and_then(|t| parse_duration(t).ok()).unwrap_or(DEFAULT_SAMPLE_TIMEOUT)
+        self.timeout.unwrap_or(DEFAULT_SAMPLE_TIMEOUT)
     }
 }
 
@@ -274,7 +282,7 @@ pub fn sample_in(runner: &Runner, spec: &MetricsSpec, cwd: Option<&Path>, env: &
     let mask = |text: &str| runner.secrets.mask(text);
     let source = match spec.source() {
         Ok(source) => source,
-        Err(why) => return Sample::unavailable(spec, "none".to_owned(), &why),
+        Err(why) => return Sample::unavailable(spec, "none".to_owned(), &why.to_string()),
     };
     let mut sample = match source {
         Source::Http(url) => {
@@ -332,6 +340,7 @@ fn metrics_get(url: &str, deadline: Instant, ca_file: Option<&Path>) -> Result<(
         return Err("no time left in the sample's timeout".to_owned());
     }
     http::get(url, &http::Request { timeout: left, max_body: http::MAX_METRICS_BODY, ca_file })
+        .map_err(|e| e.to_string())
 }
 
 fn fetch_json(url: &str, deadline: Instant, ca_file: Option<&Path>) -> Result<Value, String> {
@@ -474,17 +483,17 @@ mod tests {
         assert_eq!(ok.figures(), vec![Figure::ErrorRate]);
         let two = MetricsSpec::from_value(&json!({"http": "http://x", "prometheus": "http://p", "error_rate": "/e"}));
         assert_eq!(
-            two.unwrap_err(),
+            two.unwrap_err().to_string(),
             "expected exactly one of `http`, `command` or `prometheus` in `metrics`, found `http`, `prometheus`"
         );
-        let none = MetricsSpec::from_value(&json!({"error_rate": "/e"})).unwrap_err();
+        let none = MetricsSpec::from_value(&json!({"error_rate": "/e"})).unwrap_err().to_string();
         assert!(none.contains("found none"), "{none}");
-        let empty = MetricsSpec::from_value(&json!({"command": "true"})).unwrap_err();
+        let empty = MetricsSpec::from_value(&json!({"command": "true"})).unwrap_err().to_string();
         assert!(empty.contains("at least one figure"), "{empty}");
-        let typo = MetricsSpec::from_value(&json!({"command": "true", "eror_rate": "/e"})).unwrap_err();
+        let typo = MetricsSpec::from_value(&json!({"command": "true", "eror_rate": "/e"})).unwrap_err().to_string();
         assert!(typo.contains("eror_rate"), "{typo}");
         let timeout = MetricsSpec::from_value(&json!({"command": "true", "error_rate": "/e", "timeout": "10"}));
-        assert!(timeout.unwrap_err().contains("no unit"));
+        assert!(timeout.unwrap_err().to_string().contains("no unit"));
     }
 
     #[test]

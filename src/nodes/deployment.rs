@@ -14,16 +14,17 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     };
     let mut vars = run.env_vars(environment);
     vars.push(("OPSFLOW_VERSION".into(), run.release.version.to_string()));
-    let (journal, resumed) = match Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e))? {
-        Some(journal) if journal.task == run.task_id() && journal.phase == Phase::Paused => {
-            match resume_paused(run, &env, journal, &vars)? {
-                Resumed::Finished(outcome) => return Ok(outcome),
-                Resumed::Continue(journal) => (*journal, true),
+    let (journal, resumed) =
+        match Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e.to_string()))? {
+            Some(journal) if journal.task == run.task_id() && journal.phase == Phase::Paused => {
+                match resume_paused(run, &env, journal, &vars)? {
+                    Resumed::Finished(outcome) => return Ok(outcome),
+                    Resumed::Continue(journal) => (*journal, true),
+                }
             }
-        }
-        Some(journal) => return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false }),
-        None => (new_journal(run, &env, Phase::Deploying), false),
-    };
+            Some(journal) => return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false }),
+            None => (new_journal(run, &env, Phase::Deploying), false),
+        };
     let relative = release_dir(run.ws, &run.release());
     // The release is deployed from a copy without SHA256SUMS, checked again just before.
     let payload = run.ws.root.join(format!(".opsflow/payload-{}", run.run_id));
@@ -42,7 +43,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
         // The baseline the analyses compare against is read before anything changes.
         journal.baseline = deploy::baseline(&run.runner, &env, &vars).map(|b| b.sample);
     }
-    journal.save(run.ws).map_err(|e| NodeError::new("journal", e))?;
+    journal.save(run.ws).map_err(|e| NodeError::new("journal", e.to_string()))?;
     let mut rollout = Rollout { ws: run.ws, runner: &run.runner, env: &env, vars: vars.clone(), journal };
     let mut report = match failed_staging {
         None => deploy::deploy(&mut rollout, &payload),
@@ -136,7 +137,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     }
     // Production goes straight on to verification in the same run.
     journal.phase = Phase::Verifying;
-    journal.save(run.ws).map_err(|e| NodeError::new("journal", e))?;
+    journal.save(run.ws).map_err(|e| NodeError::new("journal", e.to_string()))?;
     let verified = verify(run, &env, &mut journal, &vars)?;
     run.also_completed.push("Post_Deploy_Verification".to_owned());
     let outcome = match verified {
@@ -253,7 +254,7 @@ pub(crate) fn pause(
         at: crate::time::now_rfc3339(),
         decision_file: decision_file.clone(),
     });
-    journal.save(run.ws).map_err(|e| NodeError::new("journal", e))?;
+    journal.save(run.ws).map_err(|e| NodeError::new("journal", e.to_string()))?;
     let mut front = Map::new();
     front.insert("pause_id".into(), id.into());
     front.insert("environment".into(), env.name.clone().into());
@@ -760,7 +761,7 @@ pub(crate) fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<O
     };
     let mut vars = run.env_vars(environment);
     vars.push(("OPSFLOW_VERSION".into(), run.release.version.to_string()));
-    let mut journal = match Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e))? {
+    let mut journal = match Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e.to_string()))? {
         Some(journal) if journal.task == run.task_id() && journal.phase == Phase::Paused => {
             return match resume_paused(run, &env, journal, &vars)? {
                 Resumed::Finished(Outcome::Deployed) => Ok(Outcome::Done),
@@ -779,7 +780,7 @@ pub(crate) fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<O
                 journal.migrated = live.migrated;
                 journal.slot = Some(live.dir.clone()).filter(|d| !d.is_empty());
             }
-            journal.save(run.ws).map_err(|e| NodeError::new("journal", e))?;
+            journal.save(run.ws).map_err(|e| NodeError::new("journal", e.to_string()))?;
             journal
         }
     };
@@ -854,7 +855,7 @@ pub(crate) fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, Node
         Ok(lock) => lock,
         Err(held) => return Ok(Outcome::Blocked { reason: held, escalate: false }),
     };
-    if let Some(journal) = Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e))? {
+    if let Some(journal) = Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e.to_string()))? {
         return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false });
     }
     let field = |key: &str| run.task.text(key);

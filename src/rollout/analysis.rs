@@ -49,7 +49,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::{Config, Devops, RollbackTriggers, parse_duration};
+use crate::config::{Config, Devops, RollbackTriggers, duration_text};
 use crate::exec::metrics::{Figure, MetricsSpec, Sample, format_number};
 
 /// `environments.<env>.analysis`: how the analysis after a canary step or rolling batch runs.
@@ -57,8 +57,8 @@ use crate::exec::metrics::{Figure, MetricsSpec, Sample, format_number};
 #[serde(deny_unknown_fields)]
 pub struct AnalysisSpec {
     /// Time between measurements (default `devops.monitoring_interval`).
-    #[serde(default)]
-    pub interval: Option<String>,
+    #[serde(default, with = "duration_text::option")]
+    pub interval: Option<Duration>,
     /// Measurements per analysis (default 1).
     #[serde(default)]
     pub count: Option<u32>,
@@ -70,24 +70,36 @@ pub struct AnalysisSpec {
     pub inconclusive_limit: Option<u32>,
 }
 
+/// An environment's `analysis` that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnalysisSpecError {
+    /// Not the shape of an `analysis` block (an unknown key, a wrong type, a bad duration).
+    #[error("cannot read `analysis`: {0}")]
+    Unreadable(String),
+    #[error("expected `analysis.count` of at least 1, found 0")]
+    NoMeasurement,
+    /// The same, with the environment it belongs to.
+    #[error("`environments.{environment}`: {error}")]
+    In { environment: String, error: Box<AnalysisSpecError> },
+}
+
 impl AnalysisSpec {
-    pub fn from_value(value: &Value) -> Result<AnalysisSpec, String> {
+    pub fn from_value(value: &Value) -> Result<AnalysisSpec, AnalysisSpecError> {
         let spec: AnalysisSpec =
-            serde_json::from_value(value.clone()).map_err(|e| format!("cannot read `analysis`: {e}"))?;
-        if let Some(interval) = &spec.interval {
-            parse_duration(interval).map_err(|e| format!("`analysis.interval`: {e}"))?;
-        }
+            serde_json::from_value(value.clone()).map_err(|e| AnalysisSpecError::Unreadable(e.to_string()))?;
         if spec.count == Some(0) {
-            return Err("expected `analysis.count` of at least 1, found 0".to_owned());
+            return Err(AnalysisSpecError::NoMeasurement);
         }
         Ok(spec)
     }
 
     /// The `analysis` of environment `env`, if it has one.
-    pub fn for_environment(config: &Config, env: &str) -> Result<Option<AnalysisSpec>, String> {
+    pub fn for_environment(config: &Config, env: &str) -> Result<Option<AnalysisSpec>, AnalysisSpecError> {
         match config.environments.get(env).and_then(|e| e.get("analysis")) {
             None => Ok(None),
-            Some(value) => AnalysisSpec::from_value(value).map(Some).map_err(|e| format!("`environments.{env}`: {e}")),
+            Some(value) => AnalysisSpec::from_value(value)
+                .map(Some)
+                .map_err(|e| AnalysisSpecError::In { environment: env.to_owned(), error: Box::new(e) }),
         }
     }
 }
@@ -106,20 +118,15 @@ impl Plan {
     /// The analysis after a canary step or a rolling batch: `analysis.interval` (default
     /// `devops.monitoring_interval`) and `analysis.count` (default 1).
     pub fn step(spec: Option<&AnalysisSpec>, devops: &Devops) -> Plan {
-        let fallback = Devops::duration(&devops.monitoring_interval, Duration::from_secs(60));
-        let interval = spec
-            .and_then(|s| s.interval.as_deref())
-            .and_then(|i| parse_duration(i).ok())
-            .unwrap_or(fallback)
-            .max(MIN_INTERVAL);
+        let interval = spec.and_then(|s| s.interval).unwrap_or(devops.monitoring_interval).max(MIN_INTERVAL);
         Plan { interval, count: spec.and_then(|s| s.count).unwrap_or(1).max(1) }
     }
 
     /// The monitoring period: a measurement at once and every `monitoring_interval` up to
     /// and including `monitoring_period`, as `engine::deploy::monitor` has always sampled.
     pub fn monitoring(devops: &Devops) -> Plan {
-        let period = Devops::duration(&devops.monitoring_period, Duration::from_secs(3600));
-        let interval = Devops::duration(&devops.monitoring_interval, Duration::from_secs(60)).max(MIN_INTERVAL);
+        let period = devops.monitoring_period;
+        let interval = devops.monitoring_interval.max(MIN_INTERVAL);
         let steps = (period.as_nanos() / interval.as_nanos()).min(u32::MAX as u128 - 1) as u32;
         Plan { interval, count: steps + 1 }
     }
@@ -872,8 +879,11 @@ mod tests {
 
     #[test]
     fn plans_and_thresholds_come_from_the_config() {
-        let devops =
-            Devops { monitoring_period: "2s".into(), monitoring_interval: "500ms".into(), ..Devops::default() };
+        let devops = Devops {
+            monitoring_period: Duration::from_secs(2),
+            monitoring_interval: Duration::from_millis(500),
+            ..Devops::default()
+        };
         assert_eq!(Plan::monitoring(&devops), Plan { interval: Duration::from_millis(500), count: 5 });
         assert_eq!(Plan::monitoring(&Devops::default()).count, 61);
         assert_eq!(Plan::step(None, &devops), Plan { interval: Duration::from_millis(500), count: 1 });
@@ -887,8 +897,10 @@ mod tests {
         assert_eq!((thresholds.failure_limit, thresholds.health_check_failures, thresholds.error_rate), (1, 1, 5.0));
         assert_eq!(Thresholds::new(&triggers, Some(&analysis_spec)).failure_limit, 2);
 
-        assert!(AnalysisSpec::from_value(&json!({"interval": "5"})).unwrap_err().contains("no unit"));
-        assert!(AnalysisSpec::from_value(&json!({"count": 0})).unwrap_err().contains("found 0"));
-        assert!(AnalysisSpec::from_value(&json!({"cont": 3})).unwrap_err().contains("unknown field `cont`"));
+        assert!(AnalysisSpec::from_value(&json!({"interval": "5"})).unwrap_err().to_string().contains("no unit"));
+        assert_eq!(AnalysisSpec::from_value(&json!({"count": 0})), Err(AnalysisSpecError::NoMeasurement));
+        assert!(
+            AnalysisSpec::from_value(&json!({"cont": 3})).unwrap_err().to_string().contains("unknown field `cont`")
+        );
     }
 }

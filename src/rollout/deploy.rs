@@ -16,15 +16,16 @@
 //! back, or `rollback`), then `migrate_down` when the deploy ran `migrate` (code first, so the
 //! new code never runs on the old schema).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::analysis::{Analysis, AnalysisSpec, Baseline, Health, Measurement, Plan, Thresholds, Verdict};
 use super::journal::Journal;
-use crate::config::{Config, Devops};
+use crate::config::Config;
 use crate::exec::checks::{CheckResult, CheckSpec, run_check};
 use crate::exec::command::{Runner, StepResult};
 use crate::exec::metrics::{self, MetricsSpec};
@@ -50,7 +51,7 @@ pub struct EnvConfig {
     #[serde(default)]
     pub canary_steps: Vec<u32>,
     #[serde(default)]
-    pub commands: Map<String, Value>,
+    pub commands: BTreeMap<String, CommandSpec>,
     #[serde(default)]
     pub health_checks: Vec<CheckSpec>,
     /// Blue-green (`command`): checks of the idle side before the switch; default the
@@ -61,6 +62,39 @@ pub struct EnvConfig {
     pub smoke_tests: Vec<CheckSpec>,
     #[serde(default)]
     pub metrics: Option<Value>,
+}
+
+/// One of an environment's `commands`: a command line, or `{run, timeout, cwd}`. The timeout
+/// is read with the config; a value that is not a duration is an error, not "no timeout".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSpec {
+    pub run: String,
+    pub timeout: Option<Duration>,
+    pub cwd: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for CommandSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<CommandSpec, D::Error> {
+        #[derive(Deserialize)]
+        struct Full {
+            run: String,
+            #[serde(default, deserialize_with = "crate::config::duration_text::option::deserialize")]
+            timeout: Option<Duration>,
+            #[serde(default)]
+            cwd: Option<String>,
+        }
+        match Value::deserialize(deserializer)? {
+            Value::String(run) => Ok(CommandSpec { run, timeout: None, cwd: None }),
+            Value::Object(spec) => {
+                let Full { run, timeout, cwd } =
+                    serde_json::from_value(Value::Object(spec)).map_err(serde::de::Error::custom)?;
+                Ok(CommandSpec { run, timeout, cwd })
+            }
+            other => Err(serde::de::Error::custom(format!(
+                "expected a command line or {{\"run\": ..., \"timeout\": ...}}, found {other}"
+            ))),
+        }
+    }
 }
 
 /// Releases a `local` environment keeps when `keep_releases` is not set.
@@ -92,16 +126,7 @@ impl EnvConfig {
 
     /// A command from `commands`, as (command line, timeout).
     pub fn command(&self, name: &str) -> Option<(String, Option<Duration>)> {
-        match self.commands.get(name)? {
-            Value::String(run) => Some((run.clone(), None)),
-            Value::Object(spec) => {
-                let run = spec.get("run")?.as_str()?.to_owned();
-                let timeout =
-                    spec.get("timeout").and_then(Value::as_str).and_then(|t| crate::config::parse_duration(t).ok());
-                Some((run, timeout))
-            }
-            _ => None,
-        }
+        self.commands.get(name).map(|spec| (spec.run.clone(), spec.timeout))
     }
 
     pub fn local(&self, workspace: &Path) -> Option<LocalEnv> {
@@ -908,7 +933,7 @@ fn analyse(
     };
     let analysis_spec = match AnalysisSpec::for_environment(config, &env.name) {
         Ok(spec) => spec,
-        Err(e) => return judged("inconclusive", e, Vec::new()),
+        Err(e) => return judged("inconclusive", e.to_string(), Vec::new()),
     };
     let thresholds = Thresholds::new(&config.devops.rollback_triggers, analysis_spec.as_ref());
     let mut analysis = Analysis::new(plan, thresholds, spec.as_ref(), baseline);
@@ -992,7 +1017,7 @@ pub fn monitor(
     let plan = Plan::monitoring(devops);
     let judged = analyse(runner, env, config, baseline, vars, plan, "monitor");
     Monitoring {
-        period_ms: Devops::duration(&devops.monitoring_period, Duration::from_secs(3600)).as_millis() as u64,
+        period_ms: devops.monitoring_period.as_millis().min(u64::MAX as u128) as u64,
         interval_ms: plan.interval.as_millis() as u64,
         samples: judged.rows,
         healthy: judged.verdict == "passed",

@@ -21,6 +21,19 @@ use serde::{Deserialize, Serialize};
 use crate::exec::metrics::Sample;
 use crate::workspace::Workspace;
 
+/// A journal that cannot be read or written, with its path.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error(
+        "the rollout journal {path} cannot be read ({source}); remove it once the environment is known to be sound"
+    )]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+    #[error("cannot read the rollout journal {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write the rollout journal {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
@@ -100,17 +113,12 @@ impl Journal {
 
     /// The journal of `environment`, if there is one. A journal that cannot be read is an
     /// error: a rollout may be half done, so nothing may deploy there until a human looks.
-    pub fn load(ws: &Workspace, environment: &str) -> Result<Option<Journal>, String> {
+    pub fn load(ws: &Workspace, environment: &str) -> Result<Option<Journal>, JournalError> {
         let path = Journal::path(ws, environment);
         match fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
-                format!(
-                    "the rollout journal {} cannot be read ({e}); remove it once the environment is known to be sound",
-                    path.display()
-                )
-            }),
+            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|source| JournalError::Corrupt { path, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("cannot read the rollout journal {}: {e}", path.display())),
+            Err(source) => Err(JournalError::Read { path, source }),
         }
     }
 
@@ -128,16 +136,59 @@ impl Journal {
         journals
     }
 
-    pub fn save(&mut self, ws: &Workspace) -> Result<(), String> {
+    pub fn save(&mut self, ws: &Workspace) -> Result<(), JournalError> {
         self.updated_at = crate::time::now_rfc3339();
         let path = Journal::path(ws, &self.environment);
-        crate::instance::ensure_runtime_dir(ws).map_err(|e| e.to_string())?;
+        crate::instance::ensure_runtime_dir(ws).map_err(|source| JournalError::Write { path: path.clone(), source })?;
         let text = serde_json::to_string_pretty(self).expect("a journal serializes") + "\n";
         crate::workspace::write::write_file(&ws.root, &path, text.as_bytes())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+            .map_err(|source| JournalError::Write { path, source })
     }
 
     pub fn remove(ws: &Workspace, environment: &str) {
         let _ = fs::remove_file(Journal::path(ws, environment));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal(environment: &str) -> Journal {
+        serde_json::from_value(serde_json::json!({
+            "environment": environment, "task": "T-1", "node": "Deploy_To_Staging", "version": "1.0.0",
+            "run_id": "run-1", "agent": "DevOps-Engineer", "pid": 1, "provider": "command",
+            "strategy": "direct", "phase": "deploying", "started_at": "", "updated_at": "",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_journal_that_cannot_be_read_or_written_is_an_error_naming_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path(), None, None).unwrap();
+        let path = Journal::path(&ws, "staging");
+
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "{\"environment\": \"staging\"").unwrap();
+        let error = Journal::load(&ws, "staging").unwrap_err();
+        assert!(matches!(error, JournalError::Corrupt { .. }), "{error:?}");
+        assert!(error.to_string().starts_with(&format!("the rollout journal {} cannot be read (", path.display())));
+
+        // A directory where the journal belongs can be neither read nor replaced.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let error = Journal::load(&ws, "staging").unwrap_err();
+        assert!(matches!(&error, JournalError::Read { path: p, .. } if *p == path), "{error:?}");
+        let error = journal("staging").save(&ws).unwrap_err();
+        assert!(matches!(&error, JournalError::Write { path: p, .. } if *p == path), "{error:?}");
+        assert!(
+            error.to_string().starts_with(&format!("cannot write the rollout journal {}: ", path.display())),
+            "{error}"
+        );
+
+        let mut good = journal("production");
+        good.save(&ws).unwrap();
+        assert_eq!(Journal::load(&ws, "production").unwrap().map(|j| j.task), Some("T-1".to_owned()));
     }
 }

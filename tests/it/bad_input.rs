@@ -504,7 +504,7 @@ fn tasks_commands_refuse_to_act_on_an_invalid_config() {
         concat!(
             "project-config.json:2:26: at /devops/debounce: expected a duration with a unit, found the bare number 50; ",
             "write it as a string such as \"50s\", \"50ms\" or \"50m\" (schema rule `type`)\n",
-            "opsflow: error: project-config.json is invalid (1 problems); fix it first\n",
+            "opsflow: error: project-config.json is invalid (1 problem); fix it first\n",
         )
     );
     assert!(ws.snapshot() == before, "a refused update changed the workspace");

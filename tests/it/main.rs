@@ -10,6 +10,7 @@
 //! - [`bad_input`]: a corpus of broken workspace files and the diagnostic each yields.
 //! - [`hostile`]: symlinked folders, escaping paths, secrets in odd shapes, endless output lines.
 //! - [`cli`]: `init`, `status --json` and `validate` on the sample workspace.
+//! - [`errors`]: bad durations refused at their key, write failures with their path, exit codes.
 //! - [`engine`]: `opsflow run` end to end: gates, approvals, deployments, failures, hostile
 //!   values, the audit log, exit codes and `run --json`.
 //! - [`daemon`]: `opsflow watch` in-process and as a process: debounce, live reload, the
@@ -45,6 +46,7 @@ mod crash;
 mod daemon;
 mod docs;
 mod engine;
+mod errors;
 mod fidelity;
 mod first_hour;
 mod friendly;
