@@ -1388,7 +1388,9 @@ impl<'w> Engine<'w> {
         self.record_outcome(task_id, &id, node, run, ops, appends, &outcome_value);
         // state.json: this node (and any it completed on the way) and the current position.
         let mut completed = vec![node.name.clone()];
-        completed.extend(run.also_completed.iter().cloned());
+        for action in &run.also_completed {
+            completed.extend(self.graph.nodes.iter().filter(|n| n.action == *action).map(|n| n.name.clone()));
+        }
         let mut current = state.clone();
         for (i, name) in completed.iter().enumerate() {
             let last = i + 1 == completed.len();

@@ -139,7 +139,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     journal.phase = Phase::Verifying;
     journal.save(run.ws).map_err(|e| NodeError::new("journal", e.to_string()))?;
     let verified = verify(run, &env, &mut journal, &vars)?;
-    run.also_completed.push("Post_Deploy_Verification".to_owned());
+    run.also_completed.push(Action::PostDeployVerification);
     let outcome = match verified {
         Verified::Passed(monitoring) => {
             write_reports(run, &env, &report, Some(&monitoring), "success")?;
@@ -325,7 +325,7 @@ pub(crate) fn resume_paused(
             let why = format!("{by} decided to proceed after the monitoring period: {reason}");
             Journal::remove(run.ws, &env.name);
             patch_report(run, "success", &why);
-            run.also_completed.push("Post_Deploy_Verification".to_owned());
+            run.also_completed.push(Action::PostDeployVerification);
             run.summary = format!("{} stays in {}: {why}", journal.version, env.name);
             Ok(Resumed::Finished(Outcome::Deployed))
         }

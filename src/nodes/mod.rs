@@ -26,7 +26,7 @@ use crate::schema::SchemaName;
 use crate::sha256;
 use crate::store::file::write_atomic;
 use crate::task::{Task, TaskStatus};
-use crate::workflow::graph::{Action, Node};
+use crate::workflow::graph::{Action, Environment, Node};
 use crate::workspace::Workspace;
 
 pub(crate) use build::*;
@@ -146,8 +146,9 @@ pub struct NodeRun<'a> {
     pub release: Release,
     pub inputs: Vec<Artifact>,
     pub artifacts: Vec<String>,
-    /// Nodes besides this one that the run completed (verification after a production deploy).
-    pub also_completed: Vec<String>,
+    /// What else the run completed, by action (verification after a production deploy): the
+    /// engine marks the graph's nodes of those actions complete, whatever they are named.
+    pub also_completed: Vec<Action>,
     pub summary: String,
     pub deploy: Option<DeployReport>,
     /// `approved_by` of the approval that let this release through, when one did.
@@ -317,6 +318,11 @@ fn merge(base: &mut Value, extra: Value) {
     }
 }
 
+/// The environment a deploy or verification node works on, from the workflow definition.
+fn environment(node: &Node) -> &'static str {
+    node.changes_environment().map_or("production", Environment::name)
+}
+
 /// Runs the node's action.
 pub fn run(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
     match run.node.action {
@@ -325,9 +331,8 @@ pub fn run(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
         Action::CiPipelineSetup => ci_pipeline_setup(run),
         Action::StagingEnvironmentSetup => staging_environment_setup(run),
         Action::BuildRelease => build_release(run),
-        Action::DeployToStaging => deploy_to(run, "staging"),
-        Action::DeployToProduction => deploy_to(run, "production"),
-        Action::PostDeployVerification => verification(run, "production"),
+        Action::DeployToStaging | Action::DeployToProduction => deploy_to(run, environment(run.node)),
+        Action::PostDeployVerification => verification(run, environment(run.node)),
         Action::RollbackDeployment => rollback_deployment(run),
         Action::DeploymentAndContinuousFeedback => feedback(run),
     }

@@ -553,10 +553,14 @@ fn an_approval_saved_by_rename_ships_production() {
 /// deploy node renamed in `workflow.json` shipped without being counted. The environment a
 /// node changes follows its action, for the engine's approval and for the figures alike.
 #[test]
-fn a_production_deploy_node_renamed_in_workflow_json_needs_approval_and_is_counted() {
+fn deploy_and_verification_nodes_renamed_in_workflow_json_keep_their_environment_and_are_counted() {
     let ws = Workspace::new().sample();
     let mut graph = serde_json::to_value(opsflow::workflow::graph::Graph::built_in()).unwrap();
-    let renamed = |name: &Value| if name == "Deploy_To_Production" { json!("Ship_To_Prod") } else { name.clone() };
+    let renamed = |name: &Value| match name.as_str() {
+        Some("Deploy_To_Production") => json!("Ship_To_Prod"),
+        Some("Post_Deploy_Verification") => json!("Watch_Prod"),
+        _ => name.clone(),
+    };
     for node in graph["nodes"].as_array_mut().unwrap() {
         node["name"] = renamed(&node["name"]);
         node["next"] = node["next"].as_array().unwrap().iter().map(renamed).collect();
@@ -566,6 +570,8 @@ fn a_production_deploy_node_renamed_in_workflow_json_needs_approval_and_is_count
         let nodes = state["nodes"].as_object_mut().unwrap();
         let production = nodes.remove("Deploy_To_Production").unwrap();
         nodes.insert("Ship_To_Prod".into(), production);
+        let verification = nodes.remove("Post_Deploy_Verification").unwrap();
+        nodes.insert("Watch_Prod".into(), verification);
     });
     ws.run(&["validate"]).status(0);
 
@@ -591,6 +597,10 @@ fn a_production_deploy_node_renamed_in_workflow_json_needs_approval_and_is_count
         "{exposition}"
     );
     assert!(!exposition.contains("node=\"Deploy_To_Production\""), "{exposition}");
+    // The deploy verified production on its way: the renamed verification node is complete.
+    let state: Value = serde_json::from_slice(&ws.read(STATE)).unwrap();
+    assert_eq!(state["nodes"]["Watch_Prod"]["status"], "completed", "{state:#}");
+    assert!(state["nodes"].get("Post_Deploy_Verification").is_none(), "{state:#}");
 
     let status = daemon.terminate(DEADLINE);
     assert_eq!(status.code(), Some(0), "{}", daemon.log());
