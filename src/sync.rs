@@ -112,6 +112,9 @@ pub struct GitSync {
     results_waiting: std::sync::atomic::AtomicBool,
     /// A change of the config's `git` section that needs a restart, once it was reported.
     reported_change: Mutex<Option<String>>,
+    /// Paths opsflow committed before and that git tracks since: when a commit has only such
+    /// paths, `git commit -- PATHS` needs no `git status` first.
+    tracked: Mutex<std::collections::HashSet<String>>,
 }
 
 impl GitSync {
@@ -157,6 +160,7 @@ impl GitSync {
             git_dir: PathBuf::new(),
             results_waiting: Default::default(),
             reported_change: Mutex::new(None),
+            tracked: Mutex::new(Default::default()),
             top,
         };
         let url = sync.git(&["remote", "get-url", "--", &git.remote])?;
@@ -505,6 +509,28 @@ impl GitSync {
         if written.is_empty() {
             return Ok(false);
         }
+        let body = trailers.map(|(run, task)| format!("Opsflow-Run: {run}\nOpsflow-Task: {task}")).unwrap_or_default();
+        fn commit_args<'a>(subject: &'a str, body: &'a str, paths: &[&'a str]) -> Vec<&'a str> {
+            let mut commit = vec!["commit", "-q", "-m", subject];
+            if !body.is_empty() {
+                commit.extend(["-m", body]);
+            }
+            commit.push("--");
+            commit.extend(paths.iter());
+            commit
+        }
+        // Only files committed before (a claim's tasks.json and state.json): one command. When
+        // it fails (nothing changed, a path git no longer knows), `git status` below decides.
+        let known = {
+            let tracked = self.tracked.lock().unwrap_or_else(|p| p.into_inner());
+            written.iter().all(|p| tracked.contains(p))
+        };
+        if known {
+            let paths: Vec<&str> = written.iter().map(String::as_str).collect();
+            if self.git(&commit_args(subject, &body, &paths)).is_ok_and(|o| o.success) {
+                return Ok(true);
+            }
+        }
         let mut args = vec!["status", "--porcelain=v1", "-z", "--untracked-files=all", "--"];
         args.extend(written.iter().map(String::as_str));
         let listed = self.git_ok(&args)?;
@@ -520,14 +546,16 @@ impl GitSync {
             add.extend(new.iter());
             self.git_ok(&add)?;
         }
-        let body = trailers.map(|(run, task)| format!("Opsflow-Run: {run}\nOpsflow-Task: {task}")).unwrap_or_default();
-        let mut commit = vec!["commit", "-q", "-m", subject];
-        if !body.is_empty() {
-            commit.extend(["-m", &body]);
+        self.git_ok(&commit_args(subject, &body, &changed))
+            .map_err(|e| format!("cannot commit opsflow's changes: {e}"))?;
+        let mut tracked = self.tracked.lock().unwrap_or_else(|p| p.into_inner());
+        for path in changed {
+            if self.top.join(path).exists() {
+                tracked.insert(path.to_owned());
+            } else {
+                tracked.remove(path);
+            }
         }
-        commit.push("--");
-        commit.extend(changed.iter());
-        self.git_ok(&commit).map_err(|e| format!("cannot commit opsflow's changes: {e}"))?;
         Ok(true)
     }
 
@@ -715,8 +743,8 @@ impl GitSync {
             }
             return Ok(());
         }
-        let message =
-            message.get_or_insert_with(|| self.git_ok(&["log", "-1", "--format=%B", "REBASE_HEAD"]).unwrap_or_default());
+        let message = message
+            .get_or_insert_with(|| self.git_ok(&["log", "-1", "--format=%B", "REBASE_HEAD"]).unwrap_or_default());
         if !message.contains("Opsflow-Run:") {
             return Err(self.conflict_reason(path, "the local commit is not opsflow's"));
         }

@@ -520,9 +520,9 @@ fn release_refuses_a_live_runners_task_and_frees_it_once_the_runner_is_gone() {
     released.status(0);
     let run_id = claimed["run_id"].as_str().unwrap();
     assert!(
-        released.stdout().contains(&format!(
-            "DEVOPS-006: released; it was claimed by DevOps-Engineer on host {host}, run {run_id}"
-        )),
+        released
+            .stdout()
+            .contains(&format!("DEVOPS-006: released; it was claimed by DevOps-Engineer on host {host}, run {run_id}")),
         "{}",
         released.stdout()
     );

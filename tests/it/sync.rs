@@ -384,7 +384,11 @@ fn four_runners_claim_every_task_exactly_once() {
         .collect();
     assert_eq!(interrupted.len(), 1, "the killed runner's tasks in progress: {interrupted:?}");
     let interrupted = interrupted[0].clone();
-    assert_eq!(remote.claims().get(&interrupted), Some(&1), "the claim of {interrupted} was pushed before the node ran");
+    assert_eq!(
+        remote.claims().get(&interrupted),
+        Some(&1),
+        "the claim of {interrupted} was pushed before the node ran"
+    );
     fs::write(&flag, "").unwrap();
     wait_until(DEADLINE, "a runner to see the remote refuse pushes", || {
         runners_clones.iter().enumerate().filter(|&(i, _)| i != victim).any(|(_, &c)| {
