@@ -286,8 +286,8 @@ impl Drop for Runner {
     }
 }
 
-/// Another agent: adds dev environment tasks to the remote in bursts, retrying on a rejected push.
-fn push_tasks(dir: &Path, ids: &[String]) {
+/// Another agent: adds tasks of type `kind` to the remote in bursts, retrying on a rejected push.
+fn push_tasks(dir: &Path, ids: &[String], kind: &str) {
     loop {
         git(dir, &["fetch", "-q", "origin", "main"]);
         git(dir, &["reset", "-q", "--hard", "origin/main"]);
@@ -295,7 +295,7 @@ fn push_tasks(dir: &Path, ids: &[String]) {
         let tasks = list["tasks"].as_array_mut().unwrap();
         tasks.extend(ids.iter().map(|id| {
             let mut task = design_task(id);
-            task["type"] = json!("infrastructure_dev_env");
+            task["type"] = json!(kind);
             task
         }));
         fs::write(dir.join(TASKS), serde_json::to_vec_pretty(&list).unwrap()).unwrap();
@@ -341,7 +341,7 @@ fn four_runners_claim_every_task_exactly_once() {
         let ids = ids.clone();
         std::thread::spawn(move || {
             for burst in ids.chunks(25) {
-                push_tasks(&agent_dir, burst);
+                push_tasks(&agent_dir, burst, "infrastructure_dev_env");
             }
         })
     };
@@ -446,4 +446,24 @@ fn four_runners_claim_every_task_exactly_once() {
     let marked: Vec<&str> =
         patches.lines().filter(|l| l.starts_with("+<<<<<<<") || l.starts_with("+>>>>>>>")).collect();
     assert!(marked.is_empty(), "conflict markers committed: {marked:?}");
+}
+
+#[test]
+fn a_changed_git_section_takes_a_restart_and_the_log_says_so() {
+    let mut remote = Remote::new(&[], json!({"sync": true, "fetch_interval": "1s"}));
+    let clone = remote.clone();
+    let runner = start_runner(&remote, clone, "watch");
+    let ws = remote.ws(clone);
+    let mut config: Value = serde_json::from_slice(&ws.read("project-config.json")).unwrap();
+    config["git"]["branch"] = json!("release");
+    ws.write("project-config.json", serde_json::to_vec_pretty(&config).unwrap());
+    wait_until(DEADLINE, "the daemon to say the change takes a restart", || {
+        fs::read_to_string(&runner.log).unwrap_or_default().contains(
+            "git.branch is now `release` (was `main`): a change of the git section takes a restart of opsflow; until then it keeps syncing with origin/main",
+        )
+    });
+    // It keeps syncing with the branch it started with: a task pushed there is claimed.
+    let agent = remote.clone();
+    push_tasks(remote.ws(agent).path(), &["T-1".to_owned()], "infrastructure_design");
+    wait_until(DEADLINE, "the task pushed to main to be claimed", || remote.claims().contains_key("T-1"));
 }
