@@ -59,10 +59,20 @@ pub fn acquire(ws: &Workspace) -> Result<InstanceLock, InstanceError> {
         }
         Err(fs::TryLockError::Error(source)) => return Err(InstanceError::Lock { path, source }),
     }
-    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let info = format!("pid {} on host {} since {}\n", std::process::id(), host.trim(), crate::time::now_rfc3339());
+    let info = format!("pid {} on host {} since {}\n", std::process::id(), host_name(), crate::time::now_rfc3339());
     let _ = file.set_len(0).and_then(|()| file.seek(SeekFrom::Start(0))).and_then(|_| file.write_all(info.as_bytes()));
     Ok(InstanceLock { _file: file, path })
+}
+
+/// This machine's host name (`unknown` when the system does not say), as recorded in the
+/// instance lock and in a claim's `claimed_on`.
+pub fn host_name() -> String {
+    let host = fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let host = host.trim();
+    if host.is_empty() { "unknown".to_owned() } else { host.to_owned() }
 }
 
 /// Creates the runtime directory with a `.gitignore` that keeps it out of git, and returns

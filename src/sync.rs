@@ -104,6 +104,17 @@ pub struct GitSync {
     /// The last push was refused (a hook, permissions): a fetch that works does not make the
     /// remote reachable again, only a push that lands does.
     push_refused: std::sync::atomic::AtomicBool,
+    /// The repository's git directory (`rev-parse --absolute-git-dir`), where a rebase in
+    /// progress keeps its state.
+    git_dir: PathBuf,
+    /// A node's results are committed but not pushed yet: the next claim's push carries them
+    /// (one push instead of two); when the next pass makes no claim, they are pushed at its end.
+    results_waiting: std::sync::atomic::AtomicBool,
+    /// A change of the config's `git` section that needs a restart, once it was reported.
+    reported_change: Mutex<Option<String>>,
+    /// Paths opsflow committed before and that git tracks since: when a commit has only such
+    /// paths, `git commit -- PATHS` needs no `git status` first.
+    tracked: Mutex<std::collections::HashSet<String>>,
 }
 
 impl GitSync {
@@ -146,6 +157,10 @@ impl GitSync {
             reported_stop: Mutex::new(None),
             log: Mutex::new(None),
             push_refused: Default::default(),
+            git_dir: PathBuf::new(),
+            results_waiting: Default::default(),
+            reported_change: Mutex::new(None),
+            tracked: Mutex::new(Default::default()),
             top,
         };
         let url = sync.git(&["remote", "get-url", "--", &git.remote])?;
@@ -157,6 +172,8 @@ impl GitSync {
                 url.stderr.trim()
             ));
         }
+        let git_dir = sync.git_ok(&["rev-parse", "--absolute-git-dir"])?;
+        let sync = GitSync { git_dir: PathBuf::from(git_dir.trim()), ..sync };
         if let Some(missing) = crate::merge::setup::missing_driver(&ws.root) {
             return Err(format!("git.sync needs the merge driver: {missing}"));
         }
@@ -169,6 +186,34 @@ impl GitSync {
             crate::config::format_duration(git.fetch_interval)
         );
         Ok(Some(sync))
+    }
+
+    /// Whether `git` (the config as reloaded) turns sync off or names another remote or branch
+    /// than this sync started with: a warning the first time each change is seen, for the log.
+    /// Those take a restart (`fetch_interval` applies at once, the daemon reads it each time).
+    pub fn restart_needed(&self, git: &crate::config::Git) -> Option<String> {
+        let mut changes = Vec::new();
+        if !git.sync {
+            changes.push("git.sync is now false".to_owned());
+        }
+        if git.remote != self.remote {
+            changes.push(format!("git.remote is now `{}` (was `{}`)", git.remote, self.remote));
+        }
+        if git.branch != self.branch {
+            changes.push(format!("git.branch is now `{}` (was `{}`)", git.branch, self.branch));
+        }
+        let change = (!changes.is_empty()).then(|| changes.join(", "));
+        let mut reported = self.reported_change.lock().unwrap_or_else(|p| p.into_inner());
+        if *reported == change {
+            return None;
+        }
+        *reported = change.clone();
+        change.map(|c| {
+            format!(
+                "{c}: a change of the git section takes a restart of opsflow; until then it keeps syncing with {}/{}",
+                self.remote, self.branch
+            )
+        })
     }
 
     /// Whether the remote answers, and since when it does not.
@@ -199,14 +244,23 @@ impl GitSync {
         if let Err(e) = self.commit_written("Record opsflow's updates", None) {
             return self.stop(e);
         }
-        match self.sync_to_remote() {
+        let ahead = match self.sync_to_remote() {
             Err(SyncError::Unreachable(_)) => return Pass::Unreachable,
             Err(SyncError::Stopped(reason)) => return self.stop(reason),
-            Ok(()) => {}
-        }
+            Ok(ahead) => ahead,
+        };
         self.update(|s| s.stopped = None);
         *self.reported_stop.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        match self.push_ahead() {
+        // Results committed after the last node wait for this pass's claim to carry them (one
+        // push, not two), once: when this pass claims nothing, the run's end or the next pass
+        // pushes them. While pushes are refused they are tried every pass.
+        let carry = self.results_waiting.swap(false, std::sync::atomic::Ordering::SeqCst)
+            && !self.push_refused.load(std::sync::atomic::Ordering::SeqCst);
+        if carry {
+            self.reachable(false);
+            return Pass::Ready;
+        }
+        match self.push_ahead(ahead) {
             Ok(()) => {
                 self.reachable(false);
                 Pass::Ready
@@ -223,8 +277,9 @@ impl GitSync {
             tracing::error!("{e}");
             return;
         }
+        self.results_waiting.store(false, std::sync::atomic::Ordering::SeqCst);
         if self.ahead() > 0 {
-            match self.sync_to_remote().and_then(|()| self.push_ahead()) {
+            match self.sync_to_remote().and_then(|ahead| self.push_ahead(ahead)) {
                 Ok(()) => {}
                 Err(SyncError::Unreachable(e)) => {
                     tracing::warn!("{} local commits stay unpushed until the remote is back: {e}", self.ahead())
@@ -247,7 +302,11 @@ impl GitSync {
             self.drop_claim(run_id);
             return Err(e);
         }
-        for _ in 0..PUSH_ATTEMPTS {
+        for attempt in 0..PUSH_ATTEMPTS {
+            if attempt > 0 {
+                // Several runners rejected by the same push would otherwise retry in lockstep.
+                std::thread::sleep(jitter(attempt));
+            }
             match self.push() {
                 Push::Pushed => {
                     tracing::info!("claimed {task} ({node}, run {run_id}): pushed to {}/{}", self.remote, self.branch);
@@ -259,55 +318,44 @@ impl GitSync {
                     self.drop_claim(run_id);
                     return Err(format!("the remote did not take the claim: {e}"));
                 }
-                Push::Rejected => match self.sync_to_remote() {
-                    Ok(()) => {
-                        if !self.still_ours(task, node, run_id, from_state) {
+                Push::Rejected => {
+                    // When the remote already has another claim of the task, the claim is
+                    // dropped at once: rebasing it first would only cost time.
+                    let fetched = self.fetch();
+                    if fetched.is_ok() && !from_state && self.taken_on_remote(task, run_id) {
+                        self.drop_claim(run_id);
+                        return Err("another runner's claim landed first".to_owned());
+                    }
+                    match fetched.and_then(|()| self.integrate()) {
+                        Ok(_) => {
+                            if !self.still_ours(task, node, run_id, from_state) {
+                                self.drop_claim(run_id);
+                                return Err("another runner's claim landed first".to_owned());
+                            }
+                        }
+                        Err(SyncError::Unreachable(e) | SyncError::Stopped(e)) => {
                             self.drop_claim(run_id);
-                            return Err("another runner's claim landed first".to_owned());
+                            return Err(e);
                         }
                     }
-                    Err(SyncError::Unreachable(e) | SyncError::Stopped(e)) => {
-                        self.drop_claim(run_id);
-                        return Err(e);
-                    }
-                },
+                }
             }
         }
         self.drop_claim(run_id);
         Err(format!("the push was rejected {PUSH_ATTEMPTS} times in a row"))
     }
 
-    /// Commits the node's results and pushes them, rebasing and retrying with backoff while
-    /// other writers get there first. When the remote does not take them they stay local and
-    /// a later pass pushes them.
+    /// Commits the node's results. They are pushed with the next claim of the next pass (one
+    /// push carries both), or by that pass or the end of the run when it claims nothing,
+    /// rebasing and retrying while other writers get there first. When the remote does not
+    /// take them they stay local until a later pass pushes them; never forced, never lost.
     pub fn publish_results(&self, task: &str, node: &str, outcome: &str, run_id: &str) {
         self.set_log(Some(self.runs.join(run_id).join("git.log")));
         let subject = format!("{node} {outcome} for {task}");
-        if let Err(e) = self.commit_written(&subject, Some((run_id, task))) {
-            tracing::error!("{e}");
-            return;
+        match self.commit_written(&subject, Some((run_id, task))) {
+            Ok(_) => self.results_waiting.store(true, std::sync::atomic::Ordering::SeqCst),
+            Err(e) => tracing::error!("{e}"),
         }
-        let mut backoff = Duration::from_millis(20);
-        for _ in 0..PUSH_ATTEMPTS {
-            match self.push() {
-                Push::Pushed => return,
-                Push::Failed(e) => {
-                    self.push_refused.store(true, std::sync::atomic::Ordering::SeqCst);
-                    self.unreachable(&e);
-                    tracing::warn!("the results of {task} stay local until the remote takes them");
-                    return;
-                }
-                Push::Rejected => {
-                    if let Err(SyncError::Unreachable(e) | SyncError::Stopped(e)) = self.sync_to_remote() {
-                        tracing::warn!("the results of {task} stay local for now: {e}");
-                        return;
-                    }
-                }
-            }
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-        }
-        tracing::warn!("the results of {task} stay local for now; a later pass pushes them");
     }
 
     fn stop(&self, reason: String) -> Pass {
@@ -461,24 +509,53 @@ impl GitSync {
         if written.is_empty() {
             return Ok(false);
         }
+        let body = trailers.map(|(run, task)| format!("Opsflow-Run: {run}\nOpsflow-Task: {task}")).unwrap_or_default();
+        fn commit_args<'a>(subject: &'a str, body: &'a str, paths: &[&'a str]) -> Vec<&'a str> {
+            let mut commit = vec!["commit", "-q", "-m", subject];
+            if !body.is_empty() {
+                commit.extend(["-m", body]);
+            }
+            commit.push("--");
+            commit.extend(paths.iter());
+            commit
+        }
+        // Only files committed before (a claim's tasks.json and state.json): one command. When
+        // it fails (nothing changed, a path git no longer knows), `git status` below decides.
+        let known = {
+            let tracked = self.tracked.lock().unwrap_or_else(|p| p.into_inner());
+            written.iter().all(|p| tracked.contains(p))
+        };
+        if known {
+            let paths: Vec<&str> = written.iter().map(String::as_str).collect();
+            if self.git(&commit_args(subject, &body, &paths)).is_ok_and(|o| o.success) {
+                return Ok(true);
+            }
+        }
         let mut args = vec!["status", "--porcelain=v1", "-z", "--untracked-files=all", "--"];
         args.extend(written.iter().map(String::as_str));
         let listed = self.git_ok(&args)?;
-        let changed: Vec<&str> = listed.split('\0').filter(|e| e.len() > 3).map(|e| &e[3..]).collect();
+        let entries: Vec<&str> = listed.split('\0').filter(|e| e.len() > 3).collect();
+        let changed: Vec<&str> = entries.iter().map(|e| &e[3..]).collect();
         if changed.is_empty() {
             return Ok(false);
         }
-        let mut add = vec!["add", "-A", "--"];
-        add.extend(changed.iter());
-        self.git_ok(&add)?;
-        let body = trailers.map(|(run, task)| format!("Opsflow-Run: {run}\nOpsflow-Task: {task}")).unwrap_or_default();
-        let mut commit = vec!["commit", "-q", "-m", subject];
-        if !body.is_empty() {
-            commit.extend(["-m", &body]);
+        // `commit -- PATHS` takes tracked files as they are; only new files need `add` first.
+        let new: Vec<&str> = entries.iter().filter(|e| e.starts_with("??")).map(|e| &e[3..]).collect();
+        if !new.is_empty() {
+            let mut add = vec!["add", "-A", "--"];
+            add.extend(new.iter());
+            self.git_ok(&add)?;
         }
-        commit.push("--");
-        commit.extend(changed.iter());
-        self.git_ok(&commit).map_err(|e| format!("cannot commit opsflow's changes: {e}"))?;
+        self.git_ok(&commit_args(subject, &body, &changed))
+            .map_err(|e| format!("cannot commit opsflow's changes: {e}"))?;
+        let mut tracked = self.tracked.lock().unwrap_or_else(|p| p.into_inner());
+        for path in changed {
+            if self.top.join(path).exists() {
+                tracked.insert(path.to_owned());
+            } else {
+                tracked.remove(path);
+            }
+        }
         Ok(true)
     }
 
@@ -516,11 +593,15 @@ impl GitSync {
         }
     }
 
-    /// Pushes what is ahead of the remote, rebasing while others push first.
-    fn push_ahead(&self) -> Result<(), SyncError> {
-        for _ in 0..PUSH_ATTEMPTS {
-            if self.ahead() == 0 {
+    /// Pushes what is ahead of the remote (`ahead`, as [`Self::sync_to_remote`] found it),
+    /// rebasing and retrying with backoff while others push first.
+    fn push_ahead(&self, mut ahead: bool) -> Result<(), SyncError> {
+        for attempt in 0..PUSH_ATTEMPTS {
+            if !ahead {
                 return Ok(());
+            }
+            if attempt > 0 {
+                std::thread::sleep(jitter(attempt));
             }
             match self.push() {
                 Push::Pushed => return Ok(()),
@@ -529,14 +610,33 @@ impl GitSync {
                     self.unreachable(&e);
                     return Err(SyncError::Unreachable(e));
                 }
-                Push::Rejected => self.sync_to_remote()?,
+                Push::Rejected => ahead = self.sync_to_remote()?,
             }
         }
         Ok(())
     }
 
-    /// Fetches the branch and rebases local commits onto it.
-    fn sync_to_remote(&self) -> Result<(), SyncError> {
+    /// Fetches the branch and rebases local commits onto it; returns whether local commits
+    /// are ahead of it.
+    fn sync_to_remote(&self) -> Result<bool, SyncError> {
+        self.fetch()?;
+        self.integrate()
+    }
+
+    /// Whether the remote-tracking branch has `task` in a state no claim can be made on: taken
+    /// (`in_progress`), finished, or gone.
+    fn taken_on_remote(&self, task: &str, run_id: &str) -> bool {
+        let Ok(text) = self.git_ok(&["show", &format!("{}:{}", self.tracking, self.tasks_in_repo)]) else {
+            return false;
+        };
+        let Ok(value) = serde_json::from_str::<Value>(&text) else { return false };
+        let list = value.get("tasks").unwrap_or(&value);
+        let entry = list.as_array().and_then(|tasks| tasks.iter().find(|t| t["id"] == task));
+        entry.is_none_or(|e| e["run_id"] != run_id && !matches!(e["status"].as_str(), Some("pending" | "blocked")))
+    }
+
+    /// Fetches the branch into the remote-tracking ref.
+    fn fetch(&self) -> Result<(), SyncError> {
         let refspec = format!("+refs/heads/{}:{}", self.branch, self.tracking);
         match self.git(&["fetch", "--quiet", "--no-tags", "--", &self.remote, &refspec]) {
             Ok(output) if output.success => {}
@@ -550,17 +650,37 @@ impl GitSync {
                 return Err(SyncError::Unreachable(e));
             }
         }
-        let up_to_date = self.git(&["merge-base", "--is-ancestor", &self.tracking, "HEAD"]).is_ok_and(|o| o.success);
-        if up_to_date {
-            return Ok(());
+        Ok(())
+    }
+
+    /// Rebases local commits onto the remote-tracking branch; returns whether local commits
+    /// are ahead of it.
+    fn integrate(&self) -> Result<bool, SyncError> {
+        // The common case, nothing new on either side, costs one call: HEAD is the remote.
+        let (head, remote) = self.head_and_remote();
+        if head.is_some() && head == remote {
+            return Ok(false);
         }
-        self.rebase().map_err(SyncError::Stopped)
+        let up_to_date = self.git(&["merge-base", "--is-ancestor", &self.tracking, "HEAD"]).is_ok_and(|o| o.success);
+        if !up_to_date {
+            self.rebase().map_err(SyncError::Stopped)?;
+        }
+        let (head, remote) = self.head_and_remote();
+        Ok(head.is_none() || head != remote)
+    }
+
+    /// The commits HEAD and the remote-tracking branch point at, in one call.
+    fn head_and_remote(&self) -> (Option<String>, Option<String>) {
+        let out = match self.git(&["rev-parse", "HEAD", &self.tracking]) {
+            Ok(out) if out.success => out,
+            _ => return (None, None),
+        };
+        let mut lines = out.stdout.lines().map(str::to_owned);
+        (lines.next(), lines.next())
     }
 
     fn rebase_in_progress(&self) -> bool {
-        ["rebase-merge", "rebase-apply"]
-            .iter()
-            .any(|dir| self.git_ok(&["rev-parse", "--git-path", dir]).is_ok_and(|p| self.top.join(p.trim()).exists()))
+        ["rebase-merge", "rebase-apply"].iter().any(|dir| self.git_dir.join(dir).exists())
     }
 
     /// Rebases onto the remote branch, settling the conflicts opsflow may settle; any other
@@ -578,10 +698,21 @@ impl GitSync {
                 return Ok(());
             }
             let conflicted = self.git_ok(&["diff", "--name-only", "-z", "--diff-filter=U"]).unwrap_or_default();
-            for path in conflicted.split('\0').filter(|p| !p.is_empty()) {
-                if let Err(why) = self.settle(path) {
+            let conflicted: Vec<&str> = conflicted.split('\0').filter(|p| !p.is_empty()).collect();
+            // The commit being replayed, read once for all its conflicted files.
+            let mut message = None;
+            for path in &conflicted {
+                if let Err(why) = self.settle(path, &mut message) {
                     let _ = self.git(&["rebase", "--abort"]);
                     return Err(why);
+                }
+            }
+            if !conflicted.is_empty() {
+                let mut add = vec!["add", "--"];
+                add.extend(conflicted.iter());
+                if let Err(e) = self.git_ok(&add) {
+                    let _ = self.git(&["rebase", "--abort"]);
+                    return Err(e);
                 }
             }
             let next = self.git(&["-c", "core.editor=true", "rebase", "--continue"])?;
@@ -598,8 +729,9 @@ impl GitSync {
         Err("the rebase did not finish".to_owned())
     }
 
-    /// Settles one conflicted path of a rebase, or says why it cannot be settled.
-    fn settle(&self, path: &str) -> Result<(), String> {
+    /// Settles one conflicted path of a rebase (the caller stages it), or says why it cannot
+    /// be settled. `message` caches the message of the commit being replayed.
+    fn settle(&self, path: &str, message: &mut Option<String>) -> Result<(), String> {
         let absolute = self.top.join(path);
         if path == self.tasks_in_repo || path == self.state_in_repo {
             // The merge driver wrote valid JSON with the remote's value for each field both
@@ -609,9 +741,10 @@ impl GitSync {
             if text.contains("<<<<<<<") || serde_json::from_str::<Value>(&text).is_err() {
                 return Err(self.conflict_reason(path, "git left conflict markers (is the merge driver configured?)"));
             }
-            return self.git_ok(&["add", "--", path]).map(drop);
+            return Ok(());
         }
-        let message = self.git_ok(&["log", "-1", "--format=%B", "REBASE_HEAD"]).unwrap_or_default();
+        let message = message
+            .get_or_insert_with(|| self.git_ok(&["log", "-1", "--format=%B", "REBASE_HEAD"]).unwrap_or_default());
         if !message.contains("Opsflow-Run:") {
             return Err(self.conflict_reason(path, "the local commit is not opsflow's"));
         }
@@ -638,7 +771,7 @@ impl GitSync {
         crate::store::file::write_atomic(&confined, winner.as_bytes()).map_err(|e| e.to_string())?;
         let _ = write::take_written();
         tracing::info!("rebase: {path} changed on both sides; kept the newer release's file");
-        self.git_ok(&["add", "--", path]).map(drop)
+        Ok(())
     }
 
     fn conflict_reason(&self, path: &str, why: &str) -> String {
@@ -700,6 +833,15 @@ fn release_key(text: &str) -> Option<(String, String)> {
     };
     let generated_at = field("generated_at")?;
     Some((generated_at, field("run_id").unwrap_or_default()))
+}
+
+/// A random pause before retrying a rejected push, longer with each attempt (at most 0.8 s),
+/// so that runners rejected by the same push do not retry in lockstep.
+fn jitter(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let ceiling = 25 * u64::from(attempt.min(32)).pow(2);
+    Duration::from_millis(random % ceiling.clamp(1, 800))
 }
 
 fn last_lines(text: &str) -> String {

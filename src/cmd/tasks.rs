@@ -445,7 +445,11 @@ fn release(ws: &Workspace, args: &ReleaseArgs) -> anyhow::Result<Exit> {
         let claimed_by = text_field(&task, "claimed_by");
         let run_id = text_field(&task, "run_id").unwrap_or_default();
         let agent = claimed_by.clone().unwrap_or_else(|| ws.config.agent.name.clone());
-        if let Some(holder) = live_runner(ws, &agent, &run_id, text_field(&task, "claimed_at").as_deref()) {
+        // A claim made on another host is not held by a runner of this clone.
+        let here = text_field(&task, "claimed_on").is_none_or(|host| host == crate::instance::host_name());
+        if let Some(holder) =
+            live_runner(ws, &agent, &run_id, text_field(&task, "claimed_at").as_deref()).filter(|_| here)
+        {
             return Err(StoreError::Refused(format!(
                 "task `{}` is claimed by a live opsflow runner of this workspace ({holder}); stop that runner first, or let it finish",
                 args.id
@@ -453,7 +457,7 @@ fn release(ws: &Workspace, args: &ReleaseArgs) -> anyhow::Result<Exit> {
         }
         let now = crate::time::now_rfc3339();
         let mut record = Map::new();
-        for key in ["claimed_by", "claimed_at", "run_id"] {
+        for key in ["claimed_by", "claimed_on", "claimed_at", "run_id"] {
             if let Some(value) = task.get(key) {
                 record.insert(key.into(), value.clone());
             }
@@ -462,6 +466,7 @@ fn release(ws: &Workspace, args: &ReleaseArgs) -> anyhow::Result<Exit> {
         let ops = vec![
             FieldOp::Set("status".into(), "pending".into()),
             FieldOp::Remove("claimed_by".into()),
+            FieldOp::Remove("claimed_on".into()),
             FieldOp::Remove("claimed_at".into()),
             FieldOp::Remove("run_id".into()),
             FieldOp::Set("released_from".into(), Value::Object(record)),
@@ -472,6 +477,10 @@ fn release(ws: &Workspace, args: &ReleaseArgs) -> anyhow::Result<Exit> {
     })?;
     let task = released.unwrap_or_default();
     let claimed_by = text_field(&task, "claimed_by").unwrap_or_else(|| "nobody recorded".to_owned());
+    let claimed_by = match text_field(&task, "claimed_on") {
+        Some(host) => format!("{claimed_by} on host {host}"),
+        None => claimed_by,
+    };
     let run_id = text_field(&task, "run_id").unwrap_or_default();
     let since = text_field(&task, "claimed_at").map(|at| format!(" since {at}")).unwrap_or_default();
     let run = if run_id.is_empty() { String::new() } else { format!(", run {run_id}") };

@@ -257,6 +257,9 @@ impl<'w> Engine<'w> {
     /// With `git.sync`: fetch, rebase and push before a pass; claims only while in sync.
     fn sync_before_pass(&self) {
         let Some(sync) = &self.options.sync else { return };
+        if let Some(warning) = sync.restart_needed(&self.ws.config.git) {
+            tracing::warn!("{warning}");
+        }
         let pass = sync.before_pass();
         self.claims_allowed.set(pass == crate::sync::Pass::Ready);
         if let crate::sync::Pass::Stopped(reason) = pass
@@ -1002,6 +1005,8 @@ impl<'w> Engine<'w> {
         let claim = vec![
             FieldOp::Set("status".into(), TaskStatus::InProgress.as_str().into()),
             FieldOp::Set("claimed_by".into(), self.ws.config.agent.name.clone().into()),
+            // The host, so that a claim left by a runner that is gone says where it ran.
+            FieldOp::Set("claimed_on".into(), crate::instance::host_name().into()),
             FieldOp::Set("claimed_at".into(), now.clone().into()),
             FieldOp::Set("run_id".into(), run_id.clone().into()),
             FieldOp::Set("updated_at".into(), now.clone().into()),

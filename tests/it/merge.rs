@@ -512,20 +512,27 @@ fn release_refuses_a_live_runners_task_and_frees_it_once_the_runner_is_gone() {
     let claimed = task(&ws.tasks(), "DEVOPS-006").clone();
     assert_eq!(claimed["status"], "in_progress");
 
+    // The claim names the runner's host, so a claim left by a runner gone for good says where.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_owned();
+    assert_eq!(claimed["claimed_on"], host.as_str(), "{claimed}");
+
     let released = ws.run(&["tasks", "release", "DEVOPS-006"]);
     released.status(0);
     let run_id = claimed["run_id"].as_str().unwrap();
     assert!(
-        released.stdout().contains(&format!("DEVOPS-006: released; it was claimed by DevOps-Engineer, run {run_id}")),
+        released
+            .stdout()
+            .contains(&format!("DEVOPS-006: released; it was claimed by DevOps-Engineer on host {host}, run {run_id}")),
         "{}",
         released.stdout()
     );
     let after = task(&ws.tasks(), "DEVOPS-006").clone();
     assert_eq!(after["status"], "pending");
-    for gone in ["claimed_by", "claimed_at", "run_id"] {
+    for gone in ["claimed_by", "claimed_on", "claimed_at", "run_id"] {
         assert!(after.get(gone).is_none(), "{gone} is still there: {after}");
     }
     assert_eq!(after["released_from"]["claimed_by"], "DevOps-Engineer");
+    assert_eq!(after["released_from"]["claimed_on"], host.as_str());
     assert_eq!(after["released_from"]["run_id"], run_id);
     assert_eq!(after["released_from"]["claimed_at"], claimed["claimed_at"]);
     // Only that entry changed.

@@ -286,14 +286,18 @@ impl Drop for Runner {
     }
 }
 
-/// Another agent: adds tasks to the remote in bursts, retrying on a rejected push.
-fn push_tasks(dir: &Path, ids: &[String]) {
+/// Another agent: adds tasks of type `kind` to the remote in bursts, retrying on a rejected push.
+fn push_tasks(dir: &Path, ids: &[String], kind: &str) {
     loop {
         git(dir, &["fetch", "-q", "origin", "main"]);
         git(dir, &["reset", "-q", "--hard", "origin/main"]);
         let mut list: Value = serde_json::from_slice(&fs::read(dir.join(TASKS)).unwrap()).unwrap();
         let tasks = list["tasks"].as_array_mut().unwrap();
-        tasks.extend(ids.iter().map(|id| design_task(id)));
+        tasks.extend(ids.iter().map(|id| {
+            let mut task = design_task(id);
+            task["type"] = json!(kind);
+            task
+        }));
         fs::write(dir.join(TASKS), serde_json::to_vec_pretty(&list).unwrap()).unwrap();
         git(dir, &["commit", "-q", "-am", &format!("Add {} tasks", ids.len())]);
         if git_in(dir, &["push", "-q", "origin", "main"]).status.success() {
@@ -306,8 +310,23 @@ fn push_tasks(dir: &Path, ids: &[String]) {
 fn four_runners_claim_every_task_exactly_once() {
     const TASKS_TOTAL: usize = 200;
     let mut remote = Remote::new(&[], json!({"sync": true, "fetch_interval": "1s"}));
-    let runners_clones: Vec<usize> = (0..4).map(|_| remote.clone()).collect();
+    // Cheap nodes: the dev environment with no tools and a setup command that returns at once,
+    // unless the clone holds a `hold` file: then it waits, so that a runner can be killed in
+    // the middle of a node (`running` says a node is in its setup).
     let agent = remote.clone();
+    {
+        let ws = remote.ws(agent);
+        let mut config: Value = serde_json::from_slice(&ws.read("project-config.json")).unwrap();
+        config["dev"]["tools"] = json!([]);
+        config["dev"]["setup"] = json!("touch running; while [ -e hold ]; do sleep 0.02; done");
+        ws.write("project-config.json", serde_json::to_vec_pretty(&config).unwrap());
+        let design = ws.read_string("docs/workflow/artifacts/INFRA01-requirements.md");
+        ws.write("docs/workflow/artifacts/INFRA04-env-specs.md", design);
+        git(ws.path(), &["add", "-A"]);
+        git(ws.path(), &["commit", "-q", "-m", "Cheap dev environments"]);
+        git(ws.path(), &["push", "-q", "origin", "main"]);
+    }
+    let runners_clones: Vec<usize> = (0..4).map(|_| remote.clone()).collect();
     let flag = remote.bare.join("refuse");
     let hook = remote.bare.join("hooks/pre-receive");
     fs::write(&hook, format!("#!/bin/sh\nif [ -e '{}' ]; then echo refused >&2; exit 1; fi\n", flag.display()))
@@ -322,7 +341,7 @@ fn four_runners_claim_every_task_exactly_once() {
         let ids = ids.clone();
         std::thread::spawn(move || {
             for burst in ids.chunks(25) {
-                push_tasks(&agent_dir, burst);
+                push_tasks(&agent_dir, burst, "infrastructure_dev_env");
             }
         })
     };
@@ -330,22 +349,57 @@ fn four_runners_claim_every_task_exactly_once() {
         let tasks = remote.remote_tasks();
         tasks.iter().filter(|t| matches!(t["status"].as_str(), Some("done" | "failed"))).count()
     };
-    // A runner killed in the middle, and a remote that refuses pushes for a while.
+    // A runner killed in the middle of a node, and a remote that refuses pushes for a while.
     wait_until(DEADLINE, "a quarter of the tasks to be done", || done(&remote) >= TASKS_TOTAL / 4);
-    let mut killed = runners[0].take().unwrap();
+    // Every runner holds in its next node; the first one inside is killed there.
+    for &clone in &runners_clones {
+        fs::write(remote.ws(clone).join("hold"), "").unwrap();
+        let _ = fs::remove_file(remote.ws(clone).join("running"));
+    }
+    let mut victim = 0;
+    wait_until(DEADLINE, "a runner to be inside a node", || {
+        match runners_clones.iter().position(|&c| remote.ws(c).join("running").exists()) {
+            Some(index) => {
+                victim = index;
+                true
+            }
+            None => false,
+        }
+    });
+    let mut killed = runners[victim].take().unwrap();
     // SAFETY: kill(2) of our own child, not yet waited for.
     assert_eq!(unsafe { libc::kill(killed.child.id() as i32, libc::SIGKILL) }, 0);
     let _ = killed.child.wait();
+    for &clone in &runners_clones {
+        fs::remove_file(remote.ws(clone).join("hold")).unwrap();
+    }
+    // The task it was running: claimed (and so pushed) by this clone, left `in_progress`.
+    let first = remote.ws(runners_clones[victim]);
+    let interrupted: Vec<String> = first
+        .tasks()
+        .iter()
+        .filter(|t| t["status"] == "in_progress")
+        .filter(|t| t["run_id"].as_str().is_some_and(|run| first.join(".opsflow/runs").join(run).exists()))
+        .map(|t| t["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(interrupted.len(), 1, "the killed runner's tasks in progress: {interrupted:?}");
+    let interrupted = interrupted[0].clone();
+    assert_eq!(
+        remote.claims().get(&interrupted),
+        Some(&1),
+        "the claim of {interrupted} was pushed before the node ran"
+    );
     fs::write(&flag, "").unwrap();
-    let refused = remote.ws(runners_clones[1]).join(".opsflow/git-sync.json");
     wait_until(DEADLINE, "a runner to see the remote refuse pushes", || {
-        fs::read_to_string(&refused).unwrap_or_default().contains("\"reachable\": false")
+        runners_clones.iter().enumerate().filter(|&(i, _)| i != victim).any(|(_, &c)| {
+            let status = fs::read_to_string(remote.ws(c).join(".opsflow/git-sync.json")).unwrap_or_default();
+            status.contains("\"reachable\": false")
+        })
     });
     fs::remove_file(&flag).unwrap();
-    runners[0] = Some(start_runner(&remote, runners_clones[0], "r0-again"));
+    runners[victim] = Some(start_runner(&remote, runners_clones[victim], &format!("r{victim}-again")));
     pusher.join().unwrap();
 
-    // Generous: on two shared cores each task costs a few git round trips per runner.
     let end = std::time::Instant::now() + DEADLINE * 3;
     while done(&remote) < TASKS_TOTAL {
         if std::time::Instant::now() > end {
@@ -383,9 +437,33 @@ fn four_runners_claim_every_task_exactly_once() {
             assert!(task.to_string().contains("interrupted"), "{id} failed for another reason: {task}");
         }
     }
+    // The restarted runner recovered the run it was killed in.
+    let task = tasks.iter().find(|t| t["id"] == interrupted.as_str()).unwrap();
+    assert_eq!(task["status"], "failed", "{task}");
+    assert!(task.to_string().contains("interrupted"), "{task}");
     assert_eq!(tasks.iter().filter(|t| t["id"].as_str().is_some_and(|i| i.starts_with("T-"))).count(), TASKS_TOTAL);
     let patches = git(&remote.bare, &["log", "-p", "--format=commit %H", "main"]);
     let marked: Vec<&str> =
         patches.lines().filter(|l| l.starts_with("+<<<<<<<") || l.starts_with("+>>>>>>>")).collect();
     assert!(marked.is_empty(), "conflict markers committed: {marked:?}");
+}
+
+#[test]
+fn a_changed_git_section_takes_a_restart_and_the_log_says_so() {
+    let mut remote = Remote::new(&[], json!({"sync": true, "fetch_interval": "1s"}));
+    let clone = remote.clone();
+    let runner = start_runner(&remote, clone, "watch");
+    let ws = remote.ws(clone);
+    let mut config: Value = serde_json::from_slice(&ws.read("project-config.json")).unwrap();
+    config["git"]["branch"] = json!("release");
+    ws.write("project-config.json", serde_json::to_vec_pretty(&config).unwrap());
+    wait_until(DEADLINE, "the daemon to say the change takes a restart", || {
+        fs::read_to_string(&runner.log).unwrap_or_default().contains(
+            "git.branch is now `release` (was `main`): a change of the git section takes a restart of opsflow; until then it keeps syncing with origin/main",
+        )
+    });
+    // It keeps syncing with the branch it started with: a task pushed there is claimed.
+    let agent = remote.clone();
+    push_tasks(remote.ws(agent).path(), &["T-1".to_owned()], "infrastructure_design");
+    wait_until(DEADLINE, "the task pushed to main to be claimed", || remote.claims().contains_key("T-1"));
 }
