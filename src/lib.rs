@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod engine;
 pub mod exec;
 pub mod exit;
+pub mod git;
 pub mod instance;
 pub mod merge;
 pub mod nodes;

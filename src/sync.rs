@@ -17,15 +17,15 @@
 //! `<runtime>/git-sync.json` for `status`, and in memory for `/metrics`.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::git::GitOutput;
 use crate::workspace::Workspace;
 use crate::workspace::write;
 
@@ -75,12 +75,6 @@ enum Push {
 enum SyncError {
     Unreachable(String),
     Stopped(String),
-}
-
-struct GitOutput {
-    success: bool,
-    stdout: String,
-    stderr: String,
 }
 
 /// The sync of one workspace with its remote; shared by the passes of a run or a daemon.
@@ -435,48 +429,12 @@ impl GitSync {
         });
     }
 
-    /// Runs `git args…` at the top of the repository, killed after [`GIT_TIMEOUT`].
+    /// Runs `git args…` at the top of the repository, killed after [`GIT_TIMEOUT`], with its
+    /// output in the debug log and the run's `git.log`.
     fn git(&self, args: &[&str]) -> Result<GitOutput, String> {
         let shown = format!("git {}", args.join(" "));
-        let mut child = Command::new("git")
-            .args(args)
-            .current_dir(&self.top)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_EDITOR", "true")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
-        let drain = |pipe: Option<Box<dyn Read + Send>>| {
-            std::thread::spawn(move || {
-                let mut text = String::new();
-                if let Some(mut pipe) = pipe {
-                    let _ = pipe.read_to_string(&mut text);
-                }
-                text
-            })
-        };
-        let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-        let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-        let deadline = Instant::now() + GIT_TIMEOUT;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
-                Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!("`{shown}` did not finish within {}s and was stopped", GIT_TIMEOUT.as_secs()));
-                }
-                Err(e) => return Err(format!("cannot wait for `{shown}`: {e}")),
-            }
-        };
-        let output = GitOutput {
-            success: status.success(),
-            stdout: stdout.join().unwrap_or_default(),
-            stderr: stderr.join().unwrap_or_default(),
-        };
+        let output = crate::git::run(&self.top, args, GIT_TIMEOUT)?;
+        let status = output.code.map_or_else(|| "killed by a signal".to_owned(), |code| format!("exit {code}"));
         let report = format!("$ {shown}\n{}{}[{}]\n", output.stdout, output.stderr, status);
         tracing::debug!("{}", report.trim_end());
         if let Some(log) = self.log.lock().unwrap_or_else(|p| p.into_inner()).as_ref()

@@ -7,10 +7,8 @@
 //! line merge.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::store::file;
 
@@ -20,57 +18,11 @@ const GIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The driver's name in `.gitattributes` and git config.
 pub const DRIVER: &str = "opsflow";
 
-/// What a git command printed, and whether it succeeded.
-#[derive(Debug)]
-pub struct GitOutput {
-    pub success: bool,
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
+pub use crate::git::GitOutput;
 
 /// Runs `git args…` in `dir`, killing it after [`GIT_TIMEOUT`].
 pub fn git(dir: &Path, args: &[&str]) -> Result<GitOutput, String> {
-    let shown = format!("git {}", args.join(" "));
-    let mut child = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
-    // Both pipes are drained by threads so a chatty git never blocks on a full pipe.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let deadline = Instant::now() + GIT_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("`{shown}` did not finish within {}s and was stopped", GIT_TIMEOUT.as_secs()));
-            }
-            Err(e) => return Err(format!("cannot wait for `{shown}`: {e}")),
-        }
-    };
-    Ok(GitOutput {
-        success: status.success(),
-        code: status.code(),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    })
+    crate::git::run(dir, args, GIT_TIMEOUT)
 }
 
 /// The top of the git work tree that holds `dir`, or `None` outside a repository (or
