@@ -69,6 +69,18 @@ pub struct Renderer {
     secrets: Secrets,
 }
 
+/// `value` on one line: line breaks and tabs become spaces, other control characters go.
+fn one_line(value: &str) -> String {
+    value
+        .chars()
+        .filter_map(|c| match c {
+            '\n' | '\r' | '\t' => Some(' '),
+            c if c.is_control() => None,
+            c => Some(c),
+        })
+        .collect()
+}
+
 /// Makes a value inert inside markdown: one line, and every character that could start
 /// markdown structure escaped, and only those, so that the raw text stays readable to agents
 /// that read it as text (`error_rate`, `Deploy_To_Production`, `< 5%` stay as they are): an
@@ -76,14 +88,7 @@ pub struct Renderer {
 /// only before a letter, `/`, `!` or `?`, `!` matters only before `[`, and `#` and `>` only at
 /// the start of a line.
 pub fn markdown_escape(value: &str) -> String {
-    let line: String = value
-        .chars()
-        .filter_map(|c| match c {
-            '\n' | '\r' | '\t' => Some(' '),
-            c if c.is_control() => None,
-            c => Some(c),
-        })
-        .collect();
+    let line = one_line(value);
     // A code span the value holds (a command, a file name in backticks) stays a code span:
     // markdown reads nothing inside one, so its text needs no escapes (but `|`, which would
     // still end a table cell). A backtick that closes nothing is escaped.
@@ -157,14 +162,7 @@ fn escape_text(text: &str, out: &mut String) {
 /// backticks longer than any run inside the value (padded with a space when the value starts
 /// or ends with a backtick). An empty value is an empty string.
 pub fn code_span(value: &str) -> String {
-    let line: String = value
-        .chars()
-        .filter_map(|c| match c {
-            '\n' | '\r' | '\t' => Some(' '),
-            c if c.is_control() => None,
-            c => Some(c),
-        })
-        .collect();
+    let line = one_line(value);
     if line.is_empty() {
         return String::new();
     }
