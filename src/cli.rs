@@ -33,7 +33,7 @@ pub struct Cli {
     /// The format of the log lines on stderr
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// More logging (repeat for more)
+    /// One level more logging than the command's default, repeated for more (`watch -v` logs at debug)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Only errors

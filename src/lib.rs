@@ -91,13 +91,12 @@ fn init_logging(cli: &cli::Cli) {
     // A daemon's log is what a person watching it reads: it says at info what it does; a
     // command that prints its own report on stdout stays quiet below warnings.
     let daemon = matches!(cli.command, cli::Command::Watch { .. });
-    let level = match (cli.quiet, cli.verbose) {
-        (true, _) => "error",
-        (false, 0) if daemon => "info",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        (false, 2) => "debug",
-        _ => "trace",
+    // Each `-v` is one level more than the command's default: `watch -v` logs at debug.
+    const LEVELS: [&str; 4] = ["warn", "info", "debug", "trace"];
+    let level = if cli.quiet {
+        "error"
+    } else {
+        LEVELS[(usize::from(daemon) + usize::from(cli.verbose)).min(LEVELS.len() - 1)]
     };
     let filter = EnvFilter::try_from_env("OPSFLOW_LOG").unwrap_or_else(|_| EnvFilter::new(format!("opsflow={level}")));
     use std::io::IsTerminal;

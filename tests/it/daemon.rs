@@ -1045,7 +1045,7 @@ fn the_poll_interval_resync_finds_a_change_no_event_reported() {
         c["devops"]["poll_interval"] = json!("1s");
     });
     ws.write("target/tasks.json", "{\"tasks\": []}\n");
-    // `-v -v`: debug lines say why each reconcile ran.
+    // With the harness's own `-v`, at trace: the debug lines say why each reconcile ran.
     let daemon = Daemon::start(&ws, &["-v"], true);
     // The first reconcile, at the start, is over before the task is written.
     wait_until(DEADLINE, "the first reconcile", || daemon.metric("opsflow_reconciles_total") >= 1.0);

@@ -43,12 +43,15 @@ struct Watch {
 
 impl Watch {
     fn start(ws: &Workspace) -> Watch {
-        let mut child = ws
-            .command(&["watch", "--http", "127.0.0.1:0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn opsflow watch");
+        Watch::start_with(ws, &[])
+    }
+
+    /// `opsflow [global] watch --http 127.0.0.1:0`.
+    fn start_with(ws: &Workspace, global: &[&str]) -> Watch {
+        let mut args = global.to_vec();
+        args.extend(["watch", "--http", "127.0.0.1:0"]);
+        let mut child =
+            ws.command(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn opsflow watch");
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = Arc::clone(&log);
@@ -252,4 +255,33 @@ fn approve_rest(ws: &Workspace, file: &str) {
     let signed = text.replacen("status: \"pending\"", "status: \"approved\"", 1);
     assert_ne!(signed, text);
     ws.write(file, signed);
+}
+
+/// While git holds `index.lock` (a checkout or stash writing the tree), the daemon does not
+/// start a reconcile; it does once the lock is gone.
+#[test]
+fn the_daemon_waits_while_git_holds_the_index_lock() {
+    let ws = Workspace::new().sample();
+    git(&ws, &["init", "-q", "-b", "main"]);
+    commit_all(&ws, "the sample");
+    let watch = Watch::start_with(&ws, &["-v"]);
+    wait_until(DEADLINE, "the first reconcile to block on the approval", || status_of(&ws, "DEVOPS-007") == "blocked");
+    settle(&ws, &watch);
+    let reconciles = watch.metric("opsflow_reconciles_total");
+
+    let lock = ws.join(".git/index.lock");
+    std::fs::write(&lock, "").unwrap();
+    approve(&ws, &approval_file(&ws, "UNIT-001", "1.0.0"));
+    wait_until(DEADLINE, "the daemon to say it waits for git", || {
+        watch.log().contains("git is writing the working tree: waiting for it to finish")
+    });
+    // The daemon is in its wait: no reconcile has run since the approval.
+    assert_eq!(watch.metric("opsflow_reconciles_total"), reconciles);
+    assert_eq!(status_of(&ws, "DEVOPS-007"), "blocked");
+
+    std::fs::remove_file(&lock).unwrap();
+    wait_until(DEADLINE, "the approved release to go live once git is done", || {
+        status_of(&ws, "DEVOPS-007") == "deployed"
+    });
+    assert!(!watch.log().contains("reconciling anyway"), "{}", watch.log());
 }
