@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use clap::CommandFactory;
 use serde_json::Value;
 
-use crate::util::{TASKS, Workspace, opsflow_bin};
+use crate::util::{TASKS, Workspace, git, opsflow_bin};
 
 const NOT_A_WORKSPACE: &str = "opsflow: error: not an opsflow workspace (no docs/workflow/tasks.json or \
                                project-config.json here or above); run `opsflow init`\n";
@@ -26,18 +26,6 @@ fn opsflow_in(cwd: &Path, args: &[&str]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs git in `dir` and returns its stdout; fails the test when git fails.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "user.email=t@example.com", "-c", "user.name=t"])
-        .args(args)
-        .output()
-        .expect("run git");
-    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-    text(&out.stdout)
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,14 +19,7 @@ use crate::util::{TASKS, Workspace, task, tasks_of, wait_until};
 const DEADLINE: Duration = Duration::from_secs(120);
 
 fn git(ws: &Workspace, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=Ana", "-c", "user.email=ana@example.com"])
-        .args(args)
-        .current_dir(ws.path())
-        .output()
-        .expect("run git");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    crate::util::git(ws.path(), args)
 }
 
 /// `git status --porcelain`, one path per line (renames and the like do not occur here).

@@ -9,26 +9,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::util::{TASKS, Workspace, opsflow_bin, task, tasks_of, wait_for_exit, wait_until};
+use crate::util::{TASKS, Workspace, git_in, opsflow_bin, task, tasks_of, wait_for_exit, wait_until};
 
 const STATE: &str = "docs/workflow/state.json";
-
-/// Runs git in `dir`, isolated from the user's and the system's git config.
-fn git_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "Ada")
-        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
-        .env("GIT_COMMITTER_NAME", "Ada")
-        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
-        .env("GIT_EDITOR", "true")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run git")
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -53,15 +36,7 @@ impl Repo {
     /// Runs git and asserts that it succeeded.
     #[track_caller]
     fn git(&self, args: &[&str]) -> String {
-        let output = git_in(self.ws.path(), args);
-        assert!(
-            output.status.success(),
-            "git {} failed\n--- stdout\n{}--- stderr\n{}",
-            args.join(" "),
-            text(&output.stdout),
-            text(&output.stderr)
-        );
-        text(&output.stdout)
+        crate::util::git(self.ws.path(), args)
     }
 
     fn commit(&self, files: &[(&str, &str)], message: &str) {

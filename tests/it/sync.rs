@@ -8,45 +8,15 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::util::{TASKS, Workspace, opsflow_bin, tasks_of, wait_for_exit, wait_until};
+use crate::util::{TASKS, Workspace, git, git_in, isolated, opsflow_bin, tasks_of, wait_for_exit, wait_until};
 
 const STATE: &str = "docs/workflow/state.json";
 const DEADLINE: Duration = Duration::from_secs(120);
-
-/// Runs git in `dir`, isolated from the user's and the system's git config.
-fn git_in(dir: &Path, args: &[&str]) -> Output {
-    isolated(Command::new("git").args(args).current_dir(dir)).output().expect("run git")
-}
-
-fn isolated(command: &mut Command) -> &mut Command {
-    command
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "Ada")
-        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
-        .env("GIT_COMMITTER_NAME", "Ada")
-        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
-        .stdin(Stdio::null())
-}
-
-#[track_caller]
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = git_in(dir, args);
-    assert!(
-        output.status.success(),
-        "git {} failed in {}\n{}{}",
-        args.join(" "),
-        dir.display(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 fn design_task(id: &str) -> Value {
     json!({

@@ -326,3 +326,37 @@ pub fn changed_paths(before: &BTreeMap<PathBuf, Entry>, after: &BTreeMap<PathBuf
         .into_iter()
         .collect()
 }
+
+/// `command` isolated from the user's and the system's git config, with a fixed author and
+/// no editor or prompt: for git itself and for `opsflow` runs that drive git.
+pub fn isolated(command: &mut Command) -> &mut Command {
+    command
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Ada")
+        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+        .env("GIT_COMMITTER_NAME", "Ada")
+        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
+        .env("GIT_EDITOR", "true")
+        .stdin(Stdio::null())
+}
+
+/// Runs git in `dir`, [`isolated`].
+pub fn git_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    isolated(Command::new("git").args(args).current_dir(dir)).output().expect("run git")
+}
+
+/// Runs git in `dir`, [`isolated`], and returns its stdout; fails the test when git fails.
+#[track_caller]
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let output = git_in(dir, args);
+    assert!(
+        output.status.success(),
+        "git {} failed in {}\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        dir.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
