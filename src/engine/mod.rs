@@ -27,6 +27,7 @@ use crate::release::{self, Lookup, Release};
 use crate::render::Renderer;
 use crate::rollout::{deploy, journal};
 use crate::sha256;
+use crate::store::StoreError;
 use crate::store::edit::FieldOp;
 use crate::store::state::StateEdit;
 use crate::task::{Task, TaskStatus};
@@ -82,8 +83,9 @@ pub struct Summary {
     pub problems: Vec<Diagnostic>,
     /// `--dry-run` only: what would run.
     pub plan: Vec<Planned>,
-    /// Writes of `state.json` that failed, each naming the file and why: the workflow's
-    /// position on disk no longer says what happened, so the run fails.
+    /// Writes of the workflow's records that failed (`state.json`, an outcome, block or
+    /// rollback on `tasks.json`, the completion signal, `human-requests.md`), each naming the
+    /// file and why: the files no longer say what happened, so the run fails.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub write_errors: Vec<String>,
 }
@@ -170,7 +172,7 @@ pub struct Engine<'w> {
     unresolved: std::cell::RefCell<Vec<Unresolved>>,
     /// False while the git remote is unreachable or the sync stopped: no new claims.
     claims_allowed: std::cell::Cell<bool>,
-    /// Failed writes of `state.json`, for the summary (see [`Summary::write_errors`]).
+    /// Failed writes of the workflow's records, for the summary (see [`Summary::write_errors`]).
     write_errors: std::cell::RefCell<Vec<String>>,
 }
 
@@ -248,10 +250,29 @@ impl<'w> Engine<'w> {
     /// whose exit code it makes a failure: it is never swallowed.
     fn edit_state(&self, change: StateEdit) {
         if let Err(e) = record::edit_state(self.ws, &self.graph.name, &change) {
-            let message = format!("cannot update {}: {e}", self.ws.config.paths.state);
-            tracing::error!("{message}");
-            self.write_errors.borrow_mut().push(message);
+            self.write_failed(format!("cannot update {}: {e}", self.ws.config.paths.state));
         }
+    }
+
+    /// A record that could not be written: logged, and kept for the summary, whose exit code
+    /// it makes a failure.
+    fn write_failed(&self, message: String) {
+        tracing::error!("{message}");
+        self.write_errors.borrow_mut().push(message);
+    }
+
+    /// Appends `request` to `human-requests.md`; a failure is a failed write.
+    fn request_human(&self, request: &HumanRequest, reason: &str) {
+        if let Err(e) = record::append_human_request(self.ws, &self.renderer, request, reason) {
+            self.write_failed(format!("cannot append to {}: {e}", self.ws.config.paths.human_requests));
+        }
+    }
+
+    /// Writes the completion signal of `unit`; returns its path, or records the failed write.
+    fn signal(&self, unit: &str, status: &str, artifacts: &[String], message: &str) -> Option<String> {
+        record::write_signal(self.ws, &self.renderer, unit, status, artifacts, message)
+            .map_err(|e| self.write_failed(format!("cannot write the completion signal: {e}")))
+            .ok()
     }
 
     /// With `git.sync`: fetch, rebase and push before a pass; claims only while in sync.
@@ -280,9 +301,7 @@ impl<'w> Engine<'w> {
                 raised_at: crate::time::now_rfc3339(),
                 run_id: new_run_id(),
             };
-            if let Err(e) = record::append_human_request(self.ws, &self.renderer, &request, &reason) {
-                tracing::error!("cannot append to {}: {e}", self.ws.config.paths.human_requests);
-            }
+            self.request_human(&request, &reason);
         }
     }
 
@@ -829,7 +848,7 @@ impl<'w> Engine<'w> {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(e) => {
-                    tracing::error!("cannot record that {id} is blocked: {e}");
+                    self.write_failed(format!("cannot record that {id} is blocked: {e}"));
                     return;
                 }
             }
@@ -898,12 +917,10 @@ impl<'w> Engine<'w> {
             run_id: run_id.clone(),
         };
         if let Err(e) = requests::append(self.ws, &self.renderer, &request, reason, approval_file.as_deref()) {
-            tracing::error!("cannot append to {}: {e}", self.ws.config.paths.human_requests);
+            self.write_failed(format!("cannot append to {}: {e}", self.ws.config.paths.human_requests));
         }
-        if node.action.deploys()
-            && let Err(e) = record::write_signal(self.ws, &self.renderer, &unit, "blocked", &[], &request.issue)
-        {
-            tracing::error!("cannot write the completion signal: {e}");
+        if node.action.deploys() {
+            self.signal(&unit, "blocked", &[], &request.issue);
         }
     }
 
@@ -1017,6 +1034,12 @@ impl<'w> Engine<'w> {
             match record::edit_task(self.ws, Some(&id), &[task.status.as_str()], claim, Vec::new()) {
                 Ok(true) => {}
                 Ok(false) => return None,
+                // A file broken since it was read is reported by the next pass; a write that
+                // failed is the run's failure.
+                Err(e @ (StoreError::Io { .. } | StoreError::Contended { .. })) => {
+                    self.write_failed(format!("cannot claim {id}: {e}"));
+                    return None;
+                }
                 Err(e) => {
                     tracing::error!("cannot claim {id}: {e}");
                     return None;
@@ -1301,7 +1324,7 @@ impl<'w> Engine<'w> {
         match record::edit_task(self.ws, None, &[], Vec::new(), appends) {
             Ok(_) => true,
             Err(e) => {
-                tracing::error!("cannot file the requested rollback: {e}");
+                self.write_failed(format!("cannot file the requested rollback: {e}"));
                 false
             }
         }
@@ -1463,11 +1486,7 @@ impl<'w> Engine<'w> {
                 raised_at: now.clone(),
                 run_id: run.run_id.clone(),
             };
-            if let Err(e) =
-                record::append_human_request(self.ws, &self.renderer, &request, &format!("{step}: {reason}"))
-            {
-                tracing::error!("cannot append to {}: {e}", self.ws.config.paths.human_requests);
-            }
+            self.request_human(&request, &format!("{step}: {reason}"));
         }
         for undone in std::mem::take(&mut run.rolled_back) {
             self.mark_rolled_back(&undone, run);
@@ -1481,11 +1500,10 @@ impl<'w> Engine<'w> {
         } else {
             None
         };
-        if let Some(signal_status) = signal_status {
-            match record::write_signal(self.ws, &self.renderer, &unit, signal_status, &run.artifacts, &run.summary) {
-                Ok(file) => run.artifacts.push(file),
-                Err(e) => tracing::error!("cannot write the completion signal: {e}"),
-            }
+        if let Some(signal_status) = signal_status
+            && let Some(file) = self.signal(&unit, signal_status, &run.artifacts, &run.summary)
+        {
+            run.artifacts.push(file);
         }
         let inputs: Vec<(String, String)> = run.inputs.iter().map(|a| (a.file.clone(), a.sha256.clone())).collect();
         self.audit.record(&run.run_id, task_status.as_str(), &id, &run.summary, &inputs);
@@ -1547,17 +1565,14 @@ impl<'w> Engine<'w> {
             match record::edit_task(self.ws, Some(id), &[TaskStatus::Deployed.as_str()], ops, Vec::new()) {
                 Ok(true) => self.audit.record(&run.run_id, "rolled_back", id, &run.summary, &[]),
                 Ok(false) => {}
-                Err(e) => tracing::error!("cannot record that {id} was rolled back: {e}"),
+                Err(e) => self.write_failed(format!("cannot record that {id} was rolled back: {e}")),
             }
         }
         let message = format!("{} was rolled back: {}", undone.label(), run.summary);
-        match record::write_signal(self.ws, &self.renderer, &undone.unit, "failed", &run.artifacts, &message) {
-            Ok(file) => {
-                if !run.artifacts.contains(&file) {
-                    run.artifacts.push(file);
-                }
-            }
-            Err(e) => tracing::error!("cannot write the completion signal: {e}"),
+        if let Some(file) = self.signal(&undone.unit, "failed", &run.artifacts, &message)
+            && !run.artifacts.contains(&file)
+        {
+            run.artifacts.push(file);
         }
     }
 
@@ -1610,10 +1625,10 @@ impl<'w> Engine<'w> {
             format!("{}\n", serde_json::to_string_pretty(&document).unwrap_or_default()).as_bytes(),
         );
         let kept = self.ws.label(&file);
-        tracing::error!(
+        self.write_failed(format!(
             "cannot record the outcome of {id} ({why}); it is kept in {kept}{}",
             if written.is_err() { " (which could not be written either)" } else { "" }
-        );
+        ));
         let request = HumanRequest {
             agent: self.ws.config.agent.name.clone(),
             task_id: id.to_owned(),
@@ -1629,9 +1644,7 @@ impl<'w> Engine<'w> {
             raised_at: crate::time::now_rfc3339(),
             run_id: run.run_id.clone(),
         };
-        if let Err(e) = record::append_human_request(self.ws, &self.renderer, &request, why) {
-            tracing::error!("cannot append to {}: {e}", self.ws.config.paths.human_requests);
-        }
+        self.request_human(&request, why);
     }
 
     /// Records a node that stopped to wait after it was claimed: the task goes back to
@@ -1656,7 +1669,7 @@ impl<'w> Engine<'w> {
         ];
         let task_id = (!task.from_state).then_some(id.as_str());
         if let Err(e) = record::edit_task(self.ws, task_id, &[TaskStatus::InProgress.as_str()], ops, Vec::new()) {
-            tracing::error!("cannot record that {id} waits: {e}");
+            self.write_failed(format!("cannot record that {id} waits: {e}"));
         }
         let mut fields = vec![
             FieldOp::Set("status".into(), "blocked".into()),
@@ -1689,12 +1702,9 @@ impl<'w> Engine<'w> {
                 raised_at: now.clone(),
                 run_id: run.run_id.clone(),
             };
-            if let Err(e) = record::append_human_request(self.ws, &self.renderer, &request, &reason) {
-                tracing::error!("cannot append to {}: {e}", self.ws.config.paths.human_requests);
-            }
-            match record::write_signal(self.ws, &self.renderer, &unit, "blocked", &run.artifacts, &run.summary) {
-                Ok(file) => run.artifacts.push(file),
-                Err(e) => tracing::error!("cannot write the completion signal: {e}"),
+            self.request_human(&request, &reason);
+            if let Some(file) = self.signal(&unit, "blocked", &run.artifacts, &run.summary) {
+                run.artifacts.push(file);
             }
         }
         let inputs: Vec<(String, String)> = run.inputs.iter().map(|a| (a.file.clone(), a.sha256.clone())).collect();

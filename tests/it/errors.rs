@@ -142,6 +142,28 @@ fn a_state_json_that_cannot_be_written_is_reported_with_its_path_and_fails_the_r
     assert!(reported.iter().all(|e| e.as_str().unwrap().contains("docs/workflow/state.json")), "{summary:#}");
 }
 
+// What broke: a failed append to `human-requests.md` (and a failed write of the completion
+// signal, an outcome, a block) was only logged, so a run that could not ask a human for the
+// approval it waits on ended 3 as if the request were there.
+#[test]
+fn a_human_request_that_cannot_be_written_fails_the_run_and_names_the_file() {
+    let ws = Workspace::new().sample();
+    let requests_before = ws.read(crate::engine::REQUESTS);
+    // The first pass of the sample waits on the production approval and asks a human for it.
+    std::fs::create_dir(ws.join("docs/workflow/human-requests.md.lock")).unwrap();
+    let run = ws.run(&["run", "--json"]);
+    run.status(1);
+    let summary = run.json();
+    let reported = summary["write_errors"].as_array().expect("write_errors in run --json");
+    assert!(!reported.is_empty(), "{summary:#}");
+    for error in reported {
+        assert!(error.as_str().unwrap().starts_with("cannot append to docs/workflow/human-requests.md: "), "{error}");
+    }
+    assert_eq!(ws.read(crate::engine::REQUESTS), requests_before, "human-requests.md was written after all");
+    // What could be recorded was: the task says what it waits on.
+    assert!(ws.tasks().iter().any(|t| t["status"] == "blocked"), "{}", ws.read_string("docs/workflow/tasks.json"));
+}
+
 /// The exit code of an error that ends a command comes from its kind, and its message names
 /// the file it concerns, once.
 #[test]
