@@ -20,6 +20,7 @@ use crate::store::json::{Span, SyntaxError};
 use crate::store::tasks::{self, TaskEdits};
 use crate::store::{StoreError, file};
 use crate::workspace::Workspace;
+use crate::workspace::diagnostic::Diagnostic;
 
 /// Runs a `tasks` command; `global_agent` is the global `--agent`, which `add` and `list` take
 /// as the owner when `--owner` is missing (the spelling before `--owner` existed).
@@ -50,6 +51,19 @@ pub fn run(ws: &Workspace, command: &TasksCommand, global_agent: Option<&str>) -
 
 pub use crate::validate::layout_diagnostic;
 
+/// `tasks list` on a file it cannot read: the diagnostics as `validate` says them, on stderr,
+/// and with `--json` also as `validate --json` has them (`{"ok": false, "diagnostics": [...]}`)
+/// on stdout, so a script that parses the list reads why there is none. Exit 2.
+fn unreadable(diagnostics: Vec<Diagnostic>, json: bool) -> anyhow::Result<Exit> {
+    for diagnostic in &diagnostics {
+        eprintln!("{diagnostic}");
+    }
+    if json {
+        super::print_json(&serde_json::json!({ "ok": false, "diagnostics": diagnostics }))?;
+    }
+    Ok(Exit::Invalid)
+}
+
 fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
     let file = &ws.config.paths.tasks;
     let matching = |text: &str| -> Result<Vec<Span>, tasks::LayoutError> {
@@ -66,10 +80,7 @@ fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
     };
     let text = match ws.read_text(file) {
         Ok(text) => text.unwrap_or_default(),
-        Err(diagnostic) => {
-            eprintln!("{diagnostic}");
-            return Ok(Exit::Invalid);
-        }
+        Err(diagnostic) => return unreadable(vec![diagnostic], args.json),
     };
     let (text, matched) = match matching(&text) {
         Ok(matched) => (text, matched),
@@ -77,20 +88,11 @@ fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
             // Perhaps being rewritten in place: read again once it has settled.
             let text = match ws.read_text_settled(file, |text| tasks::scan(text, |_| false).is_ok()) {
                 Ok(text) => text.unwrap_or_default(),
-                Err(diagnostic) => {
-                    eprintln!("{diagnostic}");
-                    return Ok(Exit::Invalid);
-                }
+                Err(diagnostic) => return unreadable(vec![diagnostic], args.json),
             };
             match matching(&text) {
                 Ok(matched) => (text, matched),
-                Err(error) => {
-                    // Said as `validate` says it (and `status --json` shows it).
-                    for diagnostic in crate::validate::unreadable_tasks(ws, &text, error) {
-                        eprintln!("{diagnostic}");
-                    }
-                    return Ok(Exit::Invalid);
-                }
+                Err(error) => return unreadable(crate::validate::unreadable_tasks(ws, &text, error), args.json),
             }
         }
     };
@@ -105,10 +107,10 @@ fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
             Ok(value) => value,
             Err(e) => {
                 let error = SyntaxError { offset: span.start, message: format!("a task entry cannot be decoded: {e}") };
-                for diagnostic in crate::validate::unreadable_tasks(ws, &text, tasks::LayoutError::Syntax(error)) {
-                    eprintln!("{diagnostic}");
-                }
-                return Ok(Exit::Invalid);
+                return unreadable(
+                    crate::validate::unreadable_tasks(ws, &text, tasks::LayoutError::Syntax(error)),
+                    args.json,
+                );
             }
         };
         if args.json {

@@ -473,8 +473,11 @@ fn tasks_commands_refuse_a_broken_tasks_file_and_leave_it_as_it_is() {
 
     let run = ws.run(&["tasks", "list", "--mine", "--json"]);
     run.status(2);
-    assert_eq!(run.stdout(), "", "--json must not print half a document");
     assert_eq!(run.stderr(), format!("{validated}\n"));
+    // No half list: the diagnostics, as `validate --json` has them.
+    let diagnostics = ws.run(&["validate", "--json"]).json()["diagnostics"].clone();
+    assert_eq!(run.json(), json!({"ok": false, "diagnostics": diagnostics}));
+    assert_eq!(diagnostics[0]["line"], 3, "{diagnostics}");
 
     for args in [
         &["tasks", "update", "A", "--set", "status=done"][..],

@@ -1344,7 +1344,10 @@ fn a_watcher_that_loses_the_workspace_is_restarted_and_healthz_says_so_meanwhile
 
     moved.back();
     wait_until(DEADLINE, "/healthz to be 200 again", || daemon.get("/healthz").status == 200);
-    assert!(daemon.log().contains("the file watcher runs again"), "{}", daemon.log());
+    // The log line follows the health flip on the watcher's thread.
+    wait_until(DEADLINE, "the log to say the watcher runs again", || {
+        daemon.log().contains("the file watcher runs again (it was down: ")
+    });
     assert_eq!(daemon.metric("opsflow_watcher_up"), 1.0);
     assert!(daemon.metric("opsflow_watcher_restarts_total") >= 1.0);
 

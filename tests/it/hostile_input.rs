@@ -370,12 +370,15 @@ fn hostile_files_are_refused_by_every_command_that_reads_them() {
 }
 
 #[test]
-fn tasks_list_json_prints_nothing_when_it_fails() {
+fn tasks_list_json_prints_no_list_when_it_fails() {
     let ws = Workspace::new().sample();
     tasks_with(&ws, &foreign_task(r#""estimate_hours": 1e400"#));
     let run = ws.run(&["tasks", "list", "--json"]);
     run.status(2);
-    assert_eq!(run.stdout(), "");
+    let printed = run.json();
+    assert_eq!(printed["ok"], false, "{printed}");
+    assert_eq!(printed["diagnostics"][0]["file"], "docs/workflow/tasks.json", "{printed}");
+    assert!(printed["diagnostics"][0]["message"].as_str().unwrap().contains("number out of range"), "{printed}");
     assert!(run.stderr().starts_with("docs/workflow/tasks.json:3:"), "{}", run.stderr());
     assert!(run.stderr().contains("number out of range"), "{}", run.stderr());
 }
