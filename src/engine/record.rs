@@ -272,4 +272,66 @@ mod tests {
         assert!(already_so(&entry, &[FieldOp::Remove("claimed_by".into())]));
         assert!(!already_so(&entry, &[FieldOp::Remove("status".into())]));
     }
+
+    fn tasks_file(n: usize) -> String {
+        let entries: Vec<String> = (0..n)
+            .map(|i| format!("    {{\"id\": \"T-{i}\", \"agent\": \"DevOps-Engineer\", \"status\": \"pending\"}}"))
+            .collect();
+        format!("{{\n  \"tasks\": [\n{}\n  ]\n}}\n", entries.join(",\n"))
+    }
+
+    /// A writer that truncates `tasks.json` and writes it again in pieces (an editor's save,
+    /// `echo > file`) is caught halfway: the edit waits until the file settles and applies to
+    /// what it holds then, instead of failing on a broken file.
+    #[test]
+    fn an_edit_of_a_file_rewritten_in_place_waits_for_it_and_applies() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path(), None, None).unwrap();
+        let path = dir.path().join(&ws.config.paths.tasks);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let whole = tasks_file(200);
+        let mut file = std::fs::File::create(&path).unwrap();
+        file.write_all(&whole.as_bytes()[..40]).unwrap();
+        let rest = whole.as_bytes()[40..].to_vec();
+        let lock = path.with_extension("json.lock");
+        let writer = std::thread::spawn(move || {
+            // Starts once the edit has taken its lock (the writer ignores it, as editors do),
+            // and is paced like a program writing its output as it goes.
+            while !lock.exists() {
+                std::thread::yield_now();
+            }
+            for piece in rest.chunks(rest.len() / 200 + 1) {
+                file.write_all(piece).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        });
+        let set = vec![FieldOp::Set("status".into(), "in_progress".into())];
+        let edited = edit_task(&ws, Some("T-7"), &["pending"], set, Vec::new());
+        writer.join().unwrap();
+        assert!(matches!(edited, Ok(true)), "{edited:?}");
+        let expected = whole.replacen(
+            "\"id\": \"T-7\", \"agent\": \"DevOps-Engineer\", \"status\": \"pending\"",
+            "\"id\": \"T-7\", \"agent\": \"DevOps-Engineer\", \"status\": \"in_progress\"",
+            1,
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), expected);
+    }
+
+    /// A file that stays broken is refused with its place, after a bounded wait, and left as
+    /// it is.
+    #[test]
+    fn an_edit_of_a_file_that_stays_broken_is_refused_with_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path(), None, None).unwrap();
+        let path = dir.path().join(&ws.config.paths.tasks);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let broken = &tasks_file(3)[..60];
+        std::fs::write(&path, broken).unwrap();
+        let set = vec![FieldOp::Set("status".into(), "in_progress".into())];
+        let error = edit_task(&ws, Some("T-0"), &["pending"], set, Vec::new()).unwrap_err();
+        let text = error.to_string();
+        assert!(text.starts_with("docs/workflow/tasks.json: line 3 column "), "{text}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), broken);
+    }
 }
