@@ -1063,7 +1063,7 @@ impl<'w> Engine<'w> {
             && let Err(why) = sync.publish_claim(&id, &node.name, &run_id, task.from_state)
         {
             tracing::info!("{id}: the claim was dropped ({why}); {} does not run", node.name);
-            self.audit.record(&run_id, "claim_dropped", &id, &why, &[]);
+            self.audit.record(&run_id, "claim_dropped", &id, &why.to_string(), &[]);
             // A remote that refused this claim refuses the next: no more tries this pass.
             self.claims_allowed.set(sync.reachable_now());
             return None;
