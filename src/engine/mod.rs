@@ -371,7 +371,7 @@ impl<'w> Engine<'w> {
                 Err(why) => {
                     let file = &self.ws.config.paths.tasks;
                     summary.problems.push(
-                        Diagnostic::new(file, crate::workspace::diagnostic::Kind::Schema, why)
+                        Diagnostic::new(file, crate::workspace::diagnostic::Kind::Schema, why.to_string())
                             .pointer(format!("{prefix}/{index}")),
                     );
                     continue;
@@ -678,9 +678,12 @@ impl<'w> Engine<'w> {
                                 }
                             }
                         }
-                        Err(why) => {
-                            checks.push(Check::new("config", &format!("environments.{environment}"), false, why))
-                        }
+                        Err(why) => checks.push(Check::new(
+                            "config",
+                            &format!("environments.{environment}"),
+                            false,
+                            why.to_string(),
+                        )),
                     }
                 }
             }
@@ -793,7 +796,7 @@ impl<'w> Engine<'w> {
                     },
                 ));
             }
-            Err(why) => checks.push(Check::new("production", "environment", false, why)),
+            Err(why) => checks.push(Check::new("production", "environment", false, why.to_string())),
         }
         checks
     }
