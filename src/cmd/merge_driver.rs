@@ -59,7 +59,8 @@ pub fn run(base: &Path, ours: &Path, theirs: &Path, path: Option<&Path>) -> anyh
         }
     };
     if let Some(text) = &merged.text {
-        file::write_atomic(ours, text.as_bytes()).map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
+        // A failed write is a failure (exit 1), whatever context it carries.
+        file::write_atomic(ours, text.as_bytes()).map_err(|e| anyhow::Error::new(e).context(label.clone()))?;
     }
     let invalid = merged
         .text
