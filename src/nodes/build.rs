@@ -215,3 +215,39 @@ pub(crate) fn check_built_digest(run: &NodeRun<'_>, dir: &Path) -> Result<(), No
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_reason_a_release_is_refused_names_its_directory_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let release = dir.path();
+        let shown = release.display();
+        let missing = verify_release(release).unwrap_err();
+        assert!(matches!(missing, ReleaseError::Sums { .. }), "{missing:?}");
+        assert!(missing.to_string().starts_with(&format!("{shown}/SHA256SUMS: ")), "{missing}");
+        fs::write(release.join("index.html"), "<h1>1.0.0</h1>\n").unwrap();
+        let digest = sha256::hex(b"<h1>1.0.0</h1>\n");
+        fs::write(release.join("SHA256SUMS"), format!("{digest}  index.html\n")).unwrap();
+        assert_eq!(verify_release(release).unwrap(), [("index.html".to_owned(), digest.clone())]);
+        fs::write(release.join("index.html"), "<h1>changed</h1>\n").unwrap();
+        let changed = verify_release(release).unwrap_err().to_string();
+        assert!(
+            changed.starts_with(&format!("{shown}/index.html does not match SHA256SUMS (expected {digest}, found ")),
+            "{changed}"
+        );
+        fs::write(release.join("index.html"), "<h1>1.0.0</h1>\n").unwrap();
+        fs::write(release.join("extra.js"), "").unwrap();
+        assert_eq!(
+            verify_release(release).unwrap_err().to_string(),
+            format!(
+                "{shown}/extra.js is in the release but not in SHA256SUMS: the release was changed after it was built"
+            )
+        );
+        fs::write(release.join("SHA256SUMS"), format!("{digest}  index.html\n{digest}  gone.css\n")).unwrap();
+        let gone = verify_release(release).unwrap_err().to_string();
+        assert!(gone.starts_with(&format!("{shown}/gone.css: ")), "{gone}");
+    }
+}

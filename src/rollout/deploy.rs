@@ -1276,3 +1276,24 @@ pub fn rollback_to(
     verify_rollback(runner, env, vars, &mut report, true, baseline, &ws.config.devops.rollback_triggers);
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_environment_the_config_lacks_or_gets_wrong_is_named_with_the_file() {
+        let mut config = Config { label: "ops/project-config.json".into(), ..Config::default() };
+        let missing = EnvConfig::load(&config, "staging").unwrap_err();
+        assert_eq!(missing.to_string(), "ops/project-config.json has no `environments.staging`");
+        config.environments.insert("staging".into(), serde_json::json!({"provider": 3}));
+        let invalid = EnvConfig::load(&config, "staging").unwrap_err().to_string();
+        assert!(invalid.starts_with("`environments.staging` in ops/project-config.json: invalid type"), "{invalid}");
+        config.environments.insert("staging".into(), serde_json::json!({"provider": "command"}));
+        let env = EnvConfig::load(&config, "staging").unwrap();
+        assert_eq!(env.config, "ops/project-config.json");
+        // The built-in defaults have no file.
+        let unnamed = EnvConfig::load(&Config::default(), "production").unwrap_err();
+        assert_eq!(unnamed.to_string(), "the config has no `environments.production`");
+    }
+}
