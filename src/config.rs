@@ -39,6 +39,9 @@ pub struct Config {
     /// The whole file as written.
     #[serde(skip)]
     pub raw: Value,
+    /// The file as messages name it (empty for the built-in defaults).
+    #[serde(skip)]
+    pub label: String,
 }
 
 impl Default for Config {
@@ -58,6 +61,7 @@ impl Default for Config {
             secrets: Vec::new(),
             git: Git::default(),
             raw: Value::Object(Default::default()),
+            label: String::new(),
         }
     }
 }
@@ -381,6 +385,7 @@ impl Config {
         let mut config: Config = serde_json::from_value(value.clone())
             .map_err(|e| vec![Diagnostic::new(label, Kind::Config, format!("cannot read config: {e}"))])?;
         config.raw = value;
+        config.label = label.to_owned();
         // Every configured path opsflow writes to or reads from must stay in the workspace.
         let mut configured: Vec<(String, String, &str)> = config
             .paths
@@ -434,8 +439,13 @@ impl Config {
             let mut refuse = |pointer: String, why: String| {
                 problems.push(Diagnostic::new(label, Kind::Config, why).pointer(pointer).locate_in(text));
             };
-            if let Err(why) = crate::rollout::deploy::EnvConfig::load(&config, name) {
-                refuse(pointer.clone(), why);
+            match crate::rollout::deploy::EnvConfig::load(&config, name) {
+                // The diagnostic names the file already.
+                Err(crate::rollout::deploy::EnvError::Invalid { name, source, .. }) => {
+                    refuse(pointer.clone(), format!("`environments.{name}`: {source}"))
+                }
+                Err(why) => refuse(pointer.clone(), why.to_string()),
+                Ok(_) => {}
             }
             if let Some(Err(why)) = env.get("metrics").map(crate::exec::metrics::MetricsSpec::from_value) {
                 refuse(format!("{pointer}/metrics"), why.to_string());

@@ -8,14 +8,50 @@
 //! question "is this file this release's?" is answered here and nowhere else.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use serde_json::Value;
 
 use crate::engine::artifacts::Artifact;
 use crate::sha256;
+use crate::store::file::StoreError;
 use crate::validate::load_markdown;
 use crate::workspace::diagnostic::{Diagnostic, Kind};
 use crate::workspace::{Workspace, check_path_component};
+
+/// Why a release directory does not check out against its `SHA256SUMS`, or a history copy
+/// could not be kept. Each names the release directory (`dir`) and the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// `SHA256SUMS` is missing or unreadable.
+    #[error("{}/SHA256SUMS: {source}", dir.display())]
+    Sums { dir: PathBuf, source: std::io::Error },
+    #[error("{}/SHA256SUMS: malformed line {line:?}", dir.display())]
+    Malformed { dir: PathBuf, line: String },
+    #[error("{}/SHA256SUMS names a path outside the release: {file}", dir.display())]
+    Outside { dir: PathBuf, file: String },
+    /// A file `SHA256SUMS` lists is missing or unreadable.
+    #[error("{}/{file}: {source}", dir.display())]
+    Unreadable { dir: PathBuf, file: String, source: std::io::Error },
+    #[error(
+        "{}/{file} does not match SHA256SUMS (expected {expected}, found {actual}): the release was changed after it was built",
+        dir.display()
+    )]
+    Mismatch { dir: PathBuf, file: String, expected: String, actual: String },
+    #[error(
+        "{}/{file} is in the release but not in SHA256SUMS: the release was changed after it was built",
+        dir.display()
+    )]
+    Unlisted { dir: PathBuf, file: String },
+    /// The release directory could not be listed.
+    #[error("{}: cannot list the release: {source}", dir.display())]
+    List { dir: PathBuf, source: std::io::Error },
+    /// The history copy's path is not a safe one inside the workspace.
+    #[error("{0}")]
+    HistoryPath(Box<Diagnostic>),
+    #[error("{relative}: {source}")]
+    History { relative: String, source: StoreError },
+}
 
 /// A version as written (`1.2.3` or `v1.2.3`). Two versions are the same when they are equal
 /// without one leading `v`; the git tag is always `v` plus that bare form.
@@ -219,7 +255,7 @@ fn candidates(ws: &Workspace, name: &str, release: &Release) -> Vec<String> {
 pub fn find(ws: &Workspace, name: &str, release: &Release) -> Result<Lookup, Vec<Diagnostic>> {
     if let Some(unit) = release.unit() {
         check_path_component(unit)
-            .map_err(|why| vec![Diagnostic::new(artifacts_dir(ws), Kind::OutsideWorkspace, why)])?;
+            .map_err(|why| vec![Diagnostic::new(artifacts_dir(ws), Kind::OutsideWorkspace, why.to_string())])?;
     }
     let mut elsewhere = None;
     for file in candidates(ws, name, release) {
@@ -284,11 +320,17 @@ pub fn output_path(ws: &Workspace, name: &str, release: &Release) -> String {
 
 /// Keeps a copy of an output in the release's history folder, where it is never overwritten
 /// by another release. Returns the copy's path.
-pub fn keep_in_history(ws: &Workspace, release: &Release, name: &str, text: &str) -> Result<Option<String>, String> {
+pub fn keep_in_history(
+    ws: &Workspace,
+    release: &Release,
+    name: &str,
+    text: &str,
+) -> Result<Option<String>, ReleaseError> {
     let Some(dir) = release.history_dir(ws) else { return Ok(None) };
     let relative = format!("{dir}/{name}");
-    let path = ws.inside(&relative).map_err(|d| d.to_string())?;
-    crate::store::file::write_atomic(&path, text.as_bytes()).map_err(|e| format!("{relative}: {e}"))?;
+    let path = ws.inside(&relative).map_err(|d| ReleaseError::HistoryPath(Box::new(d)))?;
+    crate::store::file::write_atomic(&path, text.as_bytes())
+        .map_err(|source| ReleaseError::History { relative: relative.clone(), source })?;
     Ok(Some(relative))
 }
 

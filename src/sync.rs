@@ -25,9 +25,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::git::GitOutput;
+use crate::git::{GitError, GitOutput};
+use crate::store::file::StoreError;
 use crate::workspace::Workspace;
-use crate::workspace::write;
+use crate::workspace::write::{self, WriteError};
 
 /// How long one git command may take before it is killed.
 const GIT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -68,13 +69,57 @@ enum Push {
     Pushed,
     /// Another writer pushed first.
     Rejected,
-    /// The remote cannot be reached or refused the push (a hook, permissions).
+    /// The remote cannot be reached or refused the push (a hook, permissions): git's words.
     Failed(String),
 }
 
-enum SyncError {
-    Unreachable(String),
-    Stopped(String),
+/// Why the sync could not start, or a claim does not count, or the sync stopped. Each names
+/// the repository, the remote and branch, or the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("git.sync is on but {} is not in a git repository", root.display())]
+    NotInRepository { root: PathBuf },
+    #[error("{relative} is outside the git repository {}", top.display())]
+    OutsideRepository { relative: String, top: PathBuf },
+    #[error("git.sync is on but the repository {} has no remote `{remote}` (git.remote in {config}): {stderr}", top.display())]
+    NoRemote { top: PathBuf, remote: String, config: String, stderr: String },
+    /// The sentence of `merge::setup::missing_driver`, which names the `.gitattributes`.
+    #[error("git.sync needs the merge driver: {0}")]
+    NoDriver(String),
+    /// A git command that could not run, did not finish, or failed.
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error("cannot commit opsflow's changes: {0}")]
+    Commit(#[source] GitError),
+    /// The remote `remote/branch` could not be fetched or did not take a push.
+    #[error("{remote} is unreachable: {reason}")]
+    Unreachable { remote: String, reason: String },
+    #[error("the remote {remote} did not take the claim: {reason}")]
+    ClaimRefused { remote: String, reason: String },
+    #[error("another runner's claim of {task} landed first on {remote}")]
+    ClaimTaken { task: String, remote: String },
+    #[error("the push to {remote} was rejected {attempts} times in a row")]
+    PushRejected { remote: String, attempts: u32 },
+    #[error("`git rebase {onto}` failed in {}: {reason}", top.display())]
+    Rebase { top: PathBuf, onto: String, reason: String },
+    #[error("the rebase onto {onto} in {} did not finish", top.display())]
+    RebaseUnfinished { top: PathBuf, onto: String },
+    #[error(
+        "rebasing onto {remote}/{branch} conflicts in {path}: {why}; opsflow does not guess, so the rebase was aborted and the local commits wait; resolve it by hand (git pull --rebase {remote} {branch}) and push"
+    )]
+    Conflict { remote: String, branch: String, path: String, why: &'static str },
+    /// The newer release's file could not be written while settling a conflict.
+    #[error(transparent)]
+    Confine(#[from] WriteError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How a step of the sync failed: the remote does not answer (claims wait for it), or the
+/// sync stopped (a human must act).
+enum Halt {
+    Unreachable(SyncError),
+    Stopped(SyncError),
 }
 
 /// The sync of one workspace with its remote; shared by the passes of a run or a daemon.
@@ -115,18 +160,18 @@ impl GitSync {
     /// The sync of `ws` when its config turns it on (`None` when it does not). An error when
     /// the workspace is not in a git repository, the remote is not configured, or the merge
     /// driver is named but not set up (git would merge `tasks.json` line by line).
-    pub fn open(ws: &Workspace) -> Result<Option<GitSync>, String> {
+    pub fn open(ws: &Workspace) -> Result<Option<GitSync>, SyncError> {
         let git = &ws.config.git;
         if !git.sync {
             return Ok(None);
         }
         let top = crate::merge::setup::toplevel(&ws.root)
-            .ok_or_else(|| format!("git.sync is on but {} is not in a git repository", ws.root.display()))?;
-        let in_repo = |relative: &str| -> Result<(PathBuf, String), String> {
+            .ok_or_else(|| SyncError::NotInRepository { root: ws.root.clone() })?;
+        let in_repo = |relative: &str| -> Result<(PathBuf, String), SyncError> {
             let absolute = ws.path(relative);
             let inside = absolute
                 .strip_prefix(&top)
-                .map_err(|_| format!("{relative} is outside the git repository {}", top.display()))?;
+                .map_err(|_| SyncError::OutsideRepository { relative: relative.to_owned(), top: top.clone() })?;
             Ok((absolute.clone(), inside.to_string_lossy().replace('\\', "/")))
         };
         let (tasks, tasks_in_repo) = in_repo(&ws.config.paths.tasks)?;
@@ -159,17 +204,17 @@ impl GitSync {
         };
         let url = sync.git(&["remote", "get-url", "--", &git.remote])?;
         if !url.success {
-            return Err(format!(
-                "git.sync is on but the repository has no remote `{}` (git.remote in {}): {}",
-                git.remote,
-                ws.config_label,
-                url.stderr.trim()
-            ));
+            return Err(SyncError::NoRemote {
+                top: sync.top.clone(),
+                remote: git.remote.clone(),
+                config: ws.config_label.clone(),
+                stderr: url.stderr.trim().to_owned(),
+            });
         }
         let git_dir = sync.git_ok(&["rev-parse", "--absolute-git-dir"])?;
         let sync = GitSync { git_dir: PathBuf::from(git_dir.trim()), ..sync };
         if let Some(missing) = crate::merge::setup::missing_driver(&ws.root) {
-            return Err(format!("git.sync needs the merge driver: {missing}"));
+            return Err(SyncError::NoDriver(missing));
         }
         write::start_recording();
         tracing::info!(
@@ -236,11 +281,11 @@ impl GitSync {
     pub fn before_pass(&self) -> Pass {
         self.set_log(None);
         if let Err(e) = self.commit_written("Record opsflow's updates", None) {
-            return self.stop(e);
+            return self.stop(&e);
         }
         let ahead = match self.sync_to_remote() {
-            Err(SyncError::Unreachable(_)) => return Pass::Unreachable,
-            Err(SyncError::Stopped(reason)) => return self.stop(reason),
+            Err(Halt::Unreachable(_)) => return Pass::Unreachable,
+            Err(Halt::Stopped(reason)) => return self.stop(&reason),
             Ok(ahead) => ahead,
         };
         self.update(|s| s.stopped = None);
@@ -259,8 +304,8 @@ impl GitSync {
                 self.reachable(false);
                 Pass::Ready
             }
-            Err(SyncError::Unreachable(_)) => Pass::Unreachable,
-            Err(SyncError::Stopped(reason)) => self.stop(reason),
+            Err(Halt::Unreachable(_)) => Pass::Unreachable,
+            Err(Halt::Stopped(reason)) => self.stop(&reason),
         }
     }
 
@@ -275,10 +320,10 @@ impl GitSync {
         if self.ahead() > 0 {
             match self.sync_to_remote().and_then(|ahead| self.push_ahead(ahead)) {
                 Ok(()) => {}
-                Err(SyncError::Unreachable(e)) => {
+                Err(Halt::Unreachable(e)) => {
                     tracing::warn!("{} local commits stay unpushed until the remote is back: {e}", self.ahead())
                 }
-                Err(SyncError::Stopped(e)) => tracing::error!("{e}"),
+                Err(Halt::Stopped(e)) => tracing::error!("{e}"),
             }
         }
     }
@@ -286,7 +331,7 @@ impl GitSync {
     /// Commits the claim opsflow just wrote for `task` and pushes it. `Err` with the reason
     /// when the claim does not count: another runner's claim landed first, or the remote
     /// does not take it. The claim is then undone locally (the task is as the remote has it).
-    pub fn publish_claim(&self, task: &str, node: &str, run_id: &str, from_state: bool) -> Result<(), String> {
+    pub fn publish_claim(&self, task: &str, node: &str, run_id: &str, from_state: bool) -> Result<(), SyncError> {
         let run_dir = self.runs.join(run_id);
         // The run directory marks the claim as this clone's, for recovery after a crash.
         let _ = fs::create_dir_all(&run_dir);
@@ -310,7 +355,7 @@ impl GitSync {
                     self.push_refused.store(true, std::sync::atomic::Ordering::SeqCst);
                     self.unreachable(&e);
                     self.drop_claim(run_id);
-                    return Err(format!("the remote did not take the claim: {e}"));
+                    return Err(SyncError::ClaimRefused { remote: self.target(), reason: e });
                 }
                 Push::Rejected => {
                     // When the remote already has another claim of the task, the claim is
@@ -318,16 +363,16 @@ impl GitSync {
                     let fetched = self.fetch();
                     if fetched.is_ok() && !from_state && self.taken_on_remote(task, run_id) {
                         self.drop_claim(run_id);
-                        return Err("another runner's claim landed first".to_owned());
+                        return Err(SyncError::ClaimTaken { task: task.to_owned(), remote: self.target() });
                     }
                     match fetched.and_then(|()| self.integrate()) {
                         Ok(_) => {
                             if !self.still_ours(task, node, run_id, from_state) {
                                 self.drop_claim(run_id);
-                                return Err("another runner's claim landed first".to_owned());
+                                return Err(SyncError::ClaimTaken { task: task.to_owned(), remote: self.target() });
                             }
                         }
-                        Err(SyncError::Unreachable(e) | SyncError::Stopped(e)) => {
+                        Err(Halt::Unreachable(e) | Halt::Stopped(e)) => {
                             self.drop_claim(run_id);
                             return Err(e);
                         }
@@ -336,7 +381,7 @@ impl GitSync {
             }
         }
         self.drop_claim(run_id);
-        Err(format!("the push was rejected {PUSH_ATTEMPTS} times in a row"))
+        Err(SyncError::PushRejected { remote: self.target(), attempts: PUSH_ATTEMPTS })
     }
 
     /// Commits the node's results. They are pushed with the next claim of the next pass (one
@@ -352,7 +397,13 @@ impl GitSync {
         }
     }
 
-    fn stop(&self, reason: String) -> Pass {
+    /// `remote/branch`, as messages name the remote.
+    fn target(&self) -> String {
+        format!("{}/{}", self.remote, self.branch)
+    }
+
+    fn stop(&self, reason: &SyncError) -> Pass {
+        let reason = reason.to_string();
         if self.status().stopped.as_deref() != Some(reason.as_str()) {
             tracing::error!("git sync stopped: {reason}");
         }
@@ -431,8 +482,8 @@ impl GitSync {
 
     /// Runs `git args…` at the top of the repository, killed after [`GIT_TIMEOUT`], with its
     /// output in the debug log and the run's `git.log`.
-    fn git(&self, args: &[&str]) -> Result<GitOutput, String> {
-        let shown = format!("git {}", args.join(" "));
+    fn git(&self, args: &[&str]) -> Result<GitOutput, GitError> {
+        let shown = crate::git::shown(args);
         let output = crate::git::run(&self.top, args, GIT_TIMEOUT)?;
         let status = output.code.map_or_else(|| "killed by a signal".to_owned(), |code| format!("exit {code}"));
         let report = format!("$ {shown}\n{}{}[{}]\n", output.stdout, output.stderr, status);
@@ -446,18 +497,13 @@ impl GitSync {
     }
 
     /// `git args…`, an error naming the command when it fails.
-    fn git_ok(&self, args: &[&str]) -> Result<String, String> {
-        let output = self.git(args)?;
-        if output.success {
-            Ok(output.stdout)
-        } else {
-            Err(format!("`git {}` failed: {}", args.join(" "), output.stderr.trim()))
-        }
+    fn git_ok(&self, args: &[&str]) -> Result<String, GitError> {
+        Ok(self.git(args)?.ok(&self.top, args)?.stdout)
     }
 
     /// Commits the paths opsflow wrote since the last commit that git tracks (or would:
     /// ignored files such as the runtime directory are left out). Returns whether it committed.
-    fn commit_written(&self, subject: &str, trailers: Option<(&str, &str)>) -> Result<bool, String> {
+    fn commit_written(&self, subject: &str, trailers: Option<(&str, &str)>) -> Result<bool, SyncError> {
         let written: Vec<String> = write::take_written()
             .iter()
             .filter_map(|p| p.strip_prefix(&self.top).ok())
@@ -504,8 +550,7 @@ impl GitSync {
             add.extend(new.iter());
             self.git_ok(&add)?;
         }
-        self.git_ok(&commit_args(subject, &body, &changed))
-            .map_err(|e| format!("cannot commit opsflow's changes: {e}"))?;
+        self.git_ok(&commit_args(subject, &body, &changed)).map_err(SyncError::Commit)?;
         let mut tracked = self.tracked.lock().unwrap_or_else(|p| p.into_inner());
         for path in changed {
             if self.top.join(path).exists() {
@@ -528,7 +573,7 @@ impl GitSync {
     fn push(&self) -> Push {
         let target = format!("HEAD:refs/heads/{}", self.branch);
         match self.git(&["push", "--porcelain", "--", &self.remote, &target]) {
-            Err(e) => Push::Failed(e),
+            Err(e) => Push::Failed(e.to_string()),
             Ok(output) if output.success => {
                 self.reachable(true);
                 Push::Pushed
@@ -553,7 +598,7 @@ impl GitSync {
 
     /// Pushes what is ahead of the remote (`ahead`, as [`Self::sync_to_remote`] found it),
     /// rebasing and retrying with backoff while others push first.
-    fn push_ahead(&self, mut ahead: bool) -> Result<(), SyncError> {
+    fn push_ahead(&self, mut ahead: bool) -> Result<(), Halt> {
         for attempt in 0..PUSH_ATTEMPTS {
             if !ahead {
                 return Ok(());
@@ -566,7 +611,7 @@ impl GitSync {
                 Push::Failed(e) => {
                     self.push_refused.store(true, std::sync::atomic::Ordering::SeqCst);
                     self.unreachable(&e);
-                    return Err(SyncError::Unreachable(e));
+                    return Err(self.unreachable_error(e));
                 }
                 Push::Rejected => ahead = self.sync_to_remote()?,
             }
@@ -576,7 +621,7 @@ impl GitSync {
 
     /// Fetches the branch and rebases local commits onto it; returns whether local commits
     /// are ahead of it.
-    fn sync_to_remote(&self) -> Result<bool, SyncError> {
+    fn sync_to_remote(&self) -> Result<bool, Halt> {
         self.fetch()?;
         self.integrate()
     }
@@ -594,26 +639,24 @@ impl GitSync {
     }
 
     /// Fetches the branch into the remote-tracking ref.
-    fn fetch(&self) -> Result<(), SyncError> {
+    fn fetch(&self) -> Result<(), Halt> {
         let refspec = format!("+refs/heads/{}:{}", self.branch, self.tracking);
-        match self.git(&["fetch", "--quiet", "--no-tags", "--", &self.remote, &refspec]) {
-            Ok(output) if output.success => {}
-            Ok(output) => {
-                let e = last_lines(&output.stderr);
-                self.unreachable(&e);
-                return Err(SyncError::Unreachable(e));
-            }
-            Err(e) => {
-                self.unreachable(&e);
-                return Err(SyncError::Unreachable(e));
-            }
-        }
-        Ok(())
+        let e = match self.git(&["fetch", "--quiet", "--no-tags", "--", &self.remote, &refspec]) {
+            Ok(output) if output.success => return Ok(()),
+            Ok(output) => last_lines(&output.stderr),
+            Err(e) => e.to_string(),
+        };
+        self.unreachable(&e);
+        Err(self.unreachable_error(e))
+    }
+
+    fn unreachable_error(&self, reason: String) -> Halt {
+        Halt::Unreachable(SyncError::Unreachable { remote: self.target(), reason })
     }
 
     /// Rebases local commits onto the remote-tracking branch; returns whether local commits
     /// are ahead of it.
-    fn integrate(&self) -> Result<bool, SyncError> {
+    fn integrate(&self) -> Result<bool, Halt> {
         // The common case, nothing new on either side, costs one call: HEAD is the remote.
         let (head, remote) = self.head_and_remote();
         if head.is_some() && head == remote {
@@ -621,7 +664,7 @@ impl GitSync {
         }
         let up_to_date = self.git(&["merge-base", "--is-ancestor", &self.tracking, "HEAD"]).is_ok_and(|o| o.success);
         if !up_to_date {
-            self.rebase().map_err(SyncError::Stopped)?;
+            self.rebase().map_err(Halt::Stopped)?;
         }
         let (head, remote) = self.head_and_remote();
         Ok(head.is_none() || head != remote)
@@ -643,13 +686,17 @@ impl GitSync {
 
     /// Rebases onto the remote branch, settling the conflicts opsflow may settle; any other
     /// conflict aborts the rebase and is returned as the reason.
-    fn rebase(&self) -> Result<(), String> {
+    fn rebase(&self) -> Result<(), SyncError> {
         let first = self.git(&["rebase", "--autostash", &self.tracking])?;
         if first.success {
             return Ok(());
         }
         if !self.rebase_in_progress() {
-            return Err(format!("`git rebase {}` failed: {}", self.tracking, last_lines(&first.stderr)));
+            return Err(SyncError::Rebase {
+                top: self.top.clone(),
+                onto: self.tracking.clone(),
+                reason: last_lines(&first.stderr),
+            });
         }
         for _ in 0..10_000 {
             if !self.rebase_in_progress() {
@@ -670,7 +717,7 @@ impl GitSync {
                 add.extend(conflicted.iter());
                 if let Err(e) = self.git_ok(&add) {
                     let _ = self.git(&["rebase", "--abort"]);
-                    return Err(e);
+                    return Err(e.into());
                 }
             }
             let next = self.git(&["-c", "core.editor=true", "rebase", "--continue"])?;
@@ -684,12 +731,12 @@ impl GitSync {
             }
         }
         let _ = self.git(&["rebase", "--abort"]);
-        Err("the rebase did not finish".to_owned())
+        Err(SyncError::RebaseUnfinished { top: self.top.clone(), onto: self.tracking.clone() })
     }
 
     /// Settles one conflicted path of a rebase (the caller stages it), or says why it cannot
     /// be settled. `message` caches the message of the commit being replayed.
-    fn settle(&self, path: &str, message: &mut Option<String>) -> Result<(), String> {
+    fn settle(&self, path: &str, message: &mut Option<String>) -> Result<(), SyncError> {
         let absolute = self.top.join(path);
         if path == self.tasks_in_repo || path == self.state_in_repo {
             // The merge driver wrote valid JSON with the remote's value for each field both
@@ -725,18 +772,15 @@ impl GitSync {
             (Some(only), None) | (None, Some(only)) => only,
             (None, None) => return Err(self.conflict_reason(path, "neither side has the file")),
         };
-        let confined = write::confine(&self.top, Path::new(path)).map_err(|e| e.to_string())?;
-        crate::store::file::write_atomic(&confined, winner.as_bytes()).map_err(|e| e.to_string())?;
+        let confined = write::confine(&self.top, Path::new(path))?;
+        crate::store::file::write_atomic(&confined, winner.as_bytes())?;
         let _ = write::take_written();
         tracing::info!("rebase: {path} changed on both sides; kept the newer release's file");
         Ok(())
     }
 
-    fn conflict_reason(&self, path: &str, why: &str) -> String {
-        format!(
-            "rebasing onto {}/{} conflicts in {path}: {why}; opsflow does not guess, so the rebase was aborted and the local commits wait; resolve it by hand (git pull --rebase {} {}) and push",
-            self.remote, self.branch, self.remote, self.branch
-        )
+    fn conflict_reason(&self, path: &str, why: &'static str) -> SyncError {
+        SyncError::Conflict { remote: self.remote.clone(), branch: self.branch.clone(), path: path.to_owned(), why }
     }
 
     /// Whether the claim of `run_id` is still the task's after a rebase.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::Exit;
-use crate::merge::{self, FileKind};
+use crate::merge::{self, FileKind, MergeError, Side};
 use crate::schema::{SchemaName, Schemas};
 use crate::store::file;
 use crate::workspace::read;
@@ -20,16 +20,17 @@ const MAX_INPUT_BYTES: u64 = 1 << 30;
 
 pub fn run(base: &Path, ours: &Path, theirs: &Path, path: Option<&Path>) -> anyhow::Result<Exit> {
     let label = path.map_or_else(|| ours.display().to_string(), |p| p.display().to_string());
-    let read = |file: &PathBuf, side: &str| -> Result<String, String> {
+    let read = |file: &Path, side: Side| -> Result<String, MergeError> {
         let shown = format!("{label} ({side}: {})", file.display());
+        let unreadable = |d| MergeError::Unreadable(Box::new(d));
         match read::read_bytes(file, &shown, MAX_INPUT_BYTES) {
-            Ok(Some(bytes)) => read::check_text(&shown, bytes).map_err(|d| d.to_string()),
-            Ok(None) if side == "base" => Ok(String::new()),
-            Ok(None) => Err(format!("{shown}: does not exist")),
-            Err(d) => Err(d.to_string()),
+            Ok(Some(bytes)) => read::check_text(&shown, bytes).map_err(unreadable),
+            Ok(None) if side == Side::Base => Ok(String::new()),
+            Ok(None) => Err(MergeError::Missing { label: label.clone(), side, file: file.to_owned() }),
+            Err(d) => Err(unreadable(d)),
         }
     };
-    let texts = [(base, "base"), (ours, "ours"), (theirs, "theirs")].map(|(file, side)| read(&file.to_owned(), side));
+    let texts = [(base, Side::Base), (ours, Side::Ours), (theirs, Side::Theirs)].map(|(file, side)| read(file, side));
     let [base_text, ours_text, theirs_text] = match texts {
         [Ok(b), Ok(o), Ok(t)] => [b, o, t],
         failed => {
@@ -58,7 +59,8 @@ pub fn run(base: &Path, ours: &Path, theirs: &Path, path: Option<&Path>) -> anyh
         }
     };
     if let Some(text) = &merged.text {
-        file::write_atomic(ours, text.as_bytes()).map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
+        // A failed write is a failure (exit 1), whatever context it carries.
+        file::write_atomic(ours, text.as_bytes()).map_err(|e| anyhow::Error::new(e).context(label.clone()))?;
     }
     let invalid = merged
         .text

@@ -11,7 +11,7 @@ pub fn run(ws: &Workspace, dry_run: bool, as_json: bool) -> anyhow::Result<Exit>
     require_valid_config(ws)?;
     let _lock = if dry_run { None } else { Some(crate::instance::acquire(ws)?) };
     // `--dry-run` changes nothing, so it neither fetches nor pushes.
-    let sync = if dry_run { None } else { crate::sync::GitSync::open(ws).map_err(anyhow::Error::msg)?.map(Arc::new) };
+    let sync = if dry_run { None } else { crate::sync::GitSync::open(ws)?.map(Arc::new) };
     let engine = match Engine::new(ws, Options { dry_run, sync, ..Options::default() }) {
         Ok(engine) => engine,
         Err(problems) => {

@@ -174,6 +174,33 @@ fn now_seconds() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Why the daemon is not healthy, as `/healthz` says it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unhealthy {
+    #[error("the reconcile loop has stopped")]
+    Stopped,
+    /// Why the watcher is down.
+    #[error(
+        "the file watcher is down ({0}); it is being started again, and a reconcile runs every devops.poll_interval meanwhile"
+    )]
+    WatcherDown(String),
+    /// `limit` in seconds.
+    #[error("stalled: {stall} (the limit is {limit} s)")]
+    Stalled { stall: Stall, limit: u64 },
+    /// The first problem of the latest failed reconcile.
+    #[error("the last {count} reconciles failed; the latest: {latest}")]
+    Failing { count: u64, latest: String },
+}
+
+/// How the reconcile loop stalled, with the seconds it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Stall {
+    #[error("a reconcile has been running for {0} s")]
+    Running(u64),
+    #[error("no reconcile has finished for {0} s")]
+    Idle(u64),
+}
+
 impl Metrics {
     /// Every figure at zero, registered in the order `/metrics` shows them.
     pub fn new() -> Metrics {
@@ -289,36 +316,31 @@ impl Metrics {
     /// `Ok` when the daemon is healthy, else why not: the reconcile loop stopped, the file
     /// watcher is down, its last [`FAILING_AFTER`] reconciles or more all failed, or it stalled
     /// (a reconcile running, or none finished, for longer than the stall limit).
-    pub fn health(&self) -> Result<(), String> {
+    pub fn health(&self) -> Result<(), Unhealthy> {
         if !self.alive.load(Ordering::SeqCst) {
-            return Err("the reconcile loop has stopped".to_owned());
+            return Err(Unhealthy::Stopped);
         }
         let health = self.health_state();
         if let Some(reason) = &health.watcher_down {
-            return Err(format!(
-                "the file watcher is down ({reason}); it is being started again, and a reconcile runs every devops.poll_interval meanwhile"
-            ));
+            return Err(Unhealthy::WatcherDown(reason.clone()));
         }
         let now = Instant::now();
         if let Some(limit) = health.stall_after {
             let stalled = match (health.running_since, health.last_finished) {
                 (Some(since), _) if now.duration_since(since) > limit => {
-                    Some(format!("a reconcile has been running for {} s", now.duration_since(since).as_secs()))
+                    Some(Stall::Running(now.duration_since(since).as_secs()))
                 }
                 (None, Some(last)) if now.duration_since(last) > limit => {
-                    Some(format!("no reconcile has finished for {} s", now.duration_since(last).as_secs()))
+                    Some(Stall::Idle(now.duration_since(last).as_secs()))
                 }
                 _ => None,
             };
-            if let Some(stalled) = stalled {
-                return Err(format!("stalled: {stalled} (the limit is {} s)", limit.as_secs()));
+            if let Some(stall) = stalled {
+                return Err(Unhealthy::Stalled { stall, limit: limit.as_secs() });
             }
         }
         if health.failures_in_a_row >= FAILING_AFTER {
-            return Err(format!(
-                "the last {} reconciles failed; the latest: {}",
-                health.failures_in_a_row, health.last_problem
-            ));
+            return Err(Unhealthy::Failing { count: health.failures_in_a_row, latest: health.last_problem.clone() });
         }
         Ok(())
     }
@@ -399,18 +421,18 @@ mod tests {
             metrics.record(&Summary::default(), 0.1, BTreeMap::new(), false);
         }
         assert_eq!(
-            metrics.health(),
-            Err("the last 3 reconciles failed; the latest: docs/workflow/tasks.json:1:1: invalid JSON".to_owned())
+            metrics.health().unwrap_err().to_string(),
+            "the last 3 reconciles failed; the latest: docs/workflow/tasks.json:1:1: invalid JSON"
         );
         metrics.record(&Summary::default(), 0.1, BTreeMap::new(), true);
         assert_eq!(metrics.health(), Ok(()));
         metrics.set_stall_limit(Duration::ZERO);
         metrics.reconcile_started();
         std::thread::sleep(Duration::from_millis(2));
-        let reason = metrics.health().unwrap_err();
+        let reason = metrics.health().unwrap_err().to_string();
         assert!(reason.starts_with("stalled: a reconcile has been running for"), "{reason}");
         metrics.set_alive(false);
-        assert_eq!(metrics.health(), Err("the reconcile loop has stopped".to_owned()));
+        assert_eq!(metrics.health().unwrap_err().to_string(), "the reconcile loop has stopped");
     }
 
     /// Every family's HELP and TYPE lines as dashboards and alerts know them: the names,
@@ -497,7 +519,7 @@ mod tests {
         assert_eq!(metrics.watcher_running(), None);
         assert_eq!(metrics.health(), Ok(()));
         metrics.watcher_failed("the event stream ended");
-        let reason = metrics.health().unwrap_err();
+        let reason = metrics.health().unwrap_err().to_string();
         assert!(reason.starts_with("the file watcher is down (the event stream ended)"), "{reason}");
         assert!(metrics.render().contains("\nopsflow_watcher_up 0\n"));
         assert_eq!(metrics.watcher_running().as_deref(), Some("the event stream ended"));

@@ -68,7 +68,7 @@ pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Out
         return Err(anyhow::Error::new(invalid).context("the daemon does not start on an invalid config"));
     }
     let lock = crate::instance::acquire(&ws)?;
-    let sync = crate::sync::GitSync::open(&ws).map_err(anyhow::Error::msg)?.map(Arc::new);
+    let sync = crate::sync::GitSync::open(&ws)?.map(Arc::new);
     if let Some(sync) = &sync {
         let _ = handles.metrics.git_sync.set(Arc::clone(sync));
     }

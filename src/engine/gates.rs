@@ -198,31 +198,48 @@ pub fn qa_gate(ws: &Workspace, release: &Release, evidence: &QaEvidence) -> QaVe
     QaVerdict { checks, rejected }
 }
 
+/// Why a figure of the QA JSON report cannot be judged: the text is the failed check's
+/// detail, naming the figure and the report file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FigureError {
+    #[error("figure `{figure}` is missing: there is no qa-test-report.json for this unit")]
+    NoReport { figure: String },
+    #[error("figure `{figure}` is missing in {file}")]
+    Missing { figure: String, file: String },
+    #[error("figure `{figure}` in {file} is not a number")]
+    NotANumber { figure: String, file: String },
+    #[error("no {suite} tests ran (test_results.{suite} in {file} has 0 passed and 0 failed)")]
+    NoTests { suite: String, file: String },
+}
+
 /// A figure from the QA JSON report, or why it is missing.
-fn figure(report: Option<&(String, Value, String)>, pointer: &str, name: &str) -> Result<f64, String> {
+fn figure(report: Option<&(String, Value, String)>, pointer: &str, name: &str) -> Result<f64, FigureError> {
     let Some((file, value, _)) = report else {
-        return Err(format!("figure `{name}` is missing: there is no qa-test-report.json for this unit"));
+        return Err(FigureError::NoReport { figure: name.to_owned() });
     };
     match value.pointer(pointer) {
-        Some(Value::Number(n)) => n.as_f64().ok_or_else(|| format!("figure `{name}` in {file} is not a number")),
+        Some(Value::Number(n)) => {
+            n.as_f64().ok_or_else(|| FigureError::NotANumber { figure: name.to_owned(), file: file.clone() })
+        }
         Some(Value::Bool(b)) => Ok(if *b { 1.0 } else { 0.0 }),
-        _ => Err(format!("figure `{name}` is missing in {file}")),
+        _ => Err(FigureError::Missing { figure: name.to_owned(), file: file.clone() }),
     }
 }
 
-fn pass_rate(report: Option<&(String, Value, String)>, suite: &str) -> Result<(f64, f64, f64), String> {
+fn pass_rate(report: Option<&(String, Value, String)>, suite: &str) -> Result<(f64, f64, f64), FigureError> {
     let passed = figure(report, &format!("/test_results/{suite}/passed"), &format!("test_results.{suite}.passed"))?;
     let failed = figure(report, &format!("/test_results/{suite}/failed"), &format!("test_results.{suite}.failed"))?;
     if passed + failed == 0.0 {
-        return Err(format!("no {suite} tests ran (test_results.{suite} has 0 passed and 0 failed)"));
+        let file = report.map(|(file, _, _)| file.clone()).unwrap_or_default();
+        return Err(FigureError::NoTests { suite: suite.to_owned(), file });
     }
     Ok((passed * 100.0 / (passed + failed), passed, failed))
 }
 
-fn threshold_check(gate: &'static str, name: &str, result: Result<(bool, String), String>) -> Check {
+fn threshold_check(gate: &'static str, name: &str, result: Result<(bool, String), FigureError>) -> Check {
     match result {
         Ok((passed, detail)) => Check::new(gate, name, passed, detail),
-        Err(missing) => Check::new(gate, name, false, missing),
+        Err(missing) => Check::new(gate, name, false, missing.to_string()),
     }
 }
 

@@ -390,7 +390,7 @@ impl<'w> Engine<'w> {
                 Err(why) => {
                     let file = &self.ws.config.paths.tasks;
                     summary.problems.push(
-                        Diagnostic::new(file, crate::workspace::diagnostic::Kind::Schema, why)
+                        Diagnostic::new(file, crate::workspace::diagnostic::Kind::Schema, why.to_string())
                             .pointer(format!("{prefix}/{index}")),
                     );
                     continue;
@@ -697,9 +697,12 @@ impl<'w> Engine<'w> {
                                 }
                             }
                         }
-                        Err(why) => {
-                            checks.push(Check::new("config", &format!("environments.{environment}"), false, why))
-                        }
+                        Err(why) => checks.push(Check::new(
+                            "config",
+                            &format!("environments.{environment}"),
+                            false,
+                            why.to_string(),
+                        )),
                     }
                 }
             }
@@ -812,7 +815,7 @@ impl<'w> Engine<'w> {
                     },
                 ));
             }
-            Err(why) => checks.push(Check::new("production", "environment", false, why)),
+            Err(why) => checks.push(Check::new("production", "environment", false, why.to_string())),
         }
         checks
     }
@@ -1086,7 +1089,7 @@ impl<'w> Engine<'w> {
             && let Err(why) = sync.publish_claim(&id, &node.name, &run_id, task.from_state)
         {
             tracing::info!("{id}: the claim was dropped ({why}); {} does not run", node.name);
-            self.audit.record(&run_id, "claim_dropped", &id, &why, &[]);
+            self.audit.record(&run_id, "claim_dropped", &id, &why.to_string(), &[]);
             // A remote that refused this claim refuses the next: no more tries this pass.
             self.claims_allowed.set(sync.reachable_now());
             return None;

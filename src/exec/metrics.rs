@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::command::Runner;
-use super::http::{self, percent_encode};
+use super::http::{self, HttpError, percent_encode};
 use crate::config::{defaults, duration_text};
 
 /// How long one sample may take, all queries together, unless `metrics.timeout` says otherwise.
@@ -289,7 +289,7 @@ pub fn sample_in(runner: &Runner, spec: &MetricsSpec, cwd: Option<&Path>, env: &
             let label = mask(&format!("GET {url}"));
             match fetch_json(url, deadline, ca_file) {
                 Ok(document) => from_document(spec, label, &document),
-                Err(why) => Sample::unavailable(spec, label, &mask(&format!("GET {url}: {why}"))),
+                Err(why) => Sample::unavailable(spec, label, &mask(&why.to_string())),
             }
         }
         Source::Command(command) => {
@@ -309,7 +309,7 @@ pub fn sample_in(runner: &Runner, spec: &MetricsSpec, cwd: Option<&Path>, env: &
             } else {
                 match parse_command_output(&stdout.bytes) {
                     Ok(document) => from_document(spec, label, &document),
-                    Err(why) => Sample::unavailable(spec, label, &mask(&why)),
+                    Err(why) => Sample::unavailable(spec, label, &mask(&why.to_string())),
                 }
             };
             sample.log = Some(result.log);
@@ -321,7 +321,7 @@ pub fn sample_in(runner: &Runner, spec: &MetricsSpec, cwd: Option<&Path>, env: &
                 match prometheus_query(base, &promql, deadline, ca_file) {
                     Ok(value) => sample.set(&name, value),
                     Err(why) => {
-                        sample.missing.insert(name, mask(&why));
+                        sample.missing.insert(name, mask(&why.to_string()));
                     }
                 }
             }
@@ -333,27 +333,107 @@ pub fn sample_in(runner: &Runner, spec: &MetricsSpec, cwd: Option<&Path>, env: &
     sample
 }
 
-/// A GET within what is left of the sample's timeout, with the metrics body cap.
-fn metrics_get(url: &str, deadline: Instant, ca_file: Option<&Path>) -> Result<(u16, String), String> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err("no time left in the sample's timeout".to_owned());
-    }
-    http::get(url, &http::Request { timeout: left, max_body: http::MAX_METRICS_BODY, ca_file })
-        .map_err(|e| e.to_string())
+/// Why a figure could not be read. The text is the reason a sample, and so the analysis
+/// records and reports, give for the figure; each names the URL, the JSON Pointer or the
+/// PromQL query it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The `http` source gave no answer.
+    #[error("GET {url}: {source}")]
+    Unreachable { url: String, source: GetError },
+    #[error("GET {url}: expected a 2xx status, found {code}")]
+    Status { url: String, code: u16 },
+    /// `found` is the start of the body, `error` the parser's.
+    #[error("GET {url}: expected a JSON body, found {found} ({error})")]
+    NotJson { url: String, found: String, error: String },
+    /// The metrics command's stdout holds no JSON document.
+    #[error("expected a JSON document on stdout, found {found} ({error})")]
+    NoDocument { found: String, error: String },
+    #[error("expected a JSON Pointer starting with `/`, found `{pointer}`")]
+    NotAPointer { pointer: String },
+    #[error("nothing at JSON Pointer `{pointer}`")]
+    NoValue { pointer: String },
+    /// `found` describes the value there.
+    #[error("expected a number at `{pointer}`, found {found}")]
+    NotANumber { pointer: String, found: String },
+    #[error("{why} at `{pointer}`")]
+    NotFinite { pointer: String, why: NoData },
+    /// A Prometheus query that gave no single value.
+    #[error("query `{query}`: {problem}")]
+    Query { query: String, problem: QueryError },
 }
 
-fn fetch_json(url: &str, deadline: Instant, ca_file: Option<&Path>) -> Result<Value, String> {
-    let (status, body) = metrics_get(url, deadline, ca_file)?;
-    if !(200..300).contains(&status) {
-        return Err(format!("expected a 2xx status, found {status}"));
+/// Why a GET of the metrics source gave no response (the caller names the URL).
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    #[error("no time left in the sample's timeout")]
+    NoTimeLeft,
+    #[error(transparent)]
+    Http(#[from] HttpError),
+}
+
+/// A value that is a number but no figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NoData {
+    #[error("no data: the value is NaN")]
+    NaN,
+    #[error("no data: the value is +Inf")]
+    PlusInf,
+    #[error("no data: the value is -Inf")]
+    MinusInf,
+}
+
+/// Why a Prometheus query gave no single value (the caller names the query).
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("GET {base}: {source}")]
+    Unreachable { base: String, source: GetError },
+    #[error("expected a Prometheus API answer (JSON), found HTTP {status} with {found} ({error})")]
+    NotAnAnswer { status: u16, found: String, error: String },
+    /// `answer` is the API's `status` field, `kind` its `errorType`.
+    #[error("Prometheus answered HTTP {status}, status {answer:?}, {kind}: {error}")]
+    Refused { status: u16, answer: String, kind: String, error: String },
+    #[error("expected `data` in the answer, found none")]
+    NoData,
+    #[error("no data: the result is an empty vector")]
+    EmptyVector,
+    #[error("expected one series, found {found} (aggregate them, e.g. with sum() or max())")]
+    Series { found: usize },
+    #[error("expected an instant vector or a scalar, found result type `{kind}`")]
+    ResultType { kind: String },
+    #[error("expected a [time, \"value\"] pair in the result, found none")]
+    NoPair,
+    #[error("expected a number, found {text:?}")]
+    NotANumber { text: String },
+    #[error(transparent)]
+    NotFinite(NoData),
+}
+
+/// A GET within what is left of the sample's timeout, with the metrics body cap.
+fn metrics_get(url: &str, deadline: Instant, ca_file: Option<&Path>) -> Result<(u16, String), GetError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(GetError::NoTimeLeft);
     }
-    serde_json::from_str(&body).map_err(|e| format!("expected a JSON body, found {} ({e})", excerpt(&body)))
+    Ok(http::get(url, &http::Request { timeout: left, max_body: http::MAX_METRICS_BODY, ca_file })?)
+}
+
+fn fetch_json(url: &str, deadline: Instant, ca_file: Option<&Path>) -> Result<Value, MetricsError> {
+    let (status, body) = metrics_get(url, deadline, ca_file)
+        .map_err(|source| MetricsError::Unreachable { url: url.to_owned(), source })?;
+    if !(200..300).contains(&status) {
+        return Err(MetricsError::Status { url: url.to_owned(), code: status });
+    }
+    serde_json::from_str(&body).map_err(|e| MetricsError::NotJson {
+        url: url.to_owned(),
+        found: excerpt(&body),
+        error: e.to_string(),
+    })
 }
 
 /// The command's stdout as one JSON document; a command that logs lines before its JSON is
 /// read from its last non-empty line.
-fn parse_command_output(stdout: &[u8]) -> Result<Value, String> {
+fn parse_command_output(stdout: &[u8]) -> Result<Value, MetricsError> {
     let text = String::from_utf8_lossy(stdout);
     let whole = serde_json::from_str(text.trim());
     match whole {
@@ -363,7 +443,7 @@ fn parse_command_output(stdout: &[u8]) -> Result<Value, String> {
             .rev()
             .find(|line| !line.trim().is_empty())
             .and_then(|line| serde_json::from_str(line.trim()).ok())
-            .ok_or_else(|| format!("expected a JSON document on stdout, found {} ({e})", excerpt(&text))),
+            .ok_or_else(|| MetricsError::NoDocument { found: excerpt(&text), error: e.to_string() }),
     }
 }
 
@@ -373,7 +453,7 @@ fn from_document(spec: &MetricsSpec, source: String, document: &Value) -> Sample
         match read_pointer(document, &pointer) {
             Ok(value) => sample.set(&name, value),
             Err(why) => {
-                sample.missing.insert(name, why);
+                sample.missing.insert(name, why.to_string());
             }
         }
     }
@@ -382,71 +462,63 @@ fn from_document(spec: &MetricsSpec, source: String, document: &Value) -> Sample
 }
 
 /// The finite number at `pointer`.
-fn read_pointer(document: &Value, pointer: &str) -> Result<f64, String> {
+fn read_pointer(document: &Value, pointer: &str) -> Result<f64, MetricsError> {
     if !pointer.is_empty() && !pointer.starts_with('/') {
-        return Err(format!("expected a JSON Pointer starting with `/`, found `{pointer}`"));
+        return Err(MetricsError::NotAPointer { pointer: pointer.to_owned() });
     }
-    let value = document.pointer(pointer).ok_or_else(|| format!("nothing at JSON Pointer `{pointer}`"))?;
+    let value = document.pointer(pointer).ok_or_else(|| MetricsError::NoValue { pointer: pointer.to_owned() })?;
     let number = match value {
         Value::Number(number) => number.as_f64(),
         Value::String(text) => text.trim().parse::<f64>().ok(),
         _ => None,
     }
-    .ok_or_else(|| format!("expected a number at `{pointer}`, found {}", describe_json(value)))?;
-    finite(number).map_err(|why| format!("{why} at `{pointer}`"))
+    .ok_or_else(|| MetricsError::NotANumber { pointer: pointer.to_owned(), found: describe_json(value) })?;
+    finite(number).map_err(|why| MetricsError::NotFinite { pointer: pointer.to_owned(), why })
 }
 
-fn finite(number: f64) -> Result<f64, String> {
+fn finite(number: f64) -> Result<f64, NoData> {
     if number.is_nan() {
-        Err("no data: the value is NaN".to_owned())
+        Err(NoData::NaN)
     } else if number.is_infinite() {
-        Err(format!("no data: the value is {}", if number > 0.0 { "+Inf" } else { "-Inf" }))
+        Err(if number > 0.0 { NoData::PlusInf } else { NoData::MinusInf })
     } else {
         Ok(number)
     }
 }
 
 /// Runs one PromQL instant query and returns its single value.
-fn prometheus_query(base: &str, promql: &str, deadline: Instant, ca_file: Option<&Path>) -> Result<f64, String> {
+fn prometheus_query(base: &str, promql: &str, deadline: Instant, ca_file: Option<&Path>) -> Result<f64, MetricsError> {
+    let in_query = |problem: QueryError| MetricsError::Query { query: promql.to_owned(), problem };
     let url = format!("{}/api/v1/query?query={}", base.trim_end_matches('/'), percent_encode(promql));
-    let in_query = |why: String| format!("query `{promql}`: {why}");
-    let (status, body) = metrics_get(&url, deadline, ca_file).map_err(|e| in_query(format!("GET {base}: {e}")))?;
-    let answer: Value = serde_json::from_str(&body).map_err(|e| {
-        in_query(format!("expected a Prometheus API answer (JSON), found HTTP {status} with {} ({e})", excerpt(&body)))
-    })?;
+    let (status, body) = metrics_get(&url, deadline, ca_file)
+        .map_err(|source| in_query(QueryError::Unreachable { base: base.to_owned(), source }))?;
+    let answer: Value = serde_json::from_str(&body)
+        .map_err(|e| in_query(QueryError::NotAnAnswer { status, found: excerpt(&body), error: e.to_string() }))?;
     if answer.get("status").and_then(Value::as_str) != Some("success") || !(200..300).contains(&status) {
-        let kind = answer.get("errorType").and_then(Value::as_str).unwrap_or("unknown");
-        let error = answer.get("error").and_then(Value::as_str).unwrap_or("no error message");
-        return Err(in_query(format!(
-            "Prometheus answered HTTP {status}, status {:?}, {kind}: {error}",
-            answer.get("status").and_then(Value::as_str).unwrap_or("missing")
-        )));
+        let text = |field: &str, default: &str| answer.get(field).and_then(Value::as_str).unwrap_or(default).to_owned();
+        return Err(in_query(QueryError::Refused {
+            status,
+            answer: text("status", "missing"),
+            kind: text("errorType", "unknown"),
+            error: text("error", "no error message"),
+        }));
     }
-    let data = answer.get("data").ok_or_else(|| in_query("expected `data` in the answer, found none".to_owned()))?;
+    let data = answer.get("data").ok_or_else(|| in_query(QueryError::NoData))?;
     let result_type = data.get("resultType").and_then(Value::as_str).unwrap_or("missing");
     let result = data.get("result");
     let sample = match (result_type, result) {
         ("vector", Some(Value::Array(series))) => match series.as_slice() {
-            [] => return Err(in_query("no data: the result is an empty vector".to_owned())),
+            [] => return Err(in_query(QueryError::EmptyVector)),
             [one] => one.get("value"),
-            many => {
-                return Err(in_query(format!(
-                    "expected one series, found {} (aggregate them, e.g. with sum() or max())",
-                    many.len()
-                )));
-            }
+            many => return Err(in_query(QueryError::Series { found: many.len() })),
         },
         ("scalar", Some(value)) => Some(value),
-        (kind, _) => {
-            return Err(in_query(format!("expected an instant vector or a scalar, found result type `{kind}`")));
-        }
+        (kind, _) => return Err(in_query(QueryError::ResultType { kind: kind.to_owned() })),
     };
-    let text = sample
-        .and_then(|pair| pair.get(1))
-        .and_then(Value::as_str)
-        .ok_or_else(|| in_query("expected a [time, \"value\"] pair in the result, found none".to_owned()))?;
-    let number: f64 = text.parse().map_err(|_| in_query(format!("expected a number, found {text:?}")))?;
-    finite(number).map_err(in_query)
+    let text =
+        sample.and_then(|pair| pair.get(1)).and_then(Value::as_str).ok_or_else(|| in_query(QueryError::NoPair))?;
+    let number: f64 = text.parse().map_err(|_| in_query(QueryError::NotANumber { text: text.to_owned() }))?;
+    finite(number).map_err(|why| in_query(QueryError::NotFinite(why)))
 }
 
 fn describe_json(value: &Value) -> String {
@@ -499,24 +571,25 @@ mod tests {
     #[test]
     fn pointers_read_finite_numbers_only() {
         let document = json!({"e": 1.5, "s": "2.5", "n": null, "o": {}, "nan": "NaN", "inf": "+Inf", "t": true});
-        assert_eq!(read_pointer(&document, "/e"), Ok(1.5));
-        assert_eq!(read_pointer(&document, "/s"), Ok(2.5));
-        assert_eq!(read_pointer(&document, "/n").unwrap_err(), "expected a number at `/n`, found null");
-        assert_eq!(read_pointer(&document, "/o").unwrap_err(), "expected a number at `/o`, found an object");
-        assert_eq!(read_pointer(&document, "/t").unwrap_err(), "expected a number at `/t`, found the boolean true");
-        assert_eq!(read_pointer(&document, "/nan").unwrap_err(), "no data: the value is NaN at `/nan`");
-        assert_eq!(read_pointer(&document, "/inf").unwrap_err(), "no data: the value is +Inf at `/inf`");
-        assert_eq!(read_pointer(&document, "/missing").unwrap_err(), "nothing at JSON Pointer `/missing`");
-        assert!(read_pointer(&document, "e").unwrap_err().contains("starting with `/`"));
+        let why = |pointer: &str| read_pointer(&document, pointer).unwrap_err().to_string();
+        assert_eq!(read_pointer(&document, "/e").unwrap(), 1.5);
+        assert_eq!(read_pointer(&document, "/s").unwrap(), 2.5);
+        assert_eq!(why("/n"), "expected a number at `/n`, found null");
+        assert_eq!(why("/o"), "expected a number at `/o`, found an object");
+        assert_eq!(why("/t"), "expected a number at `/t`, found the boolean true");
+        assert_eq!(why("/nan"), "no data: the value is NaN at `/nan`");
+        assert_eq!(why("/inf"), "no data: the value is +Inf at `/inf`");
+        assert_eq!(why("/missing"), "nothing at JSON Pointer `/missing`");
+        assert!(why("e").contains("starting with `/`"));
     }
 
     #[test]
     fn command_output_may_log_before_its_json() {
         assert_eq!(parse_command_output(b"{\"a\": 1}\n").unwrap(), json!({"a": 1}));
         assert_eq!(parse_command_output(b"querying...\n{\"a\": 2}\n\n").unwrap(), json!({"a": 2}));
-        let error = parse_command_output(b"oops\n").unwrap_err();
+        let error = parse_command_output(b"oops\n").unwrap_err().to_string();
         assert!(error.starts_with("expected a JSON document on stdout, found \"oops\""), "{error}");
-        assert!(parse_command_output(b"").unwrap_err().contains("found nothing"));
+        assert!(parse_command_output(b"").unwrap_err().to_string().contains("found nothing"));
     }
 
     #[test]

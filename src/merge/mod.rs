@@ -19,12 +19,14 @@ pub mod setup;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 
 use serde_json::Value;
 
 use crate::store::edit::{self, FieldOp, Splice, Style};
 use crate::store::json::{self, Span, SyntaxError};
 use crate::store::tasks::{self, Layout, LayoutError, TaskHead};
+use crate::workspace::diagnostic::Diagnostic;
 
 /// Which workflow file is merged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +96,13 @@ pub enum MergeError {
     Shape { side: Side, message: String },
     #[error("the merged text is not valid JSON ({0}); this is a bug in opsflow, and the file was left as ours")]
     Invalid(String),
+    /// A version git handed the driver is not there (`label` is the file being merged).
+    #[error("{label} ({side}: {}): does not exist", file.display())]
+    Missing { label: String, side: Side, file: PathBuf },
+    /// A version git handed the driver cannot be read or is not text; the diagnostic names
+    /// the file.
+    #[error("{0}")]
+    Unreadable(Box<Diagnostic>),
 }
 
 impl MergeError {

@@ -10,7 +10,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::store::file;
+use crate::git::GitError;
+use crate::store::file::{self, StoreError};
 
 /// How long one git command may take before it is killed.
 const GIT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -20,8 +21,23 @@ pub const DRIVER: &str = "opsflow";
 
 pub use crate::git::GitOutput;
 
+/// Why [`install`] could not wire the driver in: each names the file or repository.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    /// `.gitattributes` could not be written.
+    #[error(transparent)]
+    Write(#[from] StoreError),
+    #[error("cannot find the opsflow executable to name in the git config of {}: {source}", top.display())]
+    Executable { top: PathBuf, source: std::io::Error },
+    /// A git command that could not run, did not finish, or failed (`git config`).
+    #[error(transparent)]
+    Git(#[from] GitError),
+}
+
 /// Runs `git args…` in `dir`, killing it after [`GIT_TIMEOUT`].
-pub fn git(dir: &Path, args: &[&str]) -> Result<GitOutput, String> {
+pub fn git(dir: &Path, args: &[&str]) -> Result<GitOutput, GitError> {
     crate::git::run(dir, args, GIT_TIMEOUT)
 }
 
@@ -81,12 +97,12 @@ pub struct Installed {
 
 /// Writes the missing lines into the repository's `.gitattributes` and sets
 /// `merge.opsflow.driver` and `merge.opsflow.name` in the repository's config.
-pub fn install(top: &Path, lines: &[String]) -> Result<Installed, String> {
+pub fn install(top: &Path, lines: &[String]) -> Result<Installed, SetupError> {
     let path = top.join(".gitattributes");
     let existing = match fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(source) => return Err(SetupError::Read { path, source }),
     };
     let present = |line: &str| {
         let wanted: Vec<&str> = line.split_whitespace().collect();
@@ -106,16 +122,14 @@ pub fn install(top: &Path, lines: &[String]) -> Result<Installed, String> {
             text.push_str(line);
             text.push_str(newline);
         }
-        file::write_atomic(&path, text.as_bytes()).map_err(|e| e.to_string())?;
+        file::write_atomic(&path, text.as_bytes())?;
     }
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the opsflow executable: {e}"))?;
+    let exe = std::env::current_exe().map_err(|source| SetupError::Executable { top: top.to_owned(), source })?;
     let driver = format!("{} merge-driver %O %A %B %P", shell_word(&exe.to_string_lossy()));
     let name = "opsflow: tasks.json by task id and state.json by node name, field by field".to_owned();
     for (key, value) in [(format!("merge.{DRIVER}.driver"), &driver), (format!("merge.{DRIVER}.name"), &name)] {
-        let output = git(top, &["config", "--local", &key, value])?;
-        if !output.success {
-            return Err(format!("`git config {key}` failed: {}", output.stderr.trim()));
-        }
+        let args = ["config", "--local", &key, value];
+        git(top, &args)?.ok(top, &args)?;
     }
     Ok(Installed { gitattributes: path, added, driver, name })
 }

@@ -17,28 +17,36 @@ pub fn release_dir(ws: &Workspace, release: &Release) -> String {
 
 /// Checks a release directory against its `SHA256SUMS`: every listed file matches and no
 /// file is unlisted. Returns the listed files.
-pub fn verify_release(dir: &Path) -> Result<Vec<(String, String)>, String> {
-    let sums = fs::read_to_string(dir.join("SHA256SUMS")).map_err(|e| format!("{}/SHA256SUMS: {e}", dir.display()))?;
+pub fn verify_release(dir: &Path) -> Result<Vec<(String, String)>, ReleaseError> {
+    let dir_buf = || dir.to_owned();
+    let sums =
+        fs::read_to_string(dir.join("SHA256SUMS")).map_err(|source| ReleaseError::Sums { dir: dir_buf(), source })?;
     let mut listed = Vec::new();
     for line in sums.lines().filter(|l| !l.trim().is_empty()) {
-        let (hash, file) = line.split_once("  ").ok_or_else(|| format!("SHA256SUMS: malformed line {line:?}"))?;
+        let (hash, file) =
+            line.split_once("  ").ok_or_else(|| ReleaseError::Malformed { dir: dir_buf(), line: line.to_owned() })?;
         if file.contains("..") || file.starts_with('/') {
-            return Err(format!("SHA256SUMS names a path outside the release: {file}"));
+            return Err(ReleaseError::Outside { dir: dir_buf(), file: file.to_owned() });
         }
-        let actual = sha256::file_hex(&dir.join(file)).map_err(|e| format!("{file}: {e}"))?;
+        let actual = sha256::file_hex(&dir.join(file)).map_err(|source| ReleaseError::Unreadable {
+            dir: dir_buf(),
+            file: file.to_owned(),
+            source,
+        })?;
         if actual != hash {
-            return Err(format!(
-                "{file} does not match SHA256SUMS (expected {hash}, found {actual}): the release was changed after it was built"
-            ));
+            return Err(ReleaseError::Mismatch {
+                dir: dir_buf(),
+                file: file.to_owned(),
+                expected: hash.to_owned(),
+                actual,
+            });
         }
         listed.push((file.to_owned(), hash.to_owned()));
     }
     let mut present = Vec::new();
-    collect_files(dir, dir, &mut present).map_err(|e| e.to_string())?;
+    collect_files(dir, dir, &mut present).map_err(|source| ReleaseError::List { dir: dir_buf(), source })?;
     if let Some(extra) = present.iter().find(|f| *f != "SHA256SUMS" && !listed.iter().any(|(l, _)| l == *f)) {
-        return Err(format!(
-            "{extra} is in the release but not in SHA256SUMS: the release was changed after it was built"
-        ));
+        return Err(ReleaseError::Unlisted { dir: dir_buf(), file: extra.clone() });
     }
     Ok(listed)
 }
@@ -206,4 +214,40 @@ pub(crate) fn check_built_digest(run: &NodeRun<'_>, dir: &Path) -> Result<(), No
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_reason_a_release_is_refused_names_its_directory_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let release = dir.path();
+        let shown = release.display();
+        let missing = verify_release(release).unwrap_err();
+        assert!(matches!(missing, ReleaseError::Sums { .. }), "{missing:?}");
+        assert!(missing.to_string().starts_with(&format!("{shown}/SHA256SUMS: ")), "{missing}");
+        fs::write(release.join("index.html"), "<h1>1.0.0</h1>\n").unwrap();
+        let digest = sha256::hex(b"<h1>1.0.0</h1>\n");
+        fs::write(release.join("SHA256SUMS"), format!("{digest}  index.html\n")).unwrap();
+        assert_eq!(verify_release(release).unwrap(), [("index.html".to_owned(), digest.clone())]);
+        fs::write(release.join("index.html"), "<h1>changed</h1>\n").unwrap();
+        let changed = verify_release(release).unwrap_err().to_string();
+        assert!(
+            changed.starts_with(&format!("{shown}/index.html does not match SHA256SUMS (expected {digest}, found ")),
+            "{changed}"
+        );
+        fs::write(release.join("index.html"), "<h1>1.0.0</h1>\n").unwrap();
+        fs::write(release.join("extra.js"), "").unwrap();
+        assert_eq!(
+            verify_release(release).unwrap_err().to_string(),
+            format!(
+                "{shown}/extra.js is in the release but not in SHA256SUMS: the release was changed after it was built"
+            )
+        );
+        fs::write(release.join("SHA256SUMS"), format!("{digest}  index.html\n{digest}  gone.css\n")).unwrap();
+        let gone = verify_release(release).unwrap_err().to_string();
+        assert!(gone.starts_with(&format!("{shown}/gone.css: ")), "{gone}");
+    }
 }

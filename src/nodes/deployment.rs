@@ -7,10 +7,10 @@
 use super::*;
 
 pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeError> {
-    let env = EnvConfig::load(&run.ws.config, environment).map_err(|e| NodeError::new("environment", e))?;
+    let env = EnvConfig::load(&run.ws.config, environment).map_err(|e| NodeError::new("environment", e.to_string()))?;
     let lock = match lock_environment(run, &env)? {
         Ok(lock) => lock,
-        Err(held) => return Ok(Outcome::Blocked { reason: held, escalate: false }),
+        Err(held) => return Ok(Outcome::Blocked { reason: held.to_string(), escalate: false }),
     };
     let mut vars = run.env_vars(environment);
     vars.push(("OPSFLOW_VERSION".into(), run.release.version.to_string()));
@@ -173,8 +173,12 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     Ok(outcome)
 }
 
-/// Takes the deploy lock of `env`; `Ok(Err(..))` names the live holder that refuses it.
-pub(crate) fn lock_environment(run: &NodeRun<'_>, env: &EnvConfig) -> Result<Result<DeployLock, String>, NodeError> {
+/// Takes the deploy lock of `env`; `Ok(Err(..))` is [`DeployLockError::Held`], which names the
+/// live holder that refuses it and the lock file.
+pub(crate) fn lock_environment(
+    run: &NodeRun<'_>,
+    env: &EnvConfig,
+) -> Result<Result<DeployLock, DeployLockError>, NodeError> {
     let holder = Holder { agent: run.ws.config.agent.name.clone(), run_id: run.run_id.clone(), task: run.task_id() };
     match deploy_lock::acquire(&env.lock_path(run.ws), &env.name, &holder) {
         Ok(lock) => {
@@ -183,7 +187,7 @@ pub(crate) fn lock_environment(run: &NodeRun<'_>, env: &EnvConfig) -> Result<Res
             }
             Ok(Ok(lock))
         }
-        Err(held @ DeployLockError::Held { .. }) => Ok(Err(held.to_string())),
+        Err(held @ DeployLockError::Held { .. }) => Ok(Err(held)),
         Err(e) => Err(NodeError::new("lock", e.to_string())),
     }
 }
@@ -278,7 +282,7 @@ pub(crate) enum Resumed {
 /// Checks a release against its SHA256SUMS and copies it, without that file, to `payload`,
 /// the directory it is deployed from. Nothing is left at `payload` on error.
 pub(crate) fn stage_release(dir: &Path, payload: &Path) -> Result<(), NodeError> {
-    verify_release(dir).map_err(|e| NodeError::new("checksums", e))?;
+    verify_release(dir).map_err(|e| NodeError::new("checksums", e.to_string()))?;
     let _ = fs::remove_dir_all(payload);
     if let Err(e) = copy_tree(dir, payload) {
         let _ = fs::remove_dir_all(payload);
@@ -739,7 +743,7 @@ pub(crate) fn next_steps(status: &str) -> Vec<String> {
 }
 
 pub(crate) fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeError> {
-    let env = EnvConfig::load(&run.ws.config, environment).map_err(|e| NodeError::new("environment", e))?;
+    let env = EnvConfig::load(&run.ws.config, environment).map_err(|e| NodeError::new("environment", e.to_string()))?;
     // A production deploy verifies its release in the same run; a verification task for the
     // same version then has nothing left to watch.
     if let Ok(Lookup::Found(r15)) = release::find(run.ws, "R15-verification-result.md", &run.release())
@@ -757,7 +761,7 @@ pub(crate) fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<O
     }
     let _lock = match lock_environment(run, &env)? {
         Ok(lock) => lock,
-        Err(held) => return Ok(Outcome::Blocked { reason: held, escalate: false }),
+        Err(held) => return Ok(Outcome::Blocked { reason: held.to_string(), escalate: false }),
     };
     let mut vars = run.env_vars(environment);
     vars.push(("OPSFLOW_VERSION".into(), run.release.version.to_string()));
@@ -850,10 +854,11 @@ pub(crate) fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, Node
         None
     };
     let environment = rollback_environment(run.task, decision.as_ref());
-    let env = EnvConfig::load(&run.ws.config, &environment).map_err(|e| NodeError::new("environment", e))?;
+    let env =
+        EnvConfig::load(&run.ws.config, &environment).map_err(|e| NodeError::new("environment", e.to_string()))?;
     let _lock = match lock_environment(run, &env)? {
         Ok(lock) => lock,
-        Err(held) => return Ok(Outcome::Blocked { reason: held, escalate: false }),
+        Err(held) => return Ok(Outcome::Blocked { reason: held.to_string(), escalate: false }),
     };
     if let Some(journal) = Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e.to_string()))? {
         return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false });

@@ -79,7 +79,7 @@ pub(crate) fn ci_pipeline_setup(run: &mut NodeRun<'_>) -> Result<Outcome, NodeEr
 }
 
 pub(crate) fn staging_environment_setup(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
-    let env = EnvConfig::load(&run.ws.config, "staging").map_err(|e| NodeError::new("environment", e))?;
+    let env = EnvConfig::load(&run.ws.config, "staging").map_err(|e| NodeError::new("environment", e.to_string()))?;
     let vars = run.env_vars("staging");
     let mut steps = Vec::new();
     if let Some(local) = env.local(&run.ws.root) {

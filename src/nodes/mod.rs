@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::engine::artifacts::{self, Artifact};
 use crate::engine::gates::{self, Decision};
 use crate::exec::command::{Runner, StepResult};
-use crate::release::{self, Lookup, Release, Scope};
+use crate::release::{self, Lookup, Release, ReleaseError, Scope};
 use crate::render::Renderer;
 use crate::rollout::analysis::Baseline;
 use crate::rollout::deploy::{self, DeployReport, EnvConfig, Monitoring, RollbackReport, Rollout};
@@ -292,7 +292,8 @@ impl NodeRun<'_> {
     /// Keeps this release's copy of an output in its history folder.
     fn keep(&mut self, name: &str, text: &str) -> Result<(), NodeError> {
         let masked = self.runner.secrets.mask(text);
-        release::keep_in_history(self.ws, &self.release(), name, &masked).map_err(|e| NodeError::new("history", e))?;
+        release::keep_in_history(self.ws, &self.release(), name, &masked)
+            .map_err(|e| NodeError::new("history", e.to_string()))?;
         Ok(())
     }
 

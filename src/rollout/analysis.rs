@@ -174,6 +174,20 @@ impl Default for Thresholds {
     }
 }
 
+/// Why the baseline has no p95 the ratio trigger can use; the text is the note the analysis
+/// records.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BaselineError {
+    /// `shown` is the p95 as the reports show it.
+    #[error("the baseline p95 is {shown}, expected more than 0")]
+    NotPositive { shown: String },
+    /// Why the baseline sample missed the figure (the sample's reason names its source).
+    #[error("baseline: {why}")]
+    Unread { why: String },
+    #[error("the baseline has no latency_p95_ms")]
+    NotRead,
+}
+
 /// The metrics before the deploy, which the p95 trigger is relative to.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Baseline {
@@ -186,14 +200,14 @@ impl Baseline {
     }
 
     /// The baseline p95 the ratio trigger can use, or why there is none.
-    pub fn latency_p95_ms(&self) -> Result<f64, String> {
+    pub fn latency_p95_ms(&self) -> Result<f64, BaselineError> {
         match self.sample.latency_p95_ms {
             Some(p95) if p95.is_finite() && p95 > 0.0 => Ok(p95),
-            Some(p95) => Err(format!("the baseline p95 is {}, expected more than 0", Figure::LatencyP95Ms.show(p95))),
+            Some(p95) => Err(BaselineError::NotPositive { shown: Figure::LatencyP95Ms.show(p95) }),
             None => Err(self
                 .sample
                 .why_missing(Figure::LatencyP95Ms)
-                .map_or_else(|| "the baseline has no latency_p95_ms".to_owned(), |why| format!("baseline: {why}"))),
+                .map_or(BaselineError::NotRead, |why| BaselineError::Unread { why: why.to_owned() })),
         }
     }
 }

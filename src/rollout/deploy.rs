@@ -33,10 +33,28 @@ use crate::rollout::local::{Deployment, History, LocalEnv, Strategy};
 use crate::workspace::Workspace;
 
 /// One environment from the config.
+/// An environment the config does not define or defines wrongly, or a command of it that
+/// is not set or failed. Each names the config file or the step's log.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    #[error("{config} has no `environments.{name}`")]
+    Missing { config: String, name: String },
+    #[error("`environments.{name}` in {config}: {source}")]
+    Invalid { config: String, name: String, source: serde_json::Error },
+    #[error("`environments.{env}.commands.{command}` is not set in {config}")]
+    NoCommand { config: String, env: String, command: String },
+    /// The command ran and failed: its step's summary, which names the log.
+    #[error("{summary}")]
+    Failed { summary: String },
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct EnvConfig {
     #[serde(skip)]
     pub name: String,
+    /// The config file that defines it, as messages name it.
+    #[serde(skip)]
+    pub config: String,
     pub provider: String,
     #[serde(default)]
     pub strategy: Option<String>,
@@ -101,11 +119,19 @@ impl<'de> Deserialize<'de> for CommandSpec {
 pub const DEFAULT_KEEP_RELEASES: usize = 5;
 
 impl EnvConfig {
-    pub fn load(config: &Config, name: &str) -> Result<EnvConfig, String> {
-        let raw = config.environments.get(name).ok_or_else(|| format!("the config has no `environments.{name}`"))?;
-        let mut env: EnvConfig =
-            serde_json::from_value(raw.clone()).map_err(|e| format!("`environments.{name}`: {e}"))?;
+    pub fn load(config: &Config, name: &str) -> Result<EnvConfig, EnvError> {
+        let file = if config.label.is_empty() { "the config".to_owned() } else { config.label.clone() };
+        let raw = config
+            .environments
+            .get(name)
+            .ok_or_else(|| EnvError::Missing { config: file.clone(), name: name.to_owned() })?;
+        let mut env: EnvConfig = serde_json::from_value(raw.clone()).map_err(|source| EnvError::Invalid {
+            config: file.clone(),
+            name: name.to_owned(),
+            source,
+        })?;
         env.name = name.to_owned();
+        env.config = file;
         Ok(env)
     }
 
@@ -392,9 +418,13 @@ impl Rollout<'_> {
         name: &str,
         step: &str,
         extra: &[(String, String)],
-    ) -> Result<(), String> {
+    ) -> Result<(), EnvError> {
         let Some((command, timeout)) = self.env.command(name) else {
-            return Err(format!("`environments.{}.commands.{name}` is not set", self.env.name));
+            return Err(EnvError::NoCommand {
+                config: self.env.config.clone(),
+                env: self.env.name.clone(),
+                command: name.to_owned(),
+            });
         };
         self.journal.changed = true;
         self.save();
@@ -406,7 +436,7 @@ impl Rollout<'_> {
         let summary = result.summary();
         report.note(format!("Ran `{name}`"), if ok { "SUCCESS" } else { "FAILED" });
         report.steps.push(result);
-        if ok { Ok(()) } else { Err(summary) }
+        if ok { Ok(()) } else { Err(EnvError::Failed { summary }) }
     }
 }
 
@@ -579,7 +609,7 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
         if strategy != "rolling"
             && let Err(why) = rollout.command(report, "deploy", "deploy", &first)
         {
-            return give_up(rollout, report, "deploy", why);
+            return give_up(rollout, report, "deploy", why.to_string());
         }
     }
     let stages = stages(env);
@@ -635,7 +665,7 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
     if strategy == "canary" && env.command("promote").is_some() {
         let full = [("OPSFLOW_WEIGHT".to_owned(), "100".to_owned())];
         if let Err(why) = rollout.command(report, "promote", "promote", &full) {
-            return give_up(rollout, report, "promote", why);
+            return give_up(rollout, report, "promote", why.to_string());
         }
         rollout.journal.weight = 100;
         report.weight = 100;
@@ -697,7 +727,7 @@ fn deploy_blue_green(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
     }
     rollout.journal.switched = true;
     if let Err(why) = rollout.command(report, "switch", "switch", &sides) {
-        return give_up(rollout, report, "switch", why);
+        return give_up(rollout, report, "switch", why.to_string());
     }
     let (health, failure) = run_checks(rollout.runner, "health", &env.health_checks, &check_dir, &vars);
     report.extend_health(health);
@@ -1245,4 +1275,25 @@ pub fn rollback_to(
     let baseline = journal.and_then(|j| j.baseline.as_ref());
     verify_rollback(runner, env, vars, &mut report, true, baseline, &ws.config.devops.rollback_triggers);
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_environment_the_config_lacks_or_gets_wrong_is_named_with_the_file() {
+        let mut config = Config { label: "ops/project-config.json".into(), ..Config::default() };
+        let missing = EnvConfig::load(&config, "staging").unwrap_err();
+        assert_eq!(missing.to_string(), "ops/project-config.json has no `environments.staging`");
+        config.environments.insert("staging".into(), serde_json::json!({"provider": 3}));
+        let invalid = EnvConfig::load(&config, "staging").unwrap_err().to_string();
+        assert!(invalid.starts_with("`environments.staging` in ops/project-config.json: invalid type"), "{invalid}");
+        config.environments.insert("staging".into(), serde_json::json!({"provider": "command"}));
+        let env = EnvConfig::load(&config, "staging").unwrap();
+        assert_eq!(env.config, "ops/project-config.json");
+        // The built-in defaults have no file.
+        let unnamed = EnvConfig::load(&Config::default(), "production").unwrap_err();
+        assert_eq!(unnamed.to_string(), "the config has no `environments.production`");
+    }
 }

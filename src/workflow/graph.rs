@@ -117,6 +117,15 @@ impl Node {
     }
 }
 
+/// A task no node of the workflow runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GraphError {
+    #[error("the task names node `{node}`, which the workflow `{workflow}` does not have")]
+    UnknownNode { node: String, workflow: String },
+    #[error("no node of the workflow `{workflow}` handles the task type `{kind}`")]
+    NoNodeForType { kind: String, workflow: String },
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Graph {
     pub name: String,
@@ -268,17 +277,17 @@ impl Graph {
     }
 
     /// The node a task runs: its `node` field, else the node that lists its type.
-    pub fn node_for_task(&self, task: &Value) -> Result<&Node, String> {
+    pub fn node_for_task(&self, task: &Value) -> Result<&Node, GraphError> {
         if let Some(name) = task.get("node").and_then(Value::as_str) {
             return self
                 .node(name)
-                .ok_or_else(|| format!("the task names node `{name}`, which the workflow does not have"));
+                .ok_or_else(|| GraphError::UnknownNode { node: name.to_owned(), workflow: self.name.clone() });
         }
         let kind = task.get("type").and_then(Value::as_str).unwrap_or_default();
         self.nodes
             .iter()
             .find(|n| n.task_types.iter().any(|t| t == kind))
-            .ok_or_else(|| format!("no workflow node handles the task type `{kind}`"))
+            .ok_or_else(|| GraphError::NoNodeForType { kind: kind.to_owned(), workflow: self.name.clone() })
     }
 
     /// The graph in Mermaid, with node statuses from `state.json` and current nodes marked.

@@ -225,17 +225,28 @@ pub fn file_name_part(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
+/// A value that cannot be part of a file name; each names the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathComponentError {
+    #[error("`{0}` cannot be part of a file name")]
+    Empty(String),
+    #[error("`{0}` would name a path outside its directory (contains `..`, `/` or `\\`)")]
+    Escapes(String),
+    #[error("{value:?} contains the control character U+{:04X}", *character as u32)]
+    Control { value: String, character: char },
+}
+
 /// Checks a value from a workflow file (a unit id, a version) before it becomes part of a file
 /// name: no separators, no `..`, no control characters.
-pub fn check_path_component(value: &str) -> Result<(), String> {
+pub fn check_path_component(value: &str) -> Result<(), PathComponentError> {
     if value.is_empty() || value == "." {
-        return Err(format!("`{value}` cannot be part of a file name"));
+        return Err(PathComponentError::Empty(value.to_owned()));
     }
     if value.contains("..") || value.contains(['/', '\\']) {
-        return Err(format!("`{value}` would name a path outside its directory (contains `..`, `/` or `\\`)"));
+        return Err(PathComponentError::Escapes(value.to_owned()));
     }
-    if let Some(c) = value.chars().find(|c| c.is_control()) {
-        return Err(format!("{value:?} contains the control character U+{:04X}", c as u32));
+    if let Some(character) = value.chars().find(|c| c.is_control()) {
+        return Err(PathComponentError::Control { value: value.to_owned(), character });
     }
     Ok(())
 }

@@ -414,6 +414,24 @@ fn a_broken_input_leaves_ours_untouched_and_says_where() {
     assert!(text(&output.stderr).contains("neither a task list"), "{}", text(&output.stderr));
 }
 
+#[test]
+fn a_missing_input_is_named_with_its_side_and_ours_is_untouched() {
+    let ws = Workspace::new();
+    std::fs::write(ws.path().join("ours"), BASE).unwrap();
+    let output = Command::new(opsflow_bin())
+        .current_dir(ws.path())
+        .args(["merge-driver", "base", "ours", "gone", "docs/workflow/tasks.json"])
+        .output()
+        .expect("run the merge driver");
+    assert_eq!(output.status.code(), Some(2));
+    // A missing base is an empty one (a file added on both sides); a missing side is refused.
+    assert_eq!(
+        text(&output.stderr).trim(),
+        "opsflow merge-driver: docs/workflow/tasks.json (theirs: gone): does not exist"
+    );
+    assert_eq!(ws.read_string("ours"), BASE);
+}
+
 fn big_list(count: usize, changed: impl Fn(usize) -> Option<&'static str>) -> String {
     let mut out = String::from("{\n  \"tasks\": [\n");
     for i in 0..count {

@@ -232,6 +232,27 @@ struct Runner {
     log: PathBuf,
 }
 
+#[test]
+fn sync_without_its_remote_names_the_repository_and_the_config_and_exits_2() {
+    let ws = Workspace::new().sample();
+    let mut config: Value = serde_json::from_slice(&ws.read("project-config.json")).unwrap();
+    config["git"] = json!({"sync": true, "remote": "upstream"});
+    ws.write("project-config.json", serde_json::to_vec_pretty(&config).unwrap());
+    // Outside a repository, the workspace directory is named.
+    let outside = ws.run(&["run"]);
+    outside.status(2);
+    assert!(outside.stderr().contains(" is not in a git repository"), "{}", outside.stderr());
+    git(ws.path(), &["init", "-q", "-b", "main"]);
+    let run = ws.run(&["run"]);
+    run.status(2);
+    let top = fs::canonicalize(ws.path()).unwrap();
+    let expected = format!(
+        "git.sync is on but the repository {} has no remote `upstream` (git.remote in project-config.json): ",
+        top.display()
+    );
+    assert!(run.stderr().contains(&expected), "{}", run.stderr());
+}
+
 fn start_runner(remote: &Remote, clone: usize, name: &str) -> Runner {
     let log = remote._dir.path().join(format!("{name}.log"));
     let file = fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
