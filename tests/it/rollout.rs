@@ -707,9 +707,11 @@ fn prometheus_sees_errors_rise_during_the_monitoring_period_and_production_rolls
     let app = TestApp::start(Mode::Healthy);
     let prometheus = Prometheus::start(app.address);
     let spec = prometheus_spec(&prometheus);
+    // A directory of this test's own: /tmp is shared with every other test and test run.
+    let probe = tempfile::tempdir().unwrap();
     let runner = opsflow::exec::command::Runner {
-        run_dir: std::env::temp_dir().join("opsflow-prometheus-probe"),
-        workspace: std::env::temp_dir(),
+        run_dir: probe.path().join(".opsflow/runs/probe"),
+        workspace: probe.path().to_owned(),
         env: Vec::new(),
         secrets: opsflow::exec::secrets::Secrets::default(),
         default_timeout: Duration::from_secs(30),
