@@ -251,6 +251,12 @@ fn checkout_merge_and_stash_under_a_running_daemon_redeploy_nothing_and_write_no
     let reason = || task(&ws.tasks(), &ids[2])["blocked_reason"].as_str().unwrap_or_default().to_owned();
     wait_until(DEADLINE, "the daemon to read the half-made approval", || !reason().contains("as opsflow wrote it"));
     assert!(reason().contains("is not approved yet (status pending"), "{}", reason());
+    // The reason was written by the reconcile that read the edit, and that write wakes one
+    // more reconcile. Git must not rewrite the tree under a reconcile that has already started
+    // (it waits only for git's lock when it starts): once the daemon has counted and uncounted
+    // the sentinel, in reconciles that had nothing else to do, nothing is left running.
+    settle(&ws, &watch);
+    clear(&ws, &watch);
     git(&ws, &["stash", "-q"]);
     assert_eq!(ws.read_string(&request), text);
     // The daemon reads the request as it was and says so again, in the same bytes as
