@@ -473,8 +473,8 @@ fn a_task_list_rewritten_in_place_is_read_once_it_settles() {
             let run = ws.run(args);
             let (longest_pause, took) = writer.join().unwrap();
             assert_eq!(ws.read(TASKS), whole);
-            let judged = run.code() == Some(0) && !run.stderr().contains("invalid JSON");
-            if judged || (longest_pause < SETTLE_QUIET && took < SETTLE_GIVES_UP_AFTER) {
+            let read_whole = run.code() == Some(0) && !run.stderr().contains("invalid JSON");
+            if read_whole || (longest_pause < SETTLE_QUIET && took < SETTLE_GIVES_UP_AFTER) {
                 break run;
             }
             stalled.push(format!("paused {longest_pause:?}, wrote for {took:?}"));
