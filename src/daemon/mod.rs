@@ -299,6 +299,11 @@ async fn reconcile_loop(
         if cancel.is_cancelled() {
             return;
         }
+        // The reconcile about to start reads every file, so the hints queued until now (the
+        // files git rewrote while the loop waited for it, above all) are covered by it. Left
+        // queued, they would wake a second reconcile right after this one, with nothing new to
+        // read, that could overlap the person's next git command and read half of its work.
+        while hints.try_recv().is_ok() {}
         metrics.set_stall_limit(stall_limit(&current.config.devops));
         metrics.reconcile_started();
         let started = Instant::now();

@@ -523,25 +523,34 @@ mod tests {
 
     #[test]
     fn timeout_kills_the_whole_group() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().to_owned();
-        // The step would sleep for ten minutes; it runs on a thread of its own so that a
-        // timeout that does not fire fails the test at a deadline instead of hanging it.
-        let (sender, receiver) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            let result = runner(&path).run(
-                "sleepy",
-                "sleep 600 & echo $! > bg.pid; sleep 600",
-                None,
-                Some(Duration::from_millis(300)),
-                &[],
-            );
-            let _ = sender.send(result);
-        });
-        let result = receiver.recv_timeout(Duration::from_secs(60)).expect("the step ends at its timeout");
+        // A timeout that fires before the shell has started its background child (a loaded
+        // machine can take that long to start a shell) leaves nothing to check: the step is
+        // run again with a longer one.
+        let (_dir, result, pid) = [300, 3_000, 30_000]
+            .into_iter()
+            .find_map(|timeout_ms| {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().to_owned();
+                // The step would sleep for ten minutes; it runs on a thread of its own so that
+                // a timeout that does not fire fails the test at a deadline instead of hanging it.
+                let (sender, receiver) = std::sync::mpsc::channel();
+                thread::spawn(move || {
+                    let result = runner(&path).run(
+                        "sleepy",
+                        "sleep 600 & echo $! > bg.pid; sleep 600",
+                        None,
+                        Some(Duration::from_millis(timeout_ms)),
+                        &[],
+                    );
+                    let _ = sender.send(result);
+                });
+                let result = receiver.recv_timeout(Duration::from_secs(120)).expect("the step ends at its timeout");
+                let pid = fs::read_to_string(dir.path().join("bg.pid")).ok()?.trim().parse::<i32>().ok()?;
+                Some((dir, result, pid))
+            })
+            .expect("the shell started its background child within 30 s");
         assert!(result.timed_out && !result.success);
         assert!(result.summary().contains("timed out"), "{}", result.summary());
-        let pid: i32 = fs::read_to_string(dir.path().join("bg.pid")).unwrap().trim().parse().unwrap();
         // A zombie still answers kill(0); its state in /proc says whether it is really gone.
         let gone = || {
             let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -59,7 +59,7 @@ fn concurrent_adds_and_updates_lose_nothing() {
     }
     let ino = fs::metadata(&lock_path).unwrap().ino();
     if flock_waiters(ino).is_some() {
-        wait_until(Duration::from_secs(30), "every writer to wait for the lock", || {
+        wait_until(Duration::from_secs(120), "every writer to wait for the lock", || {
             flock_waiters(ino) == Some(children.len())
         });
     }
@@ -67,7 +67,7 @@ fn concurrent_adds_and_updates_lose_nothing() {
 
     let mut printed_ids = BTreeMap::new();
     for (what, mut child) in children {
-        let status = wait_for_exit(&mut child, Duration::from_secs(30), &what);
+        let status = wait_for_exit(&mut child, Duration::from_secs(120), &what);
         let output = child.wait_with_output().unwrap();
         let stdout = String::from_utf8(output.stdout).unwrap();
         assert!(status.success(), "{what} failed with {status}\n{stdout}{}", String::from_utf8_lossy(&output.stderr));

@@ -71,27 +71,52 @@ impl Watch {
         self.log.lock().unwrap().clone()
     }
 
-    /// The sum of the `/metrics` samples whose series starts with `prefix`, read with a plain
-    /// HTTP/1.1 GET; 0 when there is none (a gauge with no task of that status).
-    fn metric(&self, prefix: &str) -> f64 {
+    /// The exposition on `/metrics`, read with a plain HTTP/1.1 GET.
+    fn exposition(&self) -> String {
         let mut stream = TcpStream::connect(self.address).expect("connect to /metrics");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         write!(stream, "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.address).unwrap();
         let mut text = String::new();
         stream.read_to_string(&mut text).expect("read /metrics");
         let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-        body.lines()
-            .filter(|line| !line.starts_with('#'))
-            .filter_map(|line| line.rsplit_once(' '))
-            .filter(|(series, _)| series.starts_with(prefix))
-            .map(|(_, value)| value.trim().parse::<f64>().expect("a number"))
-            .sum()
+        body.to_owned()
     }
 
-    /// Owned tasks the daemon counted as `pending` in its last reconcile.
-    fn pending(&self) -> f64 {
-        self.metric("opsflow_tasks{status=\"pending\"}")
+    /// The sum of the `/metrics` samples whose series starts with `prefix`; 0 when there is
+    /// none (a gauge with no task of that status).
+    fn metric(&self, prefix: &str) -> f64 {
+        sum_of(&self.exposition(), prefix)
     }
+
+    /// Owned tasks the daemon counted as `pending` in its last reconcile; `None` when that
+    /// reconcile counted no owned task at all (every workspace here has some): it read
+    /// `tasks.json` while a test or git was rewriting it in place, found it incomplete, and
+    /// reads it again once it settles. Such a count is no "before" and no "after".
+    fn pending(&self) -> Option<f64> {
+        let exposition = self.exposition();
+        (sum_of(&exposition, "opsflow_tasks{") > 0.0).then(|| sum_of(&exposition, "opsflow_tasks{status=\"pending\"}"))
+    }
+
+    /// [`Self::pending`] once the daemon has a count.
+    fn pending_count(&self) -> f64 {
+        let mut count = None;
+        wait_until(DEADLINE, "the daemon to count the tasks of a whole tasks.json", || {
+            count = self.pending();
+            count.is_some()
+        });
+        count.unwrap()
+    }
+}
+
+/// The sum of the samples of `exposition` whose series starts with `prefix`.
+fn sum_of(exposition: &str, prefix: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter(|(series, _)| series.starts_with(prefix))
+        .map(|(_, value)| value.trim().parse::<f64>().expect("a number"))
+        .sum()
 }
 
 impl Drop for Watch {
@@ -108,29 +133,35 @@ const SENTINEL: &str = "SENTINEL-1";
 /// the daemon counts it. Reconciles run one after another and each reads every file, so any
 /// write the earlier files caused has happened by then.
 fn settle(ws: &Workspace, watch: &Watch) {
-    let before = watch.pending();
+    let before = watch.pending_count();
     edit_json(ws, TASKS, |tasks| {
         tasks["tasks"].as_array_mut().unwrap().push(json!({
             "id": SENTINEL, "title": "wait for the review", "agent": "DevOps-Engineer",
             "type": "deployment_feedback", "status": "pending", "depends_on": ["PM-001"],
         }))
     });
-    wait_until(DEADLINE, "the daemon to count the waiting sentinel task", || watch.pending() >= before + 1.0);
+    wait_until(DEADLINE, "the daemon to count the waiting sentinel task", || {
+        watch.pending().is_some_and(|pending| pending >= before + 1.0)
+    });
 }
 
 /// Takes the sentinel out of `tasks.json` again and waits until the daemon no longer counts it.
 fn clear(ws: &Workspace, watch: &Watch) {
-    let before = watch.pending();
+    let before = watch.pending_count();
     edit_json(ws, TASKS, |tasks| tasks["tasks"].as_array_mut().unwrap().retain(|t| t["id"] != SENTINEL));
-    wait_until(DEADLINE, "the daemon to see the sentinel gone", || watch.pending() <= before - 1.0);
+    wait_until(DEADLINE, "the daemon to see the sentinel gone", || {
+        watch.pending().is_some_and(|pending| pending <= before - 1.0)
+    });
 }
 
 /// Takes the sentinel away again with `git stash` (as a person parks an edit) and waits until
 /// the daemon no longer counts it; then drops the stash.
 fn unsettle(ws: &Workspace, watch: &Watch) {
-    let before = watch.pending();
+    let before = watch.pending_count();
     git(ws, &["stash", "-q"]);
-    wait_until(DEADLINE, "the daemon to see the stash take the sentinel away", || watch.pending() <= before - 1.0);
+    wait_until(DEADLINE, "the daemon to see the stash take the sentinel away", || {
+        watch.pending().is_some_and(|pending| pending <= before - 1.0)
+    });
     git(ws, &["stash", "drop", "-q"]);
 }
 
@@ -220,6 +251,12 @@ fn checkout_merge_and_stash_under_a_running_daemon_redeploy_nothing_and_write_no
     let reason = || task(&ws.tasks(), &ids[2])["blocked_reason"].as_str().unwrap_or_default().to_owned();
     wait_until(DEADLINE, "the daemon to read the half-made approval", || !reason().contains("as opsflow wrote it"));
     assert!(reason().contains("is not approved yet (status pending"), "{}", reason());
+    // The reason was written by the reconcile that read the edit, and that write wakes one
+    // more reconcile. Git must not rewrite the tree under a reconcile that has already started
+    // (it waits only for git's lock when it starts): once the daemon has counted and uncounted
+    // the sentinel, in reconciles that had nothing else to do, nothing is left running.
+    settle(&ws, &watch);
+    clear(&ws, &watch);
     git(&ws, &["stash", "-q"]);
     assert_eq!(ws.read_string(&request), text);
     // The daemon reads the request as it was and says so again, in the same bytes as

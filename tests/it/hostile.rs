@@ -266,7 +266,7 @@ fn an_interrupted_first_blue_green_deploy_is_not_left_deploying() {
     assert!(next.stderr().contains("interrupted"), "{}", next.stderr());
     assert_eq!(statuses(&ws), ["bad"], "the next run's recovery settles the interrupted deploy");
     let sleeper: i32 = fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
-    crate::util::wait_until(std::time::Duration::from_secs(10), "the health check's process to be ended", || {
+    crate::util::wait_until(std::time::Duration::from_secs(60), "the health check's process to be ended", || {
         !opsflow::process_alive(sleeper)
     });
 }

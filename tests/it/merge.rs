@@ -498,7 +498,7 @@ fn release_refuses_a_live_runners_task_and_frees_it_once_the_runner_is_gone() {
 
     // The runner disappears for good (kill -9), its step with it.
     runner.kill().unwrap();
-    wait_for_exit(&mut runner, Duration::from_secs(30), "the killed runner");
+    wait_for_exit(&mut runner, Duration::from_secs(60), "the killed runner");
     let sleeper = pid_of(&ws).unwrap();
     // SAFETY: plain kill(2) of the smoke step this test's runner started.
     unsafe { libc::kill(sleeper, libc::SIGKILL) };

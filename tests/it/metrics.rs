@@ -285,7 +285,7 @@ impl Prometheus {
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
             let url = format!("http://127.0.0.1:{port}");
-            let ready = wait_ready(&mut child, &url, &log, Duration::from_secs(20));
+            let ready = wait_ready(&mut child, &url, &log, PROMETHEUS_DEADLINE);
             let server = Prometheus { url, child: Some(child), _dir: dir };
             if ready {
                 return server;
@@ -320,6 +320,11 @@ impl Drop for Prometheus {
         self.stop();
     }
 }
+
+/// How long the tests give Prometheus to start, to scrape and to answer: long enough that only
+/// a hang fails, on a loaded two-core CI machine too. Each wait ends as soon as its condition
+/// holds.
+pub(crate) const PROMETHEUS_DEADLINE: Duration = Duration::from_secs(90);
 
 /// Waits for `/-/ready`; false when Prometheus exited first.
 fn wait_ready(child: &mut Child, url: &str, log: &std::path::Path, deadline: Duration) -> bool {
@@ -378,10 +383,15 @@ fn spec(value: serde_json::Value) -> MetricsSpec {
     MetricsSpec::from_value(&value).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The timeout of the tests' health checks and samples of the test app and of Prometheus:
+/// an answer that comes late on a loaded machine is still an answer. Where a test is about a
+/// timeout it sets a short one itself; a source that is down or refuses answers at once.
+pub(crate) const SOURCE_TIMEOUT: &str = "30s";
+
 /// One measurement as a deploy takes it: a metrics sample and the app's health check.
 fn measure(runner: &Runner, metrics: &MetricsSpec, app: &TestApp) -> Measurement {
     let check: CheckSpec =
-        serde_json::from_value(json!({"name": "api", "http": app.url("/health"), "timeout": "2s"})).unwrap();
+        serde_json::from_value(json!({"name": "api", "http": app.url("/health"), "timeout": SOURCE_TIMEOUT})).unwrap();
     let result = run_check(runner, "health", &check, &runner.workspace, &[]);
     Measurement {
         metrics: Some(sample(runner, metrics, &[])),
@@ -396,7 +406,7 @@ fn stats_spec(app: &TestApp) -> MetricsSpec {
         "latency_p95_ms": "/latency/p95",
         "latency_p99_ms": "/latency/p99",
         "queries": {"status": "/status", "absent": "/nope"},
-        "timeout": "2s",
+        "timeout": SOURCE_TIMEOUT,
     }))
 }
 
@@ -435,12 +445,36 @@ fn http_json_figures_follow_the_app() {
     assert!(down.error.as_deref().unwrap().contains("error_rate: GET "), "{:?}", down.error);
 }
 
+/// A loopback port bound by a socket that does not listen: a connection to it is refused,
+/// and no other test or server can bind it while the returned descriptor is open (a port
+/// taken from a listener that was dropped may be handed to the next one that binds port 0).
+fn a_port_bound_but_not_listening() -> (std::os::fd::OwnedFd, SocketAddr) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket(2), bind(2) and getsockname(2) calls on a descriptor this function
+    // owns from its creation; the address structures live on this stack for each call.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let socket = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut address: libc::sockaddr_in = std::mem::zeroed();
+        address.sin_family = libc::AF_INET as libc::sa_family_t;
+        address.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let size = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let bound = libc::bind(fd, (&raw const address).cast(), size);
+        assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
+        let mut length = size;
+        let named = libc::getsockname(fd, (&raw mut address).cast(), &mut length);
+        assert_eq!(named, 0, "getsockname: {}", std::io::Error::last_os_error());
+        (socket, SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, u16::from_be(address.sin_port))))
+    }
+}
+
 #[test]
 fn an_unreachable_or_slow_http_source_is_no_data_within_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let runner = runner(dir.path());
-    // A port nobody listens on.
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // A port nobody listens on, and nobody can until the test ends: this test holds it.
+    let (_holder, closed) = a_port_bound_but_not_listening();
     let refused = sample(&runner, &spec(json!({"http": format!("http://{closed}/stats"), "error_rate": "/e"})), &[]);
     assert!(refused.why_missing(Figure::ErrorRate).unwrap().contains("cannot connect"), "{refused:?}");
 
@@ -549,7 +583,7 @@ pub(crate) fn prometheus_spec(prometheus: &Prometheus) -> MetricsSpec {
         "error_rate": r#"100 * sum(rate(http_requests_total{code="500"}[5s])) / sum(rate(http_requests_total[5s]))"#,
         "latency_p95_ms": "1000 * histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket[5s])))",
         "queries": {"series": "http_requests_total"},
-        "timeout": "5s",
+        "timeout": SOURCE_TIMEOUT,
     }))
 }
 
@@ -565,7 +599,7 @@ fn prometheus_sees_the_error_rate_rise_and_the_analysis_fails() {
     let prometheus = Prometheus::start(app.address);
     let metrics = prometheus_spec(&prometheus);
 
-    let baseline = poll(Duration::from_secs(20), "Prometheus to have a healthy error rate", || {
+    let baseline = poll(PROMETHEUS_DEADLINE, "Prometheus to have a healthy error rate", || {
         Some(sample(&runner, &metrics, &[])).filter(has_error_rate)
     });
     assert_eq!(baseline.error_rate, Some(0.0), "{baseline:?}");
@@ -582,15 +616,20 @@ fn prometheus_sees_the_error_rate_rise_and_the_analysis_fails() {
         Some(&metrics),
         Some(&Baseline::new(baseline)),
     );
-    assert_eq!(
-        analysis.measure(Measurement { metrics: Some(sample(&runner, &metrics, &[])), health: None }),
-        Verdict::Continue
-    );
+    // The healthy app's figures are within every trigger. (A sample taken while Prometheus
+    // missed scrapes on a loaded machine may have no data: that is another test's verdict.)
+    let healthy = poll(PROMETHEUS_DEADLINE, "a healthy sample with data", || {
+        Some(sample(&runner, &metrics, &[])).filter(has_error_rate)
+    });
+    assert_eq!(analysis.measure(Measurement { metrics: Some(healthy), health: None }), Verdict::Continue);
     app.set(Mode::Failing);
     let mut seen = Vec::new();
-    let (verdict, last) = poll(Duration::from_secs(20), "the analysis to see the error rate rise", || {
+    let (verdict, last) = poll(PROMETHEUS_DEADLINE, "the analysis to see the error rate rise", || {
         let sample = sample(&runner, &metrics, &[]);
         seen.push(sample.error_rate);
+        if !has_error_rate(&sample) {
+            return None; // No data this time (see above): not what this analysis judges.
+        }
         let verdict = analysis.measure(Measurement { metrics: Some(sample.clone()), health: None });
         verdict.is_final().then_some((verdict, sample))
     });
@@ -611,7 +650,7 @@ fn prometheus_sees_the_error_rate_rise_and_the_analysis_fails() {
     assert_eq!(breached.contains("latency_p95_ms"), p95 > 95.0, "{reason} ({last:?})");
     assert!(context.contains("error_rate ") && context.contains("latency_p95_ms "), "{reason}");
     // The rate keeps rising to the failing app's 40% as the window fills with its scrapes.
-    poll(Duration::from_secs(15), "the error rate to reach 40%", || {
+    poll(PROMETHEUS_DEADLINE, "the error rate to reach 40%", || {
         let rate = sample(&runner, &metrics, &[]).error_rate?;
         seen.push(Some(rate));
         ((rate - 40.0).abs() < 0.01).then_some(())
@@ -625,7 +664,7 @@ fn prometheus_without_data_or_unreachable_is_inconclusive() {
     let app = TestApp::start(Mode::Healthy);
     let mut prometheus = Prometheus::start(app.address);
     let metrics = prometheus_spec(&prometheus);
-    let baseline = poll(Duration::from_secs(20), "Prometheus to have data", || {
+    let baseline = poll(PROMETHEUS_DEADLINE, "Prometheus to have data", || {
         Some(sample(&runner, &metrics, &[])).filter(has_error_rate)
     });
     let baseline = Baseline::new(baseline);
@@ -641,7 +680,7 @@ fn prometheus_without_data_or_unreachable_is_inconclusive() {
     // The app stops exposing its request series: once they leave the 5s window the queries
     // return an empty vector, which is no data.
     app.set(Mode::Silent);
-    let silent = poll(Duration::from_secs(20), "the error rate to vanish from Prometheus", || {
+    let silent = poll(PROMETHEUS_DEADLINE, "the error rate to vanish from Prometheus", || {
         Some(sample(&runner, &metrics, &[])).filter(|s| s.error_rate.is_none())
     });
     let why = silent.why_missing(Figure::ErrorRate).unwrap();

@@ -154,12 +154,12 @@ fn an_https_check_passes_with_its_ca_file_and_fails_without_it() {
     let runner = runner(ws.path());
 
     let trusted =
-        check(json!({"name": "api", "http": server.url("/health"), "ca_file": "certs/ca.pem", "timeout": "5s"}));
+        check(json!({"name": "api", "http": server.url("/health"), "ca_file": "certs/ca.pem", "timeout": "30s"}));
     let result = run_check(&runner, "health", &trusted, ws.path(), &[]);
     assert!(result.passed, "{}", result.detail);
     assert_eq!(result.detail, format!("GET {}: status 200", server.url("/health")));
 
-    let untrusted = check(json!({"name": "api", "http": server.url("/health"), "timeout": "5s"}));
+    let untrusted = check(json!({"name": "api", "http": server.url("/health"), "timeout": "30s"}));
     let result = run_check(&runner, "health", &untrusted, ws.path(), &[]);
     assert!(!result.passed);
     assert!(
@@ -175,7 +175,7 @@ fn a_ca_that_did_not_sign_the_certificate_is_not_enough() {
     let server = TlsServer::start();
     let other = TlsServer::start();
     let ws = Workspace::new().file("ca.pem", &other.ca_pem);
-    let spec = check(json!({"name": "api", "http": server.url("/health"), "ca_file": "ca.pem", "timeout": "5s"}));
+    let spec = check(json!({"name": "api", "http": server.url("/health"), "ca_file": "ca.pem", "timeout": "30s"}));
     let result = run_check(&runner(ws.path()), "health", &spec, ws.path(), &[]);
     assert!(!result.passed);
     assert!(result.detail.contains("not trusted") && result.detail.contains("by the CA file"), "{}", result.detail);
@@ -185,7 +185,7 @@ fn a_ca_that_did_not_sign_the_certificate_is_not_enough() {
 fn a_redirect_is_reported_not_followed() {
     let server = TlsServer::start();
     let ws = Workspace::new().file("ca.pem", &server.ca_pem);
-    let spec = check(json!({"name": "api", "http": server.url("/moved"), "ca_file": "ca.pem", "timeout": "5s"}));
+    let spec = check(json!({"name": "api", "http": server.url("/moved"), "ca_file": "ca.pem", "timeout": "30s"}));
     let result = run_check(&runner(ws.path()), "health", &spec, ws.path(), &[]);
     assert!(!result.passed);
     assert_eq!(result.detail, format!("GET {}: status 302, expected 2xx", server.url("/moved")));
@@ -201,7 +201,7 @@ fn https_metrics_read_with_a_ca_file() {
     let server = TlsServer::start();
     let ws = Workspace::new().file("ca.pem", &server.ca_pem);
     let spec = MetricsSpec::from_value(&json!({
-        "http": server.url("/stats"), "ca_file": "ca.pem", "error_rate": "/error_rate", "timeout": "5s"
+        "http": server.url("/stats"), "ca_file": "ca.pem", "error_rate": "/error_rate", "timeout": "30s"
     }))
     .unwrap();
     let result = sample(&runner(ws.path()), &spec, &[]);
