@@ -89,7 +89,7 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
         }
         // A folder of an existing repository may be a symlink to elsewhere: refused, not
         // written through.
-        write::write_file(&root, &path, content.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        write::write_file(&root, &path, content.as_bytes()).map_err(|e| write_error(&path, e))?;
         println!("created  {relative}");
     }
     if !fs::read_to_string(dir.join("docs/workflow/.gitignore")).unwrap_or_default().contains(".json.lock") {
@@ -143,5 +143,57 @@ fn setup_git(ws: &crate::workspace::Workspace) {
             println!("git      config merge.{}.name = {}", setup::DRIVER, installed.name);
         }
         Err(e) => println!("note: the git merge driver is not set up: {e}"),
+    }
+}
+
+/// A scaffold file that could not be written: a failed write (exit 1, naming the file), or a
+/// folder that leads outside the workspace, which `init` refuses to write through (exit 2).
+fn write_error(path: &Path, error: std::io::Error) -> anyhow::Error {
+    use crate::store::StoreError;
+    if error.get_ref().is_none() {
+        // From creating its folders: the OS said no.
+        return anyhow::Error::new(StoreError::Io {
+            path: path.to_owned(),
+            action: "cannot create its folder",
+            source: error,
+        });
+    }
+    match error.into_inner().map(|inner| inner.downcast::<StoreError>()) {
+        Some(Ok(store)) => anyhow::Error::new(*store),
+        Some(Err(refused)) => anyhow::anyhow!("{refused}"),
+        None => anyhow::anyhow!("{}: cannot be written", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::path::{Path, PathBuf};
+
+    use super::write_error;
+    use crate::Exit;
+    use crate::store::StoreError;
+
+    #[test]
+    fn a_failed_write_exits_1_and_a_refused_folder_2_each_naming_the_file() {
+        let path = Path::new("/repo/docs/workflow/tasks.json");
+        // write_atomic's error, as write_file passes it on.
+        let store = StoreError::Io {
+            path: PathBuf::from("/repo/docs/workflow/tasks.json"),
+            action: "cannot write",
+            source: io::Error::from_raw_os_error(28),
+        };
+        let failed = write_error(path, io::Error::other(store));
+        assert_eq!(Exit::of(&failed), Exit::Failed);
+        assert!(failed.to_string().starts_with("/repo/docs/workflow/tasks.json: cannot write: "), "{failed}");
+
+        let os = write_error(path, io::Error::from_raw_os_error(30));
+        assert_eq!(Exit::of(&os), Exit::Failed);
+        assert!(os.to_string().starts_with("/repo/docs/workflow/tasks.json: cannot create its folder: "), "{os}");
+
+        let refusal = "docs/workflow/tasks.json: `docs/workflow` is a symlink that leads outside the workspace";
+        let refused = write_error(path, io::Error::new(io::ErrorKind::PermissionDenied, refusal));
+        assert_eq!(Exit::of(&refused), Exit::Invalid);
+        assert_eq!(refused.to_string(), refusal);
     }
 }

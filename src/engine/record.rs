@@ -273,6 +273,15 @@ mod tests {
         assert!(!already_so(&entry, &[FieldOp::Remove("status".into())]));
     }
 
+    /// A workspace with default paths and no files; its `tasks.json` path.
+    fn empty_workspace() -> (tempfile::TempDir, Workspace, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path(), None, None).unwrap();
+        let path = dir.path().join(&ws.config.paths.tasks);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        (dir, ws, path)
+    }
+
     fn tasks_file(n: usize) -> String {
         let entries: Vec<String> = (0..n)
             .map(|i| format!("    {{\"id\": \"T-{i}\", \"agent\": \"DevOps-Engineer\", \"status\": \"pending\"}}"))
@@ -286,10 +295,7 @@ mod tests {
     #[test]
     fn an_edit_of_a_file_rewritten_in_place_waits_for_it_and_applies() {
         use std::io::Write;
-        let dir = tempfile::tempdir().unwrap();
-        let ws = Workspace::open(dir.path(), None, None).unwrap();
-        let path = dir.path().join(&ws.config.paths.tasks);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let (_dir, ws, path) = empty_workspace();
         let whole = tasks_file(200);
         let mut file = std::fs::File::create(&path).unwrap();
         file.write_all(&whole.as_bytes()[..40]).unwrap();
@@ -322,10 +328,7 @@ mod tests {
     /// it is.
     #[test]
     fn an_edit_of_a_file_that_stays_broken_is_refused_with_its_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let ws = Workspace::open(dir.path(), None, None).unwrap();
-        let path = dir.path().join(&ws.config.paths.tasks);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let (_dir, ws, path) = empty_workspace();
         let broken = &tasks_file(3)[..60];
         std::fs::write(&path, broken).unwrap();
         let set = vec![FieldOp::Set("status".into(), "in_progress".into())];
