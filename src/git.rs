@@ -38,8 +38,13 @@ pub enum GitError {
 }
 
 fn failed(code: Option<i32>, stderr: &str) -> String {
-    let status = code.map_or_else(|| "killed by a signal".to_owned(), |code| format!("exit {code}"));
+    let status = status(code);
     if stderr.is_empty() { status } else { format!("{status}: {stderr}") }
+}
+
+/// How git ended, as errors and logs say it: `exit N`, or `killed by a signal`.
+pub fn status(code: Option<i32>) -> String {
+    code.map_or_else(|| "killed by a signal".to_owned(), |code| format!("exit {code}"))
 }
 
 impl GitOutput {

@@ -485,7 +485,7 @@ impl GitSync {
     fn git(&self, args: &[&str]) -> Result<GitOutput, GitError> {
         let shown = crate::git::shown(args);
         let output = crate::git::run(&self.top, args, GIT_TIMEOUT)?;
-        let status = output.code.map_or_else(|| "killed by a signal".to_owned(), |code| format!("exit {code}"));
+        let status = crate::git::status(output.code);
         let report = format!("$ {shown}\n{}{}[{}]\n", output.stdout, output.stderr, status);
         tracing::debug!("{}", report.trim_end());
         if let Some(log) = self.log.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
