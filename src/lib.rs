@@ -11,6 +11,7 @@ pub mod cmd;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod environment;
 pub mod exec;
 pub mod exit;
 pub mod git;

@@ -23,6 +23,15 @@ impl Artifact {
     pub fn field(&self, key: &str) -> Option<&str> {
         self.front_matter.get(key).and_then(Value::as_str)
     }
+
+    /// Whether a front matter field says yes: `true`, or the string `"true"` or `yes`.
+    pub fn flag(&self, key: &str) -> bool {
+        match self.front_matter.get(key) {
+            Some(Value::Bool(yes)) => *yes,
+            Some(Value::String(text)) => matches!(text.trim().to_ascii_lowercase().as_str(), "true" | "yes"),
+            _ => false,
+        }
+    }
 }
 
 /// The headings and list items of a markdown body, in order, as plain text.

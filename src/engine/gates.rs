@@ -25,11 +25,18 @@ pub struct Check {
     /// A failed check that only warns (coverage with `coverage_action: warn`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub warning: bool,
+    /// A failed check that a person may let through on purpose in the approval
+    /// (`allow_revert: true`): a release that does not contain what is live.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub overridable: bool,
 }
+
+/// The name of the check that a release contains the releases shipped to production.
+pub const CONTAINS_LIVE: &str = "release contains what is live";
 
 impl Check {
     pub fn new(gate: &'static str, name: &str, passed: bool, detail: impl Into<String>) -> Check {
-        Check { gate, name: name.to_owned(), passed, detail: detail.into(), warning: false }
+        Check { gate, name: name.to_owned(), passed, detail: detail.into(), warning: false, overridable: false }
     }
 
     pub fn blocks(&self) -> bool {

@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 
 use crate::Exit;
 use crate::audit::Audit;
+use crate::environment::record::{Deployment, Record};
+use crate::environment::view::{self, Containment};
 use crate::exec::command::Runner;
 use crate::exec::secrets::Secrets;
 use crate::nodes::{self, NodeRun, Outcome, OutcomeKind};
@@ -688,13 +690,25 @@ impl<'w> Engine<'w> {
                                     <= 1;
                                 match gates::human_approval(self.ws, environment.name(), &release, single) {
                                     Ok((check, approval, artifact)) => {
-                                        request_approval =
-                                            approval == Approval::Missing && checks.iter().all(|c| !c.blocks());
+                                        // A check a person may let through does not keep the
+                                        // request from being written: it is what they decide on.
+                                        request_approval = approval == Approval::Missing
+                                            && checks.iter().all(|c| !c.blocks() || c.overridable);
+                                        if approval == Approval::Approved
+                                            && let Some(artifact) = &artifact
+                                            && artifact.flag("allow_revert")
+                                        {
+                                            let by = artifact.field("approved_by").unwrap_or("the approver");
+                                            let letter = format!("`allow_revert: true` in {} by {by}", artifact.file);
+                                            allow_overridable(&mut checks, &letter);
+                                        }
                                         checks.push(check);
                                         inputs.extend(artifact);
                                     }
                                     Err(diagnostics) => problems.extend(diagnostics),
                                 }
+                            } else if task.raw.get("allow_revert") == Some(&Value::Bool(true)) {
+                                allow_overridable(&mut checks, &format!("`allow_revert: true` on task {}", task.id));
                             }
                         }
                         Err(why) => checks.push(Check::new(
@@ -782,42 +796,86 @@ impl<'w> Engine<'w> {
             Err(diagnostics) => problems.extend(diagnostics),
         }
         match deploy::EnvConfig::load(&self.ws.config, "production") {
-            Ok(env) => {
-                let (has_path, detail) = match env.local(&self.ws.root) {
-                    // After the switch, what is live now is what a rollback restores.
-                    Some(local) => match (local.live_dir(), local.live_version(), local.rollback_target()) {
-                        (_, Some(live), _) => (true, format!("the live good release {live} stays on disk")),
-                        (_, None, Some(target)) => {
-                            (true, format!("the previous good release {} stays on disk", target.version))
-                        }
-                        (None, None, None) => {
-                            (true, "first deployment: rolling back takes the environment down".to_owned())
-                        }
-                        (Some(live), None, None) => {
-                            (false, format!("{live} is live but no good release is kept to roll back to"))
-                        }
-                    },
-                    None => match env.command("rollback") {
-                        Some(_) => (true, "`commands.rollback` is configured".to_owned()),
-                        None => (false, "`environments.production.commands.rollback` is not set".to_owned()),
-                    },
-                };
-                checks.push(Check::new("production", "rollback path exists", has_path, detail));
-                let monitored = !env.health_checks.is_empty();
-                checks.push(Check::new(
-                    "production",
-                    "monitoring configured",
-                    monitored,
-                    if monitored {
-                        format!("{} health checks", env.health_checks.len())
-                    } else {
-                        "`environments.production.health_checks` is empty".to_owned()
-                    },
-                ));
-            }
+            Ok(env) => match env.history(self.ws) {
+                // Nothing deploys to an environment whose record cannot be read.
+                Err(e) => checks.push(Check::new("production", "environment record readable", false, e.to_string())),
+                Ok(record) => {
+                    let live = env.live(self.ws, &record);
+                    let (has_path, detail) = match env.local(&self.ws.root) {
+                        // After the switch, what is live now is what a rollback restores.
+                        Some(local) => match (local.live_dir(), &live, local.rollback_target_in(&record)) {
+                            (_, Some(live), _) => {
+                                (true, format!("the live good release {} stays on disk", live.label()))
+                            }
+                            (_, None, Some(target)) => {
+                                (true, format!("the previous good release {} stays on disk", target.label()))
+                            }
+                            (None, None, None) => {
+                                (true, "first deployment: rolling back takes the environment down".to_owned())
+                            }
+                            // What is live is not a good release (a failed first deploy of an
+                            // older opsflow, a link set by hand): nothing better can be lost.
+                            (Some(live), None, None) => (
+                                true,
+                                format!(
+                                    "{live} is live but is not a good release; rolling back takes the environment down"
+                                ),
+                            ),
+                        },
+                        None => match env.command("rollback") {
+                            Some(_) => (true, "`commands.rollback` is configured".to_owned()),
+                            None => (false, "`environments.production.commands.rollback` is not set".to_owned()),
+                        },
+                    };
+                    checks.push(Check::new("production", "rollback path exists", has_path, detail));
+                    let monitored = !env.health_checks.is_empty();
+                    checks.push(Check::new(
+                        "production",
+                        "monitoring configured",
+                        monitored,
+                        if monitored {
+                            format!("{} health checks", env.health_checks.len())
+                        } else {
+                            "`environments.production.health_checks` is empty".to_owned()
+                        },
+                    ));
+                    checks.push(self.containment_check(release, &record, live.as_ref()));
+                }
+            },
             Err(why) => checks.push(Check::new("production", "environment", false, why.to_string())),
         }
         checks
+    }
+
+    /// Whether the release contains what production runs and every release shipped there
+    /// before (`git merge-base --is-ancestor`), so that shipping it undoes nobody's release
+    /// without a person saying so.
+    fn containment_check(&self, release: &Release, record: &Record, live: Option<&Deployment>) -> Check {
+        let commit = release::find(self.ws, "R07-version-tag.md", release)
+            .ok()
+            .and_then(Lookup::found)
+            .and_then(|r07| r07.field("commit").map(str::to_owned));
+        let found = view::containment(&release.label(), commit.as_deref(), record, live, |commit, ancestor| {
+            view::contains(&self.ws.root, commit, ancestor)
+        });
+        match found {
+            Containment::Contains(detail) => Check::new("production", gates::CONTAINS_LIVE, true, detail),
+            Containment::Unchecked(why) => {
+                Check::new("production", gates::CONTAINS_LIVE, true, format!("not checked: {why}"))
+            }
+            Containment::Removes { detail, .. } => {
+                let mut check = Check::new(
+                    "production",
+                    gates::CONTAINS_LIVE,
+                    false,
+                    format!(
+                        "{detail}; to ship it on purpose, approve it with `allow_revert: true` in the approval's front matter"
+                    ),
+                );
+                check.overridable = true;
+                check
+            }
+        }
     }
 
     /// Records a block: task `blocked` with the reason, one human request, the approval
@@ -968,6 +1026,7 @@ impl<'w> Engine<'w> {
             "task": {"id": task.id, "title": task.title},
             "checks": checks.iter().filter(|c| c.passed).collect::<Vec<_>>(),
             "warnings": checks.iter().filter(|c| c.warning).collect::<Vec<_>>(),
+            "overridable": checks.iter().filter(|c| c.overridable && !c.passed).collect::<Vec<_>>(),
             "approvers": self.ws.config.devops.approvers,
         });
         let text = match self.renderer.markdown("R12-prod-approval.md", &front, &context) {
@@ -1200,14 +1259,22 @@ impl<'w> Engine<'w> {
         if let Some((journal, env)) = rollout {
             if !journal.changed {
                 // Its release was staged but never went live: not `deploying` for ever.
-                env.mark(self.ws, &journal.run_id, "bad");
+                let why = "the run was interrupted before anything changed";
+                if let Err(e) = env.mark(self.ws, &journal.run_id, crate::environment::Status::Bad, why) {
+                    self.write_failed(e.to_string());
+                }
                 notes.push(format!("{} had not been changed yet", env.name));
             } else if self.ws.config.devops.auto_rollback_enabled {
                 let vars = vec![
                     ("OPSFLOW_ENV".to_owned(), env.name.clone()),
                     ("OPSFLOW_VERSION".to_owned(), journal.version.clone()),
                 ];
-                let rollback = deploy::rollback(self.ws, &run.runner, env, &vars, Some(journal));
+                let asked = deploy::Asked {
+                    by: self.ws.config.agent.name.clone(),
+                    reason: "the run was interrupted".to_owned(),
+                    run_id: run_id.clone(),
+                };
+                let rollback = deploy::rollback(self.ws, &run.runner, env, &vars, Some(journal), &asked);
                 notes.push(format!(
                     "{} rolled back: {}",
                     env.name,
@@ -1760,9 +1827,18 @@ fn config_checks(ws: &Workspace, node: &Node) -> Vec<Check> {
     checks
 }
 
-/// Whether the human approval is the only check that holds a task back: the task then waits
-/// for a person, whether the request is as opsflow wrote it, half filled in or on hold.
+/// Whether the human approval is the only check that holds a task back (besides those the
+/// approval can let through): the task then waits for a person, whether the request is as
+/// opsflow wrote it, half filled in or on hold.
 fn only_an_approval_missing(checks: &[Check]) -> bool {
     let mut blocking = checks.iter().filter(|c| c.blocks()).peekable();
-    blocking.peek().is_some() && blocking.all(|c| c.name == "human approval")
+    blocking.peek().is_some() && blocking.all(|c| c.name == "human approval" || c.overridable)
+}
+
+/// Lets through the failed checks a person may let through, saying who did and where.
+fn allow_overridable(checks: &mut [Check], letter: &str) {
+    for check in checks.iter_mut().filter(|c| c.overridable && !c.passed) {
+        check.passed = true;
+        check.detail = format!("{}; let through on purpose with {letter}", check.detail);
+    }
 }

@@ -166,9 +166,17 @@ pub(crate) fn build_release(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError>
     }) {
         tracing::warn!("cannot record the digest of {relative}/SHA256SUMS: {e}");
     }
-    let extra = json!({"release_dir": relative, "files": listed, "steps": steps, "tag": tag});
+    // The commit the release was built from, so that production can tell whether it contains
+    // what is live (`environment::view::containment`).
+    let head = crate::environment::view::head_commit(&run.ws.root);
+    let built_from = head.as_ref().map(|(commit, dirty)| json!({"commit": commit, "dirty": dirty}));
+    let extra = json!({"release_dir": relative, "files": listed, "steps": steps, "tag": tag, "built_from": built_from});
     let mut front = Map::new();
     front.insert("sha256sums".into(), sums_digest.into());
+    if let Some((commit, dirty)) = head {
+        front.insert("commit".into(), commit.into());
+        front.insert("dirty".into(), dirty.into());
+    }
     run.write_markdown_with("R07-version-tag.md", None, "completed", extra, front)?;
     run.summary = format!("built release {version}: {} files in {relative}", files.len());
     Ok(Outcome::Done)

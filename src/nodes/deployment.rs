@@ -44,7 +44,8 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
         journal.baseline = deploy::baseline(&run.runner, &env, &vars).map(|b| b.sample);
     }
     journal.save(run.ws).map_err(|e| NodeError::new("journal", e.to_string()))?;
-    let mut rollout = Rollout { ws: run.ws, runner: &run.runner, env: &env, vars: vars.clone(), journal };
+    let provenance = provenance(run, &env);
+    let mut rollout = Rollout { ws: run.ws, runner: &run.runner, env: &env, vars: vars.clone(), journal, provenance };
     let mut report = match failed_staging {
         None => deploy::deploy(&mut rollout, &payload),
         // A paused rollout told to proceed cannot go on with a release that changed: it is
@@ -171,6 +172,39 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     };
     Journal::remove(run.ws, &env.name);
     Ok(outcome)
+}
+
+/// Where the run's release comes from, for the environment's record: its R07 (commit, whether
+/// the tree was dirty, the digest of `SHA256SUMS`), the task, who approved it, and the releases
+/// a person let it remove (`allow_revert` in the approval).
+fn provenance(run: &NodeRun<'_>, env: &EnvConfig) -> Provenance {
+    let r07 = release::find(run.ws, "R07-version-tag.md", &run.release()).ok().and_then(Lookup::found);
+    let commit = r07.as_ref().and_then(|r| r.field("commit").map(str::to_owned));
+    let approval = run.inputs.iter().find(|a| a.file.contains("-approval"));
+    let allowed_revert = match approval.filter(|a| a.flag("allow_revert")) {
+        Some(_) => env
+            .history(run.ws)
+            .ok()
+            .map(|record| {
+                let live = env.live(run.ws, &record);
+                match view::containment(&run.release.label(), commit.as_deref(), &record, live.as_ref(), |c, a| {
+                    view::contains(&run.ws.root, c, a)
+                }) {
+                    view::Containment::Removes { releases, .. } => releases,
+                    _ => Vec::new(),
+                }
+            })
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    Provenance {
+        task: run.task_id(),
+        commit,
+        dirty: r07.as_ref().and_then(|r| r.front_matter.get("dirty")).and_then(Value::as_bool),
+        digest: r07.as_ref().and_then(|r| r.field("sha256sums").map(str::to_owned)),
+        approved_by: run.approved_by.clone(),
+        allowed_revert,
+    }
 }
 
 /// Takes the deploy lock of `env`; `Ok(Err(..))` is [`DeployLockError::Held`], which names the
@@ -314,7 +348,8 @@ pub(crate) fn resume_paused(
         }
         Decision::Rollback { by, reason } => {
             let why = format!("{by} decided to roll back at {stage}: {reason}");
-            let rollback = deploy::rollback(run.ws, &run.runner, env, vars, Some(&journal));
+            let asked = deploy::Asked { by: by.clone(), reason: reason.clone(), run_id: run.run_id.clone() };
+            let rollback = deploy::rollback(run.ws, &run.runner, env, vars, Some(&journal), &asked);
             write_rollback_result(run, &rollback, &why, &decision_sha)?;
             Journal::remove(run.ws, &env.name);
             patch_report(run, "rolled_back", &why);
@@ -379,7 +414,12 @@ pub(crate) fn verify(
     front.insert("environment".into(), env.name.clone().into());
     front.insert("decided_by".into(), run.ws.config.agent.name.clone().into());
     write_rollback_decision(run, "rollback", &monitoring.reason, front)?;
-    let rollback = deploy::rollback(run.ws, &run.runner, env, vars, Some(journal));
+    let asked = deploy::Asked {
+        by: run.ws.config.agent.name.clone(),
+        reason: monitoring.reason.clone(),
+        run_id: run.run_id.clone(),
+    };
+    let rollback = deploy::rollback(run.ws, &run.runner, env, vars, Some(journal), &asked);
     write_rollback_result(run, &rollback, &monitoring.reason, "")?;
     Ok(Verified::RolledBack(monitoring, Box::new(rollback)))
 }
@@ -777,9 +817,8 @@ pub(crate) fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<O
         Some(journal) => return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false }),
         None => {
             let mut journal = new_journal(run, &env, Phase::Verifying);
-            let history = env.history(run.ws);
-            let live = history.deployments.iter().rev().find(|d| d.status == "good");
-            if let Some(live) = live {
+            let record = env.history(run.ws).map_err(|e| NodeError::new("record", e.to_string()))?;
+            if let Some(live) = env.live(run.ws, &record) {
                 journal.run_id = live.run_id.clone();
                 journal.migrated = live.migrated;
                 journal.slot = Some(live.dir.clone()).filter(|d| !d.is_empty());
@@ -877,12 +916,19 @@ pub(crate) fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, Node
         .or_else(|| field("reason").map(str::to_owned))
         .unwrap_or_else(|| format!("requested by task {}", run.task_id()));
     let why = format!("{by} asked for a rollback: {reason}");
-    let live = env.history(run.ws).deployments.iter().rev().find(|d| d.status == "good").map(|d| d.version.clone());
-    let live = env.local(&run.ws.root).map_or(live, |local| local.live_version());
+    let record = env.history(run.ws).map_err(|e| NodeError::new("record", e.to_string()))?;
+    let live = env.live(run.ws, &record).map(|d| d.version);
     let target = rollback_target(run.task, live.as_deref());
     let mut vars = run.env_vars(&environment);
     vars.push(("OPSFLOW_VERSION".into(), run.release.version.to_string()));
-    let rollback = deploy::rollback_to(run.ws, &run.runner, &env, &vars, None, target.as_deref());
+    let asked = deploy::Asked { by: by.clone(), reason: reason.clone(), run_id: run.run_id.clone() };
+    let rollback = deploy::rollback_to(run.ws, &run.runner, &env, &vars, None, target.as_deref(), &asked);
+    if rollback.refused {
+        // A request that cannot be carried out changed nothing: no report is rewritten and
+        // nothing failed in the environment; the task waits for a request that can be.
+        run.summary = format!("the rollback of {environment} was refused: {}", rollback.detail);
+        return Ok(Outcome::Blocked { reason: rollback.detail, escalate: false });
+    }
     let sha = decision.as_ref().map(|d| d.sha256.clone()).unwrap_or_default();
     write_rollback_result(run, &rollback, &why, &sha)?;
     if !rollback.success {

@@ -45,11 +45,16 @@ pub(crate) fn feedback(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
     let mut running = Vec::new();
     for name in run.ws.config.environments.keys() {
         let Ok(env) = EnvConfig::load(&run.ws.config, name) else { continue };
-        let (live, version) = match env.local(&run.ws.root) {
-            Some(local) => (local.live_dir().unwrap_or_default(), local.live_version().unwrap_or_default()),
-            None => ("see the environment's own records".to_owned(), String::new()),
+        // What runs there is what the environment's record says is live.
+        let record = env.history(run.ws).map_err(|e| NodeError::new("record", e.to_string()))?;
+        let deployment = env.live(run.ws, &record);
+        let live = match env.local(&run.ws.root) {
+            Some(local) => local.live_dir().unwrap_or_default(),
+            None => deployment.as_ref().map(|d| d.label()).unwrap_or_default(),
         };
-        running.push(json!({"environment": name, "provider": env.provider, "strategy": env.strategy(), "live": live, "version": version}));
+        let version = deployment.as_ref().map(|d| d.version.clone()).unwrap_or_default();
+        let unit = deployment.as_ref().map(|d| d.unit_id.clone()).unwrap_or_default();
+        running.push(json!({"environment": name, "provider": env.provider, "strategy": env.strategy(), "live": live, "version": version, "unit_id": unit}));
     }
     let candidate = run.inputs.iter().find(|a| a.file.contains("D21-release-candidate")).map(|a| a.file.clone());
     let extra = json!({"running": running, "release_candidate": candidate});

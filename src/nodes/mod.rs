@@ -14,6 +14,8 @@ use serde_json::{Map, Value, json};
 
 use crate::engine::artifacts::{self, Artifact};
 use crate::engine::gates::{self, Decision};
+use crate::environment::record::Provenance;
+use crate::environment::view;
 use crate::exec::command::{Runner, StepResult};
 use crate::release::{self, Lookup, Release, ReleaseError, Scope};
 use crate::render::Renderer;

@@ -26,10 +26,13 @@ use serde_json::Value;
 use super::analysis::{Analysis, AnalysisSpec, Baseline, Health, Measurement, Plan, Thresholds, Verdict};
 use super::journal::Journal;
 use crate::config::Config;
+use crate::environment::record::{
+    Deployment, Event, EventKind, Provenance, Record, RecordError, ReleaseRef, Status, label,
+};
 use crate::exec::checks::{CheckResult, CheckSpec, run_check};
 use crate::exec::command::{Runner, StepResult};
 use crate::exec::metrics::{self, MetricsSpec};
-use crate::rollout::local::{Deployment, History, LocalEnv, Strategy};
+use crate::rollout::local::{LocalEnv, Strategy};
 use crate::workspace::Workspace;
 
 /// One environment from the config.
@@ -76,6 +79,10 @@ pub struct EnvConfig {
     /// health checks. Both run with `OPSFLOW_SLOT` naming the idle side.
     #[serde(default)]
     pub preview_checks: Vec<CheckSpec>,
+    /// Blue-green: the address of each slot (`blue`, `green`), which `{slot_url}` in a
+    /// check's URL stands for, so that a check reaches the idle slot before the switch.
+    #[serde(default)]
+    pub slot_urls: BTreeMap<String, String>,
     #[serde(default)]
     pub smoke_tests: Vec<CheckSpec>,
     #[serde(default)]
@@ -180,73 +187,121 @@ impl EnvConfig {
         crate::rollout::deploy_lock::lock_path(&ws.path(&ws.config.paths.runtime), &self.name, local.as_deref())
     }
 
-    /// The deployment history of a `command` environment (a `local` one keeps its own in
-    /// its directory): `.opsflow/envs/<name>/releases.json`.
-    fn command_history_path(&self, ws: &Workspace) -> PathBuf {
-        ws.path(&ws.config.paths.runtime).join("envs").join(&self.name).join("releases.json")
+    /// The record of this environment (`environment::record`): in a `local` environment's
+    /// directory, else `<runtime>/envs/<name>/releases.json`.
+    pub fn record_path(&self, ws: &Workspace) -> PathBuf {
+        match self.local(&ws.root) {
+            Some(local) => local.record_path(),
+            None => ws.path(&ws.config.paths.runtime).join("envs").join(&self.name).join("releases.json"),
+        }
     }
 
     /// Every deployment recorded for this environment, oldest first.
-    pub fn history(&self, ws: &Workspace) -> History {
+    pub fn history(&self, ws: &Workspace) -> Result<Record, RecordError> {
+        Record::load(&self.record_path(ws))
+    }
+
+    /// The deployment live now: for `local`, the good release the live link points at; for
+    /// `command`, the newest good one.
+    pub fn live(&self, ws: &Workspace, record: &Record) -> Option<Deployment> {
         match self.local(&ws.root) {
-            Some(local) => local.history(),
-            None => History::load(&self.command_history_path(ws)),
+            Some(local) => local.live_dir().and_then(|dir| record.good_in(&dir).cloned()),
+            None => record.newest_good().cloned(),
         }
     }
 
-    /// Records a deployment that starts now (`deploying` until it is marked good or bad).
-    fn record_deploying(&self, ws: &Workspace, unit: &str, version: &str, dir: &str, run_id: &str) {
-        self.record(
-            ws,
-            Deployment {
-                version: version.to_owned(),
-                unit_id: unit.to_owned(),
+    /// Changes the record under one read and one atomic write.
+    pub fn change_record<T>(&self, ws: &Workspace, change: impl FnOnce(&mut Record) -> T) -> Result<T, RecordError> {
+        let path = self.record_path(ws);
+        let mut record = Record::load(&path)?;
+        let out = change(&mut record);
+        record.save(&ws.root, &path)?;
+        Ok(out)
+    }
+
+    /// Records a deployment that starts now (`deploying` until it is marked good or bad),
+    /// with the release it replaces. It must be written before anything changes.
+    fn record_deploying(
+        &self,
+        ws: &Workspace,
+        journal: &Journal,
+        dir: &str,
+        provenance: &Provenance,
+    ) -> Result<(), RecordError> {
+        let local = self.local(&ws.root);
+        self.change_record(ws, |record| {
+            let replaced = match &local {
+                Some(local) => local.live_dir().and_then(|live| record.good_in(&live)).map(Deployment::release),
+                None => record.newest_good().map(Deployment::release),
+            };
+            let deployment = Deployment {
+                version: journal.version.clone(),
+                unit_id: journal.unit_id.clone(),
                 dir: dir.to_owned(),
-                status: "deploying".to_owned(),
+                status: Status::Deploying,
                 deployed_at: crate::time::now_rfc3339(),
-                run_id: run_id.to_owned(),
+                ended_at: None,
+                run_id: journal.run_id.clone(),
                 migrated: false,
-            },
-        );
-    }
-
-    fn record(&self, ws: &Workspace, deployment: Deployment) {
-        let result = match self.local(&ws.root) {
-            Some(local) => local.record(deployment),
-            None => {
-                let path = self.command_history_path(ws);
-                let mut history = History::load(&path);
-                history.deployments.push(deployment);
-                history.save(&ws.root, &path)
+                provenance: provenance.clone(),
+                replaced,
+                reason: None,
+            };
+            let release = deployment.release();
+            match &local {
+                Some(local) => local.record(record, deployment),
+                None => record.deployments.push(deployment),
             }
-        };
-        if let Err(e) = result {
-            tracing::warn!("cannot record the deployment of {} in its history: {e}", self.name);
-        }
+            let by = provenance.approved_by.clone().unwrap_or_default();
+            record.events.push(Event::new(EventKind::DeployStarted, &release, &journal.run_id, "").by(by));
+        })
     }
 
-    pub fn mark(&self, ws: &Workspace, run_id: &str, status: &str) {
-        self.update_history(ws, run_id, |d| d.status = status.to_owned());
+    /// Marks the deployment of `run_id` good or bad and records the event. A record that
+    /// cannot be written is logged and returned: the caller names it in its outcome.
+    pub fn mark(&self, ws: &Workspace, run_id: &str, status: Status, reason: &str) -> Result<(), RecordError> {
+        let result = self.change_record(ws, |record| {
+            let now = crate::time::now_rfc3339();
+            let Some(d) = record.deployments.iter_mut().rev().find(|d| d.run_id == run_id) else { return };
+            let was = d.status;
+            d.status = status;
+            d.ended_at.get_or_insert(now);
+            if status == Status::Bad && !reason.is_empty() {
+                d.reason = Some(reason.to_owned());
+            }
+            let release = d.release();
+            let event = match (was, status) {
+                (Status::Deploying, Status::Good) => Some(EventKind::Deployed),
+                (Status::Deploying, Status::Bad) => Some(EventKind::Failed),
+                _ => None,
+            };
+            if let Some(event) = event {
+                record.events.push(Event::new(event, &release, run_id, reason));
+            }
+        });
+        if let Err(e) = &result {
+            tracing::error!("{e}");
+        }
+        result
+    }
+
+    /// Records an event of the environment (a pause, a decision, a rollback).
+    pub fn log_event(&self, ws: &Workspace, event: Event) -> Result<(), RecordError> {
+        let result = self.change_record(ws, |record| record.events.push(event));
+        if let Err(e) = &result {
+            tracing::error!("{e}");
+        }
+        result
     }
 
     /// Records in the history that the deployment of `run_id` ran `migrate`, so that a later
     /// rollback (from a human's R17, without the rollout's journal) runs `migrate_down`.
-    fn note_migrated(&self, ws: &Workspace, run_id: &str) {
-        self.update_history(ws, run_id, |d| d.migrated = true);
-    }
-
-    fn update_history(&self, ws: &Workspace, run_id: &str, change: impl FnOnce(&mut Deployment)) {
-        let path = match self.local(&ws.root) {
-            Some(local) => local.root.join("releases.json"),
-            None => self.command_history_path(ws),
-        };
-        let mut history = History::load(&path);
-        if let Some(d) = history.deployments.iter_mut().rev().find(|d| d.run_id == run_id) {
-            change(d);
-            if let Err(e) = history.save(&ws.root, &path) {
-                tracing::warn!("cannot update the history of {}: {e}", self.name);
+    fn note_migrated(&self, ws: &Workspace, run_id: &str) -> Result<(), RecordError> {
+        self.change_record(ws, |record| {
+            if let Some(d) = record.deployments.iter_mut().rev().find(|d| d.run_id == run_id) {
+                d.migrated = true;
             }
-        }
+        })
     }
 }
 
@@ -269,6 +324,8 @@ pub struct DeployReport {
     pub strategy: String,
     pub version: String,
     pub previous_version: Option<String>,
+    /// The release that was live before, with its unit: `UNIT-003 1.0.1`.
+    pub previous_release: Option<String>,
     /// Where the release went (relative to the environment for `local`, the side for
     /// blue-green).
     pub target: String,
@@ -290,6 +347,8 @@ pub struct DeployReport {
     pub pruned: Vec<String>,
     /// Set when the deploy lock was taken over from a holder that had died.
     pub stale_lock: Option<String>,
+    /// Changes of the environment's record that could not be written, each naming the file.
+    pub record_errors: Vec<String>,
     /// What undoing a failed rollout did, when it had changed the environment.
     pub rollback: Option<RollbackReport>,
     /// Every step as it happened (UTC time, action, status), for the deployment report.
@@ -320,6 +379,11 @@ impl DeployReport {
             strategy: env.strategy().to_owned(),
             version: rollout.journal.version.clone(),
             previous_version: rollout.journal.previous_version.clone(),
+            previous_release: rollout
+                .journal
+                .previous_version
+                .as_deref()
+                .map(|v| label(&rollout.journal.previous_unit, v)),
             migrated: rollout.journal.migrated,
             weight: rollout.journal.weight,
             success: true,
@@ -393,9 +457,29 @@ pub struct Rollout<'a> {
     /// `OPSFLOW_ENV`, `OPSFLOW_VERSION` and the like.
     pub vars: Vec<(String, String)>,
     pub journal: Journal,
+    /// Where the release comes from, for the environment's record.
+    pub provenance: Provenance,
 }
 
 impl Rollout<'_> {
+    /// Marks this rollout's deployment in the record; a failed write is named in the report.
+    fn mark(&self, report: &mut DeployReport, status: Status, reason: &str) {
+        if let Err(e) = self.env.mark(self.ws, &self.journal.run_id, status, reason) {
+            report.record_errors.push(e.to_string());
+        }
+    }
+
+    /// Sets what was live before this rollout, from the record.
+    fn set_previous(&mut self, report: &mut DeployReport, previous: Option<&Deployment>) {
+        report.previous_version = previous.map(|d| d.version.clone());
+        report.previous_release = previous.map(Deployment::label);
+        self.journal.previous_version = report.previous_version.clone();
+        self.journal.previous_unit = previous.map(|d| d.unit_id.clone()).unwrap_or_default();
+        if let Some(previous) = &report.previous_version {
+            self.vars.push(("OPSFLOW_PREVIOUS_VERSION".into(), previous.clone()));
+        }
+    }
+
     fn save(&mut self) {
         if let Err(e) = self.journal.save(self.ws) {
             tracing::error!("{e}");
@@ -446,16 +530,19 @@ pub fn deploy(rollout: &mut Rollout<'_>, release_dir: &Path) -> DeployReport {
     let env = rollout.env;
     let mut report = DeployReport::start(rollout);
     rollout.vars.push(("OPSFLOW_RELEASE_DIR".into(), release_dir.to_string_lossy().into_owned()));
+    let record = match env.history(rollout.ws) {
+        Ok(record) => record,
+        Err(e) => {
+            report.fail("record", e.to_string());
+            return report;
+        }
+    };
     if let Some(local) = env.local(&rollout.ws.root) {
-        deploy_local(rollout, &local, release_dir, &mut report);
+        deploy_local(rollout, &local, &record, release_dir, &mut report);
     } else {
         if report.previous_version.is_none() {
-            let history = env.history(rollout.ws);
-            report.previous_version =
-                history.deployments.iter().rev().find(|d| d.status == "good").map(|d| d.version.clone());
-            rollout.journal.previous_version = report.previous_version.clone();
-        }
-        if let Some(previous) = &report.previous_version {
+            rollout.set_previous(&mut report, record.newest_good());
+        } else if let Some(previous) = &report.previous_version {
             rollout.vars.push(("OPSFLOW_PREVIOUS_VERSION".into(), previous.clone()));
         }
         deploy_command(rollout, &mut report);
@@ -463,16 +550,51 @@ pub fn deploy(rollout: &mut Rollout<'_>, release_dir: &Path) -> DeployReport {
     report
 }
 
-fn deploy_local(rollout: &mut Rollout<'_>, local: &LocalEnv, release_dir: &Path, report: &mut DeployReport) {
+/// The checks of one blue-green slot: `{slot_url}` in an `http` check's URL becomes the
+/// slot's address from `slot_urls`, so a check can reach the idle slot before the switch.
+fn for_slot(env: &EnvConfig, specs: &[CheckSpec], slot: &str) -> Result<Vec<CheckSpec>, String> {
+    specs
+        .iter()
+        .map(|spec| {
+            let mut spec = spec.clone();
+            if let Some(url) = spec.http.as_mut().filter(|url| url.contains(SLOT_URL)) {
+                let Some(address) = env.slot_urls.get(slot) else {
+                    return Err(format!(
+                        "check `{}` uses `{SLOT_URL}` but `environments.{}.slot_urls.{slot}` is not set in {}",
+                        spec.name, env.name, env.config
+                    ));
+                };
+                *url = url.replace(SLOT_URL, address.trim_end_matches('/'));
+            }
+            Ok(spec)
+        })
+        .collect()
+}
+
+/// The placeholder of a blue-green slot's address in a check's URL.
+pub const SLOT_URL: &str = "{slot_url}";
+
+/// The side (`blue`, `green`) of a local blue-green slot directory.
+fn side_of(dir: &str) -> &str {
+    dir.rsplit('/').next().unwrap_or(dir)
+}
+
+fn deploy_local(
+    rollout: &mut Rollout<'_>,
+    local: &LocalEnv,
+    record: &Record,
+    release_dir: &Path,
+    report: &mut DeployReport,
+) {
     let env = rollout.env;
     let runner = rollout.runner;
     let version = rollout.journal.version.clone();
     let previous_dir = local.live_dir();
-    report.previous_version = local.live_version();
-    rollout.journal.previous_version = report.previous_version.clone();
-    if let Some(previous) = &report.previous_version {
-        rollout.vars.push(("OPSFLOW_PREVIOUS_VERSION".into(), previous.clone()));
-    }
+    let previous = previous_dir.as_deref().and_then(|dir| record.good_in(dir));
+    rollout.set_previous(report, previous);
+    // A live link to a release that is not good (left by an older version of opsflow, or by
+    // hand) is not restored when this deploy fails.
+    let previous_dir = previous.map(|d| d.dir.clone());
     let vars = rollout.vars.clone();
     let name = match rollout.journal.unit_id.as_str() {
         "" => crate::release::Version::new(version.clone()).bare().to_owned(),
@@ -486,24 +608,38 @@ fn deploy_local(rollout: &mut Rollout<'_>, local: &LocalEnv, release_dir: &Path,
     report.note(format!("Artifacts deployed to {dir}"), "SUCCESS");
     rollout.journal.slot = Some(dir.clone());
     rollout.journal.previous_slot = previous_dir.clone();
-    let run_id = rollout.journal.run_id.clone();
-    env.record_deploying(rollout.ws, &rollout.journal.unit_id, &version, &dir, &run_id);
-    let mark = |status: &str| env.mark(rollout.ws, &run_id, status);
+    // The record says a deployment started before anything live changes.
+    if let Err(e) = env.record_deploying(rollout.ws, &rollout.journal, &dir, &rollout.provenance) {
+        return report.fail("record", format!("{e}; nothing was switched"));
+    }
     if local.strategy == Strategy::BlueGreen {
-        // Health-check the idle side before any traffic moves to it.
-        let (health, failure) = run_checks(runner, "health", &env.health_checks, &local.root.join(&dir), &vars);
+        // Check the idle side before any traffic moves to it.
+        let side = side_of(&dir).to_owned();
+        let mut vars = vars.clone();
+        vars.push(("OPSFLOW_SLOT".into(), side.clone()));
+        let preview = if env.preview_checks.is_empty() { &env.health_checks } else { &env.preview_checks };
+        let checks = match for_slot(env, preview, &side) {
+            Ok(checks) => checks,
+            Err(why) => {
+                rollout.mark(report, Status::Bad, &why);
+                return report.fail("health", why);
+            }
+        };
+        let (health, failure) = run_checks(runner, "health", &checks, &local.root.join(&dir), &vars);
         report.set_health(health);
         if let Some(failure) = failure {
-            mark("bad");
-            return report.fail("health", format!("{failure}; the new side was not switched in"));
+            let why = format!("{failure}; the new side was not switched in");
+            rollout.mark(report, Status::Bad, &why);
+            return report.fail("health", why);
         }
     }
     rollout.journal.changed = true;
     rollout.journal.switched = true;
     rollout.save();
     if let Err(e) = local.switch(&dir) {
-        mark("bad");
-        return report.fail("switch", format!("cannot switch to {dir}: {e}"));
+        let why = format!("cannot switch to {dir}: {e}");
+        rollout.mark(report, Status::Bad, &why);
+        return report.fail("switch", why);
     }
     report.note(format!("Traffic switched to {dir}"), "SUCCESS");
     let check_dir = env.check_dir(&runner.workspace);
@@ -511,31 +647,46 @@ fn deploy_local(rollout: &mut Rollout<'_>, local: &LocalEnv, release_dir: &Path,
         let (health, failure) = run_checks(runner, "health", &env.health_checks, &check_dir, &vars);
         report.set_health(health);
         if let Some(failure) = failure {
-            mark("bad");
+            rollout.mark(report, Status::Bad, &failure);
             restore(local, previous_dir.as_deref(), report);
             return report.fail("health", failure);
         }
     }
-    let (smoke, failure) = run_checks(runner, "smoke", &env.smoke_tests, &check_dir, &vars);
+    let smoke_tests = match local.strategy {
+        Strategy::BlueGreen => for_slot(env, &env.smoke_tests, side_of(&dir)),
+        Strategy::Recreate => Ok(env.smoke_tests.clone()),
+    };
+    let (smoke, failure) = match smoke_tests {
+        Ok(tests) => run_checks(runner, "smoke", &tests, &check_dir, &vars),
+        Err(why) => (Vec::new(), Some(why)),
+    };
     report.set_smoke(smoke);
     if let Some(failure) = failure {
-        mark("bad");
+        rollout.mark(report, Status::Bad, &failure);
         restore(local, previous_dir.as_deref(), report);
         return report.fail("smoke", failure);
     }
-    mark("good");
+    rollout.mark(report, Status::Good, "");
     let keep = env.keep_releases.unwrap_or(DEFAULT_KEEP_RELEASES);
-    match local.prune(keep) {
+    let pruned = env.history(rollout.ws).map_err(|e| e.to_string()).and_then(|record| {
+        local.prune(&record, keep).map_err(|e| format!("cannot remove old releases of {}: {e}", env.name))
+    });
+    match pruned {
         Ok(pruned) => report.pruned = pruned,
-        Err(e) => tracing::warn!("cannot remove old releases of {}: {e}", env.name),
+        Err(e) => tracing::warn!("{e}"),
     }
 }
 
+/// Switches back to what was live before a failed deploy; a first deploy takes the live link
+/// away, so the environment is as it was and the failed release is never left live.
 fn restore(local: &LocalEnv, previous: Option<&str>, report: &mut DeployReport) {
-    if let Some(previous) = previous
-        && local.switch(previous).is_ok()
-    {
-        report.restored_previous = true;
+    let restored = match previous {
+        Some(previous) => local.switch(previous),
+        None => local.take_down(),
+    };
+    match restored {
+        Ok(()) => report.restored_previous = previous.is_some(),
+        Err(e) => report.record_errors.push(format!("cannot switch {} back: {e}", local.live_link().display())),
     }
 }
 
@@ -585,8 +736,11 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
     let env = rollout.env;
     let strategy = env.strategy().to_owned();
     let run_id = rollout.journal.run_id.clone();
-    if rollout.journal.next_step == 0 && !rollout.journal.changed {
-        env.record_deploying(rollout.ws, &rollout.journal.unit_id, &rollout.journal.version, "", &run_id);
+    if rollout.journal.next_step == 0
+        && !rollout.journal.changed
+        && let Err(e) = env.record_deploying(rollout.ws, &rollout.journal, "", &rollout.provenance)
+    {
+        return report.fail("record", format!("{e}; nothing was deployed"));
     }
     if strategy == "blue-green" {
         return deploy_blue_green(rollout, report);
@@ -602,7 +756,9 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
             if let Err(why) = rollout.command(report, "migrate", "migrate", &[]) {
                 return give_up(rollout, report, "migrate", format!("the migration failed: {why}"));
             }
-            env.note_migrated(rollout.ws, &run_id);
+            if let Err(e) = env.note_migrated(rollout.ws, &run_id) {
+                report.record_errors.push(e.to_string());
+            }
         }
         // Canary: the new version starts with no traffic; each step then moves traffic.
         let first = if strategy == "canary" { vec![("OPSFLOW_WEIGHT".to_owned(), "0".to_owned())] } else { vec![] };
@@ -682,7 +838,7 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
     if let Some(failure) = failure {
         return give_up(rollout, report, "smoke", failure);
     }
-    env.mark(rollout.ws, &run_id, "good");
+    rollout.mark(report, Status::Good, "");
 }
 
 fn other_side(side: &str) -> &'static str {
@@ -692,9 +848,15 @@ fn other_side(side: &str) -> &'static str {
 fn deploy_blue_green(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
     let env = rollout.env;
     let run_id = rollout.journal.run_id.clone();
-    let history = env.history(rollout.ws);
-    let live =
-        history.deployments.iter().rev().find(|d| d.status == "good" && !d.dir.is_empty()).map(|d| d.dir.clone());
+    let live = match env.history(rollout.ws) {
+        Ok(record) => record
+            .deployments
+            .iter()
+            .rev()
+            .find(|d| d.status == Status::Good && !d.dir.is_empty())
+            .map(|d| d.dir.clone()),
+        Err(e) => return report.fail("record", e.to_string()),
+    };
     let idle = other_side(live.as_deref().unwrap_or("green")).to_owned();
     rollout.journal.slot = Some(idle.clone());
     rollout.journal.previous_slot = live.clone();
@@ -703,14 +865,23 @@ fn deploy_blue_green(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
     if let Some(live) = &live {
         sides.push(("OPSFLOW_PREVIOUS_SLOT".to_owned(), live.clone()));
     }
-    env.update_history(rollout.ws, &run_id, |d| d.dir = idle.clone());
+    let slot = env.change_record(rollout.ws, |record| {
+        if let Some(d) = record.deployments.iter_mut().rev().find(|d| d.run_id == run_id) {
+            d.dir = idle.clone();
+        }
+    });
+    if let Err(e) = slot {
+        report.record_errors.push(e.to_string());
+    }
     if env.command("migrate").is_some() {
         rollout.journal.migrated = true;
         report.migrated = true;
         if let Err(why) = rollout.command(report, "migrate", "migrate", &sides) {
             return give_up(rollout, report, "migrate", format!("the migration failed: {why}"));
         }
-        env.note_migrated(rollout.ws, &run_id);
+        if let Err(e) = env.note_migrated(rollout.ws, &run_id) {
+            report.record_errors.push(e.to_string());
+        }
     }
     if let Err(why) = rollout.command(report, "deploy", "deploy", &sides) {
         return give_up(rollout, report, "deploy", format!("{why}; the {idle} side was not switched in"));
@@ -719,7 +890,11 @@ fn deploy_blue_green(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
     vars.extend(sides.iter().cloned());
     let check_dir = env.check_dir(&rollout.ws.root);
     let preview = if env.preview_checks.is_empty() { &env.health_checks } else { &env.preview_checks };
-    let (health, failure) = run_checks(rollout.runner, "preview", preview, &check_dir, &vars);
+    let preview = match for_slot(env, preview, &idle) {
+        Ok(checks) => checks,
+        Err(why) => return give_up(rollout, report, "health", why),
+    };
+    let (health, failure) = run_checks(rollout.runner, "preview", &preview, &check_dir, &vars);
     report.set_health(health);
     if let Some(failure) = failure {
         // Nothing was switched: the live side never saw the new release.
@@ -729,17 +904,21 @@ fn deploy_blue_green(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
     if let Err(why) = rollout.command(report, "switch", "switch", &sides) {
         return give_up(rollout, report, "switch", why.to_string());
     }
-    let (health, failure) = run_checks(rollout.runner, "health", &env.health_checks, &check_dir, &vars);
+    let (health, smoke) = match (for_slot(env, &env.health_checks, &idle), for_slot(env, &env.smoke_tests, &idle)) {
+        (Ok(health), Ok(smoke)) => (health, smoke),
+        (Err(why), _) | (_, Err(why)) => return give_up(rollout, report, "health", why),
+    };
+    let (health, failure) = run_checks(rollout.runner, "health", &health, &check_dir, &vars);
     report.extend_health(health);
     if let Some(failure) = failure {
         return give_up(rollout, report, "health", failure);
     }
-    let (smoke, failure) = run_checks(rollout.runner, "smoke", &env.smoke_tests, &check_dir, &vars);
+    let (smoke, failure) = run_checks(rollout.runner, "smoke", &smoke, &check_dir, &vars);
     report.set_smoke(smoke);
     if let Some(failure) = failure {
         return give_up(rollout, report, "smoke", failure);
     }
-    env.mark(rollout.ws, &run_id, "good");
+    rollout.mark(report, Status::Good, "");
 }
 
 /// Ends a paused rollout that was told to proceed but cannot (its release no longer matches
@@ -758,7 +937,7 @@ pub fn abandon(rollout: &mut Rollout<'_>, step: &str, reason: String) -> DeployR
 /// step and why.
 fn give_up(rollout: &mut Rollout<'_>, report: &mut DeployReport, step: &str, reason: String) {
     undo(rollout, report);
-    rollout.env.mark(rollout.ws, &rollout.journal.run_id, "bad");
+    rollout.mark(report, Status::Bad, &reason);
     report.fail(step, reason);
 }
 
@@ -777,9 +956,10 @@ fn undo(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
         environment: rollout.env.name.clone(),
         from: Some(journal.version.clone()),
         undone: Some((journal.unit_id.clone(), journal.version.clone())),
-        restored: undone
-            .restored
-            .then(|| journal.previous_version.clone().unwrap_or_else(|| "the previous release".to_owned())),
+        restored: undone.restored.then(|| match &journal.previous_version {
+            Some(version) => label(&journal.previous_unit, version),
+            None => "the previous release".to_owned(),
+        }),
         success: false,
         detail: undone.detail,
         migrated_down: journal.migrated && undone.restored,
@@ -1083,6 +1263,12 @@ pub struct RollbackReport {
     pub metrics_after: Option<metrics::Sample>,
     pub baseline: Option<metrics::Sample>,
     pub metrics_check: Option<MetricsCheck>,
+    /// The rollback could not be carried out as asked and changed nothing.
+    pub refused: bool,
+    /// What a rollback could restore (newest first), when it was asked.
+    pub restorable: Vec<String>,
+    /// Changes of the environment's record that could not be written.
+    pub record_errors: Vec<String>,
 }
 
 /// Whether error rate and latency returned to the baseline after a rollback.
@@ -1128,9 +1314,20 @@ fn metrics_check(
     }
 }
 
+/// Who asks for a rollback and why, for the environment's record.
+#[derive(Debug, Clone, Default)]
+pub struct Asked {
+    pub by: String,
+    pub reason: String,
+    pub run_id: String,
+}
+
+/// The `--to` value that takes an environment down on purpose: nothing stays live.
+pub const TAKE_DOWN: &str = "none";
+
 /// Restores the last good release (skipping bad ones) and verifies it. `journal` is the
 /// rollout being undone when there is one (a monitoring failure, a paused or interrupted
-/// rollout); without it (a human's later R17), the environment's history says what is live
+/// rollout); without it (a human's later R17), the environment's record says what is live
 /// and whether its deploy migrated.
 pub fn rollback(
     ws: &Workspace,
@@ -1138,12 +1335,40 @@ pub fn rollback(
     env: &EnvConfig,
     vars: &[(String, String)],
     journal: Option<&Journal>,
+    asked: &Asked,
 ) -> RollbackReport {
-    rollback_to(ws, runner, env, vars, journal, None)
+    rollback_to(ws, runner, env, vars, journal, None, asked)
+}
+
+/// What a rollback of `env` can restore now, newest first, as the record has it: good
+/// releases other than the live one, whose directory is still kept (`local`).
+pub fn restorable(ws: &Workspace, env: &EnvConfig, record: &Record) -> Vec<Deployment> {
+    let local = env.local(&ws.root);
+    let live = env.live(ws, record).map(|d| d.run_id);
+    record
+        .restorable(live.as_deref(), |d| local.as_ref().is_none_or(|l| l.root.join(&d.dir).is_dir()))
+        .into_iter()
+        .cloned()
+        .collect()
+}
+
+/// Why a rollback cannot be carried out as asked, with what it could restore instead.
+fn refusal(env: &EnvConfig, asked_for: &str, restorable: &[Deployment]) -> String {
+    let choices = if restorable.is_empty() {
+        format!("no release can be restored; `--to {TAKE_DOWN}` takes the environment down on purpose")
+    } else {
+        format!(
+            "it can restore {}",
+            restorable.iter().map(|d| format!("{} (`--to {}`)", d.label(), d.version)).collect::<Vec<_>>().join(", ")
+        )
+    };
+    format!("{asked_for} in {}: {choices}", env.name)
 }
 
 /// [`rollback`] to the good release of version `target` when one is named (`opsflow rollback
-/// ENV --to VERSION`), else to the last good release.
+/// ENV --to VERSION`; [`TAKE_DOWN`] takes the environment down), else to the last good
+/// release. A rollback that cannot be carried out (no such release is kept, nothing to
+/// restore without a journal) is `refused` and changes nothing.
 pub fn rollback_to(
     ws: &Workspace,
     runner: &Runner,
@@ -1151,90 +1376,78 @@ pub fn rollback_to(
     vars: &[(String, String)],
     journal: Option<&Journal>,
     target: Option<&str>,
+    asked: &Asked,
 ) -> RollbackReport {
     let mut report = RollbackReport { environment: env.name.clone(), ..RollbackReport::default() };
-    let history = env.history(ws);
-    let wanted = |d: &&crate::rollout::local::Deployment| {
-        target.is_none_or(|t| crate::release::same_version(&d.version, t)) && d.status == "good"
+    let record = match env.history(ws) {
+        Ok(record) => record,
+        Err(e) => {
+            report.refused = true;
+            report.detail = e.to_string();
+            return report;
+        }
     };
+    let choices = restorable(ws, env, &record);
+    report.restorable = choices.iter().map(Deployment::label).collect();
+    let take_down = target == Some(TAKE_DOWN);
+    let wanted = |d: &&Deployment| target.is_none_or(|t| crate::release::same_version(&d.version, t));
+    let chosen = if take_down { None } else { choices.iter().find(wanted).cloned() };
+    let live = env.live(ws, &record);
+    if !take_down && chosen.is_none() && (target.is_some() || journal.is_none()) && live.is_some() {
+        report.refused = true;
+        report.detail = match target {
+            Some(version) => refusal(env, &format!("no good release {version} is kept to roll back to"), &choices),
+            None => refusal(env, "no earlier good release is kept to roll back to", &choices),
+        };
+        return report;
+    }
+    if journal.is_none() && live.is_none() && !take_down {
+        report.refused = true;
+        report.detail = refusal(env, "no good release is live, so there is nothing to roll back", &choices);
+        return report;
+    }
+    let undone = match journal {
+        Some(j) => Some(ReleaseRef::new(j.unit_id.clone(), j.version.clone())),
+        None => live.as_ref().map(Deployment::release),
+    };
+    let undone_run = journal.map(|j| j.run_id.clone()).or_else(|| live.as_ref().map(|d| d.run_id.clone()));
+    report.undone = undone.as_ref().map(|r| (r.unit_id.clone(), r.version.clone()));
     if let Some(local) = env.local(&runner.workspace) {
         report.from = local.live_dir();
-        report.undone = match journal {
-            Some(j) => Some((j.unit_id.clone(), j.version.clone())),
-            None => local.live_deployment().map(|d| (d.unit_id, d.version)),
-        };
-        let chosen = match target {
-            Some(version) => {
-                let found = history
-                    .deployments
-                    .iter()
-                    .rev()
-                    .filter(|d| Some(&d.dir) != report.from.as_ref())
-                    .filter(wanted)
-                    .find(|d| local.root.join(&d.dir).is_dir())
-                    .cloned();
-                if found.is_none() {
-                    report.detail = format!(
-                        "no good release {version} is kept in {} to roll back to (releases marked bad are skipped)",
-                        env.name
-                    );
-                    report.undone = None;
-                    return report;
-                }
-                found
-            }
-            None => None,
-        };
-        let next = chosen.or_else(|| local.rollback_target());
-        if let Some(run_id) = journal.map(|j| j.run_id.as_str()) {
-            env.mark(ws, run_id, "bad");
-        } else if let Some(live) = &report.from {
-            let _ = local.mark_bad(live);
-        }
-        match next {
+        match &chosen {
             Some(target) => {
                 if let Err(e) = local.switch(&target.dir) {
                     report.detail = format!("cannot switch back to {}: {e}", target.dir);
                     return report;
                 }
-                report.restored = Some(target.version.clone());
+                report.restored = Some(target.label());
             }
             None => {
-                // The first release of an environment: rolling back takes it down (the
-                // production gate says so before that release ships).
-                let _ = std::fs::remove_file(local.live_link());
+                // The first release of an environment, or a person's `--to none`: nothing
+                // stays live (the production gate says so before a first release ships).
+                if let Err(e) = local.take_down() {
+                    report.detail = format!("cannot take {} down: {e}", local.live_link().display());
+                    return report;
+                }
                 report.success = true;
-                report.detail = "no earlier good release: the environment was taken back to its empty state".to_owned();
-                return report;
+                report.detail = if take_down {
+                    format!("{} took the environment down on purpose: nothing is live", describe(asked))
+                } else {
+                    "no earlier good release: the environment was taken back to its empty state".to_owned()
+                };
             }
         }
     } else {
-        // Without a journal, the live deployment is the newest good one in the history.
-        let live = history.deployments.iter().rev().find(|d| d.status == "good");
         let fallback;
-        if target.is_some()
-            && !history
-                .deployments
-                .iter()
-                .rev()
-                .filter(|d| live.is_none_or(|l| l.run_id != d.run_id))
-                .any(|d| wanted(&d))
-        {
-            report.detail = format!(
-                "no good release {} was deployed to {} before: nothing to roll back to",
-                target.unwrap_or_default(),
-                env.name
-            );
-            return report;
-        }
         let journal = match journal {
             Some(journal) => journal,
             None => {
-                let previous =
-                    live.and_then(|l| history.deployments.iter().rev().filter(wanted).find(|d| d.run_id != l.run_id));
+                let live = live.as_ref();
+                let previous = chosen.as_ref();
                 fallback = Journal {
                     environment: env.name.clone(),
                     version: live.map(|l| l.version.clone()).unwrap_or_default(),
+                    unit_id: live.map(|l| l.unit_id.clone()).unwrap_or_default(),
                     run_id: live.map(|l| l.run_id.clone()).unwrap_or_default(),
                     provider: env.provider.clone(),
                     strategy: env.strategy().to_owned(),
@@ -1245,6 +1458,7 @@ pub fn rollback_to(
                     slot: live.map(|l| l.dir.clone()).filter(|d| !d.is_empty()),
                     previous_slot: previous.map(|p| p.dir.clone()).filter(|d| !d.is_empty()),
                     previous_version: previous.map(|p| p.version.clone()),
+                    previous_unit: previous.map(|p| p.unit_id.clone()).unwrap_or_default(),
                     switched: true,
                     ..Journal::default()
                 };
@@ -1252,29 +1466,64 @@ pub fn rollback_to(
             }
         };
         report.from = Some(journal.version.clone());
-        report.undone = Some((
-            if journal.unit_id.is_empty() {
-                live.map(|l| l.unit_id.clone()).unwrap_or_default()
-            } else {
-                journal.unit_id.clone()
-            },
-            journal.version.clone(),
-        ));
-        let undone = undo_steps(runner, env, journal, vars);
-        report.steps = undone.steps;
-        report.migrated_down = journal.migrated && undone.restored;
-        report.detail = undone.detail;
-        if !journal.run_id.is_empty() {
-            env.mark(ws, &journal.run_id, "bad");
-        }
-        if !undone.restored {
+        let undone_steps = undo_steps(runner, env, journal, vars);
+        report.steps = undone_steps.steps;
+        report.migrated_down = journal.migrated && undone_steps.restored;
+        report.detail = undone_steps.detail;
+        if !undone_steps.restored {
+            mark_undone(ws, env, undone_run.as_deref(), undone.as_ref(), None, asked, &mut report);
             return report;
         }
-        report.restored = Some(journal.previous_version.clone().unwrap_or_else(|| "the previous release".to_owned()));
+        report.restored = Some(match &journal.previous_version {
+            Some(version) => label(&journal.previous_unit, version),
+            None => "the previous release".to_owned(),
+        });
+    }
+    let restored = chosen.as_ref().map(Deployment::release);
+    mark_undone(ws, env, undone_run.as_deref(), undone.as_ref(), restored, asked, &mut report);
+    if report.success && report.restored.is_none() {
+        return report;
     }
     let baseline = journal.and_then(|j| j.baseline.as_ref());
     verify_rollback(runner, env, vars, &mut report, true, baseline, &ws.config.devops.rollback_triggers);
     report
+}
+
+/// `alice (reason)` or `opsflow`, for a record's detail.
+fn describe(asked: &Asked) -> String {
+    if asked.by.trim().is_empty() { "a person".to_owned() } else { asked.by.clone() }
+}
+
+/// Records in the environment's record that a rollback undid `undone` (its deployment is
+/// `bad` from now on) and what it restored.
+fn mark_undone(
+    ws: &Workspace,
+    env: &EnvConfig,
+    undone_run: Option<&str>,
+    undone: Option<&ReleaseRef>,
+    restored: Option<ReleaseRef>,
+    asked: &Asked,
+    report: &mut RollbackReport,
+) {
+    let reason = if asked.reason.is_empty() { report.detail.clone() } else { asked.reason.clone() };
+    let result = env.change_record(ws, |record| {
+        let now = crate::time::now_rfc3339();
+        if let Some(d) = undone_run.and_then(|run| record.deployments.iter_mut().rev().find(|d| d.run_id == run)) {
+            d.status = Status::Bad;
+            d.ended_at.get_or_insert(now);
+            d.reason = Some(format!("rolled back: {reason}"));
+        }
+        // The releases this rollback takes away besides the one it undoes: every good
+        // deployment newer than the one restored (a person may go back further than one).
+        let mut event =
+            Event::new(EventKind::RolledBack, undone.unwrap_or(&ReleaseRef::default()), &asked.run_id, reason.clone())
+                .by(asked.by.clone());
+        event.restored = restored;
+        record.events.push(event);
+    });
+    if let Err(e) = result {
+        report.record_errors.push(e.to_string());
+    }
 }
 
 #[cfg(test)]

@@ -93,6 +93,9 @@ pub struct Journal {
     pub previous_slot: Option<String>,
     #[serde(default)]
     pub previous_version: Option<String>,
+    /// The unit of the release that was live before, so every report names it with its unit.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub previous_unit: String,
     /// Blue-green: whether traffic was switched to the new side.
     #[serde(default)]
     pub switched: bool,

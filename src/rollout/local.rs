@@ -5,8 +5,9 @@
 //! - `blue-green`: `slots/blue/`, `slots/green/` and `active -> slots/<side>`; a release is
 //!   copied into the idle slot, health-checked there, and only then does `active` switch.
 //!
-//! `releases.json` records every deployment (version, slot, status `good`/`bad`) so that a
-//! rollback can find the last good release and skip bad ones. A symlink is swapped by creating
+//! `releases.json` is the environment's record (`environment::record`): every deployment
+//! (release, slot, status `good`/`bad`), so that a rollback can find the last good release
+//! and skip bad ones. A symlink is swapped by creating
 //! it under a temporary name and renaming it over the old one, which is atomic.
 
 use std::fs;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::environment::record::{Deployment, Record, RecordError, Status};
 use crate::workspace::write;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,42 +24,6 @@ use crate::workspace::write;
 pub enum Strategy {
     Recreate,
     BlueGreen,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Deployment {
-    pub version: String,
-    /// The unit whose release this is (empty for a release without a unit).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub unit_id: String,
-    /// The directory of the release, relative to the environment root.
-    pub dir: String,
-    pub status: String,
-    pub deployed_at: String,
-    pub run_id: String,
-    /// Whether the deploy ran `migrate`, so that undoing it runs `migrate_down`.
-    #[serde(default)]
-    pub migrated: bool,
-}
-
-/// `releases.json`: every deployment of an environment, oldest first. Statuses: `deploying`
-/// (not finished yet), `good`, `bad`, `replaced` (its directory now holds a later release).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct History {
-    pub deployments: Vec<Deployment>,
-}
-
-impl History {
-    /// The history at `path`; empty when the file is missing or unreadable.
-    pub fn load(path: &Path) -> History {
-        fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
-    }
-
-    /// Writes the history to `path`, which must stay inside `workspace`.
-    pub fn save(&self, workspace: &Path, path: &Path) -> io::Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(io::Error::other)? + "\n";
-        write::write_file(workspace, path, text.as_bytes())
-    }
 }
 
 pub struct LocalEnv {
@@ -97,23 +63,24 @@ impl LocalEnv {
         fs::read_link(self.live_link()).ok().map(|p| p.to_string_lossy().into_owned())
     }
 
-    pub fn history(&self) -> History {
-        History::load(&self.root.join("releases.json"))
+    /// The environment's record file.
+    pub fn record_path(&self) -> PathBuf {
+        self.root.join("releases.json")
     }
 
-    pub fn save_history(&self, history: &History) -> io::Result<()> {
-        history.save(&self.workspace, &self.root.join("releases.json"))
+    pub fn history(&self) -> Result<Record, RecordError> {
+        Record::load(&self.record_path())
     }
 
-    /// The version live now, from the history.
-    pub fn live_version(&self) -> Option<String> {
-        self.live_deployment().map(|d| d.version)
+    pub fn save_history(&self, history: &Record) -> Result<(), RecordError> {
+        history.save(&self.workspace, &self.record_path())
     }
 
-    /// The deployment live now, from the history.
-    pub fn live_deployment(&self) -> Option<Deployment> {
-        let live = self.live_dir()?;
-        self.history().deployments.iter().rev().find(|d| d.dir == live && d.status == "good").cloned()
+    /// The deployment live now: the good one of the record in the directory the live link
+    /// points at. `Ok(None)`: nothing is live, or what is live is not a good release.
+    pub fn live_deployment(&self) -> Result<Option<Deployment>, RecordError> {
+        let Some(live) = self.live_dir() else { return Ok(None) };
+        Ok(self.history()?.good_in(&live).cloned())
     }
 
     /// Stages `source` as a new release and returns the directory (relative to the root) it
@@ -157,68 +124,76 @@ impl LocalEnv {
         fs::File::open(&self.root).and_then(|d| d.sync_all())
     }
 
-    /// Records a deployment's outcome.
-    pub fn record(&self, deployment: Deployment) -> io::Result<()> {
-        let mut history = self.history();
-        // A release staged into a directory replaces whatever an earlier deployment left
-        // there (a blue-green slot, a rebuilt version): that one can no longer be restored.
-        for earlier in history.deployments.iter_mut().filter(|d| d.dir == deployment.dir && d.status == "good") {
-            earlier.status = "replaced".to_owned();
+    /// Records a deployment that starts: a release staged into a directory replaces whatever
+    /// an earlier deployment left there (a blue-green slot, a rebuilt version), which can no
+    /// longer be restored.
+    pub fn record(&self, history: &mut Record, deployment: Deployment) {
+        for earlier in history.deployments.iter_mut().filter(|d| d.dir == deployment.dir && d.status == Status::Good) {
+            earlier.status = Status::Replaced;
         }
         history.deployments.push(deployment);
-        self.save_history(&history)
-    }
-
-    /// Marks the latest deployment of `dir` as bad, so rollback skips it.
-    pub fn mark_bad(&self, dir: &str) -> io::Result<()> {
-        let mut history = self.history();
-        if let Some(d) = history.deployments.iter_mut().rev().find(|d| d.dir == dir) {
-            d.status = "bad".to_owned();
-        }
-        self.save_history(&history)
     }
 
     /// The last good deployment other than the live one, whose directory still exists.
-    pub fn rollback_target(&self) -> Option<Deployment> {
+    pub fn rollback_target(&self) -> Result<Option<Deployment>, RecordError> {
+        let history = self.history()?;
+        Ok(self.rollback_target_in(&history).cloned())
+    }
+
+    /// [`LocalEnv::rollback_target`] in a record already read.
+    pub fn rollback_target_in<'r>(&self, history: &'r Record) -> Option<&'r Deployment> {
         let live = self.live_dir();
-        let history = self.history();
         history
             .deployments
             .iter()
             .rev()
-            .filter(|d| d.status == "good" && Some(&d.dir) != live.as_ref())
+            .filter(|d| d.status == Status::Good && Some(&d.dir) != live.as_ref())
             .find(|d| self.root.join(&d.dir).is_dir())
-            .cloned()
+    }
+
+    /// Takes the live link away: the environment is as before its first release.
+    pub fn take_down(&self) -> io::Result<()> {
+        match fs::remove_file(self.live_link()) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => fs::File::open(&self.root).and_then(|d| d.sync_all()),
+        }
     }
 }
 
 impl LocalEnv {
-    /// Removes release directories beyond the `keep` newest (`recreate` only: blue-green has
-    /// its two slots). Never removes the live release or the one a rollback would restore.
+    /// Removes release directories beyond `keep` (`recreate` only: blue-green has its two
+    /// slots). Never removes the live release or the one a rollback would restore; after
+    /// those, good releases are kept before bad ones, newest first, whatever their unit, so
+    /// pruning never keeps a release that cannot be restored in place of one that can.
     /// Returns the directories removed, relative to the root.
-    pub fn prune(&self, keep: usize) -> io::Result<Vec<String>> {
+    pub fn prune(&self, history: &Record, keep: usize) -> io::Result<Vec<String>> {
         if self.strategy != Strategy::Recreate {
             return Ok(Vec::new());
         }
-        let history = self.history();
         let live = self.live_dir();
-        let target = self.rollback_target().map(|d| d.dir);
-        // Newest first, each directory once.
-        let mut newest: Vec<&str> = Vec::new();
+        let target = self.rollback_target_in(history).map(|d| d.dir.clone());
+        // Newest first, each directory once, by the status of its newest deployment.
+        let mut newest: Vec<(&str, Status)> = Vec::new();
         for d in history.deployments.iter().rev() {
-            if !newest.contains(&d.dir.as_str()) {
-                newest.push(&d.dir);
+            if !newest.iter().any(|(dir, _)| *dir == d.dir) {
+                newest.push((&d.dir, d.status));
             }
         }
-        let protected = |dir: &str| Some(dir) == live.as_deref() || Some(dir) == target.as_deref();
-        let mut kept = newest.iter().filter(|d| protected(d)).count();
-        let mut removed = Vec::new();
-        for dir in newest {
-            if protected(dir) {
-                continue;
+        let rank = |(dir, status): &(&str, Status)| {
+            if Some(*dir) == live.as_deref() || Some(*dir) == target.as_deref() {
+                0
+            } else if *status == Status::Good {
+                1
+            } else {
+                2
             }
-            if kept < keep {
-                kept += 1;
+        };
+        // A stable sort keeps newest first within each rank.
+        newest.sort_by_key(rank);
+        let mut removed = Vec::new();
+        for (i, entry) in newest.iter().enumerate() {
+            let (dir, _) = *entry;
+            if rank(entry) == 0 || i < keep {
                 continue;
             }
             let path = self.root.join(dir);

@@ -1,0 +1,9 @@
+//! What runs where. Each environment keeps one record of every change made to it
+//! (`record.rs`); `status`, `history` and the deployment reports read what is live, what a
+//! rollback would restore and where each release came from from that record, and nowhere
+//! else (`view.rs`).
+
+pub mod record;
+pub mod view;
+
+pub use record::{Deployment, Event, EventKind, Provenance, Record, RecordError, ReleaseRef, Status};

@@ -1,0 +1,366 @@
+//! The record of one environment: every deployment made to it (the release by unit and
+//! version, the commit it was built from, the digest of its artifacts, who approved it, when
+//! it started and ended, its status, the release it replaced) and every change of what is
+//! live (deploys, pauses, a human's decisions, rollbacks), oldest first.
+//!
+//! It is the environment's `releases.json` (in the `local` provider's directory, or
+//! `<runtime>/envs/<name>/releases.json` for the `command` provider), written whole and
+//! atomically on every change, so a `kill -9` leaves the old or the new record and never half
+//! of one. It is opsflow's own file in the runtime directory, so `git checkout` and `git
+//! stash` do not move it. A record that cannot be read is an error naming the file and the
+//! place, never an empty history: acting on it would take down what is live.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::workspace::write;
+
+/// Where a deployment stands. A release marked `bad` (failed its checks, or undone by a
+/// rollback) is never restored by a rollback; `replaced` means its directory now holds a
+/// later release, so it cannot be restored either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Started and not finished: the run is going on, or it was cut off.
+    Deploying,
+    Good,
+    Bad,
+    Replaced,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Deploying => "deploying",
+            Status::Good => "good",
+            Status::Bad => "bad",
+            Status::Replaced => "replaced",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A release as the record names it: always its unit and its version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRef {
+    #[serde(default)]
+    pub unit_id: String,
+    pub version: String,
+}
+
+impl ReleaseRef {
+    pub fn new(unit_id: impl Into<String>, version: impl Into<String>) -> ReleaseRef {
+        ReleaseRef { unit_id: unit_id.into(), version: version.into() }
+    }
+
+    /// `UNIT-003 1.0.1`, or the bare version for a release without a unit.
+    pub fn label(&self) -> String {
+        label(&self.unit_id, &self.version)
+    }
+}
+
+/// How every report names a release: `UNIT-003 1.0.1`, or `1.0.1` without a unit.
+pub fn label(unit: &str, version: &str) -> String {
+    if unit.is_empty() { version.to_owned() } else { format!("{unit} {version}") }
+}
+
+/// What the record knows of where a release comes from, given when its deployment starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The task that deployed it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub task: String,
+    /// The git commit it was built from (`git rev-parse HEAD` at build time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Whether the working tree had uncommitted changes when it was built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirty: Option<bool>,
+    /// The digest of its `SHA256SUMS` as built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    /// Releases whose shipped changes this one does not contain and which a person let it
+    /// remove on purpose (`allow_revert` in the approval).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_revert: Vec<ReleaseRef>,
+}
+
+/// One deployment of a release to the environment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Deployment {
+    pub version: String,
+    /// The unit whose release this is (empty for a release without a unit).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub unit_id: String,
+    /// The directory of the release, relative to the environment root (empty for `command`).
+    #[serde(default)]
+    pub dir: String,
+    pub status: Status,
+    /// When the deployment started.
+    pub deployed_at: String,
+    /// When it ended (good or bad); none while it runs or when it was cut off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    pub run_id: String,
+    /// Whether the deploy ran `migrate`, so that undoing it runs `migrate_down`.
+    #[serde(default)]
+    pub migrated: bool,
+    #[serde(default, flatten)]
+    pub provenance: Provenance,
+    /// The release that was live when this one started, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<ReleaseRef>,
+    /// Why it is `bad`: the failed check, or the rollback that undid it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Deployment {
+    pub fn release(&self) -> ReleaseRef {
+        ReleaseRef::new(self.unit_id.clone(), self.version.clone())
+    }
+
+    pub fn label(&self) -> String {
+        label(&self.unit_id, &self.version)
+    }
+}
+
+/// Kinds of change the record keeps, besides the deployments themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    DeployStarted,
+    Deployed,
+    Failed,
+    Paused,
+    Proceeded,
+    RolledBack,
+    Interrupted,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::DeployStarted => "deploy_started",
+            EventKind::Deployed => "deployed",
+            EventKind::Failed => "failed",
+            EventKind::Paused => "paused",
+            EventKind::Proceeded => "proceeded",
+            EventKind::RolledBack => "rolled_back",
+            EventKind::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// One change of the environment, in the order it happened.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    pub at: String,
+    pub event: EventKind,
+    /// The release it concerns (for a rollback: the release undone).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub unit_id: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub run_id: String,
+    /// Who decided it: an approver, a person's decision, or opsflow's agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// For a rollback: what it restored (none: the environment was taken down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<ReleaseRef>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+impl Event {
+    pub fn new(event: EventKind, release: &ReleaseRef, run_id: &str, detail: impl Into<String>) -> Event {
+        Event {
+            at: crate::time::now_rfc3339(),
+            event,
+            unit_id: release.unit_id.clone(),
+            version: release.version.clone(),
+            run_id: run_id.to_owned(),
+            by: None,
+            restored: None,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn by(mut self, by: impl Into<String>) -> Event {
+        self.by = Some(by.into()).filter(|b: &String| !b.trim().is_empty());
+        self
+    }
+}
+
+/// An environment's record could not be read or written. Nothing acts on an environment
+/// whose record it cannot read.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("cannot read the environment record {}: {source}", path.display())]
+    Unreadable { path: PathBuf, source: io::Error },
+    #[error(
+        "the environment record {} is corrupt at line {line}, column {column}: {message}; nothing is deployed to or rolled back in this environment until it is repaired or restored from a backup",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, line: usize, column: usize, message: String },
+    #[error("cannot write the environment record {}: {source}", path.display())]
+    Unwritable { path: PathBuf, source: io::Error },
+}
+
+/// `releases.json`: every deployment of an environment and every change of it, oldest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    #[serde(default)]
+    pub deployments: Vec<Deployment>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<Event>,
+}
+
+impl Record {
+    /// The record at `path`: empty when the file does not exist, an error when it cannot be
+    /// read or is not a record.
+    pub fn load(path: &Path) -> Result<Record, RecordError> {
+        let text = match fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Record::default()),
+            Err(source) => return Err(RecordError::Unreadable { path: path.to_owned(), source }),
+        };
+        serde_json::from_str(&text).map_err(|e| RecordError::Corrupt {
+            path: path.to_owned(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string().split(" at line ").next().unwrap_or_default().to_owned(),
+        })
+    }
+
+    /// Writes the record to `path` (inside `workspace`) atomically.
+    pub fn save(&self, workspace: &Path, path: &Path) -> Result<(), RecordError> {
+        let text = serde_json::to_string_pretty(self).expect("a record serializes") + "\n";
+        write::write_file(workspace, path, text.as_bytes())
+            .map_err(|source| RecordError::Unwritable { path: path.to_owned(), source })
+    }
+
+    /// The deployment of `run_id`, newest first.
+    pub fn of_run(&self, run_id: &str) -> Option<&Deployment> {
+        self.deployments.iter().rev().find(|d| d.run_id == run_id)
+    }
+
+    /// The newest good deployment: what is live for a provider without a live link.
+    pub fn newest_good(&self) -> Option<&Deployment> {
+        self.deployments.iter().rev().find(|d| d.status == Status::Good)
+    }
+
+    /// The good deployment in `dir`, newest first: what is live for a provider whose live
+    /// link points at `dir`.
+    pub fn good_in(&self, dir: &str) -> Option<&Deployment> {
+        self.deployments.iter().rev().find(|d| d.dir == dir && d.status == Status::Good)
+    }
+
+    /// The releases a rollback could restore, newest first: good, not the live one, each
+    /// release once, and (for a provider with directories) whose directory `exists`.
+    pub fn restorable(&self, live_run: Option<&str>, exists: impl Fn(&Deployment) -> bool) -> Vec<&Deployment> {
+        let mut out: Vec<&Deployment> = Vec::new();
+        for d in self.deployments.iter().rev() {
+            if d.status != Status::Good || Some(d.run_id.as_str()) == live_run || !exists(d) {
+                continue;
+            }
+            if out.iter().any(|o| o.unit_id == d.unit_id && o.version == d.version) {
+                continue;
+            }
+            out.push(d);
+        }
+        out
+    }
+
+    /// Releases that were live here (good, or undone later) whose `commit` is recorded,
+    /// newest first, each release once: what a release must contain not to undo them.
+    pub fn shipped(&self) -> Vec<&Deployment> {
+        let mut out: Vec<&Deployment> = Vec::new();
+        for d in self.deployments.iter().rev() {
+            let was_live = matches!(d.status, Status::Good | Status::Replaced);
+            if !was_live || d.provenance.commit.is_none() {
+                continue;
+            }
+            if out.iter().any(|o| o.unit_id == d.unit_id && o.version == d.version) {
+                continue;
+            }
+            out.push(d);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(unit: &str, version: &str, status: Status, run: &str) -> Deployment {
+        Deployment {
+            version: version.into(),
+            unit_id: unit.into(),
+            dir: format!("releases/{unit}/{version}"),
+            status,
+            deployed_at: "2026-01-01T00:00:00Z".into(),
+            ended_at: None,
+            run_id: run.into(),
+            migrated: false,
+            provenance: Provenance::default(),
+            replaced: None,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn a_record_cut_short_is_corrupt_with_its_place_and_never_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("releases.json");
+        let record = Record { deployments: vec![deployment("U-1", "1.0.0", Status::Good, "r1")], events: vec![] };
+        let text = serde_json::to_string_pretty(&record).unwrap();
+        fs::write(&path, &text[..text.len() / 2]).unwrap();
+        let error = Record::load(&path).unwrap_err().to_string();
+        assert!(error.contains("releases.json is corrupt at line "), "{error}");
+        assert!(error.contains("nothing is deployed to or rolled back"), "{error}");
+        fs::remove_file(&path).unwrap();
+        assert_eq!(Record::load(&path).unwrap(), Record::default());
+    }
+
+    #[test]
+    fn a_record_written_before_provenance_was_kept_still_reads() {
+        let old = r#"{"deployments": [{"version": "1.0.0", "unit_id": "U-1", "dir": "releases/U-1/1.0.0",
+            "status": "good", "deployed_at": "2026-01-01T00:00:00Z", "run_id": "r1", "migrated": false}]}"#;
+        let record: Record = serde_json::from_str(old).unwrap();
+        assert_eq!(record.deployments[0].status, Status::Good);
+        assert_eq!(record.deployments[0].provenance, Provenance::default());
+    }
+
+    #[test]
+    fn restorable_releases_skip_the_live_the_bad_and_the_gone_and_name_each_release_once() {
+        let record = Record {
+            deployments: vec![
+                deployment("U-1", "1.0.0", Status::Good, "r1"),
+                deployment("U-2", "1.0.0", Status::Bad, "r2"),
+                deployment("U-1", "1.0.0", Status::Good, "r3"),
+                deployment("U-3", "2.0.0", Status::Good, "r4"),
+                deployment("U-1", "1.1.0", Status::Good, "r5"),
+            ],
+            events: vec![],
+        };
+        let restorable = record.restorable(Some("r5"), |d| d.unit_id != "U-3");
+        let labels: Vec<String> = restorable.iter().map(|d| d.label()).collect();
+        assert_eq!(labels, ["U-1 1.0.0"]);
+        assert_eq!(restorable[0].run_id, "r3");
+    }
+}

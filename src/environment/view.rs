@@ -1,0 +1,318 @@
+//! What the record says, for people and gates: the commit a release was built from, whether
+//! a release contains what is live (the check that keeps a release from silently undoing
+//! another), and the lines `status` and `history` print.
+//!
+//! The decisions here are pure functions of what they are given (the record, the commits,
+//! and a `contains` question answered by git), so they are tested in-process.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::record::{Deployment, EventKind, Record, ReleaseRef, label};
+
+/// How long a git question of these checks may take.
+const GIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The commit of the work tree at `root` and whether tracked files have uncommitted
+/// changes; `None` outside a git repository (or without a first commit).
+pub fn head_commit(root: &Path) -> Option<(String, bool)> {
+    let head = crate::git::run(root, &["rev-parse", "--verify", "-q", "HEAD"], GIT_TIMEOUT).ok()?;
+    let commit = head.stdout.trim().to_owned();
+    if !head.success || commit.is_empty() {
+        return None;
+    }
+    let dirty = crate::git::run(root, &["status", "--porcelain", "--untracked-files=no"], GIT_TIMEOUT)
+        .ok()
+        .filter(|s| s.success)
+        .is_some_and(|s| !s.stdout.trim().is_empty());
+    Some((commit, dirty))
+}
+
+/// Whether the history of `commit` contains `ancestor` (`git merge-base --is-ancestor`):
+/// `Err` when git cannot say (not a repository, a commit it does not have).
+pub fn contains(root: &Path, commit: &str, ancestor: &str) -> Result<bool, String> {
+    let out = crate::git::run(root, &["merge-base", "--is-ancestor", ancestor, commit], GIT_TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    match out.code {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        _ => Err(format!(
+            "git cannot compare {} with {}: {}",
+            short(commit),
+            short(ancestor),
+            out.stderr.trim().lines().next().unwrap_or("unknown commit")
+        )),
+    }
+}
+
+/// The first 12 characters of a commit id.
+pub fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}
+
+/// What the commit check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Containment {
+    /// The release contains every shipped release's commit, or there is nothing to compare.
+    Contains(String),
+    /// The check cannot be made (no commits recorded, not a git repository): a note.
+    Unchecked(String),
+    /// Shipping the release would remove the shipped changes of these releases (labels);
+    /// the sentence names the live one.
+    Removes { releases: Vec<ReleaseRef>, units: Vec<String>, detail: String },
+}
+
+/// Whether `release` (built from `commit`) contains what is live in the environment and
+/// every release shipped there before, by `contains(commit, ancestor)`.
+pub fn containment(
+    release: &str,
+    commit: Option<&str>,
+    record: &Record,
+    live: Option<&Deployment>,
+    contains: impl Fn(&str, &str) -> Result<bool, String>,
+) -> Containment {
+    let Some(live) = live else {
+        return Containment::Contains("nothing is live to compare with".to_owned());
+    };
+    let Some(live_commit) = live.provenance.commit.as_deref() else {
+        return Containment::Unchecked(format!("the live release {} has no recorded commit", live.label()));
+    };
+    let Some(commit) = commit else {
+        return Containment::Unchecked(format!(
+            "{release} has no recorded commit (built outside a git repository, or before commits were recorded)"
+        ));
+    };
+    let mut removed: Vec<&Deployment> = Vec::new();
+    let mut unknown = None;
+    // The live release first, then every release shipped before it.
+    let shipped = std::iter::once(live).chain(record.shipped().into_iter().filter(|d| d.run_id != live.run_id));
+    for d in shipped {
+        let Some(theirs) = d.provenance.commit.as_deref() else { continue };
+        if removed.iter().any(|r| r.unit_id == d.unit_id && r.version == d.version) {
+            continue;
+        }
+        match contains(commit, theirs) {
+            Ok(true) => {}
+            Ok(false) => removed.push(d),
+            Err(why) if d.run_id == live.run_id => unknown = Some(why),
+            Err(_) => {}
+        }
+    }
+    if let Some(why) = unknown {
+        return Containment::Removes {
+            releases: vec![live.release()],
+            units: vec![live.unit_id.clone()],
+            detail: format!(
+                "cannot tell whether {release} (commit {}) contains the live release {} (commit {}): {why}",
+                short(commit),
+                live.label(),
+                short(live_commit)
+            ),
+        };
+    }
+    if removed.is_empty() {
+        return Containment::Contains(format!(
+            "{release} (commit {}) contains the live release {} (commit {})",
+            short(commit),
+            live.label(),
+            short(live_commit)
+        ));
+    }
+    let mut units: Vec<String> = Vec::new();
+    for d in &removed {
+        if !units.contains(&d.unit_id) {
+            units.push(d.unit_id.clone());
+        }
+    }
+    let releases: Vec<ReleaseRef> = removed.iter().map(|d| d.release()).collect();
+    let live_removed = removed.iter().any(|d| d.run_id == live.run_id);
+    let head = if live_removed {
+        format!(
+            "{release} (commit {}) does not contain the live release {} (commit {})",
+            short(commit),
+            live.label(),
+            short(live_commit)
+        )
+    } else {
+        format!("{release} (commit {}) does not contain every release shipped before it", short(commit))
+    };
+    let detail = format!(
+        "{head}: shipping it would remove the shipped changes of {} ({})",
+        units.iter().map(|u| if u.is_empty() { "a release without a unit" } else { u }).collect::<Vec<_>>().join(", "),
+        releases.iter().map(ReleaseRef::label).collect::<Vec<_>>().join(", ")
+    );
+    Containment::Removes { releases, units, detail }
+}
+
+/// One row of `opsflow history ENV`: a deployment and what became of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryRow {
+    pub release: String,
+    pub unit_id: String,
+    pub version: String,
+    pub status: String,
+    pub live: bool,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub run_id: String,
+    pub task: String,
+    pub commit: Option<String>,
+    pub dirty: Option<bool>,
+    pub approved_by: Option<String>,
+    pub replaced: Option<String>,
+    pub reason: Option<String>,
+    pub allowed_revert: Vec<String>,
+    /// Rollbacks that undid this deployment: who, when, and what they restored.
+    pub rolled_back: Vec<String>,
+}
+
+/// The environment's deployments newest first, with the live one marked.
+pub fn history_rows(record: &Record, live: Option<&Deployment>) -> Vec<HistoryRow> {
+    record
+        .deployments
+        .iter()
+        .rev()
+        .map(|d| {
+            let rolled_back = record
+                .events
+                .iter()
+                .filter(|e| e.event == EventKind::RolledBack && e.unit_id == d.unit_id && e.version == d.version)
+                .filter(|e| e.at.as_str() >= d.deployed_at.as_str())
+                .map(|e| {
+                    format!(
+                        "{} by {}{}",
+                        e.at,
+                        e.by.as_deref().unwrap_or("opsflow"),
+                        match &e.restored {
+                            Some(r) => format!(", restoring {}", r.label()),
+                            None => ", leaving nothing live".to_owned(),
+                        }
+                    )
+                })
+                .collect();
+            HistoryRow {
+                release: d.label(),
+                unit_id: d.unit_id.clone(),
+                version: d.version.clone(),
+                status: d.status.to_string(),
+                live: live.is_some_and(|l| l.run_id == d.run_id),
+                started_at: d.deployed_at.clone(),
+                ended_at: d.ended_at.clone(),
+                run_id: d.run_id.clone(),
+                task: d.provenance.task.clone(),
+                commit: d.provenance.commit.clone(),
+                dirty: d.provenance.dirty,
+                approved_by: d.provenance.approved_by.clone(),
+                replaced: d.replaced.as_ref().map(|r| r.label()),
+                reason: d.reason.clone(),
+                allowed_revert: d.provenance.allowed_revert.iter().map(|r| r.label()).collect(),
+                rolled_back,
+            }
+        })
+        .collect()
+}
+
+/// `UNIT-001 1.2.0 (commit 1a2b3c4d5e6f, since 2026-…, approved by alice)`.
+pub fn describe_live(d: &Deployment) -> String {
+    let mut parts = Vec::new();
+    if let Some(commit) = &d.provenance.commit {
+        let dirty = if d.provenance.dirty == Some(true) { ", built with uncommitted changes" } else { "" };
+        parts.push(format!("commit {}{dirty}", short(commit)));
+    }
+    parts.push(format!("since {}", d.ended_at.as_deref().unwrap_or(&d.deployed_at)));
+    if let Some(by) = &d.provenance.approved_by {
+        parts.push(format!("approved by {by}"));
+    }
+    format!("{} ({})", label(&d.unit_id, &d.version), parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::environment::record::{Provenance, Status};
+
+    fn shipped(unit: &str, version: &str, commit: &str, run: &str) -> Deployment {
+        Deployment {
+            version: version.into(),
+            unit_id: unit.into(),
+            dir: format!("releases/{unit}/{version}"),
+            status: Status::Good,
+            deployed_at: "2026-01-01T00:00:00Z".into(),
+            ended_at: None,
+            run_id: run.into(),
+            migrated: false,
+            provenance: Provenance { commit: Some(commit.into()), ..Provenance::default() },
+            replaced: None,
+            reason: None,
+        }
+    }
+
+    /// A linear history a -> b -> c; `x` is on a branch from `a`.
+    fn contains_in_history(commit: &str, ancestor: &str) -> Result<bool, String> {
+        let order = ["a", "b", "c"];
+        let position = |c: &str| order.iter().position(|o| *o == c);
+        match (commit, ancestor) {
+            ("x", "a") | ("x", "x") => Ok(true),
+            ("x", _) | (_, "x") => Ok(false),
+            _ => match (position(commit), position(ancestor)) {
+                (Some(c), Some(a)) => Ok(a <= c),
+                _ => Err("unknown commit".into()),
+            },
+        }
+    }
+
+    #[test]
+    fn an_older_build_that_lacks_the_live_release_names_it_and_its_unit() {
+        let record = Record {
+            deployments: vec![shipped("UNIT-001", "0.1.0", "a", "r1"), shipped("UNIT-003", "1.0.1", "c", "r2")],
+            events: vec![],
+        };
+        let live = record.deployments.last();
+        let found = containment("UNIT-001 0.2.0", Some("b"), &record, live, contains_in_history);
+        let Containment::Removes { releases, units, detail } = found else { panic!("{found:?}") };
+        assert_eq!(releases, [ReleaseRef::new("UNIT-003", "1.0.1")]);
+        assert_eq!(units, ["UNIT-003"]);
+        assert!(detail.starts_with("UNIT-001 0.2.0 (commit b) does not contain the live release UNIT-003 1.0.1"));
+    }
+
+    #[test]
+    fn a_release_built_on_top_of_what_is_live_passes_and_a_branch_removes_every_release_it_lacks() {
+        let record = Record {
+            deployments: vec![shipped("UNIT-001", "0.1.0", "a", "r1"), shipped("UNIT-002", "0.1.0", "b", "r2")],
+            events: vec![],
+        };
+        let live = record.deployments.last();
+        assert!(matches!(
+            containment("UNIT-001 0.3.0", Some("c"), &record, live, contains_in_history),
+            Containment::Contains(_)
+        ));
+        let Containment::Removes { releases, .. } =
+            containment("UNIT-004 1.0.0", Some("x"), &record, live, contains_in_history)
+        else {
+            panic!()
+        };
+        assert_eq!(releases, [ReleaseRef::new("UNIT-002", "0.1.0")]);
+    }
+
+    #[test]
+    fn without_recorded_commits_the_check_says_it_cannot_be_made() {
+        let record = Record { deployments: vec![shipped("UNIT-001", "0.1.0", "a", "r1")], events: vec![] };
+        let found = containment("UNIT-001 0.2.0", None, &record, record.deployments.last(), contains_in_history);
+        assert!(
+            matches!(found, Containment::Unchecked(ref why) if why.contains("has no recorded commit")),
+            "{found:?}"
+        );
+        let found = containment("UNIT-001 0.2.0", Some("q"), &record, None, contains_in_history);
+        assert!(matches!(found, Containment::Contains(_)));
+    }
+
+    #[test]
+    fn a_live_commit_git_does_not_know_blocks_with_the_reason() {
+        let record = Record { deployments: vec![shipped("UNIT-001", "0.1.0", "gone", "r1")], events: vec![] };
+        let found = containment("UNIT-001 0.2.0", Some("c"), &record, record.deployments.last(), contains_in_history);
+        let Containment::Removes { detail, .. } = found else { panic!() };
+        assert!(detail.contains("cannot tell whether UNIT-001 0.2.0"), "{detail}");
+    }
+}
