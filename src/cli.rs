@@ -93,13 +93,24 @@ pub enum Command {
         /// The environment to roll back (e.g. production)
         environment: String,
         /// Roll back to this version (a good release kept in the environment) instead of the
-        /// last good release before the live one
+        /// last good release before the live one; `none` takes the environment down on purpose
+        /// (nothing stays live). A release that cannot be restored is refused (exit 2) with the
+        /// list of those that can
         #[arg(long, value_name = "VERSION")]
         to: Option<String>,
         /// Why, recorded in the task, R18 and the audit log
         #[arg(long)]
         reason: Option<String>,
         /// Print what the run did as one JSON document on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// What an environment ran, newest first: each deployment's release (unit and version),
+    /// status, commit, approver, the release it replaced and the rollbacks that undid it
+    History {
+        /// The environment (e.g. production)
+        environment: String,
+        /// Print the record's rows as one JSON document on stdout
         #[arg(long)]
         json: bool,
     },

@@ -7,6 +7,7 @@
 
 mod demo;
 mod graph;
+mod history;
 mod init;
 mod merge_driver;
 mod rollback;
@@ -37,6 +38,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Rollback { environment, to, reason, json } => {
             rollback::run(&open()?, environment, to.as_deref(), reason.as_deref(), *json)
         }
+        Command::History { environment, json } => history::run(&open()?, environment, *json),
         Command::Graph { format } => graph::run(&open()?, *format),
         Command::MergeDriver { base, ours, theirs, path } => merge_driver::run(base, ours, theirs, path.as_deref()),
         Command::Demo => demo::run(cli.dir.as_deref()),

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::require_valid_config;
 use crate::Exit;
 use crate::engine::record;
+use crate::rollout::deploy;
 use crate::workspace::Workspace;
 
 pub fn run(
@@ -19,15 +20,16 @@ pub fn run(
     as_json: bool,
 ) -> anyhow::Result<Exit> {
     require_valid_config(ws)?;
-    if !ws.config.environments.contains_key(environment) {
-        let known: Vec<&str> = ws.config.environments.keys().map(String::as_str).collect();
-        anyhow::bail!(
-            "there is no environment `{environment}` in project-config.json (configured: {})",
-            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
-        );
-    }
+    let env = super::history::known_environment(ws, environment)?;
     if let Some(version) = to {
         crate::workspace::check_path_component(version).map_err(|why| anyhow::anyhow!("--to {why}"))?;
+    }
+    // A request that cannot be carried out changes nothing: no task is filed, no report is
+    // rewritten, and the error lists what could be restored.
+    let record = env.history(ws)?;
+    let restorable = deploy::restorable(ws, &env, &record);
+    if let Some(why) = deploy::refusal_of(&env, &restorable, env.live(ws, &record).as_ref(), false, to) {
+        anyhow::bail!("cannot roll back {why}");
     }
     let now = crate::time::now_rfc3339();
     let stamp: String = now.chars().filter(char::is_ascii_digit).take(14).collect();
@@ -36,6 +38,7 @@ pub fn run(
     let mut task = json!({
         "id": id,
         "title": match to {
+            Some(deploy::TAKE_DOWN) => format!("Take {environment} down"),
             Some(version) => format!("Roll {environment} back to {version}"),
             None => format!("Roll {environment} back to the last good release"),
         },

@@ -20,6 +20,12 @@ struct Status {
     current_nodes: Vec<String>,
     nodes: Vec<NodeStatus>,
     tasks: Vec<OwnedTask>,
+    /// What each environment runs, from its record: the live release, what a rollback would
+    /// restore.
+    environments: Vec<crate::environment::view::EnvironmentView>,
+    /// Set when the check that a release contains what is live cannot be made here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    commit_check: Option<String>,
     /// Rollouts in progress or paused (`.opsflow/rollouts/`).
     rollouts: Vec<Rollout>,
     /// The last ends of runs in the audit log, newest last.
@@ -201,8 +207,26 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
             waiting_for: j.pause.map(|p| format!("a decision in {} ({}: {})", p.decision_file, p.stage, p.reason)),
         })
         .collect();
+    let environments = ws
+        .config
+        .environments
+        .keys()
+        .filter_map(|name| crate::rollout::deploy::EnvConfig::load(&ws.config, name).ok())
+        .map(|env| {
+            let record = env.history(ws).map_err(|e| e.to_string()).map(|record| {
+                let live = env.live(ws, &record);
+                (live, crate::rollout::deploy::restorable(ws, &env, &record))
+            });
+            crate::environment::view::EnvironmentView::new(&env.name, ws.label(&env.record_path(ws)), record)
+        })
+        .collect();
+    let commit_check = crate::environment::view::head_commit(&ws.root).is_none().then(|| {
+        "cannot be made: this workspace is not a git repository with a commit, so a release is not checked for removing what production runs".to_owned()
+    });
     let status = Status {
         workspace: ws.root.display().to_string(),
+        environments,
+        commit_check,
         agent: ws.config.agent.name.clone(),
         workflow: state_value.get("workflow").and_then(Value::as_str).map(str::to_owned),
         current_nodes,
@@ -293,6 +317,17 @@ fn print_text(status: &Status) {
         }
         for problem in &task.problems {
             println!("      problem: {problem}");
+        }
+    }
+    if !status.environments.is_empty() {
+        println!("\nenvironments");
+        for environment in &status.environments {
+            for line in environment.lines() {
+                println!("  {line}");
+            }
+        }
+        if let Some(why) = &status.commit_check {
+            println!("  commit check {why}");
         }
     }
     if !status.rollouts.is_empty() {

@@ -1512,6 +1512,33 @@ impl<'w> Engine<'w> {
             }
             self.edit_state(StateEdit { node: name.clone(), fields, current_nodes });
         }
+        // A node this one made current works on the same release: it carries the release,
+        // so that it runs for this unit and version even when no task stands for it.
+        if node_status == "completed" && !run.release.unit.is_empty() {
+            let before: Vec<&str> = state
+                .get("current_nodes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let now: Vec<String> = current
+                .get("current_nodes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter(|name| !before.contains(name))
+                .map(str::to_owned)
+                .collect();
+            for name in now {
+                let mut fields = vec![FieldOp::Set("unit_id".into(), run.release.unit.clone().into())];
+                if !run.release.version.is_empty() {
+                    fields.push(FieldOp::Set("version".into(), run.release.version.as_str().into()));
+                }
+                self.edit_state(StateEdit { node: name, fields, current_nodes: None });
+            }
+        }
         let unit = self.release_of(task).unit;
         let failed = matches!(outcome, Outcome::Failed { .. } | Outcome::RolledBack { .. });
         if failed {

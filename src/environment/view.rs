@@ -214,6 +214,78 @@ pub fn history_rows(record: &Record, live: Option<&Deployment>) -> Vec<HistoryRo
         .collect()
 }
 
+/// What one environment runs, as `status` and `history` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvironmentView {
+    pub environment: String,
+    /// The record's file.
+    pub record: String,
+    /// The live release, described (`UNIT-001 1.2.0 (commit …, since …, approved by …)`).
+    pub live: Option<String>,
+    pub live_unit: Option<String>,
+    pub live_version: Option<String>,
+    pub live_commit: Option<String>,
+    /// What a rollback would restore now (the first of `restorable`).
+    pub rollback_restores: Option<String>,
+    pub restorable: Vec<String>,
+    /// The record cannot be read: nothing deploys to or rolls back this environment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl EnvironmentView {
+    /// The view of an environment from its record; `live` and `restorable` are what the
+    /// provider's state and the record say together.
+    pub fn new(
+        environment: &str,
+        record_file: String,
+        record: Result<(Option<Deployment>, Vec<Deployment>), String>,
+    ) -> EnvironmentView {
+        let mut view = EnvironmentView {
+            environment: environment.to_owned(),
+            record: record_file,
+            live: None,
+            live_unit: None,
+            live_version: None,
+            live_commit: None,
+            rollback_restores: None,
+            restorable: Vec::new(),
+            error: None,
+        };
+        match record {
+            Ok((live, restorable)) => {
+                view.live = live.as_ref().map(describe_live);
+                view.live_unit = live.as_ref().map(|d| d.unit_id.clone());
+                view.live_version = live.as_ref().map(|d| d.version.clone());
+                view.live_commit = live.as_ref().and_then(|d| d.provenance.commit.clone());
+                view.restorable = restorable.iter().map(Deployment::label).collect();
+                view.rollback_restores = view.restorable.first().cloned();
+            }
+            Err(e) => view.error = Some(e),
+        }
+        view
+    }
+
+    /// The lines `status` prints for it.
+    pub fn lines(&self) -> Vec<String> {
+        if let Some(error) = &self.error {
+            return vec![format!("{}: {error}", self.environment)];
+        }
+        let live = match &self.live {
+            Some(live) => format!("{}: {live} is live", self.environment),
+            None => format!("{}: nothing is live", self.environment),
+        };
+        let rollback = match &self.rollback_restores {
+            Some(release) => format!("  a rollback would restore {release}"),
+            None if self.live.is_some() => {
+                "  a rollback has nothing to restore (only `--to none` takes it down)".to_owned()
+            }
+            None => return vec![live],
+        };
+        vec![live, rollback]
+    }
+}
+
 /// `UNIT-001 1.2.0 (commit 1a2b3c4d5e6f, since 2026-…, approved by alice)`.
 pub fn describe_live(d: &Deployment) -> String {
     let mut parts = Vec::new();

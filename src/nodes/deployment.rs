@@ -436,11 +436,17 @@ pub fn write_rollback_result(
     if !decision_sha256.is_empty() {
         front.insert("decision_sha256".into(), decision_sha256.into());
     }
+    // Only what exists is claimed: the run's log folder when a step wrote to it, an
+    // escalation when the outcome files one (a rollback a person asked for that succeeds does
+    // not), the artifacts left in the release directory.
+    let logs = run_dir(run.ws, &run.run_id).is_dir().then(|| run.ws.label(&run_dir(run.ws, &run.run_id)));
+    let requested = run.node.action == Action::RollbackDeployment;
+    let escalated = !(requested && rollback.success);
     run.write_markdown_with(
         "R18-rollback-result.md",
         None,
         status,
-        json!({"rollback": rollback, "reason": reason}),
+        json!({"rollback": rollback, "reason": reason, "logs": logs, "escalated": escalated, "requested": requested}),
         front,
     )?;
     Ok(())
@@ -930,6 +936,11 @@ pub(crate) fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, Node
         return Ok(Outcome::Blocked { reason: rollback.detail, escalate: false });
     }
     let sha = decision.as_ref().map(|d| d.sha256.clone()).unwrap_or_default();
+    // R18 is the undone release's record: named by its unit and version, and kept in its
+    // history folder.
+    if let Some((unit, version)) = rollback.undone.clone().filter(|(_, v)| !v.is_empty()) {
+        run.release = Release::new(unit, version);
+    }
     write_rollback_result(run, &rollback, &why, &sha)?;
     if !rollback.success {
         return Ok(Outcome::Failed { step: "rollback".into(), reason: rollback.detail, log: String::new() });

@@ -956,6 +956,7 @@ fn undo(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
         environment: rollout.env.name.clone(),
         from: Some(journal.version.clone()),
         undone: Some((journal.unit_id.clone(), journal.version.clone())),
+        undone_release: Some(label(&journal.unit_id, &journal.version)),
         restored: undone.restored.then(|| match &journal.previous_version {
             Some(version) => label(&journal.previous_unit, version),
             None => "the previous release".to_owned(),
@@ -1252,6 +1253,8 @@ pub struct RollbackReport {
     pub from: Option<String>,
     /// The release that was live and was undone, as (unit, version), when known.
     pub undone: Option<(String, String)>,
+    /// The same, as every report names it: `UNIT-003 1.0.1`.
+    pub undone_release: Option<String>,
     pub restored: Option<String>,
     pub success: bool,
     pub detail: String,
@@ -1352,6 +1355,35 @@ pub fn restorable(ws: &Workspace, env: &EnvConfig, record: &Record) -> Vec<Deplo
         .collect()
 }
 
+/// Why a rollback of `env` to `target` cannot be carried out, with what it could restore
+/// instead; `None` when it can. `undoing_a_rollout`: a rollout's journal says what to undo
+/// (a first release is then taken down, as the production gate said before it shipped).
+pub fn refusal_of(
+    env: &EnvConfig,
+    restorable: &[Deployment],
+    live: Option<&Deployment>,
+    undoing_a_rollout: bool,
+    target: Option<&str>,
+) -> Option<String> {
+    if target == Some(TAKE_DOWN) {
+        return None;
+    }
+    let chosen = restorable.iter().find(|d| target.is_none_or(|t| crate::release::same_version(&d.version, t)));
+    if chosen.is_some() {
+        return None;
+    }
+    if let Some(version) = target {
+        return Some(refusal(env, &format!("no good release {version} is kept to roll back to"), restorable));
+    }
+    if undoing_a_rollout {
+        return None;
+    }
+    Some(match live {
+        Some(_) => refusal(env, "no earlier good release is kept to roll back to", restorable),
+        None => refusal(env, "no good release is live, so there is nothing to roll back", restorable),
+    })
+}
+
 /// Why a rollback cannot be carried out as asked, with what it could restore instead.
 fn refusal(env: &EnvConfig, asked_for: &str, restorable: &[Deployment]) -> String {
     let choices = if restorable.is_empty() {
@@ -1390,28 +1422,24 @@ pub fn rollback_to(
     let choices = restorable(ws, env, &record);
     report.restorable = choices.iter().map(Deployment::label).collect();
     let take_down = target == Some(TAKE_DOWN);
-    let wanted = |d: &&Deployment| target.is_none_or(|t| crate::release::same_version(&d.version, t));
-    let chosen = if take_down { None } else { choices.iter().find(wanted).cloned() };
     let live = env.live(ws, &record);
-    if !take_down && chosen.is_none() && (target.is_some() || journal.is_none()) && live.is_some() {
+    if let Some(why) = refusal_of(env, &choices, live.as_ref(), journal.is_some(), target) {
         report.refused = true;
-        report.detail = match target {
-            Some(version) => refusal(env, &format!("no good release {version} is kept to roll back to"), &choices),
-            None => refusal(env, "no earlier good release is kept to roll back to", &choices),
-        };
+        report.detail = why;
         return report;
     }
-    if journal.is_none() && live.is_none() && !take_down {
-        report.refused = true;
-        report.detail = refusal(env, "no good release is live, so there is nothing to roll back", &choices);
-        return report;
-    }
+    let chosen = if take_down {
+        None
+    } else {
+        choices.iter().find(|d| target.is_none_or(|t| crate::release::same_version(&d.version, t))).cloned()
+    };
     let undone = match journal {
         Some(j) => Some(ReleaseRef::new(j.unit_id.clone(), j.version.clone())),
         None => live.as_ref().map(Deployment::release),
     };
     let undone_run = journal.map(|j| j.run_id.clone()).or_else(|| live.as_ref().map(|d| d.run_id.clone()));
     report.undone = undone.as_ref().map(|r| (r.unit_id.clone(), r.version.clone()));
+    report.undone_release = undone.as_ref().map(ReleaseRef::label);
     if let Some(local) = env.local(&runner.workspace) {
         report.from = local.live_dir();
         match &chosen {
