@@ -353,6 +353,9 @@ fn pattern_in_words(pattern: &str, negated: bool) -> Option<&'static str> {
         }
         (r"^https?://", false) => "must be a URL that starts with `http://` or `https://`",
         (r"^http://", false) => "must be a URL that starts with `http://`",
+        (r"^(https?://|\{slot_url\})", false) => {
+            "must be a URL that starts with `http://` or `https://`, or `{slot_url}` and a path"
+        }
         (r"^[A-Za-z0-9._/-]+$", false) => "must be a branch name of letters, digits, `.`, `_`, `/` and `-`",
         (r#"^(https://|ssh://|git@)[^\s'"\\`$]+$"#, false) => {
             "must be a git URL (`https://`, `ssh://` or `git@`) without spaces, quotes, `\\`, `` ` `` or `$`"

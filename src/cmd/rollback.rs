@@ -29,11 +29,11 @@ pub fn run(
     let record = env.history(ws)?;
     let restorable = deploy::restorable(ws, &env, &record);
     if let Some(why) = deploy::refusal_of(&env, &restorable, env.live(ws, &record).as_ref(), false, to) {
-        anyhow::bail!("cannot roll back {why}");
+        anyhow::bail!("{why}");
     }
     let now = crate::time::now_rfc3339();
-    let stamp: String = now.chars().filter(char::is_ascii_digit).take(14).collect();
-    let id = format!("ROLLBACK-{}-{stamp}", crate::workspace::file_name_part(environment));
+    // The run id's time and suffix: two rollbacks within one second get two tasks.
+    let id = format!("ROLLBACK-{}-{}", crate::workspace::file_name_part(environment), crate::engine::new_run_id());
     let requested_by = std::env::var("USER").ok().filter(|u| !u.trim().is_empty()).unwrap_or_else(|| "a human".into());
     let mut task = json!({
         "id": id,

@@ -655,6 +655,12 @@ impl<'w> Engine<'w> {
                 Err(diagnostics) => problems.extend(diagnostics),
             }
         }
+        if node.action == Action::RollbackDeployment {
+            let decision = inputs.iter().find(|a| a.file.contains("R17-rollback-decision"));
+            if let Some(why) = nodes::rollback_refused(self.ws, task, decision) {
+                checks.push(Check::new("rollback", "a release to restore", false, why));
+            }
+        }
         let mut qa_rejected = None;
         let mut request_approval = false;
         if node.action.deploys() && !unit.is_empty() {
@@ -1273,6 +1279,7 @@ impl<'w> Engine<'w> {
                     by: self.ws.config.agent.name.clone(),
                     reason: "the run was interrupted".to_owned(),
                     run_id: run_id.clone(),
+                    undo_named: true,
                 };
                 let rollback = deploy::rollback(self.ws, &run.runner, env, &vars, Some(journal), &asked);
                 notes.push(format!(

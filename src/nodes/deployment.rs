@@ -348,7 +348,8 @@ pub(crate) fn resume_paused(
         }
         Decision::Rollback { by, reason } => {
             let why = format!("{by} decided to roll back at {stage}: {reason}");
-            let asked = deploy::Asked { by: by.clone(), reason: reason.clone(), run_id: run.run_id.clone() };
+            let asked =
+                deploy::Asked { by: by.clone(), reason: reason.clone(), run_id: run.run_id.clone(), undo_named: true };
             let rollback = deploy::rollback(run.ws, &run.runner, env, vars, Some(&journal), &asked);
             write_rollback_result(run, &rollback, &why, &decision_sha)?;
             Journal::remove(run.ws, &env.name);
@@ -418,6 +419,7 @@ pub(crate) fn verify(
         by: run.ws.config.agent.name.clone(),
         reason: monitoring.reason.clone(),
         run_id: run.run_id.clone(),
+        undo_named: true,
     };
     let rollback = deploy::rollback(run.ws, &run.runner, env, vars, Some(journal), &asked);
     write_rollback_result(run, &rollback, &monitoring.reason, "")?;
@@ -887,6 +889,33 @@ pub(crate) fn rollback_target(task: &Task, live: Option<&str>) -> Option<String>
     version.filter(|v| live.is_none_or(|live| !release::same_version(v, live))).map(str::to_owned)
 }
 
+/// Why the rollback `task` asks of `env` (to `target`) cannot be carried out, as the
+/// environment's record has it; `None` when it can.
+pub fn rollback_refusal(
+    ws: &Workspace,
+    env: &EnvConfig,
+    record: &crate::environment::Record,
+    task: &Task,
+    target: Option<&str>,
+) -> Option<String> {
+    let live = env.live(ws, record);
+    let restorable = deploy::restorable(ws, env, record);
+    deploy::refusal_of(env, &restorable, live.as_ref(), requested_rollback(task), target)
+}
+
+/// Why the rollback a Rollback_Deployment task asks for cannot be carried out now, read the
+/// way the node reads it: for the gate, so that such a task waits without being claimed.
+pub fn rollback_refused(ws: &Workspace, task: &Task, decision: Option<&Artifact>) -> Option<String> {
+    let env = EnvConfig::load(&ws.config, &rollback_environment(task, decision)).ok()?;
+    let record = match env.history(ws) {
+        Ok(record) => record,
+        Err(e) => return Some(e.to_string()),
+    };
+    let live = env.live(ws, &record).map(|d| d.version);
+    let target = rollback_target(task, live.as_deref());
+    rollback_refusal(ws, &env, &record, task, target.as_deref())
+}
+
 /// Rollback_Deployment: a human asked for it, in R17 (`decision: rollback`) or with
 /// `opsflow rollback ENV [--to VERSION]`, outside any paused rollout. Afterwards every record
 /// of the release that was undone says so: its production task is `rolled_back`, and
@@ -925,9 +954,19 @@ pub(crate) fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, Node
     let record = env.history(run.ws).map_err(|e| NodeError::new("record", e.to_string()))?;
     let live = env.live(run.ws, &record).map(|d| d.version);
     let target = rollback_target(run.task, live.as_deref());
+    if let Some(why) = rollback_refusal(run.ws, &env, &record, run.task, target.as_deref()) {
+        // The gate checked the same before the claim; the record changed since.
+        run.summary = format!("the rollback of {environment} was refused: {why}");
+        return Ok(Outcome::Blocked { reason: why, escalate: false });
+    }
     let mut vars = run.env_vars(&environment);
     vars.push(("OPSFLOW_VERSION".into(), run.release.version.to_string()));
-    let asked = deploy::Asked { by: by.clone(), reason: reason.clone(), run_id: run.run_id.clone() };
+    let asked = deploy::Asked {
+        by: by.clone(),
+        reason: reason.clone(),
+        run_id: run.run_id.clone(),
+        undo_named: requested_rollback(run.task),
+    };
     let rollback = deploy::rollback_to(run.ws, &run.runner, &env, &vars, None, target.as_deref(), &asked);
     if rollback.refused {
         // A request that cannot be carried out changed nothing: no report is rewritten and

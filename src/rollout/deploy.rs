@@ -58,6 +58,9 @@ pub struct EnvConfig {
     /// The config file that defines it, as messages name it.
     #[serde(skip)]
     pub config: String,
+    /// The runtime directory (`paths.runtime`), relative to the workspace.
+    #[serde(skip)]
+    pub runtime: String,
     pub provider: String,
     #[serde(default)]
     pub strategy: Option<String>,
@@ -139,6 +142,7 @@ impl EnvConfig {
         })?;
         env.name = name.to_owned();
         env.config = file;
+        env.runtime = config.paths.runtime.clone();
         Ok(env)
     }
 
@@ -571,6 +575,25 @@ fn for_slot(env: &EnvConfig, specs: &[CheckSpec], slot: &str) -> Result<Vec<Chec
         .collect()
 }
 
+/// `specs` as they check what is live now: `{slot_url}` becomes the live blue-green slot's
+/// address (the side the live link points at, or the record's newest good side).
+pub fn live_checks(env: &EnvConfig, workspace: &Path, specs: &[CheckSpec]) -> Vec<CheckSpec> {
+    if !specs.iter().any(|s| s.http.as_deref().is_some_and(|url| url.contains(SLOT_URL))) {
+        return specs.to_vec();
+    }
+    let side = match env.local(workspace) {
+        Some(local) => local.live_dir().map(|dir| side_of(&dir).to_owned()),
+        None => Record::load(&workspace.join(&env.runtime).join("envs").join(&env.name).join("releases.json"))
+            .ok()
+            .and_then(|record| record.newest_good().map(|d| d.dir.clone()))
+            .filter(|dir| !dir.is_empty()),
+    };
+    match side {
+        Some(side) => for_slot(env, specs, &side).unwrap_or_else(|_| specs.to_vec()),
+        None => specs.to_vec(),
+    }
+}
+
 /// The placeholder of a blue-green slot's address in a check's URL.
 pub const SLOT_URL: &str = "{slot_url}";
 
@@ -643,9 +666,15 @@ fn deploy_local(
     }
     report.note(format!("Traffic switched to {dir}"), "SUCCESS");
     let check_dir = env.check_dir(&runner.workspace);
-    if local.strategy == Strategy::Recreate {
-        let (health, failure) = run_checks(runner, "health", &env.health_checks, &check_dir, &vars);
-        report.set_health(health);
+    // Blue-green with preview checks: the health checks run once more on the side now live.
+    let health_after_switch = local.strategy == Strategy::Recreate || !env.preview_checks.is_empty();
+    if health_after_switch {
+        let checks = match local.strategy {
+            Strategy::BlueGreen => for_slot(env, &env.health_checks, side_of(&dir)).unwrap_or_default(),
+            Strategy::Recreate => env.health_checks.clone(),
+        };
+        let (health, failure) = run_checks(runner, "health", &checks, &check_dir, &vars);
+        report.extend_health(health);
         if let Some(failure) = failure {
             rollout.mark(report, Status::Bad, &failure);
             restore(local, previous_dir.as_deref(), report);
@@ -1000,8 +1029,8 @@ fn verify_rollback(
         report.metrics_after = Some(after);
         report.baseline = baseline.cloned();
     }
-    let (health, failure) =
-        run_checks(runner, "rollback-health", &env.health_checks, &env.check_dir(&runner.workspace), vars);
+    let checks = live_checks(env, &runner.workspace, &env.health_checks);
+    let (health, failure) = run_checks(runner, "rollback-health", &checks, &env.check_dir(&runner.workspace), vars);
     report.health = health;
     report.success = failure.is_none();
     let what = report.restored.clone().unwrap_or_default();
@@ -1150,6 +1179,7 @@ fn analyse(
     let mut analysis = Analysis::new(plan, thresholds, spec.as_ref(), baseline);
     let started = Instant::now();
     let check_dir = env.check_dir(&runner.workspace);
+    let health_checks = live_checks(env, &runner.workspace, &env.health_checks);
     let mut interrupted = false;
     let verdict = analysis.run(
         |_| Measurement {
@@ -1159,7 +1189,7 @@ fn analyse(
                 sample
             }),
             health: (!env.health_checks.is_empty()).then(|| {
-                let (results, failure) = run_checks(runner, prefix, &env.health_checks, &check_dir, vars);
+                let (results, failure) = run_checks(runner, prefix, &health_checks, &check_dir, vars);
                 Health {
                     passed: failure.is_none(),
                     detail: failure.unwrap_or_else(|| format!("{} health checks passed", results.len())),
@@ -1323,6 +1353,9 @@ pub struct Asked {
     pub by: String,
     pub reason: String,
     pub run_id: String,
+    /// The person named the release to undo (an R17 deciding about it): a first release with
+    /// nothing before it may then be taken down.
+    pub undo_named: bool,
 }
 
 /// The `--to` value that takes an environment down on purpose: nothing stays live.
@@ -1356,13 +1389,16 @@ pub fn restorable(ws: &Workspace, env: &EnvConfig, record: &Record) -> Vec<Deplo
 }
 
 /// Why a rollback of `env` to `target` cannot be carried out, with what it could restore
-/// instead; `None` when it can. `undoing_a_rollout`: a rollout's journal says what to undo
-/// (a first release is then taken down, as the production gate said before it shipped).
+/// instead; `None` when it can. `undo_is_explicit`: the release to undo is named (a rollout's
+/// journal, a person's R17 deciding about that release), so a first release with nothing
+/// before it is taken down, as the production gate said before it shipped. A `command`
+/// environment's own `rollback` command knows what it restores, so only a `--to` version
+/// its record does not have is refused there.
 pub fn refusal_of(
     env: &EnvConfig,
     restorable: &[Deployment],
     live: Option<&Deployment>,
-    undoing_a_rollout: bool,
+    undo_is_explicit: bool,
     target: Option<&str>,
 ) -> Option<String> {
     if target == Some(TAKE_DOWN) {
@@ -1375,7 +1411,7 @@ pub fn refusal_of(
     if let Some(version) = target {
         return Some(refusal(env, &format!("no good release {version} is kept to roll back to"), restorable));
     }
-    if undoing_a_rollout {
+    if undo_is_explicit || env.provider != "local" {
         return None;
     }
     Some(match live {
@@ -1423,7 +1459,7 @@ pub fn rollback_to(
     report.restorable = choices.iter().map(Deployment::label).collect();
     let take_down = target == Some(TAKE_DOWN);
     let live = env.live(ws, &record);
-    if let Some(why) = refusal_of(env, &choices, live.as_ref(), journal.is_some(), target) {
+    if let Some(why) = refusal_of(env, &choices, live.as_ref(), journal.is_some() || asked.undo_named, target) {
         report.refused = true;
         report.detail = why;
         return report;

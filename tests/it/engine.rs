@@ -371,13 +371,12 @@ fn a_failing_smoke_test_fails_staging_restores_nothing_and_files_one_fix_task() 
     // The failed release is marked bad in the environment's history.
     let history = json_file(&ws, ".opsflow/envs/staging/releases.json");
     assert_eq!(history["deployments"][0]["status"], "bad");
-    // Nothing was restored: staging had no earlier release, so the failed one stays where it
-    // is for the coder to look at, with no rollback recorded anywhere.
+    // Staging had no earlier release: the environment is left as it was before (nothing live,
+    // the failed release's directory kept for the coder to look at), and no rollback is
+    // recorded anywhere.
     assert_eq!(history["deployments"].as_array().unwrap().len(), 1, "{history:#}");
-    assert_eq!(
-        fs::read_link(ws.join(".opsflow/envs/staging/current")).unwrap(),
-        PathBuf::from("releases/UNIT-001/1.0.0")
-    );
+    assert!(fs::symlink_metadata(ws.join(".opsflow/envs/staging/current")).is_err(), "nothing is live");
+    assert!(ws.join(".opsflow/envs/staging/releases/UNIT-001/1.0.0/index.html").is_file());
     assert_eq!(staging["outcome"].get("rollback_reason"), None, "{staging:#}");
     for record in ["R17-rollback-decision.md", "R18-rollback-result.md"] {
         assert!(!ws.join(&format!("docs/workflow/artifacts/{record}")).exists(), "{record} was written");

@@ -99,7 +99,8 @@ fn r18_follows_the_seeds_rollback_procedure_with_what_was_done() {
         assert!(r18.contains(heading), "{heading:?} missing in\n{r18}");
     }
     // What was done, with the figures: the error rate after the rollback against the baseline.
-    assert!(r18.contains("Target rollback version: 1.0.0, the last good release before"), "{r18}");
+    assert!(r18.contains("- Undone: UNIT-001 1.1.0"), "{r18}");
+    assert!(r18.contains("Target rollback release: UNIT-001 1.0.0"), "{r18}");
     assert!(r18.contains("Error rate and latency: back to baseline: error rate 0.2% (limit 5%)"), "{r18}");
 }
 

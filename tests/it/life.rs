@@ -84,7 +84,7 @@ pub(crate) fn new_release(ws: &Workspace, unit: &str, version: &str, error_rate:
 
 /// Runs `opsflow run --json` and checks that `tasks.json` changed only in the entries the run
 /// reports (ran, blocked) and the ones it appended; returns the exit code and the summary.
-fn step(ws: &Workspace) -> (i32, Value) {
+pub(crate) fn step(ws: &Workspace) -> (i32, Value) {
     let before: BTreeMap<String, Value> =
         ws.tasks().into_iter().map(|t| (t["id"].as_str().unwrap().to_owned(), t)).collect();
     let run = ws.run(&["run", "--json"]);
@@ -145,7 +145,7 @@ pub(crate) fn live_index(ws: &Workspace) -> String {
     std::fs::read_to_string(ws.join(&format!("{LIVE}/index.html"))).unwrap_or_default()
 }
 
-fn ship(ws: &Workspace, unit: &str, version: &str) {
+pub(crate) fn ship(ws: &Workspace, unit: &str, version: &str) {
     let ids = new_release(ws, unit, version, 0.1);
     let (code, summary) = step(ws);
     assert_eq!(code, 3, "{summary}");

@@ -46,6 +46,7 @@ mod crash;
 mod daemon;
 mod docs;
 mod engine;
+mod environments;
 mod errors;
 mod fidelity;
 mod first_hour;

@@ -431,7 +431,8 @@ fn a_local_rollback_restores_the_last_good_release_and_skips_a_bad_one() {
         .collect();
     assert_eq!(statuses, [("1.0.0", "good"), ("1.1.0", "bad"), ("1.2.0", "bad")]);
     let r18 = ws.read_string(R18);
-    assert!(r18.contains("- Restored: 1.0.0"), "{r18}");
+    // Every release is named by unit and version.
+    assert!(r18.contains("- Restored: UNIT-001 1.0.0"), "{r18}");
 }
 
 #[test]

@@ -1,0 +1,323 @@
+//! What runs where: the environment's record, `opsflow history`, the environments in
+//! `status`, refused rollbacks, first deploys that fail, blue-green checks of the idle slot,
+//! and the check that a release does not silently remove what production runs.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::engine::{CONFIG, edit_json, files, status_of};
+use crate::life::{approval_file, approve, life_workspace, live_index, new_release, ship, step};
+use crate::util::{Workspace, git, task};
+
+const CURRENT: &str = ".opsflow/envs/production/current";
+
+fn history(ws: &Workspace, environment: &str) -> Value {
+    let run = ws.run(&["history", environment, "--json"]);
+    run.status(0);
+    run.json()
+}
+
+/// The sample's own release, UNIT-001 1.0.0, shipped to production.
+fn first_release_shipped() -> Workspace {
+    let ws = life_workspace();
+    assert_eq!(step(&ws).0, 3);
+    approve(&ws, &approval_file(&ws, "UNIT-001", "1.0.0"));
+    let (code, summary) = step(&ws);
+    assert_eq!(code, 0, "{summary}");
+    ws
+}
+
+#[test]
+fn history_lists_every_release_newest_first_with_its_unit_and_approver() {
+    let ws = first_release_shipped();
+    ship(&ws, "UNIT-002", "1.0.0");
+    let record = history(&ws, "production");
+    let rows = record["deployments"].as_array().unwrap();
+    let releases: Vec<&str> = rows.iter().map(|r| r["release"].as_str().unwrap()).collect();
+    assert_eq!(releases, ["UNIT-002 1.0.0", "UNIT-001 1.0.0"]);
+    assert_eq!(rows[0]["live"], true);
+    assert_eq!(rows[0]["status"], "good");
+    assert_eq!(rows[0]["approved_by"], "alice");
+    assert_eq!(rows[0]["replaced"], "UNIT-001 1.0.0");
+    assert_eq!(rows[0]["task"], "P-UNIT-002-1.0.0");
+    assert_eq!(rows[1]["live"], false);
+    assert_eq!(record["rollback_restores"], "UNIT-001 1.0.0");
+    // The text form says the same, and `status` shows what is live.
+    let text = ws.run(&["history", "production"]).stdout();
+    assert!(text.starts_with("production: UNIT-002 1.0.0 ("), "{text}");
+    assert!(text.contains("a rollback would restore UNIT-001 1.0.0"), "{text}");
+    let status = ws.run(&["status"]).stdout();
+    assert!(status.contains("production: UNIT-002 1.0.0 ("), "{status}");
+    assert!(status.contains("approved by alice) is live"), "{status}");
+    // An environment the config does not have is named with the ones it has.
+    let unknown = ws.run(&["history", "prod"]);
+    unknown.status(2);
+    assert!(unknown.stderr().contains("there is no environment `prod`"), "{}", unknown.stderr());
+}
+
+#[test]
+fn a_refused_human_rollback_changes_nothing_and_lists_what_it_could_restore() {
+    // `opsflow rollback production --to 0.1.1` for a release that is not kept used to fail
+    // production: exit 1, a CRITICAL escalation, a fix task, a `failed` signal and an R18
+    // saying "Restored: nothing", while a healthy release was live.
+    let ws = first_release_shipped();
+    ship(&ws, "UNIT-002", "1.0.0");
+    let before = files(&ws);
+    let refused = ws.run(&["rollback", "production", "--to", "0.1.1"]);
+    refused.status(2);
+    let stderr = refused.stderr();
+    assert!(stderr.contains("no good release 0.1.1 is kept to roll back to in production"), "{stderr}");
+    assert!(stderr.contains("it can restore UNIT-001 1.0.0 (`--to 1.0.0`)"), "{stderr}");
+    assert_eq!(crate::util::changed_paths(&before, &files(&ws)), Vec::<std::path::PathBuf>::new());
+    assert!(live_index(&ws).contains("UNIT-002 1.0.0"));
+
+    // What it listed works.
+    ws.run(&["rollback", "production", "--to", "1.0.0", "--reason", "checkout broke"]).status(0);
+    assert!(live_index(&ws).contains("UNIT-001 1.0.0"), "{}", live_index(&ws));
+    let record = history(&ws, "production");
+    let undone = &record["deployments"][0];
+    assert_eq!(undone["release"], "UNIT-002 1.0.0");
+    assert_eq!(undone["status"], "bad");
+    let rolled_back = undone["rolled_back"][0].as_str().unwrap();
+    assert!(rolled_back.contains("restoring UNIT-001 1.0.0"), "{rolled_back}");
+    // R18 names the undone release by unit and version, and is kept in its history.
+    let r18 = ws.read_string("docs/workflow/releases/UNIT-002/1.0.0/R18-rollback-result.md");
+    assert!(r18.contains("- Undone: UNIT-002 1.0.0"), "{r18}");
+    assert!(r18.contains("- Restored: UNIT-001 1.0.0"), "{r18}");
+    assert!(!r18.contains("an escalation entry in `human-requests.md` names this rollback"), "{r18}");
+    assert_eq!(status_of(&ws, "P-UNIT-002-1.0.0"), "rolled_back");
+
+    // Nothing earlier is kept now: a plain rollback is refused, `--to none` takes it down.
+    let refused = ws.run(&["rollback", "production"]);
+    refused.status(2);
+    assert!(refused.stderr().contains("`--to none` takes the environment down on purpose"), "{}", refused.stderr());
+    let down = ws.run(&["rollback", "production", "--to", "none", "--reason", "retiring the shop"]);
+    down.status(0);
+    assert!(
+        std::fs::symlink_metadata(ws.join(CURRENT)).is_err(),
+        "nothing is live after --to none:\n{}{}",
+        down.stdout(),
+        ws.run(&["history", "production"]).stdout()
+    );
+    let text = ws.run(&["history", "production"]).stdout();
+    assert!(text.starts_with("production: nothing is live"), "{text}");
+}
+
+#[test]
+fn a_corrupt_environment_record_stops_deploys_and_rollbacks_and_is_not_overwritten() {
+    let ws = first_release_shipped();
+    let record = ".opsflow/envs/production/releases.json";
+    let text = ws.read_string(record);
+    let cut = &text[..text.len() / 2];
+    ws.write(record, cut);
+    let refused = ws.run(&["rollback", "production"]);
+    refused.status(2);
+    assert!(refused.stderr().contains("releases.json is corrupt at line"), "{}", refused.stderr());
+    assert!(live_index(&ws).contains("UNIT-001 1.0.0"), "the live release stays");
+    assert_eq!(ws.read_string(record), cut, "the corrupt record is kept as it is");
+    let history = ws.run(&["history", "production"]);
+    history.status(2);
+    // A new release waits at the production gate, naming the file.
+    let ids = new_release(&ws, "UNIT-002", "1.0.0", 0.1);
+    step(&ws);
+    let reason = task(&ws.tasks(), &ids[2])["blocked_reason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.contains("releases.json is corrupt at line"), "{reason}");
+    assert_eq!(ws.read_string(record), cut);
+}
+
+/// A production whose health check fails for one release and passes for the others.
+fn failing_first_deploy(strategy: &str) -> Workspace {
+    let ws = life_workspace();
+    edit_json(&ws, CONFIG, |config| {
+        let production = &mut config["environments"]["production"];
+        production["strategy"] = json!(strategy);
+        production["health_checks"] = json!([{"name": "not-1.0.0", "command": "! grep -q '1.0.0<' index.html"}]);
+    });
+    assert_eq!(step(&ws).0, 3);
+    approve(&ws, &approval_file(&ws, "UNIT-001", "1.0.0"));
+    let (code, summary) = step(&ws);
+    assert_eq!(code, 1, "{summary}");
+    assert_eq!(status_of(&ws, "DEVOPS-007"), "failed", "{summary}");
+    ws
+}
+
+#[test]
+fn a_first_deploy_that_fails_leaves_nothing_live_and_the_next_release_deploys() {
+    // With `recreate`, a first production deploy that failed its health check left
+    // `current` on the bad release, and every later release was blocked ("no good release
+    // is kept to roll back to") until a person removed the link.
+    for (strategy, link) in [("recreate", "current"), ("blue-green", "active")] {
+        let ws = failing_first_deploy(strategy);
+        let live = format!(".opsflow/envs/production/{link}");
+        assert!(
+            std::fs::symlink_metadata(ws.join(&live)).is_err(),
+            "{strategy}: nothing is live after a failed first deploy"
+        );
+        let record = history(&ws, "production");
+        assert_eq!(record["deployments"][0]["status"], "bad", "{strategy}: {record}");
+        assert_eq!(record["live"], Value::Null, "{strategy}");
+
+        let ids = new_release(&ws, "UNIT-002", "1.0.1", 0.1);
+        let (code, summary) = step(&ws);
+        assert_eq!(code, 3, "{strategy}: {summary}");
+        approve(&ws, &approval_file(&ws, "UNIT-002", "1.0.1"));
+        let (code, summary) = step(&ws);
+        assert_eq!(code, 0, "{strategy}: {summary}");
+        assert_eq!(status_of(&ws, &ids[2]), "deployed", "{strategy}: {summary}");
+        let index = std::fs::read_to_string(ws.join(&format!("{live}/index.html"))).unwrap();
+        assert!(index.contains("UNIT-002 1.0.1"), "{strategy}: {index}");
+    }
+}
+
+/// A real HTTP server on loopback serving `dir` (which may not exist yet).
+struct FileServer {
+    child: Child,
+    url: String,
+}
+
+impl FileServer {
+    fn start(dir: &std::path::Path) -> FileServer {
+        let script = "import functools, http.server, sys\n\
+                      handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])\n\
+                      server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)\n\
+                      print(server.server_address[1], flush=True)\n\
+                      server.serve_forever()\n";
+        let mut child = Command::new("python3")
+            .args(["-c", script])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port: u16 = line.trim().parse().unwrap_or_else(|_| panic!("a port, got {line:?}"));
+        FileServer { child, url: format!("http://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_blue_green_http_check_reaches_the_idle_slot_through_its_slot_url() {
+    // An `http` health check of a blue-green environment probed whatever was live, so a
+    // first deploy could never pass it, and a later one checked the old release.
+    let ws = life_workspace();
+    let slots = ws.join(".opsflow/envs/production/slots");
+    let blue = FileServer::start(&slots.join("blue"));
+    let green = FileServer::start(&slots.join("green"));
+    edit_json(&ws, CONFIG, |config| {
+        let production = &mut config["environments"]["production"];
+        production["strategy"] = json!("blue-green");
+        production["slot_urls"] = json!({"blue": blue.url, "green": green.url});
+        production["health_checks"] = json!([{"name": "home", "http": "{slot_url}/index.html",
+            "expect_body_contains": "Acme Shop"}]);
+        // The preview check looks for this release in the idle slot's page.
+        production["preview_checks"] = json!([{"name": "new-release", "http": "{slot_url}/index.html",
+            "expect_body_contains": "UNIT-001 1.0.0"}]);
+    });
+    assert_eq!(step(&ws).0, 3);
+    approve(&ws, &approval_file(&ws, "UNIT-001", "1.0.0"));
+    let (code, summary) = step(&ws);
+    assert_eq!(code, 0, "the first blue-green deploy passes its http check: {summary}");
+    assert_eq!(std::fs::read_link(ws.join(".opsflow/envs/production/active")).unwrap().to_string_lossy(), "slots/blue");
+
+    // The next release goes to green, and the preview check reads green (blue still serves
+    // UNIT-001 1.0.0, so only the idle slot can pass it).
+    edit_json(&ws, CONFIG, |config| {
+        config["environments"]["production"]["preview_checks"][0]["expect_body_contains"] = json!("UNIT-002 2.0.0");
+    });
+    let ids = new_release(&ws, "UNIT-002", "2.0.0", 0.1);
+    assert_eq!(step(&ws).0, 3);
+    approve(&ws, &approval_file(&ws, "UNIT-002", "2.0.0"));
+    let (code, summary) = step(&ws);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(status_of(&ws, &ids[2]), "deployed");
+    assert_eq!(
+        std::fs::read_link(ws.join(".opsflow/envs/production/active")).unwrap().to_string_lossy(),
+        "slots/green"
+    );
+
+    // A release whose idle slot does not serve what the preview wants is never switched in.
+    edit_json(&ws, CONFIG, |config| {
+        config["environments"]["production"]["preview_checks"][0]["expect_body_contains"] = json!("never served");
+    });
+    let ids = new_release(&ws, "UNIT-003", "3.0.0", 0.1);
+    assert_eq!(step(&ws).0, 3);
+    approve(&ws, &approval_file(&ws, "UNIT-003", "3.0.0"));
+    let (code, summary) = step(&ws);
+    assert_eq!(code, 1, "{summary}");
+    assert_eq!(status_of(&ws, &ids[2]), "failed");
+    assert_eq!(
+        std::fs::read_link(ws.join(".opsflow/envs/production/active")).unwrap().to_string_lossy(),
+        "slots/green"
+    );
+    assert_eq!(history(&ws, "production")["deployments"][0]["status"], "bad");
+    drop((blue, green));
+}
+
+#[test]
+fn an_older_build_that_would_remove_a_shipped_unit_is_blocked_and_can_be_let_through_on_purpose() {
+    // UNIT-001 0.2.0 was built before UNIT-003 1.0.1 shipped; approving 0.2.0 later removed
+    // UNIT-003's feature from production, with no word in the approval request or the gates.
+    let ws = life_workspace();
+    edit_json(&ws, CONFIG, |config| {
+        config["environments"]["staging"]["strategy"] = json!("recreate");
+    });
+    git(ws.path(), &["init", "-q"]);
+    git(ws.path(), &["add", "-A"]);
+    git(ws.path(), &["commit", "-qm", "the shop"]);
+    // The sample's 1.0.0 ships from the first commit.
+    assert_eq!(step(&ws).0, 3);
+    approve(&ws, &approval_file(&ws, "UNIT-001", "1.0.0"));
+    assert_eq!(step(&ws).0, 0);
+    // UNIT-001 0.2.0 is built from that commit and waits for its approval.
+    let old = new_release(&ws, "UNIT-001", "0.2.0", 0.1);
+    assert_eq!(step(&ws).0, 3);
+    assert_eq!(status_of(&ws, &old[1]), "deployed");
+    // UNIT-003's feature is committed, built and shipped.
+    ws.write("app/checkout.html", "<p>checkout</p>\n");
+    git(ws.path(), &["add", "-A"]);
+    git(ws.path(), &["commit", "-qm", "UNIT-003: checkout"]);
+    let new = new_release(&ws, "UNIT-003", "1.0.1", 0.1);
+    assert_eq!(step(&ws).0, 3);
+    approve(&ws, &approval_file(&ws, "UNIT-003", "1.0.1"));
+    let (code, summary) = step(&ws);
+    assert_eq!(code, 3, "UNIT-001 0.2.0 still waits for its approval: {summary}");
+    assert_eq!(status_of(&ws, &new[2]), "deployed", "{summary}");
+    let live = history(&ws, "production");
+    assert!(live["deployments"][0]["commit"].as_str().is_some_and(|c| c.len() == 40), "{live}");
+
+    // Approving the older build does not ship it: the gate names what it would remove.
+    let request = approval_file(&ws, "UNIT-001", "0.2.0");
+    approve(&ws, &request);
+    let (code, summary) = step(&ws);
+    assert_eq!(code, 3, "{summary}");
+    let reason = task(&ws.tasks(), &old[2])["blocked_reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("does not contain the live release UNIT-003 1.0.1"), "{reason}");
+    assert!(reason.contains("would remove the shipped changes of UNIT-003"), "{reason}");
+    assert!(reason.contains("allow_revert: true"), "{reason}");
+    assert!(live_index(&ws).contains("UNIT-003 1.0.1"));
+
+    // A person lets it through on purpose; the record says which release it removed.
+    let text = ws.read_string(&request);
+    ws.write(&request, text.replacen("status: \"approved\"", "status: \"approved\"\nallow_revert: true", 1));
+    let (code, summary) = step(&ws);
+    assert_eq!(code, 0, "{summary}");
+    assert!(live_index(&ws).contains("UNIT-001 0.2.0"));
+    let record = history(&ws, "production");
+    assert_eq!(record["deployments"][0]["release"], "UNIT-001 0.2.0");
+    assert_eq!(record["deployments"][0]["allowed_revert"], json!(["UNIT-003 1.0.1"]));
+    let text = ws.run(&["history", "production"]).stdout();
+    assert!(text.contains("removed UNIT-003 1.0.1 on purpose (allow_revert)"), "{text}");
+    // R07 of every release says what it was built from.
+    let r07 = ws.read_string("docs/workflow/releases/UNIT-003/1.0.1/R07-version-tag.md");
+    assert!(r07.contains("- Built from commit: "), "{r07}");
+}
