@@ -219,6 +219,38 @@ fn label_of(root: &Path, path: &Path) -> String {
     shown.to_string_lossy().replace('\\', "/")
 }
 
+/// Whether a file name is an editor's dropping rather than a workflow file: a lock, swap,
+/// backup, auto-save or temporary file an editor keeps beside the file being edited. Every
+/// directory walk of workflow files and the daemon's watcher skip these, so a file open in an
+/// editor neither fails `validate` nor wakes a reconcile. The list (docs/reference.md,
+/// "Editor files"):
+///
+/// - Emacs: `.#NAME` (a lock, often a symlink to a name that does not exist), `#NAME#`
+///   (auto-save), `NAME~` (backup, also Vim's and nano's);
+/// - Vim: `.NAME.swp` and the further swap names `.NAME.swo` ... `.NAME.swa`, `.NAME.swx`, and
+///   `4913` (the file Vim creates to test whether a directory is writable);
+/// - JetBrains IDEs ("safe write"): `NAME___jb_tmp___` and `NAME___jb_old___`;
+/// - VS Code (atomic writes of its settings and state, and of saves where enabled):
+///   `NAME.vsctmp`.
+pub fn editor_dropping(name: &str) -> bool {
+    let vim_swap = || {
+        name.starts_with('.')
+            && name.len() > 4
+            && name.rsplit_once('.').is_some_and(|(_, extension)| {
+                let bytes = extension.as_bytes();
+                bytes.len() == 3 && bytes.starts_with(b"sw") && (matches!(bytes[2], b'a'..=b'p') || bytes[2] == b'x')
+            })
+    };
+    name.starts_with(".#")
+        || (name.len() > 1 && name.starts_with('#') && name.ends_with('#'))
+        || name.ends_with('~')
+        || name == "4913"
+        || name.ends_with("___jb_tmp___")
+        || name.ends_with("___jb_old___")
+        || name.ends_with(".vsctmp")
+        || vim_swap()
+}
+
 /// A name from the config (an agent, an environment) made safe to use in a runtime file name:
 /// anything but ASCII letters, digits, `-` and `_` becomes `_`.
 pub fn file_name_part(name: &str) -> String {
@@ -249,4 +281,40 @@ pub fn check_path_component(value: &str) -> Result<(), PathComponentError> {
         return Err(PathComponentError::Control { value: value.to_owned(), character });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn editor_droppings_are_told_from_workflow_files() {
+        for name in [
+            ".#R12-prod-approval.md",
+            "#R12-prod-approval.md#",
+            "R12-prod-approval.md~",
+            ".R12-prod-approval.md.swp",
+            ".R12-prod-approval.md.swo",
+            ".R12-prod-approval.md.swx",
+            "4913",
+            "R12-prod-approval.md___jb_tmp___",
+            "R12-prod-approval.md___jb_old___",
+            "tasks.json.vsctmp",
+        ] {
+            assert!(editor_dropping(name), "{name}");
+        }
+        for name in [
+            "R12-prod-approval.md",
+            "tasks.json",
+            "QA-Report-U.md",
+            "#",
+            "swp",
+            "R12.swp.md",
+            "49130",
+            ".swp",
+            "notes.sw",
+        ] {
+            assert!(!editor_dropping(name), "{name}");
+        }
+    }
 }
