@@ -185,9 +185,11 @@ fn schema_diagnostic(file: &str, error: &jsonschema::ValidationError<'_>) -> Dia
     let pointer = error.instance_path().to_string();
     let schema_path = error.schema_path().to_string();
     let mut message = error.to_string();
-    let instance = error.instance();
-    if schema_path.contains("/$defs/duration/") && instance.is_number() {
-        let n = instance;
+    let value = error.instance();
+    // The value as a message quotes it: a long one only by its start and length.
+    let instance = crate::workspace::diagnostic::excerpt_value(value);
+    if schema_path.contains("/$defs/duration/") && value.is_number() {
+        let n = &instance;
         message = format!(
             "expected a duration with a unit, found the bare number {n}; write it as a string such as \"{n}s\", \"{n}ms\" or \"{n}m\""
         );
@@ -208,7 +210,7 @@ fn schema_diagnostic(file: &str, error: &jsonschema::ValidationError<'_>) -> Dia
             }
             jsonschema::error::ValidationErrorKind::OneOfNotValid { context }
             | jsonschema::error::ValidationErrorKind::AnyOf { context } => {
-                if let Some(words) = alternatives_in_words(file, &pointer, instance, context) {
+                if let Some(words) = alternatives_in_words(file, &pointer, value, context) {
                     message = words;
                 }
             }
@@ -289,6 +291,7 @@ fn alternatives_in_words(
             })
             .collect();
         if let Some(types) = types {
+            let instance = crate::workspace::diagnostic::excerpt_value(instance);
             return Some(format!("{} must be {}, found {instance}", field_name(pointer), join(types)));
         }
         let keys: Option<Vec<String>> = single
