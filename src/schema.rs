@@ -202,10 +202,15 @@ fn schema_diagnostic(file: &str, error: &jsonschema::ValidationError<'_>) -> Dia
                 };
             }
             jsonschema::error::ValidationErrorKind::Not { schema } => {
-                if let Some(words) =
-                    schema.get("pattern").and_then(Value::as_str).and_then(|p| pattern_in_words(p, true))
-                {
+                let pattern = schema.get("pattern").and_then(Value::as_str);
+                if let Some(words) = pattern.and_then(|p| pattern_in_words(p, true)) {
                     message = format!("{instance} {words}");
+                    // Which bidirectional control, as U+XXXX: it does not show in a terminal.
+                    let bidi =
+                        value.as_str().and_then(|text| text.chars().find(|&c| crate::workspace::bidi_control(c)));
+                    if let Some(character) = bidi.filter(|_| pattern.is_some_and(|p| p.contains('\u{202e}'))) {
+                        message = format!("{message}; it contains U+{:04X}", character as u32);
+                    }
                 }
             }
             jsonschema::error::ValidationErrorKind::OneOfNotValid { context }
@@ -346,6 +351,10 @@ fn pattern_in_words(pattern: &str, negated: bool) -> Option<&'static str> {
     Some(match (pattern, negated) {
         (r"^[^/\\]+$", false) => "must be one or more characters other than `/` and `\\`",
         (r"[\x00-\x1F\x7F]", true) => "must not contain control characters (a line break, a tab)",
+        ("[\u{202a}-\u{202e}\u{2066}-\u{2069}\u{200e}\u{200f}\u{061c}]", true) => {
+            "must not contain bidirectional control characters (U+202A to U+202E, U+2066 to U+2069, U+200E, \
+             U+200F, U+061C), which make text display in another order than it is stored"
+        }
         (r"\.\.", true) => "must not contain `..`",
         (r"^\.$", true) => "must not be `.`",
         (r"^[A-Za-z_][A-Za-z0-9_]*$", false) => {

@@ -29,8 +29,13 @@ pub fn excerpt(text: &str, open: &str, close: &str) -> String {
 }
 
 /// A JSON value as a message shows it: a string in double quotes, any other value as compact
-/// JSON, each [`excerpt`]ed.
+/// JSON, each [`excerpt`]ed, with bidirectional controls written as `\u{XXXX}`.
 pub fn excerpt_value(value: &serde_json::Value) -> String {
+    // JSON leaves bidirectional controls as they are; a terminal would reorder the message.
+    super::escape_bidi(&excerpt_json(value))
+}
+
+fn excerpt_json(value: &serde_json::Value) -> String {
     match value {
         serde_json::Value::String(s) => {
             let quoted = value.to_string();

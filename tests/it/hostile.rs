@@ -362,3 +362,30 @@ fn a_secret_too_short_to_mask_is_named_in_one_warning() {
     }
     assert!(!stderr.contains("abc"), "the warning names the secret, not its value:\n{stderr}");
 }
+
+// What broke: an identifier holding U+202E (right-to-left override) passed `safe_id` and
+// went raw into directory names under releases/ and the environments, which then displayed
+// in another order than they were stored.
+#[test]
+fn an_identifier_with_a_bidi_control_is_refused_naming_the_character() {
+    let ws = Workspace::new().sample();
+    edit_json(&ws, crate::util::TASKS, |t| {
+        for task in t["tasks"].as_array_mut().unwrap() {
+            if task.get("unit_id").is_some() {
+                task["unit_id"] = json!("UNIT-\u{202E}100");
+            }
+        }
+    });
+    let validate = ws.run(&["validate"]);
+    validate.status(2);
+    let out = format!("{}{}", validate.stdout(), validate.stderr());
+    let line = out.lines().find(|l| l.contains("/unit_id")).unwrap_or_else(|| panic!("no unit_id problem:\n{out}"));
+    assert!(line.contains("U+202E") && line.contains("bidirectional control"), "{line}");
+    assert!(line.contains(r"UNIT-\u{202E}100"), "the value is shown escaped: {line}");
+    assert!(!out.contains('\u{202E}'), "the raw character reached the terminal:\n{out}");
+
+    let run = ws.run(&["run"]);
+    assert_eq!(run.code(), Some(2), "{}", run.stderr());
+    let named: Vec<String> = entries_under(ws.path()).into_iter().filter(|p| p.contains('\u{202E}')).collect();
+    assert!(named.is_empty(), "paths with U+202E: {named:?}");
+}
