@@ -188,6 +188,13 @@ fn schema_diagnostic(file: &str, error: &jsonschema::ValidationError<'_>) -> Dia
     let value = error.instance();
     // The value as a message quotes it: a long one only by its start and length.
     let instance = crate::workspace::diagnostic::excerpt_value(value);
+    // The validator's own messages (`maxLength`, `format`, ...) start with the whole value.
+    let whole = value.to_string();
+    if whole != instance
+        && let Some(rest) = message.strip_prefix(whole.as_str())
+    {
+        message = format!("{instance}{rest}");
+    }
     if schema_path.contains("/$defs/duration/") && value.is_number() {
         let n = &instance;
         message = format!(
@@ -412,5 +419,17 @@ mod tests {
                 assert!(pattern_in_words(&pattern, negated).is_some(), "{name:?}: `{pattern}` (negated: {negated})");
             }
         }
+    }
+
+    /// A 20 MB id was repeated whole in the validator's own `maxLength` message.
+    #[test]
+    fn a_long_value_is_quoted_by_its_start_and_length() {
+        let schemas = Schemas::new(PathBuf::from("/nonexistent"), "schemas", 1 << 20);
+        let task = serde_json::json!({
+            "id": "X".repeat(5000), "title": "t", "agent": "a", "type": "infrastructure_design", "status": "pending"
+        });
+        let problems = schemas.validate(SchemaName::Task, "tasks.json", &task);
+        let messages: Vec<&str> = problems.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(messages, ["\"XXXXXXXX…\" (5000 characters) is longer than 200 characters"]);
     }
 }
