@@ -591,12 +591,22 @@ pub fn relative_inside(path: &str) -> Result<(), OutsidePath> {
 pub enum DurationError {
     #[error("{} is not a duration such as \"500ms\", \"30s\" or \"5m\"", excerpt(text, "`", "`"))]
     NotADuration { text: String },
-    #[error("{} has no unit; write \"{text}s\", \"{text}ms\" or \"{text}m\"", excerpt(text, "`", "`"))]
+    #[error("{}", no_unit(text))]
     NoUnit { text: String },
     #[error("{} has an unknown unit {}; use ms, s, m, h or d", excerpt(text, "`", "`"), excerpt(unit, "`", "`"))]
     UnknownUnit { text: String, unit: String },
     #[error("{} is too long a duration; the longest is 36500d (100 years)", excerpt(text, "`", "`"))]
     TooLong { text: String },
+}
+
+/// A number without a unit, with the spellings that would do (for a number short enough to
+/// repeat).
+fn no_unit(text: &str) -> String {
+    let shown = excerpt(text, "`", "`");
+    if text.chars().count() > crate::workspace::diagnostic::QUOTE_WHOLE {
+        return format!("{shown} has no unit; add one: ms, s, m, h or d");
+    }
+    format!("{shown} has no unit; write \"{text}s\", \"{text}ms\" or \"{text}m\"")
 }
 
 /// The longest duration the config takes: 100 years. Longer ones are mistakes, and a deadline
@@ -693,6 +703,28 @@ mod tests {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("300").unwrap_err().to_string().contains("no unit"));
         assert!(parse_duration("3y").unwrap_err().to_string().contains("unknown unit"));
+    }
+
+    /// A duration error quoted a bad value whole, a token pasted into the wrong key and a
+    /// 5000-digit number (three times over) alike.
+    #[test]
+    fn a_long_bad_duration_is_quoted_by_its_start_and_length() {
+        assert_eq!(
+            parse_duration("ghp_T0kenT0kenT0kenT0kenT0kenT0ken").unwrap_err().to_string(),
+            "`ghp_T0ke…` (34 characters) is not a duration such as \"500ms\", \"30s\" or \"5m\""
+        );
+        assert_eq!(
+            parse_duration(&"9".repeat(5000)).unwrap_err().to_string(),
+            "`99999999…` (5000 characters) has no unit; add one: ms, s, m, h or d"
+        );
+        assert_eq!(
+            parse_duration(&format!("5{}", "y".repeat(40))).unwrap_err().to_string(),
+            "`5yyyyyyy…` (41 characters) has an unknown unit `yyyyyyyy…` (40 characters); use ms, s, m, h or d"
+        );
+        assert_eq!(
+            parse_duration("300").unwrap_err().to_string(),
+            "`300` has no unit; write \"300s\", \"300ms\" or \"300m\""
+        );
     }
 
     #[test]
