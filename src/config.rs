@@ -11,8 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::exec::secrets::Secrets;
 use crate::schema::{SchemaName, Schemas};
-use crate::workspace::diagnostic::{Diagnostic, Kind};
+use crate::workspace::diagnostic::{Diagnostic, Kind, excerpt, excerpt_value};
 use crate::workspace::read;
 
 pub const DEFAULT_CONFIG_FILE: &str = "project-config.json";
@@ -369,7 +370,25 @@ impl Config {
         }
     }
 
+    /// Reads the config from `text`. Its problems are masked ([`Secrets`]): a secret given
+    /// where another value belongs is not repeated into stderr, `validate --json` or `/healthz`.
     pub fn parse(label: &str, text: &str, schemas: &Schemas) -> Result<Config, Vec<Diagnostic>> {
+        Config::parse_unmasked(label, text, schemas).map_err(|mut problems| {
+            // The config's own list of secret names, when it can be read at all.
+            let named: Vec<String> = serde_json::from_str::<Value>(text)
+                .ok()
+                .and_then(|value| value.get("secrets").cloned())
+                .and_then(|names| serde_json::from_value(names).ok())
+                .unwrap_or_default();
+            let secrets = Secrets::from_env(&named);
+            for problem in &mut problems {
+                problem.message = secrets.mask(&problem.message);
+            }
+            problems
+        })
+    }
+
+    fn parse_unmasked(label: &str, text: &str, schemas: &Schemas) -> Result<Config, Vec<Diagnostic>> {
         let value = read::parse_json(label, text).map_err(|d| vec![d])?;
         let mut problems: Vec<Diagnostic> =
             schemas.validate(SchemaName::Config, label, &value).into_iter().map(|d| d.locate_in(text)).collect();
@@ -500,7 +519,7 @@ fn duration_problems(label: &str, text: &str, value: &Value, pointer: &mut Strin
             Diagnostic::new(
                 label,
                 Kind::Config,
-                format!("expected a duration such as \"30s\" or \"5m\", found {other}"),
+                format!("expected a duration such as \"30s\" or \"5m\", found {}", excerpt_value(other)),
             )
             .pointer(pointer.clone())
             .locate_in(text),
@@ -565,17 +584,29 @@ pub fn relative_inside(path: &str) -> Result<(), OutsidePath> {
     Ok(())
 }
 
-/// A duration the config cannot hold, with the text as written.
+/// A duration the config cannot hold, with the text as written. The message quotes a long
+/// text only by its start and length (`excerpt`): a token given where a duration belongs must
+/// not be repeated whole into stderr or `/healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
-    #[error("`{text}` is not a duration such as \"500ms\", \"30s\" or \"5m\"")]
+    #[error("{} is not a duration such as \"500ms\", \"30s\" or \"5m\"", excerpt(text, "`", "`"))]
     NotADuration { text: String },
-    #[error("`{text}` has no unit; write \"{text}s\", \"{text}ms\" or \"{text}m\"")]
+    #[error("{}", no_unit(text))]
     NoUnit { text: String },
-    #[error("`{text}` has an unknown unit `{unit}`; use ms, s, m, h or d")]
+    #[error("{} has an unknown unit {}; use ms, s, m, h or d", excerpt(text, "`", "`"), excerpt(unit, "`", "`"))]
     UnknownUnit { text: String, unit: String },
-    #[error("`{text}` is too long a duration; the longest is 36500d (100 years)")]
+    #[error("{} is too long a duration; the longest is 36500d (100 years)", excerpt(text, "`", "`"))]
     TooLong { text: String },
+}
+
+/// A number without a unit, with the spellings that would do (for a number short enough to
+/// repeat).
+fn no_unit(text: &str) -> String {
+    let shown = excerpt(text, "`", "`");
+    if text.chars().count() > crate::workspace::diagnostic::QUOTE_WHOLE {
+        return format!("{shown} has no unit; add one: ms, s, m, h or d");
+    }
+    format!("{shown} has no unit; write \"{text}s\", \"{text}ms\" or \"{text}m\"")
 }
 
 /// The longest duration the config takes: 100 years. Longer ones are mistakes, and a deadline
@@ -672,6 +703,28 @@ mod tests {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("300").unwrap_err().to_string().contains("no unit"));
         assert!(parse_duration("3y").unwrap_err().to_string().contains("unknown unit"));
+    }
+
+    /// A duration error quoted a bad value whole, a token pasted into the wrong key and a
+    /// 5000-digit number (three times over) alike.
+    #[test]
+    fn a_long_bad_duration_is_quoted_by_its_start_and_length() {
+        assert_eq!(
+            parse_duration("ghp_T0kenT0kenT0kenT0kenT0kenT0ken").unwrap_err().to_string(),
+            "`ghp_T0ke…` (34 characters) is not a duration such as \"500ms\", \"30s\" or \"5m\""
+        );
+        assert_eq!(
+            parse_duration(&"9".repeat(5000)).unwrap_err().to_string(),
+            "`99999999…` (5000 characters) has no unit; add one: ms, s, m, h or d"
+        );
+        assert_eq!(
+            parse_duration(&format!("5{}", "y".repeat(40))).unwrap_err().to_string(),
+            "`5yyyyyyy…` (41 characters) has an unknown unit `yyyyyyyy…` (40 characters); use ms, s, m, h or d"
+        );
+        assert_eq!(
+            parse_duration("300").unwrap_err().to_string(),
+            "`300` has no unit; write \"300s\", \"300ms\" or \"300m\""
+        );
     }
 
     #[test]

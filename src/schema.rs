@@ -185,9 +185,18 @@ fn schema_diagnostic(file: &str, error: &jsonschema::ValidationError<'_>) -> Dia
     let pointer = error.instance_path().to_string();
     let schema_path = error.schema_path().to_string();
     let mut message = error.to_string();
-    let instance = error.instance();
-    if schema_path.contains("/$defs/duration/") && instance.is_number() {
-        let n = instance;
+    let value = error.instance();
+    // The value as a message quotes it: a long one only by its start and length.
+    let instance = crate::workspace::diagnostic::excerpt_value(value);
+    // The validator's own messages (`maxLength`, `format`, ...) start with the whole value.
+    let whole = value.to_string();
+    if whole != instance
+        && let Some(rest) = message.strip_prefix(whole.as_str())
+    {
+        message = format!("{instance}{rest}");
+    }
+    if schema_path.contains("/$defs/duration/") && value.is_number() {
+        let n = &instance;
         message = format!(
             "expected a duration with a unit, found the bare number {n}; write it as a string such as \"{n}s\", \"{n}ms\" or \"{n}m\""
         );
@@ -200,15 +209,20 @@ fn schema_diagnostic(file: &str, error: &jsonschema::ValidationError<'_>) -> Dia
                 };
             }
             jsonschema::error::ValidationErrorKind::Not { schema } => {
-                if let Some(words) =
-                    schema.get("pattern").and_then(Value::as_str).and_then(|p| pattern_in_words(p, true))
-                {
+                let pattern = schema.get("pattern").and_then(Value::as_str);
+                if let Some(words) = pattern.and_then(|p| pattern_in_words(p, true)) {
                     message = format!("{instance} {words}");
+                    // Which bidirectional control, as U+XXXX: it does not show in a terminal.
+                    let bidi =
+                        value.as_str().and_then(|text| text.chars().find(|&c| crate::workspace::bidi_control(c)));
+                    if let Some(character) = bidi.filter(|_| pattern.is_some_and(|p| p.contains('\u{202e}'))) {
+                        message = format!("{message}; it contains U+{:04X}", character as u32);
+                    }
                 }
             }
             jsonschema::error::ValidationErrorKind::OneOfNotValid { context }
             | jsonschema::error::ValidationErrorKind::AnyOf { context } => {
-                if let Some(words) = alternatives_in_words(file, &pointer, instance, context) {
+                if let Some(words) = alternatives_in_words(file, &pointer, value, context) {
                     message = words;
                 }
             }
@@ -289,6 +303,7 @@ fn alternatives_in_words(
             })
             .collect();
         if let Some(types) = types {
+            let instance = crate::workspace::diagnostic::excerpt_value(instance);
             return Some(format!("{} must be {}, found {instance}", field_name(pointer), join(types)));
         }
         let keys: Option<Vec<String>> = single
@@ -343,6 +358,10 @@ fn pattern_in_words(pattern: &str, negated: bool) -> Option<&'static str> {
     Some(match (pattern, negated) {
         (r"^[^/\\]+$", false) => "must be one or more characters other than `/` and `\\`",
         (r"[\x00-\x1F\x7F]", true) => "must not contain control characters (a line break, a tab)",
+        ("[\u{202a}-\u{202e}\u{2066}-\u{2069}\u{200e}\u{200f}\u{061c}]", true) => {
+            "must not contain bidirectional control characters (U+202A to U+202E, U+2066 to U+2069, U+200E, \
+             U+200F, U+061C), which make text display in another order than it is stored"
+        }
         (r"\.\.", true) => "must not contain `..`",
         (r"^\.$", true) => "must not be `.`",
         (r"^[A-Za-z_][A-Za-z0-9_]*$", false) => {
@@ -403,5 +422,17 @@ mod tests {
                 assert!(pattern_in_words(&pattern, negated).is_some(), "{name:?}: `{pattern}` (negated: {negated})");
             }
         }
+    }
+
+    /// A 20 MB id was repeated whole in the validator's own `maxLength` message.
+    #[test]
+    fn a_long_value_is_quoted_by_its_start_and_length() {
+        let schemas = Schemas::new(PathBuf::from("/nonexistent"), "schemas", 1 << 20);
+        let task = serde_json::json!({
+            "id": "X".repeat(5000), "title": "t", "agent": "a", "type": "infrastructure_design", "status": "pending"
+        });
+        let problems = schemas.validate(SchemaName::Task, "tasks.json", &task);
+        let messages: Vec<&str> = problems.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(messages, ["\"XXXXXXXX…\" (5000 characters) is longer than 200 characters"]);
     }
 }

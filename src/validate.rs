@@ -415,7 +415,8 @@ pub fn artifact_schema(file_name: &str) -> Option<SchemaName> {
     }
 }
 
-/// Markdown files directly in `dir` (relative), sorted by name.
+/// Markdown files directly in `dir` (relative), sorted by name, without editors' droppings
+/// (an Emacs lock `.#R12-prod-approval.md` is no approval).
 fn markdown_files(ws: &Workspace, dir: &str) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(ws.path(dir))
         .into_iter()
@@ -424,7 +425,7 @@ fn markdown_files(ws: &Workspace, dir: &str) -> Vec<String> {
         // Directories, FIFOs and the like with a markdown name are kept: reading them fails,
         // and that is reported where a report or an approval was expected.
         .filter_map(|entry| entry.file_name().into_string().ok())
-        .filter(|name| name.ends_with(".md"))
+        .filter(|name| name.ends_with(".md") && !crate::workspace::editor_dropping(name))
         .collect();
     names.sort();
     names.into_iter().map(|name| format!("{}/{name}", dir.trim_end_matches('/'))).collect()

@@ -92,6 +92,13 @@ pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Out
             let bound = listener.local_addr()?;
             let _ = handles.http_address.set(bound);
             tracing::info!("serving /healthz and /metrics on http://{bound}");
+            if !bound.ip().is_loopback() {
+                tracing::warn!(
+                    "--http {bound} is not a loopback address: /healthz and /metrics have no authentication, so \
+                     anyone who can reach {bound} reads the daemon's health, task counts and deployments; serve \
+                     them on 127.0.0.1 (or ::1) and put a proxy with authentication in front if others need them"
+                );
+            }
             Some(tokio::spawn(http::serve(listener, Arc::clone(&metrics), cancel.clone())))
         }
         None => None,

@@ -4,8 +4,9 @@
 //! coalesced event changes nothing but latency. The root is watched on its own and each
 //! top-level directory recursively, except `.git/`, `target/` and opsflow's runtime directory,
 //! so a large build tree costs no inotify watches; a new top-level directory gets its watch
-//! when it appears. When the kernel's queue overflows (notify's `need_rescan`) or the hint
-//! channel is full, the reconciler is told to rescan everything.
+//! when it appears. Editors' droppings (`.#NAME`, `.NAME.swp`, `NAME~`, ...) are no hint.
+//! When the kernel's queue overflows (notify's `need_rescan`) or the hint channel is full,
+//! the reconciler is told to rescan everything.
 //!
 //! A watcher that can no longer see every change (the root removed or moved away, the inotify
 //! watch limit reached, its event stream ended) returns why; the supervisor starts a new one.
@@ -29,7 +30,8 @@ pub enum Hint {
 }
 
 /// True for paths opsflow never reacts to: version control, build output, its own runtime
-/// files, lock files and temporary files of atomic writes.
+/// files, lock files, temporary files of atomic writes, and editors' droppings
+/// ([`crate::workspace::editor_dropping`]: locks, swap and backup files, safe-write temporaries).
 pub fn ignored(root: &Path, runtime: &str, path: &Path) -> bool {
     let Ok(relative) = path.strip_prefix(root) else { return true };
     let mut components = relative.components();
@@ -39,7 +41,7 @@ pub fn ignored(root: &Path, runtime: &str, path: &Path) -> bool {
         return true;
     }
     let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-    name.ends_with(".lock") || name.ends_with(".opsflow-tmp") || name.ends_with(".swp") || name.ends_with('~')
+    name.ends_with(".lock") || name.ends_with(".opsflow-tmp") || crate::workspace::editor_dropping(&name)
 }
 
 /// Why a watcher stopped watching. The supervisor ([`super::supervise_watcher`]) logs it,
@@ -201,6 +203,26 @@ mod tests {
         for path in ["docs/workflow/tasks.json", "project-config.json", "QA/QA-Report-U.md", ".github/workflows/x.yml"]
         {
             assert!(!ignored(root, ".opsflow", &root.join(path)), "{path}");
+        }
+    }
+
+    /// An editor's lock, swap or safe-write file woke a reconcile each time it came and went
+    /// (Emacs' `.#NAME` lock, JetBrains' `___jb_tmp___`, VS Code's `.vsctmp`, Vim's `4913`).
+    #[test]
+    fn editor_droppings_wake_no_reconcile() {
+        let root = Path::new("/ws");
+        for path in [
+            "ARTIFACTS/.#R12-prod-approval.md",
+            "ARTIFACTS/#R12-prod-approval.md#",
+            "ARTIFACTS/R12-prod-approval.md~",
+            "ARTIFACTS/.R12-prod-approval.md.swx",
+            "ARTIFACTS/4913",
+            "docs/workflow/tasks.json___jb_tmp___",
+            "docs/workflow/tasks.json___jb_old___",
+            "docs/workflow/tasks.json.vsctmp",
+            ".#project-config.json",
+        ] {
+            assert!(ignored(root, ".opsflow", &root.join(path)), "{path}");
         }
     }
 }

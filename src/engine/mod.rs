@@ -1334,6 +1334,7 @@ impl<'w> Engine<'w> {
         let Ok(entries) = std::fs::read_dir(self.ws.path(&dir)) else { return false };
         let mut names: Vec<String> =
             entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.retain(|name| !crate::workspace::editor_dropping(name));
         names.sort();
         let front = |name: &str| -> Option<(Value, String)> {
             let file = format!("{dir}/{name}");

@@ -13,6 +13,7 @@
 //! A conflict (the same field changed differently on both sides, one id added twice with
 //! different content, an entry deleted on one side and changed on the other) keeps OURS for
 //! that field or entry and is listed, so the caller can report it and let git mark the file.
+//! A listed value is cut after [`SHOWN_VALUE_CHARS`] characters, with its length.
 
 pub mod setup;
 
@@ -132,10 +133,24 @@ pub struct Conflict {
     pub theirs: Option<Value>,
 }
 
+/// The most characters of one value a conflict line shows: a 20 MB field would otherwise be
+/// printed whole, once per side.
+pub const SHOWN_VALUE_CHARS: usize = 300;
+
+/// A value as a conflict line shows it: compact JSON, cut after [`SHOWN_VALUE_CHARS`]
+/// characters with a note of how long it was.
+fn shown_value(value: &Value) -> String {
+    let text = serde_json::to_string(value).expect("a Value serializes");
+    match text.char_indices().nth(SHOWN_VALUE_CHARS) {
+        None => text,
+        Some((cut, _)) => format!("{}… ({} characters in all)", &text[..cut], text.chars().count()),
+    }
+}
+
 impl fmt::Display for Conflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shown = |value: &Option<Value>| match value {
-            Some(value) => serde_json::to_string(value).expect("a Value serializes"),
+            Some(value) => shown_value(value),
             None if self.field.is_none() => "(deleted)".to_owned(),
             None => "(absent)".to_owned(),
         };
@@ -913,5 +928,22 @@ mod tests {
                 .to_string()
                 .contains("a low surrogate without a high one")
         );
+    }
+
+    /// One 20 MB field in conflict printed 40 MB of stderr: both sides' values whole.
+    #[test]
+    fn a_conflict_line_caps_each_value_and_says_how_long_it_was() {
+        let conflict = Conflict {
+            entry: Some("task `T-1`".to_owned()),
+            field: Some("notes".to_owned()),
+            base: Some(Value::String("short".to_owned())),
+            ours: Some(Value::String("é".repeat(1_000_000))),
+            theirs: Some(Value::String("b".repeat(1_000_000))),
+        };
+        let line = conflict.to_string();
+        assert!(line.starts_with("task `T-1`, field `notes`: base \"short\", ours \"éé"), "{}", &line[..80]);
+        assert!(line.contains("… (1000002 characters in all), theirs \"bb"), "{}", &line[..80]);
+        assert!(line.ends_with("… (1000002 characters in all)"), "{line:.80}");
+        assert!(line.chars().count() < 2 * SHOWN_VALUE_CHARS + 200, "{}", line.len());
     }
 }

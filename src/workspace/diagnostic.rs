@@ -9,6 +9,48 @@ use std::fmt;
 
 use serde::Serialize;
 
+/// The longest value a message quotes whole: longer ones are a mistake the key already
+/// points at (a token given where a duration belongs, a 20 MB field), and quoting them whole
+/// would repeat them, perhaps a secret, into stderr and `/healthz`.
+pub const QUOTE_WHOLE: usize = 32;
+/// How many characters of a longer value a message shows.
+pub const QUOTE_START: usize = 8;
+
+/// A value from a file as a message quotes it, between `open` and `close`: whole when it has
+/// at most [`QUOTE_WHOLE`] characters, else its first [`QUOTE_START`] and its length:
+/// `` `ghp_Abcd…` (40 characters) ``.
+pub fn excerpt(text: &str, open: &str, close: &str) -> String {
+    let count = text.chars().count();
+    if count <= QUOTE_WHOLE {
+        return format!("{open}{text}{close}");
+    }
+    let start: String = text.chars().take(QUOTE_START).collect();
+    format!("{open}{start}…{close} ({count} characters)")
+}
+
+/// A JSON value as a message shows it: a string in double quotes, any other value as compact
+/// JSON, each [`excerpt`]ed, with bidirectional controls written as `\u{XXXX}`.
+pub fn excerpt_value(value: &serde_json::Value) -> String {
+    // JSON leaves bidirectional controls as they are; a terminal would reorder the message.
+    super::escape_bidi(&excerpt_json(value))
+}
+
+fn excerpt_json(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => {
+            let quoted = value.to_string();
+            let count = s.chars().count();
+            if count <= QUOTE_WHOLE {
+                return quoted;
+            }
+            // The start as JSON writes it, so a control character stays visible as an escape.
+            let start: String = quoted.chars().skip(1).take(QUOTE_START).collect();
+            format!("\"{start}…\" ({count} characters)")
+        }
+        _ => excerpt(&value.to_string(), "", ""),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {

@@ -219,6 +219,38 @@ fn label_of(root: &Path, path: &Path) -> String {
     shown.to_string_lossy().replace('\\', "/")
 }
 
+/// Whether a file name is an editor's dropping rather than a workflow file: a lock, swap,
+/// backup, auto-save or temporary file an editor keeps beside the file being edited. Every
+/// directory walk of workflow files and the daemon's watcher skip these, so a file open in an
+/// editor neither fails `validate` nor wakes a reconcile. The list (docs/reference.md,
+/// "Editor files"):
+///
+/// - Emacs: `.#NAME` (a lock, often a symlink to a name that does not exist), `#NAME#`
+///   (auto-save), `NAME~` (backup, also Vim's and nano's);
+/// - Vim: `.NAME.swp` and the further swap names `.NAME.swo` ... `.NAME.swa`, `.NAME.swx`, and
+///   `4913` (the file Vim creates to test whether a directory is writable);
+/// - JetBrains IDEs ("safe write"): `NAME___jb_tmp___` and `NAME___jb_old___`;
+/// - VS Code (atomic writes of its settings and state, and of saves where enabled):
+///   `NAME.vsctmp`.
+pub fn editor_dropping(name: &str) -> bool {
+    let vim_swap = || {
+        name.starts_with('.')
+            && name.len() > 4
+            && name.rsplit_once('.').is_some_and(|(_, extension)| {
+                let bytes = extension.as_bytes();
+                bytes.len() == 3 && bytes.starts_with(b"sw") && (matches!(bytes[2], b'a'..=b'p') || bytes[2] == b'x')
+            })
+    };
+    name.starts_with(".#")
+        || (name.len() > 1 && name.starts_with('#') && name.ends_with('#'))
+        || name.ends_with('~')
+        || name == "4913"
+        || name.ends_with("___jb_tmp___")
+        || name.ends_with("___jb_old___")
+        || name.ends_with(".vsctmp")
+        || vim_swap()
+}
+
 /// A name from the config (an agent, an environment) made safe to use in a runtime file name:
 /// anything but ASCII letters, digits, `-` and `_` becomes `_`.
 pub fn file_name_part(name: &str) -> String {
@@ -234,10 +266,16 @@ pub enum PathComponentError {
     Escapes(String),
     #[error("{value:?} contains the control character U+{:04X}", *character as u32)]
     Control { value: String, character: char },
+    /// `value` has its bidirectional controls escaped ([`escape_bidi`]).
+    #[error(
+        "`{value}` contains the bidirectional control character U+{:04X}, which makes a name display in another order than it is stored",
+        *character as u32
+    )]
+    Bidi { value: String, character: char },
 }
 
 /// Checks a value from a workflow file (a unit id, a version) before it becomes part of a file
-/// name: no separators, no `..`, no control characters.
+/// name: no separators, no `..`, no control characters, no bidirectional controls.
 pub fn check_path_component(value: &str) -> Result<(), PathComponentError> {
     if value.is_empty() || value == "." {
         return Err(PathComponentError::Empty(value.to_owned()));
@@ -248,5 +286,86 @@ pub fn check_path_component(value: &str) -> Result<(), PathComponentError> {
     if let Some(character) = value.chars().find(|c| c.is_control()) {
         return Err(PathComponentError::Control { value: value.to_owned(), character });
     }
+    if let Some(character) = value.chars().find(|&c| bidi_control(c)) {
+        return Err(PathComponentError::Bidi { value: escape_bidi(value), character });
+    }
     Ok(())
+}
+
+/// The Unicode bidirectional controls: embeddings and overrides (U+202A to U+202E), isolates
+/// (U+2066 to U+2069), and the marks (U+200E, U+200F, U+061C). They are not control
+/// characters to `char::is_control`, yet they make a name display in another order than it is
+/// stored (`R12-\u{202E}dm.exe` shows as `R12-exe.md`), so identifiers may not hold them.
+pub const BIDI_CONTROLS: [char; 12] = [
+    '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+    '\u{200E}', '\u{200F}', '\u{061C}',
+];
+
+/// Whether `c` is one of the [`BIDI_CONTROLS`].
+pub fn bidi_control(c: char) -> bool {
+    BIDI_CONTROLS.contains(&c)
+}
+
+/// `text` with each bidirectional control written as `\u{XXXX}`, so a message that quotes it
+/// shows it as it is stored, not reordered.
+pub fn escape_bidi(text: &str) -> String {
+    if !text.chars().any(bidi_control) {
+        return text.to_owned();
+    }
+    text.chars().map(|c| if bidi_control(c) { format!("\\u{{{:04X}}}", c as u32) } else { c.to_string() }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn editor_droppings_are_told_from_workflow_files() {
+        for name in [
+            ".#R12-prod-approval.md",
+            "#R12-prod-approval.md#",
+            "R12-prod-approval.md~",
+            ".R12-prod-approval.md.swp",
+            ".R12-prod-approval.md.swo",
+            ".R12-prod-approval.md.swx",
+            "4913",
+            "R12-prod-approval.md___jb_tmp___",
+            "R12-prod-approval.md___jb_old___",
+            "tasks.json.vsctmp",
+        ] {
+            assert!(editor_dropping(name), "{name}");
+        }
+        for name in [
+            "R12-prod-approval.md",
+            "tasks.json",
+            "QA-Report-U.md",
+            "#",
+            "swp",
+            "R12.swp.md",
+            "49130",
+            ".swp",
+            "notes.sw",
+        ] {
+            assert!(!editor_dropping(name), "{name}");
+        }
+    }
+
+    /// A unit id with U+202E (right-to-left override) went raw into directory names, which
+    /// then displayed in another order than they were stored.
+    #[test]
+    fn a_bidi_control_in_an_identifier_is_refused_and_named() {
+        for c in BIDI_CONTROLS {
+            let value = format!("UNIT-{c}1");
+            let error = check_path_component(&value).unwrap_err();
+            let message = error.to_string();
+            assert!(message.contains(&format!("U+{:04X}", c as u32)), "{message}");
+            assert!(!message.contains(c), "the message shows the character escaped: {message}");
+        }
+        assert_eq!(
+            check_path_component("R12-\u{202E}dm.exe").unwrap_err().to_string(),
+            "`R12-\\u{202E}dm.exe` contains the bidirectional control character U+202E, which makes a name display in \
+             another order than it is stored"
+        );
+        assert!(check_path_component("UNIT-é-日本").is_ok());
+    }
 }

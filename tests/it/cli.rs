@@ -170,3 +170,29 @@ fn validate_counts_one_problem_in_the_singular() {
     let last = stdout.lines().last().unwrap();
     assert!(last.starts_with("1 problem in 1 of ") && last.ends_with(" files"), "{stdout}");
 }
+
+/// Emacs keeps `.#NAME` beside a file open for editing, a symlink to a name that does not
+/// exist (`user@host.pid:boot-time`); `validate` and `status` read it as an approval and exited
+/// 2, so a CI gate failed while someone edited. Editors' droppings are not workflow files.
+#[test]
+fn an_emacs_lock_file_does_not_fail_validate() {
+    let ws = Workspace::new().sample();
+    let nowhere = std::path::Path::new("alice@laptop.4242:1764000000");
+    let ws = ws
+        .symlink("docs/workflow/artifacts/.#R12-prod-approval.md", nowhere)
+        .symlink("QA/.#QA-Report-UNIT-001.md", nowhere)
+        .symlink("docs/workflow/deployments/.#R08-staging-deploy.md", nowhere)
+        .file("docs/workflow/artifacts/#R12-prod-approval.md#", "---\nbroken: [\n")
+        .file("docs/workflow/artifacts/R12-prod-approval.md~", "---\nbroken: [\n")
+        .file("docs/workflow/artifacts/.R12-prod-approval.md.swp", [0u8, 159, 146, 150])
+        .file("docs/workflow/artifacts/R12-prod-approval.md___jb_tmp___", "---\nbroken: [\n");
+
+    let validate = ws.run(&["validate"]);
+    validate.status(0);
+    assert!(!validate.stdout().contains(".#") && !validate.stderr().contains(".#"), "{}", validate.stderr());
+    let report = ws.run(&["validate", "--json"]);
+    report.status(0);
+    let checked = report.json()["checked"].to_string();
+    assert!(!checked.contains(".#") && !checked.contains('~'), "{checked}");
+    ws.run(&["status"]).status(0);
+}

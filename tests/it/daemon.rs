@@ -389,13 +389,28 @@ impl Daemon {
     /// Starts `opsflow [global] -v watch [--http 127.0.0.1:0]` and waits until it watches
     /// (and, with `http`, until it says where it listens).
     fn start(ws: &Workspace, global: &[&str], http: bool) -> Daemon {
+        Daemon::start_with(ws, global, http.then_some("127.0.0.1:0"), &[])
+    }
+
+    /// [`Daemon::start`] with `env` added to its environment.
+    fn start_with_env(ws: &Workspace, global: &[&str], http: bool, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with(ws, global, http.then_some("127.0.0.1:0"), env)
+    }
+
+    /// [`Daemon::start`] serving HTTP on `http` when given, with `env` added to its environment.
+    fn start_with(ws: &Workspace, global: &[&str], http: Option<&str>, env: &[(&str, &str)]) -> Daemon {
         let mut args = global.to_vec();
         args.extend(["-v", "watch"]);
-        if http {
-            args.extend(["--http", "127.0.0.1:0"]);
+        if let Some(address) = http {
+            args.extend(["--http", address]);
         }
-        let mut child =
-            ws.command(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn opsflow watch");
+        let mut child = ws
+            .command(&args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn opsflow watch");
         let log = Arc::new(Mutex::new(String::new()));
         let reader = {
             let log = Arc::clone(&log);
@@ -415,7 +430,7 @@ impl Daemon {
             }
             daemon.log().contains("watching ")
         });
-        if http {
+        if http.is_some() {
             let log = daemon.log();
             let address = log
                 .lines()
@@ -1494,4 +1509,47 @@ fn while_the_watcher_is_down_reconciles_go_on_every_poll_interval() {
     wait_until(DEADLINE, "/healthz to be 200 again", || daemon.get("/healthz").status == 200);
     let status = daemon.terminate(DEADLINE);
     assert_eq!(status.code(), Some(0), "{}", daemon.log());
+}
+
+// What broke: a token pasted where a duration belongs went verbatim into the daemon's log
+// and, once the reconciles had failed on it, into `/healthz`'s 503 text.
+#[test]
+fn a_secret_in_a_bad_config_value_is_masked_on_healthz_and_in_the_log() {
+    const TOKEN: &str = "ghp_T0ken/For+The-Deploy";
+    let ws = quiet_workspace();
+    let mut daemon = Daemon::start_with_env(&ws, &[], true, &[("DEPLOY_TOKEN", TOKEN)]);
+    wait_until(DEADLINE, "the first reconcile", || daemon.metric("opsflow_reconciles_total") >= 1.0);
+    edit_json(&ws, CONFIG, |c| c["devops"]["debounce"] = json!(TOKEN));
+    // Each probe wakes a reconcile, and each fails on the config.
+    let mut probe = 0;
+    wait_until(DEADLINE, "/healthz to answer 503", || {
+        probe += 1;
+        ws.write("watch-probe.txt", format!("{probe}\n"));
+        daemon.get("/healthz").status == 503
+    });
+    let health = daemon.get("/healthz").body;
+    assert!(health.contains("/devops/debounce") && health.contains("***"), "{health}");
+    assert!(!health.contains("ghp_T0ken"), "{health}");
+    let log = daemon.log();
+    assert!(log.contains("/devops/debounce") && !log.contains("ghp_T0ken"), "{log}");
+    daemon.terminate(DEADLINE);
+}
+
+// What broke: `--http 0.0.0.0:PORT` served the endpoints, which have no authentication, to
+// the whole network without a word.
+#[test]
+fn http_on_a_non_loopback_address_is_warned_about_at_start() {
+    let ws = quiet_workspace();
+    const WARNING: &str = "is not a loopback address: /healthz and /metrics have no authentication";
+    let mut open = Daemon::start_with(&ws, &[], Some("0.0.0.0:0"), &[]);
+    wait_until(DEADLINE, "the first reconcile", || open.metric("opsflow_reconciles_total") >= 1.0);
+    let log = open.log();
+    let warning = log.lines().find(|l| l.contains(WARNING)).unwrap_or_else(|| panic!("no warning in:\n{log}"));
+    assert!(warning.contains("WARN") && warning.contains("--http 0.0.0.0:"), "{warning}");
+    assert_eq!(open.terminate(DEADLINE).code(), Some(0));
+
+    let mut loopback = Daemon::start(&ws, &[], true);
+    wait_until(DEADLINE, "the first reconcile", || loopback.metric("opsflow_reconciles_total") >= 1.0);
+    assert!(!loopback.log().contains(WARNING), "{}", loopback.log());
+    assert_eq!(loopback.terminate(DEADLINE).code(), Some(0));
 }

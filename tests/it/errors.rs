@@ -210,3 +210,32 @@ fn each_kind_of_error_ends_with_its_exit_code_and_names_its_file() {
     assert_eq!(outside.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&outside.stderr).contains("not an opsflow workspace"));
 }
+
+// What broke: a token given where a duration belongs was repeated verbatim by `validate`,
+// `run` and the daemon (and into `/healthz`), and a 20 MB value was printed whole.
+#[test]
+fn a_secret_or_a_huge_value_given_for_a_duration_is_not_repeated_in_the_error() {
+    const TOKEN: &str = "ghp_T0ken/For+The-Deploy";
+    let ws = Workspace::new().sample();
+    edit_json(&ws, CONFIG, |c| {
+        c["devops"]["poll_interval"] = json!(TOKEN);
+        c["devops"]["debounce"] = json!("9".repeat(5000) + "parsecs");
+    });
+    let validate = ws.command(&["validate"]).env("DEPLOY_TOKEN", TOKEN).output().unwrap();
+    assert_eq!(validate.status.code(), Some(2));
+    let run = ws.command(&["run"]).env("DEPLOY_TOKEN", TOKEN).output().unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    for output in [&validate, &run] {
+        let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(!said.contains("ghp_T0ken"), "the token is repeated:\n{said}");
+        let poll = said.lines().find(|l| l.contains(": at /devops/poll_interval: ")).unwrap_or_else(|| {
+            panic!("the token's key is named:\n{said}");
+        });
+        assert!(poll.contains("***"), "the token is masked: {poll}");
+        let debounce = said.lines().find(|l| l.contains(": at /devops/debounce: ")).unwrap_or_else(|| {
+            panic!("the long value's key is named:\n{said}");
+        });
+        assert!(debounce.contains("\"99999999…\" (5007 characters)"), "quoted by its start and length: {debounce}");
+        assert!(debounce.len() < 300, "{debounce}");
+    }
+}

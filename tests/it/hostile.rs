@@ -284,3 +284,108 @@ fn runtime_files_opened_in_place_are_never_opened_through_a_symlink() {
         assert_eq!(fs::read_to_string(&target).unwrap(), "theirs\n", "{file} was written through its symlink");
     }
 }
+
+/// A secret with characters that URL encoding, hex and base64 all change.
+const TOKEN: &str = "tok/3n+Secret value!42";
+
+/// The forms of [`TOKEN`] the commands below print, each without the characters that also
+/// carry bits of what surrounds it (a base64 prefix shifts the alignment).
+fn token_forms() -> Vec<String> {
+    use base64::Engine as _;
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let inner = |text: String| text[4..text.len() - 4].to_owned();
+    vec![
+        b64(TOKEN).trim_end_matches('=').to_owned(),
+        inner(b64(&format!("c:{TOKEN}"))),
+        inner(b64(&format!("{TOKEN}\n"))),
+        TOKEN.bytes().map(|b| format!("{b:02x}")).collect(),
+        "tok%2F3n%2BSecret%20value%2142".to_owned(),
+        "tok%2F3n%2BSecret+value%2142".to_owned(),
+    ]
+}
+
+// What broke: a secret printed by a command as base64 (`printf %s "$T" | base64`, at any
+// alignment), hex (`xxd -p`) or URL-encoded reached INFRA08, INFRA09 and the run logs in
+// clear: only its raw and escaped forms were masked.
+#[test]
+fn a_secret_printed_as_base64_hex_or_url_encoded_is_masked_in_logs_and_artifacts() {
+    let ws = Workspace::new().sample();
+    let python = |quote: &str| {
+        format!(
+            "python3 -c 'import os, urllib.parse; print(urllib.parse.{quote}(os.environ[\"DEPLOY_TOKEN\"], safe=\"\"))'"
+        )
+    };
+    edit_json(&ws, CONFIG, |c| {
+        c["dev"]["tools"] = json!([
+            {"name": "base64", "version": "printf %s \"$DEPLOY_TOKEN\" | base64"},
+            {"name": "base64-shifted", "version": "printf 'c:%s' \"$DEPLOY_TOKEN\" | base64"},
+            {"name": "base64-newline", "version": "echo \"$DEPLOY_TOKEN\" | base64"},
+            {"name": "hex", "version": "printf %s \"$DEPLOY_TOKEN\" | xxd -p"},
+            {"name": "url", "version": python("quote")},
+        ]);
+        c["dev"]["setup"] = json!(format!(
+            "printf %s \"$DEPLOY_TOKEN\" | base64; printf 'c:%s' \"$DEPLOY_TOKEN\" | base64; {}",
+            python("quote_plus")
+        ));
+    });
+    let output = ws.command(&["run"]).env("DEPLOY_TOKEN", TOKEN).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    let infra08 = ws.read_string("docs/workflow/artifacts/INFRA08-dev-env.md");
+    for tool in ["base64", "base64-shifted", "base64-newline", "hex", "url"] {
+        let row = infra08.lines().find(|l| l.starts_with(&format!("| {tool} | yes |"))).unwrap_or_else(|| {
+            panic!("INFRA08 lists {tool} as found:\n{infra08}");
+        });
+        assert!(row.replace('\\', "").contains("***"), "{tool}'s version is masked: {row}");
+    }
+    let logs = entries_under(&ws.join(".opsflow/runs"));
+    let setup = logs.iter().find(|l| l.contains("setup")).expect("the setup step has a log");
+    let log = fs::read_to_string(setup).unwrap();
+    assert!(log.matches("***").count() >= 3, "the setup's lines are masked:\n{log}");
+    let forms = token_forms();
+    let found = leaks(&ws, &forms);
+    assert!(found.is_empty(), "secret forms in files opsflow wrote: {found:?}");
+    assert!(!forms.iter().any(|f| stderr.contains(f.as_str())), "{stderr}");
+}
+
+// What broke: a secret of 1 to 3 characters was silently left unmasked (masking it would
+// garble every log), so nobody learnt that it could appear in clear.
+#[test]
+fn a_secret_too_short_to_mask_is_named_in_one_warning() {
+    let ws = Workspace::new().sample();
+    let output = ws.command(&["run"]).env("DEPLOY_TOKEN", "abc").env("SHORT_PASSWORD", "x1").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    for name in ["DEPLOY_TOKEN", "SHORT_PASSWORD"] {
+        let warning = format!("the secret {name} is shorter than 4 characters and cannot be masked safely");
+        assert_eq!(stderr.matches(&warning).count(), 1, "one warning names {name}:\n{stderr}");
+    }
+    assert!(!stderr.contains("abc"), "the warning names the secret, not its value:\n{stderr}");
+}
+
+// What broke: an identifier holding U+202E (right-to-left override) passed `safe_id` and
+// went raw into directory names under releases/ and the environments, which then displayed
+// in another order than they were stored.
+#[test]
+fn an_identifier_with_a_bidi_control_is_refused_naming_the_character() {
+    let ws = Workspace::new().sample();
+    edit_json(&ws, crate::util::TASKS, |t| {
+        for task in t["tasks"].as_array_mut().unwrap() {
+            if task.get("unit_id").is_some() {
+                task["unit_id"] = json!("UNIT-\u{202E}100");
+            }
+        }
+    });
+    let validate = ws.run(&["validate"]);
+    validate.status(2);
+    let out = format!("{}{}", validate.stdout(), validate.stderr());
+    let line = out.lines().find(|l| l.contains("/unit_id")).unwrap_or_else(|| panic!("no unit_id problem:\n{out}"));
+    assert!(line.contains("U+202E") && line.contains("bidirectional control"), "{line}");
+    assert!(line.contains(r"UNIT-\u{202E}100"), "the value is shown escaped: {line}");
+    assert!(!out.contains('\u{202E}'), "the raw character reached the terminal:\n{out}");
+
+    let run = ws.run(&["run"]);
+    assert_eq!(run.code(), Some(2), "{}", run.stderr());
+    let named: Vec<String> = entries_under(ws.path()).into_iter().filter(|p| p.contains('\u{202E}')).collect();
+    assert!(named.is_empty(), "paths with U+202E: {named:?}");
+}

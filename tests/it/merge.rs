@@ -570,3 +570,24 @@ fn a_merge_that_makes_a_task_invalid_is_reported_though_each_side_was_valid() {
     let tasks = tasks_of(repo.read(TASKS).as_bytes());
     assert_eq!(task(&tasks, "T-2")["status"], "blocked");
 }
+
+// What broke: the conflict listing printed each side's value whole, so one 20 MB field in
+// conflict wrote 40 MB to git's stderr.
+#[test]
+fn a_huge_value_in_conflict_is_listed_by_its_start_and_length() {
+    let repo = Repo::new();
+    let ours = set_field(BASE, "T-1", "\"title\": \"Build\"", &format!("\"title\": \"{}\"", "o".repeat(2_000_000)));
+    let theirs = set_field(BASE, "T-1", "\"title\": \"Build\"", &format!("\"title\": \"{}\"", "t".repeat(2_000_000)));
+    let output = repo.merge(TASKS, BASE, &ours, &theirs);
+    assert!(!output.status.success(), "git merged a real conflict cleanly");
+    let said = format!("{}{}", text(&output.stdout), text(&output.stderr));
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("docs/workflow/tasks.json: task `T-1`, field `title`: base \"Build\", ours \"ooo"))
+        .unwrap_or_else(|| panic!("no conflict line for T-1's title in {} bytes of output", said.len()));
+    assert!(line.contains("… (2000002 characters in all), theirs \"ttt"), "{:.400}", line);
+    assert!(line.len() < 1000, "the line is {} bytes", line.len());
+    assert!(said.len() < 10_000, "git's output is {} bytes", said.len());
+    assert_eq!(repo.unmerged().trim(), TASKS);
+    assert!(repo.read(TASKS).contains(&"o".repeat(2_000_000)), "ours is kept");
+}
