@@ -1441,6 +1441,7 @@ impl<'w> Engine<'w> {
             approved_by: None,
             rolled_back: Vec::new(),
             warnings: Vec::new(),
+            decided: None,
         }
     }
 

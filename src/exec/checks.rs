@@ -34,11 +34,11 @@ pub struct CheckSpec {
     pub interval: Option<Duration>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct CheckResult {
     pub name: String,
     /// `command` or `http`.
-    pub kind: &'static str,
+    pub kind: String,
     pub target: String,
     pub passed: bool,
     pub attempts: u32,
@@ -84,7 +84,7 @@ pub fn run_check(
         if passed || attempts >= attempts_allowed {
             return CheckResult {
                 name: spec.name.clone(),
-                kind,
+                kind: kind.to_owned(),
                 target,
                 passed,
                 attempts,

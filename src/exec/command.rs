@@ -37,7 +37,7 @@ pub struct Runner {
     pub abort: Arc<AtomicBool>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StepResult {
     pub name: String,
     pub command: String,

@@ -154,6 +154,8 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
             let reason = monitoring.reason.clone();
             // The report's statuses have no "paused": it says failed, and why it waits.
             patch_report(run, "failed", &format!("the monitoring period paused for a human decision in R17: {reason}"));
+            // The decision renders every report again from these facts.
+            journal.reports = Some(json!({"deploy": report, "monitoring": monitoring}));
             return pause(run, &env, journal, "monitoring period", &reason);
         }
         Verified::Interrupted(monitoring) => {
@@ -293,6 +295,16 @@ pub(crate) fn pause(
         decision_file: decision_file.clone(),
     });
     journal.save(run.ws).map_err(|e| NodeError::new("journal", e.to_string()))?;
+    let release = ReleaseRef::new(journal.unit_id.clone(), journal.version.clone());
+    let event = Event::new(
+        EventKind::Paused,
+        &release,
+        &run.run_id,
+        format!("at {stage}: {}", run.runner.secrets.mask(reason)),
+    );
+    if let Err(e) = env.log_event(run.ws, event) {
+        tracing::error!("{e}");
+    }
     let mut front = Map::new();
     front.insert("pause_id".into(), id.into());
     front.insert("environment".into(), env.name.clone().into());
@@ -348,12 +360,25 @@ pub(crate) fn resume_paused(
         }
         Decision::Rollback { by, reason } => {
             let why = format!("{by} decided to roll back at {stage}: {reason}");
+            run.decided = Some(Decided {
+                decision: "rollback".into(),
+                by: by.clone(),
+                why: why.clone(),
+                at: crate::time::now_rfc3339(),
+            });
             let asked =
                 deploy::Asked { by: by.clone(), reason: reason.clone(), run_id: run.run_id.clone(), undo_named: true };
             let rollback = deploy::rollback(run.ws, &run.runner, env, vars, Some(&journal), &asked);
             write_rollback_result(run, &rollback, &why, &decision_sha)?;
+            let status = if rollback.success { "rolled_back" } else { "failed" };
+            match saved_reports(&journal) {
+                Some((mut report, monitoring)) => {
+                    report.rollback = Some(rollback.clone());
+                    write_reports(run, env, &report, monitoring.as_ref(), status)?;
+                }
+                None => patch_report(run, "rolled_back", &why),
+            }
             Journal::remove(run.ws, &env.name);
-            patch_report(run, "rolled_back", &why);
             Ok(Resumed::Finished(if rollback.success {
                 run.summary = format!("rolled back {} in {}: {why}", journal.version, env.name);
                 Outcome::RolledBack { reason: why }
@@ -363,8 +388,23 @@ pub(crate) fn resume_paused(
         }
         Decision::Proceed { by, reason } if journal.phase == Phase::Paused && stage == "monitoring period" => {
             let why = format!("{by} decided to proceed after the monitoring period: {reason}");
+            run.decided = Some(Decided {
+                decision: "proceed".into(),
+                by: by.clone(),
+                why: why.clone(),
+                at: crate::time::now_rfc3339(),
+            });
+            // The release stays: every report of it says so, and who decided and why.
+            match saved_reports(&journal) {
+                Some((report, monitoring)) => write_reports(run, env, &report, monitoring.as_ref(), "success")?,
+                None => patch_report(run, "success", &why),
+            }
+            let release = ReleaseRef::new(journal.unit_id.clone(), journal.version.clone());
+            let event = Event::new(EventKind::Proceeded, &release, &journal.run_id, why.clone()).by(by.clone());
+            if let Err(e) = env.log_event(run.ws, event) {
+                tracing::error!("{e}");
+            }
             Journal::remove(run.ws, &env.name);
-            patch_report(run, "success", &why);
             run.also_completed.push(Action::PostDeployVerification);
             run.summary = format!("{} stays in {}: {why}", journal.version, env.name);
             Ok(Resumed::Finished(Outcome::Deployed))
@@ -376,6 +416,17 @@ pub(crate) fn resume_paused(
             Ok(Resumed::Continue(Box::new(journal)))
         }
     }
+}
+
+/// The reports of a paused rollout as its journal kept them.
+fn saved_reports(journal: &Journal) -> Option<(DeployReport, Option<Monitoring>)> {
+    #[derive(serde::Deserialize)]
+    struct Saved {
+        deploy: DeployReport,
+        monitoring: Option<Monitoring>,
+    }
+    let saved: Saved = serde_json::from_value(journal.reports.clone()?).ok()?;
+    Some((saved.deploy, saved.monitoring))
 }
 
 /// What the monitoring of a production release came to.
@@ -481,7 +532,7 @@ pub(crate) fn patch_report_of(run: &mut NodeRun<'_>, release: &Release, status: 
         {
             issues.push(json!(why));
         }
-        report["next_steps"] = json!(next_steps(status));
+        report["next_steps"] = json!(next_steps(status, run.decided.as_ref()));
         if status != "success" {
             report["services_deployed"]
                 .as_array_mut()
@@ -528,6 +579,19 @@ pub(crate) fn mark_deploy_report_rolled_back(run: &mut NodeRun<'_>, release: &Re
             .collect::<Vec<_>>()
             .join("\n");
         let note = crate::render::markdown_escape(&run.runner.secrets.mask(why));
+        // The body's own statements of what is live and whether a rollback happened follow
+        // the front matter: the release is no longer live.
+        let body: String = body
+            .split_inclusive('\n')
+            .map(|line| match line.trim_end() {
+                l if l.starts_with("- **Status:** ") => "- **Status:** ROLLED_BACK\n".to_owned(),
+                l if l.starts_with("- Current version: ") => {
+                    format!("- Current version: {}\n", crate::render::markdown_escape(restored))
+                }
+                "- Rollback required: No" => format!("- Rollback required: Yes\n- Why: {note}\n"),
+                _ => line.to_owned(),
+            })
+            .collect();
         let section = format!(
             "\n## Rolled back\n\n- Rolled back by run `{}` at {}: {note}\n- Restored: {}\n",
             run.run_id,
@@ -604,6 +668,16 @@ pub(crate) fn write_reports(
         )],
         None => vec![format!("{} via `commands.deploy`", env.name)],
     };
+    let mut known_issues = match (status, report.reason.is_empty(), monitoring) {
+        ("success", _, Some(monitoring)) if run.decided.is_some() && !monitoring.healthy => {
+            vec![monitoring.reason.clone()]
+        }
+        ("success", _, _) => Vec::<String>::new(),
+        (_, false, _) => vec![report.reason.clone()],
+        (_, true, Some(monitoring)) if !monitoring.healthy => vec![monitoring.reason.clone()],
+        _ => Vec::new(),
+    };
+    known_issues.extend(run.decided.as_ref().map(|d| d.why.clone()));
     let extra = json!({
         "report_status": status,
         "environment_name": if matches!(env.name.as_str(), "production" | "staging" | "dev") { env.name.clone() } else { "production".into() },
@@ -632,13 +706,9 @@ pub(crate) fn write_reports(
             Some(_) => format!("switch back to the last good release ({}); releases marked bad are skipped", report.previous_version.clone().unwrap_or_else(|| "none: take the environment down".into())),
             None => "run `commands.rollback` (and `commands.migrate_down` when the deploy migrated)".to_owned(),
         },
-        "known_issues": match (status, report.reason.is_empty(), monitoring) {
-            ("success", _, _) => Vec::<String>::new(),
-            (_, false, _) => vec![report.reason.clone()],
-            (_, true, Some(monitoring)) if !monitoring.healthy => vec![monitoring.reason.clone()],
-            _ => Vec::new(),
-        },
-        "next_steps": next_steps(status),
+        "known_issues": known_issues,
+        "next_steps": next_steps(status, run.decided.as_ref()),
+        "decision": run.decided,
         "deploy": report,
         "monitoring": monitoring,
     });
@@ -696,12 +766,26 @@ pub(crate) fn seed_deploy_report(
         timeline.push(deploy::TimelineEvent {
             time: deploy::clock(),
             action: format!("Monitoring period ({} samples): {}", monitoring.samples.len(), monitoring.verdict),
-            status: if monitoring.healthy { "PASS" } else { "FAIL" }.to_owned(),
+            status: match (monitoring.healthy, monitoring.verdict.as_str()) {
+                (true, _) => "PASS",
+                (false, "inconclusive") => "INCONCLUSIVE",
+                _ => "FAIL",
+            }
+            .to_owned(),
         });
     }
-    let end = match status {
-        "success" => ("Deployment complete", "SUCCESS"),
-        "rolled_back" => ("Rolled back to the previous release", "ROLLED_BACK"),
+    if let Some(decided) = &run.decided {
+        timeline.push(deploy::TimelineEvent {
+            time: decided.at.get(11..19).unwrap_or(&decided.at).to_owned(),
+            action: format!("Decision `{}` by {}", decided.decision, decided.by),
+            status: "DECIDED".to_owned(),
+        });
+    }
+    let end = match (status, &run.decided) {
+        ("success", Some(_)) => ("Kept in production by a person's decision", "SUCCESS"),
+        ("success", None) => ("Deployment complete", "SUCCESS"),
+        ("rolled_back", _) => ("Rolled back to the previous release", "ROLLED_BACK"),
+        _ if report.restored_previous => ("Deployment failed; the previous release was switched back in", "FAILED"),
         _ => ("Deployment failed", "FAILED"),
     };
     timeline.push(deploy::TimelineEvent { time: deploy::clock(), action: end.0.to_owned(), status: end.1.to_owned() });
@@ -715,7 +799,8 @@ pub(crate) fn seed_deploy_report(
     };
 
     let triggers = &config.devops.rollback_triggers;
-    let baseline = monitoring.and_then(|m| m.baseline.clone());
+    // The baseline taken before the deploy, whether or not monitoring ran after it.
+    let baseline = monitoring.and_then(|m| m.baseline.clone()).or_else(|| report.baseline.clone());
     let last = monitoring.and_then(|m| m.last_sample.clone());
     let mut rows = Vec::new();
     for (kind, results) in [("Health", &report.health), ("Smoke test", &report.smoke)] {
@@ -746,25 +831,43 @@ pub(crate) fn seed_deploy_report(
         Some(s) => format!("error rate {}, p95 latency {}", figure(s.error_rate, "%"), figure(s.latency_p95_ms, " ms")),
         None => "not measured (no metrics configured)".to_owned(),
     };
+    let previous = report.previous_release.clone().or_else(|| report.previous_version.clone());
     let rollback_reason = match (status, &report.rollback) {
+        ("rolled_back", _) if run.decided.is_some() => run.decided.as_ref().map(|d| d.why.clone()).unwrap_or_default(),
         ("rolled_back", _) => {
             monitoring.map(|m| m.reason.clone()).filter(|r| !r.is_empty()).unwrap_or_else(|| report.reason.clone())
         }
         (_, Some(rollback)) => rollback.detail.clone(),
+        // A failure after the switch that switched the previous release back in.
+        _ if report.restored_previous => format!(
+            "{}; {} was switched back in",
+            report.reason,
+            previous.clone().unwrap_or_else(|| "the previous release".to_owned())
+        ),
         _ => String::new(),
     };
     let current = if status == "success" {
-        run.release.version.to_string()
+        run.release.label()
     } else {
-        report.previous_version.clone().unwrap_or_else(|| "none".to_owned())
+        previous.clone().filter(|_| report.restored_previous || status == "rolled_back").unwrap_or_else(|| {
+            if report.switched_in() {
+                run.release.label()
+            } else {
+                previous.clone().unwrap_or_else(|| "none".to_owned())
+            }
+        })
     };
     let body = json!({
         "seed": {
             "status": status.to_uppercase(),
             "duration": duration,
             "deployer": format!("{} (DevOps agent)", config.agent.name),
-            "previous_version": report.previous_version.clone().unwrap_or_else(|| "none (first deployment)".to_owned()),
-            "pre_health": if baseline.is_some() { format!("baseline before the deploy: {}", sample_text(baseline.as_ref())) } else { "no baseline (no metrics configured)".to_owned() },
+            "previous_version": previous.clone().unwrap_or_else(|| "none (first deployment)".to_owned()),
+            "pre_health": match (&baseline, env.metrics.is_some()) {
+                (Some(_), _) => format!("baseline before the deploy: {}", sample_text(baseline.as_ref())),
+                (None, true) => "no baseline was read before the deploy".to_owned(),
+                (None, false) => "no baseline (no metrics configured)".to_owned(),
+            },
             "timeline": timeline,
             "verification": rows,
             "current_version": current,
@@ -776,17 +879,24 @@ pub(crate) fn seed_deploy_report(
     (front, body)
 }
 
-/// The report's next steps for a release whose deployment ended `status`.
-pub(crate) fn next_steps(status: &str) -> Vec<String> {
-    match status {
-        "success" => {
+/// The report's next steps for a release whose deployment ended `status`, after a person's
+/// decision when there was one.
+pub(crate) fn next_steps(status: &str, decided: Option<&Decided>) -> Vec<String> {
+    match (status, decided) {
+        ("success", Some(decided)) => vec![
+            format!("The monitoring period could not confirm the release; {}", decided.why),
+            "Watch the release's error rate and latency closely; record the deployed product and feedback channels"
+                .to_owned(),
+        ],
+        ("success", None) => {
             vec!["Post-deploy monitoring passed; record the deployed product and feedback channels".to_owned()]
         }
-        "rolled_back" => vec![
+        ("rolled_back", _) => vec![
             "The release was rolled back; the previous release serves users".to_owned(),
             "Fix the failure named in the escalation, then ship a new version".to_owned(),
         ],
-        _ => vec!["Fix the failure named in the escalation, then re-run the deployment".to_owned()],
+        // A release cannot change once built: a failed deployment is fixed by a new version.
+        _ => vec!["Fix the failure named in the escalation, then ship a new version".to_owned()],
     }
 }
 
@@ -805,6 +915,23 @@ pub(crate) fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<O
             r15.file
         );
         run.inputs.push(r15);
+        return Ok(Outcome::Done);
+    }
+    // A person who let the release proceed after its monitoring period decided about exactly
+    // this: the verification is theirs, as the environment's record keeps it.
+    if let Ok(record) = env.history(run.ws)
+        && let Some(live) = env.live(run.ws, &record)
+        && live.unit_id == run.release.unit
+        && release::same_version(&live.version, run.release.version.as_str())
+        && let Some(decided) =
+            record.events.iter().rev().find(|e| e.event == EventKind::Proceeded && e.run_id == live.run_id)
+    {
+        run.summary = format!(
+            "{} was accepted in {environment} by {} after its monitoring period: {}",
+            run.release.label(),
+            decided.by.as_deref().unwrap_or("a person"),
+            decided.detail
+        );
         return Ok(Outcome::Done);
     }
     let _lock = match lock_environment(run, &env)? {

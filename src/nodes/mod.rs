@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use crate::engine::artifacts::{self, Artifact};
 use crate::engine::gates::{self, Decision};
-use crate::environment::record::Provenance;
+use crate::environment::record::{Event, EventKind, Provenance, ReleaseRef};
 use crate::environment::view;
 use crate::exec::command::{Runner, StepResult};
 use crate::release::{self, Lookup, Release, ReleaseError, Scope};
@@ -160,6 +160,18 @@ pub struct NodeRun<'a> {
     /// Checks that only warned when the node was let through (`{"name", "detail"}`), shown in
     /// its artifacts (R08).
     pub warnings: Vec<Value>,
+    /// A person's decision about a paused rollout that this run carries out, for its reports.
+    pub decided: Option<Decided>,
+}
+
+/// A person's decision about a paused rollout: `proceed` or `rollback`, and the sentence that
+/// says who decided what and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decided {
+    pub decision: String,
+    pub by: String,
+    pub why: String,
+    pub at: String,
 }
 
 impl NodeRun<'_> {

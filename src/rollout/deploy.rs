@@ -310,7 +310,7 @@ impl EnvConfig {
 }
 
 /// The analysis after one canary step, rolling batch or the monitoring period.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageAnalysis {
     /// `canary step 2 of 3 (50%)`, `batch 1 of 4`.
     pub stage: String,
@@ -321,7 +321,8 @@ pub struct StageAnalysis {
 }
 
 /// What a deployment did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DeployReport {
     pub environment: String,
     pub provider: String,
@@ -357,10 +358,20 @@ pub struct DeployReport {
     pub rollback: Option<RollbackReport>,
     /// Every step as it happened (UTC time, action, status), for the deployment report.
     pub timeline: Vec<TimelineEvent>,
+    /// The metrics sample taken before anything changed.
+    pub baseline: Option<metrics::Sample>,
+}
+
+impl DeployReport {
+    /// Whether the new release took traffic and still does: it was switched in (or its
+    /// commands ran) and nothing switched the previous release back.
+    pub fn switched_in(&self) -> bool {
+        (self.success || self.paused.is_some()) && !self.restored_previous
+    }
 }
 
 /// One row of a deployment's timeline (seed 000's "Deployment Timeline").
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TimelineEvent {
     pub time: String,
     pub action: String,
@@ -388,6 +399,7 @@ impl DeployReport {
                 .previous_version
                 .as_deref()
                 .map(|v| label(&rollout.journal.previous_unit, v)),
+            baseline: rollout.journal.baseline.clone(),
             migrated: rollout.journal.migrated,
             weight: rollout.journal.weight,
             success: true,
@@ -1124,7 +1136,7 @@ fn undo_steps(runner: &Runner, env: &EnvConfig, journal: &Journal, vars: &[(Stri
 }
 
 /// One measurement of an analysis, for reports.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub at_ms: u64,
     /// `ok`, `breached`, `unhealthy` or `no_data`.
@@ -1228,7 +1240,7 @@ fn analyse(
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Monitoring {
     pub period_ms: u64,
     pub interval_ms: u64,
@@ -1277,7 +1289,8 @@ pub fn baseline(runner: &Runner, env: &EnvConfig, vars: &[(String, String)]) -> 
 }
 
 /// What a rollback did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RollbackReport {
     pub environment: String,
     pub from: Option<String>,
@@ -1305,7 +1318,7 @@ pub struct RollbackReport {
 }
 
 /// Whether error rate and latency returned to the baseline after a rollback.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MetricsCheck {
     pub back_to_baseline: bool,
     pub detail: String,

@@ -93,6 +93,10 @@ pub struct Journal {
     pub previous_slot: Option<String>,
     #[serde(default)]
     pub previous_version: Option<String>,
+    /// A paused production rollout's reports as they stood (`{"deploy", "monitoring"}`), so
+    /// that a person's decision renders them again, all of them, from the same facts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reports: Option<serde_json::Value>,
     /// The unit of the release that was live before, so every report names it with its unit.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub previous_unit: String,

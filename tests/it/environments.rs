@@ -321,3 +321,56 @@ fn an_older_build_that_would_remove_a_shipped_unit_is_blocked_and_can_be_let_thr
     let r07 = ws.read_string("docs/workflow/releases/UNIT-003/1.0.1/R07-version-tag.md");
     assert!(r07.contains("- Built from commit: "), "{r07}");
 }
+
+#[test]
+fn a_paused_rollout_a_person_lets_proceed_is_reported_as_their_decision_in_every_report() {
+    // After a paused monitoring period and `decision: proceed`, the task ended `deployed` but
+    // `Deploy-<UNIT>.md` still said "Deployment failed" and "Fix the failure", and
+    // deployment-report.json said "Post-deploy monitoring passed", which was false.
+    let ws = life_workspace();
+    edit_json(&ws, CONFIG, |config| {
+        // No figure can be read: the monitoring period cannot tell, and a person decides.
+        config["environments"]["production"]["metrics"]["command"] = json!("echo '{}'");
+    });
+    assert_eq!(step(&ws).0, 3);
+    approve(&ws, &approval_file(&ws, "UNIT-001", "1.0.0"));
+    let (code, summary) = step(&ws);
+    assert_eq!(code, 3, "{summary}");
+    let reason = task(&ws.tasks(), "DEVOPS-007")["blocked_reason"].as_str().unwrap().to_owned();
+    assert!(reason.starts_with("rollout paused at monitoring period"), "{reason}");
+    let deploy_md = "docs/workflow/deployments/Deploy-UNIT-001.md";
+    assert!(ws.read_string(deploy_md).contains("status: \"failed\""));
+
+    let r17 = "docs/workflow/artifacts/R17-rollback-decision.md";
+    let text = ws.read_string(r17);
+    let decided = text
+        .replacen("decision: \"pending\"", "decision: \"proceed\"", 1)
+        .replacen("decided_by: null", "decided_by: \"alice\"", 1)
+        .replacen("reason: \"", "reason: \"the dashboard looks fine; was: ", 1);
+    assert_ne!(decided, text);
+    ws.write(r17, decided);
+    let (code, summary) = step(&ws);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(status_of(&ws, "DEVOPS-007"), "deployed");
+
+    let report = crate::engine::json_file(&ws, "ARTIFACTS/devops-engineer/deployment-report.json");
+    assert_eq!(report["deployment_summary"]["status"], "success", "{report:#}");
+    let steps = report["next_steps"].to_string();
+    assert!(!steps.contains("monitoring passed"), "{steps}");
+    assert!(steps.contains("alice decided to proceed after the monitoring period"), "{steps}");
+    let issues = report["known_issues"].to_string();
+    assert!(issues.contains("alice decided to proceed"), "{issues}");
+    for file in [deploy_md.to_owned(), "docs/workflow/releases/UNIT-001/1.0.0/Deploy-UNIT-001.md".to_owned()] {
+        let md = ws.read_string(&file);
+        assert!(md.contains("status: \"success\""), "{file}:\n{md}");
+        assert!(md.contains("- **Status:** SUCCESS"), "{file}:\n{md}");
+        assert!(md.contains("Decision `proceed` by alice"), "{file}:\n{md}");
+        assert!(md.contains("| INCONCLUSIVE |"), "{file}:\n{md}");
+        assert!(!md.contains("Deployment failed"), "{file}:\n{md}");
+        assert!(!md.contains("Fix the failure"), "{file}:\n{md}");
+    }
+    let record = history(&ws, "production");
+    let kinds: Vec<&str> = record["events"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["proceeded", "paused", "deployed", "deploy_started"], "{record:#}");
+    assert_eq!(record["events"][0]["by"], "alice");
+}
