@@ -367,6 +367,13 @@ fn check(case: &Case) -> Result<(), String> {
     let outside = outside_dir.path().canonicalize().unwrap().join("tasks.json");
     std::fs::write(&outside, "{\"tasks\": []}\n").unwrap();
     let mut ws = Workspace::new();
+    // A directory is a workspace when it holds `tasks.json` or the config; a case about
+    // another file gets an empty, valid task list beside it.
+    let marks_a_workspace = |path: &str| path == TASKS || path == CONFIG;
+    if !case.files.iter().any(|(path, _)| marks_a_workspace(path)) && !case.link_outside.is_some_and(marks_a_workspace)
+    {
+        ws = ws.file(TASKS, "{\"tasks\": []}\n");
+    }
     for (path, bytes) in &case.files {
         ws = ws.file(path, bytes);
     }
