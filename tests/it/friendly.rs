@@ -480,3 +480,61 @@ fn a_failure_request_is_resolved_when_a_person_records_who_resolved_it_or_its_fi
     ws.run(&["run"]);
     assert_eq!(ws.read_string(REQUESTS), text);
 }
+
+#[test]
+fn a_task_list_whose_entries_all_fail_the_schema_is_never_silent() {
+    // What broke: with every entry of `tasks.json` failing the schema, `run` and `run
+    // --dry-run` exited 0 with "nothing to do" and `tasks list` printed `-` ids, without a word
+    // on stderr, while `validate` listed every problem.
+    let ws = Workspace::new();
+    ws.run(&["init"]).status(0);
+    ws.write(
+        TASKS,
+        concat!(
+            "{\"tasks\": [\n",
+            "  {\"task_id\": \"T-1\", \"name\": \"build\", \"assignee\": \"devops\", \"kind\": \"release_build\", \"state\": \"todo\"},\n",
+            "  {\"task_id\": \"T-2\", \"name\": \"deploy\", \"assignee\": \"devops\", \"kind\": \"deployment_staging\", \"state\": \"todo\"}\n",
+            "]}\n"
+        ),
+    );
+    let warning = "warning: 2 of 2 entries of docs/workflow/tasks.json fail the task schema, at /tasks/0 (line 2) \
+                   and /tasks/1 (line 3); `opsflow validate` lists every problem\n";
+    for args in [&["run"][..], &["run", "--dry-run"], &["status"], &["tasks", "list"]] {
+        let out = ws.run(args);
+        assert!(out.stderr().ends_with(warning), "opsflow {args:?}\n{}", out.stderr());
+    }
+    // No entry says it is this runner's, so for `run` there is nothing it could do.
+    assert_eq!(ws.run(&["run"]).status(0).stdout(), "nothing to do\n");
+
+    // Entries this runner owns that fail the schema are problems: exit 2, never "nothing to do".
+    ws.write(
+        TASKS,
+        concat!(
+            "{\"tasks\": [\n",
+            "  {\"id\": \"T-1\", \"agent\": \"devops\", \"type\": \"release_build\", \"status\": \"todo\"},\n",
+            "  {\"id\": \"T-2\", \"title\": \"ok\", \"agent\": \"qa\", \"type\": \"qa_review\", \"status\": \"pending\"},\n",
+            "  {\"id\": \"T-3\", \"title\": 3, \"agent\": \"frontend\", \"type\": \"feature\", \"status\": \"pending\"}\n",
+            "]}\n"
+        ),
+    );
+    for args in [&["run"][..], &["run", "--dry-run"]] {
+        let out = ws.run(args);
+        out.status(2);
+        assert_eq!(
+            out.stderr(),
+            "warning: 2 of 3 entries of docs/workflow/tasks.json fail the task schema, at /tasks/0 (line 2) and \
+             /tasks/2 (line 4); one of them is this runner's (`DevOps-Engineer`) and cannot run; `opsflow validate` \
+             lists every problem\n",
+            "opsflow {args:?}"
+        );
+        let stdout = out.stdout();
+        assert!(!stdout.contains("nothing to do"), "opsflow {args:?}\n{stdout}");
+        assert!(
+            stdout.contains("problem    docs/workflow/tasks.json:2:") && stdout.contains("title"),
+            "opsflow {args:?}\n{stdout}"
+        );
+    }
+    let json = ws.run(&["run", "--json"]).json();
+    assert_eq!(json["problems"].as_array().map(Vec::len), Some(1), "{json:#}");
+    ws.run(&["tasks", "list"]).status(0);
+}
