@@ -538,3 +538,81 @@ fn a_task_list_whose_entries_all_fail_the_schema_is_never_silent() {
     assert_eq!(json["problems"].as_array().map(Vec::len), Some(1), "{json:#}");
     ws.run(&["tasks", "list"]).status(0);
 }
+
+/// Runs actionlint on a workflow file when it is installed; says so when it is not.
+fn actionlint(path: &std::path::Path) {
+    match std::process::Command::new("actionlint").arg("-no-color").arg(path).output() {
+        Ok(out) => assert!(
+            out.status.success(),
+            "actionlint refuses {}:\n{}{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("actionlint is not installed: the generated CI pipeline was checked with a YAML parser only");
+        }
+        Err(e) => panic!("cannot run actionlint: {e}"),
+    }
+}
+
+#[test]
+fn the_ci_pipeline_quotes_every_value_and_passes_build_expressions_as_data() {
+    // What broke: a project named `Shop: Admin` gave `name: Shop: Admin CI/CD`, which is not
+    // YAML, `acme #1` silently became `acme`, and `validate` said ok.
+    let cases = [
+        ("Shop: Admin", "make all", vec![], "make all"),
+        (
+            "acme #1",
+            "make 'x: y' # a comment of the shell\nmake test",
+            vec![],
+            "make 'x: y' # a comment of the shell\nmake test",
+        ),
+        (
+            "yes",
+            "echo \"${{ github.event.pull_request.title }}\" && make VERSION=${{ github.head_ref }}",
+            vec![
+                ("OPSFLOW_BUILD_EXPR_1", "${{ github.event.pull_request.title }}"),
+                ("OPSFLOW_BUILD_EXPR_2", "${{ github.head_ref }}"),
+            ],
+            "echo \"${OPSFLOW_BUILD_EXPR_1}\" && make VERSION=${OPSFLOW_BUILD_EXPR_2}",
+        ),
+        ("- [it's] {\"quoted\"} &a *b !c %d @e `f` \\ back", "true", vec![], "true"),
+    ];
+    for (project, build, expressions, script) in cases {
+        let ws = Workspace::new().sample();
+        edit_json(&ws, CONFIG, |config| {
+            config["project"] = json!(project);
+            config["release"]["build"] = json!(build);
+        });
+        ws.run(&["validate"]).status(0);
+        ws.run(&["run"]);
+        let path = ws.join(".github/workflows/opsflow.yml");
+        let text = ws.read_string(".github/workflows/opsflow.yml");
+        let docs = yaml_rust2::YamlLoader::load_from_str(&text)
+            .unwrap_or_else(|e| panic!("the pipeline for {project:?} is not YAML: {e}\n{text}"));
+        let pipeline = yaml_to_json(&docs[0]);
+        assert_eq!(pipeline["name"], format!("{project} CI/CD"), "{text}");
+        let step = pipeline["jobs"]["quality-gate"]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "Build")
+            .unwrap_or_else(|| panic!("no Build step:\n{text}"))
+            .clone();
+        assert_eq!(step["run"], script, "{text}");
+        let env: Vec<(String, String)> = step["env"]
+            .as_object()
+            .map(|env| env.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect())
+            .unwrap_or_default();
+        let expected: Vec<(String, String)> =
+            expressions.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        assert_eq!(env, expected, "{text}");
+        assert!(!step["run"].as_str().unwrap().contains("${{"), "an expression is spliced into the script:\n{text}");
+        assert_eq!(
+            pipeline["jobs"]["reconcile"]["if"],
+            "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+        );
+        actionlint(&path);
+    }
+}
