@@ -67,6 +67,29 @@ fn another_stage_s_signal_and_seed_003_s_report_validate_and_runs_read_them() {
 }
 
 #[test]
+fn seed_003_s_report_with_another_agent_s_extra_field_validates_and_keeps_it() {
+    // What broke: seed 003's own report with one top-level field another agent added was
+    // refused (`additionalProperties`), while the reference says objects accept extra fields.
+    let mut report: Value = serde_json::from_str(&seed_report()).unwrap();
+    report["reviewed_by"] = json!({"agent": "QA-Engineer", "at": "2026-12-01T09:00:00Z"});
+    let text = serde_json::to_string_pretty(&report).unwrap();
+    let ws = Workspace::new().sample().file(REPORT, &text);
+    let validate = ws.run(&["validate"]);
+    validate.status(0);
+    assert!(validate.stdout().starts_with("ok:"), "{}", validate.stdout());
+    let status = ws.run(&["status"]);
+    assert!(!status.stdout().contains(REPORT) && !status.stderr().contains(REPORT), "{}", status.stderr());
+    assert_eq!(ws.read_string(REPORT), text, "the report was changed");
+
+    // A field of the contract in the wrong shape is still refused.
+    report["known_issues"] = json!("none");
+    ws.write(REPORT, serde_json::to_string_pretty(&report).unwrap());
+    let bad = ws.run(&["validate"]);
+    bad.status(2);
+    assert!(bad.stdout().contains("at /known_issues: `known_issues` must be an array"), "{}", bad.stdout());
+}
+
+#[test]
 fn human_requests_name_identifiers_as_written_and_are_marked_resolved_keeping_human_notes() {
     let ws = Workspace::new().sample();
     ws.run(&["run"]).status(3);
