@@ -183,11 +183,25 @@ impl<In: Transport> Connector<In> for CaFileTls {
             ServerName::try_from(host.to_owned()).map_err(|_| ureq::Error::Tls("not a valid TLS server name"))?;
         let mut connection = ClientConnection::new(self.config.clone(), name)?;
         let mut socket = TransportAdapter::new(transport.boxed(), details.current_time.clone());
-        socket.set_timeout(details.timeout);
+        socket.set_timeout(remaining(details));
         connection.complete_io(&mut socket)?;
         let buffers = LazyBuffers::new(details.config.input_buffer_size(), details.config.output_buffer_size());
         Ok(Some(Either::B(TlsTransport { buffers, stream: StreamOwned::new(connection, socket) })))
     }
+}
+
+/// What is left of the request's time for the handshake: the timeout ureq gave the connection,
+/// less what connecting took, so that the whole request stays within its one timeout (ureq's
+/// own TLS connector does the same through an API it keeps to itself).
+fn remaining(details: &ConnectionDetails) -> NextTimeout {
+    use ureq::unversioned::transport::time::{Duration as Budget, Instant as Moment};
+    let mut timeout = details.timeout;
+    if let (Budget::Exact(limit), Moment::Exact(started), Moment::Exact(now)) =
+        (timeout.after, details.now, (details.current_time)())
+    {
+        timeout.after = Budget::Exact(limit.saturating_sub(now.saturating_duration_since(started)));
+    }
+    timeout
 }
 
 /// An established TLS connection of [`CaFileTls`], as ureq reads and writes it.
@@ -647,6 +661,28 @@ mod tests {
         done.send(()).ok();
         server.join().unwrap();
         assert_eq!(error, "timed out after 500 ms");
+    }
+
+    #[test]
+    fn a_server_that_never_finishes_the_handshake_times_out_through_a_ca_file() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}/", listener.local_addr().unwrap());
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let server = thread::spawn(move || {
+            // Accepts, then says nothing until the client is gone.
+            let (_stream, _) = listener.accept().unwrap();
+            let _ = wait.recv();
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().self_signed(&key);
+        std::fs::write(&path, certificate.unwrap().pem()).unwrap();
+        let request = Request { ca_file: Some(&path), ..plain(Duration::from_millis(300)) };
+        let error = get(&url, &request).unwrap_err().to_string();
+        done.send(()).ok();
+        server.join().unwrap();
+        assert_eq!(error, "timed out after 300 ms");
     }
 
     #[test]
