@@ -18,9 +18,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     after_help = "Start with `opsflow init` in a new repository, or `opsflow demo` to watch the whole pipeline run."
 )]
 pub struct Cli {
-    /// The workspace directory (default: the nearest directory from the current one upward that
-    /// holds docs/workflow/tasks.json or project-config.json). For `init`, where to create it;
-    /// for `demo`, where to copy the sample (default: a new temporary directory)
+    /// The workspace directory, which must hold docs/workflow/tasks.json or project-config.json
+    /// (default: the nearest directory from the current one upward that does). For `init`, where
+    /// to create it; for `demo`, where to copy the sample (default: a new temporary directory)
     #[arg(short = 'C', long = "dir", global = true, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// The config file, relative to the workspace (default: project-config.json)

@@ -131,6 +131,14 @@ impl Schemas {
                 }
             }
         }
+        // A report another hand wrote may carry fields of its own, which are kept; the report
+        // opsflow writes has only the contract's, so a misspelt field in a template is caught
+        // before the file is written.
+        if name == SchemaName::OwnDeploymentReport
+            && let Some(object) = schema.as_object_mut()
+        {
+            object.entry("additionalProperties").or_insert(Value::Bool(false));
+        }
         jsonschema::draft202012::options()
             .should_validate_formats(true)
             .build(&schema)
@@ -386,6 +394,21 @@ fn pattern_in_words(pattern: &str, negated: bool) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_from_another_hand_keeps_extra_fields_and_opsflow_s_own_has_none() {
+        let schemas = Schemas::new(PathBuf::from("/nonexistent"), "schemas", 1 << 20);
+        let seed = include_str!("../tests/fixtures/seed/deployment-report.seed-003.json");
+        let mut report: Value = serde_json::from_str(seed).unwrap();
+        report["from_another_agent"] = Value::Bool(true);
+        assert_eq!(schemas.validate(SchemaName::DeploymentReport, "r.json", &report), Vec::new());
+        for field in OWN_REPORT_FIELDS {
+            report[field] = Value::String("x".into());
+        }
+        let own = schemas.validate(SchemaName::OwnDeploymentReport, "r.json", &report);
+        let rules: Vec<_> = own.iter().map(|d| (d.pointer.as_deref(), d.rule.as_deref())).collect();
+        assert_eq!(rules, [(Some("/from_another_agent"), Some("additionalProperties"))]);
+    }
 
     #[test]
     fn every_embedded_schema_compiles() {

@@ -520,6 +520,94 @@ pub fn task_warnings(ws: &Workspace, tasks: &Loaded) -> Vec<String> {
     warnings.into_iter().map(|w| w.locate_in(text).to_string()).collect()
 }
 
+/// The entries of `tasks.json` that fail the task schema, from a [`load_tasks`]: what `run`,
+/// `status` and `tasks list` say on stderr, so that a file none of whose entries is valid is
+/// never read as a list with nothing to do.
+#[derive(Debug, Default)]
+pub struct FailingEntries {
+    pub file: String,
+    /// `/tasks` or `` (a bare array).
+    pub prefix: String,
+    /// How many entries the file has.
+    pub total: usize,
+    /// Each failing entry: its index and the line of its first problem, in file order.
+    pub entries: Vec<(usize, Option<u32>)>,
+    /// The failing entries this runner owns (by agent and type), by index.
+    pub owned: Vec<usize>,
+    /// The schema problems of the failing entries this runner owns, as `validate` says them.
+    pub owned_problems: Vec<Diagnostic>,
+}
+
+/// How many failing entries [`FailingEntries::sentence`] names before "and N more".
+const FAILING_ENTRIES_NAMED: usize = 5;
+
+impl FailingEntries {
+    pub fn of(ws: &Workspace, tasks: &Loaded) -> FailingEntries {
+        let file = ws.config.paths.tasks.clone();
+        let Some((prefix, list)) = tasks.value.as_ref().and_then(crate::task::entries) else {
+            return FailingEntries { file, ..FailingEntries::default() };
+        };
+        let mut failing = FailingEntries { file, prefix: prefix.to_owned(), total: list.len(), ..Default::default() };
+        for diagnostic in tasks.diagnostics.iter().filter(|d| d.kind == Kind::Schema) {
+            let Some(index) = crate::engine::readiness::entry_of(diagnostic, prefix) else { continue };
+            if failing.entries.last().is_none_or(|(last, _)| *last != index) {
+                failing.entries.push((index, diagnostic.line));
+            }
+            if list.get(index).is_some_and(|entry| crate::task::owned_entry(&ws.config, entry)) {
+                if failing.owned.last() != Some(&index) {
+                    failing.owned.push(index);
+                }
+                failing.owned_problems.push(diagnostic.clone());
+            }
+        }
+        failing.entries.sort_unstable();
+        failing.entries.dedup_by_key(|(index, _)| *index);
+        failing.owned.sort_unstable();
+        failing.owned.dedup();
+        failing
+    }
+
+    /// [`FailingEntries::of`] the text of `tasks.json` already read.
+    pub fn of_text(ws: &Workspace, text: &str) -> FailingEntries {
+        FailingEntries::of(ws, &check_tasks(ws, text.to_owned()))
+    }
+
+    /// One line for stderr: how many entries fail and where, or `None` when every entry passes.
+    pub fn sentence(&self, agent: &str) -> Option<String> {
+        let count = self.entries.len();
+        if count == 0 {
+            return None;
+        }
+        let mut places: Vec<String> = self
+            .entries
+            .iter()
+            .take(FAILING_ENTRIES_NAMED)
+            .map(|(index, line)| match line {
+                Some(line) => format!("{}/{index} (line {line})", self.prefix),
+                None => format!("{}/{index}", self.prefix),
+            })
+            .collect();
+        let places = if count > FAILING_ENTRIES_NAMED {
+            format!("{} and {} more", places.join(", "), count - FAILING_ENTRIES_NAMED)
+        } else {
+            let last = places.pop().unwrap_or_default();
+            if places.is_empty() { last } else { format!("{} and {last}", places.join(", ")) }
+        };
+        let entries = if self.total == 1 { "entry" } else { "entries" };
+        let fail = if count == 1 { "fails" } else { "fail" };
+        let owned = match (self.owned.len(), count) {
+            (0, _) => String::new(),
+            (1, 1) => format!("; it is this runner's (`{agent}`) and cannot run"),
+            (1, _) => format!("; one of them is this runner's (`{agent}`) and cannot run"),
+            (n, _) => format!("; {n} of them are this runner's (`{agent}`) and cannot run"),
+        };
+        Some(format!(
+            "warning: {count} of {} {entries} of {} {fail} the task schema, at {places}{owned}; `opsflow validate` lists every problem",
+            self.total, self.file
+        ))
+    }
+}
+
 /// Whether a QA report named `QA-Report-<name>.md` is one release's report: `<name>` is its
 /// front matter's `<unit_id>-<version>` (QA may write one report per release).
 fn per_release_name(name: &str, unit: &str, front_matter: Option<&Value>) -> bool {

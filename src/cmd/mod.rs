@@ -1,9 +1,10 @@
 //! One module per command; [`dispatch`] finds and opens the workspace and calls the right one.
 //!
-//! The workspace is the directory `-C DIR` names (taken as it is, as before), or else the
-//! nearest one from the current directory upward that holds `docs/workflow/tasks.json` or the
-//! config file, as git and cargo find theirs. Outside any workspace every command but `init`
-//! and `demo` refuses, before it creates anything.
+//! The workspace is the directory `-C DIR` names, when it holds `docs/workflow/tasks.json` or
+//! the config file, or else the nearest such directory from the current one upward, as git and
+//! cargo find theirs. `-C` on a directory that holds neither (empty, or a typo) is refused like
+//! a directory outside any workspace: every command but `init` and `demo` refuses, before it
+//! creates anything, so a pipeline with a wrong `-C` fails instead of finding nothing to do.
 
 mod demo;
 mod graph;
@@ -45,16 +46,25 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     }
 }
 
-/// The workspace directory: `-C DIR` as given (the user named it), else the nearest workspace
-/// from the current directory upward.
+/// The workspace directory: `-C DIR` when it holds a workspace (it is not searched above: the
+/// user named it), else the nearest workspace from the current directory upward.
 pub fn find_workspace(cli: &Cli) -> anyhow::Result<PathBuf> {
-    if let Some(dir) = &cli.dir {
-        return Ok(dir.clone());
-    }
     let tasks = Paths::default().tasks;
     let config_file = cli.config.as_deref().unwrap_or(Path::new(config::DEFAULT_CONFIG_FILE));
     let is_workspace = |dir: &Path| dir.join(&tasks).is_file() || dir.join(config_file).is_file();
     let config_name = config_file.display();
+    if let Some(dir) = &cli.dir {
+        if is_workspace(dir) {
+            return Ok(dir.clone());
+        }
+        let shown = dir.display();
+        if !dir.is_dir() {
+            bail!("not an opsflow workspace: -C {shown} is not a directory");
+        }
+        bail!(
+            "not an opsflow workspace: -C {shown} holds neither {tasks} nor {config_name}; run `opsflow init {shown}` to make one"
+        );
+    }
     let current = std::env::current_dir().map_err(|e| anyhow::anyhow!("cannot read the current directory: {e}"))?;
     match current.ancestors().find(|dir| is_workspace(dir)) {
         Some(dir) => Ok(dir.to_owned()),

@@ -1,10 +1,12 @@
 //! `opsflow run [--dry-run] [--json]`: reconcile until nothing more is runnable, then exit.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::{print_json, require_valid_config};
 use crate::Exit;
 use crate::engine::{Engine, Options, Summary};
+use crate::validate::{FailingEntries, load_tasks};
 use crate::workspace::Workspace;
 
 pub fn run(ws: &Workspace, dry_run: bool, as_json: bool) -> anyhow::Result<Exit> {
@@ -21,7 +23,23 @@ pub fn run(ws: &Workspace, dry_run: bool, as_json: bool) -> anyhow::Result<Exit>
             return Ok(Exit::Invalid);
         }
     };
-    let summary = engine.run();
+    let mut summary = engine.run();
+    // The engine decodes only the entries it may act on; the whole file is checked once here,
+    // so that entries that fail the schema (a status or an agent spelled another way) are
+    // said on stderr, and this runner's own count as problems rather than "nothing to do".
+    let failing = FailingEntries::of(ws, &load_tasks(ws));
+    if let Some(sentence) = failing.sentence(&ws.config.agent.name) {
+        eprintln!("{sentence}");
+    }
+    let prefix = failing.prefix.as_str();
+    let reported: HashSet<usize> =
+        summary.problems.iter().filter_map(|d| crate::engine::readiness::entry_of(d, prefix)).collect();
+    summary.problems.extend(
+        failing
+            .owned_problems
+            .into_iter()
+            .filter(|d| crate::engine::readiness::entry_of(d, prefix).is_some_and(|index| !reported.contains(&index))),
+    );
     if as_json {
         print_json(&summary)?;
     } else {

@@ -263,6 +263,9 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
     for diagnostic in validated.diagnostics.iter().map(ToString::to_string).filter(|d| !shown.contains(d)) {
         eprintln!("{diagnostic}");
     }
+    if let Some(sentence) = crate::validate::FailingEntries::of(ws, &tasks).sentence(&ws.config.agent.name) {
+        eprintln!("{sentence}");
+    }
     Ok(if invalid { Exit::Invalid } else { Exit::Ok })
 }
 

@@ -152,6 +152,13 @@ fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
         }
     }
     out.flush()?;
+    // The list shows entries as they are; those the schema refuses are said on stderr, so a
+    // column of `-` is never the only sign that the file does not hold what opsflow reads.
+    if !text.is_empty()
+        && let Some(sentence) = crate::validate::FailingEntries::of_text(ws, &text).sentence(&ws.config.agent.name)
+    {
+        eprintln!("{sentence}");
+    }
     Ok(Exit::Ok)
 }
 

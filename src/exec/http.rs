@@ -3,7 +3,10 @@
 //!
 //! What a check needs from a client, and nothing more:
 //! - `https://` trusted through the platform's verifier (on Linux the system's CA store, so a
-//!   company CA installed there works), or only through the CA certificates of a `ca_file`;
+//!   company CA installed there works), or only through the certificates of a `ca_file`: the CAs
+//!   in it, and a server certificate that is byte for byte one of them (pinning, which is how a
+//!   self-signed certificate made by `openssl req -x509`, marked `CA:TRUE`, is trusted, as curl's
+//!   `--cacert` trusts it);
 //! - redirects never followed: a health endpoint that answers 302 to a login page is not
 //!   healthy, and the status says so;
 //! - no proxy from the environment: checks reach the host they name;
@@ -14,14 +17,28 @@
 //!   as lossy UTF-8.
 //!
 //! Errors are sentences for a report: what went wrong, and for a certificate that is not
-//! trusted, what to do about it.
+//! trusted, why in words and what to do about it.
+//!
+//! ureq takes no certificate verifier of its own, so a `ca_file` request goes through this
+//! module's TLS connector (ureq's TCP connector chained to a rustls client whose verifier is
+//! [`CaFileVerifier`]); the platform's requests keep ureq's own.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme, StreamOwned};
 use ureq::Agent;
-use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::config::Config;
+use ureq::tls::{PemItem, RootCerts, TlsConfig};
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, TcpConnector, Transport, TransportAdapter,
+};
 
 /// The most body bytes a health check or smoke test reads.
 pub const MAX_CHECK_BODY: u64 = 1024 * 1024;
@@ -63,7 +80,7 @@ pub fn get(url: &str, request: &Request<'_>) -> Result<(u16, String), HttpError>
     let custom;
     let agent = match request.ca_file {
         Some(path) => {
-            custom = agent(RootCerts::Specific(Arc::new(read_ca_file(path)?)));
+            custom = ca_file_agent(read_ca_file(path)?)?;
             &custom
         }
         None => platform_agent(),
@@ -105,10 +122,11 @@ pub fn percent_encode(text: &str) -> String {
 /// few milliseconds).
 fn platform_agent() -> &'static Agent {
     static AGENT: OnceLock<Agent> = OnceLock::new();
-    AGENT.get_or_init(|| agent(RootCerts::PlatformVerifier))
+    AGENT.get_or_init(|| config(RootCerts::PlatformVerifier).into())
 }
 
-fn agent(roots: RootCerts) -> Agent {
+/// How every request is made, whoever verifies the server.
+fn config(roots: RootCerts) -> Config {
     Agent::config_builder()
         .tls_config(TlsConfig::builder().root_certs(roots).build())
         .max_redirects(0)
@@ -119,18 +137,213 @@ fn agent(roots: RootCerts) -> Agent {
         .max_idle_connections(0)
         .user_agent("opsflow")
         .build()
-        .into()
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The agent of a request with a `ca_file`: ureq's TCP connector, then [`CaFileTls`].
+fn ca_file_agent(certificates: Vec<CertificateDer<'static>>) -> Result<Agent, HttpError> {
+    let provider = provider();
+    let verifier = CaFileVerifier::new(certificates, &provider);
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(rustls::ALL_VERSIONS)
+        .map_err(|e| HttpError::Request(format!("cannot set up TLS: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    // The roots of this config are never consulted: ureq's own TLS connector is not in this
+    // agent's chain.
+    let connector = TcpConnector::default().chain(CaFileTls { config: Arc::new(tls) });
+    Ok(Agent::with_parts(config(RootCerts::Specific(Arc::new(Vec::new()))), connector, DefaultResolver::default()))
+}
+
+/// The TLS of a `ca_file` request: a rustls client over the TCP transport, verified by
+/// [`CaFileVerifier`].
+#[derive(Debug)]
+struct CaFileTls {
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl<In: Transport> Connector<In> for CaFileTls {
+    type Out = Either<In, TlsTransport>;
+
+    fn connect(&self, details: &ConnectionDetails, chained: Option<In>) -> Result<Option<Self::Out>, ureq::Error> {
+        let Some(transport) = chained else {
+            return Ok(None);
+        };
+        if !details.needs_tls() || transport.is_tls() {
+            return Ok(Some(Either::A(transport)));
+        }
+        // An IPv6 literal comes in brackets, which a `ServerName` does not take.
+        let host = details.uri.host().unwrap_or_default();
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let name =
+            ServerName::try_from(host.to_owned()).map_err(|_| ureq::Error::Tls("not a valid TLS server name"))?;
+        let mut connection = ClientConnection::new(self.config.clone(), name)?;
+        let mut socket = TransportAdapter::new(transport.boxed(), details.current_time.clone());
+        socket.set_timeout(remaining(details));
+        connection.complete_io(&mut socket)?;
+        let buffers = LazyBuffers::new(details.config.input_buffer_size(), details.config.output_buffer_size());
+        Ok(Some(Either::B(TlsTransport { buffers, stream: StreamOwned::new(connection, socket) })))
+    }
+}
+
+/// What is left of the request's time for the handshake: the timeout ureq gave the connection,
+/// less what connecting took, so that the whole request stays within its one timeout (ureq's
+/// own TLS connector does the same through an API it keeps to itself).
+fn remaining(details: &ConnectionDetails) -> NextTimeout {
+    use ureq::unversioned::transport::time::{Duration as Budget, Instant as Moment};
+    let mut timeout = details.timeout;
+    if let (Budget::Exact(limit), Moment::Exact(started), Moment::Exact(now)) =
+        (timeout.after, details.now, (details.current_time)())
+    {
+        timeout.after = Budget::Exact(limit.saturating_sub(now.saturating_duration_since(started)));
+    }
+    timeout
+}
+
+/// An established TLS connection of [`CaFileTls`], as ureq reads and writes it.
+struct TlsTransport {
+    buffers: LazyBuffers,
+    stream: StreamOwned<ClientConnection, TransportAdapter>,
+}
+
+impl std::fmt::Debug for TlsTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsTransport").finish_non_exhaustive()
+    }
+}
+
+impl Transport for TlsTransport {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        &mut self.buffers
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        use std::io::Write;
+        self.stream.get_mut().set_timeout(timeout);
+        let output = &self.buffers.output()[..amount];
+        self.stream.write_all(output)?;
+        Ok(())
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        use std::io::Read;
+        self.stream.get_mut().set_timeout(timeout);
+        let input = self.buffers.input_append_buf();
+        let amount = self.stream.read(input)?;
+        self.buffers.input_appended(amount);
+        Ok(amount > 0)
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.stream.get_mut().get_mut().is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        true
+    }
+}
+
+/// Trusts what a `ca_file` says: a chain to one of its certificates, as webpki verifies it, or
+/// a server certificate that is byte for byte (DER) one of them, still valid now and for the
+/// host. The second is pinning: a self-signed certificate made by `openssl req -x509` is marked
+/// `CA:TRUE`, which webpki refuses as a server's own certificate (`CaUsedAsEndEntity`) where
+/// OpenSSL and curl accept it as the trust anchor it was given as. The handshake's signature is
+/// checked against the certificate in both cases.
+#[derive(Debug)]
+struct CaFileVerifier {
+    /// None when no certificate of the file can be a trust anchor; then only pinning trusts.
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    pinned: Vec<CertificateDer<'static>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl CaFileVerifier {
+    fn new(certificates: Vec<CertificateDer<'static>>, provider: &Arc<CryptoProvider>) -> CaFileVerifier {
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(certificates.iter().cloned());
+        let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().ok();
+        CaFileVerifier { chain, pinned: certificates, algorithms: provider.signature_verification_algorithms }
+    }
+}
+
+impl ServerCertVerifier for CaFileVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let chained = match &self.chain {
+            Some(chain) => chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now),
+            None => Err(CertificateError::UnknownIssuer.into()),
+        };
+        let error = match chained {
+            Ok(verified) => return Ok(verified),
+            Err(error) => error,
+        };
+        let pinned = self.pinned.iter().any(|certificate| certificate.as_ref() == end_entity.as_ref());
+        // webpki checks a server certificate's validity period before its basic constraints,
+        // so an expired or not yet valid certificate is refused whether pinned or not.
+        let about_time = matches!(
+            error,
+            rustls::Error::InvalidCertificate(
+                CertificateError::Expired
+                    | CertificateError::ExpiredContext { .. }
+                    | CertificateError::NotValidYet
+                    | CertificateError::NotValidYetContext { .. }
+                    | CertificateError::Revoked
+            )
+        );
+        if !pinned || about_time {
+            return Err(error);
+        }
+        // The chain was refused before the name was looked at; a pinned certificate must
+        // still name the host.
+        let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_name(&parsed, server_name)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, certificate, signature, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, certificate, signature, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
 }
 
 /// The certificates of a PEM file; a file without any is an error.
-fn read_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>, HttpError> {
+fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, HttpError> {
     let shown = path.display();
     let refused = |reason: String| HttpError::CaFile { path: path.to_owned(), reason };
     let pem = std::fs::read(path).map_err(|e| refused(format!("cannot read the CA file {shown}: {e}")))?;
     let mut certificates = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {
-            Ok(PemItem::Certificate(certificate)) => certificates.push(certificate),
+            Ok(PemItem::Certificate(certificate)) => {
+                certificates.push(CertificateDer::from(certificate.der().to_vec()));
+            }
             Ok(_) => {}
             Err(e) => return Err(refused(format!("cannot read the CA file {shown}: {e}"))),
         }
@@ -150,20 +363,16 @@ enum Stage {
     Body,
 }
 
+/// How to make a server certificate that any verifier takes, for the sentences below.
+pub const MAKE_CERTIFICATE: &str = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+     -keyout server.key -out server.pem -days 365 -subj /CN=HOST -addext subjectAltName=DNS:HOST \
+     -addext basicConstraints=critical,CA:FALSE";
+
 /// Turns a ureq error into a sentence for a report.
 fn explain(error: ureq::Error, request: &Request<'_>, stage: Stage) -> String {
     use std::io::ErrorKind;
     if let Some(tls) = rustls_error(&error) {
-        return match tls {
-            rustls::Error::InvalidCertificate(why) => {
-                let trusted = match request.ca_file {
-                    Some(path) => format!("by the CA file {}", path.display()),
-                    None => "by the system's CA store; set `ca_file` to the CA that signed it".to_owned(),
-                };
-                format!("the server's TLS certificate is not trusted ({why:?}) {trusted}")
-            }
-            other => format!("TLS handshake failed: {other}"),
-        };
+        return tls_sentence(tls, request.ca_file);
     }
     match error {
         ureq::Error::Timeout(_) => format!("timed out after {} ms", request.timeout.as_millis()),
@@ -183,6 +392,112 @@ fn explain(error: ureq::Error, request: &Request<'_>, stage: Stage) -> String {
         ureq::Error::Protocol(e) => format!("not a valid HTTP response: {e}"),
         other => other.to_string(),
     }
+}
+
+/// A TLS failure in words: what is wrong, and what to do about it.
+fn tls_sentence(error: &rustls::Error, ca_file: Option<&Path>) -> String {
+    use rustls::Error;
+    match error {
+        Error::InvalidCertificate(why) => {
+            let trusted_by = match ca_file {
+                Some(path) => format!("the CA file {}", path.display()),
+                None => "the system's CA store".to_owned(),
+            };
+            let (problem, advice) = certificate_problem(why, ca_file);
+            let advice = match (advice, ca_file) {
+                (Some(advice), _) => advice,
+                (None, Some(_)) => "put the CA that signed it, or this exact certificate, in the CA file".to_owned(),
+                (None, None) => "set `ca_file` to the CA that signed it, or to the server's own certificate".to_owned(),
+            };
+            format!("the server's TLS certificate is not trusted by {trusted_by}: {problem}; {advice}")
+        }
+        Error::AlertReceived(alert) => {
+            format!("the server ended the TLS handshake with the alert `{}`", alert_name(&format!("{alert:?}")))
+        }
+        Error::PeerIncompatible(_) => {
+            "the server offers no TLS version or cipher suite opsflow speaks (TLS 1.2 or 1.3, modern ciphers)"
+                .to_owned()
+        }
+        Error::InvalidMessage(_) => "the server did not answer in TLS; is this port plain http://?".to_owned(),
+        Error::NoCertificatesPresented => "the server presented no TLS certificate".to_owned(),
+        Error::PeerMisbehaved(_) => "the server broke the TLS protocol during the handshake".to_owned(),
+        other => format!("the TLS handshake failed: {other}"),
+    }
+}
+
+/// Why a certificate was refused, in words, and what to do when the general advice does not fit.
+fn certificate_problem(why: &CertificateError, ca_file: Option<&Path>) -> (String, Option<String>) {
+    let date = |time: &UnixTime| crate::time::rfc3339(time.as_secs() as i64);
+    match why {
+        CertificateError::UnknownIssuer => ("it is not signed by a CA trusted there".to_owned(), None),
+        CertificateError::Expired => ("it has expired".to_owned(), Some("renew it on the server".to_owned())),
+        CertificateError::ExpiredContext { not_after, .. } => {
+            (format!("it expired at {}", date(not_after)), Some("renew it on the server".to_owned()))
+        }
+        CertificateError::NotValidYet => ("it is not valid yet".to_owned(), Some("check the clocks".to_owned())),
+        CertificateError::NotValidYetContext { not_before, .. } => {
+            (format!("it is valid only from {}", date(not_before)), Some("check the clocks".to_owned()))
+        }
+        CertificateError::NotValidForName => {
+            ("it is for another host name".to_owned(), Some("use the host name it was made for".to_owned()))
+        }
+        CertificateError::NotValidForNameContext { expected, presented } => {
+            let presented: Vec<&str> = presented.iter().map(|name| bare_name(name)).collect();
+            let presented = if presented.is_empty() { "no name".to_owned() } else { presented.join(", ") };
+            (
+                format!("it is for {presented}, not {}", expected.to_str()),
+                Some("use a host name the certificate names, or make one for this host".to_owned()),
+            )
+        }
+        CertificateError::Revoked => ("it has been revoked".to_owned(), Some("replace it on the server".to_owned())),
+        CertificateError::BadEncoding => ("it is not a valid X.509 certificate".to_owned(), None),
+        CertificateError::BadSignature => ("its signature does not verify".to_owned(), None),
+        CertificateError::UnsupportedSignatureAlgorithmContext { .. }
+        | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => (
+            "it is signed with an algorithm opsflow does not accept".to_owned(),
+            Some(format!("make one with `{MAKE_CERTIFICATE}`")),
+        ),
+        CertificateError::Other(other)
+            if matches!(other.0.downcast_ref::<webpki::Error>(), Some(webpki::Error::CaUsedAsEndEntity)) =>
+        {
+            let advice = match ca_file {
+                Some(path) => format!(
+                    "put this exact certificate in {} (it is then trusted as itself), or make a server \
+                     certificate with `{MAKE_CERTIFICATE}`",
+                    path.display()
+                ),
+                None => format!(
+                    "set `ca_file` to this exact certificate, or make a server certificate with `{MAKE_CERTIFICATE}`"
+                ),
+            };
+            (
+                "it is a CA certificate (`CA:TRUE`, as `openssl req -x509` makes by default) used as the server's own"
+                    .to_owned(),
+                Some(advice),
+            )
+        }
+        other => (format!("{other}"), None),
+    }
+}
+
+/// A name as rustls presents it (`DnsName("api.example.test")`), without its kind.
+fn bare_name(presented: &str) -> &str {
+    match (presented.find('('), presented.rfind(')')) {
+        (Some(open), Some(close)) if open < close => presented[open + 1..close].trim_matches('"'),
+        _ => presented,
+    }
+}
+
+/// `HandshakeFailure` as TLS names it, `handshake_failure`.
+fn alert_name(debug: &str) -> String {
+    let mut name = String::new();
+    for (i, c) in debug.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_lowercase());
+    }
+    name
 }
 
 /// The rustls error inside `error`, if the TLS layer failed.
@@ -224,6 +539,15 @@ mod tests {
             String::from_utf8(request).unwrap()
         });
         (url, handle)
+    }
+
+    #[test]
+    fn names_and_alerts_read_as_tls_writes_them() {
+        assert_eq!(bare_name("DnsName(\"api.example.test\")"), "api.example.test");
+        assert_eq!(bare_name("IpAddress(127.0.0.1)"), "127.0.0.1");
+        assert_eq!(bare_name("plain"), "plain");
+        assert_eq!(alert_name("HandshakeFailure"), "handshake_failure");
+        assert_eq!(alert_name("BadCertificate"), "bad_certificate");
     }
 
     #[test]
@@ -337,6 +661,28 @@ mod tests {
         done.send(()).ok();
         server.join().unwrap();
         assert_eq!(error, "timed out after 500 ms");
+    }
+
+    #[test]
+    fn a_server_that_never_finishes_the_handshake_times_out_through_a_ca_file() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}/", listener.local_addr().unwrap());
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let server = thread::spawn(move || {
+            // Accepts, then says nothing until the client is gone.
+            let (_stream, _) = listener.accept().unwrap();
+            let _ = wait.recv();
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().self_signed(&key);
+        std::fs::write(&path, certificate.unwrap().pem()).unwrap();
+        let request = Request { ca_file: Some(&path), ..plain(Duration::from_millis(300)) };
+        let error = get(&url, &request).unwrap_err().to_string();
+        done.send(()).ok();
+        server.join().unwrap();
+        assert_eq!(error, "timed out after 300 ms");
     }
 
     #[test]

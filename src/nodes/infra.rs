@@ -59,14 +59,17 @@ pub(crate) fn ci_pipeline_setup(run: &mut NodeRun<'_>) -> Result<Outcome, NodeEr
         ));
     }
     let mut context = run.base_context();
-    // Values from the config, quoted as JSON strings, which YAML reads unchanged.
-    let quoted = |value: &str| serde_json::to_string(value).expect("a string serializes");
-    context["yaml"] = json!({
-        "build": run.ws.config.release.build.as_deref().map(quoted),
-        "opsflow_git": run.ws.config.ci.opsflow_git.as_deref().map(quoted),
-    });
+    context["yaml"] = pipeline_values(run.ws).map_err(|why| NodeError::new("pipeline", why))?;
     let pipeline =
         run.renderer.plain("ci-pipeline.yml", &context).map_err(|e| NodeError::new("render", e.to_string()))?;
+    // A template of the workspace's may have spliced a value unquoted: what is written must be
+    // YAML, or the CI system would refuse it long after `validate` said ok.
+    if let Err(e) = yaml_rust2::YamlLoader::load_from_str(&pipeline) {
+        return Err(NodeError::new(
+            "render",
+            format!("the CI pipeline rendered from ci-pipeline.yml.hbs is not YAML ({e}); nothing was written"),
+        ));
+    }
     run.write(
         &output,
         &format!("{PIPELINE_MARKER} ({}); edit templates/ci-pipeline.yml.hbs to change it\n{pipeline}", run.node.name),
@@ -76,6 +79,74 @@ pub(crate) fn ci_pipeline_setup(run: &mut NodeRun<'_>) -> Result<Outcome, NodeEr
     run.write_markdown("INFRA11-quality-gates.md", None, "completed", extra)?;
     run.summary = format!("wrote the CI pipeline {output}");
     Ok(Outcome::Done)
+}
+
+/// A string as a YAML double-quoted scalar. JSON's string syntax is a subset of it, so any
+/// text (`Shop: Admin`, `acme #1`, `yes`, quotes, newlines) stays one value, as written.
+fn yaml_quoted(value: &str) -> String {
+    serde_json::to_string(value).expect("a string serializes")
+}
+
+/// The values of the CI pipeline, each already a quoted YAML scalar, for the template's `yaml`.
+fn pipeline_values(ws: &Workspace) -> Result<Value, String> {
+    let config = &ws.config;
+    let branch = &config.ci.branch;
+    let project = config.project.clone().unwrap_or_default();
+    let gates = &config.gates;
+    // The branch goes into an expression's single-quoted string, where `'` is written `''`.
+    let on_the_branch =
+        format!("github.event_name == 'push' && github.ref == 'refs/heads/{}'", branch.replace('\'', "''"));
+    let reconcile = format!(
+        "Reconcile the DevOps stage (gates: unit {}%, coverage {}%, critical {}, high {})",
+        json!(gates.unit_pass_rate),
+        json!(gates.coverage_min),
+        gates.max_critical,
+        gates.max_high
+    );
+    let (build, build_env) = match config.release.build.as_deref() {
+        Some(command) => {
+            let (script, variables) =
+                expressions_to_env(command).map_err(|why| format!("`release.build` in {}: {why}", ws.config_label))?;
+            let env: Vec<Value> = variables
+                .iter()
+                .map(|(name, expression)| json!({"name": name, "value": yaml_quoted(expression)}))
+                .collect();
+            (Some(yaml_quoted(&script)), env)
+        }
+        None => (None, Vec::new()),
+    };
+    Ok(json!({
+        "name": yaml_quoted(format!("{project} CI/CD").trim_start()),
+        "branch": yaml_quoted(branch),
+        "on_the_branch": yaml_quoted(&on_the_branch),
+        "reconcile": yaml_quoted(&reconcile),
+        "build": build,
+        "build_env": build_env,
+        "opsflow_git": config.ci.opsflow_git.as_deref().map(yaml_quoted),
+    }))
+}
+
+/// A build command for a `run:` step with every GitHub expression (`${{ ... }}`) moved to a
+/// variable of the step's `env` and referenced as `${OPSFLOW_BUILD_EXPR_<n>}`: what an
+/// expression yields (a pull request's title, a branch name) reaches the shell as data,
+/// never as script (actionlint's "potentially untrusted" rule). Returns the script and the
+/// variables with their expressions.
+fn expressions_to_env(command: &str) -> Result<(String, Vec<(String, String)>), String> {
+    let mut script = String::with_capacity(command.len());
+    let mut variables = Vec::new();
+    let mut rest = command;
+    while let Some(start) = rest.find("${{") {
+        let Some(length) = rest[start..].find("}}") else {
+            return Err(format!("`${{{{` at byte {} has no closing `}}}}`", command.len() - rest.len() + start));
+        };
+        let name = format!("OPSFLOW_BUILD_EXPR_{}", variables.len() + 1);
+        script.push_str(&rest[..start]);
+        script.push_str(&format!("${{{name}}}"));
+        variables.push((name, rest[start..start + length + 2].to_owned()));
+        rest = &rest[start + length + 2..];
+    }
+    script.push_str(rest);
+    Ok((script, variables))
 }
 
 pub(crate) fn staging_environment_setup(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
@@ -132,4 +203,33 @@ pub(crate) fn env_context(env: &EnvConfig) -> Value {
         "smoke_tests": env.smoke_tests.iter().map(|c| json!({"name": c.name, "target": c.command.clone().or(c.http.clone()).unwrap_or_default()})).collect::<Vec<_>>(),
         "metrics": env.metrics.is_some(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_expressions_become_variables_and_an_unclosed_one_is_named() {
+        let (script, variables) = expressions_to_env("make A=${{ x }} B=${{y}}").unwrap();
+        assert_eq!(script, "make A=${OPSFLOW_BUILD_EXPR_1} B=${OPSFLOW_BUILD_EXPR_2}");
+        assert_eq!(
+            variables,
+            [
+                ("OPSFLOW_BUILD_EXPR_1".to_owned(), "${{ x }}".to_owned()),
+                ("OPSFLOW_BUILD_EXPR_2".to_owned(), "${{y}}".to_owned())
+            ]
+        );
+        assert_eq!(expressions_to_env("make ${HOME}").unwrap(), ("make ${HOME}".to_owned(), Vec::new()));
+        assert_eq!(expressions_to_env("echo ${{ x").unwrap_err(), "`${{` at byte 5 has no closing `}}`");
+    }
+
+    #[test]
+    fn yaml_quoting_keeps_any_text_one_value() {
+        for text in ["Shop: Admin", "acme #1", "yes", "null", "1.0", "- a", "it's \"q\" \\", "a\nb", "\u{7}"] {
+            let yaml = format!("key: {}\n", yaml_quoted(text));
+            let docs = yaml_rust2::YamlLoader::load_from_str(&yaml).unwrap();
+            assert_eq!(docs[0]["key"].as_str(), Some(text), "{yaml}");
+        }
+    }
 }

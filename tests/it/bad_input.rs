@@ -64,7 +64,7 @@ macro_rules! task {
     };
 }
 
-/// A deployment report that is valid except for what a case adds.
+/// A deployment report that is valid, with `extra` after its last field.
 fn deployment_report(extra: &str) -> Vec<u8> {
     format!(
         r#"{{
@@ -337,17 +337,20 @@ fn corpus() -> Vec<Case> {
             ],
         ),
         Case {
-            name: "a deployment report with an extra top-level key",
-            files: vec![(DEPLOYMENT_REPORT, deployment_report(",\n  \"notes\": \"not in the contract\""))],
+            name: "a deployment report whose known_issues is not a list",
+            files: vec![(
+                DEPLOYMENT_REPORT,
+                String::from_utf8(deployment_report(""))
+                    .unwrap()
+                    .replace("\"known_issues\": []", "\"known_issues\": \"none\"")
+                    .into_bytes(),
+            )],
             link_outside: None,
             expected: vec![
-                "ARTIFACTS/devops-engineer/deployment-report.json:15:12: at /notes: not a key the schema allows here (schema rule `additionalProperties`)"
+                "ARTIFACTS/devops-engineer/deployment-report.json:13:19: at /known_issues: `known_issues` must be an array (a list in `[...]`), found \"none\" (schema rule `type`)"
                     .to_owned(),
             ],
-            json: Some(json!([{
-                "file": DEPLOYMENT_REPORT, "kind": "schema", "line": 15, "column": 12, "pointer": "/notes", "rule": "additionalProperties",
-                "message": "not a key the schema allows here"
-            }])),
+            json: None,
         },
     ]
 }
@@ -367,6 +370,13 @@ fn check(case: &Case) -> Result<(), String> {
     let outside = outside_dir.path().canonicalize().unwrap().join("tasks.json");
     std::fs::write(&outside, "{\"tasks\": []}\n").unwrap();
     let mut ws = Workspace::new();
+    // A directory is a workspace when it holds `tasks.json` or the config; a case about
+    // another file gets an empty, valid task list beside it.
+    let marks_a_workspace = |path: &str| path == TASKS || path == CONFIG;
+    if !case.files.iter().any(|(path, _)| marks_a_workspace(path)) && !case.link_outside.is_some_and(marks_a_workspace)
+    {
+        ws = ws.file(TASKS, "{\"tasks\": []}\n");
+    }
     for (path, bytes) in &case.files {
         ws = ws.file(path, bytes);
     }

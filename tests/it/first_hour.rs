@@ -55,6 +55,42 @@ fn outside_a_workspace_every_command_but_init_and_demo_refuses_and_creates_nothi
 }
 
 #[test]
+fn dash_c_on_an_empty_or_mistyped_directory_exits_2_and_creates_nothing() {
+    // What broke: `opsflow -C DIR run` on an empty directory (or a typo) said "nothing to do",
+    // exited 0 and made `.opsflow/` there, while the same `run` inside it exited 2.
+    let empty = Workspace::new();
+    let shown = empty.path().display().to_string();
+    for args in [&["run"][..], &["run", "--dry-run"], &["validate"], &["status"], &["tasks", "list"], &["graph"]] {
+        let out = empty.run(args);
+        out.status(2);
+        assert_eq!(
+            out.stderr(),
+            format!(
+                "opsflow: error: not an opsflow workspace: -C {shown} holds neither docs/workflow/tasks.json \
+                 nor project-config.json; run `opsflow init {shown}` to make one\n"
+            ),
+            "opsflow {args:?}"
+        );
+        assert_eq!(out.stdout(), "", "opsflow {args:?}");
+    }
+    assert!(empty.list_dir("").is_empty(), "something was created: {:?}", empty.list_dir(""));
+
+    let typo = empty.join("no-such-dir");
+    let out = Command::new(opsflow_bin()).arg("-C").arg(&typo).arg("run").stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert_eq!(
+        text(&out.stderr),
+        format!("opsflow: error: not an opsflow workspace: -C {} is not a directory\n", typo.display())
+    );
+    assert!(!typo.exists(), "the mistyped directory was created");
+
+    // `init DIR`, `-C DIR init` and `demo` still create what they are for.
+    let out = Command::new(opsflow_bin()).arg("-C").arg(empty.path()).arg("init").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    empty.run(&["validate"]).status(0);
+}
+
+#[test]
 fn commands_find_the_workspace_from_a_subdirectory() {
     let ws = Workspace::new().sample();
     let at_root = ws.run(&["validate"]);

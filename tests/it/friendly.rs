@@ -67,6 +67,29 @@ fn another_stage_s_signal_and_seed_003_s_report_validate_and_runs_read_them() {
 }
 
 #[test]
+fn seed_003_s_report_with_another_agent_s_extra_field_validates_and_keeps_it() {
+    // What broke: seed 003's own report with one top-level field another agent added was
+    // refused (`additionalProperties`), while the reference says objects accept extra fields.
+    let mut report: Value = serde_json::from_str(&seed_report()).unwrap();
+    report["reviewed_by"] = json!({"agent": "QA-Engineer", "at": "2026-12-01T09:00:00Z"});
+    let text = serde_json::to_string_pretty(&report).unwrap();
+    let ws = Workspace::new().sample().file(REPORT, &text);
+    let validate = ws.run(&["validate"]);
+    validate.status(0);
+    assert!(validate.stdout().starts_with("ok:"), "{}", validate.stdout());
+    let status = ws.run(&["status"]);
+    assert!(!status.stdout().contains(REPORT) && !status.stderr().contains(REPORT), "{}", status.stderr());
+    assert_eq!(ws.read_string(REPORT), text, "the report was changed");
+
+    // A field of the contract in the wrong shape is still refused.
+    report["known_issues"] = json!("none");
+    ws.write(REPORT, serde_json::to_string_pretty(&report).unwrap());
+    let bad = ws.run(&["validate"]);
+    bad.status(2);
+    assert!(bad.stdout().contains("at /known_issues: `known_issues` must be an array"), "{}", bad.stdout());
+}
+
+#[test]
 fn human_requests_name_identifiers_as_written_and_are_marked_resolved_keeping_human_notes() {
     let ws = Workspace::new().sample();
     ws.run(&["run"]).status(3);
@@ -479,4 +502,140 @@ fn a_failure_request_is_resolved_when_a_person_records_who_resolved_it_or_its_fi
     let text = ws.read_string(REQUESTS);
     ws.run(&["run"]);
     assert_eq!(ws.read_string(REQUESTS), text);
+}
+
+#[test]
+fn a_task_list_whose_entries_all_fail_the_schema_is_never_silent() {
+    // What broke: with every entry of `tasks.json` failing the schema, `run` and `run
+    // --dry-run` exited 0 with "nothing to do" and `tasks list` printed `-` ids, without a word
+    // on stderr, while `validate` listed every problem.
+    let ws = Workspace::new();
+    ws.run(&["init"]).status(0);
+    ws.write(
+        TASKS,
+        concat!(
+            "{\"tasks\": [\n",
+            "  {\"task_id\": \"T-1\", \"name\": \"build\", \"assignee\": \"devops\", \"kind\": \"release_build\", \"state\": \"todo\"},\n",
+            "  {\"task_id\": \"T-2\", \"name\": \"deploy\", \"assignee\": \"devops\", \"kind\": \"deployment_staging\", \"state\": \"todo\"}\n",
+            "]}\n"
+        ),
+    );
+    let warning = "warning: 2 of 2 entries of docs/workflow/tasks.json fail the task schema, at /tasks/0 (line 2) \
+                   and /tasks/1 (line 3); `opsflow validate` lists every problem\n";
+    for args in [&["run"][..], &["run", "--dry-run"], &["status"], &["tasks", "list"]] {
+        let out = ws.run(args);
+        assert!(out.stderr().ends_with(warning), "opsflow {args:?}\n{}", out.stderr());
+    }
+    // No entry says it is this runner's, so for `run` there is nothing it could do.
+    assert_eq!(ws.run(&["run"]).status(0).stdout(), "nothing to do\n");
+
+    // Entries this runner owns that fail the schema are problems: exit 2, never "nothing to do".
+    ws.write(
+        TASKS,
+        concat!(
+            "{\"tasks\": [\n",
+            "  {\"id\": \"T-1\", \"agent\": \"devops\", \"type\": \"release_build\", \"status\": \"todo\"},\n",
+            "  {\"id\": \"T-2\", \"title\": \"ok\", \"agent\": \"qa\", \"type\": \"qa_review\", \"status\": \"pending\"},\n",
+            "  {\"id\": \"T-3\", \"title\": 3, \"agent\": \"frontend\", \"type\": \"feature\", \"status\": \"pending\"}\n",
+            "]}\n"
+        ),
+    );
+    for args in [&["run"][..], &["run", "--dry-run"]] {
+        let out = ws.run(args);
+        out.status(2);
+        assert_eq!(
+            out.stderr(),
+            "warning: 2 of 3 entries of docs/workflow/tasks.json fail the task schema, at /tasks/0 (line 2) and \
+             /tasks/2 (line 4); one of them is this runner's (`DevOps-Engineer`) and cannot run; `opsflow validate` \
+             lists every problem\n",
+            "opsflow {args:?}"
+        );
+        let stdout = out.stdout();
+        assert!(!stdout.contains("nothing to do"), "opsflow {args:?}\n{stdout}");
+        assert!(
+            stdout.contains("problem    docs/workflow/tasks.json:2:") && stdout.contains("title"),
+            "opsflow {args:?}\n{stdout}"
+        );
+    }
+    let json = ws.run(&["run", "--json"]).json();
+    assert_eq!(json["problems"].as_array().map(Vec::len), Some(1), "{json:#}");
+    ws.run(&["tasks", "list"]).status(0);
+}
+
+/// Runs actionlint on a workflow file when it is installed; says so when it is not.
+fn actionlint(path: &std::path::Path) {
+    match std::process::Command::new("actionlint").arg("-no-color").arg(path).output() {
+        Ok(out) => assert!(
+            out.status.success(),
+            "actionlint refuses {}:\n{}{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("actionlint is not installed: the generated CI pipeline was checked with a YAML parser only");
+        }
+        Err(e) => panic!("cannot run actionlint: {e}"),
+    }
+}
+
+#[test]
+fn the_ci_pipeline_quotes_every_value_and_passes_build_expressions_as_data() {
+    // What broke: a project named `Shop: Admin` gave `name: Shop: Admin CI/CD`, which is not
+    // YAML, `acme #1` silently became `acme`, and `validate` said ok.
+    let cases = [
+        ("Shop: Admin", "make all", vec![], "make all"),
+        (
+            "acme #1",
+            "make 'x: y' # a comment of the shell\nmake test",
+            vec![],
+            "make 'x: y' # a comment of the shell\nmake test",
+        ),
+        (
+            "yes",
+            "echo \"${{ github.event.pull_request.title }}\" && make VERSION=${{ github.head_ref }}",
+            vec![
+                ("OPSFLOW_BUILD_EXPR_1", "${{ github.event.pull_request.title }}"),
+                ("OPSFLOW_BUILD_EXPR_2", "${{ github.head_ref }}"),
+            ],
+            "echo \"${OPSFLOW_BUILD_EXPR_1}\" && make VERSION=${OPSFLOW_BUILD_EXPR_2}",
+        ),
+        ("- [it's] {\"quoted\"} &a *b !c %d @e `f` \\ back", "true", vec![], "true"),
+    ];
+    for (project, build, expressions, script) in cases {
+        let ws = Workspace::new().sample();
+        edit_json(&ws, CONFIG, |config| {
+            config["project"] = json!(project);
+            config["release"]["build"] = json!(build);
+        });
+        ws.run(&["validate"]).status(0);
+        ws.run(&["run"]);
+        let path = ws.join(".github/workflows/opsflow.yml");
+        let text = ws.read_string(".github/workflows/opsflow.yml");
+        let docs = yaml_rust2::YamlLoader::load_from_str(&text)
+            .unwrap_or_else(|e| panic!("the pipeline for {project:?} is not YAML: {e}\n{text}"));
+        let pipeline = yaml_to_json(&docs[0]);
+        assert_eq!(pipeline["name"], format!("{project} CI/CD"), "{text}");
+        let step = pipeline["jobs"]["quality-gate"]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "Build")
+            .unwrap_or_else(|| panic!("no Build step:\n{text}"))
+            .clone();
+        assert_eq!(step["run"], script, "{text}");
+        let env: Vec<(String, String)> = step["env"]
+            .as_object()
+            .map(|env| env.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect())
+            .unwrap_or_default();
+        let expected: Vec<(String, String)> =
+            expressions.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        assert_eq!(env, expected, "{text}");
+        assert!(!step["run"].as_str().unwrap().contains("${{"), "an expression is spliced into the script:\n{text}");
+        assert_eq!(
+            pipeline["jobs"]["reconcile"]["if"],
+            "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+        );
+        actionlint(&path);
+    }
 }

@@ -284,8 +284,10 @@ fn add_without_an_id_takes_the_next_free_task_number() {
 
 #[test]
 fn add_creates_a_missing_tasks_file() {
-    // The directory exists (as `init` makes it), the file does not.
-    let ws = Workspace::new().file("docs/workflow/human-requests.md", "# Human requests\n");
+    // The workspace has its config and the directory (as `init` makes them), not the file.
+    let ws = Workspace::new()
+        .file("project-config.json", "{}\n")
+        .file("docs/workflow/human-requests.md", "# Human requests\n");
     ws.run(&["tasks", "add", "--title", "first", "--owner", "devops", "--type", "release_build"]).status(0);
     assert_eq!(
         ws.tasks(),

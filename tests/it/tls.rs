@@ -2,7 +2,9 @@
 //! signed by a CA that each test generates with rcgen (so no system store trusts it).
 //!
 //! What a user sees: a check with `ca_file` naming that CA passes; without it the check fails
-//! with a certificate error that says what to set; a redirect is reported, not followed.
+//! with a certificate error that says what to set; a redirect is reported, not followed. A
+//! server presenting a self-signed `CA:TRUE` certificate (the `openssl req -x509` shape) passes
+//! when `ca_file` is that certificate, and any other is refused in words.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -43,14 +45,24 @@ impl TlsServer {
         let server_key = KeyPair::generate().unwrap();
         let server_params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
         let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+        TlsServer::presenting(server_cert.der().to_vec(), &server_key, ca_cert.pem())
+    }
 
+    /// A server presenting a self-signed certificate for `names` made the way `openssl req
+    /// -x509` makes one: marked `CA:TRUE`. `ca_pem` is that certificate's own PEM.
+    fn self_signed_ca(names: &[&str]) -> TlsServer {
+        let (der, pem, key) = self_signed_ca_certificate(names);
+        TlsServer::presenting(der, &key, pem)
+    }
+
+    fn presenting(certificate: Vec<u8>, key: &KeyPair, ca_pem: String) -> TlsServer {
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
             .with_single_cert(
-                vec![CertificateDer::from(server_cert.der().to_vec())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der())),
+                vec![CertificateDer::from(certificate)],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
             )
             .unwrap();
         let config = Arc::new(config);
@@ -80,7 +92,7 @@ impl TlsServer {
                 }
             })
         };
-        TlsServer { address, ca_pem: ca_cert.pem(), health_requests, stop, thread: Some(thread) }
+        TlsServer { address, ca_pem, health_requests, stop, thread: Some(thread) }
     }
 
     fn url(&self, path: &str) -> String {
@@ -132,6 +144,17 @@ fn serve(
     stream.flush()
 }
 
+/// A self-signed certificate for `names` with `CA:TRUE`, as `openssl req -x509` makes it by
+/// default: its DER, its PEM and its key.
+fn self_signed_ca_certificate(names: &[&str]) -> (Vec<u8>, String, KeyPair) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
+    let certificate = params.self_signed(&key).unwrap();
+    (certificate.der().to_vec(), certificate.pem(), key)
+}
+
 fn runner(dir: &std::path::Path) -> Runner {
     Runner {
         run_dir: dir.join(".opsflow/runs/test"),
@@ -168,6 +191,95 @@ fn an_https_check_passes_with_its_ca_file_and_fails_without_it() {
         result.detail
     );
     assert_eq!(server.health_requests.load(Ordering::Relaxed), 1, "the untrusted check must not reach the app");
+}
+
+#[test]
+fn a_self_signed_certificate_marked_ca_true_is_trusted_as_itself_in_ca_file() {
+    // What broke: the certificate `openssl req -x509` makes (`CA:TRUE`), given as `ca_file`,
+    // was refused with `not trusted (Other(OtherError(CaUsedAsEndEntity)))`, where curl
+    // `--cacert` accepts it.
+    let server = TlsServer::self_signed_ca(&["127.0.0.1", "localhost"]);
+    let ws = Workspace::new().file("certs/server.pem", &server.ca_pem);
+    let spec =
+        check(json!({"name": "api", "http": server.url("/health"), "ca_file": "certs/server.pem", "timeout": "30s"}));
+    let result = run_check(&runner(ws.path()), "health", &spec, ws.path(), &[]);
+    assert!(result.passed, "{}", result.detail);
+    assert_eq!(result.detail, format!("GET {}: status 200", server.url("/health")));
+    assert_eq!(server.health_requests.load(Ordering::Relaxed), 1);
+
+    // The same file also pins metrics.
+    let metrics = MetricsSpec::from_value(&json!({
+        "http": server.url("/stats"), "ca_file": "certs/server.pem", "error_rate": "/error_rate", "timeout": "30s"
+    }))
+    .unwrap();
+    assert_eq!(sample(&runner(ws.path()), &metrics, &[]).error_rate, Some(0.5));
+}
+
+#[test]
+fn another_self_signed_ca_true_certificate_is_refused_in_words_with_the_command_that_makes_one() {
+    let server = TlsServer::self_signed_ca(&["127.0.0.1"]);
+    let (_, other_pem, _) = self_signed_ca_certificate(&["127.0.0.1"]);
+    let ws = Workspace::new().file("certs/server.pem", &other_pem);
+    let spec =
+        check(json!({"name": "api", "http": server.url("/health"), "ca_file": "certs/server.pem", "timeout": "30s"}));
+    let result = run_check(&runner(ws.path()), "health", &spec, ws.path(), &[]);
+    assert!(!result.passed);
+    let ca_file = ws.join("certs/server.pem");
+    assert_eq!(
+        result.detail,
+        format!(
+            "GET {}: the server's TLS certificate is not trusted by the CA file {ca}: it is a CA certificate \
+             (`CA:TRUE`, as `openssl req -x509` makes by default) used as the server's own; put this exact \
+             certificate in {ca} (it is then trusted as itself), or make a server certificate with `{make}`",
+            server.url("/health"),
+            ca = ca_file.display(),
+            make = opsflow::exec::http::MAKE_CERTIFICATE,
+        )
+    );
+    assert_eq!(server.health_requests.load(Ordering::Relaxed), 0, "a refused certificate reached the app");
+
+    // Without a `ca_file` the same certificate is refused by the system's store, in words.
+    let spec = check(json!({"name": "api", "http": server.url("/health"), "timeout": "30s"}));
+    let result = run_check(&runner(ws.path()), "health", &spec, ws.path(), &[]);
+    assert!(!result.passed);
+    assert!(result.detail.contains("not trusted by the system's CA store: "), "{}", result.detail);
+    assert!(!result.detail.contains("Other(") && !result.detail.contains("Error("), "{}", result.detail);
+}
+
+#[test]
+fn a_pinned_certificate_must_still_name_the_host() {
+    let server = TlsServer::self_signed_ca(&["api.example.test"]);
+    let ws = Workspace::new().file("server.pem", &server.ca_pem);
+    let spec = check(json!({"name": "api", "http": server.url("/health"), "ca_file": "server.pem", "timeout": "30s"}));
+    let result = run_check(&runner(ws.path()), "health", &spec, ws.path(), &[]);
+    assert!(!result.passed);
+    assert!(
+        result.detail.ends_with(
+            "it is for api.example.test, not 127.0.0.1; use a host name the certificate names, or make one for this host"
+        ),
+        "{}",
+        result.detail
+    );
+    assert_eq!(server.health_requests.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn https_to_a_plain_http_port_says_so() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    });
+    let ws = Workspace::new().file("ca.pem", self_signed_ca_certificate(&["127.0.0.1"]).1);
+    let spec = check(json!({"name": "api", "http": format!("https://{address}/health"), "ca_file": "ca.pem"}));
+    let result = run_check(&runner(ws.path()), "health", &spec, ws.path(), &[]);
+    server.join().unwrap();
+    assert!(!result.passed);
+    assert_eq!(
+        result.detail,
+        format!("GET https://{address}/health: the server did not answer in TLS; is this port plain http://?")
+    );
 }
 
 #[test]
