@@ -114,6 +114,8 @@ pub fn ticks(body: &str) -> Ticks {
     let mut quote_depth = 0usize;
     let mut pending: Option<String> = None;
     let mut item_checked = false;
+    // A ticked item's label is its first line: a note on the next line is not part of it.
+    let mut first_line_done = false;
     for event in Parser::new_ext(body, Options::ENABLE_TASKLISTS) {
         match event {
             Event::Start(Tag::BlockQuote(_)) => quote_depth += 1,
@@ -121,8 +123,10 @@ pub fn ticks(body: &str) -> Ticks {
             Event::TaskListMarker(checked) if quote_depth == 0 => {
                 item_checked = checked;
                 pending = Some(String::new());
+                first_line_done = false;
             }
-            Event::Text(text) | Event::Code(text) => {
+            Event::SoftBreak | Event::HardBreak => first_line_done = true,
+            Event::Text(text) | Event::Code(text) if !first_line_done => {
                 if let Some(buffer) = pending.as_mut() {
                     buffer.push_str(&text);
                 }
@@ -159,6 +163,14 @@ mod tests {
         assert_eq!(ticks("> - [x] Approved\n"), Ticks::default());
         assert_eq!(ticks("- [ ] Approved\n"), Ticks::default());
         assert_eq!(ticks("Approved\n[x] Approved\n"), Ticks::default());
+    }
+
+    #[test]
+    fn a_ticked_hold_followed_by_a_note_on_the_next_line_is_a_hold() {
+        // `- [x] Hold` and a note under it used to be read as the item "HoldHolding: ...".
+        let hold = Ticks { hold: true, ..Ticks::default() };
+        assert_eq!(ticks("- [ ] Approved\n- [x] Hold\n  Holding: the payment provider is down\n"), hold);
+        assert_eq!(ticks("- [x] Approved\n  (alice, after the demo)\n"), Ticks { approved: true, ..Ticks::default() });
     }
 
     #[test]

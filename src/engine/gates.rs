@@ -444,8 +444,18 @@ pub fn human_approval(
             let by = if approved_by.is_empty() { "a ticked box".to_owned() } else { approved_by };
             (Approval::Approved, format!("{file}: approved by {by}"))
         }
-        Approval::Hold => (Approval::Hold, format!("{file}: on hold")),
-        Approval::Rejected => (Approval::Rejected, format!("{file}: rejected")),
+        // Who held or rejected it: `held_by`, else the name filled in `approved_by`.
+        Approval::Hold | Approval::Rejected => {
+            let by = artifact
+                .field("held_by")
+                .map(str::trim)
+                .filter(|b| !b.is_empty())
+                .map(str::to_owned)
+                .or_else(|| (!approved_by.is_empty()).then(|| approved_by.clone()));
+            let what = if approval == Approval::Hold { "on hold" } else { "rejected" };
+            let by = by.map(|by| format!(" by {by}")).unwrap_or_else(|| " (no `held_by` names who)".to_owned());
+            (approval, format!("{file}: {what}{by}"))
+        }
         other => (
             other,
             format!("waiting for a human: {file} is not approved yet (status {status}, no ticked `Approved`){ignored}"),

@@ -264,15 +264,28 @@ impl<'w> Engine<'w> {
     }
 
     /// Appends `request` to `human-requests.md`; a failure is a failed write.
-    fn request_human(&self, request: &HumanRequest, reason: &str) {
-        if let Err(e) = record::append_human_request(self.ws, &self.renderer, request, reason) {
+    /// Appends one request to `human-requests.md` per task and `cause` (see `requests::append`).
+    fn request_human(&self, request: &HumanRequest, cause: &str, reason: &str) {
+        if let Err(e) = record::append_human_request(self.ws, &self.renderer, request, cause, reason) {
             self.write_failed(format!("cannot append to {}: {e}", self.ws.config.paths.human_requests));
         }
     }
 
     /// Writes the completion signal of `unit`; returns its path, or records the failed write.
     fn signal(&self, unit: &str, status: &str, artifacts: &[String], message: &str) -> Option<String> {
-        record::write_signal(self.ws, &self.renderer, unit, status, artifacts, message)
+        self.signal_to(unit, status, artifacts, message, None)
+    }
+
+    /// [`Engine::signal`] naming the agent that takes over.
+    fn signal_to(
+        &self,
+        unit: &str,
+        status: &str,
+        artifacts: &[String],
+        message: &str,
+        next_agent: Option<&str>,
+    ) -> Option<String> {
+        record::write_signal(self.ws, &self.renderer, unit, status, artifacts, message, next_agent)
             .map_err(|e| self.write_failed(format!("cannot write the completion signal: {e}")))
             .ok()
     }
@@ -303,7 +316,7 @@ impl<'w> Engine<'w> {
                 raised_at: crate::time::now_rfc3339(),
                 run_id: new_run_id(),
             };
-            self.request_human(&request, &reason);
+            self.request_human(&request, &reason, &reason);
         }
     }
 
@@ -983,11 +996,25 @@ impl<'w> Engine<'w> {
             raised_at: crate::time::now_rfc3339(),
             run_id: run_id.clone(),
         };
-        if let Err(e) = requests::append(self.ws, &self.renderer, &request, reason, approval_file.as_deref()) {
+        // One entry per cause, whatever the wording of its reason: the approval a person owes,
+        // QA's rejection, or the failed checks by name.
+        let cause = match (qa_rejected, &approval_file) {
+            (Some(_), _) => "qa rejected".to_owned(),
+            (None, Some(_)) => "approval".to_owned(),
+            (None, None) => {
+                let mut names: Vec<&str> = checks.iter().filter(|c| c.blocks()).map(|c| c.name.as_str()).collect();
+                names.sort_unstable();
+                names.dedup();
+                format!("gates: {}", names.join(", "))
+            }
+        };
+        if let Err(e) = requests::append(self.ws, &self.renderer, &request, &cause, reason, approval_file.as_deref()) {
             self.write_failed(format!("cannot append to {}: {e}", self.ws.config.paths.human_requests));
         }
         if node.action.deploys() {
-            self.signal(&unit, "blocked", &[], &request.issue);
+            // The signal hands over to whom the escalation goes: QA for its own rejection.
+            let next = qa_rejected.map(|_| "QA-Engineer");
+            self.signal_to(&unit, "blocked", &[], &request.issue, next);
         }
     }
 
@@ -1486,11 +1513,15 @@ impl<'w> Engine<'w> {
         run.summary = summary.clone();
         outcome_value["summary"] = json!(summary);
         self.secrets.mask_json(&mut outcome_value);
-        let ops = vec![
+        let mut ops = vec![
             FieldOp::Set("status".into(), task_status.as_str().into()),
             FieldOp::Set("outcome".into(), outcome_value.clone()),
             FieldOp::Set("updated_at".into(), now.clone().into()),
         ];
+        // `resolved_by` answered an earlier failure; a new one needs its own answer.
+        if kind.is_failure() && task.resolved_by.is_some() {
+            ops.push(FieldOp::Remove("resolved_by".into()));
+        }
         let task_id = (!task.from_state).then_some(id.as_str());
         self.record_outcome(task_id, &id, node, run, ops, appends, &outcome_value);
         // state.json: this node (and any it completed on the way) and the current position.
@@ -1587,12 +1618,22 @@ impl<'w> Engine<'w> {
                 } else {
                     "failed".into()
                 },
-                help_needed: "fix the failure, then set the task back to `pending` to retry".into(),
+                help_needed: if node.action.deploys() {
+                    // A built release cannot change (its files are checksummed): retrying it
+                    // fails the same way.
+                    format!(
+                        "fix the failure in a new version and ship that (the release {} cannot change); set `resolved_by` on `{id}` once it is handled",
+                        run.release.label()
+                    )
+                } else {
+                    "fix the failure, then set the task back to `pending` to retry".into()
+                },
                 contacts: "Task-Coder, Product-Manager".into(),
                 raised_at: now.clone(),
                 run_id: run.run_id.clone(),
             };
-            self.request_human(&request, &format!("{step}: {reason}"));
+            // Each failed run is its own entry, answered only by what answers that run.
+            self.request_human(&request, &format!("failed run {}", run.run_id), &format!("{step}: {reason}"));
         }
         for undone in std::mem::take(&mut run.rolled_back) {
             self.mark_rolled_back(&undone, run);
@@ -1623,7 +1664,8 @@ impl<'w> Engine<'w> {
             "unit_id": run.release.unit,
             "version": run.release.version.as_str(),
             "run_id": run.run_id,
-            "run_log_dir": self.ws.label(&nodes::run_dir(self.ws, &run.run_id)),
+            // Only a folder that exists: a run whose checks were all HTTP wrote no step log.
+            "run_log_dir": nodes::run_dir(self.ws, &run.run_id).is_dir().then(|| self.ws.label(&nodes::run_dir(self.ws, &run.run_id))),
         });
         if let Some(deploy) = &run.deploy {
             context["strategy"] = json!(deploy.strategy);
@@ -1750,7 +1792,7 @@ impl<'w> Engine<'w> {
             raised_at: crate::time::now_rfc3339(),
             run_id: run.run_id.clone(),
         };
-        self.request_human(&request, why);
+        self.request_human(&request, why, why);
     }
 
     /// Records a node that stopped to wait after it was claimed: the task goes back to
@@ -1808,7 +1850,7 @@ impl<'w> Engine<'w> {
                 raised_at: now.clone(),
                 run_id: run.run_id.clone(),
             };
-            self.request_human(&request, &reason);
+            self.request_human(&request, "paused rollout", &reason);
             if let Some(file) = self.signal(&unit, "blocked", &run.artifacts, &run.summary) {
                 run.artifacts.push(file);
             }

@@ -171,9 +171,10 @@ pub fn append_human_request(
     ws: &Workspace,
     renderer: &Renderer,
     request: &HumanRequest,
-    reason_key: &str,
+    cause: &str,
+    reason: &str,
 ) -> Result<bool, StoreError> {
-    super::requests::append(ws, renderer, request, reason_key, None)
+    super::requests::append(ws, renderer, request, cause, reason, None)
 }
 
 /// The longest task id the schema allows.
@@ -229,7 +230,8 @@ fn says_the_same(ws: &Workspace, file: &str, signal: &Value) -> bool {
 }
 
 /// Writes `stage-completion-signal.json`, validated against its schema first, unless it
-/// already says the same.
+/// already says the same. `next_agent` is the agent that takes over (default
+/// Product-Manager): the one the escalation goes to.
 pub fn write_signal(
     ws: &Workspace,
     renderer: &Renderer,
@@ -237,8 +239,10 @@ pub fn write_signal(
     status: &str,
     artifacts: &[String],
     message: &str,
+    next_agent: Option<&str>,
 ) -> Result<String, StoreError> {
     let context = json!({
+        "next_agent": next_agent,
         "agent": ws.config.agent.name,
         "unit_id": unit,
         "status": status,

@@ -43,6 +43,19 @@ struct Watch {
     /// The file a human edits to answer (an approval, a rollback decision), when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     answer_in: Option<String>,
+    /// 16 hex digits of the SHA-256 of the `blocked_reason` it was raised for, kept current
+    /// when the same cause is reworded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// The run that failed, for a failure: a later failure is another entry, and only what
+    /// answers this run (a fix task filed for it, the task moving on) resolves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    run_id: Option<String>,
+}
+
+/// What a marker keeps of a reason: 16 hex digits of its SHA-256.
+fn digest_of(reason: &str) -> String {
+    sha256::hex(reason.as_bytes())[..16].to_owned()
 }
 
 fn key_of(task: &str, node: &str, reason: &str) -> String {
@@ -78,6 +91,8 @@ fn marker_line(key: &str, watch: Option<&Watch>) -> String {
 struct Entry {
     key: String,
     watch: Option<Watch>,
+    /// Where its marker line starts.
+    marker_at: usize,
     insert_at: usize,
     resolved: bool,
 }
@@ -95,7 +110,7 @@ fn entries(text: &str) -> Vec<Entry> {
             let watch = serde_json::from_str(json.trim()).ok();
             // A marker that is the file's last line without a newline: the resolution goes
             // on a line of its own after it.
-            found.push(Entry { key: key.to_owned(), watch, insert_at: end, resolved: false });
+            found.push(Entry { key: key.to_owned(), watch, marker_at: offset, insert_at: end, resolved: false });
             after_marker = true;
         } else if let Some(entry) = found.last_mut() {
             if after_marker && bare.starts_with("## ") {
@@ -111,22 +126,30 @@ fn entries(text: &str) -> Vec<Entry> {
     found
 }
 
-/// Appends a request to `human-requests.md` unless an open one for the same task and reason
-/// is there (one that was resolved does not count: the same trouble again is a new request).
-/// `answer_in` is the file a human edits to answer it, if any. Returns whether it was appended.
+/// Appends a request to `human-requests.md` unless an open one for the same task and cause is
+/// there (one that was resolved does not count: the same trouble again is a new request).
+/// `cause` names the cause, not its wording: the kind of block (an approval, a QA rejection,
+/// the failed checks by name), or the run that failed. An open entry of the same cause whose
+/// `reason` was reworded is updated in place: its text is rendered again under the same
+/// heading, with the time it was first raised and a line saying when it changed, and notes a
+/// person wrote under it are kept. `answer_in` is the file a human edits to answer it, if
+/// any. Returns whether it appended or updated an entry.
 pub fn append(
     ws: &Workspace,
     renderer: &Renderer,
     request: &HumanRequest,
-    reason_key: &str,
+    cause: &str,
+    reason: &str,
     answer_in: Option<&str>,
 ) -> Result<bool, StoreError> {
-    let key = key_of(&request.task_id, &request.node, reason_key);
+    let key = key_of(&request.task_id, &request.node, cause);
     let watch = watched_status(&request.status).map(|status| Watch {
         task: request.task_id.clone(),
         node: request.node.clone(),
         status: status.to_owned(),
         answer_in: answer_in.map(str::to_owned),
+        reason: (status == "blocked").then(|| digest_of(reason)),
+        run_id: (status != "blocked").then(|| request.run_id.clone()),
     });
     let marker = marker_line(&key, watch.as_ref());
     let body = renderer
@@ -143,17 +166,64 @@ pub fn append(
             source: e,
         })?;
     }
-    let mut appended = false;
+    let mut changed = false;
     file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
         let current = current.unwrap_or(HEADER);
-        if entries(current).iter().any(|e| e.key == key && !e.resolved) {
-            return Ok(None);
+        if let Some(open) = entries(current).into_iter().find(|e| e.key == key && !e.resolved) {
+            let same = open.watch.as_ref().and_then(|w| w.reason.as_deref()).is_none_or(|r| r == digest_of(reason));
+            if same {
+                return Ok(None);
+            }
+            changed = true;
+            return Ok(Some(reworded(current, &open, &marker, &entry, &request.raised_at)));
         }
-        appended = true;
+        changed = true;
         let separator = if current.ends_with('\n') { "\n" } else { "\n\n" };
         Ok(Some(format!("{current}{separator}{marker}\n{entry}")))
     })?;
-    Ok(appended)
+    Ok(changed)
+}
+
+/// `text` with the open entry `open` rendered again as `entry` (and its marker line as
+/// `marker`): the lines from its marker to its `Raised` line are replaced, the first `Raised`
+/// line is kept, an `Updated` line says when, and whatever follows (a person's notes) stays.
+fn reworded(text: &str, open: &Entry, marker: &str, entry: &str, now: &str) -> String {
+    let start = open.marker_at;
+    let rest = &text[start..];
+    // The entry's rendered part ends with its `Raised` line (the template's last).
+    let mut end = start;
+    let mut raised = None;
+    let mut offset = start;
+    for (i, line) in rest.split_inclusive('\n').enumerate() {
+        if i > 0 && line.starts_with(MARKER) {
+            break;
+        }
+        offset += line.len();
+        if line.starts_with("- **Raised:** ") {
+            raised = Some(line.trim_end().to_owned());
+            end = offset;
+            break;
+        }
+    }
+    let Some(raised) = raised else { return text.to_owned() };
+    let mut block = String::new();
+    block.push_str(marker);
+    block.push('\n');
+    for line in entry.split_inclusive('\n') {
+        if line.starts_with("- **Raised:** ") {
+            block.push_str(&raised);
+            block.push('\n');
+            block.push_str(&format!("- **Updated:** {now}: the reason was reworded; the cause is the same\n"));
+        } else if !line.starts_with("- **Updated:** ") {
+            block.push_str(line);
+        }
+    }
+    // Lines between the Raised line and the next entry that an earlier update wrote.
+    let mut tail = &text[end..];
+    while let Some(line) = tail.split_inclusive('\n').next().filter(|l| l.starts_with("- **Updated:** ")) {
+        tail = &tail[line.len()..];
+    }
+    format!("{}{block}{tail}", &text[..start])
 }
 
 /// Marks every open entry whose cause has cleared as resolved, with `now` and what happened.
@@ -249,7 +319,11 @@ impl Current {
         let status = field("status");
         if watch.status == "blocked" {
             if status == "blocked" {
-                if key_of(&watch.task, &watch.node, field("blocked_reason")) == key {
+                let same = match &watch.reason {
+                    Some(reason) => *reason == digest_of(field("blocked_reason")),
+                    None => key_of(&watch.task, &watch.node, field("blocked_reason")) == key,
+                };
+                if same {
                     return None;
                 }
                 return Some(format!(
@@ -269,9 +343,23 @@ impl Current {
         if !by.is_empty() {
             return Some(format!("`resolved_by: {by}` on {what} `{name}`"));
         }
+        // A newer run failed since: that failure has its own entry.
+        let failed_run = entry.pointer("/outcome/run_id").and_then(Value::as_str);
+        if let (Some(watched), Some(failed_run)) = (&watch.run_id, failed_run)
+            && watched != failed_run
+        {
+            return Some(format!("{what} `{name}` failed again in run `{failed_run}`, which has an entry of its own"));
+        }
         let fix = fix_task_id(&watch.task);
-        let fix_status = self.task(&fix).and_then(|t| t.get("status")).and_then(Value::as_str).unwrap_or_default();
-        matches!(fix_status, "done" | "deployed" | "cancelled").then(|| format!("fix task `{fix}` is `{fix_status}`"))
+        let fix_task = self.task(&fix);
+        // A fix task filed for an earlier failure does not answer this one.
+        let for_this_run = match (&watch.run_id, fix_task.and_then(|t| t.pointer("/details/deployment/run_id"))) {
+            (Some(watched), Some(Value::String(filed_for))) => watched == filed_for,
+            _ => true,
+        };
+        let fix_status = fix_task.and_then(|t| t.get("status")).and_then(Value::as_str).unwrap_or_default();
+        (for_this_run && matches!(fix_status, "done" | "deployed" | "cancelled"))
+            .then(|| format!("fix task `{fix}` is `{fix_status}`"))
     }
 }
 
@@ -304,6 +392,8 @@ mod tests {
             node: "Deploy_To_Production".into(),
             status: "blocked".into(),
             answer_in: Some("docs/a.md".into()),
+            reason: Some(digest_of("waits for a human approval")),
+            run_id: None,
         };
         let line = marker_line("0123456789abcdef", Some(&watch));
         assert_eq!(line.matches("-->").count(), 1, "{line}");

@@ -218,6 +218,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn keep_releases_keeps_good_releases_of_every_unit_before_bad_ones() {
+        // `keep_releases` removed good releases of two units while keeping three bad ones.
+        use crate::environment::record::Provenance;
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let env = LocalEnv::new(root.clone(), root.join("env"), Strategy::Recreate);
+        let mut record = Record::default();
+        let releases = [
+            ("U-1", "1", Status::Good),
+            ("U-2", "1", Status::Good),
+            ("U-3", "1", Status::Bad),
+            ("U-3", "2", Status::Bad),
+        ];
+        let mut releases = releases.to_vec();
+        releases.push(("U-3", "3", Status::Bad));
+        releases.push(("U-1", "2", Status::Good));
+        for (i, (unit, version, status)) in releases.iter().enumerate() {
+            let dir = format!("releases/{unit}/{version}");
+            fs::create_dir_all(env.root.join(&dir)).unwrap();
+            record.deployments.push(Deployment {
+                version: (*version).into(),
+                unit_id: (*unit).into(),
+                dir,
+                status: *status,
+                deployed_at: format!("2026-01-01T00:00:0{i}Z"),
+                ended_at: None,
+                run_id: format!("r{i}"),
+                migrated: false,
+                provenance: Provenance::default(),
+                replaced: None,
+                reason: None,
+            });
+        }
+        env.switch("releases/U-1/2").unwrap();
+        let mut removed = env.prune(&record, 3).unwrap();
+        removed.sort();
+        assert_eq!(removed, ["releases/U-3/1", "releases/U-3/2", "releases/U-3/3"]);
+        for kept in ["releases/U-1/1", "releases/U-1/2", "releases/U-2/1"] {
+            assert!(env.root.join(kept).is_dir(), "{kept} is kept");
+        }
+    }
+
+    #[test]
     fn blue_green_alternates_slots_and_switches_atomically() {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("src");

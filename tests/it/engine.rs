@@ -257,6 +257,9 @@ fn qa_rejection_escalates_to_qa_without_a_fix_task() {
     assert!(requests.contains("QA rejected unit `UNIT-001`"), "{requests}");
     assert!(requests.contains("**Contacts Notified:** QA-Engineer"), "{requests}");
     assert!(!ws.tasks().iter().any(|t| t["type"] == "bug_fix"), "a QA rejection files no fix task");
+    // The hand-off signal names the agent the escalation goes to (it said Product-Manager).
+    let signal = json_file(&ws, "ARTIFACTS/system/stage-completion-signal.json");
+    assert_eq!(signal["next_agent"], "QA-Engineer", "{signal}");
 
     // QA re-approves: the task opsflow blocked runs on the next pass.
     let md = ws.read_string(QA_MD).replacen("status: rejected", "status: approved", 1);

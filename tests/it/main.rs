@@ -59,6 +59,7 @@ mod merge;
 mod metrics;
 mod promises;
 mod readiness;
+mod records;
 mod releases;
 mod rollout;
 mod scanner_property;

@@ -1,0 +1,95 @@
+//! Records that keep telling the truth off the happy path: one human request per task and
+//! cause, a second failure that is not resolved the moment it is raised, a hold that names who
+//! held, a ticked item whose label is its first line.
+
+use serde_json::json;
+
+use crate::engine::{APPROVAL, CONFIG, REQUESTS, edit_json, status_of};
+use crate::util::{Workspace, task};
+
+/// The number of entries opsflow wrote in `human-requests.md`, and how many are resolved.
+fn entries(ws: &Workspace) -> (usize, usize) {
+    let text = ws.read_string(REQUESTS);
+    (text.matches("<!-- opsflow:request ").count(), text.matches("- **Resolved:** ").count())
+}
+
+#[test]
+fn a_reworded_block_reason_updates_its_entry_instead_of_opening_another() {
+    // Each change in a block reason's wording resolved one entry and opened another: four
+    // entries for one approval.
+    let ws = Workspace::new().sample();
+    ws.run(&["run"]).status(3);
+    assert_eq!(entries(&ws), (1, 0));
+    // Half an approval: the reason is reworded ("approved_by is empty"), the cause is the same.
+    let text = ws.read_string(APPROVAL);
+    ws.write(APPROVAL, text.replacen("status: \"pending\"", "status: \"approved\"", 1));
+    ws.run(&["run"]).status(3);
+    let reason = task(&ws.tasks(), "DEVOPS-007")["blocked_reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("`approved_by` is empty"), "{reason}");
+    assert_eq!(entries(&ws), (1, 0), "{}", ws.read_string(REQUESTS));
+    let requests = ws.read_string(REQUESTS);
+    assert!(requests.contains("- **Updated:** "), "{requests}");
+    assert!(requests.contains("`approved_by` is empty"), "the entry says what is wrong now:\n{requests}");
+    // Notes a person wrote under the entry stay when it is updated.
+    ws.write(REQUESTS, format!("{requests}\nNote from bob: alice approves after lunch.\n"));
+    let text = ws.read_string(APPROVAL);
+    ws.write(APPROVAL, text.replacen("approved_by: null", "approved_by: \"mallory\"", 1));
+    ws.run(&["run"]).status(3);
+    let requests = ws.read_string(REQUESTS);
+    assert_eq!(entries(&ws), (1, 0), "{requests}");
+    assert!(requests.contains("Note from bob: alice approves after lunch."), "{requests}");
+    assert!(requests.contains("`mallory`, who is not in devops.approvers"), "{requests}");
+    // Answered: the one entry is resolved, naming who approved.
+    let text = ws.read_string(APPROVAL);
+    ws.write(APPROVAL, text.replacen("approved_by: \"mallory\"", "approved_by: \"alice\"", 1));
+    ws.run(&["run"]).status(0);
+    assert_eq!(entries(&ws), (1, 1));
+    assert!(ws.read_string(REQUESTS).contains("by alice"), "{}", ws.read_string(REQUESTS));
+}
+
+#[test]
+fn a_second_failure_is_not_resolved_the_moment_it_is_raised() {
+    // The new CRITICAL entry carried at once the `Resolved:` line of the earlier failure's
+    // `resolved_by`.
+    let ws = Workspace::new().sample();
+    edit_json(&ws, CONFIG, |config| {
+        config["environments"]["production"]["health_checks"] = json!([{"name": "never", "command": "false"}]);
+    });
+    ws.run(&["run"]).status(3);
+    crate::engine::approve(&ws, "alice");
+    ws.run(&["run"]).status(1);
+    assert_eq!(status_of(&ws, "DEVOPS-007"), "failed");
+    let (open, resolved) = entries(&ws);
+    ws.run(&["tasks", "update", "DEVOPS-007", "--set", "resolved_by=alice"]).status(0);
+    ws.run(&["run"]).status(0);
+    assert_eq!(entries(&ws), (open, resolved + 1), "resolved_by answers the failure");
+    // Tried again, it fails again: a new entry, open.
+    ws.run(&["tasks", "update", "DEVOPS-007", "--set", "status=pending"]).status(0);
+    ws.run(&["run"]).status(1);
+    assert_eq!(status_of(&ws, "DEVOPS-007"), "failed");
+    let after = task(&ws.tasks(), "DEVOPS-007").clone();
+    assert!(after.get("resolved_by").is_none(), "the earlier answer does not answer this failure: {after}");
+    let requests = ws.read_string(REQUESTS);
+    let last = requests.rsplit("<!-- opsflow:request ").next().unwrap();
+    assert!(last.contains("**Severity:** CRITICAL"), "{last}");
+    assert!(!last.contains("- **Resolved:** "), "the new failure's entry is open:\n{last}");
+}
+
+#[test]
+fn a_ticked_hold_with_a_note_under_it_holds_and_names_who_held() {
+    // `- [x] Hold` followed by a note on the next line was read as the item "HoldHolding: ..."
+    // and not as a hold, and no record said who held.
+    let ws = Workspace::new().sample();
+    ws.run(&["run"]).status(3);
+    let text = ws.read_string(APPROVAL);
+    let held = text
+        .replacen("status: \"pending\"", "status: \"approved\"\nheld_by: \"bob\"", 1)
+        .replacen("approved_by: null", "approved_by: \"alice\"", 1)
+        .replacen("- [ ] Hold", "- [x] Hold\n  Holding: the payment provider is down", 1);
+    assert_ne!(held, text);
+    ws.write(APPROVAL, held);
+    ws.run(&["run"]).status(3);
+    let reason = task(&ws.tasks(), "DEVOPS-007")["blocked_reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("on hold by bob"), "{reason}");
+    assert!(!ws.join(".opsflow/envs/production/active").exists(), "nothing shipped");
+}
