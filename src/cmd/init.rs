@@ -25,13 +25,15 @@ const INDEX_HTML: &str = "<!doctype html>\n<html lang=\"en\">\n<head><meta chars
 const ROOT_GITIGNORE: &str =
     "# Build output of `release.build` (project-config.json); releases are kept by opsflow\n/dist/\n";
 
-const NEXT_STEPS: &str = "next steps:
-  1. the review stage hands over docs/workflow/artifacts/R04-merge-result.md (`opsflow demo` shows one)
-  2. opsflow tasks add --title \"Build the first release\" --owner devops --type release_build \\
-       --set unit_id=UNIT-001 --set version=0.1.0
-  3. opsflow run --dry-run    # what would run, and why
-  4. opsflow run              # builds dist/ from app/ and keeps it as release 0.1.0
-  5. opsflow status           # where the workflow stands and what waits on whom
+const NEXT_STEPS: &str = "next steps (the README's first hour):
+  1. the other stages hand over INFRA01-03, R04-merge-result.md and QA's reports; take the sample's:
+       opsflow demo --dir /tmp/opsflow-sample, then copy them (the README lists the files)
+  2. opsflow tasks add --title \"Design the environments\" --owner devops --type infrastructure_design
+  3. opsflow tasks add --title \"Build the first release\" --owner devops --type release_build \\
+       --set unit_id=UNIT-001 --set version=1.0.0
+  4. opsflow run --dry-run    # what would run, and why
+  5. opsflow run              # builds dist/ from app/, deploys it to staging, waits for the production approval
+  6. opsflow status           # where the workflow stands, what runs where, what waits on whom
 ";
 
 const HUMAN_REQUESTS: &str = crate::engine::requests::HEADER;

@@ -2,9 +2,11 @@
 //! it asked for happened.
 //!
 //! Each entry opsflow writes starts with a marker line, `<!-- opsflow:request KEY {...} -->`:
-//! `KEY` is 16 hex digits of the SHA-256 of the task, the node and the reason (so the same
-//! request is never open twice), and the JSON says what to watch (the task or state.json
-//! node, its status when the request was raised, the file a human answers in). On every pass
+//! `KEY` is 16 hex digits of the SHA-256 of the task, the node and the cause (the kind of
+//! block, or the failed run; so one cause is never open twice), and the JSON says what to
+//! watch (the task or state.json node, its status when the request was raised, the digest of
+//! the reason, the failed run, the file a human answers in). An open entry whose reason is
+//! reworded for the same cause is rendered again in place, keeping what follows it. On every pass
 //! [`resolve`] looks at the open entries; when the cause cleared (the task was unblocked, or
 //! blocked for another reason, a failure was fixed or set back to `pending`) it inserts one
 //! line, `- **Resolved:** <when>: <what happened>`, under the entry's heading. Nothing else in
@@ -26,7 +28,7 @@ use crate::workspace::Workspace;
 /// The top of a new `human-requests.md`: what the file is and how a person answers.
 pub const HEADER: &str = "# Human requests\n\n\
 opsflow appends an entry here when a gate blocks one of its tasks, a deployment fails or is rolled back, or a rollout waits for a decision.\n\
-Writing in this file answers nothing: do what the entry's **Help Needed** line says (for an approval, tick `- [x] Approved` in the approval file it names and fill in `approved_by`, or set `status: approved` there; for a paused rollout, set `decision` in the R17 file; for a failure, fix it and set the task back to `pending`).\n\
+Writing in this file answers nothing: do what the entry's **Help Needed** line says (for an approval, tick `- [x] Approved` in the approval file it names and fill in `approved_by`, or set `status: approved` there; for a paused rollout, set `decision` in the R17 file; for a failed deployment, ship a new version and set `resolved_by` on the failed task; for another failure, fix it and set the task back to `pending`).\n\
 opsflow reads those files again on its next pass and adds a **Resolved** line to the entry when its cause has cleared. Notes of your own under an entry are kept.\n";
 
 const MARKER: &str = "<!-- opsflow:request ";

@@ -33,6 +33,7 @@ fn first_release_shipped() -> Workspace {
 fn history_lists_every_release_newest_first_with_its_unit_and_approver() {
     let ws = first_release_shipped();
     ship(&ws, "UNIT-002", "1.0.0");
+    assert_records_agree(&ws);
     let record = history(&ws, "production");
     let rows = record["deployments"].as_array().unwrap();
     let releases: Vec<&str> = rows.iter().map(|r| r["release"].as_str().unwrap()).collect();
@@ -76,6 +77,7 @@ fn a_refused_human_rollback_changes_nothing_and_lists_what_it_could_restore() {
     // What it listed works.
     ws.run(&["rollback", "production", "--to", "1.0.0", "--reason", "checkout broke"]).status(0);
     assert!(live_index(&ws).contains("UNIT-001 1.0.0"), "{}", live_index(&ws));
+    assert_records_agree(&ws);
     let record = history(&ws, "production");
     let undone = &record["deployments"][0];
     assert_eq!(undone["release"], "UNIT-002 1.0.0");
@@ -103,6 +105,7 @@ fn a_refused_human_rollback_changes_nothing_and_lists_what_it_could_restore() {
     );
     let text = ws.run(&["history", "production"]).stdout();
     assert!(text.starts_with("production: nothing is live"), "{text}");
+    assert_records_agree(&ws);
 }
 
 #[test]
@@ -305,6 +308,7 @@ fn an_older_build_that_would_remove_a_shipped_unit_is_blocked_and_can_be_let_thr
     assert!(reason.contains("would remove the shipped changes of UNIT-003"), "{reason}");
     assert!(reason.contains("allow_revert: true"), "{reason}");
     assert!(live_index(&ws).contains("UNIT-003 1.0.1"));
+    assert_records_agree(&ws);
 
     // A person lets it through on purpose; the record says which release it removed.
     let text = ws.read_string(&request);
@@ -312,6 +316,7 @@ fn an_older_build_that_would_remove_a_shipped_unit_is_blocked_and_can_be_let_thr
     let (code, summary) = step(&ws);
     assert_eq!(code, 0, "{summary}");
     assert!(live_index(&ws).contains("UNIT-001 0.2.0"));
+    assert_records_agree(&ws);
     let record = history(&ws, "production");
     assert_eq!(record["deployments"][0]["release"], "UNIT-001 0.2.0");
     assert_eq!(record["deployments"][0]["allowed_revert"], json!(["UNIT-003 1.0.1"]));
@@ -352,6 +357,7 @@ fn a_paused_rollout_a_person_lets_proceed_is_reported_as_their_decision_in_every
     let (code, summary) = step(&ws);
     assert_eq!(code, 0, "{summary}");
     assert_eq!(status_of(&ws, "DEVOPS-007"), "deployed");
+    assert_records_agree(&ws);
 
     let report = crate::engine::json_file(&ws, "ARTIFACTS/devops-engineer/deployment-report.json");
     assert_eq!(report["deployment_summary"]["status"], "success", "{report:#}");
@@ -373,4 +379,58 @@ fn a_paused_rollout_a_person_lets_proceed_is_reported_as_their_decision_in_every
     let kinds: Vec<&str> = record["events"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["proceeded", "paused", "deployed", "deploy_started"], "{record:#}");
     assert_eq!(record["events"][0]["by"], "alice");
+}
+
+/// Every report agrees with the environment's record and with what is live: the release the
+/// live link serves is the record's live one; `deployment-report.json`, each
+/// `Deploy-<UNIT_ID>.md` and each production task say success only of a release the record
+/// does not call bad, and failure or rollback only of one it does not call good.
+pub(crate) fn assert_records_agree(ws: &Workspace) {
+    let record = history(ws, "production");
+    let rows = record["deployments"].as_array().cloned().unwrap_or_default();
+    let status_of_release = |unit: &str, version: &str| -> Option<String> {
+        rows.iter()
+            .find(|r| r["unit_id"] == unit && r["version"] == version)
+            .map(|r| r["status"].as_str().unwrap_or_default().to_owned())
+    };
+    let live = rows.iter().find(|r| r["live"] == true);
+    let page = live_index(ws);
+    match live {
+        Some(live) => {
+            let release = live["release"].as_str().unwrap();
+            assert!(page.contains(release), "the record says {release} is live, the live link serves {page:?}");
+        }
+        None => assert!(page.is_empty(), "the record says nothing is live, the live link serves {page:?}"),
+    }
+    let agrees = |what: &str, unit: &str, version: &str, says: &str| {
+        let Some(status) = status_of_release(unit, version) else { return };
+        let claims_success = matches!(says, "success" | "deployed");
+        let claims_failure = matches!(says, "failed" | "rolled_back");
+        assert!(
+            !(claims_success && status == "bad") && !(claims_failure && status == "good"),
+            "{what} says {unit} {version} is {says}, the record says {status}: {record:#}"
+        );
+    };
+    let report = crate::engine::json_file(ws, "ARTIFACTS/devops-engineer/deployment-report.json");
+    if let (Some(unit), Some(version)) = (report["unit_id"].as_str(), report["version"].as_str()) {
+        agrees("deployment-report.json", unit, version, report["deployment_summary"]["status"].as_str().unwrap_or(""));
+    }
+    for name in ws.list_dir("docs/workflow/deployments") {
+        let text = ws.read_string(&format!("docs/workflow/deployments/{name}"));
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+                .map(|v| v.trim_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        let status = field("status");
+        agrees(&name, &field("unit_id"), &field("version"), &status);
+        let summary = if status == "success" { "SUCCESS" } else { &status.to_uppercase() };
+        assert!(text.contains(&format!("- **Status:** {summary}")), "{name}: front matter {status}:\n{text}");
+    }
+    for t in ws.tasks().iter().filter(|t| t["type"] == "deployment_production") {
+        if let (Some(unit), Some(version)) = (t["unit_id"].as_str(), t["version"].as_str()) {
+            agrees(t["id"].as_str().unwrap(), unit, version, t["status"].as_str().unwrap_or(""));
+        }
+    }
 }

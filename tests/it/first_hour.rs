@@ -157,8 +157,9 @@ fn the_scaffold_builds_a_real_release_and_says_what_to_do_next() {
     let ws = Workspace::new();
     let init = ws.run(&["init"]);
     init.status(0);
-    assert!(init.stdout().contains("next steps:\n"), "{}", init.stdout());
+    assert!(init.stdout().contains("next steps (the README's first hour):\n"), "{}", init.stdout());
     assert!(init.stdout().contains("opsflow tasks add --title \"Build the first release\" --owner devops"));
+    assert!(init.stdout().contains("--set unit_id=UNIT-001 --set version=1.0.0"), "{}", init.stdout());
     // The merge result is what the review stage hands over; the sample has one.
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     // It names the release it merged: the version the build task asks for.
@@ -270,4 +271,53 @@ fn every_template_file_has_a_name() {
         let stem = name.strip_suffix(".hbs").unwrap_or_else(|| panic!("templates/{name} does not end in .hbs"));
         assert!(!stem.is_empty(), "templates/{name} names no artifact");
     }
+}
+
+#[test]
+fn the_first_hour_as_the_readme_gives_it_ends_on_staging_waiting_for_the_production_approval() {
+    // Followed to the letter, the first hour ended with a unit-less Deploy_To_Staging from
+    // state.json blocked on a path that did not exist, a HIGH escalation and exit 3.
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let block = readme.split("opsflow demo --dir /tmp/opsflow-sample\n").nth(1).unwrap();
+    let block = block.split("```").next().unwrap();
+    let parent = tempfile::tempdir().unwrap();
+    let sample = parent.path().join("opsflow-sample");
+    let repo = parent.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    crate::util::git(&repo, &["init", "-q"]);
+    let opsflow = crate::util::opsflow_bin();
+    let demo = opsflow_in(parent.path(), &["demo", "--dir", sample.to_str().unwrap()]);
+    assert!(demo.status.success(), "{}", text(&demo.stderr));
+    assert!(opsflow_in(&repo, &["init"]).status.success());
+    // The README's commands, as a user pastes them, with `opsflow` on the PATH.
+    let script = block.replace("/tmp/opsflow-sample", sample.to_str().unwrap());
+    // Everything up to `opsflow run`, which the test runs itself to read its exit code.
+    let setup: Vec<&str> = script
+        .lines()
+        .filter(|line| !["opsflow run", "opsflow status", "opsflow graph"].iter().any(|c| line.starts_with(c)))
+        .collect();
+    let setup = setup.join("\n");
+    let bin_dir = Path::new(opsflow).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let shell = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("set -e\n{}", setup))
+        .current_dir(&repo)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(shell.status.success(), "{}{}", text(&shell.stdout), text(&shell.stderr));
+    let dry = opsflow_in(&repo, &["run", "--dry-run"]);
+    assert!(dry.status.success() || dry.status.code() == Some(3), "{}", text(&dry.stderr));
+    let run = opsflow_in(&repo, &["run"]);
+    assert_eq!(run.status.code(), Some(3), "{}{}", text(&run.stdout), text(&run.stderr));
+    let out = text(&run.stdout);
+    assert!(out.contains("deployed 1.0.0 to staging"), "{out}");
+    assert!(out.contains("R12-prod-approval.md"), "the run says what it waits for: {out}");
+    let status = text(&opsflow_in(&repo, &["status"]).stdout);
+    assert!(status.contains("staging: UNIT-001 1.0.0 ("), "{status}");
+    assert!(status.contains("production: nothing is live"), "{status}");
+    assert!(repo.join("docs/workflow/artifacts/R12-prod-approval.md").is_file());
+    let requests = std::fs::read_to_string(repo.join("docs/workflow/human-requests.md")).unwrap();
+    assert!(!requests.contains("R06-release-artifacts/1.0.0"), "no unit-less release path: {requests}");
 }
