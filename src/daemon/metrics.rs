@@ -383,7 +383,7 @@ impl Metrics {
                     EnvironmentOutcome { environment: environment.name().to_owned(), outcome: ran.outcome.to_string() };
                 self.deployments.get_or_create(&labels).inc();
             }
-            if ran.outcome == crate::nodes::OutcomeKind::RolledBack {
+            if ran.outcome == crate::nodes::OutcomeKind::RolledBack || ran.switched_back {
                 self.rollbacks.inc();
             }
         }

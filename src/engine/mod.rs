@@ -107,6 +107,10 @@ pub struct Ran {
     pub deployed_to: Option<Environment>,
     /// Checks that only warned when the node was let through (`name: detail`).
     pub warnings: Vec<String>,
+    /// A failed deploy that switched the previous release back in (or undid its rollout):
+    /// a rollback, whatever the outcome is called.
+    #[serde(skip)]
+    pub switched_back: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1209,6 +1213,10 @@ impl<'w> Engine<'w> {
             artifacts: run.artifacts.clone(),
             deployed_to: node.action.deploys().then(|| node.changes_environment()).flatten(),
             warnings: checks.iter().filter(|c| c.warning).map(|c| format!("{}: {}", c.name, c.detail)).collect(),
+            switched_back: run
+                .deploy
+                .as_ref()
+                .is_some_and(|d| d.restored_previous || d.rollback.as_ref().is_some_and(|r| r.success)),
         })
     }
 
@@ -1348,6 +1356,7 @@ impl<'w> Engine<'w> {
             artifacts: run.artifacts.clone(),
             deployed_to: node.action.deploys().then(|| node.changes_environment()).flatten(),
             warnings: Vec::new(),
+            switched_back: false,
         })
     }
 

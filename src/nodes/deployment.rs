@@ -163,6 +163,8 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
             Outcome::Failed { step: "verification".into(), reason: monitoring.reason, log: String::new() }
         }
         Verified::RolledBack(monitoring, rollback) => {
+            let mut report = report.clone();
+            report.rollback = Some((*rollback).clone());
             write_reports(run, &env, &report, Some(&monitoring), "rolled_back")?;
             if rollback.success {
                 run.summary = format!("rolled back {} in production: {}", run.release.version, monitoring.reason);
@@ -872,6 +874,21 @@ pub(crate) fn seed_deploy_report(
             "verification": rows,
             "current_version": current,
             "key_metrics": sample_text(last.as_ref()),
+            // What serves after the deploy, and what is known of its health.
+            "post_health": if status == "rolled_back" {
+                match report.rollback.as_ref().and_then(|r| r.restored.clone()) {
+                    Some(restored) => format!("{restored} serves again after the rollback (see the rollback's checks)"),
+                    None => "nothing serves: the rollback took the environment down".to_owned(),
+                }
+            } else if report.restored_previous {
+                format!("{} was switched back in after the failure (its health was checked when it was deployed)", previous.clone().unwrap_or_else(|| "the previous release".to_owned()))
+            } else if status == "success" {
+                "healthy: every check passed".to_owned()
+            } else if report.switched_in() {
+                "unhealthy: the new release serves and failed its checks".to_owned()
+            } else {
+                "unchanged: the new release never took traffic".to_owned()
+            },
             "rollback_required": !rollback_reason.is_empty(),
             "rollback_reason": rollback_reason,
         }

@@ -434,3 +434,33 @@ pub(crate) fn assert_records_agree(ws: &Workspace) {
         }
     }
 }
+
+#[test]
+fn a_health_check_that_fails_after_the_switch_is_reported_as_switched_back_with_its_baseline() {
+    // A production health check that failed after the traffic switch (recreate; `current`
+    // was switched back) was recorded as "Rollback required: No", "no baseline (no metrics
+    // configured)" while metrics were configured, and "Health status: unhealthy" for the
+    // release that was restored; and the previous release was named by its version alone.
+    let ws = first_release_shipped();
+    edit_json(&ws, CONFIG, |config| {
+        config["environments"]["production"]["health_checks"] =
+            json!([{"name": "not-2.0.0", "command": "! grep -q '2.0.0<' index.html"}]);
+    });
+    let ids = new_release(&ws, "UNIT-002", "2.0.0", 0.1);
+    assert_eq!(step(&ws).0, 3);
+    approve(&ws, &approval_file(&ws, "UNIT-002", "2.0.0"));
+    let (code, summary) = step(&ws);
+    assert_eq!(code, 1, "{summary}");
+    assert_eq!(status_of(&ws, &ids[2]), "failed");
+    assert!(live_index(&ws).contains("UNIT-001 1.0.0"), "the previous release serves again");
+    let md = ws.read_string("docs/workflow/deployments/Deploy-UNIT-002.md");
+    assert!(md.contains("- Previous version: UNIT-001 1.0.0"), "{md}");
+    assert!(md.contains("- Health status: baseline before the deploy: error rate 0.1%"), "{md}");
+    assert!(md.contains("- Current version: UNIT-001 1.0.0"), "{md}");
+    assert!(md.contains("- Health status: UNIT-001 1.0.0 was switched back in after the failure"), "{md}");
+    assert!(md.contains("- Rollback required: Yes"), "{md}");
+    assert!(md.contains("UNIT-001 1.0.0 was switched back in"), "{md}");
+    let r13 = ws.read_string("docs/workflow/releases/UNIT-002/2.0.0/R13-prod-deploy.md");
+    assert!(r13.contains("(previous UNIT-001 1.0.0)"), "{r13}");
+    assert_records_agree(&ws);
+}
