@@ -23,6 +23,10 @@ struct Status {
     /// What each environment runs, from its record: the live release, what a rollback would
     /// restore.
     environments: Vec<crate::environment::view::EnvironmentView>,
+    /// Releases a person put on hold: `UNIT-001 1.2.0 (task P-7: ...)`.
+    held: Vec<String>,
+    /// Fix tasks opsflow filed for failures that are not finished: `FIX-P-7 (pending)`.
+    open_fix_tasks: Vec<String>,
     /// Set when the check that a release contains what is live cannot be made here.
     #[serde(skip_serializing_if = "Option::is_none")]
     commit_check: Option<String>,
@@ -114,8 +118,53 @@ struct OwnedTask {
     waiting_why: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     blocked_reason: Option<String>,
+    /// What a person does next for it, when something waits on a person.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
     /// Problems inside this task's entry.
     problems: Vec<String>,
+}
+
+/// What a person does next for a task in `status`, from what it says and what waits on it:
+/// an approval to give or a hold to lift, a paused rollout to decide, a fix task to finish, a
+/// failed release to answer. `None` when nothing waits on a person.
+fn next_step(task: &Task, fix: Option<(&str, &str)>) -> Option<String> {
+    use crate::task::TaskStatus;
+    let reason = task.blocked_reason.as_deref().unwrap_or_default();
+    let file_in = |marker: &str| {
+        reason
+            .split(|c: char| c.is_whitespace() || c == ';' || c == '(' || c == ')')
+            .find(|w| w.contains(marker))
+            .map(|w| w.trim_matches(|c: char| c == '`' || c == ',' || c == ':').to_owned())
+    };
+    match &task.status {
+        TaskStatus::Blocked if reason.contains("on hold") => Some(format!(
+            "held: remove the hold in {} (untick `Hold`, or set `status: approved`) to let it ship",
+            file_in("-approval").unwrap_or_else(|| "its approval file".to_owned())
+        )),
+        TaskStatus::Blocked if reason.contains("rollout paused") => Some(format!(
+            "decide in {}: `decision: proceed` or `decision: rollback`, with `decided_by` and `reason`",
+            file_in("R17-rollback-decision").unwrap_or_else(|| "its R17 file".to_owned())
+        )),
+        TaskStatus::Blocked if reason.contains("allow_revert") => Some(
+            "ship an older build on purpose with `allow_revert: true` in its approval, or build a new version on top of what is live"
+                .to_owned(),
+        ),
+        TaskStatus::Blocked if reason.contains("human approval") => Some(format!(
+            "approve in {}: `status: approved` and `approved_by`, or tick `- [x] Approved`",
+            file_in("-approval").unwrap_or_else(|| "its approval file".to_owned())
+        )),
+        status if status.is_failure() && task.resolved_by.as_deref().is_none_or(|b| b.trim().is_empty()) => {
+            Some(match fix {
+                Some((fix, fix_status)) if !matches!(fix_status, "done" | "deployed" | "cancelled") => format!(
+                    "waits for fix task {fix} (`{fix_status}`); a failed release cannot change: ship a new version, and set `resolved_by` on {} once handled",
+                    task.id
+                ),
+                _ => format!("set `resolved_by` on {} once the failure is handled; ship a new version to retry", task.id),
+            })
+        }
+        _ => None,
+    }
 }
 
 pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
@@ -168,15 +217,21 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
             .collect();
         let waits = readiness::waiting_on(&task, status_of);
         let raw_text = |key: &str| task.raw.get(key).and_then(Value::as_str).map(str::to_owned);
+        let fix_id = crate::engine::record::fix_task_id(&task.id);
+        let fix = status_of(&fix_id).map(|s| (fix_id.as_str(), s));
+        let next = next_step(&task, fix);
+        // A cancelled task waits on nothing: what it once waited for is not shown.
+        let cancelled = task.status == crate::task::TaskStatus::Cancelled;
         owned.push(OwnedTask {
+            next,
             id: task.id.clone(),
             status: task.status.to_string(),
             kind: task.kind.clone(),
             title: task.title.clone(),
             unit_id: raw_text("unit_id"),
-            waiting_on: waits.iter().map(|w| w.id.clone()).collect(),
-            waiting_why: waits.iter().map(Wait::describe).collect(),
-            blocked_reason: task.blocked_reason.clone(),
+            waiting_on: if cancelled { Vec::new() } else { waits.iter().map(|w| w.id.clone()).collect() },
+            waiting_why: if cancelled { Vec::new() } else { waits.iter().map(Wait::describe).collect() },
+            blocked_reason: task.blocked_reason.clone().filter(|_| !cancelled),
             problems,
         });
     }
@@ -220,12 +275,36 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
             crate::environment::view::EnvironmentView::new(&env.name, ws.label(&env.record_path(ws)), record)
         })
         .collect();
+    let held = owned
+        .iter()
+        .filter(|t| t.status == "blocked" && t.blocked_reason.as_deref().is_some_and(|r| r.contains("on hold")))
+        .map(|t| {
+            let version = list
+                .iter()
+                .find(|e| e.get("id").and_then(Value::as_str) == Some(t.id.as_str()))
+                .and_then(|e| e.get("version").and_then(Value::as_str))
+                .unwrap_or_default();
+            format!("{} {version} (task {})", t.unit_id.as_deref().unwrap_or("no unit"), t.id)
+        })
+        .collect();
+    let open_fix_tasks = list
+        .iter()
+        .filter(|e| e.get("type").and_then(Value::as_str) == Some("bug_fix"))
+        .filter_map(|e| {
+            let id = e.get("id").and_then(Value::as_str)?;
+            let status = e.get("status").and_then(Value::as_str).unwrap_or("pending");
+            let source = e.get("source_task").and_then(Value::as_str).unwrap_or("?");
+            (!matches!(status, "done" | "deployed" | "cancelled")).then(|| format!("{id} (`{status}`, for {source})"))
+        })
+        .collect();
     let commit_check = crate::environment::view::head_commit(&ws.root).is_none().then(|| {
         "cannot be made: this workspace is not a git repository with a commit, so a release is not checked for removing what production runs".to_owned()
     });
     let status = Status {
         workspace: ws.root.display().to_string(),
         environments,
+        held,
+        open_fix_tasks,
         commit_check,
         agent: ws.config.agent.name.clone(),
         workflow: state_value.get("workflow").and_then(Value::as_str).map(str::to_owned),
@@ -307,7 +386,8 @@ fn print_text(status: &Status) {
     }
     println!("\ntasks owned by {}", status.agent);
     if status.tasks.is_empty() {
-        println!("  (none)");
+        println!("  (none): add the first with `opsflow tasks add --title ... --owner devops --type ...`");
+        println!("  (the README's first hour, and what `opsflow init` printed, say which)");
     }
     for task in &status.tasks {
         let unit = task.unit_id.as_deref().map(|u| format!("  [{u}]")).unwrap_or_default();
@@ -317,6 +397,9 @@ fn print_text(status: &Status) {
         }
         if let Some(reason) = &task.blocked_reason {
             println!("      blocked: {reason}");
+        }
+        if let Some(next) = &task.next {
+            println!("      next: {next}");
         }
         for problem in &task.problems {
             println!("      problem: {problem}");
@@ -328,6 +411,12 @@ fn print_text(status: &Status) {
             for line in environment.lines() {
                 println!("  {line}");
             }
+        }
+        for held in &status.held {
+            println!("  held: {held}");
+        }
+        for fix in &status.open_fix_tasks {
+            println!("  open fix task: {fix}");
         }
         if let Some(why) = &status.commit_check {
             println!("  commit check {why}");

@@ -59,6 +59,9 @@ fn a_second_failure_is_not_resolved_the_moment_it_is_raised() {
     crate::engine::approve(&ws, "alice");
     ws.run(&["run"]).status(1);
     assert_eq!(status_of(&ws, "DEVOPS-007"), "failed");
+    let status = ws.run(&["status"]).stdout();
+    assert!(status.contains("open fix task: FIX-DEVOPS-007 (`pending`, for DEVOPS-007)"), "{status}");
+    assert!(status.contains("next: waits for fix task FIX-DEVOPS-007"), "{status}");
     let (open, resolved) = entries(&ws);
     ws.run(&["tasks", "update", "DEVOPS-007", "--set", "resolved_by=alice"]).status(0);
     ws.run(&["run"]).status(0);
@@ -92,4 +95,30 @@ fn a_ticked_hold_with_a_note_under_it_holds_and_names_who_held() {
     let reason = task(&ws.tasks(), "DEVOPS-007")["blocked_reason"].as_str().unwrap().to_owned();
     assert!(reason.contains("on hold by bob"), "{reason}");
     assert!(!ws.join(".opsflow/envs/production/active").exists(), "nothing shipped");
+    // `status` says what is held and what lifts the hold.
+    let status = ws.run(&["status"]).stdout();
+    assert!(status.contains("held: UNIT-001 1.0.0 (task DEVOPS-007)"), "{status}");
+    assert!(status.contains("next: held: remove the hold in docs/workflow/artifacts/R12-prod-approval.md"), "{status}");
+}
+
+#[test]
+fn status_right_after_init_says_what_to_do_first() {
+    let ws = Workspace::new();
+    ws.run(&["init"]).status(0);
+    let status = ws.run(&["status"]);
+    status.status(0);
+    let out = status.stdout();
+    assert!(out.contains("(none): add the first with `opsflow tasks add"), "{out}");
+    assert!(out.contains("staging: nothing is live"), "{out}");
+}
+
+#[test]
+fn a_cancelled_task_shows_nothing_it_once_waited_for() {
+    let ws = Workspace::new().sample();
+    ws.run(&["run"]).status(3);
+    ws.run(&["tasks", "update", "DEVOPS-007", "--set", "status=cancelled"]).status(0);
+    let status = ws.run(&["status"]).stdout();
+    let line = status.lines().skip_while(|l| !l.contains("DEVOPS-007")).take(3).collect::<Vec<_>>().join("\n");
+    assert!(line.contains("cancelled"), "{line}");
+    assert!(!line.contains("blocked:"), "no stale block reason for a cancelled task:\n{line}");
 }
