@@ -464,3 +464,67 @@ fn a_health_check_that_fails_after_the_switch_is_reported_as_switched_back_with_
     assert!(r13.contains("(previous UNIT-001 1.0.0)"), "{r13}");
     assert_records_agree(&ws);
 }
+
+#[test]
+fn every_report_agrees_with_the_record_after_each_way_a_release_ends() {
+    let ws = first_release_shipped();
+    assert_records_agree(&ws);
+
+    // An automatic rollback: the release's own error rate breaches the trigger.
+    let bad = new_release(&ws, "UNIT-002", "1.0.0", 40.0);
+    assert_eq!(step(&ws).0, 3);
+    approve(&ws, &approval_file(&ws, "UNIT-002", "1.0.0"));
+    let (code, summary) = step(&ws);
+    assert_eq!(code, 1, "{summary}");
+    assert_eq!(status_of(&ws, &bad[2]), "rolled_back", "{summary}");
+    assert!(live_index(&ws).contains("UNIT-001 1.0.0"));
+    assert_records_agree(&ws);
+    let md = ws.read_string("docs/workflow/deployments/Deploy-UNIT-002.md");
+    assert!(md.contains("- Health status: UNIT-001 1.0.0 serves again after the rollback"), "{md}");
+
+    // Paused, then a person decides to roll back.
+    let paused = new_release(&ws, "UNIT-003", "1.0.0", 0.1);
+    ws.write("app/metrics-UNIT-003-1.0.0.json", "{}");
+    assert_eq!(step(&ws).0, 3);
+    approve(&ws, &approval_file(&ws, "UNIT-003", "1.0.0"));
+    let (code, summary) = step(&ws);
+    assert_eq!(code, 3, "{summary}");
+    // The decision file the reason names (the plain R17 is UNIT-002's own record).
+    let reason = task(&ws.tasks(), &paused[2])["blocked_reason"].as_str().unwrap().to_owned();
+    let r17 = reason.split("decide in ").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    assert!(r17.ends_with("R17-rollback-decision-UNIT-003-1.0.0.md"), "{r17}");
+    let text = ws.read_string(&r17);
+    ws.write(
+        &r17,
+        text.replacen("decision: \"pending\"", "decision: \"rollback\"", 1)
+            .replacen("decided_by: null", "decided_by: \"alice\"", 1)
+            .replacen("reason: \"", "reason: \"no figures at all; was: ", 1),
+    );
+    let (code, summary) = step(&ws);
+    assert_eq!(code, 1, "{summary}");
+    assert_eq!(status_of(&ws, &paused[2]), "rolled_back", "{summary}");
+    assert!(live_index(&ws).contains("UNIT-001 1.0.0"));
+    assert_records_agree(&ws);
+    let md = ws.read_string("docs/workflow/deployments/Deploy-UNIT-003.md");
+    assert!(md.contains("Decision `rollback` by alice"), "{md}");
+    assert!(md.contains("- **Status:** ROLLED_BACK"), "{md}");
+
+    // A failure before the switch: the release's files changed after it was built.
+    let tampered = new_release(&ws, "UNIT-004", "1.0.0", 0.1);
+    assert_eq!(step(&ws).0, 3);
+    approve(&ws, &approval_file(&ws, "UNIT-004", "1.0.0"));
+    let dir = "docs/workflow/artifacts/R06-release-artifacts/UNIT-004/1.0.0";
+    ws.write(&format!("{dir}/index.html"), "<h1>Acme Shop</h1><p>changed after the build</p>\n");
+    let (code, summary) = step(&ws);
+    assert_eq!(code, 1, "{summary}");
+    assert_eq!(status_of(&ws, &tampered[2]), "failed", "{summary}");
+    assert!(live_index(&ws).contains("UNIT-001 1.0.0"));
+    assert_records_agree(&ws);
+    let record = history(&ws, "production");
+    let releases: Vec<&str> =
+        record["deployments"].as_array().unwrap().iter().map(|r| r["release"].as_str().unwrap()).collect();
+    assert!(
+        !releases.contains(&"UNIT-004 1.0.0"),
+        "a release refused before anything changed is no deployment: {releases:?}"
+    );
+}
