@@ -1138,7 +1138,12 @@ fn undo_steps(runner: &Runner, env: &EnvConfig, journal: &Journal, vars: &[(Stri
 /// One measurement of an analysis, for reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
+    /// When the measurement started, measured from the start of the analysis (not when it was
+    /// planned: a slow metrics command or check pushes the next one later).
     pub at_ms: u64,
+    /// How long the measurement took.
+    #[serde(default)]
+    pub took_ms: u64,
     /// `ok`, `breached`, `unhealthy` or `no_data`.
     pub outcome: String,
     pub detail: String,
@@ -1152,6 +1157,8 @@ struct Judged {
     rows: Vec<Row>,
     /// The last metrics sample read, for the reports' figures.
     last: Option<metrics::Sample>,
+    /// How long the analysis really ran.
+    ran_ms: u64,
 }
 
 /// Runs one analysis of `env` to its verdict: metrics (against `baseline`) and health checks
@@ -1167,11 +1174,12 @@ fn analyse(
     prefix: &str,
 ) -> Judged {
     let last = std::cell::RefCell::new(None);
-    let judged = |verdict: &str, reason: String, rows: Vec<Row>| Judged {
+    let judged = |verdict: &str, reason: String, rows: Vec<Row>, ran: Duration| Judged {
         verdict: verdict.to_owned(),
         reason,
         rows,
         last: last.borrow().clone(),
+        ran_ms: ran.as_millis() as u64,
     };
     let spec = match env.metrics.as_ref().map(MetricsSpec::from_value).transpose() {
         Ok(spec) => spec,
@@ -1180,12 +1188,13 @@ fn analyse(
                 "inconclusive",
                 format!("`environments.{}.metrics` cannot be used: {e}", env.name),
                 Vec::new(),
+                Duration::ZERO,
             );
         }
     };
     let analysis_spec = match AnalysisSpec::for_environment(config, &env.name) {
         Ok(spec) => spec,
-        Err(e) => return judged("inconclusive", e.to_string(), Vec::new()),
+        Err(e) => return judged("inconclusive", e.to_string(), Vec::new(), Duration::ZERO),
     };
     let thresholds = Thresholds::new(&config.devops.rollback_triggers, analysis_spec.as_ref());
     let mut analysis = Analysis::new(plan, thresholds, spec.as_ref(), baseline);
@@ -1193,20 +1202,27 @@ fn analyse(
     let check_dir = env.check_dir(&runner.workspace);
     let health_checks = live_checks(env, &runner.workspace, &env.health_checks);
     let mut interrupted = false;
+    // When each measurement really started and how long it took.
+    let timings = std::cell::RefCell::new(Vec::new());
     let verdict = analysis.run(
-        |_| Measurement {
-            metrics: spec.as_ref().map(|spec| {
-                let sample = metrics::sample(runner, spec, vars);
-                *last.borrow_mut() = Some(sample.clone());
-                sample
-            }),
-            health: (!env.health_checks.is_empty()).then(|| {
-                let (results, failure) = run_checks(runner, prefix, &health_checks, &check_dir, vars);
-                Health {
-                    passed: failure.is_none(),
-                    detail: failure.unwrap_or_else(|| format!("{} health checks passed", results.len())),
-                }
-            }),
+        |_| {
+            let at = started.elapsed();
+            let measurement = Measurement {
+                metrics: spec.as_ref().map(|spec| {
+                    let sample = metrics::sample(runner, spec, vars);
+                    *last.borrow_mut() = Some(sample.clone());
+                    sample
+                }),
+                health: (!env.health_checks.is_empty()).then(|| {
+                    let (results, failure) = run_checks(runner, prefix, &health_checks, &check_dir, vars);
+                    Health {
+                        passed: failure.is_none(),
+                        detail: failure.unwrap_or_else(|| format!("{} health checks passed", results.len())),
+                    }
+                }),
+            };
+            timings.borrow_mut().push((at, started.elapsed() - at));
+            measurement
         },
         |due| {
             while started.elapsed() < due {
@@ -1219,11 +1235,15 @@ fn analyse(
             true
         },
     );
+    let ran = started.elapsed();
+    let timings = timings.into_inner();
     let rows = analysis
         .records()
         .iter()
         .map(|record| Row {
-            at_ms: plan.due(record.index).as_millis() as u64,
+            at_ms: timings.get(record.index as usize).map_or_else(|| plan.due(record.index), |(at, _)| *at).as_millis()
+                as u64,
+            took_ms: timings.get(record.index as usize).map_or(0, |(_, took)| took.as_millis() as u64),
             outcome: serde_json::to_value(record.outcome)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
@@ -1233,17 +1253,24 @@ fn analyse(
         .collect();
     let reason = runner.secrets.mask(verdict.text());
     match verdict {
-        _ if interrupted => judged("interrupted", format!("interrupted by shutdown: {reason}"), rows),
-        Verdict::Passed { .. } => judged("passed", reason, rows),
-        Verdict::Failed { .. } => judged("failed", reason, rows),
-        Verdict::Inconclusive { .. } | Verdict::Continue => judged("inconclusive", reason, rows),
+        _ if interrupted => judged("interrupted", format!("interrupted by shutdown: {reason}"), rows, ran),
+        Verdict::Passed { .. } => judged("passed", reason, rows, ran),
+        Verdict::Failed { .. } => judged("failed", reason, rows, ran),
+        Verdict::Inconclusive { .. } | Verdict::Continue => judged("inconclusive", reason, rows, ran),
     }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Monitoring {
+    /// The planned period and interval.
     pub period_ms: u64,
     pub interval_ms: u64,
+    /// How long it really ran, and whether that was longer than planned (measurements that
+    /// take longer than the interval push the later ones back).
+    #[serde(default)]
+    pub ran_ms: u64,
+    #[serde(default)]
+    pub overran: bool,
     pub samples: Vec<Row>,
     /// `passed`, `failed`, `inconclusive` or `interrupted`.
     pub verdict: String,
@@ -1269,9 +1296,15 @@ pub fn monitor(
     let devops = &config.devops;
     let plan = Plan::monitoring(devops);
     let judged = analyse(runner, env, config, baseline, vars, plan, "monitor");
+    let period_ms = devops.monitoring_period.as_millis().min(u64::MAX as u128) as u64;
+    // The last measurement starts at the period's end at the latest when on time.
+    let planned_end = judged.rows.len().saturating_sub(1) as u64 * plan.interval.as_millis() as u64;
+    let last_start = judged.rows.last().map_or(0, |r| r.at_ms);
     Monitoring {
-        period_ms: devops.monitoring_period.as_millis().min(u64::MAX as u128) as u64,
+        period_ms,
         interval_ms: plan.interval.as_millis() as u64,
+        ran_ms: judged.ran_ms,
+        overran: last_start > planned_end + plan.interval.as_millis() as u64 / 2,
         samples: judged.rows,
         healthy: judged.verdict == "passed",
         interrupted: judged.verdict == "interrupted",

@@ -122,3 +122,34 @@ fn a_cancelled_task_shows_nothing_it_once_waited_for() {
     assert!(line.contains("cancelled"), "{line}");
     assert!(!line.contains("blocked:"), "no stale block reason for a cancelled task:\n{line}");
 }
+
+#[test]
+fn r16_reports_when_each_measurement_really_started_and_a_period_that_ran_long() {
+    // With a 200 ms interval and a metrics command that takes 350 ms, R16 listed samples at
+    // 0, 200, 400 ... ms, the plan, while they started at 0, 358, 715 ... ms.
+    let ws = crate::life::life_workspace();
+    edit_json(&ws, CONFIG, |config| {
+        let metrics = &mut config["environments"]["production"]["metrics"];
+        let command = metrics["command"].as_str().unwrap().to_owned();
+        metrics["command"] = json!(format!("sleep 0.35; {command}"));
+    });
+    assert_eq!(crate::life::step(&ws).0, 3);
+    crate::life::approve(&ws, &crate::life::approval_file(&ws, "UNIT-001", "1.0.0"));
+    let (code, summary) = crate::life::step(&ws);
+    assert_eq!(code, 0, "{summary}");
+    let r16 = ws.read_string("docs/workflow/artifacts/R16-health-check.md");
+    assert!(r16.contains("longer than planned"), "{r16}");
+    let starts: Vec<u64> = r16
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| started"))
+        .filter_map(|l| l.split('|').nth(1).and_then(|c| c.trim().parse().ok()))
+        .collect();
+    assert!(starts.len() >= 2, "{r16}");
+    assert!(starts[1] >= 350, "the second measurement started after the first one's 350 ms: {starts:?}\n{r16}");
+    let took: Vec<u64> = r16
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| started"))
+        .filter_map(|l| l.split('|').nth(2).and_then(|c| c.trim().parse().ok()))
+        .collect();
+    assert!(took.iter().all(|t| *t >= 350), "each measurement took the command's 350 ms: {took:?}");
+}
