@@ -7,6 +7,7 @@
 
 pub mod artifacts;
 pub mod gates;
+pub mod kept;
 pub mod readiness;
 pub mod record;
 pub mod requests;
@@ -40,7 +41,8 @@ use crate::workspace::Workspace;
 use crate::workspace::diagnostic::Diagnostic;
 use artifacts::Artifact;
 use gates::{Approval, Check};
-use record::{BLOCKED_BY, HumanRequest};
+use kept::KeptOutcome;
+use record::{BLOCKED_BY, Claimed, HumanRequest};
 
 /// Marks a task made up for a current node of `state.json` that no task stands for (see
 /// [`Task::from_state`]).
@@ -358,6 +360,22 @@ impl<'w> Engine<'w> {
         if !self.options.dry_run && self.file_requested_rollbacks(&|id| loaded.statuses.contains_key(id)) {
             return true;
         }
+        // Outcomes kept aside: recorded as soon as their claim is back; until then their
+        // task does not run again, whatever its entry says now.
+        let mut waiting_outcomes = Vec::new();
+        for mut kept in kept::pending(self.ws) {
+            if !self.options.dry_run && self.apply_kept(&mut kept) {
+                return true;
+            }
+            let reason = kept.explain(self.ws);
+            summary.blocked.push(Blocked {
+                task: kept.task.clone(),
+                node: kept.node.clone(),
+                checks: vec![Check::new("outcome", "no finished run waits to be recorded", false, reason.clone())],
+                reason,
+            });
+            waiting_outcomes.push(kept);
+        }
         let status_of = |id: &str| loaded.statuses.get(id).map(String::as_str);
         let production = |t: &&(usize, Task)| t.1.kind == "deployment_production";
         *self.open_production.borrow_mut() =
@@ -386,7 +404,8 @@ impl<'w> Engine<'w> {
         };
         for (index, task) in owned.iter().cycle().skip(start).take(owned.len()) {
             let ours_blocked = task.status == TaskStatus::Blocked && task.blocked_by.as_deref() == Some(BLOCKED_BY);
-            if task.status != TaskStatus::Pending && !ours_blocked {
+            if task.status != TaskStatus::Pending && !ours_blocked || waiting_outcomes.iter().any(|k| k.task == task.id)
+            {
                 continue;
             }
             let entry_problems: Vec<Diagnostic> =
@@ -1243,7 +1262,10 @@ impl<'w> Engine<'w> {
             let Ok(_lock) = crate::rollout::deploy_lock::acquire(&env.lock_path(self.ws), &env.name, &holder) else {
                 continue;
             };
-            if let Some(ran) = self.recover_run(&journal.task, Some((&journal, &env))) {
+            // A run that kept its outcome had finished its rollout.
+            if let Ok(Some(mut kept)) = KeptOutcome::load(self.ws, &journal.run_id) {
+                self.apply_kept(&mut kept);
+            } else if let Some(ran) = self.recover_run(&journal.task, Some((&journal, &env))) {
                 summary.ran.push(ran);
             }
             journal::Journal::remove(self.ws, &env.name);
@@ -1268,6 +1290,18 @@ impl<'w> Engine<'w> {
             let run_id = task.run_id.as_deref().unwrap_or_default();
             if self.options.sync.is_some() && (run_id.is_empty() || !nodes::run_dir(self.ws, run_id).exists()) {
                 continue;
+            }
+            // A run that finished has an outcome: it is recorded, never called interrupted.
+            match KeptOutcome::load(self.ws, run_id) {
+                Ok(Some(mut kept)) if kept.task == id => {
+                    self.apply_kept(&mut kept);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.write_failed(e);
+                    continue;
+                }
             }
             if let Some(ran) = self.recover_run(id, None) {
                 summary.ran.push(ran);
@@ -1733,11 +1767,13 @@ impl<'w> Engine<'w> {
         }
     }
 
-    /// Writes a node's outcome onto its task. The task entry may have changed under the running
-    /// node (another writer, `git stash`, `git checkout`): what happened in the environment is
-    /// recorded on the task whatever its status is now, with a note; when the task is gone,
-    /// the outcome is kept in the run's `outcome.json`, logged as an error and put in front of
-    /// a human. Never silently lost.
+    /// Writes a node's outcome onto its task, only while the task's entry carries this run's
+    /// claim. The outcome is kept beside the run first (`engine::kept`), so that a crash
+    /// before `tasks.json` changes leaves it for recovery to apply; when the entry does not
+    /// carry the claim (another branch's task of the same id, the entry from before the
+    /// claim, a task that is gone, a file that cannot be written), it stays kept and pending,
+    /// is logged as an error and put in front of a human, and the first pass that finds the
+    /// claim again applies it. Never lost, never on another task.
     #[allow(clippy::too_many_arguments)]
     fn record_outcome(
         &self,
@@ -1745,47 +1781,47 @@ impl<'w> Engine<'w> {
         id: &str,
         node: &Node,
         run: &NodeRun<'_>,
-        mut ops: Vec<FieldOp>,
+        ops: Vec<FieldOp>,
         appends: Vec<Value>,
         outcome: &Value,
     ) {
-        let moved =
-            match record::edit_task(self.ws, task_id, &[TaskStatus::InProgress.as_str()], ops.clone(), appends.clone())
-            {
-                Ok(true) => return,
-                Ok(false) => None,
-                Err(e) => Some(e.to_string()),
-            };
-        if moved.is_none() && task_id.is_some() {
-            tracing::warn!(
-                "{id} changed while {} ran (another writer or a git command); its outcome is recorded over what is there now",
-                node.name
-            );
-            ops.push(FieldOp::Set(
-                "outcome_note".into(),
-                format!("the task changed while run {} ran; this outcome was recorded over it", run.run_id).into(),
-            ));
-            match record::edit_task(self.ws, task_id, &[], ops, appends.clone()) {
-                Ok(_) => return,
-                Err(e) => return self.keep_lost_outcome(id, node, run, outcome, &e.to_string()),
-            }
+        // A current node of state.json that no task stood for has no entry to write to.
+        let Some(task_id) = task_id else { return };
+        let mut kept = KeptOutcome::new(id, &node.name, &run.run_id, &ops, &appends, outcome);
+        if let Err(e) = kept.save(self.ws) {
+            tracing::error!("cannot keep the outcome of {id} beside its run: {e}");
         }
-        self.keep_lost_outcome(id, node, run, outcome, &moved.unwrap_or_default());
+        let why = match record::edit_claimed_task(self.ws, task_id, &run.run_id, ops, appends) {
+            Ok(Claimed::Applied) => {
+                kept.applied_at = Some(crate::time::now_rfc3339());
+                if let Err(e) = kept.save(self.ws) {
+                    tracing::error!("cannot note beside run {} that its outcome is recorded: {e}", run.run_id);
+                }
+                return;
+            }
+            Ok(Claimed::NotOurs { found }) => format!(
+                "the entry with id {id} does not carry this run's claim ({}): it changed while the run ran (another branch checked out, `git stash`, another writer)",
+                match found {
+                    Some(other) => format!("its `run_id` is {other}"),
+                    None => "it has no `run_id`".to_owned(),
+                }
+            ),
+            Ok(Claimed::Gone) => format!("no task has the id {id} any more"),
+            Err(e) => e.to_string(),
+        };
+        kept.why = why.clone();
+        let saved = kept.save(self.ws);
+        self.keep_lost_outcome(id, node, run, &kept, &why, saved.is_ok());
     }
 
-    /// Keeps an outcome that could not be written onto its task (the task is gone).
-    fn keep_lost_outcome(&self, id: &str, node: &Node, run: &NodeRun<'_>, outcome: &Value, why: &str) {
-        let file = nodes::run_dir(self.ws, &run.run_id).join("outcome.json");
-        let document = json!({"task": id, "node": node.name, "outcome": outcome, "why": why});
-        let written = crate::store::file::write_atomic(
-            &file,
-            format!("{}\n", serde_json::to_string_pretty(&document).unwrap_or_default()).as_bytes(),
-        );
-        let kept = self.ws.label(&file);
+    /// Puts an outcome that could not be written onto its task in front of a human.
+    fn keep_lost_outcome(&self, id: &str, node: &Node, run: &NodeRun<'_>, kept: &KeptOutcome, why: &str, saved: bool) {
+        let file = self.ws.label(&KeptOutcome::path(self.ws, &run.run_id));
         self.write_failed(format!(
-            "cannot record the outcome of {id} ({why}); it is kept in {kept}{}",
-            if written.is_err() { " (which could not be written either)" } else { "" }
+            "cannot record the outcome of {id} ({why}); it is kept in {file}{}",
+            if saved { "" } else { " (which could not be written either)" }
         ));
+        self.audit.record(&run.run_id, "outcome_kept", id, &kept.explain(self.ws), &[]);
         let request = HumanRequest {
             agent: self.ws.config.agent.name.clone(),
             task_id: id.to_owned(),
@@ -1794,14 +1830,49 @@ impl<'w> Engine<'w> {
             severity: "HIGH",
             issue: format!("the outcome of {} for {id} could not be recorded on its task: {why}", node.name),
             impact: "tasks.json does not say what happened in the environment".to_owned(),
-            actions: vec![format!("ran {} (run {})", node.name, run.run_id), format!("outcome kept in {kept}")],
+            actions: vec![format!("ran {} (run {})", node.name, run.run_id), format!("outcome kept in {file}")],
             status: "needs attention".into(),
-            help_needed: format!("restore the task entry of {id}, or record the outcome from {kept} by hand"),
+            help_needed: format!(
+                "bring back the entry of {id} that carries `run_id: {}` (check out the branch again, `git stash pop`) and opsflow records it; or record the outcome from {file} by hand and delete that file",
+                run.run_id
+            ),
             contacts: "Product-Manager".into(),
             raised_at: crate::time::now_rfc3339(),
             run_id: run.run_id.clone(),
         };
-        self.request_human(&request, why, why);
+        self.request_human(&request, &format!("kept outcome of run {}", run.run_id), why);
+    }
+
+    /// Writes the kept outcome of a finished run onto its task, whose entry carries the run's
+    /// claim again (or still, after a crash between keeping and writing it). Returns whether
+    /// it wrote it.
+    fn apply_kept(&self, kept: &mut KeptOutcome) -> bool {
+        let again = kept.applied_at.is_some();
+        match record::edit_claimed_task(self.ws, &kept.task, &kept.run_id, kept.ops(), kept.appends.clone()) {
+            Ok(Claimed::Applied) => {
+                kept.applied_at = Some(crate::time::now_rfc3339());
+                kept.why.clear();
+                if let Err(e) = kept.save(self.ws) {
+                    tracing::error!("cannot note beside run {} that its outcome is recorded: {e}", kept.run_id);
+                }
+                let what = if again {
+                    "its entry showed the run's claim again (a writer put it back): the outcome was recorded again"
+                } else {
+                    "the entry with the run's claim is back: the kept outcome was recorded"
+                };
+                tracing::warn!("{}: {what} (run {})", kept.task, kept.run_id);
+                self.audit.record(&kept.run_id, "outcome_applied", &kept.task, what, &[]);
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                self.write_failed(format!(
+                    "cannot record the kept outcome of {} (run {}): {e}",
+                    kept.task, kept.run_id
+                ));
+                false
+            }
+        }
     }
 
     /// Records a node that stopped to wait after it was claimed: the task goes back to

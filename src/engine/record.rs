@@ -31,11 +31,51 @@ pub fn edit_task(
     ops: Vec<FieldOp>,
     appends: Vec<Value>,
 ) -> Result<bool, StoreError> {
+    let mut claimed = Claimed::Applied;
+    edit_task_with(ws, id, expect, None, &ops, &appends, &mut claimed)
+}
+
+/// What became of an edit that may land only on the entry that carries a run's claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// Written, or the entry already said so.
+    Applied,
+    /// The entry with that id carries another claim, or none (`found`: its `run_id`): another
+    /// branch's task of the same id, the entry from before the claim (`git stash`), a
+    /// person's edit.
+    NotOurs { found: Option<String> },
+    /// No entry has that id.
+    Gone,
+}
+
+/// Edits task `id` only while its entry carries the claim of `run_id`, whatever its status
+/// is now, and appends `appends` with it.
+pub fn edit_claimed_task(
+    ws: &Workspace,
+    id: &str,
+    run_id: &str,
+    ops: Vec<FieldOp>,
+    appends: Vec<Value>,
+) -> Result<Claimed, StoreError> {
+    let mut claimed = Claimed::Applied;
+    edit_task_with(ws, Some(id), &[], Some(run_id), &ops, &appends, &mut claimed)?;
+    Ok(claimed)
+}
+
+fn edit_task_with(
+    ws: &Workspace,
+    id: Option<&str>,
+    expect: &[&str],
+    claim: Option<&str>,
+    ops: &[FieldOp],
+    appends: &[Value],
+    claimed: &mut Claimed,
+) -> Result<bool, StoreError> {
     let file = ws.config.paths.tasks.clone();
     let mut tries = 0;
     loop {
         let mut unreadable = false;
-        let result = edit_task_once(ws, &file, id, expect, &ops, &appends, &mut unreadable);
+        let result = edit_task_once(ws, &file, id, expect, claim, ops, appends, &mut unreadable, claimed);
         tries += 1;
         if result.is_ok() || !unreadable || tries >= 3 {
             return result;
@@ -66,14 +106,17 @@ fn layout_error(text: &str, error: &tasks::LayoutError) -> String {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn edit_task_once(
     ws: &Workspace,
     file: &str,
     id: Option<&str>,
     expect: &[&str],
+    claim: Option<&str>,
     ops: &[FieldOp],
     appends: &[Value],
     unreadable: &mut bool,
+    claimed: &mut Claimed,
 ) -> Result<bool, StoreError> {
     let path = ws.inside(file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
     let mut applied = true;
@@ -87,7 +130,25 @@ fn edit_task_once(
         })?;
         let mut updates = Vec::new();
         if let Some(id) = id {
-            let head = tasks::find(&heads, id).map_err(|e| refused(file, e))?;
+            let head = match tasks::find(&heads, id) {
+                Ok(head) => head,
+                Err(_) if claim.is_some() => {
+                    *claimed = Claimed::Gone;
+                    applied = false;
+                    return Ok(None);
+                }
+                Err(e) => return Err(refused(file, e)),
+            };
+            if let Some(run) = claim {
+                let entry = head.value(text);
+                let found = entry.get("run_id").and_then(Value::as_str);
+                if found != Some(run) {
+                    *claimed = Claimed::NotOurs { found: found.map(str::to_owned) };
+                    applied = false;
+                    return Ok(None);
+                }
+                *claimed = Claimed::Applied;
+            }
             let status = head.status.as_deref().unwrap_or_default();
             if !expect.is_empty() && !expect.contains(&status) {
                 applied = false;

@@ -249,25 +249,91 @@ fn deploy_held_open() -> (Workspace, std::process::Child) {
     (ws, child)
 }
 
-#[test]
-fn an_outcome_is_recorded_even_when_the_task_changed_under_the_running_node() {
-    let (ws, mut child) = deploy_held_open();
-    // `git stash` puts back the entry as it was committed: blocked, waiting for the approval.
-    edit_json(&ws, crate::util::TASKS, |tasks| {
+/// Replaces the entry of `id` in tasks.json with `entry`, as `git stash` or `git checkout`
+/// of another branch would; returns the entry that was there.
+fn swap_entry(ws: &Workspace, id: &str, entry: serde_json::Value) -> serde_json::Value {
+    let mut old = serde_json::Value::Null;
+    edit_json(ws, crate::util::TASKS, |tasks| {
         for t in tasks["tasks"].as_array_mut().unwrap() {
-            if t["id"] == "DEVOPS-007" {
-                t["status"] = json!("blocked");
-                t.as_object_mut().unwrap().remove("run_id");
+            if t["id"] == id {
+                old = std::mem::replace(t, entry.clone());
             }
         }
     });
+    old
+}
+
+#[test]
+fn an_outcome_lands_only_on_the_entry_that_carries_its_claim_and_waits_for_it_to_come_back() {
+    // After `git checkout` mid-deploy, the outcome landed on another branch's task with the
+    // same id (another release, blocked by a human), overwriting the human's block.
+    let (ws, mut child) = deploy_held_open();
+    let claimed = task(&ws.tasks(), "DEVOPS-007").clone();
+    let run_id = claimed["run_id"].as_str().unwrap().to_owned();
+    let mut theirs = claimed.clone();
+    theirs["status"] = json!("blocked");
+    theirs["version"] = json!("9.9.9");
+    theirs["blocked_reason"] = json!("held by dana: the other branch's release waits for legal");
+    for key in ["run_id", "claimed_at", "claimed_by", "claimed_on"] {
+        theirs.as_object_mut().unwrap().remove(key);
+    }
+    swap_entry(&ws, "DEVOPS-007", theirs.clone());
     ws.write("go", "");
     let status = crate::util::wait_for_exit(&mut child, std::time::Duration::from_secs(60), "the run");
-    assert_eq!(status.code(), Some(0));
+    // The record is not where it belongs: the run fails (exit 1), whatever the deploy did.
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(task(&ws.tasks(), "DEVOPS-007"), &theirs, "the other branch's entry is untouched");
+    let kept: serde_json::Value = json_file(&ws, &format!(".opsflow/runs/{run_id}/outcome.json"));
+    assert_eq!(kept["outcome"]["status"], "deployed", "{kept}");
+    assert!(kept["why"].as_str().unwrap().contains("does not carry this run's claim"), "{kept}");
+    assert!(ws.read_string(crate::engine::REQUESTS).contains(&format!("`run_id: {run_id}`")));
+
+    // While it waits, the task does not run again, and the run says why.
+    let waiting = ws.run(&["run"]);
+    waiting.status(3);
+    assert!(waiting.stdout().contains("is kept in"), "{}", waiting.stdout());
+    assert_eq!(task(&ws.tasks(), "DEVOPS-007"), &theirs);
+
+    // The branch is checked out again: the entry with the claim is back, and gets its outcome.
+    swap_entry(&ws, "DEVOPS-007", claimed);
+    ws.run(&["run"]).status(0);
     let production = task(&ws.tasks(), "DEVOPS-007").clone();
     assert_eq!(production["status"], "deployed", "{production}");
-    assert_eq!(production["outcome"]["status"], "deployed", "{production}");
-    assert!(production["outcome_note"].as_str().unwrap().contains("the task changed while run"), "{production}");
+    assert_eq!(production["outcome"]["run_id"], run_id.as_str(), "{production}");
+    let kept: serde_json::Value = json_file(&ws, &format!(".opsflow/runs/{run_id}/outcome.json"));
+    assert!(kept["applied_at"].is_string(), "{kept}");
+    assert!(ws.read_string(".opsflow/audit.jsonl").contains("\"outcome_applied\""));
+    assert!(
+        !ws.read_string(".opsflow/audit.jsonl").contains("interrupted"),
+        "a finished run is never called interrupted"
+    );
+}
+
+#[test]
+fn a_finished_run_whose_outcome_was_kept_is_recorded_on_restart_not_called_interrupted() {
+    // When tasks.json could not take the outcome, the task stayed `in_progress`; on restart
+    // the run became `failed: interrupted`, with a fix task and a CRITICAL escalation, while
+    // the release was live and good.
+    let (ws, mut child) = deploy_held_open();
+    let claimed = task(&ws.tasks(), "DEVOPS-007").clone();
+    let run_id = claimed["run_id"].as_str().unwrap().to_owned();
+    // The entry goes away for the end of the run (a `git reset --hard` to the commit
+    // before the task was added), then comes back with the claim (the commit with it).
+    let tasks = ws.read_string(crate::util::TASKS);
+    edit_json(&ws, crate::util::TASKS, |tasks| {
+        tasks["tasks"].as_array_mut().unwrap().retain(|t| t["id"] != "DEVOPS-007");
+    });
+    ws.write("go", "");
+    let status = crate::util::wait_for_exit(&mut child, std::time::Duration::from_secs(60), "the run");
+    assert_eq!(status.code(), Some(1));
+    ws.write(crate::util::TASKS, tasks);
+    assert_eq!(task(&ws.tasks(), "DEVOPS-007")["status"], "in_progress");
+    ws.run(&["run"]).status(0);
+    let production = task(&ws.tasks(), "DEVOPS-007").clone();
+    assert_eq!(production["status"], "deployed", "{production}");
+    assert!(!ws.tasks().iter().any(|t| t["id"] == "FIX-DEVOPS-007"), "no fix task for a run that finished");
+    assert!(!ws.read_string(crate::engine::REQUESTS).contains("interrupted"));
+    let _ = run_id;
 }
 
 #[test]
