@@ -384,7 +384,14 @@ pub fn human_approval(
 ) -> Result<(Check, Approval, Option<Artifact>), Vec<Diagnostic>> {
     const GATE: &str = "approval";
     let name = approval_file_name(environment);
-    let lookup = release::find(ws, &name, release)?;
+    let mut lookup = release::find(ws, &name, release)?;
+    // A decision file that changed a moment ago may be half written: read once it settled.
+    if let Lookup::Found(artifact) = &lookup
+        && !untouched_request(ws, release, &name, artifact)
+        && ws.settle_decision(&artifact.file)
+    {
+        lookup = release::find(ws, &name, release)?;
+    }
     let artifact = match lookup {
         Lookup::Found(artifact) => artifact,
         other => {
@@ -497,7 +504,13 @@ pub enum Decision {
 /// always allowed.
 pub fn rollout_decision(ws: &Workspace, journal: &Journal) -> Result<(Decision, Option<Artifact>), Vec<Diagnostic>> {
     let release = Release::new(journal.unit_id.clone(), journal.version.clone());
-    let Some(artifact) = release::find(ws, "R17-rollback-decision.md", &release)?.found() else {
+    let mut found = release::find(ws, "R17-rollback-decision.md", &release)?;
+    if let Lookup::Found(artifact) = &found
+        && ws.settle_decision(&artifact.file)
+    {
+        found = release::find(ws, "R17-rollback-decision.md", &release)?;
+    }
+    let Some(artifact) = found.found() else {
         let why = format!("no R17-rollback-decision.md for unit {}", journal.unit_id);
         return Ok((Decision::Pending(why), None));
     };

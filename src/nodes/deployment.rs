@@ -45,7 +45,38 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     }
     journal.save(run.ws).map_err(|e| NodeError::new("journal", e.to_string()))?;
     let provenance = provenance(run, &env);
-    let mut rollout = Rollout { ws: run.ws, runner: &run.runner, env: &env, vars: vars.clone(), journal, provenance };
+    // The approval is read again right before traffic moves: a decision file a person was
+    // still writing, or changed since, is decided again.
+    let approval = run.inputs.iter().find(|a| a.file.contains("-approval")).map(|a| (a.file.clone(), a.sha256.clone()));
+    let (ws, release, env_name) = (run.ws, run.release(), env.name.clone());
+    let recheck = move || -> Result<(), String> {
+        let Some((file, sha)) = &approval else { return Ok(()) };
+        ws.settle_decision(file);
+        let now = ws.read_text(file).ok().flatten().map(|text| sha256::hex(text.as_bytes())).unwrap_or_default();
+        if &now == sha {
+            return Ok(());
+        }
+        match gates::human_approval(ws, &env_name, &release, true) {
+            Ok((check, _, _)) if check.passed => Ok(()),
+            Ok((check, _, _)) => Err(format!(
+                "{file} changed before the switch and no longer lets the release through: {}",
+                check.detail
+            )),
+            Err(problems) => Err(format!(
+                "{file} changed before the switch and cannot be read: {}",
+                problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            )),
+        }
+    };
+    let mut rollout = Rollout {
+        ws: run.ws,
+        runner: &run.runner,
+        env: &env,
+        vars: vars.clone(),
+        journal,
+        provenance,
+        recheck: Some(&recheck),
+    };
     let mut report = match failed_staging {
         None => deploy::deploy(&mut rollout, &payload),
         // A paused rollout told to proceed cannot go on with a release that changed: it is
@@ -57,6 +88,12 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     let _ = fs::remove_dir_all(&payload);
     report.stale_lock = lock.previous_holder.clone();
     run.deploy = Some(report.clone());
+    if report.failed_step.as_deref() == Some(deploy::APPROVAL_STEP) {
+        // Nothing moved: the task waits for the decision to be taken again.
+        Journal::remove(run.ws, &env.name);
+        run.summary = format!("stopped {} before the switch: {}", run.release.label(), report.reason);
+        return Ok(Outcome::Blocked { reason: report.reason.clone(), escalate: false });
+    }
     let status = if report.paused.is_some() {
         "paused"
     } else if report.success {

@@ -475,9 +475,22 @@ pub struct Rollout<'a> {
     pub journal: Journal,
     /// Where the release comes from, for the environment's record.
     pub provenance: Provenance,
+    /// Asked right before traffic moves to the new release (the switch, the deploy command
+    /// that replaces what serves, the promotion): whether the decision that let it through
+    /// still holds. `Err` says why not, and nothing moves.
+    pub recheck: Option<&'a dyn Fn() -> Result<(), String>>,
 }
 
+/// The failed step of a rollout stopped because its approval no longer holds.
+pub const APPROVAL_STEP: &str = "approval";
+
 impl Rollout<'_> {
+    /// Whether the decision that let the release through still holds, right before traffic
+    /// moves.
+    fn still_let_through(&self) -> Result<(), String> {
+        self.recheck.map_or(Ok(()), |recheck| recheck())
+    }
+
     /// Marks this rollout's deployment in the record; a failed write is named in the report.
     fn mark(&self, report: &mut DeployReport, status: Status, reason: &str) {
         if let Err(e) = self.env.mark(self.ws, &self.journal.run_id, status, reason) {
@@ -668,6 +681,11 @@ fn deploy_local(
             return report.fail("health", why);
         }
     }
+    if let Err(why) = rollout.still_let_through() {
+        let why = format!("{why}; nothing was switched");
+        rollout.mark(report, Status::Bad, &why);
+        return report.fail(APPROVAL_STEP, why);
+    }
     rollout.journal.changed = true;
     rollout.journal.switched = true;
     rollout.save();
@@ -790,6 +808,11 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
         return report.fail("canary", format!("`environments.{}.canary_steps` is empty", env.name));
     }
     let fresh = rollout.journal.next_step == 0 && !rollout.journal.changed;
+    if fresh && let Err(why) = rollout.still_let_through() {
+        let why = format!("{why}; nothing was deployed");
+        rollout.mark(report, Status::Bad, &why);
+        return report.fail(APPROVAL_STEP, why);
+    }
     if fresh {
         if env.command("migrate").is_some() {
             rollout.journal.migrated = true;
@@ -860,6 +883,9 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
         }
     }
     if strategy == "canary" && env.command("promote").is_some() {
+        if let Err(why) = rollout.still_let_through() {
+            return give_up(rollout, report, APPROVAL_STEP, format!("{why}; the canary was not promoted"));
+        }
         let full = [("OPSFLOW_WEIGHT".to_owned(), "100".to_owned())];
         if let Err(why) = rollout.command(report, "promote", "promote", &full) {
             return give_up(rollout, report, "promote", why.to_string());
@@ -940,6 +966,10 @@ fn deploy_blue_green(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
     if let Some(failure) = failure {
         // Nothing was switched: the live side never saw the new release.
         return give_up(rollout, report, "health", format!("{failure}; the {idle} side was not switched in"));
+    }
+    if let Err(why) = rollout.still_let_through() {
+        // The idle side was deployed and checked; the live side never saw it.
+        return give_up(rollout, report, APPROVAL_STEP, format!("{why}; the {idle} side was not switched in"));
     }
     rollout.journal.switched = true;
     if let Err(why) = rollout.command(report, "switch", "switch", &sides) {

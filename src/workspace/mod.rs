@@ -179,6 +179,32 @@ const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long a file must keep its size and modification time to count as settled.
 const SETTLE_QUIET: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// How long a decision file (an approval, an R17) must have kept its size and modification
+/// time before a gate acts on it: editors that truncate a file and write it in chunks leave it
+/// half written for up to a few hundred milliseconds.
+pub const DECISION_QUIET: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long a gate waits at most for a decision file to settle.
+const DECISION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Workspace {
+    /// Waits until the decision file `relative` has not changed for [`DECISION_QUIET`] (at
+    /// most [`DECISION_WAIT`]). Returns whether it waited, so that the caller reads it again.
+    pub fn settle_decision(&self, relative: &str) -> bool {
+        let Ok(path) = self.inside(relative) else { return false };
+        let deadline = std::time::Instant::now() + DECISION_WAIT;
+        let mut waited = false;
+        loop {
+            let Ok(metadata) = fs::metadata(&path) else { return waited };
+            let age = metadata.modified().ok().and_then(|m| m.elapsed().ok()).unwrap_or(DECISION_QUIET);
+            if age >= DECISION_QUIET || std::time::Instant::now() >= deadline {
+                return waited;
+            }
+            waited = true;
+            std::thread::sleep((DECISION_QUIET - age).max(std::time::Duration::from_millis(20)));
+        }
+    }
+}
+
 /// A file's size and modification time, or nothing when it cannot be read.
 fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
     let metadata = fs::metadata(path).ok()?;

@@ -1553,3 +1553,34 @@ fn http_on_a_non_loopback_address_is_warned_about_at_start() {
     assert!(!loopback.log().contains(WARNING), "{}", loopback.log());
     assert_eq!(loopback.terminate(DEADLINE).code(), Some(0));
 }
+
+#[test]
+fn a_half_written_approval_is_read_once_it_settles_and_its_hold_wins() {
+    // An editor that truncates the approval and writes it in two chunks, 60 to 300 ms apart
+    // (VS Code and others do): the first chunk (`status: approved`, `- [ ] Approved`) parsed
+    // and shipped to production, and the `- [x] Hold` of the second was ignored.
+    let ws = Workspace::new().sample();
+    ws.run(&["run"]).status(3);
+    let approval = "docs/workflow/artifacts/R12-prod-approval.md";
+    let full = ws
+        .read_string(approval)
+        .replacen("status: \"pending\"", "status: \"approved\"", 1)
+        .replacen("approved_by: null", "approved_by: \"alice\"", 1)
+        .replacen("- [ ] Hold", "- [x] Hold", 1);
+    let cut = full.find("- [x] Hold").expect("the request has a Hold item");
+    let daemon = Daemon::start(&ws, &[], false);
+    {
+        let mut file = std::fs::OpenOptions::new().write(true).truncate(true).open(ws.join(approval)).unwrap();
+        file.write_all(full[..cut].as_bytes()).unwrap();
+        file.sync_data().unwrap();
+        // The editor's pause between its two writes.
+        std::thread::sleep(Duration::from_millis(200));
+        file.write_all(full[cut..].as_bytes()).unwrap();
+    }
+    wait_until(DEADLINE, "the hold to be recorded", || {
+        task(&ws.tasks(), "DEVOPS-007")["blocked_reason"].as_str().is_some_and(|r| r.contains("on hold"))
+    });
+    assert!(!ws.join(".opsflow/envs/production/active").exists(), "nothing shipped:\n{}", daemon.log());
+    let audit = ws.read_string(".opsflow/audit.jsonl");
+    assert!(!audit.lines().any(|l| l.contains("\"DEVOPS-007\"") && l.contains("\"claimed\"")), "{audit}");
+}

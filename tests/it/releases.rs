@@ -383,3 +383,32 @@ fn a_release_rewritten_with_its_sha256sums_is_refused() {
     assert!(outcome["summary"].as_str().unwrap().contains("is not the one the release was built with"), "{outcome}");
     assert!(!ws.join(".opsflow/envs/production/active").exists(), "the tampered release was deployed");
 }
+
+#[test]
+fn an_approval_changed_to_hold_while_the_release_is_checked_stops_it_before_the_switch() {
+    // The approval is read again right before traffic moves: a Hold written while the idle
+    // slot was being checked keeps the release out.
+    let ws = Workspace::new().sample();
+    edit_json(&ws, CONFIG, |c| {
+        c["environments"]["production"]["preview_checks"] = json!([{"name": "slow", "command":
+            "touch \"$OPSFLOW_WORKSPACE/previewing\"; while [ ! -f \"$OPSFLOW_WORKSPACE/go\" ]; do sleep 0.05; done"}]);
+    });
+    ws.run(&["run"]).status(3);
+    approve(&ws, "alice");
+    let mut child =
+        ws.command(&["run"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    crate::util::wait_until(std::time::Duration::from_secs(60), "the idle slot's check to start", || {
+        ws.join("previewing").exists()
+    });
+    let held = ws.read_string(APPROVAL).replacen("- [ ] Hold", "- [x] Hold", 1);
+    ws.write(APPROVAL, held);
+    ws.write("go", "");
+    let status = crate::util::wait_for_exit(&mut child, std::time::Duration::from_secs(60), "the run");
+    assert_eq!(status.code(), Some(3));
+    assert!(!ws.join(".opsflow/envs/production/active").exists(), "the release was not switched in");
+    let audit = ws.read_string(".opsflow/audit.jsonl");
+    assert!(audit.contains("changed before the switch and no longer lets the release through"), "{audit}");
+    // The next pass reads the gate again: it waits, on hold.
+    let reason = task(&ws.tasks(), "DEVOPS-007")["blocked_reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("on hold by alice"), "{reason}");
+}
