@@ -60,7 +60,10 @@ pub fn acquire(ws: &Workspace) -> Result<InstanceLock, InstanceError> {
         Err(fs::TryLockError::Error(source)) => return Err(InstanceError::Lock { path, source }),
     }
     let info = format!("pid {} on host {} since {}\n", std::process::id(), host_name(), crate::time::now_rfc3339());
-    let _ = file.set_len(0).and_then(|()| file.seek(SeekFrom::Start(0))).and_then(|_| file.write_all(info.as_bytes()));
+    // Who holds the lock is a courtesy for the next runner's message; the lock itself holds.
+    if let Err(e) = file.set_len(0).and_then(|()| file.seek(SeekFrom::Start(0))).and_then(|_| file.write_all(info.as_bytes())) {
+        tracing::warn!("cannot note the holder in {}: {e}", path.display());
+    }
     Ok(InstanceLock { _file: file, path })
 }
 

@@ -27,6 +27,7 @@ use serde_json::Value;
 
 use crate::git::{GitError, GitOutput};
 use crate::store::file::StoreError;
+use crate::workspace::read;
 use crate::workspace::Workspace;
 use crate::workspace::write::{self, WriteError};
 
@@ -490,8 +491,9 @@ impl GitSync {
         tracing::debug!("{}", report.trim_end());
         if let Some(log) = self.log.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
             && let Ok(mut file) = fs::OpenOptions::new().create(true).append(true).open(log)
+            && let Err(e) = file.write_all(report.as_bytes())
         {
-            let _ = file.write_all(report.as_bytes());
+            tracing::warn!("cannot append git's output to {}: {e}", log.display());
         }
         Ok(output)
     }
@@ -742,8 +744,12 @@ impl GitSync {
             // The merge driver wrote valid JSON with the remote's value for each field both
             // sides changed (and listed them); the remote's published history wins over an
             // unpushed local change. Without the driver git leaves markers: never settled.
-            let text = fs::read_to_string(&absolute).unwrap_or_default();
-            if text.contains("<<<<<<<") || serde_json::from_str::<Value>(&text).is_err() {
+            // Through the workspace's readers: a FIFO is not opened, duplicate keys are refused.
+            let text = read::read_text(&absolute, path, crate::config::DEFAULT_MAX_FILE_BYTES)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            if text.contains("<<<<<<<") || read::parse_json(path, &text).is_err() {
                 return Err(self.conflict_reason(path, "git left conflict markers (is the merge driver configured?)"));
             }
             return Ok(());
@@ -790,8 +796,9 @@ impl GitSync {
         } else {
             (&self.tasks, String::new())
         };
-        let Ok(text) = fs::read_to_string(path) else { return false };
-        let Ok(value) = serde_json::from_str::<Value>(&text) else { return false };
+        let label = path.to_string_lossy();
+        let Ok(Some(text)) = read::read_text(path, &label, crate::config::DEFAULT_MAX_FILE_BYTES) else { return false };
+        let Ok(value) = read::parse_json(&label, &text) else { return false };
         let entry = if from_state {
             value.pointer(&pointer).cloned()
         } else {

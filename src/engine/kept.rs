@@ -44,6 +44,10 @@ pub struct KeptOutcome {
     /// When it was written onto its task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_at: Option<String>,
+    /// The run whose claim the entry must carry, when not `run_id` (a recovery records an
+    /// interrupted run on the dead runner's claim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
 }
 
 impl KeptOutcome {
@@ -68,7 +72,13 @@ impl KeptOutcome {
             outcome: outcome.clone(),
             why: String::new(),
             applied_at: None,
+            claim: None,
         }
+    }
+
+    /// The run whose claim the task entry must carry for this outcome to land on it.
+    pub fn claim(&self) -> &str {
+        self.claim.as_deref().unwrap_or(&self.run_id)
     }
 
     /// The edit of the task entry, with `updated_at` now.
@@ -120,6 +130,7 @@ impl KeptOutcome {
                     outcome: old["outcome"].clone(),
                     why: old["why"].as_str().unwrap_or_default().to_owned(),
                     applied_at: None,
+                    claim: None,
                 }))
             })
             .map_err(|e| format!("{} is not an outcome: {e}", ws.label(&path)))
@@ -152,7 +163,7 @@ impl KeptOutcome {
             self.task,
             self.why,
             ws.label(&Self::path(ws, &self.run_id)),
-            self.run_id
+            self.claim()
         )
     }
 }

@@ -1331,6 +1331,8 @@ impl<'w> Engine<'w> {
         let release = self.release_of(&task);
         let run_id = new_run_id();
         let mut run = self.node_run(&task, node, &run_id, release);
+        // The entry carries the dead runner's claim: the interruption is recorded on it.
+        run.claim = Some(old_run.clone());
         if let Some((journal, env)) = rollout {
             if !journal.changed {
                 // Its release was staged but never went live: not `deploying` for ever.
@@ -1512,11 +1514,17 @@ impl<'w> Engine<'w> {
             rolled_back: Vec::new(),
             warnings: Vec::new(),
             decided: None,
+            record_errors: Vec::new(),
+            claim: None,
         }
     }
 
     /// Records the end of a node: task, state, fix task, human request, signal, audit.
     fn finish(&self, task: &Task, node: &Node, run: &mut NodeRun<'_>, outcome: &Outcome, state: &Value) {
+        // What the node could not record is the run's failure to write, never only a log line.
+        for error in std::mem::take(&mut run.record_errors) {
+            self.write_failed(error);
+        }
         if let Outcome::Blocked { reason, escalate } = outcome {
             return self.finish_blocked(task, node, run, reason, *escalate);
         }
@@ -1788,10 +1796,12 @@ impl<'w> Engine<'w> {
         // A current node of state.json that no task stood for has no entry to write to.
         let Some(task_id) = task_id else { return };
         let mut kept = KeptOutcome::new(id, &node.name, &run.run_id, &ops, &appends, outcome);
+        kept.claim = run.claim.clone();
         if let Err(e) = kept.save(self.ws) {
             tracing::error!("cannot keep the outcome of {id} beside its run: {e}");
         }
-        let why = match record::edit_claimed_task(self.ws, task_id, &run.run_id, ops, appends) {
+        let claim = run.claim.as_deref().unwrap_or(&run.run_id);
+        let why = match record::edit_claimed_task(self.ws, task_id, claim, ops, appends) {
             Ok(Claimed::Applied) => {
                 kept.applied_at = Some(crate::time::now_rfc3339());
                 if let Err(e) = kept.save(self.ws) {
@@ -1834,7 +1844,7 @@ impl<'w> Engine<'w> {
             status: "needs attention".into(),
             help_needed: format!(
                 "bring back the entry of {id} that carries `run_id: {}` (check out the branch again, `git stash pop`) and opsflow records it; or record the outcome from {file} by hand and delete that file",
-                run.run_id
+                kept.claim()
             ),
             contacts: "Product-Manager".into(),
             raised_at: crate::time::now_rfc3339(),
@@ -1848,7 +1858,7 @@ impl<'w> Engine<'w> {
     /// it wrote it.
     fn apply_kept(&self, kept: &mut KeptOutcome) -> bool {
         let again = kept.applied_at.is_some();
-        match record::edit_claimed_task(self.ws, &kept.task, &kept.run_id, kept.ops(), kept.appends.clone()) {
+        match record::edit_claimed_task(self.ws, &kept.task, kept.claim(), kept.ops(), kept.appends.clone()) {
             Ok(Claimed::Applied) => {
                 kept.applied_at = Some(crate::time::now_rfc3339());
                 kept.why.clear();

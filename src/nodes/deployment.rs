@@ -87,6 +87,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     let mut journal = rollout.journal;
     let _ = fs::remove_dir_all(&payload);
     report.stale_lock = lock.previous_holder.clone();
+    run.record_errors.extend(report.record_errors.iter().cloned());
     run.deploy = Some(report.clone());
     if report.failed_step.as_deref() == Some(deploy::APPROVAL_STEP) {
         // Nothing moved: the task waits for the decision to be taken again.
@@ -128,7 +129,9 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
             && let Ok(Some(text)) = run.ws.read_text(&approval.file)
         {
             let name = approval.file.rsplit('/').next().unwrap_or_default().to_owned();
-            let _ = release::keep_in_history(run.ws, &run.release(), &format!("approved-{name}"), &text);
+            if let Err(e) = release::keep_in_history(run.ws, &run.release(), &format!("approved-{name}"), &text) {
+                run.record_errors.push(format!("cannot keep the approval {} in the release's history: {e}", approval.file));
+            }
         }
     }
     if let Some((stage, reason)) = report.paused.clone() {
@@ -522,6 +525,7 @@ pub fn write_rollback_result(
     reason: &str,
     decision_sha256: &str,
 ) -> Result<(), NodeError> {
+    run.record_errors.extend(rollback.record_errors.iter().cloned());
     let status = if rollback.success { "success" } else { "failed" };
     let mut front = Map::new();
     front.insert("environment".into(), rollback.environment.clone().into());
@@ -582,10 +586,16 @@ pub(crate) fn patch_report_of(run: &mut NodeRun<'_>, release: &Release, status: 
         report["run_id"] = json!(run.run_id);
         if run.ws.schemas.validate(SchemaName::OwnDeploymentReport, &file, &report).is_empty() {
             let text = format!("{}\n", serde_json::to_string_pretty(&report).expect("a Value serializes"));
-            if file == plain {
-                let _ = run.write(&file, &text);
-            } else if let Ok(path) = run.ws.inside(&file) {
-                let _ = write_atomic(&path, run.runner.secrets.mask(&text).as_bytes());
+            let written = if file == plain {
+                run.write(&file, &text).map_err(|e| e.reason)
+            } else {
+                run.ws
+                    .inside(&file)
+                    .map_err(|d| d.to_string())
+                    .and_then(|path| write_atomic(&path, run.runner.secrets.mask(&text).as_bytes()).map_err(|e| e.to_string()))
+            };
+            if let Err(e) = written {
+                run.record_errors.push(format!("cannot record in {file} that {} is {status}: {e}", release.label()));
             }
         }
     }
@@ -638,8 +648,13 @@ pub(crate) fn mark_deploy_report_rolled_back(run: &mut NodeRun<'_>, release: &Re
             crate::render::markdown_escape(restored)
         );
         let patched = format!("{front}{body}{section}");
-        if let Ok(path) = run.ws.inside(&file) {
-            let _ = write_atomic(&path, run.runner.secrets.mask(&patched).as_bytes());
+        let written = run
+            .ws
+            .inside(&file)
+            .map_err(|d| d.to_string())
+            .and_then(|path| write_atomic(&path, run.runner.secrets.mask(&patched).as_bytes()).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            run.record_errors.push(format!("cannot record in {file} that {} was rolled back: {e}", release.label()));
         }
     }
 }

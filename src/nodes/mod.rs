@@ -162,6 +162,12 @@ pub struct NodeRun<'a> {
     pub warnings: Vec<Value>,
     /// A person's decision about a paused rollout that this run carries out, for its reports.
     pub decided: Option<Decided>,
+    /// Records this run could not write (a report's later patch, a history copy, a change of
+    /// the environment's record), each naming its file: the engine fails the run with them.
+    pub record_errors: Vec<String>,
+    /// The run whose claim the task entry carries, when it is not this run's own: recovery
+    /// records an interrupted run on the claim the dead runner left.
+    pub claim: Option<String>,
 }
 
 /// A person's decision about a paused rollout: `proceed` or `rollback`, and the sentence that

@@ -65,5 +65,6 @@ mod rollout;
 mod scanner_property;
 mod store;
 mod sync;
+mod tidy;
 mod tls;
 mod util;

@@ -1,0 +1,88 @@
+//! Rules of the code that matter, held by a test (as rust-analyzer's tidy does): workflow
+//! files are read only through the workspace's defensive readers, and no write is dropped
+//! with `let _ =`.
+
+use std::path::Path;
+
+/// Files that may open files directly, each with why: they read opsflow's own runtime files,
+/// logs, git's temporary files or release contents, never a workflow file another hand wrote.
+const DIRECT_READS: &[(&str, &str)] = &[
+    ("src/workspace/read.rs", "the defensive readers themselves"),
+    ("src/workspace/write.rs", "the write side compares what it displaced"),
+    ("src/store/file.rs", "the store reads under its lock through read_bytes"),
+    ("src/cmd/demo.rs", "the demo reads the sample it just copied"),
+    ("src/cmd/init.rs", "init reads the .gitignore files it writes"),
+    ("src/cmd/status.rs", "status reads opsflow's own audit log"),
+    ("src/daemon/git_busy.rs", "git's index.lock"),
+    ("src/engine/kept.rs", "opsflow's own kept outcomes in the runtime directory"),
+    ("src/engine/record.rs", "unit tests"),
+    ("src/environment/record.rs", "the environment's record in the runtime directory"),
+    ("src/exec/command.rs", "run logs and process-group markers"),
+    ("src/exec/http.rs", "a check's CA file from the config"),
+    ("src/instance.rs", "the instance lock file"),
+    ("src/lib.rs", "the sha256 of release files"),
+    ("src/merge/setup.rs", "git's .gitattributes"),
+    ("src/nodes/build.rs", "a release's own SHA256SUMS and files"),
+    ("src/rollout/deploy_lock.rs", "the deploy lock file"),
+    ("src/rollout/journal.rs", "the rollout journal in the runtime directory"),
+    ("src/rollout/local.rs", "release directories"),
+];
+
+fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn workflow_files_are_read_only_through_the_readers() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    sources(&root.join("src"), &mut files);
+    let mut found = Vec::new();
+    for file in files {
+        let relative = file.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+        if DIRECT_READS.iter().any(|(allowed, _)| *allowed == relative) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            if ["fs::read_to_string(", "fs::read(", "File::open("].iter().any(|p| code.contains(p)) {
+                found.push(format!("{relative}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "read through Workspace::read_text or workspace::read (or add the file to DIRECT_READS with why):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn no_write_of_a_record_is_dropped() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    sources(&root.join("src"), &mut files);
+    // Writes whose failure must reach a record of failures; removing a temporary file or
+    // writing to a log line is not among them.
+    let writes = ["write_atomic(", "write_file(", "run.write(", "keep_in_history(", ".save(", "write_all("];
+    let mut found = Vec::new();
+    for file in files {
+        let relative = file.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("let _ =") && writes.iter().any(|w| code.contains(w)) {
+                found.push(format!("{relative}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "a write's error is dropped:\n{}", found.join("\n"));
+}
