@@ -148,6 +148,7 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
         let entry = list.iter().find(|t| t.get("id").and_then(Value::as_str) == Some(id));
         entry.and_then(|t| t.get("status")).and_then(Value::as_str)
     };
+    let beads = crate::integrations::beads::load(ws);
     let mut owned = Vec::new();
     let mut entry_problems = vec![false; tasks.diagnostics.len()];
     for (index, entry) in list.iter().enumerate() {
@@ -166,7 +167,7 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
                 d.to_string()
             })
             .collect();
-        let waits = readiness::waiting_on(&task, status_of);
+        let waits = readiness::waiting_on(&task, status_of, &beads);
         let raw_text = |key: &str| task.raw.get(key).and_then(Value::as_str).map(str::to_owned);
         owned.push(OwnedTask {
             id: task.id.clone(),
