@@ -728,6 +728,19 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_yaml_file_gets_the_guards_of_front_matter() {
+        let bomb = alias_bomb().replace("---\n# Report\n", "").replacen("---\n", "", 1);
+        let error = parse_yaml("g.yml", &bomb).unwrap_err();
+        assert!(error.message.starts_with("the file aliases (`*name`) would expand"), "{}", error.message);
+        let error = parse_yaml("g.yml", "a: 1\nb:\n  c: 2\n  c: 3\n").unwrap_err();
+        assert_eq!((error.line, error.message.as_str()), (Some(4), "the file has the key `c` twice in one mapping"));
+        let error = parse_yaml("g.yml", "a: [1, 2\n").unwrap_err();
+        assert!(error.message.starts_with("the file is not valid YAML"), "{}", error.message);
+        assert!(parse_yaml("g.yml", "a: 1\n---\nb: 2\n").unwrap_err().message.contains("2 YAML documents"));
+        assert_eq!(parse_yaml("g.yml", "").unwrap(), yaml_rust2::Yaml::Null);
+    }
+
+    #[test]
     fn a_few_aliases_and_quoted_stars_are_fine() {
         let text = "---\nbase: &base {owner: ops, level: 2}\ncopy: *base\nnote: \"*not an alias\"\nstar: '*x'\n---\n";
         let doc = parse_markdown("a.md", text).unwrap();
