@@ -97,6 +97,10 @@ pub struct Paths {
     pub releases: String,
     pub qa_reports: String,
     pub qa_test_report: String,
+    /// BMAD's QA gate files (`<epic>.<story>-<slug>.yml`), docs/integrations.md.
+    pub qa_gates: String,
+    /// beads' issues (`issues.jsonl`), read only, when the file is there.
+    pub beads: String,
     pub deployment_report: String,
     pub completion_signal: String,
     pub schemas: String,
@@ -116,6 +120,8 @@ impl Default for Paths {
             releases: "docs/workflow/releases".into(),
             qa_reports: "QA".into(),
             qa_test_report: "ARTIFACTS/qa-engineer/qa-test-report.json".into(),
+            qa_gates: "docs/qa/gates".into(),
+            beads: ".beads/issues.jsonl".into(),
             deployment_report: "ARTIFACTS/devops-engineer/deployment-report.json".into(),
             completion_signal: "ARTIFACTS/system/stage-completion-signal.json".into(),
             schemas: "schemas".into(),
@@ -126,7 +132,7 @@ impl Default for Paths {
 }
 
 impl Paths {
-    pub fn entries(&self) -> [(&'static str, &str); 14] {
+    pub fn entries(&self) -> [(&'static str, &str); 16] {
         [
             ("tasks", &self.tasks),
             ("state", &self.state),
@@ -137,6 +143,8 @@ impl Paths {
             ("releases", &self.releases),
             ("qa_reports", &self.qa_reports),
             ("qa_test_report", &self.qa_test_report),
+            ("qa_gates", &self.qa_gates),
+            ("beads", &self.beads),
             ("deployment_report", &self.deployment_report),
             ("completion_signal", &self.completion_signal),
             ("schemas", &self.schemas),
@@ -256,6 +264,8 @@ pub struct Gates {
     pub coverage_action: String,
     pub max_critical: u64,
     pub max_high: u64,
+    /// What a BMAD gate that says `CONCERNS` does: `block` (the default) or `allow`.
+    pub bmad_concerns: String,
 }
 
 impl Default for Gates {
@@ -267,6 +277,7 @@ impl Default for Gates {
             coverage_action: "warn".into(),
             max_critical: 0,
             max_high: 0,
+            bmad_concerns: "block".into(),
         }
     }
 }

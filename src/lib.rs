@@ -16,6 +16,7 @@ pub mod exec;
 pub mod exit;
 pub mod git;
 pub mod instance;
+pub mod integrations;
 pub mod merge;
 pub mod nodes;
 pub mod release;

@@ -83,19 +83,20 @@ fn check_tasks(ws: &Workspace, text: String) -> Loaded {
             },
             _ => return loaded,
         };
-        let found = task_graph_problems(&relative, prefix, tasks);
+        let beads = crate::integrations::beads::load(ws);
+        let found = task_graph_problems(&relative, prefix, tasks, &|id| beads.get(id).is_some());
         loaded.diagnostics.extend(found.into_iter().map(|d| d.locate_in(text)));
     }
     loaded
 }
 
 /// Duplicate ids, `depends_on` naming unknown tasks, and dependency cycles.
-fn task_graph_problems(file: &str, prefix: &str, tasks: &[Value]) -> Vec<Diagnostic> {
+fn task_graph_problems(file: &str, prefix: &str, tasks: &[Value], elsewhere: &dyn Fn(&str) -> bool) -> Vec<Diagnostic> {
     let ids: Vec<(usize, Option<&str>)> =
         tasks.iter().enumerate().map(|(index, task)| (index, task.get("id").and_then(Value::as_str))).collect();
     let (first, mut problems) = duplicate_ids(file, prefix, &ids);
     let entries: Vec<(usize, &Value)> = tasks.iter().enumerate().collect();
-    problems.extend(dependency_problems(file, prefix, &entries, &first));
+    problems.extend(dependency_problems(file, prefix, &entries, &first, elsewhere));
     problems
 }
 
@@ -125,14 +126,16 @@ fn duplicate_ids<'t>(
     (first, problems)
 }
 
-/// `depends_on` entries naming no task, and dependency cycles, among `entries` (entry index
-/// in the file, entry); `first` gives the entry of every id in the file. Every dependency of
+/// `depends_on` entries naming no task (nor anything `elsewhere` knows: a beads issue), and
+/// dependency cycles, among `entries` (entry index in the file, entry); `first` gives the
+/// entry of every id in the file. Every dependency of
 /// an entry that is in the file must be among `entries` for its cycles to be found.
 fn dependency_problems(
     file: &str,
     prefix: &str,
     entries: &[(usize, &Value)],
     first: &HashMap<&str, usize>,
+    elsewhere: &dyn Fn(&str) -> bool,
 ) -> Vec<Diagnostic> {
     let mut problems = Vec::new();
     let deps = |task: &Value| -> Vec<String> {
@@ -144,7 +147,7 @@ fn dependency_problems(
     let id_of = |task: &Value| task.get("id").and_then(Value::as_str).map(str::to_owned);
     for (index, task) in entries {
         for (k, dep) in deps(task).iter().enumerate() {
-            if !first.contains_key(dep.as_str()) {
+            if !first.contains_key(dep.as_str()) && !elsewhere(dep) {
                 problems.push(
                     Diagnostic::new(
                         file,
@@ -321,7 +324,8 @@ fn task_list_from(
         reached.push((index, task));
     }
     let entries: Vec<(usize, &Value)> = kept.iter().chain(&reached).map(|(i, t)| (*i, t)).collect();
-    diagnostics.extend(dependency_problems(file, prefix, &entries, &first));
+    let beads = crate::integrations::beads::load(ws);
+    diagnostics.extend(dependency_problems(file, prefix, &entries, &first, &|id| beads.get(id).is_some()));
     let diagnostics = diagnostics.into_iter().map(|d| d.locate_in(text)).collect();
     Ok(TaskList { readable: true, prefix, statuses, kept, diagnostics })
 }
@@ -450,6 +454,13 @@ pub fn validate_workspace(ws: &Workspace) -> Report {
     let tasks = load_tasks(ws);
     report.warnings.extend(task_warnings(ws, &tasks));
     note(&mut report, &paths.tasks, tasks.text.is_some(), tasks.diagnostics);
+    let beads = crate::integrations::beads::load(ws);
+    report.warnings.extend(beads.warnings.iter().map(ToString::to_string));
+    note(&mut report, &beads.file, beads.present, beads.problems);
+    for file in crate::integrations::bmad::files(ws) {
+        let problems = crate::integrations::bmad::load_file(ws, &file).err().unwrap_or_default();
+        note(&mut report, &file, true, problems);
+    }
     for (file, schema) in [
         (&paths.state, SchemaName::State),
         (&paths.workflow, SchemaName::Workflow),
@@ -631,7 +642,7 @@ mod tests {
             json!({"id": "C", "depends_on": ["A"]}),
             json!({"id": "A"}),
         ];
-        let problems = task_graph_problems("t.json", "/tasks", &tasks);
+        let problems = task_graph_problems("t.json", "/tasks", &tasks, &|_| false);
         let kinds: Vec<_> = problems.iter().map(|d| (d.kind, d.pointer.clone().unwrap())).collect();
         assert_eq!(
             kinds,

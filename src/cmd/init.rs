@@ -94,9 +94,9 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
         write::write_file(&root, &path, content.as_bytes()).map_err(|e| write_error(&path, e))?;
         println!("created  {relative}");
     }
-    if !fs::read_to_string(dir.join("docs/workflow/.gitignore")).unwrap_or_default().contains(".json.lock") {
+    if !fs::read_to_string(dir.join("docs/workflow/.gitignore")).unwrap_or_default().contains("/*.lock") {
         println!(
-            "note: add `/*.json.lock`, `/*.md.lock` and `/.*.opsflow-tmp` to docs/workflow/.gitignore so opsflow's \
+            "note: add `/*.lock` and `/.*.opsflow-tmp` to docs/workflow/.gitignore so opsflow's \
              lock files stay out of git"
         );
     }

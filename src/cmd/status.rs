@@ -197,6 +197,7 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
         let entry = list.iter().find(|t| t.get("id").and_then(Value::as_str) == Some(id));
         entry.and_then(|t| t.get("status")).and_then(Value::as_str)
     };
+    let beads = crate::integrations::beads::load(ws);
     let mut owned = Vec::new();
     let mut entry_problems = vec![false; tasks.diagnostics.len()];
     for (index, entry) in list.iter().enumerate() {
@@ -215,7 +216,7 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
                 d.to_string()
             })
             .collect();
-        let waits = readiness::waiting_on(&task, status_of);
+        let waits = readiness::waiting_on(&task, status_of, &beads);
         let raw_text = |key: &str| task.raw.get(key).and_then(Value::as_str).map(str::to_owned);
         let fix_id = crate::engine::record::fix_task_id(&task.id);
         let fix = status_of(&fix_id).map(|s| (fix_id.as_str(), s));

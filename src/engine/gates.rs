@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::artifacts::{self, Artifact};
 use crate::config::Config;
+use crate::integrations::bmad::{self, GateFile, Verdict};
 use crate::release::{self, Lookup, Release, same_version};
 use crate::rollout::journal::Journal;
 use crate::schema::SchemaName;
@@ -50,6 +51,8 @@ pub struct QaEvidence {
     pub markdown: Option<Artifact>,
     /// `qa-test-report.json` when it is for this unit (or names no unit).
     pub report: Option<(String, Value, String)>,
+    /// The BMAD QA gate file whose `story` is this unit.
+    pub gate: Option<GateFile>,
 }
 
 impl QaEvidence {
@@ -62,6 +65,9 @@ impl QaEvidence {
         if let Some((file, _, sha)) = &self.report {
             inputs.push((file.clone(), sha.clone()));
         }
+        if let Some(gate) = &self.gate {
+            inputs.push((gate.file.clone(), gate.sha256.clone()));
+        }
         inputs
     }
 }
@@ -69,7 +75,8 @@ impl QaEvidence {
 /// Reads the QA report markdown and JSON of `release`. QA may write one per release
 /// (`QA-Report-<UNIT_ID>-<version>.md`, `qa-test-report-<UNIT_ID>-<version>.json`), one per
 /// unit (`qa-test-report-<UNIT_ID>.json`) or the plain seed names; the most specific one that
-/// is for this unit counts. Invalid files are errors.
+/// is for this unit counts. A BMAD gate file in `paths.qa_gates` whose `story` is the unit is
+/// read too. Invalid files are errors.
 pub fn load_qa(ws: &Workspace, release: &Release) -> Result<QaEvidence, Vec<Diagnostic>> {
     let unit = release.unit.as_str();
     let bare = release.version.bare();
@@ -117,6 +124,7 @@ pub fn load_qa(ws: &Workspace, release: &Release) -> Result<QaEvidence, Vec<Diag
             }
         }
     }
+    evidence.gate = bmad::load_for(ws, unit)?;
     Ok(evidence)
 }
 
@@ -127,21 +135,22 @@ pub struct QaVerdict {
     pub rejected: Option<String>,
 }
 
-/// The QA gate for `release`: the reports approve, name no blocking bug, and, when they name
-/// a version, name this one (seed 000: artifact version matches approved code).
-pub fn qa_gate(ws: &Workspace, release: &Release, evidence: &QaEvidence) -> QaVerdict {
+/// The QA gate for `release`: the reports and the BMAD gate approve, name no blocking bug,
+/// agree, and, when they name a version, name this one (seed 000: artifact version matches
+/// approved code). A pure function of the config and what [`load_qa`] read.
+pub fn qa_gate(config: &Config, release: &Release, evidence: &QaEvidence) -> QaVerdict {
     const GATE: &str = "qa";
     let (unit, version) = (release.unit.as_str(), release.version.as_str());
     let mut checks = Vec::new();
     let mut rejected = None;
-    if evidence.markdown.is_none() && evidence.report.is_none() {
+    if evidence.markdown.is_none() && evidence.report.is_none() && evidence.gate.is_none() {
         checks.push(Check::new(
             GATE,
             "QA report",
             false,
             format!(
-                "no QA report for unit {unit}: looked for {}/QA-Report-{unit}.md and {}",
-                ws.config.paths.qa_reports, ws.config.paths.qa_test_report
+                "no QA report for unit {unit}: looked for {}/QA-Report-{unit}.md, {} and a gate file with `story: \"{unit}\"` in {}",
+                config.paths.qa_reports, config.paths.qa_test_report, config.paths.qa_gates
             ),
         ));
     }
@@ -202,7 +211,131 @@ pub fn qa_gate(ws: &Workspace, release: &Release, evidence: &QaEvidence) -> QaVe
         let bugs = report.get("blocking_bugs").and_then(Value::as_array).map_or(0, Vec::len);
         checks.push(Check::new(GATE, "no blocking bugs", bugs == 0, format!("{file}: {bugs} blocking bugs")));
     }
+    if let Some(gate) = &evidence.gate {
+        let verdict = bmad_gate(config, gate);
+        if let Some(why) = verdict.rejected {
+            rejected.get_or_insert(why);
+        }
+        checks.extend(verdict.checks);
+    }
+    checks.extend(verdicts_disagree(config, evidence));
     QaVerdict { checks, rejected }
+}
+
+/// Whether `gates.bmad_concerns` lets a `CONCERNS` through.
+fn concerns_allowed(config: &Config) -> bool {
+    config.gates.bmad_concerns == "allow"
+}
+
+/// What a BMAD gate file says about its story: `PASS` approves; `WAIVED` approves only with
+/// `waiver.active: true` and a `waiver.approved_by`, and says who waived it; `CONCERNS`
+/// blocks unless `gates.bmad_concerns` is `allow` (then it warns); `FAIL` is QA's rejection.
+/// Every `top_issues` item of severity `high` is a blocking bug, whatever the gate says.
+pub fn bmad_gate(config: &Config, gate: &GateFile) -> QaVerdict {
+    const GATE: &str = "qa";
+    const NAME: &str = "BMAD QA gate";
+    let file = &gate.file;
+    let reason =
+        if gate.status_reason.trim().is_empty() { String::new() } else { format!(" ({})", gate.status_reason.trim()) };
+    let mut rejected = None;
+    let mut check = match gate.gate {
+        Verdict::Pass => Check::new(GATE, NAME, true, format!("{file}: gate PASS{reason}")),
+        Verdict::Waived if gate.waiver.active && !gate.waiver.approved_by.is_empty() => {
+            let why = if gate.waiver.reason.trim().is_empty() {
+                String::new()
+            } else {
+                format!(": {}", gate.waiver.reason.trim())
+            };
+            Check::new(GATE, NAME, true, format!("{file}: gate WAIVED by {}{why}", gate.waiver.approved_by))
+        }
+        Verdict::Waived if gate.waiver.active => Check::new(
+            GATE,
+            NAME,
+            false,
+            format!(
+                "{file}: gate WAIVED, but `waiver.approved_by` names nobody; a waiver counts only with who approved it"
+            ),
+        ),
+        Verdict::Waived => Check::new(
+            GATE,
+            NAME,
+            false,
+            format!("{file}: gate WAIVED, but `waiver.active` is not true; a waiver counts only when active"),
+        ),
+        Verdict::Concerns => Check::new(
+            GATE,
+            NAME,
+            false,
+            if concerns_allowed(config) {
+                format!("{file}: gate CONCERNS{reason}; let through by gates.bmad_concerns: allow")
+            } else {
+                format!("{file}: gate CONCERNS{reason}; set gates.bmad_concerns to \"allow\" to let CONCERNS through")
+            },
+        ),
+        Verdict::Fail => {
+            rejected = Some(format!("{file} says `gate: FAIL`{reason}"));
+            Check::new(GATE, NAME, false, format!("{file}: gate FAIL{reason}"))
+        }
+    };
+    check.warning = gate.gate == Verdict::Concerns && concerns_allowed(config);
+    let mut checks = vec![check];
+    let high: Vec<String> = gate.high_issues().map(|issue| format!("{}: {}", issue.id, issue.finding)).collect();
+    if !high.is_empty() {
+        checks.push(Check::new(
+            GATE,
+            "no blocking bugs",
+            false,
+            format!("{file}: {} top_issues of severity high ({})", high.len(), high.join("; ")),
+        ));
+    }
+    QaVerdict { checks, rejected }
+}
+
+/// Whether each QA verdict for the unit approves, by file: the QA report's `status`, the
+/// JSON report's `recommendation`, the BMAD gate's `gate`.
+fn verdicts(config: &Config, evidence: &QaEvidence) -> Vec<(String, bool, String)> {
+    let mut verdicts = Vec::new();
+    if let Some(md) = &evidence.markdown {
+        let status = md.field("status").unwrap_or("missing");
+        verdicts.push((md.file.clone(), status == "approved", format!("status {status}")));
+    }
+    if let Some((file, report, _)) = &evidence.report {
+        let recommendation = report.get("recommendation").and_then(Value::as_str).unwrap_or("missing");
+        verdicts.push((
+            file.clone(),
+            recommendation == "approve_for_deployment",
+            format!("recommendation {recommendation}"),
+        ));
+    }
+    if let Some(gate) = &evidence.gate {
+        let approves = bmad_gate(config, gate).checks.first().is_some_and(|check| !check.blocks());
+        verdicts.push((gate.file.clone(), approves, format!("gate {}", gate.gate)));
+    }
+    verdicts
+}
+
+/// When some QA verdicts for the unit approve and others do not, one check that names them
+/// all: every one must approve.
+fn verdicts_disagree(config: &Config, evidence: &QaEvidence) -> Option<Check> {
+    let verdicts = verdicts(config, evidence);
+    let approving = verdicts.iter().filter(|(_, approves, _)| *approves).count();
+    if approving == 0 || approving == verdicts.len() {
+        return None;
+    }
+    let side = |approves: bool| {
+        verdicts
+            .iter()
+            .filter(|(_, a, _)| *a == approves)
+            .map(|(file, _, said)| format!("{file} ({said})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Some(Check::new(
+        "qa",
+        "QA verdicts agree",
+        false,
+        format!("{} approve, {} does not: every QA verdict for the unit must approve", side(true), side(false)),
+    ))
 }
 
 /// Why a figure of the QA JSON report cannot be judged: the text is the failed check's
@@ -250,6 +383,47 @@ fn threshold_check(gate: &'static str, name: &str, result: Result<(bool, String)
     }
 }
 
+/// The BMAD gate's `nfr_validation` entry that stands in for a security or performance figure.
+#[derive(Clone, Copy)]
+enum Nfr {
+    Security,
+    Performance,
+}
+
+/// A security or performance check: from `qa-test-report.json`, or, when that has no such
+/// figure (or there is none), from `nfr_validation.security` or `.performance` of the unit's
+/// BMAD gate: `PASS` passes, `FAIL` fails, `CONCERNS` as `gates.bmad_concerns` says.
+fn nfr_check(
+    config: &Config,
+    evidence: &QaEvidence,
+    gate: &'static str,
+    name: &str,
+    nfr: Nfr,
+    result: Result<(bool, String), FigureError>,
+) -> Check {
+    let missing = matches!(result, Err(FigureError::NoReport { .. } | FigureError::Missing { .. }));
+    let (key, entry) = match (nfr, &evidence.gate) {
+        (Nfr::Security, Some(bmad)) => ("security", bmad.security.as_ref().map(|e| (bmad, e))),
+        (Nfr::Performance, Some(bmad)) => ("performance", bmad.performance.as_ref().map(|e| (bmad, e))),
+        (_, None) => ("", None),
+    };
+    match entry {
+        Some((bmad, entry)) if missing => {
+            let notes =
+                if entry.notes.trim().is_empty() { String::new() } else { format!(" ({})", entry.notes.trim()) };
+            let mut check = Check::new(
+                gate,
+                name,
+                entry.status == Verdict::Pass,
+                format!("{}: nfr_validation.{key} {}{notes}", bmad.file, entry.status),
+            );
+            check.warning = entry.status == Verdict::Concerns && concerns_allowed(config);
+            check
+        }
+        _ => threshold_check(gate, name, result),
+    }
+}
+
 /// The staging thresholds (seed 000's quality-gate table).
 pub fn staging_gate(config: &Config, evidence: &QaEvidence) -> Vec<Check> {
     const GATE: &str = "staging";
@@ -284,9 +458,12 @@ pub fn staging_gate(config: &Config, evidence: &QaEvidence) -> Vec<Check> {
             figure(report, "/code_review/approved", "code_review.approved")
                 .map(|a| (a == 1.0, format!("approved: {}", a == 1.0))),
         ),
-        threshold_check(
+        nfr_check(
+            config,
+            evidence,
             GATE,
             "no critical security findings",
+            Nfr::Security,
             figure(report, "/security/critical", "security.critical").map(|c| {
                 (c <= gates.max_critical as f64, format!("{c} critical, at most {} allowed", gates.max_critical))
             }),
@@ -331,22 +508,31 @@ pub fn production_quality(config: &Config, evidence: &QaEvidence) -> Vec<Check> 
                 )
             }),
         ),
-        threshold_check(
+        nfr_check(
+            config,
+            evidence,
             GATE,
             "performance benchmarks met",
+            Nfr::Performance,
             figure(report, "/performance/benchmarks_met", "performance.benchmarks_met")
                 .map(|m| (m == 1.0, format!("benchmarks_met: {}", m == 1.0))),
         ),
-        threshold_check(
+        nfr_check(
+            config,
+            evidence,
             GATE,
             "no critical security findings",
+            Nfr::Security,
             figure(report, "/security/critical", "security.critical").map(|c| {
                 (c <= gates.max_critical as f64, format!("{c} critical, at most {} allowed", gates.max_critical))
             }),
         ),
-        threshold_check(
+        nfr_check(
+            config,
+            evidence,
             GATE,
             "no high security findings",
+            Nfr::Security,
             figure(report, "/security/high", "security.high")
                 .map(|h| (h <= gates.max_high as f64, format!("{h} high, at most {} allowed", gates.max_high))),
         ),
@@ -548,4 +734,179 @@ pub fn rollout_decision(ws: &Workspace, journal: &Journal) -> Result<(Decision, 
         other => return pending(format!("{file} says `decision: {other}`; waiting for rollback or proceed")),
     };
     Ok((decision, Some(artifact)))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const GATES: &str = "docs/qa/gates/1.3-user-auth-login.yml";
+
+    fn gate(text: &str) -> GateFile {
+        bmad::decode(GATES, text).expect("a valid gate file")
+    }
+
+    fn qa_report(status: &str) -> Artifact {
+        Artifact {
+            file: "QA/QA-Report-1.3.md".into(),
+            front_matter: json!({"unit_id": "1.3", "status": status}),
+            body: String::new(),
+            sha256: String::new(),
+        }
+    }
+
+    fn json_report(recommendation: &str) -> (String, Value, String) {
+        let file = "ARTIFACTS/qa-engineer/qa-test-report.json".to_owned();
+        (file, json!({"unit_id": "1.3", "recommendation": recommendation, "blocking_bugs": []}), String::new())
+    }
+
+    fn release() -> Release {
+        Release::new("1.3", "1.0.0")
+    }
+
+    fn blocking(verdict: &QaVerdict) -> Vec<String> {
+        verdict.checks.iter().filter(|c| c.blocks()).map(|c| format!("{}: {}", c.name, c.detail)).collect()
+    }
+
+    const PASS: &str = "story: '1.3'\ngate: PASS\nstatus_reason: 'All good.'\n";
+
+    /// Defect: a BMAD gate saying FAIL was not read, and a hand-written `status: approved`
+    /// QA report beside it let staging go ahead.
+    #[test]
+    fn a_failing_bmad_gate_beside_an_approved_qa_report_blocks_and_goes_back_to_qa() {
+        let evidence = QaEvidence {
+            markdown: Some(qa_report("approved")),
+            gate: Some(gate("story: '1.3'\ngate: FAIL\nstatus_reason: 'Login accepts any password.'\n")),
+            ..QaEvidence::default()
+        };
+        let verdict = qa_gate(&Config::default(), &release(), &evidence);
+        assert_eq!(
+            blocking(&verdict),
+            [
+                format!("BMAD QA gate: {GATES}: gate FAIL (Login accepts any password.)"),
+                format!(
+                    "QA verdicts agree: QA/QA-Report-1.3.md (status approved) approve, {GATES} (gate FAIL) does not: every QA verdict for the unit must approve"
+                ),
+            ]
+        );
+        assert_eq!(verdict.rejected, Some(format!("{GATES} says `gate: FAIL` (Login accepts any password.)")));
+    }
+
+    #[test]
+    fn a_passing_gate_alone_approves() {
+        let evidence = QaEvidence { gate: Some(gate(PASS)), ..QaEvidence::default() };
+        let verdict = qa_gate(&Config::default(), &release(), &evidence);
+        assert!(blocking(&verdict).is_empty(), "{:?}", blocking(&verdict));
+        assert_eq!(verdict.checks[0].detail, format!("{GATES}: gate PASS (All good.)"));
+        assert_eq!(verdict.rejected, None);
+    }
+
+    #[test]
+    fn a_waiver_approves_only_when_active_and_says_who_waived() {
+        let waived = gate(include_str!("../../tests/fixtures/bmad/1.3-user-auth-login-waived.yml"));
+        let verdict = bmad_gate(&Config::default(), &waived);
+        assert!(blocking(&verdict).is_empty(), "{:?}", blocking(&verdict));
+        assert_eq!(
+            verdict.checks[0].detail,
+            format!("{GATES}: gate WAIVED by Product Owner: MVP release - performance optimization deferred")
+        );
+        let inactive = gate("story: '1.3'\ngate: WAIVED\nwaiver: { active: false }\n");
+        assert_eq!(
+            blocking(&bmad_gate(&Config::default(), &inactive)),
+            [format!(
+                "BMAD QA gate: {GATES}: gate WAIVED, but `waiver.active` is not true; a waiver counts only when active"
+            )]
+        );
+        let nobody = gate("story: '1.3'\ngate: WAIVED\nwaiver: { active: true, reason: 'later' }\n");
+        assert!(blocking(&bmad_gate(&Config::default(), &nobody))[0].contains("`waiver.approved_by` names nobody"));
+    }
+
+    #[test]
+    fn concerns_block_unless_the_config_allows_them_and_high_issues_always_block() {
+        let concerns = gate(include_str!("../../tests/fixtures/bmad/1.3-user-auth-login.yml"));
+        let blocked = blocking(&bmad_gate(&Config::default(), &concerns));
+        assert_eq!(
+            blocked,
+            [
+                format!(
+                    "BMAD QA gate: {GATES}: gate CONCERNS (Missing rate limiting on auth endpoints poses security risk.); set gates.bmad_concerns to \"allow\" to let CONCERNS through"
+                ),
+                format!(
+                    "no blocking bugs: {GATES}: 1 top_issues of severity high (SEC-001: No rate limiting on login endpoint)"
+                ),
+            ]
+        );
+        let mut config = Config::default();
+        config.gates.bmad_concerns = "allow".into();
+        let without_high =
+            gate("story: '1.3'\ngate: CONCERNS\ntop_issues:\n  - { id: T-1, severity: medium, finding: f }\n");
+        let verdict = bmad_gate(&config, &without_high);
+        assert!(blocking(&verdict).is_empty(), "{:?}", blocking(&verdict));
+        assert!(verdict.checks[0].warning, "an allowed CONCERNS is shown as a warning");
+        assert!(!blocking(&bmad_gate(&config, &concerns)).is_empty(), "a high issue blocks even so");
+    }
+
+    #[test]
+    fn all_verdicts_of_a_unit_must_approve_and_a_disagreement_names_the_files() {
+        let evidence = QaEvidence {
+            markdown: Some(qa_report("approved")),
+            report: Some(json_report("needs_fixes")),
+            gate: Some(gate(PASS)),
+        };
+        let verdict = qa_gate(&Config::default(), &release(), &evidence);
+        let blocked = blocking(&verdict);
+        assert_eq!(blocked.len(), 2, "{blocked:#?}");
+        assert_eq!(
+            blocked[1],
+            format!(
+                "QA verdicts agree: QA/QA-Report-1.3.md (status approved), {GATES} (gate PASS) approve, ARTIFACTS/qa-engineer/qa-test-report.json (recommendation needs_fixes) does not: every QA verdict for the unit must approve"
+            )
+        );
+        let agreeing = QaEvidence {
+            markdown: Some(qa_report("approved")),
+            report: Some(json_report("approve_for_deployment")),
+            gate: Some(gate(PASS)),
+        };
+        assert!(blocking(&qa_gate(&Config::default(), &release(), &agreeing)).is_empty());
+    }
+
+    #[test]
+    fn nfr_validation_stands_in_for_security_and_performance_figures_without_a_json_report() {
+        let text = "story: '1.3'\ngate: PASS\nnfr_validation:\n  security: { status: FAIL, notes: 'SQL injection' }\n  performance: { status: PASS, notes: '' }\n";
+        let evidence = QaEvidence { gate: Some(gate(text)), ..QaEvidence::default() };
+        let production = production_quality(&Config::default(), &evidence);
+        let shown = |name: &str| {
+            let check = production.iter().find(|c| c.name == name).expect(name);
+            (check.passed, check.detail.clone())
+        };
+        assert_eq!(shown("performance benchmarks met"), (true, format!("{GATES}: nfr_validation.performance PASS")));
+        assert_eq!(
+            shown("no high security findings"),
+            (false, format!("{GATES}: nfr_validation.security FAIL (SQL injection)"))
+        );
+        assert_eq!(
+            shown("regression tests pass").1,
+            "figure `test_results.regression.passed` is missing: there is no qa-test-report.json for this unit"
+        );
+        let staging = staging_gate(&Config::default(), &evidence);
+        let security = staging.iter().find(|c| c.name == "no critical security findings").unwrap();
+        assert!(!security.passed && security.detail.contains("nfr_validation.security FAIL"), "{security:?}");
+
+        // A report with the figure decides; the gate's entry only stands in for a missing one.
+        let with_report = QaEvidence {
+            report: Some((
+                "r.json".into(),
+                json!({"security": {"critical": 0, "high": 0}, "performance": {"benchmarks_met": false}}),
+                String::new(),
+            )),
+            ..evidence
+        };
+        let production = production_quality(&Config::default(), &with_report);
+        let high = production.iter().find(|c| c.name == "no high security findings").unwrap();
+        assert_eq!((high.passed, high.detail.as_str()), (true, "0 high, at most 0 allowed"));
+        let performance = production.iter().find(|c| c.name == "performance benchmarks met").unwrap();
+        assert_eq!((performance.passed, performance.detail.as_str()), (false, "benchmarks_met: false"));
+    }
 }

@@ -377,6 +377,7 @@ impl<'w> Engine<'w> {
             waiting_outcomes.push(kept);
         }
         let status_of = |id: &str| loaded.statuses.get(id).map(String::as_str);
+        let beads = crate::integrations::beads::load(self.ws);
         let production = |t: &&(usize, Task)| t.1.kind == "deployment_production";
         *self.open_production.borrow_mut() =
             owned.iter().filter(production).filter(|(_, t)| t.status.is_open()).map(|(_, t)| t.release()).collect();
@@ -414,7 +415,7 @@ impl<'w> Engine<'w> {
                 summary.problems.extend(entry_problems);
                 continue;
             }
-            let waits = readiness::waiting_on(task, status_of);
+            let waits = readiness::waiting_on(task, status_of, &beads);
             if !waits.is_empty() {
                 summary.waiting.push(Waiting {
                     task: task.id.clone(),
@@ -703,7 +704,7 @@ impl<'w> Engine<'w> {
             match gates::load_qa(self.ws, &release) {
                 Err(diagnostics) => problems.extend(diagnostics),
                 Ok(evidence) => {
-                    let verdict = gates::qa_gate(self.ws, &release, &evidence);
+                    let verdict = gates::qa_gate(&self.ws.config, &release, &evidence);
                     qa_rejected = verdict.rejected;
                     checks.extend(verdict.checks);
                     inputs.extend(evidence.markdown.clone());

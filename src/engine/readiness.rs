@@ -2,13 +2,16 @@
 //! warning: one reading shared by `status` and the engine, so both say the same thing.
 //!
 //! A task waits on every `depends_on` entry that is not finished (`done` or `deployed`); each
-//! wait explains itself, naming a status that sounds finished but is not (`completed`). A
+//! wait explains itself, naming a status that sounds finished but is not (`completed`). An
+//! entry that names no task but an issue of beads' `issues.jsonl` waits until beads says
+//! `closed` (docs/integrations.md). A
 //! diagnostic whose JSON Pointer points into a task's entry is that task's problem; one
 //! pointing into another agent's entry is theirs; one pointing nowhere holds everyone.
 
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::integrations::beads;
 use crate::task::{Task, TaskStatus, near_miss, owned_type};
 use crate::workspace::diagnostic::{Diagnostic, Kind};
 
@@ -18,14 +21,47 @@ pub struct Wait {
     pub id: String,
     /// Its status; `None` when no task has the id.
     pub status: Option<TaskStatus>,
+    /// When no task has the id but beads' issue list does: the issue as beads has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beads: Option<BeadsWait>,
+    /// When neither has it and a beads issue list exists: its file, and how many of its lines
+    /// could not be read (the id may be on one of them).
+    #[serde(skip)]
+    pub not_in_beads: Option<(String, usize)>,
+}
+
+/// A beads issue a task waits on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BeadsWait {
+    pub file: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
 }
 
 impl Wait {
     /// The wait as users read it: `TASK-102 (status `completed`; opsflow waits for `done` or
     /// `deployed`)`.
     pub fn describe(&self) -> String {
+        if let Some(issue) = &self.beads {
+            let assignee = issue.assignee.as_ref().map(|a| format!(", assignee {a}")).unwrap_or_default();
+            return format!(
+                "{} (beads issue in {}, status `{}`{assignee}; opsflow waits for `{}`)",
+                self.id,
+                issue.file,
+                issue.status,
+                beads::CLOSED
+            );
+        }
         match &self.status {
-            None => format!("{} (no task has this id)", self.id),
+            None => match &self.not_in_beads {
+                Some((file, 0)) => format!("{} (no task has this id, and no issue in {file})", self.id),
+                Some((file, unreadable)) => format!(
+                    "{} (no task has this id, and no issue in {file}, {unreadable} of whose lines could not be read: see `opsflow validate`)",
+                    self.id
+                ),
+                None => format!("{} (no task has this id)", self.id),
+            },
             Some(status) if status.is_open() => format!("{} (status `{status}`)", self.id),
             Some(status) => {
                 format!("{} (status `{status}`; opsflow waits for {})", self.id, TaskStatus::finished_list())
@@ -35,14 +71,32 @@ impl Wait {
 }
 
 /// The `depends_on` entries of `task` that are not finished, given the status of every task
-/// by id (`None`: no such task).
-pub fn waiting_on<'s>(task: &Task, status_of: impl Fn(&str) -> Option<&'s str>) -> Vec<Wait> {
+/// by id (`None`: no such task) and beads' issues: an id no task has but an issue has is
+/// finished when the issue is `closed`.
+pub fn waiting_on<'s>(task: &Task, status_of: impl Fn(&str) -> Option<&'s str>, issues: &beads::Issues) -> Vec<Wait> {
     task.depends_on
         .iter()
         .filter_map(|dep| {
             let status = status_of(dep).map(TaskStatus::parse);
+            if status.is_none()
+                && let Some(issue) = issues.get(dep)
+            {
+                let beads = BeadsWait {
+                    file: issues.file.clone(),
+                    status: issue.status.clone(),
+                    assignee: issue.assignee.clone(),
+                };
+                return (!issue.is_closed()).then(|| Wait {
+                    id: dep.clone(),
+                    status,
+                    beads: Some(beads),
+                    not_in_beads: None,
+                });
+            }
             let finished = status.as_ref().is_some_and(TaskStatus::is_finished);
-            (!finished).then(|| Wait { id: dep.clone(), status })
+            let not_in_beads =
+                (status.is_none() && issues.present).then(|| (issues.file.clone(), issues.problems.len()));
+            (!finished).then(|| Wait { id: dep.clone(), status, beads: None, not_in_beads })
         })
         .collect()
 }
@@ -120,7 +174,8 @@ mod tests {
         let task = Task::from_value(json!({"id": "T", "depends_on": ["A", "B", "C", "D"]}));
         let statuses = [("A", "completed"), ("B", "done"), ("C", "pending")];
         let status_of = |id: &str| statuses.iter().find(|(i, _)| *i == id).map(|(_, s)| *s);
-        let waits: Vec<String> = waiting_on(&task, status_of).iter().map(Wait::describe).collect();
+        let waits: Vec<String> =
+            waiting_on(&task, status_of, &beads::Issues::default()).iter().map(Wait::describe).collect();
         assert_eq!(
             waits,
             [
@@ -129,6 +184,37 @@ mod tests {
                 "D (no task has this id)",
             ]
         );
+    }
+
+    #[test]
+    fn a_beads_issue_waits_until_beads_says_closed() {
+        let issues = beads::parse(".beads/issues.jsonl", include_str!("../../tests/fixtures/beads/issues.jsonl"));
+        let task =
+            Task::from_value(json!({"id": "T", "depends_on": ["bd-a1b2", "bd-c3d4", "bd-e5f6", "bd-zzzz", "A"]}));
+        let status_of = |id: &str| (id == "A").then_some("done");
+        let waits: Vec<String> = waiting_on(&task, status_of, &issues).iter().map(Wait::describe).collect();
+        assert_eq!(
+            waits,
+            [
+                "bd-c3d4 (beads issue in .beads/issues.jsonl, status `in_progress`, assignee alice; opsflow waits for `closed`)",
+                "bd-e5f6 (beads issue in .beads/issues.jsonl, status `open`; opsflow waits for `closed`)",
+                "bd-zzzz (no task has this id, and no issue in .beads/issues.jsonl)",
+            ]
+        );
+        let broken = beads::parse("b.jsonl", "{\"id\": \"bd-zzzz\", \"status\": \n");
+        let waits: Vec<String> = waiting_on(&task, status_of, &broken).iter().map(Wait::describe).collect();
+        assert!(
+            waits.contains(&"bd-zzzz (no task has this id, and no issue in b.jsonl, 1 of whose lines could not be read: see `opsflow validate`)".to_owned()),
+            "{waits:#?}"
+        );
+    }
+
+    #[test]
+    fn a_task_of_the_same_id_as_a_beads_issue_is_the_one_that_counts() {
+        let issues = beads::parse("b.jsonl", "{\"id\":\"X\",\"status\":\"closed\"}\n");
+        let task = Task::from_value(json!({"id": "T", "depends_on": ["X"]}));
+        let waits = waiting_on(&task, |_| Some("pending"), &issues);
+        assert_eq!(waits.iter().map(Wait::describe).collect::<Vec<_>>(), ["X (status `pending`)"]);
     }
 
     #[test]

@@ -71,10 +71,11 @@ pub fn lock_path(path: &Path) -> PathBuf {
 
 /// What opsflow writes to a `.gitignore` beside the first lock file it creates in a directory
 /// that has none (and what `init` writes to `docs/workflow/.gitignore`): its lock files and
-/// interrupted writes, and nothing else, so `git add -A` commits neither and a project's own
-/// lock files (Cargo.lock, yarn.lock) are untouched.
-pub const LOCK_GITIGNORE: &str =
-    "# opsflow's lock files and interrupted writes\n/*.json.lock\n/*.md.lock\n/.*.opsflow-tmp\n";
+/// interrupted writes, so `git add -A` commits neither. A sidecar lock is the file's name and
+/// `.lock` whatever the file is called (`tasks.json.lock`, `issues.jsonl.lock`,
+/// `human-requests.txt.lock` for a configured path), so the rule is `/*.lock`: a narrower one
+/// once missed `issues.jsonl.lock`. It applies to that one directory (the leading `/`).
+pub const LOCK_GITIGNORE: &str = "# opsflow's lock files and interrupted writes\n/*.lock\n/.*.opsflow-tmp\n";
 
 /// Takes the exclusive sidecar lock of `path`, waiting for the current holder.
 pub fn lock(path: &Path) -> Result<File, StoreError> {

@@ -363,11 +363,16 @@ struct Frame {
 /// silently (`status: rejected` then `status: approved` would read as approved).
 /// `first_line` is the file's line of the YAML's first line.
 fn check_front_matter(label: &str, yaml: &str, first_line: usize) -> Result<(), Diagnostic> {
+    check_yaml(label, yaml, first_line, "front matter", Kind::FrontMatter)
+}
+
+/// The walk of [`check_front_matter`] over a YAML text; `what` names it in messages.
+fn check_yaml(label: &str, yaml: &str, first_line: usize, what: &str, kind: Kind) -> Result<(), Diagnostic> {
     use yaml_rust2::parser::{Event, Parser};
     let at = |line: usize, col: usize| (first_line + line.saturating_sub(1), col + 1);
     let refuse = |mark: yaml_rust2::scanner::Marker, message: String| {
         let (line, column) = at(mark.line(), mark.col());
-        Diagnostic::new(label, Kind::FrontMatter, message).at(line, column)
+        Diagnostic::new(label, kind, message).at(line, column)
     };
     let mut anchored: std::collections::HashMap<usize, u64> = std::collections::HashMap::new();
     let mut open: Vec<Frame> = vec![Frame::default()];
@@ -376,8 +381,7 @@ fn check_front_matter(label: &str, yaml: &str, first_line: usize) -> Result<(), 
     loop {
         let (event, mark) = parser.next_token().map_err(|e| {
             let (line, column) = at(e.marker().line(), e.marker().col());
-            Diagnostic::new(label, Kind::FrontMatter, format!("front matter is not valid YAML: {}", e.info()))
-                .at(line, column)
+            Diagnostic::new(label, kind, format!("{what} is not valid YAML: {}", e.info())).at(line, column)
         })?;
         let weight = match event {
             Event::StreamEnd => return Ok(()),
@@ -388,7 +392,7 @@ fn check_front_matter(label: &str, yaml: &str, first_line: usize) -> Result<(), 
                     return Err(refuse(
                         mark,
                         format!(
-                            "front matter aliases (`*name`) would expand to more than {} MiB; opsflow refuses to expand them",
+                            "{what} aliases (`*name`) would expand to more than {} MiB; opsflow refuses to expand them",
                             MAX_ALIAS_EXPANSION / (1024 * 1024)
                         ),
                     ));
@@ -399,7 +403,7 @@ fn check_front_matter(label: &str, yaml: &str, first_line: usize) -> Result<(), 
                 if let Some(parent) = open.last_mut().filter(|f| f.mapping && f.at_key)
                     && !parent.keys.insert(value.clone())
                 {
-                    return Err(refuse(mark, format!("front matter has the key `{value}` twice in one mapping")));
+                    return Err(refuse(mark, format!("{what} has the key `{value}` twice in one mapping")));
                 }
                 let weight = NODE_WEIGHT + value.len() as u64;
                 if anchor != 0 {
@@ -409,10 +413,7 @@ fn check_front_matter(label: &str, yaml: &str, first_line: usize) -> Result<(), 
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 if open.len() > MAX_FRONT_MATTER_DEPTH {
-                    return Err(refuse(
-                        mark,
-                        format!("front matter nests deeper than {MAX_FRONT_MATTER_DEPTH} levels"),
-                    ));
+                    return Err(refuse(mark, format!("{what} nests deeper than {MAX_FRONT_MATTER_DEPTH} levels")));
                 }
                 let mapping = matches!(event, Event::MappingStart(..));
                 open.push(Frame { anchor, mapping, at_key: mapping, ..Frame::default() });
@@ -540,6 +541,28 @@ pub struct MarkdownDoc {
     pub body: String,
     /// The one-based line of the file where `body` starts.
     pub body_line: usize,
+}
+
+/// Parses a whole YAML file (one document) with the guards of front matter: aliases that
+/// would expand too far, nesting too deep and a key given twice in one mapping are refused
+/// before the loader runs, each at its line. An empty file is `Null`.
+pub fn parse_yaml(label: &str, text: &str) -> Result<yaml_rust2::Yaml, Diagnostic> {
+    if let Some(conflict) = conflict_diagnostic(label, text) {
+        return Err(conflict);
+    }
+    check_yaml(label, text, 1, "the file", Kind::Syntax)?;
+    let mut documents = yaml_rust2::YamlLoader::load_from_str(text).map_err(|e| {
+        Diagnostic::new(label, Kind::Syntax, format!("the file is not valid YAML: {}", e.info()))
+            .at(e.marker().line(), e.marker().col() + 1)
+    })?;
+    if documents.len() > 1 {
+        return Err(Diagnostic::new(
+            label,
+            Kind::Syntax,
+            format!("the file holds {} YAML documents; opsflow reads one", documents.len()),
+        ));
+    }
+    Ok(documents.pop().unwrap_or(yaml_rust2::Yaml::Null))
 }
 
 /// Splits and parses YAML front matter.
@@ -702,6 +725,19 @@ mod tests {
         let error = parse_markdown("a.md", &text).unwrap_err();
         assert!(error.message.contains("aliases"), "{}", error.message);
         assert_eq!(error.line, Some(3));
+    }
+
+    #[test]
+    fn a_whole_yaml_file_gets_the_guards_of_front_matter() {
+        let bomb = alias_bomb().replace("---\n# Report\n", "").replacen("---\n", "", 1);
+        let error = parse_yaml("g.yml", &bomb).unwrap_err();
+        assert!(error.message.starts_with("the file aliases (`*name`) would expand"), "{}", error.message);
+        let error = parse_yaml("g.yml", "a: 1\nb:\n  c: 2\n  c: 3\n").unwrap_err();
+        assert_eq!((error.line, error.message.as_str()), (Some(4), "the file has the key `c` twice in one mapping"));
+        let error = parse_yaml("g.yml", "a: [1, 2\n").unwrap_err();
+        assert!(error.message.starts_with("the file is not valid YAML"), "{}", error.message);
+        assert!(parse_yaml("g.yml", "a: 1\n---\nb: 2\n").unwrap_err().message.contains("2 YAML documents"));
+        assert_eq!(parse_yaml("g.yml", "").unwrap(), yaml_rust2::Yaml::Null);
     }
 
     #[test]

@@ -36,6 +36,8 @@
 //!   races, an unreachable remote, and four runners with 200 tasks.
 //! - [`friendly`]: other stages' files, `human-requests.md` for people (code spans, resolved
 //!   entries), visible warnings, the generated CI pipeline, errors a person can act on.
+//! - [`integrations`]: BMAD QA gates as QA verdicts, beads issues as dependencies (read only),
+//!   and lock files kept out of `git add -A` whatever the locked file is called.
 //! - [`merge`]: the git merge driver under real `git merge` and `git rebase`, its setup, and
 //!   `tasks release`.
 
@@ -54,6 +56,7 @@ mod friendly;
 mod gitwork;
 mod hostile;
 mod hostile_input;
+mod integrations;
 mod life;
 mod merge;
 mod metrics;
