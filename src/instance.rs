@@ -61,7 +61,9 @@ pub fn acquire(ws: &Workspace) -> Result<InstanceLock, InstanceError> {
     }
     let info = format!("pid {} on host {} since {}\n", std::process::id(), host_name(), crate::time::now_rfc3339());
     // Who holds the lock is a courtesy for the next runner's message; the lock itself holds.
-    if let Err(e) = file.set_len(0).and_then(|()| file.seek(SeekFrom::Start(0))).and_then(|_| file.write_all(info.as_bytes())) {
+    if let Err(e) =
+        file.set_len(0).and_then(|()| file.seek(SeekFrom::Start(0))).and_then(|_| file.write_all(info.as_bytes()))
+    {
         tracing::warn!("cannot note the holder in {}: {e}", path.display());
     }
     Ok(InstanceLock { _file: file, path })

@@ -27,8 +27,8 @@ use serde_json::Value;
 
 use crate::git::{GitError, GitOutput};
 use crate::store::file::StoreError;
-use crate::workspace::read;
 use crate::workspace::Workspace;
+use crate::workspace::read;
 use crate::workspace::write::{self, WriteError};
 
 /// How long one git command may take before it is killed.

@@ -130,7 +130,8 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
         {
             let name = approval.file.rsplit('/').next().unwrap_or_default().to_owned();
             if let Err(e) = release::keep_in_history(run.ws, &run.release(), &format!("approved-{name}"), &text) {
-                run.record_errors.push(format!("cannot keep the approval {} in the release's history: {e}", approval.file));
+                run.record_errors
+                    .push(format!("cannot keep the approval {} in the release's history: {e}", approval.file));
             }
         }
     }
@@ -589,10 +590,9 @@ pub(crate) fn patch_report_of(run: &mut NodeRun<'_>, release: &Release, status: 
             let written = if file == plain {
                 run.write(&file, &text).map_err(|e| e.reason)
             } else {
-                run.ws
-                    .inside(&file)
-                    .map_err(|d| d.to_string())
-                    .and_then(|path| write_atomic(&path, run.runner.secrets.mask(&text).as_bytes()).map_err(|e| e.to_string()))
+                run.ws.inside(&file).map_err(|d| d.to_string()).and_then(|path| {
+                    write_atomic(&path, run.runner.secrets.mask(&text).as_bytes()).map_err(|e| e.to_string())
+                })
             };
             if let Err(e) = written {
                 run.record_errors.push(format!("cannot record in {file} that {} is {status}: {e}", release.label()));
@@ -648,11 +648,9 @@ pub(crate) fn mark_deploy_report_rolled_back(run: &mut NodeRun<'_>, release: &Re
             crate::render::markdown_escape(restored)
         );
         let patched = format!("{front}{body}{section}");
-        let written = run
-            .ws
-            .inside(&file)
-            .map_err(|d| d.to_string())
-            .and_then(|path| write_atomic(&path, run.runner.secrets.mask(&patched).as_bytes()).map_err(|e| e.to_string()));
+        let written = run.ws.inside(&file).map_err(|d| d.to_string()).and_then(|path| {
+            write_atomic(&path, run.runner.secrets.mask(&patched).as_bytes()).map_err(|e| e.to_string())
+        });
         if let Err(e) = written {
             run.record_errors.push(format!("cannot record in {file} that {} was rolled back: {e}", release.label()));
         }

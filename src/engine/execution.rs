@@ -1,0 +1,173 @@
+//! Execution: claiming a task (and, with git sync, publishing the claim), running its node
+//! and handing its end to `outcome.rs`.
+
+#[allow(unused_imports)]
+use super::*;
+
+impl<'w> Engine<'w> {
+    /// Claims, runs and records one task. `None` when another writer moved the task first.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn execute(
+        &self,
+        task: &Task,
+        node: &Node,
+        inputs: Vec<artifacts::Artifact>,
+        checks: Vec<Check>,
+        version: String,
+        state: &Value,
+    ) -> Option<Ran> {
+        if !self.claims_allowed.get() {
+            // An unpushed claim is not a claim: none is made while the remote is out of reach.
+            return None;
+        }
+        let started = Instant::now();
+        let id = task.id.clone();
+        let run_id = new_run_id();
+        let now = crate::time::now_rfc3339();
+        let claim = vec![
+            FieldOp::Set("status".into(), TaskStatus::InProgress.as_str().into()),
+            FieldOp::Set("claimed_by".into(), self.ws.config.agent.name.clone().into()),
+            // The host, so that a claim left by a runner that is gone says where it ran.
+            FieldOp::Set("claimed_on".into(), crate::instance::host_name().into()),
+            FieldOp::Set("claimed_at".into(), now.clone().into()),
+            FieldOp::Set("run_id".into(), run_id.clone().into()),
+            FieldOp::Set("updated_at".into(), now.clone().into()),
+            FieldOp::Remove("blocked_reason".into()),
+            FieldOp::Remove("blocked_by".into()),
+        ];
+        if !task.from_state {
+            match record::edit_task(self.ws, Some(&id), &[task.status.as_str()], claim, Vec::new()) {
+                Ok(true) => {}
+                Ok(false) => return None,
+                // A file broken since it was read is reported by the next pass; a write that
+                // failed is the run's failure.
+                Err(e @ (StoreError::Io { .. } | StoreError::Contended { .. })) => {
+                    self.write_failed(format!("cannot claim {id}: {e}"));
+                    return None;
+                }
+                Err(e) => {
+                    tracing::error!("cannot claim {id}: {e}");
+                    return None;
+                }
+            }
+        }
+        let input_hashes: Vec<(String, String)> = inputs.iter().map(|a| (a.file.clone(), a.sha256.clone())).collect();
+        // Who let the release through: recorded in R13, the reports and the audit log.
+        let approved_by = inputs.iter().find(|a| a.file.contains("-approval")).map(|a| {
+            a.field("approved_by").map(str::trim).filter(|b| !b.is_empty()).unwrap_or("a ticked box").to_owned()
+        });
+        let gate_summary = checks
+            .iter()
+            .map(|c| format!("{}: {}", c.name, if c.passed { "pass" } else { "warn" }))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.audit.record(
+            &run_id,
+            "claimed",
+            &id,
+            &match &approved_by {
+                Some(by) => format!("{} runs; gates: {gate_summary}; approved_by: {by}", node.name),
+                None => format!("{} runs; gates: {gate_summary}", node.name),
+            },
+            &input_hashes,
+        );
+        // A check that only warns lets the task run; the console says so (stderr, warn level).
+        for check in checks.iter().filter(|c| c.warning) {
+            tracing::warn!("{id} runs with a warning: {}: {}", check.name, check.detail);
+        }
+        self.edit_state(StateEdit {
+            node: node.name.clone(),
+            fields: vec![
+                FieldOp::Set("status".into(), "in_progress".into()),
+                FieldOp::Set("started_at".into(), now.into()),
+                FieldOp::Set("run_id".into(), run_id.clone().into()),
+                FieldOp::Set("task".into(), id.clone().into()),
+                FieldOp::Remove("blocked_reason".into()),
+                FieldOp::Remove("blocked_by".into()),
+            ],
+            current_nodes: None,
+        });
+        if let Some(sync) = &self.options.sync
+            && let Err(why) = sync.publish_claim(&id, &node.name, &run_id, task.from_state)
+        {
+            tracing::info!("{id}: the claim was dropped ({why}); {} does not run", node.name);
+            self.audit.record(&run_id, "claim_dropped", &id, &why.to_string(), &[]);
+            // A remote that refused this claim refuses the next: no more tries this pass.
+            self.claims_allowed.set(sync.reachable_now());
+            return None;
+        }
+        // The version readiness settled on (a paused rollout's own) with the task's unit.
+        let release = Release::new(self.release_of(task).unit, version);
+        let mut run = self.node_run(task, node, &run_id, release);
+        run.inputs = inputs;
+        run.approved_by = approved_by;
+        run.warnings =
+            checks.iter().filter(|c| c.warning).map(|c| json!({"name": c.name, "detail": c.detail})).collect();
+        let outcome =
+            nodes::run(&mut run).unwrap_or_else(|e| Outcome::Failed { step: e.step, reason: e.reason, log: e.log });
+        self.finish(task, node, &mut run, &outcome, state);
+        if let Some(sync) = &self.options.sync {
+            sync.publish_results(&id, &node.name, &outcome.kind().to_string(), &run_id);
+        }
+        Some(Ran {
+            task: id,
+            node: node.name.clone(),
+            outcome: outcome.kind(),
+            run_id,
+            duration_ms: started.elapsed().as_millis() as u64,
+            summary: self.secrets.mask(&run.summary),
+            artifacts: run.artifacts.clone(),
+            deployed_to: node.action.deploys().then(|| node.changes_environment()).flatten(),
+            warnings: checks.iter().filter(|c| c.warning).map(|c| format!("{}: {}", c.name, c.detail)).collect(),
+            switched_back: run
+                .deploy
+                .as_ref()
+                .is_some_and(|d| d.restored_previous || d.rollback.as_ref().is_some_and(|r| r.success)),
+        })
+    }
+
+    /// Everything a node execution of `task` needs, for run `run_id`.
+    pub(super) fn node_run<'a>(
+        &'a self,
+        task: &'a Task,
+        node: &'a Node,
+        run_id: &str,
+        release: Release,
+    ) -> NodeRun<'a> {
+        let id = task.id.clone();
+        let runner = Runner {
+            run_dir: nodes::run_dir(self.ws, run_id),
+            workspace: self.ws.root.clone(),
+            env: vec![
+                ("OPSFLOW_VERSION".into(), release.version.to_string()),
+                ("OPSFLOW_UNIT_ID".into(), release.unit.clone()),
+                ("OPSFLOW_TASK_ID".into(), id),
+                ("OPSFLOW_RUN_ID".into(), run_id.to_owned()),
+                ("OPSFLOW_WORKSPACE".into(), self.ws.root.to_string_lossy().into_owned()),
+            ],
+            secrets: self.secrets.clone(),
+            default_timeout: self.ws.config.devops.verification_timeout,
+            abort: Arc::clone(&self.options.cancel.abort),
+        };
+        NodeRun {
+            ws: self.ws,
+            renderer: &self.renderer,
+            runner,
+            node,
+            task,
+            run_id: run_id.to_owned(),
+            release,
+            inputs: Vec::new(),
+            artifacts: Vec::new(),
+            also_completed: Vec::new(),
+            summary: String::new(),
+            deploy: None,
+            approved_by: None,
+            rolled_back: Vec::new(),
+            warnings: Vec::new(),
+            decided: None,
+            record_errors: Vec::new(),
+            claim: None,
+        }
+    }
+}
