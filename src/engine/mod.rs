@@ -338,7 +338,8 @@ impl<'w> Engine<'w> {
             summary.problems.extend(loaded.diagnostics);
             return false;
         }
-        let prefix = loaded.prefix;
+        let prefix = std::mem::take(&mut loaded.prefix);
+        let prefix = prefix.as_str();
         // Each owned entry that may act is decoded into a typed task once per pass.
         let owned: Vec<(usize, Task)> = std::mem::take(&mut loaded.kept)
             .into_iter()
@@ -1243,7 +1244,7 @@ impl<'w> Engine<'w> {
         }
         // Only owned tasks in progress are decoded; the scan skips the rest of the list.
         let Ok(Some(text)) = self.ws.read_text(&self.ws.config.paths.tasks) else { return };
-        let Ok((_, heads)) = crate::store::tasks::scan(&text, |head| {
+        let Ok((_, heads)) = crate::store::tasks::scan_in(&text, &self.ws.task_selection(), |head| {
             head.status.as_deref().map(TaskStatus::parse) == Some(TaskStatus::InProgress)
                 && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())
         }) else {
@@ -1272,7 +1273,7 @@ impl<'w> Engine<'w> {
     fn recover_run(&self, id: &str, rollout: Option<(&journal::Journal, &deploy::EnvConfig)>) -> Option<Ran> {
         let started = Instant::now();
         let text = self.ws.read_text(&self.ws.config.paths.tasks).ok().flatten()?;
-        let (_, heads) = crate::store::tasks::scan_ids(&text, &[id]).ok()?;
+        let (_, heads) = crate::store::tasks::scan_ids_in(&text, &self.ws.task_selection(), &[id]).ok()?;
         let task = crate::store::tasks::find(&heads, id).ok().map(|head| Task::from_value(head.value(&text)));
         let Some(task) = task.filter(|t| t.status == TaskStatus::InProgress) else {
             // The run had recorded its end; only its journal was left.
@@ -1688,7 +1689,7 @@ impl<'w> Engine<'w> {
     /// (it said `deployed`), and says in the completion signal that the release was rolled back.
     fn mark_rolled_back(&self, undone: &Release, run: &mut NodeRun<'_>) {
         let Ok(Some(text)) = self.ws.read_text(&self.ws.config.paths.tasks) else { return };
-        let Ok((_, heads)) = crate::store::tasks::scan(&text, |head| {
+        let Ok((_, heads)) = crate::store::tasks::scan_in(&text, &self.ws.task_selection(), |head| {
             head.status.as_deref().map(TaskStatus::parse) == Some(TaskStatus::Deployed)
                 && head.kind.as_deref() == Some("deployment_production")
                 && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())
