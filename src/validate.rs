@@ -75,7 +75,16 @@ fn check_tasks(ws: &Workspace, text: String) -> Loaded {
     let relative = ws.config.paths.tasks.clone();
     let mut loaded = check_json(ws, &relative, text, SchemaName::Tasks);
     if let (Some(value), Some(text)) = (&loaded.value, &loaded.text) {
-        let Some(entries) = crate::task::entries(value, &ws.task_selection()) else { return loaded };
+        let selection = ws.task_selection();
+        if loaded.diagnostics.is_empty()
+            && let Err(error @ LayoutError::Shape(_)) = crate::store::tasks::scan_in(text, &selection, |_| false)
+        {
+            // A shape the schema allows but opsflow cannot work in: a Task Master tag that is
+            // not in the file, or whose current tag cannot be read.
+            loaded.diagnostics.push(layout_diagnostic(&relative, text, error));
+            return loaded;
+        }
+        let Some(entries) = crate::task::entries(value, &selection) else { return loaded };
         let mut found = task_graph_problems(&relative, &entries.prefix, &entries.list, entries.subtasks.as_ref());
         if entries.subtasks.is_some() {
             // Task Master's tasks pass its own shape; those of this runner must also be tasks

@@ -36,6 +36,8 @@
 //!   races, an unreachable remote, and four runners with 200 tasks.
 //! - [`friendly`]: other stages' files, `human-requests.md` for people (code spans, resolved
 //!   entries), visible warnings, the generated CI pipeline, errors a person can act on.
+//! - [`taskmaster`]: Task Master's tagged `tasks.json` (its own format, several tags, integer
+//!   ids, subtasks), with a line diff after every command.
 //! - [`merge`]: the git merge driver under real `git merge` and `git rebase`, its setup, and
 //!   `tasks release`.
 
@@ -65,5 +67,6 @@ mod rollout;
 mod scanner_property;
 mod store;
 mod sync;
+mod taskmaster;
 mod tls;
 mod util;
