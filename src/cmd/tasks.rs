@@ -355,9 +355,19 @@ fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
         }
         if let Some(deps) = changed_deps {
             let deps: Vec<&str> = deps.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-            let (_, found) = tasks::scan_ids_in(text, &ws.task_selection(), &deps)
+            // In Task Master's file a dependency may be a subtask (`12.1`): its task is looked up too.
+            let mut wanted = deps.clone();
+            if layout.taskmaster() {
+                wanted.extend(deps.iter().filter_map(|dep| dep.split_once('.')).map(|(parent, _)| parent));
+            }
+            let (_, found) = tasks::scan_ids_in(text, &selection, &wanted)
                 .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
-            check_dependencies(&file, &args.id, &deps, |dep| found.iter().any(|head| head.id.as_deref() == Some(dep)))?;
+            let parents: Vec<Value> =
+                found.iter().filter(|head| head.taskmaster).filter_map(|head| head.try_value(text).ok()).collect();
+            let subtasks = crate::task::subtask_statuses(&parents);
+            check_dependencies(&file, &args.id, &deps, |dep| {
+                found.iter().any(|head| head.id.as_deref() == Some(dep)) || subtasks.contains_key(dep)
+            })?;
         }
         let mut all_ops = ops.clone();
         all_ops.push(FieldOp::Set("updated_at".into(), now.into()));

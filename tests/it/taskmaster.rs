@@ -123,6 +123,17 @@ fn task_masters_tagged_file_with_integer_ids_is_read_and_updated_in_its_current_
     );
     // The id stays an integer, the other tags and every `metadata` keep their bytes.
     assert_eq!(task(&document, "master", &json!(2))["id"], json!(2));
+
+    // `depends_on` is written as Task Master's `dependencies`, a subtask's id included.
+    let before = after;
+    ws.run(&["tasks", "update", "3", "--set", "depends_on:=[\"1\", \"1.2\"]"]).status(0);
+    let after = ws.read_string(TASKS);
+    let diff = line_diff(&before, &after);
+    assert_eq!(diff[..3], ["-          2", "+          1,", "+          \"1.2\""], "{diff:?}");
+    assert_eq!(keys_changed(&diff[3..]), ["updated_at"], "{diff:?}");
+    let refused = ws.run(&["tasks", "update", "3", "--set", "depends_on:=[\"1.9\"]"]);
+    refused.status(2);
+    assert!(refused.stderr().contains("`depends_on` names `1.9`, which is no task"), "{}", refused.stderr());
 }
 
 /// Issue 21: opsflow wrote `in_progress`, `deployed` and `failed` into Task Master's file.
