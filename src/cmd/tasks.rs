@@ -245,63 +245,67 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
     let file = ws.config.paths.tasks.clone();
     let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
     let mut chosen_id = String::new();
-    with_settled_retry(ws, || {
-        file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
-            // One pass that keeps only what `add` needs: the entries with its id or a TASK-N id.
-            let (layout, relevant) = match current {
-                Some(text) => {
-                    let (layout, relevant) = tasks::scan_in(text, &ws.task_selection(), |head| {
-                        head.id.as_deref().is_some_and(|id| {
-                            args.id.as_deref() == Some(id)
-                                || id.starts_with("TASK-")
-                                || (head.taskmaster && id.bytes().all(|b| b.is_ascii_digit()))
-                                || depends_on.iter().any(|d| d == id)
-                        })
+    let mut plan = |current: Option<&str>| -> Result<Option<Content>, StoreError> {
+        // One pass that keeps only what `add` needs: the entries with its id or a TASK-N id.
+        let (layout, relevant) = match current {
+            Some(text) => {
+                let (layout, relevant) = tasks::scan_in(text, &ws.task_selection(), |head| {
+                    head.id.as_deref().is_some_and(|id| {
+                        args.id.as_deref() == Some(id)
+                            || id.starts_with("TASK-")
+                            || (head.taskmaster && id.bytes().all(|b| b.is_ascii_digit()))
+                            || depends_on.iter().any(|d| d == id)
                     })
-                    .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
-                    (Some(layout), relevant)
-                }
-                None => (None, Vec::new()),
-            };
-            let taken = relevant.iter().any(|head| head.id.as_deref() == args.id.as_deref());
-            let highest = relevant
-                .iter()
-                .filter(|head| !head.taskmaster)
-                .filter_map(|head| head.id.as_deref()?.strip_prefix("TASK-")?.parse::<u64>().ok())
-                .max()
-                .unwrap_or(0);
-            // Task Master numbers its tasks: a new one takes the next integer.
-            let highest_number = relevant
-                .iter()
-                .filter(|head| head.taskmaster)
-                .filter_map(|head| head.id.as_deref()?.parse::<u64>().ok())
-                .max()
-                .unwrap_or(0);
-            let id = match &args.id {
-                Some(id) if taken => {
-                    return Err(StoreError::Refused(format!("a task with the id `{id}` already exists")));
-                }
-                Some(id) => id.clone(),
-                None if layout.is_some_and(|l| l.taskmaster()) => (highest_number + 1).to_string(),
-                None => format!("TASK-{:03}", highest + 1),
-            };
-            let mut task = Map::new();
-            task.insert("id".into(), id.clone().into());
-            task.extend(fields.clone());
-            let task = Value::Object(task);
-            check_task(ws, &task, &format!("task `{id}`"))?;
-            let deps: Vec<&str> = depends_on.iter().map(String::as_str).collect();
-            check_dependencies(&file, &id, &deps, |dep| relevant.iter().any(|head| head.id.as_deref() == Some(dep)))?;
-            chosen_id = id;
-            let new = match (current, layout) {
-                (Some(text), Some(layout)) => Content::Spliced(
-                    tasks::splices_for(text, layout, &[], &TaskEdits { updates: vec![], appends: vec![task] })
-                        .map_err(|e| StoreError::Refused(format!("{file}: {e}")))?,
-                ),
-                _ => Content::Whole(tasks::new_file(&[task])),
-            };
-            Ok(Some(new))
-        })
+                })
+                .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
+                (Some(layout), relevant)
+            }
+            None => (None, Vec::new()),
+        };
+        let taken = relevant.iter().any(|head| head.id.as_deref() == args.id.as_deref());
+        let highest = relevant
+            .iter()
+            .filter(|head| !head.taskmaster)
+            .filter_map(|head| head.id.as_deref()?.strip_prefix("TASK-")?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        // Task Master numbers its tasks: a new one takes the next integer.
+        let highest_number = relevant
+            .iter()
+            .filter(|head| head.taskmaster)
+            .filter_map(|head| head.id.as_deref()?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        let id = match &args.id {
+            Some(id) if taken => {
+                return Err(StoreError::Refused(format!("a task with the id `{id}` already exists")));
+            }
+            Some(id) => id.clone(),
+            None if layout.is_some_and(|l| l.taskmaster()) => (highest_number + 1).to_string(),
+            None => format!("TASK-{:03}", highest + 1),
+        };
+        let mut task = Map::new();
+        task.insert("id".into(), id.clone().into());
+        task.extend(fields.clone());
+        let task = Value::Object(task);
+        check_task(ws, &task, &format!("task `{id}`"))?;
+        let deps: Vec<&str> = depends_on.iter().map(String::as_str).collect();
+        check_dependencies(&file, &id, &deps, |dep| relevant.iter().any(|head| head.id.as_deref() == Some(dep)))?;
+        chosen_id = id;
+        let new = match (current, layout) {
+            (Some(text), Some(layout)) => Content::Spliced(
+                tasks::splices_for(text, layout, &[], &TaskEdits { updates: vec![], appends: vec![task] })
+                    .map_err(|e| StoreError::Refused(format!("{file}: {e}")))?,
+            ),
+            _ => Content::Whole(tasks::new_file(&[task])),
+        };
+        Ok(Some(new))
+    };
+    with_settled_retry(ws, || {
+        // Tried on the file as read first, so an `add` that is refused creates no lock file.
+        let read = ws.read_text(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
+        plan(read.as_deref())?;
+        file::modify(&path, &file, ws.config.limits.max_file_bytes, &mut plan)
     })?;
     println!("{chosen_id}");
     Ok(Exit::Ok)

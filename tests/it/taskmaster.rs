@@ -269,4 +269,20 @@ fn a_refused_tasks_update_creates_nothing_in_task_masters_folder() {
     assert_eq!(ws.snapshot(), before);
     ws.run(&["tasks", "update", "2", "--set", "depends_on:=[\"nope\"]"]).status(2);
     assert_eq!(ws.snapshot(), before);
+    let add = ["tasks", "add", "--title", "Deploy api 1.2.0 to production", "--owner", "DevOps-Engineer"];
+    let run = ws.run(&[&add[..], &["--type", "deployment_production", "--id", "2"]].concat());
+    run.status(2);
+    assert!(run.stderr().contains("a task with the id `2` already exists"), "{}", run.stderr());
+    assert_eq!(ws.snapshot(), before);
+
+    // An `add` that is written takes the next integer id, written as an integer, at the end
+    // of the tag's tasks.
+    let run = ws.run(&[&add[..], &["--type", "deployment_production", "--set", "depends_on:=[\"4\"]"]].concat());
+    run.status(0);
+    assert_eq!(run.stdout(), "5\n");
+    let document: Value = serde_json::from_str(&ws.read_string(TASKS)).unwrap();
+    let added = task(&document, "master", &json!(5));
+    assert_eq!((&added["status"], &added["dependencies"]), (&json!("pending"), &json!([4])));
+    let untouched: Value = serde_json::from_slice(&fixture(TASKS)).unwrap();
+    assert_eq!(document["feature-x"], untouched["feature-x"]);
 }
