@@ -37,6 +37,8 @@ pub struct Config {
     pub secrets: Vec<String>,
     /// `git`: sync through a git remote (PRODUCT.md section 9, docs/sync.md).
     pub git: Git,
+    /// `taskmaster`: how a Task Master task list is read (docs/integrations.md).
+    pub taskmaster: TaskMaster,
     /// The whole file as written.
     #[serde(skip)]
     pub raw: Value,
@@ -61,6 +63,7 @@ impl Default for Config {
             feedback: Value::Null,
             secrets: Vec::new(),
             git: Git::default(),
+            taskmaster: TaskMaster::default(),
             raw: Value::Object(Default::default()),
             label: String::new(),
         }
@@ -106,6 +109,9 @@ pub struct Paths {
     pub schemas: String,
     pub templates: String,
     pub runtime: String,
+    /// The tag of a Task Master tagged task list opsflow works in; by default Task Master's
+    /// current tag (`currentTag` of `.taskmaster/state.json`), else `master`.
+    pub tasks_tag: Option<String>,
 }
 
 impl Default for Paths {
@@ -127,6 +133,7 @@ impl Default for Paths {
             schemas: "schemas".into(),
             templates: "templates".into(),
             runtime: ".opsflow".into(),
+            tasks_tag: None,
         }
     }
 }
@@ -332,6 +339,15 @@ impl Default for Ci {
 pub enum ConfigError {
     #[error("{file} is invalid ({count} {noun}); fix it first", noun = if *.count == 1 { "problem" } else { "problems" })]
     Invalid { file: String, count: usize },
+}
+
+/// `taskmaster`: reading a Task Master task list (docs/integrations.md, "Task Master").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TaskMaster {
+    /// The agent of the tag's tasks that have no `agent` field: with a tag of the DevOps
+    /// agent's own, its tasks need only their `type`.
+    pub default_agent: Option<String>,
 }
 
 /// `git`: whether `run` and `watch` sync the workspace through a git remote, and which.

@@ -6,6 +6,8 @@
 //! in a JSON value. Nothing of the entry is lost: a status opsflow does not know is kept
 //! verbatim in [`TaskStatus::Other`], and fields opsflow only passes on stay in [`Task::raw`].
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +15,8 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::release::{Release, Version};
+use crate::store::taskmaster;
+use crate::store::tasks::Selection;
 use crate::workflow::OWNED_TYPE_PREFIXES;
 
 /// A task's `status`. The known values are the exact strings of `tasks.json`; any other
@@ -213,16 +217,62 @@ impl Task {
 }
 
 /// The entries of a decoded `tasks.json` and the JSON Pointer prefix of entry `i`
-/// (`{prefix}/{i}`): a bare array, or an object with a `tasks` array. `None` for any other shape.
-pub fn entries(document: &Value) -> Option<(&'static str, &[Value])> {
+/// (`{prefix}/{i}`): a bare array, an object with a `tasks` array, or the `tasks` of the tag
+/// `selection` names in Task Master's tagged form, whose entries are read as opsflow reads its
+/// own (`store::taskmaster::normalize`). `None` for any other shape.
+pub fn entries<'d>(document: &'d Value, selection: &Selection) -> Option<TaskEntries<'d>> {
     match document {
-        Value::Array(list) => Some(("", list)),
+        Value::Array(list) => Some(TaskEntries { prefix: String::new(), list: Cow::Borrowed(list), subtasks: None }),
         Value::Object(map) => match map.get("tasks") {
-            Some(Value::Array(list)) => Some(("/tasks", list)),
-            _ => None,
+            Some(Value::Array(list)) => {
+                Some(TaskEntries { prefix: "/tasks".to_owned(), list: Cow::Borrowed(list), subtasks: None })
+            }
+            Some(_) => None,
+            None => {
+                let tag = selection.tag.as_deref().ok()?;
+                let list = map.get(tag)?.get("tasks")?.as_array()?;
+                let normalized = list
+                    .iter()
+                    .map(|entry| taskmaster::normalize(entry.clone(), selection.default_agent.as_deref()))
+                    .collect();
+                Some(TaskEntries {
+                    prefix: format!("/{}/tasks", tag.replace('~', "~0").replace('/', "~1")),
+                    list: Cow::Owned(normalized),
+                    subtasks: Some(subtask_statuses(list)),
+                })
+            }
         },
         _ => None,
     }
+}
+
+/// What [`entries`] found.
+#[derive(Debug, Clone)]
+pub struct TaskEntries<'d> {
+    /// Entry `i` is at `{prefix}/{i}`.
+    pub prefix: String,
+    pub list: Cow<'d, [Value]>,
+    /// In Task Master's tagged form, the status of every subtask by its id (`12.1`), in
+    /// opsflow's words: what a `depends_on` may name besides the tasks.
+    pub subtasks: Option<HashMap<String, String>>,
+}
+
+/// The status of every subtask of Task Master entries (`subtasks`, each with an `id`), by
+/// `{task id}.{subtask id}`, in opsflow's words.
+pub fn subtask_statuses(list: &[Value]) -> HashMap<String, String> {
+    let mut statuses = HashMap::new();
+    for entry in list {
+        let Some(parent) = entry.get("id").and_then(taskmaster::id_text) else { continue };
+        for subtask in entry.get("subtasks").and_then(Value::as_array).into_iter().flatten() {
+            let Some(id) = subtask.get("id").and_then(taskmaster::id_text) else { continue };
+            let status = taskmaster::effective_status(
+                subtask.get("status").and_then(Value::as_str),
+                subtask.get(taskmaster::FINE_STATUS_FIELD).and_then(Value::as_str),
+            );
+            statuses.insert(format!("{parent}.{id}"), status.unwrap_or_default().to_owned());
+        }
+    }
+    statuses
 }
 
 /// Whether this runner owns an entry not decoded yet (its `agent` and `type`).

@@ -75,28 +75,53 @@ fn check_tasks(ws: &Workspace, text: String) -> Loaded {
     let relative = ws.config.paths.tasks.clone();
     let mut loaded = check_json(ws, &relative, text, SchemaName::Tasks);
     if let (Some(value), Some(text)) = (&loaded.value, &loaded.text) {
-        let (prefix, tasks) = match value {
-            Value::Array(tasks) => ("", tasks),
-            Value::Object(map) => match map.get("tasks") {
-                Some(Value::Array(tasks)) => ("/tasks", tasks),
-                _ => return loaded,
-            },
-            _ => return loaded,
-        };
+        let selection = ws.task_selection();
+        if loaded.diagnostics.is_empty()
+            && let Err(error @ LayoutError::Shape(_)) = crate::store::tasks::scan_in(text, &selection, |_| false)
+        {
+            // A shape the schema allows but opsflow cannot work in: a Task Master tag that is
+            // not in the file, or whose current tag cannot be read.
+            loaded.diagnostics.push(layout_diagnostic(&relative, text, error));
+            return loaded;
+        }
+        let Some(entries) = crate::task::entries(value, &selection) else { return loaded };
         let beads = crate::integrations::beads::load(ws);
-        let found = task_graph_problems(&relative, prefix, tasks, &|id| beads.get(id).is_some());
+        let mut found =
+            task_graph_problems(&relative, &entries.prefix, &entries.list, entries.subtasks.as_ref(), &|id| {
+                beads.get(id).is_some()
+            });
+        if entries.subtasks.is_some() {
+            // Task Master's tasks pass its own shape; those of this runner must also be tasks
+            // opsflow can run, as they read once decoded.
+            for (index, entry) in entries.list.iter().enumerate() {
+                if crate::task::owned_entry(&ws.config, entry) {
+                    found.extend(ws.schemas.validate(SchemaName::Task, &relative, entry).into_iter().map(|mut d| {
+                        d.pointer = Some(format!("{}/{index}{}", entries.prefix, d.pointer.as_deref().unwrap_or("")));
+                        d
+                    }));
+                }
+            }
+        }
         loaded.diagnostics.extend(found.into_iter().map(|d| d.locate_in(text)));
     }
     loaded
 }
 
 /// Duplicate ids, `depends_on` naming unknown tasks, and dependency cycles.
-fn task_graph_problems(file: &str, prefix: &str, tasks: &[Value], elsewhere: &dyn Fn(&str) -> bool) -> Vec<Diagnostic> {
+/// `subtasks` holds the subtask ids of a Task Master file, which a dependency may name too;
+/// `elsewhere` says whether an id is known outside the file (a beads issue).
+fn task_graph_problems(
+    file: &str,
+    prefix: &str,
+    tasks: &[Value],
+    subtasks: Option<&HashMap<String, String>>,
+    elsewhere: &dyn Fn(&str) -> bool,
+) -> Vec<Diagnostic> {
     let ids: Vec<(usize, Option<&str>)> =
         tasks.iter().enumerate().map(|(index, task)| (index, task.get("id").and_then(Value::as_str))).collect();
     let (first, mut problems) = duplicate_ids(file, prefix, &ids);
     let entries: Vec<(usize, &Value)> = tasks.iter().enumerate().collect();
-    problems.extend(dependency_problems(file, prefix, &entries, &first, elsewhere));
+    problems.extend(dependency_problems(file, prefix, &entries, &first, subtasks, elsewhere));
     problems
 }
 
@@ -127,16 +152,20 @@ fn duplicate_ids<'t>(
 }
 
 /// `depends_on` entries naming no task (nor anything `elsewhere` knows: a beads issue), and
-/// dependency cycles, among `entries` (entry index in the file, entry); `first` gives the
-/// entry of every id in the file. Every dependency of
-/// an entry that is in the file must be among `entries` for its cycles to be found.
+/// dependency cycles, among `entries` (entry index in the file, entry); `first` gives the entry
+/// of every id in the file. Every dependency of an entry that is in the file must be among
+/// `entries` for its cycles to be found. In a Task Master file (`subtasks` is its subtasks'
+/// ids) a dependency may name a subtask, and the place of a dependency is in `dependencies`,
+/// the field Task Master writes.
 fn dependency_problems(
     file: &str,
     prefix: &str,
     entries: &[(usize, &Value)],
     first: &HashMap<&str, usize>,
+    subtasks: Option<&HashMap<String, String>>,
     elsewhere: &dyn Fn(&str) -> bool,
 ) -> Vec<Diagnostic> {
+    let field = if subtasks.is_some() { "dependencies" } else { "depends_on" };
     let mut problems = Vec::new();
     let deps = |task: &Value| -> Vec<String> {
         task.get("depends_on")
@@ -147,14 +176,14 @@ fn dependency_problems(
     let id_of = |task: &Value| task.get("id").and_then(Value::as_str).map(str::to_owned);
     for (index, task) in entries {
         for (k, dep) in deps(task).iter().enumerate() {
-            if !first.contains_key(dep.as_str()) && !elsewhere(dep) {
+            if !first.contains_key(dep.as_str()) && !subtasks.is_some_and(|s| s.contains_key(dep)) && !elsewhere(dep) {
                 problems.push(
                     Diagnostic::new(
                         file,
                         Kind::UnknownDependency,
                         format!("depends on `{dep}`, which no task in this file has as its id"),
                     )
-                    .pointer(format!("{prefix}/{index}/depends_on/{k}")),
+                    .pointer(format!("{prefix}/{index}/{field}/{k}")),
                 );
             }
         }
@@ -201,7 +230,7 @@ fn dependency_problems(
                             Kind::DependencyCycle,
                             format!("dependency cycle: {}", names.join(" -> ")),
                         )
-                        .pointer(format!("{prefix}/{}/depends_on", entries[next].0)),
+                        .pointer(format!("{prefix}/{}/{field}", entries[next].0)),
                     );
                 }
                 Some(_) => {}
@@ -221,8 +250,8 @@ pub struct TaskList {
     /// Whether the file is a task list that can be acted on; when not, nothing may run and
     /// `diagnostics` says why (nothing at all when the file does not exist).
     pub readable: bool,
-    /// `/tasks` or `` (a bare array): entry `i` is at `{prefix}/{i}`.
-    pub prefix: &'static str,
+    /// `/tasks`, `` (a bare array) or `/TAG/tasks` (Task Master): entry `i` is at `{prefix}/{i}`.
+    pub prefix: String,
     /// The status of every entry, by id (the first entry of an id).
     pub statuses: HashMap<String, String>,
     /// The entries `keep` selected, decoded: (entry index, entry).
@@ -239,22 +268,25 @@ pub struct TaskList {
 /// goes through the full loader, so its problems read exactly as `validate` says them.
 pub fn load_task_list(ws: &Workspace, keep: impl Fn(&crate::store::tasks::TaskHead<'_>) -> bool + Sync) -> TaskList {
     let relative = ws.config.paths.tasks.clone();
+    let selection = ws.task_selection();
     let text = match ws.read_text(&relative) {
         Ok(Some(text)) => text,
         Ok(None) => return TaskList::default(),
         Err(diagnostic) => return TaskList { diagnostics: vec![diagnostic], ..TaskList::default() },
     };
-    if let Ok(list) = task_list_from(ws, &relative, &text, &keep) {
+    if let Ok(list) = task_list_from(ws, &relative, &selection, &text, &keep) {
         return list;
     }
     // Not a task list as read: it may be being rewritten in place, so it is read again once
     // it has settled (only here, so a valid file is scanned once).
-    let text = match ws.read_text_settled(&relative, |text| crate::store::tasks::scan(text, |_| false).is_ok()) {
+    let text = match ws
+        .read_text_settled(&relative, |text| crate::store::tasks::scan_in(text, &selection, |_| false).is_ok())
+    {
         Ok(Some(text)) => text,
         Ok(None) => return TaskList::default(),
         Err(diagnostic) => return TaskList { diagnostics: vec![diagnostic], ..TaskList::default() },
     };
-    match task_list_from(ws, &relative, &text, &keep) {
+    match task_list_from(ws, &relative, &selection, &text, &keep) {
         Ok(list) => list,
         Err(error) => TaskList { diagnostics: unreadable_tasks(ws, &text, error), ..TaskList::default() },
     }
@@ -264,11 +296,13 @@ pub fn load_task_list(ws: &Workspace, keep: impl Fn(&crate::store::tasks::TaskHe
 fn task_list_from(
     ws: &Workspace,
     relative: &str,
+    selection: &crate::store::tasks::Selection,
     text: &str,
     keep: &(impl Fn(&crate::store::tasks::TaskHead<'_>) -> bool + Sync),
 ) -> Result<TaskList, LayoutError> {
-    let (layout, heads) = crate::store::tasks::scan(text, |_| true)?;
-    let prefix = if layout.wrapped { "/tasks" } else { "" };
+    let (layout, heads) = crate::store::tasks::scan_in(text, selection, |_| true)?;
+    let prefix_text = layout.prefix(text);
+    let prefix = prefix_text.as_str();
     let file = relative;
     let ids: Vec<(usize, Option<&str>)> = heads.iter().map(|h| (h.index, h.id.as_deref())).collect();
     let (first, mut diagnostics) = duplicate_ids(file, prefix, &ids);
@@ -324,10 +358,24 @@ fn task_list_from(
         reached.push((index, task));
     }
     let entries: Vec<(usize, &Value)> = kept.iter().chain(&reached).map(|(i, t)| (*i, t)).collect();
+    // A Task Master task may depend on a subtask (`12.1`): its status is read from its task.
+    let subtasks = layout.taskmaster().then(|| {
+        let parents: Vec<&crate::store::tasks::TaskHead<'_>> = entries
+            .iter()
+            .flat_map(|(_, task)| task.get("depends_on").and_then(Value::as_array).into_iter().flatten())
+            .filter_map(|dep| dep.as_str()?.split_once('.'))
+            .filter_map(|(parent, _)| first.get(parent).and_then(|index| heads.get(*index)))
+            .collect();
+        let decoded: Vec<Value> =
+            parents.iter().filter_map(|head| serde_json::from_str(head.span.of(text)).ok()).collect();
+        crate::task::subtask_statuses(&decoded)
+    });
     let beads = crate::integrations::beads::load(ws);
-    diagnostics.extend(dependency_problems(file, prefix, &entries, &first, &|id| beads.get(id).is_some()));
+    diagnostics
+        .extend(dependency_problems(file, prefix, &entries, &first, subtasks.as_ref(), &|id| beads.get(id).is_some()));
+    statuses.extend(subtasks.into_iter().flatten());
     let diagnostics = diagnostics.into_iter().map(|d| d.locate_in(text)).collect();
-    Ok(TaskList { readable: true, prefix, statuses, kept, diagnostics })
+    Ok(TaskList { readable: true, prefix: prefix_text, statuses, kept, diagnostics })
 }
 
 /// A task list none of which may be acted on, because an entry the scanner passed could not
@@ -513,7 +561,11 @@ pub fn validate_workspace(ws: &Workspace) -> Report {
 /// The warnings about `tasks.json` (see [`crate::engine::readiness::task_warnings`]) as
 /// `validate` and `status` both print them, with the line and column of the field.
 pub fn task_warnings(ws: &Workspace, tasks: &Loaded) -> Vec<String> {
-    let Some((prefix, entries)) = tasks.value.as_ref().and_then(crate::task::entries) else { return Vec::new() };
+    let selection = ws.task_selection();
+    let Some(found) = tasks.value.as_ref().and_then(|v| crate::task::entries(v, &selection)) else {
+        return Vec::new();
+    };
+    let (prefix, entries) = (found.prefix.as_str(), &found.list);
     // Only entries of a DevOps type can be warned about: only those are decoded.
     let decoded: Vec<(usize, crate::task::Task)> = entries
         .iter()
@@ -555,9 +607,11 @@ const FAILING_ENTRIES_NAMED: usize = 5;
 impl FailingEntries {
     pub fn of(ws: &Workspace, tasks: &Loaded) -> FailingEntries {
         let file = ws.config.paths.tasks.clone();
-        let Some((prefix, list)) = tasks.value.as_ref().and_then(crate::task::entries) else {
+        let selection = ws.task_selection();
+        let Some(found) = tasks.value.as_ref().and_then(|v| crate::task::entries(v, &selection)) else {
             return FailingEntries { file, ..FailingEntries::default() };
         };
+        let (prefix, list) = (found.prefix.as_str(), &found.list);
         let mut failing = FailingEntries { file, prefix: prefix.to_owned(), total: list.len(), ..Default::default() };
         for diagnostic in tasks.diagnostics.iter().filter(|d| d.kind == Kind::Schema) {
             let Some(index) = crate::engine::readiness::entry_of(diagnostic, prefix) else { continue };
@@ -642,7 +696,7 @@ mod tests {
             json!({"id": "C", "depends_on": ["A"]}),
             json!({"id": "A"}),
         ];
-        let problems = task_graph_problems("t.json", "/tasks", &tasks, &|_| false);
+        let problems = task_graph_problems("t.json", "/tasks", &tasks, None, &|_| false);
         let kinds: Vec<_> = problems.iter().map(|d| (d.kind, d.pointer.clone().unwrap())).collect();
         assert_eq!(
             kinds,

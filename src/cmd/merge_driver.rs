@@ -118,7 +118,9 @@ fn introduced_problems(
                 let Ok((layout, heads)) = crate::store::tasks::scan_ids(text, &ids) else { return Vec::new() };
                 heads
                     .iter()
-                    .map(|h| (h.id.as_deref().unwrap_or_default().to_owned(), layout.pointer(h.index), h.value(text)))
+                    .map(|h| {
+                        (h.id.as_deref().unwrap_or_default().to_owned(), layout.pointer(text, h.index), h.value(text))
+                    })
                     .collect()
             };
             let valid_before = |text: &str| -> Vec<String> {

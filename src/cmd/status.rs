@@ -192,10 +192,16 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
         })
         .unwrap_or_default();
 
-    let (prefix, list): (&str, &[Value]) = tasks.value.as_ref().and_then(crate::task::entries).unwrap_or(("", &[]));
+    let selection = ws.task_selection();
+    let found = tasks.value.as_ref().and_then(|v| crate::task::entries(v, &selection));
+    let (prefix, list): (&str, &[Value]) = found.as_ref().map(|f| (f.prefix.as_str(), &*f.list)).unwrap_or(("", &[]));
+    let subtasks = found.as_ref().and_then(|f| f.subtasks.as_ref());
     let status_of = |id: &str| {
         let entry = list.iter().find(|t| t.get("id").and_then(Value::as_str) == Some(id));
-        entry.and_then(|t| t.get("status")).and_then(Value::as_str)
+        entry
+            .and_then(|t| t.get("status"))
+            .and_then(Value::as_str)
+            .or_else(|| subtasks.and_then(|s| s.get(id)).map(String::as_str))
     };
     let beads = crate::integrations::beads::load(ws);
     let mut owned = Vec::new();

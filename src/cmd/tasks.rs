@@ -66,17 +66,18 @@ fn unreadable(diagnostics: Vec<Diagnostic>, json: bool) -> anyhow::Result<Exit> 
 
 fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
     let file = &ws.config.paths.tasks;
-    let matching = |text: &str| -> Result<Vec<Span>, tasks::LayoutError> {
+    // Each match: its span, and whether it is a Task Master entry (shown as opsflow reads it).
+    let matching = |text: &str| -> Result<Vec<(Span, bool)>, tasks::LayoutError> {
         if text.is_empty() {
             return Ok(Vec::new());
         }
-        let (_, heads) = tasks::scan(text, |head| {
+        let (_, heads) = tasks::scan_in(text, &ws.task_selection(), |head| {
             (!args.mine || crate::workflow::owns(&ws.config, head.agent.as_deref(), head.kind.as_deref()))
                 && args.status.as_deref().is_none_or(|s| head.status.as_deref() == Some(s))
                 && args.owner.as_deref().is_none_or(|a| head.agent.as_deref() == Some(a))
                 && args.kind.as_deref().is_none_or(|t| head.kind.as_deref() == Some(t))
         })?;
-        Ok(heads.into_iter().map(|head| head.span).collect())
+        Ok(heads.into_iter().map(|head| (head.span, head.taskmaster)).collect())
     };
     let text = match ws.read_text(file) {
         Ok(text) => text.unwrap_or_default(),
@@ -86,7 +87,9 @@ fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
         Ok(matched) => (text, matched),
         Err(_) => {
             // Perhaps being rewritten in place: read again once it has settled.
-            let text = match ws.read_text_settled(file, |text| tasks::scan(text, |_| false).is_ok()) {
+            let text = match ws
+                .read_text_settled(file, |text| tasks::scan_in(text, &ws.task_selection(), |_| false).is_ok())
+            {
                 Ok(text) => text.unwrap_or_default(),
                 Err(diagnostic) => return unreadable(vec![diagnostic], args.json),
             };
@@ -102,8 +105,10 @@ fn list(ws: &Workspace, args: &ListArgs) -> anyhow::Result<Exit> {
     let mut document = Vec::with_capacity(if args.json { text.len() / 4 + 4 } else { 0 });
     let mut rows: Vec<[String; 5]> = Vec::new();
     document.push(b'[');
-    for (i, span) in matched.iter().enumerate() {
+    let default_agent = ws.config.taskmaster.default_agent.as_deref();
+    for (i, (span, taskmaster)) in matched.iter().enumerate() {
         let value = match serde_json::from_str::<Value>(span.of(&text)) {
+            Ok(value) if *taskmaster => crate::store::taskmaster::normalize(value, default_agent),
             Ok(value) => value,
             Err(e) => {
                 let error = SyntaxError { offset: span.start, message: format!("a task entry cannot be decoded: {e}") };
@@ -170,7 +175,7 @@ fn with_settled_retry<T>(ws: &Workspace, mut edit: impl FnMut() -> Result<T, Sto
     match edit() {
         Err(StoreError::Invalid(_)) => {
             let file = &ws.config.paths.tasks;
-            let _ = ws.read_text_settled(file, |text| tasks::scan(text, |_| false).is_ok());
+            let _ = ws.read_text_settled(file, |text| tasks::scan_in(text, &ws.task_selection(), |_| false).is_ok());
             edit()
         }
         other => other,
@@ -240,53 +245,67 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
     let file = ws.config.paths.tasks.clone();
     let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
     let mut chosen_id = String::new();
-    with_settled_retry(ws, || {
-        file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
-            // One pass that keeps only what `add` needs: the entries with its id or a TASK-N id.
-            let (layout, relevant) = match current {
-                Some(text) => {
-                    let (layout, relevant) = tasks::scan(text, |head| {
-                        head.id.as_deref().is_some_and(|id| {
-                            args.id.as_deref() == Some(id)
-                                || id.starts_with("TASK-")
-                                || depends_on.iter().any(|d| d == id)
-                        })
+    let mut plan = |current: Option<&str>| -> Result<Option<Content>, StoreError> {
+        // One pass that keeps only what `add` needs: the entries with its id or a TASK-N id.
+        let (layout, relevant) = match current {
+            Some(text) => {
+                let (layout, relevant) = tasks::scan_in(text, &ws.task_selection(), |head| {
+                    head.id.as_deref().is_some_and(|id| {
+                        args.id.as_deref() == Some(id)
+                            || id.starts_with("TASK-")
+                            || (head.taskmaster && id.bytes().all(|b| b.is_ascii_digit()))
+                            || depends_on.iter().any(|d| d == id)
                     })
-                    .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
-                    (Some(layout), relevant)
-                }
-                None => (None, Vec::new()),
-            };
-            let taken = relevant.iter().any(|head| head.id.as_deref() == args.id.as_deref());
-            let highest = relevant
-                .iter()
-                .filter_map(|head| head.id.as_deref()?.strip_prefix("TASK-")?.parse::<u64>().ok())
-                .max()
-                .unwrap_or(0);
-            let id = match &args.id {
-                Some(id) if taken => {
-                    return Err(StoreError::Refused(format!("a task with the id `{id}` already exists")));
-                }
-                Some(id) => id.clone(),
-                None => format!("TASK-{:03}", highest + 1),
-            };
-            let mut task = Map::new();
-            task.insert("id".into(), id.clone().into());
-            task.extend(fields.clone());
-            let task = Value::Object(task);
-            check_task(ws, &task, &format!("task `{id}`"))?;
-            let deps: Vec<&str> = depends_on.iter().map(String::as_str).collect();
-            check_dependencies(&file, &id, &deps, |dep| relevant.iter().any(|head| head.id.as_deref() == Some(dep)))?;
-            chosen_id = id;
-            let new = match (current, layout) {
-                (Some(text), Some(layout)) => Content::Spliced(
-                    tasks::splices_for(text, layout, &[], &TaskEdits { updates: vec![], appends: vec![task] })
-                        .map_err(|e| StoreError::Refused(format!("{file}: {e}")))?,
-                ),
-                _ => Content::Whole(tasks::new_file(&[task])),
-            };
-            Ok(Some(new))
-        })
+                })
+                .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
+                (Some(layout), relevant)
+            }
+            None => (None, Vec::new()),
+        };
+        let taken = relevant.iter().any(|head| head.id.as_deref() == args.id.as_deref());
+        let highest = relevant
+            .iter()
+            .filter(|head| !head.taskmaster)
+            .filter_map(|head| head.id.as_deref()?.strip_prefix("TASK-")?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        // Task Master numbers its tasks: a new one takes the next integer.
+        let highest_number = relevant
+            .iter()
+            .filter(|head| head.taskmaster)
+            .filter_map(|head| head.id.as_deref()?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        let id = match &args.id {
+            Some(id) if taken => {
+                return Err(StoreError::Refused(format!("a task with the id `{id}` already exists")));
+            }
+            Some(id) => id.clone(),
+            None if layout.is_some_and(|l| l.taskmaster()) => (highest_number + 1).to_string(),
+            None => format!("TASK-{:03}", highest + 1),
+        };
+        let mut task = Map::new();
+        task.insert("id".into(), id.clone().into());
+        task.extend(fields.clone());
+        let task = Value::Object(task);
+        check_task(ws, &task, &format!("task `{id}`"))?;
+        let deps: Vec<&str> = depends_on.iter().map(String::as_str).collect();
+        check_dependencies(&file, &id, &deps, |dep| relevant.iter().any(|head| head.id.as_deref() == Some(dep)))?;
+        chosen_id = id;
+        let new = match (current, layout) {
+            (Some(text), Some(layout)) => Content::Spliced(
+                tasks::splices_for(text, layout, &[], &TaskEdits { updates: vec![], appends: vec![task] })
+                    .map_err(|e| StoreError::Refused(format!("{file}: {e}")))?,
+            ),
+            _ => Content::Whole(tasks::new_file(&[task])),
+        };
+        Ok(Some(new))
+    };
+    with_settled_retry(ws, || {
+        // Tried on the file as read first, so an `add` that is refused creates no lock file.
+        let read = ws.read_text(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
+        plan(read.as_deref())?;
+        file::modify(&path, &file, ws.config.limits.max_file_bytes, &mut plan)
     })?;
     println!("{chosen_id}");
     Ok(Exit::Ok)
@@ -312,40 +331,60 @@ fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
     }
     let file = ws.config.paths.tasks.clone();
     let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let outcome = with_settled_retry(ws, || {
-        file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
-            let (text, layout, heads, before) = locate(&file, current, &args.id)?;
-            let Some(mut fields) = before.as_object().cloned() else {
-                return Err(StoreError::Refused(format!("{file}: task `{}` is not an object", args.id)));
+    let selection = ws.task_selection();
+    let plan = |current: Option<&str>| -> Result<Option<Content>, StoreError> {
+        let (text, layout, heads, before) = locate(&file, &selection, current, &args.id)?;
+        let Some(mut fields) = before.as_object().cloned() else {
+            return Err(StoreError::Refused(format!("{file}: task `{}` is not an object", args.id)));
+        };
+        for op in &ops {
+            match op {
+                FieldOp::Set(key, value) => fields.insert(key.clone(), value.clone()),
+                FieldOp::Remove(key) => fields.shift_remove(key),
             };
-            for op in &ops {
-                match op {
-                    FieldOp::Set(key, value) => fields.insert(key.clone(), value.clone()),
-                    FieldOp::Remove(key) => fields.shift_remove(key),
-                };
-            }
-            if before.as_object() == Some(&fields) {
-                return Ok(None);
-            }
-            let now = crate::time::now_rfc3339();
-            fields.insert("updated_at".into(), now.clone().into());
-            let changed_deps = ops.iter().find_map(|op| match op {
-                FieldOp::Set(key, value) if key == "depends_on" => Some(value),
-                _ => None,
-            });
+        }
+        if before.as_object() == Some(&fields) {
+            return Ok(None);
+        }
+        let now = crate::time::now_rfc3339();
+        fields.insert("updated_at".into(), now.clone().into());
+        let changed_deps = ops.iter().find_map(|op| match op {
+            FieldOp::Set(key, value) if key == "depends_on" => Some(value),
+            _ => None,
+        });
+        // A Task Master task is checked as opsflow's own only when it is this runner's:
+        // the others are Task Master's, and need none of opsflow's fields.
+        if !layout.taskmaster() || crate::task::owned_entry(&ws.config, &Value::Object(fields.clone())) {
             check_task(ws, &Value::Object(fields), &format!("task `{}`", args.id))?;
-            if let Some(deps) = changed_deps {
-                let deps: Vec<&str> = deps.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-                let (_, found) = tasks::scan_ids(text, &deps)
-                    .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
-                check_dependencies(&file, &args.id, &deps, |dep| {
-                    found.iter().any(|head| head.id.as_deref() == Some(dep))
-                })?;
+        }
+        if let Some(deps) = changed_deps {
+            let deps: Vec<&str> = deps.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            // In Task Master's file a dependency may be a subtask (`12.1`): its task is looked up too.
+            let mut wanted = deps.clone();
+            if layout.taskmaster() {
+                wanted.extend(deps.iter().filter_map(|dep| dep.split_once('.')).map(|(parent, _)| parent));
             }
-            let mut all_ops = ops.clone();
-            all_ops.push(FieldOp::Set("updated_at".into(), now.into()));
-            splice_update(&file, text, layout, &heads, &args.id, all_ops)
-        })
+            let (_, found) = tasks::scan_ids_in(text, &selection, &wanted)
+                .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
+            let parents: Vec<Value> =
+                found.iter().filter(|head| head.taskmaster).filter_map(|head| head.try_value(text).ok()).collect();
+            let subtasks = crate::task::subtask_statuses(&parents);
+            check_dependencies(&file, &args.id, &deps, |dep| {
+                found.iter().any(|head| head.id.as_deref() == Some(dep)) || subtasks.contains_key(dep)
+            })?;
+        }
+        let mut all_ops = ops.clone();
+        all_ops.push(FieldOp::Set("updated_at".into(), now.into()));
+        splice_update(&file, text, layout, &heads, &args.id, all_ops)
+    };
+    let outcome = with_settled_retry(ws, || {
+        // The edit is tried on the file as read before the lock is taken, so an edit that is
+        // refused (an unknown id, an invalid file) creates nothing, not even the lock file.
+        let read = ws.read_text(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
+        if plan(read.as_deref())?.is_none() {
+            return Ok(file::Outcome::Unchanged);
+        }
+        file::modify(&path, &file, ws.config.limits.max_file_bytes, plan)
     })?;
     match outcome {
         file::Outcome::Unchanged => println!("{}: unchanged", args.id),
@@ -407,14 +446,15 @@ fn check_dependencies(file: &str, id: &str, deps: &[&str], exists: impl Fn(&str)
 
 fn locate<'t>(
     file: &str,
+    selection: &tasks::Selection,
     current: Option<&'t str>,
     id: &str,
 ) -> Result<(&'t str, tasks::Layout, Vec<tasks::TaskHead<'t>>, Value), StoreError> {
     let Some(text) = current else {
         return Err(StoreError::Refused(format!("{file} does not exist")));
     };
-    let (layout, heads) =
-        tasks::scan_ids(text, &[id]).map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(file, text, e))))?;
+    let (layout, heads) = tasks::scan_ids_in(text, selection, &[id])
+        .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(file, text, e))))?;
     let head = tasks::find(&heads, id).map_err(|e| StoreError::Refused(format!("{file}: {e}")))?;
     let task = head
         .try_value(text)
@@ -443,7 +483,7 @@ fn release(ws: &Workspace, args: &ReleaseArgs) -> anyhow::Result<Exit> {
     let text_field = |task: &Value, key: &str| task.get(key).and_then(Value::as_str).map(str::to_owned);
     let mut released: Option<Value> = None;
     file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
-        let (text, layout, heads, task) = locate(&file, current, &args.id)?;
+        let (text, layout, heads, task) = locate(&file, &ws.task_selection(), current, &args.id)?;
         let status = text_field(&task, "status").unwrap_or_else(|| "(none)".to_owned());
         if status != "in_progress" {
             return Err(StoreError::Refused(format!(

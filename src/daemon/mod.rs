@@ -438,7 +438,7 @@ fn reconcile_once(
 fn owned_tasks_by_status(ws: &Workspace) -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();
     let Ok(Some(text)) = ws.read_text(&ws.config.paths.tasks) else { return counts };
-    let owned = crate::store::tasks::scan(&text, |head| {
+    let owned = crate::store::tasks::scan_in(&text, &ws.task_selection(), |head| {
         crate::workflow::owns(&ws.config, head.agent.as_deref(), head.kind.as_deref())
     });
     if let Ok((_, heads)) = owned {

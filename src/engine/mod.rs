@@ -349,7 +349,8 @@ impl<'w> Engine<'w> {
             summary.problems.extend(loaded.diagnostics);
             return false;
         }
-        let prefix = loaded.prefix;
+        let prefix = std::mem::take(&mut loaded.prefix);
+        let prefix = prefix.as_str();
         // Each owned entry that may act is decoded into a typed task once per pass.
         let owned: Vec<(usize, Task)> = std::mem::take(&mut loaded.kept)
             .into_iter()

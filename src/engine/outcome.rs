@@ -226,7 +226,7 @@ impl<'w> Engine<'w> {
     /// (it said `deployed`), and says in the completion signal that the release was rolled back.
     pub(super) fn mark_rolled_back(&self, undone: &Release, run: &mut NodeRun<'_>) {
         let Ok(Some(text)) = self.ws.read_text(&self.ws.config.paths.tasks) else { return };
-        let Ok((_, heads)) = crate::store::tasks::scan(&text, |head| {
+        let Ok((_, heads)) = crate::store::tasks::scan_in(&text, &self.ws.task_selection(), |head| {
             head.status.as_deref().map(TaskStatus::parse) == Some(TaskStatus::Deployed)
                 && head.kind.as_deref() == Some("deployment_production")
                 && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())

@@ -82,7 +82,7 @@ fn edit_task_with(
         }
         // An editor or agent that rewrites the file in place (truncate, then write) was
         // caught halfway: wait until the file settles, then edit what it holds then.
-        let _ = ws.read_text_settled(&file, |text| tasks::scan_ids(text, &[]).is_ok());
+        let _ = ws.read_text_settled(&file, |text| tasks::scan_ids_in(text, &ws.task_selection(), &[]).is_ok());
     }
 }
 
@@ -124,7 +124,7 @@ fn edit_task_once(
         let Some(text) = current else { return Err(refused(file, "the file disappeared")) };
         let mut wanted: Vec<&str> = appends.iter().filter_map(|t| t.get("id").and_then(Value::as_str)).collect();
         wanted.extend(id);
-        let (layout, heads) = tasks::scan_ids(text, &wanted).map_err(|e| {
+        let (layout, heads) = tasks::scan_ids_in(text, &ws.task_selection(), &wanted).map_err(|e| {
             *unreadable = true;
             refused(file, layout_error(text, &e))
         })?;

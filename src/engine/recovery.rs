@@ -39,7 +39,7 @@ impl<'w> Engine<'w> {
         }
         // Only owned tasks in progress are decoded; the scan skips the rest of the list.
         let Ok(Some(text)) = self.ws.read_text(&self.ws.config.paths.tasks) else { return };
-        let Ok((_, heads)) = crate::store::tasks::scan(&text, |head| {
+        let Ok((_, heads)) = crate::store::tasks::scan_in(&text, &self.ws.task_selection(), |head| {
             head.status.as_deref().map(TaskStatus::parse) == Some(TaskStatus::InProgress)
                 && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())
         }) else {
@@ -84,7 +84,7 @@ impl<'w> Engine<'w> {
     ) -> Option<Ran> {
         let started = Instant::now();
         let text = self.ws.read_text(&self.ws.config.paths.tasks).ok().flatten()?;
-        let (_, heads) = crate::store::tasks::scan_ids(&text, &[id]).ok()?;
+        let (_, heads) = crate::store::tasks::scan_ids_in(&text, &self.ws.task_selection(), &[id]).ok()?;
         let task = crate::store::tasks::find(&heads, id).ok().map(|head| Task::from_value(head.value(&text)));
         let Some(task) = task.filter(|t| t.status == TaskStatus::InProgress) else {
             // The run had recorded its end; only its journal was left.

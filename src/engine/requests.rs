@@ -283,7 +283,7 @@ impl Current {
         let mut current = Current { readable: false, tasks: Vec::new(), state: Value::Null };
         let Ok(Some(text)) = ws.read_text(&ws.config.paths.tasks) else { return current };
         let ids: Vec<&str> = wanted.iter().map(String::as_str).collect();
-        let Ok((_, heads)) = tasks::scan_ids(&text, &ids) else { return current };
+        let Ok((_, heads)) = tasks::scan_ids_in(&text, &ws.task_selection(), &ids) else { return current };
         let Ok(decoded) = heads.iter().map(|head| head.try_value(&text)).collect::<Result<Vec<_>, _>>() else {
             return current;
         };

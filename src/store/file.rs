@@ -77,12 +77,11 @@ pub fn lock_path(path: &Path) -> PathBuf {
 /// once missed `issues.jsonl.lock`. It applies to that one directory (the leading `/`).
 pub const LOCK_GITIGNORE: &str = "# opsflow's lock files and interrupted writes\n/*.lock\n/.*.opsflow-tmp\n";
 
-/// Takes the exclusive sidecar lock of `path`, waiting for the current holder.
+/// Takes the exclusive sidecar lock of `path`, waiting for the current holder. The
+/// `.gitignore` for it is written by [`modify`], once it has written the file: an edit that
+/// was refused leaves nothing in the folder but the lock.
 pub fn lock(path: &Path) -> Result<File, StoreError> {
     let lock_path = lock_path(path);
-    if lock_path.symlink_metadata().is_err() {
-        ignore_locks_in_git(&lock_path);
-    }
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -147,6 +146,7 @@ where
     F: FnMut(Option<&str>) -> Result<Option<C>, StoreError>,
     C: Into<Content>,
 {
+    let first_lock = lock_path(path).symlink_metadata().is_err();
     let _lock = lock(path)?;
     remove_stale_temps(path);
     for attempt in 1..=MAX_ATTEMPTS {
@@ -198,6 +198,9 @@ where
         }
         sync_dir(path)?;
         crate::workspace::write::note_written(path);
+        if first_lock {
+            ignore_locks_in_git(&lock_path(path));
+        }
         return Ok(Outcome::Written { attempts: attempt });
     }
     Err(StoreError::Contended { path: path.to_owned(), attempts: MAX_ATTEMPTS })
@@ -485,8 +488,9 @@ mod tests {
         // An error before anything is written.
         fs::write(&path, "\u{feff}x").unwrap();
         assert!(matches!(modify(&path, "f.txt", 1 << 20, |_| Ok(Some("y".to_owned()))), Err(StoreError::Invalid(_))));
-        // The file, its lock and the `.gitignore` written beside the first lock.
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
+        // The file and its lock: the `.gitignore` is written beside a lock only once a write
+        // went through, so a refused edit adds nothing to a folder another tool owns.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
 
         // An error after temporary files were written: another writer replaces the file during
         // every attempt, so each attempt's temporary file is written and then given up. The
@@ -523,7 +527,7 @@ mod tests {
         let mut names: Vec<_> =
             fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         names.sort();
-        assert_eq!(names, [".gitignore", "f.txt", "f.txt.lock"], "a temporary file was left");
+        assert_eq!(names, ["f.txt", "f.txt.lock"], "a temporary file was left");
         assert_eq!(fs::read_to_string(&path).unwrap(), format!("other writer {MAX_ATTEMPTS}"));
     }
 }

@@ -10,18 +10,40 @@ use serde_json::Value;
 
 use super::edit::{self, FieldOp, Splice, Style};
 use super::json::{self, Member, Span, SyntaxError};
+use super::taskmaster;
 
 /// Where the task array is and how the file wraps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     pub array_start: usize,
+    /// `{"tasks": [...]}`.
     pub wrapped: bool,
+    /// Task Master's tagged form: the key (with its quotes) of the tag whose `tasks` array
+    /// this is.
+    pub tag: Option<Span>,
 }
 
 impl Layout {
+    /// The JSON Pointer of the array: entry `i` is at `{prefix}/{i}`.
+    pub fn prefix(&self, text: &str) -> String {
+        match self.tag {
+            Some(tag) => {
+                let name = json::decode_string(tag.of(text));
+                format!("/{}/tasks", name.replace('~', "~0").replace('/', "~1"))
+            }
+            None if self.wrapped => "/tasks".to_owned(),
+            None => String::new(),
+        }
+    }
+
     /// The JSON Pointer of the entry at `index`.
-    pub fn pointer(&self, index: usize) -> String {
-        if self.wrapped { format!("/tasks/{index}") } else { format!("/{index}") }
+    pub fn pointer(&self, text: &str, index: usize) -> String {
+        format!("{}/{index}", self.prefix(text))
+    }
+
+    /// Whether the entries are Task Master's (the tagged form).
+    pub fn taskmaster(&self) -> bool {
+        self.tag.is_some()
     }
 }
 
@@ -46,17 +68,25 @@ pub struct TaskHead<'t> {
     pub id: Option<Cow<'t, str>>,
     pub agent: Option<Cow<'t, str>>,
     pub kind: Option<Cow<'t, str>>,
+    /// In opsflow's words: for a Task Master entry, its status read through
+    /// [`taskmaster::effective_status`].
     pub status: Option<Cow<'t, str>>,
+    /// [`taskmaster::FINE_STATUS_FIELD`], read in Task Master entries only.
+    pub fine_status: Option<Cow<'t, str>>,
+    /// An entry of Task Master's tagged file, in its dialect ([`taskmaster`]).
+    pub taskmaster: bool,
 }
 
 impl TaskHead<'_> {
     /// The whole entry as a value (allocates; use for the entries you keep). The scanner
     /// accepts only what `serde_json` decodes, so this fails only if they ever disagree.
+    /// A Task Master entry is read as opsflow reads its own ([`taskmaster::normalize`]).
     pub fn try_value(&self, text: &str) -> Result<Value, SyntaxError> {
-        serde_json::from_str(self.span.of(text)).map_err(|e| SyntaxError {
+        let value = serde_json::from_str(self.span.of(text)).map_err(|e| SyntaxError {
             offset: self.span.start,
             message: format!("task entry {} cannot be decoded: {e}", self.index),
-        })
+        })?;
+        Ok(if self.taskmaster { taskmaster::normalize(value, self.agent.as_deref()) } else { value })
     }
 
     /// [`TaskHead::try_value`], with `null` for an entry that cannot be decoded (which the
@@ -85,64 +115,161 @@ fn syntax(offset: usize, message: &str) -> SyntaxError {
 /// one takes 1.9 ms; below a megabyte, starting the thread costs about what it saves.
 const PARALLEL_MIN_BYTES: usize = 1024 * 1024;
 
+/// Which tag of a tagged (Task Master) file opsflow works in, and who its tasks are for
+/// when they name no agent. A file of the other two shapes ignores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// The tag, or why none could be chosen (said when the file turns out to be tagged).
+    pub tag: Result<String, String>,
+    /// The agent of the tag's tasks that have no `agent` field.
+    pub default_agent: Option<String>,
+}
+
+impl Default for Selection {
+    fn default() -> Self {
+        Selection { tag: Err("no Task Master tag was chosen for this file".to_owned()), default_agent: None }
+    }
+}
+
+impl Selection {
+    /// The tag `tag`, with no default agent.
+    pub fn tag(tag: &str) -> Selection {
+        Selection { tag: Ok(tag.to_owned()), default_agent: None }
+    }
+}
+
+/// How many tag names a shape error lists.
+const TAGS_NAMED: usize = 10;
+
+/// Walks the members of the object at `start`, refusing
+/// duplicate keys; `member` gets each raw key (with its quotes) and value offset and returns
+/// the value's end. Returns the end of the object.
+fn object_members<'t>(
+    text: &'t str,
+    start: usize,
+    mut member: impl FnMut(&'t str, usize) -> Result<usize, LayoutError>,
+) -> Result<usize, LayoutError> {
+    let bytes = text.as_bytes();
+    let mut keys = json::KeySet::default();
+    let mut pos = json::skip_ws(text, start + 1);
+    if bytes.get(pos) == Some(&b'}') {
+        return Ok(pos + 1);
+    }
+    loop {
+        let key_end = json::string_end(text, pos)?;
+        let colon = json::skip_ws(text, key_end);
+        if bytes.get(colon) != Some(&b':') {
+            return Err(syntax(colon, "expected `:` after the key").into());
+        }
+        if !keys.insert(&text[pos..key_end]) {
+            return Err(json::duplicate_key(&text[pos..key_end], pos).into());
+        }
+        let value = json::skip_ws(text, colon + 1);
+        let value_end = member(&text[pos..key_end], value)?;
+        pos = json::skip_ws(text, value_end);
+        match bytes.get(pos) {
+            Some(b',') => pos = json::skip_ws(text, pos + 1),
+            Some(b'}') => return Ok(pos + 1),
+            _ => return Err(syntax(pos, "expected `,` or `}`").into()),
+        }
+    }
+}
+
 /// One pass over the whole file: checks its syntax and shape, and returns the heads of the
 /// entries `keep` accepts, in order. `keep` sees every entry (and may be called from two
-/// threads); nothing is returned unless the whole file is valid.
+/// threads); nothing is returned unless the whole file is valid. A tagged file is read in
+/// the tag of [`Selection::default`], which names none: see [`scan_in`].
 pub fn scan<'t>(
     text: &'t str,
+    keep: impl Fn(&TaskHead<'t>) -> bool + Sync,
+) -> Result<(Layout, Vec<TaskHead<'t>>), LayoutError> {
+    scan_in(text, &Selection::default(), keep)
+}
+
+/// [`scan`] in the tag and with the default agent of `selection`.
+pub fn scan_in<'t>(
+    text: &'t str,
+    selection: &Selection,
     keep: impl Fn(&TaskHead<'t>) -> bool + Sync,
 ) -> Result<(Layout, Vec<TaskHead<'t>>), LayoutError> {
     let bytes = text.as_bytes();
     let start = json::skip_ws(text, 0);
     let mut kept = Vec::new();
+    let own = Dialect { taskmaster: false, default_agent: None };
+    let theirs = Dialect { taskmaster: true, default_agent: selection.default_agent.as_deref() };
     match bytes.get(start) {
         Some(b'[') => {
-            let end = scan_array(text, start, 1, &keep, &mut kept)?;
+            let end = scan_array(text, start, 1, own, &keep, &mut kept)?;
             check_trailing(text, end)?;
-            Ok((Layout { array_start: start, wrapped: false }, kept))
+            Ok((Layout { array_start: start, wrapped: false, tag: None }, kept))
         }
         Some(b'{') => {
             let mut array_start = None;
-            let mut keys = json::KeySet::default();
-            let mut pos = json::skip_ws(text, start + 1);
-            if bytes.get(pos) == Some(&b'}') {
-                pos += 1;
-            } else {
-                loop {
-                    let key_end = json::string_end(text, pos)?;
-                    let colon = json::skip_ws(text, key_end);
-                    if bytes.get(colon) != Some(&b':') {
-                        return Err(syntax(colon, "expected `:` after the key").into());
+            let mut tagged = None;
+            let mut tag_names: Vec<String> = Vec::new();
+            let wanted = selection.tag.as_deref().ok();
+            let end = object_members(text, start, |raw_key, value| {
+                let key = json::decode_string(raw_key);
+                if key == "tasks" {
+                    if bytes.get(value) != Some(&b'[') {
+                        json::value_end_depth(text, value, 1)?;
+                        return Err(LayoutError::Shape("`tasks` must be an array".to_owned()));
                     }
-                    if !keys.insert(&text[pos..key_end]) {
-                        return Err(json::duplicate_key(&text[pos..key_end], pos).into());
-                    }
-                    let value = json::skip_ws(text, colon + 1);
-                    let value_end = if json::decode_string(&text[pos..key_end]) == "tasks" {
-                        if bytes.get(value) != Some(&b'[') {
-                            json::value_end_depth(text, value, 1)?;
-                            return Err(LayoutError::Shape("`tasks` must be an array".to_owned()));
-                        }
-                        array_start = Some(value);
-                        scan_array(text, value, 2, &keep, &mut kept)?
-                    } else {
-                        json::value_end_depth(text, value, 1)?
-                    };
-                    pos = json::skip_ws(text, value_end);
-                    match bytes.get(pos) {
-                        Some(b',') => pos = json::skip_ws(text, pos + 1),
-                        Some(b'}') => {
-                            pos += 1;
-                            break;
-                        }
-                        _ => return Err(syntax(pos, "expected `,` or `}`").into()),
-                    }
+                    array_start = Some(value);
+                    return Ok(scan_array(text, value, 2, own, &keep, &mut kept)?);
                 }
+                if bytes.get(value) != Some(&b'{') {
+                    return Ok(json::value_end_depth(text, value, 1)?);
+                }
+                if tag_names.len() <= TAGS_NAMED {
+                    tag_names.push(key.clone().into_owned());
+                }
+                if wanted != Some(key.as_ref()) {
+                    return Ok(json::value_end_depth(text, value, 1)?);
+                }
+                let key_start = raw_key.as_ptr() as usize - text.as_ptr() as usize;
+                let mut tag_array = None;
+                let end = object_members(text, value, |raw_key, value| {
+                    if json::decode_string(raw_key) != "tasks" {
+                        return Ok(json::value_end_depth(text, value, 2)?);
+                    }
+                    if bytes.get(value) != Some(&b'[') {
+                        json::value_end_depth(text, value, 2)?;
+                        return Err(LayoutError::Shape(format!("`tasks` of the tag `{key}` must be an array")));
+                    }
+                    tag_array = Some(value);
+                    Ok(scan_array(text, value, 3, theirs, &keep, &mut kept)?)
+                })?;
+                let Some(tag_array) = tag_array else {
+                    return Err(LayoutError::Shape(format!("the tag `{key}` has no `tasks` array")));
+                };
+                tagged = Some((tag_array, Span { start: key_start, end: key_start + raw_key.len() }));
+                Ok(end)
+            })?;
+            check_trailing(text, end)?;
+            match (array_start, tagged) {
+                (Some(array_start), None) => Ok((Layout { array_start, wrapped: true, tag: None }, kept)),
+                (None, Some((array_start, tag))) => Ok((Layout { array_start, wrapped: false, tag: Some(tag) }, kept)),
+                (Some(_), Some(_)) => Err(LayoutError::Shape(format!(
+                    "the top-level object has both a `tasks` array and the Task Master tag `{}`; keep one",
+                    wanted.unwrap_or_default()
+                ))),
+                (None, None) if !tag_names.is_empty() => {
+                    let mut names: Vec<String> = tag_names.iter().take(TAGS_NAMED).map(|t| format!("`{t}`")).collect();
+                    if tag_names.len() > TAGS_NAMED {
+                        names.push("...".to_owned());
+                    }
+                    let why = match &selection.tag {
+                        Ok(tag) => format!("the Task Master tag `{tag}` is not in the file"),
+                        Err(why) => why.clone(),
+                    };
+                    Err(LayoutError::Shape(format!(
+                        "the top-level object has no `tasks` array, and {why} (its tags: {}); set `paths.tasks_tag`",
+                        names.join(", ")
+                    )))
+                }
+                (None, None) => Err(LayoutError::Shape("the top-level object has no `tasks` array".to_owned())),
             }
-            check_trailing(text, pos)?;
-            let array_start = array_start
-                .ok_or_else(|| LayoutError::Shape("the top-level object has no `tasks` array".to_owned()))?;
-            Ok((Layout { array_start, wrapped: true }, kept))
         }
         _ => {
             json::root(text)?;
@@ -156,6 +283,32 @@ fn check_trailing(text: &str, end: usize) -> Result<(), SyntaxError> {
     if rest == text.len() { Ok(()) } else { Err(syntax(rest, "expected end of file after the JSON value")) }
 }
 
+/// How the entries of the array are read: opsflow's own, or Task Master's with the tag's
+/// default agent.
+#[derive(Debug, Clone, Copy)]
+struct Dialect<'s> {
+    taskmaster: bool,
+    default_agent: Option<&'s str>,
+}
+
+impl Dialect<'_> {
+    /// Completes a head walked in this dialect: a Task Master entry's status in opsflow's
+    /// words, and its agent the default one when it names none.
+    fn finish(&self, head: &mut TaskHead<'_>) {
+        if !self.taskmaster {
+            return;
+        }
+        head.taskmaster = true;
+        let effective = taskmaster::effective_status(head.status.as_deref(), head.fine_status.as_deref());
+        if effective != head.status.as_deref() {
+            head.status = effective.map(|s| Cow::Owned(s.to_owned()));
+        }
+        if head.agent.is_none() {
+            head.agent = self.default_agent.map(|a| Cow::Owned(a.to_owned()));
+        }
+    }
+}
+
 /// How a walk over the entries of the task array ended.
 enum Walk {
     /// Reached the closing bracket; the array ends before this offset.
@@ -166,12 +319,12 @@ enum Walk {
 
 /// Walks the entries of the task array from the entry starting at `pos` (the `index`-th),
 /// entry members included, until the closing bracket or the entry starting at `stop_at`.
-/// The array is the `depth`-th level of nesting (1 for a bare array).
+/// The array is the `depth`-th level of nesting (1 for a bare array), its entries of `dialect`.
 fn walk<'t>(
     text: &'t str,
     mut pos: usize,
     mut index: usize,
-    depth: usize,
+    (depth, dialect): (usize, Dialect<'_>),
     stop_at: Option<usize>,
     keep: &(impl Fn(&TaskHead<'t>) -> bool + Sync),
     kept: &mut Vec<TaskHead<'t>>,
@@ -183,14 +336,18 @@ fn walk<'t>(
         }
         let mut head = TaskHead { index, ..TaskHead::default() };
         let end = if bytes.get(pos) == Some(&b'{') {
-            match entry_members(text, pos, depth + 1, &mut head) {
+            match entry_members(text, pos, depth + 1, dialect.taskmaster, &mut head) {
                 Some(end) => end,
-                None => entry_members_checked(text, pos, depth + 1, &mut head)?,
+                None => {
+                    head = TaskHead { index, ..TaskHead::default() };
+                    entry_members_checked(text, pos, depth + 1, dialect.taskmaster, &mut head)?
+                }
             }
         } else {
             json::value_end_depth(text, pos, depth)?
         };
         head.span = Span { start: pos, end };
+        dialect.finish(&mut head);
         if keep(&head) {
             kept.push(head);
         }
@@ -216,6 +373,7 @@ fn slot<'h, 't>(head: &'h mut TaskHead<'t>, key: &[u8]) -> Option<&'h mut Option
         b"agent" => Some(&mut head.agent),
         b"type" => Some(&mut head.kind),
         b"status" => Some(&mut head.status),
+        b"opsflow_status" => Some(&mut head.fine_status),
         _ => None,
     }
 }
@@ -227,7 +385,13 @@ fn slot<'h, 't>(head: &'h mut TaskHead<'t>, key: &[u8]) -> Option<&'h mut Option
 /// is the `depth`-th level of nesting. Duplicate keys are looked for among the first
 /// [`INLINE_KEYS`] plain keys; an entry with more, or with escaped keys, takes the checked walk.
 #[inline]
-fn entry_members<'t>(text: &'t str, pos: usize, depth: usize, head: &mut TaskHead<'t>) -> Option<usize> {
+fn entry_members<'t>(
+    text: &'t str,
+    pos: usize,
+    depth: usize,
+    taskmaster: bool,
+    head: &mut TaskHead<'t>,
+) -> Option<usize> {
     let bytes = text.as_bytes();
     let mut i = json::skip_ws(text, pos + 1);
     if *bytes.get(i)? == b'}' {
@@ -256,13 +420,14 @@ fn entry_members<'t>(text: &'t str, pos: usize, depth: usize, head: &mut TaskHea
                 end
             }
             slot => {
-                if let Some(slot) = slot {
-                    *slot = None;
-                }
-                match bytes.get(value) {
+                let end = match bytes.get(value) {
                     Some(b'"') => json::closing_quote(bytes, value)?,
                     _ => json::value_end_depth(text, value, depth).ok()?,
+                };
+                if let Some(slot) = slot {
+                    *slot = number_id(text, key, value, end, taskmaster);
                 }
+                end
             }
         };
         i = json::skip_ws(text, i);
@@ -274,6 +439,14 @@ fn entry_members<'t>(text: &'t str, pos: usize, depth: usize, head: &mut TaskHea
     }
 }
 
+/// The `id` of a Task Master entry that is an integer, as its digits (`None` for any other
+/// value, and in opsflow's own files, where an id is a string).
+fn number_id<'t>(text: &'t str, key: &[u8], start: usize, end: usize, taskmaster: bool) -> Option<Cow<'t, str>> {
+    let raw = &text[start..end];
+    (taskmaster && key == b"id" && !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit() || b == b'-'))
+        .then_some(Cow::Borrowed(raw))
+}
+
 /// [`entry_members`] through [`json::Members`], which says what is wrong: run when the fast
 /// walk fails.
 #[cold]
@@ -281,14 +454,17 @@ fn entry_members_checked<'t>(
     text: &'t str,
     pos: usize,
     depth: usize,
+    taskmaster: bool,
     head: &mut TaskHead<'t>,
 ) -> Result<usize, SyntaxError> {
     let mut members = json::Members::with_depth(text, pos, depth);
     for member in &mut members {
         let member = member?;
         let raw_key = member.key.of(text);
-        if let Some(slot) = slot(head, &raw_key.as_bytes()[1..raw_key.len() - 1]) {
-            *slot = string_value(text, &member);
+        let key = &raw_key.as_bytes()[1..raw_key.len() - 1];
+        if let Some(slot) = slot(head, key) {
+            *slot = string_value(text, &member)
+                .or_else(|| number_id(text, key, member.value.start, member.value.end, taskmaster));
         }
     }
     Ok(members.end)
@@ -323,6 +499,7 @@ fn scan_array<'t>(
     text: &'t str,
     start: usize,
     depth: usize,
+    dialect: Dialect<'_>,
     keep: &(impl Fn(&TaskHead<'t>) -> bool + Sync),
     kept: &mut Vec<TaskHead<'t>>,
 ) -> Result<usize, SyntaxError> {
@@ -336,7 +513,7 @@ fn scan_array<'t>(
         .flatten()
         .filter(|&guess| guess > first);
     let Some(guess) = guess else {
-        return match walk(text, first, 0, depth, None, keep, kept)? {
+        return match walk(text, first, 0, (depth, dialect), None, keep, kept)? {
             Walk::Closed(end) => Ok(end),
             Walk::Stopped(_) => unreachable!("no stop was asked for"),
         };
@@ -344,10 +521,10 @@ fn scan_array<'t>(
     std::thread::scope(|scope| {
         let second = scope.spawn(|| {
             let mut found = Vec::new();
-            let walked = walk(text, guess, 0, depth, None, keep, &mut found);
+            let walked = walk(text, guess, 0, (depth, dialect), None, keep, &mut found);
             (walked, found)
         });
-        match walk(text, first, 0, depth, Some(guess), keep, kept)? {
+        match walk(text, first, 0, (depth, dialect), Some(guess), keep, kept)? {
             Walk::Closed(end) => Ok(end),
             Walk::Stopped(count) => {
                 let (walked, found) = match second.join() {
@@ -384,8 +561,41 @@ pub enum EditError {
     DuplicateId { id: String, first: usize, second: usize },
     #[error("entry {index} (id `{id}`) is not an object")]
     NotAnObject { id: String, index: usize },
+    #[error(
+        "Task Master does not know the status `{0}`, and opsflow has no mapping for it; Task Master's statuses are {list}",
+        list = taskmaster::STATUSES.map(|s| format!("`{s}`")).join(", ")
+    )]
+    UnknownToTaskMaster(String),
     #[error("{0}")]
     Layout(String),
+}
+
+/// Field changes of a Task Master entry, as its file takes them: a status in its words, with
+/// opsflow's finer one in [`taskmaster::FINE_STATUS_FIELD`] (removed when the status says it
+/// all), and `depends_on` as `dependencies`.
+fn taskmaster_ops(ops: &[FieldOp]) -> Result<Vec<FieldOp>, EditError> {
+    let mut out = Vec::with_capacity(ops.len() + 1);
+    for op in ops {
+        match op {
+            FieldOp::Set(key, value) if key == "status" => {
+                let status = value.as_str().unwrap_or_default();
+                let written = taskmaster::written_status(status)
+                    .ok_or_else(|| EditError::UnknownToTaskMaster(status.to_owned()))?;
+                out.push(FieldOp::Set(key.clone(), Value::String(written.to_owned())));
+                out.push(if taskmaster::is_fine(status) {
+                    FieldOp::Set(taskmaster::FINE_STATUS_FIELD.to_owned(), value.clone())
+                } else {
+                    FieldOp::Remove(taskmaster::FINE_STATUS_FIELD.to_owned())
+                });
+            }
+            FieldOp::Set(key, value) if key == "depends_on" => {
+                let entry = taskmaster::to_taskmaster(serde_json::json!({ "depends_on": value }));
+                out.push(FieldOp::Set("dependencies".to_owned(), entry["dependencies"].clone()));
+            }
+            other => out.push(other.clone()),
+        }
+    }
+    Ok(out)
 }
 
 /// Finds the single entry with `id`.
@@ -401,7 +611,16 @@ pub fn find<'t>(heads: &'t [TaskHead<'t>], id: &str) -> Result<&'t TaskHead<'t>,
 /// The heads of the entries whose id is one of `ids` (every occurrence, so duplicates show),
 /// in one pass that keeps nothing else.
 pub fn scan_ids<'t>(text: &'t str, ids: &[&str]) -> Result<(Layout, Vec<TaskHead<'t>>), LayoutError> {
-    scan(text, |head| head.id.as_deref().is_some_and(|id| ids.contains(&id)))
+    scan_ids_in(text, &Selection::default(), ids)
+}
+
+/// [`scan_ids`] in the tag of `selection`.
+pub fn scan_ids_in<'t>(
+    text: &'t str,
+    selection: &Selection,
+    ids: &[&str],
+) -> Result<(Layout, Vec<TaskHead<'t>>), LayoutError> {
+    scan_in(text, selection, |head| head.id.as_deref().is_some_and(|id| ids.contains(&id)))
 }
 
 fn layout_error(error: LayoutError) -> EditError {
@@ -426,12 +645,18 @@ pub fn splices_for(
         if text.as_bytes()[head.span.start] != b'{' {
             return Err(EditError::NotAnObject { id: id.clone(), index: head.index });
         }
+        let ops = if layout.taskmaster() { Cow::Owned(taskmaster_ops(ops)?) } else { Cow::Borrowed(ops) };
         splices.extend(
-            edit::edit_object(text, head.span.start, ops, &style).map_err(|e| EditError::Layout(e.to_string()))?,
+            edit::edit_object(text, head.span.start, &ops, &style).map_err(|e| EditError::Layout(e.to_string()))?,
         );
     }
+    let appends = if layout.taskmaster() {
+        Cow::Owned(edits.appends.iter().cloned().map(taskmaster::to_taskmaster).collect())
+    } else {
+        Cow::Borrowed(&edits.appends)
+    };
     splices.extend(
-        edit::append_elements(text, layout.array_start, &edits.appends, &style)
+        edit::append_elements(text, layout.array_start, &appends, &style)
             .map_err(|e| EditError::Layout(e.to_string()))?,
     );
     Ok(splices)
@@ -561,15 +786,19 @@ mod tests {
             r#"{"id": "\u0041\"B", "agent": "Dev\u004fps", "nested": {"id": "not me", "a": [1, {"b": null}]}}"#,
             "{\n\t\"title\": \"tabs\\tand \\\"quotes\\\"\",\n\t\"id\": \"T\"\r\n}",
             r#"{"status": "done", "x": -1.5e3, "y": true, "z": false, "agent": "last"}"#,
+            r#"{"id": 12, "status": "in-progress", "opsflow_status": "failed", "dependencies": [1, "3.2"]}"#,
         ];
         for entry in entries {
             let mut fast = TaskHead::default();
             let mut checked = TaskHead::default();
-            let end = entry_members(entry, 0, 3, &mut fast);
-            assert_eq!(end, Some(entry.len()), "{entry}");
-            assert_eq!(entry_members_checked(entry, 0, 3, &mut checked), Ok(entry.len()), "{entry}");
-            let fields = |h: &TaskHead| [&h.id, &h.agent, &h.kind, &h.status].map(|f| f.as_deref().map(str::to_owned));
-            assert_eq!(fields(&fast), fields(&checked), "{entry}");
+            for taskmaster in [false, true] {
+                let end = entry_members(entry, 0, 3, taskmaster, &mut fast);
+                assert_eq!(end, Some(entry.len()), "{entry}");
+                assert_eq!(entry_members_checked(entry, 0, 3, taskmaster, &mut checked), Ok(entry.len()), "{entry}");
+                let fields =
+                    |h: &TaskHead| [&h.id, &h.agent, &h.kind, &h.status].map(|f| f.as_deref().map(str::to_owned));
+                assert_eq!(fields(&fast), fields(&checked), "{entry}");
+            }
         }
         for broken in [
             r#"{"id": "first", "id": "second"}"#,
@@ -579,9 +808,71 @@ mod tests {
             r#"{id: "A"}"#,
             "{\"id\": \"A\tB\"}",
         ] {
-            assert_eq!(entry_members(broken, 0, 3, &mut TaskHead::default()), None, "{broken}");
-            assert!(entry_members_checked(broken, 0, 3, &mut TaskHead::default()).is_err(), "{broken}");
+            assert_eq!(entry_members(broken, 0, 3, false, &mut TaskHead::default()), None, "{broken}");
+            assert!(entry_members_checked(broken, 0, 3, false, &mut TaskHead::default()).is_err(), "{broken}");
         }
+    }
+
+    const TAGGED: &str = r#"{
+  "master": {
+    "tasks": [
+      {"id": 1, "title": "a", "status": "done", "dependencies": []},
+      {"id": 2, "title": "b", "status": "in-progress", "dependencies": [1, "1.2"], "agent": "devops", "type": "deployment_staging"}
+    ],
+    "metadata": {"created": "2026-01-01T00:00:00.000Z"}
+  },
+  "feature-x": {"tasks": [{"id": "1", "title": "c", "status": "pending"}], "metadata": {}}
+}"#;
+
+    #[test]
+    fn a_tagged_file_is_read_in_the_chosen_tag_with_numeric_ids_and_task_masters_statuses() {
+        let (layout, heads) = scan_in(TAGGED, &Selection::tag("master"), |_| true).unwrap();
+        assert!(layout.taskmaster() && !layout.wrapped);
+        assert_eq!(layout.prefix(TAGGED), "/master/tasks");
+        let read: Vec<_> = heads.iter().map(|h| (h.id.as_deref().unwrap(), h.status.as_deref().unwrap())).collect();
+        assert_eq!(read, [("1", "done"), ("2", "in_progress")]);
+        assert_eq!(heads[1].value(TAGGED)["depends_on"], serde_json::json!(["1", "1.2"]));
+        let (layout, heads) = scan_in(TAGGED, &Selection::tag("feature-x"), |_| true).unwrap();
+        assert_eq!(layout.prefix(TAGGED), "/feature-x/tasks");
+        assert_eq!(heads.len(), 1);
+        // With no tag chosen, or one the file lacks, the error names the tags there are.
+        for selection in [Selection::default(), Selection::tag("release")] {
+            let Err(LayoutError::Shape(why)) = scan_in(TAGGED, &selection, |_| true) else { panic!() };
+            assert!(why.contains("`master`, `feature-x`") && why.contains("paths.tasks_tag"), "{why}");
+        }
+        // The other tags are checked as JSON too: a broken byte anywhere is an error.
+        let broken = TAGGED.replace(r#""metadata": {}"#, r#""metadata": {,}"#);
+        assert!(matches!(scan_in(&broken, &Selection::tag("master"), |_| true), Err(LayoutError::Syntax(_))));
+    }
+
+    #[test]
+    fn edits_of_a_task_master_entry_write_its_statuses_and_leave_the_other_tags_alone() {
+        let (layout, heads) = scan_in(TAGGED, &Selection::tag("master"), |_| true).unwrap();
+        let edits = TaskEdits {
+            updates: vec![("2".into(), vec![FieldOp::Set("status".into(), json!("deployed"))])],
+            appends: vec![json!({"id": "3", "title": "d", "status": "pending", "depends_on": ["2"]})],
+        };
+        let out = edit::apply(TAGGED, splices_for(TAGGED, layout, &heads, &edits).unwrap());
+        let before: Value = serde_json::from_str(TAGGED).unwrap();
+        let after: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(after["feature-x"], before["feature-x"]);
+        assert_eq!(after["master"]["metadata"], before["master"]["metadata"]);
+        assert_eq!(after["master"]["tasks"][1]["status"], "done");
+        assert_eq!(after["master"]["tasks"][1]["opsflow_status"], "deployed");
+        assert_eq!(
+            after["master"]["tasks"][2],
+            json!({"id": 3, "title": "d", "status": "pending", "dependencies": [2]})
+        );
+        let (_, heads) = scan_in(&out, &Selection::tag("master"), |_| true).unwrap();
+        assert_eq!(heads[1].status.as_deref(), Some("deployed"));
+        let unknown = TaskEdits {
+            updates: vec![("2".into(), vec![FieldOp::Set("status".into(), json!("shipped"))])],
+            appends: vec![],
+        };
+        assert_eq!(
+            splices_for(TAGGED, layout, &heads, &unknown),
+            Err(EditError::UnknownToTaskMaster("shipped".into()))
+        );
     }
 
     #[test]

@@ -70,6 +70,40 @@ impl Workspace {
         Ok(Workspace { root, config, config_label, config_problems, schemas })
     }
 
+    /// The tag of a Task Master tasks file opsflow works in and the tag's default agent:
+    /// `paths.tasks_tag`, else Task Master's current tag (`currentTag` of the `state.json` in
+    /// the `.taskmaster/` folder that holds `tasks/tasks.json`), else `master`. Read afresh on
+    /// every call, so a `task-master use-tag` is followed by the next pass. A `state.json`
+    /// that cannot be read leaves the tag unknown, with the reason, which a tagged file then
+    /// reports instead of working in a tag it guessed.
+    pub fn task_selection(&self) -> crate::store::tasks::Selection {
+        use crate::store::taskmaster::DEFAULT_TAG;
+        let default_agent = self.config.taskmaster.default_agent.clone();
+        if let Some(tag) = &self.config.paths.tasks_tag {
+            return crate::store::tasks::Selection { tag: Ok(tag.clone()), default_agent };
+        }
+        let state = Path::new(&self.config.paths.tasks)
+            .parent()
+            .filter(|tasks_dir| tasks_dir.file_name() == Some("tasks".as_ref()))
+            .and_then(Path::parent)
+            .map(|folder| folder.join("state.json").to_string_lossy().replace('\\', "/"));
+        let tag = match state.as_deref().map(|state| (state, self.read_text(state))) {
+            None | Some((_, Ok(None))) => Ok(DEFAULT_TAG.to_owned()),
+            Some((_, Err(diagnostic))) => Err(format!("Task Master's current tag cannot be read ({diagnostic})")),
+            Some((state, Ok(Some(text)))) => match read::parse_json(state, &text) {
+                Err(diagnostic) => Err(format!("Task Master's current tag cannot be read ({diagnostic})")),
+                Ok(value) => match value.get("currentTag") {
+                    None => Ok(DEFAULT_TAG.to_owned()),
+                    Some(serde_json::Value::String(tag)) if !tag.is_empty() => Ok(tag.clone()),
+                    Some(other) => Err(format!(
+                        "Task Master's current tag cannot be read ({state}: `currentTag` must be a tag name, found {other})"
+                    )),
+                },
+            },
+        };
+        crate::store::tasks::Selection { tag, default_agent }
+    }
+
     /// The absolute path of a workspace-relative path.
     pub fn path(&self, relative: &str) -> PathBuf {
         self.root.join(relative)

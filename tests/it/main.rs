@@ -38,6 +38,8 @@
 //!   entries), visible warnings, the generated CI pipeline, errors a person can act on.
 //! - [`integrations`]: BMAD QA gates as QA verdicts, beads issues as dependencies (read only),
 //!   and lock files kept out of `git add -A` whatever the locked file is called.
+//! - [`taskmaster`]: Task Master's tagged `tasks.json` (its own format, several tags, integer
+//!   ids, subtasks), with a line diff after every command.
 //! - [`merge`]: the git merge driver under real `git merge` and `git rebase`, its setup, and
 //!   `tasks release`.
 
@@ -68,6 +70,7 @@ mod rollout;
 mod scanner_property;
 mod store;
 mod sync;
+mod taskmaster;
 mod tidy;
 mod tls;
 mod util;

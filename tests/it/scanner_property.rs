@@ -157,16 +157,22 @@ fn the_scanner_accepts_exactly_what_the_strict_serde_reader_accepts() {
 #[test]
 fn the_task_list_scan_accepts_exactly_what_the_strict_serde_reader_accepts() {
     let entry = proptest::collection::vec((key(), prop_oneof![text(), nested()]), 0..5);
+    // 0: a bare array, 1: `{"tasks": [...]}`, 2 and 3: Task Master's tagged form, with the
+    // entry in the tag read (2) or in another tag, walked as JSON only (3).
     runner()
-        .run(&(entry, any::<bool>()), |(members, wrapped)| {
+        .run(&(entry, 0..4u8), |(members, shape)| {
             let members: Vec<String> = members.into_iter().map(|(k, v)| format!("{k}: {v}")).collect();
             let entry = format!("{{{}}}", members.join(", "));
-            let text = if wrapped {
-                format!("{{\"version\": 1, \"tasks\": [\n  {{\"id\": \"A\"}},\n  {entry}\n]}}\n")
-            } else {
-                format!("[{entry}]")
+            let text = match shape {
+                0 => format!("[{entry}]"),
+                1 => format!("{{\"version\": 1, \"tasks\": [\n  {{\"id\": \"A\"}},\n  {entry}\n]}}\n"),
+                2 => format!("{{\"master\": {{\"tasks\": [{{\"id\": 1}}, {entry}], \"metadata\": {{}}}}}}"),
+                _ => format!(
+                    "{{\"master\": {{\"tasks\": [{{\"id\": 1}}]}}, \"other\": {{\"tasks\": [{entry}], \"metadata\": {entry}}}}}"
+                ),
             };
-            let scanned = tasks::heads(&text).map(|(_, heads)| heads.len());
+            let selection = tasks::Selection::tag("master");
+            let scanned = tasks::scan_in(&text, &selection, |_| true).map(|(_, heads)| heads.len());
             let serde = parse_json("tasks.json", &text);
             prop_assert_eq!(scanned.is_ok(), serde.is_ok(), "scan {:?}, serde {:?}, on {}", scanned, serde, text);
             Ok(())
