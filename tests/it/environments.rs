@@ -19,6 +19,16 @@ fn history(ws: &Workspace, environment: &str) -> Value {
     run.json()
 }
 
+/// A new release of `unit` through staging to its approval, approved by alice, and the run
+/// that follows: the release's task ids, the run's exit code and its summary.
+fn approved_release(ws: &Workspace, unit: &str, version: &str, error_rate: f64) -> ([String; 3], i32, Value) {
+    let ids = new_release(ws, unit, version, error_rate);
+    assert_eq!(step(ws).0, 3, "{unit} {version} waits for its approval");
+    approve(ws, &approval_file(ws, unit, version));
+    let (code, summary) = step(ws);
+    (ids, code, summary)
+}
+
 /// The sample's own release, UNIT-001 1.0.0, shipped to production.
 fn first_release_shipped() -> Workspace {
     let ws = life_workspace();
@@ -237,10 +247,7 @@ fn a_blue_green_http_check_reaches_the_idle_slot_through_its_slot_url() {
     edit_json(&ws, CONFIG, |config| {
         config["environments"]["production"]["preview_checks"][0]["expect_body_contains"] = json!("UNIT-002 2.0.0");
     });
-    let ids = new_release(&ws, "UNIT-002", "2.0.0", 0.1);
-    assert_eq!(step(&ws).0, 3);
-    approve(&ws, &approval_file(&ws, "UNIT-002", "2.0.0"));
-    let (code, summary) = step(&ws);
+    let (ids, code, summary) = approved_release(&ws, "UNIT-002", "2.0.0", 0.1);
     assert_eq!(code, 0, "{summary}");
     assert_eq!(status_of(&ws, &ids[2]), "deployed");
     assert_eq!(
@@ -252,10 +259,7 @@ fn a_blue_green_http_check_reaches_the_idle_slot_through_its_slot_url() {
     edit_json(&ws, CONFIG, |config| {
         config["environments"]["production"]["preview_checks"][0]["expect_body_contains"] = json!("never served");
     });
-    let ids = new_release(&ws, "UNIT-003", "3.0.0", 0.1);
-    assert_eq!(step(&ws).0, 3);
-    approve(&ws, &approval_file(&ws, "UNIT-003", "3.0.0"));
-    let (code, summary) = step(&ws);
+    let (ids, code, summary) = approved_release(&ws, "UNIT-003", "3.0.0", 0.1);
     assert_eq!(code, 1, "{summary}");
     assert_eq!(status_of(&ws, &ids[2]), "failed");
     assert_eq!(
@@ -289,10 +293,7 @@ fn an_older_build_that_would_remove_a_shipped_unit_is_blocked_and_can_be_let_thr
     ws.write("app/checkout.html", "<p>checkout</p>\n");
     git(ws.path(), &["add", "-A"]);
     git(ws.path(), &["commit", "-qm", "UNIT-003: checkout"]);
-    let new = new_release(&ws, "UNIT-003", "1.0.1", 0.1);
-    assert_eq!(step(&ws).0, 3);
-    approve(&ws, &approval_file(&ws, "UNIT-003", "1.0.1"));
-    let (code, summary) = step(&ws);
+    let (new, code, summary) = approved_release(&ws, "UNIT-003", "1.0.1", 0.1);
     assert_eq!(code, 3, "UNIT-001 0.2.0 still waits for its approval: {summary}");
     assert_eq!(status_of(&ws, &new[2]), "deployed", "{summary}");
     let live = history(&ws, "production");
@@ -346,14 +347,13 @@ fn a_paused_rollout_a_person_lets_proceed_is_reported_as_their_decision_in_every
     let deploy_md = "docs/workflow/deployments/Deploy-UNIT-001.md";
     assert!(ws.read_string(deploy_md).contains("status: \"failed\""));
 
-    let r17 = "docs/workflow/artifacts/R17-rollback-decision.md";
-    let text = ws.read_string(r17);
-    let decided = text
-        .replacen("decision: \"pending\"", "decision: \"proceed\"", 1)
-        .replacen("decided_by: null", "decided_by: \"alice\"", 1)
-        .replacen("reason: \"", "reason: \"the dashboard looks fine; was: ", 1);
-    assert_ne!(decided, text);
-    ws.write(r17, decided);
+    crate::rollout::decide_in(
+        &ws,
+        "docs/workflow/artifacts/R17-rollback-decision.md",
+        "proceed",
+        "alice",
+        "the dashboard looks fine",
+    );
     let (code, summary) = step(&ws);
     assert_eq!(code, 0, "{summary}");
     assert_eq!(status_of(&ws, "DEVOPS-007"), "deployed");
@@ -446,10 +446,7 @@ fn a_health_check_that_fails_after_the_switch_is_reported_as_switched_back_with_
         config["environments"]["production"]["health_checks"] =
             json!([{"name": "not-2.0.0", "command": "! grep -q '2.0.0<' index.html"}]);
     });
-    let ids = new_release(&ws, "UNIT-002", "2.0.0", 0.1);
-    assert_eq!(step(&ws).0, 3);
-    approve(&ws, &approval_file(&ws, "UNIT-002", "2.0.0"));
-    let (code, summary) = step(&ws);
+    let (ids, code, summary) = approved_release(&ws, "UNIT-002", "2.0.0", 0.1);
     assert_eq!(code, 1, "{summary}");
     assert_eq!(status_of(&ws, &ids[2]), "failed");
     assert!(live_index(&ws).contains("UNIT-001 1.0.0"), "the previous release serves again");
@@ -471,10 +468,7 @@ fn every_report_agrees_with_the_record_after_each_way_a_release_ends() {
     assert_records_agree(&ws);
 
     // An automatic rollback: the release's own error rate breaches the trigger.
-    let bad = new_release(&ws, "UNIT-002", "1.0.0", 40.0);
-    assert_eq!(step(&ws).0, 3);
-    approve(&ws, &approval_file(&ws, "UNIT-002", "1.0.0"));
-    let (code, summary) = step(&ws);
+    let (bad, code, summary) = approved_release(&ws, "UNIT-002", "1.0.0", 40.0);
     assert_eq!(code, 1, "{summary}");
     assert_eq!(status_of(&ws, &bad[2]), "rolled_back", "{summary}");
     assert!(live_index(&ws).contains("UNIT-001 1.0.0"));
@@ -493,13 +487,7 @@ fn every_report_agrees_with_the_record_after_each_way_a_release_ends() {
     let reason = task(&ws.tasks(), &paused[2])["blocked_reason"].as_str().unwrap().to_owned();
     let r17 = reason.split("decide in ").nth(1).unwrap().split(' ').next().unwrap().to_owned();
     assert!(r17.ends_with("R17-rollback-decision-UNIT-003-1.0.0.md"), "{r17}");
-    let text = ws.read_string(&r17);
-    ws.write(
-        &r17,
-        text.replacen("decision: \"pending\"", "decision: \"rollback\"", 1)
-            .replacen("decided_by: null", "decided_by: \"alice\"", 1)
-            .replacen("reason: \"", "reason: \"no figures at all; was: ", 1),
-    );
+    crate::rollout::decide_in(&ws, &r17, "rollback", "alice", "no figures at all");
     let (code, summary) = step(&ws);
     assert_eq!(code, 1, "{summary}");
     assert_eq!(status_of(&ws, &paused[2]), "rolled_back", "{summary}");

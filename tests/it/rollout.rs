@@ -77,13 +77,18 @@ fn canary(app: &TestApp, set_weight_extra: &str) -> Value {
 
 /// Sets R17's decision as a human does, by editing its front matter.
 fn decide(ws: &Workspace, decision: &str, by: &str, reason: &str) {
-    let text = ws.read_string(R17);
+    decide_in(ws, R17, decision, by, reason);
+}
+
+/// A person's decision about a paused rollout, written in the R17 file `r17`.
+pub(crate) fn decide_in(ws: &Workspace, r17: &str, decision: &str, by: &str, reason: &str) {
+    let text = ws.read_string(r17);
     let edited = text
         .replacen("decision: \"pending\"", &format!("decision: \"{decision}\""), 1)
         .replacen("decided_by: null", &format!("decided_by: \"{by}\""), 1)
         .replacen("reason: \"", &format!("reason: \"{reason}; was: "), 1);
     assert_ne!(edited, text, "R17 has the fields a human edits:\n{text}");
-    ws.write(R17, edited);
+    ws.write(r17, edited);
 }
 
 #[test]
