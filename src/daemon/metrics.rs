@@ -165,6 +165,10 @@ struct Health {
     /// Why the file watcher is down, while the supervisor restarts it (and the reconciler
     /// polls meanwhile). `None`: it watches.
     watcher_down: Option<String>,
+    /// Why the last reconcile could not reconcile the workspace at all (`tasks.json` or
+    /// `state.json` unreadable, a record it could not write): unhealthy at once, not after
+    /// [`FAILING_AFTER`] reconciles, since no event may come to run another.
+    unreconcilable: Option<String>,
 }
 
 /// After this many failed reconciles in a row, `/healthz` says the daemon is unhealthy.
@@ -190,6 +194,9 @@ pub enum Unhealthy {
     /// The first problem of the latest failed reconcile.
     #[error("the last {count} reconciles failed; the latest: {latest}")]
     Failing { count: u64, latest: String },
+    /// The last reconcile could not reconcile the workspace at all.
+    #[error("the workspace cannot be reconciled: {0}")]
+    Unreconcilable(String),
 }
 
 /// How the reconcile loop stalled, with the seconds it has.
@@ -308,6 +315,11 @@ impl Metrics {
         self.health_state().running_since = Some(Instant::now());
     }
 
+    /// Whether the last reconcile could reconcile the workspace at all; `Some` says why not.
+    pub fn set_unreconcilable(&self, why: Option<String>) {
+        self.health_state().unreconcilable = why;
+    }
+
     /// The first problem of a reconcile that failed, for `/healthz` to name.
     pub fn note_problem(&self, problem: &str) {
         self.health_state().last_problem = problem.to_owned();
@@ -338,6 +350,9 @@ impl Metrics {
             if let Some(stall) = stalled {
                 return Err(Unhealthy::Stalled { stall, limit: limit.as_secs() });
             }
+        }
+        if let Some(why) = &health.unreconcilable {
+            return Err(Unhealthy::Unreconcilable(why.clone()));
         }
         if health.failures_in_a_row >= FAILING_AFTER {
             return Err(Unhealthy::Failing { count: health.failures_in_a_row, latest: health.last_problem.clone() });

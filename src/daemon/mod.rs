@@ -363,6 +363,21 @@ async fn reconcile_loop(
                 reported_blocks.insert(blocked.task.clone(), blocked.reason.clone());
             }
         }
+        // A task list or state that cannot be read, or a record that cannot be written, stops
+        // all work: `/healthz` says so at once.
+        let (tasks_file, state_file) = (&current.config.paths.tasks, &current.config.paths.state);
+        let unreconcilable = outcome.summary.write_errors.first().cloned().or_else(|| {
+            outcome
+                .summary
+                .problems
+                .iter()
+                .find(|d| {
+                    (&d.file == tasks_file || &d.file == state_file)
+                        && d.pointer.as_deref().is_none_or(|p| p.is_empty() || p == "/tasks")
+                })
+                .map(ToString::to_string)
+        });
+        metrics.set_unreconcilable(unreconcilable);
         // A file that is still being written may look invalid; read it again once it settles.
         retry_after_settle = !ok && !retry_after_settle;
         metrics.record(&outcome.summary, started.elapsed().as_secs_f64(), outcome.tasks_by_status, ok);

@@ -42,11 +42,12 @@ impl<'w> Engine<'w> {
                 // A file broken since it was read is reported by the next pass; a write that
                 // failed is the run's failure.
                 Err(e @ (StoreError::Io { .. } | StoreError::Contended { .. })) => {
-                    self.write_failed(format!("cannot claim {id}: {e}"));
+                    self.claim_refused(task, node, &run_id, &e.to_string());
                     return None;
                 }
                 Err(e) => {
                     tracing::error!("cannot claim {id}: {e}");
+                    self.audit.record(&run_id, "claim_refused", &id, &e.to_string(), &[]);
                     return None;
                 }
             }
@@ -169,5 +170,32 @@ impl<'w> Engine<'w> {
             record_errors: Vec::new(),
             claim: None,
         }
+    }
+
+    /// A claim `tasks.json` refused (read-only, immutable, a full disk): the run's failure to
+    /// write, a line in the audit log, and one human request while it lasts, so nobody waits
+    /// on a daemon that says nothing.
+    pub(super) fn claim_refused(&self, task: &Task, node: &Node, run_id: &str, why: &str) {
+        let id = task.id.as_str();
+        let file = self.ws.config.paths.tasks.clone();
+        self.write_failed(format!("cannot claim {id}: {why}"));
+        self.audit.record(run_id, "claim_refused", id, why, &[]);
+        let request = HumanRequest {
+            agent: self.ws.config.agent.name.clone(),
+            task_id: id.to_owned(),
+            node: node.name.clone(),
+            unit_id: task.release().unit,
+            severity: "HIGH",
+            issue: format!("`{file}` refused the claim of `{id}`: {why}"),
+            impact: format!("`{}` cannot start; no work of this runner can be recorded", node.name),
+            actions: vec!["nothing was run or changed".to_owned()],
+            // Not answered by any later state of the task: a person closes it.
+            status: "needs attention".into(),
+            help_needed: format!("make `{file}` writable again (permissions, `chattr -i`, free disk space)"),
+            contacts: "the workspace's maintainers".into(),
+            raised_at: crate::time::now_rfc3339(),
+            run_id: run_id.to_owned(),
+        };
+        self.request_human(&request, &format!("claim refused by {file}"), why);
     }
 }

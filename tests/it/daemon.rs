@@ -1584,3 +1584,21 @@ fn a_half_written_approval_is_read_once_it_settles_and_its_hold_wins() {
     let audit = ws.read_string(".opsflow/audit.jsonl");
     assert!(!audit.lines().any(|l| l.contains("\"DEVOPS-007\"") && l.contains("\"claimed\"")), "{audit}");
 }
+
+#[test]
+fn healthz_says_at_once_when_tasks_json_is_cut_short() {
+    // `/healthz` stayed 200 after tasks.json was truncated until three reconciles had failed,
+    // which, with no further file event, took until the poll interval (5 minutes).
+    let ws = Workspace::new().sample();
+    ws.run(&["run"]).status(3);
+    let daemon = Daemon::start(&ws, &[], true);
+    wait_until(DEADLINE, "/healthz to answer 200", || daemon.get("/healthz").status == 200);
+    let text = ws.read_string(TASKS);
+    ws.write(TASKS, &text[..text.len() / 3]);
+    wait_until(DEADLINE, "/healthz to say the workspace cannot be reconciled", || {
+        let health = daemon.get("/healthz");
+        health.status == 503 && health.body.contains("the workspace cannot be reconciled")
+    });
+    ws.write(TASKS, text);
+    wait_until(DEADLINE, "/healthz to be 200 again", || daemon.get("/healthz").status == 200);
+}
