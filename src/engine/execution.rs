@@ -169,6 +169,7 @@ impl<'w> Engine<'w> {
             decided: None,
             record_errors: Vec::new(),
             claim: None,
+            after_switch: false,
         }
     }
 

@@ -85,6 +85,9 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
         Some(error) => deploy::abandon(&mut rollout, &error.step, error.reason),
     };
     let mut journal = rollout.journal;
+    // From here on the environment may run the new release: records that cannot be written
+    // are named, and the run goes on to verify, roll back and record what is live.
+    run.after_switch = journal.changed;
     let _ = fs::remove_dir_all(&payload);
     report.stale_lock = lock.previous_holder.clone();
     run.record_errors.extend(report.record_errors.iter().cloned());
@@ -388,6 +391,8 @@ pub(crate) fn resume_paused(
     mut journal: Journal,
     vars: &[(String, String)],
 ) -> Result<Resumed, NodeError> {
+    // A paused rollout had changed the environment already.
+    run.after_switch = journal.changed;
     let (decision, artifact) = gates::rollout_decision(run.ws, &journal)
         .map_err(|d| NodeError::new("decision", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
     let decision_sha = artifact.as_ref().map(|a| a.sha256.clone()).unwrap_or_default();
@@ -1029,6 +1034,8 @@ pub(crate) fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<O
             journal
         }
     };
+    // Verification watches what is live.
+    run.after_switch = true;
     let outcome = match verify(run, &env, &mut journal, &vars)? {
         Verified::Passed(monitoring) => {
             run.summary = monitoring.reason;
@@ -1162,6 +1169,7 @@ pub(crate) fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, Node
         undo_named: requested_rollback(run.task),
     };
     let rollback = deploy::rollback_to(run.ws, &run.runner, &env, &vars, None, target.as_deref(), &asked);
+    run.after_switch = !rollback.refused;
     if rollback.refused {
         // A request that cannot be carried out changed nothing: no report is rewritten and
         // nothing failed in the environment; the task waits for a request that can be.

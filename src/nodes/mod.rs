@@ -168,6 +168,11 @@ pub struct NodeRun<'a> {
     /// The run whose claim the task entry carries, when it is not this run's own: recovery
     /// records an interrupted run on the claim the dead runner left.
     pub claim: Option<String>,
+    /// The environment has changed (the switch, a deploy command, a rollback): from now on a
+    /// report or history copy that cannot be written is named in `record_errors` and the run
+    /// goes on, so that a live release is verified (or rolled back) and recorded as what it
+    /// is, never called failed because a record could not be written.
+    pub after_switch: bool,
 }
 
 /// A person's decision about a paused rollout: `proceed` or `rollback`, and the sentence that
@@ -312,19 +317,33 @@ impl NodeRun<'_> {
     /// Keeps this release's copy of an output in its history folder.
     fn keep(&mut self, name: &str, text: &str) -> Result<(), NodeError> {
         let masked = self.runner.secrets.mask(text);
-        release::keep_in_history(self.ws, &self.release(), name, &masked)
-            .map_err(|e| NodeError::new("history", e.to_string()))?;
-        Ok(())
+        let kept = release::keep_in_history(self.ws, &self.release(), name, &masked)
+            .map(|_| ())
+            .map_err(|e| NodeError::new("history", e.to_string()));
+        self.unless_switched(kept)
     }
 
     fn write(&mut self, relative: &str, text: &str) -> Result<(), NodeError> {
-        let path = self.ws.inside(relative).map_err(|d| NodeError::new("write", d.to_string()))?;
-        let masked = self.runner.secrets.mask(text);
-        write_atomic(&path, masked.as_bytes()).map_err(|e| NodeError::new("write", e.to_string()))?;
-        if !self.artifacts.iter().any(|a| a == relative) {
+        let written = self.ws.inside(relative).map_err(|d| NodeError::new("write", d.to_string())).and_then(|path| {
+            let masked = self.runner.secrets.mask(text);
+            write_atomic(&path, masked.as_bytes()).map_err(|e| NodeError::new("write", e.to_string()))
+        });
+        if written.is_ok() && !self.artifacts.iter().any(|a| a == relative) {
             self.artifacts.push(relative.to_owned());
         }
-        Ok(())
+        self.unless_switched(written)
+    }
+
+    /// A record that failed: the node's failure before the environment changed; after it, a
+    /// failed write named in `record_errors` while the run goes on.
+    fn unless_switched(&mut self, result: Result<(), NodeError>) -> Result<(), NodeError> {
+        match result {
+            Err(error) if self.after_switch => {
+                self.record_errors.push(format!("{} (a record of {})", error.reason, self.release.label()));
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     fn run_step(&self, step: &str, command: &str, env: &[(String, String)]) -> Result<StepResult, NodeError> {

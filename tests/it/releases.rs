@@ -412,3 +412,30 @@ fn an_approval_changed_to_hold_while_the_release_is_checked_stops_it_before_the_
     let reason = task(&ws.tasks(), "DEVOPS-007")["blocked_reason"].as_str().unwrap().to_owned();
     assert!(reason.contains("on hold by alice"), "{reason}");
 }
+
+#[test]
+fn a_history_copy_that_cannot_be_written_after_the_switch_leaves_the_release_recorded_as_what_it_is() {
+    // With the release's history folder made a symlink out of the workspace (a pushed commit),
+    // production stayed switched to the new release, its record said good, the task said
+    // failed at `history` with a fix task filed, and no verification ran.
+    let ws = Workspace::new().sample();
+    ws.run(&["run"]).status(3);
+    approve(&ws, "alice");
+    let outside = tempfile::tempdir().unwrap();
+    let history = ws.join("docs/workflow/releases/UNIT-001/1.0.0");
+    std::fs::remove_dir_all(&history).unwrap();
+    std::os::unix::fs::symlink(outside.path(), &history).unwrap();
+    let run = ws.run(&["run"]);
+    // The records it could not write fail the run, and say which.
+    run.status(1);
+    assert!(run.stderr().contains("releases/UNIT-001/1.0.0"), "{}", run.stderr());
+    let production = task(&ws.tasks(), "DEVOPS-007").clone();
+    assert_eq!(production["status"], "deployed", "{production}");
+    assert!(
+        !ws.tasks().iter().any(|t| t["id"] == "FIX-DEVOPS-007"),
+        "no fix task for a release that is live and verified"
+    );
+    assert!(ws.join(".opsflow/envs/production/active").exists());
+    assert!(ws.read_string("docs/workflow/artifacts/R15-verification-result.md").contains("status: \"success\""));
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "nothing was written outside the workspace");
+}
