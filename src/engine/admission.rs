@@ -396,9 +396,12 @@ impl<'w> Engine<'w> {
             view::contains(&self.ws.root, commit, ancestor)
         });
         match found {
-            Containment::Contains(detail) => Check::new("production", gates::CONTAINS_LIVE, true, detail),
+            Containment::Contains(detail) => {
+                Check::new("production", gates::CONTAINS_LIVE, true, detail).with_id(CheckId::ContainsLive)
+            }
             Containment::Unchecked(why) => {
                 Check::new("production", gates::CONTAINS_LIVE, true, format!("not checked: {why}"))
+                    .with_id(CheckId::ContainsLive)
             }
             Containment::Removes { detail, .. } => {
                 let mut check = Check::new(
@@ -410,7 +413,7 @@ impl<'w> Engine<'w> {
                     ),
                 );
                 check.overridable = true;
-                check
+                check.with_id(CheckId::ContainsLive)
             }
         }
     }

@@ -30,6 +30,20 @@ pub struct Check {
     /// (`allow_revert: true`): a release that does not contain what is live.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub overridable: bool,
+    /// Which check this is, for the code that treats some checks apart; never its wording.
+    #[serde(skip)]
+    pub id: CheckId,
+}
+
+/// The checks the engine treats apart from the others.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CheckId {
+    /// The human approval of a release: a task held only by it waits for a person.
+    HumanApproval,
+    /// The release contains what production runs: an approval may let it through.
+    ContainsLive,
+    #[default]
+    Other,
 }
 
 /// The name of the check that a release contains the releases shipped to production.
@@ -37,7 +51,21 @@ pub const CONTAINS_LIVE: &str = "release contains what is live";
 
 impl Check {
     pub fn new(gate: &'static str, name: &str, passed: bool, detail: impl Into<String>) -> Check {
-        Check { gate, name: name.to_owned(), passed, detail: detail.into(), warning: false, overridable: false }
+        Check {
+            gate,
+            name: name.to_owned(),
+            passed,
+            detail: detail.into(),
+            warning: false,
+            overridable: false,
+            id: CheckId::Other,
+        }
+    }
+
+    /// The same check, known by its identity.
+    pub fn with_id(mut self, id: CheckId) -> Check {
+        self.id = id;
+        self
     }
 
     pub fn blocks(&self) -> bool {
@@ -587,12 +615,17 @@ pub fn human_approval(
                 other.why_not(ws, &name, release),
                 release::output_path(ws, &name, release)
             );
-            return Ok((Check::new(GATE, "human approval", false, detail), Approval::Missing, None));
+            return Ok((
+                Check::new(GATE, "human approval", false, detail).with_id(CheckId::HumanApproval),
+                Approval::Missing,
+                None,
+            ));
         }
     };
     let file = artifact.file.clone();
-    let fail =
-        |approval: Approval, detail: String| Check::new(GATE, "human approval", approval == Approval::Approved, detail);
+    let fail = |approval: Approval, detail: String| {
+        Check::new(GATE, "human approval", approval == Approval::Approved, detail).with_id(CheckId::HumanApproval)
+    };
     if artifact.field("version").is_none_or(|v| v.trim().is_empty()) && !single {
         let detail = format!(
             "{file} names no `version` and several releases of {} wait: add `version: {}` to approve this one",

@@ -45,7 +45,7 @@ use crate::workflow::owns;
 use crate::workspace::Workspace;
 use crate::workspace::diagnostic::Diagnostic;
 use artifacts::Artifact;
-use gates::{Approval, Check};
+use gates::{Approval, Check, CheckId};
 use kept::KeptOutcome;
 use record::{BLOCKED_BY, Claimed, HumanRequest};
 
@@ -574,7 +574,7 @@ fn config_checks(ws: &Workspace, node: &Node) -> Vec<Check> {
 /// opsflow wrote it, half filled in or on hold.
 fn only_an_approval_missing(checks: &[Check]) -> bool {
     let mut blocking = checks.iter().filter(|c| c.blocks()).peekable();
-    blocking.peek().is_some() && blocking.all(|c| c.name == "human approval" || c.overridable)
+    blocking.peek().is_some() && blocking.all(|c| c.id == CheckId::HumanApproval || c.overridable)
 }
 
 /// Lets through the failed checks a person may let through, saying who did and where.
