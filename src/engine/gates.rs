@@ -139,6 +139,9 @@ pub fn load_qa(ws: &Workspace, release: &Release) -> Result<QaEvidence, Vec<Diag
     }
     json_files.push(format!("{stem}-{unit}.json"));
     json_files.push(plain);
+    // The verdict QA gave this release stays its verdict when the plain file now holds
+    // another unit's report: the copy kept with the release when it was deployed.
+    json_files.extend(release.history_dir(ws).map(|dir| format!("{dir}/{QA_REPORT_COPY}")));
     for json_file in json_files {
         let loaded = load_json(ws, &json_file, SchemaName::QaTestReport);
         if !loaded.diagnostics.is_empty() {
@@ -155,6 +158,9 @@ pub fn load_qa(ws: &Workspace, release: &Release) -> Result<QaEvidence, Vec<Diag
     evidence.gate = bmad::load_for(ws, unit)?;
     Ok(evidence)
 }
+
+/// The name of the copy of a release's QA test report kept in its history folder.
+pub const QA_REPORT_COPY: &str = "qa-test-report.json";
 
 /// The outcome of the QA approval gate.
 pub struct QaVerdict {

@@ -12,6 +12,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
         Ok(lock) => lock,
         Err(held) => return Ok(Outcome::Blocked { reason: held.to_string(), escalate: false }),
     };
+    keep_qa_verdict(run);
     let mut vars = run.env_vars(environment);
     vars.push(("OPSFLOW_VERSION".into(), run.release.version.to_string()));
     let (journal, resumed) =
@@ -252,6 +253,21 @@ fn provenance(run: &NodeRun<'_>, env: &EnvConfig) -> Provenance {
         digest: r07.as_ref().and_then(|r| r.field("sha256sums").map(str::to_owned)),
         approved_by: run.approved_by.clone(),
         allowed_revert,
+    }
+}
+
+/// Keeps the QA test report that let this release through in its history folder, so that the
+/// verdict stays the release's when another unit's report later takes the plain file.
+fn keep_qa_verdict(run: &mut NodeRun<'_>) {
+    let Ok(evidence) = gates::load_qa(run.ws, &run.release()) else { return };
+    let Some((file, _, _)) = evidence.report else { return };
+    if run.release().history_dir(run.ws).is_some_and(|dir| file == format!("{dir}/{}", gates::QA_REPORT_COPY)) {
+        return;
+    }
+    if let Ok(Some(text)) = run.ws.read_text(&file)
+        && let Err(e) = release::keep_in_history(run.ws, &run.release(), gates::QA_REPORT_COPY, &text)
+    {
+        run.record_errors.push(format!("cannot keep {file} with {}: {e}", run.release.label()));
     }
 }
 

@@ -190,3 +190,22 @@ fn a_claim_an_immutable_tasks_file_refuses_is_audited_and_put_in_front_of_a_huma
     ws.run(&["run"]).status(1);
     assert_eq!(ws.read_string(REQUESTS).matches("refused the claim of `DEVOPS-001`").count(), 1);
 }
+
+#[test]
+fn another_units_qa_report_in_the_plain_file_does_not_revoke_a_releases_verdict() {
+    // A `qa-test-report.json` that QA wrote for another unit re-blocked a unit that waited
+    // only for its approval ("there is no qa-test-report.json for this unit").
+    let ws = Workspace::new().sample();
+    ws.run(&["run"]).status(3);
+    let plain = "ARTIFACTS/qa-engineer/qa-test-report.json";
+    let mut other: serde_json::Value = serde_json::from_str(&ws.read_string(plain)).unwrap();
+    other["unit_id"] = json!("UNIT-002");
+    other["version"] = json!("2.0.0");
+    ws.write(plain, other.to_string());
+    ws.run(&["run"]).status(3);
+    let reason = task(&ws.tasks(), "DEVOPS-007")["blocked_reason"].as_str().unwrap().to_owned();
+    assert!(reason.starts_with("human approval: "), "only the approval holds it: {reason}");
+    crate::engine::approve(&ws, "alice");
+    ws.run(&["run"]).status(0);
+    assert_eq!(status_of(&ws, "DEVOPS-007"), "deployed");
+}
