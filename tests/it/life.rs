@@ -294,3 +294,78 @@ fn a_project_ships_many_releases_and_every_record_stays_true() {
     assert_eq!(step(&ws).0, 0);
     assert_eq!(files(&ws), before);
 }
+
+/// Commits everything in the workspace as `message` (the project's code moving on).
+fn commit(ws: &Workspace, message: &str) {
+    crate::util::git(ws.path(), &["add", "-A"]);
+    crate::util::git(ws.path(), &["commit", "-qm", message]);
+}
+
+#[test]
+fn a_project_life_off_the_happy_path_keeps_every_record_true() {
+    // Three units interleaved on one git workspace: a held release approved after another
+    // unit shipped (blocked by the commit check, then let through on purpose), a paused
+    // rollout a person lets proceed, a refused rollback and a human one; after every step
+    // every report agrees with the environment's record and with what is live.
+    let ws = life_workspace();
+    crate::util::git(ws.path(), &["init", "-q"]);
+    commit(&ws, "the shop");
+    let agree = crate::environments::assert_records_agree;
+    assert_eq!(step(&ws).0, 3);
+    approve(&ws, &approval_file(&ws, "UNIT-001", "1.0.0"));
+    assert_eq!(step(&ws).0, 0);
+    agree(&ws);
+
+    // UNIT-002 1.1.0 is built and waits; meanwhile UNIT-003 moves the code on and ships.
+    let held = new_release(&ws, "UNIT-002", "1.1.0", 0.1);
+    assert_eq!(step(&ws).0, 3);
+    ws.write("app/search.html", "<p>search</p>\n");
+    commit(&ws, "UNIT-003: search");
+    let third = new_release(&ws, "UNIT-003", "1.0.0", 0.1);
+    assert_eq!(step(&ws).0, 3);
+    approve(&ws, &approval_file(&ws, "UNIT-003", "1.0.0"));
+    assert_eq!(step(&ws).0, 3, "UNIT-002 still waits");
+    assert_eq!(status_of(&ws, &third[2]), "deployed");
+    agree(&ws);
+
+    // Approving the held, older build does not ship it: it lacks UNIT-003's change.
+    let request = approval_file(&ws, "UNIT-002", "1.1.0");
+    approve(&ws, &request);
+    assert_eq!(step(&ws).0, 3);
+    let reason = task(&ws.tasks(), &held[2])["blocked_reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("would remove the shipped changes of UNIT-003"), "{reason}");
+    agree(&ws);
+    let text = ws.read_string(&request);
+    ws.write(&request, text.replacen("approved_by: \"alice\"", "approved_by: \"alice\"\nallow_revert: true", 1));
+    assert_eq!(step(&ws).0, 0);
+    assert!(live_index(&ws).contains("UNIT-002 1.1.0"));
+    agree(&ws);
+
+    // A release whose figures cannot be read pauses; a person lets it proceed.
+    commit(&ws, "UNIT-001: checkout on top of everything");
+    let paused = new_release(&ws, "UNIT-001", "1.2.0", 0.1);
+    ws.write("app/metrics-UNIT-001-1.2.0.json", "{}");
+    assert_eq!(step(&ws).0, 3);
+    approve(&ws, &approval_file(&ws, "UNIT-001", "1.2.0"));
+    assert_eq!(step(&ws).0, 3);
+    let reason = task(&ws.tasks(), &paused[2])["blocked_reason"].as_str().unwrap().to_owned();
+    let r17 = reason.split("decide in ").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    crate::rollout::decide_in(&ws, &r17, "proceed", "alice", "the dashboard is fine");
+    assert_eq!(step(&ws).0, 0);
+    assert_eq!(status_of(&ws, &paused[2]), "deployed");
+    agree(&ws);
+
+    // A rollback to a release that is not kept is refused; one that is kept is carried out.
+    ws.run(&["rollback", "production", "--to", "0.0.9"]).status(2);
+    agree(&ws);
+    ws.run(&["rollback", "production", "--to", "1.1.0", "--reason", "checkout is slow"]).status(0);
+    assert!(live_index(&ws).contains("UNIT-002 1.1.0"), "{}", live_index(&ws));
+    assert_eq!(status_of(&ws, &paused[2]), "rolled_back");
+    agree(&ws);
+    let history = ws.run(&["history", "production"]).stdout();
+    for release in ["UNIT-001 1.0.0", "UNIT-003 1.0.0", "UNIT-002 1.1.0", "UNIT-001 1.2.0"] {
+        assert!(history.contains(release), "{release} in the history:\n{history}");
+    }
+    assert!(history.contains("removed UNIT-003 1.0.0 on purpose (allow_revert)"), "{history}");
+    ws.run(&["validate"]).status(0);
+}
