@@ -88,13 +88,13 @@ impl<'w> Engine<'w> {
     }
 
     /// Inputs, gates and approvals of `node` for `task`.
-    pub(super) fn readiness(&self, task: &Task, node: &Node) -> Readiness {
+    pub(super) fn readiness(&self, facts: &Pass, task: &Task, node: &Node) -> Readiness {
         let decided = match self.environment_readiness(task, node) {
             Some(Ok(readiness)) => return readiness,
             Some(Err(decided)) => Some(decided),
             None => None,
         };
-        let mut readiness = self.gate_readiness(task, node);
+        let mut readiness = self.gate_readiness(facts, task, node);
         if let (Some((check, artifact)), Readiness::Ready { inputs, checks, .. }) = (decided, &mut readiness) {
             checks.push(check);
             inputs.push(artifact);
@@ -103,7 +103,7 @@ impl<'w> Engine<'w> {
     }
 
     /// The inputs and gates of `node` for `task`.
-    pub(super) fn gate_readiness(&self, task: &Task, node: &Node) -> Readiness {
+    pub(super) fn gate_readiness(&self, facts: &Pass, task: &Task, node: &Node) -> Readiness {
         let release = self.release_of(task);
         let (unit, version) = (release.unit.clone(), release.version.as_str().to_owned());
         let mut checks = Vec::new();
@@ -208,7 +208,7 @@ impl<'w> Engine<'w> {
                         checks.extend(gates::staging_gate(&self.ws.config, &evidence));
                     } else {
                         checks.extend(gates::production_quality(&self.ws.config, &evidence));
-                        checks.extend(self.production_readiness(&release, &mut inputs, &mut problems));
+                        checks.extend(self.production_readiness(facts, &release, &mut inputs, &mut problems));
                     }
                     match deploy::EnvConfig::load(&self.ws.config, environment.name()) {
                         Ok(env) => {
@@ -216,9 +216,8 @@ impl<'w> Engine<'w> {
                                 || (environment == Environment::Production
                                     && self.ws.config.devops.require_human_approval);
                             if needs_approval {
-                                let single = self
+                                let single = facts
                                     .open_production
-                                    .borrow()
                                     .iter()
                                     .filter(|open| open.unit == unit && !open.version.is_empty())
                                     .map(|open| open.version.bare().to_owned())
@@ -274,15 +273,15 @@ impl<'w> Engine<'w> {
     /// rollback path exists, monitoring is configured.
     pub(super) fn production_readiness(
         &self,
+        facts: &Pass,
         release: &Release,
         inputs: &mut Vec<artifacts::Artifact>,
         problems: &mut Vec<Diagnostic>,
     ) -> Vec<Check> {
         let (unit, version) = (release.unit.as_str(), release.version.as_str());
         let mut checks = Vec::new();
-        let unresolved: Vec<String> = self
+        let unresolved: Vec<String> = facts
             .unresolved
-            .borrow()
             .iter()
             .filter(|open| open.unit == unit)
             .map(|Unresolved { task: failed, fix, fix_status, .. }| {

@@ -174,19 +174,23 @@ pub struct Engine<'w> {
     audit: Audit,
     secrets: Secrets,
     options: Options,
-    /// The releases whose production deployment is open (pending, blocked or running) in the
-    /// current pass: an approval without `version` counts only while a single release of its
-    /// unit waits.
-    open_production: std::cell::RefCell<Vec<Release>>,
-    /// Production deployments that failed or were rolled back and are not resolved yet (their
-    /// fix task is open and no human set `resolved_by`): later production deployments of that
-    /// unit wait (seed 000, "Handling Deployment Failures": block subsequent deployments until
-    /// resolved).
-    unresolved: std::cell::RefCell<Vec<Unresolved>>,
     /// False while the git remote is unreachable or the sync stopped: no new claims.
     claims_allowed: std::cell::Cell<bool>,
     /// Failed writes of the workflow's records, for the summary (see [`Summary::write_errors`]).
     write_errors: std::cell::RefCell<Vec<String>>,
+}
+
+/// What one pass read of the whole task list, that the decisions about each task need: passed
+/// down from the pass to admission, never kept between passes.
+struct Pass {
+    /// The releases whose production deployment is open (pending, blocked or running): an
+    /// approval without `version` counts only while a single release of its unit waits.
+    open_production: Vec<Release>,
+    /// Production deployments that failed or were rolled back and are not resolved yet (their
+    /// fix task is open and no human set `resolved_by`): later production deployments of that
+    /// unit wait (seed 000, "Handling Deployment Failures": block subsequent deployments until
+    /// resolved).
+    unresolved: Vec<Unresolved>,
 }
 
 /// A production deployment that failed or was rolled back, and its open fix task.
@@ -222,8 +226,6 @@ impl<'w> Engine<'w> {
             audit,
             secrets,
             options,
-            open_production: Default::default(),
-            unresolved: Default::default(),
             claims_allowed: std::cell::Cell::new(true),
             write_errors: Default::default(),
         })
@@ -385,9 +387,9 @@ impl<'w> Engine<'w> {
         let status_of = |id: &str| loaded.statuses.get(id).map(String::as_str);
         let beads = crate::integrations::beads::load(self.ws);
         let production = |t: &&(usize, Task)| t.1.kind == "deployment_production";
-        *self.open_production.borrow_mut() =
+        let open_production =
             owned.iter().filter(production).filter(|(_, t)| t.status.is_open()).map(|(_, t)| t.release()).collect();
-        *self.unresolved.borrow_mut() = owned
+        let unresolved = owned
             .iter()
             .filter(production)
             .filter(|(_, t)| t.status.is_failure())
@@ -399,6 +401,7 @@ impl<'w> Engine<'w> {
                 (!resolved).then(|| Unresolved { unit: t.release().unit, task: t.id.clone(), fix, fix_status })
             })
             .collect();
+        let facts = Pass { open_production, unresolved };
         // With git sync, runners of this agent on other clones read the same list: each pass
         // starts at a random entry so that they spread over the work instead of all racing
         // for the first task (the loser of a race drops its claim, which costs a round trip).
@@ -441,7 +444,7 @@ impl<'w> Engine<'w> {
                     continue;
                 }
             };
-            if self.consider(task, node, &state, summary) {
+            if self.consider(&facts, task, node, &state, summary) {
                 return true;
             }
         }
@@ -478,7 +481,7 @@ impl<'w> Engine<'w> {
                     task[key] = value.clone();
                 }
             }
-            if self.consider(&Task::from_value(task), node, &state, summary) {
+            if self.consider(&facts, &Task::from_value(task), node, &state, summary) {
                 return true;
             }
         }
@@ -490,15 +493,15 @@ impl<'w> Engine<'w> {
 
     /// Decides about one task (or a current node standing in for one): blocks it, or runs it.
     /// Returns whether it ran a node.
-    fn consider(&self, task: &Task, node: &Node, state: &Value, summary: &mut Summary) -> bool {
+    fn consider(&self, facts: &Pass, task: &Task, node: &Node, state: &Value, summary: &mut Summary) -> bool {
         let id = task.id.clone();
-        match self.readiness(task, node) {
+        match self.readiness(facts, task, node) {
             Readiness::Invalid(problems) => summary.problems.extend(problems),
             Readiness::Blocked { mut checks, mut reason, qa_rejected, request_approval } => {
                 if !self.options.dry_run {
                     if request_approval && self.write_approval_request(task, node, &checks) {
                         // The request exists now: record the reason every later pass will see.
-                        if let Readiness::Blocked { checks: now, reason: why, .. } = self.readiness(task, node) {
+                        if let Readiness::Blocked { checks: now, reason: why, .. } = self.readiness(facts, task, node) {
                             (checks, reason) = (now, why);
                         }
                     }
