@@ -6,4 +6,4 @@
 pub mod record;
 pub mod view;
 
-pub use record::{Deployment, Event, EventKind, Provenance, Record, RecordError, ReleaseRef, Status};
+pub use record::{CheckNote, Deployment, Event, EventKind, Provenance, Record, RecordError, ReleaseRef, Status};

@@ -124,6 +124,18 @@ pub struct Deployment {
     /// Why it is `bad`: the failed check, or the rollback that undid it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What its last checks found: the deploy's health checks and smoke tests, then each
+    /// monitoring period that watched it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<CheckNote>,
+}
+
+/// What a deployment's last checks found, and when.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckNote {
+    pub at: String,
+    pub passed: bool,
+    pub summary: String,
 }
 
 impl Deployment {
@@ -320,6 +332,7 @@ mod tests {
             provenance: Provenance::default(),
             replaced: None,
             reason: None,
+            last_check: None,
         }
     }
 

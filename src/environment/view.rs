@@ -225,6 +225,8 @@ pub struct EnvironmentView {
     pub live_unit: Option<String>,
     pub live_version: Option<String>,
     pub live_commit: Option<String>,
+    /// What the live release's last checks found: `healthy at its last check (T): ...`.
+    pub last_check: Option<String>,
     /// What a rollback would restore now (the first of `restorable`).
     pub rollback_restores: Option<String>,
     pub restorable: Vec<String>,
@@ -248,6 +250,7 @@ impl EnvironmentView {
             live_unit: None,
             live_version: None,
             live_commit: None,
+            last_check: None,
             rollback_restores: None,
             restorable: Vec::new(),
             error: None,
@@ -258,6 +261,14 @@ impl EnvironmentView {
                 view.live_unit = live.as_ref().map(|d| d.unit_id.clone());
                 view.live_version = live.as_ref().map(|d| d.version.clone());
                 view.live_commit = live.as_ref().and_then(|d| d.provenance.commit.clone());
+                view.last_check = live.as_ref().and_then(|d| d.last_check.as_ref()).map(|check| {
+                    format!(
+                        "{} at its last check ({}): {}",
+                        if check.passed { "healthy" } else { "not healthy" },
+                        check.at,
+                        check.summary
+                    )
+                });
                 view.restorable = restorable.iter().map(Deployment::label).collect();
                 view.rollback_restores = view.restorable.first().cloned();
             }
@@ -275,14 +286,16 @@ impl EnvironmentView {
             Some(live) => format!("{}: {live} is live", self.environment),
             None => format!("{}: nothing is live", self.environment),
         };
-        let rollback = match &self.rollback_restores {
-            Some(release) => format!("  a rollback would restore {release}"),
+        let mut lines = vec![live];
+        lines.extend(self.last_check.as_ref().map(|check| format!("  {check}")));
+        match &self.rollback_restores {
+            Some(release) => lines.push(format!("  a rollback would restore {release}")),
             None if self.live.is_some() => {
-                "  a rollback has nothing to restore (only `--to none` takes it down)".to_owned()
+                lines.push("  a rollback has nothing to restore (only `--to none` takes it down)".to_owned())
             }
-            None => return vec![live],
-        };
-        vec![live, rollback]
+            None => {}
+        }
+        lines
     }
 }
 
@@ -318,6 +331,7 @@ mod tests {
             provenance: Provenance { commit: Some(commit.into()), ..Provenance::default() },
             replaced: None,
             reason: None,
+            last_check: None,
         }
     }
 

@@ -513,6 +513,12 @@ pub(crate) fn verify(
 ) -> Result<Verified, NodeError> {
     let baseline = journal.baseline.clone().map(Baseline::new);
     let monitoring = deploy::monitor(&run.runner, env, &run.ws.config, baseline.as_ref(), vars);
+    if !monitoring.interrupted {
+        let summary = format!("monitoring period {}: {}", monitoring.verdict, monitoring.reason);
+        if let Err(e) = env.note_check(run.ws, &journal.run_id, monitoring.healthy, &summary) {
+            run.record_errors.push(e.to_string());
+        }
+    }
     let status = if monitoring.healthy { "success" } else { "failed" };
     let extra = json!({"monitoring": monitoring, "environment": env_context(env)});
     run.write_markdown("R15-verification-result.md", None, status, extra.clone())?;

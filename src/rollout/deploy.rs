@@ -27,7 +27,7 @@ use super::analysis::{Analysis, AnalysisSpec, Baseline, Health, Measurement, Pla
 use super::journal::Journal;
 use crate::config::Config;
 use crate::environment::record::{
-    Deployment, Event, EventKind, Provenance, Record, RecordError, ReleaseRef, Status, label,
+    CheckNote, Deployment, Event, EventKind, Provenance, Record, RecordError, ReleaseRef, Status, label,
 };
 use crate::exec::checks::{CheckResult, CheckSpec, run_check};
 use crate::exec::command::{Runner, StepResult};
@@ -250,6 +250,7 @@ impl EnvConfig {
                 provenance: provenance.clone(),
                 replaced,
                 reason: None,
+                last_check: None,
             };
             let release = deployment.release();
             match &local {
@@ -281,6 +282,19 @@ impl EnvConfig {
             };
             if let Some(event) = event {
                 record.events.push(Event::new(event, &release, run_id, reason));
+            }
+        });
+        if let Err(e) = &result {
+            tracing::error!("{e}");
+        }
+        result
+    }
+
+    /// Notes what the last checks of the deployment of `run_id` found.
+    pub fn note_check(&self, ws: &Workspace, run_id: &str, passed: bool, summary: &str) -> Result<(), RecordError> {
+        let result = self.change_record(ws, |record| {
+            if let Some(d) = record.deployments.iter_mut().rev().find(|d| d.run_id == run_id) {
+                d.last_check = Some(CheckNote { at: crate::time::now_rfc3339(), passed, summary: summary.to_owned() });
             }
         });
         if let Err(e) = &result {
@@ -492,9 +506,21 @@ impl Rollout<'_> {
     }
 
     /// Marks this rollout's deployment in the record; a failed write is named in the report.
+    /// A good one also notes the checks it passed.
     fn mark(&self, report: &mut DeployReport, status: Status, reason: &str) {
         if let Err(e) = self.env.mark(self.ws, &self.journal.run_id, status, reason) {
             report.record_errors.push(e.to_string());
+        }
+        if status == Status::Good {
+            let count = |results: &[CheckResult], what: &str| format!("{} {what}", results.len());
+            let summary = format!(
+                "{} and {} passed when it was deployed",
+                count(&report.health, "health checks"),
+                count(&report.smoke, "smoke tests")
+            );
+            if let Err(e) = self.env.note_check(self.ws, &self.journal.run_id, true, &summary) {
+                report.record_errors.push(e.to_string());
+            }
         }
     }
 

@@ -249,6 +249,7 @@ mod tests {
                 provenance: Provenance::default(),
                 replaced: None,
                 reason: None,
+                last_check: None,
             });
         }
         env.switch("releases/U-1/2").unwrap();

@@ -62,6 +62,8 @@ fn history_lists_every_release_newest_first_with_its_unit_and_approver() {
     let status = ws.run(&["status"]).stdout();
     assert!(status.contains("production: UNIT-002 1.0.0 ("), "{status}");
     assert!(status.contains("approved by alice) is live"), "{status}");
+    assert!(status.contains("healthy at its last check ("), "status says how the live release last checked: {status}");
+    assert!(status.contains("monitoring period passed"), "{status}");
     // An environment the config does not have is named with the ones it has.
     let unknown = ws.run(&["history", "prod"]);
     unknown.status(2);
