@@ -656,7 +656,10 @@ fn a_broken_tasks_file_is_reported_left_alone_and_its_fix_is_picked_up() {
     // It is read again once settled; still broken, still not touched.
     wait_until(DEADLINE, "a second look at the broken file", || daemon.metric("opsflow_reconcile_errors_total") >= 2.0);
     assert_eq!(ws.read_string(TASKS), broken, "the broken file was written to");
-    assert_eq!(daemon.get("/healthz").status, 200);
+    // Nothing can be reconciled while the task list cannot be read: /healthz says so at once.
+    let health = daemon.get("/healthz");
+    assert_eq!(health.status, 503);
+    assert!(health.body.contains("the workspace cannot be reconciled"), "{}", health.body);
     assert_eq!(daemon.metric("opsflow_up"), 1.0);
     assert_eq!(
         daemon.metric("opsflow_last_successful_reconcile_timestamp_seconds"),
@@ -670,6 +673,7 @@ fn a_broken_tasks_file_is_reported_left_alone_and_its_fix_is_picked_up() {
     wait_until(DEADLINE, "a successful reconcile after the fix", || {
         daemon.metric("opsflow_last_successful_reconcile_timestamp_seconds") > last_success
     });
+    wait_until(DEADLINE, "/healthz to be 200 again", || daemon.get("/healthz").status == 200);
 }
 
 #[test]
