@@ -76,14 +76,13 @@ pub(crate) fn build_release(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError>
     }
 
     let relative = release_dir(run.ws, &run.release());
-    let target = run.ws.inside(&relative).map_err(|d| NodeError::new("collect", d.to_string()))?;
+    let target = run.ws.inside(&relative).map_err(|d| NodeError::caused("collect", d))?;
     let staging = run.ws.root.join(format!(".opsflow/build-{}", run.run_id));
     let _ = fs::remove_dir_all(&staging);
     for entry in &release.artifacts {
         crate::config::relative_inside(entry)
             .map_err(|why| NodeError::new("collect", format!("`release.artifacts` entry {why}")))?;
-        let source =
-            run.ws.inside(entry.trim_end_matches('/')).map_err(|d| NodeError::new("collect", d.to_string()))?;
+        let source = run.ws.inside(entry.trim_end_matches('/')).map_err(|d| NodeError::caused("collect", d))?;
         let copied = if source.is_dir() {
             if entry.ends_with('/') {
                 copy_tree(&source, &staging)
@@ -102,15 +101,15 @@ pub(crate) fn build_release(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError>
         copied.map_err(|e| NodeError::new("collect", format!("cannot copy `{entry}`: {e}")))?;
     }
     let mut files = Vec::new();
-    collect_files(&staging, &staging, &mut files).map_err(|e| NodeError::new("checksum", e.to_string()))?;
+    collect_files(&staging, &staging, &mut files).map_err(|e| NodeError::caused("checksum", e))?;
     let mut sums = String::new();
     let mut listed = Vec::new();
     for file in &files {
-        let hash = sha256::file_hex(&staging.join(file)).map_err(|e| NodeError::new("checksum", e.to_string()))?;
+        let hash = sha256::file_hex(&staging.join(file)).map_err(|e| NodeError::caused("checksum", e))?;
         sums.push_str(&format!("{hash}  {file}\n"));
         listed.push(json!({"file": file, "sha256": hash}));
     }
-    fs::write(staging.join("SHA256SUMS"), &sums).map_err(|e| NodeError::new("checksum", e.to_string()))?;
+    fs::write(staging.join("SHA256SUMS"), &sums).map_err(|e| NodeError::caused("checksum", e))?;
     if target.exists() {
         // A version is immutable: the same content is fine, different content is refused.
         let existing = fs::read_to_string(target.join("SHA256SUMS")).unwrap_or_default();
@@ -125,7 +124,7 @@ pub(crate) fn build_release(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError>
         }
     } else {
         crate::workspace::write::create_dir_all(&run.ws.root, target.parent().expect("a release dir has a parent"))
-            .map_err(|e| NodeError::new("collect", e.to_string()))?;
+            .map_err(|e| NodeError::caused("collect", e))?;
         crate::workspace::write::rename(&run.ws.root, &staging, &target)
             .map_err(|e| NodeError::new("collect", format!("cannot move the release into {relative}: {e}")))?;
     }

@@ -7,7 +7,7 @@
 use super::*;
 
 pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeError> {
-    let env = EnvConfig::load(&run.ws.config, environment).map_err(|e| NodeError::new("environment", e.to_string()))?;
+    let env = EnvConfig::load(&run.ws.config, environment).map_err(|e| NodeError::caused("environment", e))?;
     let lock = match lock_environment(run, &env)? {
         Ok(lock) => lock,
         Err(held) => return Ok(Outcome::Blocked { reason: held.to_string(), escalate: false }),
@@ -15,21 +15,20 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     keep_qa_verdict(run);
     let mut vars = run.env_vars(environment);
     vars.push(("OPSFLOW_VERSION".into(), run.release.version.to_string()));
-    let (journal, resumed) =
-        match Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e.to_string()))? {
-            Some(journal) if journal.task == run.task_id() && journal.phase == Phase::Paused => {
-                match resume_paused(run, &env, journal, &vars)? {
-                    Resumed::Finished(outcome) => return Ok(outcome),
-                    Resumed::Continue(journal) => (*journal, true),
-                }
+    let (journal, resumed) = match Journal::load(run.ws, &env.name).map_err(|e| NodeError::caused("journal", e))? {
+        Some(journal) if journal.task == run.task_id() && journal.phase == Phase::Paused => {
+            match resume_paused(run, &env, journal, &vars)? {
+                Resumed::Finished(outcome) => return Ok(outcome),
+                Resumed::Continue(journal) => (*journal, true),
             }
-            Some(journal) => return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false }),
-            None => (new_journal(run, &env, Phase::Deploying), false),
-        };
+        }
+        Some(journal) => return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false }),
+        None => (new_journal(run, &env, Phase::Deploying), false),
+    };
     let relative = release_dir(run.ws, &run.release());
     // The release is deployed from a copy without SHA256SUMS, checked again just before.
     let payload = run.ws.root.join(format!(".opsflow/payload-{}", run.run_id));
-    let staged = run.ws.inside(&relative).map_err(|d| NodeError::new("stage", d.to_string()));
+    let staged = run.ws.inside(&relative).map_err(|d| NodeError::caused("stage", d));
     let staged = staged.and_then(|release| {
         check_built_digest(run, &release)?;
         Ok(release)
@@ -44,7 +43,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
         // The baseline the analyses compare against is read before anything changes.
         journal.baseline = deploy::baseline(&run.runner, &env, &vars).map(|b| b.sample);
     }
-    journal.save(run.ws).map_err(|e| NodeError::new("journal", e.to_string()))?;
+    journal.save(run.ws).map_err(|e| NodeError::caused("journal", e))?;
     let provenance = provenance(run, &env);
     // The approval is read again right before traffic moves: a decision file a person was
     // still writing, or changed since, is decided again.
@@ -183,7 +182,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     }
     // Production goes straight on to verification in the same run.
     journal.phase = Phase::Verifying;
-    journal.save(run.ws).map_err(|e| NodeError::new("journal", e.to_string()))?;
+    journal.save(run.ws).map_err(|e| NodeError::caused("journal", e))?;
     let verified = verify(run, &env, &mut journal, &vars)?;
     run.also_completed.push(Action::PostDeployVerification);
     let outcome = match verified {
@@ -286,7 +285,7 @@ pub(crate) fn lock_environment(
             Ok(Ok(lock))
         }
         Err(held @ DeployLockError::Held { .. }) => Ok(Err(held)),
-        Err(e) => Err(NodeError::new("lock", e.to_string())),
+        Err(e) => Err(NodeError::caused("lock", e)),
     }
 }
 
@@ -356,7 +355,7 @@ pub(crate) fn pause(
         at: crate::time::now_rfc3339(),
         decision_file: decision_file.clone(),
     });
-    journal.save(run.ws).map_err(|e| NodeError::new("journal", e.to_string()))?;
+    journal.save(run.ws).map_err(|e| NodeError::caused("journal", e))?;
     let release = ReleaseRef::new(journal.unit_id.clone(), journal.version.clone());
     let event = Event::new(
         EventKind::Paused,
@@ -390,11 +389,11 @@ pub(crate) enum Resumed {
 /// Checks a release against its SHA256SUMS and copies it, without that file, to `payload`,
 /// the directory it is deployed from. Nothing is left at `payload` on error.
 pub(crate) fn stage_release(dir: &Path, payload: &Path) -> Result<(), NodeError> {
-    verify_release(dir).map_err(|e| NodeError::new("checksums", e.to_string()))?;
+    verify_release(dir).map_err(|e| NodeError::caused("checksums", e))?;
     let _ = fs::remove_dir_all(payload);
     if let Err(e) = copy_tree(dir, payload) {
         let _ = fs::remove_dir_all(payload);
-        return Err(NodeError::new("stage", e.to_string()));
+        return Err(NodeError::caused("stage", e));
     }
     let _ = fs::remove_file(payload.join("SHA256SUMS"));
     Ok(())
@@ -705,7 +704,7 @@ pub(crate) fn write_rollback_decision(
     let text = run
         .renderer
         .markdown("R17-rollback-decision.md", &front, &context)
-        .map_err(|e| NodeError::new("render", e.to_string()))?;
+        .map_err(|e| NodeError::caused("render", e))?;
     let relative = run.artifact_path("R17-rollback-decision.md");
     run.write(&relative, &text)
 }
@@ -796,7 +795,7 @@ pub(crate) fn write_reports(
     let value = run
         .renderer
         .json("deployment-report.json", &context, run.ws, SchemaName::OwnDeploymentReport)
-        .map_err(|e| NodeError::new("report", e.to_string()))?;
+        .map_err(|e| NodeError::caused("report", e))?;
     let mut value = value;
     run.runner.secrets.mask_json(&mut value);
     let report_file = run.ws.config.paths.deployment_report.clone();
@@ -995,7 +994,7 @@ pub(crate) fn next_steps(status: &str, decided: Option<&Decided>) -> Vec<String>
 }
 
 pub(crate) fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeError> {
-    let env = EnvConfig::load(&run.ws.config, environment).map_err(|e| NodeError::new("environment", e.to_string()))?;
+    let env = EnvConfig::load(&run.ws.config, environment).map_err(|e| NodeError::caused("environment", e))?;
     // A production deploy verifies its release in the same run; a verification task for the
     // same version then has nothing left to watch.
     if let Ok(Lookup::Found(r15)) = release::find(run.ws, "R15-verification-result.md", &run.release())
@@ -1034,7 +1033,7 @@ pub(crate) fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<O
     };
     let mut vars = run.env_vars(environment);
     vars.push(("OPSFLOW_VERSION".into(), run.release.version.to_string()));
-    let mut journal = match Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e.to_string()))? {
+    let mut journal = match Journal::load(run.ws, &env.name).map_err(|e| NodeError::caused("journal", e))? {
         Some(journal) if journal.task == run.task_id() && journal.phase == Phase::Paused => {
             return match resume_paused(run, &env, journal, &vars)? {
                 Resumed::Finished(Outcome::Deployed) => Ok(Outcome::Done),
@@ -1046,13 +1045,13 @@ pub(crate) fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<O
         Some(journal) => return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false }),
         None => {
             let mut journal = new_journal(run, &env, Phase::Verifying);
-            let record = env.history(run.ws).map_err(|e| NodeError::new("record", e.to_string()))?;
+            let record = env.history(run.ws).map_err(|e| NodeError::caused("record", e))?;
             if let Some(live) = env.live(run.ws, &record) {
                 journal.run_id = live.run_id.clone();
                 journal.migrated = live.migrated;
                 journal.slot = Some(live.dir.clone()).filter(|d| !d.is_empty());
             }
-            journal.save(run.ws).map_err(|e| NodeError::new("journal", e.to_string()))?;
+            journal.save(run.ws).map_err(|e| NodeError::caused("journal", e))?;
             journal
         }
     };
@@ -1151,13 +1150,12 @@ pub(crate) fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, Node
         None
     };
     let environment = rollback_environment(run.task, decision.as_ref());
-    let env =
-        EnvConfig::load(&run.ws.config, &environment).map_err(|e| NodeError::new("environment", e.to_string()))?;
+    let env = EnvConfig::load(&run.ws.config, &environment).map_err(|e| NodeError::caused("environment", e))?;
     let _lock = match lock_environment(run, &env)? {
         Ok(lock) => lock,
         Err(held) => return Ok(Outcome::Blocked { reason: held.to_string(), escalate: false }),
     };
-    if let Some(journal) = Journal::load(run.ws, &env.name).map_err(|e| NodeError::new("journal", e.to_string()))? {
+    if let Some(journal) = Journal::load(run.ws, &env.name).map_err(|e| NodeError::caused("journal", e))? {
         return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false });
     }
     let field = |key: &str| run.task.text(key);
@@ -1174,7 +1172,7 @@ pub(crate) fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, Node
         .or_else(|| field("reason").map(str::to_owned))
         .unwrap_or_else(|| format!("requested by task {}", run.task_id()));
     let why = format!("{by} asked for a rollback: {reason}");
-    let record = env.history(run.ws).map_err(|e| NodeError::new("record", e.to_string()))?;
+    let record = env.history(run.ws).map_err(|e| NodeError::caused("record", e))?;
     let live = env.live(run.ws, &record).map(|d| d.version);
     let target = rollback_target(run.task, live.as_deref());
     if let Some(why) = rollback_refusal(run.ws, &env, &record, run.task, target.as_deref()) {

@@ -46,7 +46,7 @@ pub(crate) fn feedback(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
     for name in run.ws.config.environments.keys() {
         let Ok(env) = EnvConfig::load(&run.ws.config, name) else { continue };
         // What runs there is what the environment's record says is live.
-        let record = env.history(run.ws).map_err(|e| NodeError::new("record", e.to_string()))?;
+        let record = env.history(run.ws).map_err(|e| NodeError::caused("record", e))?;
         let deployment = env.live(run.ws, &record);
         let live = match env.local(&run.ws.root) {
             Some(local) => local.live_dir().unwrap_or_default(),

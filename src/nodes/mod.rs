@@ -118,21 +118,37 @@ impl std::fmt::Display for OutcomeKind {
     }
 }
 
-/// A node's failure before it could finish.
-#[derive(Debug)]
+/// A node's failure before it could finish: the step it failed at, the reason in words (as
+/// the task's outcome and the reports say it), the step's log, and the error that caused it,
+/// kept as the source of the chain.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {reason}")]
 pub struct NodeError {
     pub step: String,
     pub reason: String,
     pub log: String,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl NodeError {
     pub fn new(step: &str, reason: impl Into<String>) -> NodeError {
-        NodeError { step: step.to_owned(), reason: reason.into(), log: String::new() }
+        NodeError { step: step.to_owned(), reason: reason.into(), log: String::new(), source: None }
+    }
+
+    /// A failure at `step` caused by `error`, whose words are the reason and which stays the
+    /// source.
+    pub fn caused(step: &str, error: impl std::error::Error + Send + Sync + 'static) -> NodeError {
+        NodeError {
+            step: step.to_owned(),
+            reason: error.to_string(),
+            log: String::new(),
+            source: Some(Box::new(error)),
+        }
     }
 
     fn from_step(step: &StepResult) -> NodeError {
-        NodeError { step: step.name.clone(), reason: step.summary(), log: step.log.clone() }
+        NodeError { step: step.name.clone(), reason: step.summary(), log: step.log.clone(), source: None }
     }
 }
 
@@ -304,8 +320,7 @@ impl NodeRun<'_> {
             .map(|t| Value::String(t.to_owned()))
             .collect();
         front.entry("tags").or_insert(tags.into());
-        let text =
-            self.renderer.markdown(template, &front, &context).map_err(|e| NodeError::new("render", e.to_string()))?;
+        let text = self.renderer.markdown(template, &front, &context).map_err(|e| NodeError::caused("render", e))?;
         let relative = relative.unwrap_or_else(|| self.artifact_path(name));
         self.write(&relative, &text)?;
         if of_release {
@@ -319,14 +334,14 @@ impl NodeRun<'_> {
         let masked = self.runner.secrets.mask(text);
         let kept = release::keep_in_history(self.ws, &self.release(), name, &masked)
             .map(|_| ())
-            .map_err(|e| NodeError::new("history", e.to_string()));
+            .map_err(|e| NodeError::caused("history", e));
         self.unless_switched(kept)
     }
 
     fn write(&mut self, relative: &str, text: &str) -> Result<(), NodeError> {
-        let written = self.ws.inside(relative).map_err(|d| NodeError::new("write", d.to_string())).and_then(|path| {
+        let written = self.ws.inside(relative).map_err(|d| NodeError::caused("write", d)).and_then(|path| {
             let masked = self.runner.secrets.mask(text);
-            write_atomic(&path, masked.as_bytes()).map_err(|e| NodeError::new("write", e.to_string()))
+            write_atomic(&path, masked.as_bytes()).map_err(|e| NodeError::caused("write", e))
         });
         if written.is_ok() && !self.artifacts.iter().any(|a| a == relative) {
             self.artifacts.push(relative.to_owned());
