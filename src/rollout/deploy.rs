@@ -61,7 +61,7 @@ pub struct EnvConfig {
     /// The runtime directory (`paths.runtime`), relative to the workspace.
     #[serde(skip)]
     pub runtime: String,
-    pub provider: String,
+    pub provider: Provider,
     #[serde(default)]
     pub strategy: Option<String>,
     #[serde(default)]
@@ -90,6 +90,32 @@ pub struct EnvConfig {
     pub smoke_tests: Vec<CheckSpec>,
     #[serde(default)]
     pub metrics: Option<Value>,
+}
+
+/// How an environment is deployed to: a closed set, so that a new provider is a variant whose
+/// every missing case the compiler names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// Releases in directories on this machine, switched by symlinks (`rollout::local`).
+    Local,
+    /// The environment's own `commands`.
+    Command,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Local => "local",
+            Provider::Command => "command",
+        }
+    }
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One of an environment's `commands`: a command line, or `{run, timeout, cwd}`. The timeout
@@ -158,7 +184,10 @@ impl EnvConfig {
     }
 
     pub fn strategy(&self) -> &str {
-        self.strategy.as_deref().unwrap_or(if self.provider == "local" { "recreate" } else { "direct" })
+        self.strategy.as_deref().unwrap_or(match self.provider {
+            Provider::Local => "recreate",
+            Provider::Command => "direct",
+        })
     }
 
     /// A command from `commands`, as (command line, timeout).
@@ -167,7 +196,7 @@ impl EnvConfig {
     }
 
     pub fn local(&self, workspace: &Path) -> Option<LocalEnv> {
-        if self.provider != "local" {
+        if self.provider != Provider::Local {
             return None;
         }
         let root = workspace.join(self.path.clone().unwrap_or_else(|| format!(".opsflow/envs/{}", self.name)));
@@ -404,7 +433,7 @@ impl DeployReport {
         let env = rollout.env;
         DeployReport {
             environment: env.name.clone(),
-            provider: env.provider.clone(),
+            provider: env.provider.to_string(),
             strategy: env.strategy().to_owned(),
             version: rollout.journal.version.clone(),
             previous_version: rollout.journal.previous_version.clone(),
@@ -1513,7 +1542,7 @@ pub fn refusal_of(
     if let Some(version) = target {
         return Some(refusal(env, &format!("no good release {version} is kept to roll back to"), restorable));
     }
-    if undo_is_explicit || env.provider != "local" {
+    if undo_is_explicit || env.provider != Provider::Local {
         return None;
     }
     Some(match live {
@@ -1615,7 +1644,7 @@ pub fn rollback_to(
                     version: live.map(|l| l.version.clone()).unwrap_or_default(),
                     unit_id: live.map(|l| l.unit_id.clone()).unwrap_or_default(),
                     run_id: live.map(|l| l.run_id.clone()).unwrap_or_default(),
-                    provider: env.provider.clone(),
+                    provider: env.provider.to_string(),
                     strategy: env.strategy().to_owned(),
                     phase: super::journal::Phase::Verifying,
                     changed: true,
