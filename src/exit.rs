@@ -97,6 +97,7 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<Exit> {
             | SyncError::PushRejected { .. }
             | SyncError::Rebase { .. }
             | SyncError::RebaseUnfinished { .. }
+            | SyncError::AutostashConflict { .. }
             | SyncError::Conflict { .. } => Exit::Failed,
         });
     }

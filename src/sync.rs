@@ -105,6 +105,13 @@ pub enum SyncError {
     Rebase { top: PathBuf, onto: String, reason: String },
     #[error("the rebase onto {onto} in {} did not finish", top.display())]
     RebaseUnfinished { top: PathBuf, onto: String },
+    /// The rebase went through, but putting back the uncommitted changes it had set aside
+    /// (`--autostash`) conflicted: git leaves the files unmerged and the changes in the stash.
+    #[error(
+        "the rebase onto {onto} in {} went through, but putting back the uncommitted changes it set aside conflicted in {files}: they are kept in `git stash` (stash@{{0}}); resolve those files, then `git stash drop`",
+        top.display()
+    )]
+    AutostashConflict { top: PathBuf, onto: String, files: String },
     #[error(
         "rebasing onto {remote}/{branch} conflicts in {path}: {why}; opsflow does not guess, so the rebase was aborted and the local commits wait; resolve it by hand (git pull --rebase {remote} {branch}) and push"
     )]
@@ -691,6 +698,16 @@ impl GitSync {
     fn rebase(&self) -> Result<(), SyncError> {
         let first = self.git(&["rebase", "--autostash", &self.tracking])?;
         if first.success {
+            // git exits 0 when its autostash does not apply: the files are left unmerged.
+            let unmerged = self.git_ok(&["diff", "--name-only", "--diff-filter=U"]).unwrap_or_default();
+            let files: Vec<&str> = unmerged.lines().filter(|l| !l.trim().is_empty()).collect();
+            if !files.is_empty() {
+                return Err(SyncError::AutostashConflict {
+                    top: self.top.clone(),
+                    onto: self.tracking.clone(),
+                    files: files.join(", "),
+                });
+            }
             return Ok(());
         }
         if !self.rebase_in_progress() {

@@ -458,3 +458,30 @@ fn a_changed_git_section_takes_a_restart_and_the_log_says_so() {
     push_tasks(remote.ws(agent).path(), &["T-1".to_owned()], "infrastructure_design");
     wait_until(DEADLINE, "the task pushed to main to be claimed", || remote.claims().contains_key("T-1"));
 }
+
+#[test]
+fn an_uncommitted_edit_that_cannot_be_put_back_after_the_rebase_stops_the_sync_and_says_so() {
+    // A pushed tasks.json that is not JSON, while this clone held an uncommitted edit: git left
+    // the file unmerged and the edit in `stash@{0}`, and nothing was logged or filed.
+    let mut remote = Remote::new(&[design_task("T-1")], json!({"sync": true, "fetch_interval": "1s"}));
+    let ours = remote.clone();
+    let theirs = remote.clone();
+    let other = remote.ws(theirs);
+    other.write(TASKS, "{\"tasks\": [\n");
+    git(other.path(), &["commit", "-q", "-am", "A push cut short"]);
+    git(other.path(), &["push", "-q", "origin", "main"]);
+    let ws = remote.ws(ours);
+    let edited = ws.read_string(TASKS).replace("Design the environments (T-1)", "Design both environments (T-1)");
+    ws.write(TASKS, &edited);
+    let run = remote.opsflow(ours, &["run"]);
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(
+        stderr.contains("putting back the uncommitted changes it set aside conflicted in docs/workflow/tasks.json"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("stash@{0}"), "{stderr}");
+    let requests = ws.read_string("docs/workflow/human-requests.md");
+    assert!(requests.contains("stash@{0}"), "a person is asked to resolve it:\n{requests}");
+    let stash = git(ws.path(), &["stash", "list"]);
+    assert!(!stash.trim().is_empty(), "the edit is kept in the stash");
+}
