@@ -360,6 +360,20 @@ impl Metrics {
         Ok(())
     }
 
+    /// Counts one node that ended: as it ends, so that a long reconcile's progress shows.
+    pub fn count_ran(&self, ran: &crate::engine::Ran) {
+        let _consistent = self.health_state();
+        self.node_runs.get_or_create(&NodeOutcome { node: ran.node.clone(), outcome: ran.outcome.to_string() }).inc();
+        if let Some(environment) = ran.deployed_to {
+            let labels =
+                EnvironmentOutcome { environment: environment.name().to_owned(), outcome: ran.outcome.to_string() };
+            self.deployments.get_or_create(&labels).inc();
+        }
+        if ran.outcome == crate::nodes::OutcomeKind::RolledBack || ran.switched_back {
+            self.rollbacks.inc();
+        }
+    }
+
     /// Records one reconcile and what it found.
     pub fn record(&self, summary: &Summary, seconds: f64, tasks_by_status: BTreeMap<String, u64>, ok: bool) {
         let mut health = self.health_state();
@@ -389,17 +403,11 @@ impl Metrics {
         for (gate, count) in blocked_by_gate {
             self.gate_blocks.get_or_create(&GateLabel { gate: gate.to_owned() }).set(gauge_value(count));
         }
-        for ran in &summary.ran {
-            self.node_runs
-                .get_or_create(&NodeOutcome { node: ran.node.clone(), outcome: ran.outcome.to_string() })
-                .inc();
-            if let Some(environment) = ran.deployed_to {
-                let labels =
-                    EnvironmentOutcome { environment: environment.name().to_owned(), outcome: ran.outcome.to_string() };
-                self.deployments.get_or_create(&labels).inc();
-            }
-            if ran.outcome == crate::nodes::OutcomeKind::RolledBack || ran.switched_back {
-                self.rollbacks.inc();
+        // The nodes that ran were counted as each ended (`count_ran`), unless the engine ran
+        // without a progress callback.
+        if !summary.counted {
+            for ran in &summary.ran {
+                self.count_ran(ran);
             }
         }
     }

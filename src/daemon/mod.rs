@@ -320,9 +320,15 @@ async fn reconcile_loop(
             let engine_cancel = engine_cancel.clone();
             let templates = templates.take();
             let first = reconciles == 0;
+            // Each node is counted and logged as it ends, not when the reconcile does.
+            let counter = Arc::clone(&metrics);
+            let progress = crate::engine::Progress(Arc::new(move |ran: &crate::engine::Ran| {
+                tracing::info!("{} {} {}: {}", ran.task, ran.node, ran.outcome, ran.summary);
+                counter.count_ran(ran);
+            }));
             let sync = sync.clone();
             tokio::task::spawn_blocking(move || {
-                reconcile_once(&settings, previous, templates, engine_cancel, first, sync)
+                reconcile_once(&settings, previous, templates, engine_cancel, first, sync, progress)
             })
         };
         let Ok(outcome) = job.await else {
@@ -354,7 +360,6 @@ async fn reconcile_loop(
             tracing::warn!("{problem}");
         }
         for ran in &outcome.summary.ran {
-            tracing::info!("{} {} {}: {}", ran.task, ran.node, ran.outcome, ran.summary);
             reported_blocks.remove(&ran.task);
         }
         for blocked in &outcome.summary.blocked {
@@ -381,6 +386,8 @@ async fn reconcile_loop(
         // A file that is still being written may look invalid; read it again once it settles.
         retry_after_settle = !ok && !retry_after_settle;
         metrics.record(&outcome.summary, started.elapsed().as_secs_f64(), outcome.tasks_by_status, ok);
+        // Work was left when the reconcile reached its budget: the next one starts at once.
+        due = outcome.summary.more;
         current = outcome.workspace;
         templates = outcome.templates;
         reconciles += 1;
@@ -411,6 +418,10 @@ struct Reconciled {
 }
 
 /// One reconcile with the latest config (or the last good one) and the same engine as `run`.
+/// How long one reconcile may keep running nodes before it returns to the loop.
+const RECONCILE_BUDGET: Duration = Duration::from_secs(10);
+
+#[allow(clippy::too_many_arguments)]
 fn reconcile_once(
     settings: &Settings,
     previous: Arc<Workspace>,
@@ -418,6 +429,7 @@ fn reconcile_once(
     cancel: Cancel,
     first: bool,
     sync: Option<Arc<crate::sync::GitSync>>,
+    progress: crate::engine::Progress,
 ) -> Reconciled {
     let (workspace, config_problem) =
         match Workspace::open(&settings.dir, settings.config_file.as_deref(), settings.agent.as_deref()) {
@@ -438,7 +450,16 @@ fn reconcile_once(
     let (summary, templates) = match renderer {
         Ok(renderer) => {
             let templates = Some((fingerprint, Arc::clone(&renderer)));
-            let options = Options { dry_run: false, cancel, skip_recovery: !first, sync };
+            let options = Options {
+                dry_run: false,
+                cancel,
+                skip_recovery: !first,
+                sync,
+                // A reconcile that keeps finding work returns now and then: health, shutdown
+                // and the figures stay current, and the loop runs it again at once.
+                budget: Some(RECONCILE_BUDGET),
+                progress: Some(progress),
+            };
             match Engine::with_renderer(&workspace, options, renderer) {
                 Ok(engine) => (engine.run(), templates),
                 Err(problems) => (Summary { problems, ..Summary::default() }, templates),

@@ -67,6 +67,21 @@ pub struct Options {
     /// Sync through a git remote (`git.sync`): each pass starts in sync with the remote, and
     /// a claim counts only once pushed. `None`: the workspace is used as it is.
     pub sync: Option<Arc<crate::sync::GitSync>>,
+    /// How long one `run` may go on passing before it returns with `Summary::more` set, so
+    /// that a caller (the daemon) stays responsive: health, shutdown and the next events.
+    pub budget: Option<std::time::Duration>,
+    /// Told of every node as it ends, before the run returns.
+    pub progress: Option<Progress>,
+}
+
+/// A callback told of every node as it ends.
+#[derive(Clone)]
+pub struct Progress(pub Arc<dyn Fn(&Ran) + Send + Sync>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
 }
 
 /// How a daemon stops the engine: `stop` lets the running node finish and starts no other;
@@ -97,6 +112,12 @@ pub struct Summary {
     /// file and why: the files no longer say what happened, so the run fails.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub write_errors: Vec<String>,
+    /// The run stopped at its budget with work left: run again at once.
+    #[serde(skip)]
+    pub more: bool,
+    /// Each node was told to `Options::progress` as it ended.
+    #[serde(skip)]
+    pub counted: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -237,12 +258,26 @@ impl<'w> Engine<'w> {
         if !self.options.dry_run && !self.options.skip_recovery {
             self.recover(&mut summary);
         }
+        let started = Instant::now();
+        let mut told = 0;
+        summary.counted = self.options.progress.is_some();
         for _ in 0..MAX_PASSES {
             if self.options.cancel.stopping() {
                 break;
             }
             self.sync_before_pass();
             let acted = self.pass(&mut summary);
+            if let Some(progress) = &self.options.progress {
+                for ran in &summary.ran[told..] {
+                    (progress.0)(ran);
+                }
+                told = summary.ran.len();
+            }
+            if acted && self.options.budget.is_some_and(|budget| started.elapsed() >= budget) {
+                // More may be runnable: the caller runs again at once.
+                summary.more = true;
+                break;
+            }
             if !self.options.dry_run
                 && let Err(e) = requests::resolve(self.ws, &crate::time::now_rfc3339())
             {

@@ -1606,3 +1606,33 @@ fn healthz_says_at_once_when_tasks_json_is_cut_short() {
     ws.write(TASKS, text);
     wait_until(DEADLINE, "/healthz to be 200 again", || daemon.get("/healthz").status == 200);
 }
+
+#[test]
+fn each_node_is_counted_and_logged_as_it_ends_not_when_the_reconcile_does() {
+    // Under sustained work one reconcile kept going, and `/metrics` and the per-task log
+    // lines moved only when it ended.
+    let ws = quiet_workspace();
+    edit_json(&ws, CONFIG, |c| {
+        c["dev"]["setup"] = json!(
+            "touch \"$OPSFLOW_WORKSPACE/setting-up\"; while [ ! -f \"$OPSFLOW_WORKSPACE/go\" ]; do sleep 0.05; done"
+        );
+    });
+    let mut dev = design_task("DEVOPS-101", "DevOps-Engineer");
+    dev["type"] = json!("infrastructure_dev_env");
+    dev["depends_on"] = json!(["DEVOPS-100"]);
+    ws.write(
+        TASKS,
+        serde_json::to_string_pretty(&json!({"tasks": [design_task("DEVOPS-100", "DevOps-Engineer"), dev]})).unwrap(),
+    );
+    let daemon = Daemon::start(&ws, &[], true);
+    wait_until(DEADLINE, "the second node to start", || ws.join("setting-up").exists());
+    // The first node's end is in the figures and the log while the same reconcile runs on.
+    let series = "opsflow_node_runs_total{node=\"Environment_Design\",outcome=\"done\"}";
+    wait_until(DEADLINE, "the design node to be counted", || {
+        sample(&daemon.get("/metrics").body, series).is_some_and(|v| v >= 1.0)
+    });
+    assert!(daemon.log().contains("DEVOPS-100 Environment_Design done"), "{}", daemon.log());
+    assert_eq!(daemon.metric("opsflow_reconciles_total"), 0.0, "the first reconcile has not ended yet");
+    ws.write("go", "");
+    wait_for_status(&ws, "DEVOPS-101", "done");
+}
