@@ -57,10 +57,11 @@ pub fn approve(
     if let Some(note) = note {
         fields.push(("note", json!(note)));
     }
-    let written = edit_front_matter_file(ws, &artifact.file, &fields)?;
+    let written = edit_front_matter_file(ws, &artifact.file, Some(&artifact.sha256), &fields)?;
     let reason =
         format!("{} approved by {by}{}", waiting.release.label(), note.map(|n| format!(": {n}")).unwrap_or_default());
-    finish(ws, "approve", "approved", &waiting.task.id, &by, &reason, &artifact.file, &written, fields, as_json)
+    let decided = Decided { command: "approve", event: "approved", task: &waiting.task.id, by: &by, reason: &reason };
+    finish(ws, &decided, &artifact.file, &written, fields, as_json)
 }
 
 /// `opsflow hold [UNIT [VERSION]] --as NAME --reason TEXT`.
@@ -78,9 +79,10 @@ pub fn hold(
     let waiting = waiting_release(ws, unit, version)?;
     let artifact = approval_file(ws, &waiting.release)?;
     let fields = vec![("status", json!("hold")), ("held_by", json!(by)), ("reason", json!(reason))];
-    let written = edit_front_matter_file(ws, &artifact.file, &fields)?;
+    let written = edit_front_matter_file(ws, &artifact.file, Some(&artifact.sha256), &fields)?;
     let why = format!("{} held by {by}: {reason}", waiting.release.label());
-    finish(ws, "hold", "held", &waiting.task.id, &by, &why, &artifact.file, &written, fields, as_json)
+    let decided = Decided { command: "hold", event: "held", task: &waiting.task.id, by: &by, reason: &why };
+    finish(ws, &decided, &artifact.file, &written, fields, as_json)
 }
 
 /// `opsflow promote ENV` (`proceed`) and `opsflow abort ENV --reason TEXT` (`rollback`).
@@ -110,7 +112,7 @@ pub fn decide_rollout(
     if let Some(reason) = reason {
         fields.push(("reason", json!(reason)));
     }
-    let written = edit_front_matter_file(ws, &pause.decision_file, &fields)?;
+    let written = edit_front_matter_file(ws, &pause.decision_file, None, &fields)?;
     let (command, event) = if proceed { ("promote", "promoted") } else { ("abort", "aborted") };
     let why = format!(
         "{environment}: {decision} the rollout of {} paused at {} by {by}{}",
@@ -118,7 +120,8 @@ pub fn decide_rollout(
         pause.stage,
         reason.map(|r| format!(": {r}")).unwrap_or_default()
     );
-    finish(ws, command, event, &journal.task, &by, &why, &pause.decision_file, &written, fields, as_json)
+    let decided = Decided { command, event, task: &journal.task, by: &by, reason: &why };
+    finish(ws, &decided, &pause.decision_file, &written, fields, as_json)
 }
 
 /// `opsflow retry TASK`: a failed or blocked task back to `pending`.
@@ -158,7 +161,8 @@ pub fn retry(ws: &Workspace, id: &str, by: Option<&str>, as_json: bool) -> anyho
     let fields = vec![("status", json!("pending")), ("retried_by", json!(by))];
     let why = format!("{id} was `{status}`; retried by {by}");
     let file = ws.config.paths.tasks.clone();
-    finish(ws, "retry", "retried", id, &by, &why, &file, "", fields, as_json)
+    let decided = Decided { command: "retry", event: "retried", task: id, by: &by, reason: &why };
+    finish(ws, &decided, &file, "", fields, as_json)
 }
 
 /// The tasks this runner owns, decoded.
@@ -274,11 +278,20 @@ fn actor(ws: &Workspace, by: Option<&str>) -> String {
     std::env::var("USER").ok().filter(|u| !u.trim().is_empty()).unwrap_or_else(|| "a human".into())
 }
 
-/// Rewrites the front matter lines of `keys` in `file` and writes it atomically; returns the
-/// new text.
-fn edit_front_matter_file(ws: &Workspace, file: &str, fields: &[(&str, Value)]) -> anyhow::Result<String> {
+/// Rewrites the front matter lines of `fields` in `file` and writes it atomically; returns the
+/// new text. With `expected` (the sha256 of the file as the decision read it), a file that
+/// changed since is refused: someone else is editing it.
+fn edit_front_matter_file(
+    ws: &Workspace,
+    file: &str,
+    expected: Option<&str>,
+    fields: &[(&str, Value)],
+) -> anyhow::Result<String> {
     let text = ws.read_text(file).map_err(|d| anyhow::anyhow!("{d}"))?;
     let Some(text) = text else { anyhow::bail!("{file} is gone; nothing was written") };
+    if expected.is_some_and(|sha| sha != crate::sha256::hex(text.as_bytes())) {
+        anyhow::bail!("{file} changed while it was read (someone is editing it); nothing was written, try again");
+    }
     let edited = edit_front_matter(&text, fields).map_err(|why| anyhow::anyhow!("{file}: {why}; edit it by hand"))?;
     let path = ws.inside(file).map_err(|d| anyhow::anyhow!("{d}"))?;
     crate::store::file::write_atomic(&path, edited.as_bytes())?;
@@ -330,20 +343,26 @@ pub fn edit_front_matter(text: &str, fields: &[(&str, Value)]) -> Result<String,
     Ok(owned.concat())
 }
 
+/// A decision taken: the command, its audit event, the task it answers, who and why.
+#[derive(Clone, Copy)]
+struct Decided<'a> {
+    command: &'a str,
+    event: &'a str,
+    task: &'a str,
+    by: &'a str,
+    reason: &'a str,
+}
+
 /// Audits the decision, says what was written and carries it out.
-#[allow(clippy::too_many_arguments)]
 fn finish(
     ws: &Workspace,
-    command: &str,
-    event: &str,
-    task: &str,
-    by: &str,
-    reason: &str,
+    decided: &Decided<'_>,
     file: &str,
     written: &str,
     fields: Vec<(&str, Value)>,
     as_json: bool,
 ) -> anyhow::Result<Exit> {
+    let Decided { command, event, task, by, reason } = *decided;
     let audit = crate::audit::Audit {
         path: ws.path(&ws.config.paths.runtime).join("audit.jsonl"),
         agent: ws.config.agent.name.clone(),
