@@ -112,7 +112,25 @@ pub fn decide_rollout(
     if let Some(reason) = reason {
         fields.push(("reason", json!(reason)));
     }
-    let written = edit_front_matter_file(ws, &pause.decision_file, None, &fields)?;
+    // The R17 must be the one that asks about this pause: a decision about an earlier pause
+    // would not count, and the engine would go on waiting.
+    let file = pause.decision_file.as_str();
+    let text = ws.read_text(file).map_err(|d| anyhow::anyhow!("{d}"))?.unwrap_or_default();
+    if text.is_empty() {
+        anyhow::bail!(
+            "{file} is missing: the rollout paused in {environment} waits for a decision there; `opsflow run` writes it again"
+        );
+    }
+    let doc = crate::workspace::read::parse_markdown(file, &text).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let asked = doc.front_matter.as_ref().and_then(|fm| fm.get("pause_id")).and_then(Value::as_str);
+    if let Some(asked) = asked.filter(|asked| *asked != pause.id) {
+        anyhow::bail!(
+            "{file} asks about an earlier pause ({asked}), not the one {environment} waits on ({}); `opsflow run` writes it again",
+            pause.id
+        );
+    }
+    let sha = crate::sha256::hex(text.as_bytes());
+    let written = edit_front_matter_file(ws, file, Some(&sha), &fields)?;
     let (command, event) = if proceed { ("promote", "promoted") } else { ("abort", "aborted") };
     let why = format!(
         "{environment}: {decision} the rollout of {} paused at {} by {by}{}",

@@ -184,6 +184,10 @@ fn a_paused_rollout_is_aborted_or_promoted_from_the_command_line() {
     refused(&ws, &["abort", "nowhere", "--reason", "x"], "there is no environment `nowhere`");
 
     let before = ws.read_string(R17);
+    let pause_id = before.lines().find_map(|l| l.strip_prefix("pause_id: ")).unwrap().to_owned();
+    ws.write(R17, before.replacen(&pause_id, "\"an-earlier-pause\"", 1));
+    refused(&ws, &["abort", "production", "--reason", "x"], "asks about an earlier pause (an-earlier-pause)");
+    ws.write(R17, &before);
     let run = ws.run(&["abort", "production", "--as", "bob", "--reason", "no metrics, no risk"]);
     run.status(1);
     assert_eq!(status_of(&ws, "DEVOPS-007"), "rolled_back", "{}", run.stdout());
