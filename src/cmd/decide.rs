@@ -41,7 +41,7 @@ pub fn approve(
     super::require_valid_config(ws)?;
     let by = actor(ws, by);
     require_approver(ws, &by, "approve")?;
-    let waiting = waiting_release(ws, unit, version)?;
+    let waiting = waiting_release(ws, "approve", unit, version)?;
     let artifact = approval_file(ws, &waiting.release)?;
     if artifacts::ticks(&artifact.body).hold {
         anyhow::bail!(
@@ -76,7 +76,7 @@ pub fn hold(
     super::require_valid_config(ws)?;
     let by = actor(ws, by);
     require_approver(ws, &by, "hold")?;
-    let waiting = waiting_release(ws, unit, version)?;
+    let waiting = waiting_release(ws, "hold", unit, version)?;
     let artifact = approval_file(ws, &waiting.release)?;
     let fields = vec![("status", json!("hold")), ("held_by", json!(by)), ("reason", json!(reason))];
     let written = edit_front_matter_file(ws, &artifact.file, Some(&artifact.sha256), &fields)?;
@@ -202,7 +202,12 @@ pub fn owned_tasks(ws: &Workspace) -> anyhow::Result<Vec<Task>> {
 }
 
 /// The release whose production task waits for a person's approval, the one named or the only one.
-fn waiting_release(ws: &Workspace, unit: Option<&str>, version: Option<&str>) -> anyhow::Result<Waiting> {
+fn waiting_release(
+    ws: &Workspace,
+    command: &str,
+    unit: Option<&str>,
+    version: Option<&str>,
+) -> anyhow::Result<Waiting> {
     let all: Vec<Waiting> = owned_tasks(ws)?
         .into_iter()
         .filter(|t| {
@@ -216,33 +221,29 @@ fn waiting_release(ws: &Workspace, unit: Option<&str>, version: Option<&str>) ->
             Waiting { task, release }
         })
         .collect();
-    let listed = |list: &[&Waiting]| {
+    let listed = |list: &[Waiting]| {
         list.iter().map(|w| format!("{} (task {})", w.release.label(), w.task.id)).collect::<Vec<_>>().join(", ")
     };
-    let everything: Vec<&Waiting> = all.iter().collect();
     if all.is_empty() {
         anyhow::bail!(
             "no release waits for an approval: no task is blocked on `human approval` (`opsflow next` says what waits)"
         );
     }
-    let matching: Vec<&Waiting> = all
-        .iter()
-        .filter(|w| unit.is_none_or(|u| w.release.unit == u))
-        .filter(|w| version.is_none_or(|v| release::same_version(w.release.version.as_str(), v)))
-        .collect();
-    match (matching.len(), unit) {
-        (0, _) => {
+    let (mut matching, others): (Vec<Waiting>, Vec<Waiting>) = all.into_iter().partition(|w| {
+        unit.is_none_or(|u| w.release.unit == u)
+            && version.is_none_or(|v| release::same_version(w.release.version.as_str(), v))
+    });
+    match matching.len() {
+        0 => {
             let named = Release::new(unit.unwrap_or_default(), version.unwrap_or_default());
-            anyhow::bail!("{} waits for no approval; waiting: {}", named.label(), listed(&everything))
+            anyhow::bail!("{} waits for no approval; waiting: {}", named.label(), listed(&others))
         }
-        (1, _) => {}
-        (_, _) => anyhow::bail!(
-            "several releases wait for an approval ({}); name one: `opsflow approve UNIT VERSION`",
+        1 => Ok(matching.remove(0)),
+        _ => anyhow::bail!(
+            "several releases wait for an approval ({}); name one: `opsflow {command} UNIT VERSION`",
             listed(&matching)
         ),
     }
-    let index = all.iter().position(|w| std::ptr::eq(w, matching[0])).unwrap_or(0);
-    Ok(all.into_iter().nth(index).expect("the index is of the list"))
 }
 
 /// The approval file of `release`, or why there is none for it.

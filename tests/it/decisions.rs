@@ -168,6 +168,7 @@ fn approve_and_hold_refuse_what_they_cannot_answer_and_write_nothing() {
         &["approve", "--as", "alice"],
         "several releases wait for an approval (UNIT-001 1.0.0 (task DEVOPS-007), UNIT-002 2.0.0 (task DEVOPS-107)); name one",
     );
+    refused(&ws, &["hold", "--as", "alice", "--reason", "x"], "name one: `opsflow hold UNIT VERSION`");
     let run = ws.run(&["approve", "UNIT-001", "--as", "alice", "--json"]);
     assert_eq!(run.json()["decision"]["task"], "DEVOPS-007", "{}", run.stderr());
     assert_eq!(status_of(&ws, "DEVOPS-007"), "deployed");
