@@ -270,3 +270,26 @@ fn with_a_daemon_running_approve_writes_the_file_and_the_daemon_carries_it_out()
     let status = daemon.terminate(DEADLINE);
     assert_eq!(status.code(), Some(0), "{}", daemon.log());
 }
+
+#[test]
+fn a_retried_blocked_task_moves_only_its_own_entry_and_is_blocked_again_by_the_same_gate() {
+    let ws = waiting_for_approval();
+    let before = ws.read_string(TASKS);
+    let reason = task(&ws.tasks(), "DEVOPS-007")["blocked_reason"].clone();
+    let run = ws.run(&["retry", "DEVOPS-007", "--as", "alice"]);
+    run.status(3);
+    let after = ws.read_string(TASKS);
+    let production = task(&ws.tasks(), "DEVOPS-007").clone();
+    assert_eq!(production["status"], "blocked", "{}", run.stdout());
+    assert_eq!(production["blocked_reason"], reason, "the gate gives the same reason again");
+    assert_eq!(production["retried_by"], "alice");
+    // Every byte before DEVOPS-007's entry and after it is as it was.
+    let (start, end) = (
+        |text: &str| text.find("\"id\": \"DEVOPS-007\"").unwrap(),
+        |text: &str| text.find("\"id\": \"DEVOPS-008\"").unwrap(),
+    );
+    assert_eq!(after[..start(&after)], before[..start(&before)]);
+    assert_eq!(after[end(&after)..], before[end(&before)..]);
+    let retried = audit(&ws).into_iter().find(|e| e["event"] == "retried").expect("a `retried` audit entry");
+    assert!(retried["reason"].as_str().unwrap().contains("DEVOPS-007 was `blocked`; retried by alice"), "{retried}");
+}
