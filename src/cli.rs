@@ -114,6 +114,89 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Approve the release that waits for a human (the one `opsflow status` names): sets
+    /// `status: approved`, `approved_by` and `approved_at` in its approval file, then carries it out
+    Approve {
+        /// The unit to approve (needed when several releases wait)
+        unit: Option<String>,
+        /// The version of that unit (needed when several of its versions wait)
+        version: Option<String>,
+        /// Who approves (default: git's user.name or user.email, else $USER); must be one of
+        /// devops.approvers when that list is set
+        #[arg(long = "as", value_name = "NAME")]
+        by: Option<String>,
+        /// A note kept in the approval's front matter as `note`
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+        /// Print what was written and what the run did as one JSON document on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hold the release that waits for a human: sets `status: hold`, `held_by` and `reason` in
+    /// its approval file
+    Hold {
+        /// The unit to hold (needed when several releases wait)
+        unit: Option<String>,
+        /// The version of that unit (needed when several of its versions wait)
+        version: Option<String>,
+        /// Who holds it (default: git's user.name or user.email, else $USER); must be one of
+        /// devops.approvers when that list is set
+        #[arg(long = "as", value_name = "NAME")]
+        by: Option<String>,
+        /// Why, kept in the approval's front matter as `reason`
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// Print what was written and what the run did as one JSON document on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a paused rollout of ENV go on: sets `decision: proceed` and `decided_by` in its R17
+    Promote {
+        /// The environment whose rollout is paused (e.g. production)
+        environment: String,
+        /// Who decides (default: git's user.name or user.email, else $USER); must be one of
+        /// devops.approvers when that list is set
+        #[arg(long = "as", value_name = "NAME")]
+        by: Option<String>,
+        /// Why, kept in R17 as `reason` (default: R17's reason stays)
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// Print what was written and what the run did as one JSON document on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Roll a paused rollout of ENV back: sets `decision: rollback`, `decided_by` and `reason` in its R17
+    Abort {
+        /// The environment whose rollout is paused (e.g. production)
+        environment: String,
+        /// Who decides (default: git's user.name or user.email, else $USER)
+        #[arg(long = "as", value_name = "NAME")]
+        by: Option<String>,
+        /// Why, kept in R17 as `reason`
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// Print what was written and what the run did as one JSON document on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a failed or blocked task back to `pending` and run it again (a failed deployment of
+    /// a built release is refused: ship a new version)
+    Retry {
+        /// The task's id
+        task: String,
+        /// Who retries it, kept as `retried_by` (default: git's user.name or user.email, else $USER)
+        #[arg(long = "as", value_name = "NAME")]
+        by: Option<String>,
+        /// Print what was written and what the run did as one JSON document on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// The one thing that waits for a person, and the command that answers it
+    Next {
+        /// Print the task, the step and the command as one JSON document
+        #[arg(long)]
+        json: bool,
+    },
     /// The workflow graph with the current position
     Graph {
         /// Mermaid (for markdown) or Graphviz dot

@@ -6,11 +6,13 @@
 //! a directory outside any workspace: every command but `init` and `demo` refuses, before it
 //! creates anything, so a pipeline with a wrong `-C` fails instead of finding nothing to do.
 
+mod decide;
 mod demo;
 mod graph;
 mod history;
 mod init;
 mod merge_driver;
+mod next;
 mod rollback;
 mod run;
 mod status;
@@ -40,6 +42,20 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             rollback::run(&open()?, environment, to.as_deref(), reason.as_deref(), *json)
         }
         Command::History { environment, json } => history::run(&open()?, environment, *json),
+        Command::Approve { unit, version, by, note, json } => {
+            decide::approve(&open()?, unit.as_deref(), version.as_deref(), by.as_deref(), note.as_deref(), *json)
+        }
+        Command::Hold { unit, version, by, reason, json } => {
+            decide::hold(&open()?, unit.as_deref(), version.as_deref(), by.as_deref(), reason, *json)
+        }
+        Command::Promote { environment, by, reason, json } => {
+            decide::decide_rollout(&open()?, environment, true, by.as_deref(), reason.as_deref(), *json)
+        }
+        Command::Abort { environment, by, reason, json } => {
+            decide::decide_rollout(&open()?, environment, false, by.as_deref(), Some(reason), *json)
+        }
+        Command::Retry { task, by, json } => decide::retry(&open()?, task, by.as_deref(), *json),
+        Command::Next { json } => next::run(&open()?, *json),
         Command::Graph { format } => graph::run(&open()?, *format),
         Command::MergeDriver { base, ours, theirs, path } => merge_driver::run(base, ours, theirs, path.as_deref()),
         Command::Demo => demo::run(cli.dir.as_deref()),

@@ -10,6 +10,18 @@ use crate::validate::{FailingEntries, load_tasks};
 use crate::workspace::Workspace;
 
 pub fn run(ws: &Workspace, dry_run: bool, as_json: bool) -> anyhow::Result<Exit> {
+    let Some(summary) = reconcile(ws, dry_run)? else { return Ok(Exit::Invalid) };
+    if as_json {
+        print_json(&summary)?;
+    } else {
+        print_summary(&summary, dry_run);
+    }
+    Ok(summary.exit())
+}
+
+/// Runs the engine until nothing more is runnable and returns what it did, or `None` when
+/// the workspace's files keep it from starting (the problems are printed on stderr).
+pub fn reconcile(ws: &Workspace, dry_run: bool) -> anyhow::Result<Option<Summary>> {
     require_valid_config(ws)?;
     let _lock = if dry_run { None } else { Some(crate::instance::acquire(ws)?) };
     // `--dry-run` changes nothing, so it neither fetches nor pushes.
@@ -20,7 +32,7 @@ pub fn run(ws: &Workspace, dry_run: bool, as_json: bool) -> anyhow::Result<Exit>
             for problem in &problems {
                 eprintln!("{problem}");
             }
-            return Ok(Exit::Invalid);
+            return Ok(None);
         }
     };
     let mut summary = engine.run();
@@ -40,12 +52,7 @@ pub fn run(ws: &Workspace, dry_run: bool, as_json: bool) -> anyhow::Result<Exit>
             .into_iter()
             .filter(|d| crate::engine::readiness::entry_of(d, prefix).is_some_and(|index| !reported.contains(&index))),
     );
-    if as_json {
-        print_json(&summary)?;
-    } else {
-        print_summary(&summary, dry_run);
-    }
-    Ok(summary.exit())
+    Ok(Some(summary))
 }
 
 pub fn print_summary(summary: &Summary, dry_run: bool) {

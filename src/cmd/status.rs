@@ -128,7 +128,7 @@ struct OwnedTask {
 /// What a person does next for a task in `status`, from what it says and what waits on it:
 /// an approval to give or a hold to lift, a paused rollout to decide, a fix task to finish, a
 /// failed release to answer. `None` when nothing waits on a person.
-fn next_step(task: &Task, fix: Option<(&str, &str)>) -> Option<String> {
+pub(super) fn next_step(task: &Task, fix: Option<(&str, &str)>) -> Option<String> {
     use crate::task::TaskStatus;
     let reason = task.blocked_reason.as_deref().unwrap_or_default();
     let file_in = |marker: &str| {

@@ -28,7 +28,7 @@ const APPROVAL: &str = "docs/workflow/artifacts/R12-prod-approval.md";
 
 /// Long enough that only a hang fails, on a loaded two-core CI machine too; the tests finish
 /// far sooner when it is not.
-const DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
 // --- workspaces ---------------------------------------------------------------------------
 
@@ -378,7 +378,7 @@ impl Drop for InProcess {
 // --- the daemon as a process --------------------------------------------------------------
 
 /// `opsflow -v watch` as a child process, its stderr collected as it comes.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     log: Arc<Mutex<String>>,
     reader: Option<JoinHandle<()>>,
@@ -388,7 +388,7 @@ struct Daemon {
 impl Daemon {
     /// Starts `opsflow [global] -v watch [--http 127.0.0.1:0]` and waits until it watches
     /// (and, with `http`, until it says where it listens).
-    fn start(ws: &Workspace, global: &[&str], http: bool) -> Daemon {
+    pub(crate) fn start(ws: &Workspace, global: &[&str], http: bool) -> Daemon {
         Daemon::start_with(ws, global, http.then_some("127.0.0.1:0"), &[])
     }
 
@@ -441,7 +441,7 @@ impl Daemon {
         daemon
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
@@ -459,7 +459,7 @@ impl Daemon {
     }
 
     /// Sends SIGTERM and waits for the exit.
-    fn terminate(&mut self, deadline: Duration) -> ExitStatus {
+    pub(crate) fn terminate(&mut self, deadline: Duration) -> ExitStatus {
         // SAFETY: a plain kill(2) of our own child, which has not been waited for yet.
         assert_eq!(unsafe { libc::kill(self.pid(), libc::SIGTERM) }, 0, "send SIGTERM");
         let status = wait_for_exit(&mut self.child, deadline, "`opsflow watch` after SIGTERM");

@@ -13,6 +13,8 @@
 //! - [`errors`]: bad durations refused at their key, write failures with their path, exit codes.
 //! - [`engine`]: `opsflow run` end to end: gates, approvals, deployments, failures, hostile
 //!   values, the audit log, exit codes and `run --json`.
+//! - [`decisions`]: `approve`, `hold`, `promote`, `abort`, `retry` and `next` as a person drives
+//!   them: the lines they write, every refusal, a decision left to a running daemon.
 //! - [`daemon`]: `opsflow watch` in-process and as a process: debounce, live reload, the
 //!   instance lock, signals, resync, `/healthz` and `/metrics`.
 //! - [`metrics`]: metric sources (HTTP, commands, a real Prometheus) and the analysis.
@@ -48,6 +50,7 @@ mod cli;
 mod concurrency;
 mod crash;
 mod daemon;
+mod decisions;
 mod docs;
 mod engine;
 mod environments;

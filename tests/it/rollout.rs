@@ -35,7 +35,7 @@ fn app_mode(mode: &str) -> String {
     format!("echo {mode} > \"$OPSFLOW_WORKSPACE/app-mode\"")
 }
 
-fn calls(ws: &Workspace) -> Vec<String> {
+pub(crate) fn calls(ws: &Workspace) -> Vec<String> {
     std::fs::read_to_string(ws.join("calls.log")).unwrap_or_default().lines().map(str::to_owned).collect()
 }
 
@@ -56,7 +56,7 @@ pub(crate) fn approved_for_production(env: Value) -> Workspace {
 }
 
 /// A canary production environment against `app`, its commands logged.
-fn canary(app: &TestApp, set_weight_extra: &str) -> Value {
+pub(crate) fn canary(app: &TestApp, set_weight_extra: &str) -> Value {
     json!({
         "provider": "command",
         "strategy": "canary",
@@ -215,7 +215,7 @@ fn inconclusive_metrics_pause_the_canary_until_a_human_decides_to_proceed() {
 }
 
 /// A canary whose app stops serving metrics at 10%, run until it pauses there for a human.
-fn paused_at_10_percent(app: &TestApp) -> Workspace {
+pub(crate) fn paused_at_10_percent(app: &TestApp) -> Workspace {
     let ws = approved_for_production(canary(
         app,
         "if [ \"$OPSFLOW_WEIGHT\" -eq 10 ]; then echo silent > \"$OPSFLOW_WORKSPACE/app-mode\"; fi",
