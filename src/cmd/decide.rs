@@ -194,11 +194,52 @@ pub fn owned_tasks(ws: &Workspace) -> anyhow::Result<Vec<Task>> {
     };
     let entries = crate::task::entries(value, &ws.task_selection());
     let list: &[Value] = entries.as_ref().map(|e| &*e.list).unwrap_or(&[]);
-    Ok(list
+    let mut tasks: Vec<Task> = list
         .iter()
         .filter(|entry| crate::task::owned_entry(&ws.config, entry))
         .map(|entry| Task::from_value(entry.clone()))
-        .collect())
+        .collect();
+    tasks.extend(state_nodes(ws, &tasks));
+    Ok(tasks)
+}
+
+/// The current nodes of `state.json` that stand for a task (no owned task runs them) and that
+/// opsflow blocked, as the engine sees them: a task `state-<node>` with the node's release and
+/// reason. A release that came through the workflow on its own (the README's first hour)
+/// waits for its approval there.
+fn state_nodes(ws: &Workspace, tasks: &[Task]) -> Vec<Task> {
+    let Ok(Some(text)) = ws.read_text(&ws.config.paths.state) else { return Vec::new() };
+    let Ok(state) = crate::workspace::read::parse_json(&ws.config.paths.state, &text) else { return Vec::new() };
+    let Ok(graph) = crate::workflow::graph::Graph::load(ws) else { return Vec::new() };
+    let current = state.get("current_nodes").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str);
+    current
+        .filter_map(|name| {
+            let node = graph.node(name)?;
+            let entry = state.pointer(&format!("/nodes/{name}"))?;
+            let field = |key: &str| entry.get(key).and_then(Value::as_str);
+            if field("status") != Some("blocked") || field("blocked_by") != Some(crate::engine::record::BLOCKED_BY) {
+                return None;
+            }
+            let covered =
+                tasks.iter().any(|t| graph.node_for_task(&t.raw).is_ok_and(|n| n.name == name) && t.status.is_open());
+            if covered {
+                return None;
+            }
+            let mut task = json!({
+                "id": format!("state-{name}"),
+                "title": format!("{name} (a current node of state.json)"),
+                "agent": ws.config.agent.name,
+                "type": node.task_types.first().cloned().unwrap_or_default(),
+                "status": "blocked",
+            });
+            for key in ["unit_id", "version", "environment", "blocked_reason", "blocked_by"] {
+                if let Some(value) = entry.get(key) {
+                    task[key] = value.clone();
+                }
+            }
+            Some(Task::from_value(task))
+        })
+        .collect()
 }
 
 /// The release whose production task waits for a person's approval, the one named or the only one.

@@ -320,4 +320,18 @@ fn the_first_hour_as_the_readme_gives_it_ends_on_staging_waiting_for_the_product
     assert!(repo.join("docs/workflow/artifacts/R12-prod-approval.md").is_file());
     let requests = std::fs::read_to_string(repo.join("docs/workflow/human-requests.md")).unwrap();
     assert!(!requests.contains("R06-release-artifacts/1.0.0"), "no unit-less release path: {requests}");
+    // What the README says next: `opsflow next` names the approval, `opsflow approve` gives it.
+    let next = text(&opsflow_in(&repo, &["next"]).stdout);
+    assert!(next.contains("opsflow approve UNIT-001 1.0.0 --as NAME"), "{next}");
+    // A short monitoring period, so that the test does not wait the scaffold's five minutes.
+    let config_path = repo.join("project-config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["devops"]["monitoring_period"] = serde_json::json!("300ms");
+    config["devops"]["monitoring_interval"] = serde_json::json!("100ms");
+    std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    let approve = opsflow_in(&repo, &["approve", "--as", "alice"]);
+    assert_eq!(approve.status.code(), Some(0), "{}{}", text(&approve.stdout), text(&approve.stderr));
+    let history = text(&opsflow_in(&repo, &["history", "production"]).stdout);
+    assert!(history.starts_with("production: UNIT-001 1.0.0 ("), "{history}");
+    assert!(history.contains("approved by alice"), "{history}");
 }
