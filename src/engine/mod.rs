@@ -403,6 +403,23 @@ impl<'w> Engine<'w> {
         if !self.options.dry_run && self.file_requested_rollbacks(&|id| loaded.statuses.contains_key(id)) {
             return true;
         }
+        // No node of this runner runs while a pass starts: an owned task that shows this
+        // runner's claim and whose run finished was put back by another writer (a rename of
+        // an older copy into place). It gets the outcome again.
+        if !self.options.dry_run {
+            let agent = self.ws.config.agent.name.as_str();
+            for (_, task) in owned.iter().filter(|(_, t)| t.status == TaskStatus::InProgress) {
+                let Some(run_id) = task.run_id.as_deref().filter(|_| task.claimed_by.as_deref() == Some(agent)) else {
+                    continue;
+                };
+                if let Ok(Some(mut kept)) = KeptOutcome::load(self.ws, run_id)
+                    && kept.task == task.id
+                    && self.apply_kept(&mut kept)
+                {
+                    return true;
+                }
+            }
+        }
         // Outcomes kept aside: recorded as soon as their claim is back; until then their
         // task does not run again, whatever its entry says now.
         let mut waiting_outcomes = Vec::new();

@@ -1636,3 +1636,34 @@ fn each_node_is_counted_and_logged_as_it_ends_not_when_the_reconcile_does() {
     ws.write("go", "");
     wait_for_status(&ws, "DEVOPS-101", "done");
 }
+
+#[test]
+fn a_finished_task_a_writer_puts_back_in_progress_gets_its_outcome_again() {
+    // A writer that ignores the lock renamed an older copy of tasks.json into place after
+    // opsflow finished a task: the task showed the claim again, `in_progress` for good, while
+    // the audit log and /metrics counted it done.
+    let ws = quiet_workspace();
+    edit_json(&ws, CONFIG, |c| {
+        c["dev"]["setup"] = json!(
+            "touch \"$OPSFLOW_WORKSPACE/setting-up\"; while [ ! -f \"$OPSFLOW_WORKSPACE/go\" ]; do sleep 0.05; done"
+        );
+    });
+    let design = ws.read_string("docs/workflow/artifacts/INFRA01-requirements.md");
+    ws.write("docs/workflow/artifacts/INFRA04-env-specs.md", design);
+    let mut dev = design_task("DEVOPS-101", "DevOps-Engineer");
+    dev["type"] = json!("infrastructure_dev_env");
+    ws.write(TASKS, serde_json::to_string_pretty(&json!({"tasks": [dev]})).unwrap());
+    let daemon = Daemon::start(&ws, &[], false);
+    wait_until(DEADLINE, "the node to start", || ws.join("setting-up").exists());
+    let claimed = ws.read_string(TASKS);
+    assert!(claimed.contains("in_progress"), "{claimed}");
+    ws.write("go", "");
+    wait_for_status(&ws, "DEVOPS-101", "done");
+    // The older copy, with the claim, renamed into place.
+    save_by_rename(&ws, TASKS, "tasks.json.agent", claimed.as_bytes());
+    wait_for_status(&ws, "DEVOPS-101", "done");
+    wait_until(DEADLINE, "the audit log to say the outcome was recorded again", || {
+        ws.read_string(".opsflow/audit.jsonl").contains("recorded again")
+    });
+    assert!(!ws.tasks().iter().any(|t| t["id"] == "FIX-DEVOPS-101"), "no interruption was made up:\n{}", daemon.log());
+}
