@@ -2,8 +2,6 @@
 //! QA verdict on its story's unit, a beads issue holds the tasks that depend on it, and
 //! neither file is ever written; lock files stay out of git whatever they are called.
 
-use std::process::Command;
-
 use serde_json::json;
 
 use crate::engine::{CONFIG, REQUESTS, edit_json, json_file, status_of};
@@ -186,15 +184,9 @@ fn a_beads_line_that_is_not_json_is_reported_with_its_number_and_the_rest_still_
     );
 }
 
+/// git in the workspace, with a fixed author and none of the user's config.
 fn git(ws: &Workspace, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(ws.path())
-        .args(["-c", "user.email=t@example.com", "-c", "user.name=t"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    crate::util::git(ws.path(), args)
 }
 
 /// Defect: the `.gitignore` opsflow writes beside its first lock in a folder named only

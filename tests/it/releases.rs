@@ -64,16 +64,7 @@ fn versions_with_a_leading_v_are_the_same_release_and_tag_once() {
             }
         }
     });
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .current_dir(ws.path())
-            .args(["-c", "user.email=t@example.com", "-c", "user.name=t"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let git = |args: &[&str]| crate::util::git(ws.path(), args);
     git(&["init", "-q"]);
     git(&["add", "-A"]);
     git(&["commit", "-qm", "sample"]);
