@@ -92,7 +92,7 @@ fn ids_listed(ws: &Workspace, args: &[&str]) -> Vec<String> {
     run.stdout().lines().skip(1).map(|l| l.split_whitespace().next().unwrap().to_owned()).collect()
 }
 
-/// Issue 21: the tagged form was refused (`"tasks" is a required property`), integer ids were
+/// What broke: the tagged form was refused (`"tasks" is a required property`), integer ids were
 /// refused (`id must be a string, found 1`) and `tasks update 1` found no task `1`.
 #[test]
 fn task_masters_tagged_file_with_integer_ids_is_read_and_updated_in_its_current_tag() {
@@ -136,7 +136,7 @@ fn task_masters_tagged_file_with_integer_ids_is_read_and_updated_in_its_current_
     assert!(refused.stderr().contains("`depends_on` names `1.9`, which is no task"), "{}", refused.stderr());
 }
 
-/// Issue 21: opsflow wrote `in_progress`, `deployed` and `failed` into Task Master's file.
+/// What broke: opsflow wrote `in_progress`, `deployed` and `failed` into Task Master's file.
 #[test]
 fn opsflow_writes_only_statuses_task_master_knows_and_keeps_its_own_beside_them() {
     let ws = workspace(json!({}));
@@ -167,7 +167,7 @@ fn opsflow_writes_only_statuses_task_master_knows_and_keeps_its_own_beside_them(
     assert!(run.stderr().contains("Task Master does not know the status `shipped`"), "{}", run.stderr());
 }
 
-/// Issue 21: a build ran although the task it depends on was `in-progress` in Task Master.
+/// What broke: a build ran although the task it depends on was `in-progress` in Task Master.
 #[test]
 fn a_build_waits_for_its_task_master_dependencies_subtasks_included() {
     let ws = workspace(json!({}));
@@ -257,7 +257,7 @@ fn a_tag_that_is_not_there_or_an_unreadable_state_json_is_said_with_the_tags_the
     assert_eq!(ws.snapshot(), before);
 }
 
-/// Issue 21: a refused `tasks update` still created a `.gitignore` and a lock file in Task
+/// What broke: a refused `tasks update` still created a `.gitignore` and a lock file in Task
 /// Master's folder.
 #[test]
 fn a_refused_tasks_update_creates_nothing_in_task_masters_folder() {
