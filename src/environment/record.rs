@@ -265,11 +265,6 @@ impl Record {
             .map_err(|source| RecordError::Unwritable { path: path.to_owned(), source })
     }
 
-    /// The deployment of `run_id`, newest first.
-    pub fn of_run(&self, run_id: &str) -> Option<&Deployment> {
-        self.deployments.iter().rev().find(|d| d.run_id == run_id)
-    }
-
     /// The newest good deployment: what is live for a provider without a live link.
     pub fn newest_good(&self) -> Option<&Deployment> {
         self.deployments.iter().rev().find(|d| d.status == Status::Good)

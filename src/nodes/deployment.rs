@@ -1114,20 +1114,6 @@ pub(crate) fn rollback_target(task: &Task, live: Option<&str>) -> Option<String>
     version.filter(|v| live.is_none_or(|live| !release::same_version(v, live))).map(str::to_owned)
 }
 
-/// Why the rollback `task` asks of `env` (to `target`) cannot be carried out, as the
-/// environment's record has it; `None` when it can.
-pub fn rollback_refusal(
-    ws: &Workspace,
-    env: &EnvConfig,
-    record: &crate::environment::Record,
-    task: &Task,
-    target: Option<&str>,
-) -> Option<String> {
-    let live = env.live(ws, record);
-    let restorable = deploy::restorable(ws, env, record);
-    deploy::refusal_of(env, &restorable, live.as_ref(), requested_rollback(task), target)
-}
-
 /// Why the rollback a Rollback_Deployment task asks for cannot be carried out now, read the
 /// way the node reads it: for the gate, so that such a task waits without being claimed.
 pub fn rollback_refused(ws: &Workspace, task: &Task, decision: Option<&Artifact>) -> Option<String> {
@@ -1136,9 +1122,10 @@ pub fn rollback_refused(ws: &Workspace, task: &Task, decision: Option<&Artifact>
         Ok(record) => record,
         Err(e) => return Some(e.to_string()),
     };
-    let live = env.live(ws, &record).map(|d| d.version);
-    let target = rollback_target(task, live.as_deref());
-    rollback_refusal(ws, &env, &record, task, target.as_deref())
+    let live = env.live(ws, &record);
+    let target = rollback_target(task, live.as_ref().map(|d| d.version.as_str()));
+    let restorable = deploy::restorable(ws, &env, &record);
+    deploy::refusal_of(&env, &restorable, live.as_ref(), requested_rollback(task), target.as_deref())
 }
 
 /// Rollback_Deployment: a human asked for it, in R17 (`decision: rollback`) or with
@@ -1178,11 +1165,6 @@ pub(crate) fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, Node
     let record = env.history(run.ws).map_err(|e| NodeError::caused("record", e))?;
     let live = env.live(run.ws, &record).map(|d| d.version);
     let target = rollback_target(run.task, live.as_deref());
-    if let Some(why) = rollback_refusal(run.ws, &env, &record, run.task, target.as_deref()) {
-        // The gate checked the same before the claim; the record changed since.
-        run.summary = format!("the rollback of {environment} was refused: {why}");
-        return Ok(Outcome::Blocked { reason: why, escalate: false });
-    }
     let mut vars = run.env_vars(&environment);
     vars.push(("OPSFLOW_VERSION".into(), run.release.version.to_string()));
     let asked = deploy::Asked {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::environment::record::{Deployment, Record, RecordError, Status};
+use crate::environment::record::{Deployment, Record, Status};
 use crate::workspace::write;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,21 +66,6 @@ impl LocalEnv {
     /// The environment's record file.
     pub fn record_path(&self) -> PathBuf {
         self.root.join("releases.json")
-    }
-
-    pub fn history(&self) -> Result<Record, RecordError> {
-        Record::load(&self.record_path())
-    }
-
-    pub fn save_history(&self, history: &Record) -> Result<(), RecordError> {
-        history.save(&self.workspace, &self.record_path())
-    }
-
-    /// The deployment live now: the good one of the record in the directory the live link
-    /// points at. `Ok(None)`: nothing is live, or what is live is not a good release.
-    pub fn live_deployment(&self) -> Result<Option<Deployment>, RecordError> {
-        let Some(live) = self.live_dir() else { return Ok(None) };
-        Ok(self.history()?.good_in(&live).cloned())
     }
 
     /// Stages `source` as a new release and returns the directory (relative to the root) it
@@ -134,13 +119,8 @@ impl LocalEnv {
         history.deployments.push(deployment);
     }
 
-    /// The last good deployment other than the live one, whose directory still exists.
-    pub fn rollback_target(&self) -> Result<Option<Deployment>, RecordError> {
-        let history = self.history()?;
-        Ok(self.rollback_target_in(&history).cloned())
-    }
-
-    /// [`LocalEnv::rollback_target`] in a record already read.
+    /// The last good deployment of `history` other than the live one, whose directory still
+    /// exists.
     pub fn rollback_target_in<'r>(&self, history: &'r Record) -> Option<&'r Deployment> {
         let live = self.live_dir();
         history
