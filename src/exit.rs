@@ -138,7 +138,7 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<Exit> {
     if let Some(error) = cause.downcast_ref::<StoreError>() {
         return Some(match error {
             StoreError::Invalid(_) | StoreError::Refused(_) => Exit::Invalid,
-            StoreError::Io { .. } | StoreError::Contended { .. } => Exit::Failed,
+            StoreError::Io { .. } | StoreError::Write(_) | StoreError::Contended { .. } => Exit::Failed,
         });
     }
     if let Some(error) = cause.downcast_ref::<JournalError>() {

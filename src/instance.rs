@@ -4,9 +4,8 @@
 //! runner never blocks the next). The holder writes its pid, host and start time into the
 //! file, which is how a refused second runner can say who holds it.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::workspace::{Workspace, write};
@@ -39,15 +38,9 @@ pub fn acquire(ws: &Workspace) -> Result<InstanceLock, InstanceError> {
     let locks = runtime.join("locks");
     let path = locks.join(format!("instance-{agent}.lock"));
     write::create_dir_all(&ws.root, &locks).map_err(|source| InstanceError::Runtime { path: locks.clone(), source })?;
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        // The holder's line is written into the file: never through a planted symlink.
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|source| InstanceError::Open { path: path.clone(), source })?;
+    // The holder's line is written into the file: never through a planted symlink.
+    let mut file =
+        write::open_rw(&ws.root, &path).map_err(|source| InstanceError::Open { path: path.clone(), source })?;
     match file.try_lock() {
         Ok(()) => {}
         Err(fs::TryLockError::WouldBlock) => {

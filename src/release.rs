@@ -329,7 +329,7 @@ pub fn keep_in_history(
     let Some(dir) = release.history_dir(ws) else { return Ok(None) };
     let relative = format!("{dir}/{name}");
     let path = ws.inside(&relative).map_err(|d| ReleaseError::HistoryPath(Box::new(d)))?;
-    crate::store::file::write_atomic(&path, text.as_bytes())
+    crate::store::file::write_atomic(&ws.root, &path, text.as_bytes())
         .map_err(|source| ReleaseError::History { relative: relative.clone(), source })?;
     Ok(Some(relative))
 }

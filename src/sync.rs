@@ -16,7 +16,6 @@
 //! claim or its results, to the run's `git.log`. Whether the remote answers is kept in
 //! `<runtime>/git-sync.json` for `status`, and in memory for `/metrics`.
 
-use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -342,7 +341,7 @@ impl GitSync {
     pub fn publish_claim(&self, task: &str, node: &str, run_id: &str, from_state: bool) -> Result<(), SyncError> {
         let run_dir = self.runs.join(run_id);
         // The run directory marks the claim as this clone's, for recovery after a crash.
-        let _ = fs::create_dir_all(&run_dir);
+        write::create_dir_all(&self.top, &run_dir).ok();
         self.set_log(Some(run_dir.join("git.log")));
         let subject = format!("Claim {task} for {node}");
         if let Err(e) = self.commit_written(&subject, Some((run_id, task))) {
@@ -430,11 +429,7 @@ impl GitSync {
         change(&mut status);
         if *status != before {
             let text = serde_json::to_string_pretty(&*status).unwrap_or_default();
-            if let Some(parent) = self.status_file.parent() {
-                let _ = fs::create_dir_all(parent);
-            }
-            let temp = self.status_file.with_extension("json.tmp");
-            if fs::write(&temp, text + "\n").and_then(|()| fs::rename(&temp, &self.status_file)).is_err() {
+            if write::write_file(&self.top, &self.status_file, (text + "\n").as_bytes()).is_err() {
                 tracing::debug!("cannot save {}", self.status_file.display());
             }
         }
@@ -497,7 +492,7 @@ impl GitSync {
         let report = format!("$ {shown}\n{}{}[{}]\n", output.stdout, output.stderr, status);
         tracing::debug!("{}", report.trim_end());
         if let Some(log) = self.log.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
-            && let Ok(mut file) = fs::OpenOptions::new().create(true).append(true).open(log)
+            && let Ok(mut file) = write::append(&self.top, log)
             && let Err(e) = file.write_all(report.as_bytes())
         {
             tracing::warn!("cannot append git's output to {}: {e}", log.display());
@@ -795,8 +790,7 @@ impl GitSync {
             (Some(only), None) | (None, Some(only)) => only,
             (None, None) => return Err(self.conflict_reason(path, "neither side has the file")),
         };
-        let confined = write::confine(&self.top, Path::new(path))?;
-        crate::store::file::write_atomic(&confined, winner.as_bytes())?;
+        crate::store::file::write_atomic(&self.top, Path::new(path), winner.as_bytes())?;
         let _ = write::take_written();
         tracing::info!("rebase: {path} changed on both sides; kept the newer release's file");
         Ok(())

@@ -354,7 +354,7 @@ fn edit_front_matter_file(
     }
     let edited = edit_front_matter(&text, fields).map_err(|why| anyhow::anyhow!("{file}: {why}; edit it by hand"))?;
     let path = ws.inside(file).map_err(|d| anyhow::anyhow!("{d}"))?;
-    crate::store::file::write_atomic(&path, edited.as_bytes())?;
+    crate::store::file::write_atomic(&ws.root, &path, edited.as_bytes())?;
     Ok(edited)
 }
 
@@ -423,11 +423,7 @@ fn finish(
     as_json: bool,
 ) -> anyhow::Result<Exit> {
     let Decided { command, event, task, by, reason } = *decided;
-    let audit = crate::audit::Audit {
-        path: ws.path(&ws.config.paths.runtime).join("audit.jsonl"),
-        agent: ws.config.agent.name.clone(),
-        secrets: crate::exec::secrets::Secrets::from_env(&ws.config.secrets),
-    };
+    let audit = crate::audit::Audit::of(ws, crate::exec::secrets::Secrets::from_env(&ws.config.secrets));
     let inputs =
         if written.is_empty() { Vec::new() } else { vec![(file.to_owned(), crate::sha256::hex(written.as_bytes()))] };
     audit.record(&crate::engine::new_run_id(), event, task, &format!("{reason} (`opsflow {command}`)"), &inputs);

@@ -60,7 +60,9 @@ pub fn run(base: &Path, ours: &Path, theirs: &Path, path: Option<&Path>) -> anyh
     };
     if let Some(text) = &merged.text {
         // A failed write is a failure (exit 1), whatever context it carries.
-        file::write_atomic(ours, text.as_bytes()).map_err(|e| anyhow::Error::new(e).context(label.clone()))?;
+        // `%A` is a file of the work tree git runs the driver in.
+        let top = std::env::current_dir().and_then(std::fs::canonicalize)?;
+        file::write_atomic(&top, ours, text.as_bytes()).map_err(|e| anyhow::Error::new(e).context(label.clone()))?;
     }
     let invalid = merged
         .text

@@ -305,7 +305,7 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
         // Tried on the file as read first, so an `add` that is refused creates no lock file.
         let read = ws.read_text(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
         plan(read.as_deref())?;
-        file::modify(&path, &file, ws.config.limits.max_file_bytes, &mut plan)
+        file::modify(&ws.root, &path, &file, ws.config.limits.max_file_bytes, &mut plan)
     })?;
     println!("{chosen_id}");
     Ok(Exit::Ok)
@@ -384,7 +384,7 @@ fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
         if plan(read.as_deref())?.is_none() {
             return Ok(file::Outcome::Unchanged);
         }
-        file::modify(&path, &file, ws.config.limits.max_file_bytes, plan)
+        file::modify(&ws.root, &path, &file, ws.config.limits.max_file_bytes, plan)
     })?;
     match outcome {
         file::Outcome::Unchanged => println!("{}: unchanged", args.id),
@@ -482,7 +482,7 @@ fn release(ws: &Workspace, args: &ReleaseArgs) -> anyhow::Result<Exit> {
     let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
     let text_field = |task: &Value, key: &str| task.get(key).and_then(Value::as_str).map(str::to_owned);
     let mut released: Option<Value> = None;
-    file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
+    file::modify(&ws.root, &path, &file, ws.config.limits.max_file_bytes, |current| {
         let (text, layout, heads, task) = locate(&file, &ws.task_selection(), current, &args.id)?;
         let status = text_field(&task, "status").unwrap_or_else(|| "(none)".to_owned());
         if status != "in_progress" {
@@ -534,11 +534,7 @@ fn release(ws: &Workspace, args: &ReleaseArgs) -> anyhow::Result<Exit> {
     let since = text_field(&task, "claimed_at").map(|at| format!(" since {at}")).unwrap_or_default();
     let run = if run_id.is_empty() { String::new() } else { format!(", run {run_id}") };
     println!("{}: released; it was claimed by {claimed_by}{run}{since}, and is pending again", args.id);
-    let audit = crate::audit::Audit {
-        path: ws.path(&ws.config.paths.runtime).join("audit.jsonl"),
-        agent: ws.config.agent.name.clone(),
-        secrets: crate::exec::secrets::Secrets::from_env(&ws.config.secrets),
-    };
+    let audit = crate::audit::Audit::of(ws, crate::exec::secrets::Secrets::from_env(&ws.config.secrets));
     audit.record(
         &run_id,
         "released",

@@ -181,18 +181,14 @@ impl<'w> Engine<'w> {
             tracing::error!("cannot keep the approval request in the release history: {e}");
             return false;
         }
-        if let Some(parent) = path.parent() {
-            let _ = std::fs::create_dir_all(parent);
-        }
         // create_new: a human's file that appeared meanwhile is never replaced.
-        let created = std::fs::OpenOptions::new().write(true).create_new(true).open(&path).and_then(|mut f| {
+        let created = crate::workspace::write::create_new(&self.ws.root, &path).and_then(|mut f| {
             use std::io::Write;
             f.write_all(text.as_bytes())?;
             f.sync_all()
         });
         match created {
             Ok(()) => {
-                crate::workspace::write::note_written(&path);
                 self.audit.record(&run_id, "approval_requested", &relative, "every other gate passed", &[]);
                 true
             }

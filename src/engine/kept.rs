@@ -141,13 +141,11 @@ impl KeptOutcome {
     pub fn save(&self, ws: &Workspace) -> Result<(), StoreError> {
         let path = Self::path(ws, &self.run_id);
         let text = format!("{}\n", serde_json::to_string_pretty(self).expect("an outcome serializes"));
-        write_atomic(&path, text.as_bytes())?;
+        write_atomic(&ws.root, &path, text.as_bytes())?;
         let pending = Self::pending_path(ws, &self.run_id);
         if self.applied_at.is_none() && !self.why.is_empty() {
-            write_atomic(&pending, format!("{}\n", self.task).as_bytes())?;
-        } else if let Err(e) = std::fs::remove_file(&pending)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
+            write_atomic(&ws.root, &pending, format!("{}\n", self.task).as_bytes())?;
+        } else if let Err(e) = crate::workspace::write::remove_file(&ws.root, &pending) {
             return Err(StoreError::Io { path: pending, action: "cannot remove", source: e });
         }
         Ok(())

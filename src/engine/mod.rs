@@ -237,9 +237,7 @@ impl<'w> Engine<'w> {
     ) -> Result<Engine<'w>, Vec<Diagnostic>> {
         let graph = Graph::load(ws)?;
         let secrets = Secrets::from_env(&ws.config.secrets);
-        let runtime = ws.path(&ws.config.paths.runtime);
-        let audit =
-            Audit { path: runtime.join("audit.jsonl"), agent: ws.config.agent.name.clone(), secrets: secrets.clone() };
+        let audit = Audit::of(ws, secrets.clone());
         Ok(Engine {
             ws,
             graph,

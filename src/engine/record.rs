@@ -120,7 +120,7 @@ fn edit_task_once(
 ) -> Result<bool, StoreError> {
     let path = ws.inside(file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
     let mut applied = true;
-    file::modify(&path, file, ws.config.limits.max_file_bytes, |current| {
+    file::modify(&ws.root, &path, file, ws.config.limits.max_file_bytes, |current| {
         let Some(text) = current else { return Err(refused(file, "the file disappeared")) };
         let mut wanted: Vec<&str> = appends.iter().filter_map(|t| t.get("id").and_then(Value::as_str)).collect();
         wanted.extend(id);
@@ -185,7 +185,7 @@ fn edit_task_once(
 pub fn edit_state(ws: &Workspace, workflow: &str, change: &StateEdit) -> Result<(), StoreError> {
     let file = ws.config.paths.state.clone();
     let path = ws.inside(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
-    file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
+    file::modify(&ws.root, &path, &file, ws.config.limits.max_file_bytes, |current| {
         state::apply(current, workflow, change).map(Some).map_err(|e| refused(&file, e))
     })?;
     Ok(())
@@ -320,7 +320,7 @@ pub fn write_signal(
         return Ok(file);
     }
     let text = format!("{}\n", serde_json::to_string_pretty(&value).expect("a Value serializes"));
-    file::write_atomic(&path, text.as_bytes())?;
+    file::write_atomic(&ws.root, &path, text.as_bytes())?;
     Ok(file)
 }
 

@@ -25,7 +25,9 @@ impl<'w> Engine<'w> {
                 task: journal.task.clone(),
             };
             // A live runner holds the lock while its rollout runs.
-            let Ok(_lock) = crate::rollout::deploy_lock::acquire(&env.lock_path(self.ws), &env.name, &holder) else {
+            let Ok(_lock) =
+                crate::rollout::deploy_lock::acquire(&self.ws.root, &env.lock_path(self.ws), &env.name, &holder)
+            else {
                 continue;
             };
             // A run that kept its outcome had finished its rollout.
@@ -94,7 +96,8 @@ impl<'w> Engine<'w> {
         let old_run = task.run_id.clone().unwrap_or_default();
         let mut notes = Vec::new();
         if !old_run.is_empty()
-            && let Some(group) = crate::exec::command::kill_leftover_group(&nodes::run_dir(self.ws, &old_run), &old_run)
+            && let Some(group) =
+                crate::exec::command::kill_leftover_group(&self.ws.root, &nodes::run_dir(self.ws, &old_run), &old_run)
         {
             notes.push(format!("ended its process group {group}, still running"));
         }

@@ -161,15 +161,8 @@ pub fn append(
     let entry = body.strip_prefix("---\n---\n").unwrap_or(&body).to_owned();
     let file = ws.config.paths.human_requests.clone();
     let path = ws.inside(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| StoreError::Io {
-            path: parent.to_owned(),
-            action: "cannot create",
-            source: e,
-        })?;
-    }
     let mut changed = false;
-    file::modify(&path, &file, ws.config.limits.max_file_bytes, |current| {
+    file::modify(&ws.root, &path, &file, ws.config.limits.max_file_bytes, |current| {
         let current = current.unwrap_or(HEADER);
         if let Some(open) = entries(current).into_iter().find(|e| e.key == key && !e.resolved) {
             let same = open.watch.as_ref().and_then(|w| w.reason.as_deref()).is_none_or(|r| r == digest_of(reason));
@@ -243,7 +236,7 @@ pub fn resolve(ws: &Workspace, now: &str) -> Result<usize, StoreError> {
     let current = Current::read(ws, &wanted);
     let path = ws.inside(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
     let mut marked = 0;
-    file::modify(&path, &file, ws.config.limits.max_file_bytes, |text| {
+    file::modify(&ws.root, &path, &file, ws.config.limits.max_file_bytes, |text| {
         let Some(text) = text else { return Ok(None) };
         let mut inserts: Vec<(usize, String)> = Vec::new();
         for entry in entries(text) {

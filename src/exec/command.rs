@@ -8,7 +8,8 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,6 +18,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use rustix::fs::OFlags;
 
 use super::secrets::Secrets;
 
@@ -151,16 +154,15 @@ impl Runner {
             }
             .summarized()
         };
-        // The run directory is checked to stay inside the workspace, and the log is never
-        // opened through a symlink (O_NOFOLLOW), so a planted link cannot redirect it.
-        let opened = crate::workspace::write::create_dir_all(&self.workspace, &self.run_dir).and_then(|()| {
-            fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&log_path)
-        });
+        // The run directory is resolved beneath the workspace once, and the log and the marker
+        // are created relative to it and never through a symlink, so neither a planted link nor
+        // a folder renamed meanwhile can redirect them.
+        let run_dir = match crate::workspace::write::dir(&self.workspace, &self.run_dir, true) {
+            Ok(dir) => dir,
+            Err(e) => return fail(format!("cannot create the log {}: {e}", log_path.display())),
+        };
+        let log_name = log_path.file_name().unwrap_or_default();
+        let opened = run_dir.open_file(log_name, OFlags::CREATE | OFlags::TRUNC | OFlags::WRONLY);
         let log = match opened {
             Ok(file) => Arc::new(Mutex::new(file)),
             Err(e) => return fail(format!("cannot create the log {}: {e}", log_path.display())),
@@ -170,8 +172,7 @@ impl Runner {
         // its orphaned group ended by the next one (see `kill_leftover_group`). The child
         // writes it itself, before the command starts: a runner killed right after the spawn
         // must not leave a command running that nobody knows about.
-        let marker = self.run_dir.join(RUNNING_MARKER);
-        let marker_path = std::ffi::CString::new(marker.as_os_str().as_encoded_bytes()).ok();
+        let run_dir_fd = run_dir.as_raw_fd();
         let mut builder = Command::new("sh");
         builder
             .arg("-c")
@@ -183,15 +184,14 @@ impl Runner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        if let Some(marker_path) = marker_path {
-            // SAFETY: runs in the child between fork and exec, and only calls getpid, open,
-            // write and close, which are async-signal-safe, on memory prepared before the fork.
-            unsafe {
-                builder.pre_exec(move || {
-                    write_pid_file(&marker_path);
-                    Ok(())
-                });
-            }
+        // SAFETY: runs in the child between fork and exec, and only calls getpid, openat, write
+        // and close, which are async-signal-safe, on memory prepared before the fork; the run
+        // directory's descriptor stays open in the parent until the child has been waited for.
+        unsafe {
+            builder.pre_exec(move || {
+                write_pid_file(run_dir_fd);
+                Ok(())
+            });
         }
         let mut child = match builder.spawn() {
             Ok(child) => child,
@@ -264,7 +264,7 @@ impl Runner {
         // The group may still hold the pipes open (a background grandchild); end it so the
         // readers see end of file.
         kill_group(pid, libc::SIGKILL);
-        let _ = fs::remove_file(&marker);
+        run_dir.remove_file(std::ffi::OsStr::from_bytes(RUNNING_MARKER.to_bytes())).ok();
         for reader in readers {
             let _ = reader.join();
         }
@@ -373,7 +373,7 @@ fn cut_point(buffer: &[u8], limit: usize, secrets: &Secrets) -> usize {
 
 /// Writes the calling process's pid and a newline to `path`, without allocating: for a child
 /// between fork and exec.
-fn write_pid_file(path: &std::ffi::CStr) {
+fn write_pid_file(dir: std::os::fd::RawFd) {
     let mut digits = [0u8; 24];
     let mut at = digits.len() - 1;
     digits[at] = b'\n';
@@ -387,11 +387,12 @@ fn write_pid_file(path: &std::ffi::CStr) {
             break;
         }
     }
-    // SAFETY: `path` is a valid C string and `digits[at..]` a valid buffer; a failure only
-    // means no marker.
+    // SAFETY: `dir` is an open directory, the name a valid C string and `digits[at..]` a valid
+    // buffer; a failure only means no marker.
     unsafe {
-        let fd = libc::open(
-            path.as_ptr(),
+        let fd = libc::openat(
+            dir,
+            RUNNING_MARKER.as_ptr(),
             libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOFOLLOW,
             0o644,
         );
@@ -403,15 +404,15 @@ fn write_pid_file(path: &std::ffi::CStr) {
 }
 
 /// The file in a run directory that names the process group of the step running now.
-const RUNNING_MARKER: &str = "running.pgid";
+const RUNNING_MARKER: &std::ffi::CStr = c"running.pgid";
 
 /// Ends the process group a dead runner left running in `run_dir`, if any: the group named by
 /// its marker, and only if its leader still carries `OPSFLOW_RUN_ID=<run_id>` in its
 /// environment (a recycled pid is left alone). Returns the group it ended.
-pub fn kill_leftover_group(run_dir: &Path, run_id: &str) -> Option<i32> {
-    let marker = run_dir.join(RUNNING_MARKER);
+pub fn kill_leftover_group(root: &Path, run_dir: &Path, run_id: &str) -> Option<i32> {
+    let marker = run_dir.join(std::ffi::OsStr::from_bytes(RUNNING_MARKER.to_bytes()));
     let pgid: i32 = fs::read_to_string(&marker).ok()?.trim().parse().ok()?;
-    let _ = fs::remove_file(&marker);
+    crate::workspace::write::remove_file(root, &marker).ok();
     let environ = fs::read(format!("/proc/{pgid}/environ")).ok()?;
     let wanted = format!("OPSFLOW_RUN_ID={run_id}");
     if !environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes()) {

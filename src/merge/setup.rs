@@ -122,7 +122,7 @@ pub fn install(top: &Path, lines: &[String]) -> Result<Installed, SetupError> {
             text.push_str(line);
             text.push_str(newline);
         }
-        file::write_atomic(&path, text.as_bytes())?;
+        file::write_atomic(top, &path, text.as_bytes())?;
     }
     let exe = std::env::current_exe().map_err(|source| SetupError::Executable { top: top.to_owned(), source })?;
     let driver = format!("{} merge-driver %O %A %B %P", shell_word(&exe.to_string_lossy()));

@@ -78,20 +78,20 @@ pub(crate) fn build_release(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError>
     let relative = release_dir(run.ws, &run.release());
     let target = run.ws.inside(&relative).map_err(|d| NodeError::caused("collect", d))?;
     let staging = run.ws.root.join(format!(".opsflow/build-{}", run.run_id));
-    let _ = fs::remove_dir_all(&staging);
+    let root = run.ws.root.clone();
+    write::remove_tree(&root, &staging).ok();
     for entry in &release.artifacts {
         crate::config::relative_inside(entry)
             .map_err(|why| NodeError::new("collect", format!("`release.artifacts` entry {why}")))?;
         let source = run.ws.inside(entry.trim_end_matches('/')).map_err(|d| NodeError::caused("collect", d))?;
         let copied = if source.is_dir() {
             if entry.ends_with('/') {
-                copy_tree(&source, &staging)
+                write::copy_tree(&root, &source, &staging)
             } else {
-                copy_tree(&source, &staging.join(source.file_name().unwrap_or_default()))
+                write::copy_tree(&root, &source, &staging.join(source.file_name().unwrap_or_default()))
             }
         } else if source.is_file() {
-            fs::create_dir_all(&staging)
-                .and_then(|()| fs::copy(&source, staging.join(source.file_name().unwrap_or_default())).map(|_| ()))
+            write::copy_file(&root, &source, &staging.join(source.file_name().unwrap_or_default()))
         } else {
             return Err(NodeError::new(
                 "collect",
@@ -109,11 +109,12 @@ pub(crate) fn build_release(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError>
         sums.push_str(&format!("{hash}  {file}\n"));
         listed.push(json!({"file": file, "sha256": hash}));
     }
-    fs::write(staging.join("SHA256SUMS"), &sums).map_err(|e| NodeError::caused("checksum", e))?;
+    write::write_file(&root, &staging.join("SHA256SUMS"), sums.as_bytes())
+        .map_err(|e| NodeError::caused("checksum", e))?;
     if target.exists() {
         // A version is immutable: the same content is fine, different content is refused.
         let existing = fs::read_to_string(target.join("SHA256SUMS")).unwrap_or_default();
-        let _ = fs::remove_dir_all(&staging);
+        write::remove_tree(&root, &staging).ok();
         if existing != sums {
             return Err(NodeError::new(
                 "collect",
@@ -123,9 +124,9 @@ pub(crate) fn build_release(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError>
             ));
         }
     } else {
-        crate::workspace::write::create_dir_all(&run.ws.root, target.parent().expect("a release dir has a parent"))
+        write::create_dir_all(&root, target.parent().expect("a release dir has a parent"))
             .map_err(|e| NodeError::caused("collect", e))?;
-        crate::workspace::write::rename(&run.ws.root, &staging, &target)
+        write::rename(&root, &staging, &target)
             .map_err(|e| NodeError::new("collect", format!("cannot move the release into {relative}: {e}")))?;
     }
     let mut tag = Value::Null;
@@ -155,7 +156,7 @@ pub(crate) fn build_release(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError>
     let sums_digest = sha256::hex(sums.as_bytes());
     let record = built_digest_path(run.ws, &run.release());
     if let Err(e) = run.ws.inside(&record).and_then(|path| {
-        crate::store::file::write_atomic(&path, format!("{sums_digest}\n").as_bytes()).map_err(|e| {
+        write::write_file(&root, &path, format!("{sums_digest}\n").as_bytes()).map_err(|e| {
             crate::workspace::diagnostic::Diagnostic::new(
                 &record,
                 crate::workspace::diagnostic::Kind::Io,

@@ -33,7 +33,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
         check_built_digest(run, &release)?;
         Ok(release)
     });
-    let failed_staging = match staged.and_then(|release| stage_release(&release, &payload)) {
+    let failed_staging = match staged.and_then(|release| stage_release(&run.ws.root, &release, &payload)) {
         Ok(()) => None,
         Err(error) if resumed => Some(error),
         Err(error) => return Err(error),
@@ -88,7 +88,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     // From here on the environment may run the new release: records that cannot be written
     // are named, and the run goes on to verify, roll back and record what is live.
     run.after_switch = journal.changed;
-    let _ = fs::remove_dir_all(&payload);
+    write::remove_tree(&run.ws.root, &payload).ok();
     report.stale_lock = lock.previous_holder.clone();
     run.record_errors.extend(report.record_errors.iter().cloned());
     run.deploy = Some(report.clone());
@@ -277,7 +277,7 @@ pub(crate) fn lock_environment(
     env: &EnvConfig,
 ) -> Result<Result<DeployLock, DeployLockError>, NodeError> {
     let holder = Holder { agent: run.ws.config.agent.name.clone(), run_id: run.run_id.clone(), task: run.task_id() };
-    match deploy_lock::acquire(&env.lock_path(run.ws), &env.name, &holder) {
+    match deploy_lock::acquire(&run.ws.root, &env.lock_path(run.ws), &env.name, &holder) {
         Ok(lock) => {
             if let Some(previous) = &lock.previous_holder {
                 tracing::warn!("took over the deploy lock of {} left by a holder that died ({previous})", env.name);
@@ -388,14 +388,14 @@ pub(crate) enum Resumed {
 
 /// Checks a release against its SHA256SUMS and copies it, without that file, to `payload`,
 /// the directory it is deployed from. Nothing is left at `payload` on error.
-pub(crate) fn stage_release(dir: &Path, payload: &Path) -> Result<(), NodeError> {
+pub(crate) fn stage_release(root: &Path, dir: &Path, payload: &Path) -> Result<(), NodeError> {
     verify_release(dir).map_err(|e| NodeError::caused("checksums", e))?;
-    let _ = fs::remove_dir_all(payload);
-    if let Err(e) = copy_tree(dir, payload) {
-        let _ = fs::remove_dir_all(payload);
+    write::remove_tree(root, payload).map_err(|e| NodeError::caused("stage", e))?;
+    if let Err(e) = write::copy_tree(root, dir, payload) {
+        write::remove_tree(root, payload).ok();
         return Err(NodeError::caused("stage", e));
     }
-    let _ = fs::remove_file(payload.join("SHA256SUMS"));
+    write::remove_file(root, &payload.join("SHA256SUMS")).map_err(|e| NodeError::caused("stage", e))?;
     Ok(())
 }
 
@@ -617,7 +617,8 @@ pub(crate) fn patch_report_of(run: &mut NodeRun<'_>, release: &Release, status: 
                 run.write(&file, &text).map_err(|e| e.reason)
             } else {
                 run.ws.inside(&file).map_err(|d| d.to_string()).and_then(|path| {
-                    write_atomic(&path, run.runner.secrets.mask(&text).as_bytes()).map_err(|e| e.to_string())
+                    write::write_file(&run.ws.root, &path, run.runner.secrets.mask(&text).as_bytes())
+                        .map_err(|e| e.to_string())
                 })
             };
             if let Err(e) = written {
@@ -675,7 +676,8 @@ pub(crate) fn mark_deploy_report_rolled_back(run: &mut NodeRun<'_>, release: &Re
         );
         let patched = format!("{front}{body}{section}");
         let written = run.ws.inside(&file).map_err(|d| d.to_string()).and_then(|path| {
-            write_atomic(&path, run.runner.secrets.mask(&patched).as_bytes()).map_err(|e| e.to_string())
+            write::write_file(&run.ws.root, &path, run.runner.secrets.mask(&patched).as_bytes())
+                .map_err(|e| e.to_string())
         });
         if let Err(e) = written {
             run.record_errors.push(format!("cannot record in {file} that {} was rolled back: {e}", release.label()));

@@ -23,13 +23,11 @@ use crate::rollout::analysis::Baseline;
 use crate::rollout::deploy::{self, DeployReport, EnvConfig, Monitoring, RollbackReport, Rollout};
 use crate::rollout::deploy_lock::{self, DeployLock, DeployLockError, Holder};
 use crate::rollout::journal::{Journal, Pause, Phase};
-use crate::rollout::local::copy_tree;
 use crate::schema::SchemaName;
 use crate::sha256;
-use crate::store::file::write_atomic;
 use crate::task::{Task, TaskStatus};
 use crate::workflow::graph::{Action, Environment, Node};
-use crate::workspace::Workspace;
+use crate::workspace::{Workspace, write};
 
 pub(crate) use build::*;
 pub(crate) use deployment::*;
@@ -341,7 +339,7 @@ impl NodeRun<'_> {
     fn write(&mut self, relative: &str, text: &str) -> Result<(), NodeError> {
         let written = self.ws.inside(relative).map_err(|d| NodeError::caused("write", d)).and_then(|path| {
             let masked = self.runner.secrets.mask(text);
-            write_atomic(&path, masked.as_bytes()).map_err(|e| NodeError::caused("write", e))
+            write::write_file(&self.ws.root, &path, masked.as_bytes()).map_err(|e| NodeError::caused("write", e))
         });
         if written.is_ok() && !self.artifacts.iter().any(|a| a == relative) {
             self.artifacts.push(relative.to_owned());

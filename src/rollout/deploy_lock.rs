@@ -12,7 +12,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Held while an environment changes; released when dropped (or when the process dies).
@@ -65,20 +64,10 @@ pub fn lock_path(runtime: &Path, name: &str, local_root: Option<&Path>) -> PathB
 }
 
 /// Takes the lock at `path` for environment `environment`, or says who holds it.
-pub fn acquire(path: &Path, environment: &str, holder: &Holder) -> Result<DeployLock, DeployLockError> {
+pub fn acquire(root: &Path, path: &Path, environment: &str, holder: &Holder) -> Result<DeployLock, DeployLockError> {
     let io = |source| DeployLockError::Io { path: path.to_owned(), source };
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(io)?;
-    }
     // The holder's line is written into the file: never through a planted symlink.
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(io)?;
+    let mut file = crate::workspace::write::open_rw(root, path).map_err(io)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(fs::TryLockError::WouldBlock) => {
@@ -136,13 +125,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = lock_path(dir.path(), "prod", None);
         let holder = Holder { agent: "DevOps-Engineer".into(), run_id: "r1".into(), task: "T-1".into() };
-        let first = acquire(&path, "prod", &holder).unwrap();
+        let first = acquire(dir.path(), &path, "prod", &holder).unwrap();
         assert_eq!(first.previous_holder, None);
-        let refused = acquire(&path, "prod", &Holder::default()).unwrap_err().to_string();
+        let refused = acquire(dir.path(), &path, "prod", &Holder::default()).unwrap_err().to_string();
         assert!(refused.contains("held by pid") && refused.contains("run r1, task T-1"), "{refused}");
         assert!(super::holder(&path).is_some());
         drop(first);
         assert_eq!(super::holder(&path), None);
-        acquire(&path, "prod", &holder).unwrap();
+        acquire(dir.path(), &path, "prod", &holder).unwrap();
     }
 }

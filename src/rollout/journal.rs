@@ -153,7 +153,9 @@ impl Journal {
     }
 
     pub fn remove(ws: &Workspace, environment: &str) {
-        let _ = fs::remove_file(Journal::path(ws, environment));
+        if let Err(e) = crate::workspace::write::remove_file(&ws.root, &Journal::path(ws, environment)) {
+            tracing::warn!("cannot remove the rollout journal of {environment}: {e}");
+        }
     }
 }
 

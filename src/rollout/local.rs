@@ -83,13 +83,13 @@ impl LocalEnv {
         let target = self.root.join(&dir);
         // Copy beside the target, then swap it in, so a half-copied release is never visible.
         let staging = self.root.join(format!(".staging-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&staging);
+        write::remove_tree(&self.workspace, &staging)?;
         write::copy_tree(&self.workspace, source, &staging)?;
         if target.exists() {
             let trash = self.root.join(format!(".trash-{}", std::process::id()));
             write::rename(&self.workspace, &target, &trash)?;
             write::rename(&self.workspace, &staging, &target)?;
-            fs::remove_dir_all(&trash)?;
+            write::remove_tree(&self.workspace, &trash)?;
         } else {
             if let Some(parent) = target.parent() {
                 write::create_dir_all(&self.workspace, parent)?;
@@ -103,10 +103,10 @@ impl LocalEnv {
     pub fn switch(&self, dir: &str) -> io::Result<()> {
         let link = self.live_link();
         let temp = self.root.join(format!(".link-{}", std::process::id()));
-        let _ = fs::remove_file(&temp);
+        write::remove_file(&self.workspace, &temp)?;
         write::symlink(&self.workspace, Path::new(dir), &temp)?;
         write::rename(&self.workspace, &temp, &link)?;
-        fs::File::open(&self.root).and_then(|d| d.sync_all())
+        write::dir(&self.workspace, &self.root, false)?.sync()
     }
 
     /// Records a deployment that starts: a release staged into a directory replaces whatever
@@ -133,10 +133,8 @@ impl LocalEnv {
 
     /// Takes the live link away: the environment is as before its first release.
     pub fn take_down(&self) -> io::Result<()> {
-        match fs::remove_file(self.live_link()) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => fs::File::open(&self.root).and_then(|d| d.sync_all()),
-        }
+        write::remove_file(&self.workspace, &self.live_link())?;
+        write::dir(&self.workspace, &self.root, false)?.sync()
     }
 }
 
@@ -178,19 +176,12 @@ impl LocalEnv {
             }
             let path = self.root.join(dir);
             if dir.starts_with("releases/") && !dir.contains("..") && path.is_dir() {
-                fs::remove_dir_all(&path)?;
+                write::remove_tree(&self.workspace, &path)?;
                 removed.push(dir.to_owned());
             }
         }
         Ok(removed)
     }
-}
-
-/// Copies a release's tree of files and directories; a symlink in it is refused with an
-/// error naming it (see [`write::copy_plain_tree`]). `to` must already be checked to stay
-/// inside the workspace.
-pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
-    write::copy_plain_tree(from, to)
 }
 
 #[cfg(test)]

@@ -7,21 +7,24 @@
 //! compared with the one that was read. If a writer that ignores the lock replaced or
 //! changed the file in the meantime, the exchange is undone and the edit is redone on what
 //! is there now, so that writer's change is never lost. The directory is fsynced last.
+//!
+//! Every step acts relative to the file's directory, resolved once beneath the workspace root
+//! (`workspace::beneath`), so no rename of a folder on the way can move a write outside.
 
-use std::ffi::CString;
-use std::fs::{self, File, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::workspace::beneath::{Dir, TEMP_SUFFIX};
 use crate::workspace::diagnostic::Diagnostic;
-use crate::workspace::read;
+use crate::workspace::{read, write};
 
 /// How many times an edit is redone when another writer keeps changing the file.
 const MAX_ATTEMPTS: usize = 50;
-const TEMP_SUFFIX: &str = ".opsflow-tmp";
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -29,6 +32,9 @@ pub enum StoreError {
     Io { path: PathBuf, action: &'static str, source: io::Error },
     #[error("{0}")]
     Invalid(Box<Diagnostic>),
+    /// A write inside the workspace failed; the error names the file and the step.
+    #[error("{0}")]
+    Write(io::Error),
     #[error("{path}: another writer changed the file during each of {attempts} attempts; nothing was written")]
     Contended { path: PathBuf, attempts: usize },
     /// The edit itself was refused (no such task, a duplicate id, an invalid field).
@@ -77,38 +83,113 @@ pub fn lock_path(path: &Path) -> PathBuf {
 /// once missed `issues.jsonl.lock`. It applies to that one directory (the leading `/`).
 pub const LOCK_GITIGNORE: &str = "# opsflow's lock files and interrupted writes\n/*.lock\n/.*.opsflow-tmp\n";
 
-/// Takes the exclusive sidecar lock of `path`, waiting for the current holder. The
-/// `.gitignore` for it is written by [`modify`], once it has written the file: an edit that
-/// was refused leaves nothing in the folder but the lock.
-pub fn lock(path: &Path) -> Result<File, StoreError> {
-    let lock_path = lock_path(path);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        // A planted symlink must not make opsflow create a file elsewhere.
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&lock_path)
-        .map_err(io_error(&lock_path, "cannot open the lock file"))?;
-    file.lock().map_err(io_error(&lock_path, "cannot lock"))?;
-    Ok(file)
+/// A file opsflow replaces: its directory, resolved beneath the workspace root once
+/// ([`beneath`](crate::workspace::beneath)), and its name there. Every step of a replacement
+/// (the lock, the temporary file, the exchange, the undo) acts relative to that directory, so
+/// a folder on the way swapped for a symlink cannot move any of them outside.
+struct Target {
+    dir: Dir,
+    name: OsString,
+    path: PathBuf,
 }
 
-/// Writes [`LOCK_GITIGNORE`] beside `lock_path` unless a `.gitignore` is there. Best effort:
-/// a directory where it cannot be written still gets its lock.
-fn ignore_locks_in_git(lock_path: &Path) {
-    let Some(dir) = lock_path.parent() else { return };
-    let gitignore = dir.join(".gitignore");
-    // `create_new`, so a `.gitignore` someone writes at the same moment is never replaced.
-    let written = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&gitignore)
-        .and_then(|mut file| file.write_all(LOCK_GITIGNORE.as_bytes()));
-    if let Err(e) = written
-        && e.kind() != io::ErrorKind::AlreadyExists
-    {
-        tracing::debug!("cannot write {}: {e}", gitignore.display());
+impl Target {
+    fn open(root: &Path, path: &Path) -> Result<Target, StoreError> {
+        let (dir, name) = write::parent(root, path, true).map_err(StoreError::Write)?;
+        Ok(Target { dir, name, path: path.to_owned() })
+    }
+
+    fn with_suffix(&self, suffix: &str) -> OsString {
+        let mut name = self.name.clone();
+        name.push(suffix);
+        name
+    }
+
+    fn shown(&self, name: &OsStr) -> PathBuf {
+        self.path.with_file_name(name)
+    }
+
+    fn version(&self, name: &OsStr) -> Result<Option<Version>, StoreError> {
+        let stat = self.dir.stat(name).map_err(io_error(&self.shown(name), "cannot stat"))?;
+        Ok(stat.map(|s| Version {
+            dev: s.st_dev,
+            ino: s.st_ino,
+            size: s.st_size as u64,
+            mtime: s.st_mtime,
+            mtime_nsec: s.st_mtime_nsec as i64,
+        }))
+    }
+
+    /// Reads the file through its directory; a symlink inside the workspace (which the write
+    /// then replaces by a file) is read where it leads.
+    fn read(&self, label: &str, limit: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let invalid = |d| StoreError::Invalid(Box::new(d));
+        match self.dir.open_read(&self.name) {
+            Ok(file) => read::read_opened(file, label, limit).map(Some).map_err(invalid),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                read::read_bytes(&self.path, label, limit).map_err(invalid)
+            }
+            Err(e) => Err(io_error(&self.path, "cannot open")(e)),
+        }
+    }
+
+    /// Takes the exclusive sidecar lock, waiting for the current holder.
+    fn lock(&self) -> Result<File, StoreError> {
+        let name = self.with_suffix(".lock");
+        // A planted symlink must not make opsflow create a file elsewhere (`open_rw` never
+        // follows the name).
+        let file = self.dir.open_rw(&name).map_err(io_error(&self.shown(&name), "cannot open the lock file"))?;
+        file.lock().map_err(io_error(&self.shown(&name), "cannot lock"))?;
+        Ok(file)
+    }
+
+    /// Writes [`LOCK_GITIGNORE`] beside the lock unless a `.gitignore` is there. Best effort:
+    /// a directory where it cannot be written still gets its lock.
+    fn ignore_locks_in_git(&self) {
+        // `create_new`, so a `.gitignore` someone writes at the same moment is never replaced.
+        let written = self
+            .dir
+            .create_new(OsStr::new(".gitignore"))
+            .and_then(|mut file| file.write_all(LOCK_GITIGNORE.as_bytes()));
+        if let Err(e) = written
+            && e.kind() != io::ErrorKind::AlreadyExists
+        {
+            tracing::debug!("cannot write {}: {e}", self.shown(OsStr::new(".gitignore")).display());
+        }
+    }
+
+    /// Writes a temporary file beside the target with `fill`, fsynced.
+    fn temp(&self, fill: impl FnOnce(&mut EarlyWriteback<'_>) -> io::Result<()>) -> Result<TempFile<'_>, StoreError> {
+        let name = self
+            .dir
+            .write_temp(&self.name, |file| {
+                let mut out = EarlyWriteback { file, written: 0, started: 0 };
+                fill(&mut out)
+            })
+            .map_err(StoreError::Write)?;
+        Ok(TempFile { target: self, name, keep: false })
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.dir.sync().map_err(io_error(self.dir.path(), "cannot sync the directory"))
+    }
+
+    /// Removes temporary files of the target left by writers that were killed (their pid is
+    /// gone).
+    fn remove_stale_temps(&self) {
+        let prefix = format!(".{}.", self.name.to_string_lossy());
+        let Ok(entries) = self.dir.entries() else { return };
+        for name in entries {
+            let shown = name.to_string_lossy();
+            let Some(middle) = shown.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(TEMP_SUFFIX)) else {
+                continue;
+            };
+            let Some(pid) = middle.split('.').next().and_then(|pid| pid.parse::<i32>().ok()) else { continue };
+            if !crate::process_alive(pid) {
+                self.dir.remove_file(&name).ok();
+            }
+        }
     }
 }
 
@@ -122,38 +203,26 @@ struct Version {
     mtime_nsec: i64,
 }
 
-fn version_of(path: &Path) -> Result<Option<Version>, StoreError> {
-    match fs::metadata(path) {
-        Ok(m) => Ok(Some(Version {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: m.mtime(),
-            mtime_nsec: m.mtime_nsec(),
-        })),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error(path, "cannot stat")(e)),
-    }
-}
-
-/// Reads `path` under its lock, lets `edit` compute the new content from the current one
-/// (`None`: the file does not exist), and replaces the file atomically.
+/// Reads `path` (inside the canonical workspace `root`) under its lock, lets `edit` compute
+/// the new content from the current one (`None`: the file does not exist), and replaces the
+/// file atomically.
 ///
 /// `edit` may run more than once: when another writer changes the file between the read and
 /// the replace, the edit is redone on the new content. Returning `Ok(None)` writes nothing.
-pub fn modify<F, C>(path: &Path, label: &str, limit: u64, mut edit: F) -> Result<Outcome, StoreError>
+pub fn modify<F, C>(root: &Path, path: &Path, label: &str, limit: u64, mut edit: F) -> Result<Outcome, StoreError>
 where
     F: FnMut(Option<&str>) -> Result<Option<C>, StoreError>,
     C: Into<Content>,
 {
-    let first_lock = lock_path(path).symlink_metadata().is_err();
-    let _lock = lock(path)?;
-    remove_stale_temps(path);
+    let target = Target::open(root, path)?;
+    let first_lock = target.dir.stat(&target.with_suffix(".lock")).ok().flatten().is_none();
+    let _lock = target.lock()?;
+    target.remove_stale_temps();
     for attempt in 1..=MAX_ATTEMPTS {
-        let before = version_of(path)?;
+        let before = target.version(&target.name)?;
         let current = match before {
             None => None,
-            Some(_) => match read::read_bytes(path, label, limit).map_err(|d| StoreError::Invalid(Box::new(d)))? {
+            Some(_) => match target.read(label, limit)? {
                 Some(bytes) => Some(read::check_text(label, bytes).map_err(|d| StoreError::Invalid(Box::new(d)))?),
                 None => continue,
             },
@@ -163,135 +232,83 @@ where
         let temp = match (&new, current.as_deref()) {
             (Content::Whole(whole), Some(current)) if whole == current => return Ok(Outcome::Unchanged),
             (Content::Spliced(splices), _) if splices.is_empty() => return Ok(Outcome::Unchanged),
-            (Content::Whole(whole), _) => TempFile::write(path, |out| out.write_all(whole.as_bytes()))?,
+            (Content::Whole(whole), _) => target.temp(|out| out.write_all(whole.as_bytes()))?,
             (Content::Spliced(splices), current) => {
                 let current = current.unwrap_or_default();
-                TempFile::write(path, |out| super::edit::write_spliced(current, splices, out))?
+                target.temp(|out| super::edit::write_spliced(current, splices, out))?
             }
         };
-        let written = version_of(&temp.path)?;
+        let written = target.version(&temp.name)?;
         // The cheap re-check: the file as read is still the file on disk.
-        if version_of(path)? != before {
+        if target.version(&target.name)? != before {
             continue;
         }
+        let dir = &target.dir;
+        let moved = |e| io_error(path, "cannot move the new file into place")(e);
         match before {
-            None => match rename_noreplace(&temp.path, path) {
+            None => match dir.rename_noreplace(&temp.name, dir, &target.name) {
                 Ok(()) => temp.persisted(),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io_error(path, "cannot move the new file into place")(e)),
+                Err(e) => return Err(moved(e)),
             },
-            Some(read_version) => match rename_exchange(&temp.path, path) {
+            Some(read_version) => match dir.exchange(&temp.name, dir, &target.name) {
                 Ok(()) => {
-                    // `temp.path` now holds what was displaced: it must be what was read.
-                    if version_of(&temp.path)? != Some(read_version) {
-                        restore(path, &temp.path, written)?;
+                    // The temporary name now holds what was displaced: it must be what was read.
+                    if target.version(&temp.name)? != Some(read_version) {
+                        restore(&target, &temp.name, written)?;
                         continue;
                     }
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)) => {
                     // Filesystems without the exchange get a plain rename after the re-check.
-                    fs::rename(&temp.path, path).map_err(io_error(path, "cannot move the new file into place"))?;
+                    dir.rename(&temp.name, dir, &target.name).map_err(moved)?;
                     temp.persisted();
                 }
-                Err(e) => return Err(io_error(path, "cannot move the new file into place")(e)),
+                Err(e) => return Err(moved(e)),
             },
         }
-        sync_dir(path)?;
+        target.sync()?;
         crate::workspace::write::note_written(path);
         if first_lock {
-            ignore_locks_in_git(&lock_path(path));
+            target.ignore_locks_in_git();
         }
         return Ok(Outcome::Written { attempts: attempt });
     }
     Err(StoreError::Contended { path: path.to_owned(), attempts: MAX_ATTEMPTS })
 }
 
-/// Undoes a swap that displaced another writer's file: `temp` holds that file and `path` the
-/// one opsflow wrote (`written`). Swapping back is checked too: if yet another writer renamed
-/// a file over `path` in between, swapping back would displace that newer file, so it is put
-/// back at `path`, and the older file opsflow had displaced is kept beside it as
+/// Undoes a swap that displaced another writer's file: `temp` holds that file and the target
+/// the one opsflow wrote (`written`). Swapping back is checked too: if yet another writer
+/// renamed a file over the target in between, swapping back would displace that newer file,
+/// so it is put back in place, and the older file opsflow had displaced is kept beside it as
 /// `<name>.displaced-<pid>-<n>` (with a warning) instead of being deleted: nothing is lost.
-fn restore(path: &Path, temp: &Path, written: Option<Version>) -> Result<(), StoreError> {
-    rename_exchange(temp, path).map_err(io_error(path, "cannot restore the other writer's file"))?;
-    if version_of(temp)? == written {
+fn restore(target: &Target, temp: &OsStr, written: Option<Version>) -> Result<(), StoreError> {
+    let dir = &target.dir;
+    let failed = |e| io_error(&target.path, "cannot restore the other writer's file")(e);
+    dir.exchange(temp, dir, &target.name).map_err(failed)?;
+    if target.version(temp)? == written {
         return Ok(());
     }
-    // `path` now holds the file opsflow displaced first, `temp` a newer one: the newer one goes
-    // back into place.
-    rename_exchange(temp, path).map_err(io_error(path, "cannot restore the other writer's file"))?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    // The target now holds the file opsflow displaced first, `temp` a newer one: the newer one
+    // goes back into place.
+    dir.exchange(temp, dir, &target.name).map_err(failed)?;
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let kept = path.with_file_name(format!("{name}.displaced-{}-{n}", std::process::id()));
-    fs::rename(temp, &kept).map_err(io_error(&kept, "cannot keep the displaced file"))?;
+    let kept = target.with_suffix(&format!(".displaced-{}-{n}", std::process::id()));
+    dir.rename(temp, dir, &kept).map_err(io_error(&target.shown(&kept), "cannot keep the displaced file"))?;
     tracing::warn!(
         "two writers that ignore the lock replaced {} while opsflow swapped it; the newer file is in place, the older one is kept as {}",
-        path.display(),
-        kept.display()
+        target.path.display(),
+        target.shown(&kept).display()
     );
     Ok(())
 }
 
-/// Replaces a whole file atomically, without the sidecar lock: for files only opsflow writes
-/// (artifacts, reports), where the instance lock already keeps other runners out.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(io_error(parent, "cannot create the directory"))?;
-    }
-    let temp = TempFile::write(path, |out| out.write_all(bytes))?;
-    fs::rename(&temp.path, path).map_err(io_error(path, "cannot move the new file into place"))?;
-    temp.persisted();
-    sync_dir(path)?;
-    crate::workspace::write::note_written(path);
-    Ok(())
+/// Replaces a whole file inside the canonical workspace `root` atomically, without the sidecar
+/// lock: for files only opsflow writes (artifacts, reports), where the instance lock already
+/// keeps other runners out.
+pub fn write_atomic(root: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write::write_file(root, path, bytes).map_err(StoreError::Write)
 }
-
-fn sync_dir(path: &Path) -> Result<(), StoreError> {
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir, "cannot sync the directory"))
-}
-
-/// A temporary file beside its target, removed on drop unless it was moved into place.
-struct TempFile {
-    path: PathBuf,
-    keep: bool,
-}
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-impl TempFile {
-    fn write(
-        target: &Path,
-        fill: impl FnOnce(&mut EarlyWriteback<'_>) -> io::Result<()>,
-    ) -> Result<TempFile, StoreError> {
-        let name = target.file_name().unwrap_or_default().to_string_lossy();
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = target.with_file_name(format!(".{name}.{}.{n}{TEMP_SUFFIX}", std::process::id()));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io_error(&path, "cannot create a temporary file"))?;
-        let temp = TempFile { path, keep: false };
-        if let Ok(metadata) = fs::metadata(target) {
-            // Keep the target's permissions; best effort, the content matters more.
-            let _ = file.set_permissions(metadata.permissions());
-        }
-        let mut out = EarlyWriteback { file: &mut file, written: 0, started: 0 };
-        fill(&mut out).map_err(io_error(&temp.path, "cannot write the temporary file"))?;
-        file.sync_all().map_err(io_error(&temp.path, "cannot sync the temporary file"))?;
-        Ok(temp)
-    }
-
-    fn persisted(mut self) {
-        self.keep = true;
-    }
-}
-
-/// How much of a new file is written before the kernel is asked to start putting it on disk.
-const WRITEBACK_CHUNK: usize = 1024 * 1024;
 
 /// A writer for a new file that starts the disk write of every [`WRITEBACK_CHUNK`] as soon as
 /// it is in the page cache (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not wait).
@@ -321,6 +338,9 @@ impl Write for EarlyWriteback<'_> {
     }
 }
 
+/// How much of a new file is written before the kernel is asked to start putting it on disk.
+const WRITEBACK_CHUNK: usize = 1024 * 1024;
+
 #[cfg(target_os = "linux")]
 fn start_writeback(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
@@ -336,78 +356,54 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 
-impl Drop for TempFile {
+/// A temporary file beside its target, removed on drop unless it was moved into place.
+struct TempFile<'t> {
+    target: &'t Target,
+    name: OsString,
+    keep: bool,
+}
+
+impl TempFile<'_> {
+    fn persisted(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for TempFile<'_> {
     fn drop(&mut self) {
         if !self.keep {
-            let _ = fs::remove_file(&self.path);
+            self.target.dir.remove_file(&self.name).ok();
         }
-    }
-}
-
-/// Removes temporary files of `target` left by writers that were killed (their pid is gone).
-fn remove_stale_temps(target: &Path) {
-    let Some(dir) = target.parent() else { return };
-    let prefix = format!(".{}.", target.file_name().unwrap_or_default().to_string_lossy());
-    let Ok(entries) = fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let Some(middle) = name.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(TEMP_SUFFIX)) else { continue };
-        let Some(pid) = middle.split('.').next().and_then(|pid| pid.parse::<i32>().ok()) else { continue };
-        if !crate::process_alive(pid) {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-}
-
-fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
-}
-
-fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
-    let (from, to) = (c_path(from)?, c_path(to)?);
-    // SAFETY: both pointers are NUL-terminated strings that outlive the call.
-    let result = unsafe {
-        libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), flags)
-    };
-    if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-}
-
-fn rename_exchange(a: &Path, b: &Path) -> io::Result<()> {
-    renameat2(a, b, libc::RENAME_EXCHANGE)
-}
-
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    match renameat2(from, to, libc::RENAME_NOREPLACE) {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)) => {
-            if to.exists() {
-                return Err(io::Error::from(io::ErrorKind::AlreadyExists));
-            }
-            fs::rename(from, to)
-        }
-        other => other,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+
+    /// A temporary directory by its canonical path, as a workspace root is.
+    fn tempdir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(fs::canonicalize(dir.path()).unwrap(), dir.path(), "the temporary directory is canonical");
+        dir
+    }
 
     #[test]
     fn modify_creates_replaces_and_leaves_no_temp_files() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir();
         let path = dir.path().join("f.json");
-        let outcome = modify(&path, "f.json", 1 << 20, |current| {
+        let outcome = modify(dir.path(), &path, "f.json", 1 << 20, |current| {
             assert!(current.is_none());
             Ok(Some("1".to_owned()))
         })
         .unwrap();
         assert_eq!(outcome, Outcome::Written { attempts: 1 });
-        let outcome = modify(&path, "f.json", 1 << 20, |current| Ok(Some(format!("{}2", current.unwrap())))).unwrap();
+        let outcome =
+            modify(dir.path(), &path, "f.json", 1 << 20, |current| Ok(Some(format!("{}2", current.unwrap())))).unwrap();
         assert_eq!(outcome, Outcome::Written { attempts: 1 });
         assert_eq!(fs::read_to_string(&path).unwrap(), "12");
-        let same = modify(&path, "f.json", 1 << 20, |current| Ok(current.map(str::to_owned))).unwrap();
+        let same = modify(dir.path(), &path, "f.json", 1 << 20, |current| Ok(current.map(str::to_owned))).unwrap();
         assert_eq!(same, Outcome::Unchanged);
         let mut names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         names.sort();
@@ -417,25 +413,27 @@ mod tests {
 
     #[test]
     fn a_file_of_several_writeback_chunks_is_written_whole() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir();
         let path = dir.path().join("f.txt");
         // Not a multiple of the chunk, and written by a single `write_all`.
         let text: String = (0..3 * WRITEBACK_CHUNK + 12_345).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
-        modify(&path, "f.txt", u64::MAX, |_| Ok(Some(text.clone()))).unwrap();
+        modify(dir.path(), &path, "f.txt", u64::MAX, |_| Ok(Some(text.clone()))).unwrap();
         assert!(fs::read_to_string(&path).unwrap() == text);
     }
 
     #[test]
     fn undoing_a_swap_never_displaces_a_newer_file_and_loses_nothing() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir();
         let path = dir.path().join("f.txt");
         let temp = dir.path().join(".f.txt.1.0.opsflow-tmp");
+        let target = Target::open(dir.path(), &path).unwrap();
+        let temp_name = OsStr::new(".f.txt.1.0.opsflow-tmp");
         // One writer that ignores the lock: opsflow swapped its file out (it is at `temp`,
         // opsflow's at `path`); undoing the swap puts it back and removes opsflow's.
         fs::write(&path, "opsflow's").unwrap();
-        let written = version_of(&path).unwrap();
+        let written = target.version(&target.name).unwrap();
         fs::write(&temp, "first writer's").unwrap();
-        restore(&path, &temp, written).unwrap();
+        restore(&target, temp_name, written).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "first writer's");
         assert_eq!(fs::read_to_string(&temp).unwrap(), "opsflow's", "the caller's temp file, removed on drop");
         fs::remove_file(&temp).unwrap();
@@ -443,12 +441,12 @@ mod tests {
         // Two of them: after the swap, a second writer renamed its file over `path` too, so
         // `path` holds the newest file and `temp` the first writer's; opsflow's is gone.
         fs::write(&path, "opsflow's, again").unwrap();
-        let written = version_of(&path).unwrap();
+        let written = target.version(&target.name).unwrap();
         fs::write(&temp, "first writer's").unwrap();
         let newest = dir.path().join("newest");
         fs::write(&newest, "second writer's").unwrap();
         fs::rename(&newest, &path).unwrap();
-        restore(&path, &temp, written).unwrap();
+        restore(&target, temp_name, written).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "second writer's", "the newest file stays in place");
         assert!(!temp.exists());
         let kept: Vec<_> = fs::read_dir(dir.path())
@@ -462,11 +460,11 @@ mod tests {
 
     #[test]
     fn a_change_by_another_writer_between_read_and_replace_is_redone() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir();
         let path = dir.path().join("f.txt");
         fs::write(&path, "a").unwrap();
         let mut calls = 0;
-        let outcome = modify(&path, "f.txt", 1 << 20, |current| {
+        let outcome = modify(dir.path(), &path, "f.txt", 1 << 20, |current| {
             calls += 1;
             if calls == 1 {
                 // A writer that ignores the lock replaces the file while the edit is computed.
@@ -483,11 +481,14 @@ mod tests {
 
     #[test]
     fn errors_leave_no_temp_file() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir();
         let path = dir.path().join("f.txt");
         // An error before anything is written.
         fs::write(&path, "\u{feff}x").unwrap();
-        assert!(matches!(modify(&path, "f.txt", 1 << 20, |_| Ok(Some("y".to_owned()))), Err(StoreError::Invalid(_))));
+        assert!(matches!(
+            modify(dir.path(), &path, "f.txt", 1 << 20, |_| Ok(Some("y".to_owned()))),
+            Err(StoreError::Invalid(_))
+        ));
         // The file and its lock: the `.gitignore` is written beside a lock only once a write
         // went through, so a refused edit adds nothing to a folder another tool owns.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
@@ -508,7 +509,7 @@ mod tests {
         .unwrap();
         watcher.watch(dir.path(), notify::RecursiveMode::NonRecursive).unwrap();
         let mut calls = 0;
-        let outcome = modify(&path, "f.txt", 1 << 20, |_| {
+        let outcome = modify(dir.path(), &path, "f.txt", 1 << 20, |_| {
             calls += 1;
             let other = dir.path().join("other");
             fs::write(&other, format!("other writer {calls}")).unwrap();

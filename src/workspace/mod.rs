@@ -4,6 +4,7 @@
 //! the workspace, and carries the compiled [`Schemas`]. Everything that reads a workflow file
 //! goes through here so that the same checks apply everywhere.
 
+pub mod beneath;
 pub mod diagnostic;
 pub mod read;
 pub mod write;

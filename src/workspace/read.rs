@@ -69,15 +69,24 @@ pub fn open_regular(path: &Path, label: &str) -> Result<Option<fs::File>, Diagno
 /// and anything but a regular file.
 pub fn read_bytes(path: &Path, label: &str, limit: u64) -> Result<Option<Vec<u8>>, Diagnostic> {
     let Some(file) = open_regular(path, label)? else { return Ok(None) };
+    read_opened(file, label, limit).map(Some)
+}
+
+/// Reads a file already opened (non-blocking, never through a symlink: see
+/// [`Dir::open_read`](super::beneath::Dir::open_read)) with the checks of [`read_bytes`].
+pub fn read_opened(file: fs::File, label: &str, limit: u64) -> Result<Vec<u8>, Diagnostic> {
     let io_error = |e: io::Error| Diagnostic::new(label, Kind::Io, format!("cannot read: {e}"));
     let metadata = file.metadata().map_err(io_error)?;
+    if let Some(why) = not_regular(&metadata) {
+        return Err(Diagnostic::new(label, Kind::Io, why));
+    }
     if metadata.len() > limit {
         return Err(too_large(label, metadata.len(), limit));
     }
     if metadata.len() >= PARALLEL_MIN_BYTES
         && let Some(read) = read_halves(&file, metadata.len())
     {
-        return read.map(Some).map_err(io_error);
+        return read.map_err(io_error);
     }
     // A small file, or one whose size changed while its halves were read: one pass from the
     // start (`read_at` does not move the file's position).
@@ -88,7 +97,7 @@ pub fn read_bytes(path: &Path, label: &str, limit: u64) -> Result<Option<Vec<u8>
     if bytes.len() as u64 > limit {
         return Err(too_large(label, bytes.len() as u64, limit));
     }
-    Ok(Some(bytes))
+    Ok(bytes)
 }
 
 /// Files at least this large are read, and checked for UTF-8, by two threads at once, each

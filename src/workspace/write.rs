@@ -10,14 +10,20 @@
 //! itself as plain directories, so they cannot lead anywhere.
 //!
 //! The helpers below ([`write_file`], [`create_dir_all`], [`rename`], [`symlink`],
-//! [`copy_tree`]) check first and then act; they take the canonical workspace root.
+//! [`copy_tree`], [`remove_file`], [`remove_tree`]) check first, for a message that says where
+//! a link leads, and then act through directory descriptors resolved beneath the root
+//! ([`beneath`](super::beneath)), so that a folder swapped for a symlink between the check and
+//! the act cannot make them write outside. They take the canonical workspace root.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::beneath::{self, Dir};
 
 /// Why a write was refused.
 #[derive(Debug, thiserror::Error)]
@@ -127,41 +133,113 @@ pub fn take_written() -> Vec<PathBuf> {
     std::mem::take(&mut *WRITTEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())).into_iter().collect()
 }
 
+/// The directory `path` (absolute under `root`, or relative to it), resolved beneath `root`
+/// once (see [`beneath`](super::beneath)): what is done through it stays inside the workspace
+/// whatever is renamed meanwhile. Checked with [`confine`] first, for the message.
+pub fn dir(root: &Path, path: &Path, create: bool) -> io::Result<Dir> {
+    let absolute = confine(root, path)?;
+    let relative = absolute
+        .strip_prefix(root)
+        .map_err(|_| WriteError::NotUnder { path: shown(root, &absolute), root: root.to_owned() })?;
+    Dir::open(root, relative, create)
+}
+
+/// The directory of the file `path`, resolved as [`dir`] does, and the file's name in it.
+pub fn parent(root: &Path, path: &Path, create: bool) -> io::Result<(Dir, OsString)> {
+    let absolute = confine(root, path)?;
+    let (dir, name) = beneath::split(root, &absolute)?;
+    Ok((Dir::open(root, &dir, create)?, name))
+}
+
 /// Replaces the file at `path` atomically, creating its directory; refused outside `root`.
 pub fn write_file(root: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let path = confine(root, path)?;
-    if let Some(parent) = path.parent() {
-        create_dir_all(root, parent)?;
-    }
-    crate::store::file::write_atomic(&path, bytes).map_err(io::Error::other)
+    let (dir, name) = parent(root, path, true)?;
+    dir.write_atomic(&name, bytes)?;
+    note_written(&root.join(path));
+    Ok(())
+}
+
+/// Opens `path` for appending (a log), creating it and its directory; never through a symlink.
+pub fn append(root: &Path, path: &Path) -> io::Result<fs::File> {
+    let (dir, name) = parent(root, path, true)?;
+    dir.append(&name)
+}
+
+/// Opens `path` for reading and writing (a lock file), creating it and its directory; never
+/// through a symlink.
+pub fn open_rw(root: &Path, path: &Path) -> io::Result<fs::File> {
+    let (dir, name) = parent(root, path, true)?;
+    dir.open_rw(&name)
+}
+
+/// Creates the new file `path` (failing when anything is there) and its directory.
+pub fn create_new(root: &Path, path: &Path) -> io::Result<fs::File> {
+    let (dir, name) = parent(root, path, true)?;
+    let file = dir.create_new(&name)?;
+    note_written(&root.join(path));
+    Ok(file)
 }
 
 /// `fs::create_dir_all`, refused when any existing component leads outside `root`.
 pub fn create_dir_all(root: &Path, path: &Path) -> io::Result<()> {
-    let path = confine(root, path)?;
-    fs::create_dir_all(&path)?;
-    // A component another process swapped for a symlink while the directories were created.
-    confine(root, &path)?;
-    Ok(())
+    dir(root, path, true).map(drop)
 }
 
 /// `fs::rename`, with both ends inside `root`.
 pub fn rename(root: &Path, from: &Path, to: &Path) -> io::Result<()> {
-    let from = confine(root, from)?;
-    let to = confine(root, to)?;
-    fs::rename(from, &to)?;
-    note_written(&to);
+    let (from_dir, from_name) = parent(root, from, false)?;
+    let (to_dir, to_name) = parent(root, to, false)?;
+    from_dir.rename(&from_name, &to_dir, &to_name)?;
+    note_written(&root.join(to));
     Ok(())
+}
+
+/// Removes the file or symlink `path` (never what a symlink points to); nothing there is not
+/// an error.
+pub fn remove_file(root: &Path, path: &Path) -> io::Result<()> {
+    let (dir, name) = match parent(root, path, false) {
+        Ok(found) => found,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    match dir.remove_file(&name) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Removes `path` and everything below it, never following a symlink; nothing there is not an
+/// error.
+pub fn remove_tree(root: &Path, path: &Path) -> io::Result<()> {
+    match parent(root, path, false) {
+        Ok((dir, name)) => dir.remove_tree(&name),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Creates the symlink `link -> target` (a target relative to the link's directory), with the
 /// link inside `root` and the target resolving inside it.
 pub fn symlink(root: &Path, target: &Path, link: &Path) -> io::Result<()> {
-    let link = confine(root, link)?;
-    let parent = link.parent().unwrap_or(root);
-    confine(root, &parent.join(target))?;
-    std::os::unix::fs::symlink(target, &link)?;
-    note_written(&link);
+    let absolute = confine(root, link)?;
+    let parent_path = absolute.parent().unwrap_or(root);
+    confine(root, &parent_path.join(target))?;
+    let (dir, name) = parent(root, link, false)?;
+    dir.symlink(target, &name)?;
+    note_written(&absolute);
+    Ok(())
+}
+
+/// Copies the file `from` to `to` (inside `root`), atomically.
+pub fn copy_file(root: &Path, from: &Path, to: &Path) -> io::Result<()> {
+    let (dir, name) = parent(root, to, true)?;
+    let mut source = fs::File::open(from)?;
+    let temp = dir.write_temp(&name, |out| io::copy(&mut source, out).map(drop))?;
+    if let Err(e) = dir.rename(&temp, &dir, &name) {
+        dir.remove_file(&temp).ok();
+        return Err(e);
+    }
+    note_written(&root.join(to));
     Ok(())
 }
 
@@ -169,40 +247,10 @@ pub fn symlink(root: &Path, target: &Path, link: &Path) -> io::Result<()> {
 /// in the source is refused with an error naming it and where it leads: following it could
 /// copy any file of the machine into a release, and copying it as a link could publish one.
 pub fn copy_tree(root: &Path, from: &Path, to: &Path) -> io::Result<()> {
-    create_dir_all(root, to)?;
-    copy_plain_tree(from, to)?;
-    note_written(to);
-    Ok(())
-}
-
-/// [`copy_tree`] for a destination the caller has already checked.
-pub fn copy_plain_tree(from: &Path, to: &Path) -> io::Result<()> {
-    copy_tree_inner(from, from, to)
-}
-
-fn copy_tree_inner(top: &Path, from: &Path, to: &Path) -> io::Result<()> {
-    fs::create_dir_all(to)?;
-    for entry in fs::read_dir(from)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let target = to.join(entry.file_name());
-        if kind.is_dir() {
-            copy_tree_inner(top, &entry.path(), &target)?;
-        } else if kind.is_symlink() {
-            let leads_to = fs::read_link(entry.path()).unwrap_or_default();
-            let name = top.file_name().map(PathBuf::from).unwrap_or_default().join(shown(top, &entry.path()));
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{} is a symlink (to {}); a release holds only files and directories, so it is refused",
-                    name.display(),
-                    leads_to.display()
-                ),
-            ));
-        } else {
-            fs::copy(entry.path(), &target)?;
-        }
-    }
+    let (dir, name) = parent(root, to, true)?;
+    let label = from.file_name().map(PathBuf::from).unwrap_or_default();
+    dir.copy_tree_in(from, &name, &label)?;
+    note_written(&root.join(to));
     Ok(())
 }
 

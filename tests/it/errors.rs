@@ -195,7 +195,8 @@ fn each_kind_of_error_ends_with_its_exit_code_and_names_its_file() {
     assert_eq!(
         failed.stderr(),
         format!(
-            "opsflow: error: cannot create the runtime directory {}: File exists (os error 17)\n",
+            "opsflow: error: cannot create the runtime directory {}: {} is a file, not a directory\n",
+            runtime.display(),
             runtime.display()
         )
     );

@@ -389,3 +389,86 @@ fn an_identifier_with_a_bidi_control_is_refused_naming_the_character() {
     let named: Vec<String> = entries_under(ws.path()).into_iter().filter(|p| p.contains('\u{202E}')).collect();
     assert!(named.is_empty(), "paths with U+202E: {named:?}");
 }
+
+/// Swaps the directory `dir` with a symlink to `outside` in a loop (`renameat2(RENAME_EXCHANGE)`),
+/// as a hostile process on the machine could, until `stop`; leaves the directory in place.
+fn swap_loop(
+    dir: std::path::PathBuf,
+    outside: &Path,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    use std::sync::atomic::Ordering;
+    let parent = dir.parent().unwrap().to_owned();
+    let name = dir.file_name().unwrap().to_owned();
+    let mut evil = name.clone();
+    evil.push(".evil");
+    fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(outside, parent.join(&evil)).unwrap();
+    std::thread::spawn(move || {
+        let fd = rustix::fs::open(&parent, rustix::fs::OFlags::DIRECTORY, rustix::fs::Mode::empty()).unwrap();
+        let mut swaps = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            if rustix::fs::renameat_with(&fd, &name, &fd, &evil, rustix::fs::RenameFlags::EXCHANGE).is_ok() {
+                swaps += 1;
+            }
+            if swaps.is_multiple_of(64) {
+                std::thread::yield_now();
+            }
+        }
+        if !swaps.is_multiple_of(2) {
+            rustix::fs::renameat_with(&fd, &name, &fd, &evil, rustix::fs::RenameFlags::EXCHANGE).unwrap();
+            swaps += 1;
+        }
+        fs::remove_file(parent.join(&evil)).unwrap();
+        swaps
+    })
+}
+
+// What broke: with another process swapping a folder on opsflow's write path for a symlink to
+// outside in a loop, R07 copies and temporary files landed under the history folder's target,
+// run folders and build logs under `.opsflow/runs`'s, whole release copies under the
+// artifacts folder's: the path was checked, then used by name.
+#[test]
+fn a_racing_rename_never_makes_a_write_land_outside_the_workspace() {
+    use crate::life::{approve, life_workspace, new_release, step};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let ws = life_workspace();
+    let folders = [
+        ".opsflow/runs",
+        "docs/workflow/releases/UNIT-001",
+        "docs/workflow/artifacts/R06-release-artifacts/UNIT-001",
+        "docs/workflow/deployments",
+        ".opsflow/envs/staging/releases/UNIT-001",
+    ];
+    let outsides: Vec<tempfile::TempDir> = folders.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let swappers: Vec<_> = folders
+        .iter()
+        .zip(&outsides)
+        .map(|(folder, outside)| swap_loop(ws.join(folder), outside.path(), stop.clone()))
+        .collect();
+    // Releases of every kind of write: builds (copies, checksums, logs), reports and history
+    // copies, staging deploys (release directories, links), approvals, records.
+    let mut runs = 0;
+    for n in 0..4 {
+        let version = format!("1.{n}.0");
+        new_release(&ws, "UNIT-001", &version, 0.1);
+        for _ in 0..3 {
+            step(&ws);
+            runs += 1;
+            for name in ws.list_dir(crate::life::ARTIFACTS) {
+                let request = format!("{}/{name}", crate::life::ARTIFACTS);
+                if name.starts_with("R12-prod-approval") && ws.read_string(&request).contains("status: \"pending\"") {
+                    approve(&ws, &request);
+                }
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps: Vec<u64> = swappers.into_iter().map(|s| s.join().unwrap()).collect();
+    assert!(swaps.iter().all(|n| *n > 10), "every swap loop ran: {swaps:?}");
+    assert!(runs >= 12);
+    for (folder, outside) in folders.iter().zip(&outsides) {
+        assert_eq!(entries_under(outside.path()), Vec::<String>::new(), "written outside through `{folder}`");
+    }
+}

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::engine::{CONFIG, REQUESTS, edit_json, files, json_file, status_of};
 use crate::util::{Workspace, task};
 
-const ARTIFACTS: &str = "docs/workflow/artifacts";
+pub(crate) const ARTIFACTS: &str = "docs/workflow/artifacts";
 const REPORT: &str = "ARTIFACTS/devops-engineer/deployment-report.json";
 const SIGNAL: &str = "ARTIFACTS/system/stage-completion-signal.json";
 const LIVE: &str = ".opsflow/envs/production/current";

@@ -9,6 +9,7 @@ use std::path::Path;
 const DIRECT_READS: &[(&str, &str)] = &[
     ("src/workspace/read.rs", "the defensive readers themselves"),
     ("src/workspace/write.rs", "the write side compares what it displaced"),
+    ("src/workspace/beneath.rs", "unit tests of the descriptor-relative writes"),
     ("src/store/file.rs", "the store reads under its lock through read_bytes"),
     ("src/cmd/demo.rs", "the demo reads the sample it just copied"),
     ("src/cmd/init.rs", "init reads the .gitignore files it writes"),
@@ -85,4 +86,59 @@ fn no_write_of_a_record_is_dropped() {
         }
     }
     assert!(found.is_empty(), "a write's error is dropped:\n{}", found.join("\n"));
+}
+
+/// Files that may create, write, rename or remove by path, each with why. Everything else goes
+/// through `workspace::write` (or `workspace::beneath`), which acts through directory
+/// descriptors resolved beneath the workspace root.
+const DIRECT_WRITES: &[(&str, &str)] = &[
+    ("src/workspace/write.rs", "the write helpers themselves"),
+    ("src/workspace/beneath.rs", "the descriptor-relative primitives"),
+    ("src/workspace/read.rs", "opens for reading only"),
+    ("src/cmd/demo.rs", "the demo writes its sample into a directory it just made"),
+    ("src/cmd/init.rs", "init creates the workspace directory it was given"),
+    ("src/rollout/deploy_lock.rs", "probes an existing lock file without creating it"),
+    ("src/cmd/tasks.rs", "probes an existing lock file without creating it"),
+];
+
+#[test]
+fn writes_go_through_the_workspace_write_helpers() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    sources(&root.join("src"), &mut files);
+    let direct = [
+        "fs::write(",
+        "fs::create_dir(",
+        "fs::create_dir_all(",
+        "fs::rename(",
+        "fs::copy(",
+        "fs::remove_file(",
+        "fs::remove_dir(",
+        "fs::remove_dir_all(",
+        "fs::hard_link(",
+        "File::create(",
+        "OpenOptions::new(",
+        "unix::fs::symlink(",
+    ];
+    let mut found = Vec::new();
+    for file in files {
+        let relative = file.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+        if DIRECT_WRITES.iter().any(|(allowed, _)| *allowed == relative) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        // Unit tests set up their own files.
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for (n, line) in code.lines().enumerate() {
+            let line = line.split("//").next().unwrap_or_default();
+            if direct.iter().any(|p| line.contains(p)) {
+                found.push(format!("{relative}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "write through workspace::write, so a folder renamed meanwhile cannot send it outside (or add the file to DIRECT_WRITES with why):\n{}",
+        found.join("\n")
+    );
 }
