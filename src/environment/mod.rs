@@ -5,5 +5,6 @@
 
 pub mod record;
 pub mod view;
+pub mod window;
 
 pub use record::{CheckNote, Deployment, Event, EventKind, Provenance, Record, RecordError, ReleaseRef, Status};
