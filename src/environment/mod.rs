@@ -3,6 +3,7 @@
 //! rollback would restore and where each release came from from that record, and nowhere
 //! else (`view.rs`).
 
+pub mod freeze;
 pub mod record;
 pub mod view;
 pub mod window;
