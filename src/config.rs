@@ -894,9 +894,13 @@ mod tests {
             Config::parse("project-config.json", text, &schemas).unwrap_err().iter().map(|d| d.to_string()).collect();
         assert_eq!(
             problems,
-            ["project-config.json:2:20: at /environments/production/deploy_window: `environments.production.deploy_window`: `25:00-26:00` are not hours such as 09:00-16:00 (24-hour clock; 24:00 ends at midnight)"]
+            [
+                "project-config.json:2:20: at /environments/production/deploy_window: `environments.production.deploy_window`: `25:00-26:00` are not hours such as 09:00-16:00 (24-hour clock; 24:00 ends at midnight)"
+            ]
         );
-        let text = text.replace("Sat 25:00-26:00 UTC", "Sat 10:00-12:00 UTC").replace("\n", "\"wait_timer\": \"10 minutes\",\n");
+        let text = text
+            .replace("Sat 25:00-26:00 UTC", "Sat 10:00-12:00 UTC")
+            .replace("\n", "\"wait_timer\": \"10 minutes\",\n");
         let problems: Vec<String> =
             Config::parse("project-config.json", &text, &schemas).unwrap_err().iter().map(|d| d.to_string()).collect();
         assert_eq!(problems.len(), 1, "{problems:?}");
@@ -905,10 +909,7 @@ mod tests {
         let config = Config::parse("project-config.json", &text, &schemas).unwrap();
         let env = crate::rollout::deploy::EnvConfig::load(&config, "production").unwrap();
         assert_eq!(env.wait_timer, Some(Duration::from_secs(600)));
-        assert_eq!(
-            env.deploy_window.unwrap().text(),
-            "Mon-Fri 09:00-16:00 Europe/Berlin, Sat 10:00-12:00 UTC"
-        );
+        assert_eq!(env.deploy_window.unwrap().text(), "Mon-Fri 09:00-16:00 Europe/Berlin, Sat 10:00-12:00 UTC");
     }
 
     #[test]

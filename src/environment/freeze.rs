@@ -94,10 +94,8 @@ pub fn save_lock(root: &Path, runtime: &str, lock: &Lock) -> Result<(), FreezeEr
 /// Removes the lock on `environment`.
 pub fn remove_lock(root: &Path, runtime: &str, environment: &str) -> Result<(), FreezeError> {
     let path = lock_path(root, runtime, environment);
-    let confined = write::confine(root, &path).map_err(|e| FreezeError::Unwritable {
-        path: path.clone(),
-        source: io::Error::other(e.to_string()),
-    })?;
+    let confined = write::confine(root, &path)
+        .map_err(|e| FreezeError::Unwritable { path: path.clone(), source: io::Error::other(e.to_string()) })?;
     match fs::remove_file(&confined) {
         Ok(()) => {
             write::note_written(&confined);
