@@ -191,6 +191,32 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Lock ENV (a freeze): no deploy starts there until `opsflow unlock ENV`; rollbacks still
+    /// run. Who, when and why are kept in .opsflow/env-locks/ENV.json and the environment's record
+    Lock {
+        /// The environment to lock (e.g. production)
+        environment: String,
+        /// Why, shown in the reason of every deploy that waits and in `opsflow status`
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// Who locks it (default: git's user.name or user.email, else $USER)
+        #[arg(long = "as", value_name = "NAME")]
+        by: Option<String>,
+        /// Print the lock as one JSON document on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift the lock of ENV and start what waited for it (exit 2 when ENV is not locked)
+    Unlock {
+        /// The environment to unlock (e.g. production)
+        environment: String,
+        /// Who unlocks it (default: git's user.name or user.email, else $USER)
+        #[arg(long = "as", value_name = "NAME")]
+        by: Option<String>,
+        /// Print what was lifted and what the run did as one JSON document on stdout
+        #[arg(long)]
+        json: bool,
+    },
     /// The one thing that waits for a person, and the command that answers it
     Next {
         /// Print the task, the step and the command as one JSON document

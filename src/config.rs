@@ -485,7 +485,14 @@ impl Config {
             let mut refuse = |pointer: String, why: String| {
                 problems.push(Diagnostic::new(label, Kind::Config, why).pointer(pointer).locate_in(text));
             };
+            // A deploy window is read here first, so that one it cannot read is refused at its own
+            // key, saying what is wrong with it, once.
+            let window = env.get("deploy_window").map(crate::environment::window::DeployWindows::from_value);
+            if let Some(Err(why)) = &window {
+                refuse(format!("{pointer}/deploy_window"), format!("`environments.{name}.deploy_window`: {why}"));
+            }
             match crate::rollout::deploy::EnvConfig::load(&config, name) {
+                Err(_) if matches!(window, Some(Err(_))) => {}
                 // The diagnostic names the file already.
                 Err(crate::rollout::deploy::EnvError::Invalid { name, source, .. }) => {
                     refuse(pointer.clone(), format!("`environments.{name}`: {source}"))
@@ -556,7 +563,7 @@ fn duration_problems(label: &str, text: &str, value: &Value, pointer: &mut Strin
 }
 
 /// The keys that hold a duration: `devops.<name>`, `git.fetch_interval` and, at any depth of
-/// an environment, `timeout` and `interval`.
+/// an environment, `timeout`, `interval` and `wait_timer`.
 fn is_duration_key(pointer: &str) -> bool {
     const DEVOPS: [&str; 6] = [
         "poll_interval",
@@ -572,7 +579,8 @@ fn is_duration_key(pointer: &str) -> bool {
     if pointer == "/git/fetch_interval" {
         return true;
     }
-    pointer.starts_with("/environments/") && matches!(pointer.rsplit('/').next(), Some("timeout" | "interval"))
+    pointer.starts_with("/environments/")
+        && matches!(pointer.rsplit('/').next(), Some("timeout" | "interval" | "wait_timer"))
 }
 
 /// Digits, an optional fraction, and one of the units `parse_duration` knows.
@@ -876,6 +884,32 @@ mod tests {
             "{}",
             problems[1]
         );
+    }
+
+    #[test]
+    fn a_deploy_window_or_wait_timer_it_cannot_read_is_refused_at_its_key() {
+        let schemas = Schemas::new(std::path::PathBuf::from("/nonexistent"), "schemas", DEFAULT_MAX_FILE_BYTES);
+        let text = "{\"environments\": {\"production\": {\"provider\": \"command\", \"commands\": {\"deploy\": \"true\"},\n  \"deploy_window\": [\"Mon-Fri 09:00-16:00 Europe/Berlin\", \"Sat 25:00-26:00 UTC\"]}}}";
+        let problems: Vec<String> =
+            Config::parse("project-config.json", text, &schemas).unwrap_err().iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            problems,
+            [
+                "project-config.json:2:20: at /environments/production/deploy_window: `environments.production.deploy_window`: `25:00-26:00` are not hours such as 09:00-16:00 (24-hour clock; 24:00 ends at midnight)"
+            ]
+        );
+        let text = text
+            .replace("Sat 25:00-26:00 UTC", "Sat 10:00-12:00 UTC")
+            .replace("\n", "\"wait_timer\": \"10 minutes\",\n");
+        let problems: Vec<String> =
+            Config::parse("project-config.json", &text, &schemas).unwrap_err().iter().map(|d| d.to_string()).collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("at /environments/production/wait_timer: "), "{}", problems[0]);
+        let text = text.replace("10 minutes", "10m");
+        let config = Config::parse("project-config.json", &text, &schemas).unwrap();
+        let env = crate::rollout::deploy::EnvConfig::load(&config, "production").unwrap();
+        assert_eq!(env.wait_timer, Some(Duration::from_secs(600)));
+        assert_eq!(env.deploy_window.unwrap().text(), "Mon-Fri 09:00-16:00 Europe/Berlin, Sat 10:00-12:00 UTC");
     }
 
     #[test]

@@ -36,6 +36,84 @@ pub use exit::Exit;
 /// RFC 3339 timestamps in UTC to the second (`2026-11-25T07:50:27Z`), the one format opsflow
 /// writes into workflow files, the audit log and run ids. The calendar work is `jiff`'s.
 pub mod time {
+    use std::sync::OnceLock;
+
+    /// The environment variable that sets what time it is, for tests: see [`Clock`].
+    pub const NOW_VARIABLE: &str = "OPSFLOW_NOW";
+
+    /// What time opsflow takes it to be when it decides on a deploy window or a wait timer.
+    ///
+    /// The wall clock, unless `OPSFLOW_NOW` (a testing aid, docs/reference.md) sets the time
+    /// the process starts at, such as `2026-12-07T08:59:00Z`; time then runs on from there at
+    /// the wall clock's pace, so a daemon started just before a window opens sees it open.
+    /// The variable is read in [`Clock::from_env`] and nowhere else; the engine takes the
+    /// time once per pass from the clock its options carry.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Clock {
+        /// How far ahead of (or behind) the wall clock this clock runs.
+        offset: jiff::SignedDuration,
+    }
+
+    /// `OPSFLOW_NOW` does not hold a time.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    #[error("{NOW_VARIABLE} is {text:?}: expected an RFC 3339 time such as 2026-12-07T08:59:00Z ({why})")]
+    pub struct ClockError {
+        pub text: String,
+        pub why: String,
+    }
+
+    impl Clock {
+        /// The wall clock.
+        pub const WALL: Clock = Clock { offset: jiff::SignedDuration::ZERO };
+
+        /// The process's clock: `OPSFLOW_NOW` as of the first call, else the wall clock. An
+        /// invalid value is the wall clock here; [`Clock::check_env`] refuses it at the start
+        /// of every command.
+        pub fn from_env() -> Clock {
+            static CLOCK: OnceLock<Clock> = OnceLock::new();
+            *CLOCK.get_or_init(|| Clock::parse_env().ok().flatten().unwrap_or(Clock::WALL))
+        }
+
+        /// Refuses an `OPSFLOW_NOW` that holds no time.
+        pub fn check_env() -> Result<(), ClockError> {
+            Clock::parse_env().map(|_| ())
+        }
+
+        fn parse_env() -> Result<Option<Clock>, ClockError> {
+            let Some(text) = std::env::var_os(NOW_VARIABLE) else { return Ok(None) };
+            let text = text.to_string_lossy().into_owned();
+            if text.trim().is_empty() {
+                return Ok(None);
+            }
+            let at: jiff::Timestamp =
+                text.trim().parse().map_err(|e: jiff::Error| ClockError { text: text.clone(), why: e.to_string() })?;
+            Ok(Some(Clock::starting_at(at)))
+        }
+
+        /// A clock that reads `at` now and runs on from there.
+        pub fn starting_at(at: jiff::Timestamp) -> Clock {
+            Clock { offset: jiff::Timestamp::now().duration_until(at) }
+        }
+
+        /// What time it is by this clock.
+        pub fn now(&self) -> jiff::Timestamp {
+            let wall = jiff::Timestamp::now();
+            wall.checked_add(self.offset).unwrap_or(wall)
+        }
+    }
+
+    impl Default for Clock {
+        /// The process's clock ([`Clock::from_env`]).
+        fn default() -> Clock {
+            Clock::from_env()
+        }
+    }
+
+    /// `at` as opsflow writes times: `2026-11-25T07:50:27Z`.
+    pub fn stamp(at: jiff::Timestamp) -> String {
+        format!("{at:.0}")
+    }
+
     /// Now, as `2026-11-25T07:50:27Z`.
     pub fn now_rfc3339() -> String {
         // A precision of 0 truncates the fraction, so every stamp has the same length.

@@ -11,6 +11,7 @@ mod demo;
 mod graph;
 mod history;
 mod init;
+mod lock;
 mod merge_driver;
 mod next;
 mod rollback;
@@ -31,6 +32,7 @@ use crate::workspace::Workspace;
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     let open = || Workspace::open(&find_workspace(&cli)?, cli.config.as_deref(), cli.agent.as_deref());
+    crate::time::Clock::check_env()?;
     match &cli.command {
         Command::Init { dir } => init::run(&dir.clone().unwrap_or_else(|| cli.workspace_dir())),
         Command::Validate { json } => validate::run(&open()?, *json),
@@ -56,6 +58,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Retry { task, by, json } => decide::retry(&open()?, task, by.as_deref(), *json),
         Command::Next { json } => next::run(&open()?, *json),
+        Command::Lock { environment, reason, by, json } => {
+            lock::lock(&open()?, environment, reason, by.as_deref(), *json)
+        }
+        Command::Unlock { environment, by, json } => lock::unlock(&open()?, environment, by.as_deref(), *json),
         Command::Graph { format } => graph::run(&open()?, *format),
         Command::MergeDriver { base, ours, theirs, path } => merge_driver::run(base, ours, theirs, path.as_deref()),
         Command::Demo => demo::run(cli.dir.as_deref()),

@@ -20,17 +20,35 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
         let fix = fix_status.as_deref().map(|s| (fix_id.as_str(), s));
         super::status::next_step(task, fix).map(|next| (task, next))
     });
+    // Deploys that wait only for their deploy window or wait timer: nobody needs to act.
+    let waiting: Vec<Value> = tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Blocked)
+        .filter_map(|t| {
+            let wait = super::status::scheduled_wait(t.blocked_reason.as_deref().unwrap_or_default())?;
+            Some(json!({ "task": t.id, "waits_for": wait }))
+        })
+        .collect();
     let Some((task, next)) = found else {
         if as_json {
-            print_json(&json!({ "task": Value::Null, "next": Value::Null, "command": Value::Null }))?;
+            print_json(
+                &json!({ "task": Value::Null, "next": Value::Null, "command": Value::Null, "waiting": waiting }),
+            )?;
         } else {
             println!("nothing waits for a person (`opsflow status` shows the whole workflow)");
+            for wait in &waiting {
+                println!(
+                    "{} waits, and starts on its own: {}",
+                    wait["task"].as_str().unwrap_or_default(),
+                    wait["waits_for"].as_str().unwrap_or_default()
+                );
+            }
         }
         return Ok(Exit::Ok);
     };
     let command = command_for(task);
     if as_json {
-        print_json(&json!({ "task": task.id, "next": next, "command": command }))?;
+        print_json(&json!({ "task": task.id, "next": next, "command": command, "waiting": waiting }))?;
     } else {
         println!("{}: {next}", task.id);
         if let Some(command) = &command {
@@ -58,6 +76,9 @@ fn command_for(task: &Task) -> Option<String> {
         TaskStatus::Blocked if reason.contains("allow_revert") => None,
         TaskStatus::Blocked if reason.contains("human approval") => {
             Some(format!("opsflow approve {release} --as NAME").replace("  ", " "))
+        }
+        TaskStatus::Blocked if super::status::locked_environment(reason).is_some() => {
+            super::status::locked_environment(reason).map(|env| format!("opsflow unlock {env} --as NAME"))
         }
         status
             if status.is_failure()

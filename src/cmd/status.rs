@@ -23,6 +23,8 @@ struct Status {
     /// What each environment runs, from its record: the live release, what a rollback would
     /// restore.
     environments: Vec<crate::environment::view::EnvironmentView>,
+    /// Each environment's lock, deploy window and wait timer, where it has one.
+    schedules: Vec<Schedule>,
     /// Releases a person put on hold: `UNIT-001 1.2.0 (task P-7: ...)`.
     held: Vec<String>,
     /// Fix tasks opsflow filed for failures that are not finished: `FIX-P-7 (pending)`.
@@ -151,8 +153,14 @@ pub(super) fn next_step(task: &Task, fix: Option<(&str, &str)>) -> Option<String
                 .to_owned(),
         ),
         TaskStatus::Blocked if reason.contains("human approval") => Some(format!(
-            "approve in {}: `status: approved` and `approved_by`, or tick `- [x] Approved`",
-            file_in("-approval").unwrap_or_else(|| "its approval file".to_owned())
+            "approve in {}: `status: approved` and `approved_by`, or tick `- [x] Approved`{}",
+            file_in("-approval").unwrap_or_else(|| "its approval file".to_owned()),
+            scheduled_wait(reason).map(|wait| format!("; then it still waits: {wait}")).unwrap_or_default()
+        )),
+        TaskStatus::Blocked if locked_environment(reason).is_some() => Some(format!(
+            "{} is locked: `opsflow unlock {}` lets it deploy (whoever locked it said why: see the reason)",
+            locked_environment(reason).unwrap_or_default(),
+            locked_environment(reason).unwrap_or_default()
         )),
         status if status.is_failure() && task.resolved_by.as_deref().is_none_or(|b| b.trim().is_empty()) => {
             Some(match fix {
@@ -164,6 +172,77 @@ pub(super) fn next_step(task: &Task, fix: Option<(&str, &str)>) -> Option<String
             })
         }
         _ => None,
+    }
+}
+
+/// The environment a blocked reason says is locked (`environment lock: production is locked by …`).
+pub(super) fn locked_environment(reason: &str) -> Option<&str> {
+    let after = reason.split(&format!("{}: ", crate::engine::schedule::LOCK_CHECK)).nth(1)?;
+    after.split(" is ").next().filter(|name| !name.is_empty() && !name.contains(' '))
+}
+
+/// The deploy window and wait timer a blocked reason waits for, in its own words; only time
+/// clears them.
+pub(super) fn scheduled_wait(reason: &str) -> Option<String> {
+    use crate::engine::schedule::{TIMER_CHECK, WINDOW_CHECK};
+    let waits: Vec<&str> = reason
+        .split("; ")
+        .filter(|part| part.starts_with(&format!("{WINDOW_CHECK}: ")) || part.starts_with(&format!("{TIMER_CHECK}: ")))
+        .collect();
+    (!waits.is_empty()).then(|| waits.join("; "))
+}
+
+/// An environment's lock, deploy window and wait timer, for `status`.
+#[derive(Debug, Serialize)]
+struct Schedule {
+    environment: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lock: Option<crate::environment::freeze::Lock>,
+    /// A lock file that cannot be read (deploys wait as if locked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lock_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deploy_window: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window_open: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wait_timer: Option<String>,
+}
+
+impl Schedule {
+    fn of(ws: &Workspace, env: &crate::rollout::deploy::EnvConfig, now: jiff::Timestamp) -> Option<Schedule> {
+        let lock = crate::environment::freeze::load_lock(&ws.root, &ws.config.paths.runtime, &env.name);
+        let schedule = Schedule {
+            environment: env.name.clone(),
+            lock_error: lock.as_ref().err().map(ToString::to_string),
+            lock: lock.ok().flatten(),
+            deploy_window: env.deploy_window.as_ref().map(|w| w.describe(now)),
+            window_open: env.deploy_window.as_ref().map(|w| w.is_open(now)),
+            wait_timer: env.wait_timer.map(crate::config::format_duration),
+        };
+        let any = schedule.lock.is_some()
+            || schedule.lock_error.is_some()
+            || schedule.deploy_window.is_some()
+            || schedule.wait_timer.is_some();
+        any.then_some(schedule)
+    }
+
+    fn lines(&self) -> Vec<String> {
+        let name = &self.environment;
+        let mut lines = Vec::new();
+        if let Some(lock) = &self.lock {
+            lines.push(format!("{name} is {}: no deploy starts there until `opsflow unlock {name}`", lock.describe()));
+        }
+        if let Some(error) = &self.lock_error {
+            lines.push(format!("{name} lock: {error}; deploys wait"));
+        }
+        if let Some(window) = &self.deploy_window {
+            lines.push(format!("{name} deploy window: {window}"));
+        }
+        if let Some(timer) = &self.wait_timer {
+            lines.push(format!("{name} wait timer: {timer} after the approval"));
+        }
+        lines
     }
 }
 
@@ -282,6 +361,14 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
             crate::environment::view::EnvironmentView::new(&env.name, ws.label(&env.record_path(ws)), record)
         })
         .collect();
+    let now = crate::time::Clock::from_env().now();
+    let schedules = ws
+        .config
+        .environments
+        .keys()
+        .filter_map(|name| crate::rollout::deploy::EnvConfig::load(&ws.config, name).ok())
+        .filter_map(|env| Schedule::of(ws, &env, now))
+        .collect();
     let held = owned
         .iter()
         .filter(|t| t.status == "blocked" && t.blocked_reason.as_deref().is_some_and(|r| r.contains("on hold")))
@@ -310,6 +397,7 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
     let status = Status {
         workspace: ws.root.display().to_string(),
         environments,
+        schedules,
         held,
         open_fix_tasks,
         commit_check,
@@ -418,6 +506,9 @@ fn print_text(status: &Status) {
             for line in environment.lines() {
                 println!("  {line}");
             }
+        }
+        for line in status.schedules.iter().flat_map(Schedule::lines) {
+            println!("  {line}");
         }
         for held in &status.held {
             println!("  held: {held}");

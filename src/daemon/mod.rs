@@ -263,6 +263,8 @@ async fn reconcile_loop(
     let mut retry_after_settle = false;
     let git_lock = git_busy::index_lock(&current.root);
     let mut stale_git_lock = None;
+    // When a deploy that waits for its window or wait timer may start: a reconcile then.
+    let mut wake: Option<jiff::Timestamp> = None;
     loop {
         let poll = current.config.devops.poll_interval;
         let debounce = current.config.devops.debounce;
@@ -274,6 +276,10 @@ async fn reconcile_loop(
         };
         if !due {
             let wait = if retry_after_settle { debounce } else { poll };
+            let wait = match wake {
+                Some(at) => wait.min(until(at, crate::time::Clock::from_env().now())),
+                None => wait,
+            };
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 hint = hints.recv() => match hint {
@@ -388,11 +394,23 @@ async fn reconcile_loop(
         metrics.record(&outcome.summary, started.elapsed().as_secs_f64(), outcome.tasks_by_status, ok);
         // Work was left when the reconcile reached its budget: the next one starts at once.
         due = outcome.summary.more;
+        wake = outcome.summary.wake;
+        if let Some(at) = wake {
+            tracing::debug!("a waiting deploy may start at {}: reconciling then", crate::time::stamp(at));
+        }
         current = outcome.workspace;
         templates = outcome.templates;
         reconciles += 1;
         release_freed_memory();
     }
+}
+
+/// How long to sleep until `at`, a little past it: the reconcile then sees the window open or
+/// the timer over, never a moment early.
+fn until(at: jiff::Timestamp, now: jiff::Timestamp) -> Duration {
+    const PAST: Duration = Duration::from_millis(50);
+    let left = Duration::try_from(now.duration_until(at)).unwrap_or(Duration::ZERO);
+    left + PAST
 }
 
 /// A reconcile allocates several times the size of `tasks.json` and frees it all; glibc keeps
@@ -459,6 +477,7 @@ fn reconcile_once(
                 // and the figures stay current, and the loop runs it again at once.
                 budget: Some(RECONCILE_BUDGET),
                 progress: Some(progress),
+                clock: crate::time::Clock::from_env(),
             };
             match Engine::with_renderer(&workspace, options, renderer) {
                 Ok(engine) => (engine.run(), templates),

@@ -212,6 +212,7 @@ impl<'w> Engine<'w> {
                     }
                     match deploy::EnvConfig::load(&self.ws.config, environment.name()) {
                         Ok(env) => {
+                            let mut approved = schedule::Approved::Not;
                             let needs_approval = env.requires_approval
                                 || (environment == Environment::Production
                                     && self.ws.config.devops.require_human_approval);
@@ -226,6 +227,15 @@ impl<'w> Engine<'w> {
                                     <= 1;
                                 match gates::human_approval(self.ws, environment.name(), &release, single) {
                                     Ok((check, approval, artifact)) => {
+                                        if approval == Approval::Approved {
+                                            let by = artifact
+                                                .as_ref()
+                                                .and_then(|a| a.field("approved_by"))
+                                                .map(str::trim)
+                                                .filter(|by| !by.is_empty())
+                                                .map(str::to_owned);
+                                            approved = schedule::Approved::By(by);
+                                        }
                                         // A check a person may let through does not keep the
                                         // request from being written: it is what they decide on.
                                         request_approval = approval == Approval::Missing
@@ -243,9 +253,17 @@ impl<'w> Engine<'w> {
                                     }
                                     Err(diagnostics) => problems.extend(diagnostics),
                                 }
-                            } else if task.raw.get("allow_revert") == Some(&Value::Bool(true)) {
-                                allow_overridable(&mut checks, &format!("`allow_revert: true` on task {}", task.id));
+                            } else {
+                                approved = schedule::Approved::NotNeeded;
+                                if task.raw.get("allow_revert") == Some(&Value::Bool(true)) {
+                                    allow_overridable(
+                                        &mut checks,
+                                        &format!("`allow_revert: true` on task {}", task.id),
+                                    );
+                                }
                             }
+                            let others_pass = checks.iter().all(|c| !c.blocks());
+                            checks.extend(self.schedule_checks(&env, &release, approved, others_pass));
                         }
                         Err(why) => checks.push(Check::new(
                             "config",

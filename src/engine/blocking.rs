@@ -49,6 +49,13 @@ impl<'w> Engine<'w> {
             fields.push(FieldOp::Set("blocked_by".into(), BLOCKED_BY.into()));
         }
         self.edit_state(StateEdit { node: node.name.clone(), fields, current_nodes: None });
+        if let Some(environment) = self.environment_of(task, node) {
+            self.record_wait(&environment, &release, checks);
+        }
+        // Only time or an unlock clears a wait for the lock, window or timer: nobody is asked.
+        if only_scheduled(checks) {
+            return;
+        }
         // "for unit X" only when there is a unit; environment work has none.
         let for_unit = if unit.is_empty() { String::new() } else { format!(" for unit `{unit}`") };
         let approval_file = (request_approval || only_an_approval_missing(checks)).then(|| {
@@ -165,7 +172,8 @@ impl<'w> Engine<'w> {
             "version": version,
             "approval_file": relative,
             "task": {"id": task.id, "title": task.title},
-            "checks": checks.iter().filter(|c| c.passed).collect::<Vec<_>>(),
+            "checks": checks.iter().filter(|c| c.passed && c.id != CheckId::Schedule).collect::<Vec<_>>(),
+            "schedule": checks.iter().filter(|c| c.id == CheckId::Schedule).collect::<Vec<_>>(),
             "warnings": checks.iter().filter(|c| c.warning).collect::<Vec<_>>(),
             "overridable": checks.iter().filter(|c| c.overridable && !c.passed).collect::<Vec<_>>(),
             "approvers": self.ws.config.devops.approvers,

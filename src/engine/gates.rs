@@ -42,6 +42,9 @@ pub enum CheckId {
     HumanApproval,
     /// The release contains what production runs: an approval may let it through.
     ContainsLive,
+    /// When a deploy may start: the environment's lock, deploy window and wait timer. Only
+    /// time or an unlock clears them, so they ask no person for anything.
+    Schedule,
     #[default]
     Other,
 }

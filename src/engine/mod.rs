@@ -16,6 +16,7 @@ pub mod readiness;
 pub mod record;
 mod recovery;
 pub mod requests;
+pub mod schedule;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,6 +73,8 @@ pub struct Options {
     pub budget: Option<std::time::Duration>,
     /// Told of every node as it ends, before the run returns.
     pub progress: Option<Progress>,
+    /// What time it is for deploy windows and wait timers (`OPSFLOW_NOW` in tests).
+    pub clock: crate::time::Clock,
 }
 
 /// A callback told of every node as it ends.
@@ -118,6 +121,12 @@ pub struct Summary {
     /// Each node was told to `Options::progress` as it ended.
     #[serde(skip)]
     pub counted: bool,
+    /// The first instant a deploy that waits for its window or wait timer may start: a daemon
+    /// reconciles then, whatever files change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<String>,
+    #[serde(skip)]
+    pub wake: Option<jiff::Timestamp>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -199,6 +208,10 @@ pub struct Engine<'w> {
     claims_allowed: std::cell::Cell<bool>,
     /// Failed writes of the workflow's records, for the summary (see [`Summary::write_errors`]).
     write_errors: std::cell::RefCell<Vec<String>>,
+    /// The time of this pass, taken once from `Options::clock` when it starts.
+    now: std::cell::Cell<jiff::Timestamp>,
+    /// The first instant a waiting deploy of this pass may start (see [`Summary::wake`]).
+    wake: std::cell::Cell<Option<jiff::Timestamp>>,
 }
 
 /// What one pass read of the whole task list, that the decisions about each task need: passed
@@ -238,6 +251,7 @@ impl<'w> Engine<'w> {
         let graph = Graph::load(ws)?;
         let secrets = Secrets::from_env(&ws.config.secrets);
         let audit = Audit::of(ws, secrets.clone());
+        let options_now = options.clock.now();
         Ok(Engine {
             ws,
             graph,
@@ -247,6 +261,8 @@ impl<'w> Engine<'w> {
             options,
             claims_allowed: std::cell::Cell::new(true),
             write_errors: Default::default(),
+            now: std::cell::Cell::new(options_now),
+            wake: std::cell::Cell::new(None),
         })
     }
 
@@ -291,6 +307,8 @@ impl<'w> Engine<'w> {
             sync.after_run();
         }
         summary.write_errors = self.write_errors.take();
+        summary.wake = self.wake.get();
+        summary.wake_at = summary.wake.map(crate::time::stamp);
         summary
     }
 
@@ -368,6 +386,8 @@ impl<'w> Engine<'w> {
 
     /// One pass; returns whether it ran a node (and so another pass may find more to do).
     fn pass(&self, summary: &mut Summary) -> bool {
+        self.now.set(self.options.clock.now());
+        self.wake.set(None);
         summary.blocked.clear();
         summary.waiting.clear();
         summary.plan.clear();
@@ -626,8 +646,16 @@ fn config_checks(ws: &Workspace, node: &Node) -> Vec<Check> {
 /// approval can let through): the task then waits for a person, whether the request is as
 /// opsflow wrote it, half filled in or on hold.
 fn only_an_approval_missing(checks: &[Check]) -> bool {
+    // The lock, window and wait timer hold the deploy after the approval too: they do not
+    // change what a person owes it.
+    let blocking: Vec<&Check> = checks.iter().filter(|c| c.blocks() && c.id != CheckId::Schedule).collect();
+    !blocking.is_empty() && blocking.iter().all(|c| c.id == CheckId::HumanApproval || c.overridable)
+}
+
+/// Whether only the lock, window or wait timer hold a task back: nobody is asked for anything.
+fn only_scheduled(checks: &[Check]) -> bool {
     let mut blocking = checks.iter().filter(|c| c.blocks()).peekable();
-    blocking.peek().is_some() && blocking.all(|c| c.id == CheckId::HumanApproval || c.overridable)
+    blocking.peek().is_some() && blocking.all(|c| c.id == CheckId::Schedule)
 }
 
 /// Lets through the failed checks a person may let through, saying who did and where.

@@ -159,6 +159,11 @@ pub enum EventKind {
     Proceeded,
     RolledBack,
     Interrupted,
+    /// A deploy waited for the environment's lock, deploy window or wait timer.
+    Waited,
+    /// A person locked the environment (`opsflow lock`): nothing deploys there until unlocked.
+    Locked,
+    Unlocked,
 }
 
 impl EventKind {
@@ -171,6 +176,9 @@ impl EventKind {
             EventKind::Proceeded => "proceeded",
             EventKind::RolledBack => "rolled_back",
             EventKind::Interrupted => "interrupted",
+            EventKind::Waited => "waited",
+            EventKind::Locked => "locked",
+            EventKind::Unlocked => "unlocked",
         }
     }
 }

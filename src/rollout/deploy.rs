@@ -90,6 +90,12 @@ pub struct EnvConfig {
     pub smoke_tests: Vec<CheckSpec>,
     #[serde(default)]
     pub metrics: Option<Value>,
+    /// When deploys may start (`deploy_window`); none: at any time.
+    #[serde(default)]
+    pub deploy_window: Option<crate::environment::window::DeployWindows>,
+    /// How long a deploy waits after its approval (`wait_timer`).
+    #[serde(default, with = "crate::config::duration_text::option")]
+    pub wait_timer: Option<Duration>,
 }
 
 /// How an environment is deployed to: a closed set, so that a new provider is a variant whose

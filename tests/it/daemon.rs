@@ -393,7 +393,7 @@ impl Daemon {
     }
 
     /// [`Daemon::start`] with `env` added to its environment.
-    fn start_with_env(ws: &Workspace, global: &[&str], http: bool, env: &[(&str, &str)]) -> Daemon {
+    pub(crate) fn start_with_env(ws: &Workspace, global: &[&str], http: bool, env: &[(&str, &str)]) -> Daemon {
         Daemon::start_with(ws, global, http.then_some("127.0.0.1:0"), env)
     }
 

@@ -77,3 +77,4 @@ mod taskmaster;
 mod tidy;
 mod tls;
 mod util;
+mod windows;

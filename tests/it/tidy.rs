@@ -17,6 +17,7 @@ const DIRECT_READS: &[(&str, &str)] = &[
     ("src/daemon/git_busy.rs", "git's index.lock"),
     ("src/engine/kept.rs", "opsflow's own kept outcomes in the runtime directory"),
     ("src/engine/record.rs", "unit tests"),
+    ("src/environment/freeze.rs", "environment locks and wait timer starts in the runtime directory"),
     ("src/environment/record.rs", "the environment's record in the runtime directory"),
     ("src/exec/command.rs", "run logs and process-group markers"),
     ("src/exec/http.rs", "a check's CA file from the config"),

@@ -114,7 +114,12 @@ impl Workspace {
 
     /// Runs opsflow in this workspace and waits for it.
     pub fn run(&self, args: &[&str]) -> Run {
-        let output = self.command(args).output().expect("run opsflow");
+        self.run_with(args, &[])
+    }
+
+    /// [`Workspace::run`] with `env` added to its environment.
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let output = self.command(args).envs(env.iter().copied()).output().expect("run opsflow");
         Run { args: args.iter().map(|a| (*a).to_owned()).collect(), output }
     }
 }
