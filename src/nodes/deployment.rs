@@ -628,18 +628,31 @@ pub(crate) fn patch_report_of(run: &mut NodeRun<'_>, release: &Release, status: 
     }
 }
 
-/// Says in `Deploy-<UNIT_ID>.md` (and its history copy) that `release` was rolled back: its
-/// front matter `status` becomes `rolled_back` and a section says by whom and why.
+/// The production reports of a release that a later rollback undid: their copies in the
+/// release's history folder say so too.
+const PRODUCTION_REPORTS: [&str; 4] =
+    ["R13-prod-deploy.md", "R14-monitoring-active.md", "R15-verification-result.md", "R16-health-check.md"];
+
+/// Says in `Deploy-<UNIT_ID>.md` (and its history copy) and in the history copies of the
+/// release's production reports (R13 to R16) that `release` was rolled back: the front matter
+/// `status` becomes `rolled_back`, a section says by whom, when, why and what was restored, and
+/// the deploy report's own lines on what is live follow.
 pub(crate) fn mark_deploy_report_rolled_back(run: &mut NodeRun<'_>, release: &Release, why: &str, restored: &str) {
     let name = format!("Deploy-{}.md", release.unit);
     let mut files = vec![format!("{}/{name}", run.ws.config.paths.deployments.trim_end_matches('/'))];
-    files.extend(release.history_dir(run.ws).map(|dir| format!("{dir}/{name}")));
+    if let Some(dir) = release.history_dir(run.ws) {
+        files.push(format!("{dir}/{name}"));
+        files.extend(PRODUCTION_REPORTS.iter().map(|report| format!("{dir}/{report}")));
+    }
     for file in files {
         let Ok(Some(text)) = run.ws.read_text(&file) else { continue };
         let Ok(doc) = crate::workspace::read::parse_markdown(&file, &text) else { continue };
         let Some(fm) = doc.front_matter else { continue };
         let field = |key: &str| fm.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
         if field("unit_id") != release.unit || !release::same_version(&field("version"), release.version.as_str()) {
+            continue;
+        }
+        if text.contains(&format!("- Rolled back by run `{}`", run.run_id)) {
             continue;
         }
         // Front matter is written by code, one `key: JSON value` a line.

@@ -227,6 +227,15 @@ fn a_project_ships_many_releases_and_every_record_stays_true() {
     assert_eq!(status_of(&ws, &u1[2]), "rolled_back");
     let deploy_md = ws.read_string("docs/workflow/deployments/Deploy-UNIT-001.md");
     assert!(deploy_md.contains("status: \"rolled_back\""), "{deploy_md}");
+    // The undone release's production reports in its history say so too, once each.
+    for report in
+        ["R13-prod-deploy.md", "R14-monitoring-active.md", "R15-verification-result.md", "R16-health-check.md"]
+    {
+        let text = ws.read_string(&format!("docs/workflow/releases/UNIT-001/1.1.0/{report}"));
+        assert!(text.contains("status: \"rolled_back\""), "{report}: {text}");
+        assert_eq!(text.matches("## Rolled back").count(), 1, "{report}: {text}");
+        assert!(text.contains("checkout is slow") && text.contains("UNIT-002 1.0.0"), "{report}: {text}");
+    }
     let signal = json_file(&ws, SIGNAL);
     assert_eq!((signal["status"].as_str(), signal["unit_id"].as_str()), (Some("failed"), Some("UNIT-001")));
     assert!(signal["message"].as_str().unwrap().contains("rolled back"), "{signal}");
