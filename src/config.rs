@@ -39,6 +39,8 @@ pub struct Config {
     pub git: Git,
     /// `taskmaster`: how a Task Master task list is read (docs/integrations.md).
     pub taskmaster: TaskMaster,
+    /// `notifications`: the channels that receive events (docs/notifications.md).
+    pub notifications: Vec<crate::notify::Channel>,
     /// The whole file as written.
     #[serde(skip)]
     pub raw: Value,
@@ -64,6 +66,7 @@ impl Default for Config {
             secrets: Vec::new(),
             git: Git::default(),
             taskmaster: TaskMaster::default(),
+            notifications: Vec::new(),
             raw: Value::Object(Default::default()),
             label: String::new(),
         }
@@ -432,6 +435,36 @@ impl Config {
             .map_err(|e| vec![Diagnostic::new(label, Kind::Config, format!("cannot read config: {e}"))])?;
         config.raw = value;
         config.label = label.to_owned();
+        // The values a channel sends from the environment (a token, a webhook's URL) are
+        // secrets: every log, report, outbox entry and status masks them.
+        for name in config.notifications.iter().flat_map(crate::notify::Channel::secret_names) {
+            if !config.secrets.contains(&name) {
+                config.secrets.push(name);
+            }
+        }
+        // A channel is named in status, /metrics, escalations and its outbox entries' ids.
+        for (i, channel) in config.notifications.iter().enumerate() {
+            if config.notifications[..i].iter().any(|earlier| earlier.name == channel.name) {
+                problems.push(
+                    Diagnostic::new(
+                        label,
+                        Kind::Config,
+                        format!("`notifications[{i}].name` is {:?}, which an earlier channel has: each channel needs its own name", channel.name),
+                    )
+                    .pointer(format!("/notifications/{i}/name"))
+                    .locate_in(text),
+                );
+            }
+            if let crate::notify::Target::Webhook(crate::notify::Webhook { ca_file: Some(file), .. }) = &channel.target
+                && let Err(why) = relative_inside(file)
+            {
+                problems.push(
+                    Diagnostic::new(label, Kind::OutsideWorkspace, format!("`notifications[{i}].webhook.ca_file` {why}"))
+                        .pointer(format!("/notifications/{i}/webhook/ca_file"))
+                        .locate_in(text),
+                );
+            }
+        }
         // Every configured path opsflow writes to or reads from must stay in the workspace.
         let mut configured: Vec<(String, String, &str)> = config
             .paths
