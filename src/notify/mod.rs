@@ -359,7 +359,21 @@ pub fn deliver_due(ws: &Workspace, secrets: &Secrets) -> Vec<Delivery> {
     if ws.config.notifications.is_empty() && !outbox::has_pending(ws) {
         return Vec::new();
     }
-    outbox::deliver(ws, secrets, DELIVERY_BUDGET)
+    let done = outbox::deliver(ws, secrets, DELIVERY_BUDGET);
+    // An escalation's entry in human-requests.md says who accepted it, once they have.
+    let channels = channels_for(ws, Event::Escalation);
+    let mut updated = std::collections::HashSet::new();
+    for delivery in &done {
+        let Some(key) = &delivery.request_key else { continue };
+        if !updated.insert((key.clone(), delivery.cause.clone())) {
+            continue;
+        }
+        let line = outbox::contacts_line(ws, &delivery.cause, &channels);
+        if let Err(e) = crate::engine::requests::set_contacts(ws, key, &line) {
+            tracing::error!("cannot note who was notified in {}: {e}", ws.config.paths.human_requests);
+        }
+    }
+    done
 }
 
 #[cfg(test)]
