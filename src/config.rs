@@ -459,9 +459,13 @@ impl Config {
                 && let Err(why) = relative_inside(file)
             {
                 problems.push(
-                    Diagnostic::new(label, Kind::OutsideWorkspace, format!("`notifications[{i}].webhook.ca_file` {why}"))
-                        .pointer(format!("/notifications/{i}/webhook/ca_file"))
-                        .locate_in(text),
+                    Diagnostic::new(
+                        label,
+                        Kind::OutsideWorkspace,
+                        format!("`notifications[{i}].webhook.ca_file` {why}"),
+                    )
+                    .pointer(format!("/notifications/{i}/webhook/ca_file"))
+                    .locate_in(text),
                 );
             }
         }

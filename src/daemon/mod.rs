@@ -248,7 +248,9 @@ async fn wait_for_git(
     }
 }
 
-/// Waits for hints or the resync timer, debounces, and reconciles.
+/// Waits for hints or the resync timer, debounces, and reconciles; hands each reconcile's
+/// workspace to the notification timer (`workspace_tx`).
+#[allow(clippy::too_many_arguments)]
 async fn reconcile_loop(
     settings: Settings,
     ws: Workspace,

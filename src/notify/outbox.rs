@@ -291,12 +291,7 @@ pub fn contacts_line(ws: &Workspace, cause: &str, channels: &[String]) -> String
         return "none configured".to_owned();
     }
     let failing_since = |channel: &str| {
-        pending(ws)
-            .0
-            .into_iter()
-            .filter(|e| e.channel == channel)
-            .filter_map(|e| e.failing_since)
-            .min()
+        pending(ws).0.into_iter().filter(|e| e.channel == channel).filter_map(|e| e.failing_since).min()
     };
     let parts: Vec<String> = channels
         .iter()

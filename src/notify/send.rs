@@ -45,13 +45,22 @@ fn post(ws: &Workspace, secrets: &Secrets, channel: &Channel, hook: &Webhook, no
         Ok((status, _)) if (200..300).contains(&status) => Ok(()),
         Ok((status, answer)) => {
             let answer: String = answer.trim().chars().take(200).collect();
-            Err(secrets.mask(&format!("{shown} answered {status}{}", if answer.is_empty() { String::new() } else { format!(": {answer}") })))
+            Err(secrets.mask(&format!(
+                "{shown} answered {status}{}",
+                if answer.is_empty() { String::new() } else { format!(": {answer}") }
+            )))
         }
         Err(e) => Err(secrets.mask(&format!("POST {shown}: {e}"))),
     }
 }
 
-fn run(ws: &Workspace, secrets: &Secrets, channel: &Channel, command: &CommandSpec, notice: &Notice) -> Result<(), String> {
+fn run(
+    ws: &Workspace,
+    secrets: &Secrets,
+    channel: &Channel,
+    command: &CommandSpec,
+    notice: &Notice,
+) -> Result<(), String> {
     let (line, timeout, cwd) = match command {
         CommandSpec::Line(line) => (line.as_str(), None, None),
         CommandSpec::Full { run, timeout, cwd } => (run.as_str(), *timeout, cwd.as_deref()),

@@ -393,7 +393,7 @@ impl Daemon {
     }
 
     /// [`Daemon::start`] with `env` added to its environment.
-    fn start_with_env(ws: &Workspace, global: &[&str], http: bool, env: &[(&str, &str)]) -> Daemon {
+    pub(crate) fn start_with_env(ws: &Workspace, global: &[&str], http: bool, env: &[(&str, &str)]) -> Daemon {
         Daemon::start_with(ws, global, http.then_some("127.0.0.1:0"), env)
     }
 
@@ -453,7 +453,12 @@ impl Daemon {
         http_get(self.address.expect("started with --http"), path)
     }
 
-    fn metric(&self, series: &str) -> f64 {
+    /// The exposition of `/metrics`.
+    pub(crate) fn get_metrics(&self) -> String {
+        self.get("/metrics").body
+    }
+
+    pub(crate) fn metric(&self, series: &str) -> f64 {
         let exposition = self.get("/metrics").body;
         sample(&exposition, series).unwrap_or_else(|| panic!("no sample {series} in /metrics:\n{exposition}"))
     }
