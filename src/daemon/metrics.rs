@@ -534,6 +534,12 @@ mod tests {
                 "1 while the file watcher runs, 0 while it is restarted and the daemon polls",
             ),
             ("opsflow_watcher_restarts_total", "counter", "Times the file watcher failed and was started again"),
+            (
+                "opsflow_notifications_total",
+                "counter",
+                "Notification delivery attempts, by channel, event and result (delivered or failed)",
+            ),
+            ("opsflow_notifications_pending", "gauge", "Notifications waiting in the outbox, by channel"),
         ];
         let text = Metrics::new().render();
         let described: Vec<&str> = text.lines().filter(|line| line.starts_with('#')).collect();

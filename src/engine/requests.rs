@@ -449,6 +449,20 @@ mod tests {
         assert!(!found[0].resolved);
         // The resolution goes under the heading.
         assert_eq!(&text[..found[0].insert_at], format!("# H\n\n{line}\n## Escalation Request\n"));
+        // A reworded entry keeps the Contacts Notified line the delivery step wrote.
+        let open = &entries(&text)[0];
+        let with_raised = format!(
+            "{line}\n## Escalation Request\n- **Contacts Notified:** hook (accepted 2026-01-01T00:00:00Z)\n- **Raised:** t0 (run `r`)\nA note of mine\n"
+        );
+        let again = reworded(
+            &with_raised,
+            open,
+            &line,
+            "## Escalation Request\n- **Contacts Notified:** hook (queued)\n- **Raised:** t1 (run `r`)\n",
+            "t1",
+        );
+        assert!(again.contains("- **Contacts Notified:** hook (accepted 2026-01-01T00:00:00Z)\n"), "{again}");
+        assert!(again.contains("- **Raised:** t0") && again.ends_with("A note of mine\n"), "{again}");
         // An old marker without a watch is found, and watches nothing.
         let old = entries("<!-- opsflow:request 0123456789abcdef -->\n## E\n- **Resolved:** x\n");
         assert!(old[0].watch.is_none() && old[0].resolved);
