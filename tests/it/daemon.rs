@@ -967,6 +967,8 @@ fn healthz_and_metrics_are_served_over_loopback() {
             ("opsflow_watcher_rescans_total", "counter"),
             ("opsflow_watcher_up", "gauge"),
             ("opsflow_watcher_restarts_total", "counter"),
+            ("opsflow_notifications_total", "counter"),
+            ("opsflow_notifications_pending", "gauge"),
         ]
         .map(|(name, kind)| (name.to_owned(), kind.to_owned())),
     );
