@@ -815,6 +815,47 @@ mod tests {
     }
 
     #[test]
+    fn notification_channels_are_read_and_their_problems_named_at_their_place() {
+        let schemas = Schemas::new(std::path::PathBuf::from("/nonexistent"), "schemas", DEFAULT_MAX_FILE_BYTES);
+        let good = r#"{"notifications": [
+            {"name": "ops", "events": ["failed"], "webhook": {"url": "http://127.0.0.1:1/h", "headers": {"Authorization": {"env": "HOOK_AUTH"}}}},
+            {"name": "pager", "command": {"run": "true", "timeout": "3s"}, "retry": {"initial": "1s", "max": "1m"}}
+        ]}"#;
+        let config = Config::parse("project-config.json", good, &schemas).unwrap();
+        assert_eq!(config.notifications.len(), 2);
+        assert_eq!(config.notifications[0].events, [crate::notify::Event::Failed]);
+        assert_eq!(config.notifications[1].retry.max, Duration::from_secs(60));
+        // A header's variable is a secret from the load on.
+        assert!(config.secrets.contains(&"HOOK_AUTH".to_owned()), "{:?}", config.secrets);
+        let cases = [
+            (
+                r#"{"notifications": [{"name": "a", "command": "true"}, {"name": "a", "command": "true"}]}"#,
+                "/notifications/1/name",
+            ),
+            (
+                r#"{"notifications": [{"name": "a", "events": ["deployd"], "command": "true"}]}"#,
+                "/notifications/0/events/0",
+            ),
+            (r#"{"notifications": [{"name": "a"}]}"#, "/notifications/0"),
+            (
+                r#"{"notifications": [{"name": "a", "webhook": {"url": "http://x", "headers": {"X": "plain"}}}]}"#,
+                "/notifications/0/webhook/headers/X",
+            ),
+            (
+                r#"{"notifications": [{"name": "a", "command": "true", "retry": {"initial": "10"}}]}"#,
+                "/notifications/0/retry/initial",
+            ),
+        ];
+        for (text, pointer) in cases {
+            let problems = Config::parse("project-config.json", text, &schemas).unwrap_err();
+            assert!(
+                problems.iter().any(|p| p.file == "project-config.json" && p.pointer.as_deref() == Some(pointer)),
+                "{text}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
     fn every_kind_of_duration_key_refuses_a_value_it_cannot_hold_at_its_key() {
         let schemas = Schemas::new(std::path::PathBuf::from("/nonexistent"), "schemas", DEFAULT_MAX_FILE_BYTES);
         let huge = "99999999999999999999999d";
