@@ -39,6 +39,8 @@ pub struct Config {
     pub git: Git,
     /// `taskmaster`: how a Task Master task list is read (docs/integrations.md).
     pub taskmaster: TaskMaster,
+    /// `notifications`: the channels that receive events (docs/notifications.md).
+    pub notifications: Vec<crate::notify::Channel>,
     /// The whole file as written.
     #[serde(skip)]
     pub raw: Value,
@@ -64,6 +66,7 @@ impl Default for Config {
             secrets: Vec::new(),
             git: Git::default(),
             taskmaster: TaskMaster::default(),
+            notifications: Vec::new(),
             raw: Value::Object(Default::default()),
             label: String::new(),
         }
@@ -432,6 +435,40 @@ impl Config {
             .map_err(|e| vec![Diagnostic::new(label, Kind::Config, format!("cannot read config: {e}"))])?;
         config.raw = value;
         config.label = label.to_owned();
+        // The values a channel sends from the environment (a token, a webhook's URL) are
+        // secrets: every log, report, outbox entry and status masks them.
+        for name in config.notifications.iter().flat_map(crate::notify::Channel::secret_names) {
+            if !config.secrets.contains(&name) {
+                config.secrets.push(name);
+            }
+        }
+        // A channel is named in status, /metrics, escalations and its outbox entries' ids.
+        for (i, channel) in config.notifications.iter().enumerate() {
+            if config.notifications[..i].iter().any(|earlier| earlier.name == channel.name) {
+                problems.push(
+                    Diagnostic::new(
+                        label,
+                        Kind::Config,
+                        format!("`notifications[{i}].name` is {:?}, which an earlier channel has: each channel needs its own name", channel.name),
+                    )
+                    .pointer(format!("/notifications/{i}/name"))
+                    .locate_in(text),
+                );
+            }
+            if let crate::notify::Target::Webhook(crate::notify::Webhook { ca_file: Some(file), .. }) = &channel.target
+                && let Err(why) = relative_inside(file)
+            {
+                problems.push(
+                    Diagnostic::new(
+                        label,
+                        Kind::OutsideWorkspace,
+                        format!("`notifications[{i}].webhook.ca_file` {why}"),
+                    )
+                    .pointer(format!("/notifications/{i}/webhook/ca_file"))
+                    .locate_in(text),
+                );
+            }
+        }
         // Every configured path opsflow writes to or reads from must stay in the workspace.
         let mut configured: Vec<(String, String, &str)> = config
             .paths
@@ -783,6 +820,47 @@ mod tests {
             problems[0].to_string(),
             "project-config.json:2:31: at /devops/poll_interval: `99999999999999999999h` is too long a duration; the longest is 36500d (100 years)"
         );
+    }
+
+    #[test]
+    fn notification_channels_are_read_and_their_problems_named_at_their_place() {
+        let schemas = Schemas::new(std::path::PathBuf::from("/nonexistent"), "schemas", DEFAULT_MAX_FILE_BYTES);
+        let good = r#"{"notifications": [
+            {"name": "ops", "events": ["failed"], "webhook": {"url": "http://127.0.0.1:1/h", "headers": {"Authorization": {"env": "HOOK_AUTH"}}}},
+            {"name": "pager", "command": {"run": "true", "timeout": "3s"}, "retry": {"initial": "1s", "max": "1m"}}
+        ]}"#;
+        let config = Config::parse("project-config.json", good, &schemas).unwrap();
+        assert_eq!(config.notifications.len(), 2);
+        assert_eq!(config.notifications[0].events, [crate::notify::Event::Failed]);
+        assert_eq!(config.notifications[1].retry.max, Duration::from_secs(60));
+        // A header's variable is a secret from the load on.
+        assert!(config.secrets.contains(&"HOOK_AUTH".to_owned()), "{:?}", config.secrets);
+        let cases = [
+            (
+                r#"{"notifications": [{"name": "a", "command": "true"}, {"name": "a", "command": "true"}]}"#,
+                "/notifications/1/name",
+            ),
+            (
+                r#"{"notifications": [{"name": "a", "events": ["deployd"], "command": "true"}]}"#,
+                "/notifications/0/events/0",
+            ),
+            (r#"{"notifications": [{"name": "a"}]}"#, "/notifications/0"),
+            (
+                r#"{"notifications": [{"name": "a", "webhook": {"url": "http://x", "headers": {"X": "plain"}}}]}"#,
+                "/notifications/0/webhook/headers/X",
+            ),
+            (
+                r#"{"notifications": [{"name": "a", "command": "true", "retry": {"initial": "10"}}]}"#,
+                "/notifications/0/retry/initial",
+            ),
+        ];
+        for (text, pointer) in cases {
+            let problems = Config::parse("project-config.json", text, &schemas).unwrap_err();
+            assert!(
+                problems.iter().any(|p| p.file == "project-config.json" && p.pointer.as_deref() == Some(pointer)),
+                "{text}: {problems:?}"
+            );
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod instance;
 pub mod integrations;
 pub mod merge;
 pub mod nodes;
+pub mod notify;
 pub mod release;
 pub mod render;
 pub mod rollout;

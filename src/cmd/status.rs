@@ -41,6 +41,10 @@ struct Status {
     /// With `git.sync`: whether the remote answered the last runner, and since when it does not.
     #[serde(skip_serializing_if = "Option::is_none")]
     remote: Option<crate::sync::RemoteStatus>,
+    /// With `notifications` (or entries left in the outbox): what waits to be sent, and which
+    /// channels fail since when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notifications: Option<crate::notify::OutboxStatus>,
     /// Things that keep a task from running as meant without being errors (the exit code
     /// stays): an agent that nearly names this runner, an owned task's unknown status. The
     /// same lines `validate` prints.
@@ -415,6 +419,11 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
                 ..Default::default()
             })
         }),
+        notifications: {
+            let outbox = crate::notify::outbox::status(ws);
+            (!ws.config.notifications.is_empty() || outbox.pending > 0 || !outbox.unreadable.is_empty())
+                .then_some(outbox)
+        },
         warnings,
     };
     // Whatever `validate` refuses makes `status` fail too, even a file `status` itself does
@@ -441,6 +450,30 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
         eprintln!("{sentence}");
     }
     Ok(if invalid { Exit::Invalid } else { Exit::Ok })
+}
+
+/// How many notifications wait: `nothing pending` when the outbox is empty.
+fn notifications_line(outbox: &crate::notify::OutboxStatus) -> String {
+    match outbox.pending {
+        0 => "nothing pending: every notification was delivered".to_owned(),
+        1 => "1 pending in the outbox".to_owned(),
+        n => format!("{n} pending in the outbox"),
+    }
+}
+
+/// One channel with entries waiting: how many, and since when its deliveries fail and why.
+fn channel_line(channel: &crate::notify::ChannelHealth) -> String {
+    let mut line = format!("{}: {} pending", channel.channel, channel.pending);
+    if channel.unconfigured {
+        line.push_str("; no channel of `notifications` has this name, so they are not sent");
+    }
+    if let Some(since) = &channel.failing_since {
+        line.push_str(&format!("; failing since {since}"));
+    }
+    if let Some(error) = &channel.last_error {
+        line.push_str(&format!(" ({error})"));
+    }
+    line
 }
 
 /// One line on the git remote: reachable, or since when not and why, or a stopped sync.
@@ -543,6 +576,16 @@ fn print_text(status: &Status) {
                 field(run, "outcome"),
                 field(run, "summary")
             );
+        }
+    }
+    if let Some(outbox) = &status.notifications {
+        println!("\nnotifications");
+        println!("  {}", notifications_line(outbox));
+        for channel in &outbox.channels {
+            println!("  {}", channel_line(channel));
+        }
+        for file in &outbox.unreadable {
+            println!("  unreadable: {file}");
         }
     }
     if !status.diagnostics.is_empty() {

@@ -45,6 +45,18 @@ struct NodeOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabel {
+    channel: String,
+    event: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabel {
+    channel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EnvironmentOutcome {
     environment: String,
     outcome: String,
@@ -74,6 +86,8 @@ pub struct Metrics {
     pub watcher_rescans: Counter,
     watcher_up: Gauge,
     pub watcher_restarts: Counter,
+    notifications: Family<NotificationLabel, Counter>,
+    notifications_pending: Family<ChannelLabel, Gauge>,
     /// With `git.sync`: the sync whose remote state `/metrics` shows (see [`GitRemote`]).
     pub git_sync: Arc<OnceLock<Arc<crate::sync::GitSync>>>,
     registry: Registry,
@@ -268,6 +282,18 @@ impl Metrics {
                 "Times the file watcher failed and was started again",
                 Counter::default(),
             ),
+            notifications: add(
+                r,
+                "opsflow_notifications",
+                "Notification delivery attempts, by channel, event and result (delivered or failed)",
+                Family::default(),
+            ),
+            notifications_pending: add(
+                r,
+                "opsflow_notifications_pending",
+                "Notifications waiting in the outbox, by channel",
+                Family::default(),
+            ),
             git_sync,
             registry,
             health: Mutex::default(),
@@ -371,6 +397,25 @@ impl Metrics {
         }
         if ran.outcome == crate::nodes::OutcomeKind::RolledBack || ran.switched_back {
             self.rollbacks.inc();
+        }
+    }
+
+    /// Counts delivery attempts of notifications and sets the outbox's figures.
+    pub fn count_deliveries(&self, deliveries: &[crate::notify::Delivery], outbox: &crate::notify::OutboxStatus) {
+        let _consistent = self.health_state();
+        for delivery in deliveries {
+            let labels = NotificationLabel {
+                channel: delivery.channel.clone(),
+                event: delivery.event.to_string(),
+                result: if delivery.accepted { "delivered" } else { "failed" }.to_owned(),
+            };
+            self.notifications.get_or_create(&labels).inc();
+        }
+        self.notifications_pending.clear();
+        for channel in &outbox.channels {
+            self.notifications_pending
+                .get_or_create(&ChannelLabel { channel: channel.channel.clone() })
+                .set(gauge_value(channel.pending as u64));
         }
     }
 
@@ -489,6 +534,12 @@ mod tests {
                 "1 while the file watcher runs, 0 while it is restarted and the daemon polls",
             ),
             ("opsflow_watcher_restarts_total", "counter", "Times the file watcher failed and was started again"),
+            (
+                "opsflow_notifications_total",
+                "counter",
+                "Notification delivery attempts, by channel, event and result (delivered or failed)",
+            ),
+            ("opsflow_notifications_pending", "gauge", "Notifications waiting in the outbox, by channel"),
         ];
         let text = Metrics::new().render();
         let described: Vec<&str> = text.lines().filter(|line| line.starts_with('#')).collect();

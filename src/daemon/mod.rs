@@ -103,6 +103,8 @@ pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Out
         }
         None => None,
     };
+    let (workspace_tx, workspace_rx) = tokio::sync::watch::channel(None);
+    let notifier = tokio::spawn(notify_loop(workspace_rx, Arc::clone(&metrics), cancel.clone()));
     let mut reconciler = tokio::spawn(reconcile_loop(
         settings,
         ws,
@@ -111,6 +113,7 @@ pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Out
         cancel.clone(),
         engine_cancel.clone(),
         sync,
+        workspace_tx,
     ));
 
     let mut exit = Exit::Ok;
@@ -130,6 +133,9 @@ pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Out
         let _ = reconciler.await;
     }
     metrics.set_alive(false);
+    if let Err(e) = notifier.await {
+        tracing::error!("the notification timer panicked: {e}");
+    }
     if let Err(e) = watcher.await {
         tracing::error!("the file watcher's supervisor panicked: {e}");
     }
@@ -242,7 +248,9 @@ async fn wait_for_git(
     }
 }
 
-/// Waits for hints or the resync timer, debounces, and reconciles.
+/// Waits for hints or the resync timer, debounces, and reconciles; hands each reconcile's
+/// workspace to the notification timer (`workspace_tx`).
+#[allow(clippy::too_many_arguments)]
 async fn reconcile_loop(
     settings: Settings,
     ws: Workspace,
@@ -251,6 +259,7 @@ async fn reconcile_loop(
     cancel: CancellationToken,
     engine_cancel: Cancel,
     sync: Option<Arc<crate::sync::GitSync>>,
+    workspace_tx: tokio::sync::watch::Sender<Option<Arc<Workspace>>>,
 ) {
     let mut current = Arc::new(ws);
     let mut templates: Option<Templates> = None;
@@ -392,6 +401,7 @@ async fn reconcile_loop(
         // A file that is still being written may look invalid; read it again once it settles.
         retry_after_settle = !ok && !retry_after_settle;
         metrics.record(&outcome.summary, started.elapsed().as_secs_f64(), outcome.tasks_by_status, ok);
+        metrics.count_deliveries(&outcome.summary.deliveries, &outcome.outbox);
         // Work was left when the reconcile reached its budget: the next one starts at once.
         due = outcome.summary.more;
         wake = outcome.summary.wake;
@@ -399,6 +409,8 @@ async fn reconcile_loop(
             tracing::debug!("a waiting deploy may start at {}: reconciling then", crate::time::stamp(at));
         }
         current = outcome.workspace;
+        // The notification timer delivers with the config the reconciles use.
+        workspace_tx.send_replace(Some(Arc::clone(&current)));
         templates = outcome.templates;
         reconciles += 1;
         release_freed_memory();
@@ -411,6 +423,41 @@ fn until(at: jiff::Timestamp, now: jiff::Timestamp) -> Duration {
     const PAST: Duration = Duration::from_millis(50);
     let left = Duration::try_from(now.duration_until(at)).unwrap_or(Duration::ZERO);
     left + PAST
+}
+
+/// How often the daemon looks for notifications whose next attempt is due, between reconciles.
+const NOTIFY_TICK: Duration = Duration::from_millis(500);
+
+/// The daemon's notification timer: every [`NOTIFY_TICK`], sends what is due in the outbox
+/// (retries above all; a reconcile sends what it raised at the end of each pass), on a
+/// blocking thread, with the workspace of the last reconcile. A step that a reconcile's
+/// delivery is running already is skipped (see `notify::outbox::deliver`).
+async fn notify_loop(
+    mut workspace: tokio::sync::watch::Receiver<Option<Arc<Workspace>>>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(NOTIFY_TICK) => {}
+        }
+        let Some(ws) = workspace.borrow_and_update().clone() else { continue };
+        if ws.config.notifications.is_empty() {
+            continue;
+        }
+        let counter = Arc::clone(&metrics);
+        let job = tokio::task::spawn_blocking(move || {
+            let secrets = crate::exec::secrets::Secrets::from_env(&ws.config.secrets);
+            let done = crate::notify::deliver_due(&ws, &secrets);
+            if !done.is_empty() {
+                counter.count_deliveries(&done, &crate::notify::outbox::status(&ws));
+            }
+        });
+        if let Err(e) = job.await {
+            tracing::error!("a notification delivery panicked: {e}");
+        }
+    }
 }
 
 /// A reconcile allocates several times the size of `tasks.json` and frees it all; glibc keeps
@@ -433,6 +480,7 @@ struct Reconciled {
     templates: Option<Templates>,
     config_problem: Option<String>,
     tasks_by_status: BTreeMap<String, u64>,
+    outbox: crate::notify::OutboxStatus,
 }
 
 /// One reconcile with the latest config (or the last good one) and the same engine as `run`.
@@ -487,7 +535,8 @@ fn reconcile_once(
         Err(problems) => (Summary { problems, ..Summary::default() }, None),
     };
     let tasks_by_status = owned_tasks_by_status(&workspace);
-    Reconciled { summary, workspace, templates, config_problem, tasks_by_status }
+    let outbox = crate::notify::outbox::status(&workspace);
+    Reconciled { summary, workspace, templates, config_problem, tasks_by_status, outbox }
 }
 
 fn owned_tasks_by_status(ws: &Workspace) -> BTreeMap<String, u64> {

@@ -108,6 +108,7 @@ impl<'w> Engine<'w> {
             status: "blocked".into(),
             help_needed: help,
             contacts: contacts.into(),
+            notified: String::new(),
             raised_at: crate::time::now_rfc3339(),
             run_id: run_id.clone(),
         };
@@ -123,9 +124,44 @@ impl<'w> Engine<'w> {
                 format!("gates: {}", names.join(", "))
             }
         };
-        if let Err(e) = requests::append(self.ws, &self.renderer, &request, &cause, reason, approval_file.as_deref()) {
-            self.write_failed(format!("cannot append to {}: {e}", self.ws.config.paths.human_requests));
+        let environment = self.environment_of(task, node).unwrap_or_default();
+        match &approval_file {
+            Some(file) => self.raise(
+                crate::notify::Event::ApprovalWaiting,
+                &format!("approval {unit} {version} {file}"),
+                crate::notify::Raised {
+                    unit_id: unit.clone(),
+                    version: version.to_owned(),
+                    environment,
+                    task_id: id.to_owned(),
+                    run_id: run_id.clone(),
+                    message: request.issue.clone(),
+                    file: Some(file.clone()),
+                    command: Some(if unit.is_empty() {
+                        "opsflow approve".to_owned()
+                    } else {
+                        format!("opsflow approve {unit} {version}")
+                    }),
+                    request_key: None,
+                },
+            ),
+            None => self.raise(
+                crate::notify::Event::Blocked,
+                &format!("blocked {id} {} {cause} {}", node.name, sha256::hex(reason.as_bytes())),
+                crate::notify::Raised {
+                    unit_id: unit.clone(),
+                    version: version.to_owned(),
+                    environment,
+                    task_id: id.to_owned(),
+                    run_id: run_id.clone(),
+                    message: format!("{}: {reason}", request.issue),
+                    file: Some(self.ws.config.paths.human_requests.clone()),
+                    command: Some(format!("opsflow retry {id}")),
+                    request_key: None,
+                },
+            ),
         }
+        self.escalate(&request, &cause, reason, approval_file.as_deref());
         if node.action.deploys() {
             // The signal hands over to whom the escalation goes: QA for its own rejection.
             let next = qa_rejected.map(|_| "QA-Engineer");

@@ -99,6 +99,21 @@ impl<'w> Engine<'w> {
         }
         // The version readiness settled on (a paused rollout's own) with the task's unit.
         let release = Release::new(self.release_of(task).unit, version);
+        if node.action.deploys() {
+            self.raise(
+                crate::notify::Event::DeployStarted,
+                &run_id,
+                crate::notify::Raised {
+                    unit_id: release.unit.clone(),
+                    version: release.version.to_string(),
+                    environment: self.environment_of(task, node).unwrap_or_default(),
+                    task_id: id.clone(),
+                    run_id: run_id.clone(),
+                    message: format!("{} started for {}", node.name, release.label()),
+                    ..Default::default()
+                },
+            );
+        }
         let mut run = self.node_run(task, node, &run_id, release);
         run.inputs = inputs;
         run.approved_by = approved_by;
@@ -194,6 +209,7 @@ impl<'w> Engine<'w> {
             status: "needs attention".into(),
             help_needed: format!("make `{file}` writable again (permissions, `chattr -i`, free disk space)"),
             contacts: "the workspace's maintainers".into(),
+            notified: String::new(),
             raised_at: crate::time::now_rfc3339(),
             run_id: run_id.to_owned(),
         };

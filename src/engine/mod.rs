@@ -115,6 +115,9 @@ pub struct Summary {
     /// file and why: the files no longer say what happened, so the run fails.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub write_errors: Vec<String>,
+    /// The notifications the run's delivery steps tried to send, for `/metrics`.
+    #[serde(skip)]
+    pub deliveries: Vec<crate::notify::Delivery>,
     /// The run stopped at its budget with work left: run again at once.
     #[serde(skip)]
     pub more: bool,
@@ -272,6 +275,8 @@ impl<'w> Engine<'w> {
         if !self.options.dry_run && !self.options.skip_recovery {
             self.recover(&mut summary);
         }
+        // What a runner that stopped left in the outbox goes out first.
+        self.deliver(&mut summary);
         let started = Instant::now();
         let mut told = 0;
         summary.counted = self.options.progress.is_some();
@@ -281,6 +286,7 @@ impl<'w> Engine<'w> {
             }
             self.sync_before_pass();
             let acted = self.pass(&mut summary);
+            self.deliver(&mut summary);
             if let Some(progress) = &self.options.progress {
                 for ran in &summary.ran[told..] {
                     (progress.0)(ran);
@@ -327,11 +333,50 @@ impl<'w> Engine<'w> {
         self.write_errors.borrow_mut().push(message);
     }
 
-    /// Appends `request` to `human-requests.md`; a failure is a failed write.
-    /// Appends one request to `human-requests.md` per task and `cause` (see `requests::append`).
+    /// Appends one request to `human-requests.md` per task and `cause` (see `requests::append`);
+    /// a failure is a failed write.
     fn request_human(&self, request: &HumanRequest, cause: &str, reason: &str) {
-        if let Err(e) = record::append_human_request(self.ws, &self.renderer, request, cause, reason) {
+        self.escalate(request, cause, reason, None);
+    }
+
+    /// [`Engine::request_human`] for a request answered in the file `answer_in`. A new request
+    /// is an `escalation` event: queued in the outbox before the entry is written, whose
+    /// **Contacts Notified** line says so (and the delivery step says later who accepted it).
+    fn escalate(&self, request: &HumanRequest, cause: &str, reason: &str, answer_in: Option<&str>) {
+        let mut request = request.clone();
+        let channels = crate::notify::channels_for(self.ws, crate::notify::Event::Escalation);
+        let key = requests::key_of(&request.task_id, &request.node, cause);
+        let escalation = format!("escalation {key} {}", request.run_id);
+        if !channels.is_empty() && !requests::is_open(self.ws, &key) {
+            let raised = crate::notify::Raised {
+                unit_id: request.unit_id.clone(),
+                task_id: request.task_id.clone(),
+                run_id: request.run_id.clone(),
+                message: format!("{} ({}): {}", request.severity, request.status, request.issue),
+                file: Some(answer_in.unwrap_or(&self.ws.config.paths.human_requests).to_owned()),
+                request_key: Some(key.clone()),
+                ..Default::default()
+            };
+            self.raise(crate::notify::Event::Escalation, &escalation, raised);
+        }
+        request.notified = crate::notify::outbox::contacts_line(self.ws, &escalation, &channels);
+        if let Err(e) = requests::append(self.ws, &self.renderer, &request, cause, reason, answer_in) {
             self.write_failed(format!("cannot append to {}: {e}", self.ws.config.paths.human_requests));
+        }
+    }
+
+    /// Puts an event in the outbox for the channels that want it (see `notify::enqueue`);
+    /// `cause` makes its id, so the same event raised again is queued once.
+    fn raise(&self, event: crate::notify::Event, cause: &str, raised: crate::notify::Raised) {
+        if !self.options.dry_run && !self.ws.config.notifications.is_empty() {
+            crate::notify::enqueue(self.ws, &self.secrets, event, cause, &raised);
+        }
+    }
+
+    /// Sends what is due in the outbox, within its budget (`notify::deliver_due`).
+    fn deliver(&self, summary: &mut Summary) {
+        if !self.options.dry_run {
+            summary.deliveries.extend(crate::notify::deliver_due(self.ws, &self.secrets));
         }
     }
 
@@ -377,6 +422,7 @@ impl<'w> Engine<'w> {
                 status: "sync stopped".into(),
                 help_needed: "resolve the conflict by hand and push".into(),
                 contacts: "the workspace's maintainers".into(),
+                notified: String::new(),
                 raised_at: crate::time::now_rfc3339(),
                 run_id: new_run_id(),
             };

@@ -119,6 +119,30 @@ impl<'w> Engine<'w> {
         }
         let unit = self.release_of(task).unit;
         let failed = matches!(outcome, Outcome::Failed { .. } | Outcome::RolledBack { .. });
+        let event = match outcome {
+            Outcome::Failed { .. } => Some(crate::notify::Event::Failed),
+            Outcome::RolledBack { .. } => Some(crate::notify::Event::RolledBack),
+            _ if kind == OutcomeKind::Deployed => Some(crate::notify::Event::Deployed),
+            _ => None,
+        };
+        if let Some(event) = event {
+            let retry = (failed && !node.action.deploys() && !task.from_state).then(|| format!("opsflow retry {id}"));
+            self.raise(
+                event,
+                &run.run_id,
+                crate::notify::Raised {
+                    unit_id: run.release.unit.clone(),
+                    version: run.release.version.to_string(),
+                    environment: self.environment_of(task, node).unwrap_or_default(),
+                    task_id: id.clone(),
+                    run_id: run.run_id.clone(),
+                    message: run.summary.clone(),
+                    file: failed.then(|| self.ws.config.paths.human_requests.clone()),
+                    command: retry,
+                    request_key: None,
+                },
+            );
+        }
         if failed {
             let (step, reason, log) = match outcome {
                 Outcome::Failed { step, reason, log } => (step.clone(), reason.clone(), log.clone()),
@@ -167,6 +191,7 @@ impl<'w> Engine<'w> {
                     "fix the failure, then set the task back to `pending` to retry".into()
                 },
                 contacts: "Task-Coder, Product-Manager".into(),
+                notified: String::new(),
                 raised_at: now.clone(),
                 run_id: run.run_id.clone(),
             };
@@ -255,6 +280,19 @@ impl<'w> Engine<'w> {
             }
         }
         let message = format!("{} was rolled back: {}", undone.label(), run.summary);
+        self.raise(
+            crate::notify::Event::RolledBack,
+            &format!("{} {}", run.run_id, undone.label()),
+            crate::notify::Raised {
+                unit_id: undone.unit.clone(),
+                version: undone.version.to_string(),
+                environment: "production".to_owned(),
+                task_id: run.task_id().to_owned(),
+                run_id: run.run_id.clone(),
+                message: self.secrets.mask(&message),
+                ..Default::default()
+            },
+        );
         if let Some(file) = self.signal(&undone.unit, "failed", &run.artifacts, &message)
             && !run.artifacts.contains(&file)
         {
@@ -342,6 +380,7 @@ impl<'w> Engine<'w> {
                 kept.claim()
             ),
             contacts: "Product-Manager".into(),
+            notified: String::new(),
             raised_at: crate::time::now_rfc3339(),
             run_id: run.run_id.clone(),
         };
@@ -400,9 +439,29 @@ impl<'w> Engine<'w> {
                 status: "paused".into(),
                 help_needed: "set `decision: rollback` or `decision: proceed` (with `decided_by` and `reason`) in the R17 file named above".into(),
                 contacts: "devops.approvers".into(),
+                notified: String::new(),
                 raised_at: now.clone(),
                 run_id: run.run_id.clone(),
             };
+            let environment = self.environment_of(task, node).unwrap_or_else(|| "production".to_owned());
+            let decision = run.artifacts.iter().find(|a| a.contains("R17-rollback-decision")).cloned();
+            self.raise(
+                crate::notify::Event::Paused,
+                &run.run_id,
+                crate::notify::Raised {
+                    unit_id: unit.clone(),
+                    version: version.clone(),
+                    environment: environment.clone(),
+                    task_id: id.clone(),
+                    run_id: run.run_id.clone(),
+                    message: request.issue.clone(),
+                    file: decision,
+                    command: Some(format!(
+                        "opsflow promote {environment} (or opsflow abort {environment} --reason WHY)"
+                    )),
+                    request_key: None,
+                },
+            );
             self.request_human(&request, "paused rollout", &reason);
             if let Some(file) = self.signal(&unit, "blocked", &run.artifacts, &run.summary) {
                 run.artifacts.push(file);

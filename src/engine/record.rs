@@ -221,7 +221,12 @@ pub struct HumanRequest {
     pub actions: Vec<String>,
     pub status: String,
     pub help_needed: String,
+    /// Whom the request is for (roles, not people opsflow reached): the **Escalated To** line.
     pub contacts: String,
+    /// The channels of `notifications` that were told, or are queued to be (see
+    /// `notify::outbox::contacts_line`): the **Contacts Notified** line. Set by the engine
+    /// when it files the request.
+    pub notified: String,
     pub raised_at: String,
     pub run_id: String,
 }

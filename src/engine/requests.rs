@@ -33,6 +33,7 @@ opsflow reads those files again on its next pass and adds a **Resolved** line to
 
 const MARKER: &str = "<!-- opsflow:request ";
 const RESOLVED: &str = "- **Resolved:** ";
+const CONTACTS: &str = "- **Contacts Notified:** ";
 
 /// What an entry watches to know when it is resolved.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -60,7 +61,8 @@ fn digest_of(reason: &str) -> String {
     sha256::hex(reason.as_bytes())[..16].to_owned()
 }
 
-fn key_of(task: &str, node: &str, reason: &str) -> String {
+/// The key of a request's marker: 16 hex digits of the SHA-256 of the task, the node and the cause.
+pub fn key_of(task: &str, node: &str, reason: &str) -> String {
     sha256::hex(format!("{task}\n{node}\n{reason}").as_bytes())[..16].to_owned()
 }
 
@@ -179,6 +181,42 @@ pub fn append(
     Ok(changed)
 }
 
+/// Whether an open (unresolved) entry with marker key `key` is in `human-requests.md`.
+pub fn is_open(ws: &Workspace, key: &str) -> bool {
+    let Ok(Some(text)) = ws.read_text(&ws.config.paths.human_requests) else { return false };
+    entries(&text).iter().any(|e| e.key == key && !e.resolved)
+}
+
+/// Sets the **Contacts Notified** line of the last entry with marker key `key` to `line`
+/// (what the delivery of its escalation came to). Nothing else in the file changes, and
+/// nothing is written when the line says so already.
+pub fn set_contacts(ws: &Workspace, key: &str, line: &str) -> Result<(), StoreError> {
+    let file = ws.config.paths.human_requests.clone();
+    let path = ws.inside(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
+    let wanted = format!("{CONTACTS}{}", crate::render::markdown_escape(line));
+    file::modify(&ws.root, &path, &file, ws.config.limits.max_file_bytes, |current| {
+        let Some(text) = current else { return Ok(None) };
+        let Some(entry) = entries(text).into_iter().rev().find(|e| e.key == key) else { return Ok(None) };
+        let mut offset = entry.marker_at;
+        for (i, line) in text[entry.marker_at..].split_inclusive('\n').enumerate() {
+            if i > 0 && line.starts_with(MARKER) {
+                break;
+            }
+            if line.starts_with(CONTACTS) {
+                let bare = line.trim_end_matches(['\n', '\r']);
+                if bare == wanted {
+                    return Ok(None);
+                }
+                let end = offset + bare.len();
+                return Ok(Some(format!("{}{wanted}{}", &text[..offset], &text[end..])));
+            }
+            offset += line.len();
+        }
+        Ok(None)
+    })?;
+    Ok(())
+}
+
 /// `text` with the open entry `open` rendered again as `entry` (and its marker line as
 /// `marker`): the lines from its marker to its `Raised` line are replaced, the first `Raised`
 /// line is kept, an `Updated` line says when, and whatever follows (a person's notes) stays.
@@ -201,6 +239,8 @@ fn reworded(text: &str, open: &Entry, marker: &str, entry: &str, now: &str) -> S
         }
     }
     let Some(raised) = raised else { return text.to_owned() };
+    // Whom the first raising notified stays as the delivery step keeps it.
+    let contacts = rest[..end - start].split_inclusive('\n').find(|line| line.starts_with(CONTACTS));
     let mut block = String::new();
     block.push_str(marker);
     block.push('\n');
@@ -209,6 +249,8 @@ fn reworded(text: &str, open: &Entry, marker: &str, entry: &str, now: &str) -> S
             block.push_str(&raised);
             block.push('\n');
             block.push_str(&format!("- **Updated:** {now}: the reason was reworded; the cause is the same\n"));
+        } else if let (true, Some(kept)) = (line.starts_with(CONTACTS), contacts) {
+            block.push_str(kept);
         } else if !line.starts_with("- **Updated:** ") {
             block.push_str(line);
         }
@@ -400,6 +442,20 @@ mod tests {
         assert!(!found[0].resolved);
         // The resolution goes under the heading.
         assert_eq!(&text[..found[0].insert_at], format!("# H\n\n{line}\n## Escalation Request\n"));
+        // A reworded entry keeps the Contacts Notified line the delivery step wrote.
+        let open = &entries(&text)[0];
+        let with_raised = format!(
+            "{line}\n## Escalation Request\n- **Contacts Notified:** hook (accepted 2026-01-01T00:00:00Z)\n- **Raised:** t0 (run `r`)\nA note of mine\n"
+        );
+        let again = reworded(
+            &with_raised,
+            open,
+            &line,
+            "## Escalation Request\n- **Contacts Notified:** hook (queued)\n- **Raised:** t1 (run `r`)\n",
+            "t1",
+        );
+        assert!(again.contains("- **Contacts Notified:** hook (accepted 2026-01-01T00:00:00Z)\n"), "{again}");
+        assert!(again.contains("- **Raised:** t0") && again.ends_with("A note of mine\n"), "{again}");
         // An old marker without a watch is found, and watches nothing.
         let old = entries("<!-- opsflow:request 0123456789abcdef -->\n## E\n- **Resolved:** x\n");
         assert!(old[0].watch.is_none() && old[0].resolved);

@@ -107,7 +107,21 @@ impl Runner {
         timeout: Option<Duration>,
         extra_env: &[(String, String)],
     ) -> StepResult {
-        self.run_inner(step, command, cwd, timeout, extra_env, None)
+        self.run_inner(step, command, cwd, timeout, extra_env, None, None)
+    }
+
+    /// Like [`Runner::run`], with `stdin` written to the command's standard input (then
+    /// closed): for a notification command, which reads the event as JSON there.
+    pub fn run_with_stdin(
+        &self,
+        step: &str,
+        command: &str,
+        cwd: Option<&Path>,
+        timeout: Option<Duration>,
+        extra_env: &[(String, String)],
+        stdin: Vec<u8>,
+    ) -> StepResult {
+        self.run_inner(step, command, cwd, timeout, extra_env, None, Some(stdin))
     }
 
     /// Like [`Runner::run`] (logged, masked, time-limited), and also keeps the whole standard
@@ -121,11 +135,12 @@ impl Runner {
         extra_env: &[(String, String)],
     ) -> (StepResult, CapturedStdout) {
         let capture = Arc::new(Mutex::new(CapturedStdout::default()));
-        let result = self.run_inner(step, command, cwd, timeout, extra_env, Some(Arc::clone(&capture)));
+        let result = self.run_inner(step, command, cwd, timeout, extra_env, Some(Arc::clone(&capture)), None);
         let captured = std::mem::take(&mut *capture.lock().expect("capture lock"));
         (result, captured)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_inner(
         &self,
         step: &str,
@@ -134,6 +149,7 @@ impl Runner {
         timeout: Option<Duration>,
         extra_env: &[(String, String)],
         capture: Option<Arc<Mutex<CapturedStdout>>>,
+        stdin: Option<Vec<u8>>,
     ) -> StepResult {
         let started = Instant::now();
         let log_path = self.log_path(step);
@@ -180,7 +196,7 @@ impl Runner {
             .current_dir(cwd.unwrap_or(&self.workspace))
             .envs(self.env.iter().cloned())
             .envs(extra_env.iter().cloned())
-            .stdin(Stdio::null())
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
@@ -198,6 +214,13 @@ impl Runner {
             Err(e) => return fail(format!("cannot start sh: {e}")),
         };
         let pid = child.id() as i32;
+        // The input is written by a thread of its own, so a command that does not read it
+        // (or reads it slowly) cannot hold the runner past its timeout.
+        let feeder = stdin.zip(child.stdin.take()).map(|(bytes, mut pipe)| {
+            thread::spawn(move || {
+                let _written = pipe.write_all(&bytes);
+            })
+        });
         let tail = Arc::new(Mutex::new(std::collections::VecDeque::new()));
         let readers: Vec<_> = [
             child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
@@ -267,6 +290,9 @@ impl Runner {
         run_dir.remove_file(std::ffi::OsStr::from_bytes(RUNNING_MARKER.to_bytes())).ok();
         for reader in readers {
             let _ = reader.join();
+        }
+        if let Some(feeder) = feeder {
+            let _joined = feeder.join();
         }
         let duration_ms = started.elapsed().as_millis() as u64;
         let (exit_code, success) = match &status {

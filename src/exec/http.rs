@@ -1,5 +1,6 @@
-//! The HTTP client of health checks, smoke tests, JSON metrics endpoints and the Prometheus
-//! query API: one GET through `ureq`, with TLS by rustls (the `ring` provider).
+//! The HTTP client of health checks, smoke tests, JSON metrics endpoints, the Prometheus
+//! query API and notification webhooks: a GET (or a webhook's POST) through `ureq`, with TLS by
+//! rustls (the `ring` provider).
 //!
 //! What a check needs from a client, and nothing more:
 //! - `https://` trusted through the platform's verifier (on Linux the system's CA store, so a
@@ -93,6 +94,48 @@ pub fn get(url: &str, request: &Request<'_>) -> Result<(u16, String), HttpError>
         .timeout_global(Some(request.timeout))
         .build()
         .call()
+        .map_err(|e| HttpError::Request(explain(e, request, Stage::Head)))?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(request.max_body)
+        .read_to_vec()
+        .map_err(|e| HttpError::Request(explain(e, request, Stage::Body)))?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// A POST of `body` to `url` with `headers`: the status and the body (lossy UTF-8), whatever
+/// the status. The same client as [`get`]: the same trust, no redirects, no proxy, one timeout
+/// for the whole exchange, a cap on the answer's body.
+pub fn post(
+    url: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    request: &Request<'_>,
+) -> Result<(u16, String), HttpError> {
+    let scheme = url.split_once("://").map_or("none", |(scheme, _)| scheme);
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(HttpError::Scheme { scheme: scheme.to_owned() });
+    }
+    let custom;
+    let agent = match request.ca_file {
+        Some(path) => {
+            custom = ca_file_agent(read_ca_file(path)?)?;
+            &custom
+        }
+        None => platform_agent(),
+    };
+    let url = url.split('#').next().unwrap_or(url);
+    let mut builder = agent.post(url);
+    for (name, value) in headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let mut response = builder
+        .config()
+        .timeout_global(Some(request.timeout))
+        .build()
+        .send(body)
         .map_err(|e| HttpError::Request(explain(e, request, Stage::Head)))?;
     let status = response.status().as_u16();
     let body = response

@@ -453,7 +453,12 @@ impl Daemon {
         http_get(self.address.expect("started with --http"), path)
     }
 
-    fn metric(&self, series: &str) -> f64 {
+    /// The exposition of `/metrics`.
+    pub(crate) fn get_metrics(&self) -> String {
+        self.get("/metrics").body
+    }
+
+    pub(crate) fn metric(&self, series: &str) -> f64 {
         let exposition = self.get("/metrics").body;
         sample(&exposition, series).unwrap_or_else(|| panic!("no sample {series} in /metrics:\n{exposition}"))
     }
@@ -962,6 +967,8 @@ fn healthz_and_metrics_are_served_over_loopback() {
             ("opsflow_watcher_rescans_total", "counter"),
             ("opsflow_watcher_up", "gauge"),
             ("opsflow_watcher_restarts_total", "counter"),
+            ("opsflow_notifications_total", "counter"),
+            ("opsflow_notifications_pending", "gauge"),
         ]
         .map(|(name, kind)| (name.to_owned(), kind.to_owned())),
     );

@@ -255,7 +255,9 @@ fn qa_rejection_escalates_to_qa_without_a_fix_task() {
     assert!(staging["blocked_reason"].as_str().unwrap().contains("status rejected"), "{staging}");
     let requests = ws.read_string(REQUESTS);
     assert!(requests.contains("QA rejected unit `UNIT-001`"), "{requests}");
-    assert!(requests.contains("**Contacts Notified:** QA-Engineer"), "{requests}");
+    assert!(requests.contains("**Escalated To:** QA-Engineer"), "{requests}");
+    // No channel of `notifications` took it: the line names nobody it did not reach.
+    assert!(requests.contains("**Contacts Notified:** none configured"), "{requests}");
     assert!(!ws.tasks().iter().any(|t| t["type"] == "bug_fix"), "a QA rejection files no fix task");
     // The hand-off signal names the agent the escalation goes to (it said Product-Manager).
     let signal = json_file(&ws, "ARTIFACTS/system/stage-completion-signal.json");

@@ -42,6 +42,8 @@
 //!   and lock files kept out of `git add -A` whatever the locked file is called.
 //! - [`taskmaster`]: Task Master's tagged `tasks.json` (its own format, several tags, integer
 //!   ids, subtasks), with a line diff after every command.
+//! - [`notify`]: notification channels against a real HTTP receiver and real commands: once per
+//!   event, retried with the same key, a killed runner's outbox, Slack, secrets, `/metrics`.
 //! - [`merge`]: the git merge driver under real `git merge` and `git rebase`, its setup, and
 //!   `tasks release`.
 
@@ -65,6 +67,7 @@ mod integrations;
 mod life;
 mod merge;
 mod metrics;
+mod notify;
 mod promises;
 mod readiness;
 mod records;

@@ -22,6 +22,7 @@ const DIRECT_READS: &[(&str, &str)] = &[
     ("src/exec/command.rs", "run logs and process-group markers"),
     ("src/exec/http.rs", "a check's CA file from the config"),
     ("src/instance.rs", "the instance lock file"),
+    ("src/notify/outbox.rs", "opsflow's own notification outbox in the runtime directory"),
     ("src/lib.rs", "the sha256 of release files"),
     ("src/merge/setup.rs", "git's .gitattributes"),
     ("src/nodes/build.rs", "a release's own SHA256SUMS and files"),
