@@ -62,6 +62,10 @@ impl<'w> Engine<'w> {
         }
         let task_id = (!task.from_state).then_some(id.as_str());
         self.record_outcome(task_id, &id, node, run, ops, appends, &outcome_value);
+        // A deployment whose end the rollout could not record (a full disk) gets it now.
+        if node.action.deploys() {
+            self.settle_record(&run.run_id, task_status.clone());
+        }
         // state.json: this node (and any it completed on the way) and the current position.
         let mut completed = vec![node.name.clone()];
         for action in &run.also_completed {

@@ -256,6 +256,36 @@ impl<'w> Engine<'w> {
     /// Writes the kept outcome of a finished run onto its task, whose entry carries the run's
     /// claim again (or still, after a crash between keeping and writing it). Returns whether
     /// it wrote it.
+    /// Brings an environment's record in line with a run's recorded end when the run could
+    /// not write it itself (a full disk): its deployment still `deploying`, while no rollout
+    /// of that run is under way, becomes `good` for a deployed task and `bad` for a failed or
+    /// rolled-back one. Idempotent: only that run's `deploying` entry changes.
+    pub(super) fn settle_record(&self, run_id: &str, status: TaskStatus) {
+        let settled = match status {
+            TaskStatus::Deployed => crate::environment::Status::Good,
+            TaskStatus::Failed | TaskStatus::RolledBack => crate::environment::Status::Bad,
+            _ => return,
+        };
+        for name in self.ws.config.environments.keys() {
+            let Ok(env) = deploy::EnvConfig::load(&self.ws.config, name) else { continue };
+            if journal::Journal::load(self.ws, name).ok().flatten().is_some_and(|j| j.run_id == run_id) {
+                continue;
+            }
+            let Ok(record) = crate::environment::Record::load(&env.record_path(self.ws)) else { continue };
+            let deploying = record.deployments.iter().rev().find(|d| d.run_id == run_id);
+            if deploying.is_none_or(|d| d.status != crate::environment::Status::Deploying) {
+                continue;
+            }
+            let why = "recorded from the run's outcome: the run could not write it";
+            match env.mark(self.ws, run_id, settled, why) {
+                Ok(()) => {
+                    tracing::warn!("{name}: the deployment of run {run_id} is recorded {settled:?} from its outcome")
+                }
+                Err(e) => self.write_failed(e.to_string()),
+            }
+        }
+    }
+
     pub(super) fn apply_kept(&self, kept: &mut KeptOutcome) -> bool {
         let again = kept.applied_at.is_some();
         match record::edit_claimed_task(self.ws, &kept.task, kept.claim(), kept.ops(), kept.appends.clone()) {
@@ -272,6 +302,10 @@ impl<'w> Engine<'w> {
                 };
                 tracing::warn!("{}: {what} (run {})", kept.task, kept.run_id);
                 self.audit.record(&kept.run_id, "outcome_applied", &kept.task, what, &[]);
+                let status = kept.outcome.get("status").and_then(Value::as_str).map(TaskStatus::parse);
+                if let Some(status) = status {
+                    self.settle_record(&kept.run_id, status);
+                }
                 true
             }
             Ok(_) => false,

@@ -182,7 +182,10 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     }
     // Production goes straight on to verification in the same run.
     journal.phase = Phase::Verifying;
-    journal.save(run.ws).map_err(|e| NodeError::caused("journal", e))?;
+    // The release is live: a journal that cannot be written is named, and verification goes
+    // on (without it, a crash from here on is recovered as an interrupted run).
+    let saved = journal.save(run.ws).map_err(|e| NodeError::caused("journal", e));
+    run.unless_switched(saved)?;
     let verified = verify(run, &env, &mut journal, &vars)?;
     run.also_completed.push(Action::PostDeployVerification);
     let outcome = match verified {

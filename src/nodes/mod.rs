@@ -349,7 +349,7 @@ impl NodeRun<'_> {
 
     /// A record that failed: the node's failure before the environment changed; after it, a
     /// failed write named in `record_errors` while the run goes on.
-    fn unless_switched(&mut self, result: Result<(), NodeError>) -> Result<(), NodeError> {
+    pub(crate) fn unless_switched(&mut self, result: Result<(), NodeError>) -> Result<(), NodeError> {
         match result {
             Err(error) if self.after_switch => {
                 self.record_errors.push(format!("{} (a record of {})", error.reason, self.release.label()));

@@ -1580,14 +1580,8 @@ fn a_half_written_approval_is_read_once_it_settles_and_its_hold_wins() {
         .replacen("- [ ] Hold", "- [x] Hold", 1);
     let cut = full.find("- [x] Hold").expect("the request has a Hold item");
     let daemon = Daemon::start(&ws, &[], false);
-    {
-        let mut file = std::fs::OpenOptions::new().write(true).truncate(true).open(ws.join(approval)).unwrap();
-        file.write_all(&full.as_bytes()[..cut]).unwrap();
-        file.sync_data().unwrap();
-        // The editor's pause between its two writes.
-        std::thread::sleep(Duration::from_millis(200));
-        file.write_all(&full.as_bytes()[cut..]).unwrap();
-    }
+    // The editor's pause between its two writes: 200 ms.
+    crate::faults::write_in_chunks(&ws.join(approval), &full, cut, Duration::from_millis(200));
     wait_until(DEADLINE, "the hold to be recorded", || {
         task(&ws.tasks(), "DEVOPS-007")["blocked_reason"].as_str().is_some_and(|r| r.contains("on hold"))
     });

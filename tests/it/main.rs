@@ -57,6 +57,7 @@ mod docs;
 mod engine;
 mod environments;
 mod errors;
+mod faults;
 mod fidelity;
 mod first_hour;
 mod friendly;

@@ -5,6 +5,7 @@
 use serde_json::json;
 
 use crate::engine::{APPROVAL, CONFIG, REQUESTS, edit_json, status_of};
+use crate::faults::Immutable;
 use crate::util::{Workspace, task};
 
 /// The number of entries opsflow wrote in `human-requests.md`, and how many are resolved.
@@ -154,31 +155,12 @@ fn r16_reports_when_each_measurement_really_started_and_a_period_that_ran_long()
     assert!(took.iter().all(|t| *t >= 350), "each measurement took the command's 350 ms: {took:?}");
 }
 
-/// `chattr +i` on a file for as long as it lives; `None` where the file system cannot.
-struct Immutable(std::path::PathBuf);
-
-impl Immutable {
-    fn set(path: std::path::PathBuf) -> Option<Immutable> {
-        let done = std::process::Command::new("chattr").arg("+i").arg(&path).output().ok()?;
-        done.status.success().then_some(Immutable(path))
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("chattr").arg("-i").arg(&self.0).output();
-    }
-}
-
 #[test]
 fn a_claim_an_immutable_tasks_file_refuses_is_audited_and_put_in_front_of_a_human() {
     // A claim refused because tasks.json is read-only or immutable left no audit line and no
     // human request, and the daemon waited in silence.
     let ws = Workspace::new().sample();
-    let Some(_immutable) = Immutable::set(ws.join(crate::util::TASKS)) else {
-        eprintln!("skipped: `chattr +i` is not available on this file system");
-        return;
-    };
+    let Some(_immutable) = Immutable::set(ws.join(crate::util::TASKS)) else { return };
     let run = ws.run(&["run"]);
     run.status(1);
     assert!(run.stderr().contains("cannot claim DEVOPS-001"), "{}", run.stderr());

@@ -42,7 +42,11 @@ pub(crate) fn calls(ws: &Workspace) -> Vec<String> {
 /// The sample workspace with `production` replaced by `env` and a short monitoring period,
 /// run up to the production approval, and approved by alice.
 pub(crate) fn approved_for_production(env: Value) -> Workspace {
-    let ws = Workspace::new().sample();
+    for_production(Workspace::new().sample(), env)
+}
+
+/// [`approved_for_production`] for a sample workspace the caller made (on a small disk, say).
+pub(crate) fn for_production(ws: Workspace, env: Value) -> Workspace {
     edit_json(&ws, CONFIG, |c| {
         c["environments"]["production"] = env;
         c["devops"]["monitoring_period"] = json!("200ms");
