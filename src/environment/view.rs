@@ -332,6 +332,8 @@ mod tests {
             replaced: None,
             reason: None,
             last_check: None,
+            hosts: Default::default(),
+            pruned: false,
         }
     }
 
