@@ -27,7 +27,7 @@ use super::analysis::{Analysis, AnalysisSpec, Baseline, Health, Measurement, Pla
 use super::journal::Journal;
 use crate::config::Config;
 use crate::environment::record::{
-    CheckNote, Deployment, Event, EventKind, Provenance, Record, RecordError, ReleaseRef, Status, host_label, label,
+    CheckNote, Deployment, Event, EventKind, Provenance, Record, RecordError, ReleaseRef, Status, label,
 };
 use crate::exec::checks::{CheckResult, CheckSpec, run_check};
 use crate::exec::command::{Runner, StepResult};
@@ -1670,9 +1670,15 @@ pub fn rollback_to(
     report.undone_release = undone.as_ref().map(ReleaseRef::label);
     if env.provider == Provider::Ssh {
         report.from = live.as_ref().map(|d| d.dir.clone());
-        let target = chosen.as_ref().map(|d| (d.dir.as_str(), host_label(&d.unit_id, &d.version)));
-        let switched =
-            super::ssh::switch_all(ws, runner, env, target, undone_run.as_deref(), vars, &mut report.record_errors);
+        let switched = super::ssh::switch_all(
+            ws,
+            runner,
+            env,
+            chosen.as_ref(),
+            undone_run.as_deref(),
+            vars,
+            &mut report.record_errors,
+        );
         if let Err(why) = switched {
             report.detail = match &chosen {
                 Some(target) => format!("cannot switch every host back to {}: {why}", target.label()),

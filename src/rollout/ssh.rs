@@ -755,6 +755,12 @@ fn give_up(rollout: &mut Rollout<'_>, report: &mut DeployReport, fleet: &Fleet, 
         let record = rollout.env.history(rollout.ws).unwrap_or_default();
         let mut noted = Vec::new();
         let mut stuck = Vec::new();
+        // The hosts restart on what they ran before, and are told so.
+        let mut vars = rollout.vars.clone();
+        if let Some(previous) = &rollout.journal.previous_version {
+            vars.push(("OPSFLOW_VERSION".into(), previous.clone()));
+            vars.push(("OPSFLOW_UNIT_ID".into(), rollout.journal.previous_unit.clone()));
+        }
         for (i, host) in fleet.hosts.iter().enumerate() {
             let before = rollout.journal.hosts_before.get(&host.name).cloned().unwrap_or_default();
             let now = record.hosts.get(&host.name).cloned();
@@ -764,7 +770,7 @@ fn give_up(rollout: &mut Rollout<'_>, report: &mut DeployReport, fleet: &Fleet, 
                 continue;
             }
             let target = (!before.is_empty()).then_some(before.as_str());
-            match fleet.switch(&runner, i, target, &rollout.vars).and_then(|()| fleet.restart(&runner, i, &rollout.vars)) {
+            match fleet.switch(&runner, i, target, &vars).and_then(|()| fleet.restart(&runner, i, &vars)) {
                 Ok(()) => noted.push((host.name.clone(), before_label)),
                 Err(why) => {
                     stuck.push(format!("{} could not be switched back ({why})", host.name));
@@ -831,13 +837,21 @@ pub fn switch_all(
     ws: &crate::workspace::Workspace,
     runner: &Runner,
     env: &EnvConfig,
-    target: Option<(&str, String)>,
+    target: Option<&crate::environment::record::Deployment>,
     undone_run: Option<&str>,
     vars: &[(String, String)],
     errors: &mut Vec<String>,
 ) -> Result<(), String> {
     let fleet = Fleet::new(&runner.workspace, env);
     let runner = runner.detached();
+    // The hosts restart on the restored release, and are told which it is.
+    let mut vars = vars.to_vec();
+    if let Some(d) = target {
+        vars.push(("OPSFLOW_VERSION".into(), d.version.clone()));
+        vars.push(("OPSFLOW_UNIT_ID".into(), d.unit_id.clone()));
+    }
+    let vars = vars.as_slice();
+    let target = target.map(|d| (d.dir.as_str(), host_label(&d.unit_id, &d.version)));
     let mut noted = Vec::new();
     let mut stuck = Vec::new();
     for (i, host) in fleet.hosts.iter().enumerate() {
