@@ -361,7 +361,10 @@ impl<'w> Engine<'w> {
                         None if env.provider == deploy::Provider::Ssh => match record.newest_good() {
                             Some(live) => (
                                 true,
-                                format!("the live good release {} stays on every host until it is pruned", live.label()),
+                                format!(
+                                    "the live good release {} stays on every host until it is pruned",
+                                    live.label()
+                                ),
                             ),
                             None => (true, "first deployment: rolling back takes every host down".to_owned()),
                         },

@@ -405,7 +405,11 @@ mod tests {
     fn a_record_cut_short_is_corrupt_with_its_place_and_never_empty() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("releases.json");
-        let record = Record { deployments: vec![deployment("U-1", "1.0.0", Status::Good, "r1")], events: vec![], hosts: BTreeMap::new() };
+        let record = Record {
+            deployments: vec![deployment("U-1", "1.0.0", Status::Good, "r1")],
+            events: vec![],
+            hosts: BTreeMap::new(),
+        };
         let text = serde_json::to_string_pretty(&record).unwrap();
         fs::write(&path, &text[..text.len() / 2]).unwrap();
         let error = Record::load(&path).unwrap_err().to_string();

@@ -413,7 +413,8 @@ mod tests {
 
     #[test]
     fn without_recorded_commits_the_check_says_it_cannot_be_made() {
-        let record = Record { deployments: vec![shipped("UNIT-001", "0.1.0", "a", "r1")], events: vec![], ..Record::default() };
+        let record =
+            Record { deployments: vec![shipped("UNIT-001", "0.1.0", "a", "r1")], events: vec![], ..Record::default() };
         let found = containment("UNIT-001 0.2.0", None, &record, record.deployments.last(), contains_in_history);
         assert!(
             matches!(found, Containment::Unchecked(ref why) if why.contains("has no recorded commit")),
@@ -425,7 +426,11 @@ mod tests {
 
     #[test]
     fn a_live_commit_git_does_not_know_blocks_with_the_reason() {
-        let record = Record { deployments: vec![shipped("UNIT-001", "0.1.0", "gone", "r1")], events: vec![], ..Record::default() };
+        let record = Record {
+            deployments: vec![shipped("UNIT-001", "0.1.0", "gone", "r1")],
+            events: vec![],
+            ..Record::default()
+        };
         let found = containment("UNIT-001 0.2.0", Some("c"), &record, record.deployments.last(), contains_in_history);
         let Containment::Removes { detail, .. } = found else { panic!() };
         assert!(detail.contains("cannot tell whether UNIT-001 0.2.0"), "{detail}");

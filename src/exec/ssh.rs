@@ -164,9 +164,7 @@ pub fn run(runner: &Runner, options: &ClientOptions, call: &Call<'_>) -> (StepRe
 /// permission denied, its disk full, a timeout, or the script's own failure.
 pub fn explain(host: &str, what: &str, result: &StepResult, options: &ClientOptions) -> String {
     let tail = &result.tail;
-    let line = |needle: &str| {
-        tail.lines().find(|l| l.contains(needle)).map(str::trim).unwrap_or(needle).to_owned()
-    };
+    let line = |needle: &str| tail.lines().find(|l| l.contains(needle)).map(str::trim).unwrap_or(needle).to_owned();
     let log = format!("log: {}", result.log);
     if result.timed_out {
         return format!("{what} on {host} timed out after {} ms ({log})", result.duration_ms);

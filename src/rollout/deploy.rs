@@ -1684,7 +1684,15 @@ pub fn rollback_to(
                 Some(target) => format!("cannot switch every host back to {}: {why}", target.label()),
                 None => format!("cannot take every host down: {why}"),
             };
-            mark_undone(ws, env, undone_run.as_deref(), undone.as_ref(), chosen.as_ref().map(Deployment::release), asked, &mut report);
+            mark_undone(
+                ws,
+                env,
+                undone_run.as_deref(),
+                undone.as_ref(),
+                chosen.as_ref().map(Deployment::release),
+                asked,
+                &mut report,
+            );
             return report;
         }
         match &chosen {

@@ -88,8 +88,7 @@ pub fn parse_host(text: &str) -> Result<HostSpec, String> {
         None => (None, text),
     };
     let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-        let (address, after) =
-            v6.split_once(']').ok_or_else(|| format!("host {text:?}: a `[` without its `]`"))?;
+        let (address, after) = v6.split_once(']').ok_or_else(|| format!("host {text:?}: a `[` without its `]`"))?;
         match after.strip_prefix(':') {
             Some(port) => (address.to_owned(), Some(port)),
             None if after.is_empty() => (address.to_owned(), None),
@@ -249,7 +248,13 @@ impl Fleet {
 
     /// The remote environment of a step on `host`: the run's `OPSFLOW_*` values (not the
     /// local paths), the host's name, address and root, and `extra`.
-    fn vars(&self, runner: &Runner, host: &Host, vars: &[(String, String)], extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    fn vars(
+        &self,
+        runner: &Runner,
+        host: &Host,
+        vars: &[(String, String)],
+        extra: &[(&str, &str)],
+    ) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
         let local_only = ["OPSFLOW_WORKSPACE", "OPSFLOW_RELEASE_DIR", ssh::REMOTE_COMMAND_VAR];
         for (name, value) in runner.env.iter().chain(vars) {
@@ -318,12 +323,19 @@ impl Fleet {
         local.push(("OPSFLOW_RELEASE_DIR".into(), release_dir.to_string_lossy().into_owned()));
         let shared_dirs = self.shared_dirs.join("\n");
         let shared_files = self.shared_files.join("\n");
-        let extra = [("OPSFLOW_RELEASE", dir), ("OPSFLOW_SHARED_DIRS", &shared_dirs), ("OPSFLOW_SHARED_FILES", &shared_files)];
+        let extra =
+            [("OPSFLOW_RELEASE", dir), ("OPSFLOW_SHARED_DIRS", &shared_dirs), ("OPSFLOW_SHARED_FILES", &shared_files)];
         self.call(runner, index, "upload", "uploading the release", UPLOAD, &local, &extra, Some(TAR_FEED)).map(|_| ())
     }
 
     /// Points `current` at `dir` on host `index` atomically, or removes it (`None`).
-    pub fn switch(&self, runner: &Runner, index: usize, dir: Option<&str>, vars: &[(String, String)]) -> Result<(), String> {
+    pub fn switch(
+        &self,
+        runner: &Runner,
+        index: usize,
+        dir: Option<&str>,
+        vars: &[(String, String)],
+    ) -> Result<(), String> {
         match dir {
             Some(dir) => self
                 .call(runner, index, "switch", "switching `current`", SWITCH, vars, &[("OPSFLOW_RELEASE", dir)], None)
@@ -336,7 +348,8 @@ impl Fleet {
     pub fn restart(&self, runner: &Runner, index: usize, vars: &[(String, String)]) -> Result<(), String> {
         let host = &self.hosts[index];
         let Some(restart) = &host.restart else { return Ok(()) };
-        let script = format!("cd \"$OPSFLOW_ROOT/current\" 2>/dev/null || cd \"$OPSFLOW_ROOT\" || exit 1\n{}", restart.run);
+        let script =
+            format!("cd \"$OPSFLOW_ROOT/current\" 2>/dev/null || cd \"$OPSFLOW_ROOT\" || exit 1\n{}", restart.run);
         let remote = self.vars(runner, host, vars, &[]);
         let step = format!("ssh-restart-{}", host.name);
         let call = Call {
@@ -353,7 +366,13 @@ impl Fleet {
     }
 
     /// Removes release directories `dirs` on host `index`, never the one `current` names.
-    pub fn prune(&self, runner: &Runner, index: usize, dirs: &[String], vars: &[(String, String)]) -> Result<(), String> {
+    pub fn prune(
+        &self,
+        runner: &Runner,
+        index: usize,
+        dirs: &[String],
+        vars: &[(String, String)],
+    ) -> Result<(), String> {
         let list = dirs.join("\n");
         self.call(runner, index, "prune", "removing old releases", PRUNE, vars, &[("OPSFLOW_PRUNE", &list)], None)
             .map(|_| ())
@@ -534,7 +553,11 @@ pub fn stages(strategy: &str, hosts: &[Host], batches: Option<u32>, canary_steps
             let size = n.div_ceil(batches);
             let chunks: Vec<Vec<usize>> = (0..n).collect::<Vec<_>>().chunks(size).map(<[usize]>::to_vec).collect();
             let count = chunks.len();
-            chunks.into_iter().enumerate().map(|(i, members)| (format!("batch {} of {count}", i + 1), members)).collect()
+            chunks
+                .into_iter()
+                .enumerate()
+                .map(|(i, members)| (format!("batch {} of {count}", i + 1), members))
+                .collect()
         }
         "canary" => {
             let mut order: Vec<usize> = (0..n).filter(|&i| hosts[i].roles.iter().any(|r| r == "canary")).collect();
@@ -562,7 +585,8 @@ pub fn stages(strategy: &str, hosts: &[Host], batches: Option<u32>, canary_steps
                 .map(|(i, (count, weight))| {
                     let members = order[from..count].to_vec();
                     from = count;
-                    let share = weight.map_or_else(|| format!("{count} of {n} hosts"), |w| format!("{w}%, {count} of {n} hosts"));
+                    let share = weight
+                        .map_or_else(|| format!("{count} of {n} hosts"), |w| format!("{w}%, {count} of {n} hosts"));
                     (format!("canary step {} of {steps} ({share})", i + 1), members)
                 })
                 .collect()
@@ -663,12 +687,8 @@ pub(super) fn deploy(rollout: &mut Rollout<'_>, record: &Record, release_dir: &P
         if let Err(e) = env.record_deploying(ws, &rollout.journal, &dir, &rollout.provenance) {
             return report.fail("record", format!("{e}; nothing was switched"));
         }
-        let before: Vec<(String, String)> = rollout
-            .journal
-            .hosts_before
-            .iter()
-            .map(|(name, dir)| (name.clone(), label_of_dir(record, dir)))
-            .collect();
+        let before: Vec<(String, String)> =
+            rollout.journal.hosts_before.iter().map(|(name, dir)| (name.clone(), label_of_dir(record, dir))).collect();
         note_hosts(ws, env, Some(&run_id), &before, &mut report.record_errors);
         if let Err(why) = rollout.still_let_through() {
             let why = format!("{why}; nothing was switched");
@@ -704,9 +724,16 @@ pub(super) fn deploy(rollout: &mut Rollout<'_>, record: &Record, release_dir: &P
         rollout.journal.weight = weight;
         report.weight = weight;
         if staged {
-            let plan = Plan::step(AnalysisSpec::for_environment(&ws.config, &env.name).ok().flatten().as_ref(), &ws.config.devops);
+            let plan = Plan::step(
+                AnalysisSpec::for_environment(&ws.config, &env.name).ok().flatten().as_ref(),
+                &ws.config.devops,
+            );
             let baseline = rollout.journal.baseline.clone().map(super::analysis::Baseline::new);
-            let judged = analyse(runner, env, &ws.config, baseline.as_ref(), &vars, plan, "analysis");
+            // The analysis judges the hosts that run the new release; the others may run
+            // nothing yet.
+            let mut switched_env = env.clone();
+            switched_env.hosts = switched.iter().map(|&i| env.hosts[i].clone()).collect();
+            let judged = analyse(runner, &switched_env, &ws.config, baseline.as_ref(), &vars, plan, "analysis");
             report.analyses.push(StageAnalysis {
                 stage: label.clone(),
                 verdict: judged.verdict.clone(),
@@ -744,11 +771,10 @@ pub(super) fn deploy(rollout: &mut Rollout<'_>, record: &Record, release_dir: &P
     prune(rollout, &fleet, &dir, report);
 }
 
-/// Ends a failed `ssh` deploy: the release is marked bad, then every host it was switched
-/// in on goes back to what it ran before (restarted), and the record says what each host
-/// runs. A host that cannot be switched back is named in the reason.
+/// Ends a failed `ssh` deploy: every host it was switched in on goes back to what it ran
+/// before (restarted), the record says what each host runs, and the release is marked bad.
+/// A host that cannot be switched back is named in the reason.
 fn give_up(rollout: &mut Rollout<'_>, report: &mut DeployReport, fleet: &Fleet, step: &str, reason: String) {
-    rollout.mark(report, Status::Bad, &reason);
     let mut reason = reason;
     if rollout.journal.changed {
         let runner = rollout.runner.detached();
@@ -793,6 +819,8 @@ fn give_up(rollout: &mut Rollout<'_>, report: &mut DeployReport, fleet: &Fleet, 
             reason = format!("{reason}; {}", stuck.join("; "));
         }
     }
+    // Marked bad once the hosts are back, with the hosts that could not be switched back.
+    rollout.mark(report, Status::Bad, &reason);
     report.fail(step, reason);
 }
 
@@ -936,7 +964,8 @@ fn holder_is_dead(text: &str) -> bool {
         return false;
     }
     // SAFETY: signal 0 only asks whether the process exists.
-    let alive = unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    let alive =
+        unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
     !alive
 }
 
@@ -980,8 +1009,13 @@ pub fn lock_hosts(
         holder.task,
         crate::time::now_rfc3339()
     );
-    let mut locks =
-        HostLocks { runner: runner.detached(), fleet: fleet.clone(), holder: text.clone(), held: Vec::new(), taken_over: Vec::new() };
+    let mut locks = HostLocks {
+        runner: runner.detached(),
+        fleet: fleet.clone(),
+        holder: text.clone(),
+        held: Vec::new(),
+        taken_over: Vec::new(),
+    };
     let vars = [("OPSFLOW_RUN_ID".to_owned(), holder.run_id.clone())];
     for (i, host) in fleet.hosts.iter().enumerate() {
         let mut stale = String::new();
@@ -1002,7 +1036,11 @@ pub fn lock_hosts(
                 _ => {
                     let found = lines.collect::<Vec<_>>().join("\n");
                     if stale.is_empty() && holder_is_dead(&found) {
-                        tracing::warn!("taking over the deploy lock on {} left by {}", host.name, describe_holder(&found));
+                        tracing::warn!(
+                            "taking over the deploy lock on {} left by {}",
+                            host.name,
+                            describe_holder(&found)
+                        );
                         stale = found;
                         continue;
                     }
@@ -1023,7 +1061,9 @@ impl Drop for HostLocks {
     fn drop(&mut self) {
         for &i in &self.held {
             let extra = [("OPSFLOW_LOCK_HOLDER", self.holder.as_str())];
-            if let Err(why) = self.fleet.call(&self.runner, i, "unlock", "releasing the deploy lock", UNLOCK, &[], &extra, None) {
+            if let Err(why) =
+                self.fleet.call(&self.runner, i, "unlock", "releasing the deploy lock", UNLOCK, &[], &extra, None)
+            {
                 tracing::warn!("{why}");
             }
         }
@@ -1049,7 +1089,10 @@ mod tests {
     #[test]
     fn a_host_is_read_from_user_at_host_colon_port_and_named_by_its_address() {
         let spec = parse_host("deploy@web-1.example.com:2222").unwrap();
-        assert_eq!((spec.user.as_deref(), spec.host.as_str(), spec.port), (Some("deploy"), "web-1.example.com", Some(2222)));
+        assert_eq!(
+            (spec.user.as_deref(), spec.host.as_str(), spec.port),
+            (Some("deploy"), "web-1.example.com", Some(2222))
+        );
         assert_eq!(host_name(&spec), "web-1.example.com:2222");
         let bare = parse_host("web-2").unwrap();
         assert_eq!((bare.user, bare.host.as_str(), bare.port), (None, "web-2", None));
@@ -1078,7 +1121,8 @@ mod tests {
 
     #[test]
     fn a_lock_holder_is_described_and_judged_dead_only_on_this_machine() {
-        let here = format!("pid=999999999\nhost={}\nagent=a\nrun=r1\ntask=T-1\nsince=2026-01-01T00:00:00Z", this_machine());
+        let here =
+            format!("pid=999999999\nhost={}\nagent=a\nrun=r1\ntask=T-1\nsince=2026-01-01T00:00:00Z", this_machine());
         assert!(holder_is_dead(&here));
         let elsewhere = here.replace(&format!("host={}", this_machine()), "host=some-other-machine");
         assert!(!holder_is_dead(&elsewhere));

@@ -195,7 +195,10 @@ fn canary_switches_the_canary_host_first_and_the_rest_after_its_analysis() {
     let r13 = ws.read_string(R13);
     assert!(r13.contains("canary step 1 of 2 (30%, 1 of 3 hosts): passed"), "{r13}");
     assert!(r13.contains("canary step 2 of 2 (100%, 3 of 3 hosts): passed"), "{r13}");
-    assert_eq!(json_file(&ws, "ARTIFACTS/devops-engineer/deployment-report.json")["deployment_summary"]["deployment_method"], "canary");
+    assert_eq!(
+        json_file(&ws, "ARTIFACTS/devops-engineer/deployment-report.json")["deployment_summary"]["deployment_method"],
+        "canary"
+    );
     for host in &hosts {
         assert_eq!(host.current().as_deref(), Some("releases/UNIT-001/1.0.0"));
     }
@@ -266,7 +269,8 @@ fn hostile_versions_reach_the_hosts_as_plain_text() {
     let evil = "1.0.0'$(touch${IFS}pwned-q)`touch${IFS}pwned-b`;touch${IFS}pwned-s";
     let seen = logs.path().join("seen");
     let mut env = production(&client, &[&hosts[0]], &log, json!({}));
-    env["smoke_tests"] = json!([{"name": "values", "command": format!("printf '%s\\n' \"$OPSFLOW_VERSION\" > '{}'", seen.display())}]);
+    env["smoke_tests"] =
+        json!([{"name": "values", "command": format!("printf '%s\\n' \"$OPSFLOW_VERSION\" > '{}'", seen.display())}]);
     let ws = Workspace::new().sample();
     edit_json(&ws, "docs/workflow/tasks.json", |t| {
         for task in t["tasks"].as_array_mut().unwrap() {
@@ -275,7 +279,8 @@ fn hostile_versions_reach_the_hosts_as_plain_text() {
             }
         }
     });
-    let qa = ws.read_string("QA/QA-Report-UNIT-001.md").replace("version: \"1.0.0\"", &format!("version: {}", json!(evil)));
+    let qa =
+        ws.read_string("QA/QA-Report-UNIT-001.md").replace("version: \"1.0.0\"", &format!("version: {}", json!(evil)));
     ws.write("QA/QA-Report-UNIT-001.md", qa);
     edit_json(&ws, "ARTIFACTS/qa-engineer/qa-test-report.json", |qa| qa["version"] = json!(evil));
     let r04 = "docs/workflow/artifacts/R04-merge-result.md";
