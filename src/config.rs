@@ -481,6 +481,10 @@ impl Config {
             configured.push((format!("release.artifacts[{i}]"), format!("/release/artifacts/{i}"), entry.as_str()));
         }
         for (name, env) in &config.environments {
+            // An `ssh` environment's path is on its hosts, not in the workspace.
+            if env.get("provider").and_then(Value::as_str) == Some("ssh") {
+                continue;
+            }
             if let Some(path) = env.get("path").and_then(Value::as_str) {
                 let pointer_name = name.replace('~', "~0").replace('/', "~1");
                 configured.push((

@@ -109,7 +109,10 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<Exit> {
     }
     if let Some(error) = cause.downcast_ref::<EnvError>() {
         return Some(match error {
-            EnvError::Missing { .. } | EnvError::Invalid { .. } | EnvError::NoCommand { .. } => Exit::Invalid,
+            EnvError::Missing { .. }
+            | EnvError::Invalid { .. }
+            | EnvError::Unsupported { .. }
+            | EnvError::NoCommand { .. } => Exit::Invalid,
             EnvError::Failed { .. } => Exit::Failed,
         });
     }

@@ -16,7 +16,8 @@ pub fn run(ws: &Workspace, environment: &str, as_json: bool) -> anyhow::Result<E
     let record = env.history(ws)?;
     let live = env.live(ws, &record);
     let restorable = deploy::restorable(ws, &env, &record);
-    let summary = EnvironmentView::new(environment, ws.label(&path), Ok((live.clone(), restorable)));
+    let mut summary = EnvironmentView::new(environment, ws.label(&path), Ok((live.clone(), restorable)));
+    summary.hosts = record.hosts.clone();
     let rows = view::history_rows(&record, live.as_ref());
     if as_json {
         print_json(&json!({
@@ -25,6 +26,7 @@ pub fn run(ws: &Workspace, environment: &str, as_json: bool) -> anyhow::Result<E
             "live": summary.live,
             "rollback_restores": summary.rollback_restores,
             "restorable": summary.restorable,
+            "hosts": summary.hosts,
             "deployments": rows,
             "events": record.events.iter().rev().collect::<Vec<_>>(),
         }))?;
@@ -56,6 +58,11 @@ pub fn run(ws: &Workspace, environment: &str, as_json: bool) -> anyhow::Result<E
             row.approved_by.as_deref().unwrap_or("-"),
             row.run_id,
         );
+        if !row.hosts.is_empty() {
+            let hosts: Vec<String> =
+                row.hosts.iter().map(|(host, runs)| format!("{host} {}", view::host_release(runs))).collect();
+            println!("    hosts: {}", hosts.join(", "));
+        }
         if let Some(replaced) = &row.replaced {
             println!("    replaced {replaced}");
         }

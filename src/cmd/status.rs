@@ -358,11 +358,16 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
         .keys()
         .filter_map(|name| crate::rollout::deploy::EnvConfig::load(&ws.config, name).ok())
         .map(|env| {
-            let record = env.history(ws).map_err(|e| e.to_string()).map(|record| {
+            let read = env.history(ws);
+            let hosts = read.as_ref().map(|record| record.hosts.clone()).unwrap_or_default();
+            let record = read.map_err(|e| e.to_string()).map(|record| {
                 let live = env.live(ws, &record);
                 (live, crate::rollout::deploy::restorable(ws, &env, &record))
             });
-            crate::environment::view::EnvironmentView::new(&env.name, ws.label(&env.record_path(ws)), record)
+            let mut view =
+                crate::environment::view::EnvironmentView::new(&env.name, ws.label(&env.record_path(ws)), record);
+            view.hosts = hosts;
+            view
         })
         .collect();
     let now = crate::time::Clock::from_env().now();

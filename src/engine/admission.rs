@@ -376,6 +376,16 @@ impl<'w> Engine<'w> {
                                 ),
                             ),
                         },
+                        None if env.provider == deploy::Provider::Ssh => match record.newest_good() {
+                            Some(live) => (
+                                true,
+                                format!(
+                                    "the live good release {} stays on every host until it is pruned",
+                                    live.label()
+                                ),
+                            ),
+                            None => (true, "first deployment: rolling back takes every host down".to_owned()),
+                        },
                         None => match env.command("rollback") {
                             Some(_) => (true, "`commands.rollback` is configured".to_owned()),
                             None => (false, "`environments.production.commands.rollback` is not set".to_owned()),

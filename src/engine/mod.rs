@@ -209,6 +209,10 @@ pub struct Engine<'w> {
     options: Options,
     /// False while the git remote is unreachable or the sync stopped: no new claims.
     claims_allowed: std::cell::Cell<bool>,
+    /// Tasks whose node ran and ended blocked during this `run` (another runner holds an
+    /// `ssh` host's deploy lock, which admission cannot see without connecting): they wait
+    /// for the next run instead of being tried again pass after pass.
+    pub(super) blocked_by_run: std::cell::RefCell<std::collections::BTreeSet<String>>,
     /// Failed writes of the workflow's records, for the summary (see [`Summary::write_errors`]).
     write_errors: std::cell::RefCell<Vec<String>>,
     /// The time of this pass, taken once from `Options::clock` when it starts.
@@ -263,6 +267,7 @@ impl<'w> Engine<'w> {
             secrets,
             options,
             claims_allowed: std::cell::Cell::new(true),
+            blocked_by_run: std::cell::RefCell::default(),
             write_errors: Default::default(),
             now: std::cell::Cell::new(options_now),
             wake: std::cell::Cell::new(None),
@@ -279,6 +284,7 @@ impl<'w> Engine<'w> {
         self.deliver(&mut summary);
         let started = Instant::now();
         let mut told = 0;
+        self.blocked_by_run.borrow_mut().clear();
         summary.counted = self.options.progress.is_some();
         for _ in 0..MAX_PASSES {
             if self.options.cancel.stopping() {
@@ -611,6 +617,9 @@ impl<'w> Engine<'w> {
     /// Returns whether it ran a node.
     fn consider(&self, facts: &Pass, task: &Task, node: &Node, state: &Value, summary: &mut Summary) -> bool {
         let id = task.id.clone();
+        if self.blocked_by_run.borrow().contains(&id) {
+            return false;
+        }
         match self.readiness(facts, task, node) {
             Readiness::Invalid(problems) => summary.problems.extend(problems),
             Readiness::Blocked { mut checks, mut reason, qa_rejected, request_approval } => {

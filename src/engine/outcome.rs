@@ -13,6 +13,7 @@ impl<'w> Engine<'w> {
             self.write_failed(error);
         }
         if let Outcome::Blocked { reason, escalate } = outcome {
+            self.blocked_by_run.borrow_mut().insert(task.id.clone());
             return self.finish_blocked(task, node, run, reason, *escalate);
         }
         let id = task.id.clone();

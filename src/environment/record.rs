@@ -10,6 +10,7 @@
 //! stash` do not move it. A record that cannot be read is an error naming the file and the
 //! place, never an empty history: acting on it would take down what is live.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::io;
@@ -128,6 +129,15 @@ pub struct Deployment {
     /// monitoring period that watched it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check: Option<CheckNote>,
+    /// `ssh`: what each host ran when this deployment (or the rollback that undid it) was
+    /// done with it, by host name: `UNIT-001@1.2.0`, `none` (no `current` link) or `unknown`
+    /// (the host could not be reached to switch it back).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, String>,
+    /// `ssh`: its directory was removed from the hosts by `keep_releases`, so it cannot be
+    /// restored (a `local` environment looks at its directory instead).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pruned: bool,
 }
 
 /// What a deployment's last checks found, and when.
@@ -247,7 +257,21 @@ pub struct Record {
     pub deployments: Vec<Deployment>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<Event>,
+    /// `ssh`: what each host runs now, by host name, as [`Deployment::hosts`] names it;
+    /// changed with every switch of a host's `current` link.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, String>,
 }
+
+/// How the record names what a host runs: `UNIT-001@1.2.0`, or the bare version.
+pub fn host_label(unit: &str, version: &str) -> String {
+    if unit.is_empty() { version.to_owned() } else { format!("{unit}@{version}") }
+}
+
+/// A host whose `current` link is gone: nothing runs there.
+pub const HOST_NOTHING: &str = "none";
+/// A host that could not be reached to be switched (back): what it runs is not known.
+pub const HOST_UNKNOWN: &str = "unknown";
 
 impl Record {
     /// The record at `path`: empty when the file does not exist, an error when it cannot be
@@ -273,6 +297,15 @@ impl Record {
             .map_err(|source| RecordError::Unwritable { path: path.to_owned(), source })
     }
 
+    /// Adds a deployment that starts: whatever an earlier deployment left in its directory
+    /// (a blue-green slot, a rebuilt version) is replaced and can no longer be restored.
+    pub fn push_replacing(&mut self, deployment: Deployment) {
+        for earlier in self.deployments.iter_mut().filter(|d| d.dir == deployment.dir && d.status == Status::Good) {
+            earlier.status = Status::Replaced;
+        }
+        self.deployments.push(deployment);
+    }
+
     /// The newest good deployment: what is live for a provider without a live link.
     pub fn newest_good(&self) -> Option<&Deployment> {
         self.deployments.iter().rev().find(|d| d.status == Status::Good)
@@ -289,7 +322,7 @@ impl Record {
     pub fn restorable(&self, live_run: Option<&str>, exists: impl Fn(&Deployment) -> bool) -> Vec<&Deployment> {
         let mut out: Vec<&Deployment> = Vec::new();
         for d in self.deployments.iter().rev() {
-            if d.status != Status::Good || Some(d.run_id.as_str()) == live_run || !exists(d) {
+            if d.status != Status::Good || d.pruned || Some(d.run_id.as_str()) == live_run || !exists(d) {
                 continue;
             }
             if out.iter().any(|o| o.unit_id == d.unit_id && o.version == d.version) {
@@ -298,6 +331,41 @@ impl Record {
             out.push(d);
         }
         out
+    }
+
+    /// The release directories beyond `keep` that may be removed, newest first by rank:
+    /// never one of `protected` (the live release, the one a rollback would restore); good
+    /// releases are kept before bad ones, newest first, whatever their unit. Only
+    /// directories under `releases/` are ever named.
+    pub fn prunable(&self, keep: usize, protected: &[&str]) -> Vec<String> {
+        let mut newest: Vec<(&str, Status, bool)> = Vec::new();
+        for d in self.deployments.iter().rev() {
+            if !newest.iter().any(|(dir, _, _)| *dir == d.dir) {
+                newest.push((&d.dir, d.status, d.pruned));
+            }
+        }
+        // A directory pruned already is gone: it neither counts nor is removed again.
+        let mut newest: Vec<(&str, Status)> =
+            newest.into_iter().filter(|(_, _, pruned)| !pruned).map(|(dir, status, _)| (dir, status)).collect();
+        let rank = |(dir, status): &(&str, Status)| {
+            if protected.contains(dir) {
+                0
+            } else if *status == Status::Good {
+                1
+            } else {
+                2
+            }
+        };
+        // A stable sort keeps newest first within each rank.
+        newest.sort_by_key(rank);
+        newest
+            .iter()
+            .enumerate()
+            .filter(|(i, entry)| rank(entry) != 0 && *i >= keep)
+            .map(|(_, (dir, _))| *dir)
+            .filter(|dir| dir.starts_with("releases/") && !dir.contains(".."))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Releases that were live here (good, or undone later) whose `commit` is recorded,
@@ -336,6 +404,8 @@ mod tests {
             replaced: None,
             reason: None,
             last_check: None,
+            hosts: BTreeMap::new(),
+            pruned: false,
         }
     }
 
@@ -343,7 +413,11 @@ mod tests {
     fn a_record_cut_short_is_corrupt_with_its_place_and_never_empty() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("releases.json");
-        let record = Record { deployments: vec![deployment("U-1", "1.0.0", Status::Good, "r1")], events: vec![] };
+        let record = Record {
+            deployments: vec![deployment("U-1", "1.0.0", Status::Good, "r1")],
+            events: vec![],
+            hosts: BTreeMap::new(),
+        };
         let text = serde_json::to_string_pretty(&record).unwrap();
         fs::write(&path, &text[..text.len() / 2]).unwrap();
         let error = Record::load(&path).unwrap_err().to_string();
@@ -373,6 +447,7 @@ mod tests {
                 deployment("U-1", "1.1.0", Status::Good, "r5"),
             ],
             events: vec![],
+            hosts: BTreeMap::new(),
         };
         let restorable = record.restorable(Some("r5"), |d| d.unit_id != "U-3");
         let labels: Vec<String> = restorable.iter().map(|d| d.label()).collect();

@@ -5,6 +5,7 @@
 //! The decisions here are pure functions of what they are given (the record, the commits,
 //! and a `contains` question answered by git), so they are tested in-process.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -166,6 +167,9 @@ pub struct HistoryRow {
     pub allowed_revert: Vec<String>,
     /// Rollbacks that undid this deployment: who, when, and what they restored.
     pub rolled_back: Vec<String>,
+    /// `ssh`: what each host ran when this deployment was done with it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, String>,
 }
 
 /// The environment's deployments newest first, with the live one marked.
@@ -209,6 +213,7 @@ pub fn history_rows(record: &Record, live: Option<&Deployment>) -> Vec<HistoryRo
                 reason: d.reason.clone(),
                 allowed_revert: d.provenance.allowed_revert.iter().map(|r| r.label()).collect(),
                 rolled_back,
+                hosts: d.hosts.clone(),
             }
         })
         .collect()
@@ -233,6 +238,9 @@ pub struct EnvironmentView {
     /// The record cannot be read: nothing deploys to or rolls back this environment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `ssh`: what each host runs now (`UNIT-001@1.2.0`, `none`, `unknown`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, String>,
 }
 
 impl EnvironmentView {
@@ -254,6 +262,7 @@ impl EnvironmentView {
             rollback_restores: None,
             restorable: Vec::new(),
             error: None,
+            hosts: BTreeMap::new(),
         };
         match record {
             Ok((live, restorable)) => {
@@ -287,6 +296,9 @@ impl EnvironmentView {
             None => format!("{}: nothing is live", self.environment),
         };
         let mut lines = vec![live];
+        for (host, runs) in &self.hosts {
+            lines.push(format!("  {host} runs {}", host_release(runs)));
+        }
         lines.extend(self.last_check.as_ref().map(|check| format!("  {check}")));
         match &self.rollback_restores {
             Some(release) => lines.push(format!("  a rollback would restore {release}")),
@@ -296,6 +308,19 @@ impl EnvironmentView {
             None => {}
         }
         lines
+    }
+}
+
+/// What a host runs, as every report names a release: `UNIT-001@1.2.0` is `UNIT-001 1.2.0`;
+/// `none` is "nothing", `unknown` "an unknown release (it could not be reached)".
+pub fn host_release(runs: &str) -> String {
+    match runs {
+        super::record::HOST_NOTHING => "nothing".to_owned(),
+        super::record::HOST_UNKNOWN => "an unknown release (it could not be reached)".to_owned(),
+        _ => match runs.split_once('@') {
+            Some((unit, version)) => label(unit, version),
+            None => runs.to_owned(),
+        },
     }
 }
 
@@ -332,6 +357,8 @@ mod tests {
             replaced: None,
             reason: None,
             last_check: None,
+            hosts: Default::default(),
+            pruned: false,
         }
     }
 
@@ -354,6 +381,7 @@ mod tests {
         let record = Record {
             deployments: vec![shipped("UNIT-001", "0.1.0", "a", "r1"), shipped("UNIT-003", "1.0.1", "c", "r2")],
             events: vec![],
+            ..Record::default()
         };
         let live = record.deployments.last();
         let found = containment("UNIT-001 0.2.0", Some("b"), &record, live, contains_in_history);
@@ -368,6 +396,7 @@ mod tests {
         let record = Record {
             deployments: vec![shipped("UNIT-001", "0.1.0", "a", "r1"), shipped("UNIT-002", "0.1.0", "b", "r2")],
             events: vec![],
+            ..Record::default()
         };
         let live = record.deployments.last();
         assert!(matches!(
@@ -384,7 +413,8 @@ mod tests {
 
     #[test]
     fn without_recorded_commits_the_check_says_it_cannot_be_made() {
-        let record = Record { deployments: vec![shipped("UNIT-001", "0.1.0", "a", "r1")], events: vec![] };
+        let record =
+            Record { deployments: vec![shipped("UNIT-001", "0.1.0", "a", "r1")], events: vec![], ..Record::default() };
         let found = containment("UNIT-001 0.2.0", None, &record, record.deployments.last(), contains_in_history);
         assert!(
             matches!(found, Containment::Unchecked(ref why) if why.contains("has no recorded commit")),
@@ -396,7 +426,11 @@ mod tests {
 
     #[test]
     fn a_live_commit_git_does_not_know_blocks_with_the_reason() {
-        let record = Record { deployments: vec![shipped("UNIT-001", "0.1.0", "gone", "r1")], events: vec![] };
+        let record = Record {
+            deployments: vec![shipped("UNIT-001", "0.1.0", "gone", "r1")],
+            events: vec![],
+            ..Record::default()
+        };
         let found = containment("UNIT-001 0.2.0", Some("c"), &record, record.deployments.last(), contains_in_history);
         let Containment::Removes { detail, .. } = found else { panic!() };
         assert!(detail.contains("cannot tell whether UNIT-001 0.2.0"), "{detail}");

@@ -8,3 +8,4 @@ pub mod command;
 pub mod http;
 pub mod metrics;
 pub mod secrets;
+pub mod ssh;

@@ -89,7 +89,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     // are named, and the run goes on to verify, roll back and record what is live.
     run.after_switch = journal.changed;
     write::remove_tree(&run.ws.root, &payload).ok();
-    report.stale_lock = lock.previous_holder.clone();
+    report.stale_lock = lock.previous_holders();
     run.record_errors.extend(report.record_errors.iter().cloned());
     run.deploy = Some(report.clone());
     if report.failed_step.as_deref() == Some(deploy::APPROVAL_STEP) {
@@ -273,21 +273,41 @@ fn keep_qa_verdict(run: &mut NodeRun<'_>) {
     }
 }
 
-/// Takes the deploy lock of `env`; `Ok(Err(..))` is [`DeployLockError::Held`], which names the
-/// live holder that refuses it and the lock file.
-pub(crate) fn lock_environment(
-    run: &NodeRun<'_>,
-    env: &EnvConfig,
-) -> Result<Result<DeployLock, DeployLockError>, NodeError> {
+/// The deploy locks an environment changes under: its own, and for `ssh` each host's.
+pub(crate) struct EnvLock {
+    pub local: DeployLock,
+    pub hosts: Option<crate::rollout::ssh::HostLocks>,
+}
+
+impl EnvLock {
+    /// The holders that died holding a lock this one took over, for the report.
+    pub fn previous_holders(&self) -> Option<String> {
+        let mut holders: Vec<String> = self.local.previous_holder.iter().cloned().collect();
+        holders.extend(self.hosts.iter().flat_map(|h| h.taken_over.iter().cloned()));
+        (!holders.is_empty()).then(|| holders.join("; "))
+    }
+}
+
+/// Takes the deploy lock of `env` (and of each of its hosts, for `ssh`); `Ok(Err(..))` is a
+/// lock another holder has, named with the lock file or the host.
+pub(crate) fn lock_environment(run: &NodeRun<'_>, env: &EnvConfig) -> Result<Result<EnvLock, String>, NodeError> {
     let holder = Holder { agent: run.ws.config.agent.name.clone(), run_id: run.run_id.clone(), task: run.task_id() };
-    match deploy_lock::acquire(&run.ws.root, &env.lock_path(run.ws), &env.name, &holder) {
+    let local = match deploy_lock::acquire(&run.ws.root, &env.lock_path(run.ws), &env.name, &holder) {
         Ok(lock) => {
             if let Some(previous) = &lock.previous_holder {
                 tracing::warn!("took over the deploy lock of {} left by a holder that died ({previous})", env.name);
             }
-            Ok(Ok(lock))
+            lock
         }
-        Err(held @ DeployLockError::Held { .. }) => Ok(Err(held)),
+        Err(held @ DeployLockError::Held { .. }) => return Ok(Err(held.to_string())),
+        Err(e) => return Err(NodeError::caused("lock", e)),
+    };
+    if env.provider != deploy::Provider::Ssh {
+        return Ok(Ok(EnvLock { local, hosts: None }));
+    }
+    match crate::rollout::ssh::lock_hosts(&run.runner, env, &holder) {
+        Ok(hosts) => Ok(Ok(EnvLock { local, hosts: Some(hosts) })),
+        Err(held @ crate::rollout::ssh::HostLockError::Held { .. }) => Ok(Err(held.to_string())),
         Err(e) => Err(NodeError::caused("lock", e)),
     }
 }
@@ -756,13 +776,18 @@ pub(crate) fn write_reports(
         _ => "unhealthy",
     };
     let health_url = env.health_checks.iter().find_map(|c| c.http.clone()).unwrap_or_default();
-    let resources = match env.local(&run.ws.root) {
-        Some(local) => vec![format!(
+    let resources = match (env.local(&run.ws.root), env.provider) {
+        (Some(local), _) => vec![format!(
             "{}/{}",
             local.root.strip_prefix(&run.ws.root).unwrap_or(&local.root).display(),
             report.target
         )],
-        None => vec![format!("{} via `commands.deploy`", env.name)],
+        (None, deploy::Provider::Ssh) => crate::rollout::ssh::Fleet::new(&run.ws.root, env)
+            .hosts
+            .iter()
+            .map(|host| format!("{}:{}/current", host.name, host.root))
+            .collect(),
+        (None, _) => vec![format!("{} via `commands.deploy`", env.name)],
     };
     let mut known_issues = match (status, report.reason.is_empty(), monitoring) {
         ("success", _, Some(monitoring)) if run.decided.is_some() && !monitoring.healthy => {
@@ -782,6 +807,7 @@ pub(crate) fn write_reports(
         "region": match env.provider {
             deploy::Provider::Local => "local",
             deploy::Provider::Command => "configured by command",
+            deploy::Provider::Ssh => "ssh hosts",
         },
         "resources": resources,
         "service_status": service_status,
@@ -802,6 +828,7 @@ pub(crate) fn write_reports(
         "smoke_tests_run": report.smoke.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
         "secrets_management": if run.ws.config.secrets.is_empty() { "environment variables, masked in every output" } else { "named environment variables, masked in every output" },
         "rollback_plan": match env.local(&run.ws.root) {
+            None if env.provider == deploy::Provider::Ssh => format!("switch `current` back on every host to the last good release ({}); releases marked bad are skipped", report.previous_version.clone().unwrap_or_else(|| "none: take every host down".into())),
             Some(_) => format!("switch back to the last good release ({}); releases marked bad are skipped", report.previous_version.clone().unwrap_or_else(|| "none: take the environment down".into())),
             None => "run `commands.rollback` (and `commands.migrate_down` when the deploy migrated)".to_owned(),
         },

@@ -44,6 +44,9 @@ pub enum EnvError {
     Missing { config: String, name: String },
     #[error("`environments.{name}` in {config}: {source}")]
     Invalid { config: String, name: String, source: serde_json::Error },
+    /// A setting the schema lets through but the provider cannot carry out.
+    #[error("`environments.{name}` in {config}: {why}")]
+    Unsupported { config: String, name: String, why: String },
     #[error("`environments.{env}.commands.{command}` is not set in {config}")]
     NoCommand { config: String, env: String, command: String },
     /// The command ran and failed: its step's summary, which names the log.
@@ -96,6 +99,24 @@ pub struct EnvConfig {
     /// How long a deploy waits after its approval (`wait_timer`).
     #[serde(default, with = "crate::config::duration_text::option")]
     pub wait_timer: Option<Duration>,
+    /// `ssh`: the hosts, in order (`user@host:port` or an object), read and checked at load.
+    #[serde(default)]
+    pub hosts: Vec<super::ssh::HostSpec>,
+    /// `ssh`: how the `ssh` client connects.
+    #[serde(default)]
+    pub ssh_options: super::ssh::SshOptions,
+    /// `ssh`: directories and files under `<path>/shared/` linked into every release.
+    #[serde(default)]
+    pub shared_dirs: Vec<String>,
+    #[serde(default)]
+    pub shared_files: Vec<String>,
+    /// `ssh`: run on each host (in its live release) after its `current` link switched,
+    /// unless the host has its own.
+    #[serde(default)]
+    pub restart: Option<CommandSpec>,
+    /// `ssh`: the `project` of the config, for the default path `/srv/<project>`.
+    #[serde(skip)]
+    pub project: String,
 }
 
 /// How an environment is deployed to: a closed set, so that a new provider is a variant whose
@@ -107,6 +128,9 @@ pub enum Provider {
     Local,
     /// The environment's own `commands`.
     Command,
+    /// Release directories and a `current` link on remote hosts, driven through the OpenSSH
+    /// client (`rollout::ssh`).
+    Ssh,
 }
 
 impl Provider {
@@ -114,6 +138,7 @@ impl Provider {
         match self {
             Provider::Local => "local",
             Provider::Command => "command",
+            Provider::Ssh => "ssh",
         }
     }
 }
@@ -175,6 +200,14 @@ impl EnvConfig {
         env.name = name.to_owned();
         env.config = file;
         env.runtime = config.paths.runtime.clone();
+        env.project = config.project.clone().unwrap_or_default();
+        if env.provider == Provider::Ssh {
+            super::ssh::check_config(&env).map_err(|why| EnvError::Unsupported {
+                config: env.config.clone(),
+                name: name.to_owned(),
+                why,
+            })?;
+        }
         Ok(env)
     }
 
@@ -191,7 +224,7 @@ impl EnvConfig {
 
     pub fn strategy(&self) -> &str {
         self.strategy.as_deref().unwrap_or(match self.provider {
-            Provider::Local => "recreate",
+            Provider::Local | Provider::Ssh => "recreate",
             Provider::Command => "direct",
         })
     }
@@ -214,9 +247,11 @@ impl EnvConfig {
     /// `recreate`, `active` for `blue-green`, so a check reads the same files whatever the
     /// strategy); else the environment's path or the workspace.
     pub fn check_dir(&self, workspace: &Path) -> PathBuf {
-        match self.local(workspace) {
-            Some(local) => local.live_link(),
-            None => self.path.as_ref().map_or_else(|| workspace.to_owned(), |p| workspace.join(p)),
+        match self.provider {
+            Provider::Local => self.local(workspace).map_or_else(|| workspace.to_owned(), |local| local.live_link()),
+            // An `ssh` environment's path is on its hosts; its local checks run in the workspace.
+            Provider::Ssh => workspace.to_owned(),
+            Provider::Command => self.path.as_ref().map_or_else(|| workspace.to_owned(), |p| workspace.join(p)),
         }
     }
 
@@ -260,7 +295,7 @@ impl EnvConfig {
 
     /// Records a deployment that starts now (`deploying` until it is marked good or bad),
     /// with the release it replaces. It must be written before anything changes.
-    fn record_deploying(
+    pub(super) fn record_deploying(
         &self,
         ws: &Workspace,
         journal: &Journal,
@@ -286,10 +321,14 @@ impl EnvConfig {
                 replaced,
                 reason: None,
                 last_check: None,
+                hosts: Default::default(),
+                pruned: false,
             };
             let release = deployment.release();
             match &local {
                 Some(local) => local.record(record, deployment),
+                // An `ssh` release uploaded again into its directory replaces the one there.
+                None if self.provider == Provider::Ssh => record.push_replacing(deployment),
                 None => record.deployments.push(deployment),
             }
             let by = provenance.approved_by.clone().unwrap_or_default();
@@ -472,22 +511,22 @@ impl DeployReport {
         }
     }
 
-    fn set_health(&mut self, health: Vec<CheckResult>) {
+    pub(super) fn set_health(&mut self, health: Vec<CheckResult>) {
         self.checked("Health check", &health);
         self.health = health;
     }
 
-    fn extend_health(&mut self, health: Vec<CheckResult>) {
+    pub(super) fn extend_health(&mut self, health: Vec<CheckResult>) {
         self.checked("Health check", &health);
         self.health.extend(health);
     }
 
-    fn set_smoke(&mut self, smoke: Vec<CheckResult>) {
+    pub(super) fn set_smoke(&mut self, smoke: Vec<CheckResult>) {
         self.checked("Smoke test", &smoke);
         self.smoke = smoke;
     }
 
-    fn fail(&mut self, step: &str, reason: String) {
+    pub(super) fn fail(&mut self, step: &str, reason: String) {
         self.success = false;
         self.failed_step = Some(step.to_owned());
         self.note(format!("{step} failed"), "FAILED");
@@ -502,7 +541,7 @@ impl DeployReport {
     }
 }
 
-fn run_checks(
+pub(super) fn run_checks(
     runner: &Runner,
     prefix: &str,
     specs: &[CheckSpec],
@@ -512,6 +551,22 @@ fn run_checks(
     let results: Vec<CheckResult> = specs.iter().map(|spec| run_check(runner, prefix, spec, cwd, env)).collect();
     let failure = results.iter().find(|r| !r.passed).map(|r| format!("{} `{}` failed: {}", prefix, r.name, r.detail));
     (results, failure)
+}
+
+/// The checks of what an environment runs now: on every host over ssh for `ssh`, else here
+/// in `cwd`.
+fn live_checks_run(
+    runner: &Runner,
+    env: &EnvConfig,
+    prefix: &str,
+    specs: &[CheckSpec],
+    cwd: &Path,
+    vars: &[(String, String)],
+) -> (Vec<CheckResult>, Option<String>) {
+    match env.provider {
+        Provider::Ssh => super::ssh::live_health(runner, env, prefix, specs, vars),
+        Provider::Local | Provider::Command => run_checks(runner, prefix, specs, cwd, vars),
+    }
 }
 
 /// A rollout in progress: what it deploys, where, and its journal.
@@ -536,13 +591,13 @@ pub const APPROVAL_STEP: &str = "approval";
 impl Rollout<'_> {
     /// Whether the decision that let the release through still holds, right before traffic
     /// moves.
-    fn still_let_through(&self) -> Result<(), String> {
+    pub(super) fn still_let_through(&self) -> Result<(), String> {
         self.recheck.map_or(Ok(()), |recheck| recheck())
     }
 
     /// Marks this rollout's deployment in the record; a failed write is named in the report.
     /// A good one also notes the checks it passed.
-    fn mark(&self, report: &mut DeployReport, status: Status, reason: &str) {
+    pub(super) fn mark(&self, report: &mut DeployReport, status: Status, reason: &str) {
         if let Err(e) = self.env.mark(self.ws, &self.journal.run_id, status, reason) {
             report.record_errors.push(e.to_string());
         }
@@ -560,7 +615,7 @@ impl Rollout<'_> {
     }
 
     /// Sets what was live before this rollout, from the record.
-    fn set_previous(&mut self, report: &mut DeployReport, previous: Option<&Deployment>) {
+    pub(super) fn set_previous(&mut self, report: &mut DeployReport, previous: Option<&Deployment>) {
         report.previous_version = previous.map(|d| d.version.clone());
         report.previous_release = previous.map(Deployment::label);
         self.journal.previous_version = report.previous_version.clone();
@@ -570,7 +625,7 @@ impl Rollout<'_> {
         }
     }
 
-    fn save(&mut self) {
+    pub(super) fn save(&mut self) {
         if let Err(e) = self.journal.save(self.ws) {
             tracing::error!("{e}");
         }
@@ -629,6 +684,8 @@ pub fn deploy(rollout: &mut Rollout<'_>, release_dir: &Path) -> DeployReport {
     };
     if let Some(local) = env.local(&rollout.ws.root) {
         deploy_local(rollout, &local, &record, release_dir, &mut report);
+    } else if env.provider == Provider::Ssh {
+        super::ssh::deploy(rollout, &record, release_dir, &mut report);
     } else {
         if report.previous_version.is_none() {
             rollout.set_previous(&mut report, record.newest_good());
@@ -1133,7 +1190,8 @@ fn verify_rollback(
         report.baseline = baseline.cloned();
     }
     let checks = live_checks(env, &runner.workspace, &env.health_checks);
-    let (health, failure) = run_checks(runner, "rollback-health", &checks, &env.check_dir(&runner.workspace), vars);
+    let (health, failure) =
+        live_checks_run(runner, env, "rollback-health", &checks, &env.check_dir(&runner.workspace), vars);
     report.health = health;
     report.success = failure.is_none();
     let what = report.restored.clone().unwrap_or_default();
@@ -1241,11 +1299,11 @@ pub struct Row {
 }
 
 /// The end of one analysis, for reports.
-struct Judged {
+pub(super) struct Judged {
     /// `passed`, `failed`, `inconclusive` or `interrupted`.
-    verdict: String,
-    reason: String,
-    rows: Vec<Row>,
+    pub(super) verdict: String,
+    pub(super) reason: String,
+    pub(super) rows: Vec<Row>,
     /// The last metrics sample read, for the reports' figures.
     last: Option<metrics::Sample>,
     /// How long the analysis really ran.
@@ -1255,7 +1313,7 @@ struct Judged {
 /// Runs one analysis of `env` to its verdict: metrics (against `baseline`) and health checks
 /// every `plan.interval`, judged with the triggers of `devops.rollback_triggers`. A shutdown
 /// ends it `interrupted`; a metrics config that cannot be used is `inconclusive`.
-fn analyse(
+pub(super) fn analyse(
     runner: &Runner,
     env: &EnvConfig,
     config: &Config,
@@ -1305,7 +1363,7 @@ fn analyse(
                     sample
                 }),
                 health: (!env.health_checks.is_empty()).then(|| {
-                    let (results, failure) = run_checks(runner, prefix, &health_checks, &check_dir, vars);
+                    let (results, failure) = live_checks_run(runner, env, prefix, &health_checks, &check_dir, vars);
                     Health {
                         passed: failure.is_none(),
                         detail: failure.unwrap_or_else(|| format!("{} health checks passed", results.len())),
@@ -1548,8 +1606,11 @@ pub fn refusal_of(
     if let Some(version) = target {
         return Some(refusal(env, &format!("no good release {version} is kept to roll back to"), restorable));
     }
-    if undo_is_explicit || env.provider != Provider::Local {
-        return None;
+    match env.provider {
+        // A `command` environment's `rollback` knows what it restores.
+        Provider::Command => return None,
+        _ if undo_is_explicit => return None,
+        Provider::Local | Provider::Ssh => {}
     }
     Some(match live {
         Some(_) => refusal(env, "no earlier good release is kept to roll back to", restorable),
@@ -1613,7 +1674,45 @@ pub fn rollback_to(
     let undone_run = journal.map(|j| j.run_id.clone()).or_else(|| live.as_ref().map(|d| d.run_id.clone()));
     report.undone = undone.as_ref().map(|r| (r.unit_id.clone(), r.version.clone()));
     report.undone_release = undone.as_ref().map(ReleaseRef::label);
-    if let Some(local) = env.local(&runner.workspace) {
+    if env.provider == Provider::Ssh {
+        report.from = live.as_ref().map(|d| d.dir.clone());
+        let switched = super::ssh::switch_all(
+            ws,
+            runner,
+            env,
+            chosen.as_ref(),
+            undone_run.as_deref(),
+            vars,
+            &mut report.record_errors,
+        );
+        if let Err(why) = switched {
+            report.detail = match &chosen {
+                Some(target) => format!("cannot switch every host back to {}: {why}", target.label()),
+                None => format!("cannot take every host down: {why}"),
+            };
+            mark_undone(
+                ws,
+                env,
+                undone_run.as_deref(),
+                undone.as_ref(),
+                chosen.as_ref().map(Deployment::release),
+                asked,
+                &mut report,
+            );
+            return report;
+        }
+        match &chosen {
+            Some(target) => report.restored = Some(target.label()),
+            None => {
+                report.success = true;
+                report.detail = if take_down {
+                    format!("{} took the environment down on purpose: no host runs a release", describe(asked))
+                } else {
+                    "no earlier good release: every host was taken back to its empty state".to_owned()
+                };
+            }
+        }
+    } else if let Some(local) = env.local(&runner.workspace) {
         report.from = local.live_dir();
         match &chosen {
             Some(target) => {

@@ -108,6 +108,10 @@ pub struct Journal {
     pub baseline: Option<Sample>,
     #[serde(default)]
     pub pause: Option<Pause>,
+    /// `ssh`: where each host's `current` link pointed before the rollout (a release
+    /// directory, empty for none), so a failure switches every host back to its own.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub hosts_before: std::collections::BTreeMap<String, String>,
     pub started_at: String,
     pub updated_at: String,
 }

@@ -113,10 +113,7 @@ impl LocalEnv {
     /// an earlier deployment left there (a blue-green slot, a rebuilt version), which can no
     /// longer be restored.
     pub fn record(&self, history: &mut Record, deployment: Deployment) {
-        for earlier in history.deployments.iter_mut().filter(|d| d.dir == deployment.dir && d.status == Status::Good) {
-            earlier.status = Status::Replaced;
-        }
-        history.deployments.push(deployment);
+        history.push_replacing(deployment);
     }
 
     /// The last good deployment of `history` other than the live one, whose directory still
@@ -150,34 +147,13 @@ impl LocalEnv {
         }
         let live = self.live_dir();
         let target = self.rollback_target_in(history).map(|d| d.dir.clone());
-        // Newest first, each directory once, by the status of its newest deployment.
-        let mut newest: Vec<(&str, Status)> = Vec::new();
-        for d in history.deployments.iter().rev() {
-            if !newest.iter().any(|(dir, _)| *dir == d.dir) {
-                newest.push((&d.dir, d.status));
-            }
-        }
-        let rank = |(dir, status): &(&str, Status)| {
-            if Some(*dir) == live.as_deref() || Some(*dir) == target.as_deref() {
-                0
-            } else if *status == Status::Good {
-                1
-            } else {
-                2
-            }
-        };
-        // A stable sort keeps newest first within each rank.
-        newest.sort_by_key(rank);
+        let protected: Vec<&str> = live.iter().chain(target.iter()).map(String::as_str).collect();
         let mut removed = Vec::new();
-        for (i, entry) in newest.iter().enumerate() {
-            let (dir, _) = *entry;
-            if rank(entry) == 0 || i < keep {
-                continue;
-            }
-            let path = self.root.join(dir);
-            if dir.starts_with("releases/") && !dir.contains("..") && path.is_dir() {
+        for dir in history.prunable(keep, &protected) {
+            let path = self.root.join(&dir);
+            if path.is_dir() {
                 write::remove_tree(&self.workspace, &path)?;
-                removed.push(dir.to_owned());
+                removed.push(dir);
             }
         }
         Ok(removed)
@@ -221,6 +197,8 @@ mod tests {
                 replaced: None,
                 reason: None,
                 last_check: None,
+                hosts: Default::default(),
+                pruned: false,
             });
         }
         env.switch("releases/U-1/2").unwrap();

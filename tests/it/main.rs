@@ -27,6 +27,9 @@
 //! - [`fidelity`]: the seeds' own shapes of the files opsflow writes, and seed 000's failure rules.
 //! - [`readiness`]: what a task waits on and why, the same in `status` and `run`; warnings
 //!   for an agent that nearly names this runner and for statuses opsflow does not know.
+//! - [`ssh`]: the `ssh` provider against real `sshd` servers on loopback ([`sshd`]): strategies
+//!   over hosts, rollback, pruning, a changed host key, a host that goes away, hostile versions,
+//!   two runners racing for one host's lock.
 //! - [`util`]: the harness (workspace builder, runner, waits with deadlines).
 //! - [`first_hour`]: the wrong directory, `init` in a git repository, a first release, help
 //!   text, `tasks add --owner`, the graph's rollback edge.
@@ -75,6 +78,8 @@ mod records;
 mod releases;
 mod rollout;
 mod scanner_property;
+mod ssh;
+mod sshd;
 mod store;
 mod sync;
 mod taskmaster;

@@ -29,6 +29,7 @@ const DIRECT_READS: &[(&str, &str)] = &[
     ("src/rollout/deploy_lock.rs", "the deploy lock file"),
     ("src/rollout/journal.rs", "the rollout journal in the runtime directory"),
     ("src/rollout/local.rs", "release directories"),
+    ("src/rollout/ssh.rs", "the machine's host name, for a host lock's holder"),
 ];
 
 fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

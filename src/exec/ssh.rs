@@ -1,0 +1,284 @@
+//! Running a script on another host through the OpenSSH client, as one step of the runner.
+//!
+//! There is no SSH library here: the real `ssh` binary is driven, so the user's agent, keys,
+//! `~/.ssh/config` (jump hosts, ciphers) and host key checks apply as they do in a terminal.
+//! Every call is `ssh -o BatchMode=yes -o StrictHostKeyChecking=yes ...`: a host whose key
+//! is unknown or changed is refused, never accepted, and no prompt can hang a deploy.
+//!
+//! A remote call goes through [`Runner::run`] like every local step (its own timeout, its
+//! output streamed to the run log and masked), as the local command line
+//! `ssh OPTIONS -- DESTINATION "$OPSFLOW_SSH_COMMAND"`, whose only variable part is the
+//! environment variable. That variable holds the remote command line,
+//! `env 'OPSFLOW_VERSION=1.0.0' ... sh -c 'SCRIPT'`, built by [`remote_command`]: values from
+//! workflow files reach the remote shell only as quoted environment assignments, never as
+//! code, and the script is text of opsflow's or of the config.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::command::{Runner, StepResult};
+
+/// The environment variable of the local `ssh` command line that holds the remote command.
+pub const REMOTE_COMMAND_VAR: &str = "OPSFLOW_SSH_COMMAND";
+
+/// How long `ssh` waits for a host to answer before it gives up, when not configured.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `value` as one word of a POSIX shell: in single quotes, each `'` written as `'\''`. Every
+/// byte but NUL means itself inside single quotes (newlines, `$`, backquotes, `\`), so the
+/// shell reads back exactly `value`.
+pub fn quote(value: &str) -> String {
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('\'');
+    for c in value.chars() {
+        if c == '\'' {
+            quoted.push_str("'\\''");
+        } else {
+            quoted.push(c);
+        }
+    }
+    quoted.push('\'');
+    quoted
+}
+
+/// The command line a remote login shell runs: `env 'NAME=value' ... sh -c 'script'`. The
+/// names are opsflow's (`OPSFLOW_*`, checked here); the values may be anything a workflow
+/// file holds.
+pub fn remote_command(vars: &[(String, String)], script: &str) -> String {
+    let mut line = String::from("env");
+    for (name, value) in vars {
+        debug_assert!(
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "environment variable names are opsflow's own: {name:?}"
+        );
+        line.push(' ');
+        line.push_str(&quote(&format!("{name}={value}")));
+    }
+    line.push_str(" sh -c ");
+    line.push_str(&quote(script));
+    line
+}
+
+/// Where to connect: `user@address -p port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub user: Option<String>,
+    pub address: String,
+    pub port: Option<u16>,
+}
+
+impl Destination {
+    /// `user@address`, or the address alone.
+    pub fn login(&self) -> String {
+        match &self.user {
+            Some(user) => format!("{user}@{}", self.address),
+            None => self.address.clone(),
+        }
+    }
+}
+
+/// The client's options, with paths already resolved against the workspace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientOptions {
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts_file: Option<PathBuf>,
+    pub connect_timeout: Option<Duration>,
+}
+
+impl ClientOptions {
+    /// The `ssh` command line up to (without) the destination, shell-quoted: strict host key
+    /// checking always, batch mode (no prompt), and the configured key, known hosts and port.
+    pub fn ssh_words(&self, port: Option<u16>) -> Vec<String> {
+        let timeout = self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT).as_secs().max(1);
+        let mut words: Vec<String> = vec![
+            "ssh".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            format!("ConnectTimeout={timeout}"),
+            "-o".into(),
+            "ServerAliveInterval=5".into(),
+            "-o".into(),
+            "ServerAliveCountMax=3".into(),
+        ];
+        if let Some(file) = &self.known_hosts_file {
+            words.push("-o".into());
+            words.push(quote(&format!("UserKnownHostsFile={}", file.display())));
+        }
+        if let Some(identity) = &self.identity_file {
+            words.push("-o".into());
+            words.push("IdentitiesOnly=yes".into());
+            words.push("-i".into());
+            words.push(quote(&identity.display().to_string()));
+        }
+        if let Some(port) = port {
+            words.push("-p".into());
+            words.push(port.to_string());
+        }
+        words
+    }
+
+    /// The local command line that runs [`REMOTE_COMMAND_VAR`] on `destination`.
+    pub fn command_line(&self, destination: &Destination) -> String {
+        let mut words = self.ssh_words(destination.port);
+        words.push("--".into());
+        words.push(quote(&destination.login()));
+        words.push(format!("\"${REMOTE_COMMAND_VAR}\""));
+        words.join(" ")
+    }
+}
+
+/// One remote call: what runs, where, and what it gets.
+pub struct Call<'a> {
+    /// The step's name in the run log (`ssh-switch-h1`).
+    pub step: &'a str,
+    pub destination: &'a Destination,
+    /// The script the remote `sh -c` runs.
+    pub script: &'a str,
+    /// The remote environment: values from workflow files go here, never into `script`.
+    pub vars: &'a [(String, String)],
+    pub timeout: Option<Duration>,
+    /// A local command whose standard output is piped into the remote script's standard input
+    /// (`tar -C "$OPSFLOW_RELEASE_DIR" -cf - .`); it sees `local_vars`.
+    pub feed: Option<&'a str>,
+    /// Variables of the local side (the feed's).
+    pub local_vars: &'a [(String, String)],
+}
+
+/// Runs `call` through `runner`, keeping its standard output (for a script that answers).
+pub fn run(runner: &Runner, options: &ClientOptions, call: &Call<'_>) -> (StepResult, String) {
+    let ssh = options.command_line(call.destination);
+    let command = match call.feed {
+        Some(feed) => format!("{feed} | {ssh}"),
+        None => ssh,
+    };
+    let mut vars = call.local_vars.to_vec();
+    vars.push((REMOTE_COMMAND_VAR.to_owned(), remote_command(call.vars, call.script)));
+    let (result, stdout) = runner.run_capturing_stdout(call.step, &command, None, call.timeout, &vars);
+    (result, String::from_utf8_lossy(&stdout.bytes).into_owned())
+}
+
+/// Why a remote call failed, in words that name the host: its key refused, unreachable,
+/// permission denied, its disk full, a timeout, or the script's own failure.
+pub fn explain(host: &str, what: &str, result: &StepResult, options: &ClientOptions) -> String {
+    let tail = &result.tail;
+    let line = |needle: &str| tail.lines().find(|l| l.contains(needle)).map(str::trim).unwrap_or(needle).to_owned();
+    let log = format!("log: {}", result.log);
+    if result.timed_out {
+        return format!("{what} on {host} timed out after {} ms ({log})", result.duration_ms);
+    }
+    if tail.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") || tail.contains("Host key verification failed") {
+        let file = options
+            .known_hosts_file
+            .as_ref()
+            .map_or_else(|| "your known_hosts".to_owned(), |f| f.display().to_string());
+        let changed = if tail.contains("HAS CHANGED") { "changed" } else { "is not known" };
+        return format!(
+            "the host key of {host} {changed}: it does not match {file}, so opsflow refused to connect and did nothing there; check the host's new key and update {file} ({log})"
+        );
+    }
+    for needle in [
+        "Connection refused",
+        "Connection timed out",
+        "No route to host",
+        "Could not resolve hostname",
+        "Network is unreachable",
+        "closed by remote host",
+        "Connection reset",
+        "Broken pipe",
+        "Connection closed",
+        "Timeout, server",
+    ] {
+        if tail.contains(needle) && result.exit_code == Some(255) {
+            return format!("{host} is unreachable while running {what}: {} ({log})", line(needle));
+        }
+    }
+    if tail.contains("Permission denied") {
+        return format!("permission denied on {host} while running {what}: {} ({log})", line("Permission denied"));
+    }
+    if tail.contains("No space left on device") {
+        return format!("the disk of {host} is full: {what} failed: {} ({log})", line("No space left on device"));
+    }
+    if result.exit_code == Some(255) {
+        let last = tail.lines().last().unwrap_or("ssh failed").trim();
+        return format!("cannot reach {host} for {what}: {last} ({log})");
+    }
+    let last = tail.lines().rev().find(|l| !l.trim().is_empty()).map(str::trim);
+    match last {
+        Some(last) => format!("{what} failed on {host}: {last} ({})", result.summary()),
+        None => format!("{what} failed on {host}: {}", result.summary()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    /// What `sh` reads back from a quoted word.
+    fn shell_reads(word: &str) -> String {
+        let out = Command::new("sh").arg("-c").arg(format!("printf '%s' {word}")).output().unwrap();
+        assert!(out.status.success(), "sh refused {word}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn a_quoted_word_is_read_back_exactly_whatever_it_holds() {
+        for hostile in [
+            "",
+            "plain",
+            "two words",
+            "it's",
+            "''",
+            "'; rm -rf / #",
+            "$(touch /tmp/opsflow-quote-pwned)",
+            "`touch /tmp/opsflow-quote-pwned`",
+            "${HOME}",
+            "a\nb\n",
+            "\\'\\",
+            "\"double\" and 'single'",
+            "tab\there",
+            "ünïcode ✓",
+            "-n",
+            "*",
+        ] {
+            assert_eq!(shell_reads(&quote(hostile)), hostile, "{hostile:?}");
+        }
+        assert!(!std::path::Path::new("/tmp/opsflow-quote-pwned").exists());
+    }
+
+    #[test]
+    fn a_remote_command_passes_values_as_environment_and_runs_only_its_script() {
+        let vars = vec![
+            ("OPSFLOW_UNIT_ID".to_owned(), "U-1'; touch /tmp/opsflow-remote-pwned; '".to_owned()),
+            ("OPSFLOW_VERSION".to_owned(), "1.0.0 $(id)\nnext line".to_owned()),
+        ];
+        let line = remote_command(&vars, "printf '%s|%s' \"$OPSFLOW_UNIT_ID\" \"$OPSFLOW_VERSION\"");
+        // The line is what a remote login shell parses.
+        let out = Command::new("sh").arg("-c").arg(&line).output().unwrap();
+        assert!(out.status.success(), "{line}");
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            "U-1'; touch /tmp/opsflow-remote-pwned; '|1.0.0 $(id)\nnext line"
+        );
+        assert!(!std::path::Path::new("/tmp/opsflow-remote-pwned").exists());
+    }
+
+    #[test]
+    fn the_ssh_command_line_checks_host_keys_and_never_prompts() {
+        let options = ClientOptions {
+            identity_file: Some("/keys/id ed25519".into()),
+            known_hosts_file: Some("/keys/known_hosts".into()),
+            connect_timeout: None,
+        };
+        let destination = Destination { user: Some("deploy".into()), address: "web-1".into(), port: Some(2222) };
+        let line = options.command_line(&destination);
+        assert!(line.starts_with("ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o ConnectTimeout=10"), "{line}");
+        assert!(line.contains("-o 'UserKnownHostsFile=/keys/known_hosts'"), "{line}");
+        assert!(line.contains("-i '/keys/id ed25519'"), "{line}");
+        assert!(line.ends_with("-p 2222 -- 'deploy@web-1' \"$OPSFLOW_SSH_COMMAND\""), "{line}");
+    }
+}
