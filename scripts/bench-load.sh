@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# The daemon under sustained load: whether `/metrics`, `/healthz` and the counters stay live
+# while one long stretch of work runs.
+#
+# Usage: scripts/bench-load.sh [PREFILL] [ARRIVING]
+#   PREFILL   finished tasks already in tasks.json (default 20000, scripts/gen-tasks.py)
+#   ARRIVING  owned tasks written in one go once the daemon watches (default 300)
+# Environment:
+#   OPSFLOW=PATH   the binary to measure (default: target/release/opsflow, built first)
+#   BENCH_KEEP=1   keep the workspace and the daemon's log
+#
+# What it does: the sample workspace with PREFILL finished tasks and no current node, under
+# `opsflow -v watch --http 127.0.0.1:PORT`; once it answers, ARRIVING design tasks land in one
+# rename of tasks.json. Every 100 ms it scrapes /metrics and /healthz and records how long
+# each took to answer, the nodes run so far (`opsflow_node_runs_total`) and the reconciles that
+# ended (`opsflow_reconciles_total`). It prints a markdown report: how long the work took, the
+# longest stretch in which the node counter did not move while work remained, the slowest
+# answers, and how many nodes were counted before the first reconcile that met them ended.
+#
+# A benchmark, not a test: CI does not run it; it exits 0 whatever the figures.
+set -euo pipefail
+
+PREFILL=${1:-20000}
+ARRIVING=${2:-300}
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+die() { echo "bench-load: $*" >&2; exit 1; }
+command -v python3 >/dev/null || die "python3 is required"
+
+if [[ -n ${OPSFLOW:-} ]]; then
+    opsflow=$OPSFLOW
+else
+    (cd "$repo" && cargo build --release --quiet) || die "cargo build --release failed"
+    opsflow=$repo/target/release/opsflow
+fi
+work=$(mktemp -d "${TMPDIR:-/tmp}/opsflow-bench-load.XXXXXX")
+daemon_pid=
+cleanup() {
+    local status=$?
+    if [[ -n $daemon_pid ]] && kill -0 "$daemon_pid" 2>/dev/null; then
+        kill -TERM "$daemon_pid" 2>/dev/null || true
+        wait "$daemon_pid" 2>/dev/null || true
+    fi
+    if [[ -n ${BENCH_KEEP:-} ]]; then echo "bench-load: kept $work" >&2; else rm -rf "$work"; fi
+    exit "$status"
+}
+trap cleanup EXIT
+cp "$opsflow" "$work/opsflow"
+opsflow=$work/opsflow
+
+ws=$work/ws
+mkdir -p "$ws/docs"
+cp -R "$repo/project-config.json" "$repo/QA" "$repo/ARTIFACTS" "$repo/app" "$ws/"
+cp -R "$repo/docs/workflow" "$ws/docs/"
+python3 "$repo/scripts/gen-tasks.py" "$work/prefill.json" "$PREFILL" 2>/dev/null
+python3 - "$ws" "$work/prefill.json" <<'PY'
+import json, sys
+ws, prefill = sys.argv[1], sys.argv[2]
+with open(prefill, encoding="utf-8") as f:
+    data = json.load(f)
+for task in data["tasks"]:
+    task["status"] = "done"
+    task.pop("blocked_by", None)
+with open(f"{ws}/docs/workflow/tasks.json", "w", encoding="utf-8") as f:
+    json.dump(data, f, indent=2, ensure_ascii=False)
+    f.write("\n")
+with open(f"{ws}/docs/workflow/state.json") as f:
+    state = json.load(f)
+state["current_nodes"] = []
+for node in ("Dev_Environment_Setup", "Staging_Environment_Setup"):
+    state["nodes"].setdefault(node, {})["status"] = "completed"
+with open(f"{ws}/docs/workflow/state.json", "w") as f:
+    json.dump(state, f, indent=2)
+    f.write("\n")
+PY
+bytes=$(stat -c %s "$ws/docs/workflow/tasks.json")
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+log=$work/daemon.log
+"$opsflow" -C "$ws" -v watch --http "127.0.0.1:$port" >/dev/null 2>"$log" &
+daemon_pid=$!
+
+python3 - "$ws" "$port" "$ARRIVING" "$PREFILL" "$bytes" "$daemon_pid" <<'PY'
+import json, os, sys, time, urllib.request
+ws, port, arriving, prefill, size, pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+base = f"http://127.0.0.1:{port}"
+
+def get(path):
+    t = time.monotonic()
+    try:
+        with urllib.request.urlopen(base + path, timeout=30) as r:
+            body, code = r.read().decode(), r.status
+    except urllib.error.HTTPError as e:
+        body, code = e.read().decode(), e.code
+    return body, code, time.monotonic() - t
+
+def total(text, name):
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith(name + "_") and not line.startswith("#"))
+
+deadline = time.monotonic() + 60
+while True:
+    try:
+        if get("/healthz")[1] == 200:
+            break
+    except OSError:
+        pass
+    if time.monotonic() > deadline:
+        sys.exit("the daemon did not answer /healthz within 60 s")
+    time.sleep(0.1)
+body, _, _ = get("/metrics")
+reconciles_before = total(body, "opsflow_reconciles_total")
+runs_before = total(body, "opsflow_node_runs_total")
+
+tasks_path = f"{ws}/docs/workflow/tasks.json"
+with open(tasks_path, encoding="utf-8") as f:
+    data = json.load(f)
+for i in range(arriving):
+    data["tasks"].append({"id": f"LOAD-{i:05d}", "title": f"Design the environments ({i})", "agent": "DevOps-Engineer",
+                          "type": "infrastructure_design", "status": "pending", "priority": "high", "unit_id": "UNIT-001"})
+tmp = tasks_path + ".bench-tmp"
+with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(data, f, indent=2, ensure_ascii=False)
+os.rename(tmp, tasks_path)
+start = time.monotonic()
+
+samples = []  # (t, runs, reconciles, metrics_s, healthz_s, healthz_code)
+end = start + 600
+while time.monotonic() < end:
+    body, _, m_s = get("/metrics")
+    _, h_code, h_s = get("/healthz")
+    t = time.monotonic() - start
+    runs = total(body, "opsflow_node_runs_total") - runs_before
+    reconciles = total(body, "opsflow_reconciles_total") - reconciles_before
+    samples.append((t, runs, reconciles, m_s, h_s, h_code))
+    if runs >= arriving:
+        break
+    time.sleep(0.1)
+done_at = samples[-1][0]
+finished = samples[-1][1]
+longest, last_t, last_runs = 0.0, 0.0, 0.0
+for t, runs, *_ in samples:
+    if runs > last_runs:
+        longest = max(longest, t - last_t)
+        last_t, last_runs = t, runs
+first_end = next((s for s in samples if s[2] >= 1), None)
+before_first_end = max((s[1] for s in samples if s[2] < 1), default=0)
+with open(f"/proc/{pid}/status") as f:
+    hwm = next(int(l.split()[1]) for l in f if l.startswith("VmHWM"))
+print(f"## opsflow watch under load: {prefill:,} finished tasks ({size / 1e6:.1f} MB), {arriving} arriving in one write\n")
+print("| figure | value |\n| --- | --- |")
+print(f"| nodes run | {int(finished)} of {arriving} in {done_at:.1f} s ({finished / max(done_at, 1e-9):.1f} per second) |")
+print(f"| longest time the node counter stood still while work remained | {longest * 1000:.0f} ms |")
+print(f"| nodes counted before the first reconcile that met them ended | {int(before_first_end)} |")
+print(f"| reconciles that ended while the work ran | {int(samples[-1][2])} |")
+print(f"| /metrics answer, median / slowest | {sorted(s[3] for s in samples)[len(samples) // 2] * 1000:.1f} / {max(s[3] for s in samples) * 1000:.1f} ms |")
+print(f"| /healthz answer, median / slowest | {sorted(s[4] for s in samples)[len(samples) // 2] * 1000:.1f} / {max(s[4] for s in samples) * 1000:.1f} ms |")
+print(f"| /healthz not 200 | {sum(1 for s in samples if s[5] != 200)} of {len(samples)} scrapes |")
+print(f"| daemon peak RSS (VmHWM) | {hwm / 1024:.0f} MiB |")
+PY
