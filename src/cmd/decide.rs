@@ -323,7 +323,7 @@ fn require_approver(ws: &Workspace, by: &str, what: &str) -> anyhow::Result<()> 
 }
 
 /// Who acted: `--as`, else git's `user.name` or `user.email`, else `USER`.
-pub(super) fn actor(ws: &Workspace, by: Option<&str>) -> String {
+pub(crate) fn actor(ws: &Workspace, by: Option<&str>) -> String {
     if let Some(by) = by.map(str::trim).filter(|b| !b.is_empty()) {
         return by.to_owned();
     }
