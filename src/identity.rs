@@ -133,7 +133,7 @@ pub fn verify_signed(root: &Path, commit: &Commit, signers: &Path) -> Result<Str
     let Some(out) = git(root, &["-c", "gpg.format=ssh", "-c", &file, "verify-commit", "-v", &commit.commit]) else {
         return Err(format!("git verify-commit could not run on {}", commit.label()));
     };
-    let said = out.stderr.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("").trim().to_owned();
+    let said = out.stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
     if !out.success {
         let why = if out.stderr.contains("no signature") || !out.stderr.contains("signature") {
             "it is not signed".to_owned()
