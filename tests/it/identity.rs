@@ -62,7 +62,8 @@ fn head(ws: &Workspace) -> String {
 fn a_git_approval_counts_only_once_committed_by_an_approver() {
     let ws = waiting_for_approval(json!({"approval_identity": "git", "approvers": people()}));
     // `approve` writes the file; committing it is the person's act.
-    ws.run(&["approve", "UNIT-001", "1.0.0", "--as", "alice"]);
+    let approve = ws.run(&["approve", "UNIT-001", "1.0.0", "--as", "alice"]);
+    assert!(approve.stderr().contains("counts once you commit it as yourself"), "{}", approve.stderr());
     assert_eq!(status_of(&ws, "DEVOPS-007"), "blocked");
     let status = ws.run(&["status"]);
     assert!(status.stdout().contains("R12-prod-approval.md is not committed"), "{}", status.stdout());
