@@ -191,6 +191,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Trust the commands and overrides as they are now: a change that git sync brought in to
+    /// a command of the config (dev.setup, release.build, an environment's commands, health
+    /// checks, metrics), to workflow.json or to schemas/ or templates/ holds the nodes that
+    /// would use it until a person runs this. Records the digests in .opsflow/trusted.json
+    /// and who trusted them in the audit log; `opsflow status` lists what waits. Review the
+    /// change first (`git log -p`, the human request shows old → new and who committed it)
+    Trust {
+        /// Who trusts it (default: git's user.name or user.email, else $USER)
+        #[arg(long = "as", value_name = "NAME")]
+        by: Option<String>,
+        /// Print what was trusted as one JSON document on stdout
+        #[arg(long)]
+        json: bool,
+    },
     /// Lock ENV (a freeze): no deploy starts there until `opsflow unlock ENV`; rollbacks still
     /// run. Who, when and why are kept in .opsflow/env-locks/ENV.json and the environment's record
     Lock {

@@ -203,6 +203,77 @@ pub mod defaults {
     pub const GIT_FETCH_INTERVAL: Duration = Duration::from_secs(5);
 }
 
+/// `devops.approval_identity`: what proves who approved a release (docs/reference.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum ApprovalIdentity {
+    /// `approved_by` as written: free text.
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// The newest commit of the approval file, authored by an approver (by email).
+    #[serde(rename = "git")]
+    Git,
+    /// As `git`, and that commit signed by the approver's SSH key.
+    #[serde(rename = "git-signed")]
+    GitSigned,
+}
+
+impl ApprovalIdentity {
+    /// Whether an approval is proven by git (`git` or `git-signed`).
+    pub fn by_git(self) -> bool {
+        self != ApprovalIdentity::None
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalIdentity::None => "none",
+            ApprovalIdentity::Git => "git",
+            ApprovalIdentity::GitSigned => "git-signed",
+        }
+    }
+}
+
+/// One entry of `devops.approvers`: a plain name, or `{name, email, ssh_key}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct Approver {
+    pub name: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// An SSH public key (`ssh-ed25519 AAAA...`) the approver signs commits with.
+    #[serde(default)]
+    pub ssh_key: Option<String>,
+}
+
+impl Approver {
+    /// `name <email>`, or the name alone.
+    pub fn label(&self) -> String {
+        match &self.email {
+            Some(email) => format!("{} <{email}>", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// Reads `devops.approvers` entries as written: a string, or an object with a `name`.
+fn approver_entries(value: &Value) -> Vec<Approver> {
+    value
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|entry| match entry {
+                    Value::String(name) => Some(Approver { name: name.clone(), email: None, ssh_key: None }),
+                    other => serde_json::from_value(other.clone()).ok(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn approver_names<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let value = Value::deserialize(deserializer)?;
+    Ok(approver_entries(&value).into_iter().map(|a| a.name).collect())
+}
+
 /// `devops`: how the runner behaves. Durations are read once, when the config is loaded.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -212,7 +283,19 @@ pub struct Devops {
     #[serde(deserialize_with = "duration_text::deserialize")]
     pub debounce: Duration,
     pub require_human_approval: bool,
+    /// The approvers' names, from `approvers` as written: a plain name, or an object's `name`.
+    #[serde(deserialize_with = "approver_names")]
     pub approvers: Vec<String>,
+    /// The approvers as written, each with its `email` and `ssh_key` when given.
+    #[serde(skip)]
+    pub people: Vec<Approver>,
+    /// What proves who approved (`none`, `git`, `git-signed`).
+    pub approval_identity: ApprovalIdentity,
+    /// The author of the release's commit may not approve it.
+    pub prevent_self_approval: bool,
+    /// An allowed-signers file (`ssh-keygen` format) for `git-signed`, relative to the
+    /// workspace; without it opsflow writes one from the approvers' `ssh_key`s.
+    pub allowed_signers: Option<String>,
     #[serde(deserialize_with = "duration_text::deserialize")]
     pub monitoring_period: Duration,
     #[serde(deserialize_with = "duration_text::deserialize")]
@@ -232,6 +315,10 @@ impl Default for Devops {
             debounce: defaults::DEBOUNCE,
             require_human_approval: true,
             approvers: Vec::new(),
+            people: Vec::new(),
+            approval_identity: ApprovalIdentity::None,
+            prevent_self_approval: false,
+            allowed_signers: None,
             monitoring_period: defaults::MONITORING_PERIOD,
             monitoring_interval: defaults::MONITORING_INTERVAL,
             auto_rollback_enabled: true,
@@ -433,6 +520,8 @@ impl Config {
         }
         let mut config: Config = serde_json::from_value(value.clone())
             .map_err(|e| vec![Diagnostic::new(label, Kind::Config, format!("cannot read config: {e}"))])?;
+        config.devops.people = value.pointer("/devops/approvers").map(approver_entries).unwrap_or_default();
+        approver_problems(label, text, &value, &config.devops, &mut problems);
         config.raw = value;
         config.label = label.to_owned();
         // The values a channel sends from the environment (a token, a webhook's URL) are
@@ -477,6 +566,9 @@ impl Config {
             .map(|(key, path)| (format!("paths.{key}"), format!("/paths/{key}"), path))
             .collect();
         configured.push(("ci.output".into(), "/ci/output".into(), config.ci.output.as_str()));
+        if let Some(signers) = &config.devops.allowed_signers {
+            configured.push(("devops.allowed_signers".into(), "/devops/allowed_signers".into(), signers.as_str()));
+        }
         for (i, entry) in config.release.artifacts.iter().enumerate() {
             configured.push((format!("release.artifacts[{i}]"), format!("/release/artifacts/{i}"), entry.as_str()));
         }
@@ -554,6 +646,62 @@ impl Config {
     /// True when `agent` names this runner: its name or one of its aliases.
     pub fn is_own_agent(&self, agent: &str) -> bool {
         agent == self.agent.name || self.agent.aliases.iter().any(|alias| alias == agent)
+    }
+}
+
+/// With `devops.approval_identity` `git` or `git-signed`, each approver must be an object
+/// with the `email` git records as the author (a plain name proves nothing), and with
+/// `git-signed` an `ssh_key` unless `devops.allowed_signers` names the keys.
+fn approver_problems(label: &str, text: &str, value: &Value, devops: &Devops, problems: &mut Vec<Diagnostic>) {
+    let identity = devops.approval_identity;
+    if !identity.by_git() {
+        return;
+    }
+    let entries = value.pointer("/devops/approvers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut refuse = |pointer: String, why: String| {
+        problems.push(Diagnostic::new(label, Kind::Config, why).pointer(pointer).locate_in(text));
+    };
+    if entries.is_empty() {
+        refuse(
+            "/devops/approval_identity".into(),
+            format!(
+                "`devops.approval_identity` is \"{}\" but `devops.approvers` is empty: list who may approve, as {{\"name\", \"email\"}}",
+                identity.as_str()
+            ),
+        );
+    }
+    for (i, entry) in entries.iter().enumerate() {
+        let pointer = format!("/devops/approvers/{i}");
+        match entry {
+            Value::String(name) => refuse(
+                pointer,
+                format!(
+                    "`devops.approvers[{i}]` is the plain name {name:?}: with `devops.approval_identity` \"{}\" each approver is {{\"name\": ..., \"email\": ...}}, the email git records as a commit's author",
+                    identity.as_str()
+                ),
+            ),
+            Value::Object(fields) => {
+                let email = fields.get("email").and_then(Value::as_str).unwrap_or("");
+                if email.trim().is_empty() {
+                    refuse(
+                        pointer.clone(),
+                        format!("`devops.approvers[{i}]` has no `email`: git identifies an author by it"),
+                    );
+                }
+                if identity == ApprovalIdentity::GitSigned
+                    && devops.allowed_signers.is_none()
+                    && fields.get("ssh_key").and_then(Value::as_str).is_none_or(|k| k.trim().is_empty())
+                {
+                    refuse(
+                        pointer,
+                        format!(
+                            "`devops.approvers[{i}]` has no `ssh_key`: with `devops.approval_identity` \"git-signed\" each approver needs the public key they sign with, or `devops.allowed_signers` names a file of them"
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
     }
 }
 

@@ -60,6 +60,16 @@ pub fn approve(
     let written = edit_front_matter_file(ws, &artifact.file, Some(&artifact.sha256), &fields)?;
     let reason =
         format!("{} approved by {by}{}", waiting.release.label(), note.map(|n| format!(": {n}")).unwrap_or_default());
+    let identity = ws.config.devops.approval_identity;
+    if identity.by_git() {
+        // Committing it is the approver's own act: opsflow does not commit on their behalf.
+        eprintln!(
+            "{file} is approved in the working tree; with devops.approval_identity \"{}\" it counts once you commit it as yourself: git add {file} && git commit{signed}",
+            identity.as_str(),
+            file = artifact.file,
+            signed = if identity == crate::config::ApprovalIdentity::GitSigned { " -S" } else { "" }
+        );
+    }
     let decided = Decided { command: "approve", event: "approved", task: &waiting.task.id, by: &by, reason: &reason };
     finish(ws, &decided, &artifact.file, &written, fields, as_json)
 }
@@ -323,7 +333,7 @@ fn require_approver(ws: &Workspace, by: &str, what: &str) -> anyhow::Result<()> 
 }
 
 /// Who acted: `--as`, else git's `user.name` or `user.email`, else `USER`.
-pub(super) fn actor(ws: &Workspace, by: Option<&str>) -> String {
+pub(crate) fn actor(ws: &Workspace, by: Option<&str>) -> String {
     if let Some(by) = by.map(str::trim).filter(|b| !b.is_empty()) {
         return by.to_owned();
     }

@@ -18,6 +18,7 @@ mod rollback;
 mod run;
 mod status;
 mod tasks;
+mod trust;
 mod validate;
 mod watch;
 
@@ -58,6 +59,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Retry { task, by, json } => decide::retry(&open()?, task, by.as_deref(), *json),
         Command::Next { json } => next::run(&open()?, *json),
+        Command::Trust { by, json } => trust::run(&open()?, by.as_deref(), *json),
         Command::Lock { environment, reason, by, json } => {
             lock::lock(&open()?, environment, reason, by.as_deref(), *json)
         }

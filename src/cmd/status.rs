@@ -38,6 +38,10 @@ struct Status {
     last_runs: Vec<Value>,
     /// Problems with the files status read.
     diagnostics: Vec<Diagnostic>,
+    /// Changes git sync brought in to commands or overrides that nobody trusted yet: the nodes
+    /// that use them are held until `opsflow trust`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    untrusted: Vec<String>,
     /// With `git.sync`: whether the remote answered the last runner, and since when it does not.
     #[serde(skip_serializing_if = "Option::is_none")]
     remote: Option<crate::sync::RemoteStatus>,
@@ -430,6 +434,7 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
                 .then_some(outbox)
         },
         warnings,
+        untrusted: crate::trust::untrusted(ws).iter().map(crate::trust::describe).collect(),
     };
     // Whatever `validate` refuses makes `status` fail too, even a file `status` itself does
     // not read (a QA report, an approval), so scripts can trust either exit code.
@@ -515,6 +520,12 @@ fn print_text(status: &Status) {
         for node in &status.nodes {
             let marker = if status.current_nodes.contains(&node.name) { "*" } else { " " };
             println!("  {marker} {:width$}  {}", node.name, node.status);
+        }
+    }
+    if !status.untrusted.is_empty() {
+        println!("\nuntrusted changes (the nodes that use them are held; review, then `opsflow trust`)");
+        for change in &status.untrusted {
+            println!("  {change}");
         }
     }
     println!("\ntasks owned by {}", status.agent);

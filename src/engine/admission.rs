@@ -102,6 +102,26 @@ impl<'w> Engine<'w> {
         readiness
     }
 
+    /// A change git sync brought in to what `node` runs or renders, not trusted yet.
+    pub(super) fn trust_check(&self, task: &Task, node: &Node) -> Option<Check> {
+        if !self.ws.config.git.sync {
+            return None;
+        }
+        let changes = crate::trust::untrusted(self.ws);
+        if changes.is_empty() {
+            return None;
+        }
+        let environment = self.environment_of(task, node);
+        let renders = |output: &str| self.graph.nodes.iter().any(|n| n.outputs.iter().any(|o| o == output));
+        let holding = crate::trust::holding(self.ws, &changes, node, environment.as_deref(), renders);
+        if holding.is_empty() {
+            return None;
+        }
+        let described: Vec<String> = holding.iter().map(|c| crate::trust::describe(c)).collect();
+        let detail = format!("{}; review it and run `opsflow trust` to let it run", described.join("; "));
+        Some(Check::new("trust", "trusted commands", false, detail).with_id(CheckId::Untrusted))
+    }
+
     /// The inputs and gates of `node` for `task`.
     pub(super) fn gate_readiness(&self, facts: &Pass, task: &Task, node: &Node) -> Readiness {
         let release = self.release_of(task);
@@ -133,6 +153,7 @@ impl<'w> Engine<'w> {
             ));
         }
         checks.extend(config_checks(self.ws, node));
+        checks.extend(self.trust_check(task, node));
         for input in &node.inputs {
             if input.starts_with("R06-release-artifacts") {
                 if !version.is_empty() {

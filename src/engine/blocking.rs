@@ -73,10 +73,23 @@ impl<'w> Engine<'w> {
             (None, Some(file)) => (
                 "HIGH",
                 format!("`{}`{for_unit} version `{version}` waits for a human approval", node.name),
-                format!(
-                    "tick `- [x] Approved` in `{file}` and fill in `approved_by` (or set `status: approved` there); tick `- [x] Hold` to hold"
-                ),
+                if self.ws.config.devops.approval_identity.by_git() {
+                    format!(
+                        "tick `- [x] Approved` in `{file}` and fill in `approved_by` (or set `status: approved` there), then commit it as yourself (devops.approval_identity: the commit's author is the approver); tick `- [x] Hold` to hold"
+                    )
+                } else {
+                    format!(
+                        "tick `- [x] Approved` in `{file}` and fill in `approved_by` (or set `status: approved` there); tick `- [x] Hold` to hold"
+                    )
+                },
                 "devops.approvers",
+            ),
+            (None, None) if checks.iter().any(|c| c.id == CheckId::Untrusted && c.blocks()) => (
+                "HIGH",
+                format!("`{}`{for_unit} would run a command that git sync brought in and nobody trusted yet", node.name),
+                "review the change listed under Actions Taken (old → new, the commit and its author), then run `opsflow trust`"
+                    .to_owned(),
+                "the workspace's maintainers",
             ),
             (None, None) => (
                 "HIGH",

@@ -62,13 +62,19 @@ impl<'w> Engine<'w> {
             .map(|c| format!("{}: {}", c.name, if c.passed { "pass" } else { "warn" }))
             .collect::<Vec<_>>()
             .join(", ");
+        // With approval_identity git, the approval check names the commit and its author.
+        let approval = checks
+            .iter()
+            .find(|c| c.id == CheckId::HumanApproval && c.passed)
+            .map(|c| format!("; approval: {}", c.detail))
+            .unwrap_or_default();
         self.audit.record(
             &run_id,
             "claimed",
             &id,
             &match &approved_by {
-                Some(by) => format!("{} runs; gates: {gate_summary}; approved_by: {by}", node.name),
-                None => format!("{} runs; gates: {gate_summary}", node.name),
+                Some(by) => format!("{} runs; gates: {gate_summary}; approved_by: {by}{approval}", node.name),
+                None => format!("{} runs; gates: {gate_summary}{approval}", node.name),
             },
             &input_hashes,
         );

@@ -45,6 +45,8 @@ pub enum CheckId {
     /// When a deploy may start: the environment's lock, deploy window and wait timer. Only
     /// time or an unlock clears them, so they ask no person for anything.
     Schedule,
+    /// A command or override that git sync brought in and no person trusted yet.
+    Untrusted,
     #[default]
     Other,
 }
@@ -676,8 +678,19 @@ pub fn human_approval(
             format!("{file} is approved by `{approved_by}`, who is not in devops.approvers ({})", approvers.join(", ")),
         ),
         Approval::Approved => {
-            let by = if approved_by.is_empty() { "a ticked box".to_owned() } else { approved_by };
-            (Approval::Approved, format!("{file}: approved by {by}"))
+            // Who approved, as git proves it, and that it is not the release's own author.
+            let release_commit = release::find(ws, "R07-version-tag.md", release)
+                .ok()
+                .and_then(Lookup::found)
+                .and_then(|r07| r07.field("commit").map(str::to_owned));
+            match crate::identity::confirm(ws, &file, &artifact.sha256, &approved_by, release_commit.as_deref()) {
+                crate::identity::Verdict::Refused(why) => (Approval::Pending, why),
+                crate::identity::Verdict::Approved(proven) if !proven.is_empty() => (Approval::Approved, proven),
+                crate::identity::Verdict::Approved(_) => {
+                    let by = if approved_by.is_empty() { "a ticked box".to_owned() } else { approved_by };
+                    (Approval::Approved, format!("{file}: approved by {by}"))
+                }
+            }
         }
         // Who held or rejected it: `held_by`, else the name filled in `approved_by`.
         Approval::Hold | Approval::Rejected => {

@@ -411,7 +411,16 @@ impl<'w> Engine<'w> {
         if let Some(warning) = sync.restart_needed(&self.ws.config.git) {
             tracing::warn!("{warning}");
         }
+        // What runs, before and after the rebase: a change the sync brought in is untrusted
+        // until a person trusts it; what changed here before the sync is the user's own.
+        let before = crate::trust::snapshot(self.ws);
+        crate::trust::note_local(self.ws, &before);
+        let head = crate::environment::view::head_commit(&self.ws.root).map(|(commit, _)| commit);
         let pass = sync.before_pass();
+        let after = crate::trust::snapshot(self.ws);
+        if after != before {
+            crate::trust::arrived(self.ws, &before, &after, head.as_deref(), &self.audit);
+        }
         self.claims_allowed.set(pass == crate::sync::Pass::Ready);
         if let crate::sync::Pass::Stopped(reason) = pass
             && sync.new_stop(&reason)

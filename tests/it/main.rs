@@ -67,6 +67,7 @@ mod friendly;
 mod gitwork;
 mod hostile;
 mod hostile_input;
+mod identity;
 mod integrations;
 mod life;
 mod merge;

@@ -18,7 +18,7 @@ use crate::util::{TASKS, Workspace, git, git_in, isolated, opsflow_bin, tasks_of
 const STATE: &str = "docs/workflow/state.json";
 const DEADLINE: Duration = Duration::from_secs(120);
 
-fn design_task(id: &str) -> Value {
+pub(crate) fn design_task(id: &str) -> Value {
     json!({
         "id": id,
         "title": format!("Design the environments ({id})"),
@@ -31,14 +31,14 @@ fn design_task(id: &str) -> Value {
 }
 
 /// A bare repository as the remote, seeded with the sample workspace and `git.sync` on.
-struct Remote {
+pub(crate) struct Remote {
     _dir: tempfile::TempDir,
-    bare: PathBuf,
+    pub(crate) bare: PathBuf,
     clones: Vec<Workspace>,
 }
 
 impl Remote {
-    fn new(tasks: &[Value], git_config: Value) -> Remote {
+    pub(crate) fn new(tasks: &[Value], git_config: Value) -> Remote {
         let dir = tempfile::Builder::new().prefix("opsflow-sync-").tempdir().unwrap();
         let bare = dir.path().join("remote.git");
         git(dir.path(), &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()]);
@@ -60,7 +60,7 @@ impl Remote {
     }
 
     /// A new clone with the merge driver configured, as `opsflow init` would.
-    fn clone(&mut self) -> usize {
+    pub(crate) fn clone(&mut self) -> usize {
         let ws = Workspace::new();
         git(ws.path(), &["clone", "-q", self.bare.to_str().unwrap(), "."]);
         git(ws.path(), &["config", "merge.opsflow.driver", &format!("{} merge-driver %O %A %B %P", opsflow_bin())]);
@@ -69,11 +69,11 @@ impl Remote {
         self.clones.len() - 1
     }
 
-    fn ws(&self, clone: usize) -> &Workspace {
+    pub(crate) fn ws(&self, clone: usize) -> &Workspace {
         &self.clones[clone]
     }
 
-    fn opsflow(&self, clone: usize, args: &[&str]) -> Output {
+    pub(crate) fn opsflow(&self, clone: usize, args: &[&str]) -> Output {
         isolated(&mut self.ws(clone).command(args)).output().expect("run opsflow")
     }
 
