@@ -628,3 +628,46 @@ fn a_paused_canary_over_two_hosts_finishes_on_every_host_after_proceed() {
     assert_eq!(history["deployments"][0]["hosts"], expected);
     assert!(!ws.join(".opsflow/rollouts/production.json").exists());
 }
+
+#[test]
+fn recovery_takes_over_the_host_locks_of_a_runner_killed_mid_deploy_and_rolls_every_host_back() {
+    let (client, hosts, logs) = fleet(2);
+    let log = logs.path().join("restarts.log");
+    let waiting = logs.path().join("h2-waiting");
+    // On h2 the health check waits (a minute at most), and the runner is killed there.
+    let check = format!(
+        "test -f index.html && {{ [ \"$OPSFLOW_HOST\" != h2 ] || {{ touch '{}'; i=0; while [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; }}; }}",
+        waiting.display()
+    );
+    let env = production(
+        &client,
+        &[&hosts[0], &hosts[1]],
+        &log,
+        json!({"health_checks": [{"name": "waits", "command": check, "timeout": "90s"}]}),
+    );
+    let ws = approved_for_production(env);
+    let mut first = ws.command(&["run"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    wait_until(Duration::from_secs(60), "the health check on h2 to start", || waiting.exists());
+    // SIGKILL: the runner's host locks stay behind.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    for host in &hosts {
+        assert_eq!(host.current().as_deref(), Some("releases/UNIT-001/1.0.0"));
+        let holder = std::fs::read_to_string(host.root().join(".opsflow-lock/holder")).unwrap();
+        assert!(holder.contains(&format!("pid={}", first.id())), "{holder}");
+    }
+
+    let mut second = ws.command(&["run"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let status = wait_for_exit(&mut second, Duration::from_secs(120), "the run that recovers");
+    assert_eq!(status.code(), Some(1));
+    let production = task(&ws.tasks(), "DEVOPS-007").clone();
+    assert_eq!(production["outcome"]["failed_step"], "interrupted", "{production}");
+    let summary = production["outcome"]["summary"].as_str().unwrap();
+    assert!(summary.contains("took over the host locks left by h1: pid"), "{summary}");
+    assert!(summary.contains("production rolled back"), "{summary}");
+    for host in &hosts {
+        assert_eq!(host.current(), None, "a first release is taken down on every host");
+        assert!(!host.root().join(".opsflow-lock").exists(), "the host locks are given back");
+    }
+    assert_eq!(json_file(&ws, RECORD)["hosts"], json!({"h1": "none", "h2": "none"}));
+}
