@@ -334,6 +334,50 @@ mod tests {
         assert!(!std::path::Path::new("/tmp/opsflow-remote-pwned").exists());
     }
 
+    /// rsync splits its `-e` value itself: each argument arrives whole, whatever it holds.
+    #[test]
+    fn rsync_reads_back_every_argument_of_its_ssh_command_exactly() {
+        if !local_rsync() {
+            eprintln!("skipped: rsync is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let seen = dir.path().join("seen");
+        let fake = dir.path().join("fake ssh");
+        std::fs::write(
+            &fake,
+            format!("#!/bin/sh\nfor a in \"$@\"; do printf '[%s]\\n' \"$a\"; done > '{}'\nexit 1\n", seen.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let hostile = ["it's", "two words", "$(touch pwned)", "\"dq\"", "back\\slash", "''"];
+        let e = std::iter::once(fake.display().to_string())
+            .chain(hostile.iter().map(|s| (*s).to_owned()))
+            .map(|w| rsync_quote(&w))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let source = dir.path().join("src");
+        std::fs::create_dir(&source).unwrap();
+        let _ = Command::new("rsync")
+            .args(["-a", "-s", "-e", &e, "--"])
+            .arg(format!("{}/", source.display()))
+            .arg("host:dest/")
+            .output()
+            .unwrap();
+        let args = std::fs::read_to_string(&seen).unwrap();
+        let expected: String = hostile.iter().map(|h| format!("[{h}]\n")).collect();
+        assert!(args.starts_with(&expected), "{args}");
+        assert!(!dir.path().join("pwned").exists());
+    }
+
+    #[test]
+    fn an_rsync_destination_brackets_an_ipv6_address() {
+        let d = Destination { user: Some("deploy".into()), address: "::1".into(), port: Some(22) };
+        assert_eq!(rsync_destination(&d, "/srv/x/.incoming/"), "deploy@[::1]:/srv/x/.incoming/");
+        let d = Destination { user: None, address: "web-1".into(), port: None };
+        assert_eq!(rsync_destination(&d, "srv/"), "web-1:srv/");
+    }
+
     #[test]
     fn the_ssh_command_line_checks_host_keys_and_never_prompts() {
         let options = ClientOptions {
