@@ -1,8 +1,9 @@
 //! The `ssh` provider: releases on remote hosts, each switched by an atomic `current` link.
 //!
 //! Every host has, under its `path` (default `/srv/<project>`):
-//! `releases/<UNIT_ID>/<version>/` (one directory per release, uploaded as a tar stream
-//! through `ssh` into a temporary directory and renamed into place), `shared/` (the
+//! `releases/<UNIT_ID>/<version>/` (one directory per release, uploaded with rsync over the
+//! same `ssh` options when this machine and the host both have it, else as a tar stream
+//! through `ssh`, into a temporary directory, then renamed into place), `shared/` (the
 //! `shared_dirs` and `shared_files` linked into every release, as Deployer's `shared`),
 //! `current -> releases/<UNIT_ID>/<version>` (made under a temporary name with `ln -sfn` and
 //! renamed over the old one with `mv -T`, which is atomic) and `.opsflow-lock/` (the host's
