@@ -106,6 +106,14 @@ impl<'w> Engine<'w> {
         let mut run = self.node_run(&task, node, &run_id, release);
         // The entry carries the dead runner's claim: the interruption is recorded on it.
         run.claim = Some(old_run.clone());
+        // The hosts of an `ssh` environment are locked before they are rolled back, and stay
+        // locked until this recovery ends.
+        let host_locks = match rollout {
+            Some((journal, env)) if journal.changed && self.ws.config.devops.auto_rollback_enabled => {
+                Some(self.lock_hosts_for_recovery(&run.runner, env, &run_id, &journal.task, &mut notes))
+            }
+            _ => None,
+        };
         if let Some((journal, env)) = rollout {
             if !journal.changed {
                 // Its release was staged but never went live: not `deploying` for ever.
@@ -114,6 +122,11 @@ impl<'w> Engine<'w> {
                     self.write_failed(e.to_string());
                 }
                 notes.push(format!("{} had not been changed yet", env.name));
+            } else if let Some(Err(why)) = &host_locks {
+                notes.push(format!(
+                    "{} was not rolled back: {why}; roll it back (`opsflow rollback {}`) once every host can be locked",
+                    env.name, env.name
+                ));
             } else if self.ws.config.devops.auto_rollback_enabled {
                 let vars = vec![
                     ("OPSFLOW_ENV".to_owned(), env.name.clone()),
@@ -167,6 +180,34 @@ impl<'w> Engine<'w> {
             warnings: Vec::new(),
             switched_back: false,
         })
+    }
+
+    /// Takes the deploy lock of every host of an `ssh` environment before recovery rolls it
+    /// back, as a deploy does: the dead runner's own locks (a holder on this machine whose
+    /// process is gone) are taken over; a lock a live holder has, or a host that cannot be
+    /// reached, is `Err` and nothing is rolled back. The locks are released when the value is
+    /// dropped (`None`: other providers have only the environment's lock).
+    fn lock_hosts_for_recovery(
+        &self,
+        runner: &crate::exec::command::Runner,
+        env: &deploy::EnvConfig,
+        run_id: &str,
+        task: &str,
+        notes: &mut Vec<String>,
+    ) -> Result<Option<crate::rollout::ssh::HostLocks>, String> {
+        if env.provider != deploy::Provider::Ssh {
+            return Ok(None);
+        }
+        let holder = crate::rollout::deploy_lock::Holder {
+            agent: self.ws.config.agent.name.clone(),
+            run_id: run_id.to_owned(),
+            task: task.to_owned(),
+        };
+        let locks = crate::rollout::ssh::lock_hosts(runner, env, &holder).map_err(|e| e.to_string())?;
+        if !locks.taken_over.is_empty() {
+            notes.push(format!("took over the host locks left by {}", locks.taken_over.join("; ")));
+        }
+        Ok(Some(locks))
     }
 
     /// Files a Rollback_Deployment task for every R17 in which a human asked for a rollback

@@ -41,6 +41,18 @@ pub fn quote(value: &str) -> String {
     quoted
 }
 
+/// Whether `word` is opsflow's own and means itself to a shell unquoted (letters, digits, `-`
+/// and `=`): a path is always quoted.
+fn plain_word(word: &str) -> bool {
+    !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '=')
+}
+
+/// `value` as one argument of rsync's own splitting of its `-e` command: in single quotes,
+/// each `'` doubled (rsync knows no backslash escapes there).
+pub fn rsync_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
 /// The command line a remote login shell runs: `env 'NAME=value' ... sh -c 'script'`. The
 /// names are opsflow's (`OPSFLOW_*`, checked here); the values may be anything a workflow
 /// file holds.
@@ -86,9 +98,10 @@ pub struct ClientOptions {
 }
 
 impl ClientOptions {
-    /// The `ssh` command line up to (without) the destination, shell-quoted: strict host key
-    /// checking always, batch mode (no prompt), and the configured key, known hosts and port.
-    pub fn ssh_words(&self, port: Option<u16>) -> Vec<String> {
+    /// The `ssh` command line up to (without) the destination, one unquoted argument each:
+    /// strict host key checking always, batch mode (no prompt), and the configured key, known
+    /// hosts and port.
+    pub fn ssh_args(&self, port: Option<u16>) -> Vec<String> {
         let timeout = self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT).as_secs().max(1);
         let mut words: Vec<String> = vec![
             "ssh".into(),
@@ -105,19 +118,32 @@ impl ClientOptions {
         ];
         if let Some(file) = &self.known_hosts_file {
             words.push("-o".into());
-            words.push(quote(&format!("UserKnownHostsFile={}", file.display())));
+            words.push(format!("UserKnownHostsFile={}", file.display()));
         }
         if let Some(identity) = &self.identity_file {
             words.push("-o".into());
             words.push("IdentitiesOnly=yes".into());
             words.push("-i".into());
-            words.push(quote(&identity.display().to_string()));
+            words.push(identity.display().to_string());
         }
         if let Some(port) = port {
             words.push("-p".into());
             words.push(port.to_string());
         }
         words
+    }
+
+    /// [`ClientOptions::ssh_args`] as words of a POSIX shell (a word that needs no quotes is
+    /// left as it is).
+    pub fn ssh_words(&self, port: Option<u16>) -> Vec<String> {
+        self.ssh_args(port).into_iter().map(|w| if plain_word(&w) { w } else { quote(&w) }).collect()
+    }
+
+    /// The value of `rsync -e`: the same `ssh` command line as every other call (host keys,
+    /// batch mode, key, known hosts, port, timeout), quoted the way rsync splits it (rsync
+    /// reads `-e` itself, not through a shell: single quotes, a `'` inside written `''`).
+    pub fn rsync_shell(&self, port: Option<u16>) -> String {
+        self.ssh_args(port).iter().map(|w| rsync_quote(w)).collect::<Vec<_>>().join(" ")
     }
 
     /// The local command line that runs [`REMOTE_COMMAND_VAR`] on `destination`.
@@ -128,6 +154,47 @@ impl ClientOptions {
         words.push(format!("\"${REMOTE_COMMAND_VAR}\""));
         words.join(" ")
     }
+}
+
+/// Where rsync writes on `destination`: `user@address:path` (an IPv6 address in brackets).
+/// The path reaches the remote rsync through its protocol (`-s`), never a remote shell.
+pub fn rsync_destination(destination: &Destination, path: &str) -> String {
+    let address = if destination.address.contains(':') {
+        format!("[{}]", destination.address)
+    } else {
+        destination.address.clone()
+    };
+    match &destination.user {
+        Some(user) => format!("{user}@{address}:{path}"),
+        None => format!("{address}:{path}"),
+    }
+}
+
+/// The environment variable of an rsync upload's `-e` value ([`ClientOptions::rsync_shell`]).
+pub const RSYNC_SSH_VAR: &str = "OPSFLOW_RSYNC_SSH";
+/// The environment variable of an rsync upload's destination ([`rsync_destination`]).
+pub const RSYNC_DEST_VAR: &str = "OPSFLOW_RSYNC_DEST";
+
+/// The local command line of an rsync upload of `$OPSFLOW_RELEASE_DIR`: every variable part
+/// is an environment variable, and `--` comes before the paths. With `link_dest`, files the
+/// live release (`../current`, beside the upload's directory) already has unchanged are hard
+/// linked from it instead of sent.
+pub fn rsync_command(link_dest: bool) -> String {
+    format!(
+        "rsync -a -s {}-e \"${RSYNC_SSH_VAR}\" -- \"$OPSFLOW_RELEASE_DIR/\" \"${RSYNC_DEST_VAR}\"",
+        if link_dest { "--link-dest=../current " } else { "" }
+    )
+}
+
+/// Whether this machine has `rsync` (`command -v rsync`).
+pub fn local_rsync() -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", "command -v rsync"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// One remote call: what runs, where, and what it gets.
@@ -265,6 +332,50 @@ mod tests {
             "U-1'; touch /tmp/opsflow-remote-pwned; '|1.0.0 $(id)\nnext line"
         );
         assert!(!std::path::Path::new("/tmp/opsflow-remote-pwned").exists());
+    }
+
+    /// rsync splits its `-e` value itself: each argument arrives whole, whatever it holds.
+    #[test]
+    fn rsync_reads_back_every_argument_of_its_ssh_command_exactly() {
+        if !local_rsync() {
+            eprintln!("skipped: rsync is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let seen = dir.path().join("seen");
+        let fake = dir.path().join("fake ssh");
+        std::fs::write(
+            &fake,
+            format!("#!/bin/sh\nfor a in \"$@\"; do printf '[%s]\\n' \"$a\"; done > '{}'\nexit 1\n", seen.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let hostile = ["it's", "two words", "$(touch pwned)", "\"dq\"", "back\\slash", "''"];
+        let e = std::iter::once(fake.display().to_string())
+            .chain(hostile.iter().map(|s| (*s).to_owned()))
+            .map(|w| rsync_quote(&w))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let source = dir.path().join("src");
+        std::fs::create_dir(&source).unwrap();
+        let _ = Command::new("rsync")
+            .args(["-a", "-s", "-e", &e, "--"])
+            .arg(format!("{}/", source.display()))
+            .arg("host:dest/")
+            .output()
+            .unwrap();
+        let args = std::fs::read_to_string(&seen).unwrap();
+        let expected: String = hostile.iter().map(|h| format!("[{h}]\n")).collect();
+        assert!(args.starts_with(&expected), "{args}");
+        assert!(!dir.path().join("pwned").exists());
+    }
+
+    #[test]
+    fn an_rsync_destination_brackets_an_ipv6_address() {
+        let d = Destination { user: Some("deploy".into()), address: "::1".into(), port: Some(22) };
+        assert_eq!(rsync_destination(&d, "/srv/x/.incoming/"), "deploy@[::1]:/srv/x/.incoming/");
+        let d = Destination { user: None, address: "web-1".into(), port: None };
+        assert_eq!(rsync_destination(&d, "srv/"), "web-1:srv/");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The `ssh` provider: releases on remote hosts, each switched by an atomic `current` link.
 //!
 //! Every host has, under its `path` (default `/srv/<project>`):
-//! `releases/<UNIT_ID>/<version>/` (one directory per release, uploaded as a tar stream
-//! through `ssh` into a temporary directory and renamed into place), `shared/` (the
+//! `releases/<UNIT_ID>/<version>/` (one directory per release, uploaded with rsync over the
+//! same `ssh` options when this machine and the host both have it, else as a tar stream
+//! through `ssh`, into a temporary directory, then renamed into place), `shared/` (the
 //! `shared_dirs` and `shared_files` linked into every release, as Deployer's `shared`),
 //! `current -> releases/<UNIT_ID>/<version>` (made under a temporary name with `ln -sfn` and
 //! renamed over the old one with `mv -T`, which is atomic) and `.opsflow-lock/` (the host's
@@ -310,7 +311,11 @@ impl Fleet {
     }
 
     /// Uploads `release_dir` to `dir` (relative to the root) on host `index` and links the
-    /// shared entries into it. Nothing live changes.
+    /// shared entries into it; nothing live changes. With rsync on this machine
+    /// (`local_rsync`) and on the host (asked once, in the upload's first call), rsync sends
+    /// it over the same `ssh` options as every call, hard linking what the live release
+    /// already has; otherwise a tar stream goes through `ssh`. Either way it lands in a
+    /// temporary directory that is renamed into place. `Ok` says which was used.
     pub fn upload(
         &self,
         runner: &Runner,
@@ -318,14 +323,52 @@ impl Fleet {
         release_dir: &Path,
         dir: &str,
         vars: &[(String, String)],
-    ) -> Result<(), String> {
+        local_rsync: bool,
+    ) -> Result<Transfer, String> {
+        let host = &self.hosts[index];
+        let run_id = runner
+            .env
+            .iter()
+            .chain(vars)
+            .rev()
+            .find(|(name, _)| name == "OPSFLOW_RUN_ID")
+            .map_or("upload", |(_, value)| value.as_str());
+        let incoming = format!(".incoming-{}-{index}", crate::workspace::file_name_part(run_id));
         let mut local = vars.to_vec();
         local.push(("OPSFLOW_RELEASE_DIR".into(), release_dir.to_string_lossy().into_owned()));
         let shared_dirs = self.shared_dirs.join("\n");
         let shared_files = self.shared_files.join("\n");
-        let extra =
-            [("OPSFLOW_RELEASE", dir), ("OPSFLOW_SHARED_DIRS", &shared_dirs), ("OPSFLOW_SHARED_FILES", &shared_files)];
-        self.call(runner, index, "upload", "uploading the release", UPLOAD, &local, &extra, Some(TAR_FEED)).map(|_| ())
+        let mut transfer = Transfer::Tar;
+        if local_rsync {
+            let extra = [("OPSFLOW_INCOMING", incoming.as_str())];
+            let out = self.call(runner, index, "prepare", "preparing the upload", PREPARE_RSYNC, vars, &extra, None)?;
+            let mut lines = out.lines();
+            if lines.next() == Some("rsync") {
+                let live = lines.any(|l| l == "live");
+                let mut rsync_vars = local.clone();
+                rsync_vars.push((ssh::RSYNC_SSH_VAR.into(), self.options.rsync_shell(host.destination.port)));
+                let path = format!("{}/{incoming}/", host.root.trim_end_matches('/'));
+                rsync_vars.push((ssh::RSYNC_DEST_VAR.into(), ssh::rsync_destination(&host.destination, &path)));
+                let step = format!("upload-rsync-{}", host.name);
+                let result = runner.run(&step, &ssh::rsync_command(live), None, None, &rsync_vars);
+                if !result.success {
+                    let _ = self.call(runner, index, "clean", "cleaning up", CLEAN_INCOMING, vars, &extra, None);
+                    return Err(ssh::explain(&host.name, "uploading the release with rsync", &result, &self.options));
+                }
+                transfer = Transfer::Rsync;
+            }
+        }
+        let uploaded = if transfer == Transfer::Rsync { "1" } else { "" };
+        let extra = [
+            ("OPSFLOW_RELEASE", dir),
+            ("OPSFLOW_INCOMING", incoming.as_str()),
+            ("OPSFLOW_UPLOADED", uploaded),
+            ("OPSFLOW_SHARED_DIRS", &shared_dirs),
+            ("OPSFLOW_SHARED_FILES", &shared_files),
+        ];
+        let feed = (transfer == Transfer::Tar).then_some(TAR_FEED);
+        self.call(runner, index, "upload", "uploading the release", UPLOAD, &local, &extra, feed)?;
+        Ok(transfer)
     }
 
     /// Points `current` at `dir` on host `index` atomically, or removes it (`None`).
@@ -467,6 +510,22 @@ impl Fleet {
     }
 }
 
+/// How a release was sent to a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    Rsync,
+    Tar,
+}
+
+impl Transfer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transfer::Rsync => "rsync",
+            Transfer::Tar => "tar",
+        }
+    }
+}
+
 /// The placeholder of a host's address in an `http` check's URL.
 pub const HOST_PLACEHOLDER: &str = "{host}";
 
@@ -476,17 +535,41 @@ const READ_CURRENT: &str = r#"readlink "$OPSFLOW_ROOT/current" 2>/dev/null || tr
 /// The local side of an upload: the release as a tar stream on standard output.
 const TAR_FEED: &str = r#"tar -C "$OPSFLOW_RELEASE_DIR" -cf - ."#;
 
-/// Unpacks the stream into a temporary directory, links the shared entries, then renames it
+/// Whether the host has rsync (`command -v rsync`): if so, makes the upload's empty
+/// temporary directory (`$OPSFLOW_INCOMING` under the root) and prints `rsync`, then `live`
+/// when a live release is there to hard link from; else prints `tar` and changes nothing.
+const PREPARE_RSYNC: &str = r#"root="$OPSFLOW_ROOT"
+if command -v rsync >/dev/null 2>&1; then
+  mkdir -p "$root/releases" "$root/shared" || exit 1
+  rm -rf "$root/$OPSFLOW_INCOMING"
+  mkdir "$root/$OPSFLOW_INCOMING" || exit 1
+  echo rsync
+  if [ -d "$root/current/" ]; then echo live; fi
+else
+  echo tar
+fi
+"#;
+
+/// Removes an upload's temporary directory (after a failed rsync: a full disk gets its room
+/// back).
+const CLEAN_INCOMING: &str = r#"rm -rf "$OPSFLOW_ROOT/$OPSFLOW_INCOMING""#;
+
+/// Unpacks the stream (or takes what rsync put there, `OPSFLOW_UPLOADED=1`) in a temporary
+/// directory, links the shared entries, then renames it
 /// into place (an earlier upload of the same release is moved aside first), so a half
 /// uploaded release is never at its name.
 const UPLOAD: &str = r#"set -e
 root="$OPSFLOW_ROOT"
 dir="$root/$OPSFLOW_RELEASE"
-incoming="$root/.incoming-$OPSFLOW_RUN_ID-$$"
+incoming="$root/$OPSFLOW_INCOMING"
 mkdir -p "$root/releases" "$root/shared"
-rm -rf "$incoming"
-mkdir -p "$incoming"
-if ! tar -C "$incoming" -xf -; then rm -rf "$incoming"; exit 1; fi
+if [ "$OPSFLOW_UPLOADED" != 1 ]; then
+  rm -rf "$incoming"
+  mkdir -p "$incoming"
+  if ! tar -C "$incoming" -xf -; then rm -rf "$incoming"; exit 1; fi
+fi
+test -d "$incoming" || { echo "$incoming is missing" >&2; exit 1; }
+trap 'rm -rf "$incoming"' EXIT
 printf '%s\n' "$OPSFLOW_SHARED_DIRS" | while IFS= read -r entry; do
   [ -n "$entry" ] || continue
   mkdir -p "$root/shared/$entry"
@@ -673,16 +756,21 @@ pub(super) fn deploy(rollout: &mut Rollout<'_>, record: &Record, release_dir: &P
     }
     let pending: Vec<usize> =
         stages.iter().skip(rollout.journal.next_step).flat_map(|(_, members)| members.iter().copied()).collect();
+    let local_rsync = ssh::local_rsync();
+    let mut sent = Vec::new();
     for &i in &pending {
-        if let Err(why) = fleet.upload(runner, i, release_dir, &dir, &vars) {
-            let why = format!("{why}; the release was not switched in on any host it was not switched in before");
-            if !fresh {
-                return give_up(rollout, report, &fleet, "upload", why);
+        match fleet.upload(runner, i, release_dir, &dir, &vars, local_rsync) {
+            Ok(transfer) => sent.push(format!("{} ({})", fleet.hosts[i].name, transfer.name())),
+            Err(why) => {
+                let why = format!("{why}; the release was not switched in on any host it was not switched in before");
+                if !fresh {
+                    return give_up(rollout, report, &fleet, "upload", why);
+                }
+                return report.fail("upload", why);
             }
-            return report.fail("upload", why);
         }
     }
-    report.note(format!("Artifacts uploaded to {dir} on {}", fleet.names(&pending)), "SUCCESS");
+    report.note(format!("Artifacts uploaded to {dir} on {}", sent.join(", ")), "SUCCESS");
     if fresh {
         if let Err(e) = env.record_deploying(ws, &rollout.journal, &dir, &rollout.provenance) {
             return report.fail("record", format!("{e}; nothing was switched"));
@@ -979,7 +1067,8 @@ if [ -n "$OPSFLOW_STALE" ] && [ "$(cat "$lock/holder" 2>/dev/null)" = "$OPSFLOW_
   mv "$lock" "$lock.stale-$OPSFLOW_RUN_ID-$$" && rm -rf "$lock.stale-$OPSFLOW_RUN_ID-$$"
 fi
 if mkdir "$lock" 2>/dev/null; then
-  printf '%s\n' "$OPSFLOW_LOCK_HOLDER" > "$lock/holder"
+  # A lock whose holder cannot be written (a full disk) would be nobody's: given back.
+  if ! printf '%s\n' "$OPSFLOW_LOCK_HOLDER" > "$lock/holder"; then rm -rf "$lock"; exit 1; fi
   echo acquired
 else
   echo held

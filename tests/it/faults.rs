@@ -127,6 +127,14 @@ impl SmallDisk {
         assert!(probe.is_err(), "the disk is full");
     }
 
+    /// Fills the disk so that only `bytes` (rounded to whole pages) are left free.
+    pub fn fill_leaving(&self, bytes: usize) {
+        let spare = self.dir.path().join("spare");
+        std::fs::write(&spare, vec![1u8; bytes]).unwrap();
+        self.fill();
+        std::fs::remove_file(&spare).unwrap();
+    }
+
     /// Makes room again.
     pub fn free(&self) {
         std::fs::remove_file(&self.filler).unwrap();

@@ -73,15 +73,43 @@ pub struct Sshd {
     /// The host's public key line.
     pub host_key: String,
     dir: tempfile::TempDir,
+    /// Other directories the server uses, removed with it.
+    keep: Vec<tempfile::TempDir>,
 }
 
 impl Sshd {
     /// Starts a server that lets `client` in as the current user; its key is added to the
     /// client's known hosts.
     pub fn start(client: &Client) -> Sshd {
+        Sshd::start_with(client, client, "")
+    }
+
+    /// A server whose `PATH` has every command of `/usr/bin` and `/bin` but `rsync`: each
+    /// session runs through a `ForceCommand` that sets it, as on a host where rsync is not
+    /// installed.
+    pub fn start_without_rsync(client: &Client) -> Sshd {
+        let bin_dir = tempfile::Builder::new().prefix("opsflow-ssh-bin-").tempdir().unwrap();
+        let bin = bin_dir.path();
+        for dir in ["/usr/bin", "/bin"] {
+            for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+                let name = entry.file_name();
+                if name != "rsync" && !bin.join(&name).exists() {
+                    let _ = std::os::unix::fs::symlink(entry.path(), bin.join(&name));
+                }
+            }
+        }
+        let config = format!("ForceCommand PATH={} exec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\"\n", bin.display());
+        let mut sshd = Sshd::start_with(client, client, &config);
+        sshd.keep.push(bin_dir);
+        sshd
+    }
+
+    /// Starts a server whose key `client` trusts but which lets in only `authorized`'s key,
+    /// with `extra` lines appended to its `sshd_config`.
+    pub fn start_with(client: &Client, authorized: &Client, extra: &str) -> Sshd {
         let dir = tempfile::Builder::new().prefix("opsflow-ssh-host-").tempdir().unwrap();
         keygen(&dir.path().join("host_key"));
-        fs::copy(client.identity().with_extension("pub"), dir.path().join("authorized_keys")).unwrap();
+        fs::copy(authorized.identity().with_extension("pub"), dir.path().join("authorized_keys")).unwrap();
         fs::create_dir_all(dir.path().join("root")).unwrap();
         // sshd refuses to start as root without its privilege separation directory.
         let _ = fs::create_dir_all("/run/sshd");
@@ -95,7 +123,7 @@ impl Sshd {
                     "ListenAddress 127.0.0.1\nPort {port}\nHostKey {dir}/host_key\nAuthorizedKeysFile {dir}/authorized_keys\n\
                      PidFile {dir}/sshd.pid\nStrictModes no\nUsePAM no\nPermitRootLogin yes\nPasswordAuthentication no\n\
                      KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nUseDNS no\nMaxStartups 100\nMaxSessions 100\n\
-                     LogLevel ERROR\n",
+                     LogLevel ERROR\n{extra}",
                     dir = dir.path().display()
                 ),
             )
@@ -112,7 +140,7 @@ impl Sshd {
                 .expect("start sshd");
             if wait_for_banner(port, &mut child) {
                 client.trust(port, &host_key);
-                return Sshd { child: Some(child), port, host_key, dir };
+                return Sshd { child: Some(child), port, host_key, dir, keep: Vec::new() };
             }
             // The port was taken by someone else between the probe and sshd's bind.
             let _ = child.kill();
