@@ -90,6 +90,8 @@ fn recreate_deploys_to_every_host_and_the_record_says_what_each_runs() {
     assert!(status.contains("h2 runs UNIT-001 1.0.0"), "{status}");
     let r13 = ws.read_string(R13);
     assert!(r13.contains("index-present on h2"), "R13 names each host's check:\n{r13}");
+    assert!(!r13.contains("the local provider"), "R13 says what the ssh provider did:\n{r13}");
+    assert!(r13.contains("copied to each host over ssh"), "{r13}");
     let report = json_file(&ws, "ARTIFACTS/devops-engineer/deployment-report.json");
     assert_eq!(report["infrastructure"]["region"], "ssh hosts", "{report}");
 }
