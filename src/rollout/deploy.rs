@@ -973,20 +973,7 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
             &rollout.ws.config.devops,
         );
         let judged = analyse(rollout.runner, env, &rollout.ws.config, baseline.as_ref(), &vars, plan, "analysis");
-        report.analyses.push(StageAnalysis {
-            stage: label.clone(),
-            verdict: judged.verdict.clone(),
-            reason: judged.reason.clone(),
-            samples: judged.rows.clone(),
-        });
-        let status = match judged.verdict.as_str() {
-            "passed" => "PASS",
-            "failed" => "FAIL",
-            _ => "PAUSED",
-        };
-        report.note(format!("Analysis at {label}"), status);
-        rollout.journal.next_step = index + 1;
-        rollout.save();
+        note_analysis(rollout, report, label, index, &judged);
         match judged.verdict.as_str() {
             "passed" => {}
             "failed" => {
@@ -1313,6 +1300,31 @@ pub(super) struct Judged {
 /// Runs one analysis of `env` to its verdict: metrics (against `baseline`) and health checks
 /// every `plan.interval`, judged with the triggers of `devops.rollback_triggers`. A shutdown
 /// ends it `interrupted`; a metrics config that cannot be used is `inconclusive`.
+/// Records the analysis of one step of a rollout (canary step, batch): in the report, its
+/// timeline, and the journal, which from now on resumes after that step.
+pub(super) fn note_analysis(
+    rollout: &mut Rollout<'_>,
+    report: &mut DeployReport,
+    label: &str,
+    index: usize,
+    judged: &Judged,
+) {
+    report.analyses.push(StageAnalysis {
+        stage: label.to_owned(),
+        verdict: judged.verdict.clone(),
+        reason: judged.reason.clone(),
+        samples: judged.rows.clone(),
+    });
+    let status = match judged.verdict.as_str() {
+        "passed" => "PASS",
+        "failed" => "FAIL",
+        _ => "PAUSED",
+    };
+    report.note(format!("Analysis at {label}"), status);
+    rollout.journal.next_step = index + 1;
+    rollout.save();
+}
+
 pub(super) fn analyse(
     runner: &Runner,
     env: &EnvConfig,

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::analysis::{AnalysisSpec, Plan};
-use super::deploy::{APPROVAL_STEP, CommandSpec, DeployReport, EnvConfig, Rollout, StageAnalysis, analyse};
+use super::deploy::{APPROVAL_STEP, CommandSpec, DeployReport, EnvConfig, Rollout, analyse, note_analysis};
 use crate::environment::record::{HOST_NOTHING, HOST_UNKNOWN, Record, Status, host_label};
 use crate::exec::checks::{CheckResult, CheckSpec, run_check};
 use crate::exec::command::Runner;
@@ -822,20 +822,7 @@ pub(super) fn deploy(rollout: &mut Rollout<'_>, record: &Record, release_dir: &P
             let mut switched_env = env.clone();
             switched_env.hosts = switched.iter().map(|&i| env.hosts[i].clone()).collect();
             let judged = analyse(runner, &switched_env, &ws.config, baseline.as_ref(), &vars, plan, "analysis");
-            report.analyses.push(StageAnalysis {
-                stage: label.clone(),
-                verdict: judged.verdict.clone(),
-                reason: judged.reason.clone(),
-                samples: judged.rows.clone(),
-            });
-            let status = match judged.verdict.as_str() {
-                "passed" => "PASS",
-                "failed" => "FAIL",
-                _ => "PAUSED",
-            };
-            report.note(format!("Analysis at {label}"), status);
-            rollout.journal.next_step = index + 1;
-            rollout.save();
+            note_analysis(rollout, report, label, index, &judged);
             match judged.verdict.as_str() {
                 "passed" => {}
                 "failed" => return give_up(rollout, report, &fleet, "analysis", format!("{label}: {}", judged.reason)),
