@@ -9,14 +9,12 @@ use std::path::Path;
 const DIRECT_READS: &[(&str, &str)] = &[
     ("src/workspace/read.rs", "the defensive readers themselves"),
     ("src/workspace/write.rs", "the write side compares what it displaced"),
-    ("src/workspace/beneath.rs", "unit tests of the descriptor-relative writes"),
     ("src/store/file.rs", "the store reads under its lock through read_bytes"),
     ("src/cmd/demo.rs", "the demo reads the sample it just copied"),
     ("src/cmd/init.rs", "init reads the .gitignore files it writes"),
     ("src/cmd/status.rs", "status reads opsflow's own audit log"),
     ("src/daemon/git_busy.rs", "git's index.lock"),
     ("src/engine/kept.rs", "opsflow's own kept outcomes in the runtime directory"),
-    ("src/engine/record.rs", "unit tests"),
     ("src/environment/freeze.rs", "environment locks and wait timer starts in the runtime directory"),
     ("src/environment/record.rs", "the environment's record in the runtime directory"),
     ("src/exec/command.rs", "run logs and process-group markers"),
@@ -55,6 +53,8 @@ fn workflow_files_are_read_only_through_the_readers() {
             continue;
         }
         let text = std::fs::read_to_string(&file).unwrap();
+        // Unit tests read the files they set up.
+        let text = text.split("#[cfg(test)]").next().unwrap_or_default();
         for (n, line) in text.lines().enumerate() {
             let code = line.split("//").next().unwrap_or_default();
             if ["fs::read_to_string(", "fs::read(", "File::open("].iter().any(|p| code.contains(p)) {
