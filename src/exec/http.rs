@@ -72,29 +72,23 @@ pub enum HttpError {
     Request(String),
 }
 
-/// A GET of `url`: the status and the body (lossy UTF-8), whatever the status.
-pub fn get(url: &str, request: &Request<'_>) -> Result<(u16, String), HttpError> {
+/// The client for `url` (the platform's trust, or only `ca_file`'s) and the URL without its
+/// fragment; refused unless the URL is `http://` or `https://`.
+fn agent_for<'u>(url: &'u str, request: &Request<'_>) -> Result<(Agent, &'u str), HttpError> {
     let scheme = url.split_once("://").map_or("none", |(scheme, _)| scheme);
     if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
         return Err(HttpError::Scheme { scheme: scheme.to_owned() });
     }
-    let custom;
     let agent = match request.ca_file {
-        Some(path) => {
-            custom = ca_file_agent(read_ca_file(path)?)?;
-            &custom
-        }
-        None => platform_agent(),
+        Some(path) => ca_file_agent(read_ca_file(path)?)?,
+        None => platform_agent().clone(),
     };
     // A fragment is for browsers; `http::Uri` refuses it.
-    let url = url.split('#').next().unwrap_or(url);
-    let mut response = agent
-        .get(url)
-        .config()
-        .timeout_global(Some(request.timeout))
-        .build()
-        .call()
-        .map_err(|e| HttpError::Request(explain(e, request, Stage::Head)))?;
+    Ok((agent, url.split('#').next().unwrap_or(url)))
+}
+
+/// The status and the body (lossy UTF-8, at most `max_body` bytes) of a response.
+fn answer(mut response: ureq::http::Response<ureq::Body>, request: &Request<'_>) -> Result<(u16, String), HttpError> {
     let status = response.status().as_u16();
     let body = response
         .body_mut()
@@ -103,6 +97,19 @@ pub fn get(url: &str, request: &Request<'_>) -> Result<(u16, String), HttpError>
         .read_to_vec()
         .map_err(|e| HttpError::Request(explain(e, request, Stage::Body)))?;
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// A GET of `url`: the status and the body (lossy UTF-8), whatever the status.
+pub fn get(url: &str, request: &Request<'_>) -> Result<(u16, String), HttpError> {
+    let (agent, url) = agent_for(url, request)?;
+    let response = agent
+        .get(url)
+        .config()
+        .timeout_global(Some(request.timeout))
+        .build()
+        .call()
+        .map_err(|e| HttpError::Request(explain(e, request, Stage::Head)))?;
+    answer(response, request)
 }
 
 /// A POST of `body` to `url` with `headers`: the status and the body (lossy UTF-8), whatever
@@ -114,37 +121,18 @@ pub fn post(
     body: &[u8],
     request: &Request<'_>,
 ) -> Result<(u16, String), HttpError> {
-    let scheme = url.split_once("://").map_or("none", |(scheme, _)| scheme);
-    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
-        return Err(HttpError::Scheme { scheme: scheme.to_owned() });
-    }
-    let custom;
-    let agent = match request.ca_file {
-        Some(path) => {
-            custom = ca_file_agent(read_ca_file(path)?)?;
-            &custom
-        }
-        None => platform_agent(),
-    };
-    let url = url.split('#').next().unwrap_or(url);
+    let (agent, url) = agent_for(url, request)?;
     let mut builder = agent.post(url);
     for (name, value) in headers {
         builder = builder.header(name.as_str(), value.as_str());
     }
-    let mut response = builder
+    let response = builder
         .config()
         .timeout_global(Some(request.timeout))
         .build()
         .send(body)
         .map_err(|e| HttpError::Request(explain(e, request, Stage::Head)))?;
-    let status = response.status().as_u16();
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(request.max_body)
-        .read_to_vec()
-        .map_err(|e| HttpError::Request(explain(e, request, Stage::Body)))?;
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    answer(response, request)
 }
 
 /// Percent-encodes `text` for a URL query value: every byte but the unreserved characters
