@@ -41,6 +41,10 @@ pub struct Config {
     pub taskmaster: TaskMaster,
     /// `notifications`: the channels that receive events (docs/notifications.md).
     pub notifications: Vec<crate::notify::Channel>,
+    /// The agent nodes of the workflow (`"action": "agent"` in `workflow.json`), whose
+    /// `owner`'s tasks of their types this runner also owns. Filled by `Workspace::open`.
+    #[serde(skip)]
+    pub agent_nodes: Vec<NodeOwner>,
     /// The whole file as written.
     #[serde(skip)]
     pub raw: Value,
@@ -67,10 +71,19 @@ impl Default for Config {
             git: Git::default(),
             taskmaster: TaskMaster::default(),
             notifications: Vec::new(),
+            agent_nodes: Vec::new(),
             raw: Value::Object(Default::default()),
             label: String::new(),
         }
     }
+}
+
+/// An agent node of the workflow: the agent whose tasks it runs and their types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeOwner {
+    pub node: String,
+    pub owner: String,
+    pub task_types: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

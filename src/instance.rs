@@ -1,4 +1,5 @@
-//! One runner per agent per workspace: an exclusive lock in `.opsflow/locks/`.
+//! One runner per agent per workspace: an exclusive lock in `.opsflow/locks/` for each agent a
+//! runner acts for (its own, and the owner of each agent node of the workflow).
 //!
 //! The lock is `File::lock` on `instance-<agent>.lock`, so it dies with its holder (a killed
 //! runner never blocks the next). The holder writes its pid, host and start time into the
@@ -24,20 +25,32 @@ pub enum InstanceError {
     Busy { agent: String, holder: String, path: PathBuf },
 }
 
-/// Held for as long as this runner lives.
+/// Held for as long as this runner lives: one lock per agent it acts for.
 pub struct InstanceLock {
-    _file: File,
+    _files: Vec<File>,
+    /// The lock of the runner's own agent.
     pub path: PathBuf,
 }
 
-/// Takes the instance lock of this agent, or says who holds it.
+/// Takes the instance lock of this runner's agent and of every agent node's owner it acts
+/// for (`workflow::agents_acted_for`), or says who holds the first one that is taken.
 pub fn acquire(ws: &Workspace) -> Result<InstanceLock, InstanceError> {
     let runtime = ensure_runtime_dir(ws)
         .map_err(|source| InstanceError::Runtime { path: ws.path(&ws.config.paths.runtime), source })?;
-    let agent = crate::workspace::file_name_part(&ws.config.agent.name);
     let locks = runtime.join("locks");
-    let path = locks.join(format!("instance-{agent}.lock"));
     write::create_dir_all(&ws.root, &locks).map_err(|source| InstanceError::Runtime { path: locks.clone(), source })?;
+    let mut files = Vec::new();
+    let mut own = None;
+    for agent in crate::workflow::agents_acted_for(&ws.config) {
+        let (file, path) = lock_agent(ws, &locks, &agent)?;
+        files.push(file);
+        own.get_or_insert(path);
+    }
+    Ok(InstanceLock { _files: files, path: own.expect("a runner acts for its own agent") })
+}
+
+fn lock_agent(ws: &Workspace, locks: &Path, agent: &str) -> Result<(File, PathBuf), InstanceError> {
+    let path = locks.join(format!("instance-{}.lock", crate::workspace::file_name_part(agent)));
     // The holder's line is written into the file: never through a planted symlink.
     let mut file =
         write::open_rw(&ws.root, &path).map_err(|source| InstanceError::Open { path: path.clone(), source })?;
@@ -48,7 +61,7 @@ pub fn acquire(ws: &Workspace) -> Result<InstanceLock, InstanceError> {
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim();
             let holder = if holder.is_empty() { "another process".to_owned() } else { holder.to_owned() };
-            return Err(InstanceError::Busy { agent: ws.config.agent.name.clone(), holder, path });
+            return Err(InstanceError::Busy { agent: agent.to_owned(), holder, path });
         }
         Err(fs::TryLockError::Error(source)) => return Err(InstanceError::Lock { path, source }),
     }
@@ -59,7 +72,7 @@ pub fn acquire(ws: &Workspace) -> Result<InstanceLock, InstanceError> {
     {
         tracing::warn!("cannot note the holder in {}: {e}", path.display());
     }
-    Ok(InstanceLock { _file: file, path })
+    Ok((file, path))
 }
 
 /// This machine's host name (`unknown` when the system does not say), as recorded in the

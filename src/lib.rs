@@ -5,6 +5,7 @@
 //! valid) to [`store`] (locked, byte-preserving edits of `tasks.json` and `state.json`).
 //! [`validate`] checks the whole workspace; [`cmd`] holds one module per command.
 
+pub mod agent;
 pub mod audit;
 pub mod cli;
 pub mod cmd;

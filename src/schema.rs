@@ -145,6 +145,43 @@ impl Schemas {
             .map_err(|e| Diagnostic::new(&label, Kind::Schema, format!("is not a valid JSON Schema: {e}")))
     }
 
+    /// [`Schemas::validate`] by schema file name: a built-in schema (with the workspace's
+    /// override), or any other schema file of the workspace's schemas folder, compiled for this
+    /// call. A schema that does not exist or does not compile is one diagnostic naming it.
+    pub fn validate_by_file(&self, schema_file: &str, file: &str, value: &Value) -> Vec<Diagnostic> {
+        if let Some(name) = ALL
+            .iter()
+            .find(|n| n.file() == schema_file && !matches!(n, SchemaName::Task | SchemaName::OwnDeploymentReport))
+        {
+            return self.validate(*name, file, value);
+        }
+        let label = format!("{}/{schema_file}", self.override_label.trim_end_matches('/'));
+        let text = match read::read_text(&self.override_dir.join(schema_file), &label, self.limit) {
+            Ok(Some(text)) => text,
+            Ok(None) => {
+                return vec![Diagnostic::new(
+                    &label,
+                    Kind::Schema,
+                    format!("does not exist, and no built-in schema has that name (so {file} cannot be checked)"),
+                )];
+            }
+            Err(diagnostic) => return vec![diagnostic],
+        };
+        let compiled = read::parse_json(&label, &text).and_then(|schema| {
+            jsonschema::draft202012::options()
+                .should_validate_formats(true)
+                .build(&schema)
+                .map_err(|e| Diagnostic::new(&label, Kind::Schema, format!("is not a valid JSON Schema: {e}")))
+        });
+        match compiled {
+            Ok(validator) => validator.iter_errors(value).map(|error| schema_diagnostic(file, &error)).collect(),
+            Err(mut broken) => {
+                broken.message = format!("{} (so {file} cannot be checked)", broken.message);
+                vec![broken]
+            }
+        }
+    }
+
     /// Every way `value` (from `file`) breaks the schema; empty when it is valid.
     pub fn validate(&self, name: SchemaName, file: &str, value: &Value) -> Vec<Diagnostic> {
         let validator = match self.compiled[name.index()].get_or_init(|| self.compile(name)) {

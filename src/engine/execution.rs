@@ -191,6 +191,8 @@ impl<'w> Engine<'w> {
             record_errors: Vec::new(),
             claim: None,
             after_switch: false,
+            attempts: Vec::new(),
+            agent_usage: None,
         }
     }
 

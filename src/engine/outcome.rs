@@ -51,6 +51,9 @@ impl<'w> Engine<'w> {
         let summary = self.secrets.mask(&summary);
         run.summary = summary.clone();
         outcome_value["summary"] = json!(summary);
+        if !run.attempts.is_empty() {
+            outcome_value["attempts"] = json!(run.attempts);
+        }
         self.secrets.mask_json(&mut outcome_value);
         let mut ops = vec![
             FieldOp::Set("status".into(), task_status.as_str().into()),

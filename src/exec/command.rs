@@ -46,6 +46,9 @@ pub struct StepResult {
     pub command: String,
     pub success: bool,
     pub exit_code: Option<i32>,
+    /// The signal that ended the command, when one did (a timeout's is not counted here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
     pub timed_out: bool,
     /// Stopped because opsflow was shutting down (past its grace period), not by its timeout.
     pub aborted: bool,
@@ -107,7 +110,7 @@ impl Runner {
         timeout: Option<Duration>,
         extra_env: &[(String, String)],
     ) -> StepResult {
-        self.run_inner(step, command, cwd, timeout, extra_env, None, None)
+        self.run_inner(step, command, cwd, timeout, extra_env, Io::default())
     }
 
     /// Like [`Runner::run`], with `stdin` written to the command's standard input (then
@@ -121,7 +124,7 @@ impl Runner {
         extra_env: &[(String, String)],
         stdin: Vec<u8>,
     ) -> StepResult {
-        self.run_inner(step, command, cwd, timeout, extra_env, None, Some(stdin))
+        self.run_inner(step, command, cwd, timeout, extra_env, Io { stdin: Some(stdin), ..Io::default() })
     }
 
     /// Like [`Runner::run`] (logged, masked, time-limited), and also keeps the whole standard
@@ -135,12 +138,31 @@ impl Runner {
         extra_env: &[(String, String)],
     ) -> (StepResult, CapturedStdout) {
         let capture = Arc::new(Mutex::new(CapturedStdout::default()));
-        let result = self.run_inner(step, command, cwd, timeout, extra_env, Some(Arc::clone(&capture)), None);
+        let io = Io { capture: Some(Arc::clone(&capture)), ..Io::default() };
+        let result = self.run_inner(step, command, cwd, timeout, extra_env, io);
         let captured = std::mem::take(&mut *capture.lock().expect("capture lock"));
         (result, captured)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// For a program that reads a prompt and answers (an agent): `stdin` written to it, its
+    /// standard output kept whole (up to [`STDOUT_CAPTURE_LIMIT`]) and logged apart from its
+    /// standard error, in `<step>.stdout` and `<step>.stderr` (which also holds the command
+    /// line and how it ended; `log` names it).
+    pub fn run_split(
+        &self,
+        step: &str,
+        command: &str,
+        timeout: Option<Duration>,
+        extra_env: &[(String, String)],
+        stdin: Vec<u8>,
+    ) -> (StepResult, CapturedStdout) {
+        let capture = Arc::new(Mutex::new(CapturedStdout::default()));
+        let io = Io { stdin: Some(stdin), capture: Some(Arc::clone(&capture)), split: true };
+        let result = self.run_inner(step, command, None, timeout, extra_env, io);
+        let captured = std::mem::take(&mut *capture.lock().expect("capture lock"));
+        (result, captured)
+    }
+
     fn run_inner(
         &self,
         step: &str,
@@ -148,11 +170,12 @@ impl Runner {
         cwd: Option<&Path>,
         timeout: Option<Duration>,
         extra_env: &[(String, String)],
-        capture: Option<Arc<Mutex<CapturedStdout>>>,
-        stdin: Option<Vec<u8>>,
+        io: Io,
     ) -> StepResult {
+        let Io { stdin, capture, split } = io;
         let started = Instant::now();
-        let log_path = self.log_path(step);
+        let log_path =
+            if split { self.run_dir.join(format!("{}.stderr", safe_name(step))) } else { self.log_path(step) };
         let log_label = log_path.strip_prefix(&self.workspace).unwrap_or(&log_path).to_string_lossy().into_owned();
         let timeout = timeout.unwrap_or(self.default_timeout);
         let fail = |message: String| {
@@ -161,6 +184,7 @@ impl Runner {
                 command: self.secrets.mask(command),
                 success: false,
                 exit_code: None,
+                signal: None,
                 timed_out: false,
                 aborted: false,
                 duration_ms: started.elapsed().as_millis() as u64,
@@ -182,6 +206,16 @@ impl Runner {
         let log = match opened {
             Ok(file) => Arc::new(Mutex::new(file)),
             Err(e) => return fail(format!("cannot create the log {}: {e}", log_path.display())),
+        };
+        // Split: standard output goes to a file of its own, as it came (masked).
+        let out_log = if split {
+            let name = format!("{}.stdout", safe_name(step));
+            match run_dir.open_file(std::ffi::OsStr::new(&name), OFlags::CREATE | OFlags::TRUNC | OFlags::WRONLY) {
+                Ok(file) => Arc::new(Mutex::new(file)),
+                Err(e) => return fail(format!("cannot create the log {}: {e}", self.run_dir.join(name).display())),
+            }
+        } else {
+            Arc::clone(&log)
         };
         let _ = writeln!(log.lock().expect("log lock"), "$ {}", self.secrets.mask(command));
         // The running group is written down so that a runner killed with `kill -9` can have
@@ -230,7 +264,8 @@ impl Runner {
         .enumerate()
         .filter_map(|(index, stream)| Some((stream?, if index == 0 { capture.clone() } else { None })))
         .map(|(stream, capture)| {
-            let (log, tail, secrets) = (Arc::clone(&log), Arc::clone(&tail), self.secrets.clone());
+            let log = if capture.is_some() { Arc::clone(&out_log) } else { Arc::clone(&log) };
+            let (tail, secrets) = (Arc::clone(&tail), self.secrets.clone());
             thread::spawn(move || {
                 read_pieces(stream, &secrets, |piece, ended| {
                     if let Some(capture) = &capture {
@@ -299,6 +334,7 @@ impl Runner {
             Ok(status) => (status.code(), status.success() && !timed_out),
             Err(_) => (None, false),
         };
+        let signal = status.as_ref().ok().and_then(ExitStatusExt::signal).filter(|_| !timed_out);
         let mut log = log.lock().expect("log lock");
         let ending = match (&status, timed_out) {
             (_, true) if aborted => "aborted by shutdown; process group killed".to_owned(),
@@ -317,6 +353,7 @@ impl Runner {
             command: self.secrets.mask(command),
             success,
             exit_code,
+            signal,
             timed_out,
             aborted: timed_out && aborted,
             duration_ms,
@@ -328,8 +365,7 @@ impl Runner {
     }
 
     fn log_path(&self, step: &str) -> PathBuf {
-        let safe: String =
-            step.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+        let safe = safe_name(step);
         let mut path = self.run_dir.join(format!("{safe}.log"));
         let mut n = 2;
         while path.exists() {
@@ -338,6 +374,21 @@ impl Runner {
         }
         path
     }
+}
+
+/// How a step's input and output are wired.
+#[derive(Default)]
+struct Io {
+    stdin: Option<Vec<u8>>,
+    /// Standard output kept whole, besides the log.
+    capture: Option<Arc<Mutex<CapturedStdout>>>,
+    /// Standard output logged apart from standard error.
+    split: bool,
+}
+
+/// A step's name as a file name: letters, digits, `-` and `_`, anything else a `-`.
+fn safe_name(step: &str) -> String {
+    step.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect()
 }
 
 /// The longest piece of output kept in memory as one line: a longer line is logged in pieces

@@ -1,4 +1,4 @@
-//! The ten node actions. Each reads its inputs, does its work through `exec`, and writes its
+//! The ten node actions, and the agent node's dispatch to `crate::agent`. Each reads its inputs, does its work through `exec`, and writes its
 //! artifacts through `render`; the engine around it handles claims, gates and transitions.
 
 mod build;
@@ -187,6 +187,10 @@ pub struct NodeRun<'a> {
     /// goes on, so that a live release is verified (or rolled back) and recorded as what it
     /// is, never called failed because a record could not be written.
     pub after_switch: bool,
+    /// An agent node's attempts, as the task's `outcome.attempts` lists them.
+    pub attempts: Vec<Value>,
+    /// What an agent node's attempts spent (tokens, cost) and whether any reported a cost.
+    pub agent_usage: Option<(crate::agent::usage::Usage, bool)>,
 }
 
 /// A person's decision about a paused rollout: `proceed` or `rollback`, and the sentence that
@@ -388,6 +392,7 @@ pub fn run(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
         Action::PostDeployVerification => verification(run, environment(run.node)),
         Action::RollbackDeployment => rollback_deployment(run),
         Action::DeploymentAndContinuousFeedback => feedback(run),
+        Action::Agent => crate::agent::run(run),
     }
 }
 

@@ -4,7 +4,8 @@
 //! follows on completion, and `on_failure` edges (verification to rollback), which are drawn
 //! only. `docs/workflow/workflow.json`
 //! can redefine it (validated by `workflow.schema.json`); each node names one of the built-in
-//! actions, so a redefined graph reuses the same, tested behaviour.
+//! actions, so a redefined graph reuses the same, tested behaviour, or is an agent node
+//! (`"action": "agent"`), which runs another agent of the workflow and judges its outputs.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -37,6 +38,9 @@ pub enum Action {
     RollbackDeployment,
     #[serde(rename = "Deployment_And_Continuous_Feedback")]
     DeploymentAndContinuousFeedback,
+    /// Runs another agent of the workflow (the node's `agent` object) and judges its outputs.
+    #[serde(rename = "agent")]
+    Agent,
 }
 
 impl Action {
@@ -88,6 +92,9 @@ pub struct Node {
     pub on_failure: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// What an agent node runs (`"action": "agent"` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<super::agent::AgentSpec>,
     /// Read for compatibility with older `workflow.json` files, and otherwise unused: the
     /// environment a node changes follows its action ([`Node::changes_environment`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -112,7 +119,8 @@ impl Node {
             | Action::StagingEnvironmentSetup
             | Action::BuildRelease
             | Action::RollbackDeployment
-            | Action::DeploymentAndContinuousFeedback => None,
+            | Action::DeploymentAndContinuousFeedback
+            | Action::Agent => None,
         }
     }
 }
@@ -143,6 +151,7 @@ fn node(name: &str, action: Action, types: &[&str], inputs: &[&str], outputs: &[
         next: strings(next),
         on_failure: Vec::new(),
         owner: None,
+        agent: None,
         environment: None,
     }
 }

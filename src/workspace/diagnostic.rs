@@ -73,6 +73,12 @@ pub enum Kind {
     NearMissAgent,
     /// A warning: an owned task's status is not one opsflow knows.
     UnknownStatus,
+    /// An agent's declared output that is missing, unchanged, empty or a placeholder.
+    Output,
+    /// A `verify` command of an agent node that failed.
+    Verify,
+    /// A file that decides the workflow, which an agent changed (and opsflow restored).
+    Protected,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -150,8 +156,10 @@ impl fmt::Display for Diagnostic {
             write!(f, "at {shown}: ")?;
         }
         write!(f, "{}", self.message)?;
-        if let Some(rule) = &self.rule {
-            write!(f, " (schema rule `{rule}`)")?;
+        match (&self.rule, self.kind) {
+            (Some(rule), Kind::Output | Kind::Verify | Kind::Protected) => write!(f, " (rule `{rule}`)")?,
+            (Some(rule), _) => write!(f, " (schema rule `{rule}`)")?,
+            (None, _) => {}
         }
         Ok(())
     }

@@ -68,7 +68,9 @@ impl Workspace {
         } else {
             Schemas::new(root.join(&config.paths.schemas), &config.paths.schemas, config.limits.max_file_bytes)
         };
-        Ok(Workspace { root, config, config_label, config_problems, schemas })
+        let mut ws = Workspace { root, config, config_label, config_problems, schemas };
+        ws.config.agent_nodes = crate::workflow::agent_owners(&ws);
+        Ok(ws)
     }
 
     /// The tag of a Task Master tasks file opsflow works in and the tag's default agent:

@@ -4,6 +4,8 @@
 //! binary with `-C <dir>`, and asserts on what a user sees: exit codes, stdout, stderr and
 //! the bytes of the files. One binary holds every module, so the crate is compiled once.
 //!
+//! - [`agents`]: agent nodes run real programs as agents; opsflow's verdict on their outputs,
+//!   retries with diagnostics, timeouts, budgets, and the files they may not touch.
 //! - [`store`]: byte-preserving edits of `tasks.json`, ownership filters, refused edits.
 //! - [`concurrency`]: many writers at once, and a writer that ignores the lock.
 //! - [`crash`]: `kill -9` of a writer waiting for the lock or writing its temporary file.
@@ -50,6 +52,7 @@
 //! - [`merge`]: the git merge driver under real `git merge` and `git rebase`, its setup, and
 //!   `tasks release`.
 
+mod agents;
 mod bad_input;
 mod cli;
 mod concurrency;

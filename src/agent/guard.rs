@@ -1,0 +1,217 @@
+//! The files that decide what ships, kept away from the agents opsflow runs.
+//!
+//! Before each attempt a `Snapshot` copies, byte for byte, every file that decides the
+//! workflow and is not one of the node's declared outputs: the config, `workflow.json`, the
+//! schemas and templates folders, the approval files and R17 decisions of the artifacts
+//! folder, the QA verdicts (reports, the JSON test report, BMAD gate files), the attempt's own
+//! task entry in `tasks.json` and its node's entry in `state.json`. After the attempt every
+//! difference is put back (a changed file rewritten, a new one removed, a removed one
+//! written again, the entries set back field by field through the store) and returned, so the
+//! attempt fails with each change named. A copy rather than git: it restores edits nobody
+//! committed, and works where the workspace is not a repository.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::engine::record;
+use crate::store::edit::FieldOp;
+use crate::store::state::StateEdit;
+use crate::workspace::{Workspace, write};
+
+/// One change an agent made to a file that decides the workflow, already undone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub file: String,
+    /// What it did: `changed`, `created`, `removed`, or which fields of an entry it set.
+    pub what: String,
+    /// Set when the change could not be undone.
+    pub not_restored: Option<String>,
+}
+
+/// The protected files and entries as they were when an attempt started.
+pub struct Snapshot {
+    files: BTreeMap<String, Option<Vec<u8>>>,
+    folders: Vec<String>,
+    excluded: Vec<String>,
+    task: Option<(String, Value)>,
+    node: Option<(String, Value)>,
+}
+
+impl Snapshot {
+    /// Copies what `task_id` and `node` may not change; `outputs` (the node's declared ones)
+    /// are the agent's to write.
+    pub fn take(ws: &Workspace, task_id: &str, node: &str, outputs: &[String]) -> Snapshot {
+        let paths = &ws.config.paths;
+        let folders: Vec<String> = [&paths.schemas, &paths.templates, &paths.qa_gates]
+            .into_iter()
+            .map(|dir| dir.trim_end_matches('/').to_owned())
+            .collect();
+        let mut snapshot =
+            Snapshot { files: BTreeMap::new(), folders, excluded: outputs.to_vec(), task: None, node: None };
+        for file in snapshot.protected_files(ws) {
+            let bytes = read(ws, &file);
+            snapshot.files.insert(file, bytes);
+        }
+        snapshot.task = task_entry(ws, task_id).map(|entry| (task_id.to_owned(), entry));
+        snapshot.node = node_entry(ws, node).map(|entry| (node.to_owned(), entry));
+        snapshot
+    }
+
+    /// Every protected file there is now.
+    fn protected_files(&self, ws: &Workspace) -> Vec<String> {
+        let paths = &ws.config.paths;
+        let mut files =
+            vec![crate::config::DEFAULT_CONFIG_FILE.to_owned(), paths.workflow.clone(), paths.qa_test_report.clone()];
+        if let Some(label) =
+            Some(ws.config_label.clone()).filter(|l| !l.is_empty() && !l.starts_with('/') && !l.starts_with('('))
+        {
+            files.push(label);
+        }
+        for folder in &self.folders {
+            files.extend(listing(ws, folder, true, |_| true));
+        }
+        files.extend(listing(ws, &paths.artifacts, false, |name| {
+            name.ends_with(".md") && (name.contains("-approval") || name.starts_with("R17-rollback-decision"))
+        }));
+        files.extend(listing(ws, &paths.qa_reports, false, |name| name.ends_with(".md")));
+        files.retain(|file| !self.excluded.iter().any(|output| output == file));
+        files.sort();
+        files.dedup();
+        files
+    }
+
+    /// Puts back everything the attempt changed and says what it was. What a changed file
+    /// held is kept under `displaced` (workspace-relative, the same relative path below it),
+    /// so a person's edit made during the attempt is not lost either.
+    pub fn restore(&self, ws: &Workspace, displaced: &std::path::Path) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let mut now: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+        for file in self.protected_files(ws).into_iter().chain(self.files.keys().cloned()) {
+            now.entry(file.clone()).or_insert_with(|| read(ws, &file));
+        }
+        for (file, current) in now {
+            let before = self.files.get(&file).cloned().flatten();
+            if before == current {
+                continue;
+            }
+            let what = match (&before, &current) {
+                (None, Some(_)) => "created",
+                (Some(_), None) => "removed",
+                _ => "changed",
+            };
+            if let Some(bytes) = &current {
+                let kept = displaced.join(&file);
+                if let Err(e) = write::write_file(&ws.root, &kept, bytes) {
+                    tracing::warn!("cannot keep what an agent wrote to {file} in {}: {e}", kept.display());
+                }
+            }
+            let undone = match &before {
+                Some(bytes) => ws
+                    .inside(&file)
+                    .map_err(|d| d.to_string())
+                    .and_then(|path| write::write_file(&ws.root, &path, bytes).map_err(|e| e.to_string())),
+                None => ws
+                    .inside(&file)
+                    .map_err(|d| d.to_string())
+                    .and_then(|path| write::remove_file(&ws.root, &path).map_err(|e| e.to_string())),
+            };
+            changes.push(Change { file, what: what.to_owned(), not_restored: undone.err() });
+        }
+        if let Some((id, before)) = &self.task {
+            let after = task_entry(ws, id);
+            if let Some(after) = after.filter(|after| after != before) {
+                let ops = field_ops(before, &after);
+                let fields = describe(before, &after);
+                let undone = record::edit_task(ws, Some(id), &[], ops, Vec::new()).map_err(|e| e.to_string());
+                changes.push(Change {
+                    file: format!("{} (task {id})", ws.config.paths.tasks),
+                    what: format!("set {fields}"),
+                    not_restored: undone.err(),
+                });
+            }
+        }
+        if let Some((node, before)) = &self.node {
+            let after = node_entry(ws, node);
+            if let Some(after) = after.filter(|after| after != before) {
+                let workflow = state_workflow(ws);
+                let edit = StateEdit { node: node.clone(), fields: field_ops(before, &after), current_nodes: None };
+                let undone = record::edit_state(ws, &workflow, &edit).map_err(|e| e.to_string());
+                changes.push(Change {
+                    file: format!("{} (node {node})", ws.config.paths.state),
+                    what: format!("set {}", describe(before, &after)),
+                    not_restored: undone.err(),
+                });
+            }
+        }
+        changes
+    }
+}
+
+fn read(ws: &Workspace, file: &str) -> Option<Vec<u8>> {
+    let path = ws.inside(file).ok()?;
+    crate::workspace::read::read_bytes(&path, file, ws.config.limits.max_file_bytes).ok().flatten()
+}
+
+/// The workspace-relative files of `folder` (and below it when `deep`) whose name passes.
+fn listing(ws: &Workspace, folder: &str, deep: bool, keep: impl Fn(&str) -> bool) -> Vec<String> {
+    let folder = folder.trim_end_matches('/');
+    let Ok(root) = ws.inside(folder) else { return Vec::new() };
+    walkdir::WalkDir::new(&root)
+        .max_depth(if deep { 8 } else { 1 })
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_file())
+        .filter(|entry| entry.file_name().to_str().is_some_and(&keep))
+        .filter_map(|entry| {
+            let relative = entry.path().strip_prefix(&ws.root).ok()?;
+            Some(relative.to_string_lossy().replace('\\', "/"))
+        })
+        .collect()
+}
+
+fn task_entry(ws: &Workspace, id: &str) -> Option<Value> {
+    let mut loaded = crate::validate::load_task_list(ws, |head| head.id.as_deref() == Some(id));
+    loaded.kept.pop().map(|(_, value)| value)
+}
+
+fn node_entry(ws: &Workspace, node: &str) -> Option<Value> {
+    let state = crate::validate::load_json(ws, &ws.config.paths.state, crate::schema::SchemaName::State).value?;
+    Some(state.pointer(&format!("/nodes/{node}")).cloned().unwrap_or(Value::Null))
+}
+
+fn state_workflow(ws: &Workspace) -> String {
+    crate::validate::load_json(ws, &ws.config.paths.state, crate::schema::SchemaName::State)
+        .value
+        .and_then(|state| state.get("workflow").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| "devops".to_owned())
+}
+
+/// The edits that turn object `after` back into `before`.
+fn field_ops(before: &Value, after: &Value) -> Vec<FieldOp> {
+    let empty = serde_json::Map::new();
+    let (before, after) = (before.as_object().unwrap_or(&empty), after.as_object().unwrap_or(&empty));
+    let mut ops: Vec<FieldOp> = before
+        .iter()
+        .filter(|(key, value)| after.get(*key) != Some(value))
+        .map(|(key, value)| FieldOp::Set(key.clone(), value.clone()))
+        .collect();
+    ops.extend(after.keys().filter(|key| !before.contains_key(*key)).map(|key| FieldOp::Remove(key.clone())));
+    ops
+}
+
+/// The fields that differ, as `status: "in_progress" -> "done"`.
+fn describe(before: &Value, after: &Value) -> String {
+    let empty = serde_json::Map::new();
+    let (b, a) = (before.as_object().unwrap_or(&empty), after.as_object().unwrap_or(&empty));
+    let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let shown = |value: Option<&Value>| value.map_or("(none)".to_owned(), crate::workspace::diagnostic::excerpt_value);
+    keys.into_iter()
+        .filter(|key| b.get(*key) != a.get(*key))
+        .map(|key| format!("`{key}` {} -> {}", shown(b.get(key)), shown(a.get(key))))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

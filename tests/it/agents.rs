@@ -1,0 +1,264 @@
+//! Agent nodes: opsflow runs another agent (here Python scripts that behave like LLM command
+//! lines: they read the prompt on stdin and write files) and judges what it wrote itself.
+//! Each case asserts what a user sees: the task's status and `outcome.attempts`, the files
+//! on disk, the attempt logs, the audit log and `human-requests.md`.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::util::{TASKS, Workspace, task, wait_until};
+
+const REPORT: &str = "QA/QA-Report-UNIT-001.md";
+const TEST_REPORT: &str = "ARTIFACTS/qa-engineer/qa-test-report.json";
+const APPROVAL: &str = "docs/workflow/artifacts/R12-prod-approval.md";
+
+/// A fake QA agent. Its behaviour is its first argument.
+const AGENT: &str = r#"
+import json, os, subprocess, sys, time
+mode = sys.argv[1]
+prompt = sys.stdin.read()
+root = os.environ["OPSFLOW_WORKSPACE"]
+unit = os.environ["OPSFLOW_UNIT_ID"]
+def write(relative, text):
+    path = os.path.join(root, relative)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+good_report = "---\nunit_id: \"%s\"\nversion: \"1.0.0\"\nstatus: approved\ntested_by: QA-Engineer\n---\n\n# QA Report\n\nAll 24 unit tests and 6 integration tests pass; no blocking bugs.\n" % unit
+good_json = json.dumps({"unit_id": unit, "version": "1.0.0", "recommendation": "approve_for_deployment",
+    "summary": "All suites pass.", "test_results": {"unit": {"passed": 24, "failed": 0, "skipped": 0}}})
+def good():
+    write("QA/QA-Report-%s.md" % unit, good_report)
+    write("ARTIFACTS/qa-engineer/qa-test-report.json", good_json)
+with open(os.path.join(root, "prompts.log"), "a") as f:
+    f.write("=== attempt %s\n%s\n" % (os.environ["OPSFLOW_ATTEMPT"], prompt))
+if mode == "fix":
+    if "previous attempt" in prompt and "front matter" in prompt:
+        good()
+    else:
+        write("QA/QA-Report-%s.md" % unit, "---\nunit_id: \"%s\"\n---\n\n# QA Report\n\nAll pass.\n" % unit)
+        write("ARTIFACTS/qa-engineer/qa-test-report.json", good_json)
+    print("QA complete. All tests pass. <loop-complete>")
+elif mode == "claims":
+    print(json.dumps({"type": "result", "result": "Task complete: all tests pass", "passes": True}))
+elif mode == "hang":
+    child = subprocess.Popen(["sleep", "300"])
+    write("child.pid", str(child.pid))
+    time.sleep(300)
+elif mode == "budget":
+    print(json.dumps({"usage": {"input_tokens": 900000, "output_tokens": 200000}, "cost_usd": 3.5}))
+    sys.exit(1)
+elif mode == "approve":
+    good()
+    path = os.path.join(root, "docs/workflow/artifacts/R12-prod-approval.md")
+    text = open(path).read().replace("status: pending", "status: approved").replace("- [ ] Approved", "- [x] Approved")
+    write("docs/workflow/artifacts/R12-prod-approval.md", text)
+elif mode == "selfdone":
+    good()
+    path = os.path.join(root, "docs/workflow/tasks.json")
+    tasks = json.load(open(path))
+    for t in tasks["tasks"]:
+        if t["id"] == os.environ["OPSFLOW_TASK_ID"]:
+            t["status"] = "done"
+    write("docs/workflow/tasks.json", json.dumps(tasks, indent=2) + "\n")
+elif mode == "empty":
+    write("QA/QA-Report-%s.md" % unit, "---\nunit_id: \"%s\"\nstatus: approved\n---\n\n# QA Report\n\n" % unit)
+    write("ARTIFACTS/qa-engineer/qa-test-report.json", good_json)
+elif mode == "placeholder":
+    write("QA/QA-Report-%s.md" % unit, "---\nunit_id: \"%s\"\nstatus: approved\n---\n\n# QA Report\n\nTODO\n" % unit)
+    write("ARTIFACTS/qa-engineer/qa-test-report.json", good_json)
+elif mode == "missing":
+    sys.exit(127)
+"#;
+
+const APPROVAL_TEXT: &str = "---\nenvironment: production\nunit_id: \"UNIT-001\"\nversion: \"1.0.0\"\nstatus: pending\napproved_by: null\n---\n\n# Production approval\n\n- [ ] Approved\n";
+
+fn workflow(mode: &str, agent: Value) -> String {
+    let mut spec = json!({
+        "command": format!("python3 agents/qa.py {mode}"),
+        "outputs": [
+            {"path": "QA/QA-Report-{{unit_id}}.md", "schema": "qa-report.schema.json"},
+            {"path": "ARTIFACTS/qa-engineer/qa-test-report.json", "schema": "qa-test-report.schema.json"}
+        ],
+        "max_attempts": 3,
+        "timeout": "30s",
+        "backoff": "10ms"
+    });
+    if let (Some(spec), Value::Object(extra)) = (spec.as_object_mut(), agent) {
+        spec.extend(extra);
+    }
+    serde_json::to_string_pretty(&json!({
+        "name": "qa",
+        "nodes": [{
+            "name": "QA_Testing",
+            "action": "agent",
+            "owner": "QA-Engineer",
+            "task_types": ["qa_testing"],
+            "agent": spec
+        }]
+    }))
+    .unwrap()
+}
+
+fn workspace(mode: &str, agent: Value) -> Workspace {
+    let tasks = json!({"tasks": [{
+        "id": "QA-101", "title": "Test the landing page", "agent": "QA-Engineer", "type": "qa_testing",
+        "status": "pending", "unit_id": "UNIT-001", "version": "1.0.0"
+    }]});
+    Workspace::new()
+        .file("project-config.json", "{}\n")
+        .file(TASKS, serde_json::to_string_pretty(&tasks).unwrap() + "\n")
+        .file("docs/workflow/workflow.json", workflow(mode, agent))
+        .file("agents/qa.py", AGENT)
+        .file(APPROVAL, APPROVAL_TEXT)
+}
+
+fn the_task(ws: &Workspace) -> Value {
+    task(&ws.tasks(), "QA-101").clone()
+}
+
+fn attempts(task: &Value) -> Vec<Value> {
+    task["outcome"]["attempts"].as_array().cloned().unwrap_or_default()
+}
+
+fn verdicts(task: &Value) -> Vec<String> {
+    attempts(task).iter().map(|a| a["verdict"].as_str().unwrap_or_default().to_owned()).collect()
+}
+
+fn audit_attempts(ws: &Workspace) -> Vec<Value> {
+    ws.read_string(".opsflow/audit.jsonl")
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|entry| entry["event"] == "agent_attempt")
+        .collect()
+}
+
+#[test]
+fn an_agent_that_writes_an_invalid_report_fixes_it_from_the_diagnostics_in_the_next_prompt() {
+    let ws = workspace("fix", json!({}));
+    let run = ws.run(&["run"]);
+    run.status(0);
+    let task = the_task(&ws);
+    assert_eq!(task["status"], "done", "{task:#}");
+    assert_eq!(verdicts(&task), ["invalid", "passed"]);
+    let first = &attempts(&task)[0];
+    let problem = &first["diagnostics"][0];
+    assert_eq!(problem["file"], REPORT);
+    assert_eq!(problem["rule"], "required", "{problem:#}");
+    assert!(problem["message"].as_str().unwrap().contains("status"), "{problem:#}");
+    assert_eq!(problem["line"], 1, "{problem:#}");
+    // The second prompt carried the first attempt's diagnostics; the first had none.
+    let prompts = ws.read_string("prompts.log");
+    let (one, two) = prompts.split_once("=== attempt 2").expect("two attempts");
+    assert!(!one.contains("previous attempt"), "{one}");
+    assert!(two.contains("Your previous attempt (1) was refused: invalid"), "{two}");
+    assert!(two.contains(REPORT) && two.contains("\"rule\": \"required\""), "{two}");
+    // Each attempt's prompt, stdout and stderr are kept, and the task names them.
+    for attempt in attempts(&task) {
+        for log in ["prompt", "stdout", "stderr"] {
+            let path = attempt["logs"][log].as_str().unwrap();
+            assert!(ws.join(path).is_file(), "{path}");
+        }
+    }
+    let stdout = ws.read_string(attempts(&task)[1]["logs"]["stdout"].as_str().unwrap());
+    assert_eq!(stdout, "QA complete. All tests pass. <loop-complete>\n");
+    assert_eq!(audit_attempts(&ws).len(), 2, "one audit line per attempt");
+    assert!(ws.read_string(REPORT).contains("status: approved"));
+    assert!(task["outcome"]["artifacts"].as_array().unwrap().iter().any(|a| a == REPORT), "{task:#}");
+}
+
+#[test]
+fn an_agent_that_claims_success_and_writes_nothing_fails_every_attempt() {
+    let ws = workspace("claims", json!({}));
+    ws.run(&["run"]).status(1);
+    let task = the_task(&ws);
+    assert_eq!(task["status"], "failed", "{task:#}");
+    assert_eq!(verdicts(&task), ["invalid", "invalid", "invalid"]);
+    let problems = &attempts(&task)[0]["diagnostics"];
+    assert_eq!(problems[0]["rule"], "output.missing", "{problems:#}");
+    assert_eq!(problems[0]["file"], REPORT);
+    assert_eq!(problems[1]["file"], TEST_REPORT);
+    let reason = task["outcome"]["summary"].as_str().unwrap();
+    assert!(reason.contains("no attempt of QA_Testing passed opsflow's checks"), "{reason}");
+    assert!(!ws.join(REPORT).exists());
+}
+
+#[test]
+fn an_agent_that_hangs_with_a_child_is_killed_with_its_whole_process_group_at_the_timeout() {
+    let ws = workspace("hang", json!({"timeout": "2s", "max_attempts": 1}));
+    ws.run(&["run"]).status(1);
+    let task = the_task(&ws);
+    assert_eq!(verdicts(&task), ["timed_out"], "{task:#}");
+    let child: i32 = ws.read_string("child.pid").trim().parse().unwrap();
+    wait_until(Duration::from_secs(10), "the agent's child to be gone", || {
+        !std::path::Path::new(&format!("/proc/{child}")).exists()
+            || std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|s| s.contains(") Z "))
+    });
+    assert!(attempts(&task)[0]["diagnostics"][0]["message"].as_str().unwrap().contains("timeout of 2s"));
+}
+
+#[test]
+fn an_agent_over_its_token_budget_is_stopped_with_the_reason() {
+    let ws = workspace("budget", json!({"budget": {"tokens": 1000000}, "transient_retries": 0}));
+    ws.run(&["run"]).status(1);
+    let task = the_task(&ws);
+    assert_eq!(task["status"], "failed");
+    assert_eq!(attempts(&task).len(), 1, "no attempt starts past the budget: {task:#}");
+    assert_eq!(attempts(&task)[0]["usage"]["input_tokens"], 900000);
+    let reason = task["outcome"]["summary"].as_str().unwrap();
+    assert!(reason.contains("tokens budget ran out (1100000 tokens spent, the budget is 1000000)"), "{reason}");
+}
+
+#[test]
+fn an_agent_that_ticks_the_production_approval_fails_and_the_approval_is_restored_byte_for_byte() {
+    let ws = workspace("approve", json!({}));
+    ws.run(&["run"]).status(1);
+    assert_eq!(ws.read_string(APPROVAL), APPROVAL_TEXT, "the approval is as it was");
+    let task = the_task(&ws);
+    assert_eq!(task["status"], "failed");
+    assert_eq!(verdicts(&task), ["tampered"], "no second try for an agent that tampers");
+    let problem = &attempts(&task)[0]["diagnostics"][0];
+    assert_eq!(problem["file"], APPROVAL);
+    assert_eq!(problem["rule"], "protected");
+    assert!(problem["message"].as_str().unwrap().contains("changed, which decides the workflow"), "{problem:#}");
+    // What it wrote is kept aside, not lost.
+    let displaced =
+        format!(".opsflow/runs/{}/attempt-1.displaced/{APPROVAL}", task["outcome"]["run_id"].as_str().unwrap());
+    assert!(ws.read_string(&displaced).contains("- [x] Approved"));
+    let requests = ws.read_string("docs/workflow/human-requests.md");
+    assert!(requests.contains("QA-101") && requests.contains("changed files that decide the workflow"), "{requests}");
+}
+
+#[test]
+fn an_agent_that_marks_its_own_task_done_fails_and_its_entry_is_set_back() {
+    let ws = workspace("selfdone", json!({}));
+    ws.run(&["run"]).status(1);
+    let task = the_task(&ws);
+    assert_eq!(task["status"], "failed", "opsflow's verdict, not the agent's: {task:#}");
+    let problem = &attempts(&task)[0]["diagnostics"][0];
+    assert!(problem["file"].as_str().unwrap().contains("tasks.json (task QA-101)"), "{problem:#}");
+    assert!(problem["message"].as_str().unwrap().contains("`status` \"in_progress\" -> \"done\""), "{problem:#}");
+}
+
+#[test]
+fn an_agent_that_writes_a_valid_but_empty_report_or_a_placeholder_is_refused_with_the_rule() {
+    for (mode, rule) in [("empty", "output.empty"), ("placeholder", "output.placeholder")] {
+        let ws = workspace(mode, json!({"max_attempts": 1}));
+        ws.run(&["run"]).status(1);
+        let task = the_task(&ws);
+        let problem = &attempts(&task)[0]["diagnostics"][0];
+        assert_eq!(problem["rule"], rule, "{mode}: {problem:#}");
+        assert_eq!(problem["file"], REPORT, "{mode}");
+    }
+}
+
+#[test]
+fn a_command_that_cannot_start_is_retried_with_backoff_and_counted_apart() {
+    let ws = workspace("missing", json!({"max_attempts": 1, "transient_retries": 2}));
+    ws.run(&["run"]).status(1);
+    let task = the_task(&ws);
+    assert_eq!(verdicts(&task), ["transient", "transient", "transient"], "{task:#}");
+    let message = attempts(&task)[0]["diagnostics"][0]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("could not start (exit code 127"), "{message}");
+}
