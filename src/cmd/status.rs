@@ -133,6 +133,44 @@ struct OwnedTask {
     next: Option<String>,
     /// Problems inside this task's entry.
     problems: Vec<String>,
+    /// An agent node running for this task: its attempt and how long it has run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent: Option<RunningAgent>,
+}
+
+#[derive(Debug, Serialize)]
+struct RunningAgent {
+    node: String,
+    run_id: String,
+    attempt: u32,
+    max_attempts: u32,
+    started_at: String,
+    elapsed_seconds: i64,
+    attempt_elapsed_seconds: i64,
+}
+
+/// The agent node running for `task`, from its run's progress file, while it runs.
+fn running_agent(ws: &Workspace, task: &Task) -> Option<RunningAgent> {
+    if task.status != crate::task::TaskStatus::InProgress {
+        return None;
+    }
+    let run_id = task.run_id.as_deref()?;
+    let relative =
+        format!("{}/runs/{run_id}/{}", ws.config.paths.runtime.trim_end_matches('/'), crate::agent::PROGRESS_FILE);
+    let text = ws.read_text(&relative).ok()??;
+    let progress: crate::agent::Progress = serde_json::from_str(&text).ok()?;
+    let since = |stamp: &str| {
+        stamp.parse::<jiff::Timestamp>().map_or(0, |at| jiff::Timestamp::now().as_second() - at.as_second())
+    };
+    Some(RunningAgent {
+        node: progress.node,
+        run_id: run_id.to_owned(),
+        attempt: progress.attempt,
+        max_attempts: progress.max_attempts,
+        elapsed_seconds: since(&progress.started_at),
+        attempt_elapsed_seconds: since(&progress.attempt_started_at),
+        started_at: progress.started_at,
+    })
 }
 
 /// What a person does next for a task in `status`, from what it says and what waits on it:
@@ -327,6 +365,7 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
             waiting_why: if cancelled { Vec::new() } else { waits.iter().map(Wait::describe).collect() },
             blocked_reason: task.blocked_reason.clone().filter(|_| !cancelled),
             problems,
+            agent: running_agent(ws, &task),
         });
     }
     // Problems inside other agents' entries do not hold this runner back; file-level ones do.
@@ -541,6 +580,17 @@ fn print_text(status: &Status) {
         }
         if let Some(reason) = &task.blocked_reason {
             println!("      blocked: {reason}");
+        }
+        if let Some(agent) = &task.agent {
+            println!(
+                "      agent: {} attempt {} of {}, running {} s (this attempt {} s), run {}",
+                agent.node,
+                agent.attempt,
+                agent.max_attempts,
+                agent.elapsed_seconds,
+                agent.attempt_elapsed_seconds,
+                agent.run_id
+            );
         }
         if let Some(next) = &task.next {
             println!("      next: {next}");

@@ -45,6 +45,17 @@ struct NodeOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeVerdict {
+    node: String,
+    verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabel {
+    node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NotificationLabel {
     channel: String,
     event: String,
@@ -79,6 +90,9 @@ pub struct Metrics {
     tasks: Family<StatusLabel, Gauge>,
     gate_blocks: Family<GateLabel, Gauge>,
     node_runs: Family<NodeOutcome, Counter>,
+    agent_attempts: Family<NodeVerdict, Counter>,
+    agent_tokens: Family<NodeLabel, Counter>,
+    agent_cost: Family<NodeLabel, Counter<f64, AtomicU64>>,
     deployments: Family<EnvironmentOutcome, Counter>,
     rollbacks: Counter,
     pub watcher_events: Counter,
@@ -260,6 +274,24 @@ impl Metrics {
             tasks: add(r, "opsflow_tasks", "Owned tasks by status", Family::default()),
             gate_blocks: add(r, "opsflow_gate_blocks", "Failed checks holding tasks back, by gate", Family::default()),
             node_runs: add(r, "opsflow_node_runs", "Nodes run, by node and outcome", Family::default()),
+            agent_attempts: add(
+                r,
+                "opsflow_agent_attempts",
+                "Attempts of agent nodes, by node and opsflow's verdict",
+                Family::default(),
+            ),
+            agent_tokens: add(
+                r,
+                "opsflow_agent_tokens",
+                "Tokens agent nodes reported spending, by node",
+                Family::default(),
+            ),
+            agent_cost: add(
+                r,
+                "opsflow_agent_cost_usd",
+                "Cost in US dollars agent nodes reported, by node",
+                Family::default(),
+            ),
             deployments: add(r, "opsflow_deployments", "Deployments, by environment and outcome", Family::default()),
             rollbacks: add(r, "opsflow_rollbacks", "Deployments rolled back", Counter::default()),
             watcher_events: add(r, "opsflow_watcher_events", "File events seen", Counter::default()),
@@ -398,6 +430,18 @@ impl Metrics {
         if ran.outcome == crate::nodes::OutcomeKind::RolledBack || ran.switched_back {
             self.rollbacks.inc();
         }
+        if let Some(agent) = &ran.agent {
+            for verdict in &agent.verdicts {
+                self.agent_attempts
+                    .get_or_create(&NodeVerdict { node: ran.node.clone(), verdict: verdict.clone() })
+                    .inc();
+            }
+            let node = NodeLabel { node: ran.node.clone() };
+            self.agent_tokens.get_or_create(&node).inc_by(agent.tokens);
+            if let Some(cost) = agent.cost_usd {
+                self.agent_cost.get_or_create(&node).inc_by(cost);
+            }
+        }
     }
 
     /// Counts delivery attempts of notifications and sets the outbox's figures.
@@ -523,6 +567,9 @@ mod tests {
             ("opsflow_tasks", "gauge", "Owned tasks by status"),
             ("opsflow_gate_blocks", "gauge", "Failed checks holding tasks back, by gate"),
             ("opsflow_node_runs_total", "counter", "Nodes run, by node and outcome"),
+            ("opsflow_agent_attempts_total", "counter", "Attempts of agent nodes, by node and opsflow's verdict"),
+            ("opsflow_agent_tokens_total", "counter", "Tokens agent nodes reported spending, by node"),
+            ("opsflow_agent_cost_usd_total", "counter", "Cost in US dollars agent nodes reported, by node"),
             ("opsflow_deployments_total", "counter", "Deployments, by environment and outcome"),
             ("opsflow_rollbacks_total", "counter", "Deployments rolled back"),
             ("opsflow_watcher_events_total", "counter", "File events seen"),

@@ -141,6 +141,11 @@ impl<'w> Engine<'w> {
             artifacts: run.artifacts.clone(),
             deployed_to: node.action.deploys().then(|| node.changes_environment()).flatten(),
             warnings: checks.iter().filter(|c| c.warning).map(|c| format!("{}: {}", c.name, c.detail)).collect(),
+            agent: (!run.attempts.is_empty()).then(|| AgentFigures {
+                verdicts: run.attempts.iter().map(|a| a["verdict"].as_str().unwrap_or_default().to_owned()).collect(),
+                tokens: run.agent_usage.map_or(0, |(usage, _)| usage.tokens()),
+                cost_usd: run.agent_usage.filter(|(_, known)| *known).and_then(|(usage, _)| usage.cost_usd),
+            }),
             switched_back: run
                 .deploy
                 .as_ref()

@@ -151,6 +151,19 @@ pub struct Ran {
     /// a rollback, whatever the outcome is called.
     #[serde(skip)]
     pub switched_back: bool,
+    /// An agent node's attempts: their verdicts and what they reported spending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentFigures>,
+}
+
+/// What an agent node's run did, for `/metrics` and `run --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentFigures {
+    /// Each attempt's verdict, in order (`passed`, `invalid`, ...).
+    pub verdicts: Vec<String>,
+    pub tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

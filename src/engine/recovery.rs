@@ -179,6 +179,7 @@ impl<'w> Engine<'w> {
             deployed_to: node.action.deploys().then(|| node.changes_environment()).flatten(),
             warnings: Vec::new(),
             switched_back: false,
+            agent: None,
         })
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::daemon::Daemon;
 use crate::util::{TASKS, Workspace, task, wait_until};
 
 const REPORT: &str = "QA/QA-Report-UNIT-001.md";
@@ -70,6 +71,12 @@ elif mode == "placeholder":
     write("ARTIFACTS/qa-engineer/qa-test-report.json", good_json)
 elif mode == "missing":
     sys.exit(127)
+elif mode == "wait":
+    # Reports its usage as Claude Code does, once a person lets it finish.
+    while not os.path.exists(os.path.join(root, "go")):
+        time.sleep(0.05)
+    good()
+    print(json.dumps({"type": "result", "usage": {"input_tokens": 1000, "output_tokens": 234}, "total_cost_usd": 0.25}))
 "#;
 
 const APPROVAL_TEXT: &str = "---\nenvironment: production\nunit_id: \"UNIT-001\"\nversion: \"1.0.0\"\nstatus: pending\napproved_by: null\n---\n\n# Production approval\n\n- [ ] Approved\n";
@@ -261,4 +268,28 @@ fn a_command_that_cannot_start_is_retried_with_backoff_and_counted_apart() {
     assert_eq!(verdicts(&task), ["transient", "transient", "transient"], "{task:#}");
     let message = attempts(&task)[0]["diagnostics"][0]["message"].as_str().unwrap().to_owned();
     assert!(message.contains("could not start (exit code 127"), "{message}");
+}
+
+#[test]
+fn a_running_agent_shows_in_status_and_its_attempts_tokens_and_cost_on_metrics() {
+    let ws = workspace("wait", json!({}));
+    let mut daemon = Daemon::start(&ws, &[], true);
+    wait_until(Duration::from_secs(30), "status to show the running agent", || {
+        let status = ws.run(&["status", "--json"]).json();
+        let tasks = status["tasks"].as_array().cloned().unwrap_or_default();
+        tasks.iter().any(|t| t["id"] == "QA-101" && t["agent"]["attempt"] == 1 && t["agent"]["node"] == "QA_Testing")
+    });
+    let text = ws.run(&["status"]).stdout();
+    assert!(text.contains("agent: QA_Testing attempt 1 of 3, running"), "{text}");
+    ws.write("go", "");
+    wait_until(Duration::from_secs(30), "the task to be done", || the_task(&ws)["status"] == "done");
+    wait_until(Duration::from_secs(10), "the metrics to count the attempt", || {
+        daemon.get_metrics().contains("opsflow_agent_attempts_total{node=\"QA_Testing\",verdict=\"passed\"} 1")
+    });
+    assert_eq!(daemon.metric("opsflow_agent_tokens_total{node=\"QA_Testing\"}"), 1234.0);
+    assert_eq!(daemon.metric("opsflow_agent_cost_usd_total{node=\"QA_Testing\"}"), 0.25);
+    assert_eq!(attempts(&the_task(&ws))[0]["usage"]["output_tokens"], 234);
+    daemon.terminate(Duration::from_secs(10));
+    // One runner per agent it acts for: the QA agent's lock was held too, and is free again.
+    assert!(ws.join(".opsflow/locks/instance-QA-Engineer.lock").is_file());
 }
