@@ -257,7 +257,13 @@ pub enum Command {
     },
     /// Copy the built-in sample workspace to --dir DIR (default: a new temporary directory) and
     /// run the whole pipeline there
-    Demo,
+    Demo {
+        /// Also run the workflow's other agents as agent nodes: a scripted merge agent writes
+        /// R04, a scripted QA agent writes the QA reports (refused once, then fixed from the
+        /// diagnostics), and the DevOps nodes follow up to the production approval
+        #[arg(long)]
+        agents: bool,
+    },
 }
 
 impl Cli {

@@ -211,13 +211,17 @@ pub fn run(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
     match ended {
         Some(Ok(())) => {
             run.artifacts.extend(output_paths);
-            run.summary = format!(
-                "{} passed opsflow's checks on attempt {} ({} counted of {})",
-                run.node.name,
-                number,
-                counted + 1,
-                spec.max_attempts
-            );
+            let transient = number - (counted + 1);
+            run.summary = if transient == 0 {
+                format!("{} passed opsflow's checks on attempt {number} of {}", run.node.name, spec.max_attempts)
+            } else {
+                format!(
+                    "{} passed opsflow's checks on attempt {} of {} (after {transient} transient failures retried)",
+                    run.node.name,
+                    counted + 1,
+                    spec.max_attempts
+                )
+            };
             Ok(Outcome::Done)
         }
         Some(Err(reason)) => Err(NodeError { log: last_log, ..NodeError::new("agent", format!("{reason}: {said}")) }),

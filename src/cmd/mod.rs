@@ -66,7 +66,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Unlock { environment, by, json } => lock::unlock(&open()?, environment, by.as_deref(), *json),
         Command::Graph { format } => graph::run(&open()?, *format),
         Command::MergeDriver { base, ours, theirs, path } => merge_driver::run(base, ours, theirs, path.as_deref()),
-        Command::Demo => demo::run(cli.dir.as_deref()),
+        Command::Demo { agents } => demo::run(cli.dir.as_deref(), *agents),
     }
 }
 

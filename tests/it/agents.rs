@@ -293,3 +293,43 @@ fn a_running_agent_shows_in_status_and_its_attempts_tokens_and_cost_on_metrics()
     // One runner per agent it acts for: the QA agent's lock was held too, and is free again.
     assert!(ws.join(".opsflow/locks/instance-QA-Engineer.lock").is_file());
 }
+
+#[test]
+fn the_agents_demo_runs_merge_and_qa_agents_then_the_devops_nodes_up_to_the_production_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("demo");
+    let out = std::process::Command::new(crate::util::opsflow_bin())
+        .args(["demo", "--agents", "--dir"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("QA-001       QA_Testing     invalid, passed"), "{stdout}");
+    let tasks = crate::util::tasks_of(&std::fs::read(target.join(TASKS)).unwrap());
+    let status = |id: &str| task(&tasks, id)["status"].as_str().unwrap().to_owned();
+    assert_eq!(status("MERGE-001"), "done");
+    assert_eq!(status("QA-001"), "done");
+    assert_eq!(verdicts(task(&tasks, "QA-001")), ["invalid", "passed"]);
+    assert_eq!(status("DEVOPS-006"), "deployed");
+    assert_eq!(status("DEVOPS-007"), "blocked");
+    // The reports the QA agent wrote are the ones the gates read.
+    let report = std::fs::read_to_string(target.join(REPORT)).unwrap();
+    assert!(report.contains("status: approved"), "{report}");
+    // One audit log: the agents' attempts and the DevOps nodes' runs.
+    let audit = std::fs::read_to_string(target.join(".opsflow/audit.jsonl")).unwrap();
+    let events: Vec<Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let count = |event: &str| events.iter().filter(|e| e["event"] == event).count();
+    assert_eq!(count("agent_attempt"), 3, "{audit}");
+    assert!(count("deployed") >= 1, "{audit}");
+    // A person approves; production follows.
+    let approve = std::process::Command::new(crate::util::opsflow_bin())
+        .arg("-C")
+        .arg(&target)
+        .args(["approve", "--as", "alice"])
+        .output()
+        .unwrap();
+    assert_eq!(approve.status.code(), Some(0), "{}", String::from_utf8_lossy(&approve.stderr));
+    let tasks = crate::util::tasks_of(&std::fs::read(target.join(TASKS)).unwrap());
+    assert_eq!(task(&tasks, "DEVOPS-007")["status"], "deployed", "{:#}", task(&tasks, "DEVOPS-007"));
+}
