@@ -333,3 +333,19 @@ fn the_agents_demo_runs_merge_and_qa_agents_then_the_devops_nodes_up_to_the_prod
     let tasks = crate::util::tasks_of(&std::fs::read(target.join(TASKS)).unwrap());
     assert_eq!(task(&tasks, "DEVOPS-007")["status"], "deployed", "{:#}", task(&tasks, "DEVOPS-007"));
 }
+
+#[test]
+fn valid_outputs_still_fail_the_attempt_while_a_verify_command_fails() {
+    let verify = json!({"verify": ["echo '3 tests failed' && exit 1"], "max_attempts": 2});
+    let ws = workspace("fix", verify);
+    ws.run(&["run"]).status(1);
+    let task = the_task(&ws);
+    assert_eq!(verdicts(&task), ["invalid", "verify_failed"], "{task:#}");
+    let problem = &attempts(&task)[1]["diagnostics"][0];
+    assert_eq!(problem["rule"], "verify");
+    assert!(problem["message"].as_str().unwrap().contains("3 tests failed"), "{problem:#}");
+    // With a verify command that passes, the same agent's task is done.
+    let ws = workspace("fix", json!({"verify": ["test -s QA/QA-Report-UNIT-001.md"]}));
+    ws.run(&["run"]).status(0);
+    assert_eq!(verdicts(&the_task(&ws)), ["invalid", "passed"]);
+}
