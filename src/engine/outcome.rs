@@ -25,7 +25,15 @@ impl<'w> Engine<'w> {
         let mut appends = Vec::new();
         let mut outcome_value =
             json!({"status": task_status, "run_id": run.run_id, "finished_at": now, "artifacts": run.artifacts});
+        // An agent node's failure is not a code bug to fix: the person who runs the workflow
+        // reads the attempts and answers it.
+        let agent = node.action == Action::Agent;
         match outcome {
+            Outcome::Failed { step, reason, log } if agent => {
+                summary = format!("{} failed at `{step}`: {reason}", node.name);
+                outcome_value["failed_step"] = json!(step);
+                outcome_value["log"] = json!(log);
+            }
             Outcome::Failed { step, reason, log } => {
                 summary = format!("{} failed at `{step}`: {reason}", node.name);
                 outcome_value["failed_step"] = json!(step);
@@ -181,7 +189,12 @@ impl<'w> Engine<'w> {
                     } else {
                         format!("log: {log}")
                     },
-                    format!("filed fix task {} for Task-Coder", record::fix_task_id(&id)),
+                    if agent {
+                        "kept every attempt's prompt, output and diagnostics in the task's `outcome.attempts`"
+                            .to_owned()
+                    } else {
+                        format!("filed fix task {} for Task-Coder", record::fix_task_id(&id))
+                    },
                 ],
                 status: if matches!(outcome, Outcome::RolledBack { .. }) {
                     "rolled back".into()
@@ -195,10 +208,21 @@ impl<'w> Engine<'w> {
                         "fix the failure in a new version and ship that (the release {} cannot change); set `resolved_by` on `{id}` once it is handled",
                         run.release.label()
                     )
+                } else if agent {
+                    format!(
+                        "read the attempts in `{id}`'s `outcome.attempts` (diagnostics and logs); fix the prompt, the inputs or the node's `agent` in workflow.json, then `opsflow retry {id}`"
+                    )
                 } else {
                     "fix the failure, then set the task back to `pending` to retry".into()
                 },
-                contacts: "Task-Coder, Product-Manager".into(),
+                contacts: if agent {
+                    format!(
+                        "the workflow's maintainers{}",
+                        node.owner.as_ref().map(|o| format!(", {o}")).unwrap_or_default()
+                    )
+                } else {
+                    "Task-Coder, Product-Manager".into()
+                },
                 notified: String::new(),
                 raised_at: now.clone(),
                 run_id: run.run_id.clone(),
@@ -209,7 +233,10 @@ impl<'w> Engine<'w> {
         for undone in std::mem::take(&mut run.rolled_back) {
             self.mark_rolled_back(&undone, run);
         }
-        let signal_status = if failed {
+        // The completion signal is the DevOps stage's: another agent's node does not write it.
+        let signal_status = if agent {
+            None
+        } else if failed {
             Some("failed")
         } else if node.action == Action::DeployToProduction
             || node.next.is_empty() && node.action == Action::DeploymentAndContinuousFeedback

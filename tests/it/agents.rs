@@ -189,6 +189,19 @@ fn an_agent_that_claims_success_and_writes_nothing_fails_every_attempt() {
     let reason = task["outcome"]["summary"].as_str().unwrap();
     assert!(reason.contains("no attempt of QA_Testing passed opsflow's checks"), "{reason}");
     assert!(!ws.join(REPORT).exists());
+    // No fix task for a coder and no DevOps completion signal: a person reads the attempts.
+    assert_eq!(ws.tasks().len(), 1, "{:#?}", ws.tasks());
+    assert!(!ws.join("ARTIFACTS/system/stage-completion-signal.json").exists());
+    let requests = ws.read_string("docs/workflow/human-requests.md");
+    assert!(requests.contains("then `opsflow retry QA-101`"), "{requests}");
+    // `retry` sets it back and runs it again, from the first attempt, in a new run.
+    let first_run = the_task(&ws)["run_id"].clone();
+    let retried = ws.run(&["retry", "QA-101", "--as", "alice"]);
+    retried.status(1);
+    assert!(retried.stderr().contains("retried QA-101"), "{}", retried.stderr());
+    let task = the_task(&ws);
+    assert_ne!(task["run_id"], first_run);
+    assert_eq!(verdicts(&task), ["invalid", "invalid", "invalid"]);
 }
 
 #[test]
