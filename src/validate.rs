@@ -516,7 +516,11 @@ pub fn validate_workspace(ws: &Workspace) -> Report {
         (&paths.deployment_report, SchemaName::DeploymentReport),
         (&paths.completion_signal, SchemaName::CompletionSignal),
     ] {
-        let loaded = load_json(ws, file, schema);
+        let mut loaded = load_json(ws, file, schema);
+        if schema == SchemaName::Workflow && loaded.value.is_some() && loaded.diagnostics.is_empty() {
+            // What the schema cannot say: the agent nodes' schemas, templates and output paths.
+            loaded.diagnostics.extend(crate::workflow::graph::Graph::load(ws).err().unwrap_or_default());
+        }
         note(&mut report, file, loaded.text.is_some(), loaded.diagnostics);
     }
     for file in markdown_files(ws, &paths.qa_reports) {

@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::duration_text;
+use crate::workspace::Workspace;
+use crate::workspace::diagnostic::{Diagnostic, Kind};
 
 /// How many attempts an agent node makes by default.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -101,4 +103,75 @@ fn default_transient_retries() -> u32 {
 
 fn default_backoff() -> Duration {
     DEFAULT_BACKOFF
+}
+
+/// What `workflow.json`'s schema cannot say about its agent nodes: each output's schema exists
+/// (built-in or in the workspace's schemas folder), its path renders and stays in the
+/// workspace and is not a file that decides the workflow, and a prompt template other than
+/// the built-in one exists. Each problem points at its key.
+pub fn problems(ws: &Workspace, graph: &super::graph::Graph) -> Vec<Diagnostic> {
+    let file = ws.config.paths.workflow.as_str();
+    let paths = &ws.config.paths;
+    let forbidden =
+        [paths.tasks.as_str(), paths.state.as_str(), paths.workflow.as_str(), crate::config::DEFAULT_CONFIG_FILE];
+    let mut engine = handlebars::Handlebars::new();
+    engine.set_strict_mode(true);
+    engine.register_escape_fn(handlebars::no_escape);
+    let mut problems = Vec::new();
+    for (index, node) in graph.nodes.iter().enumerate() {
+        let Some(spec) = &node.agent else { continue };
+        let at = |key: &str| format!("/nodes/{index}/agent/{key}");
+        if spec.prompt != DEFAULT_PROMPT {
+            let template = format!("{}/{}.hbs", paths.templates.trim_end_matches('/'), spec.prompt);
+            if !ws.path(&template).is_file() {
+                problems.push(
+                    Diagnostic::new(file, Kind::Schema, format!("the prompt template {template} does not exist"))
+                        .pointer(at("prompt")),
+                );
+            }
+        }
+        for (o, output) in spec.outputs.iter().enumerate() {
+            let sample = serde_json::json!({
+                "unit_id": "UNIT-001", "version": "1.0.0", "task_id": "TASK-1", "run_id": "RUN", "node": node.name,
+            });
+            match engine.render_template(&output.path, &sample) {
+                Err(e) => problems.push(
+                    Diagnostic::new(file, Kind::Schema, format!("the output path does not render: {e}"))
+                        .pointer(at(&format!("outputs/{o}/path"))),
+                ),
+                Ok(path) => {
+                    if let Err(why) = crate::config::relative_inside(&path) {
+                        problems.push(
+                            Diagnostic::new(file, Kind::Schema, format!("the output path `{path}` {why}"))
+                                .pointer(at(&format!("outputs/{o}/path"))),
+                        );
+                    } else if forbidden.contains(&path.as_str()) {
+                        problems.push(
+                            Diagnostic::new(
+                                file,
+                                Kind::Schema,
+                                format!("`{path}` decides the workflow: an agent node may not declare it as an output"),
+                            )
+                            .pointer(at(&format!("outputs/{o}/path"))),
+                        );
+                    }
+                }
+            }
+            if let Some(schema) = &output.schema {
+                let built_in = crate::schema::EMBEDDED.iter().any(|(name, _)| name == schema);
+                let local = format!("{}/{schema}", paths.schemas.trim_end_matches('/'));
+                if !built_in && !ws.path(&local).is_file() {
+                    problems.push(
+                        Diagnostic::new(
+                            file,
+                            Kind::Schema,
+                            format!("the schema `{schema}` is neither built in nor in {local}"),
+                        )
+                        .pointer(at(&format!("outputs/{o}/schema"))),
+                    );
+                }
+            }
+        }
+    }
+    problems
 }

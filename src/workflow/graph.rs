@@ -255,16 +255,21 @@ impl Graph {
         if !loaded.diagnostics.is_empty() {
             return Err(loaded.diagnostics);
         }
-        match loaded.value {
-            None => Ok(Graph::built_in()),
+        let graph = match loaded.value {
+            None => return Ok(Graph::built_in()),
             Some(value) => serde_json::from_value::<Graph>(value).map_err(|e| {
                 vec![Diagnostic::new(
                     &ws.config.paths.workflow,
                     crate::workspace::diagnostic::Kind::Schema,
                     e.to_string(),
                 )]
-            }),
-        }
+            })?,
+        };
+        let problems: Vec<Diagnostic> = super::agent::problems(ws, &graph)
+            .into_iter()
+            .map(|d| d.locate_in(loaded.text.as_deref().unwrap_or_default()))
+            .collect();
+        if problems.is_empty() { Ok(graph) } else { Err(problems) }
     }
 
     /// Who writes an input: the node whose outputs name it, else another agent of the workflow.

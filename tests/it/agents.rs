@@ -362,3 +362,30 @@ fn valid_outputs_still_fail_the_attempt_while_a_verify_command_fails() {
     ws.run(&["run"]).status(0);
     assert_eq!(verdicts(&the_task(&ws)), ["invalid", "passed"]);
 }
+
+#[test]
+fn validate_names_an_agent_nodes_missing_schema_and_template_and_a_forbidden_output_at_their_keys() {
+    let agent = json!({
+        "prompt": "qa-prompt.md",
+        "outputs": [
+            {"path": "QA/QA-Report-{{unit_id}}.md", "schema": "qa-report-v2.schema.json"},
+            {"path": "docs/workflow/tasks.json"}
+        ]
+    });
+    let ws = workspace("fix", agent);
+    let out = ws.run(&["validate"]);
+    out.status(2);
+    let text = out.stdout() + &out.stderr();
+    for expected in [
+        "docs/workflow/workflow.json:25:19: at /nodes/0/agent/prompt: the prompt template templates/qa-prompt.md.hbs does not exist",
+        "at /nodes/0/agent/outputs/0/schema: the schema `qa-report-v2.schema.json` is neither built in nor in schemas/qa-report-v2.schema.json",
+        "at /nodes/0/agent/outputs/1/path: `docs/workflow/tasks.json` decides the workflow: an agent node may not declare it as an output",
+    ] {
+        assert!(text.contains(expected), "{expected}\n{text}");
+    }
+    // The engine runs nothing on such a workflow, and says why.
+    let run = ws.run(&["run"]);
+    assert_ne!(run.code(), Some(0));
+    assert!(run.stderr().contains("qa-prompt.md.hbs does not exist"), "{}", run.stderr());
+    assert_eq!(the_task(&ws)["status"], "pending");
+}
