@@ -8,7 +8,9 @@
 //! difference is put back (a changed file rewritten, a new one removed, a removed one
 //! written again, the entries set back field by field through the store) and returned, so the
 //! attempt fails with each change named. A copy rather than git: it restores edits nobody
-//! committed, and works where the workspace is not a repository.
+//! committed, and works where the workspace is not a repository. The copy is also saved in
+//! the run's folder (`attempt-N.guard/`) while the attempt runs, so that when opsflow is
+//! killed mid-attempt, recovery puts the files back from it (`restore_left`).
 
 use std::collections::BTreeMap;
 
@@ -146,6 +148,81 @@ impl Snapshot {
         }
         changes
     }
+}
+
+/// The saved form of a [`Snapshot`]: its manifest (`guard.json`), the bytes beside it in
+/// `files/<path>`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Manifest {
+    folders: Vec<String>,
+    excluded: Vec<String>,
+    present: Vec<String>,
+    absent: Vec<String>,
+    task: Option<(String, Value)>,
+    node: Option<(String, Value)>,
+}
+
+const MANIFEST: &str = "guard.json";
+
+impl Snapshot {
+    /// Saves the snapshot into `dir` (made for it), the manifest last: a snapshot with no
+    /// manifest was not finished and is not used.
+    pub fn save(&self, ws: &Workspace, dir: &std::path::Path) -> std::io::Result<()> {
+        for (file, bytes) in &self.files {
+            if let Some(bytes) = bytes {
+                write::write_file(&ws.root, &dir.join("files").join(file), bytes)?;
+            }
+        }
+        let manifest = Manifest {
+            folders: self.folders.clone(),
+            excluded: self.excluded.clone(),
+            present: self.files.iter().filter(|(_, b)| b.is_some()).map(|(f, _)| f.clone()).collect(),
+            absent: self.files.iter().filter(|(_, b)| b.is_none()).map(|(f, _)| f.clone()).collect(),
+            task: self.task.clone(),
+            node: self.node.clone(),
+        };
+        let text = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
+        write::write_file(&ws.root, &dir.join(MANIFEST), &text)
+    }
+
+    /// A snapshot saved by [`Snapshot::save`], if a whole one is there.
+    fn load(ws: &Workspace, dir: &std::path::Path) -> Option<Snapshot> {
+        let limit = ws.config.limits.max_file_bytes;
+        let text = crate::workspace::read::read_bytes(&dir.join(MANIFEST), MANIFEST, limit).ok()??;
+        let manifest: Manifest = serde_json::from_slice(&text).ok()?;
+        let mut files = BTreeMap::new();
+        for file in manifest.present {
+            let bytes = crate::workspace::read::read_bytes(&dir.join("files").join(&file), &file, limit).ok()??;
+            files.insert(file, Some(bytes));
+        }
+        files.extend(manifest.absent.into_iter().map(|file| (file, None)));
+        Some(Snapshot {
+            files,
+            folders: manifest.folders,
+            excluded: manifest.excluded,
+            task: manifest.task,
+            node: manifest.node,
+        })
+    }
+}
+
+/// Puts back what an attempt a killed runner left had changed, from the snapshot it saved in
+/// `run_dir` (`attempt-N.guard/`), and removes the snapshot. Returns the changes undone.
+pub fn restore_left(ws: &Workspace, run_dir: &std::path::Path) -> Vec<Change> {
+    let Ok(entries) = std::fs::read_dir(run_dir) else { return Vec::new() };
+    let mut changes = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(attempt) = name.strip_suffix(".guard") else { continue };
+        let dir = entry.path();
+        if let Some(snapshot) = Snapshot::load(ws, &dir) {
+            changes.extend(snapshot.restore(ws, &run_dir.join(format!("{attempt}.displaced"))));
+        }
+        if let Err(e) = write::remove_tree(&ws.root, &dir) {
+            tracing::warn!("cannot remove {}: {e}", dir.display());
+        }
+    }
+    changes
 }
 
 fn read(ws: &Workspace, file: &str) -> Option<Vec<u8>> {

@@ -307,6 +307,9 @@ fn run_attempt(
     let found: Vec<verdict::Before> = outputs.iter().map(|o| verdict::fingerprint(ws, &o.path)).collect();
     let clock_started = std::time::SystemTime::now();
     let snapshot = guard::Snapshot::take(ws, &run.task.id, &run.node.name, output_paths);
+    // Saved while the attempt runs: a runner killed meanwhile leaves it for recovery.
+    let guard_dir = run_dir.join(format!("{step}.guard"));
+    snapshot.save(ws, &guard_dir).map_err(|e| NodeError::caused("agent", e))?;
     let env = vec![
         ("OPSFLOW_PROMPT_FILE".to_owned(), prompt_path.to_string_lossy().into_owned()),
         ("OPSFLOW_ATTEMPT".to_owned(), number.to_string()),
@@ -337,6 +340,9 @@ fn run_attempt(
     };
     // First what the agent may not touch: undone whatever else happened.
     let changes = snapshot.restore(ws, &run_dir.join(format!("{step}.displaced")));
+    if let Err(e) = write::remove_tree(&ws.root, &guard_dir) {
+        tracing::warn!("cannot remove {}: {e}", guard_dir.display());
+    }
     if !changes.is_empty() {
         let diagnostics = changes
             .iter()

@@ -101,6 +101,15 @@ impl<'w> Engine<'w> {
         {
             notes.push(format!("ended its process group {group}, still running"));
         }
+        // An agent node's attempt cut off: what it changed of the protected files is undone.
+        let undone = crate::agent::guard::restore_left(self.ws, &nodes::run_dir(self.ws, &old_run));
+        if !undone.is_empty() {
+            let named: Vec<String> = undone.iter().map(|c| format!("{} ({})", c.file, c.what)).collect();
+            notes.push(format!(
+                "put back what its agent changed of files that decide the workflow: {}",
+                named.join(", ")
+            ));
+        }
         let release = self.release_of(&task);
         let run_id = new_run_id();
         let mut run = self.node_run(&task, node, &run_id, release);

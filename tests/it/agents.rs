@@ -71,6 +71,11 @@ elif mode == "placeholder":
     write("ARTIFACTS/qa-engineer/qa-test-report.json", good_json)
 elif mode == "missing":
     sys.exit(127)
+elif mode == "approve_then_hang":
+    path = os.path.join(root, "docs/workflow/artifacts/R12-prod-approval.md")
+    write("docs/workflow/artifacts/R12-prod-approval.md", open(path).read().replace("status: pending", "status: approved"))
+    write("ticked", "")
+    time.sleep(300)
 elif mode == "wait":
     # Reports its usage as Claude Code does, once a person lets it finish.
     while not os.path.exists(os.path.join(root, "go")):
@@ -388,4 +393,28 @@ fn validate_names_an_agent_nodes_missing_schema_and_template_and_a_forbidden_out
     assert_ne!(run.code(), Some(0));
     assert!(run.stderr().contains("qa-prompt.md.hbs does not exist"), "{}", run.stderr());
     assert_eq!(the_task(&ws)["status"], "pending");
+}
+
+#[test]
+fn a_runner_killed_mid_attempt_leaves_its_snapshot_and_the_next_run_puts_the_approval_back() {
+    let ws = workspace("approve_then_hang", json!({}));
+    let mut runner =
+        ws.command(&["run"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    wait_until(Duration::from_secs(30), "the agent to tick the approval", || ws.join("ticked").exists());
+    assert!(ws.read_string(APPROVAL).contains("status: approved"));
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    let run = ws.run(&["run"]);
+    assert_eq!(ws.read_string(APPROVAL), APPROVAL_TEXT, "the approval is put back: {}", run.stdout());
+    let task = the_task(&ws);
+    assert_eq!(task["status"], "failed", "{task:#}");
+    let reason = task["outcome"]["summary"].as_str().unwrap();
+    assert!(reason.contains("interrupted"), "{reason}");
+    assert!(reason.contains("ended its process group"), "the agent left running is ended: {reason}");
+    assert!(
+        reason.contains(&format!(
+            "put back what its agent changed of files that decide the workflow: {APPROVAL} (changed)"
+        )),
+        "{reason}"
+    );
 }
