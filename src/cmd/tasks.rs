@@ -308,7 +308,17 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
         file::modify(&ws.root, &path, &file, ws.config.limits.max_file_bytes, &mut plan)
     })?;
     println!("{chosen_id}");
+    note_agent_edit(ws, "task_added", &chosen_id, "filed with `opsflow tasks add`");
     Ok(Exit::Ok)
+}
+
+/// A task filed or changed from inside an agent node's run (`OPSFLOW_RUN_ID` and
+/// `OPSFLOW_NODE` set by opsflow in the agent's environment) is a line in the audit log, with
+/// the run: what an agent did to the task list is on record.
+fn note_agent_edit(ws: &Workspace, event: &str, id: &str, what: &str) {
+    let (Ok(run_id), Ok(node)) = (std::env::var("OPSFLOW_RUN_ID"), std::env::var("OPSFLOW_NODE")) else { return };
+    let audit = crate::audit::Audit::of(ws, crate::exec::secrets::Secrets::from_env(&ws.config.secrets));
+    audit.record(&run_id, event, id, &format!("{what} by the agent of node {node} (run {run_id})"), &[]);
 }
 
 fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
@@ -388,7 +398,10 @@ fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
     })?;
     match outcome {
         file::Outcome::Unchanged => println!("{}: unchanged", args.id),
-        file::Outcome::Written { .. } => println!("{}: updated", args.id),
+        file::Outcome::Written { .. } => {
+            println!("{}: updated", args.id);
+            note_agent_edit(ws, "task_updated", &args.id, "changed with `opsflow tasks update`");
+        }
     }
     Ok(Exit::Ok)
 }

@@ -76,6 +76,10 @@ elif mode == "approve_then_hang":
     write("docs/workflow/artifacts/R12-prod-approval.md", open(path).read().replace("status: pending", "status: approved"))
     write("ticked", "")
     time.sleep(300)
+elif mode == "files_followup":
+    good()
+    subprocess.run([os.environ["OPSFLOW_BIN"], "tasks", "add", "--id", "BUG-7", "--title", "Flaky checkout test",
+        "--owner", "Task-Coder", "--type", "bug_fix"], check=True, stdout=subprocess.DEVNULL)
 elif mode == "wait":
     # Reports its usage as Claude Code does, once a person lets it finish.
     while not os.path.exists(os.path.join(root, "go")):
@@ -417,4 +421,23 @@ fn a_runner_killed_mid_attempt_leaves_its_snapshot_and_the_next_run_puts_the_app
         )),
         "{reason}"
     );
+}
+
+#[test]
+fn a_task_an_agent_files_with_tasks_add_stays_and_is_on_record_with_its_run() {
+    let ws = workspace("files_followup", json!({}));
+    ws.run_with(&["run"], &[("OPSFLOW_BIN", crate::util::opsflow_bin())]).status(0);
+    let tasks = ws.tasks();
+    assert_eq!(task(&tasks, "BUG-7")["agent"], "Task-Coder");
+    assert_eq!(task(&tasks, "QA-101")["status"], "done");
+    let run_id = task(&tasks, "QA-101")["run_id"].as_str().unwrap().to_owned();
+    let audit = ws.read_string(".opsflow/audit.jsonl");
+    let added: Vec<Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "task_added")
+        .collect();
+    assert_eq!(added.len(), 1, "{audit}");
+    assert_eq!(added[0]["run_id"], run_id.as_str());
+    assert_eq!(added[0]["subject"], "BUG-7");
 }
