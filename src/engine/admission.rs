@@ -172,7 +172,7 @@ impl<'w> Engine<'w> {
                 }
                 continue;
             }
-            if input.starts_with("R12-") || input.starts_with("R08-") {
+            if (input.starts_with("R12-") || input.starts_with("R08-")) && node.action != Action::Agent {
                 continue; // Read by the production gate below.
             }
             if input.starts_with("R17-") && !nodes::requested_rollback(task) {
