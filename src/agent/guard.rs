@@ -3,11 +3,14 @@
 //! Before each attempt a `Snapshot` copies, byte for byte, every file that decides the
 //! workflow and is not one of the node's declared outputs: the config, `workflow.json`, the
 //! schemas and templates folders, the approval files and R17 decisions of the artifacts
-//! folder, the QA verdicts (reports, the JSON test report, BMAD gate files), the attempt's own
-//! task entry in `tasks.json` and its node's entry in `state.json`. After the attempt every
-//! difference is put back (a changed file rewritten, a new one removed, a removed one
-//! written again, the entries set back field by field through the store) and returned, so the
-//! attempt fails with each change named. A copy rather than git: it restores edits nobody
+//! folder, the QA verdicts (reports, the JSON test report, BMAD gate files), every entry of
+//! `tasks.json` this runner owns (the DevOps tasks and the agent nodes' tasks, the attempt's
+//! own among them) and the `state.json` entry of every node of the workflow. After the attempt
+//! every difference is put back (a changed file rewritten, a new one removed, a removed one
+//! written again, an entry set back field by field through the store, a removed entry
+//! appended again) and returned, so the attempt fails with each change named. An owned task
+//! the agent filed (`opsflow tasks add`) stays when it is `pending`, since it passes every gate
+//! like any other; one filed with another status is set to `cancelled` and named. A copy rather than git: it restores edits nobody
 //! committed, and works where the workspace is not a repository. The copy is also saved in
 //! the run's folder (`attempt-N.guard/`) while the attempt runs, so that when opsflow is
 //! killed mid-attempt, recovery puts the files back from it (`restore_left`).
@@ -36,27 +39,32 @@ pub struct Snapshot {
     files: BTreeMap<String, Option<Vec<u8>>>,
     folders: Vec<String>,
     excluded: Vec<String>,
-    task: Option<(String, Value)>,
-    node: Option<(String, Value)>,
+    tasks: BTreeMap<String, Value>,
+    nodes: BTreeMap<String, Value>,
 }
 
 impl Snapshot {
-    /// Copies what `task_id` and `node` may not change; `outputs` (the node's declared ones)
-    /// are the agent's to write.
-    pub fn take(ws: &Workspace, task_id: &str, node: &str, outputs: &[String]) -> Snapshot {
+    /// Copies what an attempt may not change; `outputs` (the node's declared ones) are the
+    /// agent's to write.
+    pub fn take(ws: &Workspace, outputs: &[String]) -> Snapshot {
         let paths = &ws.config.paths;
         let folders: Vec<String> = [&paths.schemas, &paths.templates, &paths.qa_gates]
             .into_iter()
             .map(|dir| dir.trim_end_matches('/').to_owned())
             .collect();
-        let mut snapshot =
-            Snapshot { files: BTreeMap::new(), folders, excluded: outputs.to_vec(), task: None, node: None };
+        let mut snapshot = Snapshot {
+            files: BTreeMap::new(),
+            folders,
+            excluded: outputs.to_vec(),
+            tasks: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+        };
         for file in snapshot.protected_files(ws) {
             let bytes = read(ws, &file);
             snapshot.files.insert(file, bytes);
         }
-        snapshot.task = task_entry(ws, task_id).map(|entry| (task_id.to_owned(), entry));
-        snapshot.node = node_entry(ws, node).map(|entry| (node.to_owned(), entry));
+        snapshot.tasks = owned_entries(ws);
+        snapshot.nodes = node_entries(ws);
         snapshot
     }
 
@@ -120,31 +128,61 @@ impl Snapshot {
             };
             changes.push(Change { file, what: what.to_owned(), not_restored: undone.err() });
         }
-        if let Some((id, before)) = &self.task {
-            let after = task_entry(ws, id);
-            if let Some(after) = after.filter(|after| after != before) {
-                let ops = field_ops(before, &after);
-                let fields = describe(before, &after);
-                let undone = record::edit_task(ws, Some(id), &[], ops, Vec::new()).map_err(|e| e.to_string());
-                changes.push(Change {
-                    file: format!("{} (task {id})", ws.config.paths.tasks),
-                    what: format!("set {fields}"),
-                    not_restored: undone.err(),
-                });
-            }
+        let tasks_file = &ws.config.paths.tasks;
+        let now = owned_entries(ws);
+        for (id, before) in &self.tasks {
+            let undone = match now.get(id) {
+                Some(after) if after == before => continue,
+                Some(after) => {
+                    let what = format!("set {}", describe(before, after));
+                    let ops = field_ops(before, after);
+                    (what, record::edit_task(ws, Some(id), &[], ops, Vec::new()).map(|_| ()))
+                }
+                None => (
+                    "removed the entry".to_owned(),
+                    record::edit_task(ws, None, &[], Vec::new(), vec![before.clone()]).map(|_| ()),
+                ),
+            };
+            let (what, result) = undone;
+            changes.push(Change {
+                file: format!("{tasks_file} (task {id})"),
+                what,
+                not_restored: result.err().map(|e| e.to_string()),
+            });
         }
-        if let Some((node, before)) = &self.node {
-            let after = node_entry(ws, node);
-            if let Some(after) = after.filter(|after| after != before) {
-                let workflow = state_workflow(ws);
-                let edit = StateEdit { node: node.clone(), fields: field_ops(before, &after), current_nodes: None };
-                let undone = record::edit_state(ws, &workflow, &edit).map_err(|e| e.to_string());
-                changes.push(Change {
-                    file: format!("{} (node {node})", ws.config.paths.state),
-                    what: format!("set {}", describe(before, &after)),
-                    not_restored: undone.err(),
-                });
+        for (id, added) in now.iter().filter(|(id, _)| !self.tasks.contains_key(*id)) {
+            let status = added.get("status").and_then(Value::as_str).unwrap_or("pending");
+            if status == "pending" {
+                continue; // Filed for later: it passes every gate like any other task.
             }
+            let ops = vec![
+                FieldOp::Set("status".into(), "cancelled".into()),
+                FieldOp::Set(
+                    "cancelled_reason".into(),
+                    format!("filed by an agent node's attempt with status `{status}`; opsflow takes only `pending` tasks from agents").into(),
+                ),
+            ];
+            let result = record::edit_task(ws, Some(id), &[], ops, Vec::new());
+            changes.push(Change {
+                file: format!("{tasks_file} (task {id})"),
+                what: format!("filed a task with status `{status}` (set to `cancelled`)"),
+                not_restored: result.err().map(|e| e.to_string()),
+            });
+        }
+        let now = node_entries(ws);
+        let workflow = state_workflow(ws);
+        for (node, before) in &self.nodes {
+            let after = now.get(node).cloned().unwrap_or(Value::Null);
+            if &after == before {
+                continue;
+            }
+            let edit = StateEdit { node: node.clone(), fields: field_ops(before, &after), current_nodes: None };
+            let undone = record::edit_state(ws, &workflow, &edit).map_err(|e| e.to_string());
+            changes.push(Change {
+                file: format!("{} (node {node})", ws.config.paths.state),
+                what: format!("set {}", describe(before, &after)),
+                not_restored: undone.err(),
+            });
         }
         changes
     }
@@ -158,8 +196,8 @@ struct Manifest {
     excluded: Vec<String>,
     present: Vec<String>,
     absent: Vec<String>,
-    task: Option<(String, Value)>,
-    node: Option<(String, Value)>,
+    tasks: BTreeMap<String, Value>,
+    nodes: BTreeMap<String, Value>,
 }
 
 const MANIFEST: &str = "guard.json";
@@ -178,8 +216,8 @@ impl Snapshot {
             excluded: self.excluded.clone(),
             present: self.files.iter().filter(|(_, b)| b.is_some()).map(|(f, _)| f.clone()).collect(),
             absent: self.files.iter().filter(|(_, b)| b.is_none()).map(|(f, _)| f.clone()).collect(),
-            task: self.task.clone(),
-            node: self.node.clone(),
+            tasks: self.tasks.clone(),
+            nodes: self.nodes.clone(),
         };
         let text = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
         write::write_file(&ws.root, &dir.join(MANIFEST), &text)
@@ -200,8 +238,8 @@ impl Snapshot {
             files,
             folders: manifest.folders,
             excluded: manifest.excluded,
-            task: manifest.task,
-            node: manifest.node,
+            tasks: manifest.tasks,
+            nodes: manifest.nodes,
         })
     }
 }
@@ -248,14 +286,35 @@ fn listing(ws: &Workspace, folder: &str, deep: bool, keep: impl Fn(&str) -> bool
         .collect()
 }
 
-fn task_entry(ws: &Workspace, id: &str) -> Option<Value> {
-    let mut loaded = crate::validate::load_task_list(ws, |head| head.id.as_deref() == Some(id));
-    loaded.kept.pop().map(|(_, value)| value)
+/// Every entry of `tasks.json` this runner owns, by id.
+fn owned_entries(ws: &Workspace) -> BTreeMap<String, Value> {
+    let config = &ws.config;
+    let loaded = crate::validate::load_task_list(ws, |head| {
+        crate::workflow::owns(config, head.agent.as_deref(), head.kind.as_deref())
+    });
+    loaded
+        .kept
+        .into_iter()
+        .filter_map(|(_, entry)| Some((crate::store::taskmaster::id_text(entry.get("id")?)?, entry)))
+        .collect()
 }
 
-fn node_entry(ws: &Workspace, node: &str) -> Option<Value> {
-    let state = crate::validate::load_json(ws, &ws.config.paths.state, crate::schema::SchemaName::State).value?;
-    Some(state.pointer(&format!("/nodes/{node}")).cloned().unwrap_or(Value::Null))
+/// The `state.json` entry of every node of the workflow (`null` for one without an entry);
+/// other stages' nodes are theirs.
+fn node_entries(ws: &Workspace) -> BTreeMap<String, Value> {
+    let Some(state) = crate::validate::load_json(ws, &ws.config.paths.state, crate::schema::SchemaName::State).value
+    else {
+        return BTreeMap::new();
+    };
+    let Ok(graph) = crate::workflow::graph::Graph::load(ws) else { return BTreeMap::new() };
+    graph
+        .nodes
+        .into_iter()
+        .map(|node| {
+            let entry = state.pointer(&format!("/nodes/{}", node.name)).cloned().unwrap_or(Value::Null);
+            (node.name, entry)
+        })
+        .collect()
 }
 
 fn state_workflow(ws: &Workspace) -> String {

@@ -306,7 +306,7 @@ fn run_attempt(
     // Outputs as this attempt found them, to tell whether it touched any.
     let found: Vec<verdict::Before> = outputs.iter().map(|o| verdict::fingerprint(ws, &o.path)).collect();
     let clock_started = std::time::SystemTime::now();
-    let snapshot = guard::Snapshot::take(ws, &run.task.id, &run.node.name, output_paths);
+    let snapshot = guard::Snapshot::take(ws, output_paths);
     // Saved while the attempt runs: a runner killed meanwhile leaves it for recovery.
     let guard_dir = run_dir.join(format!("{step}.guard"));
     snapshot.save(ws, &guard_dir).map_err(|e| NodeError::caused("agent", e))?;

@@ -80,6 +80,17 @@ elif mode == "files_followup":
     good()
     subprocess.run([os.environ["OPSFLOW_BIN"], "tasks", "add", "--id", "BUG-7", "--title", "Flaky checkout test",
         "--owner", "Task-Coder", "--type", "bug_fix"], check=True, stdout=subprocess.DEVNULL)
+elif mode == "forge":
+    good()
+    path = os.path.join(root, "docs/workflow/tasks.json")
+    tasks = json.load(open(path))
+    for t in tasks["tasks"]:
+        if t["id"] == "DEVOPS-7":
+            t["status"] = "deployed"
+    base = {"agent": "DevOps-Engineer", "type": "deployment_production", "unit_id": unit, "version": "1.0.0"}
+    tasks["tasks"].append(dict(base, id="DEVOPS-8", title="Shipped", status="done"))
+    tasks["tasks"].append(dict(base, id="DEVOPS-9", title="Ship the fix", status="pending"))
+    write("docs/workflow/tasks.json", json.dumps(tasks, indent=2) + "\n")
 elif mode == "wait":
     # Reports its usage as Claude Code does, once a person lets it finish.
     while not os.path.exists(os.path.join(root, "go")):
@@ -440,4 +451,34 @@ fn a_task_an_agent_files_with_tasks_add_stays_and_is_on_record_with_its_run() {
     assert_eq!(added.len(), 1, "{audit}");
     assert_eq!(added[0]["run_id"], run_id.as_str());
     assert_eq!(added[0]["subject"], "BUG-7");
+}
+
+#[test]
+fn an_agent_that_forges_another_owned_task_is_undone_and_what_it_filed_is_cancelled_unless_pending() {
+    let ws = workspace("forge", json!({}));
+    let tasks = json!({"tasks": [
+        {"id": "QA-101", "title": "Test the landing page", "agent": "QA-Engineer", "type": "qa_testing",
+         "status": "pending", "unit_id": "UNIT-001", "version": "1.0.0"},
+        {"id": "DEVOPS-7", "title": "Ship it", "agent": "DevOps-Engineer", "type": "deployment_production",
+         "status": "pending", "unit_id": "UNIT-001", "version": "1.0.0", "depends_on": ["QA-101"]}
+    ]});
+    ws.write(TASKS, serde_json::to_string_pretty(&tasks).unwrap() + "\n");
+    ws.run(&["run"]);
+    let tasks = ws.tasks();
+    assert_eq!(task(&tasks, "QA-101")["status"], "failed");
+    assert_eq!(task(&tasks, "DEVOPS-7")["status"], "pending", "set back");
+    assert_eq!(task(&tasks, "DEVOPS-8")["status"], "cancelled", "a finished task an agent filed does not count");
+    assert_eq!(task(&tasks, "DEVOPS-9")["status"], "pending", "a pending one waits for its gates like any other");
+    let problems: Vec<String> = attempts(task(&tasks, "QA-101"))[0]["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{}: {}", d["file"].as_str().unwrap(), d["message"].as_str().unwrap()))
+        .collect();
+    assert!(
+        problems.iter().any(|p| p.contains("(task DEVOPS-7): set `status` \"pending\" -> \"deployed\"")),
+        "{problems:#?}"
+    );
+    assert!(problems.iter().any(|p| p.contains("(task DEVOPS-8): filed a task with status `done`")), "{problems:#?}");
+    assert!(!problems.iter().any(|p| p.contains("DEVOPS-9")), "{problems:#?}");
 }
