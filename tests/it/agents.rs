@@ -482,3 +482,21 @@ fn an_agent_that_forges_another_owned_task_is_undone_and_what_it_filed_is_cancel
     assert!(problems.iter().any(|p| p.contains("(task DEVOPS-8): filed a task with status `done`")), "{problems:#?}");
     assert!(!problems.iter().any(|p| p.contains("DEVOPS-9")), "{problems:#?}");
 }
+
+#[test]
+fn other_agents_writing_tasks_json_during_an_attempt_keep_their_changes_and_the_attempt_passes() {
+    let ws = workspace("wait", json!({}));
+    let mut daemon = Daemon::start(&ws, &[], false);
+    wait_until(Duration::from_secs(30), "the attempt to start", || ws.join("prompts.log").exists());
+    // Another agent, not run by opsflow, edits the list meanwhile: its entry and a new one.
+    let mut tasks: Value = serde_json::from_slice(&ws.read(TASKS)).unwrap();
+    tasks["tasks"].as_array_mut().unwrap().push(json!({
+        "id": "BE-9", "title": "Checkout page", "agent": "Backend-Engineer", "type": "implementation", "status": "in_progress"
+    }));
+    ws.write(TASKS, serde_json::to_string_pretty(&tasks).unwrap() + "\n");
+    ws.write("go", "");
+    wait_until(Duration::from_secs(30), "the task to be done", || the_task(&ws)["status"] == "done");
+    daemon.terminate(Duration::from_secs(10));
+    assert_eq!(task(&ws.tasks(), "BE-9")["status"], "in_progress", "another agent's entry is theirs");
+    assert_eq!(verdicts(&the_task(&ws)), ["passed"]);
+}
