@@ -17,6 +17,10 @@ struct Status {
     workspace: String,
     agent: String,
     workflow: Option<String>,
+    /// The owners of the workflow's agent nodes, whose tasks of those nodes' types this runner
+    /// also runs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    acting_for: Vec<String>,
     current_nodes: Vec<String>,
     nodes: Vec<NodeStatus>,
     tasks: Vec<OwnedTask>,
@@ -448,6 +452,7 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
     });
     let status = Status {
         workspace: ws.root.display().to_string(),
+        acting_for: crate::workflow::agents_acted_for(&ws.config).into_iter().skip(1).collect(),
         environments,
         schedules,
         held,
@@ -567,7 +572,11 @@ fn print_text(status: &Status) {
             println!("  {change}");
         }
     }
-    println!("\ntasks owned by {}", status.agent);
+    if status.acting_for.is_empty() {
+        println!("\ntasks owned by {}", status.agent);
+    } else {
+        println!("\ntasks owned by {} and, through agent nodes, by {}", status.agent, status.acting_for.join(", "));
+    }
     if status.tasks.is_empty() {
         println!("  (none): add the first with `opsflow tasks add --title ... --owner devops --type ...`");
         println!("  (the README's first hour, and what `opsflow init` printed, say which)");

@@ -314,6 +314,7 @@ fn a_running_agent_shows_in_status_and_its_attempts_tokens_and_cost_on_metrics()
     });
     let text = ws.run(&["status"]).stdout();
     assert!(text.contains("agent: QA_Testing attempt 1 of 3, running"), "{text}");
+    assert!(text.contains("tasks owned by DevOps-Engineer and, through agent nodes, by QA-Engineer"), "{text}");
     ws.write("go", "");
     wait_until(Duration::from_secs(30), "the task to be done", || the_task(&ws)["status"] == "done");
     wait_until(Duration::from_secs(10), "the metrics to count the attempt", || {
