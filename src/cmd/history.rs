@@ -89,5 +89,5 @@ pub fn known_environment(ws: &Workspace, environment: &str) -> anyhow::Result<En
             if known.is_empty() { "none".to_owned() } else { known.join(", ") }
         );
     }
-    Ok(EnvConfig::load(&ws.config, environment)?)
+    Ok(ws.environment(environment)?.clone())
 }

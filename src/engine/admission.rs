@@ -45,7 +45,7 @@ impl<'w> Engine<'w> {
         node: &Node,
     ) -> Option<Result<Readiness, (Check, Artifact)>> {
         let name = self.environment_of(task, node)?;
-        let env = deploy::EnvConfig::load(&self.ws.config, &name).ok()?;
+        let env = self.ws.environment(&name).ok()?;
         let blocked = |reason: String| {
             let check = Check::new("environment", &name, false, reason.clone());
             Some(Ok(Readiness::Blocked { checks: vec![check], reason, qa_rejected: None, request_approval: false }))
@@ -62,7 +62,7 @@ impl<'w> Engine<'w> {
             Err(why) => return blocked(why.to_string()),
         };
         if journal.task != task.id || journal.phase != journal::Phase::Paused {
-            return blocked(nodes::other_rollout(&env, &journal));
+            return blocked(nodes::other_rollout(env, &journal));
         }
         let waiting = nodes::pause_reason(&journal);
         match gates::rollout_decision(self.ws, &journal) {
@@ -231,7 +231,7 @@ impl<'w> Engine<'w> {
                         checks.extend(gates::production_quality(&self.ws.config, &evidence));
                         checks.extend(self.production_readiness(facts, &release, &mut inputs, &mut problems));
                     }
-                    match deploy::EnvConfig::load(&self.ws.config, environment.name()) {
+                    match self.ws.environment(environment.name()) {
                         Ok(env) => {
                             let mut approved = schedule::Approved::Not;
                             let needs_approval = env.requires_approval
@@ -284,7 +284,7 @@ impl<'w> Engine<'w> {
                                 }
                             }
                             let others_pass = checks.iter().all(|c| !c.blocks());
-                            checks.extend(self.schedule_checks(&env, &release, approved, others_pass));
+                            checks.extend(self.schedule_checks(env, &release, approved, others_pass));
                         }
                         Err(why) => checks.push(Check::new(
                             "config",
@@ -370,7 +370,7 @@ impl<'w> Engine<'w> {
             )),
             Err(diagnostics) => problems.extend(diagnostics),
         }
-        match deploy::EnvConfig::load(&self.ws.config, "production") {
+        match self.ws.environment("production") {
             Ok(env) => match env.history(self.ws) {
                 // Nothing deploys to an environment whose record cannot be read.
                 Err(e) => checks.push(Check::new("production", "environment record readable", false, e.to_string())),

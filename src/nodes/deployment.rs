@@ -7,8 +7,8 @@
 use super::*;
 
 pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeError> {
-    let env = EnvConfig::load(&run.ws.config, environment).map_err(|e| NodeError::caused("environment", e))?;
-    let lock = match lock_environment(run, &env)? {
+    let env = run.ws.environment(environment).map_err(|e| NodeError::caused("environment", e))?;
+    let lock = match lock_environment(run, env)? {
         Ok(lock) => lock,
         Err(held) => return Ok(Outcome::Blocked { reason: held.to_string(), escalate: false }),
     };
@@ -17,13 +17,13 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     vars.push(("OPSFLOW_VERSION".into(), run.release.version.to_string()));
     let (journal, resumed) = match Journal::load(run.ws, &env.name).map_err(|e| NodeError::caused("journal", e))? {
         Some(journal) if journal.task == run.task_id() && journal.phase == Phase::Paused => {
-            match resume_paused(run, &env, journal, &vars)? {
+            match resume_paused(run, env, journal, &vars)? {
                 Resumed::Finished(outcome) => return Ok(outcome),
                 Resumed::Continue(journal) => (*journal, true),
             }
         }
-        Some(journal) => return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false }),
-        None => (new_journal(run, &env, Phase::Deploying), false),
+        Some(journal) => return Ok(Outcome::Blocked { reason: other_rollout(env, &journal), escalate: false }),
+        None => (new_journal(run, env, Phase::Deploying), false),
     };
     let relative = release_dir(run.ws, &run.release());
     // The release is deployed from a copy without SHA256SUMS, checked again just before.
@@ -41,10 +41,10 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     let mut journal = journal;
     if failed_staging.is_none() && journal.next_step == 0 && !journal.changed {
         // The baseline the analyses compare against is read before anything changes.
-        journal.baseline = deploy::baseline(&run.runner, &env, &vars).map(|b| b.sample);
+        journal.baseline = deploy::baseline(&run.runner, env, &vars).map(|b| b.sample);
     }
     journal.save(run.ws).map_err(|e| NodeError::caused("journal", e))?;
-    let provenance = provenance(run, &env);
+    let provenance = provenance(run, env);
     // The approval is read again right before traffic moves: a decision file a person was
     // still writing, or changed since, is decided again.
     let approval = run.inputs.iter().find(|a| a.file.contains("-approval")).map(|a| (a.file.clone(), a.sha256.clone()));
@@ -71,7 +71,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     let mut rollout = Rollout {
         ws: run.ws,
         runner: &run.runner,
-        env: &env,
+        env,
         vars: vars.clone(),
         journal,
         provenance,
@@ -106,7 +106,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
         "failed"
     };
     let extra =
-        json!({"deploy": report, "method": env.method(), "environment": env_context(&env), "release_dir": relative});
+        json!({"deploy": report, "method": env.method(), "environment": env_context(env), "release_dir": relative});
     if environment == "staging" {
         let mut front = Map::new();
         let warnings: Vec<Value> = run
@@ -139,7 +139,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
         }
     }
     if let Some((stage, reason)) = report.paused.clone() {
-        return pause(run, &env, journal, &stage, &reason);
+        return pause(run, env, journal, &stage, &reason);
     }
     if !report.success {
         Journal::remove(run.ws, &env.name);
@@ -154,7 +154,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
             write_rollback_decision(run, "rollback", &report.reason, front)?;
             write_rollback_result(run, &rollback, &report.reason, "")?;
             if environment == "production" {
-                write_reports(run, &env, &report, None, "rolled_back")?;
+                write_reports(run, env, &report, None, "rolled_back")?;
             }
             if rollback.success {
                 run.summary = format!("rolled back {} in {environment}: {}", run.release.version, report.reason);
@@ -163,7 +163,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
             return Ok(Outcome::Failed { step: "rollback".into(), reason: rollback.detail, log: report.failed_log() });
         }
         if environment == "production" {
-            write_reports(run, &env, &report, None, "failed")?;
+            write_reports(run, env, &report, None, "failed")?;
         }
         // Undoing the failed deploy failed too: the environment may be half changed.
         if let Some(rollback) = report.rollback.as_ref().filter(|r| !r.success) {
@@ -186,33 +186,33 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     // on (without it, a crash from here on is recovered as an interrupted run).
     let saved = journal.save(run.ws).map_err(|e| NodeError::caused("journal", e));
     run.unless_switched(saved)?;
-    let verified = verify(run, &env, &mut journal, &vars)?;
+    let verified = verify(run, env, &mut journal, &vars)?;
     run.also_completed.push(Action::PostDeployVerification);
     let outcome = match verified {
         Verified::Passed(monitoring) => {
-            write_reports(run, &env, &report, Some(&monitoring), "success")?;
+            write_reports(run, env, &report, Some(&monitoring), "success")?;
             run.summary =
                 format!("deployed {} to production ({}) and verified it", run.release.version, report.strategy);
             Outcome::Deployed
         }
         Verified::Paused(monitoring) => {
             run.also_completed.clear();
-            write_reports(run, &env, &report, Some(&monitoring), "failed")?;
+            write_reports(run, env, &report, Some(&monitoring), "failed")?;
             let reason = monitoring.reason.clone();
             // The report's statuses have no "paused": it says failed, and why it waits.
             patch_report(run, "failed", &format!("the monitoring period paused for a human decision in R17: {reason}"));
             // The decision renders every report again from these facts.
             journal.reports = Some(json!({"deploy": report, "monitoring": monitoring}));
-            return pause(run, &env, journal, "monitoring period", &reason);
+            return pause(run, env, journal, "monitoring period", &reason);
         }
         Verified::Interrupted(monitoring) => {
-            write_reports(run, &env, &report, Some(&monitoring), "failed")?;
+            write_reports(run, env, &report, Some(&monitoring), "failed")?;
             Outcome::Failed { step: "verification".into(), reason: monitoring.reason, log: String::new() }
         }
         Verified::RolledBack(monitoring, rollback) => {
             let mut report = report.clone();
             report.rollback = Some((*rollback).clone());
-            write_reports(run, &env, &report, Some(&monitoring), "rolled_back")?;
+            write_reports(run, env, &report, Some(&monitoring), "rolled_back")?;
             if rollback.success {
                 run.summary = format!("rolled back {} in production: {}", run.release.version, monitoring.reason);
                 Outcome::RolledBack { reason: monitoring.reason }
@@ -1042,7 +1042,7 @@ pub(crate) fn next_steps(status: &str, decided: Option<&Decided>) -> Vec<String>
 }
 
 pub(crate) fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeError> {
-    let env = EnvConfig::load(&run.ws.config, environment).map_err(|e| NodeError::caused("environment", e))?;
+    let env = run.ws.environment(environment).map_err(|e| NodeError::caused("environment", e))?;
     // A production deploy verifies its release in the same run; a verification task for the
     // same version then has nothing left to watch.
     if let Ok(Lookup::Found(r15)) = release::find(run.ws, "R15-verification-result.md", &run.release())
@@ -1075,7 +1075,7 @@ pub(crate) fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<O
         );
         return Ok(Outcome::Done);
     }
-    let _lock = match lock_environment(run, &env)? {
+    let _lock = match lock_environment(run, env)? {
         Ok(lock) => lock,
         Err(held) => return Ok(Outcome::Blocked { reason: held.to_string(), escalate: false }),
     };
@@ -1083,16 +1083,16 @@ pub(crate) fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<O
     vars.push(("OPSFLOW_VERSION".into(), run.release.version.to_string()));
     let mut journal = match Journal::load(run.ws, &env.name).map_err(|e| NodeError::caused("journal", e))? {
         Some(journal) if journal.task == run.task_id() && journal.phase == Phase::Paused => {
-            return match resume_paused(run, &env, journal, &vars)? {
+            return match resume_paused(run, env, journal, &vars)? {
                 Resumed::Finished(Outcome::Deployed) => Ok(Outcome::Done),
                 Resumed::Finished(outcome) => Ok(outcome),
                 // Only the monitoring period pauses a verification.
                 Resumed::Continue(_) => Ok(Outcome::Done),
             };
         }
-        Some(journal) => return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false }),
+        Some(journal) => return Ok(Outcome::Blocked { reason: other_rollout(env, &journal), escalate: false }),
         None => {
-            let mut journal = new_journal(run, &env, Phase::Verifying);
+            let mut journal = new_journal(run, env, Phase::Verifying);
             let record = env.history(run.ws).map_err(|e| NodeError::caused("record", e))?;
             if let Some(live) = env.live(run.ws, &record) {
                 journal.run_id = live.run_id.clone();
@@ -1105,14 +1105,14 @@ pub(crate) fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<O
     };
     // Verification watches what is live.
     run.after_switch = true;
-    let outcome = match verify(run, &env, &mut journal, &vars)? {
+    let outcome = match verify(run, env, &mut journal, &vars)? {
         Verified::Passed(monitoring) => {
             run.summary = monitoring.reason;
             Outcome::Done
         }
         Verified::Paused(monitoring) => {
             let reason = monitoring.reason.clone();
-            return pause(run, &env, journal, "monitoring period", &reason);
+            return pause(run, env, journal, "monitoring period", &reason);
         }
         Verified::Interrupted(monitoring) => {
             Outcome::Failed { step: "verification".into(), reason: monitoring.reason, log: String::new() }
@@ -1162,15 +1162,15 @@ pub(crate) fn rollback_target(task: &Task, live: Option<&str>) -> Option<String>
 /// Why the rollback a Rollback_Deployment task asks for cannot be carried out now, read the
 /// way the node reads it: for the gate, so that such a task waits without being claimed.
 pub fn rollback_refused(ws: &Workspace, task: &Task, decision: Option<&Artifact>) -> Option<String> {
-    let env = EnvConfig::load(&ws.config, &rollback_environment(task, decision)).ok()?;
+    let env = ws.environment(&rollback_environment(task, decision)).ok()?;
     let record = match env.history(ws) {
         Ok(record) => record,
         Err(e) => return Some(e.to_string()),
     };
     let live = env.live(ws, &record);
     let target = rollback_target(task, live.as_ref().map(|d| d.version.as_str()));
-    let restorable = deploy::restorable(ws, &env, &record);
-    deploy::refusal_of(&env, &restorable, live.as_ref(), requested_rollback(task), target.as_deref())
+    let restorable = deploy::restorable(ws, env, &record);
+    deploy::refusal_of(env, &restorable, live.as_ref(), requested_rollback(task), target.as_deref())
 }
 
 /// Rollback_Deployment: a human asked for it, in R17 (`decision: rollback`) or with
@@ -1185,13 +1185,13 @@ pub(crate) fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, Node
         None
     };
     let environment = rollback_environment(run.task, decision.as_ref());
-    let env = EnvConfig::load(&run.ws.config, &environment).map_err(|e| NodeError::caused("environment", e))?;
-    let _lock = match lock_environment(run, &env)? {
+    let env = run.ws.environment(&environment).map_err(|e| NodeError::caused("environment", e))?;
+    let _lock = match lock_environment(run, env)? {
         Ok(lock) => lock,
         Err(held) => return Ok(Outcome::Blocked { reason: held.to_string(), escalate: false }),
     };
     if let Some(journal) = Journal::load(run.ws, &env.name).map_err(|e| NodeError::caused("journal", e))? {
-        return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false });
+        return Ok(Outcome::Blocked { reason: other_rollout(env, &journal), escalate: false });
     }
     let field = |key: &str| run.task.text(key);
     let by = decision
@@ -1218,7 +1218,7 @@ pub(crate) fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, Node
         run_id: run.run_id.clone(),
         undo_named: requested_rollback(run.task),
     };
-    let rollback = deploy::rollback_to(run.ws, &run.runner, &env, &vars, None, target.as_deref(), &asked);
+    let rollback = deploy::rollback_to(run.ws, &run.runner, env, &vars, None, target.as_deref(), &asked);
     run.after_switch = !rollback.refused;
     if rollback.refused {
         // A request that cannot be carried out changed nothing: no report is rewritten and

@@ -44,7 +44,7 @@ pub(crate) fn channel(item: &Value, name: Option<&str>) -> Value {
 pub(crate) fn feedback(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
     let mut running = Vec::new();
     for name in run.ws.config.environments.keys() {
-        let Ok(env) = EnvConfig::load(&run.ws.config, name) else { continue };
+        let Ok(env) = run.ws.environment(name) else { continue };
         // What runs there is what the environment's record says is live.
         let record = env.history(run.ws).map_err(|e| NodeError::caused("record", e))?;
         let deployment = env.live(run.ws, &record);

@@ -150,7 +150,7 @@ fn expressions_to_env(command: &str) -> Result<(String, Vec<(String, String)>), 
 }
 
 pub(crate) fn staging_environment_setup(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
-    let env = EnvConfig::load(&run.ws.config, "staging").map_err(|e| NodeError::caused("environment", e))?;
+    let env = run.ws.environment("staging").map_err(|e| NodeError::caused("environment", e))?;
     let vars = run.env_vars("staging");
     let mut steps = Vec::new();
     if let Some(local) = env.local(&run.ws.root) {
@@ -182,7 +182,7 @@ pub(crate) fn staging_environment_setup(run: &mut NodeRun<'_>) -> Result<Outcome
         }
     }
     let extra = json!({
-        "environment": env_context(&env),
+        "environment": env_context(env),
         "steps": steps,
         "health": health,
         "health_checked": live,

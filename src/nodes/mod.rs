@@ -249,8 +249,8 @@ impl NodeRun<'_> {
             "devops": {
                 "require_human_approval": config.devops.require_human_approval,
                 "approvers": config.devops.approvers,
-                "monitoring_period": crate::config::format_duration(config.devops.monitoring_period),
-                "monitoring_interval": crate::config::format_duration(config.devops.monitoring_interval),
+                "monitoring_period": crate::duration::format_duration(config.devops.monitoring_period),
+                "monitoring_interval": crate::duration::format_duration(config.devops.monitoring_interval),
                 "auto_rollback_enabled": config.devops.auto_rollback_enabled,
                 "rollback_triggers": config.devops.rollback_triggers,
             },

@@ -49,7 +49,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::{Config, Devops, RollbackTriggers, duration_text};
+use crate::config::{Config, Devops, RollbackTriggers};
+use crate::duration::duration_text;
 use crate::exec::metrics::{Figure, MetricsSpec, Sample, format_number};
 
 /// `environments.<env>.analysis`: how the analysis after a canary step or rolling batch runs.

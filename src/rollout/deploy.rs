@@ -34,6 +34,7 @@ use crate::exec::command::{Runner, StepResult};
 use crate::exec::metrics::{self, MetricsSpec};
 use crate::rollout::local::{LocalEnv, Strategy};
 use crate::workspace::Workspace;
+use crate::workspace::diagnostic::{Diagnostic, Kind};
 
 /// One environment from the config.
 /// An environment the config does not define or defines wrongly, or a command of it that
@@ -97,7 +98,7 @@ pub struct EnvConfig {
     #[serde(default)]
     pub deploy_window: Option<crate::environment::window::DeployWindows>,
     /// How long a deploy waits after its approval (`wait_timer`).
-    #[serde(default, with = "crate::config::duration_text::option")]
+    #[serde(default, with = "crate::duration::duration_text::option")]
     pub wait_timer: Option<Duration>,
     /// `ssh`: the hosts, in order (`user@host:port` or an object), read and checked at load.
     #[serde(default)]
@@ -163,7 +164,7 @@ impl<'de> Deserialize<'de> for CommandSpec {
         #[derive(Deserialize)]
         struct Full {
             run: String,
-            #[serde(default, deserialize_with = "crate::config::duration_text::option::deserialize")]
+            #[serde(default, deserialize_with = "crate::duration::duration_text::option::deserialize")]
             timeout: Option<Duration>,
             #[serde(default)]
             cwd: Option<String>,
@@ -185,9 +186,79 @@ impl<'de> Deserialize<'de> for CommandSpec {
 /// Releases a `local` environment keeps when `keep_releases` is not set.
 pub const DEFAULT_KEEP_RELEASES: usize = 5;
 
+/// Every environment of the config, each read once, when the workspace loads the config
+/// (`Workspace::open`): every user asks here (`Workspace::environment`), so all of them see the
+/// same typed value, and an environment that cannot be read is one problem, at its key, that
+/// makes the config invalid.
+#[derive(Debug, Clone, Default)]
+pub struct Environments {
+    /// The config file, as messages name it.
+    config: String,
+    /// In the file's order.
+    read: Vec<EnvConfig>,
+}
+
+impl Environments {
+    /// Reads each environment of `config` (whose text is `text`) as a deployment reads it, so
+    /// that what a deployment would refuse (a metrics block without a source, an analysis of 0
+    /// measurements) is a problem of the config now, at its key, instead of an inconclusive
+    /// analysis later. The problems go into `problems`; the environments read are returned.
+    pub fn read(config: &Config, text: &str, problems: &mut Vec<Diagnostic>) -> Environments {
+        let label = config.label.as_str();
+        let mut read = Vec::new();
+        for (name, env) in &config.environments {
+            let pointer = format!("/environments/{}", name.replace('~', "~0").replace('/', "~1"));
+            let mut refuse = |pointer: String, why: String| {
+                problems.push(Diagnostic::new(label, Kind::Config, why).pointer(pointer).locate_in(text));
+            };
+            // A deploy window is read here first, so that one it cannot read is refused at its own
+            // key, saying what is wrong with it, once.
+            let window = env.get("deploy_window").map(crate::environment::window::DeployWindows::from_value);
+            if let Some(Err(why)) = &window {
+                refuse(format!("{pointer}/deploy_window"), format!("`environments.{name}.deploy_window`: {why}"));
+            }
+            match EnvConfig::load(config, name) {
+                Err(_) if matches!(window, Some(Err(_))) => {}
+                // The diagnostic names the file already.
+                Err(EnvError::Invalid { name, source, .. }) => {
+                    refuse(pointer.clone(), format!("`environments.{name}`: {source}"))
+                }
+                Err(why) => refuse(pointer.clone(), why.to_string()),
+                Ok(env) => read.push(env),
+            }
+            if let Some(Err(why)) = env.get("metrics").map(MetricsSpec::from_value) {
+                refuse(format!("{pointer}/metrics"), why.to_string());
+            }
+            if let Some(Err(why)) = env.get("analysis").map(AnalysisSpec::from_value) {
+                refuse(format!("{pointer}/analysis"), why.to_string());
+            }
+        }
+        Environments { config: config_file(config), read }
+    }
+
+    /// The environment `name`, as read when the config loaded.
+    pub fn get(&self, name: &str) -> Result<&EnvConfig, EnvError> {
+        self.read.iter().find(|env| env.name == name).ok_or_else(|| EnvError::Missing {
+            config: if self.config.is_empty() { "the config".to_owned() } else { self.config.clone() },
+            name: name.to_owned(),
+        })
+    }
+
+    /// Every environment, in the config file's order.
+    pub fn iter(&self) -> impl Iterator<Item = &EnvConfig> {
+        self.read.iter()
+    }
+}
+
+/// The config file as an environment's messages name it.
+fn config_file(config: &Config) -> String {
+    if config.label.is_empty() { "the config".to_owned() } else { config.label.clone() }
+}
+
 impl EnvConfig {
-    pub fn load(config: &Config, name: &str) -> Result<EnvConfig, EnvError> {
-        let file = if config.label.is_empty() { "the config".to_owned() } else { config.label.clone() };
+    /// Reads the environment `name` of `config`; only [`Environments::read`] does, once per load.
+    fn load(config: &Config, name: &str) -> Result<EnvConfig, EnvError> {
+        let file = config_file(config);
         let raw = config
             .environments
             .get(name)
@@ -1856,5 +1927,94 @@ mod tests {
         // The built-in defaults have no file.
         let unnamed = EnvConfig::load(&Config::default(), "production").unwrap_err();
         assert_eq!(unnamed.to_string(), "the config has no `environments.production`");
+        let unnamed = Environments::default().get("production").unwrap_err();
+        assert_eq!(unnamed.to_string(), "the config has no `environments.production`");
+    }
+
+    /// The config and its environments read from `text` as the workspace loads them, or every
+    /// problem found.
+    fn parse(
+        label: &str,
+        text: &str,
+        schemas: &crate::schema::Schemas,
+    ) -> Result<(Config, Environments), Vec<Diagnostic>> {
+        let (config, mut problems) = Config::read(label, text, schemas)?;
+        let environments = Environments::read(&config, text, &mut problems);
+        if problems.is_empty() { Ok((config, environments)) } else { Err(problems) }
+    }
+
+    // A workspace may override the config's schema with one that lets anything through; the
+    // durations and environments are still read at load time, and refused at their key.
+    #[test]
+    fn with_a_permissive_schema_bad_values_are_still_refused_at_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("project-config.schema.json"), "{}").unwrap();
+        let schemas =
+            crate::schema::Schemas::new(dir.path().to_owned(), "schemas", crate::config::DEFAULT_MAX_FILE_BYTES);
+        let text = r#"{
+  "devops": {"debounce": 50, "shutdown_grace": "soon"},
+  "environments": {
+    "prod": {
+      "provider": "command",
+      "commands": {"deploy": {"run": "true", "timeout": "10 minutes"}},
+      "metrics": {"command": "true", "http": "http://x", "error_rate": "/e"},
+      "analysis": {"count": 0}
+    }
+  }
+}"#;
+        let problems: Vec<String> =
+            parse("project-config.json", text, &schemas).unwrap_err().iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            problems,
+            [
+                r#"project-config.json:2:26: at /devops/debounce: expected a duration such as "30s" or "5m", found 50"#,
+                r#"project-config.json:2:48: at /devops/shutdown_grace: `soon` is not a duration such as "500ms", "30s" or "5m""#,
+                r#"project-config.json:6:57: at /environments/prod/commands/deploy/timeout: `10 minutes` has an unknown unit ` minutes`; use ms, s, m, h or d"#,
+            ]
+        );
+        // Once the durations are right, the environment itself is read as a deployment reads it.
+        let text = text.replace("50", "\"50ms\"").replace("soon", "1s").replace("10 minutes", "10m");
+        let problems: Vec<String> =
+            parse("project-config.json", &text, &schemas).unwrap_err().iter().map(|d| d.to_string()).collect();
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0].contains("at /environments/prod/metrics: expected exactly one of"), "{}", problems[0]);
+        assert!(
+            problems[1].contains("at /environments/prod/analysis: expected `analysis.count` of at least 1"),
+            "{}",
+            problems[1]
+        );
+    }
+
+    #[test]
+    fn a_deploy_window_or_wait_timer_it_cannot_read_is_refused_at_its_key() {
+        let schemas = crate::schema::Schemas::new(
+            std::path::PathBuf::from("/nonexistent"),
+            "schemas",
+            crate::config::DEFAULT_MAX_FILE_BYTES,
+        );
+        let text = "{\"environments\": {\"production\": {\"provider\": \"command\", \"commands\": {\"deploy\": \"true\"},\n  \"deploy_window\": [\"Mon-Fri 09:00-16:00 Europe/Berlin\", \"Sat 25:00-26:00 UTC\"]}}}";
+        let problems: Vec<String> =
+            parse("project-config.json", text, &schemas).unwrap_err().iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            problems,
+            [
+                "project-config.json:2:20: at /environments/production/deploy_window: `environments.production.deploy_window`: `25:00-26:00` are not hours such as 09:00-16:00 (24-hour clock; 24:00 ends at midnight)"
+            ]
+        );
+        let text = text
+            .replace("Sat 25:00-26:00 UTC", "Sat 10:00-12:00 UTC")
+            .replace("\n", "\"wait_timer\": \"10 minutes\",\n");
+        let problems: Vec<String> =
+            parse("project-config.json", &text, &schemas).unwrap_err().iter().map(|d| d.to_string()).collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("at /environments/production/wait_timer: "), "{}", problems[0]);
+        let text = text.replace("10 minutes", "10m");
+        let (_, environments) = parse("project-config.json", &text, &schemas).unwrap();
+        let env = environments.get("production").unwrap();
+        assert_eq!(env.wait_timer, Some(Duration::from_secs(600)));
+        assert_eq!(
+            env.deploy_window.as_ref().unwrap().text(),
+            "Mon-Fri 09:00-16:00 Europe/Berlin, Sat 10:00-12:00 UTC"
+        );
     }
 }

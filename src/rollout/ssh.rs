@@ -118,7 +118,7 @@ pub struct SshOptions {
     /// absolute; default the user's. Host keys are always checked strictly.
     #[serde(default)]
     pub known_hosts_file: Option<String>,
-    #[serde(default, deserialize_with = "crate::config::duration_text::option::deserialize")]
+    #[serde(default, deserialize_with = "crate::duration::duration_text::option::deserialize")]
     pub connect_timeout: Option<std::time::Duration>,
 }
 
@@ -505,7 +505,7 @@ impl Fleet {
                     log: result.log,
                 };
             }
-            std::thread::sleep(spec.interval.unwrap_or(crate::config::defaults::CHECK_INTERVAL));
+            std::thread::sleep(spec.interval.unwrap_or(crate::duration::defaults::CHECK_INTERVAL));
         }
     }
 }
