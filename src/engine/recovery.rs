@@ -307,8 +307,8 @@ impl<'w> Engine<'w> {
             TaskStatus::Failed | TaskStatus::RolledBack => crate::environment::Status::Bad,
             _ => return,
         };
-        for name in self.ws.config.environments.keys() {
-            let Ok(env) = self.ws.environment(name) else { continue };
+        for env in self.ws.environments.iter() {
+            let name = &env.name;
             if journal::Journal::load(self.ws, name).ok().flatten().is_some_and(|j| j.run_id == run_id) {
                 continue;
             }

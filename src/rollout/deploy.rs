@@ -92,8 +92,13 @@ pub struct EnvConfig {
     pub slot_urls: BTreeMap<String, String>,
     #[serde(default)]
     pub smoke_tests: Vec<CheckSpec>,
-    #[serde(default)]
-    pub metrics: Option<Value>,
+    /// `metrics`: where the figures come from, read with the environment.
+    #[serde(skip)]
+    pub metrics: Option<MetricsSpec>,
+    /// `analysis`: how the analysis after a canary step or rolling batch runs, read with the
+    /// environment.
+    #[serde(skip)]
+    pub analysis: Option<AnalysisSpec>,
     /// When deploys may start (`deploy_window`); none: at any time.
     #[serde(default)]
     pub deploy_window: Option<crate::environment::window::DeployWindows>,
@@ -217,20 +222,31 @@ impl Environments {
             if let Some(Err(why)) = &window {
                 refuse(format!("{pointer}/deploy_window"), format!("`environments.{name}.deploy_window`: {why}"));
             }
-            match EnvConfig::load(config, name) {
-                Err(_) if matches!(window, Some(Err(_))) => {}
+            let typed = match EnvConfig::load(config, name) {
+                Err(_) if matches!(window, Some(Err(_))) => None,
                 // The diagnostic names the file already.
                 Err(EnvError::Invalid { name, source, .. }) => {
-                    refuse(pointer.clone(), format!("`environments.{name}`: {source}"))
+                    refuse(pointer.clone(), format!("`environments.{name}`: {source}"));
+                    None
                 }
-                Err(why) => refuse(pointer.clone(), why.to_string()),
-                Ok(env) => read.push(env),
-            }
-            if let Some(Err(why)) = env.get("metrics").map(MetricsSpec::from_value) {
+                Err(why) => {
+                    refuse(pointer.clone(), why.to_string());
+                    None
+                }
+                Ok(typed) => Some(typed),
+            };
+            let metrics = env.get("metrics").map(MetricsSpec::from_value).transpose();
+            if let Err(why) = &metrics {
                 refuse(format!("{pointer}/metrics"), why.to_string());
             }
-            if let Some(Err(why)) = env.get("analysis").map(AnalysisSpec::from_value) {
+            let analysis = env.get("analysis").map(AnalysisSpec::from_value).transpose();
+            if let Err(why) = &analysis {
                 refuse(format!("{pointer}/analysis"), why.to_string());
+            }
+            if let (Some(mut typed), Ok(metrics), Ok(analysis)) = (typed, metrics, analysis) {
+                typed.metrics = metrics;
+                typed.analysis = analysis;
+                read.push(typed);
             }
         }
         Environments { config: config_file(config), read }
@@ -1039,10 +1055,7 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
             return give_up(rollout, report, "health", format!("{label}: {failure}"));
         }
         let baseline = rollout.baseline();
-        let plan = Plan::step(
-            AnalysisSpec::for_environment(&rollout.ws.config, &env.name).ok().flatten().as_ref(),
-            &rollout.ws.config.devops,
-        );
+        let plan = Plan::step(env.analysis.as_ref(), &rollout.ws.config.devops);
         let judged = analyse(rollout.runner, env, &rollout.ws.config, baseline.as_ref(), &vars, plan, "analysis");
         note_analysis(rollout, report, label, index, &judged);
         match judged.verdict.as_str() {
@@ -1241,8 +1254,8 @@ fn verify_rollback(
     if !restored {
         return;
     }
-    if let Some(Ok(spec)) = env.metrics.as_ref().map(MetricsSpec::from_value) {
-        let after = metrics::sample(runner, &spec, vars);
+    if let Some(spec) = &env.metrics {
+        let after = metrics::sample(runner, spec, vars);
         report.metrics_check = Some(metrics_check(&after, baseline, triggers));
         report.metrics_after = Some(after);
         report.baseline = baseline.cloned();
@@ -1413,23 +1426,8 @@ pub(super) fn analyse(
         last: last.borrow().clone(),
         ran_ms: ran.as_millis() as u64,
     };
-    let spec = match env.metrics.as_ref().map(MetricsSpec::from_value).transpose() {
-        Ok(spec) => spec,
-        Err(e) => {
-            return judged(
-                "inconclusive",
-                format!("`environments.{}.metrics` cannot be used: {e}", env.name),
-                Vec::new(),
-                Duration::ZERO,
-            );
-        }
-    };
-    let analysis_spec = match AnalysisSpec::for_environment(config, &env.name) {
-        Ok(spec) => spec,
-        Err(e) => return judged("inconclusive", e.to_string(), Vec::new(), Duration::ZERO),
-    };
-    let thresholds = Thresholds::new(&config.devops.rollback_triggers, analysis_spec.as_ref());
-    let mut analysis = Analysis::new(plan, thresholds, spec.as_ref(), baseline);
+    let thresholds = Thresholds::new(&config.devops.rollback_triggers, env.analysis.as_ref());
+    let mut analysis = Analysis::new(plan, thresholds, env.metrics.as_ref(), baseline);
     let started = Instant::now();
     let check_dir = env.check_dir(&runner.workspace);
     let health_checks = live_checks(env, &runner.workspace, &env.health_checks);
@@ -1440,7 +1438,7 @@ pub(super) fn analyse(
         |_| {
             let at = started.elapsed();
             let measurement = Measurement {
-                metrics: spec.as_ref().map(|spec| {
+                metrics: env.metrics.as_ref().map(|spec| {
                     let sample = metrics::sample(runner, spec, vars);
                     *last.borrow_mut() = Some(sample.clone());
                     sample
@@ -1549,8 +1547,8 @@ pub fn monitor(
 
 /// A baseline for the analysis: one metrics sample taken before the deploy.
 pub fn baseline(runner: &Runner, env: &EnvConfig, vars: &[(String, String)]) -> Option<Baseline> {
-    let spec = MetricsSpec::from_value(env.metrics.as_ref()?).ok()?;
-    Some(Baseline::new(metrics::sample(runner, &spec, vars)))
+    let spec = env.metrics.as_ref()?;
+    Some(Baseline::new(metrics::sample(runner, spec, vars)))
 }
 
 /// What a rollback did.
@@ -2016,5 +2014,31 @@ mod tests {
             env.deploy_window.as_ref().unwrap().text(),
             "Mon-Fri 09:00-16:00 Europe/Berlin, Sat 10:00-12:00 UTC"
         );
+    }
+
+    /// An environment is read once, with its `metrics` and `analysis` typed, and every user
+    /// gets that value; the names keep the file's order.
+    #[test]
+    fn environments_are_read_once_with_their_metrics_and_analysis() {
+        let schemas = crate::schema::Schemas::new(
+            std::path::PathBuf::from("/nonexistent"),
+            "schemas",
+            crate::config::DEFAULT_MAX_FILE_BYTES,
+        );
+        let text = r#"{"environments": {
+  "staging": {"provider": "command", "commands": {"deploy": "true"}},
+  "production": {"provider": "command", "commands": {"deploy": "true"},
+    "metrics": {"command": "echo '{}'", "error_rate": "/e"}, "analysis": {"count": 3, "interval": "2s"}}
+}}"#;
+        let (_, environments) = parse("project-config.json", text, &schemas).unwrap();
+        let names: Vec<&str> = environments.iter().map(|env| env.name.as_str()).collect();
+        assert_eq!(names, ["staging", "production"]);
+        let production = environments.get("production").unwrap();
+        assert_eq!(production.metrics.as_ref().unwrap().error_rate.as_deref(), Some("/e"));
+        let analysis = production.analysis.as_ref().unwrap();
+        assert_eq!((analysis.count, analysis.interval), (Some(3), Some(Duration::from_secs(2))));
+        let staging = environments.get("staging").unwrap();
+        assert!(staging.metrics.is_none() && staging.analysis.is_none());
+        assert!(std::ptr::eq(environments.get("staging").unwrap(), staging));
     }
 }

@@ -28,7 +28,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::analysis::{AnalysisSpec, Plan};
+use super::analysis::Plan;
 use super::deploy::{APPROVAL_STEP, CommandSpec, DeployReport, EnvConfig, Rollout, analyse, note_analysis};
 use crate::environment::record::{HOST_NOTHING, HOST_UNKNOWN, Record, Status, host_label};
 use crate::exec::checks::{CheckResult, CheckSpec, run_check};
@@ -812,10 +812,7 @@ pub(super) fn deploy(rollout: &mut Rollout<'_>, record: &Record, release_dir: &P
         rollout.journal.weight = weight;
         report.weight = weight;
         if staged {
-            let plan = Plan::step(
-                AnalysisSpec::for_environment(&ws.config, &env.name).ok().flatten().as_ref(),
-                &ws.config.devops,
-            );
+            let plan = Plan::step(env.analysis.as_ref(), &ws.config.devops);
             let baseline = rollout.journal.baseline.clone().map(super::analysis::Baseline::new);
             // The analysis judges the hosts that run the new release; the others may run
             // nothing yet.
