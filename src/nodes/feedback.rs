@@ -45,7 +45,7 @@ pub(crate) fn feedback(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
     let mut running = Vec::new();
     for env in run.ws.environments.iter() {
         // What runs there is what the environment's record says is live.
-        let record = env.history(run.ws).map_err(|e| NodeError::caused("record", e))?;
+        let record = env.history(run.ws).map_err(NodeError::Record)?;
         let deployment = env.live(run.ws, &record);
         let live = match env.local(&run.ws.root) {
             Some(local) => local.live_dir().unwrap_or_default(),
