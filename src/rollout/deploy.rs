@@ -1655,13 +1655,12 @@ pub fn rollback(
 /// What a rollback of `env` can restore now, newest first, as the record has it: good
 /// releases other than the live one, whose directory is still kept (`local`).
 pub fn restorable(ws: &Workspace, env: &EnvConfig, record: &Record) -> Vec<Deployment> {
-    let local = env.local(&ws.root);
-    let live = env.live(ws, record).map(|d| d.run_id);
-    record
-        .restorable(live.as_deref(), |d| local.as_ref().is_none_or(|l| l.root.join(&d.dir).is_dir()))
-        .into_iter()
-        .cloned()
-        .collect()
+    let choices = match env.local(&ws.root) {
+        // The directories are the provider's own: it says which are kept.
+        Some(local) => local.restorable_in(record),
+        None => record.restorable(env.live(ws, record).map(|d| d.run_id).as_deref(), |_| true),
+    };
+    choices.into_iter().cloned().collect()
 }
 
 /// Why a rollback of `env` to `target` cannot be carried out, with what it could restore
