@@ -317,57 +317,14 @@ impl<'w> Engine<'w> {
         inputs: &mut Vec<artifacts::Artifact>,
         problems: &mut Vec<Diagnostic>,
     ) -> Vec<Check> {
-        let (unit, version) = (release.unit.as_str(), release.version.as_str());
-        let mut checks = Vec::new();
-        let unresolved: Vec<String> = facts
-            .unresolved
-            .iter()
-            .filter(|open| open.unit == unit)
-            .map(|Unresolved { task: failed, fix, fix_status, .. }| {
-                format!(
-                    "the production deployment {failed} of {unit} failed or was rolled back and is not resolved: {fix} is `{fix_status}` (opsflow waits for `done`, or for `resolved_by` on {failed})"
-                )
-            })
-            .collect();
-        checks.push(Check::new(
-            "production",
-            "earlier failures of this unit resolved",
-            unresolved.is_empty(),
-            if unresolved.is_empty() { "no unresolved failure".to_owned() } else { unresolved.join("; ") },
-        ));
+        let mut checks = vec![gates::failures_resolved(&release.unit, &facts.unresolved)];
         match release::find(self.ws, "R08-staging-deploy.md", release) {
-            Ok(Lookup::Found(r08)) => {
-                let ok = r08.field("status") == Some("success")
-                    && r08.field("version").is_some_and(|v| release::same_version(v, version));
-                let detail = format!(
-                    "{}: status {}, version {}",
-                    r08.file,
-                    r08.field("status").unwrap_or("?"),
-                    r08.field("version").unwrap_or("?")
-                );
-                checks.push(Check::new("production", "staging deployment of this version succeeded", ok, detail));
-                // What only warned on the way to staging is shown again before production.
-                for warning in r08.front_matter.get("warnings").and_then(Value::as_array).into_iter().flatten() {
-                    let Some(text) = warning.as_str() else { continue };
-                    let mut check =
-                        Check::new("production", "warned at staging", false, format!("{text} ({})", r08.file));
-                    check.warning = true;
-                    checks.push(check);
+            Ok(lookup) => {
+                checks.extend(gates::staging_succeeded(release, &lookup));
+                if let Lookup::Found(r08) = lookup {
+                    inputs.push(r08);
                 }
-                inputs.push(r08);
             }
-            Ok(other) => checks.push(Check::new(
-                "production",
-                "staging deployment of this version succeeded",
-                false,
-                match other {
-                    Lookup::Elsewhere { file, release: theirs } => format!(
-                        "{file} is for {}; no staging deployment of {unit} {version} yet: deploy it to staging first",
-                        theirs.label()
-                    ),
-                    _ => format!("no R08-staging-deploy.md for unit {unit}: deploy {version} to staging first"),
-                },
-            )),
             Err(diagnostics) => problems.extend(diagnostics),
         }
         match self.ws.environment("production") {
@@ -376,54 +333,21 @@ impl<'w> Engine<'w> {
                 Err(e) => checks.push(Check::new("production", "environment record readable", false, e.to_string())),
                 Ok(record) => {
                     let live = env.live(self.ws, &record);
-                    let (has_path, detail) = match env.local(&self.ws.root) {
-                        // After the switch, what is live now is what a rollback restores.
-                        Some(local) => match (local.live_dir(), &live, local.rollback_target_in(&record)) {
-                            (_, Some(live), _) => {
-                                (true, format!("the live good release {} stays on disk", live.label()))
-                            }
-                            (_, None, Some(target)) => {
-                                (true, format!("the previous good release {} stays on disk", target.label()))
-                            }
-                            (None, None, None) => {
-                                (true, "first deployment: rolling back takes the environment down".to_owned())
-                            }
-                            // What is live is not a good release (a failed first deploy of an
-                            // older opsflow, a link set by hand): nothing better can be lost.
-                            (Some(live), None, None) => (
-                                true,
-                                format!(
-                                    "{live} is live but is not a good release; rolling back takes the environment down"
-                                ),
-                            ),
+                    let local = env.local(&self.ws.root);
+                    let live_dir = local.as_ref().and_then(|local| local.live_dir());
+                    let path = match &local {
+                        Some(local) => gates::RollbackPath::Local {
+                            live_dir: live_dir.as_deref(),
+                            live: live.as_ref(),
+                            target: local.rollback_target_in(&record),
                         },
-                        None if env.provider == deploy::Provider::Ssh => match record.newest_good() {
-                            Some(live) => (
-                                true,
-                                format!(
-                                    "the live good release {} stays on every host until it is pruned",
-                                    live.label()
-                                ),
-                            ),
-                            None => (true, "first deployment: rolling back takes every host down".to_owned()),
-                        },
-                        None => match env.command("rollback") {
-                            Some(_) => (true, "`commands.rollback` is configured".to_owned()),
-                            None => (false, "`environments.production.commands.rollback` is not set".to_owned()),
-                        },
+                        None if env.provider == deploy::Provider::Ssh => {
+                            gates::RollbackPath::Ssh { live: record.newest_good() }
+                        }
+                        None => gates::RollbackPath::Command { rollback_set: env.command("rollback").is_some() },
                     };
-                    checks.push(Check::new("production", "rollback path exists", has_path, detail));
-                    let monitored = !env.health_checks.is_empty();
-                    checks.push(Check::new(
-                        "production",
-                        "monitoring configured",
-                        monitored,
-                        if monitored {
-                            format!("{} health checks", env.health_checks.len())
-                        } else {
-                            "`environments.production.health_checks` is empty".to_owned()
-                        },
-                    ));
+                    checks.push(gates::rollback_path(path));
+                    checks.push(gates::monitoring_configured(env.health_checks.len()));
                     checks.push(self.containment_check(release, &record, live.as_ref()));
                 }
             },
