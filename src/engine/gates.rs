@@ -746,6 +746,33 @@ pub fn human_approval(
             ));
         }
     };
+    let untouched = untouched_request(ws, release, &name, &artifact);
+    let (check, approval) =
+        approval_of(release, single, &artifact, untouched, &ws.config.devops.approvers, |approved_by| {
+            // Who approved, as git proves it, and that it is not the release's own author.
+            let release_commit = release::find(ws, "R07-version-tag.md", release)
+                .ok()
+                .and_then(Lookup::found)
+                .and_then(|r07| r07.field("commit").map(str::to_owned));
+            crate::identity::confirm(ws, &artifact.file, &artifact.sha256, approved_by, release_commit.as_deref())
+        });
+    Ok((check, approval, Some(artifact)))
+}
+
+/// What an approval file says about `release`, decided from what was read: the file, whether
+/// it is still the request as opsflow wrote it (`untouched`), the approvers, and who git says
+/// approved (`confirm`, asked only of an approval by a listed approver, with its
+/// `approved_by`). `single`: a single release of the unit waits, so a file without `version`
+/// may approve it.
+pub fn approval_of(
+    release: &Release,
+    single: bool,
+    artifact: &Artifact,
+    untouched: bool,
+    approvers: &[String],
+    confirm: impl FnOnce(&str) -> crate::identity::Verdict,
+) -> (Check, Approval) {
+    const GATE: &str = "approval";
     let file = artifact.file.clone();
     let fail = |approval: Approval, detail: String| {
         Check::new(GATE, "human approval", approval == Approval::Approved, detail).with_id(CheckId::HumanApproval)
@@ -755,13 +782,13 @@ pub fn human_approval(
             "{file} names no `version` and several releases of {} wait: add `version: {}` to approve this one",
             release.unit, release.version
         );
-        return Ok((fail(Approval::Pending, detail), Approval::Pending, Some(artifact)));
+        return (fail(Approval::Pending, detail), Approval::Pending);
     }
-    if untouched_request(ws, release, &name, &artifact) {
+    if untouched {
         let detail = format!(
             "waiting for a human: {file} is the request as opsflow wrote it; edit it to approve (`status: approved`, `approved_by`) or tick `Approved`"
         );
-        return Ok((fail(Approval::Pending, detail), Approval::Pending, Some(artifact)));
+        return (fail(Approval::Pending, detail), Approval::Pending);
     }
     let ticks = artifacts::ticks(&artifact.body);
     let status = artifact.field("status").unwrap_or("pending");
@@ -774,7 +801,6 @@ pub fn human_approval(
     } else {
         Approval::Pending
     };
-    let approvers = &ws.config.devops.approvers;
     let approved_by = artifact.field("approved_by").unwrap_or("").trim().to_owned();
     let ignored: String =
         ticks.ignored.iter().map(|label| format!("; ticked \"{label}\" is not an approval")).collect();
@@ -790,21 +816,14 @@ pub fn human_approval(
             Approval::Pending,
             format!("{file} is approved by `{approved_by}`, who is not in devops.approvers ({})", approvers.join(", ")),
         ),
-        Approval::Approved => {
-            // Who approved, as git proves it, and that it is not the release's own author.
-            let release_commit = release::find(ws, "R07-version-tag.md", release)
-                .ok()
-                .and_then(Lookup::found)
-                .and_then(|r07| r07.field("commit").map(str::to_owned));
-            match crate::identity::confirm(ws, &file, &artifact.sha256, &approved_by, release_commit.as_deref()) {
-                crate::identity::Verdict::Refused(why) => (Approval::Pending, why),
-                crate::identity::Verdict::Approved(proven) if !proven.is_empty() => (Approval::Approved, proven),
-                crate::identity::Verdict::Approved(_) => {
-                    let by = if approved_by.is_empty() { "a ticked box".to_owned() } else { approved_by };
-                    (Approval::Approved, format!("{file}: approved by {by}"))
-                }
+        Approval::Approved => match confirm(&approved_by) {
+            crate::identity::Verdict::Refused(why) => (Approval::Pending, why),
+            crate::identity::Verdict::Approved(proven) if !proven.is_empty() => (Approval::Approved, proven),
+            crate::identity::Verdict::Approved(_) => {
+                let by = if approved_by.is_empty() { "a ticked box".to_owned() } else { approved_by };
+                (Approval::Approved, format!("{file}: approved by {by}"))
             }
-        }
+        },
         // Who held or rejected it: `held_by`, else the name filled in `approved_by`.
         Approval::Hold | Approval::Rejected => {
             let by = artifact
@@ -822,7 +841,7 @@ pub fn human_approval(
             format!("waiting for a human: {file} is not approved yet (status {status}, no ticked `Approved`){ignored}"),
         ),
     };
-    Ok((fail(approval, detail), approval, Some(artifact)))
+    (fail(approval, detail), approval)
 }
 
 /// Whether `artifact` is still byte for byte the approval request opsflow wrote for `release`
@@ -1190,5 +1209,87 @@ mod tests {
     fn production_is_monitored_only_with_health_checks() {
         assert_eq!(said(&monitoring_configured(2)), (true, "2 health checks"));
         assert_eq!(said(&monitoring_configured(0)), (false, "`environments.production.health_checks` is empty"));
+    }
+
+    /// An approval decided from the file as read: the version rule, the request as written,
+    /// the approvers, who git says approved (asked only of an approval by an approver), hold
+    /// and rejection with who, each in the words the task's block reason shows.
+    #[test]
+    fn an_approval_is_decided_from_the_file_the_approvers_and_what_git_says() {
+        use crate::identity::Verdict;
+        const FILE: &str = "docs/workflow/artifacts/R12-prod-approval.md";
+        let approval = |front: Value, body: &str| Artifact {
+            file: FILE.into(),
+            front_matter: front,
+            body: body.into(),
+            sha256: String::new(),
+        };
+        let never = |_: &str| -> Verdict { panic!("git is asked only of an approval by an approver") };
+        let alice = ["alice".to_owned()];
+        let decide = |artifact: &Artifact, single: bool, untouched: bool, approvers: &[String]| {
+            let (check, approval) = approval_of(&release(), single, artifact, untouched, approvers, never);
+            (approval, check.passed, check.detail)
+        };
+        let unversioned = approval(json!({"status": "approved", "approved_by": "alice"}), "");
+        assert_eq!(
+            decide(&unversioned, false, false, &alice),
+            (
+                Approval::Pending,
+                false,
+                format!(
+                    "{FILE} names no `version` and several releases of 1.3 wait: add `version: 1.0.0` to approve this one"
+                )
+            )
+        );
+        let request = approval(json!({"version": "1.0.0", "status": "pending"}), "- [ ] Approved\n");
+        assert!(decide(&request, true, true, &alice).2.contains("is the request as opsflow wrote it"));
+        let nobody = approval(json!({"version": "1.0.0", "status": "approved"}), "");
+        assert_eq!(
+            decide(&nobody, true, false, &alice).2,
+            format!(
+                "{FILE} is marked approved but `approved_by` is empty; it must name one of devops.approvers (alice)"
+            )
+        );
+        let mallory = approval(json!({"version": "1.0.0", "status": "approved", "approved_by": "mallory"}), "");
+        assert_eq!(
+            decide(&mallory, true, false, &alice).2,
+            format!("{FILE} is approved by `mallory`, who is not in devops.approvers (alice)")
+        );
+        let held = approval(json!({"version": "1.0.0", "status": "hold", "held_by": "bob"}), "");
+        assert_eq!(decide(&held, true, false, &alice), (Approval::Hold, false, format!("{FILE}: on hold by bob")));
+        let rejected = approval(json!({"version": "1.0.0", "status": "rejected"}), "");
+        assert_eq!(
+            decide(&rejected, true, false, &alice),
+            (Approval::Rejected, false, format!("{FILE}: rejected (no `held_by` names who)"))
+        );
+        let pending = approval(json!({"version": "1.0.0"}), "");
+        assert_eq!(
+            decide(&pending, true, false, &alice).2,
+            format!("waiting for a human: {FILE} is not approved yet (status pending, no ticked `Approved`)")
+        );
+        // An approval by an approver counts as git says.
+        let by_alice = approval(json!({"version": "1.0.0", "status": "approved", "approved_by": "alice"}), "");
+        let asked = std::cell::RefCell::new(Vec::new());
+        let git = |said: Verdict| {
+            let asked = &asked;
+            move |by: &str| {
+                asked.borrow_mut().push(by.to_owned());
+                said
+            }
+        };
+        let (check, decided) =
+            approval_of(&release(), true, &by_alice, false, &alice, git(Verdict::Approved(String::new())));
+        assert_eq!(
+            (decided, check.passed, check.detail),
+            (Approval::Approved, true, format!("{FILE}: approved by alice"))
+        );
+        let (check, decided) =
+            approval_of(&release(), true, &by_alice, false, &alice, git(Verdict::Refused("not alice's commit".into())));
+        assert_eq!((decided, check.passed, check.detail.as_str()), (Approval::Pending, false, "not alice's commit"));
+        let ticked = approval(json!({"version": "1.0.0"}), "- [x] Approved\n");
+        let (check, decided) =
+            approval_of(&release(), true, &ticked, false, &[], git(Verdict::Approved(String::new())));
+        assert_eq!((decided, check.detail), (Approval::Approved, format!("{FILE}: approved by a ticked box")));
+        assert_eq!(asked.into_inner(), ["alice", "alice", ""]);
     }
 }
