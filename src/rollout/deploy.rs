@@ -321,11 +321,15 @@ impl EnvConfig {
         self.commands.get(name).map(|spec| (spec.run.clone(), spec.timeout))
     }
 
+    /// A `local` environment's directory, relative to the workspace: `path`, else
+    /// `.opsflow/envs/<name>`.
+    pub fn local_dir(&self) -> Option<String> {
+        (self.provider == Provider::Local)
+            .then(|| self.path.clone().unwrap_or_else(|| format!(".opsflow/envs/{}", self.name)))
+    }
+
     pub fn local(&self, workspace: &Path) -> Option<LocalEnv> {
-        if self.provider != Provider::Local {
-            return None;
-        }
-        let root = workspace.join(self.path.clone().unwrap_or_else(|| format!(".opsflow/envs/{}", self.name)));
+        let root = workspace.join(self.local_dir()?);
         let strategy = if self.strategy() == "blue-green" { Strategy::BlueGreen } else { Strategy::Recreate };
         Some(LocalEnv::new(workspace.to_owned(), root, strategy))
     }

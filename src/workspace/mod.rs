@@ -56,7 +56,7 @@ impl Workspace {
             Some(_) => load_config(&config_path, &config_label, &bootstrap, required),
         };
         if config_problems.is_empty() {
-            config_problems = escaping_paths(&root, &config);
+            config_problems = escaping_paths(&root, &config, &environments);
         }
         if let Some(agent) = agent
             && agent != config.agent.name
@@ -221,7 +221,7 @@ fn load_config(path: &Path, label: &str, schemas: &Schemas, required: bool) -> (
     (Config::default(), Environments::default(), problems)
 }
 
-fn escaping_paths(root: &Path, config: &Config) -> Vec<Diagnostic> {
+fn escaping_paths(root: &Path, config: &Config, environments: &Environments) -> Vec<Diagnostic> {
     // Inputs (tasks, state, QA reports, schemas, templates) are reported when they are read;
     // these are the places opsflow only writes to.
     const WRITTEN: [&str; 7] =
@@ -234,12 +234,7 @@ fn escaping_paths(root: &Path, config: &Config) -> Vec<Diagnostic> {
         .map(|(_, path)| (*path).to_owned())
         .collect();
     paths.push(config.ci.output.clone());
-    for (name, env) in &config.environments {
-        if env.get("provider").and_then(serde_json::Value::as_str) == Some("local") {
-            let default = format!(".opsflow/envs/{name}");
-            paths.push(env.get("path").and_then(serde_json::Value::as_str).map_or(default, str::to_owned));
-        }
-    }
+    paths.extend(environments.iter().filter_map(EnvConfig::local_dir));
     let mut problems = Vec::new();
     for path in paths {
         match write::confine(root, Path::new(&path)) {
