@@ -4,6 +4,10 @@
 //! typo and every bare number where a duration belongs is reported with its key), then read
 //! into typed structs. An invalid config is reported and the defaults stand in, so `validate`
 //! can go on checking the rest; commands that act refuse to run on it.
+//!
+//! The config sits below the rollout and the runner, which read their settings from it: it
+//! names nothing of `rollout` or `exec`. The workspace loads it (`Workspace::open`), reading
+//! each environment as a deployment reads it on top (`rollout::deploy::Environments`).
 
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
