@@ -10,7 +10,8 @@
 
 use std::process::ExitCode;
 
-use crate::config::{ConfigError, DurationError};
+use crate::config::ConfigError;
+use crate::duration::DurationError;
 use crate::git::GitError;
 use crate::instance::InstanceError;
 use crate::merge::MergeError;

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod daemon;
+pub mod duration;
 pub mod engine;
 pub mod environment;
 pub mod exec;

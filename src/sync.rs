@@ -229,7 +229,7 @@ impl GitSync {
             git.remote,
             url.stdout.trim(),
             git.branch,
-            crate::config::format_duration(git.fetch_interval)
+            crate::duration::format_duration(git.fetch_interval)
         );
         Ok(Some(sync))
     }

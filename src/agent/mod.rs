@@ -129,7 +129,7 @@ pub fn run(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
         number += 1;
         let time_left = spec.budget.time.map(|limit| limit.saturating_sub(started.elapsed()));
         if time_left.is_some_and(|left| left.is_zero()) {
-            break Some(over_budget("time", &format!("{} spent", crate::config::format_duration(started.elapsed()))));
+            break Some(over_budget("time", &format!("{} spent", crate::duration::format_duration(started.elapsed()))));
         }
         let previous = attempts.last();
         let attempt = run_attempt(run, &spec, &before, &output_paths, number, previous, &started_at, time_left)?;
@@ -176,8 +176,8 @@ pub fn run(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
                     "time",
                     format!(
                         "{} spent, the budget is {}",
-                        crate::config::format_duration(started.elapsed()),
-                        crate::config::format_duration(limit)
+                        crate::duration::format_duration(started.elapsed()),
+                        crate::duration::format_duration(limit)
                     ),
                 )
             }),
@@ -224,16 +224,13 @@ pub fn run(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
             };
             Ok(Outcome::Done)
         }
-        Some(Err(reason)) => Err(NodeError { log: last_log, ..NodeError::new("agent", format!("{reason}: {said}")) }),
-        None => Err(NodeError {
+        Some(Err(reason)) => Err(NodeError::Agent { reason: format!("{reason}: {said}"), log: last_log }),
+        None => Err(NodeError::Agent {
+            reason: format!(
+                "no attempt of {} passed opsflow's checks ({} of {}): {said}",
+                run.node.name, spec.max_attempts, spec.max_attempts
+            ),
             log: last_log,
-            ..NodeError::new(
-                "agent",
-                format!(
-                    "no attempt of {} passed opsflow's checks ({} of {}): {said}",
-                    run.node.name, spec.max_attempts, spec.max_attempts
-                ),
-            )
         }),
     }
 }
@@ -296,12 +293,13 @@ fn run_attempt(
     };
     let progress_json = serde_json::to_vec_pretty(&progress).unwrap_or_default();
     write::write_file(&ws.root, &run_dir.join(PROGRESS_FILE), &progress_json)
-        .map_err(|e| NodeError::caused("agent", e))?;
+        .map_err(|source| NodeError::Io { step: "agent", source })?;
     let outputs: Vec<Output> = before.iter().map(|(o, _)| o.clone()).collect();
     let prompt = prompt::render(run, spec, &outputs, number, previous)?;
     let prompt = run.runner.secrets.mask(&prompt);
     let prompt_path = run_dir.join(format!("{step}.prompt"));
-    write::write_file(&ws.root, &prompt_path, prompt.as_bytes()).map_err(|e| NodeError::caused("prompt", e))?;
+    write::write_file(&ws.root, &prompt_path, prompt.as_bytes())
+        .map_err(|source| NodeError::Io { step: "prompt", source })?;
     let label = |path: &std::path::Path| path.strip_prefix(&ws.root).unwrap_or(path).to_string_lossy().into_owned();
     // Outputs as this attempt found them, to tell whether it touched any.
     let found: Vec<verdict::Before> = outputs.iter().map(|o| verdict::fingerprint(ws, &o.path)).collect();
@@ -309,7 +307,7 @@ fn run_attempt(
     let snapshot = guard::Snapshot::take(ws, output_paths);
     // Saved while the attempt runs: a runner killed meanwhile leaves it for recovery.
     let guard_dir = run_dir.join(format!("{step}.guard"));
-    snapshot.save(ws, &guard_dir).map_err(|e| NodeError::caused("agent", e))?;
+    snapshot.save(ws, &guard_dir).map_err(|source| NodeError::Io { step: "agent", source })?;
     let env = vec![
         ("OPSFLOW_PROMPT_FILE".to_owned(), prompt_path.to_string_lossy().into_owned()),
         ("OPSFLOW_ATTEMPT".to_owned(), number.to_string()),
@@ -364,7 +362,7 @@ fn run_attempt(
     if result.timed_out {
         let message = format!(
             "the attempt ran past its timeout of {}; its process group was killed",
-            crate::config::format_duration(timeout)
+            crate::duration::format_duration(timeout)
         );
         return Ok(finish(
             Verdict::TimedOut,

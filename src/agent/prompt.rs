@@ -32,7 +32,7 @@ pub fn render(
                 format!("the prompt template {relative} does not exist (the built-in one is `{DEFAULT_PROMPT}`)"),
             ));
         }
-        Err(problem) => return Err(NodeError::caused("prompt", problem)),
+        Err(problem) => return Err(NodeError::Input { step: "prompt", source: Box::new(problem) }),
     };
     let mut engine = handlebars::Handlebars::new();
     engine.set_strict_mode(false);

@@ -81,13 +81,13 @@ pub fn run(ws: &Workspace, environment: &str, as_json: bool) -> anyhow::Result<E
 
 /// The environment of that name in the config, or an error listing those configured.
 pub fn known_environment(ws: &Workspace, environment: &str) -> anyhow::Result<EnvConfig> {
-    if !ws.config.environments.contains_key(environment) {
-        let known: Vec<&str> = ws.config.environments.keys().map(String::as_str).collect();
+    if ws.environment(environment).is_err() {
+        let known: Vec<&str> = ws.environments.iter().map(|env| env.name.as_str()).collect();
         anyhow::bail!(
             "there is no environment `{environment}` in {} (configured: {})",
             ws.config_label,
             if known.is_empty() { "none".to_owned() } else { known.join(", ") }
         );
     }
-    Ok(EnvConfig::load(&ws.config, environment)?)
+    Ok(ws.environment(environment)?.clone())
 }

@@ -268,7 +268,7 @@ impl Schedule {
             lock: lock.ok().flatten(),
             deploy_window: env.deploy_window.as_ref().map(|w| w.describe(now)),
             window_open: env.deploy_window.as_ref().map(|w| w.is_open(now)),
-            wait_timer: env.wait_timer.map(crate::config::format_duration),
+            wait_timer: env.wait_timer.map(crate::duration::format_duration),
         };
         let any = schedule.lock.is_some()
             || schedule.lock_error.is_some()
@@ -400,16 +400,14 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
         })
         .collect();
     let environments = ws
-        .config
         .environments
-        .keys()
-        .filter_map(|name| crate::rollout::deploy::EnvConfig::load(&ws.config, name).ok())
+        .iter()
         .map(|env| {
             let read = env.history(ws);
             let hosts = read.as_ref().map(|record| record.hosts.clone()).unwrap_or_default();
             let record = read.map_err(|e| e.to_string()).map(|record| {
                 let live = env.live(ws, &record);
-                (live, crate::rollout::deploy::restorable(ws, &env, &record))
+                (live, crate::rollout::deploy::restorable(ws, env, &record))
             });
             let mut view =
                 crate::environment::view::EnvironmentView::new(&env.name, ws.label(&env.record_path(ws)), record);
@@ -418,13 +416,7 @@ pub fn run(ws: &Workspace, as_json: bool) -> anyhow::Result<Exit> {
         })
         .collect();
     let now = crate::time::Clock::from_env().now();
-    let schedules = ws
-        .config
-        .environments
-        .keys()
-        .filter_map(|name| crate::rollout::deploy::EnvConfig::load(&ws.config, name).ok())
-        .filter_map(|env| Schedule::of(ws, &env, now))
-        .collect();
+    let schedules = ws.environments.iter().filter_map(|env| Schedule::of(ws, env, now)).collect();
     let held = owned
         .iter()
         .filter(|t| t.status == "blocked" && t.blocked_reason.as_deref().is_some_and(|r| r.contains("on hold")))

@@ -45,7 +45,7 @@ impl<'w> Engine<'w> {
         node: &Node,
     ) -> Option<Result<Readiness, (Check, Artifact)>> {
         let name = self.environment_of(task, node)?;
-        let env = deploy::EnvConfig::load(&self.ws.config, &name).ok()?;
+        let env = self.ws.environment(&name).ok()?;
         let blocked = |reason: String| {
             let check = Check::new("environment", &name, false, reason.clone());
             Some(Ok(Readiness::Blocked { checks: vec![check], reason, qa_rejected: None, request_approval: false }))
@@ -62,7 +62,7 @@ impl<'w> Engine<'w> {
             Err(why) => return blocked(why.to_string()),
         };
         if journal.task != task.id || journal.phase != journal::Phase::Paused {
-            return blocked(nodes::other_rollout(&env, &journal));
+            return blocked(nodes::other_rollout(env, &journal));
         }
         let waiting = nodes::pause_reason(&journal);
         match gates::rollout_decision(self.ws, &journal) {
@@ -231,7 +231,7 @@ impl<'w> Engine<'w> {
                         checks.extend(gates::production_quality(&self.ws.config, &evidence));
                         checks.extend(self.production_readiness(facts, &release, &mut inputs, &mut problems));
                     }
-                    match deploy::EnvConfig::load(&self.ws.config, environment.name()) {
+                    match self.ws.environment(environment.name()) {
                         Ok(env) => {
                             let mut approved = schedule::Approved::Not;
                             let needs_approval = env.requires_approval
@@ -284,7 +284,7 @@ impl<'w> Engine<'w> {
                                 }
                             }
                             let others_pass = checks.iter().all(|c| !c.blocks());
-                            checks.extend(self.schedule_checks(&env, &release, approved, others_pass));
+                            checks.extend(self.schedule_checks(env, &release, approved, others_pass));
                         }
                         Err(why) => checks.push(Check::new(
                             "config",
@@ -317,113 +317,37 @@ impl<'w> Engine<'w> {
         inputs: &mut Vec<artifacts::Artifact>,
         problems: &mut Vec<Diagnostic>,
     ) -> Vec<Check> {
-        let (unit, version) = (release.unit.as_str(), release.version.as_str());
-        let mut checks = Vec::new();
-        let unresolved: Vec<String> = facts
-            .unresolved
-            .iter()
-            .filter(|open| open.unit == unit)
-            .map(|Unresolved { task: failed, fix, fix_status, .. }| {
-                format!(
-                    "the production deployment {failed} of {unit} failed or was rolled back and is not resolved: {fix} is `{fix_status}` (opsflow waits for `done`, or for `resolved_by` on {failed})"
-                )
-            })
-            .collect();
-        checks.push(Check::new(
-            "production",
-            "earlier failures of this unit resolved",
-            unresolved.is_empty(),
-            if unresolved.is_empty() { "no unresolved failure".to_owned() } else { unresolved.join("; ") },
-        ));
+        let mut checks = vec![gates::failures_resolved(&release.unit, &facts.unresolved)];
         match release::find(self.ws, "R08-staging-deploy.md", release) {
-            Ok(Lookup::Found(r08)) => {
-                let ok = r08.field("status") == Some("success")
-                    && r08.field("version").is_some_and(|v| release::same_version(v, version));
-                let detail = format!(
-                    "{}: status {}, version {}",
-                    r08.file,
-                    r08.field("status").unwrap_or("?"),
-                    r08.field("version").unwrap_or("?")
-                );
-                checks.push(Check::new("production", "staging deployment of this version succeeded", ok, detail));
-                // What only warned on the way to staging is shown again before production.
-                for warning in r08.front_matter.get("warnings").and_then(Value::as_array).into_iter().flatten() {
-                    let Some(text) = warning.as_str() else { continue };
-                    let mut check =
-                        Check::new("production", "warned at staging", false, format!("{text} ({})", r08.file));
-                    check.warning = true;
-                    checks.push(check);
+            Ok(lookup) => {
+                checks.extend(gates::staging_succeeded(release, &lookup));
+                if let Lookup::Found(r08) = lookup {
+                    inputs.push(r08);
                 }
-                inputs.push(r08);
             }
-            Ok(other) => checks.push(Check::new(
-                "production",
-                "staging deployment of this version succeeded",
-                false,
-                match other {
-                    Lookup::Elsewhere { file, release: theirs } => format!(
-                        "{file} is for {}; no staging deployment of {unit} {version} yet: deploy it to staging first",
-                        theirs.label()
-                    ),
-                    _ => format!("no R08-staging-deploy.md for unit {unit}: deploy {version} to staging first"),
-                },
-            )),
             Err(diagnostics) => problems.extend(diagnostics),
         }
-        match deploy::EnvConfig::load(&self.ws.config, "production") {
+        match self.ws.environment("production") {
             Ok(env) => match env.history(self.ws) {
                 // Nothing deploys to an environment whose record cannot be read.
                 Err(e) => checks.push(Check::new("production", "environment record readable", false, e.to_string())),
                 Ok(record) => {
                     let live = env.live(self.ws, &record);
-                    let (has_path, detail) = match env.local(&self.ws.root) {
-                        // After the switch, what is live now is what a rollback restores.
-                        Some(local) => match (local.live_dir(), &live, local.rollback_target_in(&record)) {
-                            (_, Some(live), _) => {
-                                (true, format!("the live good release {} stays on disk", live.label()))
-                            }
-                            (_, None, Some(target)) => {
-                                (true, format!("the previous good release {} stays on disk", target.label()))
-                            }
-                            (None, None, None) => {
-                                (true, "first deployment: rolling back takes the environment down".to_owned())
-                            }
-                            // What is live is not a good release (a failed first deploy of an
-                            // older opsflow, a link set by hand): nothing better can be lost.
-                            (Some(live), None, None) => (
-                                true,
-                                format!(
-                                    "{live} is live but is not a good release; rolling back takes the environment down"
-                                ),
-                            ),
+                    let local = env.local(&self.ws.root);
+                    let live_dir = local.as_ref().and_then(|local| local.live_dir());
+                    let path = match &local {
+                        Some(local) => gates::RollbackPath::Local {
+                            live_dir: live_dir.as_deref(),
+                            live: live.as_ref(),
+                            target: local.rollback_target_in(&record),
                         },
-                        None if env.provider == deploy::Provider::Ssh => match record.newest_good() {
-                            Some(live) => (
-                                true,
-                                format!(
-                                    "the live good release {} stays on every host until it is pruned",
-                                    live.label()
-                                ),
-                            ),
-                            None => (true, "first deployment: rolling back takes every host down".to_owned()),
-                        },
-                        None => match env.command("rollback") {
-                            Some(_) => (true, "`commands.rollback` is configured".to_owned()),
-                            None => (false, "`environments.production.commands.rollback` is not set".to_owned()),
-                        },
+                        None if env.provider == deploy::Provider::Ssh => {
+                            gates::RollbackPath::Ssh { live: record.newest_good() }
+                        }
+                        None => gates::RollbackPath::Command { rollback_set: env.command("rollback").is_some() },
                     };
-                    checks.push(Check::new("production", "rollback path exists", has_path, detail));
-                    let monitored = !env.health_checks.is_empty();
-                    checks.push(Check::new(
-                        "production",
-                        "monitoring configured",
-                        monitored,
-                        if monitored {
-                            format!("{} health checks", env.health_checks.len())
-                        } else {
-                            "`environments.production.health_checks` is empty".to_owned()
-                        },
-                    ));
+                    checks.push(gates::rollback_path(path));
+                    checks.push(gates::monitoring_configured(env.health_checks.len()));
                     checks.push(self.containment_check(release, &record, live.as_ref()));
                 }
             },

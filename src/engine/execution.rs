@@ -125,8 +125,11 @@ impl<'w> Engine<'w> {
         run.approved_by = approved_by;
         run.warnings =
             checks.iter().filter(|c| c.warning).map(|c| json!({"name": c.name, "detail": c.detail})).collect();
-        let outcome =
-            nodes::run(&mut run).unwrap_or_else(|e| Outcome::Failed { step: e.step, reason: e.reason, log: e.log });
+        let outcome = nodes::run(&mut run).unwrap_or_else(|e| Outcome::Failed {
+            step: e.step().to_owned(),
+            reason: e.reason(),
+            log: e.log().to_owned(),
+        });
         self.finish(task, node, &mut run, &outcome, state);
         if let Some(sync) = &self.options.sync {
             sync.publish_results(&id, &node.name, &outcome.kind().to_string(), &run_id);

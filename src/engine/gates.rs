@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::artifacts::{self, Artifact};
 use crate::config::Config;
+use crate::environment::record::Deployment;
 use crate::integrations::bmad::{self, GateFile, Verdict};
 use crate::release::{self, Lookup, Release, same_version};
 use crate::rollout::journal::Journal;
@@ -578,6 +579,118 @@ pub fn production_quality(config: &Config, evidence: &QaEvidence) -> Vec<Check> 
     ]
 }
 
+/// The earlier production failures of the unit (`Pass::unresolved`, all units) must be
+/// resolved: each one that is not is named with its fix task and the fix's status.
+pub(super) fn failures_resolved(unit: &str, unresolved: &[super::Unresolved]) -> Check {
+    let open: Vec<String> = unresolved
+        .iter()
+        .filter(|open| open.unit == unit)
+        .map(|super::Unresolved { task: failed, fix, fix_status, .. }| {
+            format!(
+                "the production deployment {failed} of {unit} failed or was rolled back and is not resolved: {fix} is `{fix_status}` (opsflow waits for `done`, or for `resolved_by` on {failed})"
+            )
+        })
+        .collect();
+    Check::new(
+        "production",
+        "earlier failures of this unit resolved",
+        open.is_empty(),
+        if open.is_empty() { "no unresolved failure".to_owned() } else { open.join("; ") },
+    )
+}
+
+/// Staging succeeded for this version, by the R08 `release::find` found for the release; what
+/// only warned on the way to staging is shown again before production.
+pub fn staging_succeeded(release: &Release, r08: &Lookup) -> Vec<Check> {
+    const NAME: &str = "staging deployment of this version succeeded";
+    let (unit, version) = (release.unit.as_str(), release.version.as_str());
+    let r08 = match r08 {
+        Lookup::Found(r08) => r08,
+        Lookup::Elsewhere { file, release: theirs } => {
+            let detail = format!(
+                "{file} is for {}; no staging deployment of {unit} {version} yet: deploy it to staging first",
+                theirs.label()
+            );
+            return vec![Check::new("production", NAME, false, detail)];
+        }
+        Lookup::Missing => {
+            let detail = format!("no R08-staging-deploy.md for unit {unit}: deploy {version} to staging first");
+            return vec![Check::new("production", NAME, false, detail)];
+        }
+    };
+    let ok = r08.field("status") == Some("success") && r08.field("version").is_some_and(|v| same_version(v, version));
+    let detail = format!(
+        "{}: status {}, version {}",
+        r08.file,
+        r08.field("status").unwrap_or("?"),
+        r08.field("version").unwrap_or("?")
+    );
+    let mut checks = vec![Check::new("production", NAME, ok, detail)];
+    for warning in r08.front_matter.get("warnings").and_then(Value::as_array).into_iter().flatten() {
+        let Some(text) = warning.as_str() else { continue };
+        let mut check = Check::new("production", "warned at staging", false, format!("{text} ({})", r08.file));
+        check.warning = true;
+        checks.push(check);
+    }
+    checks
+}
+
+/// What a rollback of production could go back to, as read from its record and provider.
+#[derive(Debug, Clone, Copy)]
+pub enum RollbackPath<'a> {
+    /// `local`: the directory the live link points at, the good release live there, and what
+    /// a rollback restores (`LocalEnv::rollback_target_in`).
+    Local { live_dir: Option<&'a str>, live: Option<&'a Deployment>, target: Option<&'a Deployment> },
+    /// `ssh`: the newest good release of the record.
+    Ssh { live: Option<&'a Deployment> },
+    /// `command`: whether `commands.rollback` is set.
+    Command { rollback_set: bool },
+}
+
+/// A rollback path exists: after the switch, what is live now is what a rollback restores.
+pub fn rollback_path(path: RollbackPath<'_>) -> Check {
+    let (has_path, detail) = match path {
+        RollbackPath::Local { live: Some(live), .. } => {
+            (true, format!("the live good release {} stays on disk", live.label()))
+        }
+        RollbackPath::Local { live: None, target: Some(target), .. } => {
+            (true, format!("the previous good release {} stays on disk", target.label()))
+        }
+        RollbackPath::Local { live_dir: None, live: None, target: None } => {
+            (true, "first deployment: rolling back takes the environment down".to_owned())
+        }
+        // What is live is not a good release (a failed first deploy of an older opsflow, a
+        // link set by hand): nothing better can be lost.
+        RollbackPath::Local { live_dir: Some(live), live: None, target: None } => {
+            (true, format!("{live} is live but is not a good release; rolling back takes the environment down"))
+        }
+        RollbackPath::Ssh { live: Some(live) } => {
+            (true, format!("the live good release {} stays on every host until it is pruned", live.label()))
+        }
+        RollbackPath::Ssh { live: None } => (true, "first deployment: rolling back takes every host down".to_owned()),
+        RollbackPath::Command { rollback_set: true } => (true, "`commands.rollback` is configured".to_owned()),
+        RollbackPath::Command { rollback_set: false } => {
+            (false, "`environments.production.commands.rollback` is not set".to_owned())
+        }
+    };
+    Check::new("production", "rollback path exists", has_path, detail)
+}
+
+/// Production is watched after a deploy: it has health checks.
+pub fn monitoring_configured(health_checks: usize) -> Check {
+    let monitored = health_checks > 0;
+    Check::new(
+        "production",
+        "monitoring configured",
+        monitored,
+        if monitored {
+            format!("{health_checks} health checks")
+        } else {
+            "`environments.production.health_checks` is empty".to_owned()
+        },
+    )
+}
+
 /// Where a human's approval stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -633,6 +746,33 @@ pub fn human_approval(
             ));
         }
     };
+    let untouched = untouched_request(ws, release, &name, &artifact);
+    let (check, approval) =
+        approval_of(release, single, &artifact, untouched, &ws.config.devops.approvers, |approved_by| {
+            // Who approved, as git proves it, and that it is not the release's own author.
+            let release_commit = release::find(ws, "R07-version-tag.md", release)
+                .ok()
+                .and_then(Lookup::found)
+                .and_then(|r07| r07.field("commit").map(str::to_owned));
+            crate::identity::confirm(ws, &artifact.file, &artifact.sha256, approved_by, release_commit.as_deref())
+        });
+    Ok((check, approval, Some(artifact)))
+}
+
+/// What an approval file says about `release`, decided from what was read: the file, whether
+/// it is still the request as opsflow wrote it (`untouched`), the approvers, and who git says
+/// approved (`confirm`, asked only of an approval by a listed approver, with its
+/// `approved_by`). `single`: a single release of the unit waits, so a file without `version`
+/// may approve it.
+pub fn approval_of(
+    release: &Release,
+    single: bool,
+    artifact: &Artifact,
+    untouched: bool,
+    approvers: &[String],
+    confirm: impl FnOnce(&str) -> crate::identity::Verdict,
+) -> (Check, Approval) {
+    const GATE: &str = "approval";
     let file = artifact.file.clone();
     let fail = |approval: Approval, detail: String| {
         Check::new(GATE, "human approval", approval == Approval::Approved, detail).with_id(CheckId::HumanApproval)
@@ -642,13 +782,13 @@ pub fn human_approval(
             "{file} names no `version` and several releases of {} wait: add `version: {}` to approve this one",
             release.unit, release.version
         );
-        return Ok((fail(Approval::Pending, detail), Approval::Pending, Some(artifact)));
+        return (fail(Approval::Pending, detail), Approval::Pending);
     }
-    if untouched_request(ws, release, &name, &artifact) {
+    if untouched {
         let detail = format!(
             "waiting for a human: {file} is the request as opsflow wrote it; edit it to approve (`status: approved`, `approved_by`) or tick `Approved`"
         );
-        return Ok((fail(Approval::Pending, detail), Approval::Pending, Some(artifact)));
+        return (fail(Approval::Pending, detail), Approval::Pending);
     }
     let ticks = artifacts::ticks(&artifact.body);
     let status = artifact.field("status").unwrap_or("pending");
@@ -661,7 +801,6 @@ pub fn human_approval(
     } else {
         Approval::Pending
     };
-    let approvers = &ws.config.devops.approvers;
     let approved_by = artifact.field("approved_by").unwrap_or("").trim().to_owned();
     let ignored: String =
         ticks.ignored.iter().map(|label| format!("; ticked \"{label}\" is not an approval")).collect();
@@ -677,21 +816,14 @@ pub fn human_approval(
             Approval::Pending,
             format!("{file} is approved by `{approved_by}`, who is not in devops.approvers ({})", approvers.join(", ")),
         ),
-        Approval::Approved => {
-            // Who approved, as git proves it, and that it is not the release's own author.
-            let release_commit = release::find(ws, "R07-version-tag.md", release)
-                .ok()
-                .and_then(Lookup::found)
-                .and_then(|r07| r07.field("commit").map(str::to_owned));
-            match crate::identity::confirm(ws, &file, &artifact.sha256, &approved_by, release_commit.as_deref()) {
-                crate::identity::Verdict::Refused(why) => (Approval::Pending, why),
-                crate::identity::Verdict::Approved(proven) if !proven.is_empty() => (Approval::Approved, proven),
-                crate::identity::Verdict::Approved(_) => {
-                    let by = if approved_by.is_empty() { "a ticked box".to_owned() } else { approved_by };
-                    (Approval::Approved, format!("{file}: approved by {by}"))
-                }
+        Approval::Approved => match confirm(&approved_by) {
+            crate::identity::Verdict::Refused(why) => (Approval::Pending, why),
+            crate::identity::Verdict::Approved(proven) if !proven.is_empty() => (Approval::Approved, proven),
+            crate::identity::Verdict::Approved(_) => {
+                let by = if approved_by.is_empty() { "a ticked box".to_owned() } else { approved_by };
+                (Approval::Approved, format!("{file}: approved by {by}"))
             }
-        }
+        },
         // Who held or rejected it: `held_by`, else the name filled in `approved_by`.
         Approval::Hold | Approval::Rejected => {
             let by = artifact
@@ -709,7 +841,7 @@ pub fn human_approval(
             format!("waiting for a human: {file} is not approved yet (status {status}, no ticked `Approved`){ignored}"),
         ),
     };
-    Ok((fail(approval, detail), approval, Some(artifact)))
+    (fail(approval, detail), approval)
 }
 
 /// Whether `artifact` is still byte for byte the approval request opsflow wrote for `release`
@@ -963,5 +1095,201 @@ mod tests {
         assert_eq!((high.passed, high.detail.as_str()), (true, "0 high, at most 0 allowed"));
         let performance = production.iter().find(|c| c.name == "performance benchmarks met").unwrap();
         assert_eq!((performance.passed, performance.detail.as_str()), (false, "benchmarks_met: false"));
+    }
+
+    fn r08(status: &str, version: &str, warnings: Value) -> Artifact {
+        Artifact {
+            file: "docs/workflow/artifacts/R08-staging-deploy.md".into(),
+            front_matter: json!({"unit_id": "1.3", "status": status, "version": version, "warnings": warnings}),
+            body: String::new(),
+            sha256: String::new(),
+        }
+    }
+
+    fn deployment(unit: &str, version: &str) -> Deployment {
+        serde_json::from_value(json!({"version": version, "unit_id": unit, "dir": format!("releases/{unit}/{version}"),
+            "status": "good", "deployed_at": "2026-01-01T00:00:00Z", "run_id": "r1", "migrated": false}))
+        .unwrap()
+    }
+
+    fn said(check: &Check) -> (bool, &str) {
+        (check.passed, check.detail.as_str())
+    }
+
+    #[test]
+    fn earlier_production_failures_of_the_unit_must_be_resolved_and_are_named() {
+        let open = |unit: &str, task: &str, fix: &str| super::super::Unresolved {
+            unit: unit.into(),
+            task: task.into(),
+            fix: fix.into(),
+            fix_status: crate::task::TaskStatus::InProgress,
+        };
+        let unresolved = [open("1.3", "DEVOPS-009", "FIX-1"), open("2.1", "DEVOPS-010", "FIX-2")];
+        let check = failures_resolved("1.3", &unresolved);
+        assert_eq!(
+            said(&check),
+            (
+                false,
+                "the production deployment DEVOPS-009 of 1.3 failed or was rolled back and is not resolved: FIX-1 is `in_progress` (opsflow waits for `done`, or for `resolved_by` on DEVOPS-009)"
+            )
+        );
+        assert_eq!(said(&failures_resolved("4.2", &unresolved)), (true, "no unresolved failure"));
+    }
+
+    #[test]
+    fn staging_must_have_succeeded_for_this_version_and_its_warnings_are_shown_again() {
+        let passed = staging_succeeded(&release(), &Lookup::Found(r08("success", "v1.0.0", json!(["coverage 70%"]))));
+        let shown: Vec<(bool, bool, &str)> = passed.iter().map(|c| (c.passed, c.warning, c.detail.as_str())).collect();
+        assert_eq!(
+            shown,
+            [
+                (true, false, "docs/workflow/artifacts/R08-staging-deploy.md: status success, version v1.0.0"),
+                (false, true, "coverage 70% (docs/workflow/artifacts/R08-staging-deploy.md)"),
+            ]
+        );
+        assert!(passed.iter().all(|c| !c.blocks()));
+        let failed = staging_succeeded(&release(), &Lookup::Found(r08("failed", "1.0.0", Value::Null)));
+        assert_eq!(failed.len(), 1);
+        assert!(failed[0].blocks());
+        let older = staging_succeeded(&release(), &Lookup::Found(r08("success", "0.9.0", Value::Null)));
+        assert!(older[0].blocks(), "{older:?}");
+        let elsewhere =
+            Lookup::Elsewhere { file: "R08-staging-deploy.md".into(), release: Release::new("2.1", "3.0.0") };
+        assert_eq!(
+            said(&staging_succeeded(&release(), &elsewhere)[0]),
+            (
+                false,
+                "R08-staging-deploy.md is for 2.1 3.0.0; no staging deployment of 1.3 1.0.0 yet: deploy it to staging first"
+            )
+        );
+        assert_eq!(
+            said(&staging_succeeded(&release(), &Lookup::Missing)[0]),
+            (false, "no R08-staging-deploy.md for unit 1.3: deploy 1.0.0 to staging first")
+        );
+    }
+
+    #[test]
+    fn a_rollback_path_is_what_a_rollback_would_go_back_to_by_provider() {
+        let (live, before) = (deployment("1.3", "1.0.0"), deployment("1.3", "0.9.0"));
+        let cases = [
+            (
+                RollbackPath::Local { live_dir: Some("releases/1.3/1.0.0"), live: Some(&live), target: Some(&before) },
+                (true, "the live good release 1.3 1.0.0 stays on disk"),
+            ),
+            (
+                RollbackPath::Local { live_dir: Some("releases/x"), live: None, target: Some(&before) },
+                (true, "the previous good release 1.3 0.9.0 stays on disk"),
+            ),
+            (
+                RollbackPath::Local { live_dir: None, live: None, target: None },
+                (true, "first deployment: rolling back takes the environment down"),
+            ),
+            (
+                RollbackPath::Local { live_dir: Some("releases/x"), live: None, target: None },
+                (true, "releases/x is live but is not a good release; rolling back takes the environment down"),
+            ),
+            (
+                RollbackPath::Ssh { live: Some(&live) },
+                (true, "the live good release 1.3 1.0.0 stays on every host until it is pruned"),
+            ),
+            (RollbackPath::Ssh { live: None }, (true, "first deployment: rolling back takes every host down")),
+            (RollbackPath::Command { rollback_set: true }, (true, "`commands.rollback` is configured")),
+            (
+                RollbackPath::Command { rollback_set: false },
+                (false, "`environments.production.commands.rollback` is not set"),
+            ),
+        ];
+        for (path, expected) in cases {
+            let check = rollback_path(path);
+            assert_eq!((check.name.as_str(), said(&check)), ("rollback path exists", expected), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn production_is_monitored_only_with_health_checks() {
+        assert_eq!(said(&monitoring_configured(2)), (true, "2 health checks"));
+        assert_eq!(said(&monitoring_configured(0)), (false, "`environments.production.health_checks` is empty"));
+    }
+
+    /// An approval decided from the file as read: the version rule, the request as written,
+    /// the approvers, who git says approved (asked only of an approval by an approver), hold
+    /// and rejection with who, each in the words the task's block reason shows.
+    #[test]
+    fn an_approval_is_decided_from_the_file_the_approvers_and_what_git_says() {
+        use crate::identity::Verdict;
+        const FILE: &str = "docs/workflow/artifacts/R12-prod-approval.md";
+        let approval = |front: Value, body: &str| Artifact {
+            file: FILE.into(),
+            front_matter: front,
+            body: body.into(),
+            sha256: String::new(),
+        };
+        let never = |_: &str| -> Verdict { panic!("git is asked only of an approval by an approver") };
+        let alice = ["alice".to_owned()];
+        let decide = |artifact: &Artifact, single: bool, untouched: bool, approvers: &[String]| {
+            let (check, approval) = approval_of(&release(), single, artifact, untouched, approvers, never);
+            (approval, check.passed, check.detail)
+        };
+        let unversioned = approval(json!({"status": "approved", "approved_by": "alice"}), "");
+        assert_eq!(
+            decide(&unversioned, false, false, &alice),
+            (
+                Approval::Pending,
+                false,
+                format!(
+                    "{FILE} names no `version` and several releases of 1.3 wait: add `version: 1.0.0` to approve this one"
+                )
+            )
+        );
+        let request = approval(json!({"version": "1.0.0", "status": "pending"}), "- [ ] Approved\n");
+        assert!(decide(&request, true, true, &alice).2.contains("is the request as opsflow wrote it"));
+        let nobody = approval(json!({"version": "1.0.0", "status": "approved"}), "");
+        assert_eq!(
+            decide(&nobody, true, false, &alice).2,
+            format!(
+                "{FILE} is marked approved but `approved_by` is empty; it must name one of devops.approvers (alice)"
+            )
+        );
+        let mallory = approval(json!({"version": "1.0.0", "status": "approved", "approved_by": "mallory"}), "");
+        assert_eq!(
+            decide(&mallory, true, false, &alice).2,
+            format!("{FILE} is approved by `mallory`, who is not in devops.approvers (alice)")
+        );
+        let held = approval(json!({"version": "1.0.0", "status": "hold", "held_by": "bob"}), "");
+        assert_eq!(decide(&held, true, false, &alice), (Approval::Hold, false, format!("{FILE}: on hold by bob")));
+        let rejected = approval(json!({"version": "1.0.0", "status": "rejected"}), "");
+        assert_eq!(
+            decide(&rejected, true, false, &alice),
+            (Approval::Rejected, false, format!("{FILE}: rejected (no `held_by` names who)"))
+        );
+        let pending = approval(json!({"version": "1.0.0"}), "");
+        assert_eq!(
+            decide(&pending, true, false, &alice).2,
+            format!("waiting for a human: {FILE} is not approved yet (status pending, no ticked `Approved`)")
+        );
+        // An approval by an approver counts as git says.
+        let by_alice = approval(json!({"version": "1.0.0", "status": "approved", "approved_by": "alice"}), "");
+        let asked = std::cell::RefCell::new(Vec::new());
+        let git = |said: Verdict| {
+            let asked = &asked;
+            move |by: &str| {
+                asked.borrow_mut().push(by.to_owned());
+                said
+            }
+        };
+        let (check, decided) =
+            approval_of(&release(), true, &by_alice, false, &alice, git(Verdict::Approved(String::new())));
+        assert_eq!(
+            (decided, check.passed, check.detail),
+            (Approval::Approved, true, format!("{FILE}: approved by alice"))
+        );
+        let (check, decided) =
+            approval_of(&release(), true, &by_alice, false, &alice, git(Verdict::Refused("not alice's commit".into())));
+        assert_eq!((decided, check.passed, check.detail.as_str()), (Approval::Pending, false, "not alice's commit"));
+        let ticked = approval(json!({"version": "1.0.0"}), "- [x] Approved\n");
+        let (check, decided) =
+            approval_of(&release(), true, &ticked, false, &[], git(Verdict::Approved(String::new())));
+        assert_eq!((decided, check.detail), (Approval::Approved, format!("{FILE}: approved by a ticked box")));
+        assert_eq!(asked.into_inner(), ["alice", "alice", ""]);
     }
 }

@@ -18,7 +18,7 @@ impl<'w> Engine<'w> {
             if journal.agent != agent || journal.phase == journal::Phase::Paused {
                 continue;
             }
-            let Ok(env) = deploy::EnvConfig::load(&self.ws.config, &journal.environment) else { continue };
+            let Ok(env) = self.ws.environment(&journal.environment) else { continue };
             let holder = crate::rollout::deploy_lock::Holder {
                 agent: agent.clone(),
                 run_id: journal.run_id.clone(),
@@ -33,7 +33,7 @@ impl<'w> Engine<'w> {
             // A run that kept its outcome had finished its rollout.
             if let Ok(Some(mut kept)) = KeptOutcome::load(self.ws, &journal.run_id) {
                 self.apply_kept(&mut kept);
-            } else if let Some(ran) = self.recover_run(&journal.task, Some((&journal, &env))) {
+            } else if let Some(ran) = self.recover_run(&journal.task, Some((&journal, env))) {
                 summary.ran.push(ran);
             }
             journal::Journal::remove(self.ws, &env.name);
@@ -317,8 +317,8 @@ impl<'w> Engine<'w> {
             TaskStatus::Failed | TaskStatus::RolledBack => crate::environment::Status::Bad,
             _ => return,
         };
-        for name in self.ws.config.environments.keys() {
-            let Ok(env) = deploy::EnvConfig::load(&self.ws.config, name) else { continue };
+        for env in self.ws.environments.iter() {
+            let name = &env.name;
             if journal::Journal::load(self.ws, name).ok().flatten().is_some_and(|j| j.run_id == run_id) {
                 continue;
             }

@@ -82,7 +82,7 @@ impl<'w> Engine<'w> {
     ) -> Check {
         let now = self.now.get();
         let (name, runtime) = (env.name.as_str(), self.ws.config.paths.runtime.as_str());
-        let length = crate::config::format_duration(timer);
+        let length = crate::duration::format_duration(timer);
         let check = |passed: bool, detail: String| {
             Check::new("schedule", TIMER_CHECK, passed, detail).with_id(CheckId::Schedule)
         };
@@ -155,7 +155,7 @@ impl<'w> Engine<'w> {
         if waits.is_empty() {
             return;
         }
-        let Ok(env) = deploy::EnvConfig::load(&self.ws.config, environment) else { return };
+        let Ok(env) = self.ws.environment(environment) else { return };
         let reference = ReleaseRef::new(release.unit.clone(), release.version.as_str());
         let event = Event::new(EventKind::Waited, &reference, "", waits.join("; "));
         if let Err(e) = env.change_record(self.ws, |record| record.events.push(event)) {

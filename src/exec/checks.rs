@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::Runner;
 use super::http;
-use crate::config::{defaults, duration_text};
+use crate::duration::{defaults, duration_text};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct CheckSpec {

@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use super::command::Runner;
 use super::http::{self, HttpError, percent_encode};
-use crate::config::{defaults, duration_text};
+use crate::duration::{defaults, duration_text};
 
 /// How long one sample may take, all queries together, unless `metrics.timeout` says otherwise.
 pub const DEFAULT_SAMPLE_TIMEOUT: Duration = defaults::METRICS_SAMPLE_TIMEOUT;

@@ -76,14 +76,14 @@ pub(crate) fn build_release(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError>
     }
 
     let relative = release_dir(run.ws, &run.release());
-    let target = run.ws.inside(&relative).map_err(|d| NodeError::caused("collect", d))?;
+    let target = run.ws.inside(&relative).map_err(NodeError::input("collect"))?;
     let staging = run.ws.root.join(format!(".opsflow/build-{}", run.run_id));
     let root = run.ws.root.clone();
     write::remove_tree(&root, &staging).ok();
     for entry in &release.artifacts {
         crate::config::relative_inside(entry)
             .map_err(|why| NodeError::new("collect", format!("`release.artifacts` entry {why}")))?;
-        let source = run.ws.inside(entry.trim_end_matches('/')).map_err(|d| NodeError::caused("collect", d))?;
+        let source = run.ws.inside(entry.trim_end_matches('/')).map_err(NodeError::input("collect"))?;
         let copied = if source.is_dir() {
             if entry.ends_with('/') {
                 write::copy_tree(&root, &source, &staging)
@@ -93,24 +93,27 @@ pub(crate) fn build_release(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError>
         } else if source.is_file() {
             write::copy_file(&root, &source, &staging.join(source.file_name().unwrap_or_default()))
         } else {
-            return Err(NodeError::new(
-                "collect",
-                format!("release artifact `{entry}` does not exist after the build"),
-            ));
+            return Err(NodeError::Missing {
+                step: "collect",
+                reason: format!("release artifact `{entry}` does not exist after the build"),
+            });
         };
-        copied.map_err(|e| NodeError::new("collect", format!("cannot copy `{entry}`: {e}")))?;
+        copied.map_err(|source| NodeError::Write {
+            step: "collect",
+            doing: format!("cannot copy `{entry}`"),
+            source,
+        })?;
     }
     let mut files = Vec::new();
-    collect_files(&staging, &staging, &mut files).map_err(|e| NodeError::caused("checksum", e))?;
+    collect_files(&staging, &staging, &mut files).map_err(NodeError::io("checksum"))?;
     let mut sums = String::new();
     let mut listed = Vec::new();
     for file in &files {
-        let hash = sha256::file_hex(&staging.join(file)).map_err(|e| NodeError::caused("checksum", e))?;
+        let hash = sha256::file_hex(&staging.join(file)).map_err(NodeError::io("checksum"))?;
         sums.push_str(&format!("{hash}  {file}\n"));
         listed.push(json!({"file": file, "sha256": hash}));
     }
-    write::write_file(&root, &staging.join("SHA256SUMS"), sums.as_bytes())
-        .map_err(|e| NodeError::caused("checksum", e))?;
+    write::write_file(&root, &staging.join("SHA256SUMS"), sums.as_bytes()).map_err(NodeError::io("checksum"))?;
     if target.exists() {
         // A version is immutable: the same content is fine, different content is refused.
         let existing = fs::read_to_string(target.join("SHA256SUMS")).unwrap_or_default();
@@ -125,9 +128,12 @@ pub(crate) fn build_release(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError>
         }
     } else {
         write::create_dir_all(&root, target.parent().expect("a release dir has a parent"))
-            .map_err(|e| NodeError::caused("collect", e))?;
-        write::rename(&root, &staging, &target)
-            .map_err(|e| NodeError::new("collect", format!("cannot move the release into {relative}: {e}")))?;
+            .map_err(NodeError::io("collect"))?;
+        write::rename(&root, &staging, &target).map_err(|source| NodeError::Write {
+            step: "collect",
+            doing: format!("cannot move the release into {relative}"),
+            source,
+        })?;
     }
     let mut tag = Value::Null;
     if release.git_tag {
@@ -146,7 +152,7 @@ pub(crate) fn build_release(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError>
             &vars,
         );
         if !step.success {
-            return Err(NodeError::from_step(&step));
+            return Err(NodeError::command(&step));
         }
         tag = json!({"name": tag_name, "commit": step.tail.lines().last().unwrap_or("").trim()});
     }

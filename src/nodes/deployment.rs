@@ -7,28 +7,28 @@
 use super::*;
 
 pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeError> {
-    let env = EnvConfig::load(&run.ws.config, environment).map_err(|e| NodeError::caused("environment", e))?;
-    let lock = match lock_environment(run, &env)? {
+    let env = run.ws.environment(environment).map_err(NodeError::Environment)?;
+    let lock = match lock_environment(run, env)? {
         Ok(lock) => lock,
         Err(held) => return Ok(Outcome::Blocked { reason: held.to_string(), escalate: false }),
     };
     keep_qa_verdict(run);
     let mut vars = run.env_vars(environment);
     vars.push(("OPSFLOW_VERSION".into(), run.release.version.to_string()));
-    let (journal, resumed) = match Journal::load(run.ws, &env.name).map_err(|e| NodeError::caused("journal", e))? {
+    let (journal, resumed) = match Journal::load(run.ws, &env.name).map_err(NodeError::Journal)? {
         Some(journal) if journal.task == run.task_id() && journal.phase == Phase::Paused => {
-            match resume_paused(run, &env, journal, &vars)? {
+            match resume_paused(run, env, journal, &vars)? {
                 Resumed::Finished(outcome) => return Ok(outcome),
                 Resumed::Continue(journal) => (*journal, true),
             }
         }
-        Some(journal) => return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false }),
-        None => (new_journal(run, &env, Phase::Deploying), false),
+        Some(journal) => return Ok(Outcome::Blocked { reason: other_rollout(env, &journal), escalate: false }),
+        None => (new_journal(run, env, Phase::Deploying), false),
     };
     let relative = release_dir(run.ws, &run.release());
     // The release is deployed from a copy without SHA256SUMS, checked again just before.
     let payload = run.ws.root.join(format!(".opsflow/payload-{}", run.run_id));
-    let staged = run.ws.inside(&relative).map_err(|d| NodeError::caused("stage", d));
+    let staged = run.ws.inside(&relative).map_err(NodeError::input("stage"));
     let staged = staged.and_then(|release| {
         check_built_digest(run, &release)?;
         Ok(release)
@@ -41,10 +41,10 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     let mut journal = journal;
     if failed_staging.is_none() && journal.next_step == 0 && !journal.changed {
         // The baseline the analyses compare against is read before anything changes.
-        journal.baseline = deploy::baseline(&run.runner, &env, &vars).map(|b| b.sample);
+        journal.baseline = deploy::baseline(&run.runner, env, &vars).map(|b| b.sample);
     }
-    journal.save(run.ws).map_err(|e| NodeError::caused("journal", e))?;
-    let provenance = provenance(run, &env);
+    journal.save(run.ws).map_err(NodeError::Journal)?;
+    let provenance = provenance(run, env);
     // The approval is read again right before traffic moves: a decision file a person was
     // still writing, or changed since, is decided again.
     let approval = run.inputs.iter().find(|a| a.file.contains("-approval")).map(|a| (a.file.clone(), a.sha256.clone()));
@@ -71,7 +71,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     let mut rollout = Rollout {
         ws: run.ws,
         runner: &run.runner,
-        env: &env,
+        env,
         vars: vars.clone(),
         journal,
         provenance,
@@ -82,7 +82,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
         // A paused rollout told to proceed cannot go on with a release that changed: it is
         // undone, and its journal removed below, so the environment is neither left half
         // rolled out nor held by a journal that no run will resume.
-        Some(error) => deploy::abandon(&mut rollout, &error.step, error.reason),
+        Some(error) => deploy::abandon(&mut rollout, error.step(), error.reason()),
     };
     let mut journal = rollout.journal;
     // From here on the environment may run the new release: records that cannot be written
@@ -106,7 +106,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
         "failed"
     };
     let extra =
-        json!({"deploy": report, "method": env.method(), "environment": env_context(&env), "release_dir": relative});
+        json!({"deploy": report, "method": env.method(), "environment": env_context(env), "release_dir": relative});
     if environment == "staging" {
         let mut front = Map::new();
         let warnings: Vec<Value> = run
@@ -139,7 +139,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
         }
     }
     if let Some((stage, reason)) = report.paused.clone() {
-        return pause(run, &env, journal, &stage, &reason);
+        return pause(run, env, journal, &stage, &reason);
     }
     if !report.success {
         Journal::remove(run.ws, &env.name);
@@ -154,7 +154,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
             write_rollback_decision(run, "rollback", &report.reason, front)?;
             write_rollback_result(run, &rollback, &report.reason, "")?;
             if environment == "production" {
-                write_reports(run, &env, &report, None, "rolled_back")?;
+                write_reports(run, env, &report, None, "rolled_back")?;
             }
             if rollback.success {
                 run.summary = format!("rolled back {} in {environment}: {}", run.release.version, report.reason);
@@ -163,7 +163,7 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
             return Ok(Outcome::Failed { step: "rollback".into(), reason: rollback.detail, log: report.failed_log() });
         }
         if environment == "production" {
-            write_reports(run, &env, &report, None, "failed")?;
+            write_reports(run, env, &report, None, "failed")?;
         }
         // Undoing the failed deploy failed too: the environment may be half changed.
         if let Some(rollback) = report.rollback.as_ref().filter(|r| !r.success) {
@@ -184,35 +184,35 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
     journal.phase = Phase::Verifying;
     // The release is live: a journal that cannot be written is named, and verification goes
     // on (without it, a crash from here on is recovered as an interrupted run).
-    let saved = journal.save(run.ws).map_err(|e| NodeError::caused("journal", e));
+    let saved = journal.save(run.ws).map_err(NodeError::Journal);
     run.unless_switched(saved)?;
-    let verified = verify(run, &env, &mut journal, &vars)?;
+    let verified = verify(run, env, &mut journal, &vars)?;
     run.also_completed.push(Action::PostDeployVerification);
     let outcome = match verified {
         Verified::Passed(monitoring) => {
-            write_reports(run, &env, &report, Some(&monitoring), "success")?;
+            write_reports(run, env, &report, Some(&monitoring), "success")?;
             run.summary =
                 format!("deployed {} to production ({}) and verified it", run.release.version, report.strategy);
             Outcome::Deployed
         }
         Verified::Paused(monitoring) => {
             run.also_completed.clear();
-            write_reports(run, &env, &report, Some(&monitoring), "failed")?;
+            write_reports(run, env, &report, Some(&monitoring), "failed")?;
             let reason = monitoring.reason.clone();
             // The report's statuses have no "paused": it says failed, and why it waits.
             patch_report(run, "failed", &format!("the monitoring period paused for a human decision in R17: {reason}"));
             // The decision renders every report again from these facts.
             journal.reports = Some(json!({"deploy": report, "monitoring": monitoring}));
-            return pause(run, &env, journal, "monitoring period", &reason);
+            return pause(run, env, journal, "monitoring period", &reason);
         }
         Verified::Interrupted(monitoring) => {
-            write_reports(run, &env, &report, Some(&monitoring), "failed")?;
+            write_reports(run, env, &report, Some(&monitoring), "failed")?;
             Outcome::Failed { step: "verification".into(), reason: monitoring.reason, log: String::new() }
         }
         Verified::RolledBack(monitoring, rollback) => {
             let mut report = report.clone();
             report.rollback = Some((*rollback).clone());
-            write_reports(run, &env, &report, Some(&monitoring), "rolled_back")?;
+            write_reports(run, env, &report, Some(&monitoring), "rolled_back")?;
             if rollback.success {
                 run.summary = format!("rolled back {} in production: {}", run.release.version, monitoring.reason);
                 Outcome::RolledBack { reason: monitoring.reason }
@@ -300,7 +300,7 @@ pub(crate) fn lock_environment(run: &NodeRun<'_>, env: &EnvConfig) -> Result<Res
             lock
         }
         Err(held @ DeployLockError::Held { .. }) => return Ok(Err(held.to_string())),
-        Err(e) => return Err(NodeError::caused("lock", e)),
+        Err(e) => return Err(NodeError::Lock(e)),
     };
     if env.provider != deploy::Provider::Ssh {
         return Ok(Ok(EnvLock { local, hosts: None }));
@@ -308,7 +308,7 @@ pub(crate) fn lock_environment(run: &NodeRun<'_>, env: &EnvConfig) -> Result<Res
     match crate::rollout::ssh::lock_hosts(&run.runner, env, &holder) {
         Ok(hosts) => Ok(Ok(EnvLock { local, hosts: Some(hosts) })),
         Err(held @ crate::rollout::ssh::HostLockError::Held { .. }) => Ok(Err(held.to_string())),
-        Err(e) => Err(NodeError::caused("lock", e)),
+        Err(e) => Err(NodeError::HostLock(e)),
     }
 }
 
@@ -378,7 +378,7 @@ pub(crate) fn pause(
         at: crate::time::now_rfc3339(),
         decision_file: decision_file.clone(),
     });
-    journal.save(run.ws).map_err(|e| NodeError::caused("journal", e))?;
+    journal.save(run.ws).map_err(NodeError::Journal)?;
     let release = ReleaseRef::new(journal.unit_id.clone(), journal.version.clone());
     let event = Event::new(
         EventKind::Paused,
@@ -412,13 +412,13 @@ pub(crate) enum Resumed {
 /// Checks a release against its SHA256SUMS and copies it, without that file, to `payload`,
 /// the directory it is deployed from. Nothing is left at `payload` on error.
 pub(crate) fn stage_release(root: &Path, dir: &Path, payload: &Path) -> Result<(), NodeError> {
-    verify_release(dir).map_err(|e| NodeError::caused("checksums", e))?;
-    write::remove_tree(root, payload).map_err(|e| NodeError::caused("stage", e))?;
+    verify_release(dir).map_err(|source| NodeError::Release { step: "checksums", source })?;
+    write::remove_tree(root, payload).map_err(NodeError::io("stage"))?;
     if let Err(e) = write::copy_tree(root, dir, payload) {
         write::remove_tree(root, payload).ok();
-        return Err(NodeError::caused("stage", e));
+        return Err(NodeError::Io { step: "stage", source: e });
     }
-    write::remove_file(root, &payload.join("SHA256SUMS")).map_err(|e| NodeError::caused("stage", e))?;
+    write::remove_file(root, &payload.join("SHA256SUMS")).map_err(NodeError::io("stage"))?;
     Ok(())
 }
 
@@ -431,8 +431,7 @@ pub(crate) fn resume_paused(
 ) -> Result<Resumed, NodeError> {
     // A paused rollout had changed the environment already.
     run.after_switch = journal.changed;
-    let (decision, artifact) = gates::rollout_decision(run.ws, &journal)
-        .map_err(|d| NodeError::new("decision", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
+    let (decision, artifact) = gates::rollout_decision(run.ws, &journal).map_err(NodeError::Decision)?;
     let decision_sha = artifact.as_ref().map(|a| a.sha256.clone()).unwrap_or_default();
     if let Some(artifact) = artifact
         && !run.inputs.iter().any(|a| a.file == artifact.file)
@@ -637,7 +636,7 @@ pub(crate) fn patch_report_of(run: &mut NodeRun<'_>, release: &Release, status: 
         if run.ws.schemas.validate(SchemaName::OwnDeploymentReport, &file, &report).is_empty() {
             let text = format!("{}\n", serde_json::to_string_pretty(&report).expect("a Value serializes"));
             let written = if file == plain {
-                run.write(&file, &text).map_err(|e| e.reason)
+                run.write(&file, &text).map_err(|e| e.reason())
             } else {
                 run.ws.inside(&file).map_err(|d| d.to_string()).and_then(|path| {
                     write::write_file(&run.ws.root, &path, run.runner.secrets.mask(&text).as_bytes())
@@ -739,10 +738,8 @@ pub(crate) fn write_rollback_decision(
     front.insert("generated_at".into(), crate::time::now_rfc3339().into());
     let mut context = run.base_context();
     merge(&mut context, json!({"decision": decision, "reason": reason}));
-    let text = run
-        .renderer
-        .markdown("R17-rollback-decision.md", &front, &context)
-        .map_err(|e| NodeError::caused("render", e))?;
+    let text =
+        run.renderer.markdown("R17-rollback-decision.md", &front, &context).map_err(NodeError::render("render"))?;
     let relative = run.artifact_path("R17-rollback-decision.md");
     run.write(&relative, &text)
 }
@@ -843,7 +840,7 @@ pub(crate) fn write_reports(
     let value = run
         .renderer
         .json("deployment-report.json", &context, run.ws, SchemaName::OwnDeploymentReport)
-        .map_err(|e| NodeError::caused("report", e))?;
+        .map_err(NodeError::render("report"))?;
     let mut value = value;
     run.runner.secrets.mask_json(&mut value);
     let report_file = run.ws.config.paths.deployment_report.clone();
@@ -1042,7 +1039,7 @@ pub(crate) fn next_steps(status: &str, decided: Option<&Decided>) -> Vec<String>
 }
 
 pub(crate) fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<Outcome, NodeError> {
-    let env = EnvConfig::load(&run.ws.config, environment).map_err(|e| NodeError::caused("environment", e))?;
+    let env = run.ws.environment(environment).map_err(NodeError::Environment)?;
     // A production deploy verifies its release in the same run; a verification task for the
     // same version then has nothing left to watch.
     if let Ok(Lookup::Found(r15)) = release::find(run.ws, "R15-verification-result.md", &run.release())
@@ -1075,44 +1072,44 @@ pub(crate) fn verification(run: &mut NodeRun<'_>, environment: &str) -> Result<O
         );
         return Ok(Outcome::Done);
     }
-    let _lock = match lock_environment(run, &env)? {
+    let _lock = match lock_environment(run, env)? {
         Ok(lock) => lock,
         Err(held) => return Ok(Outcome::Blocked { reason: held.to_string(), escalate: false }),
     };
     let mut vars = run.env_vars(environment);
     vars.push(("OPSFLOW_VERSION".into(), run.release.version.to_string()));
-    let mut journal = match Journal::load(run.ws, &env.name).map_err(|e| NodeError::caused("journal", e))? {
+    let mut journal = match Journal::load(run.ws, &env.name).map_err(NodeError::Journal)? {
         Some(journal) if journal.task == run.task_id() && journal.phase == Phase::Paused => {
-            return match resume_paused(run, &env, journal, &vars)? {
+            return match resume_paused(run, env, journal, &vars)? {
                 Resumed::Finished(Outcome::Deployed) => Ok(Outcome::Done),
                 Resumed::Finished(outcome) => Ok(outcome),
                 // Only the monitoring period pauses a verification.
                 Resumed::Continue(_) => Ok(Outcome::Done),
             };
         }
-        Some(journal) => return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false }),
+        Some(journal) => return Ok(Outcome::Blocked { reason: other_rollout(env, &journal), escalate: false }),
         None => {
-            let mut journal = new_journal(run, &env, Phase::Verifying);
-            let record = env.history(run.ws).map_err(|e| NodeError::caused("record", e))?;
+            let mut journal = new_journal(run, env, Phase::Verifying);
+            let record = env.history(run.ws).map_err(NodeError::Record)?;
             if let Some(live) = env.live(run.ws, &record) {
                 journal.run_id = live.run_id.clone();
                 journal.migrated = live.migrated;
                 journal.slot = Some(live.dir.clone()).filter(|d| !d.is_empty());
             }
-            journal.save(run.ws).map_err(|e| NodeError::caused("journal", e))?;
+            journal.save(run.ws).map_err(NodeError::Journal)?;
             journal
         }
     };
     // Verification watches what is live.
     run.after_switch = true;
-    let outcome = match verify(run, &env, &mut journal, &vars)? {
+    let outcome = match verify(run, env, &mut journal, &vars)? {
         Verified::Passed(monitoring) => {
             run.summary = monitoring.reason;
             Outcome::Done
         }
         Verified::Paused(monitoring) => {
             let reason = monitoring.reason.clone();
-            return pause(run, &env, journal, "monitoring period", &reason);
+            return pause(run, env, journal, "monitoring period", &reason);
         }
         Verified::Interrupted(monitoring) => {
             Outcome::Failed { step: "verification".into(), reason: monitoring.reason, log: String::new() }
@@ -1162,15 +1159,15 @@ pub(crate) fn rollback_target(task: &Task, live: Option<&str>) -> Option<String>
 /// Why the rollback a Rollback_Deployment task asks for cannot be carried out now, read the
 /// way the node reads it: for the gate, so that such a task waits without being claimed.
 pub fn rollback_refused(ws: &Workspace, task: &Task, decision: Option<&Artifact>) -> Option<String> {
-    let env = EnvConfig::load(&ws.config, &rollback_environment(task, decision)).ok()?;
+    let env = ws.environment(&rollback_environment(task, decision)).ok()?;
     let record = match env.history(ws) {
         Ok(record) => record,
         Err(e) => return Some(e.to_string()),
     };
     let live = env.live(ws, &record);
     let target = rollback_target(task, live.as_ref().map(|d| d.version.as_str()));
-    let restorable = deploy::restorable(ws, &env, &record);
-    deploy::refusal_of(&env, &restorable, live.as_ref(), requested_rollback(task), target.as_deref())
+    let restorable = deploy::restorable(ws, env, &record);
+    deploy::refusal_of(env, &restorable, live.as_ref(), requested_rollback(task), target.as_deref())
 }
 
 /// Rollback_Deployment: a human asked for it, in R17 (`decision: rollback`) or with
@@ -1185,13 +1182,13 @@ pub(crate) fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, Node
         None
     };
     let environment = rollback_environment(run.task, decision.as_ref());
-    let env = EnvConfig::load(&run.ws.config, &environment).map_err(|e| NodeError::caused("environment", e))?;
-    let _lock = match lock_environment(run, &env)? {
+    let env = run.ws.environment(&environment).map_err(NodeError::Environment)?;
+    let _lock = match lock_environment(run, env)? {
         Ok(lock) => lock,
         Err(held) => return Ok(Outcome::Blocked { reason: held.to_string(), escalate: false }),
     };
-    if let Some(journal) = Journal::load(run.ws, &env.name).map_err(|e| NodeError::caused("journal", e))? {
-        return Ok(Outcome::Blocked { reason: other_rollout(&env, &journal), escalate: false });
+    if let Some(journal) = Journal::load(run.ws, &env.name).map_err(NodeError::Journal)? {
+        return Ok(Outcome::Blocked { reason: other_rollout(env, &journal), escalate: false });
     }
     let field = |key: &str| run.task.text(key);
     let by = decision
@@ -1207,7 +1204,7 @@ pub(crate) fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, Node
         .or_else(|| field("reason").map(str::to_owned))
         .unwrap_or_else(|| format!("requested by task {}", run.task_id()));
     let why = format!("{by} asked for a rollback: {reason}");
-    let record = env.history(run.ws).map_err(|e| NodeError::caused("record", e))?;
+    let record = env.history(run.ws).map_err(NodeError::Record)?;
     let live = env.live(run.ws, &record).map(|d| d.version);
     let target = rollback_target(run.task, live.as_deref());
     let mut vars = run.env_vars(&environment);
@@ -1218,7 +1215,7 @@ pub(crate) fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, Node
         run_id: run.run_id.clone(),
         undo_named: requested_rollback(run.task),
     };
-    let rollback = deploy::rollback_to(run.ws, &run.runner, &env, &vars, None, target.as_deref(), &asked);
+    let rollback = deploy::rollback_to(run.ws, &run.runner, env, &vars, None, target.as_deref(), &asked);
     run.after_switch = !rollback.refused;
     if rollback.refused {
         // A request that cannot be carried out changed nothing: no report is rewritten and

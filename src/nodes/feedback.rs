@@ -43,10 +43,9 @@ pub(crate) fn channel(item: &Value, name: Option<&str>) -> Value {
 
 pub(crate) fn feedback(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
     let mut running = Vec::new();
-    for name in run.ws.config.environments.keys() {
-        let Ok(env) = EnvConfig::load(&run.ws.config, name) else { continue };
+    for env in run.ws.environments.iter() {
         // What runs there is what the environment's record says is live.
-        let record = env.history(run.ws).map_err(|e| NodeError::caused("record", e))?;
+        let record = env.history(run.ws).map_err(NodeError::Record)?;
         let deployment = env.live(run.ws, &record);
         let live = match env.local(&run.ws.root) {
             Some(local) => local.live_dir().unwrap_or_default(),
@@ -54,7 +53,7 @@ pub(crate) fn feedback(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
         };
         let version = deployment.as_ref().map(|d| d.version.clone()).unwrap_or_default();
         let unit = deployment.as_ref().map(|d| d.unit_id.clone()).unwrap_or_default();
-        running.push(json!({"environment": name, "provider": env.provider, "strategy": env.strategy(), "live": live, "version": version, "unit_id": unit}));
+        running.push(json!({"environment": env.name, "provider": env.provider, "strategy": env.strategy(), "live": live, "version": version, "unit_id": unit}));
     }
     let candidate = run.inputs.iter().find(|a| a.file.contains("D21-release-candidate")).map(|a| a.file.clone());
     let extra = json!({"running": running, "release_candidate": candidate});

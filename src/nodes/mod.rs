@@ -116,37 +116,163 @@ impl std::fmt::Display for OutcomeKind {
     }
 }
 
-/// A node's failure before it could finish: the step it failed at, the reason in words (as
-/// the task's outcome and the reports say it), the step's log, and the error that caused it,
-/// kept as the source of the chain.
+/// A node's failure before it could finish, by kind. Each kind names the step it failed at
+/// (`step()`), says why in words (`reason()`: as the task's outcome and the reports say it), and
+/// keeps the error that caused it as its typed source; a failed command keeps its log (`log()`).
 #[derive(Debug, thiserror::Error)]
-#[error("{step}: {reason}")]
-pub struct NodeError {
-    pub step: String,
-    pub reason: String,
-    pub log: String,
-    #[source]
-    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+pub enum NodeError {
+    /// A command the node ran failed or timed out: its summary (the exit status, or that it
+    /// timed out, naming the log) and its log.
+    #[error("{step}: {reason}")]
+    Command { step: String, reason: String, log: String },
+    /// A check of the environment failed (a staging health check).
+    #[error("{step}: {reason}")]
+    Check { step: &'static str, reason: String },
+    /// Something the node needs is missing (a release artifact after the build).
+    #[error("{step}: {reason}")]
+    Missing { step: &'static str, reason: String },
+    /// What the node was given does not let it go on: a setting, a file in its way, a release
+    /// that is not what was built. The words say what.
+    #[error("{step}: {reason}")]
+    Refused { step: String, reason: String },
+    /// A workflow file or path it cannot read or resolve in the workspace.
+    #[error("{step}: {source}")]
+    Input {
+        step: &'static str,
+        #[source]
+        source: Box<crate::workspace::diagnostic::Diagnostic>,
+    },
+    /// The decision file it acts on cannot be read.
+    #[error("decision: {}", joined(.0))]
+    Decision(Vec<crate::workspace::diagnostic::Diagnostic>),
+    /// The environment, missing or invalid in the config.
+    #[error("environment: {0}")]
+    Environment(#[source] deploy::EnvError),
+    /// The environment's record could not be read or written.
+    #[error("record: {0}")]
+    Record(#[source] crate::environment::record::RecordError),
+    /// The rollout journal could not be read or written.
+    #[error("journal: {0}")]
+    Journal(#[source] crate::rollout::journal::JournalError),
+    /// The environment's deploy lock could not be taken.
+    #[error("lock: {0}")]
+    Lock(#[source] DeployLockError),
+    /// A host's lock could not be taken (`ssh`).
+    #[error("lock: {0}")]
+    HostLock(#[source] crate::rollout::ssh::HostLockError),
+    /// A template would not render, or what it rendered is not what its schema says.
+    #[error("{step}: {source}")]
+    Render {
+        step: &'static str,
+        #[source]
+        source: crate::render::RenderError,
+    },
+    /// A release against its `SHA256SUMS`, or its copy in the history.
+    #[error("{step}: {source}")]
+    Release {
+        step: &'static str,
+        #[source]
+        source: ReleaseError,
+    },
+    /// A file could not be read, hashed, written, copied or removed.
+    #[error("{step}: {source}")]
+    Io {
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The same, said with what it was doing (`cannot copy `dist/``).
+    #[error("{step}: {doing}: {source}")]
+    Write {
+        step: &'static str,
+        doing: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An agent node whose attempts did not pass opsflow's checks (each attempt's verdict in
+    /// the words), with the last attempt's log.
+    #[error("agent: {reason}")]
+    Agent { reason: String, log: String },
+}
+
+fn joined(problems: &[crate::workspace::diagnostic::Diagnostic]) -> String {
+    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 impl NodeError {
+    /// A failure the node states in words ([`NodeError::Refused`]).
     pub fn new(step: &str, reason: impl Into<String>) -> NodeError {
-        NodeError { step: step.to_owned(), reason: reason.into(), log: String::new(), source: None }
+        NodeError::Refused { step: step.to_owned(), reason: reason.into() }
     }
 
-    /// A failure at `step` caused by `error`, whose words are the reason and which stays the
-    /// source.
-    pub fn caused(step: &str, error: impl std::error::Error + Send + Sync + 'static) -> NodeError {
-        NodeError {
-            step: step.to_owned(),
-            reason: error.to_string(),
-            log: String::new(),
-            source: Some(Box::new(error)),
+    /// The failed command of `step`, with its summary and log.
+    fn command(step: &StepResult) -> NodeError {
+        NodeError::Command { step: step.name.clone(), reason: step.summary(), log: step.log.clone() }
+    }
+
+    /// A file operation of `step` that failed, for `map_err`.
+    fn io(step: &'static str) -> impl FnOnce(std::io::Error) -> NodeError {
+        move |source| NodeError::Io { step, source }
+    }
+
+    /// A workflow file or path of `step` that cannot be used, for `map_err`.
+    fn input(step: &'static str) -> impl FnOnce(crate::workspace::diagnostic::Diagnostic) -> NodeError {
+        move |source| NodeError::Input { step, source: Box::new(source) }
+    }
+
+    /// A template of `step` that would not render, for `map_err`.
+    fn render(step: &'static str) -> impl FnOnce(crate::render::RenderError) -> NodeError {
+        move |source| NodeError::Render { step, source }
+    }
+
+    /// The step it failed at, as the outcome names it (`deploy`, `journal`, `collect`).
+    pub fn step(&self) -> &str {
+        match self {
+            NodeError::Command { step, .. } | NodeError::Refused { step, .. } => step,
+            NodeError::Check { step, .. }
+            | NodeError::Missing { step, .. }
+            | NodeError::Input { step, .. }
+            | NodeError::Render { step, .. }
+            | NodeError::Release { step, .. }
+            | NodeError::Io { step, .. }
+            | NodeError::Write { step, .. } => step,
+            NodeError::Decision(_) => "decision",
+            NodeError::Agent { .. } => "agent",
+            NodeError::Environment(_) => "environment",
+            NodeError::Record(_) => "record",
+            NodeError::Journal(_) => "journal",
+            NodeError::Lock(_) | NodeError::HostLock(_) => "lock",
         }
     }
 
-    fn from_step(step: &StepResult) -> NodeError {
-        NodeError { step: step.name.clone(), reason: step.summary(), log: step.log.clone(), source: None }
+    /// Why, in the words the task's outcome and the reports give: the message after the step.
+    pub fn reason(&self) -> String {
+        match self {
+            NodeError::Command { reason, .. }
+            | NodeError::Agent { reason, .. }
+            | NodeError::Check { reason, .. }
+            | NodeError::Missing { reason, .. }
+            | NodeError::Refused { reason, .. } => reason.clone(),
+            NodeError::Input { source, .. } => source.to_string(),
+            NodeError::Decision(problems) => joined(problems),
+            NodeError::Environment(source) => source.to_string(),
+            NodeError::Record(source) => source.to_string(),
+            NodeError::Journal(source) => source.to_string(),
+            NodeError::Lock(source) => source.to_string(),
+            NodeError::HostLock(source) => source.to_string(),
+            NodeError::Render { source, .. } => source.to_string(),
+            NodeError::Release { source, .. } => source.to_string(),
+            NodeError::Io { source, .. } => source.to_string(),
+            NodeError::Write { doing, source, .. } => format!("{doing}: {source}"),
+        }
+    }
+
+    /// The failed command's log; empty for every other kind.
+    pub fn log(&self) -> &str {
+        match self {
+            NodeError::Command { log, .. } | NodeError::Agent { log, .. } => log,
+            _ => "",
+        }
     }
 }
 
@@ -253,8 +379,8 @@ impl NodeRun<'_> {
             "devops": {
                 "require_human_approval": config.devops.require_human_approval,
                 "approvers": config.devops.approvers,
-                "monitoring_period": crate::config::format_duration(config.devops.monitoring_period),
-                "monitoring_interval": crate::config::format_duration(config.devops.monitoring_interval),
+                "monitoring_period": crate::duration::format_duration(config.devops.monitoring_period),
+                "monitoring_interval": crate::duration::format_duration(config.devops.monitoring_interval),
                 "auto_rollback_enabled": config.devops.auto_rollback_enabled,
                 "rollback_triggers": config.devops.rollback_triggers,
             },
@@ -322,7 +448,7 @@ impl NodeRun<'_> {
             .map(|t| Value::String(t.to_owned()))
             .collect();
         front.entry("tags").or_insert(tags.into());
-        let text = self.renderer.markdown(template, &front, &context).map_err(|e| NodeError::caused("render", e))?;
+        let text = self.renderer.markdown(template, &front, &context).map_err(NodeError::render("render"))?;
         let relative = relative.unwrap_or_else(|| self.artifact_path(name));
         self.write(&relative, &text)?;
         if of_release {
@@ -336,14 +462,14 @@ impl NodeRun<'_> {
         let masked = self.runner.secrets.mask(text);
         let kept = release::keep_in_history(self.ws, &self.release(), name, &masked)
             .map(|_| ())
-            .map_err(|e| NodeError::caused("history", e));
+            .map_err(|source| NodeError::Release { step: "history", source });
         self.unless_switched(kept)
     }
 
     fn write(&mut self, relative: &str, text: &str) -> Result<(), NodeError> {
-        let written = self.ws.inside(relative).map_err(|d| NodeError::caused("write", d)).and_then(|path| {
+        let written = self.ws.inside(relative).map_err(NodeError::input("write")).and_then(|path| {
             let masked = self.runner.secrets.mask(text);
-            write::write_file(&self.ws.root, &path, masked.as_bytes()).map_err(|e| NodeError::caused("write", e))
+            write::write_file(&self.ws.root, &path, masked.as_bytes()).map_err(NodeError::io("write"))
         });
         if written.is_ok() && !self.artifacts.iter().any(|a| a == relative) {
             self.artifacts.push(relative.to_owned());
@@ -356,7 +482,7 @@ impl NodeRun<'_> {
     pub(crate) fn unless_switched(&mut self, result: Result<(), NodeError>) -> Result<(), NodeError> {
         match result {
             Err(error) if self.after_switch => {
-                self.record_errors.push(format!("{} (a record of {})", error.reason, self.release.label()));
+                self.record_errors.push(format!("{} (a record of {})", error.reason(), self.release.label()));
                 Ok(())
             }
             other => other,
@@ -365,7 +491,7 @@ impl NodeRun<'_> {
 
     fn run_step(&self, step: &str, command: &str, env: &[(String, String)]) -> Result<StepResult, NodeError> {
         let result = self.runner.run(step, command, None, None, env);
-        if result.success { Ok(result) } else { Err(NodeError::from_step(&result)) }
+        if result.success { Ok(result) } else { Err(NodeError::command(&result)) }
     }
 }
 
@@ -420,6 +546,46 @@ mod tests {
             assert_eq!(kind.task_status().as_str(), name);
             assert_eq!(format!("[{kind:<12}]"), format!("[{name:<12}]"));
             assert_eq!(kind.is_failure(), matches!(name, "failed" | "rolled_back"));
+        }
+    }
+
+    /// Each kind of node failure says its step and reason as the outcome did before it was
+    /// typed (`step: reason`), keeps a command's log, and keeps the error that caused it as
+    /// its source, of its own type.
+    #[test]
+    fn a_node_error_keeps_its_step_its_words_and_its_typed_source() {
+        use std::error::Error as _;
+        let disk = || std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device");
+        let missing = deploy::EnvError::Missing { config: "project-config.json".into(), name: "staging".into() };
+        let cases: Vec<(NodeError, &str, &str)> = vec![
+            (
+                NodeError::Command { step: "deploy".into(), reason: "exit 3 (log: d.log)".into(), log: "boom".into() },
+                "deploy",
+                "exit 3 (log: d.log)",
+            ),
+            (NodeError::new("pipeline", "ci.yml exists"), "pipeline", "ci.yml exists"),
+            (NodeError::Environment(missing), "environment", "project-config.json has no `environments.staging`"),
+            (NodeError::io("checksum")(disk()), "checksum", "No space left on device"),
+            (
+                NodeError::Write { step: "collect", doing: "cannot copy `dist/`".into(), source: disk() },
+                "collect",
+                "cannot copy `dist/`: No space left on device",
+            ),
+        ];
+        for (error, step, reason) in cases {
+            assert_eq!((error.step(), error.reason().as_str()), (step, reason));
+            assert_eq!(error.to_string(), format!("{step}: {reason}"));
+            match &error {
+                NodeError::Command { .. } => assert_eq!(error.log(), "boom"),
+                _ => assert_eq!(error.log(), ""),
+            }
+            match &error {
+                NodeError::Command { .. } | NodeError::Refused { .. } => assert!(error.source().is_none()),
+                NodeError::Environment(_) => {
+                    assert!(error.source().unwrap().downcast_ref::<deploy::EnvError>().is_some())
+                }
+                _ => assert!(error.source().unwrap().downcast_ref::<std::io::Error>().is_some()),
+            }
         }
     }
 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::duration_text;
+use crate::duration::duration_text;
 use crate::exec::secrets::Secrets;
 use crate::workspace::Workspace;
 pub use outbox::{ChannelHealth, Delivery, OutboxStatus};

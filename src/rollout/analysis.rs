@@ -49,7 +49,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::{Config, Devops, RollbackTriggers, duration_text};
+use crate::config::{Devops, RollbackTriggers};
+use crate::duration::duration_text;
 use crate::exec::metrics::{Figure, MetricsSpec, Sample, format_number};
 
 /// `environments.<env>.analysis`: how the analysis after a canary step or rolling batch runs.
@@ -78,9 +79,6 @@ pub enum AnalysisSpecError {
     Unreadable(String),
     #[error("expected `analysis.count` of at least 1, found 0")]
     NoMeasurement,
-    /// The same, with the environment it belongs to.
-    #[error("`environments.{environment}`: {error}")]
-    In { environment: String, error: Box<AnalysisSpecError> },
 }
 
 impl AnalysisSpec {
@@ -91,16 +89,6 @@ impl AnalysisSpec {
             return Err(AnalysisSpecError::NoMeasurement);
         }
         Ok(spec)
-    }
-
-    /// The `analysis` of environment `env`, if it has one.
-    pub fn for_environment(config: &Config, env: &str) -> Result<Option<AnalysisSpec>, AnalysisSpecError> {
-        match config.environments.get(env).and_then(|e| e.get("analysis")) {
-            None => Ok(None),
-            Some(value) => AnalysisSpec::from_value(value)
-                .map(Some)
-                .map_err(|e| AnalysisSpecError::In { environment: env.to_owned(), error: Box::new(e) }),
-        }
     }
 }
 

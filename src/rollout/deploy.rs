@@ -34,6 +34,7 @@ use crate::exec::command::{Runner, StepResult};
 use crate::exec::metrics::{self, MetricsSpec};
 use crate::rollout::local::{LocalEnv, Strategy};
 use crate::workspace::Workspace;
+use crate::workspace::diagnostic::{Diagnostic, Kind};
 
 /// One environment from the config.
 /// An environment the config does not define or defines wrongly, or a command of it that
@@ -91,13 +92,18 @@ pub struct EnvConfig {
     pub slot_urls: BTreeMap<String, String>,
     #[serde(default)]
     pub smoke_tests: Vec<CheckSpec>,
-    #[serde(default)]
-    pub metrics: Option<Value>,
+    /// `metrics`: where the figures come from, read with the environment.
+    #[serde(skip)]
+    pub metrics: Option<MetricsSpec>,
+    /// `analysis`: how the analysis after a canary step or rolling batch runs, read with the
+    /// environment.
+    #[serde(skip)]
+    pub analysis: Option<AnalysisSpec>,
     /// When deploys may start (`deploy_window`); none: at any time.
     #[serde(default)]
     pub deploy_window: Option<crate::environment::window::DeployWindows>,
     /// How long a deploy waits after its approval (`wait_timer`).
-    #[serde(default, with = "crate::config::duration_text::option")]
+    #[serde(default, with = "crate::duration::duration_text::option")]
     pub wait_timer: Option<Duration>,
     /// `ssh`: the hosts, in order (`user@host:port` or an object), read and checked at load.
     #[serde(default)]
@@ -163,7 +169,7 @@ impl<'de> Deserialize<'de> for CommandSpec {
         #[derive(Deserialize)]
         struct Full {
             run: String,
-            #[serde(default, deserialize_with = "crate::config::duration_text::option::deserialize")]
+            #[serde(default, deserialize_with = "crate::duration::duration_text::option::deserialize")]
             timeout: Option<Duration>,
             #[serde(default)]
             cwd: Option<String>,
@@ -185,9 +191,90 @@ impl<'de> Deserialize<'de> for CommandSpec {
 /// Releases a `local` environment keeps when `keep_releases` is not set.
 pub const DEFAULT_KEEP_RELEASES: usize = 5;
 
+/// Every environment of the config, each read once, when the workspace loads the config
+/// (`Workspace::open`): every user asks here (`Workspace::environment`), so all of them see the
+/// same typed value, and an environment that cannot be read is one problem, at its key, that
+/// makes the config invalid.
+#[derive(Debug, Clone, Default)]
+pub struct Environments {
+    /// The config file, as messages name it.
+    config: String,
+    /// In the file's order.
+    read: Vec<EnvConfig>,
+}
+
+impl Environments {
+    /// Reads each environment of `config` (whose text is `text`) as a deployment reads it, so
+    /// that what a deployment would refuse (a metrics block without a source, an analysis of 0
+    /// measurements) is a problem of the config now, at its key, instead of an inconclusive
+    /// analysis later. The problems go into `problems`; the environments read are returned.
+    pub fn read(config: &Config, text: &str, problems: &mut Vec<Diagnostic>) -> Environments {
+        let label = config.label.as_str();
+        let mut read = Vec::new();
+        for (name, env) in &config.environments {
+            let pointer = format!("/environments/{}", name.replace('~', "~0").replace('/', "~1"));
+            let mut refuse = |pointer: String, why: String| {
+                problems.push(Diagnostic::new(label, Kind::Config, why).pointer(pointer).locate_in(text));
+            };
+            // A deploy window is read here first, so that one it cannot read is refused at its own
+            // key, saying what is wrong with it, once.
+            let window = env.get("deploy_window").map(crate::environment::window::DeployWindows::from_value);
+            if let Some(Err(why)) = &window {
+                refuse(format!("{pointer}/deploy_window"), format!("`environments.{name}.deploy_window`: {why}"));
+            }
+            let typed = match EnvConfig::load(config, name) {
+                Err(_) if matches!(window, Some(Err(_))) => None,
+                // The diagnostic names the file already.
+                Err(EnvError::Invalid { name, source, .. }) => {
+                    refuse(pointer.clone(), format!("`environments.{name}`: {source}"));
+                    None
+                }
+                Err(why) => {
+                    refuse(pointer.clone(), why.to_string());
+                    None
+                }
+                Ok(typed) => Some(typed),
+            };
+            let metrics = env.get("metrics").map(MetricsSpec::from_value).transpose();
+            if let Err(why) = &metrics {
+                refuse(format!("{pointer}/metrics"), why.to_string());
+            }
+            let analysis = env.get("analysis").map(AnalysisSpec::from_value).transpose();
+            if let Err(why) = &analysis {
+                refuse(format!("{pointer}/analysis"), why.to_string());
+            }
+            if let (Some(mut typed), Ok(metrics), Ok(analysis)) = (typed, metrics, analysis) {
+                typed.metrics = metrics;
+                typed.analysis = analysis;
+                read.push(typed);
+            }
+        }
+        Environments { config: config_file(config), read }
+    }
+
+    /// The environment `name`, as read when the config loaded.
+    pub fn get(&self, name: &str) -> Result<&EnvConfig, EnvError> {
+        self.read.iter().find(|env| env.name == name).ok_or_else(|| EnvError::Missing {
+            config: if self.config.is_empty() { "the config".to_owned() } else { self.config.clone() },
+            name: name.to_owned(),
+        })
+    }
+
+    /// Every environment, in the config file's order.
+    pub fn iter(&self) -> impl Iterator<Item = &EnvConfig> {
+        self.read.iter()
+    }
+}
+
+/// The config file as an environment's messages name it.
+fn config_file(config: &Config) -> String {
+    if config.label.is_empty() { "the config".to_owned() } else { config.label.clone() }
+}
+
 impl EnvConfig {
-    pub fn load(config: &Config, name: &str) -> Result<EnvConfig, EnvError> {
-        let file = if config.label.is_empty() { "the config".to_owned() } else { config.label.clone() };
+    /// Reads the environment `name` of `config`; only [`Environments::read`] does, once per load.
+    fn load(config: &Config, name: &str) -> Result<EnvConfig, EnvError> {
+        let file = config_file(config);
         let raw = config
             .environments
             .get(name)
@@ -234,11 +321,15 @@ impl EnvConfig {
         self.commands.get(name).map(|spec| (spec.run.clone(), spec.timeout))
     }
 
+    /// A `local` environment's directory, relative to the workspace: `path`, else
+    /// `.opsflow/envs/<name>`.
+    pub fn local_dir(&self) -> Option<String> {
+        (self.provider == Provider::Local)
+            .then(|| self.path.clone().unwrap_or_else(|| format!(".opsflow/envs/{}", self.name)))
+    }
+
     pub fn local(&self, workspace: &Path) -> Option<LocalEnv> {
-        if self.provider != Provider::Local {
-            return None;
-        }
-        let root = workspace.join(self.path.clone().unwrap_or_else(|| format!(".opsflow/envs/{}", self.name)));
+        let root = workspace.join(self.local_dir()?);
         let strategy = if self.strategy() == "blue-green" { Strategy::BlueGreen } else { Strategy::Recreate };
         Some(LocalEnv::new(workspace.to_owned(), root, strategy))
     }
@@ -968,10 +1059,7 @@ fn deploy_command(rollout: &mut Rollout<'_>, report: &mut DeployReport) {
             return give_up(rollout, report, "health", format!("{label}: {failure}"));
         }
         let baseline = rollout.baseline();
-        let plan = Plan::step(
-            AnalysisSpec::for_environment(&rollout.ws.config, &env.name).ok().flatten().as_ref(),
-            &rollout.ws.config.devops,
-        );
+        let plan = Plan::step(env.analysis.as_ref(), &rollout.ws.config.devops);
         let judged = analyse(rollout.runner, env, &rollout.ws.config, baseline.as_ref(), &vars, plan, "analysis");
         note_analysis(rollout, report, label, index, &judged);
         match judged.verdict.as_str() {
@@ -1170,8 +1258,8 @@ fn verify_rollback(
     if !restored {
         return;
     }
-    if let Some(Ok(spec)) = env.metrics.as_ref().map(MetricsSpec::from_value) {
-        let after = metrics::sample(runner, &spec, vars);
+    if let Some(spec) = &env.metrics {
+        let after = metrics::sample(runner, spec, vars);
         report.metrics_check = Some(metrics_check(&after, baseline, triggers));
         report.metrics_after = Some(after);
         report.baseline = baseline.cloned();
@@ -1342,23 +1430,8 @@ pub(super) fn analyse(
         last: last.borrow().clone(),
         ran_ms: ran.as_millis() as u64,
     };
-    let spec = match env.metrics.as_ref().map(MetricsSpec::from_value).transpose() {
-        Ok(spec) => spec,
-        Err(e) => {
-            return judged(
-                "inconclusive",
-                format!("`environments.{}.metrics` cannot be used: {e}", env.name),
-                Vec::new(),
-                Duration::ZERO,
-            );
-        }
-    };
-    let analysis_spec = match AnalysisSpec::for_environment(config, &env.name) {
-        Ok(spec) => spec,
-        Err(e) => return judged("inconclusive", e.to_string(), Vec::new(), Duration::ZERO),
-    };
-    let thresholds = Thresholds::new(&config.devops.rollback_triggers, analysis_spec.as_ref());
-    let mut analysis = Analysis::new(plan, thresholds, spec.as_ref(), baseline);
+    let thresholds = Thresholds::new(&config.devops.rollback_triggers, env.analysis.as_ref());
+    let mut analysis = Analysis::new(plan, thresholds, env.metrics.as_ref(), baseline);
     let started = Instant::now();
     let check_dir = env.check_dir(&runner.workspace);
     let health_checks = live_checks(env, &runner.workspace, &env.health_checks);
@@ -1369,7 +1442,7 @@ pub(super) fn analyse(
         |_| {
             let at = started.elapsed();
             let measurement = Measurement {
-                metrics: spec.as_ref().map(|spec| {
+                metrics: env.metrics.as_ref().map(|spec| {
                     let sample = metrics::sample(runner, spec, vars);
                     *last.borrow_mut() = Some(sample.clone());
                     sample
@@ -1478,8 +1551,8 @@ pub fn monitor(
 
 /// A baseline for the analysis: one metrics sample taken before the deploy.
 pub fn baseline(runner: &Runner, env: &EnvConfig, vars: &[(String, String)]) -> Option<Baseline> {
-    let spec = MetricsSpec::from_value(env.metrics.as_ref()?).ok()?;
-    Some(Baseline::new(metrics::sample(runner, &spec, vars)))
+    let spec = env.metrics.as_ref()?;
+    Some(Baseline::new(metrics::sample(runner, spec, vars)))
 }
 
 /// What a rollback did.
@@ -1586,13 +1659,12 @@ pub fn rollback(
 /// What a rollback of `env` can restore now, newest first, as the record has it: good
 /// releases other than the live one, whose directory is still kept (`local`).
 pub fn restorable(ws: &Workspace, env: &EnvConfig, record: &Record) -> Vec<Deployment> {
-    let local = env.local(&ws.root);
-    let live = env.live(ws, record).map(|d| d.run_id);
-    record
-        .restorable(live.as_deref(), |d| local.as_ref().is_none_or(|l| l.root.join(&d.dir).is_dir()))
-        .into_iter()
-        .cloned()
-        .collect()
+    let choices = match env.local(&ws.root) {
+        // The directories are the provider's own: it says which are kept.
+        Some(local) => local.restorable_in(record),
+        None => record.restorable(env.live(ws, record).map(|d| d.run_id).as_deref(), |_| true),
+    };
+    choices.into_iter().cloned().collect()
 }
 
 /// Why a rollback of `env` to `target` cannot be carried out, with what it could restore
@@ -1856,5 +1928,120 @@ mod tests {
         // The built-in defaults have no file.
         let unnamed = EnvConfig::load(&Config::default(), "production").unwrap_err();
         assert_eq!(unnamed.to_string(), "the config has no `environments.production`");
+        let unnamed = Environments::default().get("production").unwrap_err();
+        assert_eq!(unnamed.to_string(), "the config has no `environments.production`");
+    }
+
+    /// The config and its environments read from `text` as the workspace loads them, or every
+    /// problem found.
+    fn parse(
+        label: &str,
+        text: &str,
+        schemas: &crate::schema::Schemas,
+    ) -> Result<(Config, Environments), Vec<Diagnostic>> {
+        let (config, mut problems) = Config::read(label, text, schemas)?;
+        let environments = Environments::read(&config, text, &mut problems);
+        if problems.is_empty() { Ok((config, environments)) } else { Err(problems) }
+    }
+
+    // A workspace may override the config's schema with one that lets anything through; the
+    // durations and environments are still read at load time, and refused at their key.
+    #[test]
+    fn with_a_permissive_schema_bad_values_are_still_refused_at_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("project-config.schema.json"), "{}").unwrap();
+        let schemas =
+            crate::schema::Schemas::new(dir.path().to_owned(), "schemas", crate::config::DEFAULT_MAX_FILE_BYTES);
+        let text = r#"{
+  "devops": {"debounce": 50, "shutdown_grace": "soon"},
+  "environments": {
+    "prod": {
+      "provider": "command",
+      "commands": {"deploy": {"run": "true", "timeout": "10 minutes"}},
+      "metrics": {"command": "true", "http": "http://x", "error_rate": "/e"},
+      "analysis": {"count": 0}
+    }
+  }
+}"#;
+        let problems: Vec<String> =
+            parse("project-config.json", text, &schemas).unwrap_err().iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            problems,
+            [
+                r#"project-config.json:2:26: at /devops/debounce: expected a duration such as "30s" or "5m", found 50"#,
+                r#"project-config.json:2:48: at /devops/shutdown_grace: `soon` is not a duration such as "500ms", "30s" or "5m""#,
+                r#"project-config.json:6:57: at /environments/prod/commands/deploy/timeout: `10 minutes` has an unknown unit ` minutes`; use ms, s, m, h or d"#,
+            ]
+        );
+        // Once the durations are right, the environment itself is read as a deployment reads it.
+        let text = text.replace("50", "\"50ms\"").replace("soon", "1s").replace("10 minutes", "10m");
+        let problems: Vec<String> =
+            parse("project-config.json", &text, &schemas).unwrap_err().iter().map(|d| d.to_string()).collect();
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0].contains("at /environments/prod/metrics: expected exactly one of"), "{}", problems[0]);
+        assert!(
+            problems[1].contains("at /environments/prod/analysis: expected `analysis.count` of at least 1"),
+            "{}",
+            problems[1]
+        );
+    }
+
+    #[test]
+    fn a_deploy_window_or_wait_timer_it_cannot_read_is_refused_at_its_key() {
+        let schemas = crate::schema::Schemas::new(
+            std::path::PathBuf::from("/nonexistent"),
+            "schemas",
+            crate::config::DEFAULT_MAX_FILE_BYTES,
+        );
+        let text = "{\"environments\": {\"production\": {\"provider\": \"command\", \"commands\": {\"deploy\": \"true\"},\n  \"deploy_window\": [\"Mon-Fri 09:00-16:00 Europe/Berlin\", \"Sat 25:00-26:00 UTC\"]}}}";
+        let problems: Vec<String> =
+            parse("project-config.json", text, &schemas).unwrap_err().iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            problems,
+            [
+                "project-config.json:2:20: at /environments/production/deploy_window: `environments.production.deploy_window`: `25:00-26:00` are not hours such as 09:00-16:00 (24-hour clock; 24:00 ends at midnight)"
+            ]
+        );
+        let text = text
+            .replace("Sat 25:00-26:00 UTC", "Sat 10:00-12:00 UTC")
+            .replace("\n", "\"wait_timer\": \"10 minutes\",\n");
+        let problems: Vec<String> =
+            parse("project-config.json", &text, &schemas).unwrap_err().iter().map(|d| d.to_string()).collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("at /environments/production/wait_timer: "), "{}", problems[0]);
+        let text = text.replace("10 minutes", "10m");
+        let (_, environments) = parse("project-config.json", &text, &schemas).unwrap();
+        let env = environments.get("production").unwrap();
+        assert_eq!(env.wait_timer, Some(Duration::from_secs(600)));
+        assert_eq!(
+            env.deploy_window.as_ref().unwrap().text(),
+            "Mon-Fri 09:00-16:00 Europe/Berlin, Sat 10:00-12:00 UTC"
+        );
+    }
+
+    /// An environment is read once, with its `metrics` and `analysis` typed, and every user
+    /// gets that value; the names keep the file's order.
+    #[test]
+    fn environments_are_read_once_with_their_metrics_and_analysis() {
+        let schemas = crate::schema::Schemas::new(
+            std::path::PathBuf::from("/nonexistent"),
+            "schemas",
+            crate::config::DEFAULT_MAX_FILE_BYTES,
+        );
+        let text = r#"{"environments": {
+  "staging": {"provider": "command", "commands": {"deploy": "true"}},
+  "production": {"provider": "command", "commands": {"deploy": "true"},
+    "metrics": {"command": "echo '{}'", "error_rate": "/e"}, "analysis": {"count": 3, "interval": "2s"}}
+}}"#;
+        let (_, environments) = parse("project-config.json", text, &schemas).unwrap();
+        let names: Vec<&str> = environments.iter().map(|env| env.name.as_str()).collect();
+        assert_eq!(names, ["staging", "production"]);
+        let production = environments.get("production").unwrap();
+        assert_eq!(production.metrics.as_ref().unwrap().error_rate.as_deref(), Some("/e"));
+        let analysis = production.analysis.as_ref().unwrap();
+        assert_eq!((analysis.count, analysis.interval), (Some(3), Some(Duration::from_secs(2))));
+        let staging = environments.get("staging").unwrap();
+        assert!(staging.metrics.is_none() && staging.analysis.is_none());
+        assert!(std::ptr::eq(environments.get("staging").unwrap(), staging));
     }
 }

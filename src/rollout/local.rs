@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::environment::record::{Deployment, Record, Status};
+use crate::environment::record::{Deployment, Record};
 use crate::workspace::write;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,16 +116,18 @@ impl LocalEnv {
         history.push_replacing(deployment);
     }
 
-    /// The last good deployment of `history` other than the live one, whose directory still
-    /// exists.
-    pub fn rollback_target_in<'r>(&self, history: &'r Record) -> Option<&'r Deployment> {
+    /// What a rollback could restore, newest first: [`Record::restorable`], the one rule (good,
+    /// not pruned, each release once, not the live run), with this provider's part of it: the
+    /// release's directory is still here and is not the one the live link points at.
+    pub fn restorable_in<'r>(&self, history: &'r Record) -> Vec<&'r Deployment> {
         let live = self.live_dir();
-        history
-            .deployments
-            .iter()
-            .rev()
-            .filter(|d| d.status == Status::Good && Some(&d.dir) != live.as_ref())
-            .find(|d| self.root.join(&d.dir).is_dir())
+        let live_run = live.as_deref().and_then(|dir| history.good_in(dir)).map(|d| d.run_id.as_str());
+        history.restorable(live_run, |d| Some(&d.dir) != live.as_ref() && self.root.join(&d.dir).is_dir())
+    }
+
+    /// What a rollback restores when none is named: the first of [`LocalEnv::restorable_in`].
+    pub fn rollback_target_in<'r>(&self, history: &'r Record) -> Option<&'r Deployment> {
+        self.restorable_in(history).into_iter().next()
     }
 
     /// Takes the live link away: the environment is as before its first release.
@@ -163,6 +165,7 @@ impl LocalEnv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::environment::record::Status;
 
     #[test]
     fn keep_releases_keeps_good_releases_of_every_unit_before_bad_ones() {
@@ -286,5 +289,66 @@ mod tests {
             fs::read_to_string(live.join("index.html")).unwrap(),
             fs::read_to_string(live.join("style.css")).unwrap()
         );
+    }
+
+    /// What a rollback restores by directory (`rollback_target_in`: what pruning keeps and the
+    /// production gate names) and what it could restore by run (`restorable_in`, through
+    /// `Record::restorable`: what `rollback`, `status` and `history` offer) agree, whatever is
+    /// live: a bad release, a pruned one, one whose directory is gone, a release deployed
+    /// twice and an older good entry in the live directory are never the target.
+    #[test]
+    fn the_rollback_target_is_the_first_release_a_rollback_could_restore() {
+        use crate::environment::record::Provenance;
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let env = LocalEnv::new(root.clone(), root.join("env"), Strategy::Recreate);
+        let mut record = Record::default();
+        // (unit, version, status, directory kept, pruned)
+        let releases = [
+            ("U-4", "1", Status::Good, true, false),
+            ("U-1", "1", Status::Good, true, false),
+            ("U-2", "1", Status::Good, false, false),
+            ("U-1", "2", Status::Bad, true, false),
+            ("U-3", "1", Status::Good, false, true),
+            ("U-1", "1", Status::Good, true, false),
+            ("U-4", "1", Status::Good, true, false),
+        ];
+        for (i, (unit, version, status, kept, pruned)) in releases.into_iter().enumerate() {
+            let dir = format!("releases/{unit}/{version}");
+            if kept {
+                fs::create_dir_all(env.root.join(&dir)).unwrap();
+            }
+            record.deployments.push(Deployment {
+                version: version.into(),
+                unit_id: unit.into(),
+                dir,
+                status,
+                deployed_at: format!("2026-01-01T00:00:0{i}Z"),
+                ended_at: None,
+                run_id: format!("r{i}"),
+                migrated: false,
+                provenance: Provenance::default(),
+                replaced: None,
+                reason: None,
+                last_check: None,
+                hosts: Default::default(),
+                pruned,
+            });
+        }
+        let runs = |list: Vec<&Deployment>| list.iter().map(|d| d.run_id.clone()).collect::<Vec<_>>();
+        // Nothing live yet: every kept good release, newest first, each once.
+        assert_eq!(runs(env.restorable_in(&record)), ["r6", "r5"]);
+        assert_eq!(env.rollback_target_in(&record).map(|d| d.run_id.as_str()), Some("r6"));
+        for (live, restorable) in
+            [("releases/U-4/1", vec!["r5"]), ("releases/U-1/1", vec!["r6"]), ("releases/U-1/2", vec!["r6", "r5"])]
+        {
+            env.switch(live).unwrap();
+            assert_eq!(runs(env.restorable_in(&record)), restorable, "live {live}");
+            assert_eq!(
+                env.rollback_target_in(&record).map(|d| d.run_id.clone()),
+                restorable.first().map(|run| run.to_string()),
+                "live {live}"
+            );
+        }
     }
 }

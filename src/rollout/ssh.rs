@@ -28,7 +28,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::analysis::{AnalysisSpec, Plan};
+use super::analysis::Plan;
 use super::deploy::{APPROVAL_STEP, CommandSpec, DeployReport, EnvConfig, Rollout, analyse, note_analysis};
 use crate::environment::record::{HOST_NOTHING, HOST_UNKNOWN, Record, Status, host_label};
 use crate::exec::checks::{CheckResult, CheckSpec, run_check};
@@ -118,7 +118,7 @@ pub struct SshOptions {
     /// absolute; default the user's. Host keys are always checked strictly.
     #[serde(default)]
     pub known_hosts_file: Option<String>,
-    #[serde(default, deserialize_with = "crate::config::duration_text::option::deserialize")]
+    #[serde(default, deserialize_with = "crate::duration::duration_text::option::deserialize")]
     pub connect_timeout: Option<std::time::Duration>,
 }
 
@@ -505,7 +505,7 @@ impl Fleet {
                     log: result.log,
                 };
             }
-            std::thread::sleep(spec.interval.unwrap_or(crate::config::defaults::CHECK_INTERVAL));
+            std::thread::sleep(spec.interval.unwrap_or(crate::duration::defaults::CHECK_INTERVAL));
         }
     }
 }
@@ -812,10 +812,7 @@ pub(super) fn deploy(rollout: &mut Rollout<'_>, record: &Record, release_dir: &P
         rollout.journal.weight = weight;
         report.weight = weight;
         if staged {
-            let plan = Plan::step(
-                AnalysisSpec::for_environment(&ws.config, &env.name).ok().flatten().as_ref(),
-                &ws.config.devops,
-            );
+            let plan = Plan::step(env.analysis.as_ref(), &ws.config.devops);
             let baseline = rollout.journal.baseline.clone().map(super::analysis::Baseline::new);
             // The analysis judges the hosts that run the new release; the others may run
             // nothing yet.

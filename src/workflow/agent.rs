@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::duration_text;
+use crate::duration::duration_text;
 use crate::workspace::Workspace;
 use crate::workspace::diagnostic::{Diagnostic, Kind};
 

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::config::{self, Config};
+use crate::rollout::deploy::{EnvConfig, EnvError, Environments};
 use crate::schema::Schemas;
 use diagnostic::{Diagnostic, Kind};
 pub use write::WriteError;
@@ -27,6 +28,8 @@ pub struct Workspace {
     pub config_label: String,
     /// Problems with the config; when not empty, `config` holds the defaults.
     pub config_problems: Vec<Diagnostic>,
+    /// The config's environments, each read once with the config (none when it has problems).
+    pub environments: Environments,
     pub schemas: Schemas,
 }
 
@@ -45,15 +48,15 @@ impl Workspace {
             Schemas::new(root.join(&default_paths.schemas), &default_paths.schemas, config::DEFAULT_MAX_FILE_BYTES);
         // The default config file is found, not chosen: like every input it may not lead out
         // of the workspace through a symlink. A `--config` the user names is read where it is.
-        let (mut config, mut config_problems) = match config_file {
+        let (mut config, environments, mut config_problems) = match config_file {
             None => match inside(&root, &config_path, &config_label) {
-                Ok(_) => Config::load(&config_path, &config_label, &bootstrap, required),
-                Err(problem) => (Config::default(), vec![problem]),
+                Ok(_) => load_config(&config_path, &config_label, &bootstrap, required),
+                Err(problem) => (Config::default(), Environments::default(), vec![problem]),
             },
-            Some(_) => Config::load(&config_path, &config_label, &bootstrap, required),
+            Some(_) => load_config(&config_path, &config_label, &bootstrap, required),
         };
         if config_problems.is_empty() {
-            config_problems = escaping_paths(&root, &config);
+            config_problems = escaping_paths(&root, &config, &environments);
         }
         if let Some(agent) = agent
             && agent != config.agent.name
@@ -68,9 +71,14 @@ impl Workspace {
         } else {
             Schemas::new(root.join(&config.paths.schemas), &config.paths.schemas, config.limits.max_file_bytes)
         };
-        let mut ws = Workspace { root, config, config_label, config_problems, schemas };
+        let mut ws = Workspace { root, config, config_label, config_problems, environments, schemas };
         ws.config.agent_nodes = crate::workflow::agent_owners(&ws);
         Ok(ws)
+    }
+
+    /// The environment `name` of the config, as read when the config loaded.
+    pub fn environment(&self, name: &str) -> Result<&EnvConfig, EnvError> {
+        self.environments.get(name)
     }
 
     /// The tag of a Task Master tasks file opsflow works in and the tag's default agent:
@@ -176,7 +184,46 @@ impl Workspace {
 /// through a symlink, as problems of the config: opsflow would refuse every read and write
 /// there, and an escalation to `human-requests.md` would be lost, so nothing runs until a
 /// human fixes the link.
-fn escaping_paths(root: &Path, config: &Config) -> Vec<Diagnostic> {
+/// Loads the config at `path` (`label` as shown to users): read into its types
+/// (`Config::read`), then each environment read as a deployment reads it
+/// (`Environments::read`). Returns the config, its environments and the problems found; with
+/// problems, the defaults and no environment. The problems are masked (`exec::secrets`): a
+/// secret given where another value belongs is not repeated into stderr, `validate --json` or
+/// `/healthz`.
+fn load_config(path: &Path, label: &str, schemas: &Schemas, required: bool) -> (Config, Environments, Vec<Diagnostic>) {
+    let text = match read::read_text(path, label, config::DEFAULT_MAX_FILE_BYTES) {
+        Ok(Some(text)) => text,
+        Ok(None) if !required => return (Config::default(), Environments::default(), Vec::new()),
+        Ok(None) => {
+            let missing = Diagnostic::new(label, Kind::Io, "config file does not exist");
+            return (Config::default(), Environments::default(), vec![missing]);
+        }
+        Err(diagnostic) => return (Config::default(), Environments::default(), vec![diagnostic]),
+    };
+    let mut problems = match Config::read(label, &text, schemas) {
+        Ok((config, mut problems)) => {
+            let environments = Environments::read(&config, &text, &mut problems);
+            if problems.is_empty() {
+                return (config, environments, problems);
+            }
+            problems
+        }
+        Err(problems) => problems,
+    };
+    // The config's own list of secret names, when it can be read at all.
+    let named: Vec<String> = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|value| value.get("secrets").cloned())
+        .and_then(|names| serde_json::from_value(names).ok())
+        .unwrap_or_default();
+    let secrets = crate::exec::secrets::Secrets::from_env(&named);
+    for problem in &mut problems {
+        problem.message = secrets.mask(&problem.message);
+    }
+    (Config::default(), Environments::default(), problems)
+}
+
+fn escaping_paths(root: &Path, config: &Config, environments: &Environments) -> Vec<Diagnostic> {
     // Inputs (tasks, state, QA reports, schemas, templates) are reported when they are read;
     // these are the places opsflow only writes to.
     const WRITTEN: [&str; 7] =
@@ -189,12 +236,7 @@ fn escaping_paths(root: &Path, config: &Config) -> Vec<Diagnostic> {
         .map(|(_, path)| (*path).to_owned())
         .collect();
     paths.push(config.ci.output.clone());
-    for (name, env) in &config.environments {
-        if env.get("provider").and_then(serde_json::Value::as_str) == Some("local") {
-            let default = format!(".opsflow/envs/{name}");
-            paths.push(env.get("path").and_then(serde_json::Value::as_str).map_or(default, str::to_owned));
-        }
-    }
+    paths.extend(environments.iter().filter_map(EnvConfig::local_dir));
     let mut problems = Vec::new();
     for path in paths {
         match write::confine(root, Path::new(&path)) {

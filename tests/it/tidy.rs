@@ -145,3 +145,45 @@ fn writes_go_through_the_workspace_write_helpers() {
         found.join("\n")
     );
 }
+
+/// The code of `file` (under the crate root), comments left out, as (line number, code).
+fn code_lines(root: &Path, file: &str) -> Vec<(usize, String)> {
+    let text = std::fs::read_to_string(root.join(file)).unwrap();
+    text.lines()
+        .enumerate()
+        .map(|(n, line)| (n + 1, line.split("//").next().unwrap_or_default().to_owned()))
+        .filter(|(_, code)| !code.trim().is_empty())
+        .collect()
+}
+
+/// The config is read below the runner: `config.rs` names nothing of `rollout` or `exec`, which
+/// read their own settings from it (an environment is read by `rollout::deploy::Environments`
+/// when the workspace loads the config), and `duration.rs`, which every layer reads durations
+/// with, names nothing of the crate but the diagnostics' `excerpt`.
+#[test]
+fn the_config_depends_on_neither_the_rollout_nor_the_runner() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut config = vec![root.join("src/config.rs")];
+    if root.join("src/config").is_dir() {
+        sources(&root.join("src/config"), &mut config);
+    }
+    let mut found = Vec::new();
+    for file in config {
+        let relative = file.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+        for (n, code) in code_lines(root, &relative) {
+            if ["rollout::", "exec::", "rollout,", "exec,", "rollout}", "exec}"].iter().any(|p| code.contains(p)) {
+                found.push(format!("{relative}:{n}: {}", code.trim()));
+            }
+        }
+    }
+    for (n, code) in code_lines(root, "src/duration.rs") {
+        if code.contains("crate::") && !code.contains("use crate::workspace::diagnostic::{QUOTE_WHOLE, excerpt};") {
+            found.push(format!("src/duration.rs:{n}: {}", code.trim()));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the config and durations are read below the rollout and the runner (ARCHITECTURE.md, `config.rs`); move what needs them up:\n{}",
+        found.join("\n")
+    );
+}
