@@ -79,6 +79,9 @@ pub struct Attempt {
     pub diagnostics: Vec<Diagnostic>,
     /// The attempt's files: `prompt`, `stdout`, `stderr` (workspace-relative).
     pub logs: Value,
+    /// Stopped by opsflow's shutdown (past its grace period), not by the agent or its timeout.
+    #[serde(skip)]
+    pub aborted: bool,
 }
 
 /// The progress of a running agent node, in `runs/<run>/agent.json`, for `status`.
@@ -131,8 +134,18 @@ pub fn run(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
         if time_left.is_some_and(|left| left.is_zero()) {
             break Some(over_budget("time", &format!("{} spent", crate::duration::format_duration(started.elapsed()))));
         }
+        if run.runner.abort.load(std::sync::atomic::Ordering::SeqCst) {
+            break Some(Err("opsflow was shutting down; no attempt starts".to_owned()));
+        }
         let previous = attempts.last();
-        let attempt = run_attempt(run, &spec, &before, &output_paths, number, previous, &started_at, time_left)?;
+        let attempt = match run_attempt(run, &spec, &before, &output_paths, number, previous, &started_at, time_left) {
+            Ok(attempt) => attempt,
+            Err(error) => {
+                // The attempts so far stay on record with the failure that ended them.
+                run.attempts = attempts.iter().map(|a| serde_json::to_value(a).unwrap_or(Value::Null)).collect();
+                return Err(error);
+            }
+        };
         if let Some(usage) = attempt.usage {
             spent.input_tokens = spent.input_tokens.saturating_add(usage.input_tokens);
             spent.output_tokens = spent.output_tokens.saturating_add(usage.output_tokens);
@@ -151,6 +164,9 @@ pub fn run(run: &mut NodeRun<'_>) -> Result<Outcome, NodeError> {
         audit.record(&run.run_id, "agent_attempt", &run.task.id, &detail, &[]);
         let verdict = attempt.verdict;
         attempts.push(attempt);
+        if attempts.last().is_some_and(|a| a.aborted) {
+            break Some(Err(format!("attempt {number} was stopped by opsflow's shutdown")));
+        }
         match verdict {
             Verdict::Passed => break Some(Ok(())),
             Verdict::Tampered => break Some(Err(format!("attempt {number} changed files that decide the workflow"))),
@@ -335,6 +351,7 @@ fn run_attempt(
         verdict,
         diagnostics,
         logs: logs.clone(),
+        aborted: result.aborted,
     };
     // First what the agent may not touch: undone whatever else happened.
     let changes = snapshot.restore(ws, &run_dir.join(format!("{step}.displaced")));

@@ -501,3 +501,19 @@ fn other_agents_writing_tasks_json_during_an_attempt_keep_their_changes_and_the_
     assert_eq!(task(&ws.tasks(), "BE-9")["status"], "in_progress", "another agent's entry is theirs");
     assert_eq!(verdicts(&the_task(&ws)), ["passed"]);
 }
+
+#[test]
+fn a_daemon_stopped_during_an_attempt_kills_the_agent_after_its_grace_and_starts_no_other() {
+    let ws = workspace("wait", json!({}));
+    ws.write("project-config.json", r#"{"devops": {"shutdown_grace": "1s"}}"#);
+    let mut daemon = Daemon::start(&ws, &[], false);
+    wait_until(Duration::from_secs(30), "the attempt to start", || ws.join("prompts.log").exists());
+    let status = daemon.terminate(Duration::from_secs(20));
+    assert!(status.code().is_some(), "{status:?}\n{}", daemon.log());
+    let task = the_task(&ws);
+    assert_eq!(task["status"], "failed", "{task:#}");
+    assert_eq!(attempts(&task).len(), 1, "no attempt after the shutdown: {task:#}");
+    let reason = task["outcome"]["summary"].as_str().unwrap();
+    assert!(reason.contains("attempt 1 was stopped by opsflow's shutdown"), "{reason}");
+    assert_eq!(ws.read_string("prompts.log").matches("=== attempt").count(), 1);
+}
