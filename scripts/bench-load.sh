@@ -26,12 +26,8 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 die() { echo "bench-load: $*" >&2; exit 1; }
 command -v python3 >/dev/null || die "python3 is required"
 
-if [[ -n ${OPSFLOW:-} ]]; then
-    opsflow=$OPSFLOW
-else
-    (cd "$repo" && cargo build --release --quiet) || die "cargo build --release failed"
-    opsflow=$repo/target/release/opsflow
-fi
+# shellcheck source=scripts/bench-lib.sh
+source "$repo/scripts/bench-lib.sh"
 work=$(mktemp -d "${TMPDIR:-/tmp}/opsflow-bench-load.XXXXXX")
 daemon_pid=
 cleanup() {
@@ -44,34 +40,9 @@ cleanup() {
     exit "$status"
 }
 trap cleanup EXIT
-cp "$opsflow" "$work/opsflow"
-opsflow=$work/opsflow
-
+bench_binary "$repo" "$work" || die "no binary to measure"
 ws=$work/ws
-mkdir -p "$ws/docs"
-cp -R "$repo/project-config.json" "$repo/QA" "$repo/ARTIFACTS" "$repo/app" "$ws/"
-cp -R "$repo/docs/workflow" "$ws/docs/"
-python3 "$repo/scripts/gen-tasks.py" "$work/prefill.json" "$PREFILL" 2>/dev/null
-python3 - "$ws" "$work/prefill.json" <<'PY'
-import json, sys
-ws, prefill = sys.argv[1], sys.argv[2]
-with open(prefill, encoding="utf-8") as f:
-    data = json.load(f)
-for task in data["tasks"]:
-    task["status"] = "done"
-    task.pop("blocked_by", None)
-with open(f"{ws}/docs/workflow/tasks.json", "w", encoding="utf-8") as f:
-    json.dump(data, f, indent=2, ensure_ascii=False)
-    f.write("\n")
-with open(f"{ws}/docs/workflow/state.json") as f:
-    state = json.load(f)
-state["current_nodes"] = []
-for node in ("Dev_Environment_Setup", "Staging_Environment_Setup"):
-    state["nodes"].setdefault(node, {})["status"] = "completed"
-with open(f"{ws}/docs/workflow/state.json", "w") as f:
-    json.dump(state, f, indent=2)
-    f.write("\n")
-PY
+bench_workspace "$repo" "$work" "$ws" "$PREFILL"
 bytes=$(stat -c %s "$ws/docs/workflow/tasks.json")
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 log=$work/daemon.log

@@ -54,6 +54,9 @@ use record::{BLOCKED_BY, Claimed, HumanRequest};
 /// [`Task::from_state`]).
 const FROM_STATE: &str = "from_state";
 
+/// How the ids of the rollback tasks opsflow files for an R17 begin (`ROLLBACK-<UNIT>-<digest>`).
+pub(crate) const ROLLBACK_PREFIX: &str = "ROLLBACK-";
+
 /// The most passes one `run` makes; each pass that acts finishes a task, so this is only a
 /// guard against a workflow that keeps creating work for itself.
 const MAX_PASSES: usize = 1000;
@@ -130,6 +133,10 @@ pub struct Summary {
     pub wake_at: Option<String>,
     #[serde(skip)]
     pub wake: Option<jiff::Timestamp>,
+    /// How many owned tasks have each status, as the last pass read `tasks.json` when that
+    /// pass changed nothing (`None` otherwise), for `/metrics`.
+    #[serde(skip)]
+    pub owned_by_status: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -292,6 +299,10 @@ impl<'w> Engine<'w> {
             }
             self.sync_before_pass();
             let acted = self.pass(&mut summary);
+            if acted {
+                // The pass changed the file after it read it.
+                summary.owned_by_status = None;
+            }
             self.deliver(&mut summary);
             if let Some(progress) = &self.options.progress {
                 for ran in &summary.ran[told..] {
@@ -455,16 +466,22 @@ impl<'w> Engine<'w> {
         summary.problems.clear();
         // Only owned entries that may still act are decoded and checked: a pass costs the
         // agent's open work, not the size of the file (finished tasks count by their status).
-        let mut loaded = load_task_list(self.ws, |head| {
-            let status = TaskStatus::parse(head.status.as_deref().unwrap_or_default());
-            let failed_production = head.kind.as_deref() == Some("deployment_production") && status.is_failure();
-            (status.is_open() || failed_production)
-                && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())
-        });
+        let mut loaded = load_task_list(
+            self.ws,
+            |head| {
+                let status = TaskStatus::parse(head.status.as_deref().unwrap_or_default());
+                let failed_production = head.kind.as_deref() == Some("deployment_production") && status.is_failure();
+                (status.is_open() || failed_production)
+                    && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())
+            },
+            |id| id.starts_with(record::FIX_PREFIX) || id.starts_with(ROLLBACK_PREFIX),
+        );
+        summary.owned_by_status = None;
         if !loaded.readable {
             summary.problems.extend(loaded.diagnostics);
             return false;
         }
+        summary.owned_by_status = Some(std::mem::take(&mut loaded.owned_by_status));
         let prefix = std::mem::take(&mut loaded.prefix);
         let prefix = prefix.as_str();
         // Each owned entry that may act is decoded into a typed task once per pass.

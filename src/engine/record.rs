@@ -246,11 +246,14 @@ pub fn append_human_request(
 /// The longest task id the schema allows.
 const MAX_TASK_ID_CHARS: usize = 200;
 
+/// How the id of every fix task begins (see [`fix_task_id`]).
+pub const FIX_PREFIX: &str = "FIX-";
+
 /// `FIX-<id>`, or, when that would be longer than the schema allows, `FIX-`, the start of the
 /// id and `-` with 16 hex digits of the id's SHA-256: deterministic, so a later pass finds the
 /// fix task it filed, and distinct for ids that share their first 179 characters.
 pub fn fix_task_id(id: &str) -> String {
-    let whole = format!("FIX-{id}");
+    let whole = format!("{FIX_PREFIX}{id}");
     if whole.chars().count() <= MAX_TASK_ID_CHARS {
         return whole;
     }
