@@ -320,10 +320,25 @@ impl<'w> Engine<'w> {
             {
                 tracing::error!("cannot mark resolved requests in {}: {e}", self.ws.config.paths.human_requests);
             }
+            if !self.options.dry_run
+                && let Err(e) = requests::archive_resolved(self.ws)
+            {
+                tracing::error!(
+                    "cannot move resolved requests from {} to {}: {e}",
+                    self.ws.config.paths.human_requests,
+                    requests::archive_path(&self.ws.config.paths.human_requests)
+                );
+            }
             // After a failed write of state.json the next pass would read the old position
             // and run the same node again: the run stops and reports it.
             if !acted || self.options.dry_run || !self.write_errors.borrow().is_empty() {
                 break;
+            }
+        }
+        if !self.options.dry_run {
+            let pruned = kept::prune_runs(self.ws);
+            if pruned > 0 {
+                tracing::debug!("removed the folders of {pruned} old runs whose outcomes are on their tasks");
             }
         }
         if let Some(sync) = &self.options.sync {
