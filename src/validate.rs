@@ -263,6 +263,20 @@ pub struct TaskList {
     /// Problems of the file as a whole (no pointer into an entry) and of the kept entries
     /// and what they depend on; the pointers say which.
     pub diagnostics: Vec<Diagnostic>,
+    /// The text as read, with where the kept entries are in it, when it may stand for the
+    /// file's version (`store::file::Known`): an edit of a kept entry made while the file is
+    /// still at that version starts from it instead of reading and scanning the file again.
+    pub known: Option<KnownTasks>,
+}
+
+/// `tasks.json` as one pass read it (see [`TaskList::known`]).
+#[derive(Debug)]
+pub struct KnownTasks {
+    pub file: crate::store::file::Known,
+    pub layout: crate::store::tasks::Layout,
+    pub selection: crate::store::tasks::Selection,
+    /// The id, entry index and span of each kept entry.
+    pub entries: Vec<(String, usize, crate::store::json::Span)>,
 }
 
 /// Reads `tasks.json` with the span scanner (every byte checked as JSON, no tree built) and
@@ -279,12 +293,21 @@ pub fn load_task_list(
 ) -> TaskList {
     let relative = ws.config.paths.tasks.clone();
     let selection = ws.task_selection();
-    let text = match ws.read_text(&relative) {
-        Ok(Some(text)) => text,
-        Ok(None) => return TaskList::default(),
+    let (read, known) = match crate::store::file::Known::read(&ws.path(&relative), || ws.read_text(&relative)) {
+        Ok(read) => read,
         Err(diagnostic) => return TaskList { diagnostics: vec![diagnostic], ..TaskList::default() },
     };
-    if let Ok(list) = task_list_from(ws, &relative, &selection, &text, &keep, &remember) {
+    let Some(text) = known.as_ref().map(|k| k.text.as_str()).or(read.as_deref()) else { return TaskList::default() };
+    if let Ok((mut list, layout, spans)) = task_list_from(ws, &relative, &selection, text, &keep, &remember) {
+        list.known = known.map(|file| {
+            let entries = list
+                .kept
+                .iter()
+                .zip(spans)
+                .filter_map(|((index, task), span)| Some((task.get("id")?.as_str()?.to_owned(), *index, span)))
+                .collect();
+            KnownTasks { file, layout, selection: selection.clone(), entries }
+        });
         return list;
     }
     // Not a task list as read: it may be being rewritten in place, so it is read again once
@@ -297,7 +320,7 @@ pub fn load_task_list(
         Err(diagnostic) => return TaskList { diagnostics: vec![diagnostic], ..TaskList::default() },
     };
     match task_list_from(ws, &relative, &selection, &text, &keep, &remember) {
-        Ok(list) => list,
+        Ok((list, _, _)) => list,
         Err(error) => TaskList { diagnostics: unreadable_tasks(ws, &text, error), ..TaskList::default() },
     }
 }
@@ -310,7 +333,7 @@ fn task_list_from(
     text: &str,
     keep: &(impl Fn(&crate::store::tasks::TaskHead<'_>) -> bool + Sync),
     remember: &impl Fn(&str) -> bool,
-) -> Result<TaskList, LayoutError> {
+) -> Result<(TaskList, crate::store::tasks::Layout, Vec<crate::store::json::Span>), LayoutError> {
     let owns = |head: &crate::store::tasks::TaskHead<'_>| {
         crate::workflow::owns(&ws.config, head.agent.as_deref(), head.kind.as_deref())
     };
@@ -325,18 +348,20 @@ fn task_list_from(
     if !diagnostics.is_empty() {
         // Two tasks with one id make every edit by id ambiguous: nothing acts on such a file.
         let diagnostics = diagnostics.into_iter().map(|d| d.locate_in(text)).collect();
-        return Ok(TaskList { diagnostics, ..TaskList::default() });
+        return Ok((TaskList { diagnostics, ..TaskList::default() }, layout, Vec::new()));
     }
     let mut owned_by_status = std::collections::BTreeMap::new();
     for head in heads.iter().filter(|h| owns(h)) {
         *owned_by_status.entry(head.status.as_deref().unwrap_or("").to_owned()).or_default() += 1;
     }
     let mut kept: Vec<(usize, Value)> = Vec::new();
+    let mut spans = Vec::new();
     for head in heads.iter().filter(|h| keep(h)) {
         match head.try_value(text) {
             Ok(task) => kept.push((head.index, task)),
-            Err(error) => return Ok(undecodable(file, text, error)),
+            Err(error) => return Ok((undecodable(file, text, error), layout, Vec::new())),
         }
+        spans.push(head.span);
     }
     drop(heads);
     for (index, task) in &kept {
@@ -368,7 +393,7 @@ fn task_list_from(
         }
         let task = match decode(index) {
             Some(Ok(task)) => task,
-            Some(Err(error)) => return Ok(undecodable(file, text, error)),
+            Some(Err(error)) => return Ok((undecodable(file, text, error), layout, Vec::new())),
             None => continue,
         };
         queue.extend(dependencies(&task));
@@ -408,7 +433,9 @@ fn task_list_from(
     }
     statuses.extend(subtasks.into_iter().flatten());
     let diagnostics = diagnostics.into_iter().map(|d| d.locate_in(text)).collect();
-    Ok(TaskList { readable: true, prefix: prefix_text, statuses, kept, owned_by_status, diagnostics })
+    let list =
+        TaskList { readable: true, prefix: prefix_text, statuses, kept, owned_by_status, diagnostics, known: None };
+    Ok((list, layout, spans))
 }
 
 /// A task list none of which may be acted on, because an entry the scanner passed could not

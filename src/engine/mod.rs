@@ -226,6 +226,9 @@ pub struct Engine<'w> {
     now: std::cell::Cell<jiff::Timestamp>,
     /// The first instant a waiting deploy of this pass may start (see [`Summary::wake`]).
     wake: std::cell::Cell<Option<jiff::Timestamp>>,
+    /// `tasks.json` as this pass read it, for its claim (see `validate::TaskList::known`):
+    /// taken by the claim, dropped when the pass ends.
+    known: std::cell::RefCell<Option<crate::validate::KnownTasks>>,
 }
 
 /// What one pass read of the whole task list, that the decisions about each task need: passed
@@ -278,6 +281,7 @@ impl<'w> Engine<'w> {
             write_errors: Default::default(),
             now: std::cell::Cell::new(options_now),
             wake: std::cell::Cell::new(None),
+            known: std::cell::RefCell::default(),
         })
     }
 
@@ -299,6 +303,7 @@ impl<'w> Engine<'w> {
             }
             self.sync_before_pass();
             let acted = self.pass(&mut summary);
+            self.known.borrow_mut().take();
             if acted {
                 // The pass changed the file after it read it.
                 summary.owned_by_status = None;
@@ -497,6 +502,7 @@ impl<'w> Engine<'w> {
             return false;
         }
         summary.owned_by_status = Some(std::mem::take(&mut loaded.owned_by_status));
+        *self.known.borrow_mut() = loaded.known.take();
         let prefix = std::mem::take(&mut loaded.prefix);
         let prefix = prefix.as_str();
         // Each owned entry that may act is decoded into a typed task once per pass.
