@@ -117,9 +117,8 @@ fn task_graph_problems(
     subtasks: Option<&HashMap<String, String>>,
     elsewhere: &dyn Fn(&str) -> bool,
 ) -> Vec<Diagnostic> {
-    let ids: Vec<(usize, Option<&str>)> =
-        tasks.iter().enumerate().map(|(index, task)| (index, task.get("id").and_then(Value::as_str))).collect();
-    let (first, mut problems) = duplicate_ids(file, prefix, &ids);
+    let ids = tasks.iter().enumerate().map(|(index, task)| (index, task.get("id").and_then(Value::as_str)));
+    let (first, mut problems) = duplicate_ids(file, prefix, ids.len(), ids);
     let entries: Vec<(usize, &Value)> = tasks.iter().enumerate().collect();
     problems.extend(dependency_problems(file, prefix, &entries, &first, subtasks, elsewhere));
     problems
@@ -129,11 +128,12 @@ fn task_graph_problems(
 fn duplicate_ids<'t>(
     file: &str,
     prefix: &str,
-    ids: &[(usize, Option<&'t str>)],
+    count: usize,
+    ids: impl Iterator<Item = (usize, Option<&'t str>)>,
 ) -> (FxMap<&'t str, usize>, Vec<Diagnostic>) {
     let mut problems = Vec::new();
-    let mut first: FxMap<&str, usize> = FxMap::with_capacity_and_hasher(ids.len(), Default::default());
-    for &(index, id) in ids {
+    let mut first: FxMap<&str, usize> = FxMap::with_capacity_and_hasher(count, Default::default());
+    for (index, id) in ids {
         let Some(id) = id else { continue };
         if let Some(&earlier) = first.get(id) {
             problems.push(
@@ -342,9 +342,8 @@ fn task_list_from(
     let prefix_text = layout.prefix(text);
     let prefix = prefix_text.as_str();
     let file = relative;
-    let ids: Vec<(usize, Option<&str>)> = all.iter().enumerate().map(|(index, e)| (index, e.id.as_deref())).collect();
-    let (first, mut diagnostics) = duplicate_ids(file, prefix, &ids);
-    drop(ids);
+    let ids = all.iter().enumerate().map(|(index, e)| (index, e.id.as_deref()));
+    let (first, mut diagnostics) = duplicate_ids(file, prefix, all.len(), ids);
     if !diagnostics.is_empty() {
         // Two tasks with one id make every edit by id ambiguous: nothing acts on such a file.
         let diagnostics = diagnostics.into_iter().map(|d| d.locate_in(text)).collect();

@@ -242,9 +242,10 @@ pub fn scan_index<'t>(
     selection: &Selection,
     keep: impl Fn(&TaskHead<'t>) -> bool + Sync,
 ) -> Result<(Layout, Vec<TaskHead<'t>>, Vec<Entry<'t>>), LayoutError> {
-    // About one entry per 250 bytes in lists agents write: enough room that the list of a
-    // large file is not copied as it grows.
-    let mut found = Found { heads: Vec::new(), entries: Some(Vec::with_capacity(text.len() / 512)) };
+    // Room for an entry per 128 bytes (agents' entries are about 250): the list of a large
+    // file is not copied as it grows, and the pages of the room it does not use are never
+    // touched, so they cost no memory.
+    let mut found = Found { heads: Vec::new(), entries: Some(Vec::with_capacity(text.len() / 128)) };
     let layout = scan_found(text, selection, &keep, &mut found)?;
     Ok((layout, found.heads, found.entries.unwrap_or_default()))
 }
@@ -614,7 +615,9 @@ fn scan_array<'t>(
     std::thread::scope(|scope| {
         let entries = kept.entries.is_some();
         let second = scope.spawn(move || {
-            let mut found = Found { heads: Vec::new(), entries: entries.then(Vec::new) };
+            // As in `scan_index`: room for an entry per 128 bytes of its half.
+            let room = (text.len() - guess) / 128;
+            let mut found = Found { heads: Vec::new(), entries: entries.then(|| Vec::with_capacity(room)) };
             let walked = walk(text, guess, 0, (depth, dialect), None, keep, &mut found);
             (walked, found)
         });
