@@ -111,5 +111,5 @@ machine_facts "$work" "$repo"
 cat <<MD
 
 Command: \`$invocation\`${OPSFLOW_BASE:+ with OPSFLOW_BASE}; tasks.json: $(printf "%'d" "$PREFILL") finished tasks, $(printf "%'d" "$bytes") bytes.
-Machine: $(nproc) CPUs, $cpu; $mem memory; Linux $(uname -r); workspace on $fs; load average $load_at_start at the start, $(cut -d" " -f1-3 /proc/loadavg) at the end. Build: $rev$dirty.
+Machine: $(nproc) CPUs, $cpu; $mem memory; Linux $(uname -r); workspace on $fs; load average $load_at_start at the start, $(cut -d" " -f1-3 /proc/loadavg) at the end. Binaries: ${OPSFLOW:-target/release/opsflow}${OPSFLOW_BASE:+ and $OPSFLOW_BASE}; the repository at $rev$dirty.
 MD

@@ -116,7 +116,7 @@ cat <<MD
 Command: \`$invocation\`
 
 Machine: $(nproc) CPUs, $cpu; $mem memory; Linux $(uname -r); workspace on $fs; load average (1, 5, 15 min) $load_at_start at the start, $(cut -d" " -f1-3 /proc/loadavg) at the end.
-Versions: $("$opsflow" --version) at $rev$dirty (release build), Python $(python3 -c 'import platform; print(platform.python_version())').
+Versions: $("$opsflow" --version), the binary ${OPSFLOW:-target/release/opsflow} (the repository at $rev$dirty), Python $(python3 -c 'import platform; print(platform.python_version())').
 Daemon: \`opsflow -C WS -v watch\`; $warnings warning or error lines in its log.
 
 MD
