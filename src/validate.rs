@@ -263,6 +263,9 @@ pub struct TaskList {
     /// Problems of the file as a whole (no pointer into an entry) and of the kept entries
     /// and what they depend on; the pointers say which.
     pub diagnostics: Vec<Diagnostic>,
+    /// The file's version just before it was read: whoever compares it with the file's
+    /// version later knows whether the file was written since.
+    pub stamp: Option<crate::store::file::Stamp>,
     /// The text as read, with where the kept entries are in it, when it may stand for the
     /// file's version (`store::file::Known`): an edit of a kept entry made while the file is
     /// still at that version starts from it instead of reading and scanning the file again.
@@ -293,6 +296,7 @@ pub fn load_task_list(
 ) -> TaskList {
     let relative = ws.config.paths.tasks.clone();
     let selection = ws.task_selection();
+    let stamp = crate::store::file::Stamp::of(&ws.path(&relative));
     let (read, known) = match crate::store::file::Known::read(&ws.path(&relative), || ws.read_text(&relative)) {
         Ok(read) => read,
         Err(diagnostic) => return TaskList { diagnostics: vec![diagnostic], ..TaskList::default() },
@@ -308,6 +312,7 @@ pub fn load_task_list(
                 .collect();
             KnownTasks { file, layout, selection: selection.clone(), entries }
         });
+        list.stamp = stamp;
         return list;
     }
     // Not a task list as read: it may be being rewritten in place, so it is read again once
@@ -432,8 +437,16 @@ fn task_list_from(
     }
     statuses.extend(subtasks.into_iter().flatten());
     let diagnostics = diagnostics.into_iter().map(|d| d.locate_in(text)).collect();
-    let list =
-        TaskList { readable: true, prefix: prefix_text, statuses, kept, owned_by_status, diagnostics, known: None };
+    let list = TaskList {
+        readable: true,
+        prefix: prefix_text,
+        statuses,
+        kept,
+        owned_by_status,
+        diagnostics,
+        stamp: None,
+        known: None,
+    };
     Ok((list, layout, spans))
 }
 

@@ -549,7 +549,7 @@ fn reconcile_once(
         }
         Err(problems) => (Summary { problems, ..Summary::default() }, None),
     };
-    // The engine's last pass counted them when it changed nothing; else the file is read again.
+    // The engine's last pass counted them, unless the file changed since; then it is read again.
     let tasks_by_status = match summary.owned_by_status.take() {
         Some(counts) => counts,
         None => owned_tasks_by_status(&workspace),

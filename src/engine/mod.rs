@@ -133,8 +133,8 @@ pub struct Summary {
     pub wake_at: Option<String>,
     #[serde(skip)]
     pub wake: Option<jiff::Timestamp>,
-    /// How many owned tasks have each status, as the last pass read `tasks.json` when that
-    /// pass changed nothing (`None` otherwise), for `/metrics`.
+    /// How many owned tasks have each status, as the last pass read `tasks.json` when the file
+    /// is still at that version when the run ends (`None` otherwise), for `/metrics`.
     #[serde(skip)]
     pub owned_by_status: Option<std::collections::BTreeMap<String, u64>>,
 }
@@ -229,6 +229,8 @@ pub struct Engine<'w> {
     /// `tasks.json` as this pass read it, for its claim (see `validate::TaskList::known`):
     /// taken by the claim, dropped when the pass ends.
     known: std::cell::RefCell<Option<crate::validate::KnownTasks>>,
+    /// The version of `tasks.json` the last pass read (see [`Summary::owned_by_status`]).
+    read_stamp: std::cell::Cell<Option<crate::store::file::Stamp>>,
 }
 
 /// What one pass read of the whole task list, that the decisions about each task need: passed
@@ -282,6 +284,7 @@ impl<'w> Engine<'w> {
             now: std::cell::Cell::new(options_now),
             wake: std::cell::Cell::new(None),
             known: std::cell::RefCell::default(),
+            read_stamp: std::cell::Cell::new(None),
         })
     }
 
@@ -348,6 +351,12 @@ impl<'w> Engine<'w> {
         }
         if let Some(sync) = &self.options.sync {
             sync.after_run();
+        }
+        // A pass that ran nothing may still have written the file (a block) or the sync brought another version: its counts are
+        // then of the file before that write.
+        let now = crate::store::file::Stamp::of(&self.ws.path(&self.ws.config.paths.tasks));
+        if now.is_none() || now != self.read_stamp.get() {
+            summary.owned_by_status = None;
         }
         summary.write_errors = self.write_errors.take();
         summary.wake = self.wake.get();
@@ -502,6 +511,7 @@ impl<'w> Engine<'w> {
             return false;
         }
         summary.owned_by_status = Some(std::mem::take(&mut loaded.owned_by_status));
+        self.read_stamp.set(loaded.stamp);
         *self.known.borrow_mut() = loaded.known.take();
         let prefix = std::mem::take(&mut loaded.prefix);
         let prefix = prefix.as_str();

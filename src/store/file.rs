@@ -240,6 +240,18 @@ impl Known {
     }
 }
 
+/// A file's version (device, inode, size, modification time) as seen at one moment, to tell
+/// later whether anyone has replaced or written it since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp(Version);
+
+impl Stamp {
+    /// The version of the file at `path` now; `None` when it cannot be looked at.
+    pub fn of(path: &Path) -> Option<Stamp> {
+        std::fs::metadata(path).ok().map(|m| Stamp(Version::of(&m)))
+    }
+}
+
 impl Version {
     fn of(metadata: &std::fs::Metadata) -> Version {
         use std::os::unix::fs::MetadataExt;
