@@ -7,6 +7,8 @@
 #   ARRIVING  owned tasks written in one go once the daemon watches (default 300)
 # Environment:
 #   OPSFLOW=PATH   the binary to measure (default: target/release/opsflow, built first)
+#   BENCH_AGENTS=N instead of one write, N agents add the ARRIVING tasks with
+#                  `opsflow tasks add` while the daemon works (see below)
 #   BENCH_KEEP=1   keep the workspace and the daemon's log
 #
 # What it does: the sample workspace with PREFILL finished tasks and no current node, under
@@ -17,21 +19,24 @@
 # longest stretch in which the node counter did not move while work remained, the slowest
 # answers, and how many nodes were counted before the first reconcile that met them ended.
 #
+# With BENCH_AGENTS=N, N agent processes each add ARRIVING/N owned design tasks, one after
+# another, with `opsflow tasks add` (each add takes the task list's lock, as agents' tools
+# do), and one other agent's task after every owned one. It reports the tasks claimed and done
+# per second, the time from an add returning to its task being `done` (tasks.json looked at
+# every 20 ms), and how long each `tasks add` took.
+#
 # A benchmark, not a test: CI does not run it; it exits 0 whatever the figures.
 set -euo pipefail
 
 PREFILL=${1:-20000}
 ARRIVING=${2:-300}
+AGENTS=${BENCH_AGENTS:-0}
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 die() { echo "bench-load: $*" >&2; exit 1; }
 command -v python3 >/dev/null || die "python3 is required"
 
-if [[ -n ${OPSFLOW:-} ]]; then
-    opsflow=$OPSFLOW
-else
-    (cd "$repo" && cargo build --release --quiet) || die "cargo build --release failed"
-    opsflow=$repo/target/release/opsflow
-fi
+# shellcheck source=scripts/bench-lib.sh
+source "$repo/scripts/bench-lib.sh"
 work=$(mktemp -d "${TMPDIR:-/tmp}/opsflow-bench-load.XXXXXX")
 daemon_pid=
 cleanup() {
@@ -44,40 +49,85 @@ cleanup() {
     exit "$status"
 }
 trap cleanup EXIT
-cp "$opsflow" "$work/opsflow"
-opsflow=$work/opsflow
-
+bench_binary "$repo" "$work" || die "no binary to measure"
 ws=$work/ws
-mkdir -p "$ws/docs"
-cp -R "$repo/project-config.json" "$repo/QA" "$repo/ARTIFACTS" "$repo/app" "$ws/"
-cp -R "$repo/docs/workflow" "$ws/docs/"
-python3 "$repo/scripts/gen-tasks.py" "$work/prefill.json" "$PREFILL" 2>/dev/null
-python3 - "$ws" "$work/prefill.json" <<'PY'
-import json, sys
-ws, prefill = sys.argv[1], sys.argv[2]
-with open(prefill, encoding="utf-8") as f:
-    data = json.load(f)
-for task in data["tasks"]:
-    task["status"] = "done"
-    task.pop("blocked_by", None)
-with open(f"{ws}/docs/workflow/tasks.json", "w", encoding="utf-8") as f:
-    json.dump(data, f, indent=2, ensure_ascii=False)
-    f.write("\n")
-with open(f"{ws}/docs/workflow/state.json") as f:
-    state = json.load(f)
-state["current_nodes"] = []
-for node in ("Dev_Environment_Setup", "Staging_Environment_Setup"):
-    state["nodes"].setdefault(node, {})["status"] = "completed"
-with open(f"{ws}/docs/workflow/state.json", "w") as f:
-    json.dump(state, f, indent=2)
-    f.write("\n")
-PY
+bench_workspace "$repo" "$work" "$ws" "$PREFILL"
 bytes=$(stat -c %s "$ws/docs/workflow/tasks.json")
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 log=$work/daemon.log
 "$opsflow" -C "$ws" -v watch --http "127.0.0.1:$port" >/dev/null 2>"$log" &
 daemon_pid=$!
 
+if (( AGENTS > 0 )); then
+python3 - "$ws" "$port" "$ARRIVING" "$PREFILL" "$bytes" "$daemon_pid" "$AGENTS" "$opsflow" <<'PY'
+import os, re, statistics, subprocess, sys, threading, time, urllib.request
+ws, port, arriving, prefill, size, pid, agents, opsflow = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]), sys.argv[8]
+base = f"http://127.0.0.1:{port}"
+deadline = time.monotonic() + 60
+while True:
+    try:
+        with urllib.request.urlopen(base + "/healthz", timeout=30) as r:
+            if r.status == 200:
+                break
+    except OSError:
+        pass
+    if time.monotonic() > deadline:
+        sys.exit("the daemon did not answer /healthz within 60 s")
+    time.sleep(0.1)
+tasks_path = f"{ws}/docs/workflow/tasks.json"
+added = {}      # id -> monotonic time its add returned
+done_at = {}    # id -> monotonic time it was first seen done
+adds = []       # duration of each `tasks add`
+lock = threading.Lock()
+per_agent = arriving // agents
+
+def agent(a):
+    for i in range(per_agent):
+        for owned in (True, False):
+            tid = f"LOAD-{a}-{i:05d}" if owned else f"OTHER-{a}-{i:05d}"
+            args = [opsflow, "-q", "-C", ws, "tasks", "add", "--id", tid, "--title", f"Design the environments ({tid})",
+                    "--set", "unit_id=UNIT-001", "--set", "priority=high"]
+            args += ["--owner", "DevOps-Engineer", "--type", "infrastructure_design"] if owned else ["--owner", "Backend-Engineer", "--type", "implementation"]
+            t = time.monotonic()
+            subprocess.run(args, stdout=subprocess.DEVNULL, check=True)
+            now = time.monotonic()
+            with lock:
+                adds.append(now - t)
+                if owned:
+                    added[tid] = now
+
+start = time.monotonic()
+threads = [threading.Thread(target=agent, args=(a,)) for a in range(agents)]
+for t in threads:
+    t.start()
+pattern = re.compile(r'"id": "(LOAD-[0-9]+-[0-9]+)"[^{}]*?"status": "done"')
+total = per_agent * agents
+while time.monotonic() - start < 900:
+    with open(tasks_path, encoding="utf-8") as f:
+        text = f.read()
+    now = time.monotonic()
+    for tid in pattern.findall(text):
+        done_at.setdefault(tid, now)
+    if len(done_at) >= total:
+        break
+    time.sleep(0.02)
+for t in threads:
+    t.join()
+end = max(done_at.values()) if done_at else time.monotonic()
+lat = sorted(done_at[t] - added[t] for t in done_at if t in added)
+q = lambda xs, p: xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
+with open(f"/proc/{pid}/status") as f:
+    hwm = next(int(l.split()[1]) for l in f if l.startswith("VmHWM"))
+print(f"## opsflow watch under load: {prefill:,} finished tasks ({size / 1e6:.1f} MB), {agents} agents adding {total} owned tasks and {total} others\n")
+print("| figure | value |\n| --- | --- |")
+print(f"| owned tasks claimed and done | {len(done_at)} of {total} in {end - start:.1f} s ({len(done_at) / max(end - start, 1e-9):.1f} per second) |")
+print(f"| from an add returning to its task `done`, p50 / p99 / max | {q(lat, 0.5) * 1000:.0f} / {q(lat, 0.99) * 1000:.0f} / {(lat[-1] if lat else float('nan')) * 1000:.0f} ms |")
+adds.sort()
+print(f"| `opsflow tasks add`, p50 / p95 / max ({len(adds)} adds) | {q(adds, 0.5) * 1000:.0f} / {q(adds, 0.95) * 1000:.0f} / {adds[-1] * 1000:.0f} ms |")
+print(f"| daemon peak RSS (VmHWM) | {hwm / 1024:.0f} MiB |")
+PY
+exit 0
+fi
 python3 - "$ws" "$port" "$ARRIVING" "$PREFILL" "$bytes" "$daemon_pid" <<'PY'
 import json, os, sys, time, urllib.request
 ws, port, arriving, prefill, size, pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])

@@ -51,18 +51,10 @@ die() { echo "bench-watch: $*" >&2; exit 1; }
 command -v python3 >/dev/null || die "python3 is required"
 [[ $(uname -s) == Linux ]] || die "Linux only (inotify and /proc)"
 
-# --- binary -------------------------------------------------------------------------------
+# --- binary, workspace and cleanup ----------------------------------------------------------
 
-if [[ -n ${OPSFLOW:-} ]]; then
-    opsflow=$OPSFLOW
-else
-    (cd "$repo" && cargo build --release --quiet) || die "cargo build --release failed"
-    opsflow=$repo/target/release/opsflow
-fi
-[[ -x $opsflow ]] || die "no opsflow binary at $opsflow"
-
-# --- workspace and cleanup ------------------------------------------------------------------
-
+# shellcheck source=scripts/bench-lib.sh
+source "$repo/scripts/bench-lib.sh"
 if [[ -n ${BENCH_DIR:-} ]]; then
     mkdir -p "$BENCH_DIR"
     work=$(mktemp -d "$BENCH_DIR/opsflow-bench-watch.XXXXXX")
@@ -98,53 +90,10 @@ load_at_start=$(cut -d" " -f1-3 /proc/loadavg)
 
 # Measure a private copy of the binary, so a rebuild in the same target dir during the run
 # cannot change what is measured.
-cp "$opsflow" "$work/opsflow"
-opsflow=$work/opsflow
+bench_binary "$repo" "$work" || die "no binary to measure"
 
 ws=$work/ws
-mkdir -p "$ws/docs"
-cp -R "$repo/project-config.json" "$repo/QA" "$repo/ARTIFACTS" "$repo/app" "$ws/"
-cp -R "$repo/docs/workflow" "$ws/docs/"
-if (( PREFILL > 0 )); then
-    python3 "$repo/scripts/gen-tasks.py" "$work/prefill.json" "$PREFILL" 2>/dev/null
-fi
-python3 - "$ws" "${BENCH_DEBOUNCE:-}" "$work/prefill.json" <<'EOF'
-import json, os, sys
-ws, debounce, prefill = sys.argv[1], sys.argv[2], sys.argv[3]
-with open(f"{ws}/project-config.json") as f:
-    config = json.load(f)
-paths = config.get("paths", {})
-tasks = f"{ws}/{paths.get('tasks', 'docs/workflow/tasks.json')}"
-state_path = f"{ws}/{paths.get('state', 'docs/workflow/state.json')}"
-if debounce:
-    config.setdefault("devops", {})["debounce"] = debounce
-    with open(f"{ws}/project-config.json", "w") as f:
-        json.dump(config, f, indent=2)
-        f.write("\n")
-# No task to do: the daemon has nothing to do until the benchmark writes one.
-if os.path.exists(prefill):
-    with open(prefill, encoding="utf-8") as f:
-        data = json.load(f)
-    for task in data["tasks"]:
-        task["status"] = "done"
-        task.pop("blocked_by", None)
-    with open(tasks, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-else:
-    with open(tasks, "w") as f:
-        f.write('{\n  "tasks": []\n}\n')
-# No current node, and the nodes after Environment_Design already completed, so finishing a
-# design task does not start the rest of the pipeline: every iteration runs one node only.
-with open(state_path) as f:
-    state = json.load(f)
-state["current_nodes"] = []
-for node in ("Dev_Environment_Setup", "Staging_Environment_Setup"):
-    state["nodes"].setdefault(node, {})["status"] = "completed"
-with open(state_path, "w") as f:
-    json.dump(state, f, indent=2)
-    f.write("\n")
-EOF
+bench_workspace "$repo" "$work" "$ws" "$PREFILL" "${BENCH_DEBOUNCE:-}"
 for output in INFRA04-env-specs.md INFRA05-iac-design.md INFRA06-deployment-strategy.md; do
     rm -f "$ws/docs/workflow/artifacts/$output"
 done

@@ -10,7 +10,7 @@ use std::fs;
 use serde_json::Value;
 
 use crate::schema::SchemaName;
-use crate::store::tasks::LayoutError;
+use crate::store::tasks::{FxMap, LayoutError};
 use crate::workspace::Workspace;
 use crate::workspace::diagnostic::{Diagnostic, Kind};
 use crate::workspace::read;
@@ -117,9 +117,8 @@ fn task_graph_problems(
     subtasks: Option<&HashMap<String, String>>,
     elsewhere: &dyn Fn(&str) -> bool,
 ) -> Vec<Diagnostic> {
-    let ids: Vec<(usize, Option<&str>)> =
-        tasks.iter().enumerate().map(|(index, task)| (index, task.get("id").and_then(Value::as_str))).collect();
-    let (first, mut problems) = duplicate_ids(file, prefix, &ids);
+    let ids = tasks.iter().enumerate().map(|(index, task)| (index, task.get("id").and_then(Value::as_str)));
+    let (first, mut problems) = duplicate_ids(file, prefix, ids.len(), ids);
     let entries: Vec<(usize, &Value)> = tasks.iter().enumerate().collect();
     problems.extend(dependency_problems(file, prefix, &entries, &first, subtasks, elsewhere));
     problems
@@ -129,11 +128,12 @@ fn task_graph_problems(
 fn duplicate_ids<'t>(
     file: &str,
     prefix: &str,
-    ids: &[(usize, Option<&'t str>)],
-) -> (HashMap<&'t str, usize>, Vec<Diagnostic>) {
+    count: usize,
+    ids: impl Iterator<Item = (usize, Option<&'t str>)>,
+) -> (FxMap<&'t str, usize>, Vec<Diagnostic>) {
     let mut problems = Vec::new();
-    let mut first: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
-    for &(index, id) in ids {
+    let mut first: FxMap<&str, usize> = FxMap::with_capacity_and_hasher(count, Default::default());
+    for (index, id) in ids {
         let Some(id) = id else { continue };
         if let Some(&earlier) = first.get(id) {
             problems.push(
@@ -161,7 +161,7 @@ fn dependency_problems(
     file: &str,
     prefix: &str,
     entries: &[(usize, &Value)],
-    first: &HashMap<&str, usize>,
+    first: &FxMap<&str, usize>,
     subtasks: Option<&HashMap<String, String>>,
     elsewhere: &dyn Fn(&str) -> bool,
 ) -> Vec<Diagnostic> {
@@ -252,13 +252,34 @@ pub struct TaskList {
     pub readable: bool,
     /// `/tasks`, `` (a bare array) or `/TAG/tasks` (Task Master): entry `i` is at `{prefix}/{i}`.
     pub prefix: String,
-    /// The status of every entry, by id (the first entry of an id).
+    /// The status, by id (the first entry of an id), of what the kept entries and those they
+    /// reach name in `depends_on`, and of the ids `remember` asked for: not of every entry,
+    /// so that what a pass holds grows with the work it may do, not with the file.
     pub statuses: HashMap<String, String>,
     /// The entries `keep` selected, decoded: (entry index, entry).
     pub kept: Vec<(usize, Value)>,
+    /// How many entries this runner owns (`workflow::owns`) have each status, for `/metrics`.
+    pub owned_by_status: std::collections::BTreeMap<String, u64>,
     /// Problems of the file as a whole (no pointer into an entry) and of the kept entries
     /// and what they depend on; the pointers say which.
     pub diagnostics: Vec<Diagnostic>,
+    /// The file's version just before it was read: whoever compares it with the file's
+    /// version later knows whether the file was written since.
+    pub stamp: Option<crate::store::file::Stamp>,
+    /// The text as read, with where the kept entries are in it, when it may stand for the
+    /// file's version (`store::file::Known`): an edit of a kept entry made while the file is
+    /// still at that version starts from it instead of reading and scanning the file again.
+    pub known: Option<KnownTasks>,
+}
+
+/// `tasks.json` as one pass read it (see [`TaskList::known`]).
+#[derive(Debug)]
+pub struct KnownTasks {
+    pub file: crate::store::file::Known,
+    pub layout: crate::store::tasks::Layout,
+    pub selection: crate::store::tasks::Selection,
+    /// The id, entry index and span of each kept entry.
+    pub entries: Vec<(String, usize, crate::store::json::Span)>,
 }
 
 /// Reads `tasks.json` with the span scanner (every byte checked as JSON, no tree built) and
@@ -266,15 +287,32 @@ pub struct TaskList {
 /// cycles through them. Duplicate ids are found among all entries. The cost of a pass thus
 /// grows with the entries an agent owns, not with the file. A file that is not a task list
 /// goes through the full loader, so its problems read exactly as `validate` says them.
-pub fn load_task_list(ws: &Workspace, keep: impl Fn(&crate::store::tasks::TaskHead<'_>) -> bool + Sync) -> TaskList {
+/// `remember` names the ids, besides those the kept entries depend on, whose status the
+/// caller looks up in [`TaskList::statuses`].
+pub fn load_task_list(
+    ws: &Workspace,
+    keep: impl Fn(&crate::store::tasks::TaskHead<'_>) -> bool + Sync,
+    remember: impl Fn(&str) -> bool,
+) -> TaskList {
     let relative = ws.config.paths.tasks.clone();
     let selection = ws.task_selection();
-    let text = match ws.read_text(&relative) {
-        Ok(Some(text)) => text,
-        Ok(None) => return TaskList::default(),
+    let stamp = crate::store::file::Stamp::of(&ws.path(&relative));
+    let (read, known) = match crate::store::file::Known::read(&ws.path(&relative), || ws.read_text(&relative)) {
+        Ok(read) => read,
         Err(diagnostic) => return TaskList { diagnostics: vec![diagnostic], ..TaskList::default() },
     };
-    if let Ok(list) = task_list_from(ws, &relative, &selection, &text, &keep) {
+    let Some(text) = known.as_ref().map(|k| k.text.as_str()).or(read.as_deref()) else { return TaskList::default() };
+    if let Ok((mut list, layout, spans)) = task_list_from(ws, &relative, &selection, text, &keep, &remember) {
+        list.known = known.map(|file| {
+            let entries = list
+                .kept
+                .iter()
+                .zip(spans)
+                .filter_map(|((index, task), span)| Some((task.get("id")?.as_str()?.to_owned(), *index, span)))
+                .collect();
+            KnownTasks { file, layout, selection: selection.clone(), entries }
+        });
+        list.stamp = stamp;
         return list;
     }
     // Not a task list as read: it may be being rewritten in place, so it is read again once
@@ -286,8 +324,8 @@ pub fn load_task_list(ws: &Workspace, keep: impl Fn(&crate::store::tasks::TaskHe
         Ok(None) => return TaskList::default(),
         Err(diagnostic) => return TaskList { diagnostics: vec![diagnostic], ..TaskList::default() },
     };
-    match task_list_from(ws, &relative, &selection, &text, &keep) {
-        Ok(list) => list,
+    match task_list_from(ws, &relative, &selection, &text, &keep, &remember) {
+        Ok((list, _, _)) => list,
         Err(error) => TaskList { diagnostics: unreadable_tasks(ws, &text, error), ..TaskList::default() },
     }
 }
@@ -299,33 +337,37 @@ fn task_list_from(
     selection: &crate::store::tasks::Selection,
     text: &str,
     keep: &(impl Fn(&crate::store::tasks::TaskHead<'_>) -> bool + Sync),
-) -> Result<TaskList, LayoutError> {
-    let (layout, heads) = crate::store::tasks::scan_in(text, selection, |_| true)?;
+    remember: &impl Fn(&str) -> bool,
+) -> Result<(TaskList, crate::store::tasks::Layout, Vec<crate::store::json::Span>), LayoutError> {
+    let owns = |head: &crate::store::tasks::TaskHead<'_>| {
+        crate::workflow::owns(&ws.config, head.agent.as_deref(), head.kind.as_deref())
+    };
+    // One walk: every entry's id, status and span, and the heads of the owned and kept ones.
+    let (layout, heads, all) = crate::store::tasks::scan_index(text, selection, |head| owns(head) || keep(head))?;
     let prefix_text = layout.prefix(text);
     let prefix = prefix_text.as_str();
     let file = relative;
-    let ids: Vec<(usize, Option<&str>)> = heads.iter().map(|h| (h.index, h.id.as_deref())).collect();
-    let (first, mut diagnostics) = duplicate_ids(file, prefix, &ids);
+    let ids = all.iter().enumerate().map(|(index, e)| (index, e.id.as_deref()));
+    let (first, mut diagnostics) = duplicate_ids(file, prefix, all.len(), ids);
     if !diagnostics.is_empty() {
         // Two tasks with one id make every edit by id ambiguous: nothing acts on such a file.
         let diagnostics = diagnostics.into_iter().map(|d| d.locate_in(text)).collect();
-        return Ok(TaskList { diagnostics, ..TaskList::default() });
+        return Ok((TaskList { diagnostics, ..TaskList::default() }, layout, Vec::new()));
     }
-    let mut statuses = HashMap::with_capacity(first.len());
-    for head in &heads {
-        if let Some(id) = head.id.as_deref()
-            && first.get(id) == Some(&head.index)
-        {
-            statuses.insert(id.to_owned(), head.status.as_deref().unwrap_or_default().to_owned());
-        }
+    let mut owned_by_status = std::collections::BTreeMap::new();
+    for head in heads.iter().filter(|h| owns(h)) {
+        *owned_by_status.entry(head.status.as_deref().unwrap_or("").to_owned()).or_default() += 1;
     }
     let mut kept: Vec<(usize, Value)> = Vec::new();
+    let mut spans = Vec::new();
     for head in heads.iter().filter(|h| keep(h)) {
         match head.try_value(text) {
             Ok(task) => kept.push((head.index, task)),
-            Err(error) => return Ok(undecodable(file, text, error)),
+            Err(error) => return Ok((undecodable(file, text, error), layout, Vec::new())),
         }
+        spans.push(head.span);
     }
+    drop(heads);
     for (index, task) in &kept {
         diagnostics.extend(ws.schemas.validate(SchemaName::Task, file, task).into_iter().map(|mut d| {
             d.pointer = Some(format!("{prefix}/{index}{}", d.pointer.as_deref().unwrap_or("")));
@@ -333,6 +375,10 @@ fn task_list_from(
         }));
     }
     // What the kept entries depend on, directly or not, decoded for the cycle search.
+    let decode = |index: usize| -> Option<Result<Value, crate::store::json::SyntaxError>> {
+        let entry = all.get(index)?;
+        Some(crate::store::tasks::head_at(text, &layout, selection, index, entry.span).try_value(text))
+    };
     let mut reached: Vec<(usize, Value)> = Vec::new();
     let mut seen: std::collections::HashSet<usize> = kept.iter().map(|(i, _)| *i).collect();
     let mut queue: Vec<usize> = Vec::new();
@@ -349,10 +395,10 @@ fn task_list_from(
         if !seen.insert(index) {
             continue;
         }
-        let Some(head) = heads.get(index).filter(|h| h.index == index) else { continue };
-        let task = match head.try_value(text) {
-            Ok(task) => task,
-            Err(error) => return Ok(undecodable(file, text, error)),
+        let task = match decode(index) {
+            Some(Ok(task)) => task,
+            Some(Err(error)) => return Ok((undecodable(file, text, error), layout, Vec::new())),
+            None => continue,
         };
         queue.extend(dependencies(&task));
         reached.push((index, task));
@@ -360,22 +406,48 @@ fn task_list_from(
     let entries: Vec<(usize, &Value)> = kept.iter().chain(&reached).map(|(i, t)| (*i, t)).collect();
     // A Task Master task may depend on a subtask (`12.1`): its status is read from its task.
     let subtasks = layout.taskmaster().then(|| {
-        let parents: Vec<&crate::store::tasks::TaskHead<'_>> = entries
+        let decoded: Vec<Value> = entries
             .iter()
             .flat_map(|(_, task)| task.get("depends_on").and_then(Value::as_array).into_iter().flatten())
             .filter_map(|dep| dep.as_str()?.split_once('.'))
-            .filter_map(|(parent, _)| first.get(parent).and_then(|index| heads.get(*index)))
+            .filter_map(|(parent, _)| first.get(parent).and_then(|index| all.get(*index)))
+            .filter_map(|entry| serde_json::from_str(entry.span.of(text)).ok())
             .collect();
-        let decoded: Vec<Value> =
-            parents.iter().filter_map(|head| serde_json::from_str(head.span.of(text)).ok()).collect();
         crate::task::subtask_statuses(&decoded)
     });
     let beads = crate::integrations::beads::load(ws);
     diagnostics
         .extend(dependency_problems(file, prefix, &entries, &first, subtasks.as_ref(), &|id| beads.get(id).is_some()));
+    // The statuses a pass looks up: what the entries above depend on, and what `remember` names.
+    let mut statuses = HashMap::new();
+    let mut note = |id: &str, index: usize| {
+        if let Some(entry) = all.get(index) {
+            statuses.insert(id.to_owned(), entry.status.as_deref().unwrap_or_default().to_owned());
+        }
+    };
+    for (_, task) in &entries {
+        for dep in task.get("depends_on").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+            if let Some(&index) = first.get(dep) {
+                note(dep, index);
+            }
+        }
+    }
+    for (&id, &index) in first.iter().filter(|(id, _)| remember(id)) {
+        note(id, index);
+    }
     statuses.extend(subtasks.into_iter().flatten());
     let diagnostics = diagnostics.into_iter().map(|d| d.locate_in(text)).collect();
-    Ok(TaskList { readable: true, prefix: prefix_text, statuses, kept, diagnostics })
+    let list = TaskList {
+        readable: true,
+        prefix: prefix_text,
+        statuses,
+        kept,
+        owned_by_status,
+        diagnostics,
+        stamp: None,
+        known: None,
+    };
+    Ok((list, layout, spans))
 }
 
 /// A task list none of which may be acted on, because an entry the scanner passed could not

@@ -59,6 +59,7 @@ pub struct Handles {
 /// runner holding the instance lock) are errors; everything after startup is reported and
 /// survived.
 pub async fn run(settings: Settings, handles: Handles, shutdown: impl Future<Output = ()>) -> anyhow::Result<Exit> {
+    large_buffers_outside_the_heap();
     let ws = Workspace::open(&settings.dir, settings.config_file.as_deref(), settings.agent.as_deref())?;
     if !ws.config_problems.is_empty() {
         for problem in &ws.config_problems {
@@ -471,6 +472,20 @@ fn release_freed_memory() {
     }
 }
 
+/// Keeps glibc from raising its mmap threshold: by default, once a mapped block is freed, the
+/// threshold grows to that block's size (up to 32 MiB), so that the next copy of a 27 MB
+/// `tasks.json` comes from the heap, where what is freed around it stays in the process. With
+/// a fixed threshold every read of a large file is a mapping of its own, given back to the
+/// kernel when the pass drops it: a daemon's idle RSS does not keep the largest file it read.
+fn large_buffers_outside_the_heap() {
+    // The size from which glibc gives an allocation its own mapping: its default, 128 KiB.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes an allocator setting; setting the threshold is always allowed.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// Templates compiled by an earlier reconcile, and what they were compiled from.
 type Templates = (Fingerprint, Arc<Renderer>);
 
@@ -513,7 +528,7 @@ fn reconcile_once(
         Some((kept, renderer)) if kept == fingerprint => Ok(renderer),
         _ => Renderer::new(&workspace).map(Arc::new),
     };
-    let (summary, templates) = match renderer {
+    let (mut summary, templates) = match renderer {
         Ok(renderer) => {
             let templates = Some((fingerprint, Arc::clone(&renderer)));
             let options = Options {
@@ -534,7 +549,11 @@ fn reconcile_once(
         }
         Err(problems) => (Summary { problems, ..Summary::default() }, None),
     };
-    let tasks_by_status = owned_tasks_by_status(&workspace);
+    // The engine's last pass counted them, unless the file changed since; then it is read again.
+    let tasks_by_status = match summary.owned_by_status.take() {
+        Some(counts) => counts,
+        None => owned_tasks_by_status(&workspace),
+    };
     let outbox = crate::notify::outbox::status(&workspace);
     Reconciled { summary, workspace, templates, config_problem, tasks_by_status, outbox }
 }

@@ -35,8 +35,17 @@ impl<'w> Engine<'w> {
             FieldOp::Remove("blocked_reason".into()),
             FieldOp::Remove("blocked_by".into()),
         ];
+        // The claim starts from the file as this pass read it, unless it changed since; the
+        // text is dropped once the claim is written, before the node runs.
+        let known = self.known.borrow_mut().take();
         if !task.from_state {
-            match record::edit_task(self.ws, Some(&id), &[task.status.as_str()], claim, Vec::new()) {
+            let expect = [task.status.as_str()];
+            let edited = match &known {
+                Some(known) => record::edit_known_task(self.ws, known, &id, &expect, claim),
+                None => record::edit_task(self.ws, Some(&id), &expect, claim, Vec::new()),
+            };
+            drop(known);
+            match edited {
                 Ok(true) => {}
                 Ok(false) => return None,
                 // A file broken since it was read is reported by the next pass; a write that

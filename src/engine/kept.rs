@@ -181,6 +181,48 @@ pub fn pending(ws: &Workspace) -> Vec<KeptOutcome> {
         .collect()
 }
 
+/// How many run folders `<runtime>/runs/` keeps at least: the newest ones, with their logs.
+pub const KEEP_RUNS: usize = 200;
+
+/// How many finished run folders past [`KEEP_RUNS`] wait before they are removed together.
+const PRUNE_BATCH: usize = 50;
+
+/// Removes the oldest run folders of `<runtime>/runs/` once more than [`KEEP_RUNS`] (plus a
+/// batch) are there, so that the folder stays bounded however many releases run. Only a run
+/// whose outcome is written on its task (`applied_at` in its `outcome.json`) is removed: a
+/// run without an outcome (running, interrupted, or one that recovery has yet to look at) and
+/// an outcome still pending stay whatever their age. Run ids begin with their UTC time, so
+/// the oldest sort first. Returns how many folders went.
+pub fn prune_runs(ws: &Workspace) -> usize {
+    let runs = ws.path(&ws.config.paths.runtime).join("runs");
+    let Ok(entries) = std::fs::read_dir(&runs) else { return 0 };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    if names.len() <= KEEP_RUNS + PRUNE_BATCH {
+        return 0;
+    }
+    names.sort();
+    let mut removed = 0;
+    for run in &names[..names.len() - KEEP_RUNS] {
+        let applied = matches!(KeptOutcome::load(ws, run), Ok(Some(kept)) if kept.applied_at.is_some());
+        if !applied || KeptOutcome::pending_path(ws, run).exists() {
+            continue;
+        }
+        let dir = crate::nodes::run_dir(ws, run);
+        match crate::workspace::write::remove_tree(&ws.root, &dir) {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!("cannot remove the old run folder {}: {e}", ws.label(&dir));
+                break;
+            }
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +249,29 @@ mod tests {
         assert!(ops.contains(&FieldOp::Set("status".into(), "deployed".into())));
         assert!(ops.contains(&FieldOp::Remove("resolved_by".into())));
         assert!(!ops.contains(&FieldOp::Set("updated_at".into(), "then".into())), "updated_at is now");
+    }
+
+    #[test]
+    fn old_runs_go_once_their_outcome_is_on_their_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path(), None, None).unwrap();
+        let total = KEEP_RUNS + PRUNE_BATCH + 10;
+        let run_id = |n: usize| format!("20260101T{:06}Z-abcdef", n);
+        for n in 0..total {
+            let run = run_id(n);
+            std::fs::create_dir_all(crate::nodes::run_dir(&ws, &run)).unwrap();
+            std::fs::write(crate::nodes::run_dir(&ws, &run).join("build.log"), "log").unwrap();
+            // Run 1 has no outcome (interrupted), run 2's outcome is not on its task yet.
+            if n != 1 {
+                let mut kept = KeptOutcome::new("T", "Build", &run, &[], &[], &serde_json::json!({}));
+                kept.applied_at = (n != 2).then(|| "2026-01-01T00:00:00Z".to_owned());
+                kept.save(&ws).unwrap();
+            }
+        }
+        assert_eq!(prune_runs(&ws), total - KEEP_RUNS - 2);
+        let left = |n: usize| crate::nodes::run_dir(&ws, &run_id(n)).exists();
+        assert!(left(1) && left(2) && !left(0) && !left(3));
+        assert!((total - KEEP_RUNS..total).all(left), "the newest runs stay");
+        assert_eq!(prune_runs(&ws), 0);
     }
 }

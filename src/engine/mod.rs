@@ -54,6 +54,9 @@ use record::{BLOCKED_BY, Claimed, HumanRequest};
 /// [`Task::from_state`]).
 const FROM_STATE: &str = "from_state";
 
+/// How the ids of the rollback tasks opsflow files for an R17 begin (`ROLLBACK-<UNIT>-<digest>`).
+pub(crate) const ROLLBACK_PREFIX: &str = "ROLLBACK-";
+
 /// The most passes one `run` makes; each pass that acts finishes a task, so this is only a
 /// guard against a workflow that keeps creating work for itself.
 const MAX_PASSES: usize = 1000;
@@ -130,6 +133,10 @@ pub struct Summary {
     pub wake_at: Option<String>,
     #[serde(skip)]
     pub wake: Option<jiff::Timestamp>,
+    /// How many owned tasks have each status, as the last pass read `tasks.json` when the file
+    /// is still at that version when the run ends (`None` otherwise), for `/metrics`.
+    #[serde(skip)]
+    pub owned_by_status: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -232,6 +239,11 @@ pub struct Engine<'w> {
     now: std::cell::Cell<jiff::Timestamp>,
     /// The first instant a waiting deploy of this pass may start (see [`Summary::wake`]).
     wake: std::cell::Cell<Option<jiff::Timestamp>>,
+    /// `tasks.json` as this pass read it, for its claim (see `validate::TaskList::known`):
+    /// taken by the claim, dropped when the pass ends.
+    known: std::cell::RefCell<Option<crate::validate::KnownTasks>>,
+    /// The version of `tasks.json` the last pass read (see [`Summary::owned_by_status`]).
+    read_stamp: std::cell::Cell<Option<crate::store::file::Stamp>>,
 }
 
 /// What one pass read of the whole task list, that the decisions about each task need: passed
@@ -284,6 +296,8 @@ impl<'w> Engine<'w> {
             write_errors: Default::default(),
             now: std::cell::Cell::new(options_now),
             wake: std::cell::Cell::new(None),
+            known: std::cell::RefCell::default(),
+            read_stamp: std::cell::Cell::new(None),
         })
     }
 
@@ -305,6 +319,11 @@ impl<'w> Engine<'w> {
             }
             self.sync_before_pass();
             let acted = self.pass(&mut summary);
+            self.known.borrow_mut().take();
+            if acted {
+                // The pass changed the file after it read it.
+                summary.owned_by_status = None;
+            }
             self.deliver(&mut summary);
             if let Some(progress) = &self.options.progress {
                 for ran in &summary.ran[told..] {
@@ -322,14 +341,35 @@ impl<'w> Engine<'w> {
             {
                 tracing::error!("cannot mark resolved requests in {}: {e}", self.ws.config.paths.human_requests);
             }
+            if !self.options.dry_run
+                && let Err(e) = requests::archive_resolved(self.ws)
+            {
+                tracing::error!(
+                    "cannot move resolved requests from {} to {}: {e}",
+                    self.ws.config.paths.human_requests,
+                    requests::archive_path(&self.ws.config.paths.human_requests)
+                );
+            }
             // After a failed write of state.json the next pass would read the old position
             // and run the same node again: the run stops and reports it.
             if !acted || self.options.dry_run || !self.write_errors.borrow().is_empty() {
                 break;
             }
         }
+        if !self.options.dry_run {
+            let pruned = kept::prune_runs(self.ws);
+            if pruned > 0 {
+                tracing::debug!("removed the folders of {pruned} old runs whose outcomes are on their tasks");
+            }
+        }
         if let Some(sync) = &self.options.sync {
             sync.after_run();
+        }
+        // A pass that ran nothing may still have written the file (a block) or the sync brought another version: its counts are
+        // then of the file before that write.
+        let now = crate::store::file::Stamp::of(&self.ws.path(&self.ws.config.paths.tasks));
+        if now.is_none() || now != self.read_stamp.get() {
+            summary.owned_by_status = None;
         }
         summary.write_errors = self.write_errors.take();
         summary.wake = self.wake.get();
@@ -468,16 +508,24 @@ impl<'w> Engine<'w> {
         summary.problems.clear();
         // Only owned entries that may still act are decoded and checked: a pass costs the
         // agent's open work, not the size of the file (finished tasks count by their status).
-        let mut loaded = load_task_list(self.ws, |head| {
-            let status = TaskStatus::parse(head.status.as_deref().unwrap_or_default());
-            let failed_production = head.kind.as_deref() == Some("deployment_production") && status.is_failure();
-            (status.is_open() || failed_production)
-                && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())
-        });
+        let mut loaded = load_task_list(
+            self.ws,
+            |head| {
+                let status = TaskStatus::parse(head.status.as_deref().unwrap_or_default());
+                let failed_production = head.kind.as_deref() == Some("deployment_production") && status.is_failure();
+                (status.is_open() || failed_production)
+                    && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())
+            },
+            |id| id.starts_with(record::FIX_PREFIX) || id.starts_with(ROLLBACK_PREFIX),
+        );
+        summary.owned_by_status = None;
         if !loaded.readable {
             summary.problems.extend(loaded.diagnostics);
             return false;
         }
+        summary.owned_by_status = Some(std::mem::take(&mut loaded.owned_by_status));
+        self.read_stamp.set(loaded.stamp);
+        *self.known.borrow_mut() = loaded.known.take();
         let prefix = std::mem::take(&mut loaded.prefix);
         let prefix = prefix.as_str();
         // Each owned entry that may act is decoded into a typed task once per pass.

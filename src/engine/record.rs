@@ -32,7 +32,20 @@ pub fn edit_task(
     appends: Vec<Value>,
 ) -> Result<bool, StoreError> {
     let mut claimed = Claimed::Applied;
-    edit_task_with(ws, id, expect, None, &ops, &appends, &mut claimed)
+    edit_task_with(ws, id, expect, None, &ops, &appends, &mut claimed, None)
+}
+
+/// [`edit_task`] of one task, starting from `tasks.json` as a pass read it (`known`) when the
+/// file is still at that version under the lock: neither read nor scanned again.
+pub fn edit_known_task(
+    ws: &Workspace,
+    known: &crate::validate::KnownTasks,
+    id: &str,
+    expect: &[&str],
+    ops: Vec<FieldOp>,
+) -> Result<bool, StoreError> {
+    let mut claimed = Claimed::Applied;
+    edit_task_with(ws, Some(id), expect, None, &ops, &[], &mut claimed, Some(known))
 }
 
 /// What became of an edit that may land only on the entry that carries a run's claim.
@@ -58,10 +71,11 @@ pub fn edit_claimed_task(
     appends: Vec<Value>,
 ) -> Result<Claimed, StoreError> {
     let mut claimed = Claimed::Applied;
-    edit_task_with(ws, Some(id), &[], Some(run_id), &ops, &appends, &mut claimed)?;
+    edit_task_with(ws, Some(id), &[], Some(run_id), &ops, &appends, &mut claimed, None)?;
     Ok(claimed)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn edit_task_with(
     ws: &Workspace,
     id: Option<&str>,
@@ -70,12 +84,13 @@ fn edit_task_with(
     ops: &[FieldOp],
     appends: &[Value],
     claimed: &mut Claimed,
+    mut known: Option<&crate::validate::KnownTasks>,
 ) -> Result<bool, StoreError> {
     let file = ws.config.paths.tasks.clone();
     let mut tries = 0;
     loop {
         let mut unreadable = false;
-        let result = edit_task_once(ws, &file, id, expect, claim, ops, appends, &mut unreadable, claimed);
+        let result = edit_task_once(ws, &file, id, expect, claim, ops, appends, &mut unreadable, claimed, known.take());
         tries += 1;
         if result.is_ok() || !unreadable || tries >= 3 {
             return result;
@@ -117,17 +132,36 @@ fn edit_task_once(
     appends: &[Value],
     unreadable: &mut bool,
     claimed: &mut Claimed,
+    known: Option<&crate::validate::KnownTasks>,
 ) -> Result<bool, StoreError> {
     let path = ws.inside(file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
     let mut applied = true;
-    file::modify(&ws.root, &path, file, ws.config.limits.max_file_bytes, |current| {
+    file::modify_known(&ws.root, &path, file, ws.config.limits.max_file_bytes, known.map(|k| &k.file), |current| {
         let Some(text) = current else { return Err(refused(file, "the file disappeared")) };
         let mut wanted: Vec<&str> = appends.iter().filter_map(|t| t.get("id").and_then(Value::as_str)).collect();
         wanted.extend(id);
-        let (layout, heads) = tasks::scan_ids_in(text, &ws.task_selection(), &wanted).map_err(|e| {
-            *unreadable = true;
-            refused(file, layout_error(text, &e))
-        })?;
+        // The very text the pass scanned (the file is still at that version): its entries
+        // are where the pass found them, and it had no duplicate ids.
+        let scanned = known.filter(|k| {
+            appends.is_empty()
+                && std::ptr::eq(text, k.file.text.as_str())
+                && wanted.iter().all(|w| k.entries.iter().any(|(entry, _, _)| entry == w))
+        });
+        let (layout, heads) = match scanned {
+            Some(k) => {
+                let heads = k
+                    .entries
+                    .iter()
+                    .filter(|(entry, _, _)| wanted.contains(&entry.as_str()))
+                    .map(|(_, index, span)| tasks::head_at(text, &k.layout, &k.selection, *index, *span))
+                    .collect();
+                (k.layout, heads)
+            }
+            None => tasks::scan_ids_in(text, &ws.task_selection(), &wanted).map_err(|e| {
+                *unreadable = true;
+                refused(file, layout_error(text, &e))
+            })?,
+        };
         let mut updates = Vec::new();
         if let Some(id) = id {
             let head = match tasks::find(&heads, id) {
@@ -246,11 +280,14 @@ pub fn append_human_request(
 /// The longest task id the schema allows.
 const MAX_TASK_ID_CHARS: usize = 200;
 
+/// How the id of every fix task begins (see [`fix_task_id`]).
+pub const FIX_PREFIX: &str = "FIX-";
+
 /// `FIX-<id>`, or, when that would be longer than the schema allows, `FIX-`, the start of the
 /// id and `-` with 16 hex digits of the id's SHA-256: deterministic, so a later pass finds the
 /// fix task it filed, and distinct for ids that share their first 179 characters.
 pub fn fix_task_id(id: &str) -> String {
-    let whole = format!("FIX-{id}");
+    let whole = format!("{FIX_PREFIX}{id}");
     if whole.chars().count() <= MAX_TASK_ID_CHARS {
         return whole;
     }

@@ -259,7 +259,7 @@ impl<'w> Engine<'w> {
             {
                 continue;
             }
-            let id = format!("ROLLBACK-{unit}-{}", &sha[..8]);
+            let id = format!("{ROLLBACK_PREFIX}{unit}-{}", &sha[..8]);
             if exists(&id) {
                 continue;
             }

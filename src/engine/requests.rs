@@ -305,6 +305,91 @@ pub fn resolve(ws: &Workspace, now: &str) -> Result<usize, StoreError> {
     Ok(marked)
 }
 
+/// How many resolved entries `human-requests.md` keeps: older ones move to the archive
+/// ([`archive_path`]), so that the file a person reads, and every pass parses, stays the size
+/// of what is current, however many releases the project ships.
+pub const KEEP_RESOLVED: usize = 50;
+
+/// How many resolved entries past [`KEEP_RESOLVED`] wait before they move together: the file
+/// is rewritten once per this many resolutions, not on every one.
+const ARCHIVE_BATCH: usize = 25;
+
+/// The top of a new archive file.
+pub const ARCHIVE_HEADER: &str = "# Human requests: archive\n\n\
+Resolved entries that opsflow moved out of the requests file, oldest first, each as it was there (notes included).\n";
+
+/// The archive of a requests file: `human-requests.md` keeps its resolved entries in
+/// `human-requests-archive.md` beside it.
+pub fn archive_path(file: &str) -> String {
+    format!("{}-archive.md", file.strip_suffix(".md").unwrap_or(file))
+}
+
+/// Each entry's text: from its marker line to the next entry's marker (or the file's end),
+/// with whatever a person wrote under it.
+fn blocks<'t>(text: &'t str, found: &[Entry]) -> Vec<&'t str> {
+    found
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| &text[entry.marker_at..found.get(i + 1).map_or(text.len(), |next| next.marker_at)])
+        .collect()
+}
+
+/// Moves the oldest resolved entries of `human-requests.md` to its archive once more than
+/// [`KEEP_RESOLVED`] (plus a batch) are resolved. Each entry moves whole, as it is, and is
+/// appended to the archive before it leaves the requests file, so a runner stopped in between
+/// leaves it in both, never in neither. Open entries never move. Returns how many moved.
+pub fn archive_resolved(ws: &Workspace) -> Result<usize, StoreError> {
+    let file = ws.config.paths.human_requests.clone();
+    let Ok(Some(text)) = ws.read_text(&file) else { return Ok(0) };
+    let found = entries(&text);
+    let resolved = found.iter().filter(|e| e.resolved).count();
+    if resolved <= KEEP_RESOLVED + ARCHIVE_BATCH {
+        return Ok(0);
+    }
+    let moving: Vec<String> = found
+        .iter()
+        .zip(blocks(&text, &found))
+        .filter(|(entry, _)| entry.resolved)
+        .take(resolved - KEEP_RESOLVED)
+        .map(|(_, block)| block.to_owned())
+        .collect();
+    let archive = archive_path(&file);
+    let archive_at = ws.inside(&archive).map_err(|d| StoreError::Invalid(Box::new(d)))?;
+    file::modify(&ws.root, &archive_at, &archive, ws.config.limits.max_file_bytes, |current| {
+        let mut out = current.unwrap_or(ARCHIVE_HEADER).to_owned();
+        let before = out.len();
+        for block in &moving {
+            // Already there when an earlier attempt stopped before the requests file changed.
+            if !out.contains(block.as_str()) {
+                if !out.ends_with("\n\n") {
+                    out.push('\n');
+                }
+                out.push_str(block);
+            }
+        }
+        Ok((out.len() != before).then_some(out))
+    })?;
+    let path = ws.inside(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
+    let mut moved = 0;
+    file::modify(&ws.root, &path, &file, ws.config.limits.max_file_bytes, |current| {
+        let Some(text) = current else { return Ok(None) };
+        let found = entries(text);
+        let mut out = String::with_capacity(text.len());
+        let start = found.first().map_or(text.len(), |e| e.marker_at);
+        out.push_str(&text[..start]);
+        moved = 0;
+        for (entry, block) in found.iter().zip(blocks(text, &found)) {
+            if entry.resolved && moving.iter().any(|m| m == block) {
+                moved += 1;
+            } else {
+                out.push_str(block);
+            }
+        }
+        Ok((moved > 0).then_some(out))
+    })?;
+    Ok(moved)
+}
+
 /// The watched tasks and nodes as they are now.
 struct Current {
     /// The task list could be read; when it cannot, nothing is resolved.
@@ -459,5 +544,43 @@ mod tests {
         // An old marker without a watch is found, and watches nothing.
         let old = entries("<!-- opsflow:request 0123456789abcdef -->\n## E\n- **Resolved:** x\n");
         assert!(old[0].watch.is_none() && old[0].resolved);
+    }
+
+    #[test]
+    fn old_resolved_entries_move_to_the_archive_whole_and_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path(), None, None).unwrap();
+        let file = ws.config.paths.human_requests.clone();
+        let entry = |n: usize, resolved: bool| {
+            let resolution =
+                if resolved { format!("{RESOLVED}t{n}: task `T{n}` is `done` now\n") } else { String::new() };
+            format!(
+                "{MARKER}{n:016x} -->\n## Escalation Request\n{resolution}- **Raised:** t{n}\nA note of mine on {n}\n\n"
+            )
+        };
+        let total = KEEP_RESOLVED + ARCHIVE_BATCH + 5;
+        // Entry 3 stays open among the resolved ones.
+        let mut text = HEADER.to_owned() + "\n";
+        for n in 0..total {
+            text.push_str(&entry(n, n != 3));
+        }
+        std::fs::create_dir_all(ws.path(&file).parent().unwrap()).unwrap();
+        std::fs::write(ws.path(&file), &text).unwrap();
+        let resolved = total - 1;
+        assert_eq!(archive_resolved(&ws).unwrap(), resolved - KEEP_RESOLVED);
+        let kept = std::fs::read_to_string(ws.path(&file)).unwrap();
+        let archive = std::fs::read_to_string(ws.path(&archive_path(&file))).unwrap();
+        assert!(kept.starts_with(HEADER) && archive.starts_with(ARCHIVE_HEADER));
+        assert_eq!(entries(&kept).iter().filter(|e| e.resolved).count(), KEEP_RESOLVED);
+        // The open entry stays, every entry is in one of the two files, whole, in order.
+        assert!(entries(&kept).iter().any(|e| !e.resolved && e.key == format!("{:016x}", 3)));
+        for n in 0..total {
+            let block = entry(n, n != 3);
+            assert!(kept.contains(&block) ^ archive.contains(&block), "entry {n}");
+        }
+        assert!(archive.find(&entry(0, true)).unwrap() < archive.find(&entry(1, true)).unwrap());
+        // Nothing more moves until another batch is resolved.
+        assert_eq!(archive_resolved(&ws).unwrap(), 0);
+        assert_eq!(std::fs::read_to_string(ws.path(&archive_path(&file))).unwrap(), archive);
     }
 }

@@ -18,7 +18,6 @@
 pub mod setup;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -356,31 +355,7 @@ fn added_twice(label: &str, ours: &str, theirs: &str, out: &mut Vec<Conflict>) {
     }
 }
 
-/// FxHash (rustc's hasher): the maps below hold every id of three 100,000-task files, where
-/// SipHash's cost shows. The keys come from files in the user's own repository, so hash
-/// flooding is not a concern here.
-#[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
-        }
-        for &byte in chunks.remainder() {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(byte)).wrapping_mul(SEED);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+use crate::store::tasks::FxMap;
 
 /// How a task matches its counterparts: by id, or by its whole content when it has no id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -203,13 +203,107 @@ struct Version {
     mtime_nsec: i64,
 }
 
+/// How much older than the start of a read a file's modification time must be before the
+/// text read may stand for that version later ([`Known`]): file times come from a clock that
+/// ticks every few milliseconds, so a write right after the read could carry the same time.
+const KNOWN_MARGIN: std::time::Duration = std::time::Duration::from_millis(30);
+
+/// A file's text as a reader read it at one version, for a later [`modify_known`] of the same
+/// file: that edit takes these bytes instead of reading the file again, provided the file is
+/// still at that version when it holds the lock (the same re-check the store makes before it
+/// replaces a file). Only the text of a version that stayed the same during the read, and
+/// whose modification time was older than the read by [`KNOWN_MARGIN`], is known.
+#[derive(Debug)]
+pub struct Known {
+    version: Version,
+    pub text: String,
+}
+
+impl Known {
+    /// `text`, read from `path` with `read` between two looks at the file's version; `None`
+    /// for a text that may not stand for a version (see [`Known`]).
+    pub fn read<E>(
+        path: &Path,
+        read: impl FnOnce() -> Result<Option<String>, E>,
+    ) -> Result<(Option<String>, Option<Known>), E> {
+        let started = std::time::SystemTime::now();
+        let before = std::fs::metadata(path).ok();
+        let text = read()?;
+        let after = std::fs::metadata(path).ok();
+        let (Some(text), Some(before), Some(after)) = (text, before, after) else { return Ok((None, None)) };
+        let settled = before.modified().ok().zip(started.checked_sub(KNOWN_MARGIN)).is_some_and(|(m, s)| m < s);
+        let version = Version::of(&before);
+        if !settled || version != Version::of(&after) || version.size != text.len() as u64 {
+            return Ok((Some(text), None));
+        }
+        Ok((None, Some(Known { version, text })))
+    }
+}
+
+/// A file's version (device, inode, size, modification time) as seen at one moment, to tell
+/// later whether anyone has replaced or written it since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp(Version);
+
+impl Stamp {
+    /// The version of the file at `path` now; `None` when it cannot be looked at.
+    pub fn of(path: &Path) -> Option<Stamp> {
+        std::fs::metadata(path).ok().map(|m| Stamp(Version::of(&m)))
+    }
+}
+
+impl Version {
+    fn of(metadata: &std::fs::Metadata) -> Version {
+        use std::os::unix::fs::MetadataExt;
+        Version {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+            size: metadata.size(),
+            mtime: metadata.mtime(),
+            mtime_nsec: metadata.mtime_nsec(),
+        }
+    }
+}
+
+/// [`modify`], starting from `known` when the file is still at its version under the lock
+/// (no second read); any later attempt reads the file.
+pub fn modify_known<F, C>(
+    root: &Path,
+    path: &Path,
+    label: &str,
+    limit: u64,
+    known: Option<&Known>,
+    edit: F,
+) -> Result<Outcome, StoreError>
+where
+    F: FnMut(Option<&str>) -> Result<Option<C>, StoreError>,
+    C: Into<Content>,
+{
+    modify_from(root, path, label, limit, known, edit)
+}
+
 /// Reads `path` (inside the canonical workspace `root`) under its lock, lets `edit` compute
 /// the new content from the current one (`None`: the file does not exist), and replaces the
 /// file atomically.
 ///
 /// `edit` may run more than once: when another writer changes the file between the read and
 /// the replace, the edit is redone on the new content. Returning `Ok(None)` writes nothing.
-pub fn modify<F, C>(root: &Path, path: &Path, label: &str, limit: u64, mut edit: F) -> Result<Outcome, StoreError>
+pub fn modify<F, C>(root: &Path, path: &Path, label: &str, limit: u64, edit: F) -> Result<Outcome, StoreError>
+where
+    F: FnMut(Option<&str>) -> Result<Option<C>, StoreError>,
+    C: Into<Content>,
+{
+    modify_from(root, path, label, limit, None, edit)
+}
+
+fn modify_from<F, C>(
+    root: &Path,
+    path: &Path,
+    label: &str,
+    limit: u64,
+    mut known: Option<&Known>,
+    mut edit: F,
+) -> Result<Outcome, StoreError>
 where
     F: FnMut(Option<&str>) -> Result<Option<C>, StoreError>,
     C: Into<Content>,
@@ -220,16 +314,19 @@ where
     target.remove_stale_temps();
     for attempt in 1..=MAX_ATTEMPTS {
         let before = target.version(&target.name)?;
-        let current = match before {
-            None => None,
-            Some(_) => match target.read(label, limit)? {
+        // The text read earlier stands for the file only while the file is at its version.
+        let known_text = known.take().filter(|k| before == Some(k.version)).map(|k| k.text.as_str());
+        let current = match (before, known_text) {
+            (_, Some(_)) | (None, _) => None,
+            (Some(_), None) => match target.read(label, limit)? {
                 Some(bytes) => Some(read::check_text(label, bytes).map_err(|d| StoreError::Invalid(Box::new(d)))?),
                 None => continue,
             },
         };
-        let Some(new) = edit(current.as_deref())? else { return Ok(Outcome::Unchanged) };
+        let current = known_text.or(current.as_deref());
+        let Some(new) = edit(current)? else { return Ok(Outcome::Unchanged) };
         let new = new.into();
-        let temp = match (&new, current.as_deref()) {
+        let temp = match (&new, current) {
             (Content::Whole(whole), Some(current)) if whole == current => return Ok(Outcome::Unchanged),
             (Content::Spliced(splices), _) if splices.is_empty() => return Ok(Outcome::Unchanged),
             (Content::Whole(whole), _) => target.temp(|out| out.write_all(whole.as_bytes()))?,
@@ -409,6 +506,36 @@ mod tests {
         names.sort();
         assert_eq!(names, [".gitignore", "f.json", "f.json.lock"]);
         assert_eq!(fs::read_to_string(dir.path().join(".gitignore")).unwrap(), LOCK_GITIGNORE);
+    }
+
+    #[test]
+    fn a_known_text_stands_for_its_version_only() {
+        let dir = tempdir();
+        let path = dir.path().join("f.txt");
+        fs::write(&path, "one").unwrap();
+        let read = || Ok::<_, ()>(Some(fs::read_to_string(&path).unwrap()));
+        // Just written: its time is too close to the read to stand for the version.
+        let (text, known) = Known::read(&path, read).unwrap();
+        assert!(known.is_none() && text.as_deref() == Some("one"));
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(5);
+        fs::File::options().write(true).open(&path).unwrap().set_modified(old).unwrap();
+        let (_, known) = Known::read(&path, read).unwrap();
+        let known = known.unwrap();
+        assert_eq!(known.text, "one");
+        // Still at its version: the edit starts from the known text (the same bytes, not a copy).
+        modify_known(dir.path(), &path, "f.txt", 1 << 20, Some(&known), |current| {
+            assert!(std::ptr::eq(current.unwrap(), known.text.as_str()));
+            Ok(Some(format!("{}+", current.unwrap())))
+        })
+        .unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "one+");
+        // Changed since: the edit reads the file.
+        modify_known(dir.path(), &path, "f.txt", 1 << 20, Some(&known), |current| {
+            assert_eq!(current, Some("one+"));
+            Ok(Some("two".to_owned()))
+        })
+        .unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "two");
     }
 
     #[test]

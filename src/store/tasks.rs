@@ -12,6 +12,33 @@ use super::edit::{self, FieldOp, Splice, Style};
 use super::json::{self, Member, Span, SyntaxError};
 use super::taskmaster;
 
+/// FxHash (rustc's hasher), for maps that hold every id of a large task list (the merge
+/// driver's three versions, a pass's duplicate check), where SipHash's cost shows. The keys
+/// come from files in the user's own repository, so hash flooding is not a concern here.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
+        }
+        for &byte in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(byte)).wrapping_mul(SEED);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A `HashMap` with [`FxHasher`].
+pub type FxMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+
 /// Where the task array is and how the file wraps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
@@ -192,16 +219,80 @@ pub fn scan_in<'t>(
     selection: &Selection,
     keep: impl Fn(&TaskHead<'t>) -> bool + Sync,
 ) -> Result<(Layout, Vec<TaskHead<'t>>), LayoutError> {
+    let mut found = Found { heads: Vec::new(), entries: None };
+    let layout = scan_found(text, selection, &keep, &mut found)?;
+    Ok((layout, found.heads))
+}
+
+/// One entry of the task list as [`scan_index`] lists them all: where it is, its id and its
+/// status (in opsflow's words), borrowed from the text unless they hold escapes.
+#[derive(Debug, Clone, Default)]
+pub struct Entry<'t> {
+    pub span: Span,
+    pub id: Option<Cow<'t, str>>,
+    pub status: Option<Cow<'t, str>>,
+}
+
+/// [`scan_in`], also listing every entry (see [`Entry`]) in order: entry `i` of the file is
+/// `entries[i]`. For readers that need every id (duplicates, what a dependency names) but
+/// the heads of only a few entries.
+#[allow(clippy::type_complexity)]
+pub fn scan_index<'t>(
+    text: &'t str,
+    selection: &Selection,
+    keep: impl Fn(&TaskHead<'t>) -> bool + Sync,
+) -> Result<(Layout, Vec<TaskHead<'t>>, Vec<Entry<'t>>), LayoutError> {
+    // Room for an entry per 128 bytes (agents' entries are about 250): the list of a large
+    // file is not copied as it grows, and the pages of the room it does not use are never
+    // touched, so they cost no memory.
+    let mut found = Found { heads: Vec::new(), entries: Some(Vec::with_capacity(text.len() / 128)) };
+    let layout = scan_found(text, selection, &keep, &mut found)?;
+    Ok((layout, found.heads, found.entries.unwrap_or_default()))
+}
+
+/// The head of the entry at `span` (an entry [`scan_index`] listed at `index`), read as the
+/// scan read it, for the few entries that are looked at after the scan.
+pub fn head_at<'t>(text: &'t str, layout: &Layout, selection: &Selection, index: usize, span: Span) -> TaskHead<'t> {
+    let mut head = TaskHead { index, span, ..TaskHead::default() };
+    let taskmaster = layout.taskmaster();
+    // The array's level of nesting, as the scan walked it.
+    let depth = if taskmaster {
+        3
+    } else if layout.wrapped {
+        2
+    } else {
+        1
+    };
+    if text.as_bytes().get(span.start) == Some(&b'{') {
+        // The whole file was valid when it was scanned, so the checked walk only reads.
+        let _ = entry_members_checked(text, span.start, depth + 1, taskmaster, &mut head);
+    }
+    let dialect = Dialect { taskmaster, default_agent: selection.default_agent.as_deref() };
+    dialect.finish(&mut head);
+    head
+}
+
+/// What a walk collects: the heads `keep` accepts, and every entry when asked.
+struct Found<'t> {
+    heads: Vec<TaskHead<'t>>,
+    entries: Option<Vec<Entry<'t>>>,
+}
+
+fn scan_found<'t>(
+    text: &'t str,
+    selection: &Selection,
+    keep: &(impl Fn(&TaskHead<'t>) -> bool + Sync),
+    kept: &mut Found<'t>,
+) -> Result<Layout, LayoutError> {
     let bytes = text.as_bytes();
     let start = json::skip_ws(text, 0);
-    let mut kept = Vec::new();
     let own = Dialect { taskmaster: false, default_agent: None };
     let theirs = Dialect { taskmaster: true, default_agent: selection.default_agent.as_deref() };
     match bytes.get(start) {
         Some(b'[') => {
-            let end = scan_array(text, start, 1, own, &keep, &mut kept)?;
+            let end = scan_array(text, start, 1, own, keep, kept)?;
             check_trailing(text, end)?;
-            Ok((Layout { array_start: start, wrapped: false, tag: None }, kept))
+            Ok(Layout { array_start: start, wrapped: false, tag: None })
         }
         Some(b'{') => {
             let mut array_start = None;
@@ -216,7 +307,7 @@ pub fn scan_in<'t>(
                         return Err(LayoutError::Shape("`tasks` must be an array".to_owned()));
                     }
                     array_start = Some(value);
-                    return Ok(scan_array(text, value, 2, own, &keep, &mut kept)?);
+                    return Ok(scan_array(text, value, 2, own, keep, kept)?);
                 }
                 if bytes.get(value) != Some(&b'{') {
                     return Ok(json::value_end_depth(text, value, 1)?);
@@ -238,7 +329,7 @@ pub fn scan_in<'t>(
                         return Err(LayoutError::Shape(format!("`tasks` of the tag `{key}` must be an array")));
                     }
                     tag_array = Some(value);
-                    Ok(scan_array(text, value, 3, theirs, &keep, &mut kept)?)
+                    Ok(scan_array(text, value, 3, theirs, keep, kept)?)
                 })?;
                 let Some(tag_array) = tag_array else {
                     return Err(LayoutError::Shape(format!("the tag `{key}` has no `tasks` array")));
@@ -248,8 +339,8 @@ pub fn scan_in<'t>(
             })?;
             check_trailing(text, end)?;
             match (array_start, tagged) {
-                (Some(array_start), None) => Ok((Layout { array_start, wrapped: true, tag: None }, kept)),
-                (None, Some((array_start, tag))) => Ok((Layout { array_start, wrapped: false, tag: Some(tag) }, kept)),
+                (Some(array_start), None) => Ok(Layout { array_start, wrapped: true, tag: None }),
+                (None, Some((array_start, tag))) => Ok(Layout { array_start, wrapped: false, tag: Some(tag) }),
                 (Some(_), Some(_)) => Err(LayoutError::Shape(format!(
                     "the top-level object has both a `tasks` array and the Task Master tag `{}`; keep one",
                     wanted.unwrap_or_default()
@@ -327,7 +418,7 @@ fn walk<'t>(
     (depth, dialect): (usize, Dialect<'_>),
     stop_at: Option<usize>,
     keep: &(impl Fn(&TaskHead<'t>) -> bool + Sync),
-    kept: &mut Vec<TaskHead<'t>>,
+    found: &mut Found<'t>,
 ) -> Result<Walk, SyntaxError> {
     let bytes = text.as_bytes();
     loop {
@@ -348,8 +439,11 @@ fn walk<'t>(
         };
         head.span = Span { start: pos, end };
         dialect.finish(&mut head);
+        if let Some(entries) = &mut found.entries {
+            entries.push(Entry { span: head.span, id: head.id.clone(), status: head.status.clone() });
+        }
         if keep(&head) {
-            kept.push(head);
+            found.heads.push(head);
         }
         pos = json::skip_ws(text, end);
         match bytes.get(pos) {
@@ -501,7 +595,7 @@ fn scan_array<'t>(
     depth: usize,
     dialect: Dialect<'_>,
     keep: &(impl Fn(&TaskHead<'t>) -> bool + Sync),
-    kept: &mut Vec<TaskHead<'t>>,
+    kept: &mut Found<'t>,
 ) -> Result<usize, SyntaxError> {
     let bytes = text.as_bytes();
     let first = json::skip_ws(text, start + 1);
@@ -519,8 +613,11 @@ fn scan_array<'t>(
         };
     };
     std::thread::scope(|scope| {
-        let second = scope.spawn(|| {
-            let mut found = Vec::new();
+        let entries = kept.entries.is_some();
+        let second = scope.spawn(move || {
+            // As in `scan_index`: room for an entry per 128 bytes of its half.
+            let room = (text.len() - guess) / 128;
+            let mut found = Found { heads: Vec::new(), entries: entries.then(|| Vec::with_capacity(room)) };
             let walked = walk(text, guess, 0, (depth, dialect), None, keep, &mut found);
             (walked, found)
         });
@@ -531,10 +628,13 @@ fn scan_array<'t>(
                     Ok(result) => result,
                     Err(panic) => std::panic::resume_unwind(panic),
                 };
-                kept.extend(found.into_iter().map(|mut head| {
+                kept.heads.extend(found.heads.into_iter().map(|mut head| {
                     head.index += count;
                     head
                 }));
+                if let (Some(all), Some(more)) = (&mut kept.entries, found.entries) {
+                    all.extend(more);
+                }
                 match walked? {
                     Walk::Closed(end) => Ok(end),
                     Walk::Stopped(_) => unreachable!("no stop was asked for"),

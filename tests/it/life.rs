@@ -378,3 +378,35 @@ fn a_project_life_off_the_happy_path_keeps_every_record_true() {
     assert!(history.contains("removed UNIT-003 1.0.0 on purpose (allow_revert)"), "{history}");
     ws.run(&["validate"]).status(0);
 }
+
+/// Old run folders go once more than opsflow keeps are there, and what a person asks of the
+/// workspace (its history, its status, what recovery finds) says the same afterwards.
+#[test]
+fn old_run_folders_go_and_history_and_status_say_the_same() {
+    let ws = life_workspace();
+    assert_eq!(step(&ws).0, 3);
+    approve(&ws, &approval_file(&ws, "UNIT-001", "1.0.0"));
+    assert_eq!(step(&ws).0, 0);
+    let real = ws.list_dir(".opsflow/runs");
+    // Runs from long ago, finished and recorded, more than the folder keeps.
+    for n in 0..300 {
+        let run = format!("20200101T{n:06}Z-0a0b0c");
+        ws.write(&format!(".opsflow/runs/{run}/build.log"), "built\n");
+        ws.write(
+            &format!(".opsflow/runs/{run}/outcome.json"),
+            json!({"task": "OLD", "node": "Build_Release", "run_id": run, "outcome": {"status": "done"},
+                   "applied_at": "2020-01-01T00:00:00Z"})
+            .to_string(),
+        );
+    }
+    let history = ws.run(&["history", "production"]).stdout();
+    let status = ws.run(&["status"]).stdout();
+    // A run that changes nothing removes the oldest folders.
+    assert_eq!(step(&ws).0, 0);
+    let left = ws.list_dir(".opsflow/runs");
+    assert!(left.len() < real.len() + 300, "{} folders", left.len());
+    assert!(real.iter().all(|run| left.contains(run)), "the newest runs stay: {left:?}");
+    assert_eq!(ws.run(&["history", "production"]).stdout(), history);
+    assert_eq!(ws.run(&["status"]).stdout(), status);
+    ws.run(&["validate"]).status(0);
+}
