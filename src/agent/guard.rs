@@ -289,9 +289,11 @@ fn listing(ws: &Workspace, folder: &str, deep: bool, keep: impl Fn(&str) -> bool
 /// Every entry of `tasks.json` this runner owns, by id.
 fn owned_entries(ws: &Workspace) -> BTreeMap<String, Value> {
     let config = &ws.config;
-    let loaded = crate::validate::load_task_list(ws, |head| {
-        crate::workflow::owns(config, head.agent.as_deref(), head.kind.as_deref())
-    });
+    let loaded = crate::validate::load_task_list(
+        ws,
+        |head| crate::workflow::owns(config, head.agent.as_deref(), head.kind.as_deref()),
+        |_| false,
+    );
     loaded
         .kept
         .into_iter()
