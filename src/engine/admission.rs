@@ -7,9 +7,15 @@
 use super::*;
 
 impl<'w> Engine<'w> {
+    /// Resolves what a run of `node` for `task` works on, once: its release and the
+    /// environment it changes (see [`Subject`]).
+    pub(super) fn subject<'a>(&self, task: &'a Task, node: &'a Node) -> Subject<'a> {
+        Subject { task, node, release: self.release_of(task), environment: self.environment_of(task, node) }
+    }
+
     /// The release a task works on: its `unit_id` and `version`, the version otherwise taken
     /// from the newest R07 of its unit.
-    pub(super) fn release_of(&self, task: &Task) -> Release {
+    fn release_of(&self, task: &Task) -> Release {
         let mut release = task.release();
         if release.version.is_empty() {
             let newest = release::find(self.ws, "R07-version-tag.md", &release)
@@ -23,7 +29,7 @@ impl<'w> Engine<'w> {
     }
 
     /// The environment a node of `task` changes, if it changes one.
-    pub(super) fn environment_of(&self, task: &Task, node: &Node) -> Option<String> {
+    fn environment_of(&self, task: &Task, node: &Node) -> Option<String> {
         match node.action {
             Action::RollbackDeployment => {
                 let decision = nodes::requested_rollback(task)
@@ -39,12 +45,9 @@ impl<'w> Engine<'w> {
     /// What the environment of `task` says before any gate: busy (its deploy lock is held,
     /// another task's rollout is unfinished), or this task's own rollout is paused and waits
     /// for, or has, a human's decision. `None`: nothing in the way, check the gates.
-    pub(super) fn environment_readiness(
-        &self,
-        task: &Task,
-        node: &Node,
-    ) -> Option<Result<Readiness, (Check, Artifact)>> {
-        let name = self.environment_of(task, node)?;
+    pub(super) fn environment_readiness(&self, subject: &Subject<'_>) -> Option<Result<Readiness, (Check, Artifact)>> {
+        let task = subject.task;
+        let name = subject.environment.clone()?;
         let env = self.ws.environment(&name).ok()?;
         let blocked = |reason: String| {
             let check = Check::new("environment", &name, false, reason.clone());
@@ -88,13 +91,13 @@ impl<'w> Engine<'w> {
     }
 
     /// Inputs, gates and approvals of `node` for `task`.
-    pub(super) fn readiness(&self, facts: &Pass, task: &Task, node: &Node) -> Readiness {
-        let decided = match self.environment_readiness(task, node) {
+    pub(super) fn readiness(&self, facts: &mut Pass, subject: &Subject<'_>) -> Readiness {
+        let decided = match self.environment_readiness(subject) {
             Some(Ok(readiness)) => return readiness,
             Some(Err(decided)) => Some(decided),
             None => None,
         };
-        let mut readiness = self.gate_readiness(facts, task, node);
+        let mut readiness = self.gate_readiness(facts, subject);
         if let (Some((check, artifact)), Readiness::Ready { inputs, checks, .. }) = (decided, &mut readiness) {
             checks.push(check);
             inputs.push(artifact);
@@ -103,7 +106,7 @@ impl<'w> Engine<'w> {
     }
 
     /// A change git sync brought in to what `node` runs or renders, not trusted yet.
-    pub(super) fn trust_check(&self, task: &Task, node: &Node) -> Option<Check> {
+    pub(super) fn trust_check(&self, subject: &Subject<'_>) -> Option<Check> {
         if !self.ws.config.git.sync {
             return None;
         }
@@ -111,9 +114,8 @@ impl<'w> Engine<'w> {
         if changes.is_empty() {
             return None;
         }
-        let environment = self.environment_of(task, node);
         let renders = |output: &str| self.graph.nodes.iter().any(|n| n.outputs.iter().any(|o| o == output));
-        let holding = crate::trust::holding(self.ws, &changes, node, environment.as_deref(), renders);
+        let holding = crate::trust::holding(self.ws, &changes, subject.node, subject.environment.as_deref(), renders);
         if holding.is_empty() {
             return None;
         }
@@ -123,8 +125,8 @@ impl<'w> Engine<'w> {
     }
 
     /// The inputs and gates of `node` for `task`.
-    pub(super) fn gate_readiness(&self, facts: &Pass, task: &Task, node: &Node) -> Readiness {
-        let release = self.release_of(task);
+    pub(super) fn gate_readiness(&self, facts: &mut Pass, subject: &Subject<'_>) -> Readiness {
+        let (task, node, release) = (subject.task, subject.node, &subject.release);
         let (unit, version) = (release.unit.clone(), release.version.as_str().to_owned());
         let mut checks = Vec::new();
         let mut inputs = Vec::new();
@@ -153,11 +155,11 @@ impl<'w> Engine<'w> {
             ));
         }
         checks.extend(config_checks(self.ws, node));
-        checks.extend(self.trust_check(task, node));
+        checks.extend(self.trust_check(subject));
         for input in &node.inputs {
             if input.starts_with("R06-release-artifacts") {
                 if !version.is_empty() {
-                    let dir = nodes::release_dir(self.ws, &release);
+                    let dir = nodes::release_dir(self.ws, release);
                     let present = self.ws.path(&dir).join("SHA256SUMS").is_file();
                     checks.push(Check::new(
                         "inputs",
@@ -179,7 +181,7 @@ impl<'w> Engine<'w> {
                 // A rollback task of its own (`opsflow rollback`) needs no R17.
                 continue;
             }
-            match release::find(self.ws, input, &release) {
+            match release::find(self.ws, input, release) {
                 Ok(Lookup::Found(artifact)) => {
                     if input.starts_with("R17-") && artifact.field("decision") != Some("rollback") {
                         checks.push(Check::new(
@@ -195,10 +197,10 @@ impl<'w> Engine<'w> {
                     "inputs",
                     input,
                     true,
-                    format!("{}; the node runs without it", other.why_not(self.ws, input, &release)),
+                    format!("{}; the node runs without it", other.why_not(self.ws, input, release)),
                 )),
                 Ok(other) => checks.push(Check::new("inputs", input, false, {
-                    let why = other.why_not(self.ws, input, &release);
+                    let why = other.why_not(self.ws, input, release);
                     match self.graph.producer_of(input) {
                         Some(producer) if matches!(other, Lookup::Missing) => format!("{why} (written by {producer})"),
                         _ => why,
@@ -216,10 +218,10 @@ impl<'w> Engine<'w> {
         let mut qa_rejected = None;
         let mut request_approval = false;
         if node.action.deploys() && !unit.is_empty() {
-            match gates::load_qa(self.ws, &release) {
+            match gates::load_qa(self.ws, release) {
                 Err(diagnostics) => problems.extend(diagnostics),
                 Ok(evidence) => {
-                    let verdict = gates::qa_gate(&self.ws.config, &release, &evidence);
+                    let verdict = gates::qa_gate(&self.ws.config, release, &evidence);
                     qa_rejected = verdict.rejected;
                     checks.extend(verdict.checks);
                     inputs.extend(evidence.markdown.clone());
@@ -229,7 +231,7 @@ impl<'w> Engine<'w> {
                         checks.extend(gates::staging_gate(&self.ws.config, &evidence));
                     } else {
                         checks.extend(gates::production_quality(&self.ws.config, &evidence));
-                        checks.extend(self.production_readiness(facts, &release, &mut inputs, &mut problems));
+                        checks.extend(self.production_readiness(facts, release, &mut inputs, &mut problems));
                     }
                     match self.ws.environment(environment.name()) {
                         Ok(env) => {
@@ -246,7 +248,7 @@ impl<'w> Engine<'w> {
                                     .collect::<std::collections::BTreeSet<_>>()
                                     .len()
                                     <= 1;
-                                match gates::human_approval(self.ws, environment.name(), &release, single) {
+                                match gates::human_approval(self.ws, environment.name(), release, single) {
                                     Ok((check, approval, artifact)) => {
                                         if approval == Approval::Approved {
                                             let by = artifact
@@ -284,7 +286,7 @@ impl<'w> Engine<'w> {
                                 }
                             }
                             let others_pass = checks.iter().all(|c| !c.blocks());
-                            checks.extend(self.schedule_checks(env, &release, approved, others_pass));
+                            checks.extend(self.schedule_checks(facts, env, release, approved, others_pass));
                         }
                         Err(why) => checks.push(Check::new(
                             "config",

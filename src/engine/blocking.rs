@@ -9,15 +9,14 @@ impl<'w> Engine<'w> {
     /// request when only a human is missing. Writes nothing if it was already recorded.
     pub(super) fn block(
         &self,
-        task: &Task,
-        node: &Node,
+        subject: &Subject<'_>,
         reason: &str,
         qa_rejected: Option<&str>,
         request_approval: bool,
         checks: &[Check],
     ) {
+        let (task, node, release) = (subject.task, subject.node, &subject.release);
         let id = task.id.as_str();
-        let release = self.release_of(task);
         let (unit, version) = (release.unit.clone(), release.version.as_str());
         let same = task.status == TaskStatus::Blocked && task.blocked_reason.as_deref() == Some(reason);
         let run_id = new_run_id();
@@ -49,8 +48,8 @@ impl<'w> Engine<'w> {
             fields.push(FieldOp::Set("blocked_by".into(), BLOCKED_BY.into()));
         }
         self.edit_state(StateEdit { node: node.name.clone(), fields, current_nodes: None });
-        if let Some(environment) = self.environment_of(task, node) {
-            self.record_wait(&environment, &release, checks);
+        if let Some(environment) = &subject.environment {
+            self.record_wait(environment, release, checks);
         }
         // Only time or an unlock clears a wait for the lock, window or timer: nobody is asked.
         if only_scheduled(checks) {
@@ -59,9 +58,8 @@ impl<'w> Engine<'w> {
         // "for unit X" only when there is a unit; environment work has none.
         let for_unit = if unit.is_empty() { String::new() } else { format!(" for unit `{unit}`") };
         let approval_file = (request_approval || only_an_approval_missing(checks)).then(|| {
-            self.approval_request_file(&self.release_of(task)).unwrap_or_else(|| {
-                release::output_path(self.ws, &gates::approval_file_name("production"), &self.release_of(task))
-            })
+            self.approval_request_file(release)
+                .unwrap_or_else(|| release::output_path(self.ws, &gates::approval_file_name("production"), release))
         });
         let (severity, issue, help, contacts) = match (qa_rejected, &approval_file) {
             (Some(why), _) => (
@@ -137,7 +135,7 @@ impl<'w> Engine<'w> {
                 format!("gates: {}", names.join(", "))
             }
         };
-        let environment = self.environment_of(task, node).unwrap_or_default();
+        let environment = subject.environment.clone().unwrap_or_default();
         match &approval_file {
             Some(file) => self.raise(
                 crate::notify::Event::ApprovalWaiting,
@@ -195,15 +193,15 @@ impl<'w> Engine<'w> {
     /// when it is free, else `R12-prod-approval-<UNIT_ID>-<version>.md` beside another
     /// release's file. A copy of the request as written goes to the release's history, so
     /// that the request itself never counts as an approval. Returns whether it wrote the file.
-    pub(super) fn write_approval_request(&self, task: &Task, node: &Node, checks: &[Check]) -> bool {
-        let release = self.release_of(task);
+    pub(super) fn write_approval_request(&self, subject: &Subject<'_>, checks: &[Check]) -> bool {
+        let (task, node, release) = (subject.task, subject.node, &subject.release);
         let (unit, version) = (release.unit.clone(), release.version.as_str().to_owned());
         let run_id = new_run_id();
         let name = gates::approval_file_name("production");
-        if self.approval_request_file(&release).is_some() {
+        if self.approval_request_file(release).is_some() {
             return false;
         }
-        let relative = release::output_path(self.ws, &name, &release);
+        let relative = release::output_path(self.ws, &name, release);
         let Ok(path) = self.ws.inside(&relative) else { return false };
         if path.exists() || path.symlink_metadata().is_ok() {
             return false;
@@ -234,7 +232,7 @@ impl<'w> Engine<'w> {
                 return false;
             }
         };
-        if let Err(e) = release::keep_in_history(self.ws, &release, &name, &text) {
+        if let Err(e) = release::keep_in_history(self.ws, release, &name, &text) {
             tracing::error!("cannot keep the approval request in the release history: {e}");
             return false;
         }

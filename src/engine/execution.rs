@@ -6,20 +6,20 @@ use super::*;
 
 impl<'w> Engine<'w> {
     /// Claims, runs and records one task. `None` when another writer moved the task first.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn execute(
         &self,
-        task: &Task,
-        node: &Node,
+        facts: &mut Pass,
+        subject: &Subject<'_>,
         inputs: Vec<artifacts::Artifact>,
         checks: Vec<Check>,
         version: String,
         state: &Value,
     ) -> Option<Ran> {
-        if !self.claims_allowed.get() {
+        if !facts.claims_allowed {
             // An unpushed claim is not a claim: none is made while the remote is out of reach.
             return None;
         }
+        let (task, node) = (subject.task, subject.node);
         let started = Instant::now();
         let id = task.id.clone();
         let run_id = new_run_id();
@@ -37,7 +37,7 @@ impl<'w> Engine<'w> {
         ];
         // The claim starts from the file as this pass read it, unless it changed since; the
         // text is dropped once the claim is written, before the node runs.
-        let known = self.known.borrow_mut().take();
+        let known = facts.known.take();
         if !task.from_state {
             let expect = [task.status.as_str()];
             let edited = match &known {
@@ -51,7 +51,7 @@ impl<'w> Engine<'w> {
                 // A file broken since it was read is reported by the next pass; a write that
                 // failed is the run's failure.
                 Err(e @ (StoreError::Io { .. } | StoreError::Contended { .. })) => {
-                    self.claim_refused(task, node, &run_id, &e.to_string());
+                    self.claim_refused(subject, &run_id, &e.to_string());
                     return None;
                 }
                 Err(e) => {
@@ -109,11 +109,11 @@ impl<'w> Engine<'w> {
             tracing::info!("{id}: the claim was dropped ({why}); {} does not run", node.name);
             self.audit.record(&run_id, "claim_dropped", &id, &why.to_string(), &[]);
             // A remote that refused this claim refuses the next: no more tries this pass.
-            self.claims_allowed.set(sync.reachable_now());
+            facts.claims_allowed = sync.reachable_now();
             return None;
         }
         // The version readiness settled on (a paused rollout's own) with the task's unit.
-        let release = Release::new(self.release_of(task).unit, version);
+        let release = Release::new(subject.release.unit.clone(), version);
         if node.action.deploys() {
             self.raise(
                 crate::notify::Event::DeployStarted,
@@ -121,7 +121,7 @@ impl<'w> Engine<'w> {
                 crate::notify::Raised {
                     unit_id: release.unit.clone(),
                     version: release.version.to_string(),
-                    environment: self.environment_of(task, node).unwrap_or_default(),
+                    environment: subject.environment.clone().unwrap_or_default(),
                     task_id: id.clone(),
                     run_id: run_id.clone(),
                     message: format!("{} started for {}", node.name, release.label()),
@@ -139,7 +139,7 @@ impl<'w> Engine<'w> {
             reason: e.reason(),
             log: e.log().to_owned(),
         });
-        self.finish(task, node, &mut run, &outcome, state);
+        self.finish(subject, &mut run, &outcome, state);
         if let Some(sync) = &self.options.sync {
             sync.publish_results(&id, &node.name, &outcome.kind().to_string(), &run_id);
         }
@@ -216,7 +216,8 @@ impl<'w> Engine<'w> {
     /// A claim `tasks.json` refused (read-only, immutable, a full disk): the run's failure to
     /// write, a line in the audit log, and one human request while it lasts, so nobody waits
     /// on a daemon that says nothing.
-    pub(super) fn claim_refused(&self, task: &Task, node: &Node, run_id: &str, why: &str) {
+    pub(super) fn claim_refused(&self, subject: &Subject<'_>, run_id: &str, why: &str) {
+        let (task, node) = (subject.task, subject.node);
         let id = task.id.as_str();
         let file = self.ws.config.paths.tasks.clone();
         self.write_failed(format!("cannot claim {id}: {why}"));
@@ -225,7 +226,7 @@ impl<'w> Engine<'w> {
             agent: self.ws.config.agent.name.clone(),
             task_id: id.to_owned(),
             node: node.name.clone(),
-            unit_id: task.release().unit,
+            unit_id: subject.release.unit.clone(),
             severity: "HIGH",
             issue: format!("`{file}` refused the claim of `{id}`: {why}"),
             impact: format!("`{}` cannot start; no work of this runner can be recorded", node.name),

@@ -227,28 +227,43 @@ pub struct Engine<'w> {
     audit: Audit,
     secrets: Secrets,
     options: Options,
-    /// False while the git remote is unreachable or the sync stopped: no new claims.
-    claims_allowed: std::cell::Cell<bool>,
     /// Tasks whose node ran and ended blocked during this `run` (another runner holds an
     /// `ssh` host's deploy lock, which admission cannot see without connecting): they wait
-    /// for the next run instead of being tried again pass after pass.
+    /// for the next run instead of being tried again pass after pass. Kept for the whole run,
+    /// not a pass.
     pub(super) blocked_by_run: std::cell::RefCell<std::collections::BTreeSet<String>>,
-    /// Failed writes of the workflow's records, for the summary (see [`Summary::write_errors`]).
+    /// Failed writes of the workflow's records during this `run`, for the summary (see
+    /// [`Summary::write_errors`]).
     write_errors: std::cell::RefCell<Vec<String>>,
-    /// The time of this pass, taken once from `Options::clock` when it starts.
-    now: std::cell::Cell<jiff::Timestamp>,
-    /// The first instant a waiting deploy of this pass may start (see [`Summary::wake`]).
-    wake: std::cell::Cell<Option<jiff::Timestamp>>,
-    /// `tasks.json` as this pass read it, for its claim (see `validate::TaskList::known`):
-    /// taken by the claim, dropped when the pass ends.
-    known: std::cell::RefCell<Option<crate::validate::KnownTasks>>,
-    /// The version of `tasks.json` the last pass read (see [`Summary::owned_by_status`]).
-    read_stamp: std::cell::Cell<Option<crate::store::file::Stamp>>,
 }
 
-/// What one pass read of the whole task list, that the decisions about each task need: passed
-/// down from the pass to admission, never kept between passes.
+/// One task's run as the pass resolves it once, in `consider` (or recovery): the task, its
+/// node, its release (the task's unit and version; the version of the unit's newest R07 when
+/// the task names none) and the environment its node changes. Admission, blocking, execution
+/// and outcome recording read these instead of working them out again; a run's own release
+/// (`NodeRun::release`, which a paused rollout's journal may set) is what its outcome names.
+pub(super) struct Subject<'a> {
+    pub(super) task: &'a Task,
+    pub(super) node: &'a Node,
+    pub(super) release: Release,
+    pub(super) environment: Option<String>,
+}
+
+/// The facts of one pass that the decisions about each task need, read once when it starts:
+/// passed down to admission and execution, never kept between passes.
 struct Pass {
+    /// The time of this pass, taken once from `Options::clock`.
+    now: jiff::Timestamp,
+    /// Whether this pass may claim: false while the git remote is unreachable or the sync
+    /// stopped (an unpushed claim is not a claim), or once a remote refused a claim.
+    claims_allowed: bool,
+    /// `tasks.json` as this pass read it, for its claim (see `validate::TaskList::known`):
+    /// taken by the claim, dropped when the pass ends.
+    known: Option<crate::validate::KnownTasks>,
+    /// The version of `tasks.json` this pass read (see [`Summary::owned_by_status`]).
+    read: Option<crate::store::file::Stamp>,
+    /// The first instant a deploy that waits in this pass may start (see [`Summary::wake`]).
+    wake: Option<jiff::Timestamp>,
     /// The releases whose production deployment is open (pending, blocked or running): an
     /// approval without `version` counts only while a single release of its unit waits.
     open_production: Vec<Release>,
@@ -257,6 +272,15 @@ struct Pass {
     /// unit wait (seed 000, "Handling Deployment Failures": block subsequent deployments until
     /// resolved).
     unresolved: Vec<Unresolved>,
+}
+
+impl Pass {
+    /// Keeps `at` when it is the first instant a waiting deploy of this pass may start.
+    fn wake_at(&mut self, at: jiff::Timestamp) {
+        if self.wake.is_none_or(|known| at < known) {
+            self.wake = Some(at);
+        }
+    }
 }
 
 /// A production deployment that failed or was rolled back, and its open fix task.
@@ -283,7 +307,6 @@ impl<'w> Engine<'w> {
         let graph = Graph::load(ws)?;
         let secrets = Secrets::from_env(&ws.config.secrets);
         let audit = Audit::of(ws, secrets.clone());
-        let options_now = options.clock.now();
         Ok(Engine {
             ws,
             graph,
@@ -291,13 +314,8 @@ impl<'w> Engine<'w> {
             audit,
             secrets,
             options,
-            claims_allowed: std::cell::Cell::new(true),
             blocked_by_run: std::cell::RefCell::default(),
             write_errors: Default::default(),
-            now: std::cell::Cell::new(options_now),
-            wake: std::cell::Cell::new(None),
-            known: std::cell::RefCell::default(),
-            read_stamp: std::cell::Cell::new(None),
         })
     }
 
@@ -311,15 +329,25 @@ impl<'w> Engine<'w> {
         self.deliver(&mut summary);
         let started = Instant::now();
         let mut told = 0;
+        let mut read = None;
         self.blocked_by_run.borrow_mut().clear();
         summary.counted = self.options.progress.is_some();
         for _ in 0..MAX_PASSES {
             if self.options.cancel.stopping() {
                 break;
             }
-            self.sync_before_pass();
-            let acted = self.pass(&mut summary);
-            self.known.borrow_mut().take();
+            let claims_allowed = self.sync_before_pass();
+            let mut pass = Pass {
+                now: self.options.clock.now(),
+                claims_allowed,
+                known: None,
+                read: None,
+                wake: None,
+                open_production: Vec::new(),
+                unresolved: Vec::new(),
+            };
+            let acted = self.pass(&mut pass, &mut summary);
+            (read, summary.wake) = (pass.read, pass.wake);
             if acted {
                 // The pass changed the file after it read it.
                 summary.owned_by_status = None;
@@ -368,11 +396,10 @@ impl<'w> Engine<'w> {
         // A pass that ran nothing may still have written the file (a block) or the sync brought another version: its counts are
         // then of the file before that write.
         let now = crate::store::file::Stamp::of(&self.ws.path(&self.ws.config.paths.tasks));
-        if now.is_none() || now != self.read_stamp.get() {
+        if now.is_none() || now != read {
             summary.owned_by_status = None;
         }
         summary.write_errors = self.write_errors.take();
-        summary.wake = self.wake.get();
         summary.wake_at = summary.wake.map(crate::time::stamp);
         summary
     }
@@ -458,9 +485,10 @@ impl<'w> Engine<'w> {
             .ok()
     }
 
-    /// With `git.sync`: fetch, rebase and push before a pass; claims only while in sync.
-    fn sync_before_pass(&self) {
-        let Some(sync) = &self.options.sync else { return };
+    /// With `git.sync`: fetch, rebase and push before a pass. Returns whether the pass may
+    /// claim: only while in sync.
+    fn sync_before_pass(&self) -> bool {
+        let Some(sync) = &self.options.sync else { return true };
         if let Some(warning) = sync.restart_needed(&self.ws.config.git) {
             tracing::warn!("{warning}");
         }
@@ -474,7 +502,7 @@ impl<'w> Engine<'w> {
         if after != before {
             crate::trust::arrived(self.ws, &before, &after, head.as_deref(), &self.audit);
         }
-        self.claims_allowed.set(pass == crate::sync::Pass::Ready);
+        let claims_allowed = pass == crate::sync::Pass::Ready;
         if let crate::sync::Pass::Stopped(reason) = pass
             && sync.new_stop(&reason)
         {
@@ -496,12 +524,12 @@ impl<'w> Engine<'w> {
             };
             self.request_human(&request, &reason, &reason);
         }
+        claims_allowed
     }
 
-    /// One pass; returns whether it ran a node (and so another pass may find more to do).
-    fn pass(&self, summary: &mut Summary) -> bool {
-        self.now.set(self.options.clock.now());
-        self.wake.set(None);
+    /// One pass with its facts `facts`, which it completes as it reads; returns whether it ran
+    /// a node (and so another pass may find more to do).
+    fn pass(&self, facts: &mut Pass, summary: &mut Summary) -> bool {
         summary.blocked.clear();
         summary.waiting.clear();
         summary.plan.clear();
@@ -524,8 +552,8 @@ impl<'w> Engine<'w> {
             return false;
         }
         summary.owned_by_status = Some(std::mem::take(&mut loaded.owned_by_status));
-        self.read_stamp.set(loaded.stamp);
-        *self.known.borrow_mut() = loaded.known.take();
+        facts.read = loaded.stamp;
+        facts.known = loaded.known.take();
         let prefix = std::mem::take(&mut loaded.prefix);
         let prefix = prefix.as_str();
         // Each owned entry that may act is decoded into a typed task once per pass.
@@ -593,7 +621,7 @@ impl<'w> Engine<'w> {
                 (!resolved).then(|| Unresolved { unit: t.release().unit, task: t.id.clone(), fix, fix_status })
             })
             .collect();
-        let facts = Pass { open_production, unresolved };
+        (facts.open_production, facts.unresolved) = (open_production, unresolved);
         // With git sync, runners of this agent on other clones read the same list: each pass
         // starts at a random entry so that they spread over the work instead of all racing
         // for the first task (the loser of a race drops its claim, which costs a round trip).
@@ -636,7 +664,7 @@ impl<'w> Engine<'w> {
                     continue;
                 }
             };
-            if self.consider(&facts, task, node, &state, summary) {
+            if self.consider(facts, task, node, &state, summary) {
                 return true;
             }
         }
@@ -673,7 +701,7 @@ impl<'w> Engine<'w> {
                     task[key] = value.clone();
                 }
             }
-            if self.consider(&facts, &Task::from_value(task), node, &state, summary) {
+            if self.consider(facts, &Task::from_value(task), node, &state, summary) {
                 return true;
             }
         }
@@ -685,22 +713,23 @@ impl<'w> Engine<'w> {
 
     /// Decides about one task (or a current node standing in for one): blocks it, or runs it.
     /// Returns whether it ran a node.
-    fn consider(&self, facts: &Pass, task: &Task, node: &Node, state: &Value, summary: &mut Summary) -> bool {
+    fn consider(&self, facts: &mut Pass, task: &Task, node: &Node, state: &Value, summary: &mut Summary) -> bool {
         let id = task.id.clone();
         if self.blocked_by_run.borrow().contains(&id) {
             return false;
         }
-        match self.readiness(facts, task, node) {
+        let subject = self.subject(task, node);
+        match self.readiness(facts, &subject) {
             Readiness::Invalid(problems) => summary.problems.extend(problems),
             Readiness::Blocked { mut checks, mut reason, qa_rejected, request_approval } => {
                 if !self.options.dry_run {
-                    if request_approval && self.write_approval_request(task, node, &checks) {
+                    if request_approval && self.write_approval_request(&subject, &checks) {
                         // The request exists now: record the reason every later pass will see.
-                        if let Readiness::Blocked { checks: now, reason: why, .. } = self.readiness(facts, task, node) {
+                        if let Readiness::Blocked { checks: now, reason: why, .. } = self.readiness(facts, &subject) {
                             (checks, reason) = (now, why);
                         }
                     }
-                    self.block(task, node, &reason, qa_rejected.as_deref(), request_approval, &checks);
+                    self.block(&subject, &reason, qa_rejected.as_deref(), request_approval, &checks);
                 }
                 summary.blocked.push(Blocked { task: id, node: node.name.clone(), reason, checks });
             }
@@ -712,7 +741,7 @@ impl<'w> Engine<'w> {
                 if self.options.cancel.stopping() {
                     return false;
                 }
-                if let Some(ran) = self.execute(task, node, inputs, checks, version, state) {
+                if let Some(ran) = self.execute(facts, &subject, inputs, checks, version, state) {
                     summary.ran.push(ran);
                     return true;
                 }

@@ -7,14 +7,15 @@ use super::*;
 
 impl<'w> Engine<'w> {
     /// Records the end of a node: task, state, fix task, human request, signal, audit.
-    pub(super) fn finish(&self, task: &Task, node: &Node, run: &mut NodeRun<'_>, outcome: &Outcome, state: &Value) {
+    pub(super) fn finish(&self, subject: &Subject<'_>, run: &mut NodeRun<'_>, outcome: &Outcome, state: &Value) {
+        let (task, node) = (subject.task, subject.node);
         // What the node could not record is the run's failure to write, never only a log line.
         for error in std::mem::take(&mut run.record_errors) {
             self.write_failed(error);
         }
         if let Outcome::Blocked { reason, escalate } = outcome {
             self.blocked_by_run.borrow_mut().insert(task.id.clone());
-            return self.finish_blocked(task, node, run, reason, *escalate);
+            return self.finish_blocked(subject, run, reason, *escalate);
         }
         let id = task.id.clone();
         let now = crate::time::now_rfc3339();
@@ -40,8 +41,7 @@ impl<'w> Engine<'w> {
                 outcome_value["log"] = json!(log);
                 appends.push(self.with_context(
                     record::fix_task(&task.raw, &node.name, step, reason, log),
-                    task,
-                    node,
+                    subject,
                     run,
                 ));
             }
@@ -49,8 +49,7 @@ impl<'w> Engine<'w> {
                 outcome_value["rollback_reason"] = json!(reason);
                 appends.push(self.with_context(
                     record::fix_task(&task.raw, &node.name, "verification", reason, ""),
-                    task,
-                    node,
+                    subject,
                     run,
                 ));
             }
@@ -133,7 +132,7 @@ impl<'w> Engine<'w> {
                 self.edit_state(StateEdit { node: name, fields, current_nodes: None });
             }
         }
-        let unit = self.release_of(task).unit;
+        let unit = subject.release.unit.clone();
         let failed = matches!(outcome, Outcome::Failed { .. } | Outcome::RolledBack { .. });
         let event = match outcome {
             Outcome::Failed { .. } => Some(crate::notify::Event::Failed),
@@ -149,7 +148,7 @@ impl<'w> Engine<'w> {
                 crate::notify::Raised {
                     unit_id: run.release.unit.clone(),
                     version: run.release.version.to_string(),
-                    environment: self.environment_of(task, node).unwrap_or_default(),
+                    environment: subject.environment.clone().unwrap_or_default(),
                     task_id: id.clone(),
                     run_id: run.run_id.clone(),
                     message: run.summary.clone(),
@@ -256,9 +255,9 @@ impl<'w> Engine<'w> {
 
     /// The deployment context of a failure in its fix task (seed 000: a bug report with
     /// deployment context): environment, version, unit, run, and the figures the node saw.
-    pub(super) fn with_context(&self, mut fix: Value, task: &Task, node: &Node, run: &NodeRun<'_>) -> Value {
+    pub(super) fn with_context(&self, mut fix: Value, subject: &Subject<'_>, run: &NodeRun<'_>) -> Value {
         let mut context = json!({
-            "environment": self.environment_of(task, node),
+            "environment": subject.environment,
             "unit_id": run.release.unit,
             "version": run.release.version.as_str(),
             "run_id": run.run_id,
@@ -425,7 +424,8 @@ impl<'w> Engine<'w> {
     /// Records a node that stopped to wait after it was claimed: the task goes back to
     /// `blocked` (by opsflow, so every pass checks it again), the node too; a paused rollout
     /// also gets one human request and a `blocked` completion signal.
-    pub(super) fn finish_blocked(&self, task: &Task, node: &Node, run: &mut NodeRun<'_>, reason: &str, escalate: bool) {
+    pub(super) fn finish_blocked(&self, subject: &Subject<'_>, run: &mut NodeRun<'_>, reason: &str, escalate: bool) {
+        let (task, node) = (subject.task, subject.node);
         let id = task.id.clone();
         let now = crate::time::now_rfc3339();
         let reason = self.secrets.mask(reason);
@@ -455,8 +455,7 @@ impl<'w> Engine<'w> {
             fields.push(FieldOp::Set("blocked_by".into(), BLOCKED_BY.into()));
         }
         self.edit_state(StateEdit { node: node.name.clone(), fields, current_nodes: None });
-        let release = self.release_of(task);
-        let (unit, version) = (release.unit.clone(), release.version.as_str().to_owned());
+        let (unit, version) = (run.release.unit.clone(), run.release.version.as_str().to_owned());
         if escalate {
             let request = HumanRequest {
                 agent: self.ws.config.agent.name.clone(),
@@ -478,7 +477,7 @@ impl<'w> Engine<'w> {
                 raised_at: now.clone(),
                 run_id: run.run_id.clone(),
             };
-            let environment = self.environment_of(task, node).unwrap_or_else(|| "production".to_owned());
+            let environment = subject.environment.clone().unwrap_or_else(|| "production".to_owned());
             let decision = run.artifacts.iter().find(|a| a.contains("R17-rollback-decision")).cloned();
             self.raise(
                 crate::notify::Event::Paused,

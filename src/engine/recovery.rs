@@ -110,9 +110,9 @@ impl<'w> Engine<'w> {
                 named.join(", ")
             ));
         }
-        let release = self.release_of(&task);
+        let subject = self.subject(&task, node);
         let run_id = new_run_id();
-        let mut run = self.node_run(&task, node, &run_id, release);
+        let mut run = self.node_run(&task, node, &run_id, subject.release.clone());
         // The entry carries the dead runner's claim: the interruption is recorded on it.
         run.claim = Some(old_run.clone());
         // The hosts of an `ssh` environment are locked before they are rolled back, and stay
@@ -176,7 +176,7 @@ impl<'w> Engine<'w> {
         let state = load_json(self.ws, &self.ws.config.paths.state, crate::schema::SchemaName::State)
             .value
             .unwrap_or(Value::Null);
-        self.finish(&task, node, &mut run, &outcome, &state);
+        self.finish(&subject, &mut run, &outcome, &state);
         Some(Ran {
             task: id.to_owned(),
             node: node.name.clone(),

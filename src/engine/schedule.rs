@@ -34,12 +34,13 @@ impl<'w> Engine<'w> {
     /// says whether every other check passed (a wait timer without an approval starts then).
     pub(super) fn schedule_checks(
         &self,
+        pass: &mut Pass,
         env: &deploy::EnvConfig,
         release: &Release,
         approved: Approved,
         others_pass: bool,
     ) -> Vec<Check> {
-        let now = self.now.get();
+        let now = pass.now;
         let name = env.name.as_str();
         let runtime = self.ws.config.paths.runtime.as_str();
         let mut checks = Vec::new();
@@ -59,12 +60,12 @@ impl<'w> Engine<'w> {
         if let Some(window) = &env.deploy_window {
             let open = window.is_open(now);
             if let WindowState::Closed { opens: Some(opens) } = window.state(now) {
-                self.wake_at(opens);
+                pass.wake_at(opens);
             }
             checks.push(check(WINDOW_CHECK, open, window.describe(now)));
         }
         if let Some(timer) = env.wait_timer {
-            checks.push(self.wait_timer_check(env, release, timer, approved, others_pass));
+            checks.push(self.wait_timer_check(pass, env, release, timer, approved, others_pass));
         }
         checks
     }
@@ -74,13 +75,14 @@ impl<'w> Engine<'w> {
     /// approval withdrawn (held, rejected, edited back to pending) starts it again.
     fn wait_timer_check(
         &self,
+        pass: &mut Pass,
         env: &deploy::EnvConfig,
         release: &Release,
         timer: std::time::Duration,
         approved: Approved,
         others_pass: bool,
     ) -> Check {
-        let now = self.now.get();
+        let now = pass.now;
         let (name, runtime) = (env.name.as_str(), self.ws.config.paths.runtime.as_str());
         let length = crate::duration::format_duration(timer);
         let check = |passed: bool, detail: String| {
@@ -126,7 +128,7 @@ impl<'w> Engine<'w> {
         if now >= until {
             check(true, format!("{after}: over since {}", crate::time::stamp(until)))
         } else {
-            self.wake_at(until);
+            pass.wake_at(until);
             check(false, format!("{after}: waits until {}", crate::time::stamp(until)))
         }
     }
@@ -134,13 +136,6 @@ impl<'w> Engine<'w> {
     fn save_timers(&self, environment: &str, timers: &std::collections::BTreeMap<String, TimerStart>) {
         if let Err(e) = freeze::save_timers(&self.ws.root, &self.ws.config.paths.runtime, environment, timers) {
             self.write_failed(e.to_string());
-        }
-    }
-
-    /// Keeps `at` when it is the first instant a waiting deploy of this pass may start.
-    fn wake_at(&self, at: jiff::Timestamp) {
-        if self.wake.get().is_none_or(|known| at < known) {
-            self.wake.set(Some(at));
         }
     }
 
