@@ -210,6 +210,7 @@ impl<'w> Engine<'w> {
             after_switch: false,
             attempts: Vec::new(),
             agent_usage: None,
+            rerender: None,
         }
     }
 

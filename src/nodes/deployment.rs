@@ -597,129 +597,6 @@ pub fn write_rollback_result(
     Ok(())
 }
 
-/// Records in `deployment-report.json` what became of the release after the report was
-/// written, when the report is this unit's and version's.
-pub(crate) fn patch_report(run: &mut NodeRun<'_>, status: &str, why: &str) {
-    let release = run.release();
-    patch_report_of(run, &release, status, why);
-}
-
-/// [`patch_report`] for `release`, which may be another than the run's (a human's rollback
-/// undoes the release that was live). The plain report is patched when it is that release's;
-/// the release's history copy always is.
-pub(crate) fn patch_report_of(run: &mut NodeRun<'_>, release: &Release, status: &str, why: &str) {
-    let plain = run.ws.config.paths.deployment_report.clone();
-    let mut targets = vec![plain.clone()];
-    targets.extend(release.history_dir(run.ws).map(|dir| format!("{dir}/deployment-report.json")));
-    for file in targets {
-        let Ok(Some(text)) = run.ws.read_text(&file) else { continue };
-        let Ok(mut report) = crate::workspace::read::parse_json(&file, &text) else { continue };
-        let field = |key: &str| report.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
-        if !(field("unit_id") == release.unit && release::same_version(&field("version"), release.version.as_str())) {
-            continue;
-        }
-        report["deployment_summary"]["status"] = json!(status);
-        if let Some(issues) = report.get_mut("known_issues").and_then(Value::as_array_mut)
-            && !issues.iter().any(|i| i.as_str() == Some(why))
-        {
-            issues.push(json!(why));
-        }
-        report["next_steps"] = json!(next_steps(status, run.decided.as_ref()));
-        if status != "success" {
-            report["services_deployed"]
-                .as_array_mut()
-                .into_iter()
-                .flatten()
-                .for_each(|service| service["status"] = json!("unhealthy"));
-        }
-        report["run_id"] = json!(run.run_id);
-        if run.ws.schemas.validate(SchemaName::OwnDeploymentReport, &file, &report).is_empty() {
-            let text = format!("{}\n", serde_json::to_string_pretty(&report).expect("a Value serializes"));
-            let written = if file == plain {
-                run.write(&file, &text).map_err(|e| e.reason())
-            } else {
-                run.ws.inside(&file).map_err(|d| d.to_string()).and_then(|path| {
-                    write::write_file(&run.ws.root, &path, run.runner.secrets.mask(&text).as_bytes())
-                        .map_err(|e| e.to_string())
-                })
-            };
-            if let Err(e) = written {
-                run.record_errors.push(format!("cannot record in {file} that {} is {status}: {e}", release.label()));
-            }
-        }
-    }
-}
-
-/// The production reports of a release that a later rollback undid: their copies in the
-/// release's history folder say so too.
-const PRODUCTION_REPORTS: [&str; 4] =
-    ["R13-prod-deploy.md", "R14-monitoring-active.md", "R15-verification-result.md", "R16-health-check.md"];
-
-/// Says in `Deploy-<UNIT_ID>.md` (and its history copy) and in the history copies of the
-/// release's production reports (R13 to R16) that `release` was rolled back: the front matter
-/// `status` becomes `rolled_back`, a section says by whom, when, why and what was restored, and
-/// the deploy report's own lines on what is live follow.
-pub(crate) fn mark_deploy_report_rolled_back(run: &mut NodeRun<'_>, release: &Release, why: &str, restored: &str) {
-    let name = format!("Deploy-{}.md", release.unit);
-    let mut files = vec![format!("{}/{name}", run.ws.config.paths.deployments.trim_end_matches('/'))];
-    if let Some(dir) = release.history_dir(run.ws) {
-        files.push(format!("{dir}/{name}"));
-        files.extend(PRODUCTION_REPORTS.iter().map(|report| format!("{dir}/{report}")));
-    }
-    for file in files {
-        let Ok(Some(text)) = run.ws.read_text(&file) else { continue };
-        let Ok(doc) = crate::workspace::read::parse_markdown(&file, &text) else { continue };
-        let Some(fm) = doc.front_matter else { continue };
-        let field = |key: &str| fm.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
-        if field("unit_id") != release.unit || !release::same_version(&field("version"), release.version.as_str()) {
-            continue;
-        }
-        if text.contains(&format!("- Rolled back by run `{}`", run.run_id)) {
-            continue;
-        }
-        // Front matter is written by code, one `key: JSON value` a line.
-        let Some(end) = text.get(4..).and_then(|rest| rest.find("\n---\n")).map(|i| i + 4) else { continue };
-        let (front, body) = text.split_at(end);
-        let front: String = front
-            .lines()
-            .map(
-                |line| {
-                    if line.starts_with("status: ") { "status: \"rolled_back\"".to_owned() } else { line.to_owned() }
-                },
-            )
-            .collect::<Vec<_>>()
-            .join("\n");
-        let note = crate::render::markdown_escape(&run.runner.secrets.mask(why));
-        // The body's own statements of what is live and whether a rollback happened follow
-        // the front matter: the release is no longer live.
-        let body: String = body
-            .split_inclusive('\n')
-            .map(|line| match line.trim_end() {
-                l if l.starts_with("- **Status:** ") => "- **Status:** ROLLED_BACK\n".to_owned(),
-                l if l.starts_with("- Current version: ") => {
-                    format!("- Current version: {}\n", crate::render::markdown_escape(restored))
-                }
-                "- Rollback required: No" => format!("- Rollback required: Yes\n- Why: {note}\n"),
-                _ => line.to_owned(),
-            })
-            .collect();
-        let section = format!(
-            "\n## Rolled back\n\n- Rolled back by run `{}` at {}: {note}\n- Restored: {}\n",
-            run.run_id,
-            crate::time::now_rfc3339(),
-            crate::render::markdown_escape(restored)
-        );
-        let patched = format!("{front}{body}{section}");
-        let written = run.ws.inside(&file).map_err(|d| d.to_string()).and_then(|path| {
-            write::write_file(&run.ws.root, &path, run.runner.secrets.mask(&patched).as_bytes())
-                .map_err(|e| e.to_string())
-        });
-        if let Err(e) = written {
-            run.record_errors.push(format!("cannot record in {file} that {} was rolled back: {e}", release.label()));
-        }
-    }
-}
-
 pub(crate) fn write_rollback_decision(
     run: &mut NodeRun<'_>,
     decision: &str,
@@ -796,11 +673,21 @@ pub(crate) fn write_reports(
         _ => Vec::new(),
     };
     known_issues.extend(run.decided.as_ref().map(|d| d.why.clone()));
+    // What the environment's record says became of a release rolled back: every report of it
+    // names the same rollback.
+    let rolled_back = (status == "rolled_back").then(|| rolled_back_in(run.ws, env, &run.release)).flatten();
+    if let Some(rolled_back) = &rolled_back {
+        let sentence = rolled_back.sentence();
+        if !known_issues.iter().any(|i| i.contains(&rolled_back.why)) {
+            known_issues.push(sentence);
+        }
+    }
+    let deployed_at = run.rerender.as_ref().map_or_else(crate::time::now_rfc3339, |r| r.deployed_at.clone());
     let extra = json!({
         "report_status": status,
         "environment_name": if matches!(env.name.as_str(), "production" | "staging" | "dev") { env.name.clone() } else { "production".into() },
         "deployment_method": method,
-        "deployed_at": crate::time::now_rfc3339(),
+        "deployed_at": deployed_at,
         "region": match env.provider {
             deploy::Provider::Local => "local",
             deploy::Provider::Command => "configured by command",
@@ -830,7 +717,8 @@ pub(crate) fn write_reports(
             None => "run `commands.rollback` (and `commands.migrate_down` when the deploy migrated)".to_owned(),
         },
         "known_issues": known_issues,
-        "next_steps": next_steps(status, run.decided.as_ref()),
+        "next_steps": next_steps(status, run.decided.as_ref(), rolled_back.as_ref()),
+        "rolled_back": rolled_back,
         "decision": run.decided,
         "deploy": report,
         "monitoring": monitoring,
@@ -849,10 +737,27 @@ pub(crate) fn write_reports(
     run.keep("deployment-report.json", &report_text)?;
     let deploy_md = format!("{}/Deploy-{}.md", run.ws.config.paths.deployments.trim_end_matches('/'), run.release.unit);
     let name = format!("Deploy-{}.md", run.release.unit);
-    let (front, seed) = seed_deploy_report(run, env, report, monitoring, status);
+    let (front, seed) = seed_deploy_report(run, env, report, monitoring, status, rolled_back.as_ref());
+    let duration = seed["seed"]["duration"].as_str().unwrap_or_default().to_owned();
     let mut extra = extra;
     merge(&mut extra, seed);
     run.write_markdown_with(&name, Some(deploy_md), status, extra, front)?;
+    if let Some(rolled_back) = &rolled_back {
+        render_production_reports(run, env, report, monitoring, rolled_back)?;
+    }
+    let facts = ReportFacts {
+        environment: env.name.clone(),
+        run_id: run.rerender.as_ref().map_or_else(|| run.run_id.clone(), |r| r.run_id.clone()),
+        node: run.rerender.as_ref().map_or_else(|| run.node.name.clone(), |r| r.node.clone()),
+        inputs: run.report_inputs(),
+        deployed_at,
+        duration,
+        deploy: report.clone(),
+        monitoring: monitoring.cloned(),
+        approved_by: run.approved_by.clone(),
+        decided: run.decided.clone(),
+    };
+    keep_facts(run, &facts);
     Ok(())
 }
 
@@ -866,9 +771,10 @@ pub(crate) fn seed_deploy_report(
     report: &DeployReport,
     monitoring: Option<&Monitoring>,
     status: &str,
+    rolled_back: Option<&RolledBack>,
 ) -> (Map<String, Value>, Value) {
     let config = &run.ws.config;
-    let now = crate::time::now_rfc3339();
+    let now = run.rerender.as_ref().map_or_else(crate::time::now_rfc3339, |r| r.deployed_at.clone());
     let mut front = Map::new();
     front.insert("tags".into(), json!(["deployment", "release", "agent/devops"]));
     let project = config.project.clone().unwrap_or_else(|| "project".to_owned());
@@ -907,6 +813,9 @@ pub(crate) fn seed_deploy_report(
     let end = match (status, &run.decided) {
         ("success", Some(_)) => ("Kept in production by a person's decision", "SUCCESS"),
         ("success", None) => ("Deployment complete", "SUCCESS"),
+        ("rolled_back", _) if rolled_back.is_some_and(|r| r.requested) => {
+            ("Rolled back by a person's request", "ROLLED_BACK")
+        }
         ("rolled_back", _) => ("Rolled back to the previous release", "ROLLED_BACK"),
         _ if report.restored_previous => ("Deployment failed; the previous release was switched back in", "FAILED"),
         _ => ("Deployment failed", "FAILED"),
@@ -956,6 +865,7 @@ pub(crate) fn seed_deploy_report(
     };
     let previous = report.previous_release.clone().or_else(|| report.previous_version.clone());
     let rollback_reason = match (status, &report.rollback) {
+        ("rolled_back", _) if rolled_back.is_some() => rolled_back.map(RolledBack::sentence).unwrap_or_default(),
         ("rolled_back", _) if run.decided.is_some() => run.decided.as_ref().map(|d| d.why.clone()).unwrap_or_default(),
         ("rolled_back", _) => {
             monitoring.map(|m| m.reason.clone()).filter(|r| !r.is_empty()).unwrap_or_else(|| report.reason.clone())
@@ -971,6 +881,8 @@ pub(crate) fn seed_deploy_report(
     };
     let current = if status == "success" {
         run.release.label()
+    } else if let Some(rolled_back) = rolled_back {
+        rolled_back.restored.clone()
     } else {
         previous.clone().filter(|_| report.restored_previous || status == "rolled_back").unwrap_or_else(|| {
             if report.switched_in() {
@@ -983,7 +895,7 @@ pub(crate) fn seed_deploy_report(
     let body = json!({
         "seed": {
             "status": status.to_uppercase(),
-            "duration": duration,
+            "duration": run.rerender.as_ref().filter(|r| !r.duration.is_empty()).map_or(duration, |r| r.duration.clone()),
             "deployer": format!("{} (DevOps agent)", config.agent.name),
             "previous_version": previous.clone().unwrap_or_else(|| "none (first deployment)".to_owned()),
             "pre_health": match (&baseline, env.metrics.is_some()) {
@@ -1019,8 +931,17 @@ pub(crate) fn seed_deploy_report(
 
 /// The report's next steps for a release whose deployment ended `status`, after a person's
 /// decision when there was one.
-pub(crate) fn next_steps(status: &str, decided: Option<&Decided>) -> Vec<String> {
+pub(crate) fn next_steps(status: &str, decided: Option<&Decided>, rolled_back: Option<&RolledBack>) -> Vec<String> {
     match (status, decided) {
+        // A rollback a person asked for files no escalation.
+        ("rolled_back", _) if rolled_back.is_some_and(|r| r.requested) => vec![
+            format!(
+                "The release was rolled back by {}; {} serves users",
+                rolled_back.map_or("", |r| r.by.as_str()),
+                rolled_back.map_or("", |r| r.restored.as_str())
+            ),
+            "Ship a new version once the reason for the rollback is dealt with".to_owned(),
+        ],
         ("success", Some(decided)) => vec![
             format!("The monitoring period could not confirm the release; {}", decided.why),
             "Watch the release's error rate and latency closely; record the deployed product and feedback channels"
@@ -1235,9 +1156,13 @@ pub(crate) fn rollback_deployment(run: &mut NodeRun<'_>) -> Result<Outcome, Node
     }
     if let Some((unit, version)) = rollback.undone.clone().filter(|(_, v)| !v.is_empty()) {
         let undone = Release::new(unit, version);
-        patch_report_of(run, &undone, "rolled_back", &why);
-        let restored = rollback.restored.clone().unwrap_or_else(|| "nothing (the environment was taken down)".into());
-        mark_deploy_report_rolled_back(run, &undone, &why, &restored);
+        // Every report of the undone release is rendered again from its facts and the record.
+        if !render_undone(run, env, &undone, &rollback) {
+            patch_report_of(run, &undone, "rolled_back", &why);
+            let restored =
+                rollback.restored.clone().unwrap_or_else(|| "nothing (the environment was taken down)".into());
+            mark_deploy_report_rolled_back(run, &undone, &why, &restored);
+        }
         run.rolled_back.push(undone);
     }
     run.summary = format!("rolled back {environment}: {}", rollback.detail);

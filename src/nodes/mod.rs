@@ -5,6 +5,7 @@ mod build;
 mod deployment;
 mod feedback;
 mod infra;
+mod views;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ pub(crate) use build::*;
 pub(crate) use deployment::*;
 pub(crate) use feedback::*;
 pub(crate) use infra::*;
+pub(crate) use views::*;
 
 /// How a node ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -317,11 +319,14 @@ pub struct NodeRun<'a> {
     pub attempts: Vec<Value>,
     /// What an agent node's attempts spent (tokens, cost) and whether any reported a cost.
     pub agent_usage: Option<(crate::agent::usage::Usage, bool)>,
+    /// Set while this run renders another release's reports again (see `views.rs`): the plain
+    /// files are replaced only while they are still that release's.
+    pub(crate) rerender: Option<Rerender>,
 }
 
 /// A person's decision about a paused rollout: `proceed` or `rollback`, and the sentence that
 /// says who decided what and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Decided {
     pub decision: String,
     pub by: String,
@@ -367,9 +372,12 @@ impl NodeRun<'_> {
         json!({
             "project": config.project.clone().unwrap_or_default(),
             "agent": config.agent.name,
-            "node": self.node.name,
+            "node": self.report_node(),
             "run_id": self.run_id,
             "generated_at": crate::time::now_rfc3339(),
+            // What the environment's record says of the release's rollback, when it was
+            // rolled back (see `views.rs`).
+            "rolled_back": null,
             "unit_id": self.release.unit,
             "version": self.release.version.as_str(),
             "task": {"id": self.task.id, "title": self.task.title, "type": self.task.kind, "priority": self.task.priority.as_deref().unwrap_or("")},
@@ -390,6 +398,21 @@ impl NodeRun<'_> {
             "feedback": feedback_list(&config.feedback),
             "warnings": self.warnings,
         })
+    }
+
+    /// The node a report of this run is of: the run's own, or the deploy node whose reports
+    /// it renders again.
+    fn report_node(&self) -> &str {
+        self.rerender.as_ref().map_or(self.node.name.as_str(), |r| r.node.as_str())
+    }
+
+    /// The inputs (`{file, sha256}`) a report of this run names: the run's own, or those of the
+    /// deploy run whose reports it renders again.
+    pub(crate) fn report_inputs(&self) -> Vec<Value> {
+        match &self.rerender {
+            Some(rerender) => rerender.inputs.clone(),
+            None => self.inputs.iter().map(|a| json!({"file": a.file, "sha256": a.sha256})).collect(),
+        }
     }
 
     /// The release this run works on.
@@ -426,7 +449,7 @@ impl NodeRun<'_> {
         let mut context = self.base_context();
         merge(&mut context, extra);
         let mut front = Map::new();
-        front.insert("node".into(), self.node.name.clone().into());
+        front.insert("node".into(), self.report_node().into());
         // Environment artifacts belong to no release: they name none, so any release uses them.
         let of_release = release::scope(name) == Scope::Release;
         if of_release && !self.release.unit.is_empty() {
@@ -440,9 +463,8 @@ impl NodeRun<'_> {
         front.insert("run_id".into(), self.run_id.clone().into());
         front.insert("generated_at".into(), crate::time::now_rfc3339().into());
         front.insert("generated_by".into(), self.ws.config.agent.name.clone().into());
-        let inputs: Vec<Value> = self.inputs.iter().map(|a| json!({"file": a.file, "sha256": a.sha256})).collect();
-        front.insert("inputs".into(), inputs.into());
-        let tags: Vec<Value> = [Some("opsflow"), name.split('-').next(), Some(self.node.name.as_str())]
+        front.insert("inputs".into(), self.report_inputs().into());
+        let tags: Vec<Value> = [Some("opsflow"), name.split('-').next(), Some(self.report_node())]
             .into_iter()
             .flatten()
             .map(|t| Value::String(t.to_owned()))
@@ -467,6 +489,10 @@ impl NodeRun<'_> {
     }
 
     fn write(&mut self, relative: &str, text: &str) -> Result<(), NodeError> {
+        if self.rerender.is_some() && !names_release(self.ws, relative, &self.release) {
+            // Another release's report by now: the rendering goes to the history copy only.
+            return Ok(());
+        }
         let written = self.ws.inside(relative).map_err(NodeError::input("write")).and_then(|path| {
             let masked = self.runner.secrets.mask(text);
             write::write_file(&self.ws.root, &path, masked.as_bytes()).map_err(NodeError::io("write"))

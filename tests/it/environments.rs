@@ -518,3 +518,63 @@ fn every_report_agrees_with_the_record_after_each_way_a_release_ends() {
         "a release refused before anything changed is no deployment: {releases:?}"
     );
 }
+
+#[test]
+fn a_human_rollback_renders_every_report_of_the_undone_release_again_from_the_record() {
+    let ws = first_release_shipped();
+    let (_, code, summary) = approved_release(&ws, "UNIT-002", "1.0.0", 0.1);
+    assert_eq!(code, 0, "{summary}");
+    let history_dir = "docs/workflow/releases/UNIT-002/1.0.0";
+    let report_before = crate::engine::json_file(&ws, "ARTIFACTS/devops-engineer/deployment-report.json");
+    let unit_001_before = ws.read_string("docs/workflow/deployments/Deploy-UNIT-001.md");
+    assert!(
+        ws.join(&format!("{history_dir}/report-facts.json")).is_file(),
+        "the facts the reports are rendered from are kept"
+    );
+
+    let rollback = ws.run(&["rollback", "production", "--reason", "checkout is slow"]);
+    assert_eq!(rollback.code(), Some(0), "{}\n{}", rollback.stdout(), rollback.stderr());
+    assert!(live_index(&ws).contains("UNIT-001 1.0.0"));
+    // What every report says of the rollback is what the record says of it.
+    let record = history(&ws, "production");
+    let event = &record["events"][0];
+    assert_eq!(event["event"], "rolled_back", "{record:#}");
+    let (at, by) = (event["at"].as_str().unwrap(), event["by"].as_str().unwrap());
+    let line = format!("- Rolled back at {at} by {by} (run `");
+    for file in [
+        "docs/workflow/artifacts/R13-prod-deploy.md".to_owned(),
+        "docs/workflow/deployments/Deploy-UNIT-002.md".to_owned(),
+        format!("{history_dir}/Deploy-UNIT-002.md"),
+        format!("{history_dir}/R13-prod-deploy.md"),
+        format!("{history_dir}/R14-monitoring-active.md"),
+        format!("{history_dir}/R15-verification-result.md"),
+        format!("{history_dir}/R16-health-check.md"),
+    ] {
+        let text = ws.read_string(&file);
+        assert!(text.contains("status: \"rolled_back\""), "{file}:\n{text}");
+        assert_eq!(text.matches("## Rolled back").count(), 1, "{file}:\n{text}");
+        assert!(text.contains(&line) && text.contains("): checkout is slow"), "{file}:\n{text}");
+        assert!(text.contains("- Restored: UNIT-001 1.0.0"), "{file}:\n{text}");
+    }
+    let md = ws.read_string("docs/workflow/deployments/Deploy-UNIT-002.md");
+    assert!(md.contains("- **Status:** ROLLED_BACK"), "{md}");
+    assert!(md.contains("- Current version: UNIT-001 1.0.0"), "{md}");
+    assert!(md.contains(&format!("- Rollback required: Yes\n- Why: rolled back by {by}: checkout is slow")), "{md}");
+    for file in
+        ["ARTIFACTS/devops-engineer/deployment-report.json".to_owned(), format!("{history_dir}/deployment-report.json")]
+    {
+        let report = crate::engine::json_file(&ws, &file);
+        assert_eq!(report["deployment_summary"]["status"], "rolled_back", "{file}: {report:#}");
+        // When it was deployed stays what it was: the rendering is new, the deploy is not.
+        assert_eq!(report["deployment_summary"]["deployed_at"], report_before["deployment_summary"]["deployed_at"]);
+        assert!(
+            report["known_issues"].to_string().contains(&format!("rolled back by {by}: checkout is slow")),
+            "{report:#}"
+        );
+        let steps = report["next_steps"].to_string();
+        assert!(steps.contains("UNIT-001 1.0.0 serves users") && !steps.contains("escalation"), "{steps}");
+    }
+    // The release that serves again keeps its own reports as they were.
+    assert_eq!(ws.read_string("docs/workflow/deployments/Deploy-UNIT-001.md"), unit_001_before);
+    assert_records_agree(&ws);
+}
