@@ -126,6 +126,11 @@ adds.sort()
 print(f"| `opsflow tasks add`, p50 / p95 / max ({len(adds)} adds) | {q(adds, 0.5) * 1000:.0f} / {q(adds, 0.95) * 1000:.0f} / {adds[-1] * 1000:.0f} ms |")
 print(f"| daemon peak RSS (VmHWM) | {hwm / 1024:.0f} MiB |")
 PY
+# Each owned task is four rewrites of tasks.json under its lock: its add, the other agent's
+# add that follows it, the claim and the outcome.
+echo
+mkdir -p "$work/floor"
+python3 "$repo/scripts/bench-floor.py" "$ws/docs/workflow/tasks.json" "$work/floor" --writes-per-task 4
 exit 0
 fi
 python3 - "$ws" "$port" "$ARRIVING" "$PREFILL" "$bytes" "$daemon_pid" <<'PY'

@@ -148,3 +148,7 @@ Daemon: \`opsflow -C WS -vv watch\` (debug log to a file), stopped with SIGTERM 
 
 EOF
 cat "$report"
+echo
+mkdir -p "$work/floor"
+debounce_ms=$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); d=c.get("devops",{}).get("debounce","50ms"); print(float(d[:-2]) if d.endswith("ms") else float(d.rstrip("s"))*1000)' "$ws/project-config.json")
+python3 "$repo/scripts/bench-floor.py" "$ws/docs/workflow/tasks.json" "$work/floor" --debounce-ms "$debounce_ms"
