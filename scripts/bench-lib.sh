@@ -74,3 +74,25 @@ with open(state_path, "w") as f:
     f.write("\n")
 EOF
 }
+
+# Stops the daemon (`$daemon_pid`) and a helper (`$helper_pid`) when the script exits, and
+# removes `$work` unless BENCH_KEEP is set; NAME says whose workspace was kept.
+bench_cleanup_on_exit() {
+    bench_name=$1
+    daemon_pid=${daemon_pid:-}
+    helper_pid=${helper_pid:-}
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+bench_cleanup() {
+    local status=$?
+    if [[ -n $helper_pid ]]; then kill -TERM "$helper_pid" 2>/dev/null || true; fi
+    if [[ -n $daemon_pid ]] && kill -0 "$daemon_pid" 2>/dev/null; then
+        kill -TERM "$daemon_pid" 2>/dev/null || true
+        wait "$daemon_pid" 2>/dev/null || true
+    fi
+    if [[ -n ${BENCH_KEEP:-} ]]; then echo "$bench_name: kept $work" >&2; else rm -rf "$work"; fi
+    exit "$status"
+}

@@ -38,17 +38,7 @@ command -v python3 >/dev/null || die "python3 is required"
 # shellcheck source=scripts/bench-lib.sh
 source "$repo/scripts/bench-lib.sh"
 work=$(mktemp -d "${TMPDIR:-/tmp}/opsflow-bench-load.XXXXXX")
-daemon_pid=
-cleanup() {
-    local status=$?
-    if [[ -n $daemon_pid ]] && kill -0 "$daemon_pid" 2>/dev/null; then
-        kill -TERM "$daemon_pid" 2>/dev/null || true
-        wait "$daemon_pid" 2>/dev/null || true
-    fi
-    if [[ -n ${BENCH_KEEP:-} ]]; then echo "bench-load: kept $work" >&2; else rm -rf "$work"; fi
-    exit "$status"
-}
-trap cleanup EXIT
+bench_cleanup_on_exit bench-load
 bench_binary "$repo" "$work" || die "no binary to measure"
 ws=$work/ws
 bench_workspace "$repo" "$work" "$ws" "$PREFILL"

@@ -31,21 +31,7 @@ command -v python3 >/dev/null || die "python3 is required"
 source "$repo/scripts/bench-lib.sh"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/opsflow-bench-releases.XXXXXX")
-daemon_pid=
-helper_pid=
-cleanup() {
-    local status=$?
-    [[ -n $helper_pid ]] && kill -TERM "$helper_pid" 2>/dev/null || true
-    if [[ -n $daemon_pid ]] && kill -0 "$daemon_pid" 2>/dev/null; then
-        kill -TERM "$daemon_pid" 2>/dev/null || true
-        wait "$daemon_pid" 2>/dev/null || true
-    fi
-    if [[ -n ${BENCH_KEEP:-} ]]; then echo "bench-releases: kept $work" >&2; else rm -rf "$work"; fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_cleanup_on_exit bench-releases
 load_at_start=$(cut -d" " -f1-3 /proc/loadavg)
 
 bench_binary "$repo" "$work" || die "no binary to measure"
