@@ -221,6 +221,9 @@ mod tests {
             "docs/workflow/tasks.json___jb_old___",
             "docs/workflow/tasks.json.vsctmp",
             ".#project-config.json",
+            // An agent writing a large tasks.json to a temporary file it renames over it.
+            "docs/workflow/.tasks.json.agent-tmp",
+            "docs/workflow/tasks.json.tmp",
         ] {
             assert!(ignored(root, ".opsflow", &root.join(path)), "{path}");
         }

@@ -336,7 +336,12 @@ fn label_of(root: &Path, path: &Path) -> String {
 ///   `4913` (the file Vim creates to test whether a directory is writable);
 /// - JetBrains IDEs ("safe write"): `NAME___jb_tmp___` and `NAME___jb_old___`;
 /// - VS Code (atomic writes of its settings and state, and of saves where enabled):
-///   `NAME.vsctmp`.
+///   `NAME.vsctmp`;
+/// - any tool's atomic write (an agent writing `tasks.json` to a temporary file it then
+///   renames over it): a name that ends in `.tmp`, `-tmp`, `_tmp` or `.temp`, in any case. The
+///   rename that follows is the change; the temporary file's own writes, which go on for as
+///   long as a large file takes to write, must not start a reconcile that reads the file before
+///   the rename.
 pub fn editor_dropping(name: &str) -> bool {
     let vim_swap = || {
         name.starts_with('.')
@@ -353,7 +358,19 @@ pub fn editor_dropping(name: &str) -> bool {
         || name.ends_with("___jb_tmp___")
         || name.ends_with("___jb_old___")
         || name.ends_with(".vsctmp")
+        || atomic_write_temporary(name)
         || vim_swap()
+}
+
+/// `NAME.tmp`, `.NAME.agent-tmp`, `NAME_tmp`, `NAME.TEMP`: see [`editor_dropping`].
+fn atomic_write_temporary(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    ["tmp", "temp"].iter().any(|suffix| {
+        lower.len() > suffix.len() + 1
+            && lower.ends_with(suffix)
+            && (*suffix == "tmp" && lower[..lower.len() - 3].ends_with(['.', '-', '_'])
+                || *suffix == "temp" && lower[..lower.len() - 4].ends_with('.'))
+    })
 }
 
 /// A name from the config (an agent, an environment) made safe to use in a runtime file name:
@@ -437,6 +454,11 @@ mod tests {
             "R12-prod-approval.md___jb_tmp___",
             "R12-prod-approval.md___jb_old___",
             "tasks.json.vsctmp",
+            ".tasks.json.tmp",
+            ".tasks.json.agent-tmp",
+            "tasks.json_tmp",
+            "state.json.TMP",
+            "R12-prod-approval.md.temp",
         ] {
             assert!(editor_dropping(name), "{name}");
         }
@@ -450,6 +472,11 @@ mod tests {
             "49130",
             ".swp",
             "notes.sw",
+            "tmp",
+            ".tmp",
+            "R12-tmp-notes.md",
+            "attempt.md",
+            "contemp",
         ] {
             assert!(!editor_dropping(name), "{name}");
         }
