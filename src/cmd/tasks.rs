@@ -303,9 +303,19 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
     };
     with_settled_retry(ws, || {
         // Tried on the file as read first, so an `add` that is refused creates no lock file.
-        let read = ws.read_text(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
-        plan(read.as_deref())?;
-        file::modify(&ws.root, &path, &file, ws.config.limits.max_file_bytes, &mut plan)
+        // When the file is still at that version under the lock, that plan is the edit: the
+        // file is neither read nor scanned a second time.
+        let (read, known) =
+            file::Known::read(&path, || ws.read_text(&file).map_err(|d| StoreError::Invalid(Box::new(d))))?;
+        let current = known.as_ref().map(|k| k.text.as_str()).or(read.as_deref());
+        let mut planned = plan(current)?;
+        let known_text = known.as_ref().map(|k| k.text.as_ptr());
+        file::modify_known(&ws.root, &path, &file, ws.config.limits.max_file_bytes, known.as_ref(), |now| {
+            match (now, known_text) {
+                (Some(text), Some(known)) if text.as_ptr() == known => Ok(planned.take()),
+                _ => plan(now),
+            }
+        })
     })?;
     println!("{chosen_id}");
     note_agent_edit(ws, "task_added", &chosen_id, "filed with `opsflow tasks add`");

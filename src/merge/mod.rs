@@ -457,8 +457,11 @@ fn merge_tasks(
     let ours_side = ours_side?;
     let theirs_side = theirs_side.expect("scanning does not panic")?;
     let base_side = base_side.expect("scanning does not panic")?;
-    let empty_base =
-        TaskSide { text: "", layout: Layout { array_start: 0, wrapped: false, tag: None }, heads: Vec::new() };
+    let empty_base = TaskSide {
+        text: "",
+        layout: Layout { array_start: 0, wrapped: false, tag: None, shape: None },
+        heads: Vec::new(),
+    };
     let base_side = base_side.unwrap_or(empty_base);
 
     let base_map = index(Side::Base, base_side.text, &base_side.heads)?;

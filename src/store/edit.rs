@@ -208,9 +208,72 @@ pub fn append_elements(
     if values.is_empty() {
         return Ok(Vec::new());
     }
-    let mut elements = json::Elements::new(text, array_start);
-    let spans: Vec<Span> = (&mut elements).collect::<Result<_, _>>()?;
-    let close = elements.end - 1;
+    Ok(append_elements_in(text, array_start, &ArrayShape::of(text, array_start)?, values, style))
+}
+
+/// What appending to an array needs to know of it: its first, second and last elements and
+/// where it ends. A scan that walked the array already has it ([`ArrayShape::note`]), so an
+/// append does not walk the array again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArrayShape {
+    pub first: Option<Span>,
+    pub second: Option<Span>,
+    pub last: Option<Span>,
+    /// Just after the closing `]`.
+    pub end: usize,
+}
+
+impl ArrayShape {
+    /// Walks the array at `array_start`.
+    pub fn of(text: &str, array_start: usize) -> Result<ArrayShape, SyntaxError> {
+        let mut shape = ArrayShape::default();
+        let mut elements = json::Elements::new(text, array_start);
+        for span in &mut elements {
+            shape.note(span?);
+        }
+        shape.end = elements.end;
+        Ok(shape)
+    }
+
+    /// Takes in the next element, in order.
+    pub fn note(&mut self, span: Span) {
+        match (self.first, self.second) {
+            (None, _) => self.first = Some(span),
+            (Some(_), None) => self.second = Some(span),
+            _ => {}
+        }
+        self.last = Some(span);
+    }
+
+    /// This shape followed by `later`, the shape of the rest of the same array.
+    pub fn then(self, later: ArrayShape) -> ArrayShape {
+        let mut joined = self;
+        for span in [later.first, later.second].into_iter().flatten() {
+            if joined.second.is_none() {
+                joined.note(span);
+            }
+        }
+        if later.last.is_some() {
+            joined.last = later.last;
+        }
+        joined.end = later.end.max(self.end);
+        joined
+    }
+}
+
+/// [`append_elements`] into the array at `array_start` whose shape is known.
+pub fn append_elements_in(
+    text: &str,
+    array_start: usize,
+    shape: &ArrayShape,
+    values: &[Value],
+    style: &Style,
+) -> Vec<Splice> {
+    if values.is_empty() {
+        return Vec::new();
+    }
+    let spans: Vec<Span> = [shape.first, shape.second].into_iter().flatten().collect();
+    let close = shape.end - 1;
     let array_indent = line_indent(text, array_start);
     let first_gap = spans.first().map(|s| &text[array_start + 1..s.start]);
     let multiline = first_gap.map_or(style.multiline, |gap| gap.contains('\n'));
@@ -219,11 +282,11 @@ pub fn append_elements(
         None => format!("{array_indent}{}", style.unit),
     };
     // The unit inside an element: learned from the last element when it is a multi-line object.
-    let inner_unit = spans
-        .last()
+    let inner_unit = shape
+        .last
         .filter(|s| text.as_bytes()[s.start] == b'{')
         .and_then(|s| json::object_members(text, s.start).ok())
-        .zip(spans.last())
+        .zip(shape.last)
         .and_then(|((members, _), last)| members.first().map(|m| &text[last.start..m.key.start]))
         .and_then(|gap| indent_after_newline(gap).map(str::to_owned))
         .map(|member_indent| unit_between(&member_indent, &element_indent, style).to_owned())
@@ -235,10 +298,10 @@ pub fn append_elements(
     let rendered: Vec<String> =
         values.iter().map(|v| render(v, multiline, &inner_unit, &element_indent, style.newline)).collect();
     let join = if multiline { format!(",{}{element_indent}", style.newline) } else { inline_join };
-    match spans.last() {
+    match shape.last {
         Some(last) => {
             let with = rendered.iter().map(|r| format!("{join}{r}")).collect();
-            Ok(vec![Splice { start: last.end, end: last.end, with }])
+            vec![Splice { start: last.end, end: last.end, with }]
         }
         None => {
             let body = rendered.join(&join);
@@ -247,7 +310,7 @@ pub fn append_elements(
             } else {
                 body
             };
-            Ok(vec![Splice { start: array_start + 1, end: close, with }])
+            vec![Splice { start: array_start + 1, end: close, with }]
         }
     }
 }

@@ -48,6 +48,9 @@ pub struct Layout {
     /// Task Master's tagged form: the key (with its quotes) of the tag whose `tasks` array
     /// this is.
     pub tag: Option<Span>,
+    /// The array's first, second and last entries and its end, as the scan walked it, so that
+    /// an append needs no second walk; `None`: not known, an append walks the array.
+    pub shape: Option<edit::ArrayShape>,
 }
 
 impl Layout {
@@ -219,7 +222,7 @@ pub fn scan_in<'t>(
     selection: &Selection,
     keep: impl Fn(&TaskHead<'t>) -> bool + Sync,
 ) -> Result<(Layout, Vec<TaskHead<'t>>), LayoutError> {
-    let mut found = Found { heads: Vec::new(), entries: None };
+    let mut found = Found { heads: Vec::new(), entries: None, shape: Default::default() };
     let layout = scan_found(text, selection, &keep, &mut found)?;
     Ok((layout, found.heads))
 }
@@ -245,7 +248,8 @@ pub fn scan_index<'t>(
     // Room for an entry per 128 bytes (agents' entries are about 250): the list of a large
     // file is not copied as it grows, and the pages of the room it does not use are never
     // touched, so they cost no memory.
-    let mut found = Found { heads: Vec::new(), entries: Some(Vec::with_capacity(text.len() / 128)) };
+    let mut found =
+        Found { heads: Vec::new(), entries: Some(Vec::with_capacity(text.len() / 128)), shape: Default::default() };
     let layout = scan_found(text, selection, &keep, &mut found)?;
     Ok((layout, found.heads, found.entries.unwrap_or_default()))
 }
@@ -276,6 +280,8 @@ pub fn head_at<'t>(text: &'t str, layout: &Layout, selection: &Selection, index:
 struct Found<'t> {
     heads: Vec<TaskHead<'t>>,
     entries: Option<Vec<Entry<'t>>>,
+    /// The shape of the array walked, for an append (see [`Layout::shape`]).
+    shape: edit::ArrayShape,
 }
 
 fn scan_found<'t>(
@@ -292,7 +298,7 @@ fn scan_found<'t>(
         Some(b'[') => {
             let end = scan_array(text, start, 1, own, keep, kept)?;
             check_trailing(text, end)?;
-            Ok(Layout { array_start: start, wrapped: false, tag: None })
+            Ok(Layout { array_start: start, wrapped: false, tag: None, shape: Some(kept.shape) })
         }
         Some(b'{') => {
             let mut array_start = None;
@@ -339,8 +345,12 @@ fn scan_found<'t>(
             })?;
             check_trailing(text, end)?;
             match (array_start, tagged) {
-                (Some(array_start), None) => Ok(Layout { array_start, wrapped: true, tag: None }),
-                (None, Some((array_start, tag))) => Ok(Layout { array_start, wrapped: false, tag: Some(tag) }),
+                (Some(array_start), None) => {
+                    Ok(Layout { array_start, wrapped: true, tag: None, shape: Some(kept.shape) })
+                }
+                (None, Some((array_start, tag))) => {
+                    Ok(Layout { array_start, wrapped: false, tag: Some(tag), shape: Some(kept.shape) })
+                }
                 (Some(_), Some(_)) => Err(LayoutError::Shape(format!(
                     "the top-level object has both a `tasks` array and the Task Master tag `{}`; keep one",
                     wanted.unwrap_or_default()
@@ -438,6 +448,7 @@ fn walk<'t>(
             json::value_end_depth(text, pos, depth)?
         };
         head.span = Span { start: pos, end };
+        found.shape.note(head.span);
         dialect.finish(&mut head);
         if let Some(entries) = &mut found.entries {
             entries.push(Entry { span: head.span, id: head.id.clone(), status: head.status.clone() });
@@ -589,7 +600,22 @@ fn entry_boundary_after(text: &str, from: usize) -> Option<usize> {
 /// the first one reaches the guessed offset as the start of an entry, which is exactly the
 /// state the second one assumed; otherwise the first walks on to the end alone. Either way
 /// every byte is validated by a walk that started from a known state.
+/// Walks the task array at `start`; its shape is left in `kept.shape` (see [`Layout::shape`]).
 fn scan_array<'t>(
+    text: &'t str,
+    start: usize,
+    depth: usize,
+    dialect: Dialect<'_>,
+    keep: &(impl Fn(&TaskHead<'t>) -> bool + Sync),
+    kept: &mut Found<'t>,
+) -> Result<usize, SyntaxError> {
+    kept.shape = edit::ArrayShape::default();
+    let end = scan_array_walk(text, start, depth, dialect, keep, kept)?;
+    kept.shape.end = end;
+    Ok(end)
+}
+
+fn scan_array_walk<'t>(
     text: &'t str,
     start: usize,
     depth: usize,
@@ -617,7 +643,11 @@ fn scan_array<'t>(
         let second = scope.spawn(move || {
             // As in `scan_index`: room for an entry per 128 bytes of its half.
             let room = (text.len() - guess) / 128;
-            let mut found = Found { heads: Vec::new(), entries: entries.then(|| Vec::with_capacity(room)) };
+            let mut found = Found {
+                heads: Vec::new(),
+                entries: entries.then(|| Vec::with_capacity(room)),
+                shape: Default::default(),
+            };
             let walked = walk(text, guess, 0, (depth, dialect), None, keep, &mut found);
             (walked, found)
         });
@@ -635,6 +665,7 @@ fn scan_array<'t>(
                 if let (Some(all), Some(more)) = (&mut kept.entries, found.entries) {
                     all.extend(more);
                 }
+                kept.shape = kept.shape.then(found.shape);
                 match walked? {
                     Walk::Closed(end) => Ok(end),
                     Walk::Stopped(_) => unreachable!("no stop was asked for"),
@@ -755,10 +786,13 @@ pub fn splices_for(
     } else {
         Cow::Borrowed(&edits.appends)
     };
-    splices.extend(
-        edit::append_elements(text, layout.array_start, &appends, &style)
-            .map_err(|e| EditError::Layout(e.to_string()))?,
-    );
+    match &layout.shape {
+        Some(shape) => splices.extend(edit::append_elements_in(text, layout.array_start, shape, &appends, &style)),
+        None => splices.extend(
+            edit::append_elements(text, layout.array_start, &appends, &style)
+                .map_err(|e| EditError::Layout(e.to_string()))?,
+        ),
+    }
     Ok(splices)
 }
 
@@ -861,6 +895,40 @@ mod tests {
         for head in &kept {
             assert_eq!(head.value(&text)["id"], head.id.as_deref().unwrap());
         }
+    }
+
+    /// An append takes the array's shape from the scan instead of walking the array again: the
+    /// shape must be the one a walk finds, for every layout and on both threads of a large scan.
+    #[test]
+    fn the_scan_knows_the_array_shape_an_append_would_walk_for() {
+        let big = big_list(40_000);
+        let texts = [
+            "[]".to_owned(),
+            "[ ]\n".to_owned(),
+            r#"[{"id": "A"}]"#.to_owned(),
+            "[\n  {\"id\": \"A\"},\n  {\"id\": \"B\"}\n]\n".to_owned(),
+            r#"{"tasks": [{"id": "A"}, {"id": "B"}, {"id": "C"}], "meta": {"x": [1, 2]}}"#.to_owned(),
+            r#"{"master": {"tasks": [{"id": 1, "title": "t", "status": "pending"}, {"id": 2, "title": "u", "status": "done"}]}}"#.to_owned(),
+            r#"{"tasks": []}"#.to_owned(),
+            big.clone(),
+            big_list(3),
+        ];
+        for text in &texts {
+            let selection = Selection { tag: Ok("master".to_owned()), default_agent: None };
+            let (layout, _) = scan_in(text, &selection, |_| false).unwrap();
+            let walked = edit::ArrayShape::of(text, layout.array_start).unwrap();
+            assert_eq!(layout.shape, Some(walked), "{}", &text[..text.len().min(200)]);
+            // And an append from it writes what the walking append writes.
+            let task = serde_json::json!({"id": "NEW", "status": "pending"});
+            let style = Style::detect(text);
+            let known =
+                edit::append_elements_in(text, layout.array_start, &walked, std::slice::from_ref(&task), &style);
+            let walking = edit::append_elements(text, layout.array_start, &[task], &style).unwrap();
+            assert_eq!(edit::apply(text, known), edit::apply(text, walking));
+        }
+        let (layout, _) = scan(&big, |_| false).unwrap();
+        let shape = layout.shape.unwrap();
+        assert_eq!(shape.last.map(|s| &big[s.start..s.start + 16]), Some(r#"{"id": "T-39999""#));
     }
 
     #[test]
