@@ -23,7 +23,8 @@
 # another, with `opsflow tasks add` (each add takes the task list's lock, as agents' tools
 # do), and one other agent's task after every owned one. It reports the tasks claimed and done
 # per second, the time from an add returning to its task being `done` (tasks.json looked at
-# every 20 ms), and how long each `tasks add` took.
+# every 100 ms, so that looking costs little of the two cores), how long each `tasks add` took,
+# and the CPU time of the adds, the daemon and the looking.
 #
 # A benchmark, not a test: CI does not run it; it exits 0 whatever the figures.
 set -euo pipefail
@@ -86,6 +87,13 @@ def agent(a):
                 if owned:
                     added[tid] = now
 
+def daemon_cpu():
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+import resource
+cpu_before = (daemon_cpu(), resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF))
 start = time.monotonic()
 threads = [threading.Thread(target=agent, args=(a,)) for a in range(agents)]
 for t in threads:
@@ -100,9 +108,13 @@ while time.monotonic() - start < 900:
         done_at.setdefault(tid, now)
     if len(done_at) >= total:
         break
-    time.sleep(0.02)
+    time.sleep(0.1)
 for t in threads:
     t.join()
+wall = time.monotonic() - start
+children, me = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
+cpu = lambda after, before: after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+cpu_daemon, cpu_adds, cpu_me = daemon_cpu() - cpu_before[0], cpu(children, cpu_before[1]), cpu(me, cpu_before[2])
 end = max(done_at.values()) if done_at else time.monotonic()
 lat = sorted(done_at[t] - added[t] for t in done_at if t in added)
 q = lambda xs, p: xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
@@ -115,6 +127,12 @@ print(f"| from an add returning to its task `done`, p50 / p99 / max | {q(lat, 0.
 adds.sort()
 print(f"| `opsflow tasks add`, p50 / p95 / max ({len(adds)} adds) | {q(adds, 0.5) * 1000:.0f} / {q(adds, 0.95) * 1000:.0f} / {adds[-1] * 1000:.0f} ms |")
 print(f"| daemon peak RSS (VmHWM) | {hwm / 1024:.0f} MiB |")
+cores = os.cpu_count()
+print(f"| CPU time, of {cores} x {wall:.1f} s = {cores * wall:.1f} s | `tasks add` processes {cpu_adds:.1f} s "
+      f"({cpu_adds / max(len(adds), 1) * 1000:.0f} ms each), the daemon {cpu_daemon:.1f} s "
+      f"({cpu_daemon / max(len(done_at), 1) * 1000:.0f} ms per owned task), this script's polling of tasks.json {cpu_me:.1f} s |")
+per_task = (cpu_adds / max(len(adds), 1)) * 2 + cpu_daemon / max(len(done_at), 1)
+print(f"| the CPU floor: {cores} cores / (two adds + the daemon's share) per owned task | {cores / per_task:.1f} per second |")
 PY
 # Each owned task is four rewrites of tasks.json under its lock: its add, the other agent's
 # add that follows it, the claim and the outcome.
