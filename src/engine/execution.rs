@@ -205,6 +205,7 @@ impl<'w> Engine<'w> {
             rolled_back: Vec::new(),
             warnings: Vec::new(),
             decided: None,
+            waits_for_decision: None,
             record_errors: Vec::new(),
             claim: None,
             after_switch: false,

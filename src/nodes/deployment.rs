@@ -197,10 +197,11 @@ pub(crate) fn deploy_to(run: &mut NodeRun<'_>, environment: &str) -> Result<Outc
         }
         Verified::Paused(monitoring) => {
             run.also_completed.clear();
-            write_reports(run, env, &report, Some(&monitoring), "failed")?;
             let reason = monitoring.reason.clone();
             // The report's statuses have no "paused": it says failed, and why it waits.
-            patch_report(run, "failed", &format!("the monitoring period paused for a human decision in R17: {reason}"));
+            run.waits_for_decision =
+                Some(format!("the monitoring period paused for a human decision in R17: {reason}"));
+            write_reports(run, env, &report, Some(&monitoring), "failed")?;
             // The decision renders every report again from these facts.
             journal.reports = Some(json!({"deploy": report, "monitoring": monitoring}));
             return pause(run, env, journal, "monitoring period", &reason);
@@ -673,6 +674,7 @@ pub(crate) fn write_reports(
         _ => Vec::new(),
     };
     known_issues.extend(run.decided.as_ref().map(|d| d.why.clone()));
+    known_issues.extend(run.waits_for_decision.clone());
     // What the environment's record says became of a release rolled back: every report of it
     // names the same rollback.
     let rolled_back = (status == "rolled_back").then(|| rolled_back_in(run.ws, env, &run.release)).flatten();

@@ -304,6 +304,9 @@ pub struct NodeRun<'a> {
     pub warnings: Vec<Value>,
     /// A person's decision about a paused rollout that this run carries out, for its reports.
     pub decided: Option<Decided>,
+    /// Why the rollout this run paused waits for a person's decision: a known issue in its
+    /// reports until the decision renders them again.
+    pub waits_for_decision: Option<String>,
     /// Records this run could not write (a report's later patch, a history copy, a change of
     /// the environment's record), each naming its file: the engine fails the run with them.
     pub record_errors: Vec<String>,
