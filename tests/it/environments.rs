@@ -578,3 +578,34 @@ fn a_human_rollback_renders_every_report_of_the_undone_release_again_from_the_re
     assert_eq!(ws.read_string("docs/workflow/deployments/Deploy-UNIT-001.md"), unit_001_before);
     assert_records_agree(&ws);
 }
+
+#[test]
+fn a_release_whose_history_keeps_no_report_facts_still_has_its_reports_say_it_was_rolled_back() {
+    // Reports written before `report-facts.json` was kept cannot be rendered again: they are
+    // patched with the same statements instead.
+    let ws = first_release_shipped();
+    let (_, code, summary) = approved_release(&ws, "UNIT-002", "1.0.0", 0.1);
+    assert_eq!(code, 0, "{summary}");
+    let history_dir = "docs/workflow/releases/UNIT-002/1.0.0";
+    std::fs::remove_file(ws.join(&format!("{history_dir}/report-facts.json"))).unwrap();
+
+    let rollback = ws.run(&["rollback", "production", "--reason", "checkout is slow"]);
+    assert_eq!(rollback.code(), Some(0), "{}\n{}", rollback.stdout(), rollback.stderr());
+    assert!(live_index(&ws).contains("UNIT-001 1.0.0"));
+    for file in [
+        "docs/workflow/deployments/Deploy-UNIT-002.md".to_owned(),
+        format!("{history_dir}/Deploy-UNIT-002.md"),
+        format!("{history_dir}/R13-prod-deploy.md"),
+        format!("{history_dir}/R16-health-check.md"),
+    ] {
+        let text = ws.read_string(&file);
+        assert!(text.contains("status: \"rolled_back\""), "{file}:\n{text}");
+        assert_eq!(text.matches("## Rolled back").count(), 1, "{file}:\n{text}");
+        assert!(text.contains("checkout is slow") && text.contains("- Restored: UNIT-001 1.0.0"), "{file}:\n{text}");
+    }
+    let md = ws.read_string("docs/workflow/deployments/Deploy-UNIT-002.md");
+    assert!(md.contains("- **Status:** ROLLED_BACK") && md.contains("- Rollback required: Yes"), "{md}");
+    let report = crate::engine::json_file(&ws, &format!("{history_dir}/deployment-report.json"));
+    assert_eq!(report["deployment_summary"]["status"], "rolled_back", "{report:#}");
+    assert_records_agree(&ws);
+}
