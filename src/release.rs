@@ -285,12 +285,16 @@ pub fn find(ws: &Workspace, name: &str, release: &Release) -> Result<Lookup, Vec
     Ok(elsewhere.unwrap_or(Lookup::Missing))
 }
 
-/// The front matter `unit_id` and `version` of an existing file, if it parses.
-fn bound_release(ws: &Workspace, file: &str) -> Option<Release> {
+/// The `unit_id` and `version` an existing file names (a markdown file's front matter, a JSON
+/// report's top level), if it parses.
+pub(crate) fn bound_release(ws: &Workspace, file: &str) -> Option<Release> {
     let text = ws.read_text(file).ok().flatten()?;
-    let doc = crate::workspace::read::parse_markdown(file, &text).ok()?;
-    let fm = doc.front_matter?;
-    let field = |key: &str| fm.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let fields = if file.ends_with(".json") {
+        crate::workspace::read::parse_json(file, &text).ok()?
+    } else {
+        crate::workspace::read::parse_markdown(file, &text).ok()?.front_matter?
+    };
+    let field = |key: &str| fields.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
     Some(Release::new(field("unit_id"), field("version")))
 }
 

@@ -324,7 +324,7 @@ pub struct NodeRun<'a> {
     pub agent_usage: Option<(crate::agent::usage::Usage, bool)>,
     /// Set while this run renders another release's reports again (see `views.rs`): the plain
     /// files are replaced only while they are still that release's.
-    pub(crate) rerender: Option<Rerender>,
+    pub(crate) rerender: Option<Box<ReportFacts>>,
 }
 
 /// A person's decision about a paused rollout: `proceed` or `rollback`, and the sentence that

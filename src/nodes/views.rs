@@ -16,7 +16,9 @@ use serde::Deserialize;
 /// The file in a release's history folder that its reports are rendered from again.
 pub const FACTS_FILE: &str = "report-facts.json";
 
-/// What a production deploy run measured, as its reports were first rendered from it.
+/// What a production deploy run measured, as its reports were first rendered from it. While a
+/// later run renders them again (`NodeRun::rerender`), the times and the deploy run's node and
+/// inputs here stand, and a plain file is replaced only while it is still that release's.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ReportFacts {
     pub environment: String,
@@ -38,18 +40,6 @@ pub(crate) struct ReportFacts {
     pub approved_by: Option<String>,
     #[serde(default)]
     pub decided: Option<Decided>,
-}
-
-/// A rendering of a release's reports that is not its deploy run's own: the times of the
-/// first rendering stand, and a plain file is replaced only while it is still that release's.
-#[derive(Debug, Clone)]
-pub(crate) struct Rerender {
-    /// The deploy run whose facts these are, its node and what it read.
-    pub run_id: String,
-    pub node: String,
-    pub inputs: Vec<Value>,
-    pub deployed_at: String,
-    pub duration: String,
 }
 
 /// What the environment's record says of a release's rollback: its newest `rolled_back` event.
@@ -124,15 +114,7 @@ pub(crate) fn load_facts(ws: &Workspace, release: &Release) -> Option<ReportFact
 /// Whether the report at `file` is `release`'s (its `unit_id` and `version`, in its front
 /// matter or JSON): a report another release has replaced since is left alone.
 pub(crate) fn names_release(ws: &Workspace, file: &str, release: &Release) -> bool {
-    let Ok(Some(text)) = ws.read_text(file) else { return false };
-    let fields: Option<Map<String, Value>> = if file.ends_with(".json") {
-        crate::workspace::read::parse_json(file, &text).ok().and_then(|v| v.as_object().cloned())
-    } else {
-        crate::workspace::read::parse_markdown(file, &text).ok().and_then(|d| d.front_matter?.as_object().cloned())
-    };
-    let Some(fields) = fields else { return false };
-    let field = |key: &str| fields.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
-    field("unit_id") == release.unit && release::same_version(&field("version"), release.version.as_str())
+    release::bound_release(ws, file).as_ref() == Some(release)
 }
 
 /// Renders every report of `undone`, a release a person's rollback took away, again from its
@@ -149,14 +131,13 @@ pub(crate) fn render_undone(
     let release = std::mem::replace(&mut run.release, undone.clone());
     let decided = std::mem::replace(&mut run.decided, facts.decided.clone());
     let approved_by = std::mem::replace(&mut run.approved_by, facts.approved_by.clone());
-    run.rerender = Some(Rerender {
-        run_id: facts.run_id.clone(),
-        node: if facts.node.is_empty() { run.node.name.clone() } else { facts.node.clone() },
-        inputs: facts.inputs.clone(),
-        deployed_at: facts.deployed_at.clone(),
-        duration: facts.duration.clone(),
-    });
-    let rendered = write_reports(run, env, &report, facts.monitoring.as_ref(), "rolled_back");
+    let monitoring = facts.monitoring.clone();
+    let mut facts = facts;
+    if facts.node.is_empty() {
+        facts.node = run.node.name.clone();
+    }
+    run.rerender = Some(Box::new(facts));
+    let rendered = write_reports(run, env, &report, monitoring.as_ref(), "rolled_back");
     run.rerender = None;
     run.release = release;
     run.decided = decided;

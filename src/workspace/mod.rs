@@ -365,12 +365,7 @@ pub fn editor_dropping(name: &str) -> bool {
 /// `NAME.tmp`, `.NAME.agent-tmp`, `NAME_tmp`, `NAME.TEMP`: see [`editor_dropping`].
 fn atomic_write_temporary(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    ["tmp", "temp"].iter().any(|suffix| {
-        lower.len() > suffix.len() + 1
-            && lower.ends_with(suffix)
-            && (*suffix == "tmp" && lower[..lower.len() - 3].ends_with(['.', '-', '_'])
-                || *suffix == "temp" && lower[..lower.len() - 4].ends_with('.'))
-    })
+    [".tmp", "-tmp", "_tmp", ".temp"].iter().any(|suffix| lower.len() > suffix.len() && lower.ends_with(suffix))
 }
 
 /// A name from the config (an agent, an environment) made safe to use in a runtime file name:

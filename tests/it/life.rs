@@ -221,12 +221,19 @@ fn a_project_ships_many_releases_and_every_record_stays_true() {
     ws.run(&["tasks", "update", &format!("FIX-{}", bad[2]), "--set", "status=done"]).status(0);
 
     // A human rolls production back: UNIT-001 1.1.0 is undone, UNIT-002 1.0.0 serves.
+    // The plain reports are UNIT-002 1.1.0's (the newest deploy): they are not UNIT-001's to
+    // render again, and stay as they are.
+    let plain_reports = ["docs/workflow/artifacts/R13-prod-deploy.md", REPORT];
+    let before: Vec<String> = plain_reports.iter().map(|f| ws.read_string(f)).collect();
+    assert!(before[0].contains("unit_id: \"UNIT-002\"") && before[0].contains("version: \"1.1.0\""), "{}", before[0]);
     let rollback = ws.run(&["rollback", "production", "--reason", "checkout is slow"]);
     assert_eq!(rollback.code(), Some(0), "{}\n{}", rollback.stdout(), rollback.stderr());
     assert!(live_index(&ws).contains("UNIT-002 1.0.0"), "{}", live_index(&ws));
     assert_eq!(status_of(&ws, &u1[2]), "rolled_back");
     let deploy_md = ws.read_string("docs/workflow/deployments/Deploy-UNIT-001.md");
     assert!(deploy_md.contains("status: \"rolled_back\""), "{deploy_md}");
+    let after: Vec<String> = plain_reports.iter().map(|f| ws.read_string(f)).collect();
+    assert_eq!(after, before, "another release's plain reports were rewritten");
     // The undone release's production reports in its history say so too, once each.
     for report in
         ["R13-prod-deploy.md", "R14-monitoring-active.md", "R15-verification-result.md", "R16-health-check.md"]
