@@ -50,21 +50,17 @@ log=$work/daemon.log
 daemon_pid=$!
 
 if (( AGENTS > 0 )); then
-python3 - "$ws" "$port" "$ARRIVING" "$PREFILL" "$bytes" "$daemon_pid" "$AGENTS" "$opsflow" <<'PY'
+PYTHONPATH="$repo/scripts" python3 - "$ws" "$port" "$ARRIVING" "$PREFILL" "$bytes" "$daemon_pid" "$AGENTS" "$opsflow" <<'PY'
 import os, re, statistics, subprocess, sys, threading, time, urllib.request
 ws, port, arriving, prefill, size, pid, agents, opsflow = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]), sys.argv[8]
 base = f"http://127.0.0.1:{port}"
-deadline = time.monotonic() + 60
-while True:
-    try:
-        with urllib.request.urlopen(base + "/healthz", timeout=30) as r:
-            if r.status == 200:
-                break
-    except OSError:
-        pass
-    if time.monotonic() > deadline:
-        sys.exit("the daemon did not answer /healthz within 60 s")
-    time.sleep(0.1)
+from benchlib import wait_until
+
+def healthy():
+    with urllib.request.urlopen(base + "/healthz", timeout=30) as r:
+        return r.status == 200
+
+wait_until("answer /healthz", healthy, 60)
 tasks_path = f"{ws}/docs/workflow/tasks.json"
 added = {}      # id -> monotonic time its add returned
 done_at = {}    # id -> monotonic time it was first seen done
@@ -141,7 +137,7 @@ mkdir -p "$work/floor"
 python3 "$repo/scripts/bench-floor.py" "$ws/docs/workflow/tasks.json" "$work/floor" --writes-per-task 4
 exit 0
 fi
-python3 - "$ws" "$port" "$ARRIVING" "$PREFILL" "$bytes" "$daemon_pid" <<'PY'
+PYTHONPATH="$repo/scripts" python3 - "$ws" "$port" "$ARRIVING" "$PREFILL" "$bytes" "$daemon_pid" <<'PY'
 import json, os, sys, time, urllib.request
 ws, port, arriving, prefill, size, pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 base = f"http://127.0.0.1:{port}"
@@ -159,16 +155,8 @@ def total(text, name):
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith(name) and not line.startswith(name + "_") and not line.startswith("#"))
 
-deadline = time.monotonic() + 60
-while True:
-    try:
-        if get("/healthz")[1] == 200:
-            break
-    except OSError:
-        pass
-    if time.monotonic() > deadline:
-        sys.exit("the daemon did not answer /healthz within 60 s")
-    time.sleep(0.1)
+from benchlib import wait_until
+wait_until("answer /healthz", lambda: get("/healthz")[1] == 200, 60)
 body, _, _ = get("/metrics")
 reconciles_before = total(body, "opsflow_reconciles_total")
 runs_before = total(body, "opsflow_node_runs_total")

@@ -44,7 +44,7 @@ for binary in "${builds[@]}"; do
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     "$binary" -C "$ws" watch --http "127.0.0.1:$port" >/dev/null 2>"$work/daemon.log" &
     daemon_pid=$!
-    python3 - "$ws" "$port" "$RUNS" "$daemon_pid" "$binary" <<'PY'
+    PYTHONPATH="$repo/scripts" python3 - "$ws" "$port" "$RUNS" "$daemon_pid" "$binary" <<'PY'
 import os, statistics, subprocess, sys, time, urllib.request
 ws, port, runs, pid, binary = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 def metrics():
@@ -56,17 +56,8 @@ def metrics():
             name, value = line.rsplit(" ", 1)
             values[name] = float(value)
     return values
-deadline = time.monotonic() + 120
-while True:
-    try:
-        m = metrics()
-        if m.get("opsflow_reconciles_total", 0) >= 1:
-            break
-    except OSError:
-        pass
-    if time.monotonic() > deadline:
-        sys.exit("the daemon did not finish its first reconcile within 120 s")
-    time.sleep(0.1)
+from benchlib import wait_until
+wait_until("finish its first reconcile", lambda: metrics().get("opsflow_reconciles_total", 0) >= 1, 120)
 time.sleep(1)
 passes = []
 for i in range(runs + 2):

@@ -23,6 +23,8 @@ import statistics
 import sys
 import time
 
+from benchlib import memory_kib
+
 UNIT = "UNIT-001"
 ARTIFACTS = "docs/workflow/artifacts"
 
@@ -40,13 +42,8 @@ def write_atomic(path, text):
 
 
 def proc_status(pid):
-    fields = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                fields[key] = int(value.split()[0]) / 1024
-    return fields
+    """VmRSS and VmHWM in MiB."""
+    return {key: kib / 1024 for key, kib in memory_kib(pid).items()}
 
 
 def tree(path):

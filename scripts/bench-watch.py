@@ -49,6 +49,8 @@ import subprocess
 import sys
 import time
 
+from benchlib import memory_kib
+
 # --- inotify through ctypes -------------------------------------------------------------
 
 IN_MODIFY = 0x002
@@ -163,15 +165,6 @@ class ThreadTracker:
         switches = sum(self.last[t][1] - self.first[t][1] for t in self.last)
         return cpu, switches
 
-
-def memory_kib(pid):
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0])
-    return out
 
 
 def alive(pid):
