@@ -13,9 +13,12 @@ pub fn run(ws: &Workspace, environment: &str, as_json: bool) -> anyhow::Result<E
     super::require_valid_config(ws)?;
     let env = known_environment(ws, environment)?;
     let path = env.record_path(ws);
-    let record = env.history(ws)?;
-    let live = env.live(ws, &record);
-    let restorable = deploy::restorable(ws, &env, &record);
+    // The record alone says what is live and what a rollback restores; its archive adds the
+    // deployments compacted out of it.
+    let current = env.history(ws)?;
+    let live = env.live(ws, &current);
+    let restorable = deploy::restorable(ws, &env, &current);
+    let (record, archive_problem) = env.full_history(ws)?;
     let mut summary = EnvironmentView::new(environment, ws.label(&path), Ok((live.clone(), restorable)));
     summary.hosts = record.hosts.clone();
     let rows = view::history_rows(&record, live.as_ref());
@@ -29,11 +32,15 @@ pub fn run(ws: &Workspace, environment: &str, as_json: bool) -> anyhow::Result<E
             "hosts": summary.hosts,
             "deployments": rows,
             "events": record.events.iter().rev().collect::<Vec<_>>(),
+            "archive_error": archive_problem,
         }))?;
         return Ok(Exit::Ok);
     }
     for line in summary.lines() {
         println!("{line}");
+    }
+    if let Some(problem) = &archive_problem {
+        eprintln!("warning: {problem}");
     }
     if rows.is_empty() {
         println!("no deployments recorded in {}", summary.record);

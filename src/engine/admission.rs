@@ -366,8 +366,8 @@ impl<'w> Engine<'w> {
             .ok()
             .and_then(Lookup::found)
             .and_then(|r07| r07.field("commit").map(str::to_owned));
-        let found = view::containment(&release.label(), commit.as_deref(), record, live, |commit, ancestor| {
-            view::contains(&self.ws.root, commit, ancestor)
+        let found = view::containment(&release.label(), commit.as_deref(), record, live, |commit, ancestors| {
+            view::contains_each(&self.ws.root, commit, ancestors)
         });
         match found {
             Containment::Contains(detail) => {

@@ -9,11 +9,19 @@
 //! of one. It is opsflow's own file in the runtime directory, so `git checkout` and `git
 //! stash` do not move it. A record that cannot be read is an error naming the file and the
 //! place, never an empty history: acting on it would take down what is live.
+//!
+//! The record stays small however many releases an environment has had: once it holds more
+//! than [`RECENT`] + [`SLACK`] deployments, [`Record::compact`] moves the old deployments
+//! nothing needs any more (not deploying, not restorable, not the newest in a directory that
+//! is still there) and their events to `releases-archive.jsonl` beside it, one JSON object per
+//! line, appended and made durable before the record is rewritten without them. Every pass,
+//! deploy and rollback reads the record only; `opsflow history` reads both ([`load_all`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -386,6 +394,190 @@ impl Record {
     }
 }
 
+/// How many of its newest deployments `releases.json` keeps, whatever became of them.
+pub const RECENT: usize = 100;
+/// How many deployments more than [`RECENT`] the record holds before it is compacted, so that
+/// the archive is appended to once in a while, not on every change.
+pub const SLACK: usize = 50;
+
+/// What [`Record::compact`] moved out of the record, oldest first.
+#[derive(Debug, Default, PartialEq)]
+pub struct Archived {
+    pub deployments: Vec<Deployment>,
+    pub events: Vec<Event>,
+}
+
+/// One line of `releases-archive.jsonl`: `{"deployment": {...}}` or `{"event": {...}}`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ArchiveLine {
+    Deployment(Box<Deployment>),
+    Event(Event),
+}
+
+impl Record {
+    /// Moves out what nothing but `opsflow history` needs any more, once the record holds
+    /// more than [`RECENT`] + [`SLACK`] deployments. It keeps the newest [`RECENT`]
+    /// deployments, every one still deploying, every good one whose release is still there
+    /// (`exists`: its directory, for a provider with directories) and the newest deployment
+    /// of every directory still there (a later pruning or a blue-green switch reads it), and
+    /// every event since the oldest of the newest [`RECENT`] or about a deployment it keeps.
+    pub fn compact(&mut self, exists: impl Fn(&Deployment) -> bool) -> Option<Archived> {
+        let count = self.deployments.len();
+        if count <= RECENT + SLACK {
+            return None;
+        }
+        let window = count - RECENT;
+        let mut keep = vec![false; count];
+        let mut dirs: HashSet<&str> = HashSet::new();
+        for (i, d) in self.deployments.iter().enumerate().rev() {
+            let newest_in_dir = dirs.insert(d.dir.as_str());
+            keep[i] = i >= window
+                || d.status == Status::Deploying
+                || (!d.pruned && (d.status == Status::Good || newest_in_dir) && exists(d));
+        }
+        if keep.iter().all(|k| *k) {
+            return None;
+        }
+        let since = self.deployments[window].deployed_at.clone();
+        let runs: HashSet<String> =
+            self.deployments.iter().zip(&keep).filter(|(_, k)| **k).map(|(d, _)| d.run_id.clone()).collect();
+        let releases: HashSet<(String, String)> = self
+            .deployments
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(d, _)| (d.unit_id.clone(), d.version.clone()))
+            .collect();
+        let mut archived = Archived::default();
+        let mut i = 0;
+        self.deployments.retain(|d| {
+            let kept = keep[i];
+            i += 1;
+            if !kept {
+                archived.deployments.push(d.clone());
+            }
+            kept
+        });
+        self.events.retain(|e| {
+            let kept =
+                e.at >= since || runs.contains(&e.run_id) || releases.contains(&(e.unit_id.clone(), e.version.clone()));
+            if !kept {
+                archived.events.push(e.clone());
+            }
+            kept
+        });
+        Some(archived)
+    }
+}
+
+/// The archive beside the record at `record`: `releases-archive.jsonl`.
+pub fn archive_path(record: &Path) -> PathBuf {
+    record.with_file_name("releases-archive.jsonl")
+}
+
+/// Appends `archived` to the archive of the record at `record` (inside `workspace`) and makes
+/// it durable. A line cut short by a crash is dropped first (what it held is still in the
+/// record, which is rewritten only after this returns).
+pub fn append_archive(workspace: &Path, record: &Path, archived: &Archived) -> io::Result<()> {
+    let path = archive_path(record);
+    let mut text = String::new();
+    let lines = archived
+        .deployments
+        .iter()
+        .map(|d| ArchiveLine::Deployment(Box::new(d.clone())))
+        .chain(archived.events.iter().cloned().map(ArchiveLine::Event));
+    for line in lines {
+        text.push_str(&serde_json::to_string(&line).expect("an archive line serializes"));
+        text.push('\n');
+    }
+    let mut file = write::open_rw(workspace, &path)?;
+    let len = file.metadata()?.len();
+    let end = complete_lines(&mut file, len)?;
+    if end != len {
+        file.set_len(end)?;
+    }
+    file.seek(SeekFrom::Start(end))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    if len == 0 {
+        write::dir(workspace, path.parent().unwrap_or(workspace), false)?.sync()?;
+    }
+    Ok(())
+}
+
+/// The length of `file` up to and including its last newline.
+fn complete_lines(file: &mut fs::File, len: u64) -> io::Result<u64> {
+    let mut end = len;
+    let mut buf = [0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(at) = chunk.iter().rposition(|b| *b == b'\n') {
+            return Ok(start + at as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+/// The record at `path` with everything its archive holds, oldest first, for `opsflow
+/// history`; and the archive's problem, if it cannot be read whole (the record is then all
+/// there is to show, with the problem named).
+pub fn load_all(path: &Path) -> Result<(Record, Option<String>), RecordError> {
+    let mut record = Record::load(path)?;
+    let archive = archive_path(path);
+    let text = match fs::read_to_string(&archive) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((record, None)),
+        Err(e) => return Ok((record, Some(format!("cannot read {}: {e}", archive.display())))),
+    };
+    let mut deployments = Vec::new();
+    let mut events = Vec::new();
+    let mut problem = None;
+    let complete = if text.ends_with('\n') { &text[..] } else { &text[..text.rfind('\n').map_or(0, |i| i + 1)] };
+    for (n, line) in complete.lines().enumerate() {
+        match serde_json::from_str::<ArchiveLine>(line) {
+            Ok(ArchiveLine::Deployment(d)) => deployments.push(*d),
+            Ok(ArchiveLine::Event(e)) => events.push(e),
+            Err(e) => {
+                let message = e.to_string();
+                let message = message.split(" at line ").next().unwrap_or_default();
+                problem = Some(format!(
+                    "{} is corrupt at line {}, column {}: {message}; the deployments archived from there on are not shown",
+                    archive.display(),
+                    n + 1,
+                    e.column()
+                ));
+                break;
+            }
+        }
+    }
+    // A crash between appending and rewriting the record leaves a deployment in both: the
+    // record's copy is the newer.
+    let mut seen: HashSet<(String, String)> =
+        record.deployments.iter().map(|d| (d.run_id.clone(), d.deployed_at.clone())).collect();
+    let mut all: Vec<Deployment> = Vec::with_capacity(deployments.len() + record.deployments.len());
+    for d in deployments.into_iter().rev() {
+        if seen.insert((d.run_id.clone(), d.deployed_at.clone())) {
+            all.push(d);
+        }
+    }
+    all.reverse();
+    all.append(&mut record.deployments);
+    all.sort_by(|a, b| a.deployed_at.cmp(&b.deployed_at));
+    let key = |e: &Event| serde_json::to_string(e).expect("an event serializes");
+    let mut seen: HashSet<String> = record.events.iter().map(key).collect();
+    let mut events: Vec<Event> = events.into_iter().filter(|e| seen.insert(key(e))).collect();
+    events.append(&mut record.events);
+    events.sort_by(|a, b| a.at.cmp(&b.at));
+    record.deployments = all;
+    record.events = events;
+    Ok((record, problem))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,6 +599,95 @@ mod tests {
             hosts: BTreeMap::new(),
             pruned: false,
         }
+    }
+
+    /// A `recreate` history of `count` releases of one unit, each good then replaced by the
+    /// next as it went live, with one event each.
+    fn long_history(count: usize) -> Record {
+        let mut record = Record::default();
+        for i in 0..count {
+            let mut d = deployment("U-1", &format!("1.0.{i}"), Status::Good, &format!("r{i}"));
+            d.deployed_at = format!("2026-01-01T00:{:02}:{:02}Z", i / 60, i % 60);
+            record.events.push(Event {
+                at: d.deployed_at.clone(),
+                ..Event::new(EventKind::Deployed, &d.release(), &d.run_id, "")
+            });
+            record.deployments.push(d);
+        }
+        record
+    }
+
+    #[test]
+    fn compaction_keeps_the_recent_the_restorable_and_the_deploying_and_archives_the_rest() {
+        let mut record = long_history(RECENT + SLACK);
+        assert_eq!(record.compact(|_| false), None, "a record at the limit is left alone");
+        let mut record = long_history(RECENT + SLACK + 10);
+        record.deployments[3].status = Status::Deploying;
+        record.deployments[5].status = Status::Bad;
+        let there = |d: &Deployment| d.version == "1.0.7" || d.version == "1.0.5";
+        let archived = record.compact(there).unwrap();
+        let kept: Vec<&str> = record.deployments.iter().take(3).map(|d| d.version.as_str()).collect();
+        // Deploying, the newest in a directory still there (bad), good and still there.
+        assert_eq!(kept, ["1.0.3", "1.0.5", "1.0.7"]);
+        assert_eq!(record.deployments.len(), RECENT + 3);
+        assert_eq!(archived.deployments.len(), SLACK + 10 - 3);
+        assert!(archived.deployments.iter().all(|d| d.status == Status::Good));
+        // The events of what it keeps stay with it; the others go with their deployments.
+        assert_eq!(record.events.len(), RECENT + 3);
+        assert_eq!(archived.events.len(), SLACK + 10 - 3);
+        assert!(record.events.iter().any(|e| e.version == "1.0.3"));
+        assert_eq!(record.compact(there), None, "nothing left to move");
+    }
+
+    #[test]
+    fn the_archive_and_the_record_give_back_the_whole_history_through_a_torn_line_and_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("releases.json");
+        let whole = long_history(2 * (RECENT + SLACK));
+        let mut record = whole.clone();
+        record.deployments.truncate(RECENT + SLACK + 20);
+        record.events.truncate(RECENT + SLACK + 20);
+        let first = record.compact(|_| false).unwrap();
+        append_archive(dir.path(), &path, &first).unwrap();
+        // Cut off while appending the next batch: half a line at the end.
+        let archive = archive_path(&path);
+        let mut file = fs::OpenOptions::new().append(true).open(&archive).unwrap();
+        file.write_all(br#"{"deployment": {"version": "9.9"#).unwrap();
+        // Cut off after appending, before the record was rewritten: both hold the batch.
+        record.deployments.extend(whole.deployments[RECENT + SLACK + 20..].iter().cloned());
+        record.events.extend(whole.events[RECENT + SLACK + 20..].iter().cloned());
+        let mut compacted = record.clone();
+        let second = compacted.compact(|_| false).unwrap();
+        append_archive(dir.path(), &path, &second).unwrap();
+        record.save(dir.path(), &path).unwrap();
+        let (all, problem) = load_all(&path).unwrap();
+        assert_eq!(problem, None);
+        assert_eq!(all, whole);
+        // Once the record is rewritten, the same.
+        compacted.save(dir.path(), &path).unwrap();
+        let (all, problem) = load_all(&path).unwrap();
+        assert_eq!(problem, None);
+        assert_eq!(all, whole);
+        assert!(Record::load(&path).unwrap().deployments.len() <= RECENT + SLACK);
+    }
+
+    #[test]
+    fn a_corrupt_archive_is_named_with_its_line_and_the_record_is_still_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("releases.json");
+        let mut record = long_history(RECENT + SLACK + 5);
+        let archived = record.compact(|_| false).unwrap();
+        append_archive(dir.path(), &path, &archived).unwrap();
+        record.save(dir.path(), &path).unwrap();
+        let archive = archive_path(&path);
+        let text = fs::read_to_string(&archive).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines[2] = "{not json";
+        fs::write(&archive, lines.join("\n") + "\n").unwrap();
+        let (all, problem) = load_all(&path).unwrap();
+        let problem = problem.unwrap();
+        assert!(problem.contains("releases-archive.jsonl is corrupt at line 3, column 2"), "{problem}");
+        assert_eq!(all.deployments.len(), RECENT + 2, "the two lines before it and the record");
     }
 
     #[test]

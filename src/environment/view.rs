@@ -34,6 +34,11 @@ pub fn head_commit(root: &Path) -> Option<(String, bool)> {
 /// Whether the history of `commit` contains `ancestor` (`git merge-base --is-ancestor`):
 /// `Err` when git cannot say (not a repository, a commit it does not have).
 pub fn contains(root: &Path, commit: &str, ancestor: &str) -> Result<bool, String> {
+    for id in [commit, ancestor] {
+        if !is_commit_id(id) {
+            return Err(format!("{:?} is not a commit id", short(id)));
+        }
+    }
     let out = crate::git::run(root, &["merge-base", "--is-ancestor", ancestor, commit], GIT_TIMEOUT)
         .map_err(|e| e.to_string())?;
     match out.code {
@@ -46,6 +51,33 @@ pub fn contains(root: &Path, commit: &str, ancestor: &str) -> Result<bool, Strin
             out.stderr.trim().lines().next().unwrap_or("unknown commit")
         )),
     }
+}
+
+/// Whether the history of `commit` contains each of `ancestors`, in one `git rev-list` (the
+/// commits reachable from them and not from `commit`: an ancestor listed there is not
+/// contained) instead of one git process each, so that the check costs the same after a
+/// thousand releases. When git cannot answer for all of them at once (a commit it does not
+/// have), each is asked alone, so that each answer or error is its own.
+pub fn contains_each(root: &Path, commit: &str, ancestors: &[&str]) -> Vec<Result<bool, String>> {
+    let full = |id: &str| is_commit_id(id) && matches!(id.len(), 40 | 64);
+    if ancestors.len() > 1 && full(commit) && ancestors.iter().all(|a| full(a)) {
+        let not = format!("^{commit}");
+        let mut args = vec!["rev-list"];
+        args.extend_from_slice(ancestors);
+        args.extend([not.as_str(), "--"]);
+        if let Ok(out) = crate::git::run(root, &args, GIT_TIMEOUT)
+            && out.success
+        {
+            let missing: std::collections::HashSet<&str> = out.stdout.lines().collect();
+            return ancestors.iter().map(|a| Ok(!missing.contains(a))).collect();
+        }
+    }
+    ancestors.iter().map(|a| contains(root, commit, a)).collect()
+}
+
+/// A commit id as git prints one: hexadecimal, 4 to 64 digits (never an option or a range).
+fn is_commit_id(id: &str) -> bool {
+    (4..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The first 12 characters of a commit id.
@@ -66,13 +98,14 @@ pub enum Containment {
 }
 
 /// Whether `release` (built from `commit`) contains what is live in the environment and
-/// every release shipped there before, by `contains(commit, ancestor)`.
+/// every release shipped there before that the record keeps, by `contains(commit,
+/// ancestors)`, which answers for each ancestor in order ([`contains_each`]).
 pub fn containment(
     release: &str,
     commit: Option<&str>,
     record: &Record,
     live: Option<&Deployment>,
-    contains: impl Fn(&str, &str) -> Result<bool, String>,
+    contains: impl Fn(&str, &[&str]) -> Vec<Result<bool, String>>,
 ) -> Containment {
     let Some(live) = live else {
         return Containment::Contains("nothing is live to compare with".to_owned());
@@ -88,13 +121,25 @@ pub fn containment(
     let mut removed: Vec<&Deployment> = Vec::new();
     let mut unknown = None;
     // The live release first, then every release shipped before it.
-    let shipped = std::iter::once(live).chain(record.shipped().into_iter().filter(|d| d.run_id != live.run_id));
+    let shipped: Vec<&Deployment> = std::iter::once(live)
+        .chain(record.shipped().into_iter().filter(|d| d.run_id != live.run_id))
+        .filter(|d| d.provenance.commit.is_some())
+        .collect();
+    let mut theirs: Vec<&str> = Vec::new();
+    for d in &shipped {
+        let ancestor = d.provenance.commit.as_deref().unwrap_or_default();
+        if !theirs.contains(&ancestor) {
+            theirs.push(ancestor);
+        }
+    }
+    let answers = contains(commit, &theirs);
     for d in shipped {
-        let Some(theirs) = d.provenance.commit.as_deref() else { continue };
+        let ancestor = d.provenance.commit.as_deref().unwrap_or_default();
         if removed.iter().any(|r| r.unit_id == d.unit_id && r.version == d.version) {
             continue;
         }
-        match contains(commit, theirs) {
+        let answer = theirs.iter().position(|t| *t == ancestor).and_then(|i| answers.get(i)).cloned();
+        match answer.unwrap_or_else(|| Err("git gave no answer".to_owned())) {
             Ok(true) => {}
             Ok(false) => removed.push(d),
             Err(why) if d.run_id == live.run_id => unknown = Some(why),
@@ -363,7 +408,11 @@ mod tests {
     }
 
     /// A linear history a -> b -> c; `x` is on a branch from `a`.
-    fn contains_in_history(commit: &str, ancestor: &str) -> Result<bool, String> {
+    fn contains_in_history(commit: &str, ancestors: &[&str]) -> Vec<Result<bool, String>> {
+        ancestors.iter().map(|ancestor| contains_one(commit, ancestor)).collect()
+    }
+
+    fn contains_one(commit: &str, ancestor: &str) -> Result<bool, String> {
         let order = ["a", "b", "c"];
         let position = |c: &str| order.iter().position(|o| *o == c);
         match (commit, ancestor) {
@@ -374,6 +423,43 @@ mod tests {
                 _ => Err("unknown commit".into()),
             },
         }
+    }
+
+    #[test]
+    fn one_git_call_answers_for_every_shipped_commit_and_a_commit_git_lacks_is_asked_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        };
+        git(&["init", "-q", "-b", "main"]);
+        let commit = |message: &str| {
+            git(&["commit", "-q", "--allow-empty", "-m", message]);
+            git(&["rev-parse", "HEAD"])
+        };
+        let a = commit("a");
+        let b = commit("b");
+        git(&["checkout", "-q", "-b", "side", &a]);
+        let x = commit("x");
+        git(&["checkout", "-q", "main"]);
+        let c = commit("c");
+        let answers = contains_each(dir.path(), &c, &[&a, &b, &x, &c]);
+        assert_eq!(answers, [Ok(true), Ok(true), Ok(false), Ok(true)]);
+        let gone = "0123456789abcdef0123456789abcdef01234567";
+        let answers = contains_each(dir.path(), &c, &[&a, gone, &x]);
+        assert_eq!(answers[0], Ok(true));
+        assert!(answers[1].as_ref().is_err_and(|e| e.contains("git cannot compare")), "{answers:?}");
+        assert_eq!(answers[2], Ok(false));
+        // A record's commit is never handed to git as an option.
+        let answers = contains_each(dir.path(), &c, &[&a, "--output=/tmp/x"]);
+        assert_eq!(answers[0], Ok(true));
+        assert!(answers[1].as_ref().is_err_and(|e| e.contains("is not a commit id")), "{answers:?}");
     }
 
     #[test]

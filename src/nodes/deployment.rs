@@ -240,7 +240,7 @@ fn provenance(run: &NodeRun<'_>, env: &EnvConfig) -> Provenance {
             .map(|record| {
                 let live = env.live(run.ws, &record);
                 match view::containment(&run.release.label(), commit.as_deref(), &record, live.as_ref(), |c, a| {
-                    view::contains(&run.ws.root, c, a)
+                    view::contains_each(&run.ws.root, c, a)
                 }) {
                     view::Containment::Removes { releases, .. } => releases,
                     _ => Vec::new(),

@@ -27,7 +27,7 @@ use super::analysis::{Analysis, AnalysisSpec, Baseline, Health, Measurement, Pla
 use super::journal::Journal;
 use crate::config::Config;
 use crate::environment::record::{
-    CheckNote, Deployment, Event, EventKind, Provenance, Record, RecordError, ReleaseRef, Status, label,
+    self, CheckNote, Deployment, Event, EventKind, Provenance, Record, RecordError, ReleaseRef, Status, label,
 };
 use crate::exec::checks::{CheckResult, CheckSpec, run_check};
 use crate::exec::command::{Runner, StepResult};
@@ -375,13 +375,33 @@ impl EnvConfig {
         }
     }
 
-    /// Changes the record under one read and one atomic write.
+    /// Changes the record under one read and one atomic write, first moving to its archive
+    /// what nothing but `opsflow history` needs any more ([`Record::compact`]). When the
+    /// archive cannot be written the change is still saved, with the record left whole.
     pub fn change_record<T>(&self, ws: &Workspace, change: impl FnOnce(&mut Record) -> T) -> Result<T, RecordError> {
         let path = self.record_path(ws);
         let mut record = Record::load(&path)?;
         let out = change(&mut record);
+        let before = (record.deployments.len() > record::RECENT + record::SLACK).then(|| record.clone());
+        let local = self.local(&ws.root);
+        let exists = |d: &Deployment| local.as_ref().is_none_or(|local| local.root.join(&d.dir).is_dir());
+        if let Some(archived) = record.compact(exists)
+            && let Err(e) = record::append_archive(&ws.root, &path, &archived)
+        {
+            tracing::warn!(
+                "cannot append to {}: {e}; the record keeps its old deployments",
+                record::archive_path(&path).display()
+            );
+            record = before.expect("a record that was compacted was large");
+        }
         record.save(&ws.root, &path)?;
         Ok(out)
+    }
+
+    /// The whole history for `opsflow history`: the record and its archive, and the archive's
+    /// problem when it cannot be read whole.
+    pub fn full_history(&self, ws: &Workspace) -> Result<(Record, Option<String>), RecordError> {
+        record::load_all(&self.record_path(ws))
     }
 
     /// Records a deployment that starts now (`deploying` until it is marked good or bad),

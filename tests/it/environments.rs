@@ -142,6 +142,75 @@ fn a_corrupt_environment_record_stops_deploys_and_rollbacks_and_is_not_overwritt
     assert_eq!(ws.read_string(record), cut);
 }
 
+#[test]
+fn a_long_history_is_compacted_into_an_archive_that_history_still_shows_and_rollbacks_still_work() {
+    let ws = first_release_shipped();
+    // Two hundred older deployments whose directories are long gone, before the sample's own.
+    let path = ".opsflow/envs/production/releases.json";
+    let mut record: Value = serde_json::from_str(&ws.read_string(path)).unwrap();
+    let old: Vec<Value> = (0..200)
+        .map(|i| {
+            json!({"version": format!("0.0.{i}"), "unit_id": "UNIT-OLD", "dir": format!("releases/UNIT-OLD/0.0.{i}"),
+                "status": if i % 7 == 0 { "bad" } else { "replaced" },
+                "deployed_at": format!("2025-01-01T{:02}:{:02}:00Z", i / 60, i % 60), "run_id": format!("old-{i}"),
+                "migrated": false, "commit": format!("{i:040x}")})
+        })
+        .collect();
+    let events: Vec<Value> = old
+        .iter()
+        .map(|d| json!({"at": d["deployed_at"], "event": "deployed", "unit_id": "UNIT-OLD", "version": d["version"], "run_id": d["run_id"]}))
+        .collect();
+    let deployments = record["deployments"].as_array().unwrap().clone();
+    record["deployments"] = Value::Array(old.into_iter().chain(deployments).collect());
+    let newer = record["events"].as_array().unwrap().clone();
+    record["events"] = Value::Array(events.into_iter().chain(newer).collect());
+    ws.write(path, serde_json::to_string_pretty(&record).unwrap());
+
+    ship(&ws, "UNIT-002", "1.0.0");
+    // The record keeps the newest hundred; the rest went to the archive beside it, in order.
+    let kept: Value = serde_json::from_str(&ws.read_string(path)).unwrap();
+    let kept_runs: Vec<&str> =
+        kept["deployments"].as_array().unwrap().iter().map(|d| d["run_id"].as_str().unwrap()).collect();
+    assert_eq!(kept_runs.len(), 100, "{kept_runs:?}");
+    assert_eq!(kept_runs[0], "old-102");
+    let archive = ws.read_string(".opsflow/envs/production/releases-archive.jsonl");
+    let archived: Vec<Value> = archive.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let archived_runs: Vec<&str> = archived.iter().filter_map(|l| l["deployment"]["run_id"].as_str()).collect();
+    assert_eq!(archived_runs, (0..102).map(|i| format!("old-{i}")).collect::<Vec<_>>());
+    assert_eq!(archived.iter().filter(|l| l.get("event").is_some()).count(), 102);
+
+    // `history` shows all of it, newest first, with what is live and what a rollback restores.
+    let whole = history(&ws, "production");
+    let rows = whole["deployments"].as_array().unwrap();
+    assert_eq!(rows.len(), 202);
+    let releases: Vec<&str> = rows.iter().map(|r| r["release"].as_str().unwrap()).collect();
+    assert_eq!(&releases[..3], ["UNIT-002 1.0.0", "UNIT-001 1.0.0", "UNIT-OLD 0.0.199"]);
+    assert_eq!(releases[201], "UNIT-OLD 0.0.0");
+    assert_eq!(rows[201]["status"], "bad");
+    assert_eq!(whole["events"].as_array().unwrap().iter().filter(|e| e["unit_id"] == "UNIT-OLD").count(), 200);
+    assert_eq!(whole["archive_error"], Value::Null);
+    assert_eq!(whole["rollback_restores"], "UNIT-001 1.0.0");
+    let text = ws.run(&["history", "production"]).stdout();
+    assert!(text.contains("UNIT-OLD 0.0.0"), "{text}");
+    assert_records_agree(&ws);
+
+    // A rollback still finds the release it restores, and the record says so.
+    ws.run(&["rollback", "production", "--reason", "checkout broke"]).status(0);
+    assert!(live_index(&ws).contains("UNIT-001 1.0.0"), "{}", live_index(&ws));
+    assert_records_agree(&ws);
+
+    // An archive a careless hand broke is named by `history`, which still shows the record.
+    ws.write(".opsflow/envs/production/releases-archive.jsonl", archive.replacen("{\"deployment\"", "{deployment", 1));
+    let broken = ws.run(&["history", "production", "--json"]);
+    broken.status(0);
+    let shown = broken.json();
+    let problem = shown["archive_error"].as_str().unwrap();
+    assert!(problem.contains("releases-archive.jsonl is corrupt at line 1, column 2"), "{problem}");
+    assert_eq!(shown["deployments"].as_array().unwrap().len(), 100);
+    let text = ws.run(&["history", "production"]);
+    assert!(text.stderr().contains("warning: ") && text.stderr().contains("is corrupt at line 1"), "{}", text.stderr());
+}
+
 /// A production whose health check fails for one release and passes for the others.
 fn failing_first_deploy(strategy: &str) -> Workspace {
     let ws = life_workspace();
