@@ -364,8 +364,11 @@ impl<'w> Engine<'w> {
                 summary.more = true;
                 break;
             }
+            // The pass's read of tasks.json serves, while nobody has written the file since.
+            let tasks_path = self.ws.path(&self.ws.config.paths.tasks);
+            let tasks = pass.known.as_ref().and_then(|known| known.file.current(&tasks_path));
             if !self.options.dry_run
-                && let Err(e) = requests::resolve(self.ws, &crate::time::now_rfc3339())
+                && let Err(e) = requests::resolve(self.ws, &crate::time::now_rfc3339(), tasks)
             {
                 tracing::error!("cannot mark resolved requests in {}: {e}", self.ws.config.paths.human_requests);
             }

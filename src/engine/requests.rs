@@ -265,8 +265,10 @@ fn reworded(text: &str, open: &Entry, marker: &str, entry: &str, now: &str) -> S
 
 /// Marks every open entry whose cause has cleared as resolved, with `now` and what happened.
 /// Reads `tasks.json` (only the watched entries are decoded) and `state.json` only when an
-/// entry is open. Returns how many entries it marked.
-pub fn resolve(ws: &Workspace, now: &str) -> Result<usize, StoreError> {
+/// entry is open; `tasks` is the text of `tasks.json` when the caller knows it is the file's
+/// current version (the pass's own read), so it is not read again. Returns how many entries
+/// it marked.
+pub fn resolve(ws: &Workspace, now: &str, tasks: Option<&str>) -> Result<usize, StoreError> {
     let file = ws.config.paths.human_requests.clone();
     let Ok(Some(text)) = ws.read_text(&file) else { return Ok(0) };
     let open: Vec<Watch> = entries(&text).into_iter().filter(|e| !e.resolved).filter_map(|e| e.watch).collect();
@@ -275,7 +277,7 @@ pub fn resolve(ws: &Workspace, now: &str) -> Result<usize, StoreError> {
     }
     let mut wanted: Vec<String> = open.iter().map(|w| w.task.clone()).collect();
     wanted.extend(open.iter().map(|w| fix_task_id(&w.task)));
-    let current = Current::read(ws, &wanted);
+    let current = Current::read(ws, &wanted, tasks);
     let path = ws.inside(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
     let mut marked = 0;
     file::modify(&ws.root, &path, &file, ws.config.limits.max_file_bytes, |text| {
@@ -399,12 +401,20 @@ struct Current {
 }
 
 impl Current {
-    fn read(ws: &Workspace, wanted: &[String]) -> Current {
+    fn read(ws: &Workspace, wanted: &[String], known: Option<&str>) -> Current {
         let mut current = Current { readable: false, tasks: Vec::new(), state: Value::Null };
-        let Ok(Some(text)) = ws.read_text(&ws.config.paths.tasks) else { return current };
+        let read;
+        let text = match known {
+            Some(text) => text,
+            None => {
+                let Ok(Some(text)) = ws.read_text(&ws.config.paths.tasks) else { return current };
+                read = text;
+                &read
+            }
+        };
         let ids: Vec<&str> = wanted.iter().map(String::as_str).collect();
-        let Ok((_, heads)) = tasks::scan_ids_in(&text, &ws.task_selection(), &ids) else { return current };
-        let Ok(decoded) = heads.iter().map(|head| head.try_value(&text)).collect::<Result<Vec<_>, _>>() else {
+        let Ok((_, heads)) = tasks::scan_ids_in(text, &ws.task_selection(), &ids) else { return current };
+        let Ok(decoded) = heads.iter().map(|head| head.try_value(text)).collect::<Result<Vec<_>, _>>() else {
             return current;
         };
         current.tasks = decoded;

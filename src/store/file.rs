@@ -238,6 +238,13 @@ impl Known {
         }
         Ok((None, Some(Known { version, text })))
     }
+
+    /// The text, when the file at `path` is still at the version it was read at: for another
+    /// reader in the same pass, which then need not read the file again.
+    pub fn current(&self, path: &Path) -> Option<&str> {
+        let now = std::fs::metadata(path).ok()?;
+        (Version::of(&now) == self.version).then_some(self.text.as_str())
+    }
 }
 
 /// A file's version (device, inode, size, modification time) as seen at one moment, to tell
@@ -522,6 +529,7 @@ mod tests {
         let (_, known) = Known::read(&path, read).unwrap();
         let known = known.unwrap();
         assert_eq!(known.text, "one");
+        assert_eq!(known.current(&path), Some("one"), "another reader of the same version takes it");
         // Still at its version: the edit starts from the known text (the same bytes, not a copy).
         modify_known(dir.path(), &path, "f.txt", 1 << 20, Some(&known), |current| {
             assert!(std::ptr::eq(current.unwrap(), known.text.as_str()));
@@ -529,6 +537,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "one+");
+        assert_eq!(known.current(&path), None, "nobody takes it once the file changed");
         // Changed since: the edit reads the file.
         modify_known(dir.path(), &path, "f.txt", 1 << 20, Some(&known), |current| {
             assert_eq!(current, Some("one+"));
