@@ -637,6 +637,15 @@ mod tests {
         assert_eq!(archived.events.len(), SLACK + 10 - 3);
         assert!(record.events.iter().any(|e| e.version == "1.0.3"));
         assert_eq!(record.compact(there), None, "nothing left to move");
+
+        // `ssh`: a good release whose directory `keep_releases` removed from the hosts is
+        // archived; one still on them is kept.
+        let mut record = long_history(RECENT + SLACK + 2);
+        record.deployments[0].pruned = true;
+        let archived = record.compact(|_| true).unwrap();
+        let archived: Vec<&str> = archived.deployments.iter().map(|d| d.version.as_str()).collect();
+        assert_eq!(archived, ["1.0.0"]);
+        assert_eq!(record.deployments.len(), RECENT + SLACK + 1);
     }
 
     #[test]
