@@ -294,7 +294,7 @@ impl Record {
             path: path.to_owned(),
             line: e.line(),
             column: e.column(),
-            message: e.to_string().split(" at line ").next().unwrap_or_default().to_owned(),
+            message: serde_message(&e),
         })
     }
 
@@ -440,15 +440,12 @@ impl Record {
             return None;
         }
         let since = self.deployments[window].deployed_at.clone();
-        let runs: HashSet<String> =
-            self.deployments.iter().zip(&keep).filter(|(_, k)| **k).map(|(d, _)| d.run_id.clone()).collect();
-        let releases: HashSet<(String, String)> = self
-            .deployments
-            .iter()
-            .zip(&keep)
-            .filter(|(_, k)| **k)
-            .map(|(d, _)| (d.unit_id.clone(), d.version.clone()))
-            .collect();
+        let mut runs: HashSet<String> = HashSet::new();
+        let mut releases: HashSet<(String, String)> = HashSet::new();
+        for d in self.deployments.iter().zip(&keep).filter(|(_, k)| **k).map(|(d, _)| d) {
+            runs.insert(d.run_id.clone());
+            releases.insert((d.unit_id.clone(), d.version.clone()));
+        }
         let mut archived = Archived::default();
         let mut i = 0;
         self.deployments.retain(|d| {
@@ -469,6 +466,11 @@ impl Record {
         });
         Some(archived)
     }
+}
+
+/// What `serde_json` says is wrong, without the place it appends (the caller names it).
+fn serde_message(e: &serde_json::Error) -> String {
+    e.to_string().split(" at line ").next().unwrap_or_default().to_owned()
 }
 
 /// The archive beside the record at `record`: `releases-archive.jsonl`.
@@ -543,13 +545,12 @@ pub fn load_all(path: &Path) -> Result<(Record, Option<String>), RecordError> {
             Ok(ArchiveLine::Deployment(d)) => deployments.push(*d),
             Ok(ArchiveLine::Event(e)) => events.push(e),
             Err(e) => {
-                let message = e.to_string();
-                let message = message.split(" at line ").next().unwrap_or_default();
                 problem = Some(format!(
-                    "{} is corrupt at line {}, column {}: {message}; the deployments archived from there on are not shown",
+                    "{} is corrupt at line {}, column {}: {}; the deployments archived from there on are not shown",
                     archive.display(),
                     n + 1,
-                    e.column()
+                    e.column(),
+                    serde_message(&e)
                 ));
                 break;
             }

@@ -142,11 +142,13 @@ fn a_corrupt_environment_record_stops_deploys_and_rollbacks_and_is_not_overwritt
     assert_eq!(ws.read_string(record), cut);
 }
 
-#[test]
-fn a_long_history_is_compacted_into_an_archive_that_history_still_shows_and_rollbacks_still_work() {
-    let ws = first_release_shipped();
-    // Two hundred older deployments whose directories are long gone, before the sample's own.
-    let path = ".opsflow/envs/production/releases.json";
+const RECORD: &str = ".opsflow/envs/production/releases.json";
+const ARCHIVE: &str = ".opsflow/envs/production/releases-archive.jsonl";
+
+/// Puts two hundred older deployments, whose directories are long gone, before those of
+/// production's record.
+fn seed_old_deployments(ws: &Workspace) {
+    let path = RECORD;
     let mut record: Value = serde_json::from_str(&ws.read_string(path)).unwrap();
     let old: Vec<Value> = (0..200)
         .map(|i| {
@@ -165,7 +167,13 @@ fn a_long_history_is_compacted_into_an_archive_that_history_still_shows_and_roll
     let newer = record["events"].as_array().unwrap().clone();
     record["events"] = Value::Array(events.into_iter().chain(newer).collect());
     ws.write(path, serde_json::to_string_pretty(&record).unwrap());
+}
 
+#[test]
+fn a_long_history_is_compacted_into_an_archive_that_history_still_shows_and_rollbacks_still_work() {
+    let ws = first_release_shipped();
+    seed_old_deployments(&ws);
+    let path = RECORD;
     ship(&ws, "UNIT-002", "1.0.0");
     // The record keeps the newest hundred; the rest went to the archive beside it, in order.
     let kept: Value = serde_json::from_str(&ws.read_string(path)).unwrap();
@@ -173,7 +181,7 @@ fn a_long_history_is_compacted_into_an_archive_that_history_still_shows_and_roll
         kept["deployments"].as_array().unwrap().iter().map(|d| d["run_id"].as_str().unwrap()).collect();
     assert_eq!(kept_runs.len(), 100, "{kept_runs:?}");
     assert_eq!(kept_runs[0], "old-102");
-    let archive = ws.read_string(".opsflow/envs/production/releases-archive.jsonl");
+    let archive = ws.read_string(ARCHIVE);
     let archived: Vec<Value> = archive.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let archived_runs: Vec<&str> = archived.iter().filter_map(|l| l["deployment"]["run_id"].as_str()).collect();
     assert_eq!(archived_runs, (0..102).map(|i| format!("old-{i}")).collect::<Vec<_>>());
@@ -200,7 +208,7 @@ fn a_long_history_is_compacted_into_an_archive_that_history_still_shows_and_roll
     assert_records_agree(&ws);
 
     // An archive a careless hand broke is named by `history`, which still shows the record.
-    ws.write(".opsflow/envs/production/releases-archive.jsonl", archive.replacen("{\"deployment\"", "{deployment", 1));
+    ws.write(ARCHIVE, archive.replacen("{\"deployment\"", "{deployment", 1));
     let broken = ws.run(&["history", "production", "--json"]);
     broken.status(0);
     let shown = broken.json();
@@ -209,6 +217,25 @@ fn a_long_history_is_compacted_into_an_archive_that_history_still_shows_and_roll
     assert_eq!(shown["deployments"].as_array().unwrap().len(), 100);
     let text = ws.run(&["history", "production"]);
     assert!(text.stderr().contains("warning: ") && text.stderr().contains("is corrupt at line 1"), "{}", text.stderr());
+}
+
+#[test]
+fn an_archive_that_cannot_be_written_leaves_the_record_whole_and_the_release_still_ships() {
+    let ws = first_release_shipped();
+    seed_old_deployments(&ws);
+    // Something that is not a file where the archive goes.
+    std::fs::create_dir_all(ws.join(ARCHIVE)).unwrap();
+    ship(&ws, "UNIT-002", "1.0.0");
+    let kept: Value = serde_json::from_str(&ws.read_string(RECORD)).unwrap();
+    assert_eq!(kept["deployments"].as_array().unwrap().len(), 202, "nothing left the record");
+    assert_records_agree(&ws);
+    let shown = ws.run(&["history", "production", "--json"]);
+    shown.status(0);
+    let shown = shown.json();
+    assert_eq!(shown["deployments"].as_array().unwrap().len(), 202);
+    assert_eq!(shown["deployments"][0]["release"], "UNIT-002 1.0.0");
+    let problem = shown["archive_error"].as_str().unwrap_or_default();
+    assert!(problem.contains("cannot read") && problem.contains("releases-archive.jsonl"), "{shown:#}");
 }
 
 /// A production whose health check fails for one release and passes for the others.
