@@ -1,12 +1,13 @@
 //! The JSON Schemas every input is checked against: embedded at build time, overridable per file.
 //!
 //! `schemas/*.json` are compiled into the binary; a file of the same name in the workspace's
-//! schemas directory replaces one. Each schema is compiled at most once per [`Schemas`]
-//! (once per process for the command line, once per reload for the daemon). Validation
+//! schemas directory replaces one. Each schema is compiled once per process and source text
+//! (the daemon opens the workspace again on every reconcile; the compiled schema is kept
+//! while its file stays the same). Validation
 //! returns every error as a [`Diagnostic`] with the instance's JSON Pointer and the rule.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::Value;
 
@@ -92,7 +93,7 @@ pub struct Schemas {
     override_dir: PathBuf,
     override_label: String,
     limit: u64,
-    compiled: [OnceLock<Result<jsonschema::Validator, Diagnostic>>; ALL.len()],
+    compiled: [OnceLock<Result<Arc<jsonschema::Validator>, Diagnostic>>; ALL.len()],
 }
 
 impl Schemas {
@@ -110,9 +111,26 @@ impl Schemas {
         Ok((format!("(built-in) schemas/{file}"), (*text).to_owned()))
     }
 
-    fn compile(&self, name: SchemaName) -> Result<jsonschema::Validator, Diagnostic> {
+    /// The compiled schema `name`, from the process's cache while its source is unchanged.
+    fn compile(&self, name: SchemaName) -> Result<Arc<jsonschema::Validator>, Diagnostic> {
+        /// The schema last compiled for each name, with its source. Compiling the config's
+        /// schema takes about 2 ms, more than a reconcile with nothing to do.
+        static COMPILED: Mutex<Vec<(SchemaName, String, Arc<jsonschema::Validator>)>> = Mutex::new(Vec::new());
         let (label, text) = self.source(name.file())?;
-        let mut schema = read::parse_json(&label, &text)?;
+        let cache = || COMPILED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, _, validator)) = cache().iter().find(|(n, source, _)| *n == name && *source == text) {
+            return Ok(Arc::clone(validator));
+        }
+        let validator = Arc::new(self.compile_text(name, &label, &text)?);
+        let mut cache = cache();
+        cache.retain(|(n, _, _)| *n != name);
+        cache.push((name, text, Arc::clone(&validator)));
+        Ok(validator)
+    }
+
+    fn compile_text(&self, name: SchemaName, label: &str, text: &str) -> Result<jsonschema::Validator, Diagnostic> {
+        let label = label.to_owned();
+        let mut schema = read::parse_json(&label, text)?;
         if name == SchemaName::Task {
             // One task on its own: the definition, with the file's `$defs` beside it for its `$ref`s.
             let defs = schema.get("$defs").cloned().unwrap_or(Value::Null);

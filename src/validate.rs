@@ -120,7 +120,7 @@ fn task_graph_problems(
     let ids = tasks.iter().enumerate().map(|(index, task)| (index, task.get("id").and_then(Value::as_str)));
     let (first, mut problems) = duplicate_ids(file, prefix, ids.len(), ids);
     let entries: Vec<(usize, &Value)> = tasks.iter().enumerate().collect();
-    problems.extend(dependency_problems(file, prefix, &entries, &first, subtasks, elsewhere));
+    problems.extend(dependency_problems(file, prefix, &entries, &|id| first.get(id).copied(), subtasks, elsewhere));
     problems
 }
 
@@ -161,7 +161,7 @@ fn dependency_problems(
     file: &str,
     prefix: &str,
     entries: &[(usize, &Value)],
-    first: &FxMap<&str, usize>,
+    first: &dyn Fn(&str) -> Option<usize>,
     subtasks: Option<&HashMap<String, String>>,
     elsewhere: &dyn Fn(&str) -> bool,
 ) -> Vec<Diagnostic> {
@@ -176,7 +176,7 @@ fn dependency_problems(
     let id_of = |task: &Value| task.get("id").and_then(Value::as_str).map(str::to_owned);
     for (index, task) in entries {
         for (k, dep) in deps(task).iter().enumerate() {
-            if !first.contains_key(dep.as_str()) && !subtasks.is_some_and(|s| s.contains_key(dep)) && !elsewhere(dep) {
+            if first(dep.as_str()).is_none() && !subtasks.is_some_and(|s| s.contains_key(dep)) && !elsewhere(dep) {
                 problems.push(
                     Diagnostic::new(
                         file,
@@ -201,7 +201,7 @@ fn dependency_problems(
     let children = |at: usize| {
         deps(entries[at].1)
             .iter()
-            .filter_map(|d| first.get(d.as_str()).and_then(|index| position.get(index)).copied())
+            .filter_map(|d| first(d.as_str()).and_then(|index| position.get(&index)).copied())
             .rev()
             .collect::<Vec<_>>()
     };
@@ -294,6 +294,19 @@ pub fn load_task_list(
     keep: impl Fn(&crate::store::tasks::TaskHead<'_>) -> bool + Sync,
     remember: impl Fn(&str) -> bool,
 ) -> TaskList {
+    load_task_list_indexed(ws, keep, remember, None)
+}
+
+/// [`load_task_list`] for a caller that loads the same file pass after pass with the same
+/// `keep` and `remember`: `index` holds what the previous load left of the file
+/// ([`TaskIndex`]), and a new version of a large file is scanned only from where it changed.
+/// What it returns is what [`load_task_list`] returns.
+pub fn load_task_list_indexed(
+    ws: &Workspace,
+    keep: impl Fn(&crate::store::tasks::TaskHead<'_>) -> bool + Sync,
+    remember: impl Fn(&str) -> bool,
+    mut index: Option<&mut TaskIndex>,
+) -> TaskList {
     let relative = ws.config.paths.tasks.clone();
     let selection = ws.task_selection();
     let stamp = crate::store::file::Stamp::of(&ws.path(&relative));
@@ -301,8 +314,38 @@ pub fn load_task_list(
         Ok(read) => read,
         Err(diagnostic) => return TaskList { diagnostics: vec![diagnostic], ..TaskList::default() },
     };
-    let Some(text) = known.as_ref().map(|k| k.text.as_str()).or(read.as_deref()) else { return TaskList::default() };
-    if let Ok((mut list, layout, spans)) = task_list_from(ws, &relative, &selection, text, &keep, &remember) {
+    let Some(text) = known.as_ref().map(|k| k.text.as_str()).or(read.as_deref()) else {
+        if let Some(index) = index {
+            *index = TaskIndex::default();
+        }
+        return TaskList::default();
+    };
+    let key = index.as_ref().map(|_| TaskIndex::key(ws));
+    let resumed = match (index.as_deref_mut(), &key) {
+        (Some(index), Some(key)) if index.key == *key => {
+            task_list_resumed(ws, &relative, &selection, text, &keep, &remember, index)
+        }
+        _ => None,
+    };
+    let loaded = match resumed {
+        Some(loaded) => {
+            if let Some(index) = index.as_deref_mut() {
+                index.resumes += 1;
+            }
+            Ok(loaded)
+        }
+        None => {
+            // A resume that gave way may have left the index half updated: it is built again.
+            if let Some(index) = index.as_deref_mut() {
+                *index = TaskIndex::default();
+            }
+            task_list_from(ws, &relative, &selection, text, &keep, &remember, index.as_deref_mut())
+        }
+    };
+    if let (Some(index), Some(key)) = (index.as_deref_mut(), key) {
+        index.key = key;
+    }
+    if let Ok((mut list, layout, spans)) = loaded {
         list.known = known.map(|file| {
             let entries = list
                 .kept
@@ -315,6 +358,9 @@ pub fn load_task_list(
         list.stamp = stamp;
         return list;
     }
+    if let Some(index) = index {
+        *index = TaskIndex::default();
+    }
     // Not a task list as read: it may be being rewritten in place, so it is read again once
     // it has settled (only here, so a valid file is scanned once).
     let text = match ws
@@ -324,13 +370,14 @@ pub fn load_task_list(
         Ok(None) => return TaskList::default(),
         Err(diagnostic) => return TaskList { diagnostics: vec![diagnostic], ..TaskList::default() },
     };
-    match task_list_from(ws, &relative, &selection, &text, &keep, &remember) {
+    match task_list_from(ws, &relative, &selection, &text, &keep, &remember, None) {
         Ok((list, _, _)) => list,
         Err(error) => TaskList { diagnostics: unreadable_tasks(ws, &text, error), ..TaskList::default() },
     }
 }
 
 /// [`load_task_list`] on text already read; the scan error when it is not a task list.
+/// With `index`, the index of this version is left in it for the next pass.
 fn task_list_from(
     ws: &Workspace,
     relative: &str,
@@ -338,6 +385,7 @@ fn task_list_from(
     text: &str,
     keep: &(impl Fn(&crate::store::tasks::TaskHead<'_>) -> bool + Sync),
     remember: &impl Fn(&str) -> bool,
+    index: Option<&mut TaskIndex>,
 ) -> Result<(TaskList, crate::store::tasks::Layout, Vec<crate::store::json::Span>), LayoutError> {
     let owns = |head: &crate::store::tasks::TaskHead<'_>| {
         crate::workflow::owns(&ws.config, head.agent.as_deref(), head.kind.as_deref())
@@ -348,26 +396,170 @@ fn task_list_from(
     let prefix = prefix_text.as_str();
     let file = relative;
     let ids = all.iter().enumerate().map(|(index, e)| (index, e.id.as_deref()));
-    let (first, mut diagnostics) = duplicate_ids(file, prefix, all.len(), ids);
+    let (first, diagnostics) = duplicate_ids(file, prefix, all.len(), ids);
     if !diagnostics.is_empty() {
         // Two tasks with one id make every edit by id ambiguous: nothing acts on such a file.
         let diagnostics = diagnostics.into_iter().map(|d| d.locate_in(text)).collect();
         return Ok((TaskList { diagnostics, ..TaskList::default() }, layout, Vec::new()));
     }
-    let mut owned_by_status = std::collections::BTreeMap::new();
-    for head in heads.iter().filter(|h| owns(h)) {
-        *owned_by_status.entry(head.status.as_deref().unwrap_or("").to_owned()).or_default() += 1;
+    if let Some(index) = index {
+        *index = TaskIndex::of(text, &layout, &all, &heads, &owns, keep, remember).unwrap_or_default();
     }
+    let owned_by_status = count_by_status(heads.iter().filter(|h| owns(h)).map(|h| h.status.as_deref()));
+    let kept_heads: Vec<_> = heads.into_iter().filter(|h| keep(h)).collect();
+    // A Task Master task may depend on a subtask (`12.1`): its status is read from its task.
+    let subtasks = |entries: &[(usize, &Value)]| {
+        layout.taskmaster().then(|| {
+            let decoded: Vec<Value> = entries
+                .iter()
+                .flat_map(|(_, task)| task.get("depends_on").and_then(Value::as_array).into_iter().flatten())
+                .filter_map(|dep| dep.as_str()?.split_once('.'))
+                .filter_map(|(parent, _)| first.get(parent).and_then(|index| all.get(*index)))
+                .filter_map(|entry| serde_json::from_str(entry.span.of(text)).ok())
+                .collect();
+            crate::task::subtask_statuses(&decoded)
+        })
+    };
+    let remembered = first.iter().filter(|(id, _)| remember(id)).map(|(_, &index)| index).collect();
+    let entries = Entries {
+        text,
+        layout: &layout,
+        selection,
+        lookup: &|id| first.get(id).copied(),
+        span: &|index| all.get(index).map(|e| e.span),
+    };
+    let (list, spans) = finish_task_list(ws, file, prefix_text, &entries, kept_heads, remembered, &subtasks);
+    Ok((TaskList { owned_by_status, ..list }, layout, spans))
+}
+
+/// [`task_list_from`] from where `index` (of an earlier version) says the text changed, for
+/// the same `keep` and `remember`; `None` when it cannot (then the whole text is scanned).
+/// The index is left for this version.
+fn task_list_resumed(
+    ws: &Workspace,
+    relative: &str,
+    selection: &crate::store::tasks::Selection,
+    text: &str,
+    keep: &(impl Fn(&crate::store::tasks::TaskHead<'_>) -> bool + Sync),
+    remember: &impl Fn(&str) -> bool,
+    index: &mut TaskIndex,
+) -> Option<(TaskList, crate::store::tasks::Layout, Vec<crate::store::json::Span>)> {
+    let owns = |head: &crate::store::tasks::TaskHead<'_>| {
+        crate::workflow::owns(&ws.config, head.agent.as_deref(), head.kind.as_deref())
+    };
+    let resumed = crate::store::tasks::resume::scan_resume(text, |h| owns(h) || keep(h), index.checkpoint.as_ref()?)?;
+    if resumed.entries.len() > RESUME_MAX_ENTRIES {
+        return None;
+    }
+    let from = resumed.from;
+    let layout = resumed.layout;
+    let checkpoint = resumed.checkpoint;
+    let span = |at: usize| checkpoint.span(text, at);
+    let head = |at: usize| Some(crate::store::tasks::head_at(text, &layout, selection, at, span(at)?));
+    index.forget_from(from);
+    // Each id walked is looked for among every entry before it; one found is a duplicate,
+    // which the whole scan reports as it always does.
+    for (at, entry) in (from..).zip(&resumed.entries) {
+        let hash = id_hash(entry.id.as_deref());
+        if let Some(id) = entry.id.as_deref() {
+            let earlier = index.ids.iter().enumerate().filter(|(_, h)| **h == hash).map(|(i, _)| i);
+            for earlier in earlier.collect::<Vec<_>>() {
+                if head(earlier)?.id.as_deref() == Some(id) {
+                    return None;
+                }
+            }
+            if remember(id) {
+                index.remembered.push(at as u32);
+            }
+        }
+        index.ids.push(hash);
+    }
+    for walked in &resumed.heads {
+        if owns(walked) {
+            index.note_owned(walked.index, walked.status.as_deref());
+        }
+        if keep(walked) {
+            index.kept.push(walked.index as u32);
+        }
+    }
+    let lookup = |id: &str| {
+        let hash = id_hash(Some(id));
+        index
+            .ids
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| **h == hash)
+            .map(|(i, _)| i)
+            .find(|&i| head(i).is_some_and(|h| h.id.as_deref() == Some(id)))
+    };
+    let mut walked = resumed.heads.into_iter().filter(|h| keep(h)).peekable();
+    let mut kept_heads = Vec::with_capacity(index.kept.len());
+    for &at in &index.kept {
+        let at = at as usize;
+        if at < from {
+            kept_heads.push(head(at)?);
+        } else if let Some(next) = walked.next_if(|h| h.index == at) {
+            kept_heads.push(next);
+        }
+    }
+    let remembered = index.remembered.iter().map(|&at| at as usize).collect();
+    let prefix = layout.prefix(text);
+    let entries = Entries { text, layout: &layout, selection, lookup: &lookup, span: &span };
+    let (list, spans) = finish_task_list(ws, relative, prefix, &entries, kept_heads, remembered, &|_| None);
+    let owned_by_status = index.owned_by_status();
+    index.checkpoint = Some(checkpoint);
+    Some((TaskList { owned_by_status, ..list }, layout, spans))
+}
+
+/// More entries walked than this and a resume gives way to the whole scan: each one's id is
+/// looked for among all the others without a map.
+const RESUME_MAX_ENTRIES: usize = 256;
+
+/// How [`finish_task_list`] reads the entries of one version of the file.
+struct Entries<'a, 't> {
+    text: &'t str,
+    layout: &'a crate::store::tasks::Layout,
+    selection: &'a crate::store::tasks::Selection,
+    /// The entry of an id (there are no duplicates).
+    lookup: &'a dyn Fn(&str) -> Option<usize>,
+    /// Where entry `index` is.
+    span: &'a dyn Fn(usize) -> Option<crate::store::json::Span>,
+}
+
+impl<'t> Entries<'_, 't> {
+    fn head(&self, index: usize) -> Option<crate::store::tasks::TaskHead<'t>> {
+        Some(crate::store::tasks::head_at(self.text, self.layout, self.selection, index, (self.span)(index)?))
+    }
+}
+
+/// The statuses of the subtasks that the entries given depend on, in a Task Master file.
+type Subtasks<'a> = dyn Fn(&[(usize, &Value)]) -> Option<HashMap<String, String>> + 'a;
+
+/// The rest of a load once the file is known to be a valid task list without duplicate ids:
+/// the kept entries decoded and checked, what they depend on, the statuses a pass looks up.
+/// Also the spans of the kept entries.
+fn finish_task_list(
+    ws: &Workspace,
+    file: &str,
+    prefix_text: String,
+    entries: &Entries<'_, '_>,
+    kept_heads: Vec<crate::store::tasks::TaskHead<'_>>,
+    remembered: Vec<usize>,
+    subtasks: &Subtasks<'_>,
+) -> (TaskList, Vec<crate::store::json::Span>) {
+    let text = entries.text;
+    let prefix = prefix_text.as_str();
     let mut kept: Vec<(usize, Value)> = Vec::new();
     let mut spans = Vec::new();
-    for head in heads.iter().filter(|h| keep(h)) {
+    for head in &kept_heads {
         match head.try_value(text) {
             Ok(task) => kept.push((head.index, task)),
-            Err(error) => return Ok((undecodable(file, text, error), layout, Vec::new())),
+            Err(error) => return (undecodable(file, text, error), Vec::new()),
         }
         spans.push(head.span);
     }
-    drop(heads);
+    drop(kept_heads);
+    let mut diagnostics = Vec::new();
     for (index, task) in &kept {
         diagnostics.extend(ws.schemas.validate(SchemaName::Task, file, task).into_iter().map(|mut d| {
             d.pointer = Some(format!("{prefix}/{index}{}", d.pointer.as_deref().unwrap_or("")));
@@ -376,8 +568,7 @@ fn task_list_from(
     }
     // What the kept entries depend on, directly or not, decoded for the cycle search.
     let decode = |index: usize| -> Option<Result<Value, crate::store::json::SyntaxError>> {
-        let entry = all.get(index)?;
-        Some(crate::store::tasks::head_at(text, &layout, selection, index, entry.span).try_value(text))
+        Some(entries.head(index)?.try_value(text))
     };
     let mut reached: Vec<(usize, Value)> = Vec::new();
     let mut seen: std::collections::HashSet<usize> = kept.iter().map(|(i, _)| *i).collect();
@@ -385,7 +576,7 @@ fn task_list_from(
     let dependencies = |task: &Value| -> Vec<usize> {
         task.get("depends_on")
             .and_then(Value::as_array)
-            .map(|list| list.iter().filter_map(Value::as_str).filter_map(|d| first.get(d).copied()).collect())
+            .map(|list| list.iter().filter_map(Value::as_str).filter_map(|d| (entries.lookup)(d)).collect())
             .unwrap_or_default()
     };
     for (_, task) in &kept {
@@ -397,43 +588,36 @@ fn task_list_from(
         }
         let task = match decode(index) {
             Some(Ok(task)) => task,
-            Some(Err(error)) => return Ok((undecodable(file, text, error), layout, Vec::new())),
+            Some(Err(error)) => return (undecodable(file, text, error), Vec::new()),
             None => continue,
         };
         queue.extend(dependencies(&task));
         reached.push((index, task));
     }
-    let entries: Vec<(usize, &Value)> = kept.iter().chain(&reached).map(|(i, t)| (*i, t)).collect();
-    // A Task Master task may depend on a subtask (`12.1`): its status is read from its task.
-    let subtasks = layout.taskmaster().then(|| {
-        let decoded: Vec<Value> = entries
-            .iter()
-            .flat_map(|(_, task)| task.get("depends_on").and_then(Value::as_array).into_iter().flatten())
-            .filter_map(|dep| dep.as_str()?.split_once('.'))
-            .filter_map(|(parent, _)| first.get(parent).and_then(|index| all.get(*index)))
-            .filter_map(|entry| serde_json::from_str(entry.span.of(text)).ok())
-            .collect();
-        crate::task::subtask_statuses(&decoded)
-    });
+    let all: Vec<(usize, &Value)> = kept.iter().chain(&reached).map(|(i, t)| (*i, t)).collect();
+    let subtasks = subtasks(&all);
     let beads = crate::integrations::beads::load(ws);
-    diagnostics
-        .extend(dependency_problems(file, prefix, &entries, &first, subtasks.as_ref(), &|id| beads.get(id).is_some()));
+    diagnostics.extend(dependency_problems(file, prefix, &all, entries.lookup, subtasks.as_ref(), &|id| {
+        beads.get(id).is_some()
+    }));
     // The statuses a pass looks up: what the entries above depend on, and what `remember` names.
     let mut statuses = HashMap::new();
-    let mut note = |id: &str, index: usize| {
-        if let Some(entry) = all.get(index) {
-            statuses.insert(id.to_owned(), entry.status.as_deref().unwrap_or_default().to_owned());
+    let mut note = |index: usize| {
+        if let Some(head) = entries.head(index)
+            && let Some(id) = head.id
+        {
+            statuses.insert(id.into_owned(), head.status.as_deref().unwrap_or_default().to_owned());
         }
     };
-    for (_, task) in &entries {
+    for (_, task) in &all {
         for dep in task.get("depends_on").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
-            if let Some(&index) = first.get(dep) {
-                note(dep, index);
+            if let Some(index) = (entries.lookup)(dep) {
+                note(index);
             }
         }
     }
-    for (&id, &index) in first.iter().filter(|(id, _)| remember(id)) {
-        note(id, index);
+    for index in remembered {
+        note(index);
     }
     statuses.extend(subtasks.into_iter().flatten());
     let diagnostics = diagnostics.into_iter().map(|d| d.locate_in(text)).collect();
@@ -442,14 +626,129 @@ fn task_list_from(
         prefix: prefix_text,
         statuses,
         kept,
-        owned_by_status,
+        owned_by_status: Default::default(),
         diagnostics,
         stamp: None,
         known: None,
     };
-    Ok((list, layout, spans))
+    (list, spans)
 }
 
+/// How many entries have each status.
+fn count_by_status<'s>(statuses: impl Iterator<Item = Option<&'s str>>) -> std::collections::BTreeMap<String, u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for status in statuses {
+        *counts.entry(status.unwrap_or("").to_owned()).or_default() += 1;
+    }
+    counts
+}
+
+/// The hash of an id that a [`TaskIndex`] keeps; 0 for an entry without one.
+fn id_hash(id: Option<&str>) -> u32 {
+    use std::hash::Hasher;
+    let Some(id) = id else { return 0 };
+    let mut hasher = crate::store::tasks::FxHasher::default();
+    hasher.write(id.as_bytes());
+    let hash = hasher.finish();
+    ((hash >> 32) as u32 ^ hash as u32).max(1)
+}
+
+/// What one pass of the engine keeps of `tasks.json` for the next, so that the next version
+/// of the file is scanned only from where it changed ([`crate::store::tasks::resume`]): the
+/// checkpoint of the version, a 32-bit hash of every entry's id, and which entries the
+/// runner owns (with their status), keeps, or remembers. A few bytes per entry, never the
+/// text; it stands for one workspace, configuration and pair of filters (see [`TaskIndex::key`]).
+#[derive(Debug, Default)]
+pub struct TaskIndex {
+    key: String,
+    checkpoint: Option<crate::store::tasks::resume::Checkpoint>,
+    ids: Vec<u32>,
+    owned: Vec<(u32, u32)>,
+    status_names: Vec<String>,
+    kept: Vec<u32>,
+    remembered: Vec<u32>,
+    /// How many loads in a row were resumed from this index (0 after a whole scan).
+    pub resumes: u64,
+}
+
+impl TaskIndex {
+    /// What an index is good for: the task file of this workspace, read with this
+    /// configuration's ownership and Task Master selection.
+    fn key(ws: &Workspace) -> String {
+        format!(
+            "{} | {:?} | {:?} | {:?} | {:?}",
+            ws.path(&ws.config.paths.tasks).display(),
+            ws.config.agent.name,
+            ws.config.agent.aliases,
+            ws.config.agent_nodes,
+            ws.task_selection()
+        )
+    }
+
+    /// The index of a version a full scan found valid; `None` when it cannot be resumed from.
+    fn of<'t>(
+        text: &str,
+        layout: &crate::store::tasks::Layout,
+        all: &[crate::store::tasks::Entry<'t>],
+        heads: &[crate::store::tasks::TaskHead<'t>],
+        owns: &impl Fn(&crate::store::tasks::TaskHead<'t>) -> bool,
+        keep: &impl Fn(&crate::store::tasks::TaskHead<'t>) -> bool,
+        remember: &impl Fn(&str) -> bool,
+    ) -> Option<TaskIndex> {
+        if text.len() < RESUME_MIN_BYTES {
+            return None;
+        }
+        let checkpoint = crate::store::tasks::resume::Checkpoint::new(text, layout, all)?;
+        let mut index = TaskIndex {
+            resumes: 0,
+            checkpoint: Some(checkpoint),
+            ids: all.iter().map(|e| id_hash(e.id.as_deref())).collect(),
+            remembered: (0u32..)
+                .zip(all)
+                .filter(|(_, e)| e.id.as_deref().is_some_and(remember))
+                .map(|(i, _)| i)
+                .collect(),
+            ..TaskIndex::default()
+        };
+        for head in heads {
+            if owns(head) {
+                index.note_owned(head.index, head.status.as_deref());
+            }
+            if keep(head) {
+                index.kept.push(head.index as u32);
+            }
+        }
+        Some(index)
+    }
+
+    fn note_owned(&mut self, index: usize, status: Option<&str>) {
+        let status = status.unwrap_or("");
+        let slot = match self.status_names.iter().position(|s| s == status) {
+            Some(slot) => slot,
+            None => {
+                self.status_names.push(status.to_owned());
+                self.status_names.len() - 1
+            }
+        };
+        self.owned.push((index as u32, slot as u32));
+    }
+
+    /// Drops what it knows of the entries from `index` on.
+    fn forget_from(&mut self, index: usize) {
+        self.ids.truncate(index);
+        let before = |at: &u32| (*at as usize) < index;
+        self.owned.retain(|(at, _)| before(at));
+        self.kept.retain(before);
+        self.remembered.retain(before);
+    }
+
+    fn owned_by_status(&self) -> std::collections::BTreeMap<String, u64> {
+        count_by_status(self.owned.iter().map(|(_, slot)| self.status_names.get(*slot as usize).map(String::as_str)))
+    }
+}
+
+/// Smaller files are scanned whole on every pass: it costs less than a millisecond.
+const RESUME_MIN_BYTES: usize = 256 * 1024;
 /// A task list none of which may be acted on, because an entry the scanner passed could not
 /// be decoded.
 fn undecodable(file: &str, text: &str, error: crate::store::json::SyntaxError) -> TaskList {
@@ -783,5 +1082,103 @@ mod tests {
             ]
         );
         assert_eq!(problems[2].message, "dependency cycle: A -> B -> C -> A");
+    }
+
+    /// What a load returns, in a form two loads can be compared by.
+    fn seen(list: &TaskList) -> String {
+        let mut statuses: Vec<_> = list.statuses.iter().collect();
+        statuses.sort();
+        let diagnostics: Vec<_> = list.diagnostics.iter().map(ToString::to_string).collect();
+        let known = list.known.as_ref().map(|k| (k.layout, k.entries.clone()));
+        format!(
+            "{} {} {:?} {:?} {:?} {:?} {:?}",
+            list.readable, list.prefix, list.kept, statuses, list.owned_by_status, diagnostics, known
+        )
+    }
+
+    #[test]
+    fn a_load_resumed_from_the_last_version_returns_what_a_whole_scan_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path(), None, None).unwrap();
+        let path = ws.path(&ws.config.paths.tasks);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let keep = |head: &crate::store::tasks::TaskHead<'_>| {
+            crate::task::TaskStatus::parse(head.status.as_deref().unwrap_or_default()).is_open()
+                && crate::workflow::owns(&ws.config, head.agent.as_deref(), head.kind.as_deref())
+        };
+        let remember = |id: &str| id.starts_with("FIX-");
+        let entry = |id: &str, agent: &str, status: &str, deps: &[&str]| {
+            let deps: Vec<String> = deps.iter().map(|d| format!("\"{d}\"")).collect();
+            format!(
+                "    {{\"id\": \"{id}\", \"agent\": \"{agent}\", \"type\": \"deployment_staging\", \"status\": \"{status}\", \"depends_on\": [{}], \"title\": \"{}\"}}",
+                deps.join(", "),
+                "a task of the file ".repeat(4)
+            )
+        };
+        let mut entries: Vec<String> = (0..3000)
+            .map(|i| {
+                let agent = if i % 3 == 0 { "DevOps-Engineer" } else { "Backend-Developer" };
+                entry(&format!("T-{i}"), agent, if i % 11 == 0 { "failed" } else { "done" }, &[])
+            })
+            .collect();
+        entries.push(entry("FIX-T-33", "DevOps-Engineer", "pending", &["T-33"]));
+        entries.push(entry("P-1", "DevOps-Engineer", "pending", &["T-5", "T-6"]));
+        let file = |entries: &[String]| format!("{{\n  \"tasks\": [\n{}\n  ]\n}}\n", entries.join(",\n"));
+        let mut index = TaskIndex::default();
+        // Written a second ago, as a pass finds a file after the debounce: the text read may
+        // stand for its version (`store::file::Known`), and both loads say where the kept are.
+        let write = |text: String| {
+            std::fs::write(&path, text).unwrap();
+            let then = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(then).unwrap();
+        };
+        let check = |index: &mut TaskIndex, entries: &[String], resumed: bool| {
+            write(file(entries));
+            let before = index.resumes;
+            let indexed = load_task_list_indexed(&ws, keep, remember, Some(index));
+            let whole = load_task_list(&ws, keep, remember);
+            assert_eq!(seen(&indexed), seen(&whole));
+            assert!(indexed.known.is_some());
+            assert_eq!(index.resumes > before, resumed, "resumed: {}", index.resumes);
+            indexed
+        };
+        assert_eq!(check(&mut index, &entries, false).kept.len(), 2, "the first load scans the whole file");
+        check(&mut index, &entries, true);
+        // An agent appends a task that depends on one before it and on one that is not there.
+        entries.push(entry("P-2", "DevOps-Engineer", "pending", &["P-1", "T-10", "NOPE"]));
+        let loaded = check(&mut index, &entries, true);
+        assert_eq!(loaded.kept.len(), 3);
+        assert!(loaded.diagnostics.iter().any(|d| d.kind == Kind::UnknownDependency), "{:?}", loaded.diagnostics);
+        assert_eq!(loaded.statuses.get("T-10").map(String::as_str), Some("done"));
+        assert_eq!(loaded.statuses.get("FIX-T-33").map(String::as_str), Some("pending"));
+        // The claim changes one status near the end; then the entry is done.
+        let last = entries.len() - 1;
+        entries[last] = entry("P-2", "DevOps-Engineer", "in_progress", &["P-1", "T-10"]);
+        check(&mut index, &entries, true);
+        entries[last] = entry("P-2", "DevOps-Engineer", "done", &["P-1", "T-10"]);
+        assert_eq!(check(&mut index, &entries, true).kept.len(), 2);
+        // A duplicate id near the end is found by the whole scan, with its usual message.
+        entries.push(entry("T-7", "Backend-Developer", "pending", &[]));
+        let duplicate = check(&mut index, &entries, false);
+        assert!(!duplicate.readable);
+        assert!(duplicate.diagnostics.iter().any(|d| d.kind == Kind::DuplicateId), "{:?}", duplicate.diagnostics);
+        entries.pop();
+        check(&mut index, &entries, false);
+        check(&mut index, &entries, true);
+        // Two new entries with one id between them.
+        entries.push(entry("NEW", "Backend-Developer", "pending", &[]));
+        entries.push(entry("NEW", "Backend-Developer", "pending", &[]));
+        assert!(!check(&mut index, &entries, false).readable);
+        entries.truncate(entries.len() - 2);
+        check(&mut index, &entries, false);
+        // A change early in the file: the whole file is scanned again.
+        entries[4] = entry("T-4", "DevOps-Engineer", "pending", &[]);
+        assert_eq!(check(&mut index, &entries, false).kept.len(), 3);
+        // A broken end: the whole scan says what is wrong.
+        write(file(&entries).replace("\n  ]\n}", ",\n  ]\n}"));
+        let broken = load_task_list_indexed(&ws, keep, remember, Some(&mut index));
+        assert!(!broken.readable && !broken.diagnostics.is_empty());
+        check(&mut index, &entries, false);
+        check(&mut index, &entries, true);
     }
 }

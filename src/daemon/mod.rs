@@ -264,6 +264,8 @@ async fn reconcile_loop(
 ) {
     let mut current = Arc::new(ws);
     let mut templates: Option<Templates> = None;
+    // What each pass leaves of tasks.json for the next one (`validate::TaskIndex`).
+    let task_index = Arc::new(std::sync::Mutex::new(crate::validate::TaskIndex::default()));
     let mut reconciles: u64 = 0;
     let mut reported_config: Option<String> = None;
     // Each task's block is logged when it starts or its reason changes, not on every reconcile.
@@ -343,8 +345,9 @@ async fn reconcile_loop(
                 counter.count_ran(ran);
             }));
             let sync = sync.clone();
+            let task_index = Arc::clone(&task_index);
             tokio::task::spawn_blocking(move || {
-                reconcile_once(&settings, previous, templates, engine_cancel, first, sync, progress)
+                reconcile_once(&settings, previous, templates, engine_cancel, first, sync, progress, task_index)
             })
         };
         let Ok(outcome) = job.await else {
@@ -511,6 +514,7 @@ fn reconcile_once(
     first: bool,
     sync: Option<Arc<crate::sync::GitSync>>,
     progress: crate::engine::Progress,
+    task_index: Arc<std::sync::Mutex<crate::validate::TaskIndex>>,
 ) -> Reconciled {
     let (workspace, config_problem) =
         match Workspace::open(&settings.dir, settings.config_file.as_deref(), settings.agent.as_deref()) {
@@ -541,6 +545,7 @@ fn reconcile_once(
                 budget: Some(RECONCILE_BUDGET),
                 progress: Some(progress),
                 clock: crate::time::Clock::from_env(),
+                task_index,
             };
             match Engine::with_renderer(&workspace, options, renderer) {
                 Ok(engine) => (engine.run(), templates),

@@ -40,7 +40,7 @@ use crate::store::StoreError;
 use crate::store::edit::FieldOp;
 use crate::store::state::StateEdit;
 use crate::task::{Task, TaskStatus};
-use crate::validate::{load_json, load_task_list};
+use crate::validate::{load_json, load_task_list_indexed};
 use crate::workflow::graph::{Action, Environment, Graph, Node};
 use crate::workflow::owns;
 use crate::workspace::Workspace;
@@ -78,6 +78,9 @@ pub struct Options {
     pub progress: Option<Progress>,
     /// What time it is for deploy windows and wait timers (`OPSFLOW_NOW` in tests).
     pub clock: crate::time::Clock,
+    /// What each pass leaves of `tasks.json` for the next ([`crate::validate::TaskIndex`]):
+    /// a daemon keeps one for all its reconciles.
+    pub task_index: Arc<std::sync::Mutex<crate::validate::TaskIndex>>,
 }
 
 /// A callback told of every node as it ends.
@@ -539,7 +542,8 @@ impl<'w> Engine<'w> {
         summary.problems.clear();
         // Only owned entries that may still act are decoded and checked: a pass costs the
         // agent's open work, not the size of the file (finished tasks count by their status).
-        let mut loaded = load_task_list(
+        let mut index = self.options.task_index.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut loaded = load_task_list_indexed(
             self.ws,
             |head| {
                 let status = TaskStatus::parse(head.status.as_deref().unwrap_or_default());
@@ -548,7 +552,9 @@ impl<'w> Engine<'w> {
                     && owns(&self.ws.config, head.agent.as_deref(), head.kind.as_deref())
             },
             |id| id.starts_with(record::FIX_PREFIX) || id.starts_with(ROLLBACK_PREFIX),
+            Some(&mut index),
         );
+        drop(index);
         summary.owned_by_status = None;
         if !loaded.readable {
             summary.problems.extend(loaded.diagnostics);

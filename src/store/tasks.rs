@@ -12,6 +12,8 @@ use super::edit::{self, FieldOp, Splice, Style};
 use super::json::{self, Member, Span, SyntaxError};
 use super::taskmaster;
 
+pub mod resume;
+
 /// FxHash (rustc's hasher), for maps that hold every id of a large task list (the merge
 /// driver's three versions, a pass's duplicate check), where SipHash's cost shows. The keys
 /// come from files in the user's own repository, so hash flooding is not a concern here.

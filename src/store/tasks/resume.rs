@@ -1,0 +1,286 @@
+//! A scan of a new version of `tasks.json` that starts where it stopped matching the last one.
+//!
+//! An agent that adds a task writes the whole file again with one more entry at the end, and a
+//! claim rewrites the same file with one status changed; at 100,000 tasks every such version
+//! is 27 MB, and validating all of it again is most of what a pass costs. A [`Checkpoint`]
+//! keeps, of a version that was scanned whole and found valid, a keyed hash of each
+//! [`BLOCK`]-byte block and where each entry starts. The next version is hashed block by
+//! block; the entries wholly inside the blocks that did not change are taken as they were,
+//! and only the rest of the file is walked (entry members included, as a full scan walks
+//! them). What is kept is a few bytes per entry, never the text.
+//!
+//! The hash ([`block_hash`]) is keyed with a secret drawn once per process, so a file cannot
+//! be written to collide with the version before it. A resume that meets anything it does not
+//! expect (a Task Master file, members after the task array, a syntax error, a change in the
+//! first half of the file) declines, and the caller scans the whole file, which also says
+//! what is wrong in the same words as always.
+
+use super::{Dialect, Entry, Found, Layout, TaskHead, Walk, walk};
+use crate::store::edit::ArrayShape;
+use crate::store::json::{self, Span};
+
+/// Bytes hashed together: a changed byte makes the scan start at most this far before it.
+pub const BLOCK: usize = 16 * 1024;
+
+/// What a scan of one valid version of the file leaves for the scan of the next.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The hash of each whole block of the version, in order.
+    blocks: Vec<u64>,
+    /// Where the array is and whether an object wraps it (never a Task Master tag).
+    array_start: usize,
+    wrapped: bool,
+    /// Where each entry starts, in order.
+    starts: Vec<u32>,
+}
+
+impl Checkpoint {
+    /// The checkpoint of `text`, a valid task list whose entries a full scan found at
+    /// `entries`; `None` for a Task Master file or a file of 4 GiB or more.
+    pub fn new(text: &str, layout: &Layout, entries: &[Entry<'_>]) -> Option<Checkpoint> {
+        if layout.tag.is_some() || u32::try_from(text.len()).is_err() {
+            return None;
+        }
+        let starts = entries.iter().map(|e| e.span.start as u32).collect();
+        let blocks = text.as_bytes().chunks_exact(BLOCK).map(block_hash).collect();
+        Some(Checkpoint { blocks, array_start: layout.array_start, wrapped: layout.wrapped, starts })
+    }
+
+    /// How many entries the version had.
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// Whether the version had no entries.
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// Where entry `index` starts.
+    pub fn start(&self, index: usize) -> Option<usize> {
+        self.starts.get(index).map(|&s| s as usize)
+    }
+
+    /// The nesting depth of the array's entries, as [`walk`] counts it.
+    fn depth(&self) -> usize {
+        if self.wrapped { 2 } else { 1 }
+    }
+
+    /// The span of entry `index` of `text` (a version this checkpoint stands for).
+    pub fn span(&self, text: &str, index: usize) -> Option<Span> {
+        let start = self.start(index)?;
+        let end = json::value_end_depth(text, start, self.depth()).ok()?;
+        Some(Span { start, end })
+    }
+}
+
+/// What [`scan_resume`] found in the part of the file it walked.
+#[derive(Debug)]
+pub struct Resumed<'t> {
+    pub layout: Layout,
+    /// The index of the first entry walked: the entries before it are as they were.
+    pub from: usize,
+    /// The heads `keep` accepted among the entries walked (indexes from `from` on).
+    pub heads: Vec<TaskHead<'t>>,
+    /// Every entry walked, in order: entry `from + i` is `entries[i]`.
+    pub entries: Vec<Entry<'t>>,
+    /// The checkpoint of `text`.
+    pub checkpoint: Checkpoint,
+}
+
+/// Scans `text`, a new version of the file `previous` was made from, from the first entry
+/// that is not wholly inside the blocks that stayed the same; `None` when it cannot (then the
+/// whole file must be scanned): see the module's comment.
+pub fn scan_resume<'t>(
+    text: &'t str,
+    keep: impl Fn(&TaskHead<'t>) -> bool + Sync,
+    previous: &Checkpoint,
+) -> Option<Resumed<'t>> {
+    if u32::try_from(text.len()).is_err() {
+        return None;
+    }
+    let bytes = text.as_bytes();
+    let mut blocks: Vec<u64> = Vec::with_capacity(bytes.len() / BLOCK);
+    for (old, block) in previous.blocks.iter().zip(bytes.chunks_exact(BLOCK)) {
+        let hash = block_hash(block);
+        if hash != *old {
+            break;
+        }
+        blocks.push(hash);
+    }
+    let same = blocks.len() * BLOCK;
+    // The first entry that may have changed: the entries before it, and the separator after
+    // the last of them, are in the blocks that did not.
+    let from = previous.starts.partition_point(|&start| start as usize <= same).saturating_sub(1);
+    let start = previous.start(from)?;
+    if from == 0 || text.len() - start > text.len() / 2 {
+        return None;
+    }
+    let depth = previous.depth();
+    let dialect = Dialect { taskmaster: false, default_agent: None };
+    let mut found = Found { heads: Vec::new(), entries: Some(Vec::new()), shape: ArrayShape::default() };
+    // The shape's first two entries are in the part that did not change.
+    found.shape.note(previous.span(text, 0)?);
+    if from > 1 {
+        found.shape.note(previous.span(text, 1)?);
+    }
+    let end = match walk(text, start, from, (depth, dialect), None, &keep, &mut found).ok()? {
+        Walk::Closed(end) => end,
+        Walk::Stopped(_) => return None,
+    };
+    found.shape.end = end;
+    let after = if previous.wrapped {
+        let close = json::skip_ws(text, end);
+        (bytes.get(close) == Some(&b'}')).then_some(close + 1)?
+    } else {
+        end
+    };
+    if json::skip_ws(text, after) != text.len() {
+        return None;
+    }
+    let entries = found.entries.take().unwrap_or_default();
+    let mut starts = previous.starts[..from].to_vec();
+    starts.extend(entries.iter().map(|e| e.span.start as u32));
+    blocks.extend(bytes[same..].chunks_exact(BLOCK).map(block_hash));
+    let checkpoint = Checkpoint { blocks, array_start: previous.array_start, wrapped: previous.wrapped, starts };
+    let layout =
+        Layout { array_start: previous.array_start, wrapped: previous.wrapped, tag: None, shape: Some(found.shape) };
+    Some(Resumed { layout, from, heads: found.heads, entries, checkpoint })
+}
+
+/// The process's secret key for [`block_hash`].
+fn key() -> [u64; 2] {
+    static KEY: std::sync::OnceLock<[u64; 2]> = std::sync::OnceLock::new();
+    *KEY.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let draw = || std::collections::hash_map::RandomState::new().build_hasher().finish();
+        [draw() | 1, draw()]
+    })
+}
+
+/// A keyed 64-bit hash of one block, several gigabytes a second: four lanes of 64x64->128-bit
+/// multiplications (as wyhash mixes), each word combined with the secret key so that no input
+/// can zero a lane without knowing it.
+pub fn block_hash(bytes: &[u8]) -> u64 {
+    let [k0, k1] = key();
+    let mix = |a: u64, b: u64| {
+        let product = u128::from(a) * u128::from(b);
+        (product as u64) ^ ((product >> 64) as u64)
+    };
+    let word = |chunk: &[u8], at: usize| u64::from_le_bytes(chunk[at..at + 8].try_into().expect("eight bytes"));
+    let mut lanes = [k0, k1, k0.rotate_left(17), k1.rotate_left(41)];
+    let round = |lanes: &mut [u64; 4], chunk: &[u8]| {
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            *lane = mix(word(chunk, l * 16) ^ k0, word(chunk, l * 16 + 8) ^ *lane ^ k1);
+        }
+    };
+    let mut chunks = bytes.chunks_exact(64);
+    for chunk in &mut chunks {
+        round(&mut lanes, chunk);
+    }
+    let rest = chunks.remainder();
+    let mut last = [0u8; 64];
+    last[..rest.len()].copy_from_slice(rest);
+    round(&mut lanes, &last);
+    let folded = mix(lanes[0] ^ lanes[2], lanes[1] ^ lanes[3] ^ k1);
+    mix(folded ^ bytes.len() as u64, k0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Selection, scan_index};
+    use super::*;
+
+    fn list(ids: impl Iterator<Item = usize>, wrapped: bool) -> String {
+        let entries: Vec<String> = ids
+            .map(|i| {
+                let agent = if i % 5 == 0 { "DevOps-Engineer" } else { "Backend" };
+                format!(
+                    "  {{\"id\": \"T-{i}\", \"agent\": \"{agent}\", \"type\": \"deployment_x\", \"status\": \"done\", \"title\": \"{}\"}}",
+                    "t".repeat(i % 200)
+                )
+            })
+            .collect();
+        let array = format!("[\n{}\n]", entries.join(",\n"));
+        if wrapped { format!("{{\"tasks\": {array}}}\n") } else { format!("{array}\n") }
+    }
+
+    fn checkpoint(text: &str) -> Checkpoint {
+        let (layout, _, entries) = scan_index(text, &Selection::default(), |_| false).unwrap();
+        Checkpoint::new(text, &layout, &entries).unwrap()
+    }
+
+    fn owned(head: &TaskHead<'_>) -> bool {
+        head.agent.as_deref() == Some("DevOps-Engineer")
+    }
+
+    /// Whatever the edit, a resume finds what a full scan of the new text finds: the same
+    /// layout, the same heads and entries from where it started, the same checkpoint.
+    fn agrees(old: &str, new: &str) -> Option<usize> {
+        let resumed = scan_resume(new, owned, &checkpoint(old))?;
+        let (layout, heads, entries) = scan_index(new, &Selection::default(), owned).unwrap();
+        assert_eq!(resumed.layout, layout);
+        let from = resumed.from;
+        fn spans(heads: &[TaskHead<'_>]) -> Vec<(usize, Span, Option<String>)> {
+            heads.iter().map(|h| (h.index, h.span, h.id.as_deref().map(str::to_owned))).collect()
+        }
+        let tail: Vec<TaskHead<'_>> = heads.into_iter().filter(|h| h.index >= from).collect();
+        assert_eq!(spans(&resumed.heads), spans(&tail));
+        fn ids(entries: &[Entry<'_>]) -> Vec<(Span, Option<String>, Option<String>)> {
+            entries
+                .iter()
+                .map(|e| (e.span, e.id.as_deref().map(str::to_owned), e.status.as_deref().map(str::to_owned)))
+                .collect()
+        }
+        assert_eq!(ids(&resumed.entries), ids(&entries[from..]));
+        let full = checkpoint(new);
+        assert_eq!((resumed.checkpoint.blocks, resumed.checkpoint.starts), (full.blocks, full.starts));
+        Some(from)
+    }
+
+    #[test]
+    fn an_appended_entry_is_walked_alone_and_found_as_a_full_scan_finds_it() {
+        for wrapped in [true, false] {
+            let old = list(0..3000, wrapped);
+            let new = list(0..3001, wrapped);
+            let from = agrees(&old, &new).expect("an append resumes");
+            assert!(from > 2900, "{from}");
+            // An edit near the end, and an entry removed at the end.
+            let done = "\"T-2991\", \"agent\": \"Backend\", \"type\": \"deployment_x\", \"status\": \"done\"";
+            let edited = old.replacen(done, &done.replace("done", "in_progress"), 1);
+            assert!(edited != old, "the edit changed nothing");
+            agrees(&old, &edited).expect("an edit near the end resumes");
+            agrees(&old, &list(0..2999, wrapped)).expect("a removal at the end resumes");
+            agrees(&old, &old).expect("the same text resumes");
+        }
+    }
+
+    #[test]
+    fn a_change_it_cannot_follow_declines_so_the_whole_file_is_scanned() {
+        let old = list(0..3000, true);
+        // Early in the file: a full scan (two threads) costs no more.
+        assert!(scan_resume(&list(1..3000, true), owned, &checkpoint(&old)).is_none());
+        // Broken at the end, or members after the array: the full scan says what is wrong.
+        let broken = format!("{}, {{\"id\": }}]}}\n", old.trim_end().trim_end_matches("]}"));
+        assert!(scan_resume(&broken, owned, &checkpoint(&old)).is_none());
+        let more = old.trim_end().trim_end_matches('}').to_owned() + ", \"extra\": 1}\n";
+        assert!(scan_index(&more, &Selection::default(), |_| false).is_ok());
+        assert!(scan_resume(&more, owned, &checkpoint(&old)).is_none());
+        // Too short to have a block: nothing to resume from.
+        let small = list(0..3, true);
+        assert!(scan_resume(&small, owned, &checkpoint(&small)).is_none());
+    }
+
+    #[test]
+    fn the_block_hash_tells_apart_every_single_byte_change_and_the_length() {
+        let block: Vec<u8> = (0..BLOCK).map(|i| (i * 7 % 251) as u8).collect();
+        let hash = block_hash(&block);
+        for at in (0..BLOCK).step_by(97) {
+            let mut changed = block.clone();
+            changed[at] ^= 1;
+            assert_ne!(block_hash(&changed), hash, "a change at {at}");
+        }
+        assert_ne!(block_hash(&[0; 10]), block_hash(&[0; 11]));
+        assert_eq!(block_hash(&block), hash);
+    }
+}
