@@ -747,6 +747,63 @@ impl TaskIndex {
     }
 }
 
+/// The layout of `text` (a version of `tasks.json` read under its lock) and the heads of the
+/// entries with the ids `wanted`, found from `index` (left by a pass of the engine) as
+/// [`crate::store::tasks::scan_ids_in`] finds them, without walking the part of the file
+/// that did not change since; `None` when the index cannot say (then the file is scanned).
+/// The index is not changed: it stays the pass's. Also `None` when any two entries share an
+/// id, so that the scan reports it as it always does.
+pub fn indexed_heads<'t>(
+    ws: &Workspace,
+    index: &TaskIndex,
+    text: &'t str,
+    wanted: &[&str],
+) -> Option<(crate::store::tasks::Layout, Vec<crate::store::tasks::TaskHead<'t>>)> {
+    if index.key != TaskIndex::key(ws) {
+        return None;
+    }
+    let resumed = crate::store::tasks::resume::scan_resume(text, |_| false, index.checkpoint.as_ref()?)?;
+    if resumed.entries.len() > RESUME_MAX_ENTRIES {
+        return None;
+    }
+    let (from, layout, checkpoint) = (resumed.from, resumed.layout, resumed.checkpoint);
+    let selection = ws.task_selection();
+    let head =
+        |at: usize| Some(crate::store::tasks::head_at(text, &layout, &selection, at, checkpoint.span(text, at)?));
+    let before = index.ids.get(..from)?;
+    let walked: Vec<(u32, Option<&str>)> =
+        resumed.entries.iter().map(|e| (id_hash(e.id.as_deref()), e.id.as_deref())).collect();
+    // The entry of `id` before the walked part (there is at most one: that part had no duplicates).
+    let earlier = |id: &str, hash: u32| {
+        before
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| **h == hash)
+            .map(|(i, _)| i)
+            .find(|&i| head(i).is_some_and(|h| h.id.as_deref() == Some(id)))
+    };
+    for (at, (hash, id)) in walked.iter().enumerate() {
+        let Some(id) = id else { continue };
+        if earlier(id, *hash).is_some() || walked[..at].iter().any(|(h, other)| h == hash && other == &Some(*id)) {
+            return None;
+        }
+    }
+    let mut heads = Vec::new();
+    for id in wanted {
+        let hash = id_hash(Some(id));
+        let at = match walked.iter().position(|(h, other)| *h == hash && other == &Some(*id)) {
+            Some(at) => Some(from + at),
+            None => earlier(id, hash),
+        };
+        if let Some(at) = at {
+            heads.push(head(at)?);
+        }
+    }
+    heads.sort_by_key(|h| h.index);
+    heads.dedup_by_key(|h| h.index);
+    Some((layout, heads))
+}
+
 /// Smaller files are scanned whole on every pass: it costs less than a millisecond.
 const RESUME_MIN_BYTES: usize = 256 * 1024;
 /// A task list none of which may be acted on, because an entry the scanner passed could not
@@ -1151,6 +1208,22 @@ mod tests {
         assert!(loaded.diagnostics.iter().any(|d| d.kind == Kind::UnknownDependency), "{:?}", loaded.diagnostics);
         assert_eq!(loaded.statuses.get("T-10").map(String::as_str), Some("done"));
         assert_eq!(loaded.statuses.get("FIX-T-33").map(String::as_str), Some("pending"));
+        // An edit under the lock finds its entries in a newer version through the index, as a
+        // scan finds them; with a duplicate id anywhere it leaves the finding to the scan.
+        let mut newer = entries.clone();
+        newer.push(entry("P-3", "Backend-Developer", "pending", &[]));
+        let text = file(&newer);
+        let wanted = ["P-2", "T-10", "P-3", "ABSENT"];
+        let by_index = indexed_heads(&ws, &index, &text, &wanted).expect("found through the index");
+        let scanned = crate::store::tasks::scan_ids_in(&text, &ws.task_selection(), &wanted).unwrap();
+        let heads = |found: &(crate::store::tasks::Layout, Vec<crate::store::tasks::TaskHead<'_>>)| {
+            let heads: Vec<_> = found.1.iter().map(|h| (h.index, h.span, h.id.as_deref().map(str::to_owned))).collect();
+            (found.0, heads)
+        };
+        assert_eq!(heads(&by_index), heads(&scanned));
+        assert_eq!(by_index.1.len(), 3);
+        newer.push(entry("T-12", "Backend-Developer", "pending", &[]));
+        assert!(indexed_heads(&ws, &index, &file(&newer), &wanted).is_none());
         // The claim changes one status near the end; then the entry is done.
         let last = entries.len() - 1;
         entries[last] = entry("P-2", "DevOps-Engineer", "in_progress", &["P-1", "T-10"]);

@@ -246,16 +246,24 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
     let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
     let mut chosen_id = String::new();
     let mut plan = |current: Option<&str>| -> Result<Option<Content>, StoreError> {
-        // One pass that keeps only what `add` needs: the entries with its id or a TASK-N id.
+        // One pass that keeps only what `add` needs: the entries with its id or one it depends
+        // on; the highest TASK-N (and Task Master number) is followed as the scan goes, on
+        // both of its threads.
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let (highest, highest_number) = (AtomicU64::new(0), AtomicU64::new(0));
         let (layout, relevant) = match current {
             Some(text) => {
                 let (layout, relevant) = tasks::scan_in(text, &ws.task_selection(), |head| {
-                    head.id.as_deref().is_some_and(|id| {
-                        args.id.as_deref() == Some(id)
-                            || id.starts_with("TASK-")
-                            || (head.taskmaster && id.bytes().all(|b| b.is_ascii_digit()))
-                            || depends_on.iter().any(|d| d == id)
-                    })
+                    let Some(id) = head.id.as_deref() else { return false };
+                    if head.taskmaster {
+                        // Task Master numbers its tasks: a new one takes the next integer.
+                        if let Some(Ok(number)) = id.bytes().all(|b| b.is_ascii_digit()).then(|| id.parse::<u64>()) {
+                            highest_number.fetch_max(number, Ordering::Relaxed);
+                        }
+                    } else if let Some(Ok(number)) = id.strip_prefix("TASK-").map(str::parse::<u64>) {
+                        highest.fetch_max(number, Ordering::Relaxed);
+                    }
+                    args.id.as_deref() == Some(id) || depends_on.iter().any(|d| d == id)
                 })
                 .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
                 (Some(layout), relevant)
@@ -263,19 +271,7 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
             None => (None, Vec::new()),
         };
         let taken = relevant.iter().any(|head| head.id.as_deref() == args.id.as_deref());
-        let highest = relevant
-            .iter()
-            .filter(|head| !head.taskmaster)
-            .filter_map(|head| head.id.as_deref()?.strip_prefix("TASK-")?.parse::<u64>().ok())
-            .max()
-            .unwrap_or(0);
-        // Task Master numbers its tasks: a new one takes the next integer.
-        let highest_number = relevant
-            .iter()
-            .filter(|head| head.taskmaster)
-            .filter_map(|head| head.id.as_deref()?.parse::<u64>().ok())
-            .max()
-            .unwrap_or(0);
+        let (highest, highest_number) = (highest.into_inner(), highest_number.into_inner());
         let id = match &args.id {
             Some(id) if taken => {
                 return Err(StoreError::Refused(format!("a task with the id `{id}` already exists")));

@@ -40,10 +40,8 @@ impl<'w> Engine<'w> {
         let known = facts.known.take();
         if !task.from_state {
             let expect = [task.status.as_str()];
-            let edited = match &known {
-                Some(known) => record::edit_known_task(self.ws, known, &id, &expect, claim),
-                None => record::edit_task(self.ws, Some(&id), &expect, claim, Vec::new()),
-            };
+            let index = Some(&*self.options.task_index);
+            let edited = record::edit_known_task(self.ws, known.as_ref(), index, &id, &expect, claim);
             drop(known);
             match edited {
                 Ok(true) => {}

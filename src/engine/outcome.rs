@@ -360,7 +360,14 @@ impl<'w> Engine<'w> {
             tracing::error!("cannot keep the outcome of {id} beside its run: {e}");
         }
         let claim = run.claim.as_deref().unwrap_or(&run.run_id);
-        let why = match record::edit_claimed_task(self.ws, task_id, claim, ops, appends) {
+        let why = match record::edit_claimed_task(
+            self.ws,
+            Some(&*self.options.task_index),
+            task_id,
+            claim,
+            ops,
+            appends,
+        ) {
             Ok(Claimed::Applied) => {
                 kept.applied_at = Some(crate::time::now_rfc3339());
                 if let Err(e) = kept.save(self.ws) {

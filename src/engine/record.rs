@@ -32,20 +32,26 @@ pub fn edit_task(
     appends: Vec<Value>,
 ) -> Result<bool, StoreError> {
     let mut claimed = Claimed::Applied;
-    edit_task_with(ws, id, expect, None, &ops, &appends, &mut claimed, None)
+    edit_task_with(ws, id, expect, None, &ops, &appends, &mut claimed, None, None)
 }
 
+/// The pass's [`crate::validate::TaskIndex`], through which an edit finds its entries in a
+/// new version of `tasks.json` without walking the part that did not change.
+pub type Index<'a> = Option<&'a std::sync::Mutex<crate::validate::TaskIndex>>;
+
 /// [`edit_task`] of one task, starting from `tasks.json` as a pass read it (`known`) when the
-/// file is still at that version under the lock: neither read nor scanned again.
+/// file is still at that version under the lock: neither read nor scanned again. Otherwise
+/// the entry is found through `index` when it can say, else by a scan.
 pub fn edit_known_task(
     ws: &Workspace,
-    known: &crate::validate::KnownTasks,
+    known: Option<&crate::validate::KnownTasks>,
+    index: Index<'_>,
     id: &str,
     expect: &[&str],
     ops: Vec<FieldOp>,
 ) -> Result<bool, StoreError> {
     let mut claimed = Claimed::Applied;
-    edit_task_with(ws, Some(id), expect, None, &ops, &[], &mut claimed, Some(known))
+    edit_task_with(ws, Some(id), expect, None, &ops, &[], &mut claimed, known, index)
 }
 
 /// What became of an edit that may land only on the entry that carries a run's claim.
@@ -62,16 +68,17 @@ pub enum Claimed {
 }
 
 /// Edits task `id` only while its entry carries the claim of `run_id`, whatever its status
-/// is now, and appends `appends` with it.
+/// is now, and appends `appends` with it (the entries found through `index` when it can say).
 pub fn edit_claimed_task(
     ws: &Workspace,
+    index: Index<'_>,
     id: &str,
     run_id: &str,
     ops: Vec<FieldOp>,
     appends: Vec<Value>,
 ) -> Result<Claimed, StoreError> {
     let mut claimed = Claimed::Applied;
-    edit_task_with(ws, Some(id), &[], Some(run_id), &ops, &appends, &mut claimed, None)?;
+    edit_task_with(ws, Some(id), &[], Some(run_id), &ops, &appends, &mut claimed, None, index)?;
     Ok(claimed)
 }
 
@@ -85,12 +92,14 @@ fn edit_task_with(
     appends: &[Value],
     claimed: &mut Claimed,
     mut known: Option<&crate::validate::KnownTasks>,
+    index: Index<'_>,
 ) -> Result<bool, StoreError> {
     let file = ws.config.paths.tasks.clone();
     let mut tries = 0;
     loop {
         let mut unreadable = false;
-        let result = edit_task_once(ws, &file, id, expect, claim, ops, appends, &mut unreadable, claimed, known.take());
+        let result =
+            edit_task_once(ws, &file, id, expect, claim, ops, appends, &mut unreadable, claimed, known.take(), index);
         tries += 1;
         if result.is_ok() || !unreadable || tries >= 3 {
             return result;
@@ -133,6 +142,7 @@ fn edit_task_once(
     unreadable: &mut bool,
     claimed: &mut Claimed,
     known: Option<&crate::validate::KnownTasks>,
+    index: Index<'_>,
 ) -> Result<bool, StoreError> {
     let path = ws.inside(file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
     let mut applied = true;
@@ -157,10 +167,19 @@ fn edit_task_once(
                     .collect();
                 (k.layout, heads)
             }
-            None => tasks::scan_ids_in(text, &ws.task_selection(), &wanted).map_err(|e| {
-                *unreadable = true;
-                refused(file, layout_error(text, &e))
-            })?,
+            None => {
+                let indexed = index.and_then(|index| {
+                    let index = index.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    crate::validate::indexed_heads(ws, &index, text, &wanted)
+                });
+                match indexed {
+                    Some(found) => found,
+                    None => tasks::scan_ids_in(text, &ws.task_selection(), &wanted).map_err(|e| {
+                        *unreadable = true;
+                        refused(file, layout_error(text, &e))
+                    })?,
+                }
+            }
         };
         let mut updates = Vec::new();
         if let Some(id) = id {

@@ -339,7 +339,14 @@ impl<'w> Engine<'w> {
 
     pub(super) fn apply_kept(&self, kept: &mut KeptOutcome) -> bool {
         let again = kept.applied_at.is_some();
-        match record::edit_claimed_task(self.ws, &kept.task, kept.claim(), kept.ops(), kept.appends.clone()) {
+        match record::edit_claimed_task(
+            self.ws,
+            Some(&*self.options.task_index),
+            &kept.task,
+            kept.claim(),
+            kept.ops(),
+            kept.appends.clone(),
+        ) {
             Ok(Claimed::Applied) => {
                 kept.applied_at = Some(crate::time::now_rfc3339());
                 kept.why.clear();
