@@ -42,7 +42,7 @@ impl Checkpoint {
             return None;
         }
         let starts = entries.iter().map(|e| e.span.start as u32).collect();
-        let blocks = text.as_bytes().chunks_exact(BLOCK).map(block_hash).collect();
+        let blocks = block_hashes(text.as_bytes());
         Some(Checkpoint { blocks, array_start: layout.array_start, wrapped: layout.wrapped, starts })
     }
 
@@ -100,15 +100,8 @@ pub fn scan_resume<'t>(
         return None;
     }
     let bytes = text.as_bytes();
-    let mut blocks: Vec<u64> = Vec::with_capacity(bytes.len() / BLOCK);
-    for (old, block) in previous.blocks.iter().zip(bytes.chunks_exact(BLOCK)) {
-        let hash = block_hash(block);
-        if hash != *old {
-            break;
-        }
-        blocks.push(hash);
-    }
-    let same = blocks.len() * BLOCK;
+    let blocks = block_hashes(bytes);
+    let same = blocks.iter().zip(&previous.blocks).take_while(|(new, old)| new == old).count() * BLOCK;
     // The first entry that may have changed: the entries before it, and the separator after
     // the last of them, are in the blocks that did not.
     let from = previous.starts.partition_point(|&start| start as usize <= same).saturating_sub(1);
@@ -141,11 +134,29 @@ pub fn scan_resume<'t>(
     let entries = found.entries.take().unwrap_or_default();
     let mut starts = previous.starts[..from].to_vec();
     starts.extend(entries.iter().map(|e| e.span.start as u32));
-    blocks.extend(bytes[same..].chunks_exact(BLOCK).map(block_hash));
     let checkpoint = Checkpoint { blocks, array_start: previous.array_start, wrapped: previous.wrapped, starts };
     let layout =
         Layout { array_start: previous.array_start, wrapped: previous.wrapped, tag: None, shape: Some(found.shape) };
     Some(Resumed { layout, from, heads: found.heads, entries, checkpoint })
+}
+
+/// Files at least this large are hashed by two threads, one half each.
+const PARALLEL_MIN_BYTES: usize = 4 * 1024 * 1024;
+
+/// The hash of every whole block of `bytes`, in order.
+fn block_hashes(bytes: &[u8]) -> Vec<u64> {
+    let whole = bytes.len() / BLOCK;
+    if bytes.len() < PARALLEL_MIN_BYTES {
+        return bytes.chunks_exact(BLOCK).map(block_hash).collect();
+    }
+    let (first, second) = bytes[..whole * BLOCK].split_at(whole / 2 * BLOCK);
+    std::thread::scope(|scope| {
+        let later = scope.spawn(|| second.chunks_exact(BLOCK).map(block_hash).collect::<Vec<u64>>());
+        let mut hashes: Vec<u64> = Vec::with_capacity(whole);
+        hashes.extend(first.chunks_exact(BLOCK).map(block_hash));
+        hashes.extend(later.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        hashes
+    })
 }
 
 /// The process's secret key for [`block_hash`].
@@ -269,6 +280,14 @@ mod tests {
         // Too short to have a block: nothing to resume from.
         let small = list(0..3, true);
         assert!(scan_resume(&small, owned, &checkpoint(&small)).is_none());
+    }
+
+    #[test]
+    fn two_threads_hash_the_blocks_one_thread_would() {
+        let bytes: Vec<u8> = (0..PARALLEL_MIN_BYTES + 3 * BLOCK + 17).map(|i| (i % 253) as u8).collect();
+        let one: Vec<u64> = bytes.chunks_exact(BLOCK).map(block_hash).collect();
+        assert_eq!(block_hashes(&bytes), one);
+        assert_eq!(one.len(), bytes.len() / BLOCK);
     }
 
     #[test]
