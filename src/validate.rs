@@ -311,10 +311,10 @@ pub fn load_task_list_indexed(
     let selection = ws.task_selection();
     let stamp = crate::store::file::Stamp::of(&ws.path(&relative));
     let (read, known) = match crate::store::file::Known::read(&ws.path(&relative), || ws.read_text(&relative)) {
-        Ok(read) => read,
+        Ok((read, known)) => (read::Recycled(read), known),
         Err(diagnostic) => return TaskList { diagnostics: vec![diagnostic], ..TaskList::default() },
     };
-    let Some(text) = known.as_ref().map(|k| k.text.as_str()).or(read.as_deref()) else {
+    let Some(text) = known.as_ref().map(|k| k.text.as_str()).or(read.0.as_deref()) else {
         if let Some(index) = index {
             *index = TaskIndex::default();
         }

@@ -292,12 +292,19 @@ async fn reconcile_loop(
                 Some(at) => wait.min(until(at, crate::time::Clock::from_env().now())),
                 None => wait,
             };
+            // The memory kept for the next large read goes once the daemon has been idle for
+            // a moment (`workspace::read::recycle`): idle, it holds no copy of any file.
+            let keep_spare = crate::workspace::read::spare_held().then_some(SPARE_KEEP).filter(|keep| *keep < wait);
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 hint = hints.recv() => match hint {
                     Some(hint) => tracing::debug!("hint: {hint:?}"),
                     None => return,
                 },
+                _ = tokio::time::sleep(keep_spare.unwrap_or(wait)), if keep_spare.is_some() => {
+                    crate::workspace::read::release_spare();
+                    continue;
+                }
                 _ = tokio::time::sleep(wait) => tracing::debug!("{}", if retry_after_settle { "re-reading after the files settled" } else { "periodic resync" }),
             }
             // Debounce: wait until nothing has changed for `debounce`, so a file written in
@@ -500,6 +507,9 @@ struct Reconciled {
     tasks_by_status: BTreeMap<String, u64>,
     outbox: crate::notify::OutboxStatus,
 }
+
+/// How long the daemon keeps the memory of its last large read once it is idle.
+const SPARE_KEEP: Duration = Duration::from_secs(2);
 
 /// One reconcile with the latest config (or the last good one) and the same engine as `run`.
 /// How long one reconcile may keep running nodes before it returns to the loop.

@@ -219,6 +219,13 @@ pub struct Known {
     pub text: String,
 }
 
+impl Drop for Known {
+    /// The text's memory serves the next large read ([`read::recycle`]).
+    fn drop(&mut self) {
+        read::recycle(std::mem::take(&mut self.text));
+    }
+}
+
 impl Known {
     /// `text`, read from `path` with `read` between two looks at the file's version; `None`
     /// for a text that may not stand for a version (see [`Known`]).
@@ -323,14 +330,14 @@ where
         let before = target.version(&target.name)?;
         // The text read earlier stands for the file only while the file is at its version.
         let known_text = known.take().filter(|k| before == Some(k.version)).map(|k| k.text.as_str());
-        let current = match (before, known_text) {
+        let current = read::Recycled(match (before, known_text) {
             (_, Some(_)) | (None, _) => None,
             (Some(_), None) => match target.read(label, limit)? {
                 Some(bytes) => Some(read::check_text(label, bytes).map_err(|d| StoreError::Invalid(Box::new(d)))?),
                 None => continue,
             },
-        };
-        let current = known_text.or(current.as_deref());
+        });
+        let current = known_text.or(current.0.as_deref());
         let Some(new) = edit(current)? else { return Ok(Outcome::Unchanged) };
         let new = new.into();
         let temp = match (&new, current) {

@@ -111,9 +111,18 @@ const PARALLEL_MIN_BYTES: u64 = 4 * 1024 * 1024;
 fn read_halves(file: &fs::File, len: u64) -> Option<io::Result<Vec<u8>>> {
     use std::os::unix::fs::FileExt;
     let size = usize::try_from(len).ok()?;
-    // Zeroed memory from the allocator is fresh pages, not written twice.
-    let mut bytes = vec![0u8; size];
-    advise_huge_pages(&mut bytes);
+    let mut bytes = match take_spare(size) {
+        Some(bytes) => bytes,
+        None => {
+            // Zeroed memory from the allocator is fresh pages, not written twice. A little
+            // room past the end, which costs nothing until it is written, lets the next
+            // version of the file (a task longer) be read into this memory too.
+            let mut bytes = vec![0u8; size + size / 32];
+            bytes.truncate(size);
+            advise_huge_pages(&mut bytes);
+            bytes
+        }
+    };
     let (first, second) = bytes.split_at_mut(size / 2);
     let second_offset = first.len() as u64;
     let read_exact = |part: &mut [u8], offset: u64| match file.read_exact_at(part, offset) {
@@ -157,6 +166,68 @@ fn is_utf8(bytes: &[u8]) -> bool {
         let first_ok = std::str::from_utf8(first).is_ok();
         second_ok.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)) && first_ok
     })
+}
+
+/// The memory of the last large read its reader gave back ([`recycle`]), for the next one.
+/// A large allocation is fresh pages from the kernel, each faulted in and zeroed as the read
+/// first writes it: on a 27 MB `tasks.json` that was two thirds of the read. The daemon lets
+/// go of it once it has been idle for a moment ([`release_spare`]), so it costs memory only
+/// while passes follow each other.
+static SPARE: std::sync::Mutex<Option<Vec<u8>>> = std::sync::Mutex::new(None);
+
+fn spare() -> std::sync::MutexGuard<'static, Option<Vec<u8>>> {
+    SPARE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The spare buffer as `size` initialized bytes, when it is large enough.
+fn take_spare(size: usize) -> Option<Vec<u8>> {
+    let mut spare = spare();
+    let mut bytes = spare.take()?;
+    if bytes.capacity() < size {
+        // Too small: freed before a larger buffer is made, never held beside it.
+        return None;
+    }
+    // Its bytes are overwritten by the read; only what it never held is zeroed.
+    if bytes.len() >= size {
+        bytes.truncate(size);
+    } else {
+        bytes.resize(size, 0);
+    }
+    Some(bytes)
+}
+
+/// Gives back the text of a large read once its reader is done with it: the next large read
+/// fills that memory instead of faulting in new pages. Smaller texts are simply dropped.
+pub fn recycle(text: String) {
+    let bytes = text.into_bytes();
+    if (bytes.capacity() as u64) < PARALLEL_MIN_BYTES {
+        return;
+    }
+    let mut spare = spare();
+    if spare.as_ref().is_none_or(|kept| kept.capacity() < bytes.capacity()) {
+        *spare = Some(bytes);
+    }
+}
+
+/// A text that is [`recycle`]d when dropped, for a reader that may return on many paths.
+pub struct Recycled(pub Option<String>);
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        if let Some(text) = self.0.take() {
+            recycle(text);
+        }
+    }
+}
+
+/// Whether a buffer is kept for the next large read.
+pub fn spare_held() -> bool {
+    spare().is_some()
+}
+
+/// Frees the buffer kept for the next large read, if any.
+pub fn release_spare() {
+    drop(spare().take());
 }
 
 /// Asks for transparent huge pages for a large read buffer: a 25 MB `tasks.json` then costs a
@@ -623,6 +694,29 @@ pub fn parse_markdown(label: &str, text: &str) -> Result<MarkdownDoc, Diagnostic
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_read_into_the_memory_of_an_earlier_one_holds_exactly_the_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mib = 1024 * 1024;
+        let read = |byte: u8, len: usize| {
+            let path = dir.path().join("big.json");
+            std::fs::write(&path, vec![byte; len]).unwrap();
+            read_text(&path, "big.json", u64::MAX).unwrap().unwrap()
+        };
+        // Larger, then smaller than the kept buffer, then between its length and its capacity.
+        let first = read(b'a', 5 * mib);
+        recycle(first);
+        let second = read(b'b', 4 * mib + 1);
+        assert!(second.len() == 4 * mib + 1 && second.bytes().all(|b| b == b'b'));
+        recycle(second);
+        let third = read(b'c', 4 * mib + 7);
+        assert!(third.len() == 4 * mib + 7 && third.bytes().all(|b| b == b'c'));
+        recycle(third);
+        release_spare();
+        let fourth = read(b'd', 4 * mib + 3);
+        assert!(fourth.len() == 4 * mib + 3 && fourth.bytes().all(|b| b == b'd'));
+    }
 
     #[test]
     fn front_matter_positions_follow_the_pointer() {

@@ -681,6 +681,80 @@ fn a_broken_tasks_file_is_reported_left_alone_and_its_fix_is_picked_up() {
     wait_until(DEADLINE, "/healthz to be 200 again", || daemon.get("/healthz").status == 200);
 }
 
+/// A task list of `count` finished tasks of another agent and then `more`, as an agent writes
+/// it (pretty-printed, so each version repeats the bytes of the entries it keeps).
+fn large_list(count: usize, more: &[Value]) -> String {
+    let mut tasks: Vec<Value> = (0..count)
+        .map(|i| {
+            json!({
+                "id": format!("OLD-{i}"),
+                "title": format!("Earlier work {i}, described at some length as agents do"),
+                "agent": "Backend-Developer",
+                "type": "feature",
+                "status": "done"
+            })
+        })
+        .collect();
+    tasks.extend(more.iter().cloned());
+    serde_json::to_string_pretty(&json!({"tasks": tasks})).unwrap()
+}
+
+/// `tasks.json` as it is now, changed by `edit` and saved by rename, as an agent writes it.
+fn rewrite_tasks(ws: &Workspace, edit: impl FnOnce(&mut Vec<Value>)) -> String {
+    let mut value = json_file(ws, TASKS);
+    edit(value["tasks"].as_array_mut().unwrap());
+    let text = serde_json::to_string_pretty(&value).unwrap();
+    save_by_rename(ws, TASKS, "tasks.json.new", text.as_bytes());
+    text
+}
+
+#[test]
+fn a_large_task_list_rewritten_task_by_task_is_followed_and_a_late_duplicate_id_stops_it() {
+    // Large enough that a pass scans each new version only from where it changed.
+    let ws = quiet_workspace();
+    ws.write(TASKS, large_list(3000, &[]));
+    assert!(ws.read(TASKS).len() > 400_000);
+    let daemon = Daemon::start(&ws, &[], true);
+    wait_until(DEADLINE, "the first reconcile", || daemon.metric("opsflow_reconciles_total") >= 1.0);
+
+    // Agents append tasks one version after the other; the second waits for the first.
+    rewrite_tasks(&ws, |tasks| tasks.push(design_task("DEVOPS-100", "DevOps-Engineer")));
+    wait_for_status(&ws, "DEVOPS-100", "done");
+    rewrite_tasks(&ws, |tasks| {
+        let mut next = design_task("DEVOPS-101", "DevOps-Engineer");
+        next["depends_on"] = json!(["DEVOPS-100", "OLD-2999"]);
+        tasks.push(next);
+    });
+    wait_for_status(&ws, "DEVOPS-101", "done");
+
+    // A task appended with the id of one near the start of the file: nothing acts on the file.
+    let errors = daemon.metric("opsflow_reconcile_errors_total");
+    let written = rewrite_tasks(&ws, |tasks| {
+        tasks.push(json!({"id": "OLD-7", "title": "Again", "agent": "Backend-Developer", "type": "feature", "status": "pending"}));
+        tasks.push(design_task("DEVOPS-102", "DevOps-Engineer"));
+    });
+    wait_until(DEADLINE, "the duplicate id to be reported", || {
+        daemon.log().contains("duplicate task id `OLD-7` (also used at /tasks/7)")
+            && daemon.metric("opsflow_reconcile_errors_total") > errors
+    });
+    assert_eq!(status(&ws, "DEVOPS-102").as_deref(), Some("pending"));
+    assert_eq!(ws.read_string(TASKS), written, "a file with a duplicate id was written to");
+
+    // Without it, the waiting task runs.
+    rewrite_tasks(&ws, |tasks| tasks.retain(|t| !(t["id"] == "OLD-7" && t["status"] == "pending")));
+    wait_for_status(&ws, "DEVOPS-102", "done");
+
+    // A change near the start of the file is seen too.
+    rewrite_tasks(&ws, |tasks| tasks[3] = design_task("DEVOPS-103", "DevOps-Engineer"));
+    wait_for_status(&ws, "DEVOPS-103", "done");
+    let tasks = ws.tasks();
+    assert_eq!(tasks.len(), 3003);
+    assert!(tasks.iter().filter(|t| t["agent"] == "Backend-Developer").all(|t| t["status"] == "done"));
+    for id in ["DEVOPS-100", "DEVOPS-101", "DEVOPS-102", "DEVOPS-103"] {
+        assert_eq!(task(&tasks, id)["claimed_by"], "DevOps-Engineer", "{id}");
+    }
+}
+
 #[test]
 fn a_config_change_takes_effect_and_an_invalid_one_keeps_the_last_good() {
     let ws = quiet_workspace();
