@@ -457,22 +457,17 @@ fn task_list_resumed(
     let span = |at: usize| checkpoint.span(text, at);
     let head = |at: usize| Some(crate::store::tasks::head_at(text, &layout, selection, at, span(at)?));
     index.forget_from(from);
-    // Each id walked is looked for among every entry before it; one found is a duplicate,
-    // which the whole scan reports as it always does.
-    for (at, entry) in (from..).zip(&resumed.entries) {
-        let hash = id_hash(entry.id.as_deref());
-        if let Some(id) = entry.id.as_deref() {
-            let earlier = index.ids.iter().enumerate().filter(|(_, h)| **h == hash).map(|(i, _)| i);
-            for earlier in earlier.collect::<Vec<_>>() {
-                if head(earlier)?.id.as_deref() == Some(id) {
-                    return None;
-                }
-            }
-            if remember(id) {
-                index.remembered.push(at as u32);
-            }
+    // An id walked that another entry has is a duplicate, which the whole scan reports as it
+    // always does.
+    let walked_ids: Vec<Option<&str>> = resumed.entries.iter().map(|e| e.id.as_deref()).collect();
+    if walked_duplicate(&index.ids, &walked_ids, &head)? {
+        return None;
+    }
+    for (at, id) in (from..).zip(&walked_ids) {
+        if id.is_some_and(remember) {
+            index.remembered.push(at as u32);
         }
-        index.ids.push(hash);
+        index.ids.push(id_hash(*id));
     }
     for walked in &resumed.heads {
         if owns(walked) {
@@ -511,8 +506,40 @@ fn task_list_resumed(
     Some((TaskList { owned_by_status, ..list }, layout, spans))
 }
 
-/// More entries walked than this and a resume gives way to the whole scan: each one's id is
-/// looked for among all the others without a map.
+/// Whether an id of the entries walked (`walked`) is also the id of an entry before them
+/// (`before`: their id hashes, the entry read back by `head`) or of another walked; `None`
+/// when an entry cannot be read back. One pass over `before`, whatever the number walked: a
+/// bit per hash (mod 4096) of the walked ids rules out nearly every entry without a lookup.
+fn walked_duplicate<'t>(
+    before: &[u32],
+    walked: &[Option<&str>],
+    head: &dyn Fn(usize) -> Option<crate::store::tasks::TaskHead<'t>>,
+) -> Option<bool> {
+    let mut bits = [0u64; 64];
+    let mut by_hash: FxMap<u32, Vec<&str>> = FxMap::default();
+    for id in walked.iter().flatten() {
+        let hash = id_hash(Some(id));
+        let same = by_hash.entry(hash).or_default();
+        if same.contains(id) {
+            return Some(true);
+        }
+        same.push(id);
+        bits[(hash as usize >> 6) & 63] |= 1 << (hash & 63);
+    }
+    for (at, hash) in before.iter().enumerate() {
+        if bits[(*hash as usize >> 6) & 63] & (1 << (hash & 63)) == 0 {
+            continue;
+        }
+        if let Some(same) = by_hash.get(hash)
+            && head(at)?.id.is_some_and(|id| same.contains(&id.as_ref()))
+        {
+            return Some(true);
+        }
+    }
+    Some(false)
+}
+
+/// More entries walked than this and a resume gives way to the whole scan.
 const RESUME_MAX_ENTRIES: usize = 256;
 
 /// How [`finish_task_list`] reads the entries of one version of the file.
@@ -771,8 +798,11 @@ pub fn indexed_heads<'t>(
     let head =
         |at: usize| Some(crate::store::tasks::head_at(text, &layout, &selection, at, checkpoint.span(text, at)?));
     let before = index.ids.get(..from)?;
-    let walked: Vec<(u32, Option<&str>)> =
-        resumed.entries.iter().map(|e| (id_hash(e.id.as_deref()), e.id.as_deref())).collect();
+    let walked_ids: Vec<Option<&str>> = resumed.entries.iter().map(|e| e.id.as_deref()).collect();
+    if walked_duplicate(before, &walked_ids, &head)? {
+        return None;
+    }
+    let walked: Vec<(u32, Option<&str>)> = walked_ids.iter().map(|id| (id_hash(*id), *id)).collect();
     // The entry of `id` before the walked part (there is at most one: that part had no duplicates).
     let earlier = |id: &str, hash: u32| {
         before
@@ -782,12 +812,6 @@ pub fn indexed_heads<'t>(
             .map(|(i, _)| i)
             .find(|&i| head(i).is_some_and(|h| h.id.as_deref() == Some(id)))
     };
-    for (at, (hash, id)) in walked.iter().enumerate() {
-        let Some(id) = id else { continue };
-        if earlier(id, *hash).is_some() || walked[..at].iter().any(|(h, other)| h == hash && other == &Some(*id)) {
-            return None;
-        }
-    }
     let mut heads = Vec::new();
     for id in wanted {
         let hash = id_hash(Some(id));
