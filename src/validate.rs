@@ -376,6 +376,14 @@ pub fn load_task_list_indexed(
     }
 }
 
+/// A load's list, the file's layout and the spans of the kept entries.
+type LoadedList = (TaskList, crate::store::tasks::Layout, Vec<crate::store::json::Span>);
+
+/// Whether this runner owns the entry (`workflow::owns`).
+fn owned_entry(ws: &Workspace, head: &crate::store::tasks::TaskHead<'_>) -> bool {
+    crate::workflow::owns(&ws.config, head.agent.as_deref(), head.kind.as_deref())
+}
+
 /// [`load_task_list`] on text already read; the scan error when it is not a task list.
 /// With `index`, the index of this version is left in it for the next pass.
 fn task_list_from(
@@ -386,10 +394,8 @@ fn task_list_from(
     keep: &(impl Fn(&crate::store::tasks::TaskHead<'_>) -> bool + Sync),
     remember: &impl Fn(&str) -> bool,
     index: Option<&mut TaskIndex>,
-) -> Result<(TaskList, crate::store::tasks::Layout, Vec<crate::store::json::Span>), LayoutError> {
-    let owns = |head: &crate::store::tasks::TaskHead<'_>| {
-        crate::workflow::owns(&ws.config, head.agent.as_deref(), head.kind.as_deref())
-    };
+) -> Result<LoadedList, LayoutError> {
+    let owns = |head: &crate::store::tasks::TaskHead<'_>| owned_entry(ws, head);
     // One walk: every entry's id, status and span, and the heads of the owned and kept ones.
     let (layout, heads, all) = crate::store::tasks::scan_index(text, selection, |head| owns(head) || keep(head))?;
     let prefix_text = layout.prefix(text);
@@ -443,10 +449,8 @@ fn task_list_resumed(
     keep: &(impl Fn(&crate::store::tasks::TaskHead<'_>) -> bool + Sync),
     remember: &impl Fn(&str) -> bool,
     index: &mut TaskIndex,
-) -> Option<(TaskList, crate::store::tasks::Layout, Vec<crate::store::json::Span>)> {
-    let owns = |head: &crate::store::tasks::TaskHead<'_>| {
-        crate::workflow::owns(&ws.config, head.agent.as_deref(), head.kind.as_deref())
-    };
+) -> Option<LoadedList> {
+    let owns = |head: &crate::store::tasks::TaskHead<'_>| owned_entry(ws, head);
     let resumed = crate::store::tasks::resume::scan_resume(text, |h| owns(h) || keep(h), index.checkpoint.as_ref()?)?;
     if resumed.entries.len() > RESUME_MAX_ENTRIES {
         return None;
