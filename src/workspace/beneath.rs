@@ -491,14 +491,18 @@ mod tests {
                 swaps
             })
         };
-        let mut written = 0;
-        for n in 0..3000 {
+        // 3000 attempts, and more while none has gone through yet (a loaded machine can give
+        // the swap loop every turn for a while), up to a deadline.
+        let (mut written, mut n) = (0, 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while n < 3000 || (written == 0 && std::time::Instant::now() < deadline) {
             let name = format!("f{n}");
             if let Ok(dir) = Dir::open(&root, Path::new("docs/history/sub"), true)
                 && dir.write_atomic(OsStr::new(&name), b"x").is_ok()
             {
                 written += 1;
             }
+            n += 1;
         }
         stop.store(true, Ordering::Relaxed);
         let swaps = swapper.join().unwrap();
