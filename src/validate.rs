@@ -481,16 +481,8 @@ fn task_list_resumed(
             index.kept.push(walked.index as u32);
         }
     }
-    let lookup = |id: &str| {
-        let hash = id_hash(Some(id));
-        index
-            .ids
-            .iter()
-            .enumerate()
-            .filter(|(_, h)| **h == hash)
-            .map(|(i, _)| i)
-            .find(|&i| head(i).is_some_and(|h| h.id.as_deref() == Some(id)))
-    };
+    let ids = IdLookup::new(&index.ids, &head);
+    let lookup = |id: &str| ids.find(id);
     let mut walked = resumed.heads.into_iter().filter(|h| keep(h)).peekable();
     let mut kept_heads = Vec::with_capacity(index.kept.len());
     for &at in &index.kept {
@@ -541,6 +533,42 @@ fn walked_duplicate<'t>(
         }
     }
     Some(false)
+}
+
+/// The entry of an id in a task list without duplicate ids, from the 32-bit hash of every
+/// entry's id (`ids`) and the entry read back (`head`) to tell apart ids that share a hash.
+/// The first few lookups go over `ids`; past [`IdLookup::SCANS`] a map of the hashes is made
+/// once, so a pass that looks up many dependencies does not go over every id for each.
+struct IdLookup<'a, 't> {
+    ids: &'a [u32],
+    head: &'a dyn Fn(usize) -> Option<crate::store::tasks::TaskHead<'t>>,
+    scans: std::cell::Cell<usize>,
+    by_hash: std::cell::OnceCell<FxMap<u32, Vec<u32>>>,
+}
+
+impl<'a, 't> IdLookup<'a, 't> {
+    const SCANS: usize = 16;
+
+    fn new(ids: &'a [u32], head: &'a dyn Fn(usize) -> Option<crate::store::tasks::TaskHead<'t>>) -> Self {
+        IdLookup { ids, head, scans: Default::default(), by_hash: Default::default() }
+    }
+
+    fn find(&self, id: &str) -> Option<usize> {
+        let hash = id_hash(Some(id));
+        let is_it = |at: &usize| (self.head)(*at).is_some_and(|h| h.id.as_deref() == Some(id));
+        if self.scans.get() < Self::SCANS && self.by_hash.get().is_none() {
+            self.scans.set(self.scans.get() + 1);
+            return self.ids.iter().enumerate().filter(|(_, h)| **h == hash).map(|(at, _)| at).find(is_it);
+        }
+        let by_hash = self.by_hash.get_or_init(|| {
+            let mut map: FxMap<u32, Vec<u32>> = FxMap::with_capacity_and_hasher(self.ids.len(), Default::default());
+            for (at, h) in (0u32..).zip(self.ids) {
+                map.entry(*h).or_default().push(at);
+            }
+            map
+        });
+        by_hash.get(&hash)?.iter().map(|&at| at as usize).find(is_it)
+    }
 }
 
 /// More entries walked than this and a resume gives way to the whole scan.
@@ -806,24 +834,12 @@ pub fn indexed_heads<'t>(
     if walked_duplicate(before, &walked_ids, &head)? {
         return None;
     }
-    let walked: Vec<(u32, Option<&str>)> = walked_ids.iter().map(|id| (id_hash(*id), *id)).collect();
-    // The entry of `id` before the walked part (there is at most one: that part had no duplicates).
-    let earlier = |id: &str, hash: u32| {
-        before
-            .iter()
-            .enumerate()
-            .filter(|(_, h)| **h == hash)
-            .map(|(i, _)| i)
-            .find(|&i| head(i).is_some_and(|h| h.id.as_deref() == Some(id)))
-    };
+    let mut all = before.to_vec();
+    all.extend(walked_ids.iter().map(|id| id_hash(*id)));
+    let ids = IdLookup::new(&all, &head);
     let mut heads = Vec::new();
     for id in wanted {
-        let hash = id_hash(Some(id));
-        let at = match walked.iter().position(|(h, other)| *h == hash && other == &Some(*id)) {
-            Some(at) => Some(from + at),
-            None => earlier(id, hash),
-        };
-        if let Some(at) = at {
+        if let Some(at) = ids.find(id) {
             heads.push(head(at)?);
         }
     }
@@ -1167,6 +1183,30 @@ mod tests {
             ]
         );
         assert_eq!(problems[2].message, "dependency cycle: A -> B -> C -> A");
+    }
+
+    #[test]
+    fn an_id_is_found_by_its_hash_and_its_text_before_and_after_the_map_is_made() {
+        let names: Vec<String> = (0..100).map(|i| format!("T-{i}")).collect();
+        let mut ids: Vec<u32> = names.iter().map(|n| id_hash(Some(n))).collect();
+        // Two ids that share a hash are told apart by the entry's own id.
+        ids[7] = ids[3];
+        let head = |at: usize| {
+            Some(crate::store::tasks::TaskHead {
+                index: at,
+                id: Some(std::borrow::Cow::Owned(names.get(at)?.clone())),
+                ..Default::default()
+            })
+        };
+        let lookup = IdLookup::new(&ids, &head);
+        for _ in 0..2 {
+            for (at, name) in names.iter().enumerate().filter(|(at, _)| *at != 7) {
+                assert_eq!(lookup.find(name), Some(at), "{name}");
+            }
+            assert_eq!(lookup.find("T-7"), None, "its hash is another's");
+            assert_eq!(lookup.find("ABSENT"), None);
+        }
+        assert!(lookup.by_hash.get().is_some(), "the map was made after {} scans", IdLookup::SCANS);
     }
 
     /// What a load returns, in a form two loads can be compared by.
