@@ -452,9 +452,6 @@ fn task_list_resumed(
 ) -> Option<LoadedList> {
     let owns = |head: &crate::store::tasks::TaskHead<'_>| owned_entry(ws, head);
     let resumed = crate::store::tasks::resume::scan_resume(text, |h| owns(h) || keep(h), index.checkpoint.as_ref()?)?;
-    if resumed.entries.len() > RESUME_MAX_ENTRIES {
-        return None;
-    }
     let from = resumed.from;
     let layout = resumed.layout;
     let checkpoint = resumed.checkpoint;
@@ -505,13 +502,16 @@ fn task_list_resumed(
 /// Whether an id of the entries walked (`walked`) is also the id of an entry before them
 /// (`before`: their id hashes, the entry read back by `head`) or of another walked; `None`
 /// when an entry cannot be read back. One pass over `before`, whatever the number walked: a
-/// bit per hash (mod 4096) of the walked ids rules out nearly every entry without a lookup.
+/// bit per hash of the walked ids (at least 16 bits per id walked, 4096 or more) rules out
+/// nearly every entry without a lookup.
 fn walked_duplicate<'t>(
     before: &[u32],
     walked: &[Option<&str>],
     head: &dyn Fn(usize) -> Option<crate::store::tasks::TaskHead<'t>>,
 ) -> Option<bool> {
-    let mut bits = [0u64; 64];
+    let words = (walked.len() / 4).max(64).next_power_of_two();
+    let mut bits = vec![0u64; words];
+    let slot = |hash: u32| ((hash as usize >> 6) & (words - 1), 1u64 << (hash & 63));
     let mut by_hash: FxMap<u32, Vec<&str>> = FxMap::default();
     for id in walked.iter().flatten() {
         let hash = id_hash(Some(id));
@@ -520,10 +520,12 @@ fn walked_duplicate<'t>(
             return Some(true);
         }
         same.push(id);
-        bits[(hash as usize >> 6) & 63] |= 1 << (hash & 63);
+        let (word, bit) = slot(hash);
+        bits[word] |= bit;
     }
     for (at, hash) in before.iter().enumerate() {
-        if bits[(*hash as usize >> 6) & 63] & (1 << (hash & 63)) == 0 {
+        let (word, bit) = slot(*hash);
+        if bits[word] & bit == 0 {
             continue;
         }
         if let Some(same) = by_hash.get(hash)
@@ -570,9 +572,6 @@ impl<'a, 't> IdLookup<'a, 't> {
         by_hash.get(&hash)?.iter().map(|&at| at as usize).find(is_it)
     }
 }
-
-/// More entries walked than this and a resume gives way to the whole scan.
-const RESUME_MAX_ENTRIES: usize = 256;
 
 /// How [`finish_task_list`] reads the entries of one version of the file.
 struct Entries<'a, 't> {
@@ -822,9 +821,6 @@ pub fn indexed_heads<'t>(
         return None;
     }
     let resumed = crate::store::tasks::resume::scan_resume(text, |_| false, index.checkpoint.as_ref()?)?;
-    if resumed.entries.len() > RESUME_MAX_ENTRIES {
-        return None;
-    }
     let (from, layout, checkpoint) = (resumed.from, resumed.layout, resumed.checkpoint);
     let selection = ws.task_selection();
     let head =
@@ -1311,6 +1307,14 @@ mod tests {
         entries.push(entry("NEW", "Backend-Developer", "pending", &[]));
         assert!(!check(&mut index, &entries, false).readable);
         entries.truncate(entries.len() - 2);
+        check(&mut index, &entries, false);
+        // Many entries appended at once (agents faster than the runner) are walked, not the file.
+        let before_many = entries.len();
+        entries.extend((0..600).map(|i| entry(&format!("MANY-{i}"), "DevOps-Engineer", "done", &["T-9"])));
+        check(&mut index, &entries, true);
+        entries.push(entry("MANY-599", "Backend-Developer", "pending", &[]));
+        assert!(!check(&mut index, &entries, false).readable, "a duplicate among many walked");
+        entries.truncate(before_many);
         check(&mut index, &entries, false);
         // A change early in the file: the whole file is scanned again.
         entries[4] = entry("T-4", "DevOps-Engineer", "pending", &[]);

@@ -17,7 +17,7 @@ use crate::schema::SchemaName;
 use crate::store::edit::FieldOp;
 use crate::store::file::Content;
 use crate::store::json::{Span, SyntaxError};
-use crate::store::tasks::{self, TaskEdits};
+use crate::store::tasks::{self, Layout, TaskEdits};
 use crate::store::{StoreError, file};
 use crate::workspace::Workspace;
 use crate::workspace::diagnostic::Diagnostic;
@@ -223,6 +223,67 @@ fn check_task(ws: &Workspace, task: &Value, what: &str) -> Result<(), StoreError
     Err(StoreError::Refused(format!("{what} would not be a valid task, so nothing was written:\n{}", lines.join("\n"))))
 }
 
+/// What `add` needs to know of the ids in the task list: whether its own is taken, which
+/// of the ids it depends on exist, and the highest TASK-N (or Task Master number) in use.
+struct AddFacts {
+    taken: bool,
+    found: Vec<String>,
+    highest: u64,
+}
+
+impl AddFacts {
+    fn of<'i>(
+        ids: impl Iterator<Item = Option<&'i str>>,
+        taskmaster: bool,
+        id: Option<&str>,
+        depends_on: &[String],
+    ) -> AddFacts {
+        let mut facts = AddFacts { taken: false, found: Vec::new(), highest: 0 };
+        for entry in ids.flatten() {
+            // Task Master numbers its tasks: a new one takes the next integer.
+            let number = if taskmaster {
+                entry.bytes().all(|b| b.is_ascii_digit()).then(|| entry.parse::<u64>().ok()).flatten()
+            } else {
+                entry.strip_prefix("TASK-").and_then(|n| n.parse::<u64>().ok())
+            };
+            if let Some(number) = number {
+                facts.highest = facts.highest.max(number);
+            }
+            facts.taken |= id == Some(entry);
+            if depends_on.iter().any(|d| d == entry) && !facts.found.iter().any(|f| f == entry) {
+                facts.found.push(entry.to_owned());
+            }
+        }
+        facts
+    }
+}
+
+/// Scans `text`, the task list, for what `add` needs; with `before` (the version the same
+/// `add` scanned first, and that scan's layout and entries), only from where the two
+/// versions differ when it can. Returns the layout, the facts, and the entries of a whole
+/// scan (for a later one to start from).
+#[allow(clippy::type_complexity)]
+fn add_scan<'t>(
+    ws: &Workspace,
+    file: &str,
+    text: &'t str,
+    before: Option<(&str, &Layout, &[tasks::Entry<'_>])>,
+    id: Option<&str>,
+    depends_on: &[String],
+) -> Result<(Layout, AddFacts, Option<Vec<tasks::Entry<'t>>>), StoreError> {
+    if let Some((previous, layout, entries)) = before
+        && let Some(tail) = tasks::resume::scan_after(text, |_| false, previous, layout, entries)
+    {
+        let ids =
+            entries[..tail.from].iter().map(|e| e.id.as_deref()).chain(tail.entries.iter().map(|e| e.id.as_deref()));
+        return Ok((tail.layout, AddFacts::of(ids, false, id, depends_on), None));
+    }
+    let (layout, _, entries) = tasks::scan_index(text, &ws.task_selection(), |_| false)
+        .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(file, text, e))))?;
+    let facts = AddFacts::of(entries.iter().map(|e| e.id.as_deref()), layout.taskmaster(), id, depends_on);
+    Ok((layout, facts, Some(entries)))
+}
+
 fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
     let mut fields = Map::new();
     fields.insert("title".into(), args.title.clone().into());
@@ -245,40 +306,16 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
     let file = ws.config.paths.tasks.clone();
     let path = ws.inside(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
     let mut chosen_id = String::new();
-    let mut plan = |current: Option<&str>| -> Result<Option<Content>, StoreError> {
-        // One pass that keeps only what `add` needs: the entries with its id or one it depends
-        // on; the highest TASK-N (and Task Master number) is followed as the scan goes, on
-        // both of its threads.
-        use std::sync::atomic::{AtomicU64, Ordering};
-        let (highest, highest_number) = (AtomicU64::new(0), AtomicU64::new(0));
-        let (layout, relevant) = match current {
-            Some(text) => {
-                let (layout, relevant) = tasks::scan_in(text, &ws.task_selection(), |head| {
-                    let Some(id) = head.id.as_deref() else { return false };
-                    if head.taskmaster {
-                        // Task Master numbers its tasks: a new one takes the next integer.
-                        if let Some(Ok(number)) = id.bytes().all(|b| b.is_ascii_digit()).then(|| id.parse::<u64>()) {
-                            highest_number.fetch_max(number, Ordering::Relaxed);
-                        }
-                    } else if let Some(Ok(number)) = id.strip_prefix("TASK-").map(str::parse::<u64>) {
-                        highest.fetch_max(number, Ordering::Relaxed);
-                    }
-                    args.id.as_deref() == Some(id) || depends_on.iter().any(|d| d == id)
-                })
-                .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(&file, text, e))))?;
-                (Some(layout), relevant)
-            }
-            None => (None, Vec::new()),
-        };
-        let taken = relevant.iter().any(|head| head.id.as_deref() == args.id.as_deref());
-        let (highest, highest_number) = (highest.into_inner(), highest_number.into_inner());
-        let id = match &args.id {
-            Some(id) if taken => {
+    let id_wanted = args.id.as_deref();
+    let mut plan = |current: Option<(&str, &Layout, &AddFacts)>| -> Result<Option<Content>, StoreError> {
+        let id = match (&args.id, current) {
+            (Some(id), Some((_, _, facts))) if facts.taken => {
                 return Err(StoreError::Refused(format!("a task with the id `{id}` already exists")));
             }
-            Some(id) => id.clone(),
-            None if layout.is_some_and(|l| l.taskmaster()) => (highest_number + 1).to_string(),
-            None => format!("TASK-{:03}", highest + 1),
+            (Some(id), _) => id.clone(),
+            (None, Some((_, layout, facts))) if layout.taskmaster() => (facts.highest + 1).to_string(),
+            (None, Some((_, _, facts))) => format!("TASK-{:03}", facts.highest + 1),
+            (None, None) => "TASK-001".to_owned(),
         };
         let mut task = Map::new();
         task.insert("id".into(), id.clone().into());
@@ -286,14 +323,15 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
         let task = Value::Object(task);
         check_task(ws, &task, &format!("task `{id}`"))?;
         let deps: Vec<&str> = depends_on.iter().map(String::as_str).collect();
-        check_dependencies(&file, &id, &deps, |dep| relevant.iter().any(|head| head.id.as_deref() == Some(dep)))?;
+        let found = current.map(|(_, _, facts)| facts.found.as_slice()).unwrap_or_default();
+        check_dependencies(&file, &id, &deps, |dep| found.iter().any(|f| f == dep))?;
         chosen_id = id;
-        let new = match (current, layout) {
-            (Some(text), Some(layout)) => Content::Spliced(
-                tasks::splices_for(text, layout, &[], &TaskEdits { updates: vec![], appends: vec![task] })
+        let new = match current {
+            Some((text, layout, _)) => Content::Spliced(
+                tasks::splices_for(text, *layout, &[], &TaskEdits { updates: vec![], appends: vec![task] })
                     .map_err(|e| StoreError::Refused(format!("{file}: {e}")))?,
             ),
-            _ => Content::Whole(tasks::new_file(&[task])),
+            None => Content::Whole(tasks::new_file(&[task])),
         };
         Ok(Some(new))
     };
@@ -304,12 +342,25 @@ fn add(ws: &Workspace, args: &AddArgs) -> anyhow::Result<Exit> {
         let (read, known) =
             file::Known::read(&path, || ws.read_text(&file).map_err(|d| StoreError::Invalid(Box::new(d))))?;
         let current = known.as_ref().map(|k| k.text.as_str()).or(read.as_deref());
-        let mut planned = plan(current)?;
+        let first = match current {
+            Some(text) => Some((text, add_scan(ws, &file, text, None, id_wanted, &depends_on)?)),
+            None => None,
+        };
+        let mut planned = plan(first.as_ref().map(|(text, (layout, facts, _))| (*text, layout, facts)))?;
         let known_text = known.as_ref().map(|k| k.text.as_ptr());
         file::modify_known(&ws.root, &path, &file, ws.config.limits.max_file_bytes, known.as_ref(), |now| {
             match (now, known_text) {
                 (Some(text), Some(known)) if text.as_ptr() == known => Ok(planned.take()),
-                _ => plan(now),
+                (Some(text), _) => {
+                    // Another writer changed the file since it was read: its scan serves for
+                    // the entries before the change.
+                    let before = first
+                        .as_ref()
+                        .and_then(|(previous, (layout, _, entries))| Some((*previous, layout, entries.as_deref()?)));
+                    let (layout, facts, _) = add_scan(ws, &file, text, before, id_wanted, &depends_on)?;
+                    plan(Some((text, &layout, &facts)))
+                }
+                (None, _) => plan(None),
             }
         })
     })?;

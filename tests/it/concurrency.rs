@@ -253,3 +253,96 @@ fn a_writer_that_ignores_the_lock_is_never_clobbered() {
     assert_eq!(leftover_temp_files(&ws), Vec::<String>::new());
     assert_eq!(ws.list_dir("docs/workflow"), [".gitignore", "tasks.json", "tasks.json.lock"]);
 }
+
+/// Writers that all read a large list before any of them has the lock: each one finds, under
+/// the lock, a file that others changed since, and must still take an id nobody has, refuse
+/// an id another took first, and see the tasks it depends on, whether the change it meets is
+/// at the end (appends) or near the start (an update of an early task).
+#[test]
+fn adds_that_all_read_a_large_list_first_still_take_unique_ids() {
+    let entries: Vec<String> = (1..=2000)
+        .map(|i| {
+            format!(
+                "    {{\"id\": \"TASK-{i}\", \"title\": \"finished work number {i} of a long project\", \"agent\": \"Backend-Developer\", \"type\": \"implementation\", \"status\": \"done\"}}"
+            )
+        })
+        .collect();
+    let seed = format!("{{\n  \"tasks\": [\n{}\n  ]\n}}\n", entries.join(",\n"));
+    let ws = Workspace::new().file(TASKS, &seed);
+    let lock_path = ws.join("docs/workflow/tasks.json.lock");
+    let gate = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).unwrap();
+    gate.lock().unwrap();
+
+    let mut children: Vec<(String, Child)> = Vec::new();
+    for i in 0..6 {
+        let title = format!("numbered by writer {i}");
+        let args = ["tasks", "add", "--title", &title, "--owner", "devops", "--type", "deployment_staging"];
+        children.push((title.clone(), spawn(&ws, &args)));
+    }
+    for i in 0..2 {
+        let title = format!("wants the id SAME, writer {i}");
+        let args =
+            ["tasks", "add", "--id", "SAME", "--title", &title, "--owner", "devops", "--type", "deployment_staging"];
+        children.push((title.clone(), spawn(&ws, &args)));
+    }
+    let title = "depends on an early task".to_owned();
+    let args = [
+        "tasks",
+        "add",
+        "--id",
+        "DEP-1",
+        "--title",
+        &title,
+        "--owner",
+        "devops",
+        "--type",
+        "deployment_staging",
+        "--set",
+        "depends_on:=[\"TASK-5\"]",
+    ];
+    children.push((title.clone(), spawn(&ws, &args)));
+    children.push(("update TASK-3".into(), spawn(&ws, &["tasks", "update", "TASK-3", "--set", "x-note=early edit"])));
+    let ino = fs::metadata(&lock_path).unwrap().ino();
+    if flock_waiters(ino).is_some() {
+        wait_until(Duration::from_secs(120), "every writer to wait for the lock", || {
+            flock_waiters(ino) == Some(children.len())
+        });
+    }
+    drop(gate);
+
+    let mut printed = BTreeMap::new();
+    let mut refused = Vec::new();
+    for (what, mut child) in children {
+        let status = wait_for_exit(&mut child, Duration::from_secs(120), &what);
+        let output = child.wait_with_output().unwrap();
+        let (stdout, stderr) =
+            (String::from_utf8(output.stdout).unwrap(), String::from_utf8_lossy(&output.stderr).into_owned());
+        if what.starts_with("wants the id SAME") && !status.success() {
+            assert!(stderr.contains("a task with the id `SAME` already exists"), "{what}: {stderr}");
+            refused.push(what);
+            continue;
+        }
+        assert!(status.success(), "{what} failed with {status}\n{stdout}{stderr}");
+        printed.insert(what, stdout.trim().to_owned());
+    }
+    assert_eq!(refused.len(), 1, "exactly one of the two writers of SAME is refused: {refused:?}");
+
+    let tasks = ws.tasks();
+    assert_eq!(tasks.len(), 2000 + 6 + 1 + 1, "nothing lost, nothing doubled");
+    let mut ids: Vec<&str> = tasks.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), tasks.len(), "task ids are not unique");
+    let mut numbered: Vec<&str> = (0..6).map(|i| printed[&format!("numbered by writer {i}")].as_str()).collect();
+    numbered.sort();
+    assert_eq!(numbered, ["TASK-2001", "TASK-2002", "TASK-2003", "TASK-2004", "TASK-2005", "TASK-2006"]);
+    for (what, id) in &printed {
+        if what.starts_with("update") {
+            continue;
+        }
+        assert_eq!(task(&tasks, id)["title"], what.as_str(), "the id {id} printed is not the task's");
+    }
+    assert_eq!(task(&tasks, "DEP-1")["depends_on"], json!(["TASK-5"]));
+    assert_eq!(task(&tasks, "TASK-3")["x-note"], "early edit");
+    ws.run(&["validate"]).status(0);
+}

@@ -88,6 +88,19 @@ pub struct Resumed<'t> {
     pub checkpoint: Checkpoint,
 }
 
+/// What [`scan_after`] found in the part of the file it walked: [`Resumed`] without a
+/// checkpoint.
+#[derive(Debug)]
+pub struct Tail<'t> {
+    pub layout: Layout,
+    /// The index of the first entry walked: the entries before it are as they were.
+    pub from: usize,
+    /// The heads `keep` accepted among the entries walked (indexes from `from` on).
+    pub heads: Vec<TaskHead<'t>>,
+    /// Every entry walked, in order: entry `from + i` is `entries[i]`.
+    pub entries: Vec<Entry<'t>>,
+}
+
 /// Scans `text`, a new version of the file `previous` was made from, from the first entry
 /// that is not wholly inside the blocks that stayed the same; `None` when it cannot (then the
 /// whole file must be scanned): see the module's comment.
@@ -99,30 +112,120 @@ pub fn scan_resume<'t>(
     if u32::try_from(text.len()).is_err() {
         return None;
     }
-    let bytes = text.as_bytes();
-    let blocks = block_hashes(bytes);
+    let blocks = block_hashes(text.as_bytes());
     let same = blocks.iter().zip(&previous.blocks).take_while(|(new, old)| new == old).count() * BLOCK;
-    // The first entry that may have changed: the entries before it, and the separator after
-    // the last of them, are in the blocks that did not.
-    let from = previous.starts.partition_point(|&start| start as usize <= same).saturating_sub(1);
-    let start = previous.start(from)?;
-    if from == 0 || text.len() - start > text.len() / 2 {
+    let before = Before {
+        count: previous.starts.len(),
+        start: &|index| previous.starts[index] as usize,
+        array_start: previous.array_start,
+        wrapped: previous.wrapped,
+    };
+    let tail = walk_tail(text, &keep, &before, same)?;
+    let mut starts = previous.starts[..tail.from].to_vec();
+    starts.extend(tail.entries.iter().map(|e| e.span.start as u32));
+    let checkpoint = Checkpoint { blocks, array_start: previous.array_start, wrapped: previous.wrapped, starts };
+    Some(Resumed { layout: tail.layout, from: tail.from, heads: tail.heads, entries: tail.entries, checkpoint })
+}
+
+/// [`scan_resume`] for a reader that still holds the version before, `previous`, and the
+/// entries its scan listed (`layout`, `entries`, as [`super::scan_index`] returns them): the
+/// bytes the two versions share from the start are compared, not hashed. `None` when it
+/// cannot follow the change, as [`scan_resume`].
+pub fn scan_after<'t>(
+    text: &'t str,
+    keep: impl Fn(&TaskHead<'t>) -> bool + Sync,
+    previous: &str,
+    layout: &Layout,
+    entries: &[Entry<'_>],
+) -> Option<Tail<'t>> {
+    if layout.tag.is_some() {
         return None;
     }
-    let depth = previous.depth();
+    let before = Before {
+        count: entries.len(),
+        start: &|index| entries[index].span.start,
+        array_start: layout.array_start,
+        wrapped: layout.wrapped,
+    };
+    walk_tail(text, &keep, &before, common_prefix(text.as_bytes(), previous.as_bytes()))
+}
+
+/// How many bytes `a` and `b` share from the start.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    const CHUNK: usize = 4096;
+    let whole = a.chunks(CHUNK).zip(b.chunks(CHUNK)).take_while(|(x, y)| x == y).count() * CHUNK;
+    let whole = whole.min(a.len()).min(b.len());
+    whole + a[whole..].iter().zip(&b[whole..]).take_while(|(x, y)| x == y).count()
+}
+
+/// What a resume needs of the version before: where its `count` entries started, and where
+/// its array was.
+struct Before<'p> {
+    count: usize,
+    start: &'p dyn Fn(usize) -> usize,
+    array_start: usize,
+    wrapped: bool,
+}
+
+impl Before<'_> {
+    /// The nesting depth of the array's entries, as [`walk`] counts it.
+    fn depth(&self) -> usize {
+        if self.wrapped { 2 } else { 1 }
+    }
+
+    /// The number of entries that start at or before `offset`.
+    fn starting_by(&self, offset: usize) -> usize {
+        let (mut low, mut high) = (0, self.count);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if (self.start)(middle) <= offset { low = middle + 1 } else { high = middle }
+        }
+        low
+    }
+
+    /// The span in `text` of entry `index`, which starts where it started before.
+    fn span(&self, text: &str, index: usize) -> Option<Span> {
+        let start = (self.start)(index);
+        let end = json::value_end_depth(text, start, self.depth()).ok()?;
+        Some(Span { start, end })
+    }
+}
+
+/// Walks `text` from the first entry of `before` that is not wholly inside its first `same`
+/// bytes, which are those of the version before, to the end of the file.
+fn walk_tail<'t>(
+    text: &'t str,
+    keep: &(impl Fn(&TaskHead<'t>) -> bool + Sync),
+    before: &Before<'_>,
+    same: usize,
+) -> Option<Tail<'t>> {
+    if u32::try_from(text.len()).is_err() {
+        return None;
+    }
+    let bytes = text.as_bytes();
+    // The first entry that may have changed: the entries before it, and the separator after
+    // the last of them, are in the bytes that did not.
+    let from = before.starting_by(same).saturating_sub(1);
+    if from == 0 || from >= before.count {
+        return None;
+    }
+    let start = (before.start)(from);
+    if text.len() - start > text.len() / 2 {
+        return None;
+    }
     let dialect = Dialect { taskmaster: false, default_agent: None };
     let mut found = Found { heads: Vec::new(), entries: Some(Vec::new()), shape: ArrayShape::default() };
     // The shape's first two entries are in the part that did not change.
-    found.shape.note(previous.span(text, 0)?);
+    found.shape.note(before.span(text, 0)?);
     if from > 1 {
-        found.shape.note(previous.span(text, 1)?);
+        found.shape.note(before.span(text, 1)?);
     }
-    let end = match walk(text, start, from, (depth, dialect), None, &keep, &mut found).ok()? {
+    let end = match walk(text, start, from, (before.depth(), dialect), None, keep, &mut found).ok()? {
         Walk::Closed(end) => end,
         Walk::Stopped(_) => return None,
     };
     found.shape.end = end;
-    let after = if previous.wrapped {
+    let after = if before.wrapped {
         let close = json::skip_ws(text, end);
         (bytes.get(close) == Some(&b'}')).then_some(close + 1)?
     } else {
@@ -131,13 +234,9 @@ pub fn scan_resume<'t>(
     if json::skip_ws(text, after) != text.len() {
         return None;
     }
-    let entries = found.entries.take().unwrap_or_default();
-    let mut starts = previous.starts[..from].to_vec();
-    starts.extend(entries.iter().map(|e| e.span.start as u32));
-    let checkpoint = Checkpoint { blocks, array_start: previous.array_start, wrapped: previous.wrapped, starts };
     let layout =
-        Layout { array_start: previous.array_start, wrapped: previous.wrapped, tag: None, shape: Some(found.shape) };
-    Some(Resumed { layout, from, heads: found.heads, entries, checkpoint })
+        Layout { array_start: before.array_start, wrapped: before.wrapped, tag: None, shape: Some(found.shape) };
+    Some(Tail { layout, from, heads: found.heads, entries: found.entries.take().unwrap_or_default() })
 }
 
 /// Files at least this large are hashed by two threads, one half each.
@@ -264,6 +363,47 @@ mod tests {
             agrees(&old, &list(0..2999, wrapped)).expect("a removal at the end resumes");
             agrees(&old, &old).expect("the same text resumes");
         }
+    }
+
+    #[test]
+    fn a_scan_after_the_text_before_finds_what_a_full_scan_finds() {
+        for wrapped in [true, false] {
+            let old = list(0..3000, wrapped);
+            let (layout, _, entries) = scan_index(&old, &Selection::default(), |_| false).unwrap();
+            let done = "\"T-2991\", \"agent\": \"Backend\", \"type\": \"deployment_x\", \"status\": \"done\"";
+            let edited = old.replacen(done, &done.replace("done", "in_progress"), 1);
+            for new in [list(0..3001, wrapped), list(0..3040, wrapped), edited, list(0..2999, wrapped), old.clone()] {
+                let tail = scan_after(&new, owned, &old, &layout, &entries).expect("a change near the end");
+                let (full_layout, heads, all) = scan_index(&new, &Selection::default(), owned).unwrap();
+                assert_eq!(tail.layout, full_layout);
+                assert!(tail.from > 2900, "{}", tail.from);
+                let walked: Vec<_> = tail.entries.iter().map(|e| (e.span, e.id.clone())).collect();
+                let expected: Vec<_> = all[tail.from..].iter().map(|e| (e.span, e.id.clone())).collect();
+                assert_eq!(walked, expected);
+                let ids = |heads: &[TaskHead<'_>]| {
+                    heads.iter().map(|h| (h.index, h.id.as_deref().map(str::to_owned))).collect::<Vec<_>>()
+                };
+                let tail_heads: Vec<_> = heads.into_iter().filter(|h| h.index >= tail.from).collect();
+                assert_eq!(ids(&tail.heads), ids(&tail_heads));
+            }
+            // Early changes, a broken end and a Task Master file are left to the full scan.
+            assert!(scan_after(&list(1..3000, wrapped), owned, &old, &layout, &entries).is_none());
+            let broken = format!("{}, {{\"id\": }}]}}\n", old.trim_end().trim_end_matches("]}"));
+            assert!(scan_after(&broken, owned, &old, &layout, &entries).is_none());
+        }
+    }
+
+    #[test]
+    fn the_common_prefix_is_counted_to_the_byte() {
+        let a: Vec<u8> = (0..10_000).map(|i| (i % 251) as u8).collect();
+        for at in [0, 1, 4095, 4096, 4097, 9999] {
+            let mut b = a.clone();
+            b[at] ^= 0x55;
+            assert_eq!(common_prefix(&a, &b), at);
+        }
+        assert_eq!(common_prefix(&a, &a[..5000]), 5000);
+        assert_eq!(common_prefix(&a[..4096], &a), 4096);
+        assert_eq!(common_prefix(&a, &a), a.len());
     }
 
     #[test]
