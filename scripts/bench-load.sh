@@ -9,6 +9,9 @@
 #   OPSFLOW=PATH   the binary to measure (default: target/release/opsflow, built first)
 #   BENCH_AGENTS=N instead of one write, N agents add the ARRIVING tasks with
 #                  `opsflow tasks add` while the daemon works (see below)
+#   BENCH_RATE=R   with BENCH_AGENTS: the agents together add R owned tasks a second (each
+#                  followed by one other agent's task), on a schedule, instead of as fast as
+#                  they can
 #   BENCH_KEEP=1   keep the workspace and the daemon's log
 #
 # What it does: the sample workspace with PREFILL finished tasks and no current node, under
@@ -24,7 +27,10 @@
 # do), and one other agent's task after every owned one. It reports the tasks claimed and done
 # per second, the time from an add returning to its task being `done` (tasks.json looked at
 # every 100 ms, so that looking costs little of the two cores), how long each `tasks add` took,
-# and the CPU time of the adds, the daemon and the looking.
+# and the CPU time of the adds, the daemon and the looking. As fast as they can, the agents
+# measure how many tasks a second the daemon gets done while they write; at a BENCH_RATE, how
+# long a task waits for the daemon when work arrives at that rate (an add that returns late
+# makes the agent's next one start at once, not later: the schedule is kept).
 #
 # A benchmark, not a test: CI does not run it; it exits 0 whatever the figures.
 set -euo pipefail
@@ -50,9 +56,10 @@ log=$work/daemon.log
 daemon_pid=$!
 
 if (( AGENTS > 0 )); then
-PYTHONPATH="$repo/scripts" python3 - "$ws" "$port" "$ARRIVING" "$PREFILL" "$bytes" "$daemon_pid" "$AGENTS" "$opsflow" <<'PY'
+PYTHONPATH="$repo/scripts" python3 - "$ws" "$port" "$ARRIVING" "$PREFILL" "$bytes" "$daemon_pid" "$AGENTS" "$opsflow" "${BENCH_RATE:-0}" <<'PY'
 import os, re, statistics, subprocess, sys, threading, time, urllib.request
 ws, port, arriving, prefill, size, pid, agents, opsflow = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]), sys.argv[8]
+rate = float(sys.argv[9])
 base = f"http://127.0.0.1:{port}"
 from benchlib import wait_until
 
@@ -70,6 +77,11 @@ per_agent = arriving // agents
 
 def agent(a):
     for i in range(per_agent):
+        if rate > 0:
+            # Agent a adds its i-th owned task at start + (i * agents + a) / rate.
+            due = start + (i * agents + a) / rate
+            if due > time.monotonic():
+                time.sleep(due - time.monotonic())
         for owned in (True, False):
             tid = f"LOAD-{a}-{i:05d}" if owned else f"OTHER-{a}-{i:05d}"
             args = [opsflow, "-q", "-C", ws, "tasks", "add", "--id", tid, "--title", f"Design the environments ({tid})",
@@ -116,8 +128,11 @@ lat = sorted(done_at[t] - added[t] for t in done_at if t in added)
 q = lambda xs, p: xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
 with open(f"/proc/{pid}/status") as f:
     hwm = next(int(l.split()[1]) for l in f if l.startswith("VmHWM"))
-print(f"## opsflow watch under load: {prefill:,} finished tasks ({size / 1e6:.1f} MB), {agents} agents adding {total} owned tasks and {total} others\n")
+paced = f", {rate:g} owned tasks a second" if rate > 0 else ", as fast as they can"
+print(f"## opsflow watch under load: {prefill:,} finished tasks ({size / 1e6:.1f} MB), {agents} agents adding {total} owned tasks and {total} others{paced}\n")
 print("| figure | value |\n| --- | --- |")
+last_add = max(added.values()) if added else start
+print(f"| owned tasks added | {len(added)} in {last_add - start:.1f} s ({len(added) / max(last_add - start, 1e-9):.1f} per second) |")
 print(f"| owned tasks claimed and done | {len(done_at)} of {total} in {end - start:.1f} s ({len(done_at) / max(end - start, 1e-9):.1f} per second) |")
 print(f"| from an add returning to its task `done`, p50 / p99 / max | {q(lat, 0.5) * 1000:.0f} / {q(lat, 0.99) * 1000:.0f} / {(lat[-1] if lat else float('nan')) * 1000:.0f} ms |")
 adds.sort()
