@@ -451,10 +451,10 @@ fn task_list_resumed(
     index: &mut TaskIndex,
 ) -> Option<LoadedList> {
     let owns = |head: &crate::store::tasks::TaskHead<'_>| owned_entry(ws, head);
-    let resumed = crate::store::tasks::resume::scan_resume(text, |h| owns(h) || keep(h), index.checkpoint.as_ref()?)?;
+    let (resumed, checkpoint) =
+        crate::store::tasks::resume::scan_resume(text, |h| owns(h) || keep(h), index.checkpoint.as_ref()?)?;
     let from = resumed.from;
     let layout = resumed.layout;
-    let checkpoint = resumed.checkpoint;
     let span = |at: usize| checkpoint.span(text, at);
     let head = |at: usize| Some(crate::store::tasks::head_at(text, &layout, selection, at, span(at)?));
     index.forget_from(from);
@@ -820,8 +820,8 @@ pub fn indexed_heads<'t>(
     if index.key != TaskIndex::key(ws) {
         return None;
     }
-    let resumed = crate::store::tasks::resume::scan_resume(text, |_| false, index.checkpoint.as_ref()?)?;
-    let (from, layout, checkpoint) = (resumed.from, resumed.layout, resumed.checkpoint);
+    let (resumed, checkpoint) = crate::store::tasks::resume::scan_resume(text, |_| false, index.checkpoint.as_ref()?)?;
+    let (from, layout) = (resumed.from, resumed.layout);
     let selection = ws.task_selection();
     let head =
         |at: usize| Some(crate::store::tasks::head_at(text, &layout, &selection, at, checkpoint.span(text, at)?));

@@ -74,22 +74,7 @@ impl Checkpoint {
     }
 }
 
-/// What [`scan_resume`] found in the part of the file it walked.
-#[derive(Debug)]
-pub struct Resumed<'t> {
-    pub layout: Layout,
-    /// The index of the first entry walked: the entries before it are as they were.
-    pub from: usize,
-    /// The heads `keep` accepted among the entries walked (indexes from `from` on).
-    pub heads: Vec<TaskHead<'t>>,
-    /// Every entry walked, in order: entry `from + i` is `entries[i]`.
-    pub entries: Vec<Entry<'t>>,
-    /// The checkpoint of `text`.
-    pub checkpoint: Checkpoint,
-}
-
-/// What [`scan_after`] found in the part of the file it walked: [`Resumed`] without a
-/// checkpoint.
+/// What a resume ([`scan_resume`], [`scan_after`]) found in the part of the file it walked.
 #[derive(Debug)]
 pub struct Tail<'t> {
     pub layout: Layout,
@@ -103,12 +88,13 @@ pub struct Tail<'t> {
 
 /// Scans `text`, a new version of the file `previous` was made from, from the first entry
 /// that is not wholly inside the blocks that stayed the same; `None` when it cannot (then the
-/// whole file must be scanned): see the module's comment.
+/// whole file must be scanned): see the module's comment. Returns what it walked and the
+/// checkpoint of `text`.
 pub fn scan_resume<'t>(
     text: &'t str,
     keep: impl Fn(&TaskHead<'t>) -> bool + Sync,
     previous: &Checkpoint,
-) -> Option<Resumed<'t>> {
+) -> Option<(Tail<'t>, Checkpoint)> {
     if u32::try_from(text.len()).is_err() {
         return None;
     }
@@ -124,7 +110,7 @@ pub fn scan_resume<'t>(
     let mut starts = previous.starts[..tail.from].to_vec();
     starts.extend(tail.entries.iter().map(|e| e.span.start as u32));
     let checkpoint = Checkpoint { blocks, array_start: previous.array_start, wrapped: previous.wrapped, starts };
-    Some(Resumed { layout: tail.layout, from: tail.from, heads: tail.heads, entries: tail.entries, checkpoint })
+    Some((tail, checkpoint))
 }
 
 /// [`scan_resume`] for a reader that still holds the version before, `previous`, and the
@@ -327,7 +313,7 @@ mod tests {
     /// Whatever the edit, a resume finds what a full scan of the new text finds: the same
     /// layout, the same heads and entries from where it started, the same checkpoint.
     fn agrees(old: &str, new: &str) -> Option<usize> {
-        let resumed = scan_resume(new, owned, &checkpoint(old))?;
+        let (resumed, resumed_checkpoint) = scan_resume(new, owned, &checkpoint(old))?;
         let (layout, heads, entries) = scan_index(new, &Selection::default(), owned).unwrap();
         assert_eq!(resumed.layout, layout);
         let from = resumed.from;
@@ -344,7 +330,7 @@ mod tests {
         }
         assert_eq!(ids(&resumed.entries), ids(&entries[from..]));
         let full = checkpoint(new);
-        assert_eq!((resumed.checkpoint.blocks, resumed.checkpoint.starts), (full.blocks, full.starts));
+        assert_eq!((resumed_checkpoint.blocks, resumed_checkpoint.starts), (full.blocks, full.starts));
         Some(from)
     }
 
