@@ -38,10 +38,12 @@ impl<'w> Engine<'w> {
         // The claim starts from the file as this pass read it, unless it changed since; the
         // text is dropped once the claim is written, before the node runs.
         let known = facts.known.take();
-        if !task.from_state {
+        if task.from_state {
+            // No entry to claim: the outcome that waits for a claim goes now.
+            self.flush_deferred();
+        } else {
             let expect = [task.status.as_str()];
-            let index = Some(&*self.options.task_index);
-            let edited = record::edit_known_task(self.ws, known.as_ref(), index, &id, &expect, claim);
+            let edited = self.claim_with_deferred(known.as_ref(), &id, &expect, &claim);
             drop(known);
             match edited {
                 Ok(true) => {}
@@ -161,6 +163,40 @@ impl<'w> Engine<'w> {
                 .as_ref()
                 .is_some_and(|d| d.restored_previous || d.rollback.as_ref().is_some_and(|r| r.success)),
         })
+    }
+
+    /// Writes the claim of task `id` (while its status is one of `expect`), and in the same
+    /// rewrite of `tasks.json` the outcome that waits for it ([`outcome::Deferred`]), each
+    /// under its own condition. Returns whether the claim was written. When that write
+    /// fails, the outcome is written on its own before the claim's error is returned.
+    fn claim_with_deferred(
+        &self,
+        known: Option<&crate::validate::KnownTasks>,
+        id: &str,
+        expect: &[&str],
+        claim: &[FieldOp],
+    ) -> Result<bool, StoreError> {
+        let index = Some(&*self.options.task_index);
+        let Some(deferred) = self.deferred.borrow_mut().take() else {
+            return record::edit_known_task(self.ws, known, index, id, expect, claim.to_vec());
+        };
+        let edits = [
+            record::EntryEdit { id: &deferred.task, expect: &[], claim: Some(&deferred.claim), ops: &deferred.ops },
+            record::EntryEdit { id, expect, claim: None, ops: claim },
+        ];
+        match record::edit_known_tasks(self.ws, known, index, &edits) {
+            Ok(mut edited) => {
+                let claimed = edited.pop().is_some_and(|e| e.applied);
+                let outcome = edited.pop().map(|e| e.claimed).unwrap_or(record::Claimed::Applied);
+                self.outcome_written(deferred, Ok(outcome));
+                Ok(claimed)
+            }
+            Err(e) => {
+                *self.deferred.borrow_mut() = Some(deferred);
+                self.flush_deferred();
+                Err(e)
+            }
+        }
     }
 
     /// Everything a node execution of `task` needs, for run `run_id`.

@@ -235,6 +235,10 @@ pub struct Engine<'w> {
     /// for the next run instead of being tried again pass after pass. Kept for the whole run,
     /// not a pass.
     pub(super) blocked_by_run: std::cell::RefCell<std::collections::BTreeSet<String>>,
+    /// A finished run's outcome that is written with the next claim of this `run`, in the
+    /// same rewrite of `tasks.json` (`outcome::Deferred`); written on its own at the latest
+    /// when the `run` ends.
+    deferred: std::cell::RefCell<Option<outcome::Deferred>>,
     /// Failed writes of the workflow's records during this `run`, for the summary (see
     /// [`Summary::write_errors`]).
     write_errors: std::cell::RefCell<Vec<String>>,
@@ -318,6 +322,7 @@ impl<'w> Engine<'w> {
             secrets,
             options,
             blocked_by_run: std::cell::RefCell::default(),
+            deferred: std::cell::RefCell::default(),
             write_errors: Default::default(),
         })
     }
@@ -350,6 +355,11 @@ impl<'w> Engine<'w> {
                 unresolved: Vec::new(),
             };
             let acted = self.pass(&mut pass, &mut summary);
+            if !acted {
+                // No claim comes after this pass: the outcome that waits for one goes now, so
+                // that what follows (resolved requests, the summary) reads it.
+                self.flush_deferred();
+            }
             (read, summary.wake) = (pass.read, pass.wake);
             if acted {
                 // The pass changed the file after it read it.
@@ -371,7 +381,12 @@ impl<'w> Engine<'w> {
             let tasks_path = self.ws.path(&self.ws.config.paths.tasks);
             let tasks = pass.known.as_ref().and_then(|known| known.file.current(&tasks_path));
             if !self.options.dry_run
-                && let Err(e) = requests::resolve(self.ws, &crate::time::now_rfc3339(), tasks)
+                && let Err(e) = requests::resolve(
+                    self.ws,
+                    &crate::time::now_rfc3339(),
+                    tasks,
+                    self.waiting_outcome().as_ref().map(|(id, ops)| (id.as_str(), ops.as_slice())),
+                )
             {
                 tracing::error!("cannot mark resolved requests in {}: {e}", self.ws.config.paths.human_requests);
             }
@@ -390,6 +405,8 @@ impl<'w> Engine<'w> {
                 break;
             }
         }
+        // The last outcome has no claim to go with: it is written now.
+        self.flush_deferred();
         if !self.options.dry_run {
             let pruned = kept::prune_runs(self.ws);
             if pruned > 0 {
@@ -570,6 +587,9 @@ impl<'w> Engine<'w> {
             .into_iter()
             .map(|(index, value)| (index, Task::from_value(value)))
             .collect();
+        let mut owned = owned;
+        self.overlay_deferred(&mut owned, &mut loaded.statuses);
+        let owned = owned;
         let state = load_json(self.ws, &self.ws.config.paths.state, crate::schema::SchemaName::State);
         if !state.diagnostics.is_empty() {
             // Nothing runs on an invalid state.json: every node transition would edit it.

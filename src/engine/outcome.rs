@@ -72,7 +72,9 @@ impl<'w> Engine<'w> {
             ops.push(FieldOp::Remove("resolved_by".into()));
         }
         let task_id = (!task.from_state).then_some(id.as_str());
-        self.record_outcome(task_id, &id, node, run, ops, appends, &outcome_value);
+        // A plain success waits to be written with the next claim (see `Deferred`).
+        let defer = task_status == TaskStatus::Done && !node.action.deploys() && self.options.sync.is_none();
+        self.record_outcome(task_id, &id, node, run, ops, appends, &outcome_value, defer);
         // A deployment whose end the rollout could not record (a full disk) gets it now.
         if node.action.deploys() {
             self.settle_record(&run.run_id, task_status.clone());
@@ -341,6 +343,9 @@ impl<'w> Engine<'w> {
     /// claim, a task that is gone, a file that cannot be written), it stays kept and pending,
     /// is logged as an error and put in front of a human, and the first pass that finds the
     /// claim again applies it. Never lost, never on another task.
+    ///
+    /// With `defer`, the write waits for the next claim of this `run` and goes into the same
+    /// rewrite of `tasks.json` ([`Deferred`]).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn record_outcome(
         &self,
@@ -351,6 +356,7 @@ impl<'w> Engine<'w> {
         ops: Vec<FieldOp>,
         appends: Vec<Value>,
         outcome: &Value,
+        defer: bool,
     ) {
         // A current node of state.json that no task stood for has no entry to write to.
         let Some(task_id) = task_id else { return };
@@ -359,19 +365,87 @@ impl<'w> Engine<'w> {
         if let Err(e) = kept.save(self.ws) {
             tracing::error!("cannot keep the outcome of {id} beside its run: {e}");
         }
-        let claim = run.claim.as_deref().unwrap_or(&run.run_id);
-        let why = match record::edit_claimed_task(
-            self.ws,
-            Some(&*self.options.task_index),
-            task_id,
+        let claim = run.claim.clone().unwrap_or_else(|| run.run_id.clone());
+        let deferred = Deferred {
+            task: task_id.to_owned(),
             claim,
             ops,
+            status: outcome["status"].as_str().unwrap_or_default().to_owned(),
+            kept,
+            node: node.name.clone(),
+            unit: run.release.unit.clone(),
+        };
+        // Only one outcome waits at a time; an earlier one (none in practice) goes first.
+        self.flush_deferred();
+        if defer && appends.is_empty() {
+            *self.deferred.borrow_mut() = Some(deferred);
+            return;
+        }
+        let written = record::edit_claimed_task(
+            self.ws,
+            Some(&*self.options.task_index),
+            &deferred.task,
+            &deferred.claim,
+            deferred.ops.clone(),
             appends,
-        ) {
+        );
+        self.outcome_written(deferred, written);
+    }
+
+    /// The task and edit of the outcome that waits for a claim, if one does.
+    pub(super) fn waiting_outcome(&self) -> Option<(String, Vec<FieldOp>)> {
+        self.deferred.borrow().as_ref().map(|d| (d.task.clone(), d.ops.clone()))
+    }
+
+    /// Writes the outcome that waits for a claim ([`Deferred`]) on its own, if there is one.
+    pub(super) fn flush_deferred(&self) {
+        let Some(deferred) = self.deferred.borrow_mut().take() else { return };
+        let written = record::edit_claimed_task(
+            self.ws,
+            Some(&*self.options.task_index),
+            &deferred.task,
+            &deferred.claim,
+            deferred.ops.clone(),
+            Vec::new(),
+        );
+        self.outcome_written(deferred, written);
+    }
+
+    /// A pass's view of the tasks with the outcome that waits for a claim on its task: the
+    /// task is finished (its dependents may run, and their claims carry the outcome), it is
+    /// not an open task. When the file no longer shows the run's claim on that entry (another
+    /// writer changed it), the outcome is written now and says what became of it.
+    pub(super) fn overlay_deferred(
+        &self,
+        owned: &mut Vec<(usize, Task)>,
+        statuses: &mut std::collections::HashMap<String, String>,
+    ) {
+        let still_claimed = self.deferred.borrow().as_ref().map(|d| {
+            owned.iter().any(|(_, t)| {
+                t.id == d.task && t.status == TaskStatus::InProgress && t.run_id.as_deref() == Some(d.claim.as_str())
+            })
+        });
+        match still_claimed {
+            None => {}
+            Some(false) => self.flush_deferred(),
+            Some(true) => {
+                let deferred = self.deferred.borrow();
+                let deferred = deferred.as_ref().expect("checked above");
+                owned.retain(|(_, t)| t.id != deferred.task);
+                statuses.insert(deferred.task.clone(), deferred.status.clone());
+            }
+        }
+    }
+
+    /// What became of the write of an outcome onto its task: noted beside the run when it
+    /// landed, else kept pending and put in front of a human.
+    pub(super) fn outcome_written(&self, deferred: Deferred, written: Result<Claimed, StoreError>) {
+        let Deferred { task: id, mut kept, node, unit, .. } = deferred;
+        let why = match written {
             Ok(Claimed::Applied) => {
                 kept.applied_at = Some(crate::time::now_rfc3339());
                 if let Err(e) = kept.save(self.ws) {
-                    tracing::error!("cannot note beside run {} that its outcome is recorded: {e}", run.run_id);
+                    tracing::error!("cannot note beside run {} that its outcome is recorded: {e}", kept.run_id);
                 }
                 return;
             }
@@ -387,34 +461,35 @@ impl<'w> Engine<'w> {
         };
         kept.why = why.clone();
         let saved = kept.save(self.ws);
-        self.keep_lost_outcome(id, node, run, &kept, &why, saved.is_ok());
+        self.keep_lost_outcome(&id, &node, &unit, &kept, &why, saved.is_ok());
     }
 
     /// Puts an outcome that could not be written onto its task in front of a human.
     pub(super) fn keep_lost_outcome(
         &self,
         id: &str,
-        node: &Node,
-        run: &NodeRun<'_>,
+        node: &str,
+        unit: &str,
         kept: &KeptOutcome,
         why: &str,
         saved: bool,
     ) {
-        let file = self.ws.label(&KeptOutcome::path(self.ws, &run.run_id));
+        let run_id = kept.run_id.as_str();
+        let file = self.ws.label(&KeptOutcome::path(self.ws, run_id));
         self.write_failed(format!(
             "cannot record the outcome of {id} ({why}); it is kept in {file}{}",
             if saved { "" } else { " (which could not be written either)" }
         ));
-        self.audit.record(&run.run_id, "outcome_kept", id, &kept.explain(self.ws), &[]);
+        self.audit.record(run_id, "outcome_kept", id, &kept.explain(self.ws), &[]);
         let request = HumanRequest {
             agent: self.ws.config.agent.name.clone(),
             task_id: id.to_owned(),
-            node: node.name.clone(),
-            unit_id: run.release.unit.clone(),
+            node: node.to_owned(),
+            unit_id: unit.to_owned(),
             severity: "HIGH",
-            issue: format!("the outcome of {} for {id} could not be recorded on its task: {why}", node.name),
+            issue: format!("the outcome of {node} for {id} could not be recorded on its task: {why}"),
             impact: "tasks.json does not say what happened in the environment".to_owned(),
-            actions: vec![format!("ran {} (run {})", node.name, run.run_id), format!("outcome kept in {file}")],
+            actions: vec![format!("ran {node} (run {run_id})"), format!("outcome kept in {file}")],
             status: "needs attention".into(),
             help_needed: format!(
                 "bring back the entry of {id} that carries `run_id: {}` (check out the branch again, `git stash pop`) and opsflow records it; or record the outcome from {file} by hand and delete that file",
@@ -423,9 +498,9 @@ impl<'w> Engine<'w> {
             contacts: "Product-Manager".into(),
             notified: String::new(),
             raised_at: crate::time::now_rfc3339(),
-            run_id: run.run_id.clone(),
+            run_id: run_id.to_owned(),
         };
-        self.request_human(&request, &format!("kept outcome of run {}", run.run_id), why);
+        self.request_human(&request, &format!("kept outcome of run {run_id}"), why);
     }
 
     /// Records a node that stopped to wait after it was claimed: the task goes back to
@@ -511,4 +586,24 @@ impl<'w> Engine<'w> {
         let inputs: Vec<(String, String)> = run.inputs.iter().map(|a| (a.file.clone(), a.sha256.clone())).collect();
         self.audit.record(&run.run_id, if escalate { "paused" } else { "blocked" }, &id, &reason, &inputs);
     }
+}
+
+/// A finished run's outcome whose write onto its task waits for the next claim of the same
+/// `run`, so that both land in one rewrite of `tasks.json` under one wait for its lock
+/// (`Engine::execute`). Kept beside the run before it waits (a crash leaves it to recovery),
+/// and written on its own when the `run` ends, when the next pass finds the entry changed,
+/// or before any other outcome. Only a success that files nothing and deploys nothing waits,
+/// and never with git sync, which commits each outcome as it is recorded.
+#[derive(Debug)]
+pub(super) struct Deferred {
+    /// The task's id.
+    pub task: String,
+    /// The run whose claim the entry must carry.
+    pub claim: String,
+    pub ops: Vec<FieldOp>,
+    /// The task's status once the outcome is written.
+    pub status: String,
+    pub kept: KeptOutcome,
+    pub node: String,
+    pub unit: String,
 }

@@ -31,8 +31,9 @@ pub fn edit_task(
     ops: Vec<FieldOp>,
     appends: Vec<Value>,
 ) -> Result<bool, StoreError> {
-    let mut claimed = Claimed::Applied;
-    edit_task_with(ws, id, expect, None, &ops, &appends, &mut claimed, None, None)
+    let edits: Vec<EntryEdit<'_>> = id.map(|id| EntryEdit { id, expect, claim: None, ops: &ops }).into_iter().collect();
+    let edited = edit_tasks_with(ws, &edits, &appends, None, None)?;
+    Ok(edited.first().is_none_or(|e| e.applied))
 }
 
 /// The pass's [`crate::validate::TaskIndex`], through which an edit finds its entries in a
@@ -50,8 +51,41 @@ pub fn edit_known_task(
     expect: &[&str],
     ops: Vec<FieldOp>,
 ) -> Result<bool, StoreError> {
-    let mut claimed = Claimed::Applied;
-    edit_task_with(ws, Some(id), expect, None, &ops, &[], &mut claimed, known, index)
+    let edits = [EntryEdit { id, expect, claim: None, ops: &ops }];
+    Ok(edit_tasks_with(ws, &edits, &[], known, index)?[0].applied)
+}
+
+/// Several entries' edits in one rewrite of `tasks.json` (a finished run's outcome and the
+/// next claim), each under its own condition: an edit whose condition fails is left out and
+/// the others are written. Returns what became of each, in order.
+pub fn edit_known_tasks(
+    ws: &Workspace,
+    known: Option<&crate::validate::KnownTasks>,
+    index: Index<'_>,
+    edits: &[EntryEdit<'_>],
+) -> Result<Vec<Edited>, StoreError> {
+    edit_tasks_with(ws, edits, &[], known, index)
+}
+
+/// One entry's edit in a write of `tasks.json`.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryEdit<'a> {
+    pub id: &'a str,
+    /// The statuses the entry must still have; empty for any.
+    pub expect: &'a [&'a str],
+    /// The run whose claim the entry must carry (its `run_id`), whatever its status; a
+    /// missing entry is then [`Claimed::Gone`] instead of an error.
+    pub claim: Option<&'a str>,
+    pub ops: &'a [FieldOp],
+}
+
+/// What became of one [`EntryEdit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edited {
+    /// Written: false when the entry had moved, did not carry the claim, or already said so.
+    pub applied: bool,
+    /// For an edit under a claim: whether the entry carried it.
+    pub claimed: Claimed,
 }
 
 /// What became of an edit that may land only on the entry that carries a run's claim.
@@ -77,29 +111,22 @@ pub fn edit_claimed_task(
     ops: Vec<FieldOp>,
     appends: Vec<Value>,
 ) -> Result<Claimed, StoreError> {
-    let mut claimed = Claimed::Applied;
-    edit_task_with(ws, Some(id), &[], Some(run_id), &ops, &appends, &mut claimed, None, index)?;
-    Ok(claimed)
+    let edits = [EntryEdit { id, expect: &[], claim: Some(run_id), ops: &ops }];
+    Ok(edit_tasks_with(ws, &edits, &appends, None, index)?.swap_remove(0).claimed)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn edit_task_with(
+fn edit_tasks_with(
     ws: &Workspace,
-    id: Option<&str>,
-    expect: &[&str],
-    claim: Option<&str>,
-    ops: &[FieldOp],
+    edits: &[EntryEdit<'_>],
     appends: &[Value],
-    claimed: &mut Claimed,
     mut known: Option<&crate::validate::KnownTasks>,
     index: Index<'_>,
-) -> Result<bool, StoreError> {
+) -> Result<Vec<Edited>, StoreError> {
     let file = ws.config.paths.tasks.clone();
     let mut tries = 0;
     loop {
         let mut unreadable = false;
-        let result =
-            edit_task_once(ws, &file, id, expect, claim, ops, appends, &mut unreadable, claimed, known.take(), index);
+        let result = edit_tasks_once(ws, &file, edits, appends, &mut unreadable, known.take(), index);
         tries += 1;
         if result.is_ok() || !unreadable || tries >= 3 {
             return result;
@@ -130,26 +157,24 @@ fn layout_error(text: &str, error: &tasks::LayoutError) -> String {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn edit_task_once(
+/// One try of [`edit_tasks_with`]. The appends are written only when no edit's condition
+/// failed: a fix task goes with the outcome of its failure, or not at all.
+fn edit_tasks_once(
     ws: &Workspace,
     file: &str,
-    id: Option<&str>,
-    expect: &[&str],
-    claim: Option<&str>,
-    ops: &[FieldOp],
+    edits: &[EntryEdit<'_>],
     appends: &[Value],
     unreadable: &mut bool,
-    claimed: &mut Claimed,
     known: Option<&crate::validate::KnownTasks>,
     index: Index<'_>,
-) -> Result<bool, StoreError> {
+) -> Result<Vec<Edited>, StoreError> {
     let path = ws.inside(file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
-    let mut applied = true;
+    let mut results = Vec::new();
     file::modify_known(&ws.root, &path, file, ws.config.limits.max_file_bytes, known.map(|k| &k.file), |current| {
+        results = vec![Edited { applied: true, claimed: Claimed::Applied }; edits.len()];
         let Some(text) = current else { return Err(refused(file, "the file disappeared")) };
         let mut wanted: Vec<&str> = appends.iter().filter_map(|t| t.get("id").and_then(Value::as_str)).collect();
-        wanted.extend(id);
+        wanted.extend(edits.iter().map(|e| e.id));
         // The very text the pass scanned (the file is still at that version): its entries
         // are where the pass found them, and it had no duplicate ids.
         let scanned = known.filter(|k| {
@@ -182,42 +207,44 @@ fn edit_task_once(
             }
         };
         let mut updates = Vec::new();
-        if let Some(id) = id {
-            let head = match tasks::find(&heads, id) {
+        let mut held_back = false;
+        for (edit, result) in edits.iter().zip(results.iter_mut()) {
+            let head = match tasks::find(&heads, edit.id) {
                 Ok(head) => head,
-                Err(_) if claim.is_some() => {
-                    *claimed = Claimed::Gone;
-                    applied = false;
-                    return Ok(None);
+                Err(_) if edit.claim.is_some() => {
+                    *result = Edited { applied: false, claimed: Claimed::Gone };
+                    held_back = true;
+                    continue;
                 }
                 Err(e) => return Err(refused(file, e)),
             };
-            if let Some(run) = claim {
+            if let Some(run) = edit.claim {
                 let entry = head.value(text);
                 let found = entry.get("run_id").and_then(Value::as_str);
                 if found != Some(run) {
-                    *claimed = Claimed::NotOurs { found: found.map(str::to_owned) };
-                    applied = false;
-                    return Ok(None);
+                    *result = Edited { applied: false, claimed: Claimed::NotOurs { found: found.map(str::to_owned) } };
+                    held_back = true;
+                    continue;
                 }
-                *claimed = Claimed::Applied;
             }
             let status = head.status.as_deref().unwrap_or_default();
-            if !expect.is_empty() && !expect.contains(&status) {
-                applied = false;
-                return Ok(None);
+            if !edit.expect.is_empty() && !edit.expect.contains(&status) {
+                result.applied = false;
+                held_back = true;
+                continue;
             }
-            if appends.is_empty() && already_so(&head.value(text), ops) {
+            if appends.is_empty() && already_so(&head.value(text), edit.ops) {
                 // Another pass (or a `git stash` bringing the committed entry back) already
                 // recorded this: only `updated_at` would change, so nothing is written.
-                applied = false;
-                return Ok(None);
+                result.applied = false;
+                continue;
             }
-            updates.push((id.to_owned(), ops.to_vec()));
+            updates.push((edit.id.to_owned(), edit.ops.to_vec()));
         }
         // Skip appends that are already there (a fix task filed on an earlier pass).
         let appends: Vec<Value> = appends
             .iter()
+            .filter(|_| !held_back)
             .filter(|t| {
                 let new_id = t.get("id").and_then(Value::as_str);
                 !heads.iter().any(|h| h.id.is_some() && h.id.as_deref() == new_id)
@@ -231,7 +258,7 @@ fn edit_task_once(
             .map(|splices| Some(Content::Spliced(splices)))
             .map_err(|e| refused(file, e))
     })?;
-    Ok(applied)
+    Ok(results)
 }
 
 /// Edits one node of `state.json`.
@@ -413,6 +440,68 @@ mod tests {
             .map(|i| format!("    {{\"id\": \"T-{i}\", \"agent\": \"DevOps-Engineer\", \"status\": \"pending\"}}"))
             .collect();
         format!("{{\n  \"tasks\": [\n{}\n  ]\n}}\n", entries.join(",\n"))
+    }
+
+    /// An outcome and the next claim in one write: each under its own condition, so that an
+    /// entry that moved or carries another claim is left as it is and the other edit lands.
+    #[test]
+    fn edits_of_two_entries_in_one_write_each_keep_their_condition() {
+        let (_dir, ws, path) = empty_workspace();
+        let set = |k: &str, v: &str| FieldOp::Set(k.into(), v.into());
+        let claimed = |run: &str| {
+            tasks_file(3).replacen(
+                "\"id\": \"T-0\", \"agent\": \"DevOps-Engineer\", \"status\": \"pending\"",
+                &format!("\"id\": \"T-0\", \"agent\": \"DevOps-Engineer\", \"status\": \"in_progress\", \"run_id\": \"{run}\""),
+                1,
+            )
+        };
+        let outcome = [set("status", "done")];
+        let claim = [set("status", "in_progress")];
+        let edits = [
+            EntryEdit { id: "T-0", expect: &[], claim: Some("run-a"), ops: &outcome },
+            EntryEdit { id: "T-1", expect: &["pending"], claim: None, ops: &claim },
+        ];
+        let read = |path: &std::path::Path| -> Value {
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+        };
+
+        // Both hold: both land.
+        std::fs::write(&path, claimed("run-a")).unwrap();
+        let edited = edit_known_tasks(&ws, None, None, &edits).unwrap();
+        assert_eq!(edited.iter().map(|e| e.applied).collect::<Vec<_>>(), [true, true]);
+        let tasks = read(&path);
+        assert_eq!(tasks["tasks"][0]["status"], "done");
+        assert_eq!(tasks["tasks"][1]["status"], "in_progress");
+
+        // The first entry carries another run's claim: only the claim lands.
+        std::fs::write(&path, claimed("run-b")).unwrap();
+        let edited = edit_known_tasks(&ws, None, None, &edits).unwrap();
+        assert_eq!(edited[0], Edited { applied: false, claimed: Claimed::NotOurs { found: Some("run-b".into()) } });
+        assert!(edited[1].applied);
+        let tasks = read(&path);
+        assert_eq!(tasks["tasks"][0]["status"], "in_progress");
+        assert_eq!(tasks["tasks"][1]["status"], "in_progress");
+
+        // The task to claim has moved: only the outcome lands.
+        let moved = claimed("run-a").replacen(
+            "\"id\": \"T-1\", \"agent\": \"DevOps-Engineer\", \"status\": \"pending\"",
+            "\"id\": \"T-1\", \"agent\": \"DevOps-Engineer\", \"status\": \"cancelled\"",
+            1,
+        );
+        std::fs::write(&path, &moved).unwrap();
+        let edited = edit_known_tasks(&ws, None, None, &edits).unwrap();
+        assert_eq!(edited[0], Edited { applied: true, claimed: Claimed::Applied });
+        assert!(!edited[1].applied);
+        let tasks = read(&path);
+        assert_eq!(tasks["tasks"][0]["status"], "done");
+        assert_eq!(tasks["tasks"][1]["status"], "cancelled");
+
+        // The task to claim is gone: nothing is written, and the caller writes the outcome alone.
+        std::fs::write(&path, claimed("run-a")).unwrap();
+        let gone = [edits[0], EntryEdit { id: "T-9", ..edits[1] }];
+        let error = edit_known_tasks(&ws, None, None, &gone).unwrap_err();
+        assert!(error.to_string().contains("T-9"), "{error}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), claimed("run-a"));
     }
 
     /// A writer that truncates `tasks.json` and writes it again in pieces (an editor's save,

@@ -21,6 +21,7 @@ use serde_json::{Map, Value, json};
 use super::record::{HumanRequest, fix_task_id};
 use crate::render::Renderer;
 use crate::sha256;
+use crate::store::edit::FieldOp;
 use crate::store::file::{self, StoreError};
 use crate::store::tasks;
 use crate::workspace::Workspace;
@@ -268,7 +269,15 @@ fn reworded(text: &str, open: &Entry, marker: &str, entry: &str, now: &str) -> S
 /// entry is open; `tasks` is the text of `tasks.json` when the caller knows it is the file's
 /// current version (the pass's own read), so it is not read again. Returns how many entries
 /// it marked.
-pub fn resolve(ws: &Workspace, now: &str, tasks: Option<&str>) -> Result<usize, StoreError> {
+///
+/// `waiting` is an outcome that waits to be written with the next claim (the task's id and
+/// the edit): the entry is judged as it will read once it is.
+pub fn resolve(
+    ws: &Workspace,
+    now: &str,
+    tasks: Option<&str>,
+    waiting: Option<(&str, &[FieldOp])>,
+) -> Result<usize, StoreError> {
     let file = ws.config.paths.human_requests.clone();
     let Ok(Some(text)) = ws.read_text(&file) else { return Ok(0) };
     let open: Vec<Watch> = entries(&text).into_iter().filter(|e| !e.resolved).filter_map(|e| e.watch).collect();
@@ -277,7 +286,17 @@ pub fn resolve(ws: &Workspace, now: &str, tasks: Option<&str>) -> Result<usize, 
     }
     let mut wanted: Vec<String> = open.iter().map(|w| w.task.clone()).collect();
     wanted.extend(open.iter().map(|w| fix_task_id(&w.task)));
-    let current = Current::read(ws, &wanted, tasks);
+    let mut current = Current::read(ws, &wanted, tasks);
+    if let Some((id, ops)) = waiting
+        && let Some(Value::Object(entry)) = current.tasks.iter_mut().find(|t| t["id"].as_str() == Some(id))
+    {
+        for op in ops {
+            match op {
+                FieldOp::Set(key, value) => entry.insert(key.clone(), value.clone()),
+                FieldOp::Remove(key) => entry.remove(key),
+            };
+        }
+    }
     let path = ws.inside(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
     let mut marked = 0;
     file::modify(&ws.root, &path, &file, ws.config.limits.max_file_bytes, |text| {

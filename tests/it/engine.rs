@@ -865,3 +865,56 @@ fn problems_inside_owned_entries_block_only_those_entries_and_other_agents_entri
         assert_eq!(status_of(&ws, id), "pending", "{id}");
     }
 }
+
+/// Each finished task's outcome goes into the same rewrite of tasks.json as the claim of the
+/// next one: three tasks in a row cost four rewrites of the file, not six, and every task
+/// ends `done` with its outcome.
+#[test]
+fn an_outcome_and_the_next_claim_are_one_rewrite_of_the_task_list() {
+    use notify::event::{ModifyKind, RenameMode};
+    use notify::{EventKind, Watcher};
+    let ws = Workspace::new().sample();
+    let design = |id: &str| {
+        json!({"id": id, "title": "Design", "agent": "DevOps-Engineer", "type": "infrastructure_design",
+               "status": "pending", "unit_id": "UNIT-001"})
+    };
+    let tasks = json!({"tasks": [design("D-1"), design("D-2"), design("D-3")]});
+    ws.write(crate::util::TASKS, serde_json::to_string_pretty(&tasks).unwrap());
+    edit_json(&ws, "docs/workflow/state.json", |state| {
+        state["current_nodes"] = json!([]);
+        for node in ["Dev_Environment_Setup", "Staging_Environment_Setup"] {
+            state["nodes"][node]["status"] = json!("completed");
+        }
+    });
+    let dir = ws.path().join("docs/workflow");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut watcher = notify::recommended_watcher(move |event| {
+        let _ = tx.send(event);
+    })
+    .unwrap();
+    watcher.watch(&dir, notify::RecursiveMode::NonRecursive).unwrap();
+    ws.run(&["run"]).status(0);
+    // Events arrive in order: once the marker's arrives, every rewrite before it has too.
+    fs::write(dir.join("marker"), "").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut rewrites = 0;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let event: notify::Event = rx.recv_timeout(left).expect("the marker's event arrives").unwrap();
+        if event.paths.iter().any(|p| p.ends_with("marker")) {
+            break;
+        }
+        if event.kind == EventKind::Modify(ModifyKind::Name(RenameMode::To))
+            && event.paths.iter().any(|p| p.ends_with("tasks.json"))
+        {
+            rewrites += 1;
+        }
+    }
+    for id in ["D-1", "D-2", "D-3"] {
+        let entry = task(&ws.tasks(), id).clone();
+        assert_eq!(entry["status"], "done", "{entry:#}");
+        assert_eq!(entry["outcome"]["status"], "done", "{entry:#}");
+        assert_eq!(entry["outcome"]["run_id"], entry["run_id"], "{entry:#}");
+    }
+    assert_eq!(rewrites, 4, "claim 1; outcome 1 + claim 2; outcome 2 + claim 3; outcome 3");
+}
