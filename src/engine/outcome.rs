@@ -381,14 +381,14 @@ impl<'w> Engine<'w> {
             *self.deferred.borrow_mut() = Some(deferred);
             return;
         }
-        let written = record::edit_claimed_task(
-            self.ws,
-            Some(&*self.options.task_index),
-            &deferred.task,
-            &deferred.claim,
-            deferred.ops.clone(),
-            appends,
-        );
+        self.write_outcome(deferred, appends);
+    }
+
+    /// Writes an outcome, with the tasks it files, onto its task now.
+    fn write_outcome(&self, deferred: Deferred, appends: Vec<Value>) {
+        let index = Some(&*self.options.task_index);
+        let ops = deferred.ops.clone();
+        let written = record::edit_claimed_task(self.ws, index, &deferred.task, &deferred.claim, ops, appends);
         self.outcome_written(deferred, written);
     }
 
@@ -400,15 +400,7 @@ impl<'w> Engine<'w> {
     /// Writes the outcome that waits for a claim ([`Deferred`]) on its own, if there is one.
     pub(super) fn flush_deferred(&self) {
         let Some(deferred) = self.deferred.borrow_mut().take() else { return };
-        let written = record::edit_claimed_task(
-            self.ws,
-            Some(&*self.options.task_index),
-            &deferred.task,
-            &deferred.claim,
-            deferred.ops.clone(),
-            Vec::new(),
-        );
-        self.outcome_written(deferred, written);
+        self.write_outcome(deferred, Vec::new());
     }
 
     /// A pass's view of the tasks with the outcome that waits for a claim on its task: the
