@@ -404,12 +404,7 @@ fn update(ws: &Workspace, args: &UpdateArgs) -> anyhow::Result<Exit> {
         let Some(mut fields) = before.as_object().cloned() else {
             return Err(StoreError::Refused(format!("{file}: task `{}` is not an object", args.id)));
         };
-        for op in &ops {
-            match op {
-                FieldOp::Set(key, value) => fields.insert(key.clone(), value.clone()),
-                FieldOp::Remove(key) => fields.shift_remove(key),
-            };
-        }
+        FieldOp::apply_all(&ops, &mut fields);
         if before.as_object() == Some(&fields) {
             return Ok(None);
         }

@@ -43,7 +43,7 @@ impl<'w> Engine<'w> {
             self.flush_deferred();
         } else {
             let expect = [task.status.as_str()];
-            let edited = self.claim_with_deferred(known.as_ref(), &id, &expect, &claim);
+            let edited = self.claim_with_deferred(known.as_ref(), &id, &expect, &claim, &mut facts.claims_allowed);
             drop(known);
             match edited {
                 Ok(true) => {}
@@ -166,28 +166,41 @@ impl<'w> Engine<'w> {
     }
 
     /// Writes the claim of task `id` (while its status is one of `expect`), and in the same
-    /// rewrite of `tasks.json` the outcome that waits for it ([`outcome::Deferred`]), each
-    /// under its own condition. Returns whether the claim was written. When that write
-    /// fails, the outcome is written on its own before the claim's error is returned.
+    /// rewrite of `tasks.json` the outcome that waits for it ([`outcome::Deferred`]). Returns
+    /// whether the claim was written. The claim lands only with the outcome: the pass counted
+    /// that task finished when it chose this one. When the outcome does not land (its entry no
+    /// longer carries the run's claim), neither does the claim, and `claims_allowed` turns
+    /// false for the rest of the pass, whose view of the file is no longer true. When the
+    /// write fails, the outcome is written on its own before the claim's error is returned.
     fn claim_with_deferred(
         &self,
         known: Option<&crate::validate::KnownTasks>,
         id: &str,
         expect: &[&str],
         claim: &[FieldOp],
+        claims_allowed: &mut bool,
     ) -> Result<bool, StoreError> {
         let index = Some(&*self.options.task_index);
         let Some(deferred) = self.deferred.borrow_mut().take() else {
             return record::edit_known_task(self.ws, known, index, id, expect, claim.to_vec());
         };
         let edits = [
-            record::EntryEdit { id: &deferred.task, expect: &[], claim: Some(&deferred.claim), ops: &deferred.ops },
-            record::EntryEdit { id, expect, claim: None, ops: claim },
+            record::EntryEdit {
+                id: &deferred.task,
+                expect: &[],
+                claim: Some(&deferred.claim),
+                ops: &deferred.ops,
+                needs: None,
+            },
+            record::EntryEdit { id, expect, claim: None, ops: claim, needs: Some(0) },
         ];
         match record::edit_known_tasks(self.ws, known, index, &edits) {
             Ok(mut edited) => {
                 let claimed = edited.pop().is_some_and(|e| e.applied);
                 let outcome = edited.pop().map(|e| e.claimed).unwrap_or(record::Claimed::Applied);
+                if outcome != record::Claimed::Applied {
+                    *claims_allowed = false;
+                }
                 self.outcome_written(deferred, Ok(outcome));
                 Ok(claimed)
             }

@@ -380,16 +380,14 @@ impl<'w> Engine<'w> {
             // The pass's read of tasks.json serves, while nobody has written the file since.
             let tasks_path = self.ws.path(&self.ws.config.paths.tasks);
             let tasks = pass.known.as_ref().and_then(|known| known.file.current(&tasks_path));
+            let deferred = self.deferred.borrow();
+            let waiting = deferred.as_ref().map(|d| (d.task.as_str(), d.ops.as_slice()));
             if !self.options.dry_run
-                && let Err(e) = requests::resolve(
-                    self.ws,
-                    &crate::time::now_rfc3339(),
-                    tasks,
-                    self.waiting_outcome().as_ref().map(|(id, ops)| (id.as_str(), ops.as_slice())),
-                )
+                && let Err(e) = requests::resolve(self.ws, &crate::time::now_rfc3339(), tasks, waiting)
             {
                 tracing::error!("cannot mark resolved requests in {}: {e}", self.ws.config.paths.human_requests);
             }
+            drop(deferred);
             if !self.options.dry_run
                 && let Err(e) = requests::archive_resolved(self.ws)
             {
@@ -583,13 +581,11 @@ impl<'w> Engine<'w> {
         let prefix = std::mem::take(&mut loaded.prefix);
         let prefix = prefix.as_str();
         // Each owned entry that may act is decoded into a typed task once per pass.
-        let owned: Vec<(usize, Task)> = std::mem::take(&mut loaded.kept)
+        let mut owned: Vec<(usize, Task)> = std::mem::take(&mut loaded.kept)
             .into_iter()
             .map(|(index, value)| (index, Task::from_value(value)))
             .collect();
-        let mut owned = owned;
         self.overlay_deferred(&mut owned, &mut loaded.statuses);
-        let owned = owned;
         let state = load_json(self.ws, &self.ws.config.paths.state, crate::schema::SchemaName::State);
         if !state.diagnostics.is_empty() {
             // Nothing runs on an invalid state.json: every node transition would edit it.

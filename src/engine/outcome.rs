@@ -392,11 +392,6 @@ impl<'w> Engine<'w> {
         self.outcome_written(deferred, written);
     }
 
-    /// The task and edit of the outcome that waits for a claim, if one does.
-    pub(super) fn waiting_outcome(&self) -> Option<(String, Vec<FieldOp>)> {
-        self.deferred.borrow().as_ref().map(|d| (d.task.clone(), d.ops.clone()))
-    }
-
     /// Writes the outcome that waits for a claim ([`Deferred`]) on its own, if there is one.
     pub(super) fn flush_deferred(&self) {
         let Some(deferred) = self.deferred.borrow_mut().take() else { return };

@@ -31,7 +31,8 @@ pub fn edit_task(
     ops: Vec<FieldOp>,
     appends: Vec<Value>,
 ) -> Result<bool, StoreError> {
-    let edits: Vec<EntryEdit<'_>> = id.map(|id| EntryEdit { id, expect, claim: None, ops: &ops }).into_iter().collect();
+    let edits: Vec<EntryEdit<'_>> =
+        id.map(|id| EntryEdit { id, expect, claim: None, ops: &ops, needs: None }).into_iter().collect();
     let edited = edit_tasks_with(ws, &edits, &appends, None, None)?;
     Ok(edited.first().is_none_or(|e| e.applied))
 }
@@ -51,13 +52,14 @@ pub fn edit_known_task(
     expect: &[&str],
     ops: Vec<FieldOp>,
 ) -> Result<bool, StoreError> {
-    let edits = [EntryEdit { id, expect, claim: None, ops: &ops }];
+    let edits = [EntryEdit { id, expect, claim: None, ops: &ops, needs: None }];
     Ok(edit_tasks_with(ws, &edits, &[], known, index)?[0].applied)
 }
 
 /// Several entries' edits in one rewrite of `tasks.json` (a finished run's outcome and the
-/// next claim), each under its own condition: an edit whose condition fails is left out and
-/// the others are written. Returns what became of each, in order.
+/// next claim), each under its own condition: an edit whose condition fails is left out, with
+/// the edits that need it ([`EntryEdit::needs`]), and the others are written. Returns what
+/// became of each, in order.
 pub fn edit_known_tasks(
     ws: &Workspace,
     known: Option<&crate::validate::KnownTasks>,
@@ -77,6 +79,9 @@ pub struct EntryEdit<'a> {
     /// missing entry is then [`Claimed::Gone`] instead of an error.
     pub claim: Option<&'a str>,
     pub ops: &'a [FieldOp],
+    /// An earlier edit of the same write that must land (be written, or already hold) for
+    /// this one to: a claim that the pass made because of a finished run's outcome.
+    pub needs: Option<usize>,
 }
 
 /// What became of one [`EntryEdit`].
@@ -111,7 +116,7 @@ pub fn edit_claimed_task(
     ops: Vec<FieldOp>,
     appends: Vec<Value>,
 ) -> Result<Claimed, StoreError> {
-    let edits = [EntryEdit { id, expect: &[], claim: Some(run_id), ops: &ops }];
+    let edits = [EntryEdit { id, expect: &[], claim: Some(run_id), ops: &ops, needs: None }];
     Ok(edit_tasks_with(ws, &edits, &appends, None, index)?.swap_remove(0).claimed)
 }
 
@@ -208,7 +213,15 @@ fn edit_tasks_once(
         };
         let mut updates = Vec::new();
         let mut held_back = false;
+        // Whether each edit landed (written, or the entry already said so), in order.
+        let mut landed: Vec<bool> = Vec::with_capacity(edits.len());
         for (edit, result) in edits.iter().zip(results.iter_mut()) {
+            landed.push(false);
+            if edit.needs.is_some_and(|needed| !landed.get(needed).copied().unwrap_or(false)) {
+                result.applied = false;
+                held_back = true;
+                continue;
+            }
             let head = match tasks::find(&heads, edit.id) {
                 Ok(head) => head,
                 Err(_) if edit.claim.is_some() => {
@@ -233,6 +246,7 @@ fn edit_tasks_once(
                 held_back = true;
                 continue;
             }
+            *landed.last_mut().expect("pushed above") = true;
             if appends.is_empty() && already_so(&head.value(text), edit.ops) {
                 // Another pass (or a `git stash` bringing the committed entry back) already
                 // recorded this: only `updated_at` would change, so nothing is written.
@@ -458,8 +472,8 @@ mod tests {
         let outcome = [set("status", "done")];
         let claim = [set("status", "in_progress")];
         let edits = [
-            EntryEdit { id: "T-0", expect: &[], claim: Some("run-a"), ops: &outcome },
-            EntryEdit { id: "T-1", expect: &["pending"], claim: None, ops: &claim },
+            EntryEdit { id: "T-0", expect: &[], claim: Some("run-a"), ops: &outcome, needs: None },
+            EntryEdit { id: "T-1", expect: &["pending"], claim: None, ops: &claim, needs: None },
         ];
         let read = |path: &std::path::Path| -> Value {
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -495,6 +509,17 @@ mod tests {
         let tasks = read(&path);
         assert_eq!(tasks["tasks"][0]["status"], "done");
         assert_eq!(tasks["tasks"][1]["status"], "cancelled");
+
+        // A claim that needs the outcome does not land without it; it lands with it.
+        std::fs::write(&path, claimed("run-b")).unwrap();
+        let needing = [edits[0], EntryEdit { needs: Some(0), ..edits[1] }];
+        let edited = edit_known_tasks(&ws, None, None, &needing).unwrap();
+        assert_eq!(edited[0], Edited { applied: false, claimed: Claimed::NotOurs { found: Some("run-b".into()) } });
+        assert!(!edited[1].applied);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), claimed("run-b"));
+        std::fs::write(&path, claimed("run-a")).unwrap();
+        let edited = edit_known_tasks(&ws, None, None, &needing).unwrap();
+        assert_eq!(edited.iter().map(|e| e.applied).collect::<Vec<_>>(), [true, true]);
 
         // The task to claim is gone: nothing is written, and the caller writes the outcome alone.
         std::fs::write(&path, claimed("run-a")).unwrap();

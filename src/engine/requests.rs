@@ -290,12 +290,7 @@ pub fn resolve(
     if let Some((id, ops)) = waiting
         && let Some(Value::Object(entry)) = current.tasks.iter_mut().find(|t| t["id"].as_str() == Some(id))
     {
-        for op in ops {
-            match op {
-                FieldOp::Set(key, value) => entry.insert(key.clone(), value.clone()),
-                FieldOp::Remove(key) => entry.remove(key),
-            };
-        }
+        FieldOp::apply_all(ops, entry);
     }
     let path = ws.inside(&file).map_err(|d| StoreError::Invalid(Box::new(d)))?;
     let mut marked = 0;

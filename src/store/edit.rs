@@ -16,6 +16,22 @@ pub enum FieldOp {
     Remove(String),
 }
 
+impl FieldOp {
+    /// `ops` applied in order to a decoded object: what the splices make of its text.
+    pub fn apply_all(ops: &[FieldOp], map: &mut serde_json::Map<String, Value>) {
+        for op in ops {
+            match op {
+                FieldOp::Set(key, value) => {
+                    map.insert(key.clone(), value.clone());
+                }
+                FieldOp::Remove(key) => {
+                    map.shift_remove(key);
+                }
+            }
+        }
+    }
+}
+
 /// Replace `text[start..end]` with `with`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Splice {

@@ -18,7 +18,7 @@ pub struct StateEdit {
 pub fn apply(text: Option<&str>, workflow: &str, change: &StateEdit) -> Result<String, SyntaxError> {
     let Some(text) = text else {
         let mut node = Map::new();
-        apply_to_map(&mut node, &change.fields);
+        FieldOp::apply_all(&change.fields, &mut node);
         let state = json!({
             "workflow": workflow,
             "current_nodes": change.current_nodes.clone().unwrap_or_default(),
@@ -38,7 +38,7 @@ pub fn apply(text: Option<&str>, workflow: &str, change: &StateEdit) -> Result<S
                 }
                 _ => {
                     let mut node = Map::new();
-                    apply_to_map(&mut node, &change.fields);
+                    FieldOp::apply_all(&change.fields, &mut node);
                     let op = FieldOp::Set(change.node.clone(), Value::Object(node));
                     splices.extend(edit::edit_object(text, nodes.value.start, &[op], &style)?);
                 }
@@ -46,7 +46,7 @@ pub fn apply(text: Option<&str>, workflow: &str, change: &StateEdit) -> Result<S
         }
         _ => {
             let mut node = Map::new();
-            apply_to_map(&mut node, &change.fields);
+            FieldOp::apply_all(&change.fields, &mut node);
             root_ops.push(FieldOp::Set("nodes".into(), json!({ change.node.clone(): node })));
         }
     }
@@ -57,19 +57,6 @@ pub fn apply(text: Option<&str>, workflow: &str, change: &StateEdit) -> Result<S
         splices.extend(edit::edit_object(text, root.start, &root_ops, &style)?);
     }
     Ok(edit::apply(text, splices))
-}
-
-fn apply_to_map(map: &mut Map<String, Value>, ops: &[FieldOp]) {
-    for op in ops {
-        match op {
-            FieldOp::Set(key, value) => {
-                map.insert(key.clone(), value.clone());
-            }
-            FieldOp::Remove(key) => {
-                map.shift_remove(key);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

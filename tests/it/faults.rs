@@ -207,3 +207,114 @@ fn a_disk_that_fills_mid_deploy_loses_no_record_and_the_outcome_lands_once_there
     ws.run(&["run"]);
     assert_eq!(status_of(&ws, "DEVOPS-007"), production["status"].as_str().unwrap());
 }
+
+/// A sample workspace whose build stops at `gate` after it counted itself in `builds.log`,
+/// and the `opsflow run` that is started on it, stopped there: the build task is claimed.
+/// Then the test holds `tasks.json`'s lock and lets the build finish, so that the run waits
+/// for the lock to write the build's outcome with the next claim. Returns the run, the
+/// build's run id and the lock.
+fn held_between_an_outcome_and_the_next_claim(
+    ws: &Workspace,
+    gate: &Gate,
+) -> (std::process::Child, String, std::fs::File) {
+    crate::engine::edit_json(ws, crate::engine::CONFIG, |c| {
+        c["release"]["build"] =
+            json!(format!("mkdir -p dist && cp -R app/. dist/ && echo built >> builds.log && {}", gate.command()));
+    });
+    let mut child =
+        ws.command(&["run"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    gate.wait_reached(Duration::from_secs(60));
+    let build = task(&ws.tasks(), "DEVOPS-005").clone();
+    assert_eq!(build["status"], "in_progress", "{build}");
+    let run_id = build["run_id"].as_str().unwrap().to_owned();
+    let lock_path = ws.join("docs/workflow/tasks.json.lock");
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).unwrap();
+    lock.lock().unwrap();
+    let inode = std::os::unix::fs::MetadataExt::ino(&lock.metadata().unwrap());
+    gate.open();
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    while crate::util::flock_waiters(inode) != Some(1) {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it wrote the next claim");
+        assert!(std::time::Instant::now() < end, "timed out waiting for the run to wait for the lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The build finished and its outcome waits: it is kept beside the run, not on the task.
+    let build = task(&ws.tasks(), "DEVOPS-005").clone();
+    assert_eq!(build["status"], "in_progress", "{build}");
+    assert_eq!(build["run_id"], run_id.as_str(), "{build}");
+    let kept: Value =
+        serde_json::from_slice(&ws.read(&format!(".opsflow/runs/{run_id}/outcome.json"))).expect("the kept outcome");
+    assert_eq!(kept["task"], "DEVOPS-005", "{kept}");
+    assert!(kept.get("applied_at").is_none_or(Value::is_null), "{kept}");
+    (child, run_id, lock)
+}
+
+/// `kill -9` of a runner whose finished build's outcome waits to be written with the next
+/// claim: the next run records that outcome from what was kept beside the run, builds nothing
+/// again, and goes on.
+#[test]
+fn a_runner_killed_while_an_outcome_waits_for_the_next_claim_leaves_it_to_the_next_run() {
+    let ws = Workspace::new().sample();
+    let gate = Gate::new(&ws, "build");
+    let (mut child, run_id, lock) = held_between_an_outcome_and_the_next_claim(&ws, &gate);
+    child.kill().unwrap();
+    wait_for_exit(&mut child, Duration::from_secs(30), "the killed run");
+    drop(lock);
+    let staging = task(&ws.tasks(), "DEVOPS-006").clone();
+    assert_eq!(staging["status"], "pending", "the next claim did not land: {staging}");
+
+    let next = ws.run(&["run"]);
+    assert_eq!(next.code(), Some(3), "up to production's approval:\n{}", next.stderr());
+    let build = task(&ws.tasks(), "DEVOPS-005").clone();
+    assert_eq!(build["status"], "done", "{build}");
+    assert_eq!(build["run_id"], run_id.as_str(), "{build}");
+    assert_eq!(build["outcome"]["run_id"], run_id.as_str(), "{build}");
+    assert_eq!(build["outcome"]["status"], "done", "{build}");
+    assert_eq!(ws.read_string("builds.log"), "built\n", "the build ran once");
+    assert_eq!(status_of(&ws, "DEVOPS-006"), "deployed");
+    let audit = ws.read_string(".opsflow/audit.jsonl");
+    assert!(
+        !audit.lines().any(|l| l.contains(&run_id) && l.contains("interrupted")),
+        "a build that finished is not called interrupted:\n{audit}"
+    );
+    let requests = std::fs::read_to_string(ws.join("docs/workflow/human-requests.md")).unwrap_or_default();
+    assert!(!requests.contains(&run_id), "nothing for a human to do about the build:\n{requests}");
+}
+
+/// Another writer resets the build's task while its outcome waits for the next claim: the
+/// outcome is not written over the reset entry, it is kept and put in front of a human, and
+/// the deploy that the pass chose because the build was done is not claimed.
+#[test]
+fn a_task_reset_while_its_outcome_waits_keeps_the_outcome_and_claims_nothing_that_needed_it() {
+    let ws = Workspace::new().sample();
+    let gate = Gate::new(&ws, "build");
+    let (mut child, run_id, lock) = held_between_an_outcome_and_the_next_claim(&ws, &gate);
+    // As the lock's holder, a person sets the build back to pending.
+    crate::engine::edit_json(&ws, crate::util::TASKS, |t| {
+        let build = t["tasks"].as_array_mut().unwrap().iter_mut().find(|t| t["id"] == "DEVOPS-005").unwrap();
+        let entry = build.as_object_mut().unwrap();
+        for key in ["claimed_by", "claimed_on", "claimed_at", "run_id"] {
+            entry.remove(key);
+        }
+        entry.insert("status".into(), json!("pending"));
+    });
+    drop(lock);
+    let status = wait_for_exit(&mut child, Duration::from_secs(60), "the run");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.code().is_some(), "{stderr}");
+
+    let build = task(&ws.tasks(), "DEVOPS-005").clone();
+    assert_eq!(build["status"], "pending", "the person's edit stands: {build}");
+    assert!(build.get("outcome").is_none(), "{build}");
+    let staging = task(&ws.tasks(), "DEVOPS-006").clone();
+    assert_eq!(staging["status"], "pending", "a deploy of a build that is not done is not claimed: {staging}");
+    assert!(staging.get("run_id").is_none(), "{staging}");
+    let kept: Value = serde_json::from_slice(&ws.read(&format!(".opsflow/runs/{run_id}/outcome.json"))).unwrap();
+    assert!(kept.get("applied_at").is_none_or(Value::is_null), "the outcome is kept, pending: {kept}");
+    let requests = ws.read_string("docs/workflow/human-requests.md");
+    assert!(
+        requests.contains(&run_id) && requests.contains("DEVOPS-005"),
+        "a human is told where the outcome is:\n{requests}"
+    );
+}
