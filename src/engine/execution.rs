@@ -40,7 +40,7 @@ impl<'w> Engine<'w> {
         let known = facts.known.take();
         if task.from_state {
             // No entry to claim: the outcome that waits for a claim goes now.
-            self.flush_deferred();
+            self.flush_deferred(known.as_ref());
         } else {
             let expect = [task.status.as_str()];
             let edited = self.claim_with_deferred(known.as_ref(), &id, &expect, &claim, &mut facts.claims_allowed);
@@ -206,7 +206,7 @@ impl<'w> Engine<'w> {
             }
             Err(e) => {
                 *self.deferred.borrow_mut() = Some(deferred);
-                self.flush_deferred();
+                self.flush_deferred(known);
                 Err(e)
             }
         }

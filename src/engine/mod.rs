@@ -355,10 +355,12 @@ impl<'w> Engine<'w> {
                 unresolved: Vec::new(),
             };
             let acted = self.pass(&mut pass, &mut summary);
-            if !acted {
+            if !acted && self.deferred.borrow().is_some() {
                 // No claim comes after this pass: the outcome that waits for one goes now, so
-                // that what follows (resolved requests, the summary) reads it.
-                self.flush_deferred();
+                // that what follows (resolved requests, the summary) reads it. It starts from
+                // the pass's read, which is out of date once it is written.
+                let known = pass.known.take();
+                self.flush_deferred(known.as_ref());
             }
             (read, summary.wake) = (pass.read, pass.wake);
             if acted {
@@ -404,7 +406,7 @@ impl<'w> Engine<'w> {
             }
         }
         // The last outcome has no claim to go with: it is written now.
-        self.flush_deferred();
+        self.flush_deferred(None);
         if !self.options.dry_run {
             let pruned = kept::prune_runs(self.ws);
             if pruned > 0 {
@@ -585,7 +587,7 @@ impl<'w> Engine<'w> {
             .into_iter()
             .map(|(index, value)| (index, Task::from_value(value)))
             .collect();
-        self.overlay_deferred(&mut owned, &mut loaded.statuses);
+        self.overlay_deferred(&mut owned, &mut loaded.statuses, &mut facts.known);
         let state = load_json(self.ws, &self.ws.config.paths.state, crate::schema::SchemaName::State);
         if !state.diagnostics.is_empty() {
             // Nothing runs on an invalid state.json: every node transition would edit it.

@@ -4,6 +4,7 @@
 
 #[allow(unused_imports)]
 use super::*;
+use crate::validate::KnownTasks;
 
 impl<'w> Engine<'w> {
     /// Records the end of a node: task, state, fix task, human request, signal, audit.
@@ -376,26 +377,29 @@ impl<'w> Engine<'w> {
             unit: run.release.unit.clone(),
         };
         // Only one outcome waits at a time; an earlier one (none in practice) goes first.
-        self.flush_deferred();
+        self.flush_deferred(None);
         if defer && appends.is_empty() {
             *self.deferred.borrow_mut() = Some(deferred);
             return;
         }
-        self.write_outcome(deferred, appends);
+        self.write_outcome(deferred, appends, None);
     }
 
-    /// Writes an outcome, with the tasks it files, onto its task now.
-    fn write_outcome(&self, deferred: Deferred, appends: Vec<Value>) {
+    /// Writes an outcome, with the tasks it files, onto its task now (from `known`, the
+    /// pass's read of `tasks.json`, while the file is at that version: neither read again nor
+    /// held twice).
+    fn write_outcome(&self, deferred: Deferred, appends: Vec<Value>, known: Option<&KnownTasks>) {
         let index = Some(&*self.options.task_index);
         let ops = deferred.ops.clone();
-        let written = record::edit_claimed_task(self.ws, index, &deferred.task, &deferred.claim, ops, appends);
+        let written = record::edit_claimed_task(self.ws, known, index, &deferred.task, &deferred.claim, ops, appends);
         self.outcome_written(deferred, written);
     }
 
-    /// Writes the outcome that waits for a claim ([`Deferred`]) on its own, if there is one.
-    pub(super) fn flush_deferred(&self) {
+    /// Writes the outcome that waits for a claim ([`Deferred`]) on its own, if there is one,
+    /// starting from `known` as [`Self::write_outcome`] does.
+    pub(super) fn flush_deferred(&self, known: Option<&KnownTasks>) {
         let Some(deferred) = self.deferred.borrow_mut().take() else { return };
-        self.write_outcome(deferred, Vec::new());
+        self.write_outcome(deferred, Vec::new(), known);
     }
 
     /// A pass's view of the tasks with the outcome that waits for a claim on its task: the
@@ -406,6 +410,7 @@ impl<'w> Engine<'w> {
         &self,
         owned: &mut Vec<(usize, Task)>,
         statuses: &mut std::collections::HashMap<String, String>,
+        known: &mut Option<KnownTasks>,
     ) {
         let still_claimed = self.deferred.borrow().as_ref().map(|d| {
             owned.iter().any(|(_, t)| {
@@ -414,7 +419,11 @@ impl<'w> Engine<'w> {
         });
         match still_claimed {
             None => {}
-            Some(false) => self.flush_deferred(),
+            Some(false) => {
+                // The pass's read is out of date once the outcome is written: it goes with it.
+                let known = known.take();
+                self.flush_deferred(known.as_ref());
+            }
             Some(true) => {
                 let deferred = self.deferred.borrow();
                 let deferred = deferred.as_ref().expect("checked above");

@@ -107,9 +107,11 @@ pub enum Claimed {
 }
 
 /// Edits task `id` only while its entry carries the claim of `run_id`, whatever its status
-/// is now, and appends `appends` with it (the entries found through `index` when it can say).
+/// is now, and appends `appends` with it (starting from `known`, as a pass read the file,
+/// while the file is at that version; the entries found through `index` when it can say).
 pub fn edit_claimed_task(
     ws: &Workspace,
+    known: Option<&crate::validate::KnownTasks>,
     index: Index<'_>,
     id: &str,
     run_id: &str,
@@ -117,7 +119,7 @@ pub fn edit_claimed_task(
     appends: Vec<Value>,
 ) -> Result<Claimed, StoreError> {
     let edits = [EntryEdit { id, expect: &[], claim: Some(run_id), ops: &ops, needs: None }];
-    Ok(edit_tasks_with(ws, &edits, &appends, None, index)?.swap_remove(0).claimed)
+    Ok(edit_tasks_with(ws, &edits, &appends, known, index)?.swap_remove(0).claimed)
 }
 
 fn edit_tasks_with(

@@ -341,6 +341,7 @@ impl<'w> Engine<'w> {
         let again = kept.applied_at.is_some();
         match record::edit_claimed_task(
             self.ws,
+            None,
             Some(&*self.options.task_index),
             &kept.task,
             kept.claim(),
