@@ -755,6 +755,40 @@ fn a_large_task_list_rewritten_task_by_task_is_followed_and_a_late_duplicate_id_
     }
 }
 
+/// A figure of `/proc/PID/status`, in bytes.
+fn proc_status_bytes(pid: i32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key} in:\n{status}"));
+    let kib: u64 = line[key.len() + 1..].trim().trim_end_matches(" kB").trim().parse().unwrap();
+    kib * 1024
+}
+
+/// An idle daemon holds no copy of any file: the memory its passes read a large `tasks.json`
+/// into is given back once it has been idle for a moment.
+#[test]
+fn an_idle_daemon_gives_back_the_memory_of_a_large_task_list() {
+    let ws = quiet_workspace();
+    // Few, long entries: the file's text is nearly all of what a pass holds.
+    let notes = "a long description of earlier work, as agents write them. ".repeat(40);
+    let tasks: Vec<Value> = (0..5000)
+        .map(|i| {
+            json!({"id": format!("OLD-{i}"), "title": "Earlier work", "agent": "Backend-Developer",
+                        "type": "feature", "status": "done", "details": notes})
+        })
+        .collect();
+    ws.write(TASKS, serde_json::to_string_pretty(&json!({"tasks": tasks})).unwrap());
+    let size = ws.read(TASKS).len() as u64;
+    assert!(size > 10_000_000, "{size}");
+    let daemon = Daemon::start(&ws, &[], true);
+    wait_until(DEADLINE, "the first reconcile", || daemon.metric("opsflow_reconciles_total") >= 1.0);
+    rewrite_tasks(&ws, |tasks| tasks.push(design_task("DEVOPS-100", "DevOps-Engineer")));
+    wait_for_status(&ws, "DEVOPS-100", "done");
+    let peak = proc_status_bytes(daemon.pid(), "VmHWM");
+    wait_until(DEADLINE, "the idle daemon to give back the memory of its reads", || {
+        proc_status_bytes(daemon.pid(), "VmRSS") + size * 9 / 10 <= peak
+    });
+}
+
 #[test]
 fn a_config_change_takes_effect_and_an_invalid_one_keeps_the_last_good() {
     let ws = quiet_workspace();
