@@ -41,6 +41,7 @@ impl<'w> Engine<'w> {
         if task.from_state {
             // No entry to claim: the outcome that waits for a claim goes now.
             self.flush_deferred(known.as_ref());
+            drop(known);
         } else {
             let expect = [task.status.as_str()];
             let edited = self.claim_with_deferred(known.as_ref(), &id, &expect, &claim, &mut facts.claims_allowed);
