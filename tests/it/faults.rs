@@ -302,7 +302,9 @@ fn a_task_reset_while_its_outcome_waits_keeps_the_outcome_and_claims_nothing_tha
     let status = wait_for_exit(&mut child, Duration::from_secs(60), "the run");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(status.code().is_some(), "{stderr}");
+    // The run fails, saying where the outcome it could not record is kept.
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!(".opsflow/runs/{run_id}/outcome.json")), "{stderr}");
 
     let build = task(&ws.tasks(), "DEVOPS-005").clone();
     assert_eq!(build["status"], "pending", "the person's edit stands: {build}");
