@@ -214,21 +214,18 @@ fn edit_tasks_once(
             }
         };
         let mut updates = Vec::new();
-        let mut held_back = false;
         // Whether each edit landed (written, or the entry already said so), in order.
         let mut landed: Vec<bool> = Vec::with_capacity(edits.len());
         for (edit, result) in edits.iter().zip(results.iter_mut()) {
             landed.push(false);
             if edit.needs.is_some_and(|needed| !landed.get(needed).copied().unwrap_or(false)) {
                 result.applied = false;
-                held_back = true;
                 continue;
             }
             let head = match tasks::find(&heads, edit.id) {
                 Ok(head) => head,
                 Err(_) if edit.claim.is_some() => {
                     *result = Edited { applied: false, claimed: Claimed::Gone };
-                    held_back = true;
                     continue;
                 }
                 Err(e) => return Err(refused(file, e)),
@@ -238,14 +235,12 @@ fn edit_tasks_once(
                 let found = entry.get("run_id").and_then(Value::as_str);
                 if found != Some(run) {
                     *result = Edited { applied: false, claimed: Claimed::NotOurs { found: found.map(str::to_owned) } };
-                    held_back = true;
                     continue;
                 }
             }
             let status = head.status.as_deref().unwrap_or_default();
             if !edit.expect.is_empty() && !edit.expect.contains(&status) {
                 result.applied = false;
-                held_back = true;
                 continue;
             }
             *landed.last_mut().expect("pushed above") = true;
@@ -257,6 +252,8 @@ fn edit_tasks_once(
             }
             updates.push((edit.id.to_owned(), edit.ops.to_vec()));
         }
+        // An edit whose condition failed holds the appends back.
+        let held_back = landed.contains(&false);
         // Skip appends that are already there (a fix task filed on an earlier pass).
         let appends: Vec<Value> = appends
             .iter()

@@ -287,6 +287,15 @@ fn a_runner_killed_while_an_outcome_waits_for_the_next_claim_leaves_it_to_the_ne
 #[test]
 fn a_task_reset_while_its_outcome_waits_keeps_the_outcome_and_claims_nothing_that_needed_it() {
     let ws = Workspace::new().sample();
+    // A second task that waits for the build: the pass that chose the staging deploy found it
+    // ready too, on the same view of the build.
+    crate::engine::edit_json(&ws, crate::util::TASKS, |t| {
+        t["tasks"].as_array_mut().unwrap().push(json!({
+            "id": "DEVOPS-010", "title": "Design after the build", "agent": "DevOps-Engineer",
+            "type": "infrastructure_design", "status": "pending", "unit_id": "UNIT-001",
+            "depends_on": ["DEVOPS-005"],
+        }));
+    });
     let gate = Gate::new(&ws, "build");
     let (mut child, run_id, lock) = held_between_an_outcome_and_the_next_claim(&ws, &gate);
     // As the lock's holder, a person sets the build back to pending.
@@ -312,6 +321,8 @@ fn a_task_reset_while_its_outcome_waits_keeps_the_outcome_and_claims_nothing_tha
     let staging = task(&ws.tasks(), "DEVOPS-006").clone();
     assert_eq!(staging["status"], "pending", "a deploy of a build that is not done is not claimed: {staging}");
     assert!(staging.get("run_id").is_none(), "{staging}");
+    let after = task(&ws.tasks(), "DEVOPS-010").clone();
+    assert_eq!(after["status"], "pending", "nothing else that waited for the build is claimed: {after}");
     let kept: Value = serde_json::from_slice(&ws.read(&format!(".opsflow/runs/{run_id}/outcome.json"))).unwrap();
     assert!(kept.get("applied_at").is_none_or(Value::is_null), "the outcome is kept, pending: {kept}");
     let requests = ws.read_string("docs/workflow/human-requests.md");
