@@ -396,8 +396,14 @@ fn task_list_from(
     index: Option<&mut TaskIndex>,
 ) -> Result<LoadedList, LayoutError> {
     let owns = |head: &crate::store::tasks::TaskHead<'_>| owned_entry(ws, head);
-    // One walk: every entry's id, status and span, and the heads of the owned and kept ones.
-    let (layout, heads, all) = crate::store::tasks::scan_index(text, selection, |head| owns(head) || keep(head))?;
+    // One walk: every entry's id and span, the heads of the kept entries and the statuses of
+    // the other owned ones.
+    let crate::store::tasks::Index { layout, heads, statuses, entries: all } =
+        crate::store::tasks::scan_index(text, selection, keep, owns)?;
+    let owned = || {
+        let kept = heads.iter().filter(|h| owns(h)).map(|h| (h.index, h.status.as_deref()));
+        kept.chain(statuses.iter().map(|(index, status)| (*index, status.as_deref())))
+    };
     let prefix_text = layout.prefix(text);
     let prefix = prefix_text.as_str();
     let file = relative;
@@ -409,10 +415,12 @@ fn task_list_from(
         return Ok((TaskList { diagnostics, ..TaskList::default() }, layout, Vec::new()));
     }
     if let Some(index) = index {
-        *index = TaskIndex::of(text, &layout, &all, &heads, &owns, keep, remember).unwrap_or_default();
+        let kept = heads.iter().map(|h| h.index);
+        *index = TaskIndex::of(text, &layout, &all, owned(), kept, remember).unwrap_or_default();
     }
-    let owned_by_status = count_by_status(heads.iter().filter(|h| owns(h)).map(|h| h.status.as_deref()));
-    let kept_heads: Vec<_> = heads.into_iter().filter(|h| keep(h)).collect();
+    let owned_by_status = count_by_status(owned().map(|(_, status)| status));
+    drop(statuses);
+    let kept_heads = heads;
     // A Task Master task may depend on a subtask (`12.1`): its status is read from its task.
     let subtasks = |entries: &[(usize, &Value)]| {
         layout.taskmaster().then(|| {
@@ -744,13 +752,13 @@ impl TaskIndex {
     }
 
     /// The index of a version a full scan found valid; `None` when it cannot be resumed from.
-    fn of<'t>(
+    /// `owned`: the index and status of each owned entry; `kept`: the index of each kept one.
+    fn of<'s>(
         text: &str,
         layout: &crate::store::tasks::Layout,
-        all: &[crate::store::tasks::Entry<'t>],
-        heads: &[crate::store::tasks::TaskHead<'t>],
-        owns: &impl Fn(&crate::store::tasks::TaskHead<'t>) -> bool,
-        keep: &impl Fn(&crate::store::tasks::TaskHead<'t>) -> bool,
+        all: &[crate::store::tasks::Entry<'_>],
+        owned: impl Iterator<Item = (usize, Option<&'s str>)>,
+        kept: impl Iterator<Item = usize>,
         remember: &impl Fn(&str) -> bool,
     ) -> Option<TaskIndex> {
         if text.len() < RESUME_MIN_BYTES {
@@ -768,14 +776,10 @@ impl TaskIndex {
                 .collect(),
             ..TaskIndex::default()
         };
-        for head in heads {
-            if owns(head) {
-                index.note_owned(head.index, head.status.as_deref());
-            }
-            if keep(head) {
-                index.kept.push(head.index as u32);
-            }
+        for (at, status) in owned {
+            index.note_owned(at, status);
         }
+        index.kept.extend(kept.map(|at| at as u32));
         Some(index)
     }
 

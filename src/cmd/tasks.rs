@@ -278,7 +278,7 @@ fn add_scan<'t>(
             entries[..tail.from].iter().map(|e| e.id.as_deref()).chain(tail.entries.iter().map(|e| e.id.as_deref()));
         return Ok((tail.layout, AddFacts::of(ids, false, id, depends_on), None));
     }
-    let (layout, _, entries) = tasks::scan_index(text, &ws.task_selection(), |_| false)
+    let tasks::Index { layout, entries, .. } = tasks::scan_index(text, &ws.task_selection(), |_| false, |_| false)
         .map_err(|e| StoreError::Invalid(Box::new(layout_diagnostic(file, text, e))))?;
     let facts = AddFacts::of(entries.iter().map(|e| e.id.as_deref()), layout.taskmaster(), id, depends_on);
     Ok((layout, facts, Some(entries)))

@@ -224,36 +224,92 @@ pub fn scan_in<'t>(
     selection: &Selection,
     keep: impl Fn(&TaskHead<'t>) -> bool + Sync,
 ) -> Result<(Layout, Vec<TaskHead<'t>>), LayoutError> {
-    let mut found = Found { heads: Vec::new(), entries: None, shape: Default::default() };
+    let mut found = Found { heads: Vec::new(), statuses: Vec::new(), entries: None, shape: Default::default() };
     let layout = scan_found(text, selection, &keep, &mut found)?;
     Ok((layout, found.heads))
 }
 
-/// One entry of the task list as [`scan_index`] lists them all: where it is, its id and its
-/// status (in opsflow's words), borrowed from the text unless they hold escapes.
+/// One entry of the task list as [`scan_index`] lists them all: where it is and its id,
+/// borrowed from the text unless it holds escapes. 40 bytes, one per entry of the file, so
+/// nothing else is kept: the few entries whose status a reader needs are read again with
+/// [`head_at`].
 #[derive(Debug, Clone, Default)]
 pub struct Entry<'t> {
     pub span: Span,
     pub id: Option<Cow<'t, str>>,
-    pub status: Option<Cow<'t, str>>,
 }
 
 /// [`scan_in`], also listing every entry (see [`Entry`]) in order: entry `i` of the file is
 /// `entries[i]`. For readers that need every id (duplicates, what a dependency names) but
-/// the heads of only a few entries.
-#[allow(clippy::type_complexity)]
+/// the heads of only a few entries. Of the entries `keep` does not accept but `status`
+/// does, only the index and status are kept ([`Index::statuses`]): a head is 150 bytes.
 pub fn scan_index<'t>(
     text: &'t str,
     selection: &Selection,
     keep: impl Fn(&TaskHead<'t>) -> bool + Sync,
-) -> Result<(Layout, Vec<TaskHead<'t>>, Vec<Entry<'t>>), LayoutError> {
+    status: impl Fn(&TaskHead<'t>) -> bool + Sync,
+) -> Result<Index<'t>, LayoutError> {
     // Room for an entry per 128 bytes (agents' entries are about 250): the list of a large
     // file is not copied as it grows, and the pages of the room it does not use are never
     // touched, so they cost no memory.
-    let mut found =
-        Found { heads: Vec::new(), entries: Some(Vec::with_capacity(text.len() / 128)), shape: Default::default() };
-    let layout = scan_found(text, selection, &keep, &mut found)?;
-    Ok((layout, found.heads, found.entries.unwrap_or_default()))
+    let mut found = Found {
+        heads: Vec::new(),
+        statuses: Vec::new(),
+        entries: Some(Vec::with_capacity(text.len() / 128)),
+        shape: Default::default(),
+    };
+    let layout = scan_found(text, selection, &KeepOrStatus { keep, status }, &mut found)?;
+    Ok(Index { layout, heads: found.heads, statuses: found.statuses, entries: found.entries.unwrap_or_default() })
+}
+
+/// What [`scan_index`] found.
+#[derive(Debug)]
+pub struct Index<'t> {
+    pub layout: Layout,
+    /// The heads of the entries `keep` accepted, in order.
+    pub heads: Vec<TaskHead<'t>>,
+    /// The index and status of the entries only `status` accepted, in order.
+    pub statuses: Vec<(usize, Option<Cow<'t, str>>)>,
+    /// Every entry, in order.
+    pub entries: Vec<Entry<'t>>,
+}
+
+/// What a walk keeps of an entry.
+pub(crate) enum Picked {
+    Head,
+    /// Its index and status only.
+    Status,
+    No,
+}
+
+/// Decides what a walk keeps of each entry; a `keep` predicate keeps heads or nothing. Called
+/// from two threads when a large file is split between them.
+pub(crate) trait Pick<'t>: Sync {
+    fn pick(&self, head: &TaskHead<'t>) -> Picked;
+}
+
+impl<'t, F: Fn(&TaskHead<'t>) -> bool + Sync> Pick<'t> for F {
+    fn pick(&self, head: &TaskHead<'t>) -> Picked {
+        if self(head) { Picked::Head } else { Picked::No }
+    }
+}
+
+/// The head where `keep` accepts, else the status where `status` does.
+struct KeepOrStatus<K, S> {
+    keep: K,
+    status: S,
+}
+
+impl<'t, K: Fn(&TaskHead<'t>) -> bool + Sync, S: Fn(&TaskHead<'t>) -> bool + Sync> Pick<'t> for KeepOrStatus<K, S> {
+    fn pick(&self, head: &TaskHead<'t>) -> Picked {
+        if (self.keep)(head) {
+            Picked::Head
+        } else if (self.status)(head) {
+            Picked::Status
+        } else {
+            Picked::No
+        }
+    }
 }
 
 /// The head of the entry at `span` (an entry [`scan_index`] listed at `index`), read as the
@@ -278,9 +334,11 @@ pub fn head_at<'t>(text: &'t str, layout: &Layout, selection: &Selection, index:
     head
 }
 
-/// What a walk collects: the heads `keep` accepts, and every entry when asked.
+/// What a walk collects: the heads `keep` accepts, the statuses of those it picks for their
+/// status alone ([`Picked::Status`]), and every entry when asked.
 struct Found<'t> {
     heads: Vec<TaskHead<'t>>,
+    statuses: Vec<(usize, Option<Cow<'t, str>>)>,
     entries: Option<Vec<Entry<'t>>>,
     /// The shape of the array walked, for an append (see [`Layout::shape`]).
     shape: edit::ArrayShape,
@@ -289,7 +347,7 @@ struct Found<'t> {
 fn scan_found<'t>(
     text: &'t str,
     selection: &Selection,
-    keep: &(impl Fn(&TaskHead<'t>) -> bool + Sync),
+    keep: &impl Pick<'t>,
     kept: &mut Found<'t>,
 ) -> Result<Layout, LayoutError> {
     let bytes = text.as_bytes();
@@ -429,7 +487,7 @@ fn walk<'t>(
     mut index: usize,
     (depth, dialect): (usize, Dialect<'_>),
     stop_at: Option<usize>,
-    keep: &(impl Fn(&TaskHead<'t>) -> bool + Sync),
+    keep: &impl Pick<'t>,
     found: &mut Found<'t>,
 ) -> Result<Walk, SyntaxError> {
     let bytes = text.as_bytes();
@@ -453,10 +511,12 @@ fn walk<'t>(
         found.shape.note(head.span);
         dialect.finish(&mut head);
         if let Some(entries) = &mut found.entries {
-            entries.push(Entry { span: head.span, id: head.id.clone(), status: head.status.clone() });
+            entries.push(Entry { span: head.span, id: head.id.clone() });
         }
-        if keep(&head) {
-            found.heads.push(head);
+        match keep.pick(&head) {
+            Picked::Head => found.heads.push(head),
+            Picked::Status => found.statuses.push((head.index, head.status)),
+            Picked::No => {}
         }
         pos = json::skip_ws(text, end);
         match bytes.get(pos) {
@@ -608,7 +668,7 @@ fn scan_array<'t>(
     start: usize,
     depth: usize,
     dialect: Dialect<'_>,
-    keep: &(impl Fn(&TaskHead<'t>) -> bool + Sync),
+    keep: &impl Pick<'t>,
     kept: &mut Found<'t>,
 ) -> Result<usize, SyntaxError> {
     kept.shape = edit::ArrayShape::default();
@@ -622,7 +682,7 @@ fn scan_array_walk<'t>(
     start: usize,
     depth: usize,
     dialect: Dialect<'_>,
-    keep: &(impl Fn(&TaskHead<'t>) -> bool + Sync),
+    keep: &impl Pick<'t>,
     kept: &mut Found<'t>,
 ) -> Result<usize, SyntaxError> {
     let bytes = text.as_bytes();
@@ -647,6 +707,7 @@ fn scan_array_walk<'t>(
             let room = (text.len() - guess) / 128;
             let mut found = Found {
                 heads: Vec::new(),
+                statuses: Vec::new(),
                 entries: entries.then(|| Vec::with_capacity(room)),
                 shape: Default::default(),
             };
@@ -664,6 +725,7 @@ fn scan_array_walk<'t>(
                     head.index += count;
                     head
                 }));
+                kept.statuses.extend(found.statuses.into_iter().map(|(index, status)| (index + count, status)));
                 if let (Some(all), Some(more)) = (&mut kept.entries, found.entries) {
                     all.extend(more);
                 }
@@ -897,6 +959,38 @@ mod tests {
         for head in &kept {
             assert_eq!(head.value(&text)["id"], head.id.as_deref().unwrap());
         }
+    }
+
+    /// `scan_index` keeps a head where `keep` accepts and only the status where `status` alone
+    /// does, with the indexes of the file, whichever thread walked the entry.
+    #[test]
+    fn an_index_scan_keeps_heads_or_statuses_as_picked_on_both_threads() {
+        let text = big_list(40_000).replace(
+            "\"status\": \"pending\", \"description\": \"plain",
+            "\"status\": \"done\", \"description\": \"plain",
+        );
+        assert!(text.len() > PARALLEL_MIN_BYTES, "{}", text.len());
+        let devops = |head: &TaskHead| head.agent.as_deref() == Some("DevOps-Engineer");
+        let pending = |head: &TaskHead| head.status.as_deref() == Some("pending");
+        let index = scan_index(&text, &Selection::default(), |h| devops(h) && pending(h), devops).unwrap();
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        let tasks = parsed["tasks"].as_array().unwrap();
+        let of = |agent_pending: bool| -> Vec<(usize, String)> {
+            let entries = tasks.iter().enumerate().filter(|(_, t)| t["agent"] == "DevOps-Engineer");
+            entries
+                .filter(|(_, t)| (t["status"] == "pending") == agent_pending)
+                .map(|(i, t)| (i, t["status"].as_str().unwrap().to_owned()))
+                .collect()
+        };
+        let heads: Vec<(usize, String)> =
+            index.heads.iter().map(|h| (h.index, h.status.as_deref().unwrap().to_owned())).collect();
+        let statuses: Vec<(usize, String)> =
+            index.statuses.iter().map(|(i, s)| (*i, s.as_deref().unwrap().to_owned())).collect();
+        assert_eq!(heads, of(true));
+        assert_eq!(statuses, of(false));
+        assert!(!heads.is_empty() && !statuses.is_empty());
+        assert!(heads.last().unwrap().0 > tasks.len() / 2 && statuses.last().unwrap().0 > tasks.len() / 2);
+        assert_eq!(index.entries.len(), tasks.len());
     }
 
     /// An append takes the array's shape from the scan instead of walking the array again: the

@@ -88,23 +88,20 @@ impl Watch {
         sum_of(&self.exposition(), prefix)
     }
 
-    /// Owned tasks the daemon counted as `pending` in its last reconcile; `None` when that
-    /// reconcile counted no owned task at all (every workspace here has some): it read
-    /// `tasks.json` while a test or git was rewriting it in place, found it incomplete, and
-    /// reads it again once it settles. Such a count is no "before" and no "after".
-    fn pending(&self) -> Option<f64> {
+    /// Owned tasks counted as `pending` by the last reconcile, if it started after `since`
+    /// (seconds since the epoch, this machine's clock): the end of the last successful
+    /// reconcile less its duration is when it started, and every file it read was read after
+    /// that. `None` before such a reconcile, and when it counted no owned task at all (every
+    /// workspace here has some): it read `tasks.json` while a test or git was rewriting it in
+    /// place, found it incomplete, and reads it again once it settles.
+    fn pending_since(&self, since: f64) -> Option<f64> {
         let exposition = self.exposition();
+        let ended = sum_of(&exposition, "opsflow_last_successful_reconcile_timestamp_seconds");
+        let took = sum_of(&exposition, "opsflow_reconcile_last_duration_seconds");
+        if ended - took <= since {
+            return None;
+        }
         (sum_of(&exposition, "opsflow_tasks{") > 0.0).then(|| sum_of(&exposition, "opsflow_tasks{status=\"pending\"}"))
-    }
-
-    /// [`Self::pending`] once the daemon has a count.
-    fn pending_count(&self) -> f64 {
-        let mut count = None;
-        wait_until(DEADLINE, "the daemon to count the tasks of a whole tasks.json", || {
-            count = self.pending();
-            count.is_some()
-        });
-        count.unwrap()
     }
 }
 
@@ -128,40 +125,52 @@ impl Drop for Watch {
 
 const SENTINEL: &str = "SENTINEL-1";
 
+/// Owned tasks `pending` in `tasks.json` as it is now, counted by `tasks list --mine`.
+fn pending_in_file(ws: &Workspace) -> f64 {
+    let listed = ws.run(&["tasks", "list", "--mine", "--status", "pending", "--json"]).json();
+    listed.as_array().expect("a JSON array").len() as f64
+}
+
+/// Waits until a reconcile that started after the change just made (`what`) has counted as
+/// many owned pending tasks as `tasks.json` holds. Neither figure is the daemon's count from
+/// before the change: that one is of the last reconcile that finished, which may be older
+/// than a write the daemon made since (its counts are published when a reconcile ends).
+fn counted(ws: &Workspace, watch: &Watch, what: &str) {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let end = std::time::Instant::now() + DEADLINE;
+    while !watch.pending_since(since).is_some_and(|counted| counted == pending_in_file(ws)) {
+        let (metrics, log) = (watch.exposition(), watch.log());
+        assert!(std::time::Instant::now() < end, "timed out after {DEADLINE:?} waiting for {what}:\n{metrics}\n{log}");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// Proves that the daemon has reconciled everything written before this call: adds an owned
 /// task that can only wait (it depends on the product manager's open review) and waits until
 /// the daemon counts it. Reconciles run one after another and each reads every file, so any
 /// write the earlier files caused has happened by then.
 fn settle(ws: &Workspace, watch: &Watch) {
-    let before = watch.pending_count();
     edit_json(ws, TASKS, |tasks| {
         tasks["tasks"].as_array_mut().unwrap().push(json!({
             "id": SENTINEL, "title": "wait for the review", "agent": "DevOps-Engineer",
             "type": "deployment_feedback", "status": "pending", "depends_on": ["PM-001"],
         }))
     });
-    wait_until(DEADLINE, "the daemon to count the waiting sentinel task", || {
-        watch.pending().is_some_and(|pending| pending >= before + 1.0)
-    });
+    counted(ws, watch, "the daemon to count the waiting sentinel task");
 }
 
 /// Takes the sentinel out of `tasks.json` again and waits until the daemon no longer counts it.
 fn clear(ws: &Workspace, watch: &Watch) {
-    let before = watch.pending_count();
     edit_json(ws, TASKS, |tasks| tasks["tasks"].as_array_mut().unwrap().retain(|t| t["id"] != SENTINEL));
-    wait_until(DEADLINE, "the daemon to see the sentinel gone", || {
-        watch.pending().is_some_and(|pending| pending <= before - 1.0)
-    });
+    counted(ws, watch, "the daemon to see the sentinel gone");
 }
 
 /// Takes the sentinel away again with `git stash` (as a person parks an edit) and waits until
 /// the daemon no longer counts it; then drops the stash.
 fn unsettle(ws: &Workspace, watch: &Watch) {
-    let before = watch.pending_count();
     git(ws, &["stash", "-q"]);
-    wait_until(DEADLINE, "the daemon to see the stash take the sentinel away", || {
-        watch.pending().is_some_and(|pending| pending <= before - 1.0)
-    });
+    assert!(!ws.read_string(TASKS).contains(SENTINEL), "the stash left the sentinel in {TASKS}");
+    counted(ws, watch, "the daemon to see the stash take the sentinel away");
     git(ws, &["stash", "drop", "-q"]);
 }
 

@@ -15,7 +15,7 @@
 //! first half of the file) declines, and the caller scans the whole file, which also says
 //! what is wrong in the same words as always.
 
-use super::{Dialect, Entry, Found, Layout, TaskHead, Walk, walk};
+use super::{Dialect, Entry, Found, Layout, Pick, TaskHead, Walk, walk};
 use crate::store::edit::ArrayShape;
 use crate::store::json::{self, Span};
 
@@ -179,12 +179,7 @@ impl Before<'_> {
 
 /// Walks `text` from the first entry of `before` that is not wholly inside its first `same`
 /// bytes, which are those of the version before, to the end of the file.
-fn walk_tail<'t>(
-    text: &'t str,
-    keep: &(impl Fn(&TaskHead<'t>) -> bool + Sync),
-    before: &Before<'_>,
-    same: usize,
-) -> Option<Tail<'t>> {
+fn walk_tail<'t>(text: &'t str, keep: &impl Pick<'t>, before: &Before<'_>, same: usize) -> Option<Tail<'t>> {
     if u32::try_from(text.len()).is_err() {
         return None;
     }
@@ -200,7 +195,8 @@ fn walk_tail<'t>(
         return None;
     }
     let dialect = Dialect { taskmaster: false, default_agent: None };
-    let mut found = Found { heads: Vec::new(), entries: Some(Vec::new()), shape: ArrayShape::default() };
+    let mut found =
+        Found { heads: Vec::new(), statuses: Vec::new(), entries: Some(Vec::new()), shape: ArrayShape::default() };
     // The shape's first two entries are in the part that did not change.
     found.shape.note(before.span(text, 0)?);
     if from > 1 {
@@ -284,7 +280,7 @@ pub fn block_hash(bytes: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Selection, scan_index};
+    use super::super::{Index, Selection, scan_index};
     use super::*;
 
     fn list(ids: impl Iterator<Item = usize>, wrapped: bool) -> String {
@@ -302,7 +298,7 @@ mod tests {
     }
 
     fn checkpoint(text: &str) -> Checkpoint {
-        let (layout, _, entries) = scan_index(text, &Selection::default(), |_| false).unwrap();
+        let Index { layout, entries, .. } = scan_index(text, &Selection::default(), |_| false, |_| false).unwrap();
         Checkpoint::new(text, &layout, &entries).unwrap()
     }
 
@@ -314,7 +310,7 @@ mod tests {
     /// layout, the same heads and entries from where it started, the same checkpoint.
     fn agrees(old: &str, new: &str) -> Option<usize> {
         let (resumed, resumed_checkpoint) = scan_resume(new, owned, &checkpoint(old))?;
-        let (layout, heads, entries) = scan_index(new, &Selection::default(), owned).unwrap();
+        let Index { layout, heads, entries, .. } = scan_index(new, &Selection::default(), owned, |_| false).unwrap();
         assert_eq!(resumed.layout, layout);
         let from = resumed.from;
         fn spans(heads: &[TaskHead<'_>]) -> Vec<(usize, Span, Option<String>)> {
@@ -322,11 +318,8 @@ mod tests {
         }
         let tail: Vec<TaskHead<'_>> = heads.into_iter().filter(|h| h.index >= from).collect();
         assert_eq!(spans(&resumed.heads), spans(&tail));
-        fn ids(entries: &[Entry<'_>]) -> Vec<(Span, Option<String>, Option<String>)> {
-            entries
-                .iter()
-                .map(|e| (e.span, e.id.as_deref().map(str::to_owned), e.status.as_deref().map(str::to_owned)))
-                .collect()
+        fn ids(entries: &[Entry<'_>]) -> Vec<(Span, Option<String>)> {
+            entries.iter().map(|e| (e.span, e.id.as_deref().map(str::to_owned))).collect()
         }
         assert_eq!(ids(&resumed.entries), ids(&entries[from..]));
         let full = checkpoint(new);
@@ -355,12 +348,13 @@ mod tests {
     fn a_scan_after_the_text_before_finds_what_a_full_scan_finds() {
         for wrapped in [true, false] {
             let old = list(0..3000, wrapped);
-            let (layout, _, entries) = scan_index(&old, &Selection::default(), |_| false).unwrap();
+            let Index { layout, entries, .. } = scan_index(&old, &Selection::default(), |_| false, |_| false).unwrap();
             let done = "\"T-2991\", \"agent\": \"Backend\", \"type\": \"deployment_x\", \"status\": \"done\"";
             let edited = old.replacen(done, &done.replace("done", "in_progress"), 1);
             for new in [list(0..3001, wrapped), list(0..3040, wrapped), edited, list(0..2999, wrapped), old.clone()] {
                 let tail = scan_after(&new, owned, &old, &layout, &entries).expect("a change near the end");
-                let (full_layout, heads, all) = scan_index(&new, &Selection::default(), owned).unwrap();
+                let Index { layout: full_layout, heads, entries: all, .. } =
+                    scan_index(&new, &Selection::default(), owned, |_| false).unwrap();
                 assert_eq!(tail.layout, full_layout);
                 assert!(tail.from > 2900, "{}", tail.from);
                 let walked: Vec<_> = tail.entries.iter().map(|e| (e.span, e.id.clone())).collect();
@@ -401,7 +395,7 @@ mod tests {
         let broken = format!("{}, {{\"id\": }}]}}\n", old.trim_end().trim_end_matches("]}"));
         assert!(scan_resume(&broken, owned, &checkpoint(&old)).is_none());
         let more = old.trim_end().trim_end_matches('}').to_owned() + ", \"extra\": 1}\n";
-        assert!(scan_index(&more, &Selection::default(), |_| false).is_ok());
+        assert!(scan_index(&more, &Selection::default(), |_| false, |_| false).is_ok());
         assert!(scan_resume(&more, owned, &checkpoint(&old)).is_none());
         // Too short to have a block: nothing to resume from.
         let small = list(0..3, true);
