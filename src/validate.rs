@@ -136,19 +136,67 @@ fn duplicate_ids<'t>(
     for (index, id) in ids {
         let Some(id) = id else { continue };
         if let Some(&earlier) = first.get(id) {
-            problems.push(
-                Diagnostic::new(
-                    file,
-                    Kind::DuplicateId,
-                    format!("duplicate task id `{id}` (also used at {prefix}/{earlier})"),
-                )
-                .pointer(format!("{prefix}/{index}/id")),
-            );
+            problems.push(duplicate_id(file, prefix, id, index, earlier));
         } else {
             first.insert(id, index);
         }
     }
     (first, problems)
+}
+
+/// The problem of entry `index`, whose id `id` entry `earlier` has too.
+fn duplicate_id(file: &str, prefix: &str, id: &str, index: usize, earlier: usize) -> Diagnostic {
+    Diagnostic::new(file, Kind::DuplicateId, format!("duplicate task id `{id}` (also used at {prefix}/{earlier})"))
+        .pointer(format!("{prefix}/{index}/id"))
+}
+
+/// Every entry of a whole scan that has an id, ordered by the id's hash ([`id_hash`]) and then
+/// by position: 8 bytes an entry where a map of the ids takes 25 or more, for the duplicate
+/// check and the lookups by id of one pass.
+struct IdOrder<'a, 't> {
+    order: Vec<(u32, u32)>,
+    all: &'a [crate::store::tasks::Entry<'t>],
+}
+
+impl<'a, 't> IdOrder<'a, 't> {
+    /// `hashes[i]` is the hash of the id of `all[i]`.
+    fn new(all: &'a [crate::store::tasks::Entry<'t>], hashes: &[u32]) -> Self {
+        let mut order: Vec<(u32, u32)> =
+            hashes.iter().zip(0u32..).filter(|(h, _)| **h != 0).map(|(h, i)| (*h, i)).collect();
+        order.sort_unstable();
+        IdOrder { order, all }
+    }
+
+    fn id(&self, at: u32) -> Option<&'a str> {
+        self.all.get(at as usize)?.id.as_deref()
+    }
+
+    /// `(index, earlier)` for every entry whose id an earlier entry has (`earlier`: the first
+    /// of them), in the order of `index`.
+    fn duplicates(&self) -> Vec<(usize, usize)> {
+        let mut found = Vec::new();
+        for same_hash in self.order.chunk_by(|a, b| a.0 == b.0).filter(|run| run.len() > 1) {
+            // Positions in order, so the first entry of an id is met before the others.
+            let mut first: FxMap<&str, u32> = FxMap::default();
+            for &(_, at) in same_hash {
+                let Some(id) = self.id(at) else { continue };
+                let earlier = *first.entry(id).or_insert(at);
+                if earlier != at {
+                    found.push((at as usize, earlier as usize));
+                }
+            }
+        }
+        found.sort_unstable();
+        found
+    }
+
+    /// The first entry with `id`.
+    fn find(&self, id: &str) -> Option<usize> {
+        let hash = id_hash(Some(id));
+        let start = self.order.partition_point(|(h, _)| *h < hash);
+        let same_hash = self.order[start..].iter().take_while(|(h, _)| *h == hash);
+        same_hash.map(|&(_, at)| at).find(|&at| self.id(at) == Some(id)).map(|at| at as usize)
+    }
 }
 
 /// `depends_on` entries naming no task (nor anything `elsewhere` knows: a beads issue), and
@@ -407,16 +455,25 @@ fn task_list_from(
     let prefix_text = layout.prefix(text);
     let prefix = prefix_text.as_str();
     let file = relative;
-    let ids = all.iter().enumerate().map(|(index, e)| (index, e.id.as_deref()));
-    let (first, diagnostics) = duplicate_ids(file, prefix, all.len(), ids);
-    if !diagnostics.is_empty() {
+    let hashes: Vec<u32> = all.iter().map(|e| id_hash(e.id.as_deref())).collect();
+    let ids = IdOrder::new(&all, &hashes);
+    let duplicates = ids.duplicates();
+    if !duplicates.is_empty() {
         // Two tasks with one id make every edit by id ambiguous: nothing acts on such a file.
-        let diagnostics = diagnostics.into_iter().map(|d| d.locate_in(text)).collect();
+        let diagnostics = duplicates
+            .into_iter()
+            .map(|(at, earlier)| {
+                let id = all[at].id.as_deref().unwrap_or_default();
+                duplicate_id(file, prefix, id, at, earlier).locate_in(text)
+            })
+            .collect();
         return Ok((TaskList { diagnostics, ..TaskList::default() }, layout, Vec::new()));
     }
     if let Some(index) = index {
         let kept = heads.iter().map(|h| h.index);
-        *index = TaskIndex::of(text, &layout, &all, owned(), kept, remember).unwrap_or_default();
+        *index = TaskIndex::of(text, &layout, &all, hashes, owned(), kept, remember).unwrap_or_default();
+    } else {
+        drop(hashes);
     }
     let owned_by_status = count_by_status(owned().map(|(_, status)| status));
     drop(statuses);
@@ -428,18 +485,20 @@ fn task_list_from(
                 .iter()
                 .flat_map(|(_, task)| task.get("depends_on").and_then(Value::as_array).into_iter().flatten())
                 .filter_map(|dep| dep.as_str()?.split_once('.'))
-                .filter_map(|(parent, _)| first.get(parent).and_then(|index| all.get(*index)))
+                .filter_map(|(parent, _)| ids.find(parent).and_then(|index| all.get(index)))
                 .filter_map(|entry| serde_json::from_str(entry.span.of(text)).ok())
                 .collect();
             crate::task::subtask_statuses(&decoded)
         })
     };
-    let remembered = first.iter().filter(|(id, _)| remember(id)).map(|(_, &index)| index).collect();
+    // No id is used twice, so every entry with an id is its first.
+    let remembered =
+        all.iter().enumerate().filter(|(_, e)| e.id.as_deref().is_some_and(remember)).map(|(at, _)| at).collect();
     let entries = Entries {
         text,
         layout: &layout,
         selection,
-        lookup: &|id| first.get(id).copied(),
+        lookup: &|id| ids.find(id),
         span: &|index| all.get(index).map(|e| e.span),
     };
     let (list, spans) = finish_task_list(ws, file, prefix_text, &entries, kept_heads, remembered, &subtasks);
@@ -752,11 +811,13 @@ impl TaskIndex {
     }
 
     /// The index of a version a full scan found valid; `None` when it cannot be resumed from.
-    /// `owned`: the index and status of each owned entry; `kept`: the index of each kept one.
+    /// `ids`: the hash of each entry's id ([`id_hash`]); `owned`: the index and status of each
+    /// owned entry; `kept`: the index of each kept one.
     fn of<'s>(
         text: &str,
         layout: &crate::store::tasks::Layout,
         all: &[crate::store::tasks::Entry<'_>],
+        ids: Vec<u32>,
         owned: impl Iterator<Item = (usize, Option<&'s str>)>,
         kept: impl Iterator<Item = usize>,
         remember: &impl Fn(&str) -> bool,
@@ -768,7 +829,7 @@ impl TaskIndex {
         let mut index = TaskIndex {
             resumes: 0,
             checkpoint: Some(checkpoint),
-            ids: all.iter().map(|e| id_hash(e.id.as_deref())).collect(),
+            ids,
             remembered: (0u32..)
                 .zip(all)
                 .filter(|(_, e)| e.id.as_deref().is_some_and(remember))
@@ -1163,6 +1224,32 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// The engine's duplicate check and lookups by id say what the map of the full loader
+    /// says: every later entry of an id, in order, against the first; an id written with
+    /// escapes is the same id.
+    #[test]
+    fn the_id_order_finds_what_a_map_of_the_ids_finds() {
+        let text = r#"{"tasks": [
+            {"id": "A"}, {"id": "B"}, {"title": "no id"}, {"id": "\u0041"}, {"id": "C"},
+            {"id": "B"}, {"id": "A"}, {"id": "D"}
+        ]}"#;
+        let all = crate::store::tasks::scan_index(text, &Default::default(), |_| false, |_| false).unwrap().entries;
+        let hashes: Vec<u32> = all.iter().map(|e| id_hash(e.id.as_deref())).collect();
+        let ids = IdOrder::new(&all, &hashes);
+        assert_eq!(ids.duplicates(), [(3, 0), (5, 1), (6, 0)]);
+        let (first, problems) =
+            duplicate_ids("t", "/tasks", all.len(), all.iter().map(|e| e.id.as_deref()).enumerate());
+        let from_order: Vec<String> = ids
+            .duplicates()
+            .into_iter()
+            .map(|(at, earlier)| duplicate_id("t", "/tasks", all[at].id.as_deref().unwrap(), at, earlier).to_string())
+            .collect();
+        assert_eq!(from_order, problems.iter().map(ToString::to_string).collect::<Vec<_>>());
+        for id in ["A", "B", "C", "D", "E", ""] {
+            assert_eq!(ids.find(id), first.get(id).copied(), "{id}");
+        }
+    }
 
     #[test]
     fn graph_problems_are_each_reported() {
