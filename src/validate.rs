@@ -117,58 +117,30 @@ fn task_graph_problems(
     subtasks: Option<&HashMap<String, String>>,
     elsewhere: &dyn Fn(&str) -> bool,
 ) -> Vec<Diagnostic> {
-    let ids = tasks.iter().enumerate().map(|(index, task)| (index, task.get("id").and_then(Value::as_str)));
-    let (first, mut problems) = duplicate_ids(file, prefix, ids.len(), ids);
+    let id = |at: usize| tasks.get(at)?.get("id")?.as_str();
+    let hashes: Vec<u32> = (0..tasks.len()).map(|at| id_hash(id(at))).collect();
+    let ids = IdOrder::new(&hashes, &id);
+    let mut problems = ids.problems(file, prefix);
     let entries: Vec<(usize, &Value)> = tasks.iter().enumerate().collect();
-    problems.extend(dependency_problems(file, prefix, &entries, &|id| first.get(id).copied(), subtasks, elsewhere));
+    problems.extend(dependency_problems(file, prefix, &entries, &|id| ids.find(id), subtasks, elsewhere));
     problems
 }
 
-/// The first entry of each id, and a problem for every later entry with the same id.
-fn duplicate_ids<'t>(
-    file: &str,
-    prefix: &str,
-    count: usize,
-    ids: impl Iterator<Item = (usize, Option<&'t str>)>,
-) -> (FxMap<&'t str, usize>, Vec<Diagnostic>) {
-    let mut problems = Vec::new();
-    let mut first: FxMap<&str, usize> = FxMap::with_capacity_and_hasher(count, Default::default());
-    for (index, id) in ids {
-        let Some(id) = id else { continue };
-        if let Some(&earlier) = first.get(id) {
-            problems.push(duplicate_id(file, prefix, id, index, earlier));
-        } else {
-            first.insert(id, index);
-        }
-    }
-    (first, problems)
-}
-
-/// The problem of entry `index`, whose id `id` entry `earlier` has too.
-fn duplicate_id(file: &str, prefix: &str, id: &str, index: usize, earlier: usize) -> Diagnostic {
-    Diagnostic::new(file, Kind::DuplicateId, format!("duplicate task id `{id}` (also used at {prefix}/{earlier})"))
-        .pointer(format!("{prefix}/{index}/id"))
-}
-
-/// Every entry of a whole scan that has an id, ordered by the id's hash ([`id_hash`]) and then
-/// by position: 8 bytes an entry where a map of the ids takes 25 or more, for the duplicate
-/// check and the lookups by id of one pass.
-struct IdOrder<'a, 't> {
+/// Every entry that has an id, ordered by the id's hash ([`id_hash`]) and then by position:
+/// 8 bytes an entry where a map of the ids takes 25 or more, for the duplicate check and the
+/// lookups by id. `id` reads the id of an entry.
+struct IdOrder<'a> {
     order: Vec<(u32, u32)>,
-    all: &'a [crate::store::tasks::Entry<'t>],
+    id: &'a dyn Fn(usize) -> Option<&'a str>,
 }
 
-impl<'a, 't> IdOrder<'a, 't> {
-    /// `hashes[i]` is the hash of the id of `all[i]`.
-    fn new(all: &'a [crate::store::tasks::Entry<'t>], hashes: &[u32]) -> Self {
+impl<'a> IdOrder<'a> {
+    /// `hashes[i]` is the hash of the id of entry `i`.
+    fn new(hashes: &[u32], id: &'a dyn Fn(usize) -> Option<&'a str>) -> Self {
         let mut order: Vec<(u32, u32)> =
             hashes.iter().zip(0u32..).filter(|(h, _)| **h != 0).map(|(h, i)| (*h, i)).collect();
         order.sort_unstable();
-        IdOrder { order, all }
-    }
-
-    fn id(&self, at: u32) -> Option<&'a str> {
-        self.all.get(at as usize)?.id.as_deref()
+        IdOrder { order, id }
     }
 
     /// `(index, earlier)` for every entry whose id an earlier entry has (`earlier`: the first
@@ -177,12 +149,13 @@ impl<'a, 't> IdOrder<'a, 't> {
         let mut found = Vec::new();
         for same_hash in self.order.chunk_by(|a, b| a.0 == b.0).filter(|run| run.len() > 1) {
             // Positions in order, so the first entry of an id is met before the others.
-            let mut first: FxMap<&str, u32> = FxMap::default();
+            let mut first: FxMap<&str, usize> = FxMap::default();
             for &(_, at) in same_hash {
-                let Some(id) = self.id(at) else { continue };
+                let at = at as usize;
+                let Some(id) = (self.id)(at) else { continue };
                 let earlier = *first.entry(id).or_insert(at);
                 if earlier != at {
-                    found.push((at as usize, earlier as usize));
+                    found.push((at, earlier));
                 }
             }
         }
@@ -190,12 +163,26 @@ impl<'a, 't> IdOrder<'a, 't> {
         found
     }
 
+    /// A problem for every entry whose id an earlier entry has, in the order of the entries.
+    fn problems(&self, file: &str, prefix: &str) -> Vec<Diagnostic> {
+        let problem = |(index, earlier): (usize, usize)| {
+            let id = (self.id)(index).unwrap_or_default();
+            Diagnostic::new(
+                file,
+                Kind::DuplicateId,
+                format!("duplicate task id `{id}` (also used at {prefix}/{earlier})"),
+            )
+            .pointer(format!("{prefix}/{index}/id"))
+        };
+        self.duplicates().into_iter().map(problem).collect()
+    }
+
     /// The first entry with `id`.
     fn find(&self, id: &str) -> Option<usize> {
         let hash = id_hash(Some(id));
         let start = self.order.partition_point(|(h, _)| *h < hash);
         let same_hash = self.order[start..].iter().take_while(|(h, _)| *h == hash);
-        same_hash.map(|&(_, at)| at).find(|&at| self.id(at) == Some(id)).map(|at| at as usize)
+        same_hash.map(|&(_, at)| at as usize).find(|&at| (self.id)(at) == Some(id))
     }
 }
 
@@ -455,18 +442,13 @@ fn task_list_from(
     let prefix_text = layout.prefix(text);
     let prefix = prefix_text.as_str();
     let file = relative;
+    let id = |at: usize| all.get(at)?.id.as_deref();
     let hashes: Vec<u32> = all.iter().map(|e| id_hash(e.id.as_deref())).collect();
-    let ids = IdOrder::new(&all, &hashes);
-    let duplicates = ids.duplicates();
-    if !duplicates.is_empty() {
+    let ids = IdOrder::new(&hashes, &id);
+    let diagnostics = ids.problems(file, prefix);
+    if !diagnostics.is_empty() {
         // Two tasks with one id make every edit by id ambiguous: nothing acts on such a file.
-        let diagnostics = duplicates
-            .into_iter()
-            .map(|(at, earlier)| {
-                let id = all[at].id.as_deref().unwrap_or_default();
-                duplicate_id(file, prefix, id, at, earlier).locate_in(text)
-            })
-            .collect();
+        let diagnostics = diagnostics.into_iter().map(|d| d.locate_in(text)).collect();
         return Ok((TaskList { diagnostics, ..TaskList::default() }, layout, Vec::new()));
     }
     if let Some(index) = index {
@@ -1225,30 +1207,30 @@ mod tests {
 
     use super::*;
 
-    /// The engine's duplicate check and lookups by id say what the map of the full loader
-    /// says: every later entry of an id, in order, against the first; an id written with
-    /// escapes is the same id.
+    /// The duplicate check and lookups by id find, for every id, its first entry, and every
+    /// later entry of it in order; an id written with escapes is the same id.
     #[test]
-    fn the_id_order_finds_what_a_map_of_the_ids_finds() {
+    fn the_id_order_finds_the_first_entry_of_each_id_and_every_later_one() {
         let text = r#"{"tasks": [
             {"id": "A"}, {"id": "B"}, {"title": "no id"}, {"id": "\u0041"}, {"id": "C"},
             {"id": "B"}, {"id": "A"}, {"id": "D"}
         ]}"#;
         let all = crate::store::tasks::scan_index(text, &Default::default(), |_| false, |_| false).unwrap().entries;
+        let id = |at: usize| all.get(at)?.id.as_deref();
         let hashes: Vec<u32> = all.iter().map(|e| id_hash(e.id.as_deref())).collect();
-        let ids = IdOrder::new(&all, &hashes);
+        let ids = IdOrder::new(&hashes, &id);
         assert_eq!(ids.duplicates(), [(3, 0), (5, 1), (6, 0)]);
-        let (first, problems) =
-            duplicate_ids("t", "/tasks", all.len(), all.iter().map(|e| e.id.as_deref()).enumerate());
-        let from_order: Vec<String> = ids
-            .duplicates()
-            .into_iter()
-            .map(|(at, earlier)| duplicate_id("t", "/tasks", all[at].id.as_deref().unwrap(), at, earlier).to_string())
-            .collect();
-        assert_eq!(from_order, problems.iter().map(ToString::to_string).collect::<Vec<_>>());
-        for id in ["A", "B", "C", "D", "E", ""] {
-            assert_eq!(ids.find(id), first.get(id).copied(), "{id}");
-        }
+        let problems: Vec<String> = ids.problems("t", "/tasks").iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            [
+                "t: at /tasks/3/id: duplicate task id `A` (also used at /tasks/0)",
+                "t: at /tasks/5/id: duplicate task id `B` (also used at /tasks/1)",
+                "t: at /tasks/6/id: duplicate task id `A` (also used at /tasks/0)",
+            ]
+        );
+        let found: Vec<Option<usize>> = ["A", "B", "C", "D", "E", ""].iter().map(|id| ids.find(id)).collect();
+        assert_eq!(found, [Some(0), Some(1), Some(4), Some(7), None, None]);
     }
 
     #[test]

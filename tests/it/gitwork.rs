@@ -139,8 +139,9 @@ fn counted(ws: &Workspace, watch: &Watch, what: &str) {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     let end = std::time::Instant::now() + DEADLINE;
     while !watch.pending_since(since).is_some_and(|counted| counted == pending_in_file(ws)) {
-        let (metrics, log) = (watch.exposition(), watch.log());
-        assert!(std::time::Instant::now() < end, "timed out after {DEADLINE:?} waiting for {what}:\n{metrics}\n{log}");
+        if std::time::Instant::now() >= end {
+            panic!("timed out after {DEADLINE:?} waiting for {what}:\n{}\n{}", watch.exposition(), watch.log());
+        }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
